@@ -1,0 +1,8 @@
+"""The audits, one per module, registered under stable ids in :data:`REGISTRY` (run order)."""
+
+from __future__ import annotations
+
+from . import roundtrip, sampling  # noqa: F401  (registration order is run order)
+from .base import REGISTRY, Audit, AuditContext, Measurement, register, specs
+
+__all__ = ["REGISTRY", "Audit", "AuditContext", "Measurement", "register", "specs"]

@@ -1,0 +1,117 @@
+"""The audit interface, the registry, and the context an audit runs in.
+
+An audit is a small class registered under a stable id. It declares its default thresholds and
+options, and its docstring says what property it checks, the formula, the reference, and how to
+read a failure (``innaudit explain ID`` prints it). ``run`` yields one :class:`Measurement` per
+data set; the runner holds the metrics against the thresholds and builds the results.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from ..config import AuditSettings, AuditSpec, Threshold
+from ..data import Dataset
+from ..model import InvertibleModel
+
+__all__ = ["REGISTRY", "Audit", "AuditContext", "Measurement", "register", "specs"]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What an audit measured on one set: nested metrics (dotted paths name them) and a note."""
+
+    dataset: str
+    metrics: Mapping[str, Any]
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Everything an audit may use. Audits never print and never touch global RNG state.
+
+    Attributes:
+        model: the model under audit.
+        datasets: in-distribution first, then OOD sets.
+        settings: this audit's thresholds and options.
+        seed: this audit's seed, derived from (run seed, audit id).
+        samples: the cap on samples per set (``--samples``), also the number of prior draws.
+        batch_size: samples per batch.
+        device: where tensors go.
+        float64_check: whether to repeat measurements in float64.
+        latent_shape: shape of one latent ``z`` (from a probe forward pass).
+        progress: ``progress(dataset, done, total)`` reports samples processed.
+    """
+
+    model: InvertibleModel
+    datasets: Sequence[Dataset]
+    settings: AuditSettings
+    seed: int
+    samples: int
+    batch_size: int
+    device: torch.device
+    float64_check: bool
+    latent_shape: tuple[int, ...]
+    progress: Callable[[str, int, int], None] = field(default=lambda name, done, total: None)
+
+    def option(self, name: str) -> Any:
+        """The effective value of one of the audit's options."""
+        return self.settings.options[name]
+
+    def generator(self, *salt: object) -> torch.Generator:
+        """A fresh generator seeded from this audit's seed and ``salt`` (stable across runs)."""
+        from ..data.builtin import stable_seed
+
+        return torch.Generator(device="cpu").manual_seed(stable_seed(self.seed, *salt))
+
+
+class Audit(ABC):
+    """Base class of every audit. Subclasses set the class variables and implement ``run``."""
+
+    id: ClassVar[str]
+    title: ClassVar[str]
+    thresholds: ClassVar[Mapping[str, Threshold]] = {}
+    options: ClassVar[Mapping[str, Any]] = {}
+    metrics: ClassVar[tuple[str, ...]] = ()
+
+    def skip_reason(self, ctx: AuditContext) -> str | None:
+        """Why this audit does not apply to the model or data (None when it applies)."""
+        return None
+
+    @abstractmethod
+    def run(self, ctx: AuditContext) -> Iterable[Measurement]:
+        """Measure, yielding one Measurement per set."""
+
+    @classmethod
+    def explain(cls) -> str:
+        """The audit's documentation: its docstring, then its default thresholds and options."""
+        lines = [f"{cls.id}: {cls.title}", "", inspect.cleandoc(cls.__doc__ or "")]
+        if cls.thresholds:
+            lines += ["", "Default thresholds (higher is worse):"]
+            lines += [f"  {m}: warn > {t.warn}, fail > {t.fail}" for m, t in cls.thresholds.items()]
+        if cls.options:
+            lines += ["", "Options:"] + [f"  {k}: {v!r}" for k, v in cls.options.items()]
+        return "\n".join(lines)
+
+
+REGISTRY: dict[str, type[Audit]] = {}
+
+
+def register(cls: type[Audit]) -> type[Audit]:
+    """Class decorator: register an audit under its ``id`` (ids are unique and stable)."""
+    if cls.id in REGISTRY:
+        raise ValueError(f"audit id {cls.id!r} is registered twice")
+    REGISTRY[cls.id] = cls
+    return cls
+
+
+def specs() -> dict[str, AuditSpec]:
+    """The configuration view of every registered audit, in registry order."""
+    return {aid: AuditSpec(aid, dict(c.thresholds), dict(c.options), c.metrics)
+            for aid, c in REGISTRY.items()}

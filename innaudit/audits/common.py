@@ -1,0 +1,54 @@
+"""Pieces shared by the round-trip style audits."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from ..stats import ErrorAccumulator
+
+__all__ = ["Map", "full_range_floor", "progress_counter", "round_trip", "verdict_float64"]
+
+Map = Callable[[Tensor], Tensor]
+
+
+def round_trip(first: Map, second: Map, batches: Iterable[Tensor], floor: float,
+               on_batch: Callable[[int], None] = lambda n: None) -> ErrorAccumulator:
+    """Apply ``second(first(u))`` to every batch and accumulate per-sample errors against ``u``."""
+    acc = ErrorAccumulator(floor=floor)
+    with torch.no_grad():
+        for u in batches:
+            middle = first(u)
+            acc.add(u, middle, second(middle))
+            on_batch(len(u))
+    return acc
+
+
+def verdict_float64(f32_bad: float, f64_bad: float) -> str:
+    """A sentence telling precision loss from ill-conditioning, from non-finite shares."""
+    if f32_bad == 0:
+        return ""
+    if f64_bad == 0:
+        return ("finite in float64: float32 rounding is amplified past overflow; the map is "
+                "ill-conditioned but computable with more precision")
+    return "also non-finite in float64: the computed map itself breaks there, not just float32"
+
+
+def full_range_floor(numel: int, width: float) -> float:
+    """A millionth of the norm of a vector spanning the range in every element."""
+    return 1e-6 * math.sqrt(numel) * width
+
+
+def progress_counter(progress: Callable[[str, int, int], None], name: str,
+                     total: int) -> Callable[[int], None]:
+    """A callback that adds up processed samples and reports ``(name, done, total)``."""
+    done = [0]
+
+    def step(n: int) -> None:
+        done[0] += n
+        progress(name, done[0], total)
+
+    return step

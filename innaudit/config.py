@@ -1,0 +1,270 @@
+"""Run configuration: frozen dataclasses, YAML (``yaml.safe_load``), validation, precedence.
+
+Precedence: command-line flags, then the YAML file (``--config``), then built-in defaults.
+Unknown keys are errors with a "did you mean" hint: for a gate, a typo that silently falls back
+to a default is worse than a failure.
+
+YAML layout (``innaudit init`` writes a commented copy)::
+
+    seed: 0                 # every random draw derives from it
+    samples: 10000          # cap per data set
+    batch_size: 500
+    device: cpu
+    float64_check: false    # re-run round trips in float64
+    fail_on: fail           # or warn
+    data: null              # in-distribution SPEC (default: the model's own test set)
+    ood: []                 # [NAME=]SPEC list (default: uniform, gaussian, rademacher)
+    audits: []              # run only these ids (default: all)
+    skip: []                # leave these ids out
+    roundtrip:              # one section per audit id
+      thresholds:
+        nonfinite_fraction: {fail: 0}
+        rel_error_l2.max: {warn: 1.0e-4, fail: 1.0e-2}
+      sets:                 # per-set overrides
+        uniform:
+          thresholds: {rel_error_l2.max: {fail: 1.0}}
+    sampling:
+      temperatures: [1.0, 0.7]
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "load_config", "parse_config"]
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Two-level gate on one metric (higher is worse): above ``warn`` warns, above ``fail`` fails."""
+
+    warn: float | None = None
+    fail: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        """``{"warn": ..., "fail": ...}``."""
+        return {"warn": self.warn, "fail": self.fail}
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    """What the configuration needs to know about an audit: its id, defaults and metrics."""
+
+    id: str
+    thresholds: Mapping[str, Threshold]
+    options: Mapping[str, Any]
+    metrics: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The effective settings of one audit: thresholds (per set where overridden) and options."""
+
+    thresholds: Mapping[str, Threshold]
+    options: Mapping[str, Any]
+    sets: Mapping[str, Mapping[str, Threshold]] = field(default_factory=dict)
+
+    def thresholds_for(self, dataset: str) -> Mapping[str, Threshold]:
+        """The thresholds that apply to ``dataset``: the audit's, with the set's overrides."""
+        merged = dict(self.thresholds)
+        merged.update(self.sets.get(dataset, {}))
+        return merged
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that decides what a run does. Build it with :func:`parse_config`."""
+
+    seed: int = 0
+    samples: int = 10000
+    batch_size: int = 500
+    device: str = "cpu"
+    float64_check: bool = False
+    fail_on: str = "fail"
+    data: str | None = None
+    ood: tuple[str, ...] = ()
+    audits: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    settings: Mapping[str, AuditSettings] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the report's ``run.config``."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings"}
+        out["ood"], out["audits"], out["skip"] = list(self.ood), list(self.audits), list(self.skip)
+        out["settings"] = {
+            aid: {"thresholds": {k: t.to_dict() for k, t in s.thresholds.items()},
+                  "sets": {n: {k: t.to_dict() for k, t in th.items()} for n, th in s.sets.items()},
+                  "options": dict(s.options)}
+            for aid, s in self.settings.items()
+        }
+        return out
+
+
+_SCALARS: dict[str, type] = {"seed": int, "samples": int, "batch_size": int, "device": str,
+                             "float64_check": bool, "fail_on": str}
+_LISTS = ("ood", "audits", "skip")
+
+
+def _hint(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(sorted(known))}"
+
+
+def _typed(where: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if kind is bool and not isinstance(value, bool) or kind is not bool and isinstance(value, bool) \
+            or not isinstance(value, kind):
+        raise ConfigError(f"{where} is {value!r} ({type(value).__name__}); expected {kind.__name__}")
+    if kind is float and math.isnan(value):
+        raise ConfigError(f"{where} is NaN; expected a number")
+    return value
+
+
+def _threshold(where: str, raw: Any, base: Threshold | None) -> Threshold:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} is {raw!r}; expected a mapping like {{warn: 1e-4, fail: 1e-2}}")
+    for key in raw:
+        if key not in ("warn", "fail"):
+            raise ConfigError(f"{where}.{key} is not a threshold level{_hint(str(key), ['warn', 'fail'])}")
+    values = {k: None if raw[k] is None else _typed(f"{where}.{k}", raw[k], float) for k in raw}
+    merged = replace(base or Threshold(), **values)
+    if merged.warn is not None and merged.fail is not None and merged.warn > merged.fail:
+        raise ConfigError(f"{where}: warn {merged.warn} is above fail {merged.fail}; expected warn <= fail")
+    return merged
+
+
+def _thresholds(where: str, raw: Any, spec: AuditSpec, base: Mapping[str, Threshold]) -> dict[str, Threshold]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} is {raw!r}; expected a mapping of metric names to thresholds")
+    merged = dict(base)
+    for metric, value in raw.items():
+        if metric not in spec.metrics:
+            raise ConfigError(f"{where}.{metric} is not a metric of {spec.id}{_hint(str(metric), list(spec.metrics))}")
+        merged[metric] = _threshold(f"{where}.{metric}", value, base.get(metric))
+    return merged
+
+
+def _audit_settings(spec: AuditSpec, raw: Any) -> AuditSettings:
+    where = spec.id
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} is {raw!r}; expected a mapping with thresholds, sets or options")
+    known = ["thresholds", "sets", *spec.options]
+    options = dict(spec.options)
+    thresholds: dict[str, Threshold] = dict(spec.thresholds)
+    sets: dict[str, dict[str, Threshold]] = {}
+    for key, value in raw.items():
+        if key == "thresholds":
+            thresholds = _thresholds(f"{where}.thresholds", value, spec, spec.thresholds)
+        elif key == "sets":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}.sets is {value!r}; expected a mapping of set names")
+            for name, body in value.items():
+                if not isinstance(body, Mapping) or set(body) - {"thresholds"}:
+                    raise ConfigError(f"{where}.sets.{name} must be a mapping with one key, thresholds")
+                sets[str(name)] = _thresholds(f"{where}.sets.{name}.thresholds",
+                                              body.get("thresholds", {}), spec, {})
+        elif key in spec.options:
+            options[key] = _option(f"{where}.{key}", value, spec.options[key])
+        else:
+            raise ConfigError(f"{where}.{key} is not a setting of {spec.id}{_hint(str(key), known)}")
+    # a set override inherits the other level from the audit-wide threshold
+    for name, overrides in sets.items():
+        sets[name] = {m: _merge_level(thresholds.get(m), t) for m, t in overrides.items()}
+    return AuditSettings(thresholds, options, sets)
+
+
+def _merge_level(base: Threshold | None, override: Threshold) -> Threshold:
+    return override if base is None else Threshold(
+        warn=override.warn if override.warn is not None else base.warn,
+        fail=override.fail if override.fail is not None else base.fail)
+
+
+def _option(where: str, value: Any, default: Any) -> Any:
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{where} is {value!r}; expected a non-empty list")
+        kind = type(default[0]) if default else float
+        return tuple(_typed(f"{where}[{i}]", v, kind) for i, v in enumerate(value))
+    return _typed(where, value, type(default))
+
+
+def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
+                 overrides: Mapping[str, Any] | None = None,
+                 sections: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """Validate a YAML mapping (and CLI overrides on top) into a :class:`Config`.
+
+    Args:
+        raw: the YAML document (None for no file).
+        specs: the registered audits, by id.
+        overrides: command-line values, already typed, by top-level key; None values are ignored.
+        sections: command-line values for audit sections (``{"sampling": {"temperatures": ...}}``),
+            merged over the YAML's.
+    """
+    raw = dict(raw or {})
+    for aid, values in (sections or {}).items():
+        base = raw.get(aid)
+        raw[aid] = {**(base if isinstance(base, Mapping) else {}), **values}
+    known = [*_SCALARS, *_LISTS, "data", *specs]
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or key not in known:
+            raise ConfigError(f"config key {key!r} is unknown{_hint(str(key), known)}")
+    for key, value in {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}.items():
+        if key in _SCALARS:
+            values[key] = _typed(key, value, _SCALARS[key])
+        elif key in _LISTS:
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{key} is {value!r}; expected a list of strings")
+            values[key] = tuple(value)
+        elif key == "data":
+            values[key] = None if value is None else _typed(key, value, str)
+    settings = {aid: _audit_settings(spec, raw.get(aid)) for aid, spec in specs.items()}
+    config = Config(settings=settings, **values)
+    _check_ranges(config, specs)
+    return config
+
+
+def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
+    if config.samples < 1 or config.batch_size < 1:
+        raise ConfigError(f"samples {config.samples} and batch_size {config.batch_size} must be at least 1")
+    if config.fail_on not in ("warn", "fail"):
+        raise ConfigError(f"fail_on is {config.fail_on!r}; expected 'warn' or 'fail'")
+    for key in ("audits", "skip"):
+        for aid in getattr(config, key):
+            if aid not in specs:
+                raise ConfigError(f"{key}: audit {aid!r} does not exist{_hint(aid, list(specs))}")
+
+
+def load_config(path: str | Path | None, specs: Mapping[str, AuditSpec],
+                overrides: Mapping[str, Any] | None = None,
+                sections: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """Read ``path`` with ``yaml.safe_load`` (None: no file) and :func:`parse_config` it."""
+    import yaml
+
+    raw: Any = None
+    if path is not None:
+        file = Path(path)
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {str(file)!r} cannot be read: {exc.strerror}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {file} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if raw is not None and not isinstance(raw, Mapping):
+            raise ConfigError(f"config file {file} holds a {type(raw).__name__}; expected a mapping of keys")
+    return parse_config(raw, specs, overrides, sections)

@@ -1,0 +1,116 @@
+"""Data SPECs: ``--data SPEC`` and ``--ood [NAME=]SPEC``.
+
+A SPEC is a file (``x.npy``, ``x.npz[:key]``, ``x.pt[:key]``) or a built-in name with an
+optional argument (``uniform``, ``gaussian``, ``rademacher``, ``constant:V``, ``digits:test``);
+see :mod:`innaudit.data.builtin`. Every set is shaped like the model's input and checked against
+it before any audit starts.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..domain import DataDomain
+from ..errors import DataError
+from .builtin import BUILTINS, DEFAULT_OOD, stable_seed
+from .dataset import Dataset, Role
+from .files import read_array, split_file_spec
+
+__all__ = ["BUILTINS", "DEFAULT_OOD", "Dataset", "Role", "default_data", "domain_from_file",
+           "resolve_dataset", "split_name"]
+
+_NAME = re.compile(r"^([A-Za-z0-9_.\-]+)=(.+)$")
+
+
+def split_name(text: str) -> tuple[str | None, str]:
+    """``"far=y.npy"`` -> ``("far", "y.npy")``; a SPEC without ``NAME=`` -> ``(None, spec)``."""
+    match = _NAME.match(text)
+    return (match.group(1), match.group(2)) if match else (None, text)
+
+
+def resolve_dataset(text: str, role: Role, domain: DataDomain, samples: int, seed: int) -> Dataset:
+    """Build the data set a ``[NAME=]SPEC`` names, shaped like ``domain``.
+
+    Args:
+        text: the SPEC, optionally prefixed by ``NAME=``.
+        role: in-distribution (``--data``) or OOD (``--ood``).
+        domain: the model's data domain (shape and range).
+        samples: at most this many samples (``--samples``).
+        seed: the run seed; random sets are drawn from generators seeded by (seed, name).
+    """
+    name, spec = split_name(text.strip())
+    if not spec:
+        raise DataError(f"data SPEC {text!r} is empty; expected a file or a built-in name")
+    file_spec = split_file_spec(spec)
+    if file_spec is not None:
+        path, key = file_spec
+        return _file_dataset(name or path.stem, spec, role, path, key, domain, samples)
+    return _builtin_dataset(name, spec, role, domain, samples, seed)
+
+
+def _builtin_dataset(name: str | None, spec: str, role: Role, domain: DataDomain,
+                     samples: int, seed: int) -> Dataset:
+    base, _, arg = spec.partition(":")
+    builtin = BUILTINS.get(base)
+    if builtin is None:
+        close = difflib.get_close_matches(base, list(BUILTINS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DataError(f"data SPEC {spec!r} is neither a file that exists nor a built-in set "
+                        f"({', '.join(sorted(BUILTINS))}){hint}")
+    label = name or spec
+    size = samples if builtin.random else min(samples, builtin.fixed_size(arg))  # type: ignore[misc]
+
+    def make(start: int, stop: int) -> torch.Tensor:
+        if builtin.random:
+            gen = torch.Generator().manual_seed(stable_seed(seed, "data", label, start))
+            return builtin.make(domain, stop - start, gen, arg)
+        return builtin.make(domain, stop, torch.Generator(), arg)[start:stop]
+
+    make(0, min(size, 1))  # fail on a bad argument now, before any audit starts
+    return Dataset(label, spec, role, size, make, builtin.summary)
+
+
+def _file_dataset(name: str, spec: str, role: Role, path: Path, key: str | None,
+                  domain: DataDomain, samples: int) -> Dataset:
+    array = read_array(path, key)
+    size = min(int(array.shape[0]), samples)
+    per_sample = tuple(int(s) for s in array.shape[1:])
+    if int(np.prod(per_sample)) != domain.numel:
+        raise DataError(f"{path} has samples of shape {per_sample}, but the model takes "
+                        f"{tuple(domain.shape)}; expected {domain.numel} values per sample")
+    note = "" if per_sample == tuple(domain.shape) else f"reshaped from {per_sample}"
+
+    def make(start: int, stop: int) -> torch.Tensor:
+        chunk = torch.from_numpy(np.array(array[start:stop])) if isinstance(array, np.ndarray) \
+            else array[start:stop]
+        return chunk.to(torch.float32).reshape(stop - start, *domain.shape)
+
+    bad = sum(int((~torch.isfinite(make(s, min(s + 4096, size)))).sum()) for s in range(0, size, 4096))
+    if bad:
+        raise DataError(f"{path} holds {bad} NaN/Inf values in its first {size} samples; the "
+                        "inputs of a round trip must be finite")
+    return Dataset(name, spec, role, size, make, note)
+
+
+def domain_from_file(text: str) -> DataDomain:
+    """A domain for a model that declares none: the shape and value range of a data file."""
+    _, spec = split_name(text)
+    file_spec = split_file_spec(spec)
+    if file_spec is None:
+        raise DataError(f"--data {spec!r} is not a file, so it cannot tell the model's input shape; "
+                        "give a .npy/.npz/.pt file or set input_shape on the module")
+    array = read_array(*file_spec)
+    values = torch.from_numpy(np.array(array[: min(len(array), 4096)], dtype=np.float64))
+    low, high = float(values.min()), float(values.max())
+    return DataDomain(shape=tuple(int(s) for s in array.shape[1:]), low=low,
+                      high=high if high > low else low + 1.0, name=Path(file_spec[0]).stem)
+
+
+def default_data(domain: DataDomain) -> str | None:
+    """The in-distribution SPEC for a model whose domain names a built-in set (``digits:test``)."""
+    return f"{domain.name}:test" if domain.name in BUILTINS else None

@@ -1,0 +1,48 @@
+"""Holding measured metrics against thresholds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .config import Threshold
+from .results import Check, Status, worst
+
+__all__ = ["judge", "lookup"]
+
+
+def lookup(metrics: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path (``"error_l2.max"``) of nested metrics, or None if absent."""
+    node: Any = metrics
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _check(metric: str, value: float, threshold: Threshold) -> Check:
+    if math.isnan(value):
+        status = Status.FAIL
+    elif threshold.fail is not None and value > threshold.fail:
+        status = Status.FAIL
+    elif threshold.warn is not None and value > threshold.warn:
+        status = Status.WARN
+    else:
+        status = Status.PASS
+    return Check(metric, value, threshold.warn, threshold.fail, status)
+
+
+def judge(metrics: Mapping[str, Any], thresholds: Mapping[str, Threshold]) -> tuple[Status, tuple[Check, ...]]:
+    """Check every thresholded metric present in ``metrics``; the set's status is the worst.
+
+    A metric that is absent (e.g. ``float64.*`` without ``--float64-check``) is not checked; a
+    metric that is NaN fails, because a statistic that could not be computed cannot pass.
+    """
+    checks = tuple(
+        _check(metric, float(value), threshold)
+        for metric, threshold in thresholds.items()
+        if isinstance(value := lookup(metrics, metric), (int, float)) and not isinstance(value, bool)
+    )
+    return worst(tuple(c.status for c in checks)), checks

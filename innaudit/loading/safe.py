@@ -1,0 +1,143 @@
+"""Safe reading of untrusted checkpoint files.
+
+Every ``torch.load`` in innaudit goes through :func:`load_weights_only`, which spells out
+``weights_only=True`` (so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` in the environment changes nothing)
+and never passes a ``pickle_module``. A file the safe loader refuses is reported with the globals
+it asked for and the explicit opt-in ``--trust-checkpoint``; innaudit never falls back to an
+unsafe load by itself (``shared/research/security.md`` section 0).
+
+The format is sniffed from the first bytes, not from the extension.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CorruptCheckpointError, LoadError, UnsafeCheckpointError, clean_text
+
+__all__ = ["FileFormat", "load_trusted", "load_weights_only", "sniff_format"]
+
+TRUST_HINT = (
+    "innaudit does not run code from checkpoints; if you made this file yourself and trust it, "
+    "re-run with --trust-checkpoint"
+)
+
+
+class FileFormat(str, Enum):
+    """What a checkpoint file is, judged by its bytes."""
+
+    TORCH_ZIP = "torch-zip"
+    TORCHSCRIPT = "torchscript"
+    TORCH_LEGACY = "torch-legacy"
+    PICKLE = "pickle"
+    SAFETENSORS = "safetensors"
+    NUMPY = "numpy"
+
+
+def sniff_format(path: Path) -> FileFormat:
+    """Tell the format of ``path`` from its first bytes.
+
+    Raises:
+        LoadError: the path is missing or not a file.
+        CorruptCheckpointError: the file is empty or of no format innaudit reads.
+    """
+    if not path.exists():
+        raise LoadError(f"model file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise LoadError(f"model path {str(path)!r} is not a file")
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    if not head:
+        raise CorruptCheckpointError(f"{path} is empty (0 bytes); expected a PyTorch checkpoint")
+    if head.startswith(b"PK\x03\x04"):
+        return FileFormat.TORCHSCRIPT if _is_torchscript(path) else FileFormat.TORCH_ZIP
+    if head.startswith(b"\x93NUMPY"):
+        return FileFormat.NUMPY
+    if head[:1] == b"\x80":
+        return FileFormat.TORCH_LEGACY if head[1:4] == b"\x02\x8a\x0a" else FileFormat.PICKLE
+    if len(head) >= 9 and head[8:9] == b"{":
+        return FileFormat.SAFETENSORS
+    raise CorruptCheckpointError(
+        f"{path} is not a checkpoint format innaudit reads (first bytes {head[:8]!r}); expected a "
+        "file written by torch.save or innaudit.save_checkpoint"
+    )
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def load_weights_only(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``, errors translated to innaudit's.
+
+    Raises:
+        UnsafeCheckpointError: the file asks for globals the safe loader does not allow.
+        CorruptCheckpointError: the file is truncated, corrupt or of an unknown format.
+    """
+    fmt = sniff_format(path)
+    if fmt is FileFormat.TORCHSCRIPT:
+        raise UnsafeCheckpointError(
+            f"{path} is a TorchScript archive, which is code, not weights; {TRUST_HINT}"
+        )
+    if fmt in (FileFormat.SAFETENSORS, FileFormat.NUMPY):
+        raise LoadError(f"{path} is a {fmt.value} file, which holds weights without an "
+                        "architecture; give a factory: innaudit run file.py:build --weights FILE")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if _is_refusal(str(exc)):
+            raise UnsafeCheckpointError(_refusal_message(path, str(exc))) from None
+        raise _corrupt(path, exc) from None
+    except Exception as exc:  # torch raises a dozen types on damaged files (security.md 1.4)
+        raise _corrupt(path, exc) from None
+
+
+def load_trusted(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """Unpickle a whole file, code included. Only called under ``--trust-checkpoint``."""
+    fmt = sniff_format(path)
+    try:
+        if fmt is FileFormat.TORCHSCRIPT:
+            return torch.jit.load(str(path), map_location=map_location)
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise _corrupt(path, exc) from None
+
+
+def _is_refusal(message: str) -> bool:
+    return "Weights only load failed" in message and (
+        "GLOBAL" in message or "allowed global" in message
+    )
+
+
+def _refusal_message(path: Path, message: str) -> str:
+    globals_ = _unsafe_globals(path) or sorted(set(re.findall(r"GLOBAL ([\w.]+)", message)))
+    named = ", ".join(globals_[:6]) + (" ..." if len(globals_) > 6 else "") or "unknown"
+    return (f"{path} was refused by the safe loader (weights_only=True): it needs the globals "
+            f"{named}, which can run code; {TRUST_HINT}")
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:
+        return []
+    return [clean_text(name, 120) for name in found]
+
+
+def _corrupt(path: Path, exc: BaseException) -> CorruptCheckpointError:
+    detail = clean_text(f"{type(exc).__name__}: {exc}", 200)
+    return CorruptCheckpointError(
+        f"{path} could not be read as a checkpoint ({detail}); the file is truncated, corrupt "
+        "or not written by torch.save"
+    )

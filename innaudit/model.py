@@ -1,0 +1,203 @@
+"""``InvertibleModel``: the single contract between audits and whatever built the model.
+
+Audits call only ``forward``, ``inverse``, ``log_det`` and ``blocks``. The wrapper guarantees
+what the audits rely on, whichever library built the model:
+
+- the module is in ``eval()`` mode during every call and the caller's mode is restored after;
+- inputs are cloned, so a model that writes into its input, or a cache keyed on the input
+  object, cannot make a round trip look exact;
+- calls run without autograd unless the caller is inside ``torch.enable_grad()`` and asks for it
+  (``grad=True``), as the attack and Jacobian audits do;
+- a model whose ``forward`` returns ``(z, log_det)`` is normalized to ``z`` for ``forward``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .domain import DataDomain
+
+__all__ = ["InverseKind", "InvertibleModel", "LogDetKind", "ModelInfo"]
+
+Fn = Callable[[nn.Module, Tensor], Any]
+"""A map given the module that holds the parameters, so a copy of the model (float64, another
+device) reuses the same functions with its own module."""
+
+
+class InverseKind(str, Enum):
+    """How the model computes its inverse."""
+
+    ANALYTIC = "analytic"
+    ITERATIVE = "iterative"
+
+
+class LogDetKind(str, Enum):
+    """What the model's log-determinant is."""
+
+    EXACT = "exact"
+    ESTIMATED = "estimated"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Metadata the audits need besides the two maps.
+
+    Attributes:
+        domain: shape and range of the inputs.
+        inverse_kind: analytic, or iterative with ``inverse_tolerance`` / ``inverse_max_iter``.
+        log_det_kind: exact, estimated, or none.
+        source: where the model came from (file, factory, loader) as plain strings.
+        architecture: the architecture name when known (zoo name or class name).
+        inverse_tolerance: declared tolerance of an iterative inverse.
+        inverse_max_iter: declared iteration cap of an iterative inverse.
+    """
+
+    domain: DataDomain
+    inverse_kind: InverseKind = InverseKind.ANALYTIC
+    log_det_kind: LogDetKind = LogDetKind.NONE
+    source: dict[str, str] = field(default_factory=dict)
+    architecture: str = ""
+    inverse_tolerance: float | None = None
+    inverse_max_iter: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for the report's ``target`` block."""
+        return {
+            "architecture": self.architecture,
+            "domain": self.domain.to_dict(),
+            "inverse_kind": self.inverse_kind.value,
+            "log_det_kind": self.log_det_kind.value,
+            "inverse_tolerance": self.inverse_tolerance,
+            "inverse_max_iter": self.inverse_max_iter,
+            "source": dict(self.source),
+        }
+
+
+def _first(out: Any) -> Tensor:
+    """The tensor of a map's output: ``z`` itself, or the first element of ``(z, log_det)``."""
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    if isinstance(out, Tensor):
+        return out
+    raise TypeError(
+        f"the model returned {type(out).__name__}; expected a tensor or a (tensor, log_det) tuple"
+    )
+
+
+def _second(out: Any) -> Tensor | None:
+    """The log-det of a ``(z, log_det)`` output, or None."""
+    if isinstance(out, (tuple, list)) and len(out) >= 2 and isinstance(out[1], Tensor):
+        return out[1]
+    return None
+
+
+class InvertibleModel:
+    """A bijection ``F`` with ``forward`` (data to latent) and ``inverse`` (latent to data).
+
+    Args:
+        module: the ``nn.Module`` holding the parameters (its train/eval mode is managed here).
+        forward_fn: ``(module, x) -> z`` or ``(z, log_det)``.
+        inverse_fn: ``(module, z) -> x`` (or ``(x, ...)``).
+        info: metadata, see :class:`ModelInfo`.
+        log_det_fn: optional ``(module, x) -> log|det J_F(x)|`` per sample; by default the second
+            element of ``forward_fn``'s output is used when there is one.
+        blocks_fn: optional ``module -> sub-blocks`` as ``InvertibleModel`` objects.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        forward_fn: Fn,
+        inverse_fn: Fn,
+        info: ModelInfo,
+        log_det_fn: Fn | None = None,
+        blocks_fn: Callable[[nn.Module], Sequence[InvertibleModel]] | None = None,
+    ) -> None:
+        self.module = module
+        self.info = info
+        self._forward = forward_fn
+        self._inverse = inverse_fn
+        self._log_det = log_det_fn
+        self._blocks = blocks_fn
+
+    # -- state management --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _calling(self, grad: bool) -> Iterator[None]:
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+                yield
+        finally:
+            self.module.train(was_training)
+
+    @staticmethod
+    def _prepare(x: Tensor, grad: bool) -> Tensor:
+        # A clone, so the model can neither alter the caller's tensor nor hand it back as "z".
+        return x.clone() if grad else x.detach().clone()
+
+    # -- the contract --------------------------------------------------------------------------
+    def forward(self, x: Tensor, *, grad: bool = False) -> Tensor:
+        """``z = F(x)`` for a batch ``x`` (batch first)."""
+        with self._calling(grad):
+            return _first(self._forward(self.module, self._prepare(x, grad)))
+
+    def forward_and_log_det(self, x: Tensor, *, grad: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``(F(x), log|det J_F(x)|)``; the log-det is None when the model reports none."""
+        with self._calling(grad):
+            out = self._forward(self.module, self._prepare(x, grad))
+            z = _first(out)
+            if self._log_det is not None:
+                return z, self._log_det(self.module, self._prepare(x, grad))
+            return z, _second(out)
+
+    def inverse(self, z: Tensor, *, grad: bool = False) -> Tensor:
+        """``x = F^-1(z)`` for a batch ``z``."""
+        with self._calling(grad):
+            return _first(self._inverse(self.module, self._prepare(z, grad)))
+
+    def log_det(self, x: Tensor) -> Tensor | None:
+        """Per-sample ``log|det J_F(x)|`` as the model reports it, or None."""
+        return self.forward_and_log_det(x)[1]
+
+    def blocks(self) -> Sequence[InvertibleModel]:
+        """The invertible sub-blocks in forward order; empty when the model is not composite."""
+        return tuple(self._blocks(self.module)) if self._blocks is not None else ()
+
+    # -- conveniences --------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's first floating parameter (float32 when it has none)."""
+        for p in self.module.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return torch.float32
+
+    def with_info(self, **changes: Any) -> InvertibleModel:
+        """A model sharing the module and the maps, with some :class:`ModelInfo` fields replaced."""
+        return self._rebuild(self.module, replace(self.info, **changes))
+
+    def copy_as(self, dtype: torch.dtype) -> InvertibleModel:
+        """An independent deep copy with parameters and buffers cast to ``dtype``.
+
+        Used for the float64 reference run that separates ill-conditioning (float64 fails too)
+        from lack of precision (float64 is fine).
+        """
+        return self._rebuild(copy.deepcopy(self.module).to(dtype=dtype), self.info)
+
+    def _rebuild(self, module: nn.Module, info: ModelInfo) -> InvertibleModel:
+        return InvertibleModel(module, self._forward, self._inverse, info, self._log_det, self._blocks)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> InvertibleModel:
+        """Move the parameters (in place, like ``nn.Module.to``) and return ``self``."""
+        self.module.to(device=device, dtype=dtype)
+        return self

@@ -1,0 +1,20 @@
+"""Renderers: each turns a Report into text and nothing else.
+
+``RENDERERS`` maps a format name to ``render(report) -> str``; the console renderer also takes
+``color`` and ``width``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..results import Report
+from . import console, json
+
+__all__ = ["FORMATS", "RENDERERS"]
+
+RENDERERS: dict[str, Callable[[Report], str]] = {
+    "console": console.render,
+    "json": json.render,
+}
+FORMATS = tuple(RENDERERS)

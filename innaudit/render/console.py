@@ -1,0 +1,93 @@
+"""The console report: a rich table per run, plain text when colour is off."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..gate import lookup
+from ..results import Report, SetResult, Status
+
+__all__ = ["render", "verdict_line"]
+
+STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red",
+         Status.ERROR: "bold magenta", Status.SKIP: "dim"}
+
+
+def _num(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.3g}"
+
+
+def _errors(metrics: Any) -> str:
+    stats = lookup(metrics, "error_l2")
+    if not isinstance(stats, dict):
+        return ""
+    return " / ".join(_num(stats.get(k)) for k in ("median", "p99", "max"))
+
+
+def _nonfinite(metrics: Any) -> str:
+    value = lookup(metrics, "nonfinite_fraction")
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
+def _note(result: SetResult) -> str:
+    failing = [f"{c.metric}={_num(c.value)} > {_num(c.fail if c.status is Status.FAIL else c.warn)}"
+               for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
+    return "; ".join(failing + ([result.message] if result.message else []))
+
+
+def _status(status: Status) -> str:
+    return f"[{STYLE[status]}]{status.value.upper()}[/]"
+
+
+def verdict_line(report: Report) -> str:
+    """One line naming the verdict and the exit code, so a log and ``$?`` cannot disagree."""
+    counts = ", ".join(f"{n} {s}" for s, n in report.counts.items() if n)
+    return f"innaudit: {report.status.value.upper()} (exit {int(report.exit_code)}): {counts or 'no audits'}"
+
+
+def _table(report: Report) -> Table:
+    table = Table(show_lines=False, expand=False, title_justify="left")
+    for name, justify in (("audit", "left"), ("set", "left"), ("status", "left"),
+                          ("non-finite", "right"), ("L2 error median / p99 / max", "right"),
+                          ("rel. max", "right"), ("note", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for audit in report.audits:
+        if not audit.results:
+            table.add_row(audit.id, "", _status(audit.status), "", "", "", escape(audit.message))
+            continue
+        for r in audit.results:
+            table.add_row(audit.id, escape(r.dataset), _status(r.status), _nonfinite(r.metrics),
+                          _errors(r.metrics), _num(lookup(r.metrics, "rel_error_l2.max")), escape(_note(r)))
+    return table
+
+
+def render(report: Report, *, color: bool = False, width: int = 120) -> str:
+    """The console report as text (with ANSI colour codes only when ``color``)."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width,
+                      color_system="standard" if color else None, highlight=False, soft_wrap=False)
+    target = report.target
+    domain = lookup(target, "info.domain") or {}
+    console.print(f"[bold]innaudit[/] {escape(str(target.get('model', '?')))}  "
+                  f"sha256 {escape(str(target.get('sha256', '-'))[:12])}  loader {escape(str(target.get('loader', '-')))}")
+    console.print(f"input {tuple(domain.get('shape', ()))} in [{domain.get('low')}, {domain.get('high')}]"
+                  f"{'' if domain.get('levels') is None else ', ' + str(domain.get('levels')) + ' levels'}"
+                  f"  latent {tuple(target.get('latent_shape', ()))}  seed {report.run.get('seed')}"
+                  f"  {report.run.get('dtype')} on {report.run.get('device')}")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    console.print(_table(report))
+    for error in report.errors:
+        console.print(f"[bold magenta]error:[/] {escape(error)}")
+    console.print(f"[{STYLE[report.status]}]{escape(verdict_line(report))}[/]")
+    return buffer.getvalue()

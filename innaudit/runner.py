@@ -1,0 +1,140 @@
+"""``run_audits``: one audit at a time, seeded, timed, with errors caught as ERROR results."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from . import __version__
+from .audits import REGISTRY, Audit, AuditContext
+from .config import Config
+from .data import Dataset
+from .data.builtin import stable_seed
+from .errors import clean_text
+from .gate import judge
+from .model import InvertibleModel
+from .results import AuditResult, Report, SetResult, Status, worst
+
+__all__ = ["Observer", "environment", "run_audits", "selected_audits"]
+
+
+class Observer(Protocol):
+    """Receives progress; the CLI draws bars with it, library users may pass nothing."""
+
+    def audit_started(self, audit_id: str, title: str) -> None:
+        """An audit begins."""
+
+    def progress(self, audit_id: str, dataset: str, done: int, total: int) -> None:
+        """``done`` of ``total`` samples of ``dataset`` are processed."""
+
+    def audit_finished(self, result: AuditResult) -> None:
+        """An audit ended (with any status)."""
+
+
+class _Silent:
+    def audit_started(self, audit_id: str, title: str) -> None:
+        pass
+
+    def progress(self, audit_id: str, dataset: str, done: int, total: int) -> None:
+        pass
+
+    def audit_finished(self, result: AuditResult) -> None:
+        pass
+
+
+def selected_audits(config: Config) -> list[str]:
+    """The ids to run, in registry order: ``audits`` (all when empty) minus ``skip``."""
+    chosen = config.audits or tuple(REGISTRY)
+    return [aid for aid in REGISTRY if aid in chosen]
+
+
+def environment(model: InvertibleModel, device: torch.device) -> dict[str, Any]:
+    """The numeric environment that can change results, for the report's ``run`` block."""
+    return {
+        "device": str(device),
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "versions": {"innaudit": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "platform": sys.platform,
+        "threads": torch.get_num_threads(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+
+
+def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
+    start = time.perf_counter()
+    reason = audit.skip_reason(ctx)
+    if reason is not None:
+        return AuditResult(audit.id, audit.title, Status.SKIP, reason, 0.0, ctx.seed)
+    try:
+        results = []
+        for m in audit.run(ctx):
+            status, checks = judge(m.metrics, ctx.settings.thresholds_for(m.dataset))
+            results.append(SetResult(m.dataset, status, m.metrics, checks, m.message))
+    except Exception as exc:  # an audit that crashes gives ERROR, never a pass
+        message = clean_text(f"{type(exc).__name__}: {exc}", 500)
+        return AuditResult(audit.id, audit.title, Status.ERROR, f"the audit crashed: {message}",
+                           time.perf_counter() - start, ctx.seed, error=message)
+    status = worst(tuple(r.status for r in results))
+    return AuditResult(audit.id, audit.title, status, _summary(results), time.perf_counter() - start,
+                       ctx.seed, tuple(results))
+
+
+def _summary(results: Sequence[SetResult]) -> str:
+    bad = [r for r in results if r.status in (Status.FAIL, Status.WARN)]
+    if not bad:
+        return f"{len(results)} set(s) within thresholds"
+    parts = [f"{r.dataset}: " + ", ".join(f"{c.metric}={c.value:.3g}" for c in r.checks
+                                          if c.status is r.status) for r in bad]
+    return "; ".join(parts)
+
+
+def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Config, *,
+               latent_shape: tuple[int, ...], observer: Observer | None = None,
+               target: Mapping[str, Any] | None = None, warnings: Sequence[str] = ()) -> Report:
+    """Run the selected audits on ``model`` and build the Report.
+
+    Args:
+        model: the model, already on ``config.device``.
+        datasets: the in-distribution set(s) first, then the OOD sets.
+        config: the effective configuration.
+        latent_shape: the shape of one ``z`` (from the preflight probe).
+        observer: progress receiver.
+        target: what the report says about the model (path, sha256, loader...).
+        warnings: things to carry into the report (e.g. a trusted pickle was loaded).
+    """
+    observer = observer or _Silent()
+    started = time.time()
+    device = torch.device(config.device)
+    results = []
+    for aid in selected_audits(config):
+        audit = REGISTRY[aid]()
+        if aid in config.skip:
+            results.append(AuditResult(aid, audit.title, Status.SKIP, "left out by --skip", 0.0, 0))
+            continue
+        ctx = AuditContext(
+            model=model, datasets=datasets, settings=config.settings[aid],
+            seed=stable_seed(config.seed, aid), samples=config.samples,
+            batch_size=config.batch_size, device=device, float64_check=config.float64_check,
+            latent_shape=latent_shape,
+            progress=lambda name, done, total, _id=aid: observer.progress(_id, name, done, total),
+        )
+        observer.audit_started(aid, audit.title)
+        result = _run_one(audit, ctx)
+        observer.audit_finished(result)
+        results.append(result)
+    errors = () if any(r.status is not Status.SKIP for r in results) else ("nothing was audited: every selected audit was skipped",)
+    run = {"seed": config.seed, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+           "duration_s": round(time.time() - started, 4), **environment(model, device),
+           "datasets": [d.describe() for d in datasets], "config": config.to_dict()}
+    tgt = {**(target or {}), "info": model.info.to_dict(), "latent_shape": list(latent_shape)}
+    return Report(tool={"name": "innaudit", "version": __version__}, run=run, target=tgt,
+                  audits=tuple(results), errors=errors, fail_on=Status(config.fail_on),
+                  warnings=tuple(warnings))

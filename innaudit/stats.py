@@ -1,0 +1,90 @@
+"""Per-sample error accumulation and summaries that count non-finite values instead of crashing.
+
+Reductions propagate NaN (``max([1, nan]) == nan``), so every summary is taken over the finite
+samples only and the non-finite ones are counted separately (``security.md`` 4.1). The reference
+code counted Inf but not NaN; here NaN and Inf are counted together as non-finite, and apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["ErrorAccumulator", "per_sample_norm", "summarize"]
+
+
+def per_sample_norm(t: Tensor) -> Tensor:
+    """L2 norm of each sample over all its elements, computed in float64: shape ``(batch,)``."""
+    return torch.linalg.vector_norm(t.reshape(len(t), -1).double(), dim=1)
+
+
+def _rows(mask: Tensor) -> Tensor:
+    return mask.reshape(len(mask), -1).any(dim=1)
+
+
+def summarize(values: np.ndarray) -> dict[str, float]:
+    """``median``, ``p99``, ``max``, ``mean`` of the finite values (NaN when there are none)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return {"median": float("nan"), "p99": float("nan"), "max": float("nan"), "mean": float("nan")}
+    return {
+        "median": float(np.median(finite)),
+        "p99": float(np.quantile(finite, 0.99)),
+        "max": float(finite.max()),
+        "mean": float(finite.mean()),
+    }
+
+
+@dataclass
+class ErrorAccumulator:
+    """Collects per-sample reconstruction errors of ``u -> first(u) -> second(first(u))``.
+
+    Args:
+        floor: the smallest norm used as the denominator of the relative error, so an all-zero
+            input does not divide by zero (a millionth of a full-range vector's norm).
+    """
+
+    floor: float
+    errors: list[np.ndarray] = field(default_factory=list)
+    relative: list[np.ndarray] = field(default_factory=list)
+    nan: list[np.ndarray] = field(default_factory=list)
+    inf: list[np.ndarray] = field(default_factory=list)
+    middle_bad: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, u: Tensor, middle: Tensor, back: Tensor) -> None:
+        """Record one batch: the input, the intermediate (``z`` or ``x``), the reconstruction."""
+        err = per_sample_norm(back - u)
+        norm = per_sample_norm(u).clamp_min(self.floor)
+        has_nan = _rows(torch.isnan(middle)) | _rows(torch.isnan(back))
+        has_inf = _rows(torch.isinf(middle)) | _rows(torch.isinf(back))
+        err = torch.where(has_nan | has_inf, torch.full_like(err, float("inf")), err)
+        self.errors.append(err.cpu().numpy())
+        self.relative.append((err / norm).cpu().numpy())
+        self.nan.append(has_nan.cpu().numpy())
+        self.inf.append(has_inf.cpu().numpy())
+        self.middle_bad.append((~_rows(torch.isfinite(middle))).cpu().numpy())
+
+    def per_sample(self) -> np.ndarray:
+        """Per-sample L2 errors so far (``inf`` where the round trip was not finite)."""
+        return np.concatenate(self.errors) if self.errors else np.zeros(0)
+
+    def metrics(self, middle_name: str, worst: int = 5) -> dict[str, object]:
+        """The metric block of an audit result (see the roundtrip audit's docstring)."""
+        err, rel = self.per_sample(), np.concatenate(self.relative) if self.relative else np.zeros(0)
+        n = len(err)
+        nan, inf = np.concatenate(self.nan) if n else err, np.concatenate(self.inf) if n else err
+        bad = ~np.isfinite(err)
+        order = np.argsort(-np.where(bad, np.inf, err), kind="stable")[:worst]
+        return {
+            "n": n,
+            "nonfinite_fraction": float(bad.mean()) if n else 0.0,
+            "nan_fraction": float(nan.mean()) if n else 0.0,
+            "inf_fraction": float(inf.mean()) if n else 0.0,
+            f"{middle_name}_nonfinite_fraction": float(np.concatenate(self.middle_bad).mean()) if n else 0.0,
+            "error_l2": summarize(err),
+            "rel_error_l2": summarize(rel),
+            "worst_indices": [int(i) for i in order],
+        }
