@@ -48,7 +48,9 @@ def _datasets(model: InvertibleModel, config: Config) -> tuple[Dataset, ...]:
     domain = model.info.domain
     data = config.data or default_data(domain)
     sets = [resolve_dataset(data, Role.IN_DISTRIBUTION, domain, config.samples, config.seed)] if data else []
-    for spec in config.ood or DEFAULT_OOD:
+    taken = {d.name for d in sets}
+    # the default battery leaves out a noise set already given as the in-distribution set
+    for spec in config.ood or [s for s in DEFAULT_OOD if s not in taken]:
         sets.append(resolve_dataset(spec, Role.OOD, domain, config.samples, config.seed))
     names = [d.name for d in sets]
     duplicates = sorted({n for n in names if names.count(n) > 1})

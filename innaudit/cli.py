@@ -49,7 +49,9 @@ def _parse_outputs(values: Sequence[str]) -> list[tuple[str, Path | None]]:
         if target is not None and not (target.parent if str(target.parent) else Path(".")).is_dir():
             raise UsageError(f"-o {value!r}: folder {str(target.parent)!r} does not exist")
         outputs.append((fmt, target))
-    return outputs or [("console", None)]
+    if all(path is not None for _, path in outputs):
+        outputs.insert(0, ("console", None))  # files as well as, not instead of, the table
+    return outputs
 
 
 def _write_outputs(report: Report, outputs: list[tuple[str, Path | None]], quiet: bool) -> None:
@@ -249,7 +251,8 @@ def train(recipe: str, output: str, seed: int, progress: bool | None) -> None:
         task = bar.add_task(f"train {recipe}", total=None)
         trained = run_recipe(recipe, seed=seed,
                              progress=lambda step, total: bar.update(task, completed=step, total=total))
-    provenance = {**trained.provenance, "command": f"innaudit train {recipe} -o {output} --seed {seed}"}
+    # the output path is left out of the recorded command: it does not change the file's bytes
+    provenance = {**trained.provenance, "command": f"innaudit train {recipe} --seed {seed} -o PATH"}
     save_checkpoint(target, trained.module, trained.architecture, trained.config, trained.domain, provenance)
     click.echo(f"{output} sha256 {file_sha256(target)}")
 

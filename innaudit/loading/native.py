@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..domain import DataDomain
-from ..errors import LoadError
+from ..errors import LoadError, clean_text
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "checkpoint_bytes", "is_native", "parse_native", "save_checkpoint"]
 
@@ -108,7 +108,7 @@ def parse_native(obj: Mapping[str, Any]) -> tuple[nn.Module, str, DataDomain, di
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise LoadError(f"the weights do not fit architecture {name!r}: {exc}") from None
+        raise LoadError(f"the weights do not fit architecture {name!r}: {clean_text(exc, 300)}") from None
     domain = DataDomain.from_dict(obj.get("data") or {})
     provenance = obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {}
     return module, name, domain, dict(provenance)

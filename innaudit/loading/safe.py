@@ -11,8 +11,8 @@ The format is sniffed from the first bytes, not from the extension.
 
 from __future__ import annotations
 
-import pickle
 import re
+import warnings
 import zipfile
 from enum import Enum
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import CorruptCheckpointError, LoadError, UnsafeCheckpointError, clean_text
+from .pickle_scan import unsafe_globals
 
 __all__ = ["FileFormat", "load_trusted", "load_weights_only", "sniff_format"]
 
@@ -94,12 +95,13 @@ def load_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
         raise LoadError(f"{path} is a {fmt.value} file, which holds weights without an "
                         "architecture; give a factory: innaudit run file.py:build --weights FILE")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if _is_refusal(str(exc)):
-            raise UnsafeCheckpointError(_refusal_message(path, str(exc))) from None
-        raise _corrupt(path, exc) from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises a dozen types on damaged files (security.md 1.4)
+        found = _unsafe_globals(path, fmt)
+        if found or _is_refusal(str(exc)):
+            raise UnsafeCheckpointError(_refusal_message(path, found, str(exc))) from None
         raise _corrupt(path, exc) from None
 
 
@@ -120,23 +122,27 @@ def _is_refusal(message: str) -> bool:
     )
 
 
-def _refusal_message(path: Path, message: str) -> str:
-    globals_ = _unsafe_globals(path) or sorted(set(re.findall(r"GLOBAL ([\w.]+)", message)))
-    named = ", ".join(globals_[:6]) + (" ..." if len(globals_) > 6 else "") or "unknown"
+def _refusal_message(path: Path, found: list[str], message: str) -> str:
+    globals_ = found or sorted(set(re.findall(r"GLOBAL ([\w.]+)", message)))
+    named = ", ".join(clean_text(g, 120) for g in globals_[:6]) + (" ..." if len(globals_) > 6 else "")
     return (f"{path} was refused by the safe loader (weights_only=True): it needs the globals "
-            f"{named}, which can run code; {TRUST_HINT}")
+            f"{named or 'unknown'}, which can run code; {TRUST_HINT}")
 
 
-def _unsafe_globals(path: Path) -> list[str]:
-    try:
-        found = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:
-        return []
-    return [clean_text(name, 120) for name in found]
+def _unsafe_globals(path: Path, fmt: FileFormat) -> list[str]:
+    """Globals outside the tensor set, found without running the file."""
+    if fmt is FileFormat.TORCH_ZIP:
+        try:
+            return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:
+            return []
+    return unsafe_globals(path)
 
 
 def _corrupt(path: Path, exc: BaseException) -> CorruptCheckpointError:
-    detail = clean_text(f"{type(exc).__name__}: {exc}", 200)
+    # torch's own text may advise turning weights_only off; never pass that on as ours
+    text = str(exc)
+    detail = type(exc).__name__ if "weights_only" in text else clean_text(f"{type(exc).__name__}: {text}", 200)
     return CorruptCheckpointError(
         f"{path} could not be read as a checkpoint ({detail}); the file is truncated, corrupt "
         "or not written by torch.save"

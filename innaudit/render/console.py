@@ -15,28 +15,31 @@ from ..results import Report, SetResult, Status
 
 __all__ = ["render", "verdict_line"]
 
+NUMBERS = {"err median": "error_l2.median", "err p99": "error_l2.p99", "err max": "error_l2.max",
+           "rel max": "rel_error_l2.max"}
+"""Columns of numbers: header -> metric path (blank where an audit has no such metric)."""
+
 STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red",
          Status.ERROR: "bold magenta", Status.SKIP: "dim"}
 
 
 def _num(value: Any) -> str:
     if not isinstance(value, (int, float)):
-        return "-"
+        return ""
     if math.isnan(value):
         return "nan"
-    return f"{value:.3g}"
-
-
-def _errors(metrics: Any) -> str:
-    stats = lookup(metrics, "error_l2")
-    if not isinstance(stats, dict):
-        return ""
-    return " / ".join(_num(stats.get(k)) for k in ("median", "p99", "max"))
+    return f"{value:.2g}"
 
 
 def _nonfinite(metrics: Any) -> str:
     value = lookup(metrics, "nonfinite_fraction")
-    return "" if value is None else f"{100 * value:.1f}%"
+    if value is None:
+        return ""
+    if 0 < value < 0.001:
+        return "<0.1%"  # never print 0.0% for a model that produced a NaN
+    if 0.999 < value < 1:
+        return ">99.9%"
+    return f"{100 * value:.1f}%"
 
 
 def _note(result: SetResult) -> str:
@@ -57,17 +60,19 @@ def verdict_line(report: Report) -> str:
 
 def _table(report: Report) -> Table:
     table = Table(show_lines=False, expand=False, title_justify="left")
-    for name, justify in (("audit", "left"), ("set", "left"), ("status", "left"),
-                          ("non-finite", "right"), ("L2 error median / p99 / max", "right"),
-                          ("rel. max", "right"), ("note", "left")):
-        table.add_column(name, justify=justify, overflow="fold")
+    for name in ("audit", "set", "status", "non-finite", *NUMBERS):
+        table.add_column(name, justify="left" if name in ("audit", "set", "status") else "right",
+                         no_wrap=True)
+    table.add_column("note", overflow="fold")
     for audit in report.audits:
         if not audit.results:
-            table.add_row(audit.id, "", _status(audit.status), "", "", "", escape(audit.message))
+            table.add_row(audit.id, "", _status(audit.status), "", *[""] * len(NUMBERS),
+                          escape(audit.message))
             continue
         for r in audit.results:
+            numbers = [_num(lookup(r.metrics, path)) for path in NUMBERS.values()]
             table.add_row(audit.id, escape(r.dataset), _status(r.status), _nonfinite(r.metrics),
-                          _errors(r.metrics), _num(lookup(r.metrics, "rel_error_l2.max")), escape(_note(r)))
+                          *numbers, escape(_note(r)))
     return table
 
 

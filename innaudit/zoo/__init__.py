@@ -49,7 +49,7 @@ def build(name: str, config: Mapping[str, Any]) -> nn.Module:
                         f"known: {known}. Upgrade innaudit or load it with a factory")
     try:
         return ARCHITECTURES[name](**dict(config))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise LoadError(f"architecture {name!r} rejected its stored config: {exc}") from None
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from innaudit.errors import LoadError
 from innaudit import zoo
 from innaudit.zoo.coupling import CouplingFlow
 from innaudit.zoo.layers import ConvNet, Coupling, MLPNet
@@ -173,5 +174,5 @@ def test_additive_coupling_scales_are_one() -> None:
     ({"shape": [1, 5, 4]}, "even"),
 ])
 def test_bad_config_says_what_is_expected(config: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(LoadError, match=message):
         zoo.build("coupling-image", _image_config(**config))

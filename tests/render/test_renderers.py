@@ -1,0 +1,83 @@
+"""Every renderer over reports with passes, failures, NaN metrics and crashed audits."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import jsonschema
+import pytest
+
+from innaudit.api import audit
+from innaudit.audits import REGISTRY
+from innaudit.render import RENDERERS, console
+from innaudit.render.json import render as render_json
+from innaudit.results import Report
+
+from ..audits.known_models import scaling_model, underflow_model
+
+SCHEMA = json.loads(resources.files("innaudit.render").joinpath("report.schema.json").read_text())
+
+
+def _strict(text: str) -> dict:
+    def refuse(token: str) -> None:
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def failing_report() -> Report:
+    return audit(underflow_model(), data="constant:0.1", ood=["far=constant:0.9", "uniform"],
+                 config={"samples": 200})
+
+
+@pytest.fixture(scope="module")
+def passing_report() -> Report:
+    return audit(scaling_model([0.5, 2.0]), data="uniform", config={"samples": 200})
+
+
+def test_json_is_strict_and_schema_valid(failing_report: Report, passing_report: Report) -> None:
+    for report in (failing_report, passing_report):
+        data = _strict(render_json(report))
+        jsonschema.validate(data, SCHEMA)
+        assert data["summary"]["exit_code"] == int(report.exit_code)
+        assert data["summary"]["status"] == report.status.value
+
+
+def test_non_finite_values_are_strings(failing_report: Report) -> None:
+    data = _strict(render_json(failing_report))
+    far = next(r for a in data["audits"] if a["id"] == "roundtrip" for r in a["results"] if r["dataset"] == "far")
+    assert far["metrics"]["nonfinite_fraction"] == 1.0
+    assert far["metrics"]["error_l2"]["max"] == "nan"  # no finite sample to summarize
+    assert far["status"] == "fail"
+
+
+def test_json_names_the_roundtrip_metrics(passing_report: Report) -> None:
+    data = _strict(render_json(passing_report))
+    metrics = data["audits"][0]["results"][0]["metrics"]
+    assert {"nonfinite_fraction", "error_l2", "n"} <= set(metrics)
+    assert set(metrics["error_l2"]) == {"median", "p99", "max", "mean"}
+
+
+def test_schema_rejects_what_it_should(passing_report: Report) -> None:
+    data = _strict(render_json(passing_report))
+    data["summary"]["exit_code"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, SCHEMA)
+
+
+@pytest.mark.parametrize("fmt", sorted(RENDERERS))
+def test_every_renderer_names_every_audit_and_the_verdict(fmt: str, failing_report: Report) -> None:
+    text = RENDERERS[fmt](failing_report)
+    for audit_id in REGISTRY:
+        assert audit_id in text
+    assert "fail" in text.lower()
+
+
+def test_console_plain_has_no_escape_codes_and_color_has(failing_report: Report) -> None:
+    plain = console.render(failing_report, color=False, width=250)
+    assert "\x1b[" not in plain
+    assert "innaudit: FAIL (exit 1)" in plain
+    assert "nonfinite_fraction=1 > 0" in plain
+    assert "\x1b[" in console.render(failing_report, color=True)
