@@ -61,13 +61,21 @@ class Check:
 
 @dataclass(frozen=True)
 class SetResult:
-    """An audit's outcome on one data set (or one temperature, one block...)."""
+    """An audit's outcome on one data set (or one temperature, one block...).
+
+    ``series`` holds plain-data arrays for the HTML plots, by convention:
+    ``error_histogram`` ``{"edges": [log10 edges], "counts": [...], "nonfinite": n}``;
+    ``curve`` ``{"step": [...], <metric>: [...]}``; ``blocks`` ``{"name": [...], <metric>: [...]}``;
+    ``values`` ``{<metric>: [per-sample values]}``; ``grid`` ``{"x": [...], "y": [...],
+    <metric>: [[row], ...]}``; ``images`` ``{<label>: [image as nested lists], ...}``.
+    """
 
     dataset: str
     status: Status
     metrics: Mapping[str, Any]
     checks: tuple[Check, ...] = ()
     message: str = ""
+    series: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

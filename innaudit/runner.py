@@ -77,7 +77,7 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
         results = []
         for m in audit.run(ctx):
             status, checks = judge(m.metrics, ctx.settings.thresholds_for(m.dataset))
-            results.append(SetResult(m.dataset, status, m.metrics, checks, m.message))
+            results.append(SetResult(m.dataset, status, m.metrics, checks, m.message, m.series))
     except Exception as exc:  # an audit that crashes gives ERROR, never a pass
         message = clean_text(f"{type(exc).__name__}: {exc}", 500)
         return AuditResult(audit.id, audit.title, Status.ERROR, f"the audit crashed: {message}",

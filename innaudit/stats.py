@@ -71,6 +71,16 @@ class ErrorAccumulator:
         """Per-sample L2 errors so far (``inf`` where the round trip was not finite)."""
         return np.concatenate(self.errors) if self.errors else np.zeros(0)
 
+    def histogram(self, bins: int = 40) -> dict[str, object]:
+        """Log10-spaced histogram of the finite errors, with the non-finite count beside it."""
+        err = self.per_sample()
+        finite = err[np.isfinite(err)]
+        positive = np.log10(np.clip(finite, 1e-30, None))
+        low, high = (float(positive.min()), float(positive.max())) if positive.size else (-8.0, 0.0)
+        counts, edges = np.histogram(positive, bins=bins, range=(low, max(high, low + 1e-6)))
+        return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
+                "nonfinite": int((~np.isfinite(err)).sum())}
+
     def metrics(self, middle_name: str, worst: int = 5) -> dict[str, object]:
         """The metric block of an audit result (see the roundtrip audit's docstring)."""
         err, rel = self.per_sample(), np.concatenate(self.relative) if self.relative else np.zeros(0)

@@ -25,11 +25,20 @@ __all__ = ["REGISTRY", "Audit", "AuditContext", "Measurement", "register", "spec
 
 @dataclass(frozen=True)
 class Measurement:
-    """What an audit measured on one set: nested metrics (dotted paths name them) and a note."""
+    """What an audit measured on one set.
+
+    Attributes:
+        dataset: the set's name.
+        metrics: nested numbers; dotted paths (``error_l2.max``) name them for thresholds.
+        message: a sentence for the report.
+        series: data for plots, never gated (histograms, curves, per-block lists, grids); see
+            :class:`innaudit.results.SetResult`.
+    """
 
     dataset: str
     metrics: Mapping[str, Any]
     message: str = ""
+    series: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

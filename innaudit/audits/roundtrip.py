@@ -72,5 +72,5 @@ class RoundTrip(Audit):
                 m64 = acc64.metrics("latent")
                 metrics["float64"] = {k: m64[k] for k in ("nonfinite_fraction", "error_l2", "rel_error_l2")}
                 message = verdict_float64(metrics["nonfinite_fraction"], m64["nonfinite_fraction"])
-            yield Measurement(ds.name, metrics, message)
+            yield Measurement(ds.name, metrics, message, {"error_histogram": acc.histogram()})
 

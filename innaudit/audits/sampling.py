@@ -68,7 +68,7 @@ class Sampling(Audit):
             metrics = acc.metrics("sample")
             metrics["temperature"] = float(temperature)
             metrics["out_of_range_fraction"] = float(torch.cat(outside).double().mean()) if outside else 0.0
-            yield Measurement(name, metrics)
+            yield Measurement(name, metrics, series={"error_histogram": acc.histogram()})
 
     def _draws(self, ctx: AuditContext, temperature: float, n: int) -> Iterator[Tensor]:
         for start in range(0, n, ctx.batch_size):

@@ -42,7 +42,7 @@ def _check(c: Check) -> dict[str, Any]:
 
 def _set(r: SetResult) -> dict[str, Any]:
     return {"dataset": r.dataset, "status": r.status, "message": r.message,
-            "metrics": r.metrics, "checks": [_check(c) for c in r.checks]}
+            "metrics": r.metrics, "checks": [_check(c) for c in r.checks], "series": r.series}
 
 
 def _audit(a: AuditResult) -> dict[str, Any]:
