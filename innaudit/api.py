@@ -16,6 +16,7 @@ from .config import Config, parse_config
 from .data import DEFAULT_OOD, Dataset, Role, default_data, domain_from_file, resolve_dataset
 from .errors import LoadError, UsageError, clean_text
 from .loading import LoadedModel, load_model
+from .loading.preflight import Limits
 from .model import InvertibleModel
 from .results import Report
 from .runner import Observer, run_audits
@@ -73,15 +74,20 @@ def _probe(model: InvertibleModel, datasets: Sequence[Dataset], device: torch.de
 
 
 def prepare(model: str | InvertibleModel, config: Config, *, weights: str | None = None,
-            weights_key: str | None = None, trust: bool = False) -> Prepared:
-    """Load the model and the data sets and check them against each other."""
+            weights_key: str | None = None, trust: bool = False,
+            limits: Limits | None = None, condition: str | None = None) -> Prepared:
+    """Load the model and the data sets and check them against each other.
+
+    ``limits`` bounds what a checkpoint file may claim (see :mod:`innaudit.loading.preflight`);
+    ``condition`` is the ``--condition SPEC`` of a conditional model.
+    """
     device = _device(config.device)
     if isinstance(model, InvertibleModel):
         loaded = LoadedModel(model, {"model": model.info.architecture or "python object", "loader": "python"})
     else:
         fallback = (lambda: domain_from_file(config.data)) if config.data else None
         loaded = load_model(model, weights=weights, weights_key=weights_key, trust=trust,
-                            fallback_domain=fallback)
+                            fallback_domain=fallback, limits=limits, condition=condition)
     loaded.model.to(device)
     datasets = _datasets(loaded.model, config)
     return Prepared(loaded, datasets, _probe(loaded.model, datasets, device), config)

@@ -20,7 +20,7 @@ from . import __version__
 from .errors import InnauditError, UsageError, clean_text
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .isolation import Job
     from .results import Report
 
 __all__ = ["cli", "main"]
@@ -133,6 +133,7 @@ def cli() -> None:
 @click.option("--ood", "ood", metavar="[NAME=]SPEC", multiple=True, help="Held-out set (repeatable). Default: uniform, gaussian, rademacher noise.")
 @click.option("--weights", metavar="FILE", help="State dict to load into a factory MODEL.")
 @click.option("--weights-key", metavar="KEY", help="Entry of a training dict holding the state dict (dotted path).")
+@click.option("--condition", metavar="SPEC", help="Condition of a conditional model: a .npy/.npz/.pt file of rows (row j of each batch takes row j mod N) or constant:V1,V2,...")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint holding code (a pickled module) to load. Only for files you made.")
 @click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False), help="YAML config (see `innaudit init`).")
 @click.option("--audit", "audits", metavar="ID", multiple=True, help="Run only this audit (repeatable).")
@@ -143,48 +144,135 @@ def cli() -> None:
 @click.option("--device", help="cpu, cuda or cuda:N.  [default: cpu]")
 @click.option("--float64-check/--no-float64-check", default=None, help="Repeat round trips in float64 to tell precision loss from ill-conditioning.")
 @click.option("--temperature", "temperatures", type=float, multiple=True, help="Prior temperature for the sampling audit (repeatable).  [default: 1.0, 0.7]")
+@click.option("--attack-samples", type=int, metavar="N", help="Data samples the attack audit searches around.  [default: 32]")
+@click.option("--epsilon", type=float, metavar="E", help="L_inf radius of the attack.  [default: half a quantization bin]")
+@click.option("--save-witnesses", metavar="DIR", help="Write the attack's worst points to DIR (witnesses.npy, originals.npy, witnesses.pt).")
 @click.option("--fail-on", type=click.Choice(["warn", "fail"]), help="Least severe status that fails the gate.  [default: fail]")
-@click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="console or json, to stdout or to PATH (repeatable).")
+@click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).")
+@click.option("--baseline", metavar="BASE.json", help="Compare every metric with this earlier JSON report (see `innaudit compare`).")
+@click.option("--fail-on-regression", is_flag=True, help="With --baseline: a regressed metric fails the gate (exit 1).")
+@click.option("--rel-tol", type=float, default=0.1, show_default=True, help="With --baseline: relative tolerance, tol = max(|base| * rel, abs).")
+@click.option("--abs-tol", type=float, default=1e-6, show_default=True, help="With --baseline: absolute tolerance.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Run in a child process and stop it after SECONDS; finished audits are kept, the run exits 2.")
+@click.option("--max-memory", metavar="SIZE", help="Run in a child process limited to SIZE of memory (e.g. 4G); also the budget for checkpoint tensors.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 when a gate fails (never hides exit 2).")
 @click.option("--progress/--no-progress", default=None, help="Progress bars on stderr.  [default: when stderr is a terminal]")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout; files and the exit code only.")
 @click.option("-v", "--verbose", count=True, help="-vv shows tracebacks of internal errors.")
 def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None, weights_key: str | None,
-        trust_checkpoint: bool, config_path: str | None, audits: tuple[str, ...], skip: tuple[str, ...],
+        condition: str | None, trust_checkpoint: bool, config_path: str | None, audits: tuple[str, ...], skip: tuple[str, ...],
         samples: int | None, batch_size: int | None, seed: int | None, device: str | None,
         float64_check: bool | None, temperatures: tuple[float, ...], fail_on: str | None,
-        outputs: tuple[str, ...], exit_zero: bool, progress: bool | None, quiet: bool, verbose: int) -> int:
+        outputs: tuple[str, ...], timeout: float | None, max_memory: str | None, exit_zero: bool,
+        progress: bool | None, quiet: bool, verbose: int, attack_samples: int | None = None,
+        epsilon: float | None = None, save_witnesses: str | None = None, **against: Any) -> int:
     """Audit MODEL: a checkpoint file, or a factory as package.module:callable or file.py:callable."""
     _STATE["verbose"] = verbose
     targets = _parse_outputs(outputs)
+    base = _load_baseline(against)
     from .audits import specs
     from .config import load_config
 
     overrides = {"seed": seed, "samples": samples, "batch_size": batch_size, "device": device,
                  "float64_check": float64_check, "fail_on": fail_on, "data": data,
                  "ood": list(ood) or None, "audits": list(audits) or None, "skip": list(skip) or None}
-    sections = {"sampling": {"temperatures": list(temperatures)}} if temperatures else {}
+    sections: dict[str, dict[str, Any]] = {"sampling": {"temperatures": list(temperatures)}} if temperatures else {}
+    attack = {k: v for k, v in (("samples", attack_samples), ("epsilon", epsilon)) if v is not None}
+    if attack:
+        sections["attack"] = attack
+    witness_dir = _witness_dir(save_witnesses)
     config = load_config(config_path, specs(), overrides, sections)
-    report = _audit(model, config, weights, weights_key, trust_checkpoint,
-                    sys.stderr.isatty() if progress is None else progress)
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"--timeout {timeout:g} must be positive (seconds)")
+    from .isolation import Job
+
+    job = Job(model, config, weights, weights_key, trust_checkpoint, _size(max_memory), condition)
+    report = _audit(job, timeout, sys.stderr.isatty() if progress is None else progress)
+    if base is not None:
+        report = _compared(base, report, against)
     for warning in report.warnings:
         _err(f"warning: {warning}")
     _write_outputs(report, targets, quiet)
-    from .render.console import verdict_line
+    if witness_dir is not None:
+        _save_witnesses(report, witness_dir)
+    if quiet or ("console", None) not in targets:  # the console table already ends with it
+        from .render.console import verdict_line
 
-    _err(verdict_line(report))
+        _err(verdict_line(report))
     code = int(report.exit_code)
     return 0 if exit_zero and code == 1 else code
 
 
-def _audit(model: str, config: Config, weights: str | None, weights_key: str | None, trust: bool,
-           progress: bool) -> Report:
+def _witness_dir(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UsageError(f"--save-witnesses {path!r} is not an existing folder; create it first")
+    return folder
+
+
+def _save_witnesses(report: Report, folder: Path) -> None:
+    """Write the attack's witnesses: ``witnesses.npy`` (worst x' per sample, the model's input
+    shape), ``originals.npy`` (the data x), ``witnesses.pt`` (both, with the starts and errors)."""
+    import io
+
+    import numpy as np
+    import torch
+
+    from .atomic import write_atomic
+
+    found = [r.artifacts for a in report.audits if a.id == "attack" for r in a.results if r.artifacts]
+    if not found:
+        _err("warning: --save-witnesses: the attack audit did not run, so there is nothing to write")
+        return
+    art = found[0]
+
+    def npy(array: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        return buffer.getvalue()
+
+    buffer = io.BytesIO()
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(art[k])) for k in ("witnesses", "originals", "starts", "errors")}
+               | {"epsilon": torch.tensor(float(art["epsilon"]), dtype=torch.float64)}, buffer)
+    try:
+        write_atomic(folder / "witnesses.npy", npy(art["witnesses"]))
+        write_atomic(folder / "originals.npy", npy(art["originals"]))
+        write_atomic(folder / "witnesses.pt", buffer.getvalue())
+    except OSError as exc:
+        raise UsageError(f"cannot write witnesses to {str(folder)!r}: {exc.strerror}") from None
+    _err(f"wrote {len(art['witnesses'])} witness(es) to {folder}")
+
+
+def _size(text: str | None) -> int | None:
+    """``"4G"``, ``"512M"``, ``"2GiB"``, ``"1000000"`` -> bytes."""
+    if text is None:
+        return None
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    body = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = body[-1:] if body[-1:] in units and body[-1:] else ""
+    try:
+        value = float(body[: len(body) - len(unit)]) * units[unit]
+    except ValueError:
+        value = -1
+    if value < (64 << 20):
+        raise UsageError(f"--max-memory {text!r} is not a size of at least 64M; expected e.g. 4G or 512M")
+    return int(value)
+
+
+def _audit(job: Job, timeout: float | None, progress: bool) -> Report:
+    """In this process, or in a child one when a time or memory limit is asked for."""
     from .api import prepare
+    from .isolation import run_isolated
     from .runner import run_audits
 
-    prepared = prepare(model, config, weights=weights, weights_key=weights_key, trust=trust)
     with _ProgressObserver(progress) as observer:
-        return run_audits(prepared.loaded.model, prepared.datasets, config,
+        if timeout is not None or job.max_memory is not None:
+            return run_isolated(job, timeout, observer)
+        prepared = prepare(job.model, job.config, weights=job.weights, weights_key=job.weights_key,
+                           trust=job.trust, condition=job.condition)
+        return run_audits(prepared.loaded.model, prepared.datasets, job.config,
                           latent_shape=prepared.latent_shape, observer=observer,
                           target=prepared.loaded.target, warnings=prepared.loaded.warnings)
 
@@ -233,9 +321,11 @@ def init(path: str, force: bool) -> None:
 @click.argument("recipe")
 @click.option("-o", "--output", "output", required=True, metavar="PATH", help="Where to write the checkpoint.")
 @click.option("--seed", default=0, show_default=True, help="Training seed.")
+@click.option("--regularizer", type=click.Choice(["none", "fd", "nf"]), default="none", show_default=True, help="Stabilizing regularizer: RECIPE --regularizer fd is the recipe RECIPE-fd.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
-def train(recipe: str, output: str, seed: int, progress: bool | None) -> None:
+def train(recipe: str, output: str, seed: int, regularizer: str, progress: bool | None) -> None:
     """Train the built-in RECIPE (digits-affine, digits-additive...) into a native checkpoint."""
+    recipe = recipe if regularizer == "none" else f"{recipe}-{regularizer}"
     from rich.console import Console
     from rich.progress import Progress
 
@@ -255,6 +345,72 @@ def train(recipe: str, output: str, seed: int, progress: bool | None) -> None:
     provenance = {**trained.provenance, "command": f"innaudit train {recipe} --seed {seed} -o PATH"}
     save_checkpoint(target, trained.module, trained.architecture, trained.config, trained.domain, provenance)
     click.echo(f"{output} sha256 {file_sha256(target)}")
+
+
+# -- saved reports: render, compare, --baseline -------------------------------------------------
+def _load_baseline(against: dict[str, Any]) -> Report | None:
+    """Read ``--baseline`` before any audit runs, so a bad file fails fast (exit 2)."""
+    from .report_io import load_report
+
+    if against.get("baseline") is None:
+        if against.get("fail_on_regression"):
+            raise UsageError("--fail-on-regression needs --baseline BASE.json")
+        return None
+    return load_report(against["baseline"], "baseline")
+
+
+def _compared(base: Report, report: Report, against: dict[str, Any]) -> Report:
+    from dataclasses import replace
+
+    from .baseline import compare
+
+    comparison = compare(base, report, rel_tol=against["rel_tol"], abs_tol=against["abs_tol"],
+                         gate=against["fail_on_regression"], base_name=against["baseline"])
+    return replace(report, comparison=comparison)
+
+
+@cli.command(epilog="Exit codes: 0 written, 2 the report cannot be read or has another schema_version.")
+@click.argument("report_path", metavar="REPORT.json")
+@click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).")
+def render(report_path: str, outputs: tuple[str, ...]) -> None:
+    """Render a saved JSON report in any format: the same output as the run gave."""
+    from .report_io import load_report
+
+    targets = _parse_outputs(outputs)
+    _write_outputs(load_report(report_path), targets, quiet=False)
+
+
+@cli.command(epilog="Exit codes: 0 no regression gated, 1 a metric regressed and --fail-on-regression, 2 bad input.")
+@click.argument("base_path", metavar="BASE.json")
+@click.argument("new_path", metavar="NEW.json")
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 when any metric regressed.")
+@click.option("--rel-tol", type=float, default=0.1, show_default=True, help="Relative tolerance, tol = max(|base| * rel, abs).")
+@click.option("--abs-tol", type=float, default=1e-6, show_default=True, help="Absolute tolerance.")
+@click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="The NEW report with the comparison, in any format (repeatable).")
+def compare(base_path: str, new_path: str, fail_on_regression: bool, rel_tol: float, abs_tol: float,
+            outputs: tuple[str, ...]) -> int:
+    """Classify every metric of NEW against BASE: improved, unchanged, regressed, new or missing."""
+    from .render.compare import table
+    from .report_io import load_report
+
+    targets = _parse_outputs(outputs)
+    base, new = load_report(base_path, "baseline"), load_report(new_path, "report")
+    report = _compared(base, new, {"rel_tol": rel_tol, "abs_tol": abs_tol, "baseline": base_path,
+                                   "fail_on_regression": fail_on_regression})
+    comparison = report.comparison
+    assert comparison is not None
+    if targets == [("console", None)] or not outputs:
+        from rich.console import Console
+
+        console = Console(file=sys.stdout, force_terminal=_color(), no_color=not _color(),
+                          width=_width(), highlight=False)
+        console.print(table(comparison))
+        targets = [t for t in targets if t != ("console", None)]
+    _write_outputs(report, targets, quiet=False)
+    counts = ", ".join(f"{n} {c}" for c, n in comparison.counts.items() if n) or "nothing compared"
+    code = 1 if comparison.gate_failed else 0
+    _err(f"innaudit compare: {counts} (exit {code})")
+    return code
 
 
 # -- entry point -----------------------------------------------------------------------------

@@ -25,6 +25,8 @@ YAML layout (``innaudit init`` writes a commented copy)::
           thresholds: {rel_error_l2.max: {fail: 1.0}}
     sampling:
       temperatures: [1.0, 0.7]
+    waivers:                # dated exceptions to a gate (innaudit.waivers)
+      - {audit: roundtrip, set: rademacher, reason: "...", expires: 2026-06-30}
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .waivers import Waiver, parse_waivers
 
 __all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "load_config", "parse_config"]
 
@@ -93,10 +96,13 @@ class Config:
     audits: tuple[str, ...] = ()
     skip: tuple[str, ...] = ()
     settings: Mapping[str, AuditSettings] = field(default_factory=dict)
+    waivers: tuple[Waiver, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.config``."""
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings"}
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
+                               if f.name not in ("settings", "waivers")}
+        out["waivers"] = [w.to_dict() for w in self.waivers]
         out["ood"], out["audits"], out["skip"] = list(self.ood), list(self.audits), list(self.skip)
         out["settings"] = {
             aid: {"thresholds": {k: t.to_dict() for k, t in s.thresholds.items()},
@@ -200,6 +206,8 @@ def _option(where: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{where} is {value!r}; expected a non-empty list")
         kind = type(default[0]) if default else float
         return tuple(_typed(f"{where}[{i}]", v, kind) for i, v in enumerate(value))
+    if default is None:  # a nullable number: null (derive it) or a float
+        return None if value is None else _typed(where, value, float)
     return _typed(where, value, type(default))
 
 
@@ -219,7 +227,7 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
     for aid, values in (sections or {}).items():
         base = raw.get(aid)
         raw[aid] = {**(base if isinstance(base, Mapping) else {}), **values}
-    known = [*_SCALARS, *_LISTS, "data", *specs]
+    known = [*_SCALARS, *_LISTS, "data", "waivers", *specs]
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or key not in known:
@@ -234,6 +242,7 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
         elif key == "data":
             values[key] = None if value is None else _typed(key, value, str)
     settings = {aid: _audit_settings(spec, raw.get(aid)) for aid, spec in specs.items()}
+    values["waivers"] = parse_waivers(raw.get("waivers"), list(specs))
     config = Config(settings=settings, **values)
     _check_ranges(config, specs)
     return config

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .baseline import Comparison
 
 __all__ = ["AuditResult", "Check", "ExitCode", "Report", "SCHEMA_VERSION", "SetResult", "Status",
            "worst"]
@@ -76,6 +79,12 @@ class SetResult:
     checks: tuple[Check, ...] = ()
     message: str = ""
     series: Mapping[str, Any] = field(default_factory=dict)
+    waiver: Mapping[str, Any] | None = None
+    """The waiver that matched this set (``innaudit.waivers``): ``{"reason", "expires",
+    "expired", "waived_status"}``; an unexpired waiver turned ``waived_status`` into PASS."""
+    artifacts: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Big picklable arrays (numpy) for files the CLI writes on request (``--save-witnesses``);
+    never rendered, not part of the JSON report."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +123,8 @@ class Report:
     fail_on: Status = Status.FAIL
     warnings: tuple[str, ...] = field(default=())
     schema_version: int = SCHEMA_VERSION
+    comparison: Comparison | None = None
+    """Metrics against a baseline report (``--baseline``; ``innaudit.baseline``)."""
 
     @property
     def status(self) -> Status:
@@ -121,7 +132,10 @@ class Report:
         if self.errors:
             return Status.ERROR
         found = worst(tuple(a.status for a in self.audits))
-        return Status.PASS if found is Status.SKIP else found
+        found = Status.PASS if found is Status.SKIP else found
+        if self.comparison is not None and self.comparison.gate_failed:
+            return worst((found, Status.FAIL))  # a regression gate fails like a threshold
+        return found
 
     @property
     def exit_code(self) -> ExitCode:

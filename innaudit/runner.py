@@ -6,6 +6,7 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,8 +21,10 @@ from .errors import clean_text
 from .gate import judge
 from .model import InvertibleModel
 from .results import AuditResult, Report, SetResult, Status, worst
+from .waivers import apply_waivers
 
-__all__ = ["Observer", "environment", "run_audits", "selected_audits"]
+__all__ = ["Observer", "RunHeader", "assemble", "environment", "run_audits", "run_header",
+           "selected_audits"]
 
 
 class Observer(Protocol):
@@ -77,7 +80,8 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
         results = []
         for m in audit.run(ctx):
             status, checks = judge(m.metrics, ctx.settings.thresholds_for(m.dataset))
-            results.append(SetResult(m.dataset, status, m.metrics, checks, m.message, m.series))
+            results.append(SetResult(m.dataset, status, m.metrics, checks, m.message, m.series,
+                                     artifacts=m.artifacts))
     except Exception as exc:  # an audit that crashes gives ERROR, never a pass
         message = clean_text(f"{type(exc).__name__}: {exc}", 500)
         return AuditResult(audit.id, audit.title, Status.ERROR, f"the audit crashed: {message}",
@@ -96,9 +100,43 @@ def _summary(results: Sequence[SetResult]) -> str:
     return "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class RunHeader:
+    """What a report says about the run and the target, known before the first audit starts."""
+
+    run: Mapping[str, Any]
+    target: Mapping[str, Any]
+    warnings: tuple[str, ...]
+    fail_on: Status
+    started: float
+
+
+def run_header(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
+               latent_shape: tuple[int, ...], target: Mapping[str, Any] | None = None,
+               warnings: Sequence[str] = ()) -> RunHeader:
+    """The ``run`` and ``target`` blocks of the report."""
+    started = time.time()
+    run = {"seed": config.seed, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+           **environment(model, torch.device(config.device)),
+           "datasets": [d.describe() for d in datasets], "config": config.to_dict()}
+    tgt = {**(target or {}), "info": model.info.to_dict(), "latent_shape": list(latent_shape)}
+    return RunHeader(run, tgt, tuple(warnings), Status(config.fail_on), started)
+
+
+def assemble(header: RunHeader, results: Sequence[AuditResult], errors: Sequence[str] = ()) -> Report:
+    """The Report from a header and the audit results so far (a run stopped early gives errors)."""
+    if not errors and not any(r.status is not Status.SKIP for r in results):
+        errors = ("nothing was audited: every selected audit was skipped",)
+    run = {**header.run, "duration_s": round(time.time() - header.started, 4)}
+    return Report(tool={"name": "innaudit", "version": __version__}, run=run, target=header.target,
+                  audits=tuple(results), errors=tuple(errors), fail_on=header.fail_on,
+                  warnings=header.warnings)
+
+
 def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Config, *,
                latent_shape: tuple[int, ...], observer: Observer | None = None,
-               target: Mapping[str, Any] | None = None, warnings: Sequence[str] = ()) -> Report:
+               target: Mapping[str, Any] | None = None, warnings: Sequence[str] = (),
+               header: RunHeader | None = None) -> Report:
     """Run the selected audits on ``model`` and build the Report.
 
     Args:
@@ -109,9 +147,10 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
         observer: progress receiver.
         target: what the report says about the model (path, sha256, loader...).
         warnings: things to carry into the report (e.g. a trusted pickle was loaded).
+        header: a header already made by :func:`run_header` (else one is made here).
     """
     observer = observer or _Silent()
-    started = time.time()
+    header = header or run_header(model, datasets, config, latent_shape, target, warnings)
     device = torch.device(config.device)
     results = []
     for aid in selected_audits(config):
@@ -130,11 +169,4 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
         result = _run_one(audit, ctx)
         observer.audit_finished(result)
         results.append(result)
-    errors = () if any(r.status is not Status.SKIP for r in results) else ("nothing was audited: every selected audit was skipped",)
-    run = {"seed": config.seed, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-           "duration_s": round(time.time() - started, 4), **environment(model, device),
-           "datasets": [d.describe() for d in datasets], "config": config.to_dict()}
-    tgt = {**(target or {}), "info": model.info.to_dict(), "latent_shape": list(latent_shape)}
-    return Report(tool={"name": "innaudit", "version": __version__}, run=run, target=tgt,
-                  audits=tuple(results), errors=errors, fail_on=Status(config.fail_on),
-                  warnings=tuple(warnings))
+    return apply_waivers(assemble(header, results), config.waivers)

@@ -33,12 +33,14 @@ class Measurement:
         message: a sentence for the report.
         series: data for plots, never gated (histograms, curves, per-block lists, grids); see
             :class:`innaudit.results.SetResult`.
+        artifacts: big arrays for files the CLI may write (attack witnesses), never rendered.
     """
 
     dataset: str
     metrics: Mapping[str, Any]
     message: str = ""
     series: Mapping[str, Any] = field(default_factory=dict)
+    artifacts: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,8 @@ class Audit(ABC):
     thresholds: ClassVar[Mapping[str, Threshold]] = {}
     options: ClassVar[Mapping[str, Any]] = {}
     metrics: ClassVar[tuple[str, ...]] = ()
+    higher_is_better: ClassVar[tuple[str, ...]] = ()
+    """Metric paths (or dotted prefixes) that improve upwards, for baselines (``innaudit.baseline``)."""
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Why this audit does not apply to the model or data (None when it applies)."""

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from ..config import Threshold
+from ..model import InverseKind
 from .base import Audit, AuditContext, Measurement, register
 from .common import full_range_floor, progress_counter, round_trip, verdict_float64
 
@@ -32,6 +33,11 @@ class RoundTrip(Audit):
     float64 copy under ``float64``: finite there means float32 precision is the limit,
     non-finite there means the map itself breaks.
 
+    For an iterative inverse (``inverse_kind`` "iterative", e.g. the zoo's residual flows) whose
+    module counts them in ``inverse_cap_hits``, ``inverse_cap_hits`` is the number of (sample,
+    block) fixed-point solves on the set that stopped at ``inverse_max_iter`` without meeting
+    ``inverse_tolerance``: their reconstruction error is not the converged one.
+
     Reading a failure: non-finite on noise but not on data is the paper's OOD finding (affine
     coupling is only locally bi-Lipschitz); non-finite on data means the model is unusable as a
     bijection even where it was trained; a large finite error is the early stage of the same.
@@ -48,7 +54,8 @@ class RoundTrip(Audit):
     metrics = ("nonfinite_fraction", "nan_fraction", "inf_fraction", "latent_nonfinite_fraction",
                "error_l2.median", "error_l2.p99", "error_l2.max", "error_l2.mean",
                "rel_error_l2.median", "rel_error_l2.p99", "rel_error_l2.max", "rel_error_l2.mean",
-               "float64.nonfinite_fraction", "float64.error_l2.max", "float64.rel_error_l2.max")
+               "float64.nonfinite_fraction", "float64.error_l2.max", "float64.rel_error_l2.max",
+               "inverse_cap_hits")
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped only when there is no data set at all."""
@@ -60,10 +67,13 @@ class RoundTrip(Audit):
         floor = full_range_floor(domain.numel, domain.width)
         dtype = ctx.model.dtype
         for ds in ctx.datasets:
+            hits = _cap_hits(ctx)
             acc = round_trip(ctx.model.forward, ctx.model.inverse,
                              ds.batches(ctx.batch_size, dtype, ctx.device), floor,
                              progress_counter(ctx.progress, ds.name, ds.size))
             metrics = acc.metrics("latent")
+            if hits is not None:
+                metrics["inverse_cap_hits"] = _cap_hits(ctx) - hits
             message = ""
             if ctx.float64_check:
                 wide = ctx.model.copy_as(torch.float64)
@@ -74,3 +84,10 @@ class RoundTrip(Audit):
                 message = verdict_float64(metrics["nonfinite_fraction"], m64["nonfinite_fraction"])
             yield Measurement(ds.name, metrics, message, {"error_histogram": acc.histogram()})
 
+
+def _cap_hits(ctx: AuditContext) -> int | None:
+    """The model's cumulative count of capped fixed-point solves, or None when it keeps none."""
+    if ctx.model.info.inverse_kind is not InverseKind.ITERATIVE:
+        return None
+    count = getattr(ctx.model.module, "inverse_cap_hits", None)
+    return int(count) if isinstance(count, (int, float)) else None

@@ -12,12 +12,26 @@ gaussian       ``c + w * N(0, 1)``                             ``[low + 0.01w, h
 rademacher     ``low`` or ``high`` with probability 1/2        none
 constant:V     every element ``V``                             none
 digits[:split] the 8x8 digits mapped into ``[low, high)``      none (17 levels)
+checkerboard   paper 4(g): squares of side 2 in [-4, 4]^2      none (2-D models only)
+two-moons      two interleaved half circles (noise 0.2)        none (2-D models only)
+rings          circles of radius 1, 2, 3 (radial noise 0.08)   none (2-D models only)
+regression2d   paper 5.3 inputs ``(a, b) ~ N(0, I)``           none (2-D models only)
+grid:L,H,N     ``N x N`` points ``L + k (H - L) / N``, k < N   none (2-D models only)
 =============  =============================================  ============================
+
+The 2-D sets ignore the domain's range (they are defined in absolute coordinates). The random
+ones accept an optional ``:train`` / ``:test`` suffix that only changes the seed
+(``checkerboard:test`` is the default in-distribution set of a model trained on
+``checkerboard``). The grid is fixed, row-major over ``x2``: sample ``i N + j`` is
+``(x1, x2) = (v_j, v_i)`` with ``v`` = :func:`grid_axis`; ``grid:-8,8,320`` is the paper's
+102,400-point map (pass ``--samples 102400``). The targets of the regression task,
+``(0, x2)``, are :func:`regression_targets`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -28,7 +42,8 @@ from ..domain import DataDomain
 from ..errors import DataError
 from .digits import LEVELS, SPLITS, load_digits
 
-__all__ = ["BUILTINS", "DEFAULT_OOD", "Builtin", "stable_seed"]
+__all__ = ["BUILTINS", "DEFAULT_OOD", "Builtin", "grid_axis", "regression_targets", "stable_seed",
+           "toy_2d"]
 
 Maker = Callable[[DataDomain, int, torch.Generator, str], Tensor]
 DEFAULT_OOD = ("uniform", "gaussian", "rademacher")
@@ -98,6 +113,87 @@ def _digits(domain: DataDomain, count: int, gen: torch.Generator, arg: str) -> T
     return (domain.low + domain.width * images).reshape(_shape(domain, len(images)))
 
 
+def _planar(domain: DataDomain, name: str, points: Tensor) -> Tensor:
+    """2-D points reshaped to the domain, which must hold exactly two values per sample."""
+    if domain.numel != 2:
+        raise DataError(f"{name} is a 2-D data set (2 values per sample), but the model takes "
+                        f"shape {tuple(domain.shape)} ({domain.numel} values)")
+    return points.to(torch.float32).reshape(len(points), *domain.shape)
+
+
+def _toy_split(name: str, arg: str) -> None:
+    if arg not in ("", "train", "test"):
+        raise DataError(f"{name}:{arg}: expected {name}, {name}:train or {name}:test")
+
+
+def toy_2d(name: str, count: int, gen: torch.Generator) -> Tensor:
+    """``count`` points ``(count, 2)`` of the 2-D toy set ``name`` drawn from ``gen``.
+
+    ``checkerboard`` follows the paper's code (paper-spec.md 4(g)): ``x1 ~ U[-2, 2)``,
+    ``x2 = U[0, 1) - 2 Bernoulli(1/2) + (floor(x1) mod 2)``, both times 2. ``regression2d`` is
+    the input of the paper's 2-D regression task (5.3), ``(a, b) ~ N(0, I)``.
+    """
+    if name == "checkerboard":
+        x1 = 4 * torch.rand(count, generator=gen) - 2
+        coin = torch.randint(0, 2, (count,), generator=gen).to(torch.float32)
+        x2 = torch.rand(count, generator=gen) - 2 * coin + torch.remainder(torch.floor(x1), 2)
+        return 2 * torch.stack([x1, x2], 1)
+    if name == "two-moons":
+        t = math.pi * torch.rand(count, generator=gen)
+        upper = torch.rand(count, generator=gen) < 0.5
+        x = torch.where(upper, torch.cos(t), 1 - torch.cos(t))
+        y = torch.where(upper, torch.sin(t), 0.5 - torch.sin(t))
+        pts = torch.stack([x - 0.5, y - 0.25], 1) + 0.1 * torch.randn(count, 2, generator=gen)
+        return 2 * pts
+    if name == "rings":
+        radius = torch.randint(1, 4, (count,), generator=gen).to(torch.float32)
+        radius = radius + 0.08 * torch.randn(count, generator=gen)
+        angle = 2 * math.pi * torch.rand(count, generator=gen)
+        return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], 1)
+    if name == "regression2d":
+        return torch.randn(count, 2, generator=gen)
+    raise DataError(f"{name!r} is not a 2-D toy set")
+
+
+def regression_targets(x: Tensor) -> Tensor:
+    """Targets of the paper's 2-D regression task (5.3): ``y = (0, x2)`` (the first coordinate
+    collapses, so no bijection fits it: an INN trained on it must push sigma_min to 0)."""
+    return torch.stack([torch.zeros_like(x[:, 1]), x[:, 1]], 1)
+
+
+def _toy(name: str) -> Maker:
+    def make(domain: DataDomain, count: int, gen: torch.Generator, arg: str) -> Tensor:
+        _toy_split(name, arg)
+        return _planar(domain, name, toy_2d(name, count, gen))
+
+    return make
+
+
+def _grid_args(arg: str) -> tuple[float, float, int]:
+    parts = arg.split(",")
+    try:
+        low, high, n = float(parts[0]), float(parts[1]), int(parts[2])
+        if len(parts) != 3 or not high > low or not 1 <= n <= 2000:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise DataError(f"grid:{arg}: expected grid:LOW,HIGH,N with LOW < HIGH and 1 <= N <= 2000, "
+                        "e.g. grid:-8,8,320") from None
+    return low, high, n
+
+
+def grid_axis(low: float, high: float, n: int) -> Tensor:
+    """The ``n`` coordinates ``low + k (high - low) / n`` of one grid axis (paper: [-8, 8) step 0.05)."""
+    return low + torch.arange(n, dtype=torch.float64) * ((high - low) / n)
+
+
+def _grid(domain: DataDomain, count: int, gen: torch.Generator, arg: str) -> Tensor:
+    low, high, n = _grid_args(arg)
+    axis = grid_axis(low, high, n)
+    x2, x1 = torch.meshgrid(axis, axis, indexing="ij")
+    points = torch.stack([x1.flatten(), x2.flatten()], 1)[:count]
+    return _planar(domain, "grid", points)
+
+
 BUILTINS: dict[str, Builtin] = {
     b.name: b
     for b in (
@@ -107,5 +203,13 @@ BUILTINS: dict[str, Builtin] = {
         Builtin("constant", "constant:V, every element V", False, _constant, lambda arg: 1),
         Builtin("digits", f"8x8 handwritten digits, {LEVELS} levels (digits:train|test|all)",
                 False, _digits, lambda arg: len(load_digits(_digits_split(arg))[0])),
+        Builtin("checkerboard", "2-D checkerboard of the paper (4(g)), squares in [-4, 4]^2", True,
+                _toy("checkerboard")),
+        Builtin("two-moons", "2-D two interleaved half circles", True, _toy("two-moons")),
+        Builtin("rings", "2-D concentric rings of radius 1, 2, 3", True, _toy("rings")),
+        Builtin("regression2d", "2-D regression inputs (paper 5.3), N(0, I)", True,
+                _toy("regression2d")),
+        Builtin("grid", "grid:LOW,HIGH,N, an N x N grid over [LOW, HIGH)^2 (2-D models)", False,
+                _grid, lambda arg: _grid_args(arg)[2] ** 2),
     )
 }

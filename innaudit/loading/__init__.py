@@ -19,8 +19,10 @@ from ..domain import DataDomain
 from ..errors import LoadError, UnsafeCheckpointError
 from ..model import InvertibleModel
 from .adapt import adapt_module, declared_domain
+from .adapters import Adapted, Condition, adapt_object, find_adapter, resolve_condition
 from .factory import is_factory_spec, load_state_dict_into, resolve_factory
 from .native import is_native, parse_native
+from .preflight import Limits
 from .safe import load_trusted, load_weights_only
 
 __all__ = ["LoadedModel", "file_sha256", "load_model"]
@@ -51,6 +53,8 @@ def load_model(
     weights_key: str | None = None,
     trust: bool = False,
     fallback_domain: Callable[[], DataDomain] | None = None,
+    limits: Limits | None = None,
+    condition: str | None = None,
 ) -> LoadedModel:
     """Load the MODEL argument.
 
@@ -59,18 +63,22 @@ def load_model(
         weights: a state-dict file to load into a factory's model.
         weights_key: the entry of a training dict that holds the state dict.
         trust: allow whole pickled modules (code) to load; recorded in the report.
+        limits: what a checkpoint file may claim (:class:`~innaudit.loading.preflight.Limits`).
         fallback_domain: called when the model declares no data domain (e.g. derived from the
             ``--data`` file); without it such a model is an error.
+        condition: ``--condition SPEC`` of a conditional library model (a data file of
+            condition rows or ``constant:V1,V2,...``), see :mod:`innaudit.loading.adapters`.
     """
+    cond = resolve_condition(condition) if condition else None
     if is_factory_spec(spec) and not Path(spec).is_file():
-        return _from_factory(spec, weights, weights_key, fallback_domain)
+        return _from_factory(spec, weights, weights_key, fallback_domain, limits, cond)
     if weights:
         raise LoadError("--weights goes with a factory MODEL (file.py:callable); a checkpoint "
                         "file already holds its weights")
-    return _from_file(Path(spec), trust, fallback_domain)
+    return _from_file(Path(spec), trust, fallback_domain, limits, cond)
 
 
-def _domain(module: nn.Module, fallback: Callable[[], DataDomain] | None, what: str) -> DataDomain:
+def _domain(module: Any, fallback: Callable[[], DataDomain] | None, what: str) -> DataDomain:
     domain = declared_domain(module)
     if domain is not None:
         return domain
@@ -81,27 +89,32 @@ def _domain(module: nn.Module, fallback: Callable[[], DataDomain] | None, what: 
 
 
 def _from_factory(spec: str, weights: str | None, weights_key: str | None,
-                  fallback: Callable[[], DataDomain] | None) -> LoadedModel:
+                  fallback: Callable[[], DataDomain] | None, limits: Limits | None = None,
+                  condition: Condition | None = None) -> LoadedModel:
     built, kind = resolve_factory(spec)
     if isinstance(built, InvertibleModel):
         return LoadedModel(built, {"model": spec, "loader": f"factory-{kind}"})
-    if not isinstance(built, nn.Module):
+    if not isinstance(built, nn.Module) and find_adapter(built) is None:
         raise LoadError(f"factory {spec} returned {type(built).__name__}; expected a "
                         "torch.nn.Module with forward and inverse")
     target: dict[str, Any] = {"model": spec, "loader": f"factory-{kind}"}
     if weights:
         path = Path(weights)
-        load_state_dict_into(built, path, weights_key)
+        if not isinstance(built, nn.Module):
+            raise LoadError(f"--weights: factory {spec} returned a {type(built).__name__}, which "
+                            "is not an nn.Module and holds no state dict")
+        load_state_dict_into(built, path, weights_key, limits)
         target.update(weights=str(path), weights_sha256=file_sha256(path), weights_key=weights_key)
     source = {"factory": spec, "weights": weights or ""}
-    model = adapt_module(built, _domain(built, fallback, spec), source)
-    return LoadedModel(model, target)
+    adapted = adapt_object(built, _domain(built, fallback, spec), source, condition)
+    return LoadedModel(adapted.model, _described(target, adapted, condition), adapted.warnings)
 
 
-def _from_file(path: Path, trust: bool, fallback: Callable[[], DataDomain] | None) -> LoadedModel:
+def _from_file(path: Path, trust: bool, fallback: Callable[[], DataDomain] | None,
+               limits: Limits | None = None, condition: Condition | None = None) -> LoadedModel:
     target: dict[str, Any] = {"model": str(path)}
     try:
-        obj = load_weights_only(path)
+        obj = load_weights_only(path, limits=limits)
     except UnsafeCheckpointError:
         if not trust:
             raise
@@ -109,16 +122,28 @@ def _from_file(path: Path, trust: bool, fallback: Callable[[], DataDomain] | Non
         target.update(loader="trusted-pickle", trusted=True)
         warning = (f"{path} was loaded with --trust-checkpoint: it holds code, which ran while "
                    "loading; audit only files you made yourself")
-        model = adapt_module(obj, _domain(obj, fallback, str(path)), {"file": str(path)}) \
-            if isinstance(obj, nn.Module) else _not_a_model(path, obj)
+        if not isinstance(obj, nn.Module) and find_adapter(obj) is None:
+            _not_a_model(path, obj)
+        adapted = adapt_object(obj, _domain(obj, fallback, str(path)), {"file": str(path)}, condition)
         target.update(sha256=file_sha256(path), size=path.stat().st_size)
-        return LoadedModel(model, target, (warning,))
+        return LoadedModel(adapted.model, _described(target, adapted, condition),
+                           (warning, *adapted.warnings))
     target.update(sha256=file_sha256(path), size=path.stat().st_size)
     if is_native(obj):
         module, arch, domain, provenance = parse_native(obj)
         target.update(loader="native", architecture=arch, provenance=provenance)
         return LoadedModel(adapt_module(module, domain, {"file": str(path)}, arch), target)
     return _not_a_model(path, obj)
+
+
+def _described(target: dict[str, Any], adapted: Adapted, condition: Condition | None) -> dict[str, Any]:
+    """The report's target block, with the library that built the model and the condition."""
+    library = adapted.model.info.source.get("library")
+    if library:
+        target["library"] = library
+    if condition is not None:
+        target["condition"] = condition.describe()
+    return target
 
 
 def _not_a_model(path: Path, obj: Any) -> InvertibleModel:

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import LoadError, clean_text
 from .native import is_native
+from .preflight import Limits
 from .safe import load_weights_only
 
 __all__ = ["is_factory_spec", "load_state_dict_into", "resolve_factory", "select_state_dict"]
@@ -113,9 +114,21 @@ def select_state_dict(obj: Any, key: str | None, source: str) -> dict[str, torch
     raise LoadError(f"{source} holds a {type(obj).__name__}; expected a state dict of tensors")
 
 
-def load_state_dict_into(module: nn.Module, path: Path, key: str | None) -> None:
+def _read_weights(path: Path, limits: Limits | None) -> Any:
+    """A ``.safetensors`` file through its own checked reader, anything else weights-only."""
+    from .safe import FileFormat, sniff_format
+
+    if sniff_format(path) is FileFormat.SAFETENSORS:
+        from .safetensors_io import read_safetensors
+
+        return read_safetensors(path, limits)
+    return load_weights_only(path, limits=limits)
+
+
+def load_state_dict_into(module: nn.Module, path: Path, key: str | None,
+                         limits: Limits | None = None) -> None:
     """Load ``--weights`` into ``module`` strictly, stripping DataParallel's ``module.`` prefix."""
-    state = select_state_dict(load_weights_only(path), key, str(path))
+    state = select_state_dict(_read_weights(path, limits), key, str(path))
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     try:

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..domain import DataDomain
 from ..errors import LoadError, clean_text
+from .preflight import clean_strings
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "checkpoint_bytes", "is_native", "parse_native", "save_checkpoint"]
 
@@ -101,7 +102,7 @@ def parse_native(obj: Mapping[str, Any]) -> tuple[nn.Module, str, DataDomain, di
     if not isinstance(arch, dict) or not isinstance(state, dict):
         raise LoadError("native checkpoint lacks an 'architecture' or 'state_dict' entry; "
                         "it was not written by innaudit.save_checkpoint")
-    name, config = str(arch.get("name")), arch.get("config") or {}
+    name, config = clean_text(arch.get("name"), 100), arch.get("config") or {}
     if not isinstance(config, dict):
         raise LoadError(f"native checkpoint config is {type(config).__name__}; expected a dict")
     module = zoo.build(name, config)
@@ -111,4 +112,4 @@ def parse_native(obj: Mapping[str, Any]) -> tuple[nn.Module, str, DataDomain, di
         raise LoadError(f"the weights do not fit architecture {name!r}: {clean_text(exc, 300)}") from None
     domain = DataDomain.from_dict(obj.get("data") or {})
     provenance = obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {}
-    return module, name, domain, dict(provenance)
+    return module, name, domain, clean_strings(provenance)

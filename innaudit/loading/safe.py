@@ -22,6 +22,7 @@ import torch
 
 from ..errors import CorruptCheckpointError, LoadError, UnsafeCheckpointError, clean_text
 from .pickle_scan import unsafe_globals
+from .preflight import Limits, check_structure, check_zip
 
 __all__ = ["FileFormat", "load_trusted", "load_weights_only", "sniff_format"]
 
@@ -39,6 +40,7 @@ class FileFormat(str, Enum):
     TORCH_LEGACY = "torch-legacy"
     PICKLE = "pickle"
     SAFETENSORS = "safetensors"
+    TORCH_EXPORT = "torch-export"
     NUMPY = "numpy"
 
 
@@ -58,29 +60,41 @@ def sniff_format(path: Path) -> FileFormat:
     if not head:
         raise CorruptCheckpointError(f"{path} is empty (0 bytes); expected a PyTorch checkpoint")
     if head.startswith(b"PK\x03\x04"):
-        return FileFormat.TORCHSCRIPT if _is_torchscript(path) else FileFormat.TORCH_ZIP
+        return _zip_kind(path)
     if head.startswith(b"\x93NUMPY"):
         return FileFormat.NUMPY
+    # safetensors before pickle: its 8-byte little-endian header length may start with 0x80
+    if len(head) >= 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size:
+        return FileFormat.SAFETENSORS
     if head[:1] == b"\x80":
         return FileFormat.TORCH_LEGACY if head[1:4] == b"\x02\x8a\x0a" else FileFormat.PICKLE
-    if len(head) >= 9 and head[8:9] == b"{":
-        return FileFormat.SAFETENSORS
     raise CorruptCheckpointError(
         f"{path} is not a checkpoint format innaudit reads (first bytes {head[:8]!r}); expected a "
         "file written by torch.save or innaudit.save_checkpoint"
     )
 
 
-def _is_torchscript(path: Path) -> bool:
+def _zip_kind(path: Path) -> FileFormat:
+    """A ``torch.export.save`` archive (``.pt2``, it names its ``archive_format``), a TorchScript
+    archive (``code/``, ``constants.pkl``), or a torch.save checkpoint."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name or name.endswith("constants.pkl") for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+            names = archive.namelist()
+    except Exception:  # a damaged archive is reported by the zip checks that follow
+        return FileFormat.TORCH_ZIP
+    if any(name.endswith("/archive_format") or name == "archive_format" for name in names):
+        return FileFormat.TORCH_EXPORT
+    if any("/code/" in name or name.endswith("constants.pkl") for name in names):
+        return FileFormat.TORCHSCRIPT
+    return FileFormat.TORCH_ZIP
 
 
-def load_weights_only(path: Path, map_location: str | torch.device = "cpu") -> Any:
+def load_weights_only(path: Path, map_location: str | torch.device = "cpu",
+                      limits: Limits | None = None) -> Any:
     """``torch.load`` with ``weights_only=True``, errors translated to innaudit's.
+
+    Before the tensors are allocated, :mod:`innaudit.loading.preflight` checks the zip (entry
+    count, sizes, compression, CRCs) and walks a meta-device load against ``limits``.
 
     Raises:
         UnsafeCheckpointError: the file asks for globals the safe loader does not allow.
@@ -91,13 +105,28 @@ def load_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
         raise UnsafeCheckpointError(
             f"{path} is a TorchScript archive, which is code, not weights; {TRUST_HINT}"
         )
+    if fmt is FileFormat.TORCH_EXPORT:
+        raise UnsafeCheckpointError(
+            f"{path} is a torch.export (.pt2) archive: code (torch.export.load unpickles it) that "
+            "exports forward only; innaudit needs forward and inverse: save a TorchScript module "
+            "exporting both and audit it with --trust-checkpoint"
+        )
     if fmt in (FileFormat.SAFETENSORS, FileFormat.NUMPY):
         raise LoadError(f"{path} is a {fmt.value} file, which holds weights without an "
                         "architecture; give a factory: innaudit run file.py:build --weights FILE")
+    limits = limits or Limits()
+    if fmt is FileFormat.TORCH_ZIP:
+        check_zip(path, limits)
+    check_structure(_load(path, fmt, "meta"), limits, path)
+    return _load(path, fmt, map_location)
+
+
+def _load(path: Path, fmt: FileFormat, map_location: str | torch.device) -> Any:
     try:
-        with warnings.catch_warnings():  # torch warns about pickle protocols on stderr
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location=map_location, weights_only=True)
+        # an open file, not the path: torch routes *.safetensors paths by their extension alone
+        with warnings.catch_warnings(), path.open("rb") as handle:
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols on stderr
+            return torch.load(handle, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises a dozen types on damaged files (security.md 1.4)
         found = _unsafe_globals(path, fmt)
         if found or _is_refusal(str(exc)):
@@ -108,6 +137,10 @@ def load_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
 def load_trusted(path: Path, map_location: str | torch.device = "cpu") -> Any:
     """Unpickle a whole file, code included. Only called under ``--trust-checkpoint``."""
     fmt = sniff_format(path)
+    if fmt is FileFormat.TORCH_EXPORT:
+        raise LoadError(f"{path} is a torch.export (.pt2) program, which exports forward only; "
+                        "innaudit needs the inverse too: save a TorchScript module exporting "
+                        "forward and inverse (torch.jit.script(...).save) instead")
     try:
         if fmt is FileFormat.TORCHSCRIPT:
             return torch.jit.load(str(path), map_location=map_location)

@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..results import Report
-from . import console, json
+from . import console, github, html, json, junit, markdown
 
 __all__ = ["FORMATS", "RENDERERS"]
 
 RENDERERS: dict[str, Callable[[Report], str]] = {
     "console": console.render,
     "json": json.render,
+    "html": html.render,
+    "junit": junit.render,
+    "markdown": markdown.render,
+    "github": github.render,
 }
 FORMATS = tuple(RENDERERS)

@@ -92,6 +92,10 @@ def render(report: Report, *, color: bool = False, width: int = 120) -> str:
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(_table(report))
+    if report.comparison is not None:
+        from .compare import table as comparison_table
+
+        console.print(comparison_table(report.comparison))
     for error in report.errors:
         console.print(f"[bold magenta]error:[/] {escape(error)}")
     console.print(f"[{STYLE[report.status]}]{escape(verdict_line(report))}[/]")

@@ -42,7 +42,8 @@ def _check(c: Check) -> dict[str, Any]:
 
 def _set(r: SetResult) -> dict[str, Any]:
     return {"dataset": r.dataset, "status": r.status, "message": r.message,
-            "metrics": r.metrics, "checks": [_check(c) for c in r.checks], "series": r.series}
+            "metrics": r.metrics, "checks": [_check(c) for c in r.checks], "series": r.series,
+            **({"waiver": r.waiver} if r.waiver is not None else {})}
 
 
 def _audit(a: AuditResult) -> dict[str, Any]:
@@ -52,7 +53,12 @@ def _audit(a: AuditResult) -> dict[str, Any]:
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
-    """The JSON envelope of DESIGN.md as plain data."""
+    """The JSON envelope of DESIGN.md as plain data (``innaudit.report_io`` reads it back)."""
+    extra: dict[str, Any] = {}
+    if report.comparison is not None:
+        from ..baseline import comparison_to_dict
+
+        extra["baseline"] = comparison_to_dict(report.comparison)
     return to_plain({
         "schema_version": report.schema_version,
         "tool": report.tool,
@@ -63,6 +69,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "audits": [_audit(a) for a in report.audits],
         "errors": list(report.errors),
         "warnings": list(report.warnings),
+        **extra,
     })
 
 

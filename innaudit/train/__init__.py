@@ -1,7 +1,9 @@
-"""Training recipes that make the demo checkpoints (``innaudit train RECIPE``)."""
+"""Training recipes that make the demo checkpoints (``innaudit train RECIPE``), and the
+stabilizing regularizers (:mod:`innaudit.train.regularizers`) for users' own training loops."""
 
 from __future__ import annotations
 
 from .recipes import RECIPES, Recipe, TrainedModel, run_recipe
+from .regularizers import fd_regularizer, nf_regularizer
 
-__all__ = ["RECIPES", "Recipe", "TrainedModel", "run_recipe"]
+__all__ = ["RECIPES", "Recipe", "TrainedModel", "fd_regularizer", "nf_regularizer", "run_recipe"]

@@ -203,3 +203,14 @@ def run_recipe(name: str, seed: int = 0, progress: Progress | None = None,
         raise UsageError(f"training recipe {name!r} is unknown; known recipes: "
                          f"{', '.join(sorted(RECIPES))}")
     return RECIPES[name].function(seed, progress, steps)
+
+
+def _add_paper_recipes() -> None:
+    """Register the paper-reproduction recipes (2-D toys, residual flows, regularized models,
+    INN classifiers) of :mod:`innaudit.train.paper_recipes`."""
+    from .paper_recipes import PAPER_RECIPES
+
+    RECIPES.update(PAPER_RECIPES)
+
+
+_add_paper_recipes()

@@ -55,4 +55,4 @@ def build(name: str, config: Mapping[str, Any]) -> nn.Module:
 
 def _load_builtin() -> None:
     """Import the modules that register the built-in architectures."""
-    from . import coupling  # noqa: F401
+    from . import classifier, coupling, residual  # noqa: F401

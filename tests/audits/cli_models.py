@@ -90,3 +90,30 @@ class Slow(Scaling):
 
 def slow() -> nn.Module:
     return Slow([0.5, 2.0, 3.0])
+
+
+class HangsOnNegative(Scaling):
+    """Its inverse never returns for a latent with a negative entry (prior draws), so the
+    round trip on data in [0, 1] finishes and the sampling audit hangs."""
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        import time
+
+        while bool((z < 0).any()):
+            time.sleep(0.05)
+        return z / self.s
+
+
+class Greedy(Scaling):
+    """Its inverse asks for 16 GiB."""
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return z / self.s + torch.ones(1 << 32).sum() * 0
+
+
+def hangs() -> nn.Module:
+    return HangsOnNegative([0.5, 2.0, 3.0])
+
+
+def greedy() -> nn.Module:
+    return Greedy([0.5, 2.0, 3.0])

@@ -1,0 +1,172 @@
+"""The ``spectrum`` audit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+from torch import Tensor
+
+from ..config import Threshold
+from ..data import Dataset
+from .base import Audit, AuditContext, Measurement, register
+from .jacobians import Spectrum, measure, min_median_max
+
+__all__ = ["SpectrumAudit", "sample_batches"]
+
+
+def sample_batches(ctx: AuditContext, ds: Dataset, count: int) -> Iterator[Tensor]:
+    """The first ``count`` samples of ``ds`` (capped by ``--samples``) in batches, model dtype."""
+    n = min(count, ctx.samples, ds.size)
+    step = max(1, min(ctx.batch_size, n))
+    for start in range(0, n, step):
+        yield ds.make(start, min(start + step, n)).to(device=ctx.device, dtype=ctx.model.dtype)
+
+
+def _cat(parts: list[Spectrum]) -> Spectrum:
+    def join(name: str) -> np.ndarray | None:
+        arrays = [getattr(p, name) for p in parts]
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+    notes = sorted({p.note for p in parts if p.note})
+    return Spectrum(parts[0].method, join("forward_max"), join("forward_min"), join("inverse_max"),
+                    join("inverse_min"), join("forward_iterations"), join("inverse_iterations"),
+                    join("converged"), "; ".join(notes))
+
+
+def _short(values: np.ndarray) -> list[float]:
+    return [float(f"{v:.5g}") if math.isfinite(v) else float(v) for v in values]
+
+
+@register
+class SpectrumAudit(Audit):
+    r"""Extreme singular values of the Jacobians of ``F`` at ``x`` and of ``F^-1`` at ``z = F(x)``.
+
+    Property: the local Lipschitz constants of a bijection are its Jacobian's extreme singular
+    values, ``Lip_x(F) = sigma_max(J_F(x))`` and ``Lip_z(F^-1) = sigma_max(J_F^-1(z)) =
+    1 / sigma_min(J_F(x))``. float32 rounding of size ``u ~ 6e-8`` in ``z`` becomes an error of
+    up to ``Lip(F^-1) u ||z||`` in ``x``, so the condition number ``kappa = sigma_max /
+    sigma_min`` says how far a sample is from a failed round trip before one happens (Behrmann
+    et al., AISTATS 2021, section 2; the paper's code took the full SVD of one sample's
+    Jacobian).
+
+    Method (option ``method``): ``exact`` builds each sample's full Jacobian with
+    ``torch.func`` (vmap over jacrev) and takes its SVD in float64, both directions; it is
+    chosen by ``auto`` up to dimension 4096. ``matrix-free`` runs Lanczos on ``J^T J`` through
+    one JVP and one VJP per iteration (``innaudit.linalg``), to relative residual ``tol`` or
+    ``max_iter`` iterations, for ``sigma_max`` of both maps; ``sigma_min(J_F) = 1 /
+    sigma_max(J_F^-1)``. Both directions cross-check each other in the exact method: ``gap =
+    max |log10(sigma_min(J_F) sigma_max(J_F^-1))|`` (and the other pair) is 0 for a consistent
+    inverse; a sample whose gap exceeds ``log10(1 + cross_check_tolerance)`` counts in
+    ``cross_check.mismatch_fraction``, itself a sign of numerical non-invertibility.
+
+    Metrics per set (over the first ``samples`` samples, ``{min, median, max}`` over the finite
+    ones): ``forward.sv_min``, ``forward.sv_max``, ``forward.condition``, ``inverse.*`` alike,
+    ``condition`` (``sigma_max(J_F) * sigma_max(J_F^-1)``, the per-sample amplification of
+    relative rounding), ``lipschitz.forward`` / ``lipschitz.inverse`` (largest local constants
+    seen: lower bounds of the true local constants on the set), ``nonfinite_fraction``
+    (Jacobian with NaN/Inf), ``cross_check`` (exact) or ``iterations`` and
+    ``converged_fraction`` (matrix-free). ``series.values`` keeps the per-sample numbers.
+
+    Reading a failure: a large ``condition`` with finite round trips is the early stage of an
+    exploding inverse; ``forward.sv_min`` near 0 is the inverse's problem (``1/sigma_min``
+    multiplies latent rounding). Gate defaults: ``condition.max`` above 1e3 warns (worst-case
+    relative round-trip error ``kappa u ~ 1e-4``, roundtrip's warn level); it never fails on
+    its own, since ``kappa u`` is a worst case (a diagonal map with ``kappa = 1e5`` still
+    round-trips to rounding) and ``roundtrip`` / ``attack`` fail on actual errors; a
+    non-finite Jacobian fails; a cross-check mismatch warns.
+    """
+
+    id = "spectrum"
+    title = "Jacobian singular values of F and F^-1: local Lipschitz constants and conditioning"
+    thresholds = {
+        "nonfinite_fraction": Threshold(warn=None, fail=0.0),
+        "condition.max": Threshold(warn=1e3, fail=None),
+        "cross_check.mismatch_fraction": Threshold(warn=0.0, fail=None),
+    }
+    options = {"samples": 64, "method": "auto", "tol": 1e-4, "max_iter": 64,
+               "cross_check_tolerance": 0.05}
+    metrics = tuple(f"{d}.{k}.{s}" for d in ("forward", "inverse")
+                    for k in ("sv_min", "sv_max", "condition") for s in ("min", "median", "max")) + (
+        "condition.min", "condition.median", "condition.max", "lipschitz.forward",
+        "lipschitz.inverse", "nonfinite_fraction", "cross_check.max_log10_gap",
+        "cross_check.mismatch_fraction", "converged_fraction")
+
+    def skip_reason(self, ctx: AuditContext) -> str | None:
+        """Skipped without data sets."""
+        return None if ctx.datasets else "no data sets to take Jacobians at"
+
+    def run(self, ctx: AuditContext) -> Iterator[Measurement]:
+        """One measurement per data set."""
+        forward = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
+        inverse = lambda t: ctx.model.inverse(t, grad=True)  # noqa: E731
+        for ds in ctx.datasets:
+            parts, done = [], 0
+            total = min(ctx.option("samples"), ctx.samples, ds.size)
+            for x in sample_batches(ctx, ds, ctx.option("samples")):
+                parts.append(measure(forward, inverse, x, method=ctx.option("method"),
+                                     tol=ctx.option("tol"), max_iter=ctx.option("max_iter"),
+                                     generator=ctx.generator(ds.name, done)))
+                done += len(x)
+                ctx.progress(ds.name, done, total)
+            if not parts:
+                continue
+            spec = _cat(parts)
+            yield Measurement(ds.name, self._metrics(spec, ctx), self._message(spec),
+                              {"values": self._series(spec)})
+
+    def _metrics(self, s: Spectrum, ctx: AuditContext) -> dict[str, object]:
+        condition = s.forward_max * s.inverse_max
+        bad = ~(np.isfinite(s.forward_max) & np.isfinite(s.inverse_max))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv_cond = s.inverse_max / s.inverse_min
+        m: dict[str, object] = {
+            "n": len(condition), "method": s.method,
+            "nonfinite_fraction": float(bad.mean()),
+            "forward": {"sv_min": min_median_max(s.forward_min), "sv_max": min_median_max(s.forward_max),
+                        "condition": min_median_max(s.condition)},
+            "inverse": {"sv_min": min_median_max(s.inverse_min), "sv_max": min_median_max(s.inverse_max),
+                        "condition": min_median_max(inv_cond)},
+            "condition": min_median_max(condition),
+            "lipschitz": {"forward": min_median_max(s.forward_max)["max"],
+                          "inverse": min_median_max(s.inverse_max)["max"]},
+        }
+        if s.method == "exact":
+            gap = s.cross_gap
+            limit = math.log10(1 + ctx.option("cross_check_tolerance"))
+            finite = gap[np.isfinite(gap)]
+            m["cross_check"] = {
+                "max_log10_gap": float(finite.max()) if finite.size else math.nan,
+                "mismatch_fraction": float((finite > limit).sum() / len(gap)) if len(gap) else 0.0,
+                "tolerance": float(ctx.option("cross_check_tolerance")),
+            }
+        else:
+            m["iterations"] = {"forward": min_median_max(s.forward_iterations.astype(float)),
+                               "inverse": min_median_max(s.inverse_iterations.astype(float))}
+            m["converged_fraction"] = float(s.converged.mean())
+            m["tolerance"] = float(ctx.option("tol"))
+        return m
+
+    @staticmethod
+    def _message(s: Spectrum) -> str:
+        condition = s.forward_max * s.inverse_max
+        finite = np.isfinite(condition)
+        if not finite.any():
+            return "no sample has a finite Jacobian" + (f"; {s.note}" if s.note else "")
+        i = int(np.nanargmax(np.where(finite, condition, -np.inf)))
+        text = (f"worst condition {condition[i]:.3g} at sample {i} (sigma_min(J_F) = "
+                f"{s.forward_min[i]:.3g}, sigma_max(J_F) = {s.forward_max[i]:.3g})")
+        if not finite.all():
+            text += f"; {int((~finite).sum())} sample(s) with a non-finite Jacobian"
+        return text + (f"; {s.note}" if s.note else "")
+
+    @staticmethod
+    def _series(s: Spectrum) -> dict[str, list[float]]:
+        out = {"forward.sv_min": _short(s.forward_min), "forward.sv_max": _short(s.forward_max),
+               "inverse.sv_max": _short(s.inverse_max),
+               "condition": _short(s.forward_max * s.inverse_max)}
+        if s.method == "exact":
+            out["cross_check.log10_gap"] = _short(s.cross_gap)
+        return out
+

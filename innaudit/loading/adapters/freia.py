@@ -1,0 +1,152 @@
+"""FrEIA: ``SequenceINN``, ``GraphINN`` and single ``InvertibleModule`` blocks.
+
+FrEIA's call is ``m(x, c=[conds], rev=False, jac=True) -> (out, log_jac_det)``: forward is
+data -> latent, ``rev=True`` runs the inverse. Single blocks take and return tuples of tensors.
+Blocks: the ``module_list`` of a SequenceINN, the nodes of a GraphINN when they form a chain.
+``IResNetLayer`` has a fixed-point inverse (``fixed_point_iterations``, no convergence check)
+and a stochastic log-det, so a model holding one is recorded as iterative / estimated
+(``shared/research/ecosystem.md`` 2.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from ...domain import DataDomain
+from ...errors import LoadError
+from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
+from ._common import Adapted, Condition, from_library, leaf_name, sum_per_sample
+
+__all__ = ["LIBRARY", "adapt", "matches"]
+
+LIBRARY = "FrEIA"
+
+Call = Callable[[nn.Module, Tensor, "list[Tensor]", bool], Any]
+
+
+def matches(obj: Any) -> bool:
+    """A FrEIA module (``FrEIA.framework`` or ``FrEIA.modules``)."""
+    return isinstance(obj, nn.Module) and from_library(obj, "FrEIA")
+
+
+def _tensor(out: Any) -> Tensor:
+    while isinstance(out, (tuple, list)):
+        out = out[0]
+    return out
+
+
+def _call_network(module: nn.Module, x: Tensor, c: list[Tensor], rev: bool) -> tuple[Tensor, Any]:
+    out, ld = module(x, c=c or None, rev=rev, jac=True)
+    return _tensor(out), ld
+
+
+def _call_block(module: nn.Module, x: Tensor, c: list[Tensor], rev: bool) -> tuple[Tensor, Any]:
+    # blocks without a condition (permutations...) take no ``c`` argument at all
+    out, ld = module([x], c=c, rev=rev, jac=True) if c else module([x], rev=rev, jac=True)
+    return _tensor(out), ld
+
+
+def _is_network(obj: nn.Module) -> bool:
+    return type(obj).__name__ in ("SequenceINN", "GraphINN", "ReversibleGraphNet", "ReversibleSequential") \
+        or hasattr(obj, "module_list") or hasattr(obj, "node_list")
+
+
+def _takes_condition(obj: nn.Module) -> bool:
+    conditions = getattr(obj, "conditions", None)
+    if isinstance(conditions, list) and any(c is not None for c in conditions):
+        return True
+    if getattr(obj, "condition_nodes", None):
+        return True
+    return bool(getattr(obj, "dims_c", None))
+
+
+def _maps(call: Call, condition: Condition | None, wants: bool):  # noqa: ANN202 - three closures
+    def conds(x: Tensor) -> list[Tensor]:
+        return [condition.for_batch(x)] if (condition is not None and wants) else []
+
+    def forward(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+        z, ld = call(module, x, conds(x), False)
+        return z, sum_per_sample(ld, x)
+
+    def inverse(module: nn.Module, z: Tensor) -> Tensor:
+        return call(module, z, conds(z), True)[0]
+
+    return forward, inverse
+
+
+def _kinds(obj: nn.Module) -> dict[str, Any]:
+    iterative = [m for m in obj.modules() if type(m).__name__ == "IResNetLayer"]
+    if not iterative:
+        return {"inverse_kind": InverseKind.ANALYTIC, "log_det_kind": LogDetKind.EXACT}
+    iters = getattr(iterative[0], "fixed_point_iterations", None)
+    return {"inverse_kind": InverseKind.ITERATIVE, "log_det_kind": LogDetKind.ESTIMATED,
+            "inverse_max_iter": int(iters) if iters is not None else None}
+
+
+def _chain(obj: nn.Module) -> list[tuple[nn.Module, bool]] | None:
+    """The (block, takes condition) chain of a SequenceINN or a chain-shaped GraphINN."""
+    if hasattr(obj, "module_list"):
+        conditions = list(getattr(obj, "conditions", [None] * len(obj.module_list)))
+        return [(m, c is not None) for m, c in zip(obj.module_list, conditions)]
+    nodes = [n for n in getattr(obj, "node_list", [])
+             if type(n).__name__ not in ("InputNode", "OutputNode", "ConditionNode")]
+    previous: Any = None
+    chain: list[tuple[nn.Module, bool]] = []
+    for node in nodes:
+        inputs = getattr(node, "inputs", [])
+        if len(inputs) != 1 or len(getattr(node, "output_dims", [None])) != 1:
+            return None
+        if previous is not None and inputs[0][0] is not previous:
+            return None
+        chain.append((node.module, bool(getattr(node, "conditions", []))))
+        previous = node
+    return chain or None
+
+
+def _blocks_fn(domain: DataDomain, condition: Condition | None):  # noqa: ANN202
+    def blocks(module: nn.Module) -> list[InvertibleModel]:
+        found = []
+        for i, (block, wants) in enumerate(_chain(module) or []):
+            forward, inverse = _maps(_call_block, condition, wants)
+            info = ModelInfo(domain=domain, architecture=leaf_name(block, i), **_kinds(block))
+            found.append(InvertibleModel(block, forward, inverse, info))
+        return found
+
+    return blocks
+
+
+def _init_warnings(obj: nn.Module) -> list[str]:
+    names = []
+    for name, m in obj.named_modules():
+        fresh = getattr(m, "init_on_next_batch", False) is True
+        flag = getattr(m, "is_initialized", None)
+        if fresh or (isinstance(flag, Tensor) and flag.numel() == 1 and not bool(flag)):
+            names.append(name or type(m).__name__)
+    if not names:
+        return []
+    return [f"FrEIA ActNorm {', '.join(names[:4])} is not initialized: it sets itself from the first "
+            "batch it sees, so the audit measures a model that was never trained that way; load "
+            "the trained weights (--weights) or initialize it in the factory"]
+
+
+def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condition | None) -> Adapted:
+    """Wrap a FrEIA network or block."""
+    network = _is_network(obj)
+    wants = _takes_condition(obj)
+    if wants and condition is None:
+        raise LoadError(f"FrEIA {type(obj).__name__} takes a condition; pass --condition SPEC "
+                        "(a .npy file of condition rows or constant:V1,V2,...)")
+    if condition is not None and not wants:
+        raise LoadError(f"--condition was given, but FrEIA {type(obj).__name__} takes none")
+    if network and len(getattr(obj, "dims_c", []) or []) > 1:
+        raise LoadError("FrEIA networks with several condition inputs are not supported; "
+                        "innaudit passes one condition tensor")
+    forward, inverse = _maps(_call_network if network else _call_block, condition, wants)
+    info = ModelInfo(domain=domain, source={**source, "library": LIBRARY},
+                     architecture=f"FrEIA.{type(obj).__name__}", **_kinds(obj))
+    blocks = _blocks_fn(domain, condition) if network and _chain(obj) else None
+    model = InvertibleModel(obj, forward, inverse, info, blocks_fn=blocks)
+    return Adapted(model, tuple(_init_warnings(obj)))

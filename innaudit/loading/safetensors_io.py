@@ -1,0 +1,115 @@
+"""``--weights model.safetensors``: read with the ``safetensors`` package after a header pre-check.
+
+safetensors holds no code, but its loader still trusts the header for how much to read and
+allocate (``shared/research/security.md`` 1.9): a 100 MB header of zero-size entries took 13 s
+and 391 MB. Before calling the library innaudit reads the 8-byte length itself and checks:
+
+- the header is at most :data:`MAX_HEADER_BYTES` and fits in the file;
+- it is a JSON object without duplicate keys (the library keeps the last one silently), with at
+  most ``limits.max_entries`` tensors;
+- each tensor's ``shape`` x dtype size equals its ``data_offsets`` span, the spans lie inside the
+  file, and their total fits ``limits.max_bytes`` and equals the data section exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from ..errors import CorruptCheckpointError, LoadError, clean_text
+from .preflight import Limits
+
+__all__ = ["MAX_HEADER_BYTES", "check_header", "read_safetensors"]
+
+MAX_HEADER_BYTES = 16 << 20
+
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2,
+                "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+                "C64": 8}
+
+
+def _bad(path: Path, why: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(f"{path} is not a valid safetensors file: {clean_text(why, 200)}")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+    return dict(pairs)
+
+
+def check_header(path: Path, limits: Limits) -> dict[str, Any]:
+    """Read and check the header without the library; returns it (``__metadata__`` removed).
+
+    Raises:
+        CorruptCheckpointError: the header is malformed or disagrees with the file.
+        LoadError: the file claims more than ``limits`` allows.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise _bad(path, f"{size} bytes, shorter than the 8-byte header length")
+        (length,) = struct.unpack("<Q", head)
+        if length > MAX_HEADER_BYTES:
+            raise LoadError(f"{path} declares a {length}-byte safetensors header; at most "
+                            f"{MAX_HEADER_BYTES} are accepted")
+        if 8 + length > size:
+            raise _bad(path, f"the header claims {length} bytes but the file has {size - 8} after its length")
+        raw = handle.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _bad(path, f"header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise _bad(path, "header is not a JSON object")
+    header.pop("__metadata__", None)
+    if len(header) > limits.max_entries:
+        raise LoadError(f"{path} holds {len(header)} tensors; at most {limits.max_entries} are accepted")
+    _check_spans(path, header, size - 8 - length, limits)
+    return header
+
+
+def _check_spans(path: Path, header: dict[str, Any], data_bytes: int, limits: Limits) -> None:
+    total = 0
+    for name, entry in header.items():
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            declared = math.prod(int(s) for s in shape) * _DTYPE_BYTES[dtype]
+        except (KeyError, TypeError, ValueError):
+            raise _bad(path, f"entry {name!r} lacks a known dtype, a shape or data_offsets") from None
+        if not (0 <= begin <= end <= data_bytes) or end - begin != declared:
+            raise _bad(path, f"tensor {name!r} declares {declared} bytes at [{begin}, {end}) in a "
+                             f"{data_bytes}-byte data section")
+        total += declared
+    if total > limits.max_bytes:
+        raise LoadError(f"{path} declares {total} bytes of tensors, over the {limits.max_bytes}-byte "
+                        "budget; raise --max-memory if it is genuine")
+    if total != data_bytes:
+        raise _bad(path, f"tensors cover {total} of {data_bytes} data bytes (trailing or missing bytes)")
+
+
+def read_safetensors(path: Path, limits: Limits | None = None) -> dict[str, Tensor]:
+    """The tensors of a checked safetensors file, on the CPU.
+
+    Raises:
+        LoadError: the ``safetensors`` package is missing, or the file claims too much.
+        CorruptCheckpointError: the file is malformed.
+    """
+    check_header(path, limits or Limits())
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise LoadError(f"{path} is a safetensors file; reading it needs the safetensors package "
+                        "(pip install safetensors, or innaudit[adapters])") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except SafetensorError as exc:
+        raise _bad(path, str(exc)) from None

@@ -1,0 +1,82 @@
+"""Markdown for a pull-request comment or ``$GITHUB_STEP_SUMMARY``: short, worst first.
+
+The verdict and why, then one table row per audit x set that did not pass (worst first), the
+baseline regressions, and a count of what passed. GitHub refuses step summaries over 1 MiB, so
+the text is kept far below it: at most :data:`MAX_ROWS` rows per table, each cell cut to
+:data:`MAX_CELL` characters, with a line saying how many were left out. Strings from the model
+or data are escaped so they cannot break the table or inject markup.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..results import Report, Status
+from .common import fmt, rows, verdict_reason
+
+__all__ = ["MAX_CELL", "MAX_ROWS", "render"]
+
+MAX_ROWS = 50
+MAX_CELL = 300
+ICON = {Status.PASS: "✅", Status.WARN: "⚠️", Status.FAIL: "❌", Status.ERROR: "💥", Status.SKIP: "⏭️"}
+
+
+def _md(text: object) -> str:
+    """Escape text for a Markdown table cell (one line, no markup, no HTML)."""
+    flat = re.sub(r"\s+", " ", str(text)).strip()
+    if len(flat) > MAX_CELL:
+        flat = flat[: MAX_CELL - 1] + "…"
+    flat = flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", flat)
+
+
+def _findings(report: Report) -> list[str]:
+    bad = [r for r in rows(report, worst_first=True) if r.status.rank >= Status.WARN.rank
+           or (r.result is not None and r.result.waiver)]
+    if not bad:
+        return []
+    lines = ["", "| status | audit | set | why |", "|---|---|---|---|"]
+    lines += [f"| {ICON[r.status]} {r.status.value.upper()} | {_md(r.audit.id)} | {_md(r.dataset)} "
+              f"| {_md(r.text)} |" for r in bad[:MAX_ROWS]]
+    if len(bad) > MAX_ROWS:
+        lines.append(f"\n…and {len(bad) - MAX_ROWS} more; see the HTML or JSON report.")
+    return lines
+
+
+def _baseline(report: Report) -> list[str]:
+    comparison = report.comparison
+    if comparison is None:
+        return []
+    counts = ", ".join(f"{n} {c}" for c, n in comparison.counts.items() if n) or "nothing compared"
+    lines = ["", f"**Against the baseline** {_md(comparison.base)}: {counts}"
+             + (" (a regression fails the gate)" if comparison.gate else "")]
+    changed = [d for d in comparison.deltas if d.change.value in ("regressed", "improved")]
+    if changed:
+        lines += ["", "| change | audit | set | metric | base | new |", "|---|---|---|---|---|---|"]
+        lines += [f"| {d.change.value} | {_md(d.audit)} | {_md(d.dataset)} | {_md(d.metric)} "
+                  f"| {fmt(d.base)} | {fmt(d.new)} |" for d in changed[:MAX_ROWS]]
+        if len(changed) > MAX_ROWS:
+            lines.append(f"\n…and {len(changed) - MAX_ROWS} more changed metrics.")
+    return lines
+
+
+def render(report: Report) -> str:
+    """The report as GitHub-flavoured Markdown."""
+    from ..report_io import canonical
+
+    report = canonical(report)
+    status = report.status
+    clean = [a.id for a in report.audits if a.status in (Status.PASS, Status.SKIP)
+             and not any(r.waiver for r in a.results)]
+    lines = [f"### {ICON[status]} innaudit: {status.value.upper()} (exit {int(report.exit_code)})", "",
+             f"**{_md(report.target.get('model', '?'))}** · sha256 "
+             f"{_md(str(report.target.get('sha256', '-'))[:12])} · seed {report.run.get('seed')} · "
+             f"{_md(report.run.get('dtype'))} on {_md(report.run.get('device'))}", "",
+             f"**Why:** {_md(verdict_reason(report))}", ""]
+    lines += [f"> ⚠️ {_md(w)}" for w in report.warnings[:MAX_ROWS]]
+    lines += [f"> 💥 {_md(e)}" for e in report.errors[:MAX_ROWS]]
+    lines += _findings(report)
+    lines += _baseline(report)
+    if clean:
+        lines += ["", f"Passed or skipped: {_md(', '.join(clean[:MAX_ROWS]))}."]
+    return "\n".join(lines) + "\n"

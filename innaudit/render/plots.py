@@ -1,0 +1,243 @@
+"""Plots for the HTML report: matplotlib figures as inline SVG text, byte-for-byte reproducible.
+
+One function per ``series`` kind of :class:`innaudit.results.SetResult`:
+
+- ``error_histogram`` ``{"edges": [log10 edges], "counts": [...], "nonfinite": n}``: per-sample
+  error on a log axis, with the count of non-finite samples as a red bar beside it;
+- ``values`` ``{metric: [per-sample values]}``: distributions (singular values, forward and
+  inverse), log axis when every value is positive;
+- ``curve`` ``{"step": [...], metric: [...]}``: e.g. attack error against step;
+- ``blocks`` ``{"name": [...], metric: [...]}``: a metric along the network, block by block;
+- ``grid`` ``{"x": [...], "y": [...], metric: [[row], ...]}``: 2D maps (log colour scale, NaN and
+  Inf masked and drawn black), the paper's checkerboard figure;
+- ``images`` ``{label: image}``: witness images (x, x', reconstruction), grey or RGB.
+
+Determinism: the Agg backend, ``svg.hashsalt`` set per figure (so ids differ between figures but
+not between runs), text kept as text (``svg.fonttype = none``), and no date in the metadata.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["KINDS", "plot_series"]
+
+_INK, _BAD, _FAINT = "#1f5f99", "#c0392b", "#8899aa"
+
+
+def _figure(width: float = 4.2, height: float = 2.4) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _svg(fig: Any, salt: str) -> str:
+    import matplotlib
+
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": salt}):
+        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    text = buffer.getvalue()
+    text = re.sub(r"^<\?xml[^>]*>\s*", "", text)
+    text = re.sub(r"<!DOCTYPE[^>]*>\s*", "", text)
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
+    # ids such as "patch_1" repeat in every figure: prefix them so one page has unique ids
+    prefix = re.sub(r"[^A-Za-z0-9_-]", "-", salt)
+    text = re.sub(r'id="([^"]+)"', lambda m: f'id="{prefix}-{m.group(1)}"', text)
+    text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}-{m.group(1)})", text)
+    text = re.sub(r'xlink:href="#([^"]+)"', lambda m: f'xlink:href="#{prefix}-{m.group(1)}"', text)
+    return text.strip() + "\n"
+
+
+def _finite(values: Sequence[Any]) -> list[float]:
+    out = []
+    for v in values:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            out.append(float(v))
+    return out
+
+
+def _metric_keys(series: Mapping[str, Any], axis: str) -> list[str]:
+    return [k for k, v in series.items() if k != axis and isinstance(v, (list, tuple))]
+
+
+def _log_if_positive(ax: Any, values: Sequence[float], which: str = "y") -> None:
+    if values and min(values) > 0:
+        (ax.set_yscale if which == "y" else ax.set_xscale)("log")
+
+
+def error_histogram(series: Mapping[str, Any], title: str) -> Any:
+    """Per-sample error histogram on a log axis, non-finite samples as a red bar beside it."""
+    edges, counts = list(series.get("edges", [])), list(series.get("counts", []))
+    nonfinite = int(series.get("nonfinite", 0) or 0)
+    fig = _figure()
+    main, side = fig.subplots(1, 2, gridspec_kw={"width_ratios": [7, 1]})
+    if counts and len(edges) == len(counts) + 1 and sum(counts) > 0:
+        main.stairs(counts, [10.0 ** e for e in edges], fill=True, color=_INK)
+        main.set_xscale("log")
+    else:
+        main.text(0.5, 0.5, "no finite sample", ha="center", va="center", transform=main.transAxes)
+    main.set_xlabel("per-sample L2 error")
+    main.set_ylabel("samples")
+    main.set_title(title, loc="left", parse_math=False)
+    side.bar([0], [nonfinite], color=_BAD, width=0.8)
+    side.set_xticks([0], ["NaN/Inf"])
+    side.set_title(f"{nonfinite}", color=_BAD if nonfinite else _FAINT, fontsize=9)
+    side.set_ylim(0, max(1, nonfinite) * 1.05)
+    side.tick_params(axis="y", labelsize=6)
+    return fig
+
+
+def values(series: Mapping[str, Any], title: str) -> Any:
+    """Distributions of per-sample values (e.g. singular values forward and inverse)."""
+    fig = _figure()
+    ax = fig.subplots()
+    drawn = 0
+    for key in _metric_keys(series, ""):
+        data = _finite(series[key])
+        if not data:
+            continue
+        positive = min(data) > 0
+        points = [math.log10(v) for v in data] if positive else data
+        ax.hist(points, bins=30, histtype="step", linewidth=1.4,
+                label=(f"log10 {key}" if positive else key))
+        drawn += 1
+    if drawn:
+        ax.legend(fontsize=7)
+    ax.set_ylabel("samples")
+    ax.set_title(title, loc="left", parse_math=False)
+    return fig
+
+
+def curve(series: Mapping[str, Any], title: str) -> Any:
+    """Metrics against step (attack error as the attack runs)."""
+    fig = _figure()
+    ax = fig.subplots()
+    steps = list(series.get("step", []))
+    every: list[float] = []
+    for key in _metric_keys(series, "step"):
+        ys = [float(v) if isinstance(v, (int, float)) else math.nan for v in series[key]]
+        ax.plot(steps[: len(ys)] or range(len(ys)), ys, marker=".", label=key)
+        every += _finite(ys)
+    _log_if_positive(ax, every)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+    ax.set_title(title, loc="left", parse_math=False)
+    return fig
+
+
+def blocks(series: Mapping[str, Any], title: str) -> Any:
+    """Metrics along the network, one point per block."""
+    names = [str(n) for n in series.get("name", [])]
+    fig = _figure(max(4.2, 0.35 * len(names) + 1.5), 2.6)
+    ax = fig.subplots()
+    every: list[float] = []
+    for key in _metric_keys(series, "name"):
+        ys = [float(v) if isinstance(v, (int, float)) else math.nan for v in series[key]]
+        ax.plot(range(len(ys)), ys, marker="o", label=key)
+        every += _finite(ys)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=6, parse_math=False)
+    _log_if_positive(ax, every)
+    ax.set_xlabel("block")
+    ax.legend(fontsize=7)
+    ax.set_title(title, loc="left", parse_math=False)
+    return fig
+
+
+def grid(series: Mapping[str, Any], title: str) -> Any:
+    """2D maps of each metric, log colour scale, NaN/Inf masked (drawn black)."""
+    import numpy as np
+    from matplotlib.colors import LogNorm, Normalize
+
+    keys = [k for k in _metric_keys(series, "") if k not in ("x", "y")]
+    fig = _figure(3.4 * max(1, len(keys)), 3.0)
+    axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
+    xs, ys = np.asarray(series.get("x", []), float), np.asarray(series.get("y", []), float)
+    for ax, key in zip(axes, keys):
+        data = np.ma.masked_invalid(np.asarray(series[key], dtype=float))
+        good = data.compressed()
+        positive = good.size > 0 and good.min() > 0
+        norm = LogNorm(good.min(), max(good.max(), good.min() * 1.0001)) if positive else Normalize()
+        cmap = __import__("matplotlib").colormaps["viridis"].with_extremes(bad="black")
+        extent = None
+        if xs.size and ys.size:
+            extent = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
+        image = ax.imshow(data, origin="lower", extent=extent, norm=norm, cmap=cmap,
+                          aspect="auto", interpolation="nearest")
+        fig.colorbar(image, ax=ax, shrink=0.85)
+        masked = int(np.ma.count_masked(data))
+        ax.set_title(f"{key}" + (f" ({masked} NaN/Inf, black)" if masked else ""), fontsize=8,
+                     parse_math=False)
+    fig.suptitle(title, x=0.02, ha="left", fontsize=9, parse_math=False)
+    return fig
+
+
+def _image(raw: Any) -> Any:
+    import numpy as np
+
+    arr = np.asarray(raw, dtype=float)
+    while arr.ndim > 3 or (arr.ndim == 3 and arr.shape[0] == 1):
+        arr = arr[0]
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)
+    return arr
+
+
+def images(series: Mapping[str, Any], title: str) -> Any:
+    """Witness images side by side (x, x', reconstruction...), each on its own colour range."""
+    import numpy as np
+
+    labels = list(series)
+    fig = _figure(1.6 * max(1, len(labels)) + 0.4, 2.0)
+    axes = fig.subplots(1, max(1, len(labels)), squeeze=False)[0]
+    for ax, label in zip(axes, labels):
+        arr = _image(series[label])
+        bad = ~np.isfinite(arr)
+        shown = np.where(bad, np.nan, arr)
+        if arr.ndim == 3:
+            finite = shown[np.isfinite(shown)]
+            lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
+            shown = np.nan_to_num((shown - lo) / max(hi - lo, 1e-12), nan=0.0).clip(0, 1)
+            ax.imshow(shown, interpolation="nearest")
+        else:
+            cmap = __import__("matplotlib").colormaps["gray"].with_extremes(bad="red")
+            ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, interpolation="nearest")
+        ax.set_title(str(label) + (" (NaN/Inf red)" if bad.any() else ""), fontsize=7, parse_math=False)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, x=0.02, ha="left", fontsize=9, parse_math=False)
+    return fig
+
+
+KINDS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
+    "error_histogram": error_histogram,
+    "values": values,
+    "curve": curve,
+    "blocks": blocks,
+    "grid": grid,
+    "images": images,
+}
+"""Series kind -> figure builder, in the order the HTML shows them."""
+
+
+def plot_series(kind: str, series: Any, title: str, salt: str) -> str:
+    """The SVG text of one series (raises ValueError for data it cannot draw)."""
+    if kind not in KINDS or not isinstance(series, Mapping):
+        raise ValueError(f"no plot for series {kind!r}")
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    # text stays text (no glyph paths); titles and labels (set names) are drawn with
+    # parse_math=False, so a "$" in a name is not read as TeX
+    with matplotlib.rc_context({"svg.fonttype": "none",
+                                "font.family": "sans-serif", "font.size": 8,
+                                "axes.titlesize": 8, "axes.labelsize": 8}):
+        fig = KINDS[kind](series, title)
+        return _svg(fig, salt)

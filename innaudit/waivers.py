@@ -1,0 +1,143 @@
+"""Waivers: a documented, dated exception to a gate, written in the YAML config.
+
+::
+
+    waivers:
+      - audit: roundtrip       # an audit id
+        set: rademacher        # a set name; leave it out to waive every set of the audit
+        reason: "known: affine coupling explodes on binary noise; fix tracked in #12"
+        expires: 2026-06-30    # YYYY-MM-DD; from that day on the waiver stops waiving
+
+A waiver turns a FAIL or WARN of the matching set into PASS and records, on the set, the status
+it waived and the reason (``SetResult.waiver``), so every report shows what was waived and why.
+An ERROR is never waived: a crashed audit has no verdict to excuse. On or after ``expires`` the
+waiver stops waiving, the set keeps its status, and the report says so in a warning; a waiver
+that matched nothing also gives a warning (a stale waiver hides the next real failure).
+
+Today's date comes from :data:`clock` (tests replace it) or the ``today`` argument.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .errors import ConfigError
+from .results import AuditResult, Report, SetResult, Status, worst
+
+__all__ = ["Waiver", "apply_waivers", "clock", "parse_waivers"]
+
+clock: Callable[[], dt.date] = dt.date.today
+"""Where today's date comes from (replace it in tests)."""
+
+
+@dataclass(frozen=True)
+class Waiver:
+    """One waiver: ``audit``, optional ``set`` (None: every set), ``reason``, ``expires``."""
+
+    audit: str
+    set: str | None
+    reason: str
+    expires: dt.date
+
+    def matches(self, audit_id: str, dataset: str) -> bool:
+        """True for the waived audit and set."""
+        return audit_id == self.audit and self.set in (None, dataset)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the report's ``run.config``."""
+        return {"audit": self.audit, "set": self.set, "reason": self.reason,
+                "expires": self.expires.isoformat()}
+
+    @property
+    def label(self) -> str:
+        """``audit/set`` (``audit/*`` for every set)."""
+        return f"{self.audit}/{self.set or '*'}"
+
+
+def _date(where: str, value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where} is {value!r}; expected a date YYYY-MM-DD")
+
+
+def _one(where: str, raw: Any, audits: Sequence[str]) -> Waiver:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} is {raw!r}; expected a mapping with audit, set, reason, expires")
+    unknown = sorted(set(map(str, raw)) - {"audit", "set", "reason", "expires"})
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]} is not a waiver key; expected audit, set, reason, expires")
+    for key in ("audit", "reason", "expires"):
+        if key not in raw:
+            raise ConfigError(f"{where} has no {key}; a waiver needs audit, reason and expires (set is optional)")
+    audit, dataset, reason = raw["audit"], raw.get("set"), raw["reason"]
+    if not isinstance(audit, str) or audit not in audits:
+        import difflib
+
+        close = difflib.get_close_matches(str(audit), list(audits), n=1)
+        raise ConfigError(f"{where}.audit {audit!r} is not an audit"
+                          + (f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(audits)}"))
+    if dataset is not None and not isinstance(dataset, str):
+        raise ConfigError(f"{where}.set is {dataset!r}; expected a set name")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ConfigError(f"{where}.reason is {reason!r}; expected a sentence saying why")
+    return Waiver(audit, dataset, reason.strip(), _date(f"{where}.expires", raw["expires"]))
+
+
+def parse_waivers(raw: Any, audits: Sequence[str]) -> tuple[Waiver, ...]:
+    """Validate the YAML ``waivers`` list (None: no waivers) against the known audit ids."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, (list, tuple)):
+        raise ConfigError(f"waivers is {raw!r}; expected a list of {{audit, set, reason, expires}}")
+    return tuple(_one(f"waivers[{i}]", item, audits) for i, item in enumerate(raw))
+
+
+def _waive(result: SetResult, waiver: Waiver, today: dt.date) -> SetResult:
+    expired = today >= waiver.expires
+    record = {"reason": waiver.reason, "expires": waiver.expires.isoformat(), "expired": expired,
+              "waived_status": result.status.value}
+    return replace(result, status=result.status if expired else Status.PASS, waiver=record)
+
+
+def _audit(audit: AuditResult, waivers: Sequence[Waiver], today: dt.date,
+           used: set[Waiver]) -> AuditResult:
+    results = []
+    for r in audit.results:
+        match = next((w for w in waivers if w.matches(audit.id, r.dataset)), None)
+        if match is not None and r.status in (Status.FAIL, Status.WARN):
+            used.add(match)
+            r = _waive(r, match, today)
+        results.append(r)
+    if not any(r.waiver for r in results):
+        return audit
+    status = audit.status if audit.status is Status.ERROR else worst(tuple(r.status for r in results))
+    waived = [r.dataset for r in results if r.waiver and not r.waiver["expired"]]
+    message = audit.message + (f" (waived: {', '.join(waived)})" if waived else "")
+    return replace(audit, status=status, results=tuple(results), message=message)
+
+
+def apply_waivers(report: Report, waivers: Sequence[Waiver], today: dt.date | None = None) -> Report:
+    """The report with the waivers applied and a warning for each expired or unused one."""
+    if not waivers:
+        return report
+    today = today or clock()
+    used: set[Waiver] = set()
+    audits = tuple(_audit(a, waivers, today, used) for a in report.audits)
+    notes = []
+    for w in waivers:
+        if today >= w.expires:
+            notes.append(f"waiver {w.label} expired on {w.expires.isoformat()} and no longer waives"
+                         f" (reason was: {w.reason})")
+        elif w not in used:
+            notes.append(f"waiver {w.label} matched no failing or warning set; remove it")
+    return replace(report, audits=audits, warnings=(*report.warnings, *notes))

@@ -1,0 +1,447 @@
+"""Residual flows (i-ResNet / ResFlow): ``residual-vector`` and ``residual-image``.
+
+Each block is ``y = x + g(x)`` with ``g`` a small network whose linear / conv layers are
+spectrally normalized to norm ``<= c < 1`` each, so that ``Lip(g) <= c^n < 1`` for ``n``
+layers and a 1-Lipschitz activation (Behrmann et al., "Invertible Residual
+Networks", ICML 2019; Chen et al., "Residual Flows", NeurIPS 2019). Such a block is globally
+bi-Lipschitz (paper-spec.md 3.1; Behrmann et al., AISTATS 2021):
+
+    Lip(F) <= 1 + c,        Lip(F^-1) <= 1 / (1 - c)
+
+with ``c`` here ``Lip(g)``: its inverse cannot explode anywhere, only converge slowly.
+:meth:`ResidualBlock.lipschitz_bounds` returns this pair for the *certified* ``c``: the product of the exact spectral norms of the
+normalized weights (computed by SVD when asked, not the power-iteration estimate) times the
+activation's Lipschitz constant (1 for LipSwish).
+
+Spectral normalization (Miyato et al. 2018, as in the residual-flows code): a power-iteration
+estimate ``sigma`` of ``||W||_2`` is kept in buffers; the weight used is
+``W / max(1, sigma / c)``. Training refreshes the estimate with ``power_iterations`` steps per
+call; eval uses the stored buffers, so eval is deterministic. :meth:`ResidualFlow.calibrate`
+(called by the training recipes before saving) sets ``sigma`` to the exact spectral norm, so a
+saved model satisfies ``Lip(g) <= c`` exactly, up to rounding.
+
+Inverse: Banach fixed-point iteration ``x_{k+1} = y - g(x_k)`` from ``x_0 = y - g(y)``, with
+error ``<= c^k / (1 - c) * ||x_1 - x_0||``. It stops for the whole batch when every element
+moved by at most ``tol * (1 + |y|)`` in the last step (``inverse_tolerance``), or after
+``inverse_max_iter`` steps. The model reports (see :class:`ResidualFlow`):
+
+- ``inverse_cap_hits``: cumulative count of (sample, block) inversions that stopped at the
+  cap without meeting the tolerance (the ``roundtrip`` audit reports the increase per set);
+- ``last_inverse_iterations``: the largest iteration count any block needed in the last
+  ``inverse`` call.
+
+Log-det: ``"exact"`` (vectors only) is ``slogdet(I + J_g(x))`` with ``J_g`` built analytically
+layer by layer (cheap for small D; the brute-force 2x2 case of the checkerboard); ``"series"``
+is the truncated power series ``log det(I + J) = sum_{k>=1} (-1)^{k+1} tr(J^k) / k`` with a
+Hutchinson trace estimate ``tr(A) ~ v^T A v`` (``log_det_terms`` terms, one Gaussian ``v`` per
+sample), marked ``log_det_kind = "estimated"``. In eval the probe vectors come from a generator
+with a fixed seed, so the estimate is a deterministic function of the input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import register
+from .layers import Squeeze2d
+
+__all__ = ["LipSwish", "ResidualBlock", "ResidualFlow", "ResidualImage", "ResidualVector",
+           "SpectralConv2d", "SpectralLinear"]
+
+SWISH_MAX_SLOPE = 1.0998  # max_x d/dx [x sigmoid(x)], attained near x = 2.4
+
+
+class LipSwish(nn.Module):
+    """``swish(x) / 1.1 = x sigmoid(x) / 1.1``: smooth, Lipschitz constant <= 1 (Chen et al. 2019)."""
+
+    lipschitz = SWISH_MAX_SLOPE / 1.1
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(x) / 1.1
+
+    @staticmethod
+    def derivative(x: Tensor) -> Tensor:
+        """Elementwise slope ``(s + x s (1 - s)) / 1.1`` with ``s = sigmoid(x)``."""
+        s = torch.sigmoid(x)
+        return (s + x * s * (1 - s)) / 1.1
+
+
+class _Spectral(nn.Module):
+    """Shared spectral-normalization logic; subclasses define the operator and its adjoint."""
+
+    weight: Tensor
+    sigma: Tensor
+    u: Tensor
+    v: Tensor
+
+    def __init__(self, coeff: float, power_iterations: int) -> None:
+        super().__init__()
+        if not 0.0 < coeff < 1.0:
+            raise ValueError(f"spectral coefficient must be in (0, 1); got {coeff}")
+        self.coeff = float(coeff)
+        self.power_iterations = int(power_iterations)
+
+    def _apply_op(self, weight: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _apply_adjoint(self, weight: Tensor, u: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def power_iterate(self, steps: int) -> None:
+        """``steps`` power iterations on the raw weight; updates ``u``, ``v`` and ``sigma``."""
+        u, v = self.u, self.v
+        for _ in range(steps):
+            v = F.normalize(self._apply_adjoint(self.weight, u).flatten(), dim=0).view_as(v)
+            u = F.normalize(self._apply_op(self.weight, v).flatten(), dim=0).view_as(u)
+        self.u.copy_(u)
+        self.v.copy_(v)
+        self.sigma.copy_((u * self._apply_op(self.weight, v)).sum())
+
+    def normalized_weight(self) -> Tensor:
+        """``W / max(1, sigma / c)``: the weight actually applied."""
+        if self.training and self.power_iterations > 0:
+            self.power_iterate(self.power_iterations)
+        sigma = (self.u * self._apply_op(self.weight, self.v)).sum() if self.training else self.sigma
+        return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
+
+    @torch.no_grad()
+    def calibrate(self) -> None:
+        """Set ``sigma`` to the exact spectral norm of the raw weight (an SVD), so that the
+        normalized weight has norm exactly ``min(sigma, c)``."""
+        self.sigma.copy_(self.exact_norm(self.weight))
+
+    @torch.no_grad()
+    def exact_norm(self, weight: Tensor | None = None) -> Tensor:
+        """Exact operator 2-norm of ``weight`` (default: the normalized weight in eval)."""
+        if weight is None:
+            was = self.training
+            self.eval()
+            weight = self.normalized_weight()
+            self.train(was)
+        return torch.linalg.matrix_norm(self.matrix(weight).double(), ord=2).to(weight.dtype)
+
+    def matrix(self, weight: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SpectralLinear(_Spectral):
+    """``Linear`` whose weight is spectrally normalized to norm <= ``coeff``."""
+
+    def __init__(self, c_in: int, c_out: int, coeff: float, power_iterations: int,
+                 generator: torch.Generator, zero: bool = False) -> None:
+        super().__init__(coeff, power_iterations)
+        bound = 1.0 / math.sqrt(c_in)
+        weight = torch.empty(c_out, c_in).uniform_(-bound, bound, generator=generator)
+        bias = torch.empty(c_out).uniform_(-bound, bound, generator=generator)
+        if zero:
+            weight.mul_(1e-3)
+            bias.zero_()
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+        self.register_buffer("u", F.normalize(torch.randn(c_out, generator=generator), dim=0))
+        self.register_buffer("v", F.normalize(torch.randn(c_in, generator=generator), dim=0))
+        self.register_buffer("sigma", torch.ones(()))
+        self.power_iterate(50)
+
+    def _apply_op(self, weight: Tensor, v: Tensor) -> Tensor:
+        return weight @ v
+
+    def _apply_adjoint(self, weight: Tensor, u: Tensor) -> Tensor:
+        return weight.t() @ u
+
+    def matrix(self, weight: Tensor) -> Tensor:
+        return weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.normalized_weight(), self.bias)
+
+
+class SpectralConv2d(_Spectral):
+    """``Conv2d`` (stride 1, same padding) whose operator on inputs of ``spatial`` size is
+    spectrally normalized to norm <= ``coeff``; the power iteration runs on the conv operator
+    itself (conv / transposed conv), not on the reshaped kernel."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, spatial: tuple[int, int], coeff: float,
+                 power_iterations: int, generator: torch.Generator, zero: bool = False) -> None:
+        super().__init__(coeff, power_iterations)
+        self.padding = kernel // 2
+        self.spatial = tuple(int(s) for s in spatial)
+        bound = 1.0 / math.sqrt(c_in * kernel * kernel)
+        weight = torch.empty(c_out, c_in, kernel, kernel).uniform_(-bound, bound, generator=generator)
+        bias = torch.empty(c_out).uniform_(-bound, bound, generator=generator)
+        if zero:
+            weight.mul_(1e-3)
+            bias.zero_()
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+        self.register_buffer("u", F.normalize(torch.randn(c_out * math.prod(self.spatial),
+                                                          generator=generator), dim=0)
+                             .view(1, c_out, *self.spatial))
+        self.register_buffer("v", F.normalize(torch.randn(c_in * math.prod(self.spatial),
+                                                          generator=generator), dim=0)
+                             .view(1, c_in, *self.spatial))
+        self.register_buffer("sigma", torch.ones(()))
+        self.power_iterate(50)
+
+    def _apply_op(self, weight: Tensor, v: Tensor) -> Tensor:
+        return F.conv2d(v, weight, padding=self.padding)
+
+    def _apply_adjoint(self, weight: Tensor, u: Tensor) -> Tensor:
+        return F.conv_transpose2d(u, weight, padding=self.padding)
+
+    def matrix(self, weight: Tensor) -> Tensor:
+        c_in = weight.shape[1]
+        n = c_in * math.prod(self.spatial)
+        basis = torch.eye(n, dtype=weight.dtype, device=weight.device).view(n, c_in, *self.spatial)
+        return F.conv2d(basis, weight, padding=self.padding).flatten(1).t()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.normalized_weight(), self.bias, padding=self.padding)
+
+
+class ResidualBlock(nn.Module):
+    """``y = x + g(x)``, ``g = L_n o act o ... o act o L_1`` with spectrally normalized ``L_i``.
+
+    Args:
+        layers: the spectrally normalized layers of ``g`` (an activation between each pair).
+        tolerance: fixed-point stopping rule, per element ``|x_{k+1} - x_k| <= tol (1 + |y|)``.
+        max_iter: iteration cap of the fixed-point inverse.
+        log_det: ``"exact"`` (vector blocks) or ``"series"`` (Hutchinson power series).
+        log_det_terms: number of power-series terms.
+    """
+
+    inverse_kind = "iterative"
+
+    def __init__(self, layers: Sequence[_Spectral], tolerance: float, max_iter: int,
+                 log_det: str, log_det_terms: int) -> None:
+        super().__init__()
+        if log_det not in ("exact", "series"):
+            raise ValueError(f"log_det {log_det!r} is unknown; expected exact or series")
+        if log_det == "exact" and not all(isinstance(la, SpectralLinear) for la in layers):
+            raise ValueError("the exact log-det needs linear layers (vector inputs)")
+        self.layers = nn.ModuleList(layers)
+        self.act = LipSwish()
+        self.inverse_tolerance = float(tolerance)
+        self.inverse_max_iter = int(max_iter)
+        self.log_det_mode = log_det
+        self.log_det_kind = "exact" if log_det == "exact" else "estimated"
+        self.log_det_terms = int(log_det_terms)
+        self.inverse_cap_hits = 0
+        self.last_inverse_iterations = 0
+
+    # -- the residual function ----------------------------------------------------------------
+    def g(self, x: Tensor) -> Tensor:
+        """The residual branch ``g(x)``."""
+        h = x
+        for i, layer in enumerate(self.layers):
+            if i:
+                h = self.act(h)
+            h = layer(h)
+        return h
+
+    def _g_and_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``g(x)`` and ``J_g(x)`` of shape ``(B, D, D)``, built layer by layer (vectors)."""
+        h, jac = x, None
+        for i, layer in enumerate(self.layers):
+            weight = layer.normalized_weight()
+            if i:
+                slope = self.act.derivative(h)
+                h = self.act(h)
+                jac = slope.unsqueeze(2) * jac
+            h = F.linear(h, weight, layer.bias)
+            jac = weight.expand(len(x), *weight.shape) if jac is None else weight @ jac
+        return h, jac
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.log_det_mode == "exact":
+            gx, jac = self._g_and_jacobian(x)
+            eye = torch.eye(x.shape[1], dtype=x.dtype, device=x.device)
+            return x + gx, torch.linalg.slogdet(eye + jac)[1]
+        return self._forward_series(x)
+
+    def _forward_series(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``x + g(x)`` and the Hutchinson power-series estimate of ``log det(I + J_g)``.
+
+        Training (grad on): one pass, the estimate differentiable (``create_graph``), fresh
+        Gaussian probes from the global RNG. Otherwise the output keeps the caller's autograd
+        state and the estimate is computed on a detached copy with fixed-seed probes."""
+        if self.training and torch.is_grad_enabled():
+            xg = x if x.requires_grad else x.detach().requires_grad_(True)
+            gx = self.g(xg)
+            return x + gx, self._series(gx, xg, torch.randn_like(x), create_graph=True)
+        y = x + self.g(x)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            gen = torch.Generator(device=x.device).manual_seed(0)
+            v = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+            log_det = self._series(self.g(xg), xg, v, create_graph=False)
+        return y, log_det.detach()
+
+    def _series(self, gx: Tensor, xg: Tensor, v: Tensor, create_graph: bool) -> Tensor:
+        """``sum_{k=1}^{n} (-1)^{k+1} / k * v^T J^k v`` per sample, via vector-Jacobian products."""
+        w, log_det = v, xg.new_zeros(xg.shape[0])
+        for k in range(1, self.log_det_terms + 1):
+            (w,) = torch.autograd.grad(gx, xg, w, create_graph=create_graph, retain_graph=True)
+            log_det = log_det + (-1) ** (k + 1) / k * (w * v).flatten(1).sum(1)
+        return log_det
+
+    # -- inverse --------------------------------------------------------------------------------
+    def inverse(self, y: Tensor) -> Tensor:
+        """Fixed point of ``x = y - g(x)``; counts samples stopped by the cap (see module doc)."""
+        x = y - self.g(y)
+        limit = self.inverse_tolerance * (1.0 + y.abs())
+        pending = torch.ones(len(y), dtype=torch.bool, device=y.device)
+        steps = 0
+        for steps in range(1, self.inverse_max_iter + 1):
+            new = y - self.g(x)
+            done = ((new - x).abs() <= limit).flatten(1).all(1) | ~torch.isfinite(new).flatten(1).all(1)
+            pending = pending & ~done
+            x = new
+            if not bool(pending.any()):
+                break
+        self.inverse_cap_hits += int(pending.sum())
+        self.last_inverse_iterations = steps
+        return x
+
+    # -- certificates ---------------------------------------------------------------------------
+    def lipschitz_coefficient(self) -> float:
+        """Certified ``Lip(g)``: product of the exact spectral norms of the normalized weights
+        times ``Lip(act)`` per activation."""
+        norms = [float(layer.exact_norm()) for layer in self.layers]
+        return math.prod(norms) * self.act.lipschitz ** (len(self.layers) - 1)
+
+    def lipschitz_bounds(self) -> tuple[float, float] | None:
+        """``(Lip(F), Lip(F^-1)) <= (1 + c, 1 / (1 - c))`` for the certified ``c``; the inverse
+        bound is ``inf`` when ``c >= 1`` (not a contraction: no certificate)."""
+        c = self.lipschitz_coefficient()
+        return 1.0 + c, (1.0 / (1.0 - c) if c < 1.0 else math.inf)
+
+
+class ResidualFlow(nn.Module):
+    """A stack of :class:`ResidualBlock` (after optional shape-only layers), zoo contract."""
+
+    inverse_kind = "iterative"
+
+    def __init__(self, blocks: Sequence[nn.Module], tolerance: float, max_iter: int,
+                 log_det: str) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.inverse_tolerance = float(tolerance)
+        self.inverse_max_iter = int(max_iter)
+        self.log_det_kind = "exact" if log_det == "exact" else "estimated"
+
+    def residual_blocks(self) -> list[ResidualBlock]:
+        return [b for b in self.blocks if isinstance(b, ResidualBlock)]
+
+    @property
+    def inverse_cap_hits(self) -> int:
+        """Cumulative (sample, block) inversions that stopped at the cap, over all blocks."""
+        return sum(b.inverse_cap_hits for b in self.residual_blocks())
+
+    @property
+    def last_inverse_iterations(self) -> int:
+        """Largest iteration count of any block in the last ``inverse`` call."""
+        return max((b.last_inverse_iterations for b in self.residual_blocks()), default=0)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        log_det = x.new_zeros(x.shape[0])
+        for block in self.blocks:
+            x, block_log_det = block(x)
+            log_det = log_det + block_log_det
+        return x, log_det
+
+    def inverse(self, z: Tensor) -> Tensor:
+        for block in reversed(self.blocks):
+            z = block.inverse(z)
+        return z
+
+    @torch.no_grad()
+    def calibrate(self) -> None:
+        """Exact spectral norms into every layer's ``sigma`` (call before saving)."""
+        for module in self.modules():
+            if isinstance(module, _Spectral):
+                module.calibrate()
+
+    def lipschitz_bounds(self) -> tuple[float, float]:
+        """Product of the per-block certified bounds: ``(prod (1 + c_i), prod 1 / (1 - c_i))``."""
+        forward, inverse = 1.0, 1.0
+        for block in self.residual_blocks():
+            f, i = block.lipschitz_bounds()
+            forward, inverse = forward * f, inverse * i
+        return forward, inverse
+
+
+def _check_common(coeff: float, tolerance: float, max_iter: int) -> None:
+    if not 0.0 < coeff < 1.0:
+        raise ValueError(f"coeff must be in (0, 1) for an invertible residual block; got {coeff}")
+    if not tolerance > 0 or int(max_iter) < 1:
+        raise ValueError(f"tolerance must be > 0 and max_iter >= 1; got {tolerance}, {max_iter}")
+
+
+@register("residual-vector")
+class ResidualVector(ResidualFlow):
+    """i-ResNet on flat vectors ``(D,)``: ``blocks`` residual MLP blocks.
+
+    Args:
+        shape: ``[D]``.
+        blocks: number of residual blocks.
+        hidden: width of the hidden layers of each ``g``.
+        depth: number of linear layers in each ``g`` (>= 2).
+        coeff: spectral coefficient ``c < 1`` of every linear layer (``Lip(g) <= c^depth``).
+        power_iterations: power-iteration steps per training call.
+        tolerance, max_iter: fixed-point inverse stopping rule and cap.
+        log_det: ``"exact"`` (slogdet of the analytic Jacobian) or ``"series"``.
+        log_det_terms: power-series terms for ``"series"``.
+        seed: seed of the local generator that initializes the parameters.
+    """
+
+    def __init__(self, shape: Sequence[int] = (2,), blocks: int = 8, hidden: int = 64,
+                 depth: int = 3, coeff: float = 0.9, power_iterations: int = 5,
+                 tolerance: float = 1e-6, max_iter: int = 1000, log_det: str = "exact",
+                 log_det_terms: int = 10, seed: int = 0) -> None:
+        _check_common(coeff, tolerance, max_iter)
+        if len(shape) != 1 or int(shape[0]) < 1 or int(depth) < 2:
+            raise ValueError(f"residual-vector needs shape [D] and depth >= 2; got {list(shape)}, {depth}")
+        gen = torch.Generator().manual_seed(int(seed))
+        dim = int(shape[0])
+        sizes = [dim] + [int(hidden)] * (int(depth) - 1) + [dim]
+        made = []
+        for _ in range(int(blocks)):
+            layers = [SpectralLinear(a, b, coeff, power_iterations, gen, zero=(i == len(sizes) - 2))
+                      for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+            made.append(ResidualBlock(layers, tolerance, max_iter, log_det, log_det_terms))
+        super().__init__(made, tolerance, max_iter, log_det)
+
+
+@register("residual-image")
+class ResidualImage(ResidualFlow):
+    """i-ResNet on images ``(C, H, W)`` (H, W even): a squeeze, then residual conv blocks
+    ``g = conv3x3 -> LipSwish -> conv1x1 -> LipSwish -> conv3x3``, log-det by the power series.
+
+    The latent keeps the squeezed shape ``(4C, H/2, W/2)``. Arguments as for
+    :class:`ResidualVector`, with ``hidden`` the conv width; the log-det is always
+    ``"series"`` (estimated).
+    """
+
+    def __init__(self, shape: Sequence[int] = (1, 8, 8), blocks: int = 8, hidden: int = 32,
+                 coeff: float = 0.9, power_iterations: int = 5, tolerance: float = 1e-6,
+                 max_iter: int = 1000, log_det_terms: int = 8, seed: int = 0) -> None:
+        _check_common(coeff, tolerance, max_iter)
+        if len(shape) != 3 or int(shape[1]) % 2 or int(shape[2]) % 2:
+            raise ValueError(f"residual-image needs shape [C, H, W] with even H, W; got {list(shape)}")
+        gen = torch.Generator().manual_seed(int(seed))
+        channels, spatial = 4 * int(shape[0]), (int(shape[1]) // 2, int(shape[2]) // 2)
+        made: list[nn.Module] = [Squeeze2d()]
+        for _ in range(int(blocks)):
+            layers = [SpectralConv2d(channels, hidden, 3, spatial, coeff, power_iterations, gen),
+                      SpectralConv2d(hidden, hidden, 1, spatial, coeff, power_iterations, gen),
+                      SpectralConv2d(hidden, channels, 3, spatial, coeff, power_iterations, gen,
+                                     zero=True)]
+            made.append(ResidualBlock(layers, tolerance, max_iter, "series", log_det_terms))
+        super().__init__(made, tolerance, max_iter, "series")

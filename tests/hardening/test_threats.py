@@ -1,0 +1,184 @@
+"""One fixture per threat of security.md section 5, each with its documented outcome.
+
+Every fixture is built at test time; payloads only touch a marker file, which must never appear.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from innaudit import save_checkpoint, zoo
+from innaudit.domain import DataDomain
+from innaudit.errors import CorruptCheckpointError, LoadError, UnsafeCheckpointError
+from innaudit.loading import load_model
+from innaudit.loading.preflight import Limits
+
+CONFIG = {"shape": [4], "steps": 2, "hidden": 8, "coupling": "additive", "permutation": "reverse",
+          "actnorm": False, "seed": 0}
+
+
+@pytest.fixture()
+def native(tmp_path: Path) -> Path:
+    module = zoo.build("coupling-vector", CONFIG)
+    return save_checkpoint(tmp_path / "tiny.pt", module, "coupling-vector", CONFIG,
+                           DataDomain(shape=(4,)), {"recipe": "test"})
+
+
+def _rezip(src: Path, dst: Path, compress: int, extra: dict[str, bytes] | None = None) -> Path:
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(dst, "w", compress) as new:
+        for info in old.infolist():
+            new.writestr(info.filename, old.read(info.filename))
+        for name, data in (extra or {}).items():
+            new.writestr(name, data)
+    return dst
+
+
+def test_compressed_zip_bomb_is_refused(native: Path, tmp_path: Path) -> None:
+    prefix = zipfile.ZipFile(native).namelist()[0].split("/")[0]
+    bomb = _rezip(native, tmp_path / "bomb.pt", zipfile.ZIP_DEFLATED,
+                  {f"{prefix}/data/999": b"\0" * (64 << 20)})
+    assert bomb.stat().st_size < 1 << 20
+    with pytest.raises(LoadError, match="zip bomb"):
+        load_model(str(bomb), limits=Limits(max_bytes=256 << 20))
+
+
+def test_declared_size_over_budget_is_refused_before_loading(native: Path) -> None:
+    with pytest.raises(LoadError, match="budget"):
+        load_model(str(native), limits=Limits(max_bytes=1000))
+
+
+def test_a_flipped_byte_in_tensor_data_is_caught_by_the_crc(native: Path, tmp_path: Path) -> None:
+    data = bytearray(native.read_bytes())
+    with zipfile.ZipFile(native) as archive:
+        info = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size >= 16)
+    head = info.header_offset
+    name_len, extra_len = (int.from_bytes(data[head + i:head + i + 2], "little") for i in (26, 28))
+    offset = head + 30 + name_len + extra_len + 4
+    data[offset] ^= 0xFF
+    flipped = tmp_path / "flipped.pt"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match="CRC"):
+        load_model(str(flipped))
+
+
+def test_a_file_saved_without_crcs_is_not_called_corrupt(tmp_path: Path) -> None:
+    module = zoo.build("coupling-vector", CONFIG)
+    torch.serialization.set_crc32_options(False)
+    try:
+        path = save_checkpoint(tmp_path / "nocrc.pt", module, "coupling-vector", CONFIG, DataDomain(shape=(4,)))
+    finally:
+        torch.serialization.set_crc32_options(True)
+    with zipfile.ZipFile(path) as archive:
+        assert all(i.CRC == 0 for i in archive.infolist() if i.file_size)
+    assert load_model(str(path)).target["loader"] == "native"
+
+
+def _raw_pickle(tmp_path: Path, name: str, obj: object) -> Path:
+    path = tmp_path / name
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+    return path
+
+
+def test_deep_nesting_and_reference_bombs_end_quickly(tmp_path: Path) -> None:
+    import time
+
+    deep: list = []
+    node = deep
+    for _ in range(400):  # torch.save itself recurses; 400 is past our depth cap of 200
+        node.append([])
+        node = node[0]
+    level: list = [1]
+    for _ in range(9):
+        level = [level] * 10  # 10**9 leaves, 11 distinct objects
+    for name, obj in (("deep.pt", deep), ("dag.pt", {"state_dict": level})):
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        path = tmp_path / name
+        path.write_bytes(buffer.getvalue())
+        start = time.perf_counter()
+        with pytest.raises(LoadError):
+            load_model(str(path), limits=Limits(max_depth=200))
+        assert time.perf_counter() - start < 5
+
+
+def test_the_walker_is_iterative_and_remembers_what_it_saw() -> None:
+    from innaudit.loading.preflight import check_structure
+
+    deep: list = []
+    node = deep
+    for _ in range(200_000):
+        node.append([])
+        node = node[0]
+    with pytest.raises(LoadError, match="structure bomb"):
+        check_structure(deep, Limits(), Path("x"))
+    level: list = [torch.zeros(2)]
+    for _ in range(9):
+        level = [level] * 10
+    check_structure(level, Limits(), Path("x"))  # 11 distinct objects: fine, and instant
+
+
+def test_stride_zero_tensor_is_refused_without_allocating(tmp_path: Path) -> None:
+    path = tmp_path / "s0.pt"
+    torch.save({"w": torch.zeros(4).as_strided((1_000_000_000,), (0,))}, path)
+    with pytest.raises(LoadError, match="stride-0"):
+        load_model(str(path))
+
+
+def test_escape_codes_in_a_global_name_never_reach_the_terminal(tmp_path: Path, run_cli) -> None:
+    payload = b"\x80\x02c\x1b[31mevil\nthing\n)R."
+    path = tmp_path / "esc.pt"
+    path.write_bytes(payload)
+    result = run_cli("run", str(path))
+    assert result.code == 2 and "\x1b" not in result.stderr + result.stdout
+    assert "evil" in result.stderr and len(result.stderr_lines) == 1
+
+
+def test_escape_codes_in_provenance_never_reach_the_report(tmp_path: Path, run_cli) -> None:
+    module = zoo.build("coupling-vector", CONFIG)
+    path = save_checkpoint(tmp_path / "p.pt", module, "coupling-vector", CONFIG, DataDomain(shape=(4,)),
+                           {"recipe": "\x1b[2J\x1b[31mred", "note": "a\rb"})
+    report = tmp_path / "r.json"
+    result = run_cli("run", str(path), "--samples", "20", "-o", f"json={report}")
+    assert result.code in (0, 1)
+    text = report.read_text()
+    assert "\\u001b" not in text and "\x1b" not in result.stdout
+    assert json.loads(text)["target"]["provenance"]["recipe"] == "red"
+
+
+def test_pt2_and_torchscript_are_code(tmp_path: Path) -> None:
+    scripted = torch.jit.script(torch.nn.Linear(2, 2))
+    ts = tmp_path / "model.pt"
+    torch.jit.save(scripted, str(ts))
+    with pytest.raises(UnsafeCheckpointError, match="TorchScript"):
+        load_model(str(ts))
+    marker = tmp_path / "MARKER"
+
+    class Payload:
+        def __reduce__(self):  # noqa: ANN204
+            return (os.system, (f"touch {marker}",))
+
+    pt2 = tmp_path / "model.pt2"
+    with zipfile.ZipFile(pt2, "w") as archive:
+        archive.writestr("model/models/model.json", "{}")
+        archive.writestr("model/data/weights/weight.pt", pickle.dumps(Payload()))
+    with pytest.raises(LoadError):
+        load_model(str(pt2))
+    assert not marker.exists()
+
+
+def test_wrong_magic_and_polyglots(tmp_path: Path, native: Path) -> None:
+    png = tmp_path / "image.pt"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(CorruptCheckpointError, match="not a checkpoint format"):
+        load_model(str(png))
+    renamed = tmp_path / "weights.safetensors"
+    renamed.write_bytes(native.read_bytes())
+    assert load_model(str(renamed)).target["loader"] == "native", "the bytes decide, not the name"
