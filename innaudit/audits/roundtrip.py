@@ -23,7 +23,8 @@ class RoundTrip(Audit):
     shows as large errors or as NaN/Inf in ``x'`` (or already in ``z``).
 
     Per sample: ``err = ||x - x'||_2`` over all elements (unnormalized, as in the paper) and
-    ``rel = err / max(||x||_2, 1e-6 * sqrt(D) * (high - low))``. A sample is non-finite when
+    ``rel = err / max(||x||_2, 0.01 * sqrt(D) * (high - low))`` (1 % of a full-range vector, so
+    inputs near the origin are not divided by almost nothing). A sample is non-finite when
     ``z`` or ``x'`` holds any NaN or Inf; its error counts as ``inf``.
 
     Metrics per set: ``n``; ``nonfinite_fraction`` (NaN or Inf anywhere), ``nan_fraction``,

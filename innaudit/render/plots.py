@@ -116,20 +116,33 @@ def values(series: Mapping[str, Any], title: str) -> Any:
     return fig
 
 
+def _lines(ax: Any, series: Mapping[str, Any], axis: str, xs: Callable[[int], Sequence[Any]],
+           marker: str) -> list[float]:
+    """One line per metric of ``series`` (all keys but ``axis``) at ``xs(len(values))``;
+    non-numbers are drawn as gaps. Returns every finite value drawn."""
+    every: list[float] = []
+    for key in _metric_keys(series, axis):
+        ys = [float(v) if isinstance(v, (int, float)) else math.nan for v in series[key]]
+        ax.plot(xs(len(ys)), ys, marker=marker, label=key)
+        every += _finite(ys)
+    return every
+
+
+def _finish_lines(ax: Any, every: Sequence[float], xlabel: str, title: str) -> None:
+    """Log y-scale when every value is positive, the x label, legend and title."""
+    _log_if_positive(ax, every)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=7)
+    ax.set_title(title, loc="left", parse_math=False)
+
+
 def curve(series: Mapping[str, Any], title: str) -> Any:
     """Metrics against step (attack error as the attack runs)."""
     fig = _figure()
     ax = fig.subplots()
     steps = list(series.get("step", []))
-    every: list[float] = []
-    for key in _metric_keys(series, "step"):
-        ys = [float(v) if isinstance(v, (int, float)) else math.nan for v in series[key]]
-        ax.plot(steps[: len(ys)] or range(len(ys)), ys, marker=".", label=key)
-        every += _finite(ys)
-    _log_if_positive(ax, every)
-    ax.set_xlabel("step")
-    ax.legend(fontsize=7)
-    ax.set_title(title, loc="left", parse_math=False)
+    every = _lines(ax, series, "step", lambda n: steps[:n] or range(n), ".")
+    _finish_lines(ax, every, "step", title)
     return fig
 
 
@@ -138,16 +151,9 @@ def blocks(series: Mapping[str, Any], title: str) -> Any:
     names = [str(n) for n in series.get("name", [])]
     fig = _figure(max(4.2, 0.35 * len(names) + 1.5), 2.6)
     ax = fig.subplots()
-    every: list[float] = []
-    for key in _metric_keys(series, "name"):
-        ys = [float(v) if isinstance(v, (int, float)) else math.nan for v in series[key]]
-        ax.plot(range(len(ys)), ys, marker="o", label=key)
-        every += _finite(ys)
+    every = _lines(ax, series, "name", range, "o")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=6, parse_math=False)
-    _log_if_positive(ax, every)
-    ax.set_xlabel("block")
-    ax.legend(fontsize=7)
-    ax.set_title(title, loc="left", parse_math=False)
+    _finish_lines(ax, every, "block", title)
     return fig
 
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from . import register
+from .flow import SequentialFlow
 from .layers import (ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet,
                      Squeeze2d)
 
@@ -41,29 +42,8 @@ def _permutation(kind: str, channels: int, generator: torch.Generator) -> nn.Mod
     raise ValueError(f"permutation {kind!r} is unknown; expected one of {', '.join(PERMUTATIONS)}")
 
 
-class CouplingFlow(nn.Module):
-    """A stack of invertible blocks with the zoo module contract (see :mod:`innaudit.zoo`)."""
-
-    inverse_kind = "analytic"
-    log_det_kind = "exact"
-
-    def __init__(self, blocks: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``z = f_K(...f_1(x))`` and ``log|det dz/dx| = sum_k log_det_k``, shape ``(batch,)``."""
-        log_det = x.new_zeros(x.shape[0])
-        for block in self.blocks:
-            x, block_log_det = block(x)
-            log_det = log_det + block_log_det
-        return x, log_det
-
-    def inverse(self, z: Tensor) -> Tensor:
-        """``x = f_1^{-1}(...f_K^{-1}(z))``."""
-        for block in reversed(self.blocks):
-            z = block.inverse(z)
-        return z
+class CouplingFlow(SequentialFlow):
+    """A coupling flow: ``[ActNorm], permutation, Coupling`` steps (analytic inverse, exact log-det)."""
 
 
 def _steps(channels: int, steps: int, hidden: int, coupling: str, scale: str, permutation: str,

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import register
+from .flow import SequentialFlow
 from .layers import Squeeze2d
 
 __all__ = ["LipSwish", "ResidualBlock", "ResidualFlow", "ResidualImage", "ResidualVector",
@@ -323,15 +324,14 @@ class ResidualBlock(nn.Module):
         return 1.0 + c, (1.0 / (1.0 - c) if c < 1.0 else math.inf)
 
 
-class ResidualFlow(nn.Module):
+class ResidualFlow(SequentialFlow):
     """A stack of :class:`ResidualBlock` (after optional shape-only layers), zoo contract."""
 
     inverse_kind = "iterative"
 
     def __init__(self, blocks: Sequence[nn.Module], tolerance: float, max_iter: int,
                  log_det: str) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
+        super().__init__(blocks)
         self.inverse_tolerance = float(tolerance)
         self.inverse_max_iter = int(max_iter)
         self.log_det_kind = "exact" if log_det == "exact" else "estimated"
@@ -348,18 +348,6 @@ class ResidualFlow(nn.Module):
     def last_inverse_iterations(self) -> int:
         """Largest iteration count of any block in the last ``inverse`` call."""
         return max((b.last_inverse_iterations for b in self.residual_blocks()), default=0)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        log_det = x.new_zeros(x.shape[0])
-        for block in self.blocks:
-            x, block_log_det = block(x)
-            log_det = log_det + block_log_det
-        return x, log_det
-
-    def inverse(self, z: Tensor) -> Tensor:
-        for block in reversed(self.blocks):
-            z = block.inverse(z)
-        return z
 
     @torch.no_grad()
     def calibrate(self) -> None:

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from innaudit.api import audit
-from innaudit.audits.attack import Attack, attack_ball, dequantize
+from innaudit.attack_search import attack_ball, dequantize
+from innaudit.audits.attack import Attack
 from innaudit.config import parse_config
 from innaudit.audits import specs
 from innaudit.errors import ConfigError

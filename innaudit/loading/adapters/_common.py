@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ...domain import DataDomain
 from ...errors import DataError, LoadError, clean_text
-from ...model import InvertibleModel
+from ...model import Fn, InvertibleModel, ModelInfo
 
-__all__ = ["Adapted", "Condition", "TransformHolder", "from_library", "leaf_name", "library_error",
-           "resolve_condition", "sum_per_sample"]
+__all__ = ["Adapted", "Condition", "TransformHolder", "block_models", "from_library", "leaf_name",
+           "library_error", "resolve_condition", "sum_per_sample"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,19 @@ def from_library(obj: Any, *packages: str) -> bool:
 def leaf_name(obj: Any, index: int) -> str:
     """How a block is named in the report: ``ClassName[i]``."""
     return f"{type(obj).__name__}[{index}]"
+
+
+def block_models(layers: Sequence[nn.Module], maps: tuple[Fn, Fn], domain: DataDomain,
+                 kinds: Callable[[nn.Module], dict[str, Any]]) -> list[InvertibleModel]:
+    """One model per block, in data -> latent order, each named ``ClassName[i]``.
+
+    ``maps`` is the ``(forward, inverse)`` pair every block is called with (the same calls as
+    the whole model, applied to one layer); ``kinds(layer)`` gives its inverse / log-det kinds.
+    """
+    forward, inverse = maps
+    return [InvertibleModel(layer, forward, inverse,
+                            ModelInfo(domain=domain, architecture=leaf_name(layer, i), **kinds(layer)))
+            for i, layer in enumerate(layers)]
 
 
 def sum_per_sample(ld: Any, x: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ...domain import DataDomain
 from ...errors import LoadError
 from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
-from ._common import Adapted, Condition, from_library, leaf_name
+from ._common import Adapted, Condition, block_models, from_library
 
 __all__ = ["LIBRARY", "adapt", "matches"]
 
@@ -86,10 +86,7 @@ def _check(obj: nn.Module, condition: Condition | None) -> None:
 def _blocks_fn(domain: DataDomain, condition: Condition | None):  # noqa: ANN202
     def blocks(module: nn.Module) -> list[InvertibleModel]:
         layers = list(reversed(_layers(module)))  # data -> latent order
-        forward, inverse = _maps(condition)
-        return [InvertibleModel(layer, forward, inverse,
-                                ModelInfo(domain=domain, architecture=leaf_name(layer, i), **_kinds(layer)))
-                for i, layer in enumerate(layers)]
+        return block_models(layers, _maps(condition), domain, _kinds)
 
     return blocks
 

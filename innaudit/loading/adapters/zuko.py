@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ...domain import DataDomain
 from ...errors import LoadError
 from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
-from ._common import Adapted, Condition, from_library, leaf_name, library_error, sum_per_sample
+from ._common import Adapted, Condition, block_models, from_library, library_error, sum_per_sample
 
 __all__ = ["LIBRARY", "adapt", "matches"]
 
@@ -94,10 +94,7 @@ def _blocks_fn(domain: DataDomain, condition: Condition | None):  # noqa: ANN202
         inner = getattr(_lazy(module), "transforms", None)
         if not isinstance(inner, nn.ModuleList):
             return []
-        forward, inverse = _maps(condition)
-        return [InvertibleModel(block, forward, inverse,
-                                ModelInfo(domain=domain, architecture=leaf_name(block, i), **_kinds(block)))
-                for i, block in enumerate(inner)]
+        return block_models(list(inner), _maps(condition), domain, _kinds)
 
     return blocks
 

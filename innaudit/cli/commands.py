@@ -1,0 +1,86 @@
+"""``innaudit list``, ``explain``, ``init`` and ``train``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from .app import cli
+from .output import err
+
+__all__ = ["explain", "init", "list_audits", "train"]
+
+
+@cli.command("list")
+def list_audits() -> None:
+    """List the audits with their ids."""
+    from ..audits import REGISTRY
+
+    for aid, cls in REGISTRY.items():
+        click.echo(f"{aid:12s} {cls.title}")
+
+
+@cli.command()
+@click.argument("audit_id", metavar="ID")
+def explain(audit_id: str) -> None:
+    """Explain what audit ID checks, its formula, and how to read a failure."""
+    import difflib
+
+    from ..audits import REGISTRY
+
+    if audit_id not in REGISTRY:
+        close = difflib.get_close_matches(audit_id, list(REGISTRY), n=1)
+        raise UsageError(f"audit {audit_id!r} does not exist"
+                         + (f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(REGISTRY)}"))
+    click.echo(REGISTRY[audit_id].explain())
+
+
+@cli.command()
+@click.argument("path", default="innaudit.yaml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(path: str, force: bool) -> None:
+    """Write a commented default config to PATH (default innaudit.yaml)."""
+    from ..atomic import write_atomic
+    from ..audits import specs
+    from ..config_template import default_config_text
+
+    target = Path(path)
+    if target.exists() and not force:
+        raise UsageError(f"{path} exists; pass --force to overwrite it")
+    write_atomic(target, default_config_text(specs()))
+    err(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("-o", "--output", "output", required=True, metavar="PATH", help="Where to write the checkpoint.")
+@click.option("--seed", default=0, show_default=True, help="Training seed.")
+@click.option("--regularizer", type=click.Choice(["none", "fd", "nf"]), default="none", show_default=True, help="Stabilizing regularizer: RECIPE --regularizer fd is the recipe RECIPE-fd.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
+def train(recipe: str, output: str, seed: int, regularizer: str, progress: bool | None) -> None:
+    """Train the built-in RECIPE (digits-affine, digits-additive...) into a native checkpoint."""
+    recipe = recipe if regularizer == "none" else f"{recipe}-{regularizer}"
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ..loading import file_sha256
+    from ..loading.native import save_checkpoint
+    from ..train import run_recipe
+
+    target = Path(output)
+    if not (target.parent if str(target.parent) else Path(".")).is_dir():
+        raise UsageError(f"-o {output!r}: folder {str(target.parent)!r} does not exist")
+    show = sys.stderr.isatty() if progress is None else progress
+    with Progress(console=Console(stderr=True), transient=True, disable=not show) as bar:
+        task = bar.add_task(f"train {recipe}", total=None)
+        trained = run_recipe(recipe, seed=seed,
+                             progress=lambda step, total: bar.update(task, completed=step, total=total))
+    # the output path is left out of the recorded command: it does not change the file's bytes
+    provenance = {**trained.provenance, "command": f"innaudit train {recipe} --seed {seed} -o PATH"}
+    save_checkpoint(target, trained.module, trained.architecture, trained.config, trained.domain, provenance)
+    click.echo(f"{output} sha256 {file_sha256(target)}")
+
+

@@ -1,0 +1,85 @@
+"""Saved reports: ``innaudit render``, ``innaudit compare`` and ``run --baseline``."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from ..errors import UsageError
+from .app import cli
+from .output import color, err, parse_outputs, width, write_outputs
+
+if TYPE_CHECKING:
+    from ..results import Report
+
+__all__ = ["compare", "compared", "load_baseline", "render"]
+
+
+def load_baseline(path: str | None, fail_on_regression: bool) -> Report | None:
+    """Read ``--baseline`` before any audit runs, so a bad file fails fast (exit 2)."""
+    from ..report_io import load_report
+
+    if path is None:
+        if fail_on_regression:
+            raise UsageError("--fail-on-regression needs --baseline BASE.json")
+        return None
+    return load_report(path, "baseline")
+
+
+def compared(base: Report, report: Report, base_name: str, rel_tol: float, abs_tol: float,
+             gate: bool) -> Report:
+    """``report`` with its comparison against ``base`` (gated when ``gate``)."""
+    from dataclasses import replace
+
+    from ..baseline import compare as compare_reports
+
+    comparison = compare_reports(base, report, rel_tol=rel_tol, abs_tol=abs_tol, gate=gate,
+                                 base_name=base_name)
+    return replace(report, comparison=comparison)
+
+
+@cli.command(epilog="Exit codes: 0 written, 2 the report cannot be read or has another schema_version.")
+@click.argument("report_path", metavar="REPORT.json")
+@click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).")
+def render(report_path: str, outputs: tuple[str, ...]) -> None:
+    """Render a saved JSON report in any format: the same output as the run gave."""
+    from ..report_io import load_report
+
+    targets = parse_outputs(outputs)
+    write_outputs(load_report(report_path), targets, quiet=False)
+
+
+@cli.command(epilog="Exit codes: 0 no regression gated, 1 a metric regressed and --fail-on-regression, 2 bad input.")
+@click.argument("base_path", metavar="BASE.json")
+@click.argument("new_path", metavar="NEW.json")
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 when any metric regressed.")
+@click.option("--rel-tol", type=float, default=0.1, show_default=True, help="Relative tolerance, tol = max(|base| * rel, abs).")
+@click.option("--abs-tol", type=float, default=1e-6, show_default=True, help="Absolute tolerance.")
+@click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="The NEW report with the comparison, in any format (repeatable).")
+def compare(base_path: str, new_path: str, fail_on_regression: bool, rel_tol: float, abs_tol: float,
+            outputs: tuple[str, ...]) -> int:
+    """Classify every metric of NEW against BASE: improved, unchanged, regressed, new or missing."""
+    from ..render.compare import table
+    from ..report_io import load_report
+
+    targets = parse_outputs(outputs)
+    base, new = load_report(base_path, "baseline"), load_report(new_path, "report")
+    report = compared(base, new, base_path, rel_tol, abs_tol, fail_on_regression)
+    comparison = report.comparison
+    assert comparison is not None
+    if targets == [("console", None)] or not outputs:
+        from rich.console import Console
+
+        console = Console(file=sys.stdout, force_terminal=color(), no_color=not color(),
+                          width=width(), highlight=False)
+        console.print(table(comparison))
+        targets = [t for t in targets if t != ("console", None)]
+    write_outputs(report, targets, quiet=False)
+    counts = ", ".join(f"{n} {c}" for c, n in comparison.counts.items() if n) or "nothing compared"
+    code = 1 if comparison.gate_failed else 0
+    err(f"innaudit compare: {counts} (exit {code})")
+    return code
+
+

@@ -1,0 +1,173 @@
+"""``innaudit run``: load, audit, compare with a baseline, write the reports, exit."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..errors import UsageError
+from .app import EXIT_HELP, cli
+from .output import STATE, ProgressObserver, err, parse_outputs, write_outputs
+from .reports import compared, load_baseline
+
+if TYPE_CHECKING:
+    from ..isolation import Job
+    from ..results import Report
+
+__all__ = ["run"]
+
+
+@cli.command(epilog=EXIT_HELP)
+@click.argument("model")
+@click.option("--data", "data", metavar="SPEC", help="In-distribution set: a .npy/.npz[:key]/.pt file or a built-in (digits:test). Default: the model's own test set.")
+@click.option("--ood", "ood", metavar="[NAME=]SPEC", multiple=True, help="Held-out set (repeatable). Default: uniform, gaussian, rademacher noise.")
+@click.option("--weights", metavar="FILE", help="State dict to load into a factory MODEL.")
+@click.option("--weights-key", metavar="KEY", help="Entry of a training dict holding the state dict (dotted path).")
+@click.option("--condition", metavar="SPEC", help="Condition of a conditional model: a .npy/.npz/.pt file of rows (row j of each batch takes row j mod N) or constant:V1,V2,...")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint holding code (a pickled module) to load. Only for files you made.")
+@click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False), help="YAML config (see `innaudit init`).")
+@click.option("--audit", "audits", metavar="ID", multiple=True, help="Run only this audit (repeatable).")
+@click.option("--skip", metavar="ID", multiple=True, help="Leave this audit out (repeatable).")
+@click.option("--samples", type=int, help="At most this many samples per set.  [default: 10000]")
+@click.option("--batch-size", type=int, help="Samples per batch.  [default: 500]")
+@click.option("--seed", type=int, help="Seed of every random draw.  [default: 0]")
+@click.option("--device", help="cpu, cuda or cuda:N.  [default: cpu]")
+@click.option("--float64-check/--no-float64-check", default=None, help="Repeat round trips in float64 to tell precision loss from ill-conditioning.")
+@click.option("--temperature", "temperatures", type=float, multiple=True, help="Prior temperature for the sampling audit (repeatable).  [default: 1.0, 0.7]")
+@click.option("--attack-samples", type=int, metavar="N", help="Data samples the attack audit searches around.  [default: 32]")
+@click.option("--epsilon", type=float, metavar="E", help="L_inf radius of the attack.  [default: half a quantization bin]")
+@click.option("--save-witnesses", metavar="DIR", help="Write the attack's worst points to DIR (witnesses.npy, originals.npy, witnesses.pt).")
+@click.option("--fail-on", type=click.Choice(["warn", "fail"]), help="Least severe status that fails the gate.  [default: fail]")
+@click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).")
+@click.option("--baseline", metavar="BASE.json", help="Compare every metric with this earlier JSON report (see `innaudit compare`).")
+@click.option("--fail-on-regression", is_flag=True, help="With --baseline: a regressed metric fails the gate (exit 1).")
+@click.option("--rel-tol", type=float, default=0.1, show_default=True, help="With --baseline: relative tolerance, tol = max(|base| * rel, abs).")
+@click.option("--abs-tol", type=float, default=1e-6, show_default=True, help="With --baseline: absolute tolerance.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Run in a child process and stop it after SECONDS; finished audits are kept, the run exits 2.")
+@click.option("--max-memory", metavar="SIZE", help="Run in a child process limited to SIZE of memory (e.g. 4G); also the budget for checkpoint tensors.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 when a gate fails (never hides exit 2).")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr.  [default: when stderr is a terminal]")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout; files and the exit code only.")
+@click.option("-v", "--verbose", count=True, help="-vv shows tracebacks of internal errors.")
+def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None, weights_key: str | None,
+        condition: str | None, trust_checkpoint: bool, config_path: str | None, audits: tuple[str, ...],
+        skip: tuple[str, ...], samples: int | None, batch_size: int | None, seed: int | None,
+        device: str | None, float64_check: bool | None, temperatures: tuple[float, ...],
+        attack_samples: int | None, epsilon: float | None, save_witnesses: str | None,
+        fail_on: str | None, outputs: tuple[str, ...], baseline: str | None, fail_on_regression: bool,
+        rel_tol: float, abs_tol: float, timeout: float | None, max_memory: str | None,
+        exit_zero: bool, progress: bool | None, quiet: bool, verbose: int) -> int:
+    """Audit MODEL: a checkpoint file, or a factory as package.module:callable or file.py:callable."""
+    STATE["verbose"] = verbose
+    targets = parse_outputs(outputs)
+    base = load_baseline(baseline, fail_on_regression)
+    from ..audits import specs
+    from ..config import load_config
+
+    overrides = {"seed": seed, "samples": samples, "batch_size": batch_size, "device": device,
+                 "float64_check": float64_check, "fail_on": fail_on, "data": data,
+                 "ood": list(ood) or None, "audits": list(audits) or None, "skip": list(skip) or None}
+    sections: dict[str, dict[str, Any]] = {"sampling": {"temperatures": list(temperatures)}} if temperatures else {}
+    attack = {k: v for k, v in (("samples", attack_samples), ("epsilon", epsilon)) if v is not None}
+    if attack:
+        sections["attack"] = attack
+    witness_dir = _witness_dir(save_witnesses)
+    config = load_config(config_path, specs(), overrides, sections)
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"--timeout {timeout:g} must be positive (seconds)")
+    from ..isolation import Job
+
+    job = Job(model, config, weights, weights_key, trust_checkpoint, _size(max_memory), condition)
+    report = _audit(job, timeout, sys.stderr.isatty() if progress is None else progress)
+    if base is not None:
+        report = compared(base, report, baseline, rel_tol, abs_tol, fail_on_regression)
+    for warning in report.warnings:
+        err(f"warning: {warning}")
+    write_outputs(report, targets, quiet)
+    if witness_dir is not None:
+        _save_witnesses(report, witness_dir)
+    if quiet or ("console", None) not in targets:  # the console table already ends with it
+        from ..render.console import verdict_line
+
+        err(verdict_line(report))
+    code = int(report.exit_code)
+    return 0 if exit_zero and code == 1 else code
+
+
+def _witness_dir(path: str | None) -> Path | None:
+    if path is None:
+        return None
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UsageError(f"--save-witnesses {path!r} is not an existing folder; create it first")
+    return folder
+
+
+def _save_witnesses(report: Report, folder: Path) -> None:
+    """Write the attack's witnesses: ``witnesses.npy`` (worst x' per sample, the model's input
+    shape), ``originals.npy`` (the data x), ``witnesses.pt`` (both, with the starts and errors)."""
+    import io
+
+    import numpy as np
+    import torch
+
+    from ..atomic import write_atomic
+
+    found = [r.artifacts for a in report.audits if a.id == "attack" for r in a.results if r.artifacts]
+    if not found:
+        err("warning: --save-witnesses: the attack audit did not run, so there is nothing to write")
+        return
+    art = found[0]
+
+    def npy(array: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+        return buffer.getvalue()
+
+    buffer = io.BytesIO()
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(art[k])) for k in ("witnesses", "originals", "starts", "errors")}
+               | {"epsilon": torch.tensor(float(art["epsilon"]), dtype=torch.float64)}, buffer)
+    try:
+        write_atomic(folder / "witnesses.npy", npy(art["witnesses"]))
+        write_atomic(folder / "originals.npy", npy(art["originals"]))
+        write_atomic(folder / "witnesses.pt", buffer.getvalue())
+    except OSError as exc:
+        raise UsageError(f"cannot write witnesses to {str(folder)!r}: {exc.strerror}") from None
+    err(f"wrote {len(art['witnesses'])} witness(es) to {folder}")
+
+
+def _size(text: str | None) -> int | None:
+    """``"4G"``, ``"512M"``, ``"2GiB"``, ``"1000000"`` -> bytes."""
+    if text is None:
+        return None
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    body = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = body[-1:] if body[-1:] in units and body[-1:] else ""
+    try:
+        value = float(body[: len(body) - len(unit)]) * units[unit]
+    except ValueError:
+        value = -1
+    if value < (64 << 20):
+        raise UsageError(f"--max-memory {text!r} is not a size of at least 64M; expected e.g. 4G or 512M")
+    return int(value)
+
+
+def _audit(job: Job, timeout: float | None, progress: bool) -> Report:
+    """In this process, or in a child one when a time or memory limit is asked for."""
+    from ..api import prepare
+    from ..isolation import run_isolated
+    from ..runner import run_audits
+
+    with ProgressObserver(progress) as observer:
+        if timeout is not None or job.max_memory is not None:
+            return run_isolated(job, timeout, observer)
+        prepared = prepare(job.model, job.config, weights=job.weights, weights_key=job.weights_key,
+                           trust=job.trust, condition=job.condition)
+        return run_audits(prepared.loaded.model, prepared.datasets, job.config,
+                          latent_shape=prepared.latent_shape, observer=observer,
+                          target=prepared.loaded.target, warnings=prepared.loaded.warnings)
+
+
