@@ -93,3 +93,15 @@ def test_additive_checkpoint_has_much_larger_sigma_min_than_affine() -> None:
             assert all(r.status is Status.PASS for r in _set(report, "spectrum").results)
     assert smallest["additive"] > 0.5
     assert smallest["additive"] > 1e3 * smallest["affine"]
+
+
+def test_regularized_classifiers_have_a_much_larger_sigma_min_than_the_unregularized_one() -> None:
+    """Table C in miniature: FD and NF keep sigma_min of J_F on the test digits away from 0."""
+    cfg = {"audits": ["spectrum"], "samples": 360, "ood": ["one=constant:0.5"], "spectrum": {"samples": 360}}
+    smallest = {}
+    for reg in ("", "-fd", "-nf"):
+        report = innaudit.audit(str(CHECKPOINTS / f"digits-classifier-affine{reg}.pt"), config=cfg)
+        digits = next(r for r in _set(report, "spectrum").results if r.dataset == "digits:test")
+        smallest[reg] = digits.metrics["forward"]["sv_min"]["min"]
+    assert smallest[""] < 1e-6, "the unregularized affine classifier has a collapsed direction"
+    assert smallest["-fd"] > 100 * smallest[""] and smallest["-nf"] > 100 * smallest[""]

@@ -182,3 +182,30 @@ def test_wrong_magic_and_polyglots(tmp_path: Path, native: Path) -> None:
     renamed = tmp_path / "weights.safetensors"
     renamed.write_bytes(native.read_bytes())
     assert load_model(str(renamed)).target["loader"] == "native", "the bytes decide, not the name"
+
+
+def test_a_writer_killed_mid_write_leaves_the_previous_report_intact(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    report = tmp_path / "report.json"
+    report.write_text('{"status": "old"}')
+    started = tmp_path / "started"
+    child = (
+        "import os, pathlib, time\n"
+        "import innaudit.atomic as atomic\n"
+        "def slow_fsync(fd):\n"
+        f"    pathlib.Path({str(started)!r}).touch(); time.sleep(60)\n"
+        "os.fsync = slow_fsync\n"
+        f"atomic.write_atomic({str(report)!r}, '{{\"status\": \"new\", \"rows\": [' + '1,' * 100000)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child])
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert json.loads(report.read_text()) == {"status": "old"}
