@@ -80,6 +80,18 @@ class _Spectral(nn.Module):
     u: Tensor
     v: Tensor
 
+    def _init_parameters(self, shape: tuple[int, ...], generator: torch.Generator, zero: bool) -> None:
+        """``weight`` of ``shape`` and ``bias`` uniform in +-1/sqrt(fan_in) (PyTorch's default
+        bound); ``zero`` scales the weight by 1e-3 and zeroes the bias (a near-identity block)."""
+        bound = 1.0 / math.sqrt(math.prod(shape[1:]))
+        weight = torch.empty(shape).uniform_(-bound, bound, generator=generator)
+        bias = torch.empty(shape[0]).uniform_(-bound, bound, generator=generator)
+        if zero:
+            weight.mul_(1e-3)
+            bias.zero_()
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(bias)
+
     def __init__(self, coeff: float, power_iterations: int) -> None:
         super().__init__()
         if not 0.0 < coeff < 1.0:
@@ -137,14 +149,7 @@ class SpectralLinear(_Spectral):
     def __init__(self, c_in: int, c_out: int, coeff: float, power_iterations: int,
                  generator: torch.Generator, zero: bool = False) -> None:
         super().__init__(coeff, power_iterations)
-        bound = 1.0 / math.sqrt(c_in)
-        weight = torch.empty(c_out, c_in).uniform_(-bound, bound, generator=generator)
-        bias = torch.empty(c_out).uniform_(-bound, bound, generator=generator)
-        if zero:
-            weight.mul_(1e-3)
-            bias.zero_()
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias)
+        self._init_parameters((c_out, c_in), generator, zero)
         self.register_buffer("u", F.normalize(torch.randn(c_out, generator=generator), dim=0))
         self.register_buffer("v", F.normalize(torch.randn(c_in, generator=generator), dim=0))
         self.register_buffer("sigma", torch.ones(()))
@@ -173,14 +178,7 @@ class SpectralConv2d(_Spectral):
         super().__init__(coeff, power_iterations)
         self.padding = kernel // 2
         self.spatial = tuple(int(s) for s in spatial)
-        bound = 1.0 / math.sqrt(c_in * kernel * kernel)
-        weight = torch.empty(c_out, c_in, kernel, kernel).uniform_(-bound, bound, generator=generator)
-        bias = torch.empty(c_out).uniform_(-bound, bound, generator=generator)
-        if zero:
-            weight.mul_(1e-3)
-            bias.zero_()
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias)
+        self._init_parameters((c_out, c_in, kernel, kernel), generator, zero)
         self.register_buffer("u", F.normalize(torch.randn(c_out * math.prod(self.spatial),
                                                           generator=generator), dim=0)
                              .view(1, c_out, *self.spatial))
