@@ -13,12 +13,9 @@ with ``c`` here ``Lip(g)``: its inverse cannot explode anywhere, only converge s
 normalized weights (computed by SVD when asked, not the power-iteration estimate) times the
 activation's Lipschitz constant (1 for LipSwish).
 
-Spectral normalization (Miyato et al. 2018, as in the residual-flows code): a power-iteration
-estimate ``sigma`` of ``||W||_2`` is kept in buffers; the weight used is
-``W / max(1, sigma / c)``. Training refreshes the estimate with ``power_iterations`` steps per
-call; eval uses the stored buffers, so eval is deterministic. :meth:`ResidualFlow.calibrate`
-(called by the training recipes before saving) sets ``sigma`` to the exact spectral norm, so a
-saved model satisfies ``Lip(g) <= c`` exactly, up to rounding.
+Spectral normalization: see :mod:`innaudit.zoo.spectral`; :meth:`ResidualFlow.calibrate`
+(called by the training recipes before saving) sets every layer's estimate to the exact
+spectral norm, so a saved model satisfies ``Lip(g) <= c`` exactly, up to rounding.
 
 Inverse: Banach fixed-point iteration ``x_{k+1} = y - g(x_k)`` from ``x_0 = y - g(y)``, with
 error ``<= c^k / (1 - c) * ||x_1 - x_0||``. It stops for the whole batch when every element
@@ -50,159 +47,10 @@ from torch import Tensor, nn
 from . import register
 from .flow import SequentialFlow
 from .layers import Squeeze2d
+from .spectral import LipSwish, SpectralConv2d, SpectralLinear, SpectralLayer
 
 __all__ = ["LipSwish", "ResidualBlock", "ResidualFlow", "ResidualImage", "ResidualVector",
            "SpectralConv2d", "SpectralLinear"]
-
-SWISH_MAX_SLOPE = 1.0998  # max_x d/dx [x sigmoid(x)], attained near x = 2.4
-
-
-class LipSwish(nn.Module):
-    """``swish(x) / 1.1 = x sigmoid(x) / 1.1``: smooth, Lipschitz constant <= 1 (Chen et al. 2019)."""
-
-    lipschitz = SWISH_MAX_SLOPE / 1.1
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(x) / 1.1
-
-    @staticmethod
-    def derivative(x: Tensor) -> Tensor:
-        """Elementwise slope ``(s + x s (1 - s)) / 1.1`` with ``s = sigmoid(x)``."""
-        s = torch.sigmoid(x)
-        return (s + x * s * (1 - s)) / 1.1
-
-
-class _Spectral(nn.Module):
-    """Shared spectral-normalization logic; subclasses define the operator and its adjoint."""
-
-    weight: Tensor
-    sigma: Tensor
-    u: Tensor
-    v: Tensor
-
-    def _init_parameters(self, shape: tuple[int, ...], generator: torch.Generator, zero: bool) -> None:
-        """``weight`` of ``shape`` and ``bias`` uniform in +-1/sqrt(fan_in) (PyTorch's default
-        bound); ``zero`` scales the weight by 1e-3 and zeroes the bias (a near-identity block)."""
-        bound = 1.0 / math.sqrt(math.prod(shape[1:]))
-        weight = torch.empty(shape).uniform_(-bound, bound, generator=generator)
-        bias = torch.empty(shape[0]).uniform_(-bound, bound, generator=generator)
-        if zero:
-            weight.mul_(1e-3)
-            bias.zero_()
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias)
-
-    def __init__(self, coeff: float, power_iterations: int) -> None:
-        super().__init__()
-        if not 0.0 < coeff < 1.0:
-            raise ValueError(f"spectral coefficient must be in (0, 1); got {coeff}")
-        self.coeff = float(coeff)
-        self.power_iterations = int(power_iterations)
-
-    def _apply_op(self, weight: Tensor, v: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _apply_adjoint(self, weight: Tensor, u: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def power_iterate(self, steps: int) -> None:
-        """``steps`` power iterations on the raw weight; updates ``u``, ``v`` and ``sigma``."""
-        u, v = self.u, self.v
-        for _ in range(steps):
-            v = F.normalize(self._apply_adjoint(self.weight, u).flatten(), dim=0).view_as(v)
-            u = F.normalize(self._apply_op(self.weight, v).flatten(), dim=0).view_as(u)
-        self.u.copy_(u)
-        self.v.copy_(v)
-        self.sigma.copy_((u * self._apply_op(self.weight, v)).sum())
-
-    def normalized_weight(self) -> Tensor:
-        """``W / max(1, sigma / c)``: the weight actually applied."""
-        if self.training and self.power_iterations > 0:
-            self.power_iterate(self.power_iterations)
-        sigma = (self.u * self._apply_op(self.weight, self.v)).sum() if self.training else self.sigma
-        return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
-
-    @torch.no_grad()
-    def calibrate(self) -> None:
-        """Set ``sigma`` to the exact spectral norm of the raw weight (an SVD), so that the
-        normalized weight has norm exactly ``min(sigma, c)``."""
-        self.sigma.copy_(self.exact_norm(self.weight))
-
-    @torch.no_grad()
-    def exact_norm(self, weight: Tensor | None = None) -> Tensor:
-        """Exact operator 2-norm of ``weight`` (default: the normalized weight in eval)."""
-        if weight is None:
-            was = self.training
-            self.eval()
-            weight = self.normalized_weight()
-            self.train(was)
-        return torch.linalg.matrix_norm(self.matrix(weight).double(), ord=2).to(weight.dtype)
-
-    def matrix(self, weight: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class SpectralLinear(_Spectral):
-    """``Linear`` whose weight is spectrally normalized to norm <= ``coeff``."""
-
-    def __init__(self, c_in: int, c_out: int, coeff: float, power_iterations: int,
-                 generator: torch.Generator, zero: bool = False) -> None:
-        super().__init__(coeff, power_iterations)
-        self._init_parameters((c_out, c_in), generator, zero)
-        self.register_buffer("u", F.normalize(torch.randn(c_out, generator=generator), dim=0))
-        self.register_buffer("v", F.normalize(torch.randn(c_in, generator=generator), dim=0))
-        self.register_buffer("sigma", torch.ones(()))
-        self.power_iterate(50)
-
-    def _apply_op(self, weight: Tensor, v: Tensor) -> Tensor:
-        return weight @ v
-
-    def _apply_adjoint(self, weight: Tensor, u: Tensor) -> Tensor:
-        return weight.t() @ u
-
-    def matrix(self, weight: Tensor) -> Tensor:
-        return weight
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.normalized_weight(), self.bias)
-
-
-class SpectralConv2d(_Spectral):
-    """``Conv2d`` (stride 1, same padding) whose operator on inputs of ``spatial`` size is
-    spectrally normalized to norm <= ``coeff``; the power iteration runs on the conv operator
-    itself (conv / transposed conv), not on the reshaped kernel."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, spatial: tuple[int, int], coeff: float,
-                 power_iterations: int, generator: torch.Generator, zero: bool = False) -> None:
-        super().__init__(coeff, power_iterations)
-        self.padding = kernel // 2
-        self.spatial = tuple(int(s) for s in spatial)
-        self._init_parameters((c_out, c_in, kernel, kernel), generator, zero)
-        self.register_buffer("u", F.normalize(torch.randn(c_out * math.prod(self.spatial),
-                                                          generator=generator), dim=0)
-                             .view(1, c_out, *self.spatial))
-        self.register_buffer("v", F.normalize(torch.randn(c_in * math.prod(self.spatial),
-                                                          generator=generator), dim=0)
-                             .view(1, c_in, *self.spatial))
-        self.register_buffer("sigma", torch.ones(()))
-        self.power_iterate(50)
-
-    def _apply_op(self, weight: Tensor, v: Tensor) -> Tensor:
-        return F.conv2d(v, weight, padding=self.padding)
-
-    def _apply_adjoint(self, weight: Tensor, u: Tensor) -> Tensor:
-        return F.conv_transpose2d(u, weight, padding=self.padding)
-
-    def matrix(self, weight: Tensor) -> Tensor:
-        c_in = weight.shape[1]
-        n = c_in * math.prod(self.spatial)
-        basis = torch.eye(n, dtype=weight.dtype, device=weight.device).view(n, c_in, *self.spatial)
-        return F.conv2d(basis, weight, padding=self.padding).flatten(1).t()
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.normalized_weight(), self.bias, padding=self.padding)
-
 
 class ResidualBlock(nn.Module):
     """``y = x + g(x)``, ``g = L_n o act o ... o act o L_1`` with spectrally normalized ``L_i``.
@@ -217,7 +65,7 @@ class ResidualBlock(nn.Module):
 
     inverse_kind = "iterative"
 
-    def __init__(self, layers: Sequence[_Spectral], tolerance: float, max_iter: int,
+    def __init__(self, layers: Sequence[SpectralLayer], tolerance: float, max_iter: int,
                  log_det: str, log_det_terms: int) -> None:
         super().__init__()
         if log_det not in ("exact", "series"):
@@ -351,7 +199,7 @@ class ResidualFlow(SequentialFlow):
     def calibrate(self) -> None:
         """Exact spectral norms into every layer's ``sigma`` (call before saving)."""
         for module in self.modules():
-            if isinstance(module, _Spectral):
+            if isinstance(module, SpectralLayer):
                 module.calibrate()
 
     def lipschitz_bounds(self) -> tuple[float, float]:

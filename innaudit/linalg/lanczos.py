@@ -1,172 +1,17 @@
-"""Jacobians and their extreme singular values, exact or matrix-free.
-
-Everything here works on a *batched* map ``fn``: a function from a batch ``(B, *in_shape)`` to a
-batch ``(B, *out_shape)`` that treats samples independently (``fn(x)[i]`` depends only on
-``x[i]``), e.g. ``lambda t: model.forward(t, grad=True)``. The Jacobian of sample ``i`` is
-``J_i = d fn(x)[i] / d x[i]`` flattened to ``(prod(out_shape), prod(in_shape))``.
-
-Two methods (Behrmann et al., AISTATS 2021, section 4(c) of ``paper-spec.md``):
-
-- exact (:func:`jacobian`, :func:`jacobian_singular_values`): the full Jacobian of every sample
-  with ``torch.func`` (``vmap`` over ``jacrev`` or ``jacfwd``), then an SVD in float64. Cost:
-  ``min(in, out)`` VJPs/JVPs per sample, batched; memory ``B * in * out``. For dimensions up to a
-  few thousand. The reference code built the same matrix one backward pass per row, per sample.
-- matrix-free (:func:`top_singular_value`, :func:`extreme_singular_values`): Lanczos on
-  ``J^T J`` through one JVP and one VJP per iteration, with full reorthogonalization, batched
-  over samples. It finds ``sigma_max`` reliably; ``sigma_min`` of a bijection is found as
-  ``1 / sigma_max`` of the inverse's Jacobian at ``z = F(x)`` (Lanczos on ``J^T J`` converges
-  slowly, and in squared condition, at the small end). Convergence: a Ritz value ``theta`` of
-  ``J^T J`` is accepted when its residual ``beta_k |e_k^T y|`` is at most ``tol * theta``; then
-  ``J^T J`` has an eigenvalue within ``tol * theta`` of ``theta``, so ``sigma`` is within
-  about ``tol / 2`` (relative). Iteration counts (JVP/VJP pairs) are returned per sample.
-
-torch.func needs the map to be functional: :class:`~innaudit.model.InvertibleModel` clones its
-input, so it is. Where ``vmap`` cannot batch a module (in-place ops on captured tensors,
-data-dependent Python control flow such as a fixed-point loop that tests convergence with
-``.item()``), :func:`jacobian` falls back to a per-sample loop of ``torch.func.jacrev`` (and, if
-that fails too, to ``torch.autograd.functional.jacobian``); the matrix-free JVP falls back to
-``torch.autograd.functional.jvp`` (double-backward) where forward-mode AD is missing.
-All computations run under ``torch.enable_grad()``: pass a map that asks the model for
-autograd (``grad=True``); a map that disables grad inside itself gives zero Jacobians.
-"""
+"""Matrix-free extreme singular values and log-determinants: Lanczos through JVP / VJP."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.func import jacfwd, jacrev, vjp, vmap
+from torch.func import vjp
 
-__all__ = [
-    "EXACT_MAX_DIM",
-    "SpectrumEstimate",
-    "choose_method",
-    "extreme_singular_values",
-    "jacobian",
-    "jacobian_singular_values",
-    "log_abs_det",
-    "log_abs_det_estimate",
-    "top_singular_value",
-]
+from ._common import Map, threads_for
 
-Map = Callable[[Tensor], Tensor]
-
-EXACT_MAX_DIM = 4096
-"""Above this dimension ``method="auto"`` goes matrix-free (a 4096^2 float32 Jacobian is 64 MiB
-per sample)."""
-
-_ROWS_PER_CHUNK = 16384
-"""Samples are processed in chunks of about ``_ROWS_PER_CHUNK / dim`` so that the vmapped
-network sees at most this many rows at once (bounded memory for image models)."""
-
-
-SMALL_DIM = 1024
-"""At or below this dimension the matrix-free routines run single-threaded: one JVP or VJP of a
-few samples is a tiny operation, and intra-op threads cost more in synchronization than they
-save. The exact Jacobian keeps every thread: its vmapped batch is ``dim`` rows per sample
-(on the digits models 2 threads took 0.4 s where 1 took 0.7 s for 64 samples, idle machine)."""
-
-
-@contextlib.contextmanager
-def _threads_for(dim: int) -> Iterator[None]:
-    """One intra-op thread for small problems, restored afterwards."""
-    before = torch.get_num_threads()
-    if dim <= SMALL_DIM and before > 1:
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
-
-
-def _single(fn: Map, in_shape: tuple[int, ...]) -> Map:
-    """The per-sample view of ``fn``: flat vector in, flat vector out."""
-
-    def one(v: Tensor) -> Tensor:
-        return fn(v.reshape(1, *in_shape)).reshape(-1)
-
-    return one
-
-
-def _jacobian_vmap(fn: Map, x: Tensor) -> Tensor:
-    in_shape = tuple(x.shape[1:])
-    one = _single(fn, in_shape)
-    flat = x.reshape(len(x), -1)
-    out_dim = one(flat[:1][0]).numel() if len(x) else 0
-    transform = jacfwd if flat.shape[1] < out_dim else jacrev
-    chunk = max(1, _ROWS_PER_CHUNK // max(flat.shape[1], out_dim, 1))
-    parts = [vmap(transform(one))(flat[s:s + chunk]) for s in range(0, len(flat), chunk)]
-    return torch.cat(parts) if parts else flat.new_zeros(0, out_dim, flat.shape[1])
-
-
-def _jacobian_loop(fn: Map, x: Tensor) -> Tensor:
-    in_shape = tuple(x.shape[1:])
-    one = _single(fn, in_shape)
-    flat = x.reshape(len(x), -1)
-    rows = []
-    for v in flat:
-        try:
-            rows.append(jacrev(one)(v))
-        except (RuntimeError, NotImplementedError):
-            rows.append(torch.autograd.functional.jacobian(one, v))
-    return torch.stack(rows)
-
-
-def jacobian(fn: Map, x: Tensor) -> Tensor:
-    """Exact Jacobians of a batched map, shape ``(B, prod(out_shape), prod(in_shape))``.
-
-    ``vmap`` over ``jacrev`` (or ``jacfwd`` when the input is smaller than the output), in
-    chunks of samples to bound memory; computed in ``fn``'s dtype. When ``vmap`` cannot batch
-    the map (in-place writes, data-dependent control flow), a per-sample loop of
-    ``torch.func.jacrev`` is used instead (then ``torch.autograd.functional.jacobian``).
-    Non-finite values in the map give non-finite Jacobian entries; nothing raises for them.
-    """
-    x = x.detach()
-    with torch.enable_grad():  # all threads: the vmapped batch is dim times the sample count
-        try:
-            return _jacobian_vmap(fn, x).detach()
-        except (RuntimeError, NotImplementedError, ValueError):
-            return _jacobian_loop(fn, x).detach()
-
-
-def _svdvals(jac: Tensor) -> Tensor:
-    """Singular values (descending, float64) of a batch of matrices; NaN rows where non-finite."""
-    wide = jac.double()
-    finite = torch.isfinite(wide).flatten(1).all(1)
-    out = torch.full((len(wide), min(wide.shape[1:])), float("nan"), dtype=torch.float64,
-                     device=wide.device)
-    if finite.any():
-        out[finite] = torch.linalg.svdvals(wide[finite])
-    return out
-
-
-def jacobian_singular_values(fn: Map, x: Tensor) -> Tensor:
-    """Singular values ``(B, k)`` in descending order of the exact Jacobian of ``fn`` at each
-    sample of ``x`` (``k = min(in, out)``).
-
-    The Jacobian is computed in ``fn``'s dtype (:func:`jacobian`) and decomposed in float64
-    (``torch.linalg.svdvals``), as the reference code did with numpy. A sample whose Jacobian
-    has a NaN or Inf entry gets a row of NaN (the model failed there; that is a finding).
-    """
-    return _svdvals(jacobian(fn, x))
-
-
-def log_abs_det(jac: Tensor) -> Tensor:
-    """``log|det J|`` per sample of a batch of square Jacobians, in float64 (NaN if non-finite)."""
-    wide = jac.double()
-    finite = torch.isfinite(wide).flatten(1).all(1)
-    out = torch.full((len(wide),), float("nan"), dtype=torch.float64, device=wide.device)
-    if finite.any():
-        out[finite] = torch.linalg.slogdet(wide[finite])[1]
-    return out
-
-
-# -- matrix-free -------------------------------------------------------------------------------
+__all__ = ["SpectrumEstimate", "extreme_singular_values", "log_abs_det_estimate", "top_singular_value"]
 
 
 @dataclass(frozen=True)
@@ -230,7 +75,7 @@ def top_singular_value(fn: Map, x: Tensor, *, tol: float = 1e-4, max_iter: int =
     if batch == 0:
         empty = torch.zeros(0, dtype=torch.float64)
         return SpectrumEstimate(empty, empty.long(), empty.bool())
-    with torch.enable_grad(), _threads_for(dim):
+    with torch.enable_grad(), threads_for(dim):
         op = _Operator(fn, x)
         return _top_sv(op, batch, dim, tol, min(max_iter, dim), generator, x.device)
 
@@ -378,19 +223,3 @@ def log_abs_det_estimate(fn: Map, x: Tensor, *, probes: int = 8, steps: int = 32
     est = torch.stack(draws)  # (probes, B)
     stderr = est.std(0) / math.sqrt(probes) if probes > 1 else torch.full((batch,), float("nan"))
     return 0.5 * est.mean(0), 0.5 * stderr
-
-
-def choose_method(method: str, dim: int) -> str:
-    """``"exact"`` or ``"matrix-free"`` for ``method`` in ``auto|exact|matrix-free``."""
-    if method == "auto":
-        return "exact" if dim <= EXACT_MAX_DIM else "matrix-free"
-    if method in ("exact", "matrix-free"):
-        return method
-    raise ValueError(f"method {method!r} is unknown; expected auto, exact or matrix-free")
-
-
-def relative_gap(a: float, b: float) -> float:
-    """``|a - b| / max(|a|, |b|)``, 0 when both are 0 (a helper for cross-checks)."""
-    scale = max(abs(a), abs(b))
-    return 0.0 if scale == 0 else abs(a - b) / scale
-

@@ -1,0 +1,32 @@
+"""What the exact and the matrix-free routines share: the map type and the thread policy."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+__all__ = ["SMALL_DIM", "Map", "threads_for"]
+
+Map = Callable[[Tensor], Tensor]
+
+SMALL_DIM = 1024
+"""At or below this dimension the matrix-free routines run single-threaded: one JVP or VJP of a
+few samples is a tiny operation, and intra-op threads cost more in synchronization than they
+save. The exact Jacobian keeps every thread: its vmapped batch is ``dim`` rows per sample
+(on the digits models 2 threads took 0.4 s where 1 took 0.7 s for 64 samples, idle machine)."""
+
+
+@contextlib.contextmanager
+def threads_for(dim: int) -> Iterator[None]:
+    """One intra-op thread for small problems, restored afterwards."""
+    before = torch.get_num_threads()
+    if dim <= SMALL_DIM and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
