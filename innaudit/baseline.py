@@ -26,6 +26,7 @@ from enum import Enum
 from typing import Any
 
 from .errors import UsageError
+from .gate import leaves
 from .results import Report
 
 __all__ = ["ABS_TOL", "Change", "Comparison", "Delta", "REL_TOL", "classify", "compare",
@@ -131,12 +132,10 @@ def classify(base: float, new: float, rel_tol: float = REL_TOL, abs_tol: float =
     return Change.REGRESSED if worse else Change.IMPROVED
 
 
-def _leaves(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
-    for key, value in metrics.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from _leaves(value, path + ".")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+def _leaves(metrics: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
+    """The numeric leaves of nested metrics (strings, booleans and lists are not compared)."""
+    for path, value in leaves(metrics):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             yield path, float(value)
 
 

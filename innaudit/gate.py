@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .config import Threshold
 from .results import Check, Status, worst
 
-__all__ = ["judge", "lookup"]
+__all__ = ["judge", "leaves", "lookup"]
 
 
 def lookup(metrics: Mapping[str, Any], path: str) -> Any:
@@ -20,6 +20,16 @@ def lookup(metrics: Mapping[str, Any], path: str) -> Any:
             return None
         node = node[part]
     return node
+
+
+def leaves(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Dotted paths and values of the scalar leaves of nested metrics (lists left out)."""
+    for key, value in metrics.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from leaves(value, path + ".")
+        elif not isinstance(value, (list, tuple)):
+            yield path, value
 
 
 def _check(metric: str, value: float, threshold: Threshold) -> Check:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..baseline import ABS_TOL, REL_TOL
 from ..errors import UsageError
 from .app import cli
 from .output import color, err, parse_outputs, width, write_outputs
@@ -55,8 +56,8 @@ def render(report_path: str, outputs: tuple[str, ...]) -> None:
 @click.argument("base_path", metavar="BASE.json")
 @click.argument("new_path", metavar="NEW.json")
 @click.option("--fail-on-regression", is_flag=True, help="Exit 1 when any metric regressed.")
-@click.option("--rel-tol", type=float, default=0.1, show_default=True, help="Relative tolerance, tol = max(|base| * rel, abs).")
-@click.option("--abs-tol", type=float, default=1e-6, show_default=True, help="Absolute tolerance.")
+@click.option("--rel-tol", type=float, default=REL_TOL, show_default=True, help="Relative tolerance, tol = max(|base| * rel, abs).")
+@click.option("--abs-tol", type=float, default=ABS_TOL, show_default=True, help="Absolute tolerance.")
 @click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="The NEW report with the comparison, in any format (repeatable).")
 def compare(base_path: str, new_path: str, fail_on_regression: bool, rel_tol: float, abs_tol: float,
             outputs: tuple[str, ...]) -> int:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..baseline import ABS_TOL, REL_TOL
 from ..errors import UsageError
 from .app import EXIT_HELP, cli
 from .output import STATE, ProgressObserver, err, parse_outputs, write_outputs
@@ -44,8 +45,8 @@ __all__ = ["run"]
 @click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).")
 @click.option("--baseline", metavar="BASE.json", help="Compare every metric with this earlier JSON report (see `innaudit compare`).")
 @click.option("--fail-on-regression", is_flag=True, help="With --baseline: a regressed metric fails the gate (exit 1).")
-@click.option("--rel-tol", type=float, default=0.1, show_default=True, help="With --baseline: relative tolerance, tol = max(|base| * rel, abs).")
-@click.option("--abs-tol", type=float, default=1e-6, show_default=True, help="With --baseline: absolute tolerance.")
+@click.option("--rel-tol", type=float, default=REL_TOL, show_default=True, help="With --baseline: relative tolerance, tol = max(|base| * rel, abs).")
+@click.option("--abs-tol", type=float, default=ABS_TOL, show_default=True, help="With --baseline: absolute tolerance.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Run in a child process and stop it after SECONDS; finished audits are kept, the run exits 2.")
 @click.option("--max-memory", metavar="SIZE", help="Run in a child process limited to SIZE of memory (e.g. 4G); also the budget for checkpoint tensors.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 when a gate fails (never hides exit 2).")

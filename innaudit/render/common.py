@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..results import AuditResult, Report, SetResult, Status
 
-__all__ = ["Row", "fmt", "leaves", "note", "rows", "verdict_reason"]
+__all__ = ["Row", "fmt", "note", "rows", "verdict_reason"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -25,16 +24,6 @@ def fmt(value: Any, digits: int = 3) -> str:
             return "inf" if value > 0 else "-inf"
         return f"{value:.{digits}g}"
     return str(value)
-
-
-def leaves(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Dotted paths and values of the scalar leaves of nested metrics (lists left out)."""
-    for key, value in metrics.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from leaves(value, path + ".")
-        elif not isinstance(value, (list, tuple)):
-            yield path, value
 
 
 def note(result: SetResult) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import math
 from typing import Any
 
 from rich.console import Console
@@ -11,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..gate import lookup
-from ..results import Report, SetResult, Status
+from ..results import Report, Status
+from .common import fmt, note
 
 __all__ = ["render", "verdict_line"]
 
@@ -23,14 +23,6 @@ STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red",
          Status.ERROR: "bold magenta", Status.SKIP: "dim"}
 
 
-def _num(value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return ""
-    if math.isnan(value):
-        return "nan"
-    return f"{value:.2g}"
-
-
 def _nonfinite(metrics: Any) -> str:
     value = lookup(metrics, "nonfinite_fraction")
     if value is None:
@@ -40,12 +32,6 @@ def _nonfinite(metrics: Any) -> str:
     if 0.999 < value < 1:
         return ">99.9%"
     return f"{100 * value:.1f}%"
-
-
-def _note(result: SetResult) -> str:
-    failing = [f"{c.metric}={_num(c.value)} > {_num(c.fail if c.status is Status.FAIL else c.warn)}"
-               for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
-    return "; ".join(failing + ([result.message] if result.message else []))
 
 
 def _status(status: Status) -> str:
@@ -70,9 +56,9 @@ def _table(report: Report) -> Table:
                           escape(audit.message))
             continue
         for r in audit.results:
-            numbers = [_num(lookup(r.metrics, path)) for path in NUMBERS.values()]
+            numbers = [fmt(lookup(r.metrics, path), 2) for path in NUMBERS.values()]
             table.add_row(audit.id, escape(r.dataset), _status(r.status), _nonfinite(r.metrics),
-                          *numbers, escape(_note(r)))
+                          *numbers, escape(note(r)))
     return table
 
 

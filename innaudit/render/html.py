@@ -19,10 +19,10 @@ import html
 from collections.abc import Iterable
 from typing import Any
 
-from ..gate import lookup
+from ..gate import leaves, lookup
 from ..results import AuditResult, Report, SetResult, Status
 from . import plots
-from .common import fmt, leaves, note, rows, verdict_reason
+from .common import fmt, note, rows, verdict_reason
 
 __all__ = ["render"]
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from xml.etree import ElementTree as ET
 
+from ..gate import leaves
 from ..results import Report, Status
-from .common import Row, fmt, leaves, rows
+from .common import Row, fmt, rows
 
 __all__ = ["render"]
 

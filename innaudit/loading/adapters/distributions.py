@@ -18,7 +18,6 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.distributions import ComposeTransform, Transform, TransformedDistribution
 

@@ -50,7 +50,7 @@ def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condi
         raise LoadError("--condition is not supported for TorchScript archives; script a module "
                         "whose forward and inverse take the data only")
     if not hasattr(obj, "inverse"):
-        raise LoadError(f"the TorchScript archive exports no inverse method (methods: forward); "
+        raise LoadError("the TorchScript archive exports no inverse method (methods: forward); "
                         "export one with @torch.jit.export def inverse(self, z)")
     kind = str(getattr(obj, "inverse_kind", "analytic"))
     info = ModelInfo(domain=domain, source={**source, "library": LIBRARY},
