@@ -6,9 +6,9 @@ scoring, non-finite bookkeeping, sign step, projection) costs at most 1.15 times
 with the bare module (no InvertibleModel wrapper).
 
 Both are timed on the same batch of in-cell digits through the shipped checkpoint, interleaved
-after a warm-up; the best of ``--repeats`` runs of each is compared. The ``amplification``
-objective (the default) pays one extra inverse pass without autograd to score the plain round
-trip, so it is reported next to ``reconstruction``.
+after a warm-up; the best of ``--repeats`` runs of each is compared. Both objectives
+are reported: ``reconstruction`` (the default) and ``amplification``, which pays one extra
+inverse pass without autograd to score the plain round trip.
 
 Usage: ``python benchmarks/attack.py [--checkpoint checkpoints/digits-affine.pt]
 [--batch-size 64] [--steps 20] [--repeats 5] [--threads 1]``. Prints ratios and "met"/"not

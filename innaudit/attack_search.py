@@ -21,10 +21,13 @@ from .domain import DataDomain
 from .model import InvertibleModel
 from .stats import per_sample_norm
 
-__all__ = ["AMPLIFICATION_ETA", "OBJECTIVES", "AttackResult", "Ball", "attack_ball", "dequantize",
-           "random_search", "sign_gradient_attack"]
+__all__ = ["AMPLIFICATION_ETA", "CELL_SHARE", "OBJECTIVES", "AttackResult", "Ball", "attack_ball",
+           "dequantize", "random_search", "sign_gradient_attack"]
 
 OBJECTIVES = ("reconstruction", "amplification")
+CELL_SHARE = 0.5
+"""Data on a quantization level moves up by ``U(0, CELL_SHARE)`` bins before the attack (the
+paper's code adds ``U(0, 0.5)`` bins although its comment says "centering")."""
 AMPLIFICATION_ETA = 1e-3
 """Latent step of the amplification objective, relative to ``||x||``: ``||z||`` would do for a
 flow whose latents are standard normal, but a hole often sits where a few latent elements are
@@ -274,18 +277,21 @@ def random_search(model: InvertibleModel, ball: Ball, evaluations: int, generato
 
 
 def dequantize(x: Tensor, domain: DataDomain, generator: torch.Generator) -> Tensor:
-    """Move data sitting on quantization levels to a uniform random point of its cell.
+    """Move data sitting on quantization levels into the lower half of its cell, as the paper does.
 
     Elements within ``1e-4`` bins of a level ``low + k bin`` become ``low + (k + u) bin`` with
-    ``u ~ U(0, 1)`` (the paper moves its image "into the dequantization cube" the same way);
-    elements already inside a cell, and continuous data, are left as they are.
+    ``u ~ U(0, CELL_SHARE)``: Behrmann et al.'s ``x_nat = (x (n - 1) + u / 2) / n``. With a radius
+    of half a bin the ball around such a point never reaches past the top of the cell, so every
+    point searched lies in the sample's own cell or the lower half of the cell below: data the
+    model was trained on. Elements already inside a cell, and continuous data, are left as they
+    are.
     """
     bin_width = domain.bin_width
     if bin_width is None:
         return x
     position = (x.double() - domain.low) / bin_width
     on_level = (position - position.round()).abs() < 1e-4
-    u = torch.rand(x.shape, generator=generator, dtype=torch.float64).to(x.device)
+    u = CELL_SHARE * torch.rand(x.shape, generator=generator, dtype=torch.float64).to(x.device)
     moved = domain.low + (position.round() + u) * bin_width
     moved = torch.where(on_level, moved, x.double()).clamp(domain.low, domain.high)
     return moved.to(x.dtype)

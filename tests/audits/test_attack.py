@@ -21,7 +21,9 @@ from .attack_models import LEVELS, level_points
 REPO = Path(__file__).resolve().parents[2]
 PLANTED = f"{Path(__file__).resolve().parent / 'attack_models.py'}:planted"
 AFFINE = str(REPO / "checkpoints" / "digits-affine.pt")
+DEEP = str(REPO / "checkpoints" / "digits-affine-deep.pt")
 ADDITIVE = str(REPO / "checkpoints" / "digits-additive.pt")
+RESIDUAL = str(REPO / "checkpoints" / "digits-residual.pt")
 
 
 def _set(report, audit_id: str = "attack", dataset: str | None = None):
@@ -38,7 +40,8 @@ def levels_file(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_planted_hole_is_found_where_random_search_misses_it(levels_file: str) -> None:
-    report = audit(PLANTED, data=levels_file, ood=["uniform"], config={"audits": ["attack", "roundtrip"]})
+    report = audit(PLANTED, data=levels_file, ood=["uniform"], config={
+        "audits": ["attack", "roundtrip"], "attack": {"objective": "amplification"}})
     found = _set(report)
     # the data and uniform noise round-trip cleanly: the hole is only at the cell centres
     (rt,) = [a for a in report.audits if a.id == "roundtrip"]
@@ -56,12 +59,14 @@ def test_planted_hole_is_found_where_random_search_misses_it(levels_file: str) -
     bad = torch.from_numpy(~np.isfinite(found.artifacts["errors"]))
     assert (a[bad] > 0.6).all()
     originals = torch.from_numpy(found.artifacts["originals"])
-    assert ((witnesses - originals).abs() <= 1.5 / LEVELS + 1e-6).all()
+    # the paper's region: at most half a bin below the level, never past the top of its cell
+    moved = (witnesses - originals).double() * LEVELS
+    assert (moved >= -0.5 - 1e-4).all() and (moved <= 1.0 + 1e-4).all()
 
 
-def test_reconstruction_objective_also_finds_the_planted_hole(levels_file: str) -> None:
-    found = _set(audit(PLANTED, data=levels_file, ood=["uniform"],
-                       config={"audits": ["attack"], "attack": {"objective": "reconstruction"}}))
+def test_default_reconstruction_objective_also_finds_the_planted_hole(levels_file: str) -> None:
+    assert Attack.options["objective"] == "reconstruction"
+    found = _set(audit(PLANTED, data=levels_file, ood=["uniform"], config={"audits": ["attack"]}))
     assert found.metrics["nonfinite_fraction"] > found.metrics["random_search"]["nonfinite_fraction"]
 
 
@@ -75,35 +80,67 @@ def test_same_seed_same_result_other_seed_other_starts(levels_file: str) -> None
     assert run(1)[1] != run(2)[1]
 
 
-def test_additive_checkpoint_has_nothing_above_threshold() -> None:
-    found = _set(audit(ADDITIVE, ood=["uniform"], config={"audits": ["attack"],
-                                                  "attack": {"samples": 8, "steps": 40}}))
+@pytest.mark.parametrize("checkpoint", [ADDITIVE, RESIDUAL], ids=["additive", "residual"])
+def test_bi_lipschitz_checkpoints_have_nothing_above_threshold(checkpoint: str) -> None:
+    found = _set(audit(checkpoint, ood=["uniform"], config={"audits": ["attack"],
+                                                    "attack": {"samples": 8, "steps": 40}}))
     assert found.metrics["nonfinite_fraction"] == 0.0
     assert found.metrics["fraction_above_threshold"] == 0.0
     assert found.metrics["rel_error_l2"]["max"] < 1e-4
     assert found.status is Status.PASS
 
 
-def test_affine_checkpoint_breaks_near_digits_that_round_trip_cleanly() -> None:
-    # At half a bin the shipped affine checkpoint holds; two bins away the attack breaks it.
-    report = audit(AFFINE, ood=["uniform"], config={"samples": 16, "audits": ["attack", "roundtrip"],
-                                            "attack": {"samples": 16, "steps": 120, "epsilon": 2 / 17}})
+def test_deep_affine_checkpoint_breaks_within_half_a_bin_of_digits_that_round_trip_cleanly(
+        tmp_path: Path) -> None:
+    # The paper's finding: every test digit round-trips, yet the gradient search reaches a
+    # non-finite point inside the dequantization cell of some; random search with as many round
+    # trips does not.
+    report = audit(DEEP, ood=["uniform"], config={"audits": ["roundtrip", "attack"]})
     rt = _set(report, "roundtrip", "digits:test")
-    assert rt.metrics["nonfinite_fraction"] == 0.0 and rt.status is Status.PASS
+    assert rt.metrics["n"] == 360 and rt.metrics["nonfinite_fraction"] == 0.0
+    assert rt.metrics["rel_error_l2"]["max"] < 1e-5 and rt.status is Status.PASS
     found = _set(report)
+    assert found.metrics["epsilon"] == pytest.approx(0.5 / 17)
     assert found.metrics["nonfinite_fraction"] > 0.0
     assert found.metrics["random_search"]["nonfinite_fraction"] < found.metrics["nonfinite_fraction"]
-    assert found.status is Status.FAIL
+    assert found.status is Status.FAIL and report.exit_code is ExitCode.GATE_FAILED
+    # each non-finite witness lies in the paper's region around its digit and breaks on replay
+    bad = ~np.isfinite(found.artifacts["errors"])
+    witnesses = torch.from_numpy(found.artifacts["witnesses"][bad])
+    moved = (witnesses - torch.from_numpy(found.artifacts["originals"][bad])).double() * 17
+    assert (moved >= -0.5 - 1e-4).all() and (moved <= 1.0 + 1e-4).all()
+    assert (witnesses >= 0).all() and (witnesses <= 1).all()
+    np.save(tmp_path / "witnesses.npy", witnesses.numpy())
+    replay = audit(DEEP, data=str(tmp_path / "witnesses.npy"), ood=["uniform"], config={"audits": ["roundtrip"]})
+    assert replay.audits[0].results[0].metrics["nonfinite_fraction"] == 1.0  # the --data set
 
 
-def test_dequantize_moves_levels_into_their_cell_only() -> None:
+def test_shallow_affine_checkpoint_holds_at_half_a_bin_and_breaks_two_bins_away() -> None:
+    # No hole is reported where there is none: the 8-step flow is invertible within half a bin
+    # of the digits; two bins away (outside the cells it was trained on) the attack breaks it.
+    def attack(epsilon: float | None):
+        return _set(audit(AFFINE, ood=["uniform"], config={"audits": ["attack"], "attack": {
+            "samples": 16, "steps": 120, "epsilon": epsilon}}))
+
+    near = attack(None)
+    assert near.metrics["nonfinite_fraction"] == 0.0 and near.metrics["fraction_above_threshold"] == 0.0
+    assert near.metrics["rel_error_l2"]["max"] < 1e-4 and near.status is Status.PASS
+    far = attack(2 / 17)
+    assert far.metrics["nonfinite_fraction"] > 0.0
+    assert far.metrics["random_search"]["nonfinite_fraction"] < far.metrics["nonfinite_fraction"]
+    assert far.status is Status.FAIL
+
+
+def test_dequantize_moves_levels_into_the_lower_half_of_their_cell_only() -> None:
     from innaudit.domain import DataDomain
 
     domain = DataDomain(shape=(3,), levels=4)
-    x = torch.tensor([[0.25, 0.5, 0.6]])
+    x = torch.tensor([[0.25, 0.5, 0.6]]).repeat(200, 1)
     moved = dequantize(x, domain, torch.Generator().manual_seed(0))
-    assert 0.25 <= moved[0, 0] < 0.5 and 0.5 <= moved[0, 1] < 0.75
-    assert moved[0, 2] == pytest.approx(0.6)  # not on a level: left alone
+    assert (moved[:, 0] >= 0.25).all() and (moved[:, 0] < 0.375).all()
+    assert (moved[:, 1] >= 0.5).all() and (moved[:, 1] < 0.625).all()
+    assert moved[:, 0].std() > 0.02  # spread over the half cell, not a fixed shift
+    assert (moved[:, 2] == x[:, 2]).all()  # not on a level: left alone
     ball = attack_ball(torch.tensor([[0.0, 0.75, 0.5]]), domain, 0.125, torch.Generator().manual_seed(1))
     assert (ball.low >= 0).all() and (ball.high <= 1).all()
     assert torch.allclose(ball.high - ball.low, torch.minimum(ball.centre + 0.125, torch.ones(3))
