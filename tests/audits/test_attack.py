@@ -32,6 +32,12 @@ def _set(report, audit_id: str = "attack", dataset: str | None = None):
     return result.results[0] if dataset is None else next(r for r in result.results if r.dataset == dataset)
 
 
+def _assert_in_paper_region(witnesses: torch.Tensor, originals: torch.Tensor, levels: int) -> None:
+    """The paper's half-bin region: at most half a bin below the level, never past its cell."""
+    moved = (witnesses - originals).double() * levels
+    assert (moved >= -0.5 - 1e-4).all() and (moved <= 1.0 + 1e-4).all()
+
+
 @pytest.fixture(scope="module")
 def levels_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("planted") / "levels.npy"
@@ -58,10 +64,7 @@ def test_planted_hole_is_found_where_random_search_misses_it(levels_file: str) -
     a = (-torch.cos(2 * torch.pi * LEVELS * witnesses[:, :-1].double())).mean(1)
     bad = torch.from_numpy(~np.isfinite(found.artifacts["errors"]))
     assert (a[bad] > 0.6).all()
-    originals = torch.from_numpy(found.artifacts["originals"])
-    # the paper's region: at most half a bin below the level, never past the top of its cell
-    moved = (witnesses - originals).double() * LEVELS
-    assert (moved >= -0.5 - 1e-4).all() and (moved <= 1.0 + 1e-4).all()
+    _assert_in_paper_region(witnesses, torch.from_numpy(found.artifacts["originals"]), LEVELS)
 
 
 def test_default_reconstruction_objective_also_finds_the_planted_hole(levels_file: str) -> None:
@@ -107,8 +110,7 @@ def test_deep_affine_checkpoint_breaks_within_half_a_bin_of_digits_that_round_tr
     # each non-finite witness lies in the paper's region around its digit and breaks on replay
     bad = ~np.isfinite(found.artifacts["errors"])
     witnesses = torch.from_numpy(found.artifacts["witnesses"][bad])
-    moved = (witnesses - torch.from_numpy(found.artifacts["originals"][bad])).double() * 17
-    assert (moved >= -0.5 - 1e-4).all() and (moved <= 1.0 + 1e-4).all()
+    _assert_in_paper_region(witnesses, torch.from_numpy(found.artifacts["originals"][bad]), 17)
     assert (witnesses >= 0).all() and (witnesses <= 1).all()
     np.save(tmp_path / "witnesses.npy", witnesses.numpy())
     replay = audit(DEEP, data=str(tmp_path / "witnesses.npy"), ood=["uniform"], config={"audits": ["roundtrip"]})
