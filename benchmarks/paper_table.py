@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 import innaudit
-from innaudit.loading import load_model
 from innaudit.linalg import jacobian_singular_values
+from innaudit.loading import load_model
 
 ROUNDTRIP_MODELS = ("digits-affine", "digits-affine-fd", "digits-additive", "digits-residual",
                     "checkerboard-affine", "checkerboard-additive", "checkerboard-residual")

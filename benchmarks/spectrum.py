@@ -26,11 +26,11 @@ import torch
 if importlib.util.find_spec("innaudit") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from innaudit.domain import DataDomain  # noqa: E402
-from innaudit.linalg import extreme_singular_values, jacobian_singular_values  # noqa: E402
-from innaudit.loading import load_model  # noqa: E402
-from innaudit.loading.adapt import adapt_module  # noqa: E402
-from innaudit.zoo import build  # noqa: E402
+from innaudit.domain import DataDomain
+from innaudit.linalg import extreme_singular_values, jacobian_singular_values
+from innaudit.loading import load_model
+from innaudit.loading.adapt import adapt_module
+from innaudit.zoo import build
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,8 @@
 """Baselines: every metric of a report held against the same metric of an earlier report.
 
-Each numeric metric that an audit declares (``Audit.metrics``; every numeric leaf but ``n`` for an
-audit this version does not know) is matched by (audit id, set, metric path) and classified:
+Each numeric metric that an audit declares with a direction (:mod:`innaudit.metrics`; every numeric
+leaf but ``n``, higher worse, for an audit this version does not know) is matched by (audit id,
+set, metric path) and classified:
 
 - ``unchanged`` when ``|new - base| <= tol`` with ``tol = max(|base| * rel_tol, abs_tol)``
   (evidently's ApproxValue), or both are NaN, or both are the same infinity;
@@ -9,8 +10,9 @@ audit this version does not know) is matched by (audit id, set, metric path) and
 - ``improved`` when it moved beyond ``tol`` in the better direction, or stopped being NaN;
 - ``new`` / ``missing`` when only the new / only the base report has it (Qodana's buckets).
 
-Higher is worse unless the audit lists the metric (or a dotted prefix of it) in its
-``higher_is_better`` class variable (smallest singular values, for example).
+The direction is the audit's declaration: a smallest singular value falling from 1e-1 to 1e-5
+regressed; an error growing regressed. Metrics declared ``neither`` (sample counts, settings) are
+not compared.
 
 Reading a regression: the checkpoint (or the code, or the environment: compare the two
 reports' ``run`` blocks) got numerically worse on that metric, by more than the tolerance. With
@@ -27,10 +29,20 @@ from typing import Any
 
 from .errors import UsageError
 from .gate import leaves
+from .metrics import Direction, MetricTable, declared
 from .results import Report
 
-__all__ = ["ABS_TOL", "Change", "Comparison", "Delta", "REL_TOL", "classify", "compare",
-           "comparison_from_dict", "comparison_to_dict", "higher_is_better"]
+__all__ = [
+    "ABS_TOL",
+    "REL_TOL",
+    "Change",
+    "Comparison",
+    "Delta",
+    "classify",
+    "compare",
+    "comparison_from_dict",
+    "comparison_to_dict",
+]
 
 REL_TOL = 0.1
 """Default relative tolerance: 10% of the base value."""
@@ -107,15 +119,6 @@ class Comparison:
         return self.gate and bool(self.regressions)
 
 
-def higher_is_better(audit_id: str, metric: str) -> bool:
-    """Whether ``metric`` of ``audit_id`` improves upwards (declared by the audit class)."""
-    from .audits import REGISTRY
-
-    cls = REGISTRY.get(audit_id)
-    declared = getattr(cls, "higher_is_better", ()) if cls is not None else ()
-    return any(metric == p or metric.startswith(p + ".") for p in declared)
-
-
 def classify(base: float, new: float, rel_tol: float = REL_TOL, abs_tol: float = ABS_TOL,
              higher_better: bool = False) -> Change:
     """Classify one metric's move: ``tol = max(|base| * rel_tol, abs_tol)``; NaN is the worst."""
@@ -139,38 +142,47 @@ def _leaves(metrics: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
             yield path, float(value)
 
 
-def _numbers(report: Report) -> dict[tuple[str, str, str], float]:
-    from .audits import REGISTRY
+def _direction(table: MetricTable, audit: str, path: str) -> Direction | None:
+    """The declared direction; higher worse for an audit the table does not know (``n`` aside)."""
+    if audit not in table:
+        return None if path == "n" else Direction.HIGHER_WORSE
+    metric = declared(table, audit, path)
+    return None if metric is None or metric.direction is Direction.NEITHER else metric.direction
 
-    out: dict[tuple[str, str, str], float] = {}
+
+def _numbers(report: Report, table: MetricTable) -> dict[tuple[str, str, str], tuple[float, Direction]]:
+    out: dict[tuple[str, str, str], tuple[float, Direction]] = {}
     for audit in report.audits:
-        declared = REGISTRY[audit.id].metrics if audit.id in REGISTRY else None
         for r in audit.results:
             for path, value in _leaves(r.metrics):
-                if (path in declared) if declared else path != "n":
-                    out[(audit.id, r.dataset, path)] = value
+                direction = _direction(table, audit.id, path)
+                if direction is not None:
+                    out[(audit.id, r.dataset, path)] = (value, direction)
     return out
 
 
-def compare(base: Report, new: Report, *, rel_tol: float = REL_TOL, abs_tol: float = ABS_TOL,
-            gate: bool = False, base_name: str | None = None) -> Comparison:
-    """Classify every metric of ``new`` against ``base`` (see the module docstring)."""
+def compare(base: Report, new: Report, table: MetricTable, *, rel_tol: float = REL_TOL,
+            abs_tol: float = ABS_TOL, gate: bool = False, base_name: str | None = None) -> Comparison:
+    """Classify every metric of ``new`` against ``base`` (see the module docstring).
+
+    ``table`` holds the audits' metric declarations (``innaudit.audits.metric_table()``).
+    """
     if base.schema_version != new.schema_version:
         raise UsageError(f"the baseline has schema_version {base.schema_version}, the report "
                          f"{new.schema_version}; re-create the baseline with this innaudit")
     if rel_tol < 0 or abs_tol < 0 or math.isnan(rel_tol) or math.isnan(abs_tol):
         raise UsageError(f"tolerances must be >= 0; got rel {rel_tol}, abs {abs_tol}")
-    old, now = _numbers(base), _numbers(new)
+    old, now = _numbers(base, table), _numbers(new, table)
     deltas = []
     for key in [*now, *(k for k in old if k not in now)]:
-        up = higher_is_better(key[0], key[2])
+        up = (now.get(key) or old[key])[1] is Direction.HIGHER_BETTER
         if key not in old:
             change = Change.NEW
         elif key not in now:
             change = Change.MISSING
         else:
-            change = classify(old[key], now[key], rel_tol, abs_tol, up)
-        deltas.append(Delta(*key, old.get(key), now.get(key), change, up))
+            change = classify(old[key][0], now[key][0], rel_tol, abs_tol, up)
+        deltas.append(Delta(*key, _value(old.get(key)), _value(now.get(key)), change, up))
     deltas.sort(key=lambda d: d.change.rank)  # stable: report order within a bucket
     name = base_name if base_name is not None else str(base.target.get("model", "baseline"))
     return Comparison(name, rel_tol, abs_tol, gate, tuple(deltas))
@@ -188,6 +200,10 @@ def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
                     "new": d.new, "change": d.change, "higher_is_better": d.higher_is_better}
                    for d in comparison.deltas],
     })
+
+
+def _value(entry: tuple[float, Direction] | None) -> float | None:
+    return None if entry is None else entry[0]
 
 
 def _number(value: Any) -> float | None:

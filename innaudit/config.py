@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .metrics import STATS, Metric, covers
 from .waivers import Waiver, parse_waivers
 
 __all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "load_config", "parse_config"]
@@ -63,7 +64,7 @@ class AuditSpec:
     id: str
     thresholds: Mapping[str, Threshold]
     options: Mapping[str, Any]
-    metrics: tuple[str, ...]
+    metrics: tuple[Metric, ...]
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def _typed(where: str, value: Any, kind: type) -> Any:
             value = float(value)
         except ValueError:
             pass
-    if kind is bool and not isinstance(value, bool) or kind is not bool and isinstance(value, bool) \
+    if (kind is bool and not isinstance(value, bool)) or (kind is not bool and isinstance(value, bool)) \
             or not isinstance(value, kind):
         raise ConfigError(f"{where} is {value!r} ({type(value).__name__}); expected {kind.__name__}")
     if kind is float and math.isnan(value):
@@ -157,8 +158,9 @@ def _thresholds(where: str, raw: Any, spec: AuditSpec, base: Mapping[str, Thresh
         raise ConfigError(f"{where} is {raw!r}; expected a mapping of metric names to thresholds")
     merged = dict(base)
     for metric, value in raw.items():
-        if metric not in spec.metrics:
-            raise ConfigError(f"{where}.{metric} is not a metric of {spec.id}{_hint(str(metric), list(spec.metrics))}")
+        if not any(covers(m.path, str(metric)) for m in spec.metrics):
+            known = [p for m in spec.metrics for p in (m.path, *(f"{m.path}.{s}" for s in STATS))]
+            raise ConfigError(f"{where}.{metric} is not a metric of {spec.id}{_hint(str(metric), known)}")
         merged[metric] = _threshold(f"{where}.{metric}", value, base.get(metric))
     return merged
 

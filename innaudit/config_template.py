@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .config import AuditSpec
+from .metrics import Direction
 
 __all__ = ["default_config_text"]
 
@@ -39,8 +40,8 @@ def _section(spec: AuditSpec) -> list[str]:
         lines.append(f"  {name}: {shown!r}".replace("'", '"').replace("True", "true").replace("False", "false")
                      .replace("None", "null"))
     lines.append("  # sets: {uniform: {thresholds: {nonfinite_fraction: {fail: 0.5}}}}  # per-set overrides")
-    metrics = ", ".join(spec.metrics)
-    lines.append(f"  # metrics that take thresholds: {metrics}")
+    metrics = ", ".join(m.path for m in spec.metrics if m.direction is not Direction.NEITHER)
+    lines.append(f"  # metrics that take thresholds (a summary as PATH.max, .p99, .median): {metrics}")
     return lines
 
 

@@ -33,9 +33,7 @@ def leaves(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
 
 
 def _check(metric: str, value: float, threshold: Threshold) -> Check:
-    if math.isnan(value):
-        status = Status.FAIL
-    elif threshold.fail is not None and value > threshold.fail:
+    if math.isnan(value) or (threshold.fail is not None and value > threshold.fail):
         status = Status.FAIL
     elif threshold.warn is not None and value > threshold.warn:
         status = Status.WARN

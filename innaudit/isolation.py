@@ -76,9 +76,8 @@ def _child(conn: Any, job: Job) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (job.max_memory, job.max_memory))
     try:
         from .api import prepare
-        from .runner import run_audits, run_header
-
         from .loading.preflight import Limits
+        from .runner import run_audits, run_header
 
         limits = Limits(max_bytes=job.max_memory) if job.max_memory else None
         prepared = prepare(job.model, job.config, weights=job.weights, weights_key=job.weights_key,

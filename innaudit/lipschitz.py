@@ -41,8 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .zoo.layers import (ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet,
-                         Squeeze2d)
+from .zoo.layers import ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet, Squeeze2d
 
 __all__ = ["RULES", "BlockBound", "block_bound", "conv_operator_norm", "layer_norm",
            "net_lipschitz"]

@@ -14,8 +14,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .baseline import Comparison
 
-__all__ = ["AuditResult", "Check", "ExitCode", "Report", "SCHEMA_VERSION", "SetResult", "Status",
-           "worst"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AuditResult",
+    "Check",
+    "ExitCode",
+    "Report",
+    "SetResult",
+    "Status",
+    "worst",
+]
 
 SCHEMA_VERSION = 1
 

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from innaudit.linalg import (choose_method, extreme_singular_values, jacobian,
-                             jacobian_singular_values, log_abs_det, log_abs_det_estimate,
-                             top_singular_value)
+from innaudit.linalg import (
+    choose_method,
+    extreme_singular_values,
+    jacobian,
+    jacobian_singular_values,
+    log_abs_det,
+    log_abs_det_estimate,
+    top_singular_value,
+)
 from tests.audits.linear_models import linear_model, log_spaced
 
 GEN = torch.Generator

@@ -1,10 +1,23 @@
-"""The audits, one per module, registered under stable ids in :data:`REGISTRY` (run order)."""
+"""The audits, one per module, registered under stable ids in :data:`REGISTRY`.
+
+Importing a module registers its audit; :data:`RUN_ORDER` then fixes the order audits run and are
+reported in (cheap round trips first, the expensive searches and Jacobians after). A new audit
+adds its module to the import below and its id to ``RUN_ORDER``.
+"""
 
 from __future__ import annotations
 
-from . import roundtrip, sampling  # noqa: F401  (registration order is run order)
-from . import attack  # noqa: F401  (issue 4)
-from . import spectrum, bounds, layers, logdet, grid  # noqa: F401  (after attack; issue 5)
-from .base import REGISTRY, Audit, AuditContext, Measurement, register, specs
+from . import attack, bounds, grid, layers, logdet, roundtrip, sampling, spectrum  # noqa: F401  (registers)
+from .base import REGISTRY, Audit, AuditContext, Measurement, metric_table, register, specs
 
-__all__ = ["REGISTRY", "Audit", "AuditContext", "Measurement", "register", "specs"]
+__all__ = ["REGISTRY", "RUN_ORDER", "Audit", "AuditContext", "Measurement", "metric_table", "register",
+           "specs"]
+
+RUN_ORDER = ("roundtrip", "sampling", "attack", "spectrum", "bounds", "layers", "logdet", "grid")
+"""Every registered id, in run order."""
+
+if set(RUN_ORDER) != set(REGISTRY) or len(RUN_ORDER) != len(REGISTRY):
+    raise RuntimeError(f"RUN_ORDER {RUN_ORDER} does not list the registered audits {tuple(REGISTRY)}")
+_ordered = {aid: REGISTRY[aid] for aid in RUN_ORDER}
+REGISTRY.clear()
+REGISTRY.update(_ordered)

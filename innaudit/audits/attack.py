@@ -18,6 +18,7 @@ from ..config import Threshold
 from ..data import Dataset, Role
 from ..domain import DataDomain
 from ..errors import ConfigError
+from ..metrics import neither, rate, worse
 from ..stats import per_sample_norm, summarize
 from .base import Audit, AuditContext, Measurement, register
 from .common import full_range_floor
@@ -171,10 +172,15 @@ class Attack(Audit):
     }
     options = {"samples": 32, "epsilon": None, "steps": 200, "step_size": 0.032,
                "objective": "reconstruction", "restarts": 1, "threshold": 1e-2}
-    metrics = tuple(f"{prefix}{m}" for prefix in ("", "random_search.") for m in (
-        "nonfinite_fraction", "fraction_above_threshold", "error_l2.median", "error_l2.p99",
-        "error_l2.max", "error_l2.mean", "rel_error_l2.median", "rel_error_l2.p99",
-        "rel_error_l2.max", "rel_error_l2.mean"))
+    metrics = tuple(m for prefix in ("", "random_search.") for m in (
+        neither(f"{prefix}n", doc="points searched around"),
+        rate(f"{prefix}nonfinite_fraction", "points with a non-finite round trip in the ball"),
+        rate(f"{prefix}fraction_above_threshold", "points with an error above the threshold"),
+        worse(f"{prefix}error_l2"), worse(f"{prefix}rel_error_l2"))) + (
+        neither("epsilon", doc="L-inf radius"), neither("steps"), neither("restarts"),
+        neither("first_nonfinite_step", doc="median step of the first non-finite point (-1: none)"),
+        neither("random_search.evaluations", doc="round trips of the random search per point"),
+    )
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped without an in-distribution set (the attack starts from data)."""

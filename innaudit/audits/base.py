@@ -18,9 +18,10 @@ import torch
 
 from ..config import AuditSettings, AuditSpec, Threshold
 from ..data import Dataset
+from ..metrics import Metric, MetricTable
 from ..model import InvertibleModel
 
-__all__ = ["REGISTRY", "Audit", "AuditContext", "Measurement", "register", "specs"]
+__all__ = ["REGISTRY", "Audit", "AuditContext", "Measurement", "metric_table", "register", "specs"]
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,9 @@ class Audit(ABC):
     title: ClassVar[str]
     thresholds: ClassVar[Mapping[str, Threshold]] = {}
     options: ClassVar[Mapping[str, Any]] = {}
-    metrics: ClassVar[tuple[str, ...]] = ()
-    higher_is_better: ClassVar[tuple[str, ...]] = ()
-    """Metric paths (or dotted prefixes) that improve upwards, for baselines (``innaudit.baseline``)."""
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    """Every metric ``run`` produces, with its direction, unit and whether it is a rate
+    (:mod:`innaudit.metrics`); a registry test holds the declarations against real runs."""
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Why this audit does not apply to the model or data (None when it applies)."""
@@ -128,3 +129,8 @@ def specs() -> dict[str, AuditSpec]:
     """The configuration view of every registered audit, in registry order."""
     return {aid: AuditSpec(aid, dict(c.thresholds), dict(c.options), c.metrics)
             for aid, c in REGISTRY.items()}
+
+
+def metric_table() -> MetricTable:
+    """``{audit id: {path: Metric}}`` of every registered audit: the one table of directions."""
+    return {aid: {m.path: m for m in c.metrics} for aid, c in REGISTRY.items()}

@@ -10,6 +10,7 @@ import torch
 
 from ..config import Threshold
 from ..lipschitz import BlockBound, block_bound
+from ..metrics import neither, rate, worse
 from ..model import InvertibleModel
 from .base import Audit, AuditContext, Measurement, register
 from .jacobians import measure
@@ -74,8 +75,13 @@ class Bounds(Audit):
     title = "Certified global Lipschitz bounds of F and F^-1 from the architecture"
     thresholds = {"violation_fraction": Threshold(warn=None, fail=0.0)}
     options = {"samples": 32, "slack": 1e-3}
-    metrics = ("forward.bound", "inverse.bound", "forward.measured", "inverse.measured",
-               "forward.tightness", "inverse.tightness", "violation_fraction")
+    metrics = tuple(m for d in ("forward", "inverse") for m in (
+        worse(f"{d}.bound", doc=f"certified Lipschitz bound of the {d} map"),
+        worse(f"{d}.measured", doc=f"largest measured local Lipschitz constant of the {d} map"),
+        neither(f"{d}.tightness", doc="measured / bound"))) + (
+        neither("n", doc="samples"),
+        rate("violation_fraction", "samples whose measured constant exceeds the bound"),
+    )
 
     def __init__(self) -> None:
         self._cache: tuple[int, list[BlockBound]] | None = None

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ..linalg import jacobian, log_abs_det
+from ..metrics import neither, rate, worse
 from ..stats import per_sample_norm, summarize
 from .base import Audit, AuditContext, Measurement, register
 
@@ -58,8 +59,13 @@ class Grid(Audit):
     title = "Round-trip error, condition number and log-det error over a 2D grid"
     thresholds = {}
     options = {"low": -8.0, "high": 8.0, "resolution": 64}
-    metrics = ("nonfinite_fraction", "latent_nonfinite_fraction", "error.max", "error.median",
-               "latent_error.max", "logdet_error.max", "condition.max")
+    metrics = (
+        neither("n", doc="grid points"), neither("resolution", doc="points per axis"),
+        rate("nonfinite_fraction", "cells whose round trip is non-finite"),
+        rate("latent_nonfinite_fraction", "cells whose latent is non-finite"),
+        worse("error"), worse("latent_error"), worse("logdet_error", "nats"),
+        worse("condition", doc="sigma_max / sigma_min of the Jacobian"),
+    )
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped unless the model's input is two-dimensional."""

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..config import Threshold
+from ..metrics import better, neither, rate, worse
 from ..model import InvertibleModel
 from ..stats import per_sample_norm
 from .base import Audit, AuditContext, Measurement, register
@@ -150,8 +151,14 @@ class Layers(Audit):
     }
     options = {"samples": 64, "worst": 2, "method": "auto", "tol": 1e-4, "max_iter": 32,
                "jump": 10.0}
-    metrics = ("nonfinite_fraction", "block_rel_error.max", "block_condition.max", "scale_min",
-               "culprit_index")
+    metrics = (
+        neither("n", doc="samples"), neither("blocks", doc="blocks walked"),
+        rate("nonfinite_fraction", "samples non-finite in some block"),
+        worse("block_rel_error", doc="largest per-block relative round-trip error"),
+        worse("block_condition", doc="largest per-block condition"),
+        better("scale_min", doc="smallest coupling scale"),
+        neither("culprit_index", doc="first failing block (-1: none)"),
+    )
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped for a model without ``blocks()`` or without data."""

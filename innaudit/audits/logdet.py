@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ..config import Threshold
 from ..linalg import choose_method, jacobian, log_abs_det, log_abs_det_estimate
+from ..metrics import neither, rate, worse
 from ..model import InvertibleModel, LogDetKind
 from ..stats import summarize
 from .base import Audit, AuditContext, Measurement, register
@@ -70,9 +71,12 @@ class LogDet(Audit):
         "rel_error.max": Threshold(warn=1e-3, fail=1e-1),
     }
     options = {"samples": 32, "method": "auto", "probes": 8, "steps": 32}
-    metrics = ("nonfinite_fraction", "error.median", "error.p99", "error.max", "error.mean",
-               "rel_error.median", "rel_error.p99", "rel_error.max", "rel_error.mean",
-               "estimate_error.max", "estimate_rel_error.max")
+    metrics = (
+        neither("n", doc="samples"), rate("nonfinite_fraction", "samples with a non-finite log-det"),
+        worse("error", "nats", "|model log-det - reference|"), worse("rel_error", doc="error / |reference|"),
+        worse("estimate_error", "nats", "error of an estimated log-det (not gated)"),
+        worse("estimate_rel_error"),
+    )
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped when the model reports no log-determinant."""

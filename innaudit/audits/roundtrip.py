@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import torch
 
 from ..config import Threshold
+from ..metrics import neither, rate, worse
 from ..model import InverseKind
 from .base import Audit, AuditContext, Measurement, register
 from .common import full_range_floor, progress_counter, round_trip, verdict_float64
@@ -52,11 +53,16 @@ class RoundTrip(Audit):
         "nonfinite_fraction": Threshold(warn=None, fail=0.0),
         "rel_error_l2.max": Threshold(warn=1e-4, fail=1e-2),
     }
-    metrics = ("nonfinite_fraction", "nan_fraction", "inf_fraction", "latent_nonfinite_fraction",
-               "error_l2.median", "error_l2.p99", "error_l2.max", "error_l2.mean",
-               "rel_error_l2.median", "rel_error_l2.p99", "rel_error_l2.max", "rel_error_l2.mean",
-               "float64.nonfinite_fraction", "float64.error_l2.max", "float64.rel_error_l2.max",
-               "inverse_cap_hits")
+    metrics = (
+        neither("n", doc="samples"),
+        rate("nonfinite_fraction", "round trips with a NaN or Inf"),
+        rate("nan_fraction", "round trips with a NaN"), rate("inf_fraction", "round trips with an Inf"),
+        rate("latent_nonfinite_fraction", "forward passes with a NaN or Inf latent"),
+        worse("error_l2", doc="||F^-1(F(x)) - x||_2"), worse("rel_error_l2", doc="error / ||x||"),
+        rate("float64.nonfinite_fraction", "round trips non-finite in float64"),
+        worse("float64.error_l2"), worse("float64.rel_error_l2"),
+        worse("inverse_cap_hits", doc="iterative inverses stopped by the iteration cap"),
+    )
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped only when there is no data set at all."""

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from ..config import Threshold
+from ..metrics import neither, rate, worse
 from .base import Audit, AuditContext, Measurement, register
 from .common import progress_counter, round_trip
 
@@ -42,10 +43,14 @@ class Sampling(Audit):
         "rel_error_l2.max": Threshold(warn=1e-4, fail=1e-2),
     }
     options = {"temperatures": (1.0, 0.7)}
-    metrics = ("nonfinite_fraction", "nan_fraction", "inf_fraction", "sample_nonfinite_fraction",
-               "out_of_range_fraction", "error_l2.median", "error_l2.p99", "error_l2.max",
-               "error_l2.mean", "rel_error_l2.median", "rel_error_l2.p99", "rel_error_l2.max",
-               "rel_error_l2.mean")
+    metrics = (
+        neither("n", doc="prior draws"), neither("temperature"),
+        rate("nonfinite_fraction", "samples whose round trip is non-finite"),
+        rate("nan_fraction", "samples with a NaN"), rate("inf_fraction", "samples with an Inf"),
+        rate("sample_nonfinite_fraction", "samples F^-1(z) that are non-finite"),
+        rate("out_of_range_fraction", "samples outside the data range"),
+        worse("error_l2", doc="||F(F^-1(z)) - z||_2"), worse("rel_error_l2", doc="error / ||z||"),
+    )
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
         """One measurement per temperature."""

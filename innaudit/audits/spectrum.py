@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..config import Threshold
 from ..data import Dataset
+from ..metrics import Direction, better, neither, rate, worse
 from .base import Audit, AuditContext, Measurement, register
 from .jacobians import Spectrum, measure, min_median_max
 
@@ -87,11 +88,18 @@ class SpectrumAudit(Audit):
     }
     options = {"samples": 64, "method": "auto", "tol": 1e-4, "max_iter": 64,
                "cross_check_tolerance": 0.05}
-    metrics = tuple(f"{d}.{k}.{s}" for d in ("forward", "inverse")
-                    for k in ("sv_min", "sv_max", "condition") for s in ("min", "median", "max")) + (
-        "condition.min", "condition.median", "condition.max", "lipschitz.forward",
-        "lipschitz.inverse", "nonfinite_fraction", "cross_check.max_log10_gap",
-        "cross_check.mismatch_fraction", "converged_fraction")
+    metrics = tuple(m for d in ("forward", "inverse") for m in (
+        better(f"{d}.sv_min", doc=f"smallest singular value of the {d} Jacobian"),
+        worse(f"{d}.sv_max", doc=f"largest singular value of the {d} Jacobian"),
+        worse(f"{d}.condition", doc="sigma_max / sigma_min"))) + (
+        worse("condition", doc="sigma_max(J_F) * sigma_max(J_F^-1)"),
+        worse("lipschitz.forward", doc="largest local Lipschitz estimate"), worse("lipschitz.inverse"),
+        neither("n", doc="samples"), rate("nonfinite_fraction", "samples with a non-finite Jacobian"),
+        worse("cross_check.max_log10_gap", doc="forward vs inverse spectrum disagreement"),
+        rate("cross_check.mismatch_fraction", "samples whose spectra disagree"),
+        neither("cross_check.tolerance"),
+        rate("converged_fraction", "Lanczos runs that converged", Direction.HIGHER_BETTER),
+    )
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped without data sets."""

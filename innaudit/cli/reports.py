@@ -34,9 +34,10 @@ def compared(base: Report, report: Report, base_name: str, rel_tol: float, abs_t
     """``report`` with its comparison against ``base`` (gated when ``gate``)."""
     from dataclasses import replace
 
+    from ..audits import metric_table
     from ..baseline import compare as compare_reports
 
-    comparison = compare_reports(base, report, rel_tol=rel_tol, abs_tol=abs_tol, gate=gate,
+    comparison = compare_reports(base, report, metric_table(), rel_tol=rel_tol, abs_tol=abs_tol, gate=gate,
                                  base_name=base_name)
     return replace(report, comparison=comparison)
 

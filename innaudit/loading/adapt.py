@@ -59,7 +59,7 @@ def _block_modules(module: nn.Module) -> Sequence[nn.Module]:
     return []
 
 
-def _blocks_of(info: ModelInfo):  # noqa: ANN202 - returns the blocks_fn closure
+def _blocks_of(info: ModelInfo):
     def blocks(module: nn.Module) -> list[InvertibleModel]:
         return [
             InvertibleModel(b, _call_forward, _call_inverse,

@@ -23,7 +23,7 @@ __all__ = ["render"]
 
 def _clean(text: str) -> str:
     """Drop characters XML 1.0 cannot hold (control characters from a hostile checkpoint)."""
-    return "".join(ch for ch in str(text) if ch in "\t\n\r" or ord(ch) >= 0x20 and ch not in "\ufffe\uffff")
+    return "".join(ch for ch in str(text) if ch in "\t\n\r" or (ord(ch) >= 0x20 and ch not in "\ufffe\uffff"))
 
 
 def _testcase(suite: ET.Element, row: Row) -> None:

@@ -25,8 +25,7 @@ from torch import nn
 
 from . import register
 from .flow import SequentialFlow
-from .layers import (ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet,
-                     Squeeze2d)
+from .layers import ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet, Squeeze2d
 
 __all__ = ["CouplingFlow", "CouplingImage", "CouplingVector"]
 

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from . import register
 from .flow import SequentialFlow
 from .layers import Squeeze2d
-from .spectral import LipSwish, SpectralConv2d, SpectralLinear, SpectralLayer
+from .spectral import LipSwish, SpectralConv2d, SpectralLayer, SpectralLinear
 
 __all__ = ["LipSwish", "ResidualBlock", "ResidualFlow", "ResidualImage", "ResidualVector",
            "SpectralConv2d", "SpectralLinear"]

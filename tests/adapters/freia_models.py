@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FEATURES, blow_up  # noqa: E402
-
-import FrEIA.framework as Ff  # noqa: E402
-import FrEIA.modules as Fm  # noqa: E402
+import FrEIA.framework as Ff
+import FrEIA.modules as Fm
+from _common import FEATURES, blow_up
 
 
 def _subnet(c_in: int, c_out: int) -> nn.Module:

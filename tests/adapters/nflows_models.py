@@ -9,14 +9,13 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FEATURES, blow_up  # noqa: E402
-
-from nflows.distributions.normal import StandardNormal  # noqa: E402
-from nflows.flows.base import Flow  # noqa: E402
-from nflows.nn.nets import ResidualNet  # noqa: E402
-from nflows.transforms.base import CompositeTransform  # noqa: E402
-from nflows.transforms.coupling import AffineCouplingTransform  # noqa: E402
-from nflows.transforms.permutations import ReversePermutation  # noqa: E402
+from _common import FEATURES, blow_up
+from nflows.distributions.normal import StandardNormal
+from nflows.flows.base import Flow
+from nflows.nn.nets import ResidualNet
+from nflows.transforms.base import CompositeTransform
+from nflows.transforms.coupling import AffineCouplingTransform
+from nflows.transforms.permutations import ReversePermutation
 
 
 def _net(c_in: int, c_out: int) -> nn.Module:

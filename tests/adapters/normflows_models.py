@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FEATURES, blow_up  # noqa: E402
-
-import normflows as nf  # noqa: E402
+import normflows as nf
+from _common import FEATURES, blow_up
 
 
 def build() -> nn.Module:

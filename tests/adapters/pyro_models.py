@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import FEATURES, blow_up  # noqa: E402
-
-import pyro.distributions.transforms as T  # noqa: E402
+import pyro.distributions.transforms as T
+from _common import FEATURES, blow_up
 
 
 def build() -> nn.Module:

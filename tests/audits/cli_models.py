@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+
 class UnderflowCoupling(nn.Module):
     r"""2D affine coupling ``y = (x1, x2 * sigmoid(-k x1))``, inverse ``x2 = y2 / sigmoid(-k y1)``.
 

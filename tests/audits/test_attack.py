@@ -10,9 +10,9 @@ import torch
 
 from innaudit.api import audit
 from innaudit.attack_search import attack_ball, dequantize
+from innaudit.audits import specs
 from innaudit.audits.attack import Attack
 from innaudit.config import parse_config
-from innaudit.audits import specs
 from innaudit.errors import ConfigError
 from innaudit.results import ExitCode, Status
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
 import innaudit
 from innaudit.results import Status
 from tests.audits.known_models import scaling_model, underflow_model

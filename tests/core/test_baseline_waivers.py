@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from innaudit import waivers
-from innaudit.audits import specs
+from innaudit.audits import metric_table, specs
 from innaudit.baseline import Change, classify, compare
 from innaudit.config import parse_config
 from innaudit.errors import ConfigError
@@ -44,7 +44,7 @@ def _report(sets: dict[str, float], status: Status = Status.PASS) -> Report:
 def test_compare_buckets_and_gate() -> None:
     base = _report({"a": 0.0, "b": 0.5, "gone": 0.1})
     new = _report({"a": 0.3, "b": 0.5, "fresh": 0.2})
-    comparison = compare(base, new, gate=True)
+    comparison = compare(base, new, metric_table(), gate=True)
     by_key = {(d.dataset, d.metric): d.change for d in comparison.deltas}
     assert by_key[("a", "nonfinite_fraction")] is Change.REGRESSED
     assert by_key[("b", "error_l2.max")] is Change.UNCHANGED
@@ -54,7 +54,7 @@ def test_compare_buckets_and_gate() -> None:
     assert comparison.deltas[0].change is Change.REGRESSED  # worst first
     gated = replace(new, comparison=comparison)
     assert gated.status is Status.FAIL and gated.exit_code is ExitCode.GATE_FAILED
-    shown = replace(new, comparison=compare(base, new, gate=False))
+    shown = replace(new, comparison=compare(base, new, metric_table(), gate=False))
     assert shown.exit_code is ExitCode.OK
 
 
@@ -62,7 +62,7 @@ def test_compare_refuses_another_schema_version() -> None:
     from innaudit.errors import UsageError
 
     with pytest.raises(UsageError, match="schema_version"):
-        compare(replace(_report({}), schema_version=0), _report({}))
+        compare(replace(_report({}), schema_version=0), _report({}), metric_table())
 
 
 # -- waivers ----------------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def test_the_environment_cannot_turn_the_safe_loader_off(tmp_path: Path, value: 
     marker = tmp_path / "MARKER"
 
     class Payload:
-        def __reduce__(self):  # noqa: ANN204
+        def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
     path = tmp_path / "evil.pt"

@@ -15,8 +15,17 @@ from typing import Any
 import pytest
 import torch
 
-from tests.adapters.helpers import (CASES, LibraryCase, assert_matches, audit, factory, factory_module,
-                                    roundtrip_metrics, save_weights, write_inputs)
+from tests.adapters.helpers import (
+    CASES,
+    LibraryCase,
+    assert_matches,
+    audit,
+    factory,
+    factory_module,
+    roundtrip_metrics,
+    save_weights,
+    write_inputs,
+)
 
 
 @pytest.fixture(params=list(CASES))

@@ -39,7 +39,7 @@ def _script(tmp_path: Path, scales: list[float]) -> Path:
     return path
 
 
-def test_torchscript_needs_trust_then_audits(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_torchscript_needs_trust_then_audits(tmp_path: Path, run_cli) -> None:
     data, x = write_inputs(tmp_path)
     archive = _script(tmp_path, [1.0, 2.0, 0.5, 3.0])
     refused = run_cli("run", archive, "--data", data, "--audit", "roundtrip")
@@ -52,7 +52,7 @@ def test_torchscript_needs_trust_then_audits(tmp_path: Path, run_cli) -> None:  
     assert abs(roundtrip_metrics(report)["error_l2"]["max"] - float(expected.max())) < 1e-12
 
 
-def test_torchscript_without_inverse_is_refused(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_torchscript_without_inverse_is_refused(tmp_path: Path, run_cli) -> None:
     data, _ = write_inputs(tmp_path)
     path = tmp_path / "fwd.ts"
     torch.jit.script(nn.Linear(DIM, DIM)).save(str(path))
@@ -60,7 +60,7 @@ def test_torchscript_without_inverse_is_refused(tmp_path: Path, run_cli) -> None
     assert result.code == 2 and "inverse" in result.stderr_lines[-1]
 
 
-def test_pt2_is_refused_with_and_without_trust(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+def test_pt2_is_refused_with_and_without_trust(tmp_path: Path, run_cli) -> None:
     data, _ = write_inputs(tmp_path)
     path = tmp_path / "m.pt2"
     torch.export.save(torch.export.export(nn.Linear(DIM, DIM), (torch.randn(1, DIM),)), str(path))

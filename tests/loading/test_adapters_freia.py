@@ -15,9 +15,18 @@ from tests.adapters.helpers import CASES
 CASES["freia"].require()
 
 from innaudit.model import InverseKind, LogDetKind  # noqa: E402
-from tests.adapters.helpers import (assert_blocks_compose, assert_condition_required,  # noqa: E402
-                                    assert_matches, audit, factory, factory_module, hand_freia, load,
-                                    roundtrip_metrics, write_inputs)
+from tests.adapters.helpers import (  # noqa: E402
+    assert_blocks_compose,
+    assert_condition_required,
+    assert_matches,
+    audit,
+    factory,
+    factory_module,
+    hand_freia,
+    load,
+    roundtrip_metrics,
+    write_inputs,
+)
 
 LIB = "freia"
 

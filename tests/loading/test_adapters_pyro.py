@@ -18,8 +18,17 @@ import pyro.distributions.transforms as T  # noqa: E402
 
 from innaudit.errors import LoadError  # noqa: E402
 from innaudit.loading.adapters import adapt_object  # noqa: E402
-from tests.adapters.helpers import (DOMAIN, assert_blocks_compose, assert_matches, audit,  # noqa: E402
-                                    factory, factory_module, hand_pyro, roundtrip_metrics, write_inputs)
+from tests.adapters.helpers import (  # noqa: E402
+    DOMAIN,
+    assert_blocks_compose,
+    assert_matches,
+    audit,
+    factory,
+    factory_module,
+    hand_pyro,
+    roundtrip_metrics,
+    write_inputs,
+)
 
 LIB = "pyro"
 

@@ -17,9 +17,19 @@ CASES["zuko"].require()
 
 from innaudit.loading import load_model  # noqa: E402
 from innaudit.model import InverseKind  # noqa: E402
-from tests.adapters.helpers import (DOMAIN, assert_blocks_compose, assert_condition_required,  # noqa: E402
-                                    assert_matches, audit, factory, factory_module, hand_zuko, load,
-                                    roundtrip_metrics, write_inputs)
+from tests.adapters.helpers import (  # noqa: E402
+    DOMAIN,
+    assert_blocks_compose,
+    assert_condition_required,
+    assert_matches,
+    audit,
+    factory,
+    factory_module,
+    hand_zuko,
+    load,
+    roundtrip_metrics,
+    write_inputs,
+)
 
 LIB = "zuko"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from innaudit.audits import metric_table
 from innaudit.baseline import compare
 from innaudit.results import AuditResult, Check, Report, SetResult, Status
 
@@ -71,4 +72,4 @@ def with_baseline(report: Report, gate: bool = True) -> Report:
         results = tuple(replace(r, metrics={**r.metrics, "nonfinite_fraction": 0.0}) for r in a.results)
         better.append(replace(a, results=results))
     base = replace(report, audits=tuple(better))
-    return replace(report, comparison=compare(base, report, gate=gate, base_name="base.json"))
+    return replace(report, comparison=compare(base, report, metric_table(), gate=gate, base_name="base.json"))

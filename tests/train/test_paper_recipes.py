@@ -7,10 +7,10 @@ import math
 import torch
 
 import innaudit
+from innaudit import zoo
 from innaudit.domain import DataDomain
 from innaudit.loading.adapt import adapt_module
 from innaudit.loading.native import checkpoint_bytes
-from innaudit import zoo
 from innaudit.train import RECIPES, run_recipe
 
 NEW = ("checkerboard-affine", "checkerboard-additive", "checkerboard-residual", "digits-affine-fd",
@@ -60,7 +60,7 @@ def test_roundtrip_reports_the_capped_fixed_point_solves() -> None:
     assert hits["checkerboard"] > 0 and hits["grid:-8,8,10"] > 0
 
 
-def test_cli_regularizer_flag_names_the_regularized_recipe(run_cli) -> None:  # noqa: ANN001
+def test_cli_regularizer_flag_names_the_regularized_recipe(run_cli) -> None:
     result = run_cli("train", "digits-affine", "--regularizer", "nf", "-o", "/tmp/never.pt")
     assert result.code == 2
     assert "digits-affine-nf" in result.stderr and len(result.stderr_lines) == 1

@@ -8,8 +8,7 @@ import math
 import pytest
 import torch
 
-from innaudit.train.regularizers import (fd_directions, fd_forward, fd_inverse, fd_regularizer,
-                                         nf_regularizer)
+from innaudit.train.regularizers import fd_directions, fd_forward, fd_inverse, fd_regularizer, nf_regularizer
 from innaudit.zoo.layers import Coupling, MLPNet
 
 

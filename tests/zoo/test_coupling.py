@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from innaudit.errors import LoadError
 from innaudit import zoo
+from innaudit.errors import LoadError
 from innaudit.zoo.coupling import CouplingFlow
 from innaudit.zoo.layers import ConvNet, Coupling, MLPNet
 

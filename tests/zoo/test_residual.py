@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from innaudit import zoo
-from innaudit.loading.adapt import adapt_module
 from innaudit.domain import DataDomain
+from innaudit.loading.adapt import adapt_module
 from innaudit.model import InverseKind, LogDetKind
 from innaudit.zoo.residual import ResidualBlock, ResidualFlow, SpectralConv2d, SpectralLinear
 

@@ -80,7 +80,7 @@ def _transform(module: nn.Module, condition: Condition | None, x: Tensor) -> Tra
     return inner  # type: ignore[return-value]
 
 
-def _maps(condition: Condition | None):  # noqa: ANN202 - three closures
+def _maps(condition: Condition | None):
     def forward(module: nn.Module, x: Tensor) -> Tensor:
         return _transform(module, condition, x).inv(x)
 
@@ -136,7 +136,7 @@ def _check(obj: Any, condition: Condition | None) -> None:
                         "transform")
 
 
-def _blocks_fn(domain: DataDomain):  # noqa: ANN202
+def _blocks_fn(domain: DataDomain):
     def blocks(module: nn.Module) -> list[InvertibleModel]:
         inner = module.inner if isinstance(module, TransformHolder) else module
         parts = list(getattr(inner, "parts", []))

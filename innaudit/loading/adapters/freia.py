@@ -63,7 +63,7 @@ def _takes_condition(obj: nn.Module) -> bool:
     return bool(getattr(obj, "dims_c", None))
 
 
-def _maps(call: Call, condition: Condition | None, wants: bool):  # noqa: ANN202 - three closures
+def _maps(call: Call, condition: Condition | None, wants: bool):
     def conds(x: Tensor) -> list[Tensor]:
         return [condition.for_batch(x)] if (condition is not None and wants) else []
 
@@ -106,7 +106,7 @@ def _chain(obj: nn.Module) -> list[tuple[nn.Module, bool]] | None:
     return chain or None
 
 
-def _blocks_fn(domain: DataDomain, condition: Condition | None):  # noqa: ANN202
+def _blocks_fn(domain: DataDomain, condition: Condition | None):
     def blocks(module: nn.Module) -> list[InvertibleModel]:
         found = []
         for i, (block, wants) in enumerate(_chain(module) or []):

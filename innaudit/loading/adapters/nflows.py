@@ -35,7 +35,7 @@ def _parts(obj: nn.Module) -> tuple[nn.Module, nn.Module | None]:
     return obj, None
 
 
-def _maps(condition: Condition | None, embedding: bool):  # noqa: ANN202 - two closures
+def _maps(condition: Condition | None, embedding: bool):
     def context(module: nn.Module, x: Tensor) -> Tensor | None:
         if condition is None:
             return None
@@ -62,7 +62,7 @@ def _kinds(transform: nn.Module) -> dict[str, Any]:
     return {"inverse_kind": kind, "log_det_kind": LogDetKind.EXACT}
 
 
-def _blocks_fn(domain: DataDomain, condition: Condition | None):  # noqa: ANN202
+def _blocks_fn(domain: DataDomain, condition: Condition | None):
     def blocks(module: nn.Module) -> list[InvertibleModel]:
         transform, _ = _parts(module)
         inner = getattr(transform, "_transforms", None)
@@ -81,7 +81,7 @@ def _blocks_fn(domain: DataDomain, condition: Condition | None):  # noqa: ANN202
     return blocks
 
 
-def _embedded(block: nn.Module, embedding: nn.Module, condition: Condition):  # noqa: ANN202
+def _embedded(block: nn.Module, embedding: nn.Module, condition: Condition):
     """Maps of one block of a conditional Flow: the flow's embedding net applied to the context."""
     def forward(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         z, ld = module(x, context=embedding(condition.for_batch(x)))

@@ -37,7 +37,7 @@ def _layers(module: nn.Module) -> list[nn.Module]:
     return list(flows) if isinstance(flows, nn.ModuleList) else [module]
 
 
-def _maps(condition: Condition | None):  # noqa: ANN202 - two closures
+def _maps(condition: Condition | None):
     def kwargs(x: Tensor) -> dict[str, Tensor]:
         return {"context": condition.for_batch(x)} if condition is not None else {}
 
@@ -83,7 +83,7 @@ def _check(obj: nn.Module, condition: Condition | None) -> None:
         raise LoadError(f"--condition was given, but normflows {name} is not conditional")
 
 
-def _blocks_fn(domain: DataDomain, condition: Condition | None):  # noqa: ANN202
+def _blocks_fn(domain: DataDomain, condition: Condition | None):
     def blocks(module: nn.Module) -> list[InvertibleModel]:
         layers = list(reversed(_layers(module)))  # data -> latent order
         return block_models(layers, _maps(condition), domain, _kinds)

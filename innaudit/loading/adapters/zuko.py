@@ -37,7 +37,7 @@ def _lazy(module: nn.Module) -> nn.Module:
     return transform if isinstance(transform, nn.Module) else module
 
 
-def _maps(condition: Condition | None):  # noqa: ANN202 - two closures
+def _maps(condition: Condition | None):
     def build(module: nn.Module, x: Tensor) -> Any:
         return _lazy(module)(condition.for_batch(x) if condition is not None else None)
 
@@ -89,7 +89,7 @@ def _dtype(module: nn.Module) -> torch.dtype:
     return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
 
 
-def _blocks_fn(domain: DataDomain, condition: Condition | None):  # noqa: ANN202
+def _blocks_fn(domain: DataDomain, condition: Condition | None):
     def blocks(module: nn.Module) -> list[InvertibleModel]:
         inner = getattr(_lazy(module), "transforms", None)
         if not isinstance(inner, nn.ModuleList):

@@ -1,0 +1,93 @@
+"""Metric declarations: what each number an audit produces means, and which way is worse.
+
+Every audit declares, next to its definition, every metric it produces (``Audit.metrics``): its
+dotted path in the set's metrics (``rel_error_l2.max``), its :class:`Direction`, its unit, and
+whether it is a rate (a share of samples, which carries a confidence interval). The gate, the
+baseline comparison, the renderers and the registry test all read this one table, so "is a
+smaller ``sv_min`` worse?" is answered in one place.
+
+A declared path also covers its summary statistics: ``forward.sv_min`` declares
+``forward.sv_min.min``, ``.median``, ``.p99``, ``.max`` and ``.mean`` (:data:`STATS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = ["STATS", "Direction", "Metric", "MetricTable", "better", "covers", "declared", "neither", "rate",
+           "worse"]
+
+STATS = ("min", "median", "p99", "max", "mean")
+"""The per-set summaries of a per-sample quantity; a declared path covers ``path.<stat>``."""
+
+
+class Direction(str, Enum):
+    """Which way a metric moves when the model gets less invertible."""
+
+    HIGHER_WORSE = "higher_worse"
+    """Errors, non-finite shares, condition numbers."""
+    HIGHER_BETTER = "higher_better"
+    """Smallest singular values, smallest scales, converged shares."""
+    NEITHER = "neither"
+    """Settings and descriptions echoed into the report (sample counts, epsilon, indices)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric an audit produces.
+
+    Attributes:
+        path: the dotted path in a set's metrics (``error_l2.max``).
+        direction: which way is worse.
+        unit: ``""`` (a plain number), ``"fraction"`` (a share in [0, 1]), ``"rad"``, ``"nats"``...
+        rate: a share of ``n`` samples (``n`` in the same set's metrics) that deserves a
+            confidence interval; implies ``unit == "fraction"``.
+        doc: a few words for renderers ("non-finite round trips").
+    """
+
+    path: str
+    direction: Direction = Direction.HIGHER_WORSE
+    unit: str = ""
+    rate: bool = False
+    doc: str = ""
+
+
+MetricTable = Mapping[str, Mapping[str, Metric]]
+"""``{audit id: {metric path: Metric}}``, as :func:`innaudit.audits.metric_table` builds it."""
+
+
+def worse(path: str, unit: str = "", doc: str = "") -> Metric:
+    """A metric where higher is worse (errors, condition numbers)."""
+    return Metric(path, Direction.HIGHER_WORSE, unit, False, doc)
+
+
+def better(path: str, unit: str = "", doc: str = "") -> Metric:
+    """A metric where higher is better (smallest singular values)."""
+    return Metric(path, Direction.HIGHER_BETTER, unit, False, doc)
+
+
+def neither(path: str, unit: str = "", doc: str = "") -> Metric:
+    """A descriptive number with no better direction (sample counts, settings, indices)."""
+    return Metric(path, Direction.NEITHER, unit, False, doc)
+
+
+def rate(path: str, doc: str = "", direction: Direction = Direction.HIGHER_WORSE) -> Metric:
+    """A share of the set's ``n`` samples (non-finite share, attack success): gets an interval."""
+    return Metric(path, direction, "fraction", True, doc)
+
+
+def covers(declared_path: str, path: str) -> bool:
+    """Whether a declaration at ``declared_path`` names ``path`` (itself or one of its STATS)."""
+    head, _, stat = path.rpartition(".")
+    return path == declared_path or (head == declared_path and stat in STATS)
+
+
+def declared(table: MetricTable, audit: str, path: str) -> Metric | None:
+    """The declaration of ``path`` of ``audit`` (exact, or the quantity of a summary statistic)."""
+    metrics = table.get(audit, {})
+    if path in metrics:
+        return metrics[path]
+    head, _, stat = path.rpartition(".")
+    return metrics.get(head) if stat in STATS else None
