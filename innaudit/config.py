@@ -39,15 +39,20 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .metrics import STATS, Metric, covers
+from .metrics import STATS, Direction, Metric, covers, direction_of
 from .waivers import Waiver, parse_waivers
+import contextlib
 
 __all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "load_config", "parse_config"]
 
 
 @dataclass(frozen=True)
 class Threshold:
-    """Two-level gate on one metric (higher is worse): above ``warn`` warns, above ``fail`` fails."""
+    """Two-level gate on one metric: beyond ``warn`` warns, beyond ``fail`` fails.
+
+    "Beyond" follows the metric's declared direction (:mod:`innaudit.metrics`): above the limit
+    for an error, below it for a smallest singular value.
+    """
 
     warn: float | None = None
     fail: float | None = None
@@ -128,10 +133,8 @@ def _typed(where: str, value: Any, kind: type) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if (kind is bool and not isinstance(value, bool)) or (kind is not bool and isinstance(value, bool)) \
             or not isinstance(value, kind):
         raise ConfigError(f"{where} is {value!r} ({type(value).__name__}); expected {kind.__name__}")
@@ -140,7 +143,7 @@ def _typed(where: str, value: Any, kind: type) -> Any:
     return value
 
 
-def _threshold(where: str, raw: Any, base: Threshold | None) -> Threshold:
+def _threshold(where: str, raw: Any, base: Threshold | None, direction: Direction) -> Threshold:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} is {raw!r}; expected a mapping like {{warn: 1e-4, fail: 1e-2}}")
     for key in raw:
@@ -148,8 +151,12 @@ def _threshold(where: str, raw: Any, base: Threshold | None) -> Threshold:
             raise ConfigError(f"{where}.{key} is not a threshold level{_hint(str(key), ['warn', 'fail'])}")
     values = {k: None if raw[k] is None else _typed(f"{where}.{k}", raw[k], float) for k in raw}
     merged = replace(base or Threshold(), **values)
-    if merged.warn is not None and merged.fail is not None and merged.warn > merged.fail:
-        raise ConfigError(f"{where}: warn {merged.warn} is above fail {merged.fail}; expected warn <= fail")
+    if merged.warn is not None and merged.fail is not None:
+        if direction is Direction.HIGHER_BETTER and merged.warn < merged.fail:
+            raise ConfigError(f"{where}: warn {merged.warn} is below fail {merged.fail}; this metric is "
+                              "better when higher, so expected warn >= fail")
+        if direction is not Direction.HIGHER_BETTER and merged.warn > merged.fail:
+            raise ConfigError(f"{where}: warn {merged.warn} is above fail {merged.fail}; expected warn <= fail")
     return merged
 
 
@@ -161,7 +168,8 @@ def _thresholds(where: str, raw: Any, spec: AuditSpec, base: Mapping[str, Thresh
         if not any(covers(m.path, str(metric)) for m in spec.metrics):
             known = [p for m in spec.metrics for p in (m.path, *(f"{m.path}.{s}" for s in STATS))]
             raise ConfigError(f"{where}.{metric} is not a metric of {spec.id}{_hint(str(metric), known)}")
-        merged[metric] = _threshold(f"{where}.{metric}", value, base.get(metric))
+        direction = direction_of({m.path: m for m in spec.metrics}, str(metric))
+        merged[metric] = _threshold(f"{where}.{metric}", value, base.get(metric), direction)
     return merged
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .metrics import Direction
 from .results import SCHEMA_VERSION, AuditResult, Check, Report, SetResult, Status
 
 __all__ = ["canonical", "load_report", "report_from_dict"]
@@ -39,7 +40,7 @@ def _number(value: Any) -> Any:
 
 def _check(data: Mapping[str, Any]) -> Check:
     return Check(data["metric"], _number(data["value"]), _number(data.get("warn")), _number(data.get("fail")),
-                 Status(data["status"]))
+                 Status(data["status"]), Direction(data.get("direction", Direction.HIGHER_WORSE.value)))
 
 
 def _set(data: Mapping[str, Any]) -> SetResult:

@@ -25,7 +25,7 @@ from .native import is_native, parse_native
 from .preflight import Limits
 from .safe import load_trusted, load_weights_only
 
-__all__ = ["LoadedModel", "file_sha256", "load_model"]
+__all__ = ["LoadedModel", "file_sha256", "load_model", "load_object"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,24 @@ def load_model(
         raise LoadError("--weights goes with a factory MODEL (file.py:callable); a checkpoint "
                         "file already holds its weights")
     return _from_file(Path(spec), trust, fallback_domain, limits, cond)
+
+
+def load_object(obj: Any, *, fallback_domain: Callable[[], DataDomain] | None = None,
+                condition: str | None = None) -> LoadedModel:
+    """Wrap a model object already in memory: an InvertibleModel, an ``nn.Module`` with
+    ``forward``/``inverse``, or any object an adapter recognises (FrEIA, nflows, normflows, zuko,
+    pyro, torch.distributions)."""
+    name = f"<python {type(obj).__module__}.{type(obj).__qualname__}>"
+    if isinstance(obj, InvertibleModel):
+        return LoadedModel(obj, {"model": obj.info.architecture or name, "loader": "python"})
+    if not isinstance(obj, nn.Module) and find_adapter(obj) is None:
+        raise LoadError(f"the model is a {type(obj).__name__}; expected a torch.nn.Module with forward "
+                        "and inverse, a flow from FrEIA, nflows, normflows, zuko or pyro, a checkpoint "
+                        "path, or a factory string (file.py:callable)")
+    cond = resolve_condition(condition) if condition else None
+    adapted = adapt_object(obj, _domain(obj, fallback_domain, name), {"object": name}, cond)
+    return LoadedModel(adapted.model, _described({"model": name, "loader": "python"}, adapted, cond),
+                       adapted.warnings)
 
 
 def _domain(module: Any, fallback: Callable[[], DataDomain] | None, what: str) -> DataDomain:

@@ -28,8 +28,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def note(result: SetResult) -> str:
     """What failed or warned (``metric=value > bound``), the message, and any waiver."""
-    parts = [f"{c.metric}={fmt(c.value)} > {fmt(c.fail if c.status is Status.FAIL else c.warn)}"
-             for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
+    parts = [c.text() for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
     if result.message:
         parts.append(result.message)
     if result.waiver:

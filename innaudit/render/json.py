@@ -37,7 +37,8 @@ def to_plain(value: Any) -> Any:
 
 
 def _check(c: Check) -> dict[str, Any]:
-    return {"metric": c.metric, "value": c.value, "warn": c.warn, "fail": c.fail, "status": c.status}
+    return {"metric": c.metric, "value": c.value, "warn": c.warn, "fail": c.fail, "status": c.status,
+            "direction": c.direction}
 
 
 def _set(r: SetResult) -> dict[str, Any]:
