@@ -62,7 +62,8 @@ def audit(
         data: the in-distribution set: a tensor or array (batch first), a SPEC (``digits:test``,
             ``x.npy``), or ``{name: tensor}``. Default: the model's own test set, if it names one.
         ood: held-out sets: a tensor, a SPEC, a list of those, or ``{name: tensor or SPEC}``.
-            Default: the paper's noise battery (uniform, gaussian, rademacher).
+            Default (None): the paper's noise battery (uniform, gaussian, rademacher); an
+            empty list or mapping: no held-out sets.
         audits: run only these audit ids (``innaudit list``); default all.
         skip: leave these audit ids out.
         samples: at most this many samples per set (default 10000).
@@ -88,7 +89,8 @@ def audit(
     overrides = {"data": data_specs[0] if data_specs else None, "ood": ood_specs or None,
                  "audits": list(audits) if audits else None, "skip": list(skip) if skip else None,
                  "samples": samples, "batch_size": batch_size, "device": device, "seed": seed,
-                 "float64_check": float64_check, "fail_on": fail_on}
+                 "float64_check": float64_check, "fail_on": fail_on,
+                 "default_ood": False if ood is not None and not ood_specs else None}
     cfg = _config(config, overrides)
     if isinstance(config, Config):
         cfg = replace(cfg, ood=tuple(cfg.ood), audits=tuple(cfg.audits), skip=tuple(cfg.skip))

@@ -11,6 +11,7 @@ YAML layout (``innaudit init`` writes a commented copy)::
     batch_size: 500
     device: cpu
     float64_check: false    # re-run round trips in float64
+    default_ood: true       # with no ood sets given, run the noise battery
     fail_on: fail           # or warn
     data: null              # in-distribution SPEC (default: the model's own test set)
     ood: []                 # [NAME=]SPEC list (default: uniform, gaussian, rademacher)
@@ -31,6 +32,7 @@ YAML layout (``innaudit init`` writes a commented copy)::
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 from collections.abc import Mapping
@@ -41,7 +43,6 @@ from typing import Any
 from .errors import ConfigError
 from .metrics import STATS, Direction, Metric, covers, direction_of
 from .waivers import Waiver, parse_waivers
-import contextlib
 
 __all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "load_config", "parse_config"]
 
@@ -96,6 +97,8 @@ class Config:
     batch_size: int = 500
     device: str = "cpu"
     float64_check: bool = False
+    default_ood: bool = True
+    """Run the paper's noise battery when no ``ood`` set is given (false: no OOD sets)."""
     fail_on: str = "fail"
     data: str | None = None
     ood: tuple[str, ...] = ()
@@ -120,6 +123,7 @@ class Config:
 
 
 _SCALARS: dict[str, type] = {"seed": int, "samples": int, "batch_size": int, "device": str,
+                             "default_ood": bool,
                              "float64_check": bool, "fail_on": str}
 _LISTS = ("ood", "audits", "skip")
 

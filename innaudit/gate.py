@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from .config import Threshold
 from .metrics import Direction, Metric, direction_of
-from .results import Check, Status, worst
+from .results import Check, Status, lookup, worst
 
-__all__ = ["judge", "leaves", "lookup"]
-
-
-def lookup(metrics: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted path (``"error_l2.max"``) of nested metrics, or None if absent."""
-    node: Any = metrics
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def leaves(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Dotted paths and values of the scalar leaves of nested metrics (lists left out)."""
-    for key, value in metrics.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from leaves(value, path + ".")
-        elif not isinstance(value, (list, tuple)):
-            yield path, value
+__all__ = ["judge"]
 
 
 def _check(metric: str, value: float, threshold: Threshold, direction: Direction) -> Check:

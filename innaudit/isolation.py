@@ -18,6 +18,7 @@ and builds the report from the audits finished so far, with the audit that was r
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -28,7 +29,6 @@ from .errors import InnauditError, LoadError, clean_text
 from .orchestration import Job, execute
 from .results import AuditResult, Report, Status
 from .runner import RunHeader
-import contextlib
 
 __all__ = ["run_isolated"]
 

@@ -30,10 +30,10 @@ from .data import (
 from .domain import DataDomain
 from .errors import LoadError, UsageError, clean_text
 from .loading import LoadedModel, load_model, load_object
-from .loading.preflight import Limits
 from .model import InvertibleModel
 from .results import Report
 from .runner import Observer, run_audits, run_header
+from .safeio.preflight import Limits
 
 __all__ = ["Job", "Prepared", "execute", "prepare"]
 
@@ -97,7 +97,8 @@ def _datasets(model: InvertibleModel, job: Job) -> tuple[Dataset, ...]:
     sets = [_resolve(data, Role.IN_DISTRIBUTION, job, domain)] if data else []
     taken = {d.name for d in sets}
     # the default battery leaves out a noise set already given as the in-distribution set
-    for spec in config.ood or [s for s in DEFAULT_OOD if s not in taken]:
+    battery = [s for s in DEFAULT_OOD if s not in taken] if config.default_ood else []
+    for spec in config.ood or battery:
         sets.append(_resolve(spec, Role.OOD, job, domain))
     names = [d.name for d in sets]
     duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -7,25 +7,27 @@ Everything here is frozen plain data. The verdict (``Report.status``) and the ex
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .metrics import Direction
-
-if TYPE_CHECKING:
-    from .baseline import Comparison
 
 __all__ = [
     "SCHEMA_VERSION",
     "AuditResult",
+    "Change",
     "Check",
+    "Comparison",
+    "Delta",
     "ExitCode",
     "Report",
     "SetResult",
     "Status",
+    "leaves",
+    "lookup",
     "worst",
 ]
 
@@ -53,6 +55,26 @@ class ExitCode(IntEnum):
     OK = 0
     GATE_FAILED = 1
     NO_VERDICT = 2
+
+
+def lookup(metrics: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path (``"error_l2.max"``) of nested metrics, or None if absent."""
+    node: Any = metrics
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def leaves(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Dotted paths and values of the scalar leaves of nested metrics (lists left out)."""
+    for key, value in metrics.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from leaves(value, path + ".")
+        elif not isinstance(value, (list, tuple)):
+            yield path, value
 
 
 def _short(value: float) -> str:
@@ -142,6 +164,75 @@ class AuditResult:
     error: str | None = None
 
 
+class Change(str, Enum):
+    """How one metric moved against the baseline."""
+
+    REGRESSED = "regressed"
+    IMPROVED = "improved"
+    UNCHANGED = "unchanged"
+    NEW = "new"
+    MISSING = "missing"
+
+    @property
+    def rank(self) -> int:
+        """Display order, most important first."""
+        return list(Change).index(self)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One metric in both reports (``base`` or ``new`` is None when it is absent there)."""
+
+    audit: str
+    dataset: str
+    metric: str
+    base: float | None
+    new: float | None
+    change: Change
+    higher_is_better: bool = False
+
+    @property
+    def key(self) -> str:
+        """``audit/set/metric``."""
+        return f"{self.audit}/{self.dataset}/{self.metric}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A report's metrics against a baseline report.
+
+    Attributes:
+        base: what the baseline was (its path, or its model).
+        rel_tol: relative tolerance; ``abs_tol``: absolute tolerance.
+        gate: whether a regression fails the gate (``--fail-on-regression``).
+        deltas: every compared metric, worst first.
+    """
+
+    base: str
+    rel_tol: float
+    abs_tol: float
+    gate: bool
+    deltas: tuple[Delta, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of metrics per change, every change present."""
+        counts = {c.value: 0 for c in Change}
+        for d in self.deltas:
+            counts[d.change.value] += 1
+        return counts
+
+    @property
+    def regressions(self) -> tuple[Delta, ...]:
+        """The regressed metrics."""
+        return tuple(d for d in self.deltas if d.change is Change.REGRESSED)
+
+    @property
+    def gate_failed(self) -> bool:
+        """True when the regression gate is on and something regressed."""
+        return self.gate and bool(self.regressions)
+
+
 @dataclass(frozen=True)
 class Report:
     """Everything one run found, and the verdict.
@@ -165,7 +256,7 @@ class Report:
     warnings: tuple[str, ...] = field(default=())
     schema_version: int = SCHEMA_VERSION
     comparison: Comparison | None = None
-    """Metrics against a baseline report (``--baseline``; ``innaudit.baseline``)."""
+    """Metrics against a baseline report (``--baseline``; computed by ``innaudit.baseline``)."""
 
     @property
     def status(self) -> Status:

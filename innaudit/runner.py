@@ -12,9 +12,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 from .audits import REGISTRY, Audit, AuditContext
-from .config import Config
+from .config import AuditSettings, Config
 from .data import Dataset
 from .data.builtin import stable_seed
 from .errors import clean_text
@@ -106,6 +106,12 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
                        ctx.seed, tuple(results))
 
 
+def _settings(config: Config, audit: Audit) -> AuditSettings:
+    """The audit's settings in ``config``; its defaults when the config was built by hand."""
+    found = config.settings.get(audit.id)
+    return found if found is not None else AuditSettings(dict(audit.thresholds), dict(audit.options))
+
+
 def _summary(results: Sequence[SetResult]) -> str:
     bad = [r for r in results if r.status in (Status.FAIL, Status.WARN)]
     if not bad:
@@ -174,7 +180,7 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
             results.append(AuditResult(aid, audit.title, Status.SKIP, "left out by --skip", 0.0, 0))
             continue
         ctx = AuditContext(
-            model=model, datasets=datasets, settings=config.settings[aid],
+            model=model, datasets=datasets, settings=_settings(config, audit),
             seed=stable_seed(config.seed, aid), samples=config.samples,
             batch_size=config.batch_size, device=device, float64_check=config.float64_check,
             latent_shape=latent_shape,

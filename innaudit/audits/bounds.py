@@ -79,7 +79,7 @@ class Bounds(Audit):
         worse(f"{d}.bound", doc=f"certified Lipschitz bound of the {d} map"),
         worse(f"{d}.measured", doc=f"largest measured local Lipschitz constant of the {d} map"),
         neither(f"{d}.tightness", doc="measured / bound"))) + (
-        neither("n", doc="samples"),
+        neither("n", doc="samples"), neither("blocks", doc="blocks bounded"),
         rate("violation_fraction", "samples whose measured constant exceeds the bound"),
     )
 

@@ -97,7 +97,8 @@ class SpectrumAudit(Audit):
         neither("n", doc="samples"), rate("nonfinite_fraction", "samples with a non-finite Jacobian"),
         worse("cross_check.max_log10_gap", doc="forward vs inverse spectrum disagreement"),
         rate("cross_check.mismatch_fraction", "samples whose spectra disagree"),
-        neither("cross_check.tolerance"),
+        neither("cross_check.tolerance"), neither("tolerance", doc="Lanczos tolerance"),
+        neither("iterations.forward", doc="Lanczos iterations"), neither("iterations.inverse"),
         rate("converged_fraction", "Lanczos runs that converged", Direction.HIGHER_BETTER),
     )
 

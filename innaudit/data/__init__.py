@@ -17,9 +17,9 @@ import torch
 
 from ..domain import DataDomain
 from ..errors import DataError
+from ..safeio.arrays import read_array, split_file_spec
 from .builtin import BUILTINS, DEFAULT_OOD, stable_seed
 from .dataset import Dataset, Role
-from .files import read_array, split_file_spec
 
 __all__ = ["BUILTINS", "DEFAULT_OOD", "Dataset", "Role", "array_dataset", "default_data",
            "domain_from_array", "domain_from_file", "resolve_dataset", "split_name"]

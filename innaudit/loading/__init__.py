@@ -2,7 +2,7 @@
 
 MODEL is a native checkpoint (``innaudit.save_checkpoint``), a ``module:callable`` /
 ``file.py:callable`` factory (with optional ``--weights``), or, only with ``trust=True``, a whole
-pickled module. Every file read goes through :mod:`innaudit.loading.safe`.
+pickled module. Every file read goes through :mod:`innaudit.safeio.checkpoint`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from torch import nn
 from ..domain import DataDomain
 from ..errors import LoadError, UnsafeCheckpointError
 from ..model import InvertibleModel
+from ..safeio.checkpoint import load_trusted, load_weights_only
+from ..safeio.preflight import Limits
 from .adapt import adapt_module, declared_domain
 from .adapters import Adapted, Condition, adapt_object, find_adapter, resolve_condition
 from .factory import is_factory_spec, load_state_dict_into, resolve_factory
 from .native import is_native, parse_native
-from .preflight import Limits
-from .safe import load_trusted, load_weights_only
 
 __all__ = ["LoadedModel", "file_sha256", "load_model", "load_object"]
 
@@ -63,7 +63,7 @@ def load_model(
         weights: a state-dict file to load into a factory's model.
         weights_key: the entry of a training dict that holds the state dict.
         trust: allow whole pickled modules (code) to load; recorded in the report.
-        limits: what a checkpoint file may claim (:class:`~innaudit.loading.preflight.Limits`).
+        limits: what a checkpoint file may claim (:class:`~innaudit.safeio.preflight.Limits`).
         fallback_domain: called when the model declares no data domain (e.g. derived from the
             ``--data`` file); without it such a model is an error.
         condition: ``--condition SPEC`` of a conditional library model (a data file of

@@ -9,8 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..gate import lookup
-from ..results import Report, Status
+from ..results import Report, Status, lookup
 from .common import fmt, note
 
 __all__ = ["render", "verdict_line"]

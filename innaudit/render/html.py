@@ -9,7 +9,7 @@ embedded in ``<script type="application/json" id="innaudit-report">`` (``<`` wri
     data = json.loads(re.search(r'id="innaudit-report">(.*?)</script>', page, re.S)[1])
 
 Everything on the page is drawn from the Report as it reads back from its JSON
-(``report_io.canonical``), nothing from the clock, so ``innaudit render report.json -o html=PATH``
+(``report_json.canonical``), nothing from the clock, so ``innaudit render report.json -o html=PATH``
 writes the same bytes as the run did.
 """
 
@@ -19,8 +19,8 @@ import html
 from collections.abc import Iterable
 from typing import Any
 
-from ..gate import leaves, lookup
-from ..results import AuditResult, Report, SetResult, Status
+from ..report_json import canonical
+from ..results import AuditResult, Report, SetResult, Status, leaves, lookup
 from . import plots
 from .common import fmt, note, rows, verdict_reason
 
@@ -174,7 +174,6 @@ def _embedded(report: Report) -> str:
 
 def render(report: Report) -> str:
     """The report as one self-contained HTML page."""
-    from ..report_io import canonical
 
     report = canonical(report)
     title = f"innaudit {report.status.value.upper()}: {report.target.get('model', '?')}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from ..report_json import canonical
 from ..results import Report, Status
 from .common import fmt, rows, verdict_reason
 
@@ -62,7 +63,6 @@ def _baseline(report: Report) -> list[str]:
 
 def render(report: Report) -> str:
     """The report as GitHub-flavoured Markdown."""
-    from ..report_io import canonical
 
     report = canonical(report)
     status = report.status
