@@ -33,14 +33,13 @@ YAML layout (``innaudit init`` writes a commented copy)::
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .metrics import STATS, Direction, Metric, covers, direction_of
 from .waivers import Waiver, parse_waivers
 
@@ -128,11 +127,6 @@ _SCALARS: dict[str, type] = {"seed": int, "samples": int, "batch_size": int, "de
 _LISTS = ("ood", "audits", "skip")
 
 
-def _hint(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(sorted(known))}"
-
-
 def _typed(where: str, value: Any, kind: type) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -152,7 +146,7 @@ def _threshold(where: str, raw: Any, base: Threshold | None, direction: Directio
         raise ConfigError(f"{where} is {raw!r}; expected a mapping like {{warn: 1e-4, fail: 1e-2}}")
     for key in raw:
         if key not in ("warn", "fail"):
-            raise ConfigError(f"{where}.{key} is not a threshold level{_hint(str(key), ['warn', 'fail'])}")
+            raise ConfigError(f"{where}.{key} is not a threshold level{did_you_mean(str(key), ['warn', 'fail'])}")
     values = {k: None if raw[k] is None else _typed(f"{where}.{k}", raw[k], float) for k in raw}
     merged = replace(base or Threshold(), **values)
     if merged.warn is not None and merged.fail is not None:
@@ -171,7 +165,7 @@ def _thresholds(where: str, raw: Any, spec: AuditSpec, base: Mapping[str, Thresh
     for metric, value in raw.items():
         if not any(covers(m.path, str(metric)) for m in spec.metrics):
             known = [p for m in spec.metrics for p in (m.path, *(f"{m.path}.{s}" for s in STATS))]
-            raise ConfigError(f"{where}.{metric} is not a metric of {spec.id}{_hint(str(metric), known)}")
+            raise ConfigError(f"{where}.{metric} is not a metric of {spec.id}{did_you_mean(str(metric), known)}")
         direction = direction_of({m.path: m for m in spec.metrics}, str(metric))
         merged[metric] = _threshold(f"{where}.{metric}", value, base.get(metric), direction)
     return merged
@@ -201,7 +195,7 @@ def _audit_settings(spec: AuditSpec, raw: Any) -> AuditSettings:
         elif key in spec.options:
             options[key] = _option(f"{where}.{key}", value, spec.options[key])
         else:
-            raise ConfigError(f"{where}.{key} is not a setting of {spec.id}{_hint(str(key), known)}")
+            raise ConfigError(f"{where}.{key} is not a setting of {spec.id}{did_you_mean(str(key), known)}")
     # a set override inherits the other level from the audit-wide threshold
     for name, overrides in sets.items():
         sets[name] = {m: _merge_level(thresholds.get(m), t) for m, t in overrides.items()}
@@ -245,7 +239,7 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or key not in known:
-            raise ConfigError(f"config key {key!r} is unknown{_hint(str(key), known)}")
+            raise ConfigError(f"config key {key!r} is unknown{did_you_mean(str(key), known)}")
     for key, value in {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}.items():
         if key in _SCALARS:
             values[key] = _typed(key, value, _SCALARS[key])
@@ -270,7 +264,7 @@ def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
     for key in ("audits", "skip"):
         for aid in getattr(config, key):
             if aid not in specs:
-                raise ConfigError(f"{key}: audit {aid!r} does not exist{_hint(aid, list(specs))}")
+                raise ConfigError(f"{key}: audit {aid!r} does not exist{did_you_mean(aid, list(specs))}")
 
 
 def load_config(path: str | Path | None, specs: Mapping[str, AuditSpec],

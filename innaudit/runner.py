@@ -16,11 +16,11 @@ from ._version import __version__
 from .audits import REGISTRY, Audit, AuditContext
 from .config import AuditSettings, Config
 from .data import Dataset
-from .data.builtin import stable_seed
 from .errors import clean_text
 from .gate import judge
 from .model import InvertibleModel
 from .results import AuditResult, Report, SetResult, Status, worst
+from .seeding import stable_seed
 from .waivers import apply_waivers
 
 __all__ = ["Observer", "RunHeader", "assemble", "environment", "run_audits", "run_header",

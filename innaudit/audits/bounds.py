@@ -13,8 +13,8 @@ from ..lipschitz import BlockBound, block_bound
 from ..metrics import neither, rate, worse
 from ..model import InvertibleModel
 from .base import Audit, AuditContext, Measurement, register
+from .common import sample_batches
 from .jacobians import measure
-from .spectrum import sample_batches
 
 __all__ = ["Bounds", "model_bounds"]
 

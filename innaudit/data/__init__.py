@@ -8,7 +8,6 @@ it before any audit starts.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 
@@ -16,9 +15,10 @@ import numpy as np
 import torch
 
 from ..domain import DataDomain
-from ..errors import DataError
+from ..errors import DataError, did_you_mean
 from ..safeio.arrays import read_array, split_file_spec
-from .builtin import BUILTINS, DEFAULT_OOD, stable_seed
+from ..seeding import stable_seed
+from .builtin import BUILTINS, DEFAULT_OOD
 from .dataset import Dataset, Role
 
 __all__ = ["BUILTINS", "DEFAULT_OOD", "Dataset", "Role", "array_dataset", "default_data",
@@ -58,10 +58,8 @@ def _builtin_dataset(name: str | None, spec: str, role: Role, domain: DataDomain
     base, _, arg = spec.partition(":")
     builtin = BUILTINS.get(base)
     if builtin is None:
-        close = difflib.get_close_matches(base, list(BUILTINS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise DataError(f"data SPEC {spec!r} is neither a file that exists nor a built-in set "
-                        f"({', '.join(sorted(BUILTINS))}){hint}")
+        raise DataError(f"data SPEC {spec!r} is neither a file that exists nor a built-in set"
+                        f"{did_you_mean(base, BUILTINS)}")
     label = name or spec
     size = samples if builtin.random else min(samples, builtin.fixed_size(arg))  # type: ignore[misc]
 
