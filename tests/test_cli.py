@@ -24,15 +24,13 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.code, result.stdout, result.stderr
 
 
-def test_help_is_fast_and_does_not_import_torch() -> None:
-    code = ("import sys, time; t = time.perf_counter(); from innaudit.cli import cli\n"
+def test_help_does_not_import_torch() -> None:
+    """``--help`` stays fast by importing neither torch nor numpy (timed in benchmarks, not here)."""
+    code = ("import sys; from innaudit.cli import cli\n"
             "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit: pass\n"
-            "print('torch' in sys.modules, time.perf_counter() - t)")
-    start = time.perf_counter()
+            "print('torch' in sys.modules, 'numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.splitlines()[-1].split()[0] == "False", "--help must not import torch"
-    assert float(out.splitlines()[-1].split()[1]) < 0.5
-    assert time.perf_counter() - start < 5
+    assert out.splitlines()[-1] == "False False", "--help must not import torch or numpy"
 
 
 def test_python_dash_m_works() -> None:

@@ -22,25 +22,27 @@ def _maps(model):
     return (lambda t: model.forward(t, grad=True)), (lambda t: model.inverse(t, grad=True))
 
 
-def test_exact_recovers_chosen_singular_values_within_one_percent() -> None:
+def test_exact_recovers_chosen_singular_values_of_a_float64_map() -> None:
     s = log_spaced(12)
     model = linear_model(s)
     fwd, _ = _maps(model)
     x = torch.rand(5, 12, dtype=torch.float64, generator=GEN().manual_seed(0))
     got = jacobian_singular_values(fwd, x)
     assert got.shape == (5, 12)
-    assert torch.allclose(got, s.expand(5, -1), rtol=1e-2)
+    # float64 Jacobian of a map with condition 1e5: SVD error ~ eps * sigma_max / sigma
+    assert torch.allclose(got, s.expand(5, -1), rtol=1e-9)
 
 
-def test_exact_jacobian_of_float32_diagonal_map_is_exact() -> None:
+def test_exact_jacobian_of_a_float32_map_is_exact_to_float32_rounding() -> None:
     s = log_spaced(8).float()
     model = linear_model(s, dtype=torch.float32)
     x = torch.rand(3, 8, generator=GEN().manual_seed(1))
     jac = jacobian(_maps(model)[0], x)
     assert jac.shape == (3, 8, 8)
     sv = jacobian_singular_values(_maps(model)[0], x)
-    assert torch.allclose(sv[:, 0], torch.tensor(1e2, dtype=torch.float64), rtol=1e-2)
-    assert torch.allclose(sv[:, -1], torch.tensor(1e-3, dtype=torch.float64), rtol=1e-2)
+    # W is stored in float32: each singular value moves by at most ~eps32 * sigma_max (Weyl)
+    bound = 10 * torch.finfo(torch.float32).eps * float(s.max())
+    assert float((sv - s.double().expand(3, -1)).abs().max()) <= bound
 
 
 def test_sigma_min_via_inverse_agrees_with_forward() -> None:
@@ -51,7 +53,7 @@ def test_sigma_min_via_inverse_agrees_with_forward() -> None:
     forward_min = jacobian_singular_values(fwd, x)[:, -1]
     inverse_max = jacobian_singular_values(inv, fwd(x))[:, 0]
     assert torch.allclose(forward_min, 1 / inverse_max, rtol=1e-6)
-    assert torch.allclose(forward_min, torch.tensor(1e-3, dtype=torch.float64), rtol=1e-2)
+    assert torch.allclose(forward_min, torch.tensor(1e-3, dtype=torch.float64), rtol=1e-9)
 
 
 def test_matrix_free_extremes_within_five_percent_at_dimension_200() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from importlib import resources
 
 import jsonschema
@@ -15,6 +17,10 @@ from innaudit.render.json import render as render_json
 from innaudit.results import Report
 
 from ..audits.known_models import scaling_model, underflow_model
+
+SMALL = {"samples": 200, "attack": {"samples": 4, "steps": 10}, "spectrum": {"samples": 8},
+         "bounds": {"samples": 8}, "layers": {"samples": 16}, "logdet": {"samples": 16}}
+"""Every audit runs, on budgets that keep the fixtures to seconds."""
 
 SCHEMA = json.loads(resources.files("innaudit.render").joinpath("report.schema.json").read_text())
 
@@ -29,12 +35,12 @@ def _strict(text: str) -> dict:
 @pytest.fixture(scope="module")
 def failing_report() -> Report:
     return audit(underflow_model(), data="constant:0.1", ood=["far=constant:0.9", "uniform"],
-                 config={"samples": 200})
+                 config=SMALL)
 
 
 @pytest.fixture(scope="module")
 def passing_report() -> Report:
-    return audit(scaling_model([0.5, 2.0]), data="uniform", config={"samples": 200})
+    return audit(scaling_model([0.5, 2.0]), data="uniform", config=SMALL)
 
 
 def test_json_is_strict_and_schema_valid(failing_report: Report, passing_report: Report) -> None:
@@ -67,11 +73,25 @@ def test_schema_rejects_what_it_should(passing_report: Report) -> None:
         jsonschema.validate(data, SCHEMA)
 
 
+def _without_config(report: Report) -> Report:
+    """The report with no config in its run block (which names every audit id by itself)."""
+    return replace(report, run={k: v for k, v in report.run.items() if k != "config"})
+
+
 @pytest.mark.parametrize("fmt", sorted(RENDERERS))
 def test_every_renderer_names_every_audit_and_the_verdict(fmt: str, failing_report: Report) -> None:
-    text = RENDERERS[fmt](failing_report)
+    report = _without_config(failing_report)
+    assert [a.id for a in report.audits] == list(REGISTRY)
+    def shown(r: Report) -> str:  # HTML: the page's words, not its stylesheet or embedded data
+        return re.sub(r"<(style|script)\b.*?</\1>", "", RENDERERS[fmt](r), flags=re.S)
+
+    text = shown(report)
     for audit_id in REGISTRY:
-        assert audit_id in text
+        named = re.compile(rf"(?<![\w.]){audit_id}(?!\w)")  # the id as a word, not in a metric name
+        assert named.search(text), f"{fmt} does not name {audit_id}"
+        # ... and it is the audit's result that names it: without that result, the id is gone
+        rest = replace(report, audits=tuple(a for a in report.audits if a.id != audit_id))
+        assert not named.search(shown(rest)), f"{fmt} names {audit_id} without its result"
     assert "fail" in text.lower()
 
 
