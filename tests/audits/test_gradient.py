@@ -1,0 +1,144 @@
+"""The gradient audit: known answers for memory-saving gradients (tiny models, seconds)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import innaudit
+from innaudit.audits import REGISTRY
+from innaudit.audits.gradient import culprit
+from innaudit.data import Role, resolve_dataset
+from innaudit.domain import DataDomain
+from innaudit.gate import leaves
+from innaudit.metrics import covers
+from innaudit.results import Status
+from tests.audits import gradient_models as gm
+
+MODELS = Path(__file__).with_name("gradient_models.py")
+DOMAIN = DataDomain(shape=(6,), low=-1.0, high=1.0)
+
+
+def _result(model: nn.Module, **options: object):
+    cfg = {"audits": ["gradient"], "samples": 256, "ood": ["gaussian"],
+           "gradient": {"batches": 4, "batch": 64, **options}}
+    report = innaudit.audit(_adapted(model), data="uniform", config=cfg)
+    audit = report.audits[0]
+    assert audit.error is None, audit.error
+    return audit.results[0]
+
+
+def _adapted(model: nn.Module):
+    from innaudit.loading.adapt import adapt_module
+
+    return adapt_module(model, DOMAIN, {"test": "gradient"})
+
+
+def _hand_rel_error(model: gm.Chain, x: torch.Tensor) -> float:
+    """The memory-saving algorithm written out once more, in float64 with ``.backward()``."""
+    model = copy.deepcopy(model).double().eval()
+    x = x.double()
+    params = list(model.parameters())
+    z, ld = model(x)
+    (0.5 * z.pow(2).sum(1) - ld).mean().backward()
+    true = torch.cat([p.grad.reshape(-1) for p in params])
+    model.zero_grad()
+    with torch.no_grad():
+        z, ld = model(x)
+    z, ld = z.requires_grad_(), ld.requires_grad_()
+    (0.5 * z.pow(2).sum(1) - ld).mean().backward()
+    g_y, g_ld, y = z.grad, ld.grad, z.detach()
+    for block in reversed(model.blocks):
+        with torch.no_grad():
+            h = block.inverse(y)
+        h.requires_grad_()
+        out, d = block(h)
+        torch.autograd.backward([out, d], [g_y, g_ld])
+        g_y, y = h.grad, h.detach()
+    mem = torch.cat([p.grad.reshape(-1) for p in params])
+    return float((mem - true).norm() / true.norm())
+
+
+def test_exact_additive_model_passes_from_the_cli() -> None:
+    out = subprocess.run([sys.executable, "-m", "innaudit", "run", f"{MODELS}:additive", "--data", "uniform",
+                          "--ood", "gaussian", "--audit", "gradient", "--samples", "128", "--gradient-loss", "nll",
+                          "-o", "json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    import json
+
+    result = json.loads(out.stdout)["audits"][0]["results"][0]
+    assert result["metrics"]["loss"] == "nll"
+    assert result["metrics"]["rel_error"]["max"] <= 1e-4
+    assert result["metrics"]["culprit"] == ""
+    assert result["metrics"]["nonfinite_fraction"] == 0.0
+
+
+def test_inverse_off_by_a_known_factor_matches_the_hand_computation() -> None:
+    model = gm.off_by_factor()
+    result = _result(model)
+    ds = resolve_dataset("uniform", Role.IN_DISTRIBUTION, DOMAIN, 256, 0)
+    hand = [_hand_rel_error(model, ds.make(s, s + 64)) for s in range(0, 256, 64)]
+    m = result.metrics
+    assert m["loss"] == "nll"
+    assert m["rel_error"]["median"] == pytest.approx(float(np.median(hand)), rel=0.3)
+    assert m["rel_error"]["max"] == pytest.approx(max(hand), rel=0.3)
+    assert m["rel_error"]["max"] > 1e-2
+    assert result.status is Status.FAIL
+    assert m["culprit_index"] == 2 and m["culprit"].startswith("2:")
+    assert "block 2:" in result.message
+    # blocks above the broken one are reconstructed to rounding, the broken one is not
+    recon = result.series["blocks"]["reconstruction_error"]
+    assert max(recon[3:]) < 1e-5 < recon[2]
+
+
+def test_chain_of_scalings_has_the_closed_form_error() -> None:
+    """``y = a * x`` K times, block m's inverse times c, projection loss: block k <= m sees c-times
+    its input, so g'_k = c g_k there and rel = |c - 1| sqrt((m + 1) / K) when all a are equal."""
+    a = torch.tensor([1.5, 0.8, 1.2, 0.9, 1.1, 0.7])
+    k, m, c = 5, 1, 1.1
+    chain = gm.Chain([gm.Diagonal(a, c if i == m else 1.0) for i in range(k)])
+    metrics = _result(chain, loss="projection").metrics
+    assert metrics["loss"] == "projection"
+    assert metrics["rel_error"]["max"] == pytest.approx(abs(c - 1) * math.sqrt((m + 1) / k), rel=1e-4)
+    assert metrics["culprit_index"] == m
+
+
+def test_batchnorm_inside_a_block_is_a_warning() -> None:
+    result = _result(gm.couplings(affine=False, batchnorm_at=1))
+    assert result.metrics["stateful_layers"] == 1
+    assert "BatchNorm1d" in result.message and "block 1:" in result.message
+    assert result.status is Status.WARN
+    assert result.metrics["rel_error"]["max"] <= 1e-4  # eval mode: the re-run itself is exact
+
+
+def test_factory_loss_and_projection_are_used_when_asked() -> None:
+    assert _result(gm.with_loss()).metrics["loss"] == "model"
+    assert _result(gm.couplings(), loss="projection").metrics["loss"] == "projection"
+
+
+def test_every_metric_is_declared() -> None:
+    declared = [m.path for m in REGISTRY["gradient"].metrics]
+    metrics = _result(gm.off_by_factor()).metrics
+    numeric = [p for p, v in leaves(metrics) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    assert numeric and all(any(covers(d, p) for d in declared) for p in numeric)
+
+
+def test_culprit_walks_back_from_the_output() -> None:
+    assert culprit(np.array([1e-3, 1e-3, 1e-9, 1e-9]), 1e-5) == 1
+    assert culprit(np.array([1e-9, math.inf, 1e-9]), 1e-5) == 1
+    assert culprit(np.array([1e-9, 1e-9]), 1e-5) == -1
+
+
+def test_iterative_inverse_is_named_with_its_tolerance() -> None:
+    model = gm.couplings(affine=False)
+    model.inverse_kind, model.inverse_tolerance = "iterative", 1e-5  # type: ignore[assignment]
+    result = _result(model)
+    assert "iterative inverse" in result.message and "1e-05" in result.message
