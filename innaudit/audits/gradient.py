@@ -86,7 +86,7 @@ def _grads(outputs: list[Tensor], inputs: list[Tensor], grad_outputs: list[Tenso
         return [torch.zeros_like(t) for t in inputs]
     got = torch.autograd.grad([outputs[i] for i in keep], inputs,
                               [grad_outputs[i] for i in keep], allow_unused=True)
-    return [torch.zeros_like(t) if g is None else g for g, t in zip(got, inputs)]
+    return [torch.zeros_like(t) if g is None else g for g, t in zip(got, inputs, strict=True)]
 
 
 def _total(parts: list[Tensor | None]) -> Tensor | None:
@@ -130,7 +130,7 @@ def _memory_saving_pass(blocks: Sequence[InvertibleModel], x: Tensor, loss: Loss
     g_y, g_ld = seeds[0], (seeds[1] if len(seeds) > 1 else None)
     grads = [torch.zeros_like(p) for p in params]
     y, recon = z.detach(), []
-    for block, mine in zip(reversed(blocks), reversed(owned)):
+    for block, mine in zip(reversed(blocks), reversed(owned), strict=True):
         with torch.no_grad():
             h = block.inverse(y)
         recon.append(h)
@@ -142,7 +142,7 @@ def _memory_saving_pass(blocks: Sequence[InvertibleModel], x: Tensor, loss: Loss
             seeds.append(g_ld)
         got = _grads(outputs, [h_leaf, *(params[i] for i in mine)], seeds)
         g_y = got[0]
-        for i, g in zip(mine, got[1:]):
+        for i, g in zip(mine, got[1:], strict=True):
             grads[i] = grads[i] + g
         y = h.detach()
     return recon[::-1], grads
@@ -198,7 +198,7 @@ def compare_gradients(blocks: Sequence[InvertibleModel], x: Tensor, loss: LossFn
         error_l2=math.nan if bad else float(torch.linalg.vector_norm(mem - true)),
         angle=math.nan if bad else _angle(mem, true),
         nonfinite=mem_bad, true_nonfinite=true_bad,
-        recon_error=np.array([_recon_error(r, h) for r, h in zip(recon, inputs)]),
+        recon_error=np.array([_recon_error(r, h) for r, h in zip(recon, inputs, strict=True)]),
         block_error=block_error)
 
 
@@ -217,7 +217,7 @@ _STATEFUL = ("BatchNorm", "Dropout", "InstanceNorm")
 def preflight(model: InvertibleModel, blocks: Sequence[InvertibleModel], names: Sequence[str]) -> list[str]:
     """Findings before measuring: layers whose state changes on the re-run, iterative inverses."""
     found = []
-    for block, name in zip(blocks, names):
+    for block, name in zip(blocks, names, strict=True):
         layers = sorted({type(m).__name__ for m in block.module.modules()
                          if any(s in type(m).__name__ for s in _STATEFUL)})
         if layers:
@@ -225,7 +225,7 @@ def preflight(model: InvertibleModel, blocks: Sequence[InvertibleModel], names: 
                          "updates running statistics twice and draws new dropout masks, so "
                          "memory-saving gradients differ from these eval-mode numbers")
     tol = model.info.inverse_tolerance
-    iterative = [n for b, n in zip(blocks, names) if b.info.inverse_kind is InverseKind.ITERATIVE
+    iterative = [n for b, n in zip(blocks, names, strict=True) if b.info.inverse_kind is InverseKind.ITERATIVE
                  or getattr(b.module, "inverse_tolerance", None) is not None]
     if model.info.inverse_kind is InverseKind.ITERATIVE or iterative:
         where = f" (blocks {', '.join(iterative)})" if iterative else ""
@@ -241,17 +241,20 @@ def memcnn_wrappers(module: nn.Module) -> list[nn.Module]:
             if type(m).__name__ == "InvertibleModuleWrapper" and hasattr(m, "_fn") and hasattr(m, "disable")]
 
 
+_DISABLE = "disable"  # memcnn's switch: True runs ``_fn`` under plain autograd
+
+
 @contextlib.contextmanager
 def _wrappers_disabled(wrappers: Sequence[nn.Module], disable: bool) -> Iterator[None]:
     """Set ``disable`` on memcnn wrappers (plain autograd through ``_fn`` when True), then restore."""
-    before = [bool(getattr(w, "disable")) for w in wrappers]
+    before = [bool(w.disable) for w in wrappers]
     try:
         for w in wrappers:
-            setattr(w, "disable", disable)
+            setattr(w, _DISABLE, disable)
         yield
     finally:
-        for w, was in zip(wrappers, before):
-            setattr(w, "disable", was)
+        for w, was in zip(wrappers, before, strict=True):
+            setattr(w, _DISABLE, was)
 
 
 def library_gradient(model: InvertibleModel, params: list[nn.Parameter], x: Tensor, loss: LossFn) -> Tensor:
@@ -266,7 +269,7 @@ def library_gradient(model: InvertibleModel, params: list[nn.Parameter], x: Tens
             loss(z, ld, x).backward()
         return _flat([torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params])
     finally:
-        for p, g in zip(params, saved):
+        for p, g in zip(params, saved, strict=True):
             p.grad = g
 
 

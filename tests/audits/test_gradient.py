@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from innaudit.gate import leaves
 from innaudit.metrics import covers
 from innaudit.results import Status
 from tests.audits import gradient_models as gm
+from tests.conftest import invoke_cli
 
 MODELS = Path(__file__).with_name("gradient_models.py")
 DOMAIN = DataDomain(shape=(6,), low=-1.0, high=1.0)
@@ -68,12 +68,9 @@ def _hand_rel_error(model: gm.Chain, x: torch.Tensor) -> float:
 
 
 def test_exact_additive_model_passes_from_the_cli() -> None:
-    out = subprocess.run([sys.executable, "-m", "innaudit", "run", f"{MODELS}:additive", "--data", "uniform",
-                          "--ood", "gaussian", "--audit", "gradient", "--samples", "128", "--gradient-loss", "nll",
-                          "-o", "json"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    import json
-
+    out = invoke_cli("run", f"{MODELS}:additive", "--data", "uniform", "--ood", "gaussian", "--audit", "gradient",
+                     "--samples", "128", "--gradient-loss", "nll", "-o", "json")
+    assert out.code == 0, out.stderr
     result = json.loads(out.stdout)["audits"][0]["results"][0]
     assert result["metrics"]["loss"] == "nll"
     assert result["metrics"]["rel_error"]["max"] <= 1e-4
@@ -142,3 +139,47 @@ def test_iterative_inverse_is_named_with_its_tolerance() -> None:
     model.inverse_kind, model.inverse_tolerance = "iterative", 1e-5  # type: ignore[assignment]
     result = _result(model)
     assert "iterative inverse" in result.message and "1e-05" in result.message
+
+
+class _MemcnnChain(nn.Module):
+    """Blocks of ``memcnn.InvertibleModuleWrapper`` around memcnn couplings (no log-det)."""
+
+    input_shape = (6,)
+    data_range = (-1.0, 1.0)
+
+    def __init__(self, memcnn, broken: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        fns = [memcnn.AdditiveCoupling(Fm=nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)))
+               for _ in range(3)]
+        if broken:  # block 1's inverse reconstructs 10 % too large
+            inverse = fns[1].inverse
+            fns[1].inverse = lambda y: 1.1 * inverse(y)  # type: ignore[method-assign]
+        self.blocks = nn.ModuleList([memcnn.InvertibleModuleWrapper(f, keep_input=False) for f in fns])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        for b in reversed(self.blocks):
+            z = b.inverse(z)
+        return z
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore:TypedStorage is deprecated:UserWarning")
+@pytest.mark.parametrize("broken", [False, True])
+def test_memcnn_wrappers_are_measured_disabled_and_by_their_own_reconstruction(broken: bool) -> None:
+    memcnn = pytest.importorskip("memcnn")
+    model = _MemcnnChain(memcnn, broken)
+    result = _result(model)
+    m = result.metrics
+    assert m["loss"] == "projection"  # memcnn reports no log-det
+    assert all(not b.disable for b in model.blocks)  # the wrappers are restored
+    if broken:
+        assert m["rel_error"]["max"] > 1e-2 and m["library_rel_error"]["max"] > 1e-2
+        assert m["culprit_index"] == 1 and result.status is Status.FAIL
+    else:
+        assert m["rel_error"]["max"] < 1e-4 and m["library_rel_error"]["max"] < 1e-4
+        assert result.status is Status.PASS
