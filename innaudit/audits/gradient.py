@@ -214,16 +214,22 @@ def culprit(recon_error: np.ndarray, level: float) -> int:
 _STATEFUL = ("BatchNorm", "Dropout", "InstanceNorm")
 
 
+def _stateful(module: nn.Module) -> list[str]:
+    """Names of the layers inside ``module`` whose training-mode state changes on a re-run
+    (dropout with ``p = 0`` is left out: it changes nothing)."""
+    return sorted({type(m).__name__ for m in module.modules()
+                   if any(s in type(m).__name__ for s in _STATEFUL) and getattr(m, "p", 1.0) != 0})
+
+
 def preflight(model: InvertibleModel, blocks: Sequence[InvertibleModel], names: Sequence[str]) -> list[str]:
     """Findings before measuring: layers whose state changes on the re-run, iterative inverses."""
     found = []
     for block, name in zip(blocks, names, strict=True):
-        layers = sorted({type(m).__name__ for m in block.module.modules()
-                         if any(s in type(m).__name__ for s in _STATEFUL)})
+        layers = _stateful(block.module)
         if layers:
-            found.append(f"block {name} holds {', '.join(layers)}: in training mode its re-run "
-                         "updates running statistics twice and draws new dropout masks, so "
-                         "memory-saving gradients differ from these eval-mode numbers")
+            found.append(f"block {name} holds {', '.join(layers)}: in training mode the re-run differs "
+                         "from the forward pass (batch statistics updated twice, a new dropout mask), "
+                         "so memory-saving gradients differ from these eval-mode numbers")
     tol = model.info.inverse_tolerance
     iterative = [n for b, n in zip(blocks, names, strict=True) if b.info.inverse_kind is InverseKind.ITERATIVE
                  or getattr(b.module, "inverse_tolerance", None) is not None]
@@ -371,13 +377,19 @@ class Gradient(Audit):
     )
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
-        """Skipped without ``blocks()``, without trainable block parameters or in-distribution data."""
+        """Skipped without ``blocks()``, trainable block parameters, in-distribution data, or when
+        the blocks pass something other than one tensor (a multi-scale latent)."""
         if not ctx.model.blocks():
             return "the model exposes no blocks() to reconstruct activations through"
         if not _params(ctx.model.blocks())[0]:
             return "the blocks have no trainable parameters"
-        if not any(d.role is Role.IN_DISTRIBUTION for d in ctx.datasets):
+        data = [d for d in ctx.datasets if d.role is Role.IN_DISTRIBUTION]
+        if not data:
             return "no in-distribution data set (memory-saving gradients are a training matter)"
+        try:
+            _chain_log_det(ctx.model.blocks(), data[0].first(1).to(ctx.device, ctx.model.dtype))
+        except TypeError as exc:  # a block passes a structured (multi-scale) latent
+            return f"the blocks do not pass plain tensors from one to the next ({exc})"
         return None
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
@@ -430,8 +442,10 @@ class Gradient(Audit):
         if chained.shape != z.shape:
             return [f"the blocks compose to shape {tuple(chained.shape[1:])}, the model gives "
                     f"{tuple(z.shape[1:])}: gradients are those of the chain of blocks"]
-        err = _recon_error(chained, z)
-        if not err <= 1e-4:
+        both = torch.isfinite(chained.flatten(1)).all(1) & torch.isfinite(z.flatten(1)).all(1)
+        same = bool((torch.isfinite(chained.flatten(1)).all(1) == torch.isfinite(z.flatten(1)).all(1)).all())
+        err = _recon_error(chained[both], z[both]) if bool(both.any()) else 0.0
+        if not same or not err <= 1e-4:
             return [f"the blocks compose to a z off the model's by {err:.3g} (relative): gradients "
                     "are those of the chain of blocks"]
         return []
