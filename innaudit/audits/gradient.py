@@ -329,7 +329,7 @@ class Gradient(Audit):
       attribute (a factory supplies it); ``auto``: ``model`` when there is one, else ``nll``
       when every block reports a log-det, else ``projection``.
 
-    Metrics per set: ``rel_error`` ``||g' - g|| / ||g||``, ``error_l2`` ``||g' - g||`` and
+    Metrics per set: ``rel_error_l2`` ``||g' - g|| / ||g||``, ``error_l2`` ``||g' - g||`` and
     ``angle`` ``arccos(cos(g', g))`` in radians (cosine clipped to ``+-(1 - 1e-9)``), each
     summarized over batches (``median``, ``p99``, ``max``, ``mean`` of the finite ones);
     ``nonfinite_fraction``: share of the ``n`` batches whose memory-saving gradient has a NaN or
@@ -348,7 +348,7 @@ class Gradient(Audit):
     Reading a failure: a relative error near 1 or a large angle means training with memory
     saving follows a different gradient than the loss defines; look at the culprit block (an
     affine coupling whose scale nearly vanishes) and its reconstruction error. Gate defaults:
-    a non-finite memory-saving gradient fails; ``rel_error.max`` above 1e-3 warns, above 1e-2
+    a non-finite memory-saving gradient fails; ``rel_error_l2.max`` above 1e-3 warns, above 1e-2
     fails; a stateful layer in a block warns.
     """
 
@@ -356,14 +356,14 @@ class Gradient(Audit):
     title = "Memory-saving gradients against true gradients"
     thresholds = {
         "nonfinite_fraction": Threshold(warn=None, fail=0.0),
-        "rel_error.max": Threshold(warn=1e-3, fail=1e-2),
+        "rel_error_l2.max": Threshold(warn=1e-3, fail=1e-2),
         "stateful_layers": Threshold(warn=0.0, fail=None),
     }
     options = {"loss": "auto", "batches": 8, "batch": 64, "rounding": 1000.0}
     metrics = (
         neither("n", doc="batches"), neither("samples", doc="samples over all batches"),
         neither("blocks", doc="blocks walked"), neither("parameters", doc="trainable parameters compared"),
-        worse("rel_error", doc="||g_mem - g_true|| / ||g_true||"),
+        worse("rel_error_l2", doc="||g_mem - g_true|| / ||g_true||"),
         worse("error_l2", doc="||g_mem - g_true||"), worse("angle", "rad", "angle between the gradients"),
         rate_metric("nonfinite_fraction", "batches with a non-finite memory-saving gradient"),
         rate_metric("true_nonfinite_fraction", "batches with a non-finite true gradient"),
@@ -480,7 +480,7 @@ class Gradient(Audit):
         metrics: dict[str, object] = {
             "n": len(results), "samples": sum(len(b) for b in batches), "blocks": len(names),
             "parameters": sum(p.numel() for p in _params(ctx.model.blocks())[0]), "loss": loss_name,
-            "rel_error": summarize(rel), "error_l2": summarize(np.array([r.error_l2 for r in results])),
+            "rel_error_l2": summarize(rel), "error_l2": summarize(np.array([r.error_l2 for r in results])),
             "angle": summarize(np.array([r.angle for r in results])),
             "nonfinite_fraction": float(np.mean([r.nonfinite for r in results])),
             "true_nonfinite_fraction": float(np.mean([r.true_nonfinite for r in results])),
@@ -517,7 +517,7 @@ def _short(values: np.ndarray) -> list[float]:
 
 
 def _message(metrics: dict[str, object], names: list[str], where: int, note: str, found: list[str]) -> str:
-    rel, angle = metrics["rel_error"], metrics["angle"]
+    rel, angle = metrics["rel_error_l2"], metrics["angle"]
     assert isinstance(rel, dict) and isinstance(angle, dict)
     parts = [f"{metrics['loss']} loss: relative gradient error up to {rel['max']:.3g} "
              f"(angle up to {angle['max']:.3g} rad) over {metrics['n']} batch(es)"]

@@ -67,13 +67,16 @@ def _hand_rel_error(model: gm.Chain, x: torch.Tensor) -> float:
     return float((mem - true).norm() / true.norm())
 
 
-def test_exact_additive_model_passes_from_the_cli() -> None:
+def test_exact_additive_model_passes_from_the_cli(tmp_path: Path) -> None:
+    html = tmp_path / "report.html"
     out = invoke_cli("run", f"{MODELS}:additive", "--data", "uniform", "--ood", "gaussian", "--audit", "gradient",
-                     "--samples", "128", "--gradient-loss", "nll", "-o", "json")
+                     "--samples", "128", "--gradient-loss", "nll", "-o", "json", "-o", f"html={html}")
     assert out.code == 0, out.stderr
+    page = html.read_text()
+    assert "<svg" in page and "reconstruction_error" in page and "gradient_error" in page  # per-block plot
     result = json.loads(out.stdout)["audits"][0]["results"][0]
     assert result["metrics"]["loss"] == "nll"
-    assert result["metrics"]["rel_error"]["max"] <= 1e-4
+    assert result["metrics"]["rel_error_l2"]["max"] <= 1e-4
     assert result["metrics"]["culprit"] == ""
     assert result["metrics"]["nonfinite_fraction"] == 0.0
 
@@ -85,9 +88,9 @@ def test_inverse_off_by_a_known_factor_matches_the_hand_computation() -> None:
     hand = [_hand_rel_error(model, ds.make(s, s + 64)) for s in range(0, 256, 64)]
     m = result.metrics
     assert m["loss"] == "nll"
-    assert m["rel_error"]["median"] == pytest.approx(float(np.median(hand)), rel=0.3)
-    assert m["rel_error"]["max"] == pytest.approx(max(hand), rel=0.3)
-    assert m["rel_error"]["max"] > 1e-2
+    assert m["rel_error_l2"]["median"] == pytest.approx(float(np.median(hand)), rel=0.3)
+    assert m["rel_error_l2"]["max"] == pytest.approx(max(hand), rel=0.3)
+    assert m["rel_error_l2"]["max"] > 1e-2
     assert result.status is Status.FAIL
     assert m["culprit_index"] == 2 and m["culprit"].startswith("2:")
     assert "block 2:" in result.message
@@ -104,7 +107,7 @@ def test_chain_of_scalings_has_the_closed_form_error() -> None:
     chain = gm.Chain([gm.Diagonal(a, c if i == m else 1.0) for i in range(k)])
     metrics = _result(chain, loss="projection").metrics
     assert metrics["loss"] == "projection"
-    assert metrics["rel_error"]["max"] == pytest.approx(abs(c - 1) * math.sqrt((m + 1) / k), rel=1e-4)
+    assert metrics["rel_error_l2"]["max"] == pytest.approx(abs(c - 1) * math.sqrt((m + 1) / k), rel=1e-4)
     assert metrics["culprit_index"] == m
 
 
@@ -113,7 +116,7 @@ def test_batchnorm_inside_a_block_is_a_warning() -> None:
     assert result.metrics["stateful_layers"] == 1
     assert "BatchNorm1d" in result.message and "block 1:" in result.message
     assert result.status is Status.WARN
-    assert result.metrics["rel_error"]["max"] <= 1e-4  # eval mode: the re-run itself is exact
+    assert result.metrics["rel_error_l2"]["max"] <= 1e-4  # eval mode: the re-run itself is exact
 
 
 def test_factory_loss_and_projection_are_used_when_asked() -> None:
@@ -178,8 +181,8 @@ def test_memcnn_wrappers_are_measured_disabled_and_by_their_own_reconstruction(b
     assert m["loss"] == "projection"  # memcnn reports no log-det
     assert all(not b.disable for b in model.blocks)  # the wrappers are restored
     if broken:
-        assert m["rel_error"]["max"] > 1e-2 and m["library_rel_error"]["max"] > 1e-2
+        assert m["rel_error_l2"]["max"] > 1e-2 and m["library_rel_error"]["max"] > 1e-2
         assert m["culprit_index"] == 1 and result.status is Status.FAIL
     else:
-        assert m["rel_error"]["max"] < 1e-4 and m["library_rel_error"]["max"] < 1e-4
+        assert m["rel_error_l2"]["max"] < 1e-4 and m["library_rel_error"]["max"] < 1e-4
         assert result.status is Status.PASS
