@@ -26,7 +26,12 @@ of batches with a non-finite memory-saving gradient, the largest reconstruction 
 block input, and the first block of the backward walk whose reconstruction leaves float32
 rounding (1000 eps).
 
-Usage: ``python benchmarks/gradient_table.py [--batch N] [--checkpoints DIR]``.
+``--continue-steps N`` then trains ``digits-classifier-affine`` further (the recipe's setting:
+cross-entropy, Adam lr 1e-3, batches of 128 dequantized training digits, true gradients) and
+prints the cross-entropy rows every ``N / 4`` steps: the paper's error-against-iteration curve.
+
+Usage: ``python benchmarks/gradient_table.py [--batch N] [--checkpoints DIR] [--continue-steps N]
+[--models A,B]``.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ from torch import Tensor
 
 from innaudit.audits.gradient import BatchComparison, compare_gradients, culprit, nll_loss
 from innaudit.data.builtin import regression_targets, toy_2d
-from innaudit.data.digits import load_digits
+from innaudit.data.digits import LEVELS, load_digits
 from innaudit.loading import load_model
+from innaudit.model import InvertibleModel
 
 CLASSIFIERS = [f"digits-classifier-{c}{r}" for c in ("affine", "additive") for r in ("", "-fd", "-nf")]
 DENSITY = ["digits-affine", "digits-affine-fd", "digits-affine-deep", "digits-additive", "digits-residual"]
@@ -96,9 +102,40 @@ def measure(path: Path, batches: list[tuple[Tensor, Tensor]], classifier: bool) 
     return rows
 
 
+def _ce_row(model: InvertibleModel, batches: list[tuple[Tensor, Tensor]], label: str) -> str:
+    blocks, head = model.blocks(), model.module.head
+    names = [f"{i}:{b.info.architecture}" for i, b in enumerate(blocks)]
+    found = [compare_gradients(blocks, x, lambda z, ld, _x, y=y: F.cross_entropy(head(z.flatten(1)), y))
+             for x, y in batches]
+    return _row(label, "CE", found, names)
+
+
+def continue_training(path: Path, batches: list[tuple[Tensor, Tensor]], steps: int) -> None:
+    """Train the classifier ``steps`` more steps; print its gradient error every quarter."""
+    model = load_model(str(path)).model
+    module = model.module
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    gen = torch.Generator().manual_seed(1)
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    for step in range(steps + 1):
+        if step % max(1, steps // 4) == 0:
+            print(_ce_row(model, batches, f"{path.stem} +{step}"), flush=True)
+        module.train()
+        index = torch.randint(len(x), (128,), generator=gen)
+        xb = x[index] + torch.rand(x[index].shape, generator=gen) / LEVELS
+        z, _ = module(xb)
+        loss = F.cross_entropy(module.head(z.flatten(1)), y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    module.eval()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--continue-steps", type=int, default=0)
+    parser.add_argument("--models", default=",".join(CLASSIFIERS + DENSITY + TOYS), help="comma-separated names")
     parser.add_argument("--checkpoints", type=Path, default=Path(__file__).resolve().parents[1] / "checkpoints")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -108,13 +145,15 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"{'%nonfin':>6s} {'recon max':>9s}  first block off rounding ({LEVEL:.1e})")
     toy = toy_2d("regression2d", 4000, torch.Generator().manual_seed(11))  # the recipe's seed-0 training set
     toy_batches = [(toy[i:i + 500], toy[i:i + 500]) for i in range(0, len(toy), 500)]
-    for name in CLASSIFIERS + DENSITY + TOYS:
+    for name in [n for n in args.models.split(",") if n]:
         path = args.checkpoints / f"{name}.pt"
         if not path.exists():
             print(f"{name:30s} (missing)")
             continue
         for row in measure(path, toy_batches if name in TOYS else batches, name in CLASSIFIERS):
             print(row)
+    if args.continue_steps > 0:
+        continue_training(args.checkpoints / "digits-classifier-affine.pt", batches, args.continue_steps)
     print("angle: arccos of the cosine clipped to 1 - 1e-9, so 4.5e-05 rad is the smallest it reports")
 
 
