@@ -330,7 +330,8 @@ class Gradient(Audit):
       when every block reports a log-det, else ``projection``.
 
     Metrics per set: ``rel_error_l2`` ``||g' - g|| / ||g||``, ``error_l2`` ``||g' - g||`` and
-    ``angle`` ``arccos(cos(g', g))`` in radians (cosine clipped to ``+-(1 - 1e-9)``), each
+    ``angle`` ``arccos(cos(g', g))`` in radians (cosine clipped to ``+-(1 - 1e-9)`` as in the
+    paper's code, so the smallest angle reported is ``sqrt(2e-9) ~ 4.5e-5``), each
     summarized over batches (``median``, ``p99``, ``max``, ``mean`` of the finite ones);
     ``nonfinite_fraction``: share of the ``n`` batches whose memory-saving gradient has a NaN or
     Inf (their angle is NaN); ``true_nonfinite_fraction`` likewise for the true gradient. Per

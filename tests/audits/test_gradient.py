@@ -122,6 +122,9 @@ def test_batchnorm_inside_a_block_is_a_warning() -> None:
 def test_factory_loss_and_projection_are_used_when_asked() -> None:
     assert _result(gm.with_loss()).metrics["loss"] == "model"
     assert _result(gm.couplings(), loss="projection").metrics["loss"] == "projection"
+    auto = _result(_NoLogDetChain())
+    assert auto.metrics["loss"] == "projection" and "no per-block log-dets" in auto.message
+    assert auto.metrics["rel_error_l2"]["max"] <= 1e-6
 
 
 def test_every_metric_is_declared() -> None:
@@ -186,3 +189,40 @@ def test_memcnn_wrappers_are_measured_disabled_and_by_their_own_reconstruction(b
     else:
         assert m["rel_error_l2"]["max"] < 1e-4 and m["library_rel_error"]["max"] < 1e-4
         assert result.status is Status.PASS
+
+
+class _Scale(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.full((6,), 2.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.a
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y / self.a
+
+
+class _NoLogDetChain(nn.Module):
+    """Two scalings that report no log-det."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([_Scale(), _Scale()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks[1](self.blocks[0](x))
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return self.blocks[0].inverse(self.blocks[1].inverse(z))
+
+
+@pytest.mark.parametrize("loss, expected", [("bogus", "expected one of"), ("model", "gradient_loss"),
+                                            ("nll", "use --gradient-loss projection")])
+def test_a_loss_that_cannot_be_used_is_an_error_that_says_what_to_do(loss: str, expected: str) -> None:
+    chain = _NoLogDetChain()
+    cfg = {"audits": ["gradient"], "samples": 64, "ood": ["gaussian"], "gradient": {"loss": loss}}
+    report = innaudit.audit(_adapted(chain), data="uniform", config=cfg)
+    assert report.audits[0].status is Status.ERROR
+    assert expected in (report.audits[0].error or "")
+    assert report.exit_code == 2
