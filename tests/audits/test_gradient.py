@@ -226,3 +226,12 @@ def test_a_loss_that_cannot_be_used_is_an_error_that_says_what_to_do(loss: str, 
     assert report.audits[0].status is Status.ERROR
     assert expected in (report.audits[0].error or "")
     assert report.exit_code == 2
+
+
+def test_same_seed_same_numbers_and_the_model_is_left_as_it_was() -> None:
+    model = gm.off_by_factor()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first, second = _result(model, loss="projection"), _result(model, loss="projection")
+    assert first.metrics == second.metrics
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters()) and model.training
