@@ -113,3 +113,92 @@ class Diagonal(nn.Module):
 
     def inverse(self, y: Tensor) -> Tensor:
         return self.factor * y / self.a
+
+
+class _Checkpoint(torch.autograd.Function):
+    """memcnn's ``InvertibleCheckpointFunction`` in brief: the forward keeps only the output; the
+    backward rebuilds the input with ``fn.inverse`` and writes it into the input tensor (which is
+    the previous block's kept output, as in memcnn, so the error travels down the chain), then
+    re-runs ``fn`` and differentiates it."""
+
+    @staticmethod
+    def forward(ctx, fn: nn.Module, x: Tensor, *weights: Tensor) -> Tensor:  # type: ignore[override]
+        with torch.no_grad():
+            y = fn(x.detach())
+        ctx.fn, ctx.weights, ctx.x, ctx.y = fn, weights, x, y
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        if not torch.autograd._is_checkpoint_valid():
+            raise RuntimeError("not compatible with .grad(), please use .backward()")
+        with torch.no_grad():
+            ctx.x.set_(ctx.fn.inverse(ctx.y))
+        with torch.enable_grad():
+            x = ctx.x.detach().requires_grad_()
+            out = ctx.fn(x)
+        grads = torch.autograd.grad(out, (x, *ctx.weights), grad_y, allow_unused=True)
+        return (None, *grads)
+
+
+class InvertibleModuleWrapper(nn.Module):
+    """A faithful minimal ``memcnn.InvertibleModuleWrapper`` (same class name, ``_fn`` and
+    ``disable``), for the tests where memcnn is not installed."""
+
+    def __init__(self, fn: nn.Module, disable: bool = False) -> None:
+        super().__init__()
+        self._fn, self.disable = fn, disable
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.disable:
+            return self._fn(x)
+        return _Checkpoint.apply(self._fn, x, *[p for p in self._fn.parameters() if p.requires_grad])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return self._fn.inverse(y)
+
+
+class AdditiveHalf(nn.Module):
+    """memcnn-style additive coupling ``(x1, x2 + F(x1))`` (no log-det); ``factor`` scales the
+    inverse's whole output (1: exact)."""
+
+    def __init__(self, seed: int, factor: float = 1.0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.net, self.factor = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)), factor
+        with torch.no_grad():
+            for p in self.net.parameters():
+                p.copy_(0.5 * torch.randn(p.shape, generator=g))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x[:, :3], x[:, 3:] + self.net(x[:, :3])], 1)
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return torch.cat([y[:, :3], y[:, 3:] - self.net(y[:, :3])], 1) * self.factor
+
+
+class WrappedChain(nn.Module):
+    """Wrapped couplings, the swap of halves between them left to the net (plain forward/inverse)."""
+
+    input_shape = (6,)
+    data_range = (-1.0, 1.0)
+
+    def __init__(self, blocks: list[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for b in self.blocks:
+            x = b(x)
+        return x
+
+    def inverse(self, z: Tensor) -> Tensor:
+        for b in reversed(self.blocks):
+            z = b.inverse(z)
+        return z
+
+
+def memcnn_like(broken: bool = False) -> nn.Module:
+    """Three wrapped additive couplings; with ``broken``, block 1's inverse is 10 % too large."""
+    return WrappedChain([InvertibleModuleWrapper(AdditiveHalf(k, 1.1 if broken and k == 1 else 1.0))
+                         for k in range(3)])

@@ -17,9 +17,8 @@ from innaudit.audits import REGISTRY
 from innaudit.audits.gradient import culprit
 from innaudit.data import Role, resolve_dataset
 from innaudit.domain import DataDomain
-from innaudit.gate import leaves
 from innaudit.metrics import covers
-from innaudit.results import Status
+from innaudit.results import Status, leaves
 from tests.audits import gradient_models as gm
 from tests.conftest import invoke_cli
 
@@ -235,3 +234,14 @@ def test_same_seed_same_numbers_and_the_model_is_left_as_it_was() -> None:
     assert first.metrics == second.metrics
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters()) and model.training
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_a_memcnn_style_wrapper_is_recognised_without_memcnn(broken: bool) -> None:
+    model = gm.memcnn_like(broken)
+    m = _result(model).metrics
+    assert all(not b.disable for b in model.blocks)
+    if broken:
+        assert m["library_rel_error"]["max"] > 1e-2 and m["culprit_index"] == 1
+    else:
+        assert m["library_rel_error"]["max"] < 1e-5 and m["rel_error_l2"]["max"] < 1e-5
