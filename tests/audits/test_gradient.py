@@ -245,3 +245,17 @@ def test_a_memcnn_style_wrapper_is_recognised_without_memcnn(broken: bool) -> No
         assert m["library_rel_error"]["max"] > 1e-2 and m["culprit_index"] == 1
     else:
         assert m["library_rel_error"]["max"] < 1e-5 and m["rel_error_l2"]["max"] < 1e-5
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("lib, package", [("freia", "FrEIA"), ("nflows", "nflows"), ("normflows", "normflows"),
+                                          ("zuko", "zuko"), ("pyro", "pyro")])
+def test_library_chains_are_walked_through_their_blocks(lib: str, package: str) -> None:
+    pytest.importorskip(package)
+    from tests.adapters.helpers import load
+
+    model = load(lib)
+    report = innaudit.audit(model, data="gaussian", config={"audits": ["gradient"], "samples": 64, "ood": ["uniform"]})
+    result = report.audits[0].results[0]
+    assert result.metrics["blocks"] >= 2 and result.metrics["parameters"] > 0
+    assert result.metrics["rel_error_l2"]["max"] <= 1e-4 and result.metrics["nonfinite_fraction"] == 0.0
