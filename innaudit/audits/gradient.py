@@ -14,8 +14,7 @@ from torch import Tensor, nn
 from ..config import Threshold
 from ..data import Dataset
 from ..data.dataset import Role
-from ..metrics import neither, worse
-from ..metrics import rate as rate_metric
+from ..metrics import neither, rate, worse
 from ..model import InverseKind, InvertibleModel
 from ..stats import per_sample_norm, summarize
 from .base import Audit, AuditContext, Measurement, register
@@ -366,8 +365,8 @@ class Gradient(Audit):
         neither("blocks", doc="blocks walked"), neither("parameters", doc="trainable parameters compared"),
         worse("rel_error_l2", doc="||g_mem - g_true|| / ||g_true||"),
         worse("error_l2", doc="||g_mem - g_true||"), worse("angle", "rad", "angle between the gradients"),
-        rate_metric("nonfinite_fraction", "batches with a non-finite memory-saving gradient"),
-        rate_metric("true_nonfinite_fraction", "batches with a non-finite true gradient"),
+        rate("nonfinite_fraction", "batches with a non-finite memory-saving gradient"),
+        rate("true_nonfinite_fraction", "batches with a non-finite true gradient"),
         worse("block_recon_error", doc="largest relative error of a reconstructed block input"),
         worse("block_grad_error", doc="largest relative error of a block's parameter gradients"),
         neither("culprit_index", doc="first block of the backward walk off rounding (-1: none)"),
@@ -406,10 +405,11 @@ class Gradient(Audit):
                 loss, loss_name, note = self._loss(ctx, blocks, ds)
                 found += self._composition(ctx.model, blocks, ds.first(2).to(ctx.device, ctx.model.dtype))
                 batches = list(_batches(ds, ctx))
-                results = []
+                results, done, total = [], 0, sum(map(len, batches))
                 for x in batches:
                     results.append(compare_gradients(blocks, x, loss))
-                    ctx.progress(ds.name, sum(len(b) for b in batches[:len(results)]), sum(map(len, batches)))
+                    done += len(x)
+                    ctx.progress(ds.name, done, total)
             library = self._library(ctx, wrappers, blocks, batches, loss) if wrappers else None
             yield self._measure(ctx, ds.name, names, results, batches, loss_name, note, found, library)
 
