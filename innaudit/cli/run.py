@@ -40,6 +40,7 @@ __all__ = ["run"]
 @click.option("--temperature", "temperatures", type=float, multiple=True, help="Prior temperature for the sampling audit (repeatable).  [default: 1.0, 0.7]")
 @click.option("--attack-samples", type=int, metavar="N", help="Data samples the attack audit searches around.  [default: 32]")
 @click.option("--epsilon", type=float, metavar="E", help="L_inf radius of the attack.  [default: half a quantization bin]")
+@click.option("--gradient-loss", type=click.Choice(["auto", "nll", "projection", "model"]), help="Loss of the gradient audit: nll, projection, or the model's own gradient_loss.  [default: auto]")
 @click.option("--save-witnesses", metavar="DIR", help="Write the attack's worst points to DIR (witnesses.npy, originals.npy, witnesses.pt).")
 @click.option("--fail-on", type=click.Choice(["warn", "fail"]), help="Least severe status that fails the gate.  [default: fail]")
 @click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).")
@@ -57,7 +58,7 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
         condition: str | None, trust_checkpoint: bool, config_path: str | None, audits: tuple[str, ...],
         skip: tuple[str, ...], samples: int | None, batch_size: int | None, seed: int | None,
         device: str | None, float64_check: bool | None, temperatures: tuple[float, ...],
-        attack_samples: int | None, epsilon: float | None, save_witnesses: str | None,
+        attack_samples: int | None, epsilon: float | None, gradient_loss: str | None, save_witnesses: str | None,
         fail_on: str | None, outputs: tuple[str, ...], baseline: str | None, fail_on_regression: bool,
         rel_tol: float, abs_tol: float, timeout: float | None, max_memory: str | None,
         exit_zero: bool, progress: bool | None, quiet: bool, verbose: int) -> int:
@@ -75,6 +76,8 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     attack = {k: v for k, v in (("samples", attack_samples), ("epsilon", epsilon)) if v is not None}
     if attack:
         sections["attack"] = attack
+    if gradient_loss is not None:
+        sections["gradient"] = {"loss": gradient_loss}
     witness_dir = _witness_dir(save_witnesses)
     config = load_config(config_path, specs(), overrides, sections)
     if timeout is not None and timeout <= 0:

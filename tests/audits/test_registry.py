@@ -20,7 +20,9 @@ _SMALL = {"samples": 16, "float64_check": True, "ood": ["uniform"], "attack": {"
 _RUNS = (("checkpoints/checkerboard-residual.pt", {}),
          ("checkpoints/digits-residual.pt", {"audits": ["logdet"]}),
          ("checkpoints/digits-affine.pt", {"audits": ["layers", "spectrum"],
-                                           "spectrum": {"samples": 2, "method": "matrix-free"}}))
+                                           "spectrum": {"samples": 2, "method": "matrix-free"}}),
+         # memcnn-style wrappers: the gradient audit's library_* metrics
+         ("tests/audits/gradient_models.py:memcnn_like", {"audits": ["gradient"], "data": "gaussian"}))
 
 
 @pytest.fixture(scope="module")
