@@ -13,8 +13,10 @@ import torch
 
 from .audits import specs
 from .config import Config, parse_config
-from .data import DEFAULT_OOD, Dataset, Role, default_data, domain_from_file, resolve_dataset
+from .data import DEFAULT_OOD, Dataset, Role, default_data, inferred_domain, resolve_dataset
+from .domain import DataDomain
 from .errors import LoadError, UsageError, clean_text
+from .integrity import changed, fingerprint, mutation_error
 from .loading import LoadedModel, load_model
 from .loading.preflight import Limits
 from .model import InvertibleModel
@@ -82,15 +84,44 @@ def prepare(model: str | InvertibleModel, config: Config, *, weights: str | None
     ``condition`` is the ``--condition SPEC`` of a conditional model.
     """
     device = _device(config.device)
+    notes: list[str] = []
     if isinstance(model, InvertibleModel):
         loaded = LoadedModel(model, {"model": model.info.architecture or "python object", "loader": "python"})
     else:
-        fallback = (lambda: domain_from_file(config.data)) if config.data else None
+        def fallback() -> DataDomain:
+            domain, note = inferred_domain(str(config.data))
+            notes.append(note)
+            return domain
+
         loaded = load_model(model, weights=weights, weights_key=weights_key, trust=trust,
-                            fallback_domain=fallback, limits=limits, condition=condition)
+                            fallback_domain=fallback if config.data else None, limits=limits,
+                            condition=condition)
+    loaded = _with_domain(loaded, config, notes)
     loaded.model.to(device)
     datasets = _datasets(loaded.model, config)
-    return Prepared(loaded, datasets, _probe(loaded.model, datasets, device), config)
+    before = fingerprint(loaded.model.module)
+    latent_shape = _probe(loaded.model, datasets, device)
+    names = changed(before, fingerprint(loaded.model.module))
+    if names:
+        problem = mutation_error(names, "in its first forward pass (the shape probe)")
+        if not config.allow_mutation:
+            raise LoadError(problem)
+        loaded = replace(loaded, warnings=(*loaded.warnings, problem + " (allowed by --allow-mutation)"))
+    return Prepared(loaded, datasets, latent_shape, config)
+
+
+def _with_domain(loaded: LoadedModel, config: Config, notes: list[str]) -> LoadedModel:
+    """``--range`` / ``--levels`` over the model's domain, and where the domain came from."""
+    model, domain = loaded.model, loaded.model.info.domain
+    if config.range is not None or config.levels is not None:
+        low, high = config.range or (domain.low, domain.high)
+        domain = replace(domain, low=low, high=high,
+                         levels=config.levels if config.levels is not None else domain.levels)
+        notes = [*notes, "range/levels set by --range/--levels (or the config)"]
+    if not notes:
+        return loaded
+    source = {**model.info.source, "domain": "; ".join(notes)}
+    return replace(loaded, model=model.with_info(domain=domain, source=source))
 
 
 def audit(model: str | InvertibleModel, *, data: str | None = None, ood: Sequence[str] = (),

@@ -6,7 +6,7 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -19,6 +19,7 @@ from .data import Dataset
 from .data.builtin import stable_seed
 from .errors import clean_text
 from .gate import judge
+from .integrity import changed, fingerprint, mutation_error
 from .model import InvertibleModel
 from .results import AuditResult, Report, SetResult, Status, worst
 from .waivers import apply_waivers
@@ -153,6 +154,7 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
     header = header or run_header(model, datasets, config, latent_shape, target, warnings)
     device = torch.device(config.device)
     results = []
+    before, problems = fingerprint(model.module), list[str]()
     for aid in selected_audits(config):
         audit = REGISTRY[aid]()
         if aid in config.skip:
@@ -169,4 +171,25 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
         result = _run_one(audit, ctx)
         observer.audit_finished(result)
         results.append(result)
-    return apply_waivers(assemble(header, results), config.waivers)
+        if len(results) == 1:
+            problems = _integrity(before, model, f"during the first audit ({aid})", problems)
+    problems = _integrity(before, model, "during the audits", problems)
+    errors, header = _mutations(problems, config, header)
+    return apply_waivers(assemble(header, results, errors), config.waivers)
+
+
+def _integrity(before: Mapping[str, str], model: InvertibleModel, when: str,
+               found: list[str]) -> list[str]:
+    """The first change of the model's parameters/buffers since ``before`` (kept once found)."""
+    if found:
+        return found
+    names = changed(before, fingerprint(model.module))
+    return [mutation_error(names, when)] if names else []
+
+
+def _mutations(problems: list[str], config: Config, header: RunHeader) -> tuple[list[str], RunHeader]:
+    """A model that changed is a report error, or a warning with ``allow_mutation``."""
+    if problems and config.allow_mutation:
+        return [], replace(header, warnings=(*header.warnings, *(p + " (allowed by --allow-mutation)"
+                                                                for p in problems)))
+    return problems, header

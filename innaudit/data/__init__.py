@@ -20,9 +20,10 @@ from ..errors import DataError
 from .builtin import BUILTINS, DEFAULT_OOD, stable_seed
 from .dataset import Dataset, Role
 from .files import read_array, split_file_spec
+from .infer import infer_domain
 
 __all__ = ["BUILTINS", "DEFAULT_OOD", "Dataset", "Role", "default_data", "domain_from_file",
-           "resolve_dataset", "split_name"]
+           "inferred_domain", "resolve_dataset", "split_name"]
 
 _NAME = re.compile(r"^([A-Za-z0-9_.\-]+)=(.+)$")
 
@@ -98,17 +99,25 @@ def _file_dataset(name: str, spec: str, role: Role, path: Path, key: str | None,
 
 
 def domain_from_file(text: str) -> DataDomain:
-    """A domain for a model that declares none: the shape and value range of a data file."""
+    """A domain for a model that declares none: the shape of a data file, its range snapped to a
+    standard one and its quantization levels (see :func:`inferred_domain`)."""
+    return inferred_domain(text)[0]
+
+
+def inferred_domain(text: str) -> tuple[DataDomain, str]:
+    """The domain of :func:`domain_from_file` and a sentence saying how it was inferred
+    (:mod:`innaudit.data.infer`), for the report."""
     _, spec = split_name(text)
     file_spec = split_file_spec(spec)
     if file_spec is None:
         raise DataError(f"--data {spec!r} is not a file, so it cannot tell the model's input shape; "
                         "give a .npy/.npz/.pt file or set input_shape on the module")
     array = read_array(*file_spec)
-    values = torch.from_numpy(np.array(array[: min(len(array), 4096)], dtype=np.float64))
-    low, high = float(values.min()), float(values.max())
-    return DataDomain(shape=tuple(int(s) for s in array.shape[1:]), low=low,
-                      high=high if high > low else low + 1.0, name=Path(file_spec[0]).stem)
+    values = np.array(array[: min(len(array), 4096)], dtype=np.float64)
+    found = infer_domain(values, str(file_spec[0]))
+    domain = DataDomain(shape=tuple(int(s) for s in array.shape[1:]), low=found.low, high=found.high,
+                        levels=found.levels, name=Path(file_spec[0]).stem)
+    return domain, found.note
 
 
 def default_data(domain: DataDomain) -> str | None:
