@@ -20,6 +20,7 @@ from .data.builtin import stable_seed
 from .errors import clean_text
 from .gate import judge
 from .integrity import changed, fingerprint, mutation_error
+from .linalg import NotMeasuredError
 from .model import InvertibleModel
 from .results import AuditResult, Report, SetResult, Status, worst
 from .waivers import apply_waivers
@@ -84,8 +85,11 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
             results.append(SetResult(m.dataset, status, m.metrics, checks, m.message, m.series,
                                      artifacts=m.artifacts))
     except Exception as exc:  # an audit that crashes gives ERROR, never a pass
-        message = clean_text(f"{type(exc).__name__}: {exc}", 500)
-        return AuditResult(audit.id, audit.title, Status.ERROR, f"the audit crashed: {message}",
+        if isinstance(exc, NotMeasuredError):  # a finding about what can be measured, not a bug
+            message, lead = clean_text(str(exc), 500), "the audit could not measure"
+        else:
+            message, lead = clean_text(f"{type(exc).__name__}: {exc}", 500), "the audit crashed"
+        return AuditResult(audit.id, audit.title, Status.ERROR, f"{lead}: {message}",
                            time.perf_counter() - start, ctx.seed, error=message)
     status = worst(tuple(r.status for r in results))
     return AuditResult(audit.id, audit.title, status, _summary(results), time.perf_counter() - start,
