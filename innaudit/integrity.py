@@ -10,8 +10,9 @@ takes one before the first audit, one after it (the first batches) and one at th
 change is a report error (exit 2) unless ``allow_mutation`` is set.
 
 :func:`set_init_flags` sets the common ActNorm flags (``initialized``, ``inited``,
-``is_initialized``, ``init_done``, ``initialised``; attribute or buffer) of FrEIA, normflows and
-Glow ports after a state dict is loaded, so that the loaded statistics are the ones audited.
+``is_initialized``, ``data_dep_init_done``...; attribute or buffer; FrEIA's ``init_on_next_batch``
+cleared) of FrEIA, normflows and Glow ports after a state dict is loaded, so that the loaded
+statistics are the ones audited.
 """
 
 from __future__ import annotations
@@ -22,10 +23,16 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-__all__ = ["INIT_FLAGS", "MUTATION_CAUSE", "changed", "fingerprint", "mutation_error", "set_init_flags"]
+__all__ = ["INIT_FLAGS", "MUTATION_CAUSE", "PENDING_FLAGS", "changed", "fingerprint", "mutation_error", "set_init_flags"]
 
-INIT_FLAGS = ("initialized", "inited", "is_initialized", "init_done", "initialised", "_initialized")
-"""Names of data-dependent-initialization flags in common ActNorm implementations."""
+INIT_FLAGS = ("initialized", "inited", "is_initialized", "init_done", "initialised", "_initialized",
+              "data_dep_init_done")
+"""Names of data-dependent-initialization flags ("already initialized" when true) in common
+ActNorm implementations: Glow ports (``initialized``, ``inited``), FrEIA's older
+``is_initialized`` buffer, normflows' ``data_dep_init_done`` buffer."""
+
+PENDING_FLAGS = ("init_on_next_batch",)
+"""Flags of the opposite sense ("will initialize from the next batch" when true): FrEIA."""
 
 MUTATION_CAUSE = ("likely cause: data-dependent initialization (ActNorm?) ran during the audit: "
                   "load a model whose init flag is set, or pass --allow-mutation to audit it anyway")
@@ -62,18 +69,25 @@ def mutation_error(names: list[str], when: str) -> str:
 def set_init_flags(module: nn.Module) -> list[str]:
     """Set every unset ActNorm-style init flag of ``module``'s submodules; the names set.
 
-    A flag is a bool attribute, or a one-element buffer, named as in :data:`INIT_FLAGS`.
+    A flag is a bool attribute, or a one-element tensor, named as in :data:`INIT_FLAGS` (set to
+    true) or :data:`PENDING_FLAGS` (set to false).
     """
     done = []
     for name, sub in module.named_modules():
-        for flag in INIT_FLAGS:
+        for flag, want in [*((f, True) for f in INIT_FLAGS), *((f, False) for f in PENDING_FLAGS)]:
             value = getattr(sub, flag, None)
-            where = f"{name}.{flag}" if name else flag
-            if isinstance(value, bool) and not value:
-                setattr(sub, flag, True)
-                done.append(where)
-            elif isinstance(value, torch.Tensor) and value.numel() == 1 and not bool(value.item()):
-                with torch.no_grad():
-                    value.fill_(1)
-                done.append(where)
+            if _set_flag(sub, flag, value, want):
+                done.append(f"{name}.{flag}" if name else flag)
     return done
+
+
+def _set_flag(owner: nn.Module, flag: str, value: object, want: bool) -> bool:
+    """Set one flag to ``want`` when it holds the other value; whether it changed."""
+    if isinstance(value, bool) and value is not want:
+        setattr(owner, flag, want)
+        return True
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and bool(value.item()) is not want:
+        with torch.no_grad():
+            value.fill_(1 if want else 0)
+        return True
+    return False

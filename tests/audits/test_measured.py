@@ -182,3 +182,18 @@ def test_range_and_levels_flags_override_the_domain(tmp_path: Path) -> None:
     bad = invoke_cli("run", f"{MODELS}:no_domain", "--data", tmp_path / "x.npy",
                      "--range", "1,0")
     assert bad.code == 2 and "LOW < HIGH" in bad.stderr
+
+
+def test_weights_loaded_into_a_lazy_actnorm_set_its_flag_and_say_so(tmp_path: Path) -> None:
+    trained = LazyActNorm()
+    trained(torch.rand(64, 4) * 0.5 + 0.2)  # data-dependent init, as training would do
+    torch.save(trained.state_dict(), tmp_path / "w.pt")
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).random((16, 4), dtype=np.float32))
+    out = tmp_path / "r.json"
+    res = invoke_cli("run", f"{MODELS}:lazy_actnorm", "--weights", tmp_path / "w.pt", "--data",
+                     tmp_path / "x.npy", "--ood", "uniform", "--audit", "roundtrip", "--samples", 16,
+                     "-o", f"json={out}")
+    assert res.code in (0, 1), res.stderr
+    assert "initialized" in res.stderr and "--weights" in res.stderr
+    report = json.loads(out.read_text())
+    assert not report["errors"] and any("initialized" in w for w in report["warnings"])
