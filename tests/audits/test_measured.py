@@ -197,3 +197,14 @@ def test_weights_loaded_into_a_lazy_actnorm_set_its_flag_and_say_so(tmp_path: Pa
     assert "initialized" in res.stderr and "--weights" in res.stderr
     report = json.loads(out.read_text())
     assert not report["errors"] and any("initialized" in w for w in report["warnings"])
+
+
+def test_attack_says_when_it_falls_back_to_gradient_free_search() -> None:
+    cfg = {"audits": ["attack"], "samples": 4, "ood": ["gaussian"],
+           "attack": {"samples": 4, "steps": 3}}
+    blind = innaudit.audit(_wrap(NoGradInverseLinear()), data="uniform", config=cfg)
+    _, r = _set(blind, "attack", "uniform")
+    assert r is not None and "gradient-free" in r.message and "no autograd graph" in r.message
+    seen = innaudit.audit(_wrap(CondChain()), data="uniform", config=cfg)
+    _, r = _set(seen, "attack", "uniform")
+    assert r is not None and "gradient-free" not in r.message
