@@ -25,7 +25,7 @@ class ActNorm(nn.Module):
     def initialize(self, x: torch.Tensor) -> None:
         with torch.no_grad():
             self.bias.copy_(-x.mean(0, keepdim=True))
-            self.logs.copy_(torch.log(1.0 / (x.std(0, keepdim=True) + 1e-6)))
+            self.logs.copy_(torch.log(1.0 / (x.std(0, keepdim=True, unbiased=False) + 1e-6)))
         self.inited = True
 
     def forward(self, x: torch.Tensor, logdet: torch.Tensor | None = None,
@@ -145,3 +145,9 @@ def trained_flow() -> FlowNet:
 def build() -> nn.Module:
     """Factory: the initialized flow, wrapped for innaudit."""
     return Audited(trained_flow())
+
+
+def fresh() -> nn.Module:
+    """Factory: a new flow whose ActNorm layers will initialize on the first batch they see
+    (``--weights`` then holds the trained state)."""
+    return Audited(FlowNet())

@@ -90,3 +90,21 @@ def test_layers_chain_ends_at_the_models_own_error(report: tuple[dict, np.ndarra
     own_rel = own / np.maximum(np.linalg.norm(x.astype(np.float64), axis=1), floor)
     assert layers["metrics"]["chain_rel_error"]["max"] >= own_rel.max() * (1 - 1e-9)
     assert _metrics(data, "roundtrip")["metrics"]["rel_error_l2"]["max"] == pytest.approx(own_rel.max(), rel=1e-9)
+
+
+def test_weights_into_a_fresh_paper_flow_audit_the_trained_model(tmp_path: Path) -> None:
+    from tests.audits.paper_style import Audited
+
+    torch.save(Audited(trained_flow()).state_dict(), tmp_path / "w.pt")
+    x = np.random.default_rng(3).random((8, DIM), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    common = ("--data", tmp_path / "x.npy", "--ood", "uniform", "--audit", "roundtrip", "--samples", 8)
+    bare = invoke_cli("run", f"{FACTORY}:fresh", *common)
+    assert bare.code == 2 and "flow.layers.0.bias" in bare.stderr and "ActNorm" in bare.stderr
+    out = tmp_path / "r.json"
+    loaded = invoke_cli("run", f"{FACTORY}:fresh", "--weights", tmp_path / "w.pt", *common, "-o", f"json={out}")
+    assert loaded.code in (0, 1), loaded.stderr
+    assert "flow.layers.0.inited" in loaded.stderr
+    own = _own_errors(trained_flow(), torch.from_numpy(x))
+    data = json.loads(out.read_text())
+    assert _metrics(data, "roundtrip")["metrics"]["error_l2"]["max"] == pytest.approx(float(own.max()), rel=1e-12)
