@@ -86,7 +86,7 @@ def test_nan_cross_check_gaps_count_as_mismatches() -> None:
 
 def test_singular_jacobian_reports_condition_inf_in_strict_json(tmp_path: Path) -> None:
     model = linear_model(torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64))
-    audit, r = _set(_spectrum(model), "spectrum", "uniform")
+    _, r = _set(_spectrum(model), "spectrum", "uniform")
     assert r is not None
     assert r.metrics["forward"]["sv_min"]["min"] == 0.0
     assert r.metrics["condition"]["max"] == math.inf
