@@ -233,9 +233,9 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
             merged over the YAML's.
     """
     raw = dict(raw or {})
-    for aid, values in (sections or {}).items():
+    for aid, section in (sections or {}).items():
         base = raw.get(aid)
-        raw[aid] = {**(base if isinstance(base, Mapping) else {}), **values}
+        raw[aid] = {**(base if isinstance(base, Mapping) else {}), **section}
     known = [*_SCALARS, *_LISTS, "data", "waivers", "range", "levels", *specs]
     values: dict[str, Any] = {}
     for key, value in raw.items():

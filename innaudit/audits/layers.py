@@ -172,7 +172,7 @@ class Layers(Audit):
     whose relative error is at least ``jump`` times the median over blocks and above 1e-5, or
     whose condition number is at least ``jump`` times the median and above 1e3 (spectrum's warn
     level). Metrics: ``culprit`` (block name, "" when none), ``culprit_index`` (-1 when none),
-    ``nonfinite_fraction`` (traced samples that break at some block), ``block_rel_error.max``,
+    ``nonfinite_fraction`` (traced samples that break at some block or in the inverse chain), ``block_rel_error.max``,
     ``block_condition.max``, ``scale_min`` (smallest affine scale seen). ``series.blocks`` has
     one row per block.
 
@@ -239,7 +239,8 @@ class Layers(Audit):
 
     @staticmethod
     def _metrics(traces: Sequence[BlockTrace], idx: Tensor, where: int) -> dict[str, object]:
-        broken = np.any([t.nonfinite for t in traces], axis=0)
+        broken = np.any([t.nonfinite for t in traces]  # a block, or the inverse chain from z
+                        + [~np.isfinite(t.chain_error) for t in traces if t.chain_error is not None], axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             conds = [_fmax(t.sv_max / t.sv_min) for t in traces]
         return {
