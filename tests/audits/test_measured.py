@@ -208,3 +208,18 @@ def test_attack_says_when_it_falls_back_to_gradient_free_search() -> None:
     seen = innaudit.audit(_wrap(CondChain()), data="uniform", config=cfg)
     _, r = _set(seen, "attack", "uniform")
     assert r is not None and "gradient-free" not in r.message
+
+
+def test_an_inverse_chain_that_turns_nan_is_non_finite_in_layers_as_in_roundtrip() -> None:
+    from tests.audits.measured_models import ExpThenChain
+
+    cfg = {"audits": ["roundtrip", "layers"], "samples": 64, "ood": ["gaussian"],
+           "layers": {"samples": 64, "worst": 4}}
+    report = innaudit.audit(_wrap(ExpThenChain()), data="uniform", config=cfg)
+    _, rt = _set(report, "roundtrip", "uniform")
+    _, ly = _set(report, "layers", "uniform")
+    assert rt is not None and ly is not None
+    assert rt.metrics["nonfinite_fraction"] > 0  # the whole round trip has NaN
+    assert ly.metrics["block_rel_error"]["max"] < 1e-5 and ly.metrics["nonfinite_fraction"] > 0
+    assert ly.metrics["chain_rel_error"]["max"] == math.inf and ly.status is Status.FAIL
+    assert ly.series["blocks"]["chain_rel_error_max"][0] == math.inf
