@@ -13,6 +13,9 @@ YAML layout (``innaudit init`` writes a commented copy)::
     float64_check: false    # re-run round trips in float64
     default_ood: true       # with no ood sets given, run the noise battery
     fail_on: fail           # or warn
+    allow_mutation: false   # audit a model that rewrites its parameters/buffers while audited
+    range: null             # data range [LOW, HIGH] of a model that declares none (default: from --data)
+    levels: null            # quantization levels of such a model (default: inferred from --data)
     data: null              # in-distribution SPEC (default: the model's own test set)
     ood: []                 # [NAME=]SPEC list (default: uniform, gaussian, rademacher)
     audits: []              # run only these ids (default: all)
@@ -105,6 +108,9 @@ class Config:
     skip: tuple[str, ...] = ()
     settings: Mapping[str, AuditSettings] = field(default_factory=dict)
     waivers: tuple[Waiver, ...] = ()
+    allow_mutation: bool = False
+    range: tuple[float, float] | None = None
+    levels: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.config``."""
@@ -112,6 +118,7 @@ class Config:
                                if f.name not in ("settings", "waivers")}
         out["waivers"] = [w.to_dict() for w in self.waivers]
         out["ood"], out["audits"], out["skip"] = list(self.ood), list(self.audits), list(self.skip)
+        out["range"] = None if self.range is None else list(self.range)
         out["settings"] = {
             aid: {"thresholds": {k: t.to_dict() for k, t in s.thresholds.items()},
                   "sets": {n: {k: t.to_dict() for k, t in th.items()} for n, th in s.sets.items()},
@@ -122,7 +129,7 @@ class Config:
 
 
 _SCALARS: dict[str, type] = {"seed": int, "samples": int, "batch_size": int, "device": str,
-                             "default_ood": bool,
+                             "default_ood": bool, "allow_mutation": bool,
                              "float64_check": bool, "fail_on": str}
 _LISTS = ("ood", "audits", "skip")
 
@@ -232,10 +239,10 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
             merged over the YAML's.
     """
     raw = dict(raw or {})
-    for aid, values in (sections or {}).items():
+    for aid, section in (sections or {}).items():
         base = raw.get(aid)
-        raw[aid] = {**(base if isinstance(base, Mapping) else {}), **values}
-    known = [*_SCALARS, *_LISTS, "data", "waivers", *specs]
+        raw[aid] = {**(base if isinstance(base, Mapping) else {}), **section}
+    known = [*_SCALARS, *_LISTS, "data", "waivers", "range", "levels", *specs]
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or key not in known:
@@ -249,6 +256,10 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
             values[key] = tuple(value)
         elif key == "data":
             values[key] = None if value is None else _typed(key, value, str)
+        elif key == "range":
+            values[key] = None if value is None else _range(value)
+        elif key == "levels":
+            values[key] = None if value is None else _typed(key, value, int)
     settings = {aid: _audit_settings(spec, raw.get(aid)) for aid, spec in specs.items()}
     values["waivers"] = parse_waivers(raw.get("waivers"), list(specs))
     config = Config(settings=settings, **values)
@@ -256,7 +267,21 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
     return config
 
 
+def _range(value: Any) -> tuple[float, float]:
+    """``[LOW, HIGH]`` or ``"LOW,HIGH"`` -> ``(low, high)`` with ``low < high``."""
+    parts = value.split(",") if isinstance(value, str) else value
+    try:
+        low, high = (float(v) for v in parts)
+    except (TypeError, ValueError):
+        raise ConfigError(f"range is {value!r}; expected two numbers LOW,HIGH such as 0,1") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ConfigError(f"range {low:g},{high:g} is not a range; expected finite LOW < HIGH")
+    return low, high
+
+
 def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
+    if config.levels is not None and config.levels < 2:
+        raise ConfigError(f"levels is {config.levels}; expected at least 2 quantization levels")
     if config.samples < 1 or config.batch_size < 1:
         raise ConfigError(f"samples {config.samples} and batch_size {config.batch_size} must be at least 1")
     if config.fail_on not in ("warn", "fail"):

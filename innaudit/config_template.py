@@ -24,6 +24,9 @@ data: null             # in-distribution SPEC; null = the model's own test set w
 ood: []                # [NAME=]SPEC list; [] = the paper's noise battery (uniform, gaussian, rademacher)
 audits: []             # run only these ids; [] = all (see `innaudit list`)
 skip: []               # leave these ids out
+allow_mutation: false  # true: audit a model that rewrites its parameters while audited (else exit 2)
+range: null            # [LOW, HIGH] of a model that declares no data range; null = from --data
+levels: null           # its quantization levels; null = inferred from --data (k/(N-1) grid)
 """
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -192,6 +192,10 @@ class InvertibleModel:
 
     def _rebuild(self, module: nn.Module, info: ModelInfo) -> InvertibleModel:
         return InvertibleModel(module, self._forward, self._inverse, info, self._log_det, self._blocks)
+
+    def with_info(self, **changes: Any) -> InvertibleModel:
+        """A model sharing the module and the maps, with some :class:`ModelInfo` fields replaced."""
+        return self._rebuild(self.module, replace(self.info, **changes))
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> InvertibleModel:
         """Move the parameters (in place, like ``nn.Module.to``) and return ``self``."""

@@ -9,8 +9,8 @@ isolated child process (:mod:`innaudit.isolation`) all call it; none of them rep
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -22,13 +22,14 @@ from .data import (
     Role,
     array_dataset,
     default_data,
-    domain_from_array,
-    domain_from_file,
+    inferred_array_domain,
+    inferred_domain,
     resolve_dataset,
     split_name,
 )
 from .domain import DataDomain
 from .errors import LoadError, UsageError, clean_text
+from .integrity import changed, fingerprint, mutation_error
 from .loading import LoadedModel, load_model, load_object
 from .model import InvertibleModel
 from .results import Report
@@ -120,23 +121,64 @@ def _probe(model: InvertibleModel, datasets: Sequence[Dataset], device: torch.de
     return tuple(int(s) for s in z.shape[1:])
 
 
-def _fallback_domain(job: Job) -> Any:
-    """How to learn the input shape of a model that declares none: from the in-distribution data."""
+def _fallback_domain(job: Job, notes: list[str]) -> Callable[[], DataDomain] | None:
+    """How to learn the input shape of a model that declares none: from the in-distribution
+    data (its range snapped to a standard one, its levels inferred); ``notes`` gets how."""
     data = job.config.data
     if data is None:
         return None
-    if data in job.arrays:
-        return lambda: domain_from_array(job.arrays[data], data)
-    return lambda: domain_from_file(data)
+
+    def infer() -> DataDomain:
+        if data in job.arrays:
+            domain, note = inferred_array_domain(job.arrays[data], data)
+        else:
+            domain, note = inferred_domain(data)
+        notes.append(note)
+        return domain
+
+    return infer
 
 
 def _load(job: Job) -> LoadedModel:
-    fallback = _fallback_domain(job)
+    notes: list[str] = []
+    fallback = _fallback_domain(job, notes)
     if not isinstance(job.model, str):
-        return load_object(job.model, fallback_domain=fallback, condition=job.condition)
-    limits = Limits(max_bytes=job.max_memory) if job.max_memory else None
-    return load_model(job.model, weights=job.weights, weights_key=job.weights_key, trust=job.trust,
-                      fallback_domain=fallback, limits=limits, condition=job.condition)
+        loaded = load_object(job.model, fallback_domain=fallback, condition=job.condition)
+    else:
+        limits = Limits(max_bytes=job.max_memory) if job.max_memory else None
+        loaded = load_model(job.model, weights=job.weights, weights_key=job.weights_key, trust=job.trust,
+                            fallback_domain=fallback, limits=limits, condition=job.condition)
+    return _with_domain(loaded, job.config, notes)
+
+
+def _with_domain(loaded: LoadedModel, config: Config, notes: list[str]) -> LoadedModel:
+    """``--range`` / ``--levels`` over the model's domain, and where the domain came from."""
+    model, domain = loaded.model, loaded.model.info.domain
+    if config.range is not None or config.levels is not None:
+        low, high = config.range or (domain.low, domain.high)
+        domain = replace(domain, low=low, high=high,
+                         levels=config.levels if config.levels is not None else domain.levels)
+        notes = [*notes, "range/levels set by --range/--levels (or the config)"]
+    if not notes:
+        return loaded
+    source = {**model.info.source, "domain": "; ".join(notes)}
+    return replace(loaded, model=model.with_info(domain=domain, source=source))
+
+
+def _probe_unchanged(loaded: LoadedModel, datasets: Sequence[Dataset], device: torch.device,
+                     config: Config) -> tuple[LoadedModel, tuple[int, ...]]:
+    """The probe is the model's first forward pass: a model that rewrites its parameters there
+    (data-dependent ActNorm initialization) would be audited as another model, so it is an error
+    unless ``allow_mutation``, then a warning."""
+    before = fingerprint(loaded.model.module)
+    latent_shape = _probe(loaded.model, datasets, device)
+    names = changed(before, fingerprint(loaded.model.module))
+    if names:
+        problem = mutation_error(names, "in its first forward pass (the shape probe)")
+        if not config.allow_mutation:
+            raise LoadError(problem)
+        loaded = replace(loaded, warnings=(*loaded.warnings, problem + " (allowed by --allow-mutation)"))
+    return loaded, latent_shape
 
 
 def prepare(job: Job) -> Prepared:
@@ -145,7 +187,8 @@ def prepare(job: Job) -> Prepared:
     loaded = _load(job)
     loaded.model.to(device)
     datasets = _datasets(loaded.model, job)
-    return Prepared(loaded, datasets, _probe(loaded.model, datasets, device))
+    loaded, latent_shape = _probe_unchanged(loaded, datasets, device, job.config)
+    return Prepared(loaded, datasets, latent_shape)
 
 
 def execute(job: Job, observer: Observer | None = None) -> Report:

@@ -6,7 +6,7 @@ import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,6 +18,8 @@ from .config import AuditSettings, Config
 from .data import Dataset
 from .errors import clean_text
 from .gate import judge
+from .integrity import changed, fingerprint, mutation_error
+from .linalg import NotMeasuredError
 from .model import InvertibleModel
 from .results import AuditResult, Report, SetResult, Status, worst
 from .seeding import stable_seed
@@ -98,8 +100,11 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # an audit that crashes gives ERROR, never a pass
-        message = clean_text(f"{type(exc).__name__}: {exc}", 500)
-        return AuditResult(audit.id, audit.title, Status.ERROR, f"the audit crashed: {message}",
+        if isinstance(exc, NotMeasuredError):  # a finding about what can be measured, not a bug
+            message, lead = clean_text(str(exc), 500), "the audit could not measure"
+        else:
+            message, lead = clean_text(f"{type(exc).__name__}: {exc}", 500), "the audit crashed"
+        return AuditResult(audit.id, audit.title, Status.ERROR, f"{lead}: {message}",
                            time.perf_counter() - start, ctx.seed, error=message)
     status = worst(tuple(r.status for r in results))
     return AuditResult(audit.id, audit.title, status, _summary(results), time.perf_counter() - start,
@@ -174,6 +179,7 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
     header = header or run_header(model, datasets, config, latent_shape, target, warnings)
     device = torch.device(config.device)
     results = []
+    before, problems = fingerprint(model.module), list[str]()
     for aid in selected_audits(config):
         audit = REGISTRY[aid]()
         if aid in config.skip:
@@ -190,4 +196,25 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
         result = _run_one(audit, ctx)
         observer.audit_finished(result)
         results.append(result)
-    return apply_waivers(assemble(header, results), config.waivers)
+        if len(results) == 1:
+            problems = _integrity(before, model, f"during the first audit ({aid})", problems)
+    problems = _integrity(before, model, "during the audits", problems)
+    errors, header = _mutations(problems, config, header)
+    return apply_waivers(assemble(header, results, errors), config.waivers)
+
+
+def _integrity(before: Mapping[str, str], model: InvertibleModel, when: str,
+               found: list[str]) -> list[str]:
+    """The first change of the model's parameters/buffers since ``before`` (kept once found)."""
+    if found:
+        return found
+    names = changed(before, fingerprint(model.module))
+    return [mutation_error(names, when)] if names else []
+
+
+def _mutations(problems: list[str], config: Config, header: RunHeader) -> tuple[list[str], RunHeader]:
+    """A model that changed is a report error, or a warning with ``allow_mutation``."""
+    if problems and config.allow_mutation:
+        return [], replace(header, warnings=(*header.warnings, *(p + " (allowed by --allow-mutation)"
+                                                                for p in problems)))
+    return problems, header

@@ -18,6 +18,7 @@ from ..config import Threshold
 from ..data import Dataset, Role
 from ..domain import DataDomain
 from ..errors import ConfigError
+from ..linalg import autograd_blind_reason
 from ..metrics import neither, rate, worse
 from ..stats import per_sample_norm, summarize
 from .base import Audit, AuditContext, Measurement, register
@@ -232,7 +233,8 @@ class Attack(Audit):
                      "starts": torch.cat(centres).detach().cpu().numpy(),
                      "errors": torch.where(attack.nonfinite, math.inf, attack.error).cpu().numpy(),
                      "epsilon": eps}
-        return Measurement(ds.name, metrics, _message(metrics, why, str(o["objective"])), series, artifacts)
+        text = _message(metrics, why, str(o["objective"])) + _gradient_free(ctx, x[:8])
+        return Measurement(ds.name, metrics, text, series, artifacts)
 
     def _chunk(self, ctx: AuditContext, x: Tensor, start: int, eps: float, o: dict[str, object],
                tick: Callable[[int], None]) -> tuple[AttackResult, AttackResult, Tensor]:
@@ -276,6 +278,23 @@ def _checked(ctx: AuditContext) -> dict[str, object]:
     if not float(o["step_size"]) > 0:
         raise ConfigError(f"attack.step_size is {o['step_size']}; expected a positive share of epsilon")
     return o
+
+
+def _gradient_free(ctx: AuditContext, x: Tensor) -> str:
+    """A note when autograd cannot see through the forward map or the inverse (an inverse under
+    ``torch.no_grad()``): every step of the search is then a random sign step, so the attack is
+    a gradient-free search no stronger than the random search beside it."""
+    forward = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
+    inverse = lambda t: ctx.model.inverse(t, grad=True)  # noqa: E731
+    with torch.no_grad():
+        z = ctx.model.forward(x)
+    finite = torch.isfinite(z.reshape(len(z), -1)).all(1)
+    for name, fn, at in (("forward map", forward, x), ("inverse", inverse, z[finite])):
+        reason = autograd_blind_reason(fn, at) if len(at) else None
+        if reason:
+            return (f"; the search fell back to gradient-free (random sign) steps: the {name} has "
+                    f"no usable gradient ({reason}), so the attack is no stronger than random search")
+    return ""
 
 
 def _message(m: dict[str, object], why: str, objective: str) -> str:

@@ -15,7 +15,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..linalg import Map, choose_method, extreme_singular_values, jacobian_singular_values
+from ..linalg import (
+    Map,
+    NotMeasuredError,
+    autograd_blind_reason,
+    choose_method,
+    extreme_singular_values,
+    jacobian_singular_values,
+)
 
 __all__ = ["Spectrum", "measure", "min_median_max"]
 
@@ -31,6 +38,10 @@ class Spectrum:
         inverse_max, inverse_min: of ``J_F^-1(F(x))``.
         forward_iterations, inverse_iterations: JVP/VJP pairs per sample (matrix-free only).
         converged: per sample, whether both Lanczos runs met the tolerance (matrix-free only).
+        note: what the numbers cannot say (a map autograd could not differentiate...).
+        derived: ``"inverse"`` when the inverse has no gradient and its values are the
+            reciprocals of ``J_F`` at ``F^-1(z)``; ``"forward"`` the other way round; ``""``
+            when both maps were differentiated.
     """
 
     method: str
@@ -42,6 +53,7 @@ class Spectrum:
     inverse_iterations: np.ndarray | None = None
     converged: np.ndarray | None = None
     note: str = ""
+    derived: str = ""
 
     @property
     def condition(self) -> np.ndarray:
@@ -52,20 +64,41 @@ class Spectrum:
     @property
     def cross_gap(self) -> np.ndarray:
         """``max(|log10(smin_F * smax_inv)|, |log10(smax_F * smin_inv)|)`` per sample: 0 for a
-        numerically consistent pair of maps (``J_F^-1(F(x)) = J_F(x)^-1``)."""
+        numerically consistent pair of maps (``J_F^-1(F(x)) = J_F(x)^-1``); NaN when any of the
+        four values is NaN (an unknown gap, which the audit counts as a mismatch)."""
         with np.errstate(divide="ignore", invalid="ignore"):
             a = np.abs(np.log10(self.forward_min * self.inverse_max))
             b = np.abs(np.log10(self.forward_max * self.inverse_min))
-        return np.fmax(a, b)
+        return np.maximum(a, b)
 
 
 def measure(forward: Map, inverse: Map, x: Tensor, *, method: str, tol: float, max_iter: int,
             generator: torch.Generator) -> Spectrum:
-    """The four extreme singular values per sample of ``x`` (see the module docstring)."""
+    """The four extreme singular values per sample of ``x`` (see the module docstring).
+
+    Before any Jacobian, each map is checked to depend on its input through autograd
+    (:func:`~innaudit.linalg.autograd_blind_reason`). When one map cannot be differentiated,
+    its spectrum is the reciprocal of the other's (``J_F^-1(z) = J_F(F^-1(z))^-1``), taken at
+    the point the blind map returns, with ``derived`` and ``note`` saying so (exact method);
+    when neither can, or the matrix-free method would need the blind one,
+    :class:`~innaudit.linalg.NotMeasuredError` says why. A Jacobian of zeros is never reported.
+    """
     chosen = choose_method(method, int(x[0].numel()))
     with torch.no_grad():
         z = forward(x)
     finite = torch.isfinite(z.reshape(len(z), -1)).all(1)
+    f_blind = autograd_blind_reason(forward, x)
+    i_blind = autograd_blind_reason(inverse, z[finite]) if finite.any() else None
+    if f_blind and i_blind:
+        raise NotMeasuredError(f"neither map can be differentiated: the forward map: {f_blind}; "
+                               f"the inverse: {i_blind}")
+    if (f_blind or i_blind) and chosen != "exact":
+        raise NotMeasuredError(f"the {'forward map' if f_blind else 'inverse'}: {f_blind or i_blind}; "
+                               "the matrix-free method needs both maps' gradients; use method exact "
+                               "(dimension up to a few thousand) or give the map a gradient")
+    if f_blind or i_blind:
+        return _derived(forward, inverse, x, z, finite, blind="forward" if f_blind else "inverse",
+                        reason=str(f_blind or i_blind))
     if chosen == "exact":
         notes: list[str] = []
         fwd = _or_nan(lambda: jacobian_singular_values(forward, x), (len(x), int(x[0].numel())),
@@ -83,6 +116,37 @@ def measure(forward: Map, inverse: Map, x: Tensor, *, method: str, tol: float, m
         return Spectrum("matrix-free", fmax, 1.0 / imax, imax, 1.0 / fmax,
                         f.iterations.numpy(), i.iterations.numpy(),
                         (f.converged & i.converged).numpy())
+
+
+def _derived(forward: Map, inverse: Map, x: Tensor, z: Tensor, finite: Tensor, *, blind: str,
+             reason: str) -> Spectrum:
+    """Exact spectra when one map is blind to autograd: the seen map's singular values at ``x``
+    (or ``z``) and at the point the blind map gives, the blind map's as their reciprocals."""
+    notes: list[str] = []
+    n, dim = len(x), int(x[0].numel())
+    nan = torch.full((n, dim), math.nan, dtype=torch.float64)
+    seen, other = nan.clone(), nan.clone()
+    if blind == "inverse":
+        seen = _or_nan(lambda: jacobian_singular_values(forward, x), (n, dim), "forward", notes)
+        if finite.any():
+            with torch.no_grad():
+                back = inverse(z[finite])
+            other[finite] = _or_nan(lambda: jacobian_singular_values(forward, back),
+                                    (int(finite.sum()), dim), "forward", notes)
+        fwd, inv = seen, 1.0 / other.flip(1)
+        how = ("the inverse has no gradient ({r}); its singular values are the reciprocals of "
+               "J_F's at x' = F^-1(z) (J_F^-1(z) = J_F(x')^-1), and the cross-check compares J_F "
+               "at x with J_F at x'")
+    else:
+        if finite.any():
+            seen[finite] = _or_nan(lambda: jacobian_singular_values(inverse, z[finite]),
+                                   (int(finite.sum()), dim), "inverse", notes)
+        fwd, inv = 1.0 / seen.flip(1), seen
+        how = ("the forward map has no gradient ({r}); its singular values are the reciprocals of "
+               "J_F^-1's at z = F(x), so the cross-check is void (it compares a spectrum with itself)")
+    notes.insert(0, how.format(r=reason))
+    return Spectrum("exact", _np(fwd[:, 0]), _np(fwd[:, -1]), _np(inv[:, 0]), _np(inv[:, -1]),
+                    note="; ".join(notes), derived=blind)
 
 
 def _or_nan(compute: Callable[[], Tensor], shape: tuple[int, int], which: str,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -15,17 +15,20 @@ from ..metrics import better, neither, rate, worse
 from ..model import InvertibleModel
 from ..stats import per_sample_norm
 from .base import Audit, AuditContext, Measurement, register
-from .common import sample_batches
+from .common import full_range_floor, sample_batches
 from .jacobians import measure
 
-__all__ = ["BlockTrace", "Layers", "trace_blocks", "worst_samples"]
+__all__ = ["BlockTrace", "Layers", "chain_errors", "leaves_rounding", "trace_blocks", "worst_samples"]
 
 
 @dataclass(frozen=True)
 class BlockTrace:
     """One block's numbers on the traced samples (per sample, float64 arrays).
 
-    ``rel_error`` is ``||f^-1(f(h)) - h|| / max(||h||, floor)`` (inf where non-finite);
+    ``rel_error`` is ``||f^-1(f(h)) - h|| / max(||h||, floor)`` (inf where non-finite): the
+    error this block adds on its exact input; ``chain_error`` is ``||g - h|| / max(||h||, floor)``
+    with ``g`` the block's input recovered by inverting the whole chain from ``z = F(x)``
+    down through this block (inf where non-finite): the error accumulated up to here;
     ``scale_min`` is NaN for blocks without ``scales``; ``sv_min``/``sv_max`` of ``J_f(h)``.
     """
 
@@ -35,6 +38,7 @@ class BlockTrace:
     scale_min: np.ndarray
     sv_min: np.ndarray
     sv_max: np.ndarray
+    chain_error: np.ndarray | None = None
 
 
 def worst_samples(model: InvertibleModel, x: Tensor, k: int) -> Tensor:
@@ -66,8 +70,9 @@ def trace_blocks(blocks: Sequence[InvertibleModel], x: Tensor, *, method: str, t
                  max_iter: int, generator: torch.Generator) -> list[BlockTrace]:
     """Push ``x`` through the blocks; at each, round-trip the block and take its spectrum."""
     floor = 1e-6 * math.sqrt(x[0].numel())
-    h, out = x, []
+    h, out, inputs = x, [], []
     for i, block in enumerate(blocks):
+        inputs.append(h)
         with torch.no_grad():
             y = block.forward(h)
             back = block.inverse(y)
@@ -81,7 +86,39 @@ def trace_blocks(blocks: Sequence[InvertibleModel], x: Tensor, *, method: str, t
         out.append(BlockTrace(name, rel.cpu().numpy(), bad.cpu().numpy(), _scale_min(block, h),
                               s.forward_min, s.forward_max))
         h = y
+    chain = chain_errors(blocks, inputs, h, floor)
+    return [replace(t, chain_error=c) for t, c in zip(out, chain, strict=True)]
+
+
+def _relative(got: Tensor, want: Tensor, floor: float) -> np.ndarray:
+    """``||got - want|| / max(||want||, floor)`` per sample, inf where ``got`` is not finite."""
+    bad = ~torch.isfinite(got.reshape(len(got), -1)).all(1)
+    rel = per_sample_norm(got - want) / per_sample_norm(want).clamp_min(floor)
+    return torch.where(bad | rel.isnan(), torch.full_like(rel, math.inf), rel).cpu().numpy()
+
+
+def chain_errors(blocks: Sequence[InvertibleModel], inputs: Sequence[Tensor], z: Tensor,
+                 floor: float) -> list[np.ndarray]:
+    """Accumulated error of the inverse chain: from ``z``, ``g_K = z``, ``g_{k-1} =
+    f_k^-1(g_k)``; entry ``k`` is the relative error of ``g_{k-1}`` against the forward
+    activation ``h_{k-1}`` (``inputs[k]``), per sample."""
+    out: list[np.ndarray] = [np.empty(0)] * len(blocks)
+    g = z
+    with torch.no_grad():
+        for k in range(len(blocks) - 1, -1, -1):
+            g = blocks[k].inverse(g)
+            out[k] = _relative(g, inputs[k], floor)
     return out
+
+
+def leaves_rounding(traces: Sequence[BlockTrace], limit: float) -> int:
+    """Index of the block whose inverse first takes the accumulated error (walking the inverse
+    chain from ``z``, last block first) above ``limit`` or to non-finite; -1 when none does."""
+    for k in range(len(traces) - 1, -1, -1):
+        err = traces[k].chain_error
+        if err is not None and err.size and not (err <= limit).all():
+            return k
+    return -1
 
 
 def _fmax(values: np.ndarray) -> float:
@@ -134,9 +171,20 @@ class Layers(Audit):
     whose relative error is at least ``jump`` times the median over blocks and above 1e-5, or
     whose condition number is at least ``jump`` times the median and above 1e3 (spectrum's warn
     level). Metrics: ``culprit`` (block name, "" when none), ``culprit_index`` (-1 when none),
-    ``nonfinite_fraction`` (traced samples that break at some block), ``block_rel_error.max``,
+    ``nonfinite_fraction`` (traced samples that break at some block or in the inverse chain), ``block_rel_error.max``,
     ``block_condition.max``, ``scale_min`` (smallest affine scale seen). ``series.blocks`` has
     one row per block.
+
+    The inverse chain: from ``z = F(x)`` the blocks' inverses are applied one after the other,
+    ``g_K = z``, ``g_{k-1} = f_k^-1(g_k)``, and each ``g_{k-1}`` is compared with the forward
+    activation ``h_{k-1}``: ``chain_rel_error`` at block ``k``. Per-block errors that are harmless
+    on exact inputs (1e-6 each) compound there, up to the whole model's failure. Metrics:
+    ``chain_rel_error.max`` (largest accumulated relative error, inf when non-finite, over the
+    traced samples and, at the input, the whole model's round trip ``F^-1(F(x))`` on all
+    ``samples`` samples, measured as ``roundtrip`` measures it), ``chain_index`` (the block
+    whose inverse first takes the accumulated error above ``rounding`` or to non-finite, -1 when
+    none) and ``chain_block`` (its name). Gated as ``roundtrip``'s ``rel_error_l2.max``, so the
+    two never disagree on the same samples.
 
     Reading a failure: the culprit is where to look (a coupling whose scale underflows, an ill
     conditioned 1x1 convolution). Gates as for ``roundtrip``: a non-finite block fails; a block
@@ -148,9 +196,10 @@ class Layers(Audit):
     thresholds = {
         "nonfinite_fraction": Threshold(warn=None, fail=0.0),
         "block_rel_error.max": Threshold(warn=1e-4, fail=1e-2),
+        "chain_rel_error.max": Threshold(warn=1e-4, fail=1e-2),
     }
     options = {"samples": 64, "worst": 2, "method": "auto", "tol": 1e-4, "max_iter": 32,
-               "jump": 10.0}
+               "jump": 10.0, "rounding": 1e-4}
     metrics = (
         neither("n", doc="samples"), neither("blocks", doc="blocks walked"),
         rate("nonfinite_fraction", "samples non-finite in some block"),
@@ -158,6 +207,8 @@ class Layers(Audit):
         worse("block_condition", doc="largest per-block condition"),
         better("scale_min", doc="smallest coupling scale"),
         neither("culprit_index", doc="first failing block (-1: none)"),
+        worse("chain_rel_error", doc="accumulated relative error of the inverse chain from z"),
+        neither("chain_index", doc="block where the accumulated error leaves rounding (-1: none)"),
     )
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
@@ -177,12 +228,18 @@ class Layers(Audit):
                                   generator=ctx.generator(ds.name))
             ctx.progress(ds.name, len(x), len(x))
             where, why = culprit(traces, ctx.option("jump"), 1e-5, 1e3)
-            yield Measurement(ds.name, self._metrics(traces, idx, where),
-                              self._message(traces, where, why), {"blocks": self._series(traces)})
+            chain = leaves_rounding(traces, ctx.option("rounding"))
+            whole = _model_round_trip(ctx.model, x)
+            metrics = {**self._metrics(traces, idx, where), **_chain_metrics(traces, chain, whole)}
+            text = _chain_message(traces, chain, ctx.option("rounding"))
+            if where >= 0 or chain < 0:
+                text = f"{self._message(traces, where, why)}; {text}"
+            yield Measurement(ds.name, metrics, text, {"blocks": self._series(traces)})
 
     @staticmethod
     def _metrics(traces: Sequence[BlockTrace], idx: Tensor, where: int) -> dict[str, object]:
-        broken = np.any([t.nonfinite for t in traces], axis=0)
+        broken = np.any([t.nonfinite for t in traces]  # a block, or the inverse chain from z
+                        + [~np.isfinite(t.chain_error) for t in traces if t.chain_error is not None], axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             conds = [_fmax(t.sv_max / t.sv_min) for t in traces]
         return {
@@ -214,4 +271,32 @@ class Layers(Audit):
                 "sv_min": [num(_fmin(t.sv_min)) for t in traces],
                 "sv_max": [num(_fmax(t.sv_max)) for t in traces],
                 "condition": [num(_fmax(t.sv_max / t.sv_min)) for t in traces],
+                "chain_rel_error_max": [num(_fmax(t.chain_error)) if t.chain_error is not None
+                                        else math.nan for t in traces],
             }
+
+
+def _model_round_trip(model: InvertibleModel, x: Tensor) -> np.ndarray:
+    """The whole model's relative round-trip error per sample, as ``roundtrip`` measures it."""
+    domain = model.info.domain
+    with torch.no_grad():
+        back = model.inverse(model.forward(x))
+    return _relative(back, x, full_range_floor(domain.numel, domain.width))
+
+
+def _chain_metrics(traces: Sequence[BlockTrace], chain: int, whole: np.ndarray) -> dict[str, object]:
+    errors = [t.chain_error for t in traces if t.chain_error is not None]
+    worst = _fmax(np.concatenate([*errors, whole])) if errors or whole.size else math.nan
+    return {"chain_rel_error": {"max": worst}, "chain_index": chain,
+            "chain_block": traces[chain].name if chain >= 0 else ""}
+
+
+def _chain_message(traces: Sequence[BlockTrace], chain: int, limit: float) -> str:
+    if chain < 0:
+        return f"the inverse chain from z stays within {limit:g} (relative) at every block"
+    err = traces[chain].chain_error
+    worst = _fmax(err) if err is not None else math.nan
+    after = (f"the accumulated error of the inverse chain from z leaves rounding at block "
+             f"{traces[chain].name} ({worst:.3g} relative at its input, limit {limit:g}")
+    own = _fmax(traces[chain].rel_error)
+    return after + f"; the block alone adds {own:.3g})"

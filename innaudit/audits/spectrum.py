@@ -24,11 +24,39 @@ def _cat(parts: list[Spectrum]) -> Spectrum:
     notes = sorted({p.note for p in parts if p.note})
     return Spectrum(parts[0].method, join("forward_max"), join("forward_min"), join("inverse_max"),
                     join("inverse_min"), join("forward_iterations"), join("inverse_iterations"),
-                    join("converged"), "; ".join(notes))
+                    join("converged"), "; ".join(notes), parts[0].derived)
 
 
 def _short(values: np.ndarray) -> list[float]:
     return [float(f"{v:.5g}") if math.isfinite(v) else float(v) for v in values]
+
+
+SVD_RESOLUTION = 1e-13
+"""A singular value below ``SVD_RESOLUTION * sigma_max`` is below what a float64 SVD resolves
+(its backward error is a few hundred ``eps64 * sigma_max`` at these sizes): the Jacobian is
+singular to working precision, and ``sigma_min`` is reported as 0."""
+
+
+def _singular(sv_min: np.ndarray, sv_max: np.ndarray) -> np.ndarray:
+    """Samples whose Jacobian is singular (``sigma_min <= SVD_RESOLUTION * sigma_max``)."""
+    return (sv_min <= SVD_RESOLUTION * sv_max) & np.isfinite(sv_max)
+
+
+def _condition(sv_max: np.ndarray, sv_min: np.ndarray) -> np.ndarray:
+    """``sigma_max / sigma_min`` per sample: inf for a singular Jacobian, NaN where either value
+    is NaN."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = sv_max / sv_min
+    return np.where(_singular(sv_min, sv_max), math.inf, out)
+
+
+def _with_inf(values: np.ndarray) -> dict[str, float]:
+    """``{min, median, max}`` over the values that are not NaN (inf counts: a singular sample
+    makes ``max`` inf)."""
+    kept = values[~np.isnan(values)]
+    if kept.size == 0:
+        return {"min": math.nan, "median": math.nan, "max": math.nan}
+    return {"min": float(kept.min()), "median": float(np.median(kept)), "max": float(kept.max())}
 
 
 @register
@@ -54,12 +82,24 @@ class SpectrumAudit(Audit):
     ``cross_check.mismatch_fraction``, itself a sign of numerical non-invertibility.
 
     Metrics per set (over the first ``samples`` samples, ``{min, median, max}`` over the finite
-    ones): ``forward.sv_min``, ``forward.sv_max``, ``forward.condition``, ``inverse.*`` alike,
-    ``condition`` (``sigma_max(J_F) * sigma_max(J_F^-1)``, the per-sample amplification of
-    relative rounding), ``lipschitz.forward`` / ``lipschitz.inverse`` (largest local constants
+    ones): ``forward.sv_min``, ``forward.sv_max``, ``inverse.*`` alike; the condition numbers as
+    the paper names them (its ``condition_num`` and ``inverse_condition_num``):
+    ``condition`` = ``forward.condition`` = ``sigma_max(J_F) / sigma_min(J_F)`` and
+    ``inverse.condition`` = ``sigma_max(J_F^-1) / sigma_min(J_F^-1)``, infinite for a singular
+    Jacobian (``sigma_min = 0``: then ``max`` is inf and ``singular_fraction`` counts it);
+    ``amplification`` (``sigma_max(J_F) * sigma_max(J_F^-1)``, the per-sample amplification of
+    relative rounding through the inverse actually computed; equal to ``condition`` for a
+    consistent inverse), ``lipschitz.forward`` / ``lipschitz.inverse`` (largest local constants
     seen: lower bounds of the true local constants on the set), ``nonfinite_fraction``
-    (Jacobian with NaN/Inf), ``cross_check`` (exact) or ``iterations`` and
-    ``converged_fraction`` (matrix-free). ``series.values`` keeps the per-sample numbers.
+    (Jacobian with NaN/Inf), ``cross_check`` (exact; a NaN or infinite gap is a mismatch) or
+    ``iterations`` and ``converged_fraction`` (matrix-free). ``series.values`` keeps the
+    per-sample numbers.
+
+    A map autograd cannot see through (an inverse under ``torch.no_grad()``) is detected before
+    any Jacobian is taken: its spectrum is then the reciprocal of the other map's at the point
+    it returns (``J_F^-1(z) = J_F(F^-1(z))^-1``) and the message says so; when neither map can
+    be differentiated (or the matrix-free method would need the blind one) the audit is
+    ``error`` with the reason. A Jacobian of zeros is never reported.
 
     Reading a failure: a large ``condition`` with finite round trips is the early stage of an
     exploding inverse; ``forward.sv_min`` near 0 is the inverse's problem (``1/sigma_min``
@@ -79,11 +119,14 @@ class SpectrumAudit(Audit):
     }
     options = {"samples": 64, "method": "auto", "tol": 1e-4, "max_iter": 64,
                "cross_check_tolerance": 0.05}
-    metrics = tuple(m for d in ("forward", "inverse") for m in (
-        better(f"{d}.sv_min", doc=f"smallest singular value of the {d} Jacobian"),
-        worse(f"{d}.sv_max", doc=f"largest singular value of the {d} Jacobian"),
-        worse(f"{d}.condition", doc="sigma_max / sigma_min"))) + (
-        worse("condition", doc="sigma_max(J_F) * sigma_max(J_F^-1)"),
+    metrics = (
+        *(m for d in ("forward", "inverse") for m in (
+            better(f"{d}.sv_min", doc=f"smallest singular value of the {d} Jacobian"),
+            worse(f"{d}.sv_max", doc=f"largest singular value of the {d} Jacobian"),
+            worse(f"{d}.condition", doc="sigma_max / sigma_min (the paper's condition number)"))),
+        worse("condition", doc="sigma_max(J_F) / sigma_min(J_F), the paper's condition_num"),
+        worse("amplification", doc="sigma_max(J_F) * sigma_max(J_F^-1)"),
+        rate("singular_fraction", "samples whose Jacobian is singular (sigma_min = 0)"),
         worse("lipschitz.forward", doc="largest local Lipschitz estimate"), worse("lipschitz.inverse"),
         neither("n", doc="samples"), rate("nonfinite_fraction", "samples with a non-finite Jacobian"),
         worse("cross_check.max_log10_gap", doc="forward vs inverse spectrum disagreement"),
@@ -117,28 +160,28 @@ class SpectrumAudit(Audit):
                               {"values": self._series(spec)})
 
     def _metrics(self, s: Spectrum, ctx: AuditContext) -> dict[str, object]:
-        condition = s.forward_max * s.inverse_max
+        amplification = s.forward_max * s.inverse_max
         bad = ~(np.isfinite(s.forward_max) & np.isfinite(s.inverse_max))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv_cond = s.inverse_max / s.inverse_min
         m: dict[str, object] = {
-            "n": len(condition), "method": s.method,
+            "n": len(amplification), "method": s.method,
             "nonfinite_fraction": float(bad.mean()),
-            "forward": {"sv_min": min_median_max(s.forward_min), "sv_max": min_median_max(s.forward_max),
-                        "condition": min_median_max(s.condition)},
+            "singular_fraction": float(_singular(s.forward_min, s.forward_max).mean()),
+            "forward": {"sv_min": min_median_max(np.where(_singular(s.forward_min, s.forward_max), 0.0,
+                                                          s.forward_min)), "sv_max": min_median_max(s.forward_max),
+                        "condition": _with_inf(_condition(s.forward_max, s.forward_min))},
             "inverse": {"sv_min": min_median_max(s.inverse_min), "sv_max": min_median_max(s.inverse_max),
-                        "condition": min_median_max(inv_cond)},
-            "condition": min_median_max(condition),
+                        "condition": _with_inf(_condition(s.inverse_max, s.inverse_min))},
+            "condition": _with_inf(_condition(s.forward_max, s.forward_min)),
+            "amplification": _with_inf(amplification),
             "lipschitz": {"forward": min_median_max(s.forward_max)["max"],
                           "inverse": min_median_max(s.inverse_max)["max"]},
         }
         if s.method == "exact":
-            gap = s.cross_gap
+            gap = np.where(np.isnan(s.cross_gap), math.inf, s.cross_gap)
             limit = math.log10(1 + ctx.option("cross_check_tolerance"))
-            finite = gap[np.isfinite(gap)]
             m["cross_check"] = {
-                "max_log10_gap": float(finite.max()) if finite.size else math.nan,
-                "mismatch_fraction": float((finite > limit).sum() / len(gap)) if len(gap) else 0.0,
+                "max_log10_gap": float(gap.max()) if gap.size else math.nan,
+                "mismatch_fraction": float((~(gap <= limit)).sum() / len(gap)) if len(gap) else 0.0,
                 "tolerance": float(ctx.option("cross_check_tolerance")),
             }
         else:
@@ -150,22 +193,30 @@ class SpectrumAudit(Audit):
 
     @staticmethod
     def _message(s: Spectrum) -> str:
-        condition = s.forward_max * s.inverse_max
+        condition = _condition(s.forward_max, s.forward_min)
+        singular = _singular(s.forward_min, s.forward_max)
         finite = np.isfinite(condition)
-        if not finite.any():
+        if singular.any():
+            i = int(np.argmax(singular))
+            text = (f"{int(singular.sum())} sample(s) with a singular Jacobian (sigma_min(J_F) = 0, "
+                    f"condition inf; first: sample {i}; the layers audit names the block)")
+        elif not finite.any():
             return "no sample has a finite Jacobian" + (f"; {s.note}" if s.note else "")
-        i = int(np.nanargmax(np.where(finite, condition, -np.inf)))
-        text = (f"worst condition {condition[i]:.3g} at sample {i} (sigma_min(J_F) = "
-                f"{s.forward_min[i]:.3g}, sigma_max(J_F) = {s.forward_max[i]:.3g})")
-        if not finite.all():
-            text += f"; {int((~finite).sum())} sample(s) with a non-finite Jacobian"
+        else:
+            i = int(np.nanargmax(np.where(finite, condition, -np.inf)))
+            text = (f"worst condition {condition[i]:.3g} at sample {i} (sigma_min(J_F) = "
+                    f"{s.forward_min[i]:.3g}, sigma_max(J_F) = {s.forward_max[i]:.3g})")
+        broken = ~(np.isfinite(s.forward_max) & np.isfinite(s.inverse_max))
+        if broken.any():
+            text += f"; {int(broken.sum())} sample(s) with a non-finite Jacobian"
         return text + (f"; {s.note}" if s.note else "")
 
     @staticmethod
     def _series(s: Spectrum) -> dict[str, list[float]]:
         out = {"forward.sv_min": _short(s.forward_min), "forward.sv_max": _short(s.forward_max),
                "inverse.sv_max": _short(s.inverse_max),
-               "condition": _short(s.forward_max * s.inverse_max)}
+               "condition": _short(_condition(s.forward_max, s.forward_min)),
+               "amplification": _short(s.forward_max * s.inverse_max)}
         if s.method == "exact":
             out["cross_check.log10_gap"] = _short(s.cross_gap)
         return out

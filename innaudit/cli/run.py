@@ -29,6 +29,9 @@ __all__ = ["run"]
 @click.option("--weights-key", metavar="KEY", help="Entry of a training dict holding the state dict (dotted path).")
 @click.option("--condition", metavar="SPEC", help="Condition of a conditional model: a .npy/.npz/.pt file of rows (row j of each batch takes row j mod N) or constant:V1,V2,...")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint holding code (a pickled module) to load. Only for files you made.")
+@click.option("--range", "data_range", metavar="LOW,HIGH", help="Data range of a model that declares none.  [default: from --data, snapped to [0,1], [-0.5,0.5] or [-1,1]]")
+@click.option("--levels", type=int, metavar="N", help="Quantization levels of a model that declares none.  [default: inferred from --data]")
+@click.option("--allow-mutation", is_flag=True, help="Audit a model that rewrites its parameters or buffers while audited (ActNorm init) instead of exiting 2.")
 @click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False), help="YAML config (see `innaudit init`).")
 @click.option("--audit", "audits", metavar="ID", multiple=True, help="Run only this audit (repeatable).")
 @click.option("--skip", metavar="ID", multiple=True, help="Leave this audit out (repeatable).")
@@ -55,7 +58,8 @@ __all__ = ["run"]
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout; files and the exit code only.")
 @click.option("-v", "--verbose", count=True, help="-vv shows tracebacks of internal errors.")
 def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None, weights_key: str | None,
-        condition: str | None, trust_checkpoint: bool, config_path: str | None, audits: tuple[str, ...],
+        condition: str | None, trust_checkpoint: bool, data_range: str | None, levels: int | None,
+        allow_mutation: bool | None, config_path: str | None, audits: tuple[str, ...],
         skip: tuple[str, ...], samples: int | None, batch_size: int | None, seed: int | None,
         device: str | None, float64_check: bool | None, temperatures: tuple[float, ...],
         attack_samples: int | None, epsilon: float | None, gradient_loss: str | None, save_witnesses: str | None,
@@ -71,7 +75,8 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
 
     overrides = {"seed": seed, "samples": samples, "batch_size": batch_size, "device": device,
                  "float64_check": float64_check, "fail_on": fail_on, "data": data,
-                 "ood": list(ood) or None, "audits": list(audits) or None, "skip": list(skip) or None}
+                 "ood": list(ood) or None, "audits": list(audits) or None, "skip": list(skip) or None,
+                 "range": data_range, "levels": levels, "allow_mutation": allow_mutation or None}
     sections: dict[str, dict[str, Any]] = {"sampling": {"temperatures": list(temperatures)}} if temperatures else {}
     attack = {k: v for k, v in (("samples", attack_samples), ("epsilon", epsilon)) if v is not None}
     if attack:

@@ -20,9 +20,11 @@ from ..safeio.arrays import read_array, split_file_spec
 from ..seeding import stable_seed
 from .builtin import BUILTINS, DEFAULT_OOD
 from .dataset import Dataset, Role
+from .infer import infer_domain
 
 __all__ = ["BUILTINS", "DEFAULT_OOD", "Dataset", "Role", "array_dataset", "default_data",
-           "domain_from_array", "domain_from_file", "resolve_dataset", "split_name"]
+           "domain_from_file", "inferred_array_domain", "inferred_domain", "resolve_dataset",
+           "split_name"]
 
 _NAME = re.compile(r"^([A-Za-z0-9_.\-]+)=(.+)$")
 
@@ -131,24 +133,33 @@ def _numeric(array: object, source: str) -> np.ndarray | torch.Tensor:
 
 
 def domain_from_file(text: str) -> DataDomain:
-    """A domain for a model that declares none: the shape and value range of a data file."""
+    """A domain for a model that declares none: the shape of a data file, its range snapped to a
+    standard one and its quantization levels (see :func:`inferred_domain`)."""
+    return inferred_domain(text)[0]
+
+
+def inferred_domain(text: str) -> tuple[DataDomain, str]:
+    """The domain of the data file a ``[NAME=]SPEC`` names, and a sentence saying how it was
+    inferred (:mod:`innaudit.data.infer`), for the report."""
     _, spec = split_name(text)
     file_spec = split_file_spec(spec)
     if file_spec is None:
         raise DataError(f"--data {spec!r} is not a file, so it cannot tell the model's input shape; "
                         "give a .npy/.npz/.pt file or set input_shape on the module")
-    return domain_from_array(read_array(*file_spec), Path(file_spec[0]).stem)
+    return inferred_array_domain(read_array(*file_spec), Path(file_spec[0]).stem, str(file_spec[0]))
 
 
-def domain_from_array(array: np.ndarray | torch.Tensor, name: str) -> DataDomain:
-    """A domain for a model that declares none: the shape and value range of its data."""
+def inferred_array_domain(array: np.ndarray | torch.Tensor, name: str,
+                          source: str | None = None) -> tuple[DataDomain, str]:
+    """The domain of data in memory (shape, range snapped to a standard one, levels) and how it
+    was inferred."""
     array = _numeric(array, f"data set {name!r}")
     head = array[: min(len(array), 4096)]
-    values = head.detach().double() if isinstance(head, torch.Tensor) else torch.from_numpy(
-        np.array(head, dtype=np.float64))
-    low, high = float(values.min()), float(values.max())
-    return DataDomain(shape=tuple(int(s) for s in array.shape[1:]), low=low,
-                      high=high if high > low else low + 1.0, name=name)
+    values = head.double().numpy() if isinstance(head, torch.Tensor) else np.array(head, dtype=np.float64)
+    found = infer_domain(values, source or f"data set {name!r}")
+    domain = DataDomain(shape=tuple(int(s) for s in array.shape[1:]), low=found.low, high=found.high,
+                        levels=found.levels, name=name)
+    return domain, found.note
 
 
 def default_data(domain: DataDomain) -> str | None:

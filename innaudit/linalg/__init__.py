@@ -34,13 +34,16 @@ autograd (``grad=True``); a map that disables grad inside itself gives zero Jaco
 from __future__ import annotations
 
 from ._common import Map
+from .depends import NotMeasuredError, autograd_blind_reason
 from .exact import jacobian, jacobian_singular_values, log_abs_det
 from .lanczos import SpectrumEstimate, extreme_singular_values, log_abs_det_estimate, top_singular_value
 
 __all__ = [
     "EXACT_MAX_DIM",
     "Map",
+    "NotMeasuredError",
     "SpectrumEstimate",
+    "autograd_blind_reason",
     "choose_method",
     "extreme_singular_values",
     "jacobian",

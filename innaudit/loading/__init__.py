@@ -17,6 +17,7 @@ from torch import nn
 
 from ..domain import DataDomain
 from ..errors import LoadError, UnsafeCheckpointError
+from ..integrity import set_init_flags
 from ..model import InvertibleModel
 from ..safeio.checkpoint import load_trusted, load_weights_only
 from ..safeio.preflight import Limits
@@ -116,6 +117,7 @@ def _from_factory(spec: str, weights: str | None, weights_key: str | None,
         raise LoadError(f"factory {spec} returned {type(built).__name__}; expected a "
                         "torch.nn.Module with forward and inverse")
     target: dict[str, Any] = {"model": spec, "loader": f"factory-{kind}"}
+    flags: list[str] = []
     if weights:
         path = Path(weights)
         if not isinstance(built, nn.Module):
@@ -123,9 +125,15 @@ def _from_factory(spec: str, weights: str | None, weights_key: str | None,
                             "is not an nn.Module and holds no state dict")
         load_state_dict_into(built, path, weights_key, limits)
         target.update(weights=str(path), weights_sha256=file_sha256(path), weights_key=weights_key)
+        flags = set_init_flags(built)
     source = {"factory": spec, "weights": weights or ""}
     adapted = adapt_object(built, _domain(built, fallback, spec), source, condition)
-    return LoadedModel(adapted.model, _described(target, adapted, condition), adapted.warnings)
+    notes = adapted.warnings
+    if weights and flags:
+        notes = (f"set the data-dependent initialization flag(s) {', '.join(flags[:6])} after loading "
+                 f"--weights, so the loaded ActNorm statistics are audited instead of being replaced "
+                 "by the first batch", *notes)
+    return LoadedModel(adapted.model, _described(target, adapted, condition), notes)
 
 
 def _from_file(path: Path, trust: bool, fallback: Callable[[], DataDomain] | None,

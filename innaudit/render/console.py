@@ -74,6 +74,8 @@ def render(report: Report, *, color: bool = False, width: int = 120) -> str:
                   f"{'' if domain.get('levels') is None else ', ' + str(domain.get('levels')) + ' levels'}"
                   f"  latent {tuple(target.get('latent_shape', ()))}  seed {report.run.get('seed')}"
                   f"  {report.run.get('dtype')} on {report.run.get('device')}")
+    if lookup(target, "info.source.domain"):  # a domain the model does not declare: say where from
+        console.print(f"domain: {escape(str(lookup(target, 'info.source.domain')))}")
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(_table(report))
