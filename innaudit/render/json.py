@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
+from ..diagnosis import diagnose, diagnosis_to_dict
 from ..results import AuditResult, Check, Report, SetResult
 
 __all__ = ["render", "report_to_dict", "to_plain"]
@@ -53,7 +54,11 @@ def _audit(a: AuditResult) -> dict[str, Any]:
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
-    """The JSON envelope of DESIGN.md as plain data (``innaudit.report_io`` reads it back)."""
+    """The JSON envelope of DESIGN.md as plain data (``innaudit.report_io`` reads it back).
+
+    ``diagnosis`` is computed from the results (:func:`innaudit.diagnosis.diagnose`), never read
+    back: a saved report re-renders with the same diagnosis.
+    """
     extra: dict[str, Any] = {}
     if report.comparison is not None:
         from ..baseline import comparison_to_dict
@@ -69,6 +74,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "audits": [_audit(a) for a in report.audits],
         "errors": list(report.errors),
         "warnings": list(report.warnings),
+        "diagnosis": diagnosis_to_dict(diagnose(report)),
         **extra,
     })
 

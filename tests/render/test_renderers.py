@@ -79,5 +79,7 @@ def test_console_plain_has_no_escape_codes_and_color_has(failing_report: Report)
     plain = console.render(failing_report, color=False, width=250)
     assert "\x1b[" not in plain
     assert "innaudit: FAIL (exit 1)" in plain
-    assert "nonfinite_fraction=1 > 0" in plain
+    assert "round trips with a NaN or Inf (limit 0 %)" in plain
+    assert "[nonfinite_fraction]" not in plain
+    assert "[nonfinite_fraction]" in console.render(failing_report, width=250, verbose=True)
     assert "\x1b[" in console.render(failing_report, color=True)
