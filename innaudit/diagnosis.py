@@ -358,7 +358,7 @@ def rule_remedies(view: _View, found: list[Statement]) -> list[Statement]:
         out.append(Statement(Kind.DO, "lipschitz",
                              "For invertibility everywhere: a residual flow with spectral "
                              "normalization, Lip < 1 (certified by --audit bounds).", tuple(e for s in global_need for e in s.evidence[:1])))
-    if "roundtrip-ood" in rules and "roundtrip-in-distribution" not in rules and view.sets("roundtrip"):
+    if "roundtrip-ood" in rules and not {"roundtrip-in-distribution", "attack"} & set(rules):
         domain = lookup(view.report.target, "info.domain") or {}
         span = f" [{domain.get('low')}, {domain.get('high')}]" if domain.get("low") is not None else ""
         out.append(Statement(Kind.DO, "restrict-inputs",

@@ -188,6 +188,8 @@ def check_text(audit: str, check: Check, metrics: Mapping[str, Any],
     direction = metric.direction if metric is not None else Direction.HIGHER_WORSE
     warn = check.status is Status.WARN
     bound = check.warn if warn else check.fail
+    if bound is None and not math.isnan(check.value):  # crossed the other bound
+        warn, bound = not warn, check.fail if warn else check.warn
     is_rate = metric is not None and metric.rate
     limit = limit_text(bound, direction, warn, is_rate)
     if is_rate and not math.isnan(check.value):

@@ -22,6 +22,7 @@ import io
 import math
 import textwrap
 from collections.abc import Sequence
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -68,8 +69,14 @@ def verdict_line(report: Report) -> str:
 
 
 def _headlines(audit: AuditResult) -> tuple[Headline, ...]:
-    if audit.id in HEADLINES:
-        return HEADLINES[audit.id]
+    """The audit's headline figures that at least one of its sets has (no empty column)."""
+    heads = HEADLINES.get(audit.id) or _fallback(audit)
+    return tuple(h for h in heads if any(lookup(r.metrics, h[1]) not in (None, "") or h[2] == "text"
+                                         for r in audit.results))
+
+
+def _fallback(audit: AuditResult) -> tuple[Headline, ...]:
+    """An audit without :data:`HEADLINES`: its non-finite share and its gated metrics."""
     paths = ["nonfinite_fraction"] if any(lookup(r.metrics, "nonfinite_fraction") is not None
                                           for r in audit.results) else []
     paths += [c.metric for r in audit.results for c in r.checks if c.metric not in paths]
@@ -173,7 +180,7 @@ def _wrapped(parts: str, width: int) -> list[str]:
         if lines and len(lines[-1]) + 2 + len(piece) <= width:
             lines[-1] += "  " + piece
         else:
-            lines.append(piece)
+            lines += _wrap(piece, width, 0)
     return lines
 
 

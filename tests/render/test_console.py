@@ -1,0 +1,73 @@
+"""The console report: golden output at 80 and 120 columns, widths, wrapping, colour.
+
+The golden files are ``tests/render/golden/*.txt``; after a deliberate change of the wording,
+regenerate them with ``INNAUDIT_REGEN_GOLDEN=1 python -m pytest tests/render/test_console.py``
+and read the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from innaudit.render import console
+from innaudit.results import Report
+
+from .fabricated import diagnosable_report, fabricated_report
+
+GOLDEN = Path(__file__).parent / "golden"
+REPORTS = {"fabricated": lambda: fabricated_report(nasty=False), "diagnosable": diagnosable_report}
+
+
+@pytest.mark.parametrize("width", [80, 120])
+@pytest.mark.parametrize("name", sorted(REPORTS))
+def test_console_matches_the_golden_output(name: str, width: int) -> None:
+    text = console.render(REPORTS[name](), width=width)
+    golden = GOLDEN / f"{name}-{width}.txt"
+    if os.environ.get("INNAUDIT_REGEN_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+@pytest.mark.parametrize("report", [fabricated_report(nasty=True), diagnosable_report()])
+def test_nothing_is_cut_at_80_columns(report: Report) -> None:
+    text = console.render(report, width=80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text and "> ;" not in text and "=nan >" not in text
+    assert not any(line != line.rstrip() for line in text.splitlines())
+
+
+def test_table_numbers_never_wrap_and_findings_keep_value_and_limit() -> None:
+    text = console.render(diagnosable_report(), width=80)
+    lines = text.splitlines()
+    assert "           uniform      FAIL        67.6 %            nan" in lines
+    assert "FAIL roundtrip[uniform] 67.6 % of 500 round trips with a NaN or Inf (limit 0 %)" in lines
+    assert any(line.startswith("WARN spectrum[uniform] max condition number 3e+22 (warns above 1e+03)")
+               for line in lines)
+    narrow = console.render(diagnosable_report(), width=60)
+    assert all(len(line) <= 60 for line in narrow.splitlines() if not line.startswith(" " * 11))
+    assert "0 %)" in narrow and not any(line.rstrip().endswith((" 0", "(limit")) for line in narrow.splitlines())
+
+
+def test_each_audit_shows_its_own_figures_and_its_id_once() -> None:
+    lines = console.render(diagnosable_report(), width=120).splitlines()
+    assert sum(line.startswith("roundtrip ") for line in lines) == 1
+    header = {line.split()[0]: line for line in lines if line.split()[1:3] == ["set", "status"]}
+    assert "random n-f" in header["attack"] and "first failing block" in header["layers"]
+    assert "min sv J_F" in header["spectrum"] and "max rel err" in header["roundtrip"]
+    assert any("7:Coupling[7]" in line and "FAIL" in line for line in lines)
+
+
+def test_verbose_shows_metric_paths_and_evidence() -> None:
+    text = console.render(diagnosable_report(), width=120, verbose=True)
+    assert "[rel_error_l2.max]" in text
+    assert "evidence: layers[uniform] culprit=7:Coupling[7]" in text
+
+
+def test_colour_only_when_asked() -> None:
+    report = diagnosable_report()
+    assert "\x1b[" not in console.render(report, width=80)
+    coloured = console.render(report, color=True, width=80)
+    assert "\x1b[" in coloured and "\x1b[1;31mFAIL" in coloured
