@@ -306,8 +306,8 @@ def rule_unbounded(view: _View) -> list[Statement]:
         return []
     parts = []
     if reason or scales:
-        parts.append("affine coupling with an exp scale has no global Lipschitz bound (its inverse "
-                     "divides by the scale, 1 / min |scale| is unbounded)")
+        parts.append("affine coupling has no global Lipschitz bound (F^-1 divides by the scale, "
+                     "so 1 / min |scale| is unbounded)")
     if scales:
         parts.append(f"the coupling scale reaches {_grouped(scales, 'scale_min')}")
     if sigma:

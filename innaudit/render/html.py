@@ -50,7 +50,7 @@ th{background:#eef0f3}td.num{text-align:right;font-variant-numeric:tabular-nums;
 .note{color:#3d4754}.warn{background:#fff6e0;border:1px solid #f0c36d;border-radius:6px;padding:6px 10px;margin:6px 0}
 .err{background:#fde8ec;border:1px solid #e8a0ad;border-radius:6px;padding:6px 10px;margin:6px 0}
 details summary{cursor:pointer;color:#3d4754}footer{color:#6b7280;font-size:12px;margin-top:32px}
-.diagnosis{background:#fff;border:1px solid #d9dde3;border-left:6px solid #1f5f99;border-radius:6px;
+.diagnosis{background:#eef5fc;border:1px solid #d9dde3;border-left:6px solid #1f5f99;border-radius:6px;
  padding:8px 14px;margin:12px 0}.diagnosis h2{margin:4px 0 6px}
 .diagnosis dl{display:grid;grid-template-columns:max-content 1fr;gap:3px 14px;margin:0}
 .diagnosis dt{font-weight:700;color:#1f5f99}.diagnosis dd{margin:0}.cite{color:#6b7280;font-size:12px}
