@@ -58,7 +58,7 @@ def write_outputs(report: Report, outputs: list[tuple[str, Path | None]], quiet:
             text = RENDERERS[fmt](report)
         if path is None:
             if not quiet:
-                click.echo(text, nl=False)
+                click.echo(text, nl=False, color=True if fmt == "console" and color() else None)
         else:
             try:
                 write_atomic(path, text)

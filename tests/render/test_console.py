@@ -71,3 +71,25 @@ def test_colour_only_when_asked() -> None:
     assert "\x1b[" not in console.render(report, width=80)
     coloured = console.render(report, color=True, width=80)
     assert "\x1b[" in coloured and "\x1b[1;31mFAIL" in coloured
+
+
+def test_render_to_stdout_at_the_terminal_width(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from innaudit.render.json import render as render_json
+
+    from ..conftest import invoke_cli
+
+    saved = tmp_path / "report.json"
+    saved.write_text(render_json(diagnosable_report()))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    result = invoke_cli("render", saved, "-o", "console=-")
+    assert result.code == 0, result.stderr
+    assert result.stdout == (GOLDEN / "diagnosable-80.txt").read_text()  # NO_COLOR wins; 80 columns
+    assert not (tmp_path / "-").exists()
+    monkeypatch.delenv("NO_COLOR")
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setenv("COLUMNS", "120")
+    coloured = invoke_cli("render", saved, "-o", "console=-").stdout
+    assert "\x1b[" in coloured and max(len(line) for line in coloured.splitlines()) > 80
