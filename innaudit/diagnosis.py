@@ -191,9 +191,10 @@ def rule_attack(view: _View) -> list[Statement]:
     """The gradient attack: is it invertible within half a bin of the data?"""
     out = []
     for r in view.sets("attack"):
-        hit = (_num(r, "nonfinite_fraction") or 0.0) + (_num(r, "fraction_above_threshold") or 0.0)
-        rand = (_num(r, "random_search.nonfinite_fraction") or 0.0) + (
-            _num(r, "random_search.fraction_above_threshold") or 0.0)
+        # a non-finite point may also count as above the threshold (an Inf error): the larger share
+        hit = max(_num(r, "nonfinite_fraction") or 0.0, _num(r, "fraction_above_threshold") or 0.0)
+        rand = max(_num(r, "random_search.nonfinite_fraction") or 0.0,
+                   _num(r, "random_search.fraction_above_threshold") or 0.0)
         eps, n = _num(r, "epsilon"), int(_num(r, "n") or 0)
         ball = f"within {eps:.3g} (L-inf) of {n} points of {r.dataset}" if eps else f"near {r.dataset}"
         evidence = tuple(_ev("attack", r, p) for p in ("nonfinite_fraction", "fraction_above_threshold",

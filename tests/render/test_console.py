@@ -93,3 +93,42 @@ def test_render_to_stdout_at_the_terminal_width(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setenv("COLUMNS", "120")
     coloured = invoke_cli("render", saved, "-o", "console=-").stdout
     assert "\x1b[" in coloured and max(len(line) for line in coloured.splitlines()) > 80
+
+
+def test_wording_of_rates_and_limits_follows_the_declarations() -> None:
+    from innaudit.metrics import Direction, better, rate
+    from innaudit.render.common import check_text, limit_text, rate_text
+    from innaudit.results import Check, Status
+
+    assert rate_text(0.676, 500, "samples non-finite", "limit 0 %") == "67.6 % of 500 samples non-finite (limit 0 %)"
+    assert rate_text(0.676, 500, "samples non-finite", "limit 0 %", (0.634, 0.716)) == \
+        "67.6 % [95 % 63.4 %, 71.6 %] of 500 samples non-finite (limit 0 %)"
+    assert rate_text(0.0004, None, "points") == "<0.1 % points"
+    assert limit_text(0.9, Direction.HIGHER_BETTER, False, True) == "minimum 90 %"
+    assert limit_text(1e-3, Direction.HIGHER_BETTER, True, False) == "warns below 0.001"
+    assert limit_text(None, Direction.HIGHER_WORSE, False, False) == "a NaN fails"
+    table = {"x": {"converged": rate("converged", "runs that converged", Direction.HIGHER_BETTER),
+                   "sv_min": better("sv_min", doc="smallest singular value")}}
+    low = Check("converged", 0.5, None, 0.9, Status.FAIL)
+    assert check_text("x", low, {"n": 64}, table) == "50.0 % of 64 runs that converged (minimum 90 %)"
+    tiny = Check("sv_min.min", 1e-9, 1e-6, None, Status.WARN)
+    assert check_text("x", tiny, {}, table) == "min smallest singular value 1e-09 (warns below 1e-06)"
+
+
+@pytest.mark.slow
+def test_the_deep_checkpoint_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's must-show, with fewer samples: nothing over 80 columns, a finding per failing
+    check with value and limit, a diagnosis naming the first failing block and a remedy."""
+    from ..conftest import REPO, invoke_cli
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("NO_COLOR", "1")
+    result = invoke_cli("run", REPO / "checkpoints" / "digits-affine-deep.pt", "--audit", "roundtrip",
+                        "--audit", "spectrum", "--audit", "layers", "--samples", 200)
+    assert result.code == 1, result.stderr
+    text = result.stdout
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text and "> ;" not in text
+    assert "First failing block (of 61)" in text and "Coupling[" in text
+    assert "Use additive coupling or a bounded scale" in text and "fd_regularizer" in text
+    assert "FAIL roundtrip[uniform] " in text and "(limit 0 %)" in text and "(limit 0.01)" in text
