@@ -19,7 +19,7 @@ from ..metrics import Direction, Metric, MetricTable, declared
 from ..results import AuditResult, Check, Report, SetResult, Status
 
 __all__ = ["Finding", "Row", "check_text", "declarations", "findings", "fmt", "limit_text",
-           "metric_label", "note", "percent", "rate_text", "rows", "verdict_reason", "waiver_text"]
+           "metric_label", "note", "percent", "rate_text", "rows", "set_findings", "verdict_reason"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -200,12 +200,6 @@ def check_text(audit: str, check: Check, metrics: Mapping[str, Any],
     return f"{metric_label(check.metric, metric)} {fmt(check.value)} ({limit})"
 
 
-def waiver_text(waiver: Mapping[str, Any]) -> str:
-    """A waiver in words: ``waived FAIL until 2999-01-01: reason`` or ``EXPIRED waiver ...``."""
-    state = "EXPIRED waiver" if waiver.get("expired") else f"waived {str(waiver.get('waived_status', '')).upper()}"
-    return f"{state} until {waiver.get('expires')}: {waiver.get('reason')}"
-
-
 @dataclass(frozen=True)
 class Finding:
     """One line of the findings list: a failing or warning check, a message, a waiver, an error."""
@@ -230,9 +224,20 @@ class Finding:
         return f"{self.audit}[{self.dataset}]" if self.dataset else self.audit
 
 
-def _set_findings(audit: AuditResult, result: SetResult, table: MetricTable) -> list[Finding]:
-    out = [Finding(c.status, audit.id, result.dataset, check_text(audit.id, c, result.metrics, table),
-                   c.metric) for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
+def _interval(result: SetResult, metric: str) -> tuple[float, float] | None:
+    """The set's 95 % interval of a rate, when the run recorded one (``SetResult.intervals``)."""
+    found = (getattr(result, "intervals", None) or {}).get(metric)
+    if isinstance(found, (list, tuple)) and len(found) == 2 and all(isinstance(v, (int, float)) for v in found):
+        return float(found[0]), float(found[1])
+    return None
+
+
+def set_findings(audit: AuditResult, result: SetResult, table: MetricTable | None = None) -> list[Finding]:
+    """The failing and warning checks of one set in words, then its waiver (or its message)."""
+    table = declarations() if table is None else table
+    out = [Finding(c.status, audit.id, result.dataset,
+                   check_text(audit.id, c, result.metrics, table, _interval(result, c.metric)), c.metric)
+           for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
     if result.waiver:
         w = result.waiver
         was = str(w.get("waived_status", "")).upper()
@@ -252,5 +257,5 @@ def findings(report: Report, table: MetricTable | None = None) -> list[Finding]:
         if audit.status in (Status.ERROR, Status.SKIP) and not audit.results:
             out.append(Finding(audit.status, audit.id, "", audit.error or audit.message))
         for result in audit.results:
-            out += sorted(_set_findings(audit, result, table), key=lambda f: -f.status.rank)
+            out += sorted(set_findings(audit, result, table), key=lambda f: -f.status.rank)
     return out

@@ -23,7 +23,7 @@ from ..diagnosis import diagnose
 from ..gate import leaves, lookup
 from ..results import AuditResult, Report, SetResult, Status
 from . import plots
-from .common import findings, fmt, note, verdict_reason
+from .common import findings, fmt, set_findings, verdict_reason
 
 __all__ = ["render"]
 
@@ -149,7 +149,8 @@ def _plots(audit_index: int, set_index: int, audit: AuditResult, result: SetResu
 
 
 def _set(audit_index: int, set_index: int, audit: AuditResult, result: SetResult) -> str:
-    text = note(result)
+    found = set_findings(audit, result)
+    text = "; ".join(f.text for f in found) if found else result.message
     return (f'<div class="card" style="border-left-color:{COLOURS[result.status]}">'
             f"<h3>{_badge(result.status)} {_e(result.dataset)}</h3>"
             + (f'<div class="note">{_e(text)}</div>' if text else "")
