@@ -1,47 +1,63 @@
 """innaudit: audit trained invertible neural networks for numerical invertibility.
 
-The public API is imported lazily, so ``innaudit --help`` does not import torch.
+The public API is imported lazily, so ``innaudit --help`` does not import torch::
+
+    report = innaudit.audit(model, data=x_test, ood={"noise": torch.rand(500, 3, 32, 32)})
+    innaudit.assert_invertible(model, data=x_test)   # in a pytest suite
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
+    "ConfigError",
+    "DataError",
+    "ExitCode",
+    "InnauditError",
     "InvertibleModel",
+    "LoadError",
     "Report",
     "Status",
+    "UsageError",
     "__version__",
+    "assert_invertible",
     "audit",
     "load_model",
     "save_checkpoint",
 ]
 
 _LAZY = {
-    "InvertibleModel": ("innaudit.model", "InvertibleModel"),
-    "Report": ("innaudit.results", "Report"),
-    "Status": ("innaudit.results", "Status"),
-    "audit": ("innaudit.api", "audit"),
-    "load_model": ("innaudit.loading", "load_model"),
-    "save_checkpoint": ("innaudit.loading.native", "save_checkpoint"),
+    "ConfigError": "innaudit.errors",
+    "DataError": "innaudit.errors",
+    "ExitCode": "innaudit.results",
+    "InnauditError": "innaudit.errors",
+    "InvertibleModel": "innaudit.model",
+    "LoadError": "innaudit.errors",
+    "Report": "innaudit.results",
+    "Status": "innaudit.results",
+    "UsageError": "innaudit.errors",
+    "assert_invertible": "innaudit.api",
+    "audit": "innaudit.api",
+    "load_model": "innaudit.loading",
+    "save_checkpoint": "innaudit.loading.native",
 }
 
 if TYPE_CHECKING:
-    from .api import audit
+    from .api import assert_invertible, audit
+    from .errors import ConfigError, DataError, InnauditError, LoadError, UsageError
     from .loading import load_model
     from .loading.native import save_checkpoint
     from .model import InvertibleModel
-    from .results import Report, Status
+    from .results import ExitCode, Report, Status
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'innaudit' has no attribute {name!r}")

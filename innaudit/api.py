@@ -1,119 +1,114 @@
-"""The library entry point: from a MODEL argument and data SPECs to a Report.
+"""The Python API: :func:`audit` and :func:`assert_invertible`, for notebooks and pytest suites.
 
-The CLI is a thin layer over :func:`prepare` and :func:`audit`; Python users call ``audit``.
+Both take what a researcher has at hand: the model as an object (an ``nn.Module`` with
+``forward``/``inverse``, or a flow from FrEIA, nflows, normflows, zuko or pyro), a checkpoint
+path or a factory string; data as a tensor, a numpy array, a data SPEC string, or a mapping of
+set name -> any of those. Keyword options have the CLI's defaults. Both run the one
+orchestration path (:func:`innaudit.orchestration.execute`) the CLI runs.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
-
-import torch
 
 from .audits import specs
 from .config import Config, parse_config
-from .data import DEFAULT_OOD, Dataset, Role, default_data, domain_from_file, resolve_dataset
-from .errors import LoadError, UsageError, clean_text
-from .loading import LoadedModel, load_model
-from .loading.preflight import Limits
-from .model import InvertibleModel
-from .results import Report
-from .runner import Observer, run_audits
+from .errors import UsageError
+from .orchestration import Job, execute, named_sets
+from .results import ExitCode, Report
+from .runner import Observer
 
-__all__ = ["Prepared", "audit", "prepare"]
+__all__ = ["assert_invertible", "audit"]
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A loaded model with its data, checked against each other, ready for ``run_audits``."""
-
-    loaded: LoadedModel
-    datasets: tuple[Dataset, ...]
-    latent_shape: tuple[int, ...]
-    config: Config
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; expected cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} was asked for, but this torch has no usable CUDA device; "
-                         "use --device cpu")
-    return device
+def _config(config: Config | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> Config:
+    """The effective Config: ``config`` (a Config or a YAML-layout mapping) with the keyword
+    options that were given laid over it."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(config, Config):
+        return replace(config, **given) if given else config
+    return parse_config({**(config or {}), **given}, specs())
 
 
-def _datasets(model: InvertibleModel, config: Config) -> tuple[Dataset, ...]:
-    domain = model.info.domain
-    data = config.data or default_data(domain)
-    sets = [resolve_dataset(data, Role.IN_DISTRIBUTION, domain, config.samples, config.seed)] if data else []
-    taken = {d.name for d in sets}
-    # the default battery leaves out a noise set already given as the in-distribution set
-    for spec in config.ood or [s for s in DEFAULT_OOD if s not in taken]:
-        sets.append(resolve_dataset(spec, Role.OOD, domain, config.samples, config.seed))
-    names = [d.name for d in sets]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise UsageError(f"data set name(s) {', '.join(duplicates)} given twice; name them apart with NAME=SPEC")
-    return tuple(sets)
-
-
-def _probe(model: InvertibleModel, datasets: Sequence[Dataset], device: torch.device) -> tuple[int, ...]:
-    """Run the model once on one sample so a shape or device mismatch fails before any audit."""
-    domain = model.info.domain
-    x = datasets[0].first(1) if datasets else torch.full((1, *domain.shape), 0.5 * (domain.low + domain.high))
-    try:
-        z = model.forward(x.to(device=device, dtype=model.dtype))
-    except Exception as exc:
-        raise LoadError(f"the model's forward pass fails on one input of shape {tuple(x.shape[1:])}: "
-                        f"{clean_text(f'{type(exc).__name__}: {exc}', 300)}; check the model's input "
-                        "shape and the data") from None
-    return tuple(int(s) for s in z.shape[1:])
-
-
-def prepare(model: str | InvertibleModel, config: Config, *, weights: str | None = None,
-            weights_key: str | None = None, trust: bool = False,
-            limits: Limits | None = None, condition: str | None = None) -> Prepared:
-    """Load the model and the data sets and check them against each other.
-
-    ``limits`` bounds what a checkpoint file may claim (see :mod:`innaudit.loading.preflight`);
-    ``condition`` is the ``--condition SPEC`` of a conditional model.
-    """
-    device = _device(config.device)
-    if isinstance(model, InvertibleModel):
-        loaded = LoadedModel(model, {"model": model.info.architecture or "python object", "loader": "python"})
-    else:
-        fallback = (lambda: domain_from_file(config.data)) if config.data else None
-        loaded = load_model(model, weights=weights, weights_key=weights_key, trust=trust,
-                            fallback_domain=fallback, limits=limits, condition=condition)
-    loaded.model.to(device)
-    datasets = _datasets(loaded.model, config)
-    return Prepared(loaded, datasets, _probe(loaded.model, datasets, device), config)
-
-
-def audit(model: str | InvertibleModel, *, data: str | None = None, ood: Sequence[str] = (),
-          config: Config | Mapping[str, Any] | None = None, observer: Observer | None = None,
-          **load_options: Any) -> Report:
-    """Audit a model and return the Report.
+def audit(
+    model: Any,
+    *,
+    data: Any = None,
+    ood: Any = None,
+    audits: Sequence[str] | None = None,
+    skip: Sequence[str] | None = None,
+    samples: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+    float64_check: bool | None = None,
+    fail_on: str | None = None,
+    config: Config | Mapping[str, Any] | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    weights_key: str | None = None,
+    trust: bool = False,
+    condition: str | None = None,
+    observer: Observer | None = None,
+) -> Report:
+    """Audit a model and return its :class:`~innaudit.results.Report`.
 
     Args:
-        model: a MODEL argument (checkpoint path, ``file.py:callable``...) or an InvertibleModel.
-        data: the in-distribution SPEC (default: the model's own test set, when it names one).
-        ood: held-out ``[NAME=]SPEC`` (default: the paper's noise battery).
-        config: a Config, or a mapping in the YAML layout of :mod:`innaudit.config`.
-        observer: progress receiver.
-        **load_options: ``weights``, ``weights_key``, ``trust`` as in :func:`innaudit.load_model`.
+        model: an ``nn.Module`` with ``forward(x) -> z`` (or ``(z, logdet)``) and ``inverse(z)``,
+            a FrEIA / nflows / normflows / zuko / pyro flow, an ``InvertibleModel``, a checkpoint
+            path, or a factory string (``file.py:callable``, ``package.module:callable``).
+        data: the in-distribution set: a tensor or array (batch first), a SPEC (``digits:test``,
+            ``x.npy``), or ``{name: tensor}``. Default: the model's own test set, if it names one.
+        ood: held-out sets: a tensor, a SPEC, a list of those, or ``{name: tensor or SPEC}``.
+            Default (None): the paper's noise battery (uniform, gaussian, rademacher); an
+            empty list or mapping: no held-out sets.
+        audits: run only these audit ids (``innaudit list``); default all.
+        skip: leave these audit ids out.
+        samples: at most this many samples per set (default 10000).
+        batch_size: samples per batch (default 500).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (default cpu).
+        seed: the seed of every random draw (default 0); the same seed gives the same report.
+        float64_check: repeat round trips in float64 (tells precision loss from ill-conditioning).
+        fail_on: ``"fail"`` (default) or ``"warn"``: the least severe status that fails the gate.
+        config: a Config, or a mapping in the YAML layout (``innaudit init`` writes one);
+            the keyword options above win over it.
+        weights, weights_key, trust, condition: as ``innaudit run --weights`` and friends.
+        observer: receives progress (see :class:`innaudit.runner.Observer`).
 
-    Example:
-        >>> report = innaudit.audit("checkpoints/digits-additive.pt")  # doctest: +SKIP
-        >>> report.exit_code
-        <ExitCode.OK: 0>
+    Raises:
+        innaudit.errors.InnauditError: the model, the data or an option cannot be used (the
+            message says what was given, what was expected, and what to do).
     """
-    cfg = config if isinstance(config, Config) else parse_config(config, specs())
-    if data is not None or ood:
-        cfg = replace(cfg, data=data if data is not None else cfg.data, ood=tuple(ood) or cfg.ood)
-    prepared = prepare(model, cfg, **load_options)
-    return run_audits(prepared.loaded.model, prepared.datasets, cfg, latent_shape=prepared.latent_shape,
-                      observer=observer, target=prepared.loaded.target, warnings=prepared.loaded.warnings)
+    data_specs, arrays = named_sets(data, "data")
+    if len(data_specs) > 1:
+        raise UsageError(f"data= names {len(data_specs)} sets; expected one in-distribution set "
+                         "(pass the others as ood=)")
+    ood_specs, ood_arrays = named_sets(ood, "ood")
+    overrides = {"data": data_specs[0] if data_specs else None, "ood": ood_specs or None,
+                 "audits": list(audits) if audits else None, "skip": list(skip) if skip else None,
+                 "samples": samples, "batch_size": batch_size, "device": device, "seed": seed,
+                 "float64_check": float64_check, "fail_on": fail_on,
+                 "default_ood": False if ood is not None and not ood_specs else None}
+    cfg = _config(config, overrides)
+    if isinstance(config, Config):
+        cfg = replace(cfg, ood=tuple(cfg.ood), audits=tuple(cfg.audits), skip=tuple(cfg.skip))
+    job = Job(os.fspath(model) if isinstance(model, os.PathLike) else model, cfg,
+              weights=os.fspath(weights) if weights is not None else None, weights_key=weights_key,
+              trust=trust, condition=condition, arrays={**arrays, **ood_arrays})
+    return execute(job, observer)
+
+
+def assert_invertible(model: Any, *, data: Any = None, ood: Any = None,
+                      audits: Sequence[str] | None = None, **options: Any) -> Report:
+    """Audit ``model`` and raise ``AssertionError`` unless it passes its gate; for pytest suites.
+
+    Takes the arguments of :func:`audit`. The message lists every finding as
+    ``audit[set] metric = value (limit L)`` and any audit that could not run, so a failing test
+    says where the model stopped being invertible. Returns the Report when it passes.
+    """
+    report = audit(model, data=data, ood=ood, audits=audits, **options)
+    if report.exit_code is ExitCode.OK:
+        return report
+    raise AssertionError(report.summary())

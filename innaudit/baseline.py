@@ -23,100 +23,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from .errors import UsageError
-from .gate import leaves
 from .metrics import Direction, MetricTable, declared
-from .results import Report
+from .results import Change, Comparison, Delta, Report, leaves
 
-__all__ = [
-    "ABS_TOL",
-    "REL_TOL",
-    "Change",
-    "Comparison",
-    "Delta",
-    "classify",
-    "compare",
-    "comparison_from_dict",
-    "comparison_to_dict",
-]
+__all__ = ["ABS_TOL", "REL_TOL", "classify", "compare"]
 
 REL_TOL = 0.1
 """Default relative tolerance: 10% of the base value."""
 ABS_TOL = 1e-6
 """Default absolute tolerance: about ten float32 rounding steps of a unit-sized value."""
-
-
-class Change(str, Enum):
-    """How one metric moved against the baseline."""
-
-    REGRESSED = "regressed"
-    IMPROVED = "improved"
-    UNCHANGED = "unchanged"
-    NEW = "new"
-    MISSING = "missing"
-
-    @property
-    def rank(self) -> int:
-        """Display order, most important first."""
-        return list(Change).index(self)
-
-
-@dataclass(frozen=True)
-class Delta:
-    """One metric in both reports (``base`` or ``new`` is None when it is absent there)."""
-
-    audit: str
-    dataset: str
-    metric: str
-    base: float | None
-    new: float | None
-    change: Change
-    higher_is_better: bool = False
-
-    @property
-    def key(self) -> str:
-        """``audit/set/metric``."""
-        return f"{self.audit}/{self.dataset}/{self.metric}"
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """A report's metrics against a baseline report.
-
-    Attributes:
-        base: what the baseline was (its path, or its model).
-        rel_tol: relative tolerance; ``abs_tol``: absolute tolerance.
-        gate: whether a regression fails the gate (``--fail-on-regression``).
-        deltas: every compared metric, worst first.
-    """
-
-    base: str
-    rel_tol: float
-    abs_tol: float
-    gate: bool
-    deltas: tuple[Delta, ...]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """Number of metrics per change, every change present."""
-        counts = {c.value: 0 for c in Change}
-        for d in self.deltas:
-            counts[d.change.value] += 1
-        return counts
-
-    @property
-    def regressions(self) -> tuple[Delta, ...]:
-        """The regressed metrics."""
-        return tuple(d for d in self.deltas if d.change is Change.REGRESSED)
-
-    @property
-    def gate_failed(self) -> bool:
-        """True when the regression gate is on and something regressed."""
-        return self.gate and bool(self.regressions)
 
 
 def classify(base: float, new: float, rel_tol: float = REL_TOL, abs_tol: float = ABS_TOL,
@@ -188,35 +106,5 @@ def compare(base: Report, new: Report, table: MetricTable, *, rel_tol: float = R
     return Comparison(name, rel_tol, abs_tol, gate, tuple(deltas))
 
 
-def comparison_to_dict(comparison: Comparison) -> dict[str, Any]:
-    """Plain data for the JSON report's ``baseline`` block (non-finite numbers as strings)."""
-    from .render.json import to_plain
-
-    return to_plain({
-        "base": comparison.base, "rel_tol": comparison.rel_tol, "abs_tol": comparison.abs_tol,
-        "fail_on_regression": comparison.gate, "gate_failed": comparison.gate_failed,
-        "counts": comparison.counts,
-        "deltas": [{"audit": d.audit, "set": d.dataset, "metric": d.metric, "base": d.base,
-                    "new": d.new, "change": d.change, "higher_is_better": d.higher_is_better}
-                   for d in comparison.deltas],
-    })
-
-
 def _value(entry: tuple[float, Direction] | None) -> float | None:
     return None if entry is None else entry[0]
-
-
-def _number(value: Any) -> float | None:
-    if value is None:
-        return None
-    return float(value)  # float("nan"), float("inf") and float("-inf") read the JSON strings
-
-
-def comparison_from_dict(data: Mapping[str, Any]) -> Comparison:
-    """Invert :func:`comparison_to_dict`."""
-    deltas = tuple(Delta(d["audit"], d["set"], d["metric"], _number(d["base"]), _number(d["new"]),
-                         Change(d["change"]), bool(d.get("higher_is_better", False)))
-                   for d in data["deltas"])
-    return Comparison(str(data["base"]), float(data["rel_tol"]), float(data["abs_tol"]),
-                      bool(data["fail_on_regression"]), deltas)
-

@@ -11,6 +11,7 @@ YAML layout (``innaudit init`` writes a commented copy)::
     batch_size: 500
     device: cpu
     float64_check: false    # re-run round trips in float64
+    default_ood: true       # with no ood sets given, run the noise battery
     fail_on: fail           # or warn
     data: null              # in-distribution SPEC (default: the model's own test set)
     ood: []                 # [NAME=]SPEC list (default: uniform, gaussian, rademacher)
@@ -31,15 +32,15 @@ YAML layout (``innaudit init`` writes a commented copy)::
 
 from __future__ import annotations
 
-import difflib
+import contextlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
-from .metrics import STATS, Metric, covers
+from .errors import ConfigError, did_you_mean
+from .metrics import STATS, Direction, Metric, covers, direction_of
 from .waivers import Waiver, parse_waivers
 
 __all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "load_config", "parse_config"]
@@ -47,7 +48,11 @@ __all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "load_config", "
 
 @dataclass(frozen=True)
 class Threshold:
-    """Two-level gate on one metric (higher is worse): above ``warn`` warns, above ``fail`` fails."""
+    """Two-level gate on one metric: beyond ``warn`` warns, beyond ``fail`` fails.
+
+    "Beyond" follows the metric's declared direction (:mod:`innaudit.metrics`): above the limit
+    for an error, below it for a smallest singular value.
+    """
 
     warn: float | None = None
     fail: float | None = None
@@ -91,6 +96,8 @@ class Config:
     batch_size: int = 500
     device: str = "cpu"
     float64_check: bool = False
+    default_ood: bool = True
+    """Run the paper's noise battery when no ``ood`` set is given (false: no OOD sets)."""
     fail_on: str = "fail"
     data: str | None = None
     ood: tuple[str, ...] = ()
@@ -115,23 +122,17 @@ class Config:
 
 
 _SCALARS: dict[str, type] = {"seed": int, "samples": int, "batch_size": int, "device": str,
+                             "default_ood": bool,
                              "float64_check": bool, "fail_on": str}
 _LISTS = ("ood", "audits", "skip")
-
-
-def _hint(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(sorted(known))}"
 
 
 def _typed(where: str, value: Any, kind: type) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
     if (kind is bool and not isinstance(value, bool)) or (kind is not bool and isinstance(value, bool)) \
             or not isinstance(value, kind):
         raise ConfigError(f"{where} is {value!r} ({type(value).__name__}); expected {kind.__name__}")
@@ -140,16 +141,20 @@ def _typed(where: str, value: Any, kind: type) -> Any:
     return value
 
 
-def _threshold(where: str, raw: Any, base: Threshold | None) -> Threshold:
+def _threshold(where: str, raw: Any, base: Threshold | None, direction: Direction) -> Threshold:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} is {raw!r}; expected a mapping like {{warn: 1e-4, fail: 1e-2}}")
     for key in raw:
         if key not in ("warn", "fail"):
-            raise ConfigError(f"{where}.{key} is not a threshold level{_hint(str(key), ['warn', 'fail'])}")
+            raise ConfigError(f"{where}.{key} is not a threshold level{did_you_mean(str(key), ['warn', 'fail'])}")
     values = {k: None if raw[k] is None else _typed(f"{where}.{k}", raw[k], float) for k in raw}
     merged = replace(base or Threshold(), **values)
-    if merged.warn is not None and merged.fail is not None and merged.warn > merged.fail:
-        raise ConfigError(f"{where}: warn {merged.warn} is above fail {merged.fail}; expected warn <= fail")
+    if merged.warn is not None and merged.fail is not None:
+        if direction is Direction.HIGHER_BETTER and merged.warn < merged.fail:
+            raise ConfigError(f"{where}: warn {merged.warn} is below fail {merged.fail}; this metric is "
+                              "better when higher, so expected warn >= fail")
+        if direction is not Direction.HIGHER_BETTER and merged.warn > merged.fail:
+            raise ConfigError(f"{where}: warn {merged.warn} is above fail {merged.fail}; expected warn <= fail")
     return merged
 
 
@@ -160,8 +165,9 @@ def _thresholds(where: str, raw: Any, spec: AuditSpec, base: Mapping[str, Thresh
     for metric, value in raw.items():
         if not any(covers(m.path, str(metric)) for m in spec.metrics):
             known = [p for m in spec.metrics for p in (m.path, *(f"{m.path}.{s}" for s in STATS))]
-            raise ConfigError(f"{where}.{metric} is not a metric of {spec.id}{_hint(str(metric), known)}")
-        merged[metric] = _threshold(f"{where}.{metric}", value, base.get(metric))
+            raise ConfigError(f"{where}.{metric} is not a metric of {spec.id}{did_you_mean(str(metric), known)}")
+        direction = direction_of({m.path: m for m in spec.metrics}, str(metric))
+        merged[metric] = _threshold(f"{where}.{metric}", value, base.get(metric), direction)
     return merged
 
 
@@ -189,7 +195,7 @@ def _audit_settings(spec: AuditSpec, raw: Any) -> AuditSettings:
         elif key in spec.options:
             options[key] = _option(f"{where}.{key}", value, spec.options[key])
         else:
-            raise ConfigError(f"{where}.{key} is not a setting of {spec.id}{_hint(str(key), known)}")
+            raise ConfigError(f"{where}.{key} is not a setting of {spec.id}{did_you_mean(str(key), known)}")
     # a set override inherits the other level from the audit-wide threshold
     for name, overrides in sets.items():
         sets[name] = {m: _merge_level(thresholds.get(m), t) for m, t in overrides.items()}
@@ -233,7 +239,7 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or key not in known:
-            raise ConfigError(f"config key {key!r} is unknown{_hint(str(key), known)}")
+            raise ConfigError(f"config key {key!r} is unknown{did_you_mean(str(key), known)}")
     for key, value in {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}.items():
         if key in _SCALARS:
             values[key] = _typed(key, value, _SCALARS[key])
@@ -258,7 +264,7 @@ def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
     for key in ("audits", "skip"):
         for aid in getattr(config, key):
             if aid not in specs:
-                raise ConfigError(f"{key}: audit {aid!r} does not exist{_hint(aid, list(specs))}")
+                raise ConfigError(f"{key}: audit {aid!r} does not exist{did_you_mean(aid, list(specs))}")
 
 
 def load_config(path: str | Path | None, specs: Mapping[str, AuditSpec],

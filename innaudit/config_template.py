@@ -18,6 +18,7 @@ samples: 10000         # at most this many samples per data set (the paper uses 
 batch_size: 500
 device: cpu            # cpu, cuda, cuda:N
 float64_check: false   # repeat round trips in float64: tells precision loss from ill-conditioning
+default_ood: true       # with no ood sets below, run the noise battery (false: no held-out sets)
 fail_on: fail          # fail: only FAIL fails the gate; warn: WARN fails it too
 data: null             # in-distribution SPEC; null = the model's own test set when it names one
 ood: []                # [NAME=]SPEC list; [] = the paper's noise battery (uniform, gaussian, rademacher)

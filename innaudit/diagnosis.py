@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .gate import lookup
-from .results import Report, SetResult, Status
+from .results import Report, SetResult, Status, lookup
 
 __all__ = ["Diagnosis", "Evidence", "Kind", "Statement", "diagnose", "diagnosis_to_dict"]
 

@@ -16,7 +16,9 @@ exits with code 2. Messages say what was given, what was expected, and what to d
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 
 __all__ = [
     "ConfigError",
@@ -27,6 +29,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "UsageError",
     "clean_text",
+    "did_you_mean",
 ]
 
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -42,6 +45,13 @@ def clean_text(text: object, limit: int = 2000) -> str:
     flat = _CONTROL.sub("", str(text)).replace("\n", " ").replace("\t", " ")
     flat = re.sub(r" {2,}", " ", flat).strip()
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def did_you_mean(given: object, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the closest known name, else ``"; expected one of: a, b"``."""
+    names = list(known)
+    close = difflib.get_close_matches(str(given), names, n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(sorted(names))}"
 
 
 class InnauditError(Exception):

@@ -3,53 +3,38 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from .config import Threshold
-from .results import Check, Status, worst
+from .metrics import Direction, Metric, direction_of
+from .results import Check, Status, lookup, worst
 
-__all__ = ["judge", "leaves", "lookup"]
-
-
-def lookup(metrics: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted path (``"error_l2.max"``) of nested metrics, or None if absent."""
-    node: Any = metrics
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
+__all__ = ["judge"]
 
 
-def leaves(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Dotted paths and values of the scalar leaves of nested metrics (lists left out)."""
-    for key, value in metrics.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from leaves(value, path + ".")
-        elif not isinstance(value, (list, tuple)):
-            yield path, value
+def _check(metric: str, value: float, threshold: Threshold, direction: Direction) -> Check:
+    check = Check(metric, value, threshold.warn, threshold.fail, Status.PASS, direction)
+    if math.isnan(value) or (threshold.fail is not None and check.beyond(threshold.fail)):
+        return replace(check, status=Status.FAIL)
+    if threshold.warn is not None and check.beyond(threshold.warn):
+        return replace(check, status=Status.WARN)
+    return check
 
 
-def _check(metric: str, value: float, threshold: Threshold) -> Check:
-    if math.isnan(value) or (threshold.fail is not None and value > threshold.fail):
-        status = Status.FAIL
-    elif threshold.warn is not None and value > threshold.warn:
-        status = Status.WARN
-    else:
-        status = Status.PASS
-    return Check(metric, value, threshold.warn, threshold.fail, status)
-
-
-def judge(metrics: Mapping[str, Any], thresholds: Mapping[str, Threshold]) -> tuple[Status, tuple[Check, ...]]:
+def judge(metrics: Mapping[str, Any], thresholds: Mapping[str, Threshold],
+          declarations: Mapping[str, Metric] | None = None) -> tuple[Status, tuple[Check, ...]]:
     """Check every thresholded metric present in ``metrics``; the set's status is the worst.
 
-    A metric that is absent (e.g. ``float64.*`` without ``--float64-check``) is not checked; a
-    metric that is NaN fails, because a statistic that could not be computed cannot pass.
+    ``declarations`` (the audit's ``{path: Metric}``) give each metric's direction: a
+    higher-better metric fails *below* its limit. A metric that is absent (e.g. ``float64.*``
+    without ``--float64-check``) is not checked; a metric that is NaN fails, because a statistic
+    that could not be computed cannot pass.
     """
+    declarations = declarations or {}
     checks = tuple(
-        _check(metric, float(value), threshold)
+        _check(metric, float(value), threshold, direction_of(declarations, metric))
         for metric, threshold in thresholds.items()
         if isinstance(value := lookup(metrics, metric), (int, float)) and not isinstance(value, bool)
     )

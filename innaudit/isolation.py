@@ -18,33 +18,21 @@ and builds the report from the audits finished so far, with the audit that was r
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from .config import Config
 from .errors import InnauditError, LoadError, clean_text
+from .orchestration import Job, execute
 from .results import AuditResult, Report, Status
+from .runner import RunHeader
 
-__all__ = ["Job", "run_isolated"]
+__all__ = ["run_isolated"]
 
 GRACE_S = 2.0
-
-
-@dataclass(frozen=True)
-class Job:
-    """Everything the child needs, picklable."""
-
-    model: str
-    config: Config
-    weights: str | None = None
-    weights_key: str | None = None
-    trust: bool = False
-    max_memory: int | None = None
-    condition: str | None = None
 
 
 class _Pipe:
@@ -53,6 +41,9 @@ class _Pipe:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.last: dict[tuple[str, str], float] = {}
+
+    def run_started(self, header: RunHeader) -> None:
+        self.conn.send(("header", header))
 
     def audit_started(self, audit_id: str, title: str) -> None:
         self.conn.send(("started", audit_id, title))
@@ -75,19 +66,7 @@ def _child(conn: Any, job: Job) -> None:
 
         resource.setrlimit(resource.RLIMIT_AS, (job.max_memory, job.max_memory))
     try:
-        from .api import prepare
-        from .loading.preflight import Limits
-        from .runner import run_audits, run_header
-
-        limits = Limits(max_bytes=job.max_memory) if job.max_memory else None
-        prepared = prepare(job.model, job.config, weights=job.weights, weights_key=job.weights_key,
-                           trust=job.trust, limits=limits, condition=job.condition)
-        loaded = prepared.loaded
-        header = run_header(loaded.model, prepared.datasets, job.config, prepared.latent_shape,
-                            loaded.target, loaded.warnings)
-        conn.send(("header", header))
-        run_audits(loaded.model, prepared.datasets, job.config, latent_shape=prepared.latent_shape,
-                   observer=_Pipe(conn), header=header)
+        execute(job, _Pipe(conn))
         conn.send(("done", None))
     except InnauditError as exc:
         conn.send(("error", str(exc)))
@@ -106,10 +85,8 @@ def _kill(process: Any) -> None:
         return
     process.join(GRACE_S)
     if process.is_alive():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.join()
 
 

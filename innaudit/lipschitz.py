@@ -7,18 +7,8 @@ composition is bounded by the product of its blocks' bounds.
 The hook: any block (``nn.Module``) may define ``lipschitz_bounds(self) -> tuple[float, float] |
 None``; when present it is used as is (``None``: no global bound exists). Residual blocks
 (``innaudit.zoo.residual``) return ``(1 + c, 1 / (1 - c))``. Zoo blocks without the method are
-handled by :data:`RULES`, keyed by block type:
-
-- ``Squeeze2d``, ``FixedPermutation``: orthogonal, ``(1, 1)``.
-- ``ActNorm``: ``(max exp(log_scale), 1 / min exp(log_scale))``.
-- ``InvertibleConv1x1``: ``(sigma_max(W), 1 / sigma_min(W))``, SVD in float64 (the map is
-  ``W`` at every position, a block-diagonal operator with the same singular values).
-- additive ``Coupling``: ``J = [[I, 0], [J_t, I]]`` with ``||J_t|| <= L = Lip(t)``. The
-  singular values of that block matrix are ``(s + sqrt(s^2 + 4)) / 2`` and its reciprocal for
-  each singular value ``s`` of ``J_t``, so ``Lip <= (L + sqrt(L^2 + 4)) / 2 <= 1 + L`` (the
-  paper's ``1 + Lip(t)``), and the same for the inverse ``[[I, 0], [-J_t, I]]``.
-- affine ``Coupling``: no global bound (the cross term ``diag(x2) g'(h) J_h`` grows with the
-  input and ``1/g`` is unbounded for sigmoid and exp scales): ``None``, said so.
+handled by :data:`RULES`, keyed by block type and registered by the module that defines the
+type (:mod:`innaudit.zoo.bounds` for the zoo's blocks).
 
 ``Lip(t)`` of a coupling net is the product of its layers' operator norms times the
 activations' constants (ReLU, LeakyReLU, Tanh, ELU: 1; Sigmoid: 1/4; SiLU: 1.0998). Linear
@@ -36,15 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .zoo.layers import ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet, Squeeze2d
-
 __all__ = ["RULES", "BlockBound", "block_bound", "conv_operator_norm", "layer_norm",
-           "net_lipschitz"]
+           "net_lipschitz", "register_net", "register_rule"]
 
 EXACT_CONV_ENTRIES = 1 << 24
 
@@ -112,9 +101,14 @@ def layer_norm(layer: nn.Module, in_shape: tuple[int, ...]) -> float | None:
     return float(hook()) if callable(hook) else None
 
 
+NETS: dict[type[nn.Module], Callable[[Any], list[nn.Module]]] = {}
+"""How to list the layers of a network type in order (the zoo registers its MLP and conv nets)."""
+
+
 def _layers(net: nn.Module) -> list[nn.Module] | None:
-    if isinstance(net, (MLPNet, ConvNet)):
-        return [*net.body, net.out]
+    for kind, unpack in NETS.items():
+        if isinstance(net, kind):
+            return unpack(net)
     if isinstance(net, nn.Sequential):
         return list(net)
     return None
@@ -144,40 +138,19 @@ def net_lipschitz(net: nn.Module, in_shape: tuple[int, ...]) -> float | None:
     return total
 
 
-def _orthogonal(block: nn.Module, in_shape: tuple[int, ...]) -> BlockBound:
-    return BlockBound("", 1.0, 1.0, "orthogonal")
+RULES: dict[type[nn.Module], Callable[[nn.Module, tuple[int, ...]], BlockBound]] = {}
+"""Bounds of block types without a ``lipschitz_bounds`` method, registered by the modules that
+define those types (the zoo registers its coupling, ActNorm, 1x1 conv and permutation rules)."""
 
 
-def _actnorm(block: ActNorm, in_shape: tuple[int, ...]) -> BlockBound:
-    s = block.log_scale.detach().double()
-    return BlockBound("", float(s.max().exp()), float((-s.min()).exp()), "per-channel scales")
+def register_rule(kind: type[nn.Module], rule: Callable[[Any, tuple[int, ...]], BlockBound]) -> None:
+    """Register the bound of blocks of type ``kind``: ``rule(block, in_shape) -> BlockBound``."""
+    RULES[kind] = rule
 
 
-def _conv1x1(block: InvertibleConv1x1, in_shape: tuple[int, ...]) -> BlockBound:
-    s = torch.linalg.svdvals(block.weight.detach().double())
-    return BlockBound("", float(s[0]), float(1 / s[-1]), "SVD of W")
-
-
-def _coupling(block: Coupling, in_shape: tuple[int, ...]) -> BlockBound:
-    if block.coupling != "additive":
-        return BlockBound("", None, None, f"affine coupling ({block.scale} scale) has no global "
-                          "bound: only locally bi-Lipschitz")
-    half = (block.split, *in_shape[1:])
-    lip = net_lipschitz(block.net, half)
-    if lip is None:
-        return BlockBound("", None, None, f"coupling net {type(block.net).__name__} has layers "
-                          "without a known Lipschitz constant")
-    bound = (lip + math.sqrt(lip * lip + 4)) / 2
-    return BlockBound("", bound, bound, f"additive coupling, Lip(t) <= {lip:.4g}")
-
-
-RULES: dict[type[nn.Module], Callable[[nn.Module, tuple[int, ...]], BlockBound]] = {
-    Squeeze2d: _orthogonal,
-    FixedPermutation: _orthogonal,
-    ActNorm: _actnorm,
-    InvertibleConv1x1: _conv1x1,
-    Coupling: _coupling,
-}
+def register_net(kind: type[nn.Module], layers: Callable[[Any], list[nn.Module]]) -> None:
+    """Register how to list the layers of networks of type ``kind``, in order."""
+    NETS[kind] = layers
 
 
 def block_bound(block: nn.Module, in_shape: tuple[int, ...], name: str = "") -> BlockBound:

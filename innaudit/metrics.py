@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["STATS", "Direction", "Metric", "MetricTable", "better", "covers", "declared", "neither", "rate",
-           "worse"]
+__all__ = ["STATS", "Direction", "Metric", "MetricTable", "better", "covers", "declared", "direction_of",
+           "find", "neither", "rate", "worse"]
 
 STATS = ("min", "median", "p99", "max", "mean")
 """The per-set summaries of a per-sample quantity; a declared path covers ``path.<stat>``."""
@@ -84,10 +84,20 @@ def covers(declared_path: str, path: str) -> bool:
     return path == declared_path or (head == declared_path and stat in STATS)
 
 
-def declared(table: MetricTable, audit: str, path: str) -> Metric | None:
-    """The declaration of ``path`` of ``audit`` (exact, or the quantity of a summary statistic)."""
-    metrics = table.get(audit, {})
+def find(metrics: Mapping[str, Metric], path: str) -> Metric | None:
+    """The declaration of ``path`` among ``{path: Metric}`` (exact, or the quantity of a summary)."""
     if path in metrics:
         return metrics[path]
     head, _, stat = path.rpartition(".")
     return metrics.get(head) if stat in STATS else None
+
+
+def declared(table: MetricTable, audit: str, path: str) -> Metric | None:
+    """The declaration of ``path`` of ``audit`` in the table, or None."""
+    return find(table.get(audit, {}), path)
+
+
+def direction_of(metrics: Mapping[str, Metric], path: str) -> Direction:
+    """The direction of ``path``; an undeclared metric is taken as higher worse (a gate default)."""
+    metric = find(metrics, path)
+    return Direction.HIGHER_WORSE if metric is None else metric.direction

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -181,10 +181,6 @@ class InvertibleModel:
             if p.is_floating_point():
                 return p.dtype
         return torch.float32
-
-    def with_info(self, **changes: Any) -> InvertibleModel:
-        """A model sharing the module and the maps, with some :class:`ModelInfo` fields replaced."""
-        return self._rebuild(self.module, replace(self.info, **changes))
 
     def copy_as(self, dtype: torch.dtype) -> InvertibleModel:
         """An independent deep copy with parameters and buffers cast to ``dtype``.

@@ -6,22 +6,28 @@ Everything here is frozen plain data. The verdict (``Report.status``) and the ex
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-if TYPE_CHECKING:
-    from .baseline import Comparison
+from .metrics import Direction
 
 __all__ = [
     "SCHEMA_VERSION",
     "AuditResult",
+    "Change",
     "Check",
+    "Comparison",
+    "Delta",
     "ExitCode",
     "Report",
     "SetResult",
     "Status",
+    "leaves",
+    "lookup",
     "worst",
 ]
 
@@ -51,6 +57,31 @@ class ExitCode(IntEnum):
     NO_VERDICT = 2
 
 
+def lookup(metrics: Mapping[str, Any], path: str) -> Any:
+    """The value at a dotted path (``"error_l2.max"``) of nested metrics, or None if absent."""
+    node: Any = metrics
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def leaves(metrics: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Dotted paths and values of the scalar leaves of nested metrics (lists left out)."""
+    for key, value in metrics.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from leaves(value, path + ".")
+        elif not isinstance(value, (list, tuple)):
+            yield path, value
+
+
+def _short(value: float) -> str:
+    """A number in 3 significant digits (``inf``, ``nan`` as such)."""
+    return f"{value:.3g}"
+
+
 def worst(statuses: list[Status] | tuple[Status, ...], default: Status = Status.PASS) -> Status:
     """The most severe of ``statuses`` (``default`` when there are none)."""
     return max(statuses, key=lambda s: s.rank, default=default)
@@ -58,9 +89,11 @@ def worst(statuses: list[Status] | tuple[Status, ...], default: Status = Status.
 
 @dataclass(frozen=True)
 class Check:
-    """One metric held against its thresholds: ``value > fail`` fails, ``value > warn`` warns.
+    """One metric held against its thresholds, in the metric's declared direction.
 
-    A NaN value fails: a statistic that could not be computed cannot pass a gate.
+    Higher worse: ``value > fail`` fails, ``value > warn`` warns. Higher better (a smallest
+    singular value): ``value < fail`` fails, ``value < warn`` warns. A NaN value fails: a
+    statistic that could not be computed cannot pass a gate.
     """
 
     metric: str
@@ -68,6 +101,28 @@ class Check:
     warn: float | None
     fail: float | None
     status: Status
+    direction: Direction = Direction.HIGHER_WORSE
+
+    def beyond(self, limit: float) -> bool:
+        """Whether ``value`` lies on the bad side of ``limit``."""
+        if self.direction is Direction.HIGHER_BETTER:
+            return self.value < limit
+        return self.value > limit
+
+    @property
+    def limit(self) -> float | None:
+        """The limit this check's status was decided by (fail for FAIL, else warn)."""
+        return self.fail if self.status is Status.FAIL else self.warn
+
+    def text(self) -> str:
+        """``metric=value > limit`` (``<`` for a metric better when higher); NaN says so."""
+        if math.isnan(self.value):
+            return f"{self.metric}=nan (could not be computed)"
+        limit = self.limit
+        if limit is None:
+            return f"{self.metric}={_short(self.value)}"
+        side = "<" if self.direction is Direction.HIGHER_BETTER else ">"
+        return f"{self.metric}={_short(self.value)} {side} {_short(limit)}"
 
 
 @dataclass(frozen=True)
@@ -109,6 +164,75 @@ class AuditResult:
     error: str | None = None
 
 
+class Change(str, Enum):
+    """How one metric moved against the baseline."""
+
+    REGRESSED = "regressed"
+    IMPROVED = "improved"
+    UNCHANGED = "unchanged"
+    NEW = "new"
+    MISSING = "missing"
+
+    @property
+    def rank(self) -> int:
+        """Display order, most important first."""
+        return list(Change).index(self)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One metric in both reports (``base`` or ``new`` is None when it is absent there)."""
+
+    audit: str
+    dataset: str
+    metric: str
+    base: float | None
+    new: float | None
+    change: Change
+    higher_is_better: bool = False
+
+    @property
+    def key(self) -> str:
+        """``audit/set/metric``."""
+        return f"{self.audit}/{self.dataset}/{self.metric}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A report's metrics against a baseline report.
+
+    Attributes:
+        base: what the baseline was (its path, or its model).
+        rel_tol: relative tolerance; ``abs_tol``: absolute tolerance.
+        gate: whether a regression fails the gate (``--fail-on-regression``).
+        deltas: every compared metric, worst first.
+    """
+
+    base: str
+    rel_tol: float
+    abs_tol: float
+    gate: bool
+    deltas: tuple[Delta, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of metrics per change, every change present."""
+        counts = {c.value: 0 for c in Change}
+        for d in self.deltas:
+            counts[d.change.value] += 1
+        return counts
+
+    @property
+    def regressions(self) -> tuple[Delta, ...]:
+        """The regressed metrics."""
+        return tuple(d for d in self.deltas if d.change is Change.REGRESSED)
+
+    @property
+    def gate_failed(self) -> bool:
+        """True when the regression gate is on and something regressed."""
+        return self.gate and bool(self.regressions)
+
+
 @dataclass(frozen=True)
 class Report:
     """Everything one run found, and the verdict.
@@ -132,7 +256,7 @@ class Report:
     warnings: tuple[str, ...] = field(default=())
     schema_version: int = SCHEMA_VERSION
     comparison: Comparison | None = None
-    """Metrics against a baseline report (``--baseline``; ``innaudit.baseline``)."""
+    """Metrics against a baseline report (``--baseline``; computed by ``innaudit.baseline``)."""
 
     @property
     def status(self) -> Status:
@@ -162,3 +286,72 @@ class Report:
         for audit in self.audits:
             counts[audit.status.value] += 1
         return counts
+
+    def audit(self, audit_id: str) -> AuditResult:
+        """The result of one audit; KeyError naming the audits the report holds."""
+        for audit in self.audits:
+            if audit.id == audit_id:
+                return audit
+        raise KeyError(f"no audit {audit_id!r} in this report; it holds {[a.id for a in self.audits]}")
+
+    def result(self, audit_id: str, dataset: str | None = None) -> SetResult:
+        """One audit's result on one set (the only set when ``dataset`` is None and there is one)."""
+        audit = self.audit(audit_id)
+        names = [r.dataset for r in audit.results]
+        if dataset is None and len(names) == 1:
+            return audit.results[0]
+        for r in audit.results:
+            if r.dataset == dataset:
+                return r
+        raise KeyError(f"audit {audit_id!r} has no result for set {dataset!r}; its sets: {names}")
+
+    def findings(self) -> list[str]:
+        """One line per failing or warning check and per audit that could not run."""
+        lines = [f"{a.status.value.upper()} {a.id}: {a.message}" for a in self.audits
+                 if a.status is Status.ERROR]
+        lines += [f"{c.status.value.upper()} {a.id}[{r.dataset}] {c.text()}"
+                  for a in self.audits for r in a.results for c in r.checks
+                  if c.status in (Status.FAIL, Status.WARN)]
+        return lines + [f"ERROR {e}" for e in self.errors]
+
+    def summary(self) -> str:
+        """The verdict and the findings as plain text, one finding a line."""
+        head = f"innaudit: {self.status.value.upper()} (exit {int(self.exit_code)}) for {self.target.get('model', 'the model')}"
+        return "\n".join([head, *(f"  {line}" for line in self.findings())])
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
+        return (f"<Report {self.status.value.upper()} exit={int(self.exit_code)} "
+                f"model={self.target.get('model', '?')!r} audits: {counts or 'none'}>")
+
+    # The conveniences below render the report; they import the renderers when called, the one
+    # place the plain-data layer reaches up (a notebook wants report.save(), not a renderer call).
+    def to_json(self) -> str:
+        """The strict JSON report (the ``-o json`` output)."""
+        from .render.json import render
+
+        return render(self)
+
+    def save(self, path: str | Path, fmt: str | None = None) -> Path:
+        """Write the report atomically; the format follows the suffix (.json, .html, .md, .xml
+        for JUnit, .txt for the console table) unless ``fmt`` names one."""
+        from .atomic import write_atomic
+        from .render import RENDERERS
+
+        target = Path(path)
+        name = fmt or _SUFFIXES.get(target.suffix.lower())
+        if name not in RENDERERS:
+            raise ValueError(f"cannot tell the format of {str(target)!r}; give a suffix among "
+                             f"{sorted(_SUFFIXES)} or fmt= one of {sorted(RENDERERS)}")
+        write_atomic(target, RENDERERS[name](self))
+        return target
+
+    def _repr_html_(self) -> str:
+        """The HTML report, for Jupyter."""
+        from .render.html import render
+
+        return render(self)
+
+
+_SUFFIXES = {".json": "json", ".html": "html", ".htm": "html", ".md": "markdown", ".xml": "junit",
+             ".txt": "console"}

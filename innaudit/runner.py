@@ -12,15 +12,15 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from . import __version__
+from ._version import __version__
 from .audits import REGISTRY, Audit, AuditContext
-from .config import Config
+from .config import AuditSettings, Config
 from .data import Dataset
-from .data.builtin import stable_seed
 from .errors import clean_text
 from .gate import judge
 from .model import InvertibleModel
 from .results import AuditResult, Report, SetResult, Status, worst
+from .seeding import stable_seed
 from .waivers import apply_waivers
 
 __all__ = ["Observer", "RunHeader", "assemble", "environment", "run_audits", "run_header",
@@ -29,6 +29,9 @@ __all__ = ["Observer", "RunHeader", "assemble", "environment", "run_audits", "ru
 
 class Observer(Protocol):
     """Receives progress; the CLI draws bars with it, library users may pass nothing."""
+
+    def run_started(self, header: RunHeader) -> None:
+        """The model and data are loaded and checked; the audits are about to start."""
 
     def audit_started(self, audit_id: str, title: str) -> None:
         """An audit begins."""
@@ -41,6 +44,9 @@ class Observer(Protocol):
 
 
 class _Silent:
+    def run_started(self, header: RunHeader) -> None:
+        pass
+
     def audit_started(self, audit_id: str, title: str) -> None:
         pass
 
@@ -72,23 +78,38 @@ def environment(model: InvertibleModel, device: torch.device) -> dict[str, Any]:
 
 
 def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
+    """Everything an audit does, ``skip_reason`` included, inside one error boundary.
+
+    Any exception, and any ``BaseException`` but ``KeyboardInterrupt`` (a library calling
+    ``sys.exit(0)`` inside a model must not end the run as a pass), gives ERROR for this audit
+    with its message; the other audits still run and the report is still written.
+    """
     start = time.perf_counter()
-    reason = audit.skip_reason(ctx)
-    if reason is not None:
-        return AuditResult(audit.id, audit.title, Status.SKIP, reason, 0.0, ctx.seed)
+    declarations = {m.path: m for m in audit.metrics}
     try:
+        reason = audit.skip_reason(ctx)
+        if reason is not None:
+            return AuditResult(audit.id, audit.title, Status.SKIP, reason, 0.0, ctx.seed)
         results = []
         for m in audit.run(ctx):
-            status, checks = judge(m.metrics, ctx.settings.thresholds_for(m.dataset))
+            status, checks = judge(m.metrics, ctx.settings.thresholds_for(m.dataset), declarations)
             results.append(SetResult(m.dataset, status, m.metrics, checks, m.message, m.series,
                                      artifacts=m.artifacts))
-    except Exception as exc:  # an audit that crashes gives ERROR, never a pass
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # an audit that crashes gives ERROR, never a pass
         message = clean_text(f"{type(exc).__name__}: {exc}", 500)
         return AuditResult(audit.id, audit.title, Status.ERROR, f"the audit crashed: {message}",
                            time.perf_counter() - start, ctx.seed, error=message)
     status = worst(tuple(r.status for r in results))
     return AuditResult(audit.id, audit.title, status, _summary(results), time.perf_counter() - start,
                        ctx.seed, tuple(results))
+
+
+def _settings(config: Config, audit: Audit) -> AuditSettings:
+    """The audit's settings in ``config``; its defaults when the config was built by hand."""
+    found = config.settings.get(audit.id)
+    return found if found is not None else AuditSettings(dict(audit.thresholds), dict(audit.options))
 
 
 def _summary(results: Sequence[SetResult]) -> str:
@@ -159,7 +180,7 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
             results.append(AuditResult(aid, audit.title, Status.SKIP, "left out by --skip", 0.0, 0))
             continue
         ctx = AuditContext(
-            model=model, datasets=datasets, settings=config.settings[aid],
+            model=model, datasets=datasets, settings=_settings(config, audit),
             seed=stable_seed(config.seed, aid), samples=config.samples,
             batch_size=config.batch_size, device=device, float64_check=config.float64_check,
             latent_shape=latent_shape,

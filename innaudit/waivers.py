@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .results import AuditResult, Report, SetResult, Status, worst
 
 __all__ = ["Waiver", "apply_waivers", "clock", "parse_waivers"]
@@ -81,11 +81,7 @@ def _one(where: str, raw: Any, audits: Sequence[str]) -> Waiver:
             raise ConfigError(f"{where} has no {key}; a waiver needs audit, reason and expires (set is optional)")
     audit, dataset, reason = raw["audit"], raw.get("set"), raw["reason"]
     if not isinstance(audit, str) or audit not in audits:
-        import difflib
-
-        close = difflib.get_close_matches(str(audit), list(audits), n=1)
-        raise ConfigError(f"{where}.audit {audit!r} is not an audit"
-                          + (f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(audits)}"))
+        raise ConfigError(f"{where}.audit {audit!r} is not an audit{did_you_mean(audit, audits)}")
     if dataset is not None and not isinstance(dataset, str):
         raise ConfigError(f"{where}.set is {dataset!r}; expected a set name")
     if not isinstance(reason, str) or not reason.strip():

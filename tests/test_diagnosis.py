@@ -8,8 +8,8 @@ from dataclasses import replace
 
 from innaudit.diagnosis import FD_COEFF, FD_EPS, Diagnosis, Kind, diagnose, diagnosis_to_dict
 from innaudit.render import RENDERERS
-from innaudit.render.json import report_to_dict, to_plain
-from innaudit.report_io import report_from_dict
+from innaudit.render.json import report_dict
+from innaudit.report_json import report_from_dict, to_plain
 from innaudit.results import Report, Status
 from innaudit.train import regularizers
 
@@ -94,9 +94,9 @@ def test_statements_come_in_reading_order_and_survive_the_json() -> None:
     d = diagnose(report)
     order = [list(Kind).index(s.kind) for s in d.statements]
     assert order == sorted(order)
-    data = report_to_dict(report)
+    data = report_dict(report)
     assert data["diagnosis"] == to_plain(diagnosis_to_dict(d))
-    again = report_to_dict(report_from_dict(json.loads(json.dumps(data))))
+    again = report_dict(report_from_dict(json.loads(json.dumps(data))))
     assert again["diagnosis"] == data["diagnosis"]
 
 

@@ -20,6 +20,7 @@ from ..config import AuditSettings, AuditSpec, Threshold
 from ..data import Dataset
 from ..metrics import Metric, MetricTable
 from ..model import InvertibleModel
+from ..seeding import generator
 
 __all__ = ["REGISTRY", "Audit", "AuditContext", "Measurement", "metric_table", "register", "specs"]
 
@@ -78,9 +79,7 @@ class AuditContext:
 
     def generator(self, *salt: object) -> torch.Generator:
         """A fresh generator seeded from this audit's seed and ``salt`` (stable across runs)."""
-        from ..data.builtin import stable_seed
-
-        return torch.Generator(device="cpu").manual_seed(stable_seed(self.seed, *salt))
+        return generator(self.seed, *salt)
 
 
 class Audit(ABC):

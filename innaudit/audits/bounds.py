@@ -13,8 +13,8 @@ from ..lipschitz import BlockBound, block_bound
 from ..metrics import neither, rate, worse
 from ..model import InvertibleModel
 from .base import Audit, AuditContext, Measurement, register
+from .common import sample_batches
 from .jacobians import measure
-from .spectrum import sample_batches
 
 __all__ = ["Bounds", "model_bounds"]
 
@@ -79,7 +79,7 @@ class Bounds(Audit):
         worse(f"{d}.bound", doc=f"certified Lipschitz bound of the {d} map"),
         worse(f"{d}.measured", doc=f"largest measured local Lipschitz constant of the {d} map"),
         neither(f"{d}.tightness", doc="measured / bound"))) + (
-        neither("n", doc="samples"),
+        neither("n", doc="samples"), neither("blocks", doc="blocks bounded"),
         rate("violation_fraction", "samples whose measured constant exceeds the bound"),
     )
 

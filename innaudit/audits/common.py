@@ -1,18 +1,19 @@
-"""Pieces shared by the round-trip style audits."""
+"""Pieces the audits share: round trips with error accumulation, sample batches, float64 verdicts."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
 
+from ..data import Dataset
+from ..linalg import Map
 from ..stats import ErrorAccumulator
+from .base import AuditContext
 
-__all__ = ["Map", "full_range_floor", "progress_counter", "round_trip", "verdict_float64"]
-
-Map = Callable[[Tensor], Tensor]
+__all__ = ["full_range_floor", "progress_counter", "round_trip", "sample_batches", "verdict_float64"]
 
 
 def round_trip(first: Map, second: Map, batches: Iterable[Tensor], floor: float,
@@ -57,3 +58,11 @@ def progress_counter(progress: Callable[[str, int, int], None], name: str,
         progress(name, done[0], total)
 
     return step
+
+
+def sample_batches(ctx: AuditContext, ds: Dataset, count: int) -> Iterator[Tensor]:
+    """The first ``count`` samples of ``ds`` (capped by ``--samples``) in batches, model dtype."""
+    n = min(count, ctx.samples, ds.size)
+    step = max(1, min(ctx.batch_size, n))
+    for start in range(0, n, step):
+        yield ds.make(start, min(start + step, n)).to(device=ctx.device, dtype=ctx.model.dtype)

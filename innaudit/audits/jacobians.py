@@ -15,11 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..linalg import choose_method, extreme_singular_values, jacobian_singular_values
+from ..linalg import Map, choose_method, extreme_singular_values, jacobian_singular_values
 
 __all__ = ["Spectrum", "measure", "min_median_max"]
 
-Map = Callable[[Tensor], Tensor]
 
 
 @dataclass(frozen=True)

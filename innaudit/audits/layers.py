@@ -15,8 +15,8 @@ from ..metrics import better, neither, rate, worse
 from ..model import InvertibleModel
 from ..stats import per_sample_norm
 from .base import Audit, AuditContext, Measurement, register
+from .common import sample_batches
 from .jacobians import measure
-from .spectrum import sample_batches
 
 __all__ = ["BlockTrace", "Layers", "trace_blocks", "worst_samples"]
 

@@ -15,7 +15,7 @@ from ..metrics import neither, rate, worse
 from ..model import InvertibleModel, LogDetKind
 from ..stats import summarize
 from .base import Audit, AuditContext, Measurement, register
-from .spectrum import sample_batches
+from .common import sample_batches
 
 __all__ = ["LogDet", "numerical_log_det"]
 

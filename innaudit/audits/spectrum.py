@@ -6,23 +6,14 @@ import math
 from collections.abc import Iterator
 
 import numpy as np
-from torch import Tensor
 
 from ..config import Threshold
-from ..data import Dataset
 from ..metrics import Direction, better, neither, rate, worse
 from .base import Audit, AuditContext, Measurement, register
+from .common import sample_batches
 from .jacobians import Spectrum, measure, min_median_max
 
-__all__ = ["SpectrumAudit", "sample_batches"]
-
-
-def sample_batches(ctx: AuditContext, ds: Dataset, count: int) -> Iterator[Tensor]:
-    """The first ``count`` samples of ``ds`` (capped by ``--samples``) in batches, model dtype."""
-    n = min(count, ctx.samples, ds.size)
-    step = max(1, min(ctx.batch_size, n))
-    for start in range(0, n, step):
-        yield ds.make(start, min(start + step, n)).to(device=ctx.device, dtype=ctx.model.dtype)
+__all__ = ["SpectrumAudit"]
 
 
 def _cat(parts: list[Spectrum]) -> Spectrum:
@@ -97,7 +88,8 @@ class SpectrumAudit(Audit):
         neither("n", doc="samples"), rate("nonfinite_fraction", "samples with a non-finite Jacobian"),
         worse("cross_check.max_log10_gap", doc="forward vs inverse spectrum disagreement"),
         rate("cross_check.mismatch_fraction", "samples whose spectra disagree"),
-        neither("cross_check.tolerance"),
+        neither("cross_check.tolerance"), neither("tolerance", doc="Lanczos tolerance"),
+        neither("iterations.forward", doc="Lanczos iterations"), neither("iterations.inverse"),
         rate("converged_fraction", "Lanczos runs that converged", Direction.HIGHER_BETTER),
     )
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ..errors import InnauditError, clean_text
 from .output import STATE, err
 

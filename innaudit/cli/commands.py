@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import UsageError
+from ..errors import UsageError, did_you_mean
 from .app import cli
 from .output import err
 
@@ -27,14 +27,10 @@ def list_audits() -> None:
 @click.argument("audit_id", metavar="ID")
 def explain(audit_id: str) -> None:
     """Explain what audit ID checks, its formula, and how to read a failure."""
-    import difflib
-
     from ..audits import REGISTRY
 
     if audit_id not in REGISTRY:
-        close = difflib.get_close_matches(audit_id, list(REGISTRY), n=1)
-        raise UsageError(f"audit {audit_id!r} does not exist"
-                         + (f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(REGISTRY)}"))
+        raise UsageError(f"audit {audit_id!r} does not exist{did_you_mean(audit_id, REGISTRY)}")
     click.echo(REGISTRY[audit_id].explain())
 
 

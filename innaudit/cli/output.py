@@ -99,6 +99,9 @@ class ProgressObserver:
     def __exit__(self, *exc: object) -> None:
         self.bars.stop()
 
+    def run_started(self, header: Any) -> None:
+        pass
+
     def audit_started(self, audit_id: str, title: str) -> None:
         pass
 

@@ -20,7 +20,7 @@ __all__ = ["compare", "compared", "load_baseline", "render"]
 
 def load_baseline(path: str | None, fail_on_regression: bool) -> Report | None:
     """Read ``--baseline`` before any audit runs, so a bad file fails fast (exit 2)."""
-    from ..report_io import load_report
+    from ..report_json import load_report
 
     if path is None:
         if fail_on_regression:
@@ -47,7 +47,7 @@ def compared(base: Report, report: Report, base_name: str, rel_tol: float, abs_t
 @click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).")
 def render(report_path: str, outputs: tuple[str, ...]) -> None:
     """Render a saved JSON report in any format: the same output as the run gave."""
-    from ..report_io import load_report
+    from ..report_json import load_report
 
     targets = parse_outputs(outputs)
     write_outputs(load_report(report_path), targets, quiet=False)
@@ -64,7 +64,7 @@ def compare(base_path: str, new_path: str, fail_on_regression: bool, rel_tol: fl
             outputs: tuple[str, ...]) -> int:
     """Classify every metric of NEW against BASE: improved, unchanged, regressed, new or missing."""
     from ..render.compare import table
-    from ..report_io import load_report
+    from ..report_json import load_report
 
     targets = parse_outputs(outputs)
     base, new = load_report(base_path, "baseline"), load_report(new_path, "report")

@@ -15,7 +15,7 @@ from .output import STATE, ProgressObserver, err, parse_outputs, write_outputs
 from .reports import compared, load_baseline
 
 if TYPE_CHECKING:
-    from ..isolation import Job
+    from ..orchestration import Job
     from ..results import Report
 
 __all__ = ["run"]
@@ -79,7 +79,7 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     config = load_config(config_path, specs(), overrides, sections)
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout {timeout:g} must be positive (seconds)")
-    from ..isolation import Job
+    from ..orchestration import Job
 
     job = Job(model, config, weights, weights_key, trust_checkpoint, _size(max_memory), condition)
     report = _audit(job, timeout, sys.stderr.isatty() if progress is None else progress)
@@ -158,17 +158,12 @@ def _size(text: str | None) -> int | None:
 
 def _audit(job: Job, timeout: float | None, progress: bool) -> Report:
     """In this process, or in a child one when a time or memory limit is asked for."""
-    from ..api import prepare
     from ..isolation import run_isolated
-    from ..runner import run_audits
+    from ..orchestration import execute
 
     with ProgressObserver(progress) as observer:
         if timeout is not None or job.max_memory is not None:
             return run_isolated(job, timeout, observer)
-        prepared = prepare(job.model, job.config, weights=job.weights, weights_key=job.weights_key,
-                           trust=job.trust, condition=job.condition)
-        return run_audits(prepared.loaded.model, prepared.datasets, job.config,
-                          latent_shape=prepared.latent_shape, observer=observer,
-                          target=prepared.loaded.target, warnings=prepared.loaded.warnings)
+        return execute(job, observer)
 
 

@@ -8,7 +8,6 @@ it before any audit starts.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 
@@ -16,13 +15,14 @@ import numpy as np
 import torch
 
 from ..domain import DataDomain
-from ..errors import DataError
-from .builtin import BUILTINS, DEFAULT_OOD, stable_seed
+from ..errors import DataError, did_you_mean
+from ..safeio.arrays import read_array, split_file_spec
+from ..seeding import stable_seed
+from .builtin import BUILTINS, DEFAULT_OOD
 from .dataset import Dataset, Role
-from .files import read_array, split_file_spec
 
-__all__ = ["BUILTINS", "DEFAULT_OOD", "Dataset", "Role", "default_data", "domain_from_file",
-           "resolve_dataset", "split_name"]
+__all__ = ["BUILTINS", "DEFAULT_OOD", "Dataset", "Role", "array_dataset", "default_data",
+           "domain_from_array", "domain_from_file", "resolve_dataset", "split_name"]
 
 _NAME = re.compile(r"^([A-Za-z0-9_.\-]+)=(.+)$")
 
@@ -58,10 +58,8 @@ def _builtin_dataset(name: str | None, spec: str, role: Role, domain: DataDomain
     base, _, arg = spec.partition(":")
     builtin = BUILTINS.get(base)
     if builtin is None:
-        close = difflib.get_close_matches(base, list(BUILTINS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise DataError(f"data SPEC {spec!r} is neither a file that exists nor a built-in set "
-                        f"({', '.join(sorted(BUILTINS))}){hint}")
+        raise DataError(f"data SPEC {spec!r} is neither a file that exists nor a built-in set"
+                        f"{did_you_mean(base, BUILTINS)}")
     label = name or spec
     size = samples if builtin.random else min(samples, builtin.fixed_size(arg))  # type: ignore[misc]
 
@@ -77,11 +75,31 @@ def _builtin_dataset(name: str | None, spec: str, role: Role, domain: DataDomain
 
 def _file_dataset(name: str, spec: str, role: Role, path: Path, key: str | None,
                   domain: DataDomain, samples: int) -> Dataset:
-    array = read_array(path, key)
+    return array_dataset(name, read_array(path, key), role, domain, samples, spec=spec, source=str(path))
+
+
+def array_dataset(name: str, array: np.ndarray | torch.Tensor, role: Role, domain: DataDomain,
+                  samples: int, *, spec: str | None = None, source: str | None = None) -> Dataset:
+    """A data set over an array already in memory (or memory-mapped), batch-first.
+
+    Args:
+        name: how the report names the set.
+        array: samples along the first axis, each with ``domain.numel`` values.
+        role: in-distribution or OOD.
+        domain: the model's data domain (the shape samples are reshaped to).
+        samples: at most this many samples.
+        spec: the SPEC it came from (default: a description of the array).
+        source: how errors name it (default: ``data set NAME``).
+    """
+    source = source or f"data set {name!r}"
+    array = _numeric(array, source)
+    if array.ndim < 1 or int(array.shape[0]) == 0:
+        raise DataError(f"{source} holds no samples (shape {tuple(array.shape)}); expected a "
+                        "batch-first array with at least one sample")
     size = min(int(array.shape[0]), samples)
     per_sample = tuple(int(s) for s in array.shape[1:])
     if int(np.prod(per_sample)) != domain.numel:
-        raise DataError(f"{path} has samples of shape {per_sample}, but the model takes "
+        raise DataError(f"{source} has samples of shape {per_sample}, but the model takes "
                         f"{tuple(domain.shape)}; expected {domain.numel} values per sample")
     note = "" if per_sample == tuple(domain.shape) else f"reshaped from {per_sample}"
 
@@ -92,9 +110,24 @@ def _file_dataset(name: str, spec: str, role: Role, path: Path, key: str | None,
 
     bad = sum(int((~torch.isfinite(make(s, min(s + 4096, size)))).sum()) for s in range(0, size, 4096))
     if bad:
-        raise DataError(f"{path} holds {bad} NaN/Inf values in its first {size} samples; the "
+        raise DataError(f"{source} holds {bad} NaN/Inf values in its first {size} samples; the "
                         "inputs of a round trip must be finite")
-    return Dataset(name, spec, role, size, make, note)
+    described = spec or f"<{type(array).__name__} {tuple(array.shape)}>"
+    return Dataset(name, described, role, size, make, note)
+
+
+def _numeric(array: object, source: str) -> np.ndarray | torch.Tensor:
+    """``array`` if it is a real-valued numpy array or tensor; a clear DataError otherwise."""
+    if isinstance(array, torch.Tensor):
+        if array.is_complex() or array.dtype == torch.bool:
+            raise DataError(f"{source} is a {array.dtype} tensor; expected real numbers")
+        return array.detach().cpu()
+    if isinstance(array, np.ndarray):
+        if array.dtype.kind not in "fiu":
+            raise DataError(f"{source} is a numpy array of dtype {array.dtype}; expected real numbers")
+        return array
+    raise DataError(f"{source} is a {type(array).__name__}; expected a torch.Tensor, a numpy "
+                    "array or a data SPEC string")
 
 
 def domain_from_file(text: str) -> DataDomain:
@@ -104,11 +137,18 @@ def domain_from_file(text: str) -> DataDomain:
     if file_spec is None:
         raise DataError(f"--data {spec!r} is not a file, so it cannot tell the model's input shape; "
                         "give a .npy/.npz/.pt file or set input_shape on the module")
-    array = read_array(*file_spec)
-    values = torch.from_numpy(np.array(array[: min(len(array), 4096)], dtype=np.float64))
+    return domain_from_array(read_array(*file_spec), Path(file_spec[0]).stem)
+
+
+def domain_from_array(array: np.ndarray | torch.Tensor, name: str) -> DataDomain:
+    """A domain for a model that declares none: the shape and value range of its data."""
+    array = _numeric(array, f"data set {name!r}")
+    head = array[: min(len(array), 4096)]
+    values = head.detach().double() if isinstance(head, torch.Tensor) else torch.from_numpy(
+        np.array(head, dtype=np.float64))
     low, high = float(values.min()), float(values.max())
     return DataDomain(shape=tuple(int(s) for s in array.shape[1:]), low=low,
-                      high=high if high > low else low + 1.0, name=Path(file_spec[0]).stem)
+                      high=high if high > low else low + 1.0, name=name)
 
 
 def default_data(domain: DataDomain) -> str | None:

@@ -30,7 +30,6 @@ ones accept an optional ``:train`` / ``:test`` suffix that only changes the seed
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,17 +41,11 @@ from ..domain import DataDomain
 from ..errors import DataError
 from .digits import LEVELS, SPLITS, load_digits
 
-__all__ = ["BUILTINS", "DEFAULT_OOD", "Builtin", "grid_axis", "regression_targets", "stable_seed",
+__all__ = ["BUILTINS", "DEFAULT_OOD", "Builtin", "grid_axis", "regression_targets",
            "toy_2d"]
 
 Maker = Callable[[DataDomain, int, torch.Generator, str], Tensor]
 DEFAULT_OOD = ("uniform", "gaussian", "rademacher")
-
-
-def stable_seed(*parts: object) -> int:
-    """A 63-bit seed from any parts, stable across runs and platforms (unlike ``hash``)."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ batch ``(B, *out_shape)`` that treats samples independently (``fn(x)[i]`` depend
 ``x[i]``), e.g. ``lambda t: model.forward(t, grad=True)``. The Jacobian of sample ``i`` is
 ``J_i = d fn(x)[i] / d x[i]`` flattened to ``(prod(out_shape), prod(in_shape))``.
 
-Two methods (Behrmann et al., AISTATS 2021, section 4(c) of ``paper-spec.md``):
+Two methods (Behrmann et al., AISTATS 2021, https://arxiv.org/abs/2006.09347, Section 4):
 
 - exact (:func:`jacobian`, :func:`jacobian_singular_values`): the full Jacobian of every sample
   with ``torch.func`` (``vmap`` over ``jacrev`` or ``jacfwd``), then an SVD in float64. Cost:
@@ -33,11 +33,13 @@ autograd (``grad=True``); a map that disables grad inside itself gives zero Jaco
 
 from __future__ import annotations
 
+from ._common import Map
 from .exact import jacobian, jacobian_singular_values, log_abs_det
 from .lanczos import SpectrumEstimate, extreme_singular_values, log_abs_det_estimate, top_singular_value
 
 __all__ = [
     "EXACT_MAX_DIM",
+    "Map",
     "SpectrumEstimate",
     "choose_method",
     "extreme_singular_values",
@@ -45,7 +47,6 @@ __all__ = [
     "jacobian_singular_values",
     "log_abs_det",
     "log_abs_det_estimate",
-    "relative_gap",
     "top_singular_value",
 ]
 
@@ -61,10 +62,3 @@ def choose_method(method: str, dim: int) -> str:
     if method in ("exact", "matrix-free"):
         return method
     raise ValueError(f"method {method!r} is unknown; expected auto, exact or matrix-free")
-
-
-def relative_gap(a: float, b: float) -> float:
-    """``|a - b| / max(|a|, |b|)``, 0 when both are 0 (a helper for cross-checks)."""
-    scale = max(abs(a), abs(b))
-    return 0.0 if scale == 0 else abs(a - b) / scale
-

@@ -2,7 +2,7 @@
 
 MODEL is a native checkpoint (``innaudit.save_checkpoint``), a ``module:callable`` /
 ``file.py:callable`` factory (with optional ``--weights``), or, only with ``trust=True``, a whole
-pickled module. Every file read goes through :mod:`innaudit.loading.safe`.
+pickled module. Every file read goes through :mod:`innaudit.safeio.checkpoint`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from torch import nn
 from ..domain import DataDomain
 from ..errors import LoadError, UnsafeCheckpointError
 from ..model import InvertibleModel
+from ..safeio.checkpoint import load_trusted, load_weights_only
+from ..safeio.preflight import Limits
 from .adapt import adapt_module, declared_domain
 from .adapters import Adapted, Condition, adapt_object, find_adapter, resolve_condition
 from .factory import is_factory_spec, load_state_dict_into, resolve_factory
 from .native import is_native, parse_native
-from .preflight import Limits
-from .safe import load_trusted, load_weights_only
 
-__all__ = ["LoadedModel", "file_sha256", "load_model"]
+__all__ = ["LoadedModel", "file_sha256", "load_model", "load_object"]
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def load_model(
         weights: a state-dict file to load into a factory's model.
         weights_key: the entry of a training dict that holds the state dict.
         trust: allow whole pickled modules (code) to load; recorded in the report.
-        limits: what a checkpoint file may claim (:class:`~innaudit.loading.preflight.Limits`).
+        limits: what a checkpoint file may claim (:class:`~innaudit.safeio.preflight.Limits`).
         fallback_domain: called when the model declares no data domain (e.g. derived from the
             ``--data`` file); without it such a model is an error.
         condition: ``--condition SPEC`` of a conditional library model (a data file of
@@ -76,6 +76,24 @@ def load_model(
         raise LoadError("--weights goes with a factory MODEL (file.py:callable); a checkpoint "
                         "file already holds its weights")
     return _from_file(Path(spec), trust, fallback_domain, limits, cond)
+
+
+def load_object(obj: Any, *, fallback_domain: Callable[[], DataDomain] | None = None,
+                condition: str | None = None) -> LoadedModel:
+    """Wrap a model object already in memory: an InvertibleModel, an ``nn.Module`` with
+    ``forward``/``inverse``, or any object an adapter recognises (FrEIA, nflows, normflows, zuko,
+    pyro, torch.distributions)."""
+    name = f"<python {type(obj).__module__}.{type(obj).__qualname__}>"
+    if isinstance(obj, InvertibleModel):
+        return LoadedModel(obj, {"model": obj.info.architecture or name, "loader": "python"})
+    if not isinstance(obj, nn.Module) and find_adapter(obj) is None:
+        raise LoadError(f"the model is a {type(obj).__name__}; expected a torch.nn.Module with forward "
+                        "and inverse, a flow from FrEIA, nflows, normflows, zuko or pyro, a checkpoint "
+                        "path, or a factory string (file.py:callable)")
+    cond = resolve_condition(condition) if condition else None
+    adapted = adapt_object(obj, _domain(obj, fallback_domain, name), {"object": name}, cond)
+    return LoadedModel(adapted.model, _described({"model": name, "loader": "python"}, adapted, cond),
+                       adapted.warnings)
 
 
 def _domain(module: Any, fallback: Callable[[], DataDomain] | None, what: str) -> DataDomain:

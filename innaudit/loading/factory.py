@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from ..errors import LoadError, clean_text
+from ..safeio.checkpoint import load_weights_only
+from ..safeio.preflight import Limits
 from .native import is_native
-from .preflight import Limits
-from .safe import load_weights_only
 
 __all__ = ["is_factory_spec", "load_state_dict_into", "resolve_factory", "select_state_dict"]
 
@@ -116,7 +116,7 @@ def select_state_dict(obj: Any, key: str | None, source: str) -> dict[str, torch
 
 def _read_weights(path: Path, limits: Limits | None) -> Any:
     """A ``.safetensors`` file through its own checked reader, anything else weights-only."""
-    from .safe import FileFormat, sniff_format
+    from ..safeio.checkpoint import FileFormat, sniff_format
 
     if sniff_format(path) is FileFormat.SAFETENSORS:
         from .safetensors_io import read_safetensors

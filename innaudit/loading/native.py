@@ -26,7 +26,7 @@ from torch import nn
 
 from ..domain import DataDomain
 from ..errors import LoadError, clean_text
-from .preflight import clean_strings
+from ..safeio.preflight import clean_strings
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "checkpoint_bytes", "is_native", "parse_native", "save_checkpoint"]
 

@@ -22,7 +22,7 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import CorruptCheckpointError, LoadError, clean_text
-from .preflight import Limits
+from ..safeio.preflight import Limits
 
 __all__ = ["MAX_HEADER_BYTES", "check_header", "read_safetensors"]
 

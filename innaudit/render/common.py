@@ -39,8 +39,7 @@ def fmt(value: Any, digits: int = 3) -> str:
 
 def note(result: SetResult) -> str:
     """What failed or warned (``metric=value > bound``), the message, and any waiver."""
-    parts = [f"{c.metric}={fmt(c.value)} > {fmt(c.fail if c.status is Status.FAIL else c.warn)}"
-             for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
+    parts = [c.text() for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
     if result.message:
         parts.append(result.message)
     if result.waiver:
@@ -185,7 +184,7 @@ def check_text(audit: str, check: Check, metrics: Mapping[str, Any],
     """A failing or warning check in words, with its value and the bound it crossed."""
     table = declarations() if table is None else table
     metric = declared(table, audit, check.metric)
-    direction = metric.direction if metric is not None else Direction.HIGHER_WORSE
+    direction = metric.direction if metric is not None else check.direction
     warn = check.status is Status.WARN
     bound = check.warn if warn else check.fail
     if bound is None and not math.isnan(check.value):  # crossed the other bound

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from ..baseline import Change, Comparison
+from ..results import Change, Comparison
 from .common import fmt
 
 __all__ = ["STYLE", "table"]

@@ -29,8 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..diagnosis import Diagnosis, diagnose
-from ..gate import lookup
-from ..results import AuditResult, Report, SetResult, Status
+from ..results import AuditResult, Report, SetResult, Status, lookup
 from .common import Finding, findings, fmt, percent
 
 __all__ = ["HEADLINES", "render", "verdict_line"]

@@ -10,6 +10,7 @@ escaped (``%25``, ``%0D``, ``%0A``); in properties (``title``) also ``:`` and ``
 
 from __future__ import annotations
 
+from ..report_json import canonical
 from ..results import Report, Status
 from .common import fmt, rows
 
@@ -34,7 +35,6 @@ def _line(level: str, title: str, message: str) -> str:
 
 def render(report: Report) -> str:
     """One workflow command per line, worst first, then a notice with the verdict."""
-    from ..report_io import canonical
 
     report = canonical(report)
     lines = [_line("error", "innaudit run", e) for e in report.errors]

@@ -9,7 +9,7 @@ embedded in ``<script type="application/json" id="innaudit-report">`` (``<`` wri
     data = json.loads(re.search(r'id="innaudit-report">(.*?)</script>', page, re.S)[1])
 
 Everything on the page is drawn from the Report as it reads back from its JSON
-(``report_io.canonical``), nothing from the clock, so ``innaudit render report.json -o html=PATH``
+(``report_json.canonical``), nothing from the clock, so ``innaudit render report.json -o html=PATH``
 writes the same bytes as the run did.
 """
 
@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..diagnosis import diagnose
-from ..gate import leaves, lookup
-from ..results import AuditResult, Report, SetResult, Status
+from ..report_json import canonical
+from ..results import AuditResult, Report, SetResult, Status, leaves, lookup
 from . import plots
 from .common import findings, fmt, set_findings, verdict_reason
 
@@ -199,7 +199,6 @@ def _embedded(report: Report) -> str:
 
 def render(report: Report) -> str:
     """The report as one self-contained HTML page."""
-    from ..report_io import canonical
 
     report = canonical(report)
     title = f"innaudit {report.status.value.upper()}: {report.target.get('model', '?')}"

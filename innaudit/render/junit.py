@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from xml.etree import ElementTree as ET
 
-from ..gate import leaves
-from ..results import Report, Status
+from ..report_json import canonical
+from ..results import Report, Status, leaves
 from .common import Row, fmt, rows
 
 __all__ = ["render"]
@@ -93,7 +93,6 @@ def _baseline(parent: ET.Element, report: Report) -> None:
 
 def render(report: Report) -> str:
     """The report as JUnit XML text (UTF-8, with an XML declaration)."""
-    from ..report_io import canonical
 
     report = canonical(report)
     cases = rows(report)

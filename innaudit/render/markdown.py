@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from ..diagnosis import diagnose
+from ..report_json import canonical
 from ..results import Report, Status
 from .common import findings, fmt, verdict_reason
 
@@ -73,7 +74,6 @@ def _baseline(report: Report) -> list[str]:
 
 def render(report: Report) -> str:
     """The report as GitHub-flavoured Markdown."""
-    from ..report_io import canonical
 
     report = canonical(report)
     status = report.status

@@ -30,9 +30,8 @@ _INK, _BAD, _FAINT = "#1f5f99", "#c0392b", "#8899aa"
 
 
 def _figure(width: float = 4.2, height: float = 2.4) -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
+    # a bare Figure (not pyplot) draws through its own canvas: no backend is switched, so a
+    # notebook's backend stays as the user set it
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
@@ -239,7 +238,6 @@ def plot_series(kind: str, series: Any, title: str, salt: str) -> str:
         raise ValueError(f"no plot for series {kind!r}")
     import matplotlib
 
-    matplotlib.use("Agg", force=True)
     # text stays text (no glyph paths); titles and labels (set names) are drawn with
     # parse_math=False, so a "$" in a name is not read as TeX
     with matplotlib.rc_context({"svg.fonttype": "none",

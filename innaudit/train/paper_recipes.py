@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..data.builtin import regression_targets, toy_2d
 from ..domain import DataDomain
-from .recipes import Progress, Recipe, TrainedModel, bits_per_dim, init_actnorm
+from .common import Progress, Recipe, TrainedModel, bits_per_dim, init_actnorm
 from .regularizers import FD_COEFF, NF_COEFF, fd_regularizer, gaussian_nll, nf_regularizer
 
 __all__ = ["PAPER_RECIPES", "Setup", "train"]

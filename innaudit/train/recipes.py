@@ -13,8 +13,6 @@ during training, so the same seed gives bitwise the same weights on the same mac
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,31 +21,10 @@ from torch import Tensor, nn
 
 from ..domain import DataDomain
 from ..errors import UsageError
+from .common import Progress, Recipe, TrainedModel, bits_per_dim, gaussian_nll, init_actnorm
+from .paper_recipes import PAPER_RECIPES
 
 __all__ = ["RECIPES", "Recipe", "TrainedModel", "run_recipe"]
-
-Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A trained zoo model and everything a native checkpoint stores about it."""
-
-    module: nn.Module
-    architecture: str            # zoo name
-    config: dict[str, Any]       # zoo kwargs, plain data
-    domain: DataDomain
-    provenance: dict[str, Any]   # recipe, seed, steps, final train/test NLL in bits/dim, ...
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A named training recipe; ``function(seed, progress, steps)`` trains and returns a model."""
-
-    name: str
-    description: str
-    function: Callable[[int, Progress | None, int | None], TrainedModel]
-
 
 @dataclass(frozen=True)
 class MLESetup:
@@ -59,19 +36,6 @@ class MLESetup:
     batch_size: int
     lr: float
     actnorm_init: bool = True
-
-
-def gaussian_nll(z: Tensor, log_det: Tensor) -> Tensor:
-    """Per-sample ``-log p(x) = 0.5 ||z||^2 + D/2 log(2 pi) - log_det`` in nats."""
-    flat = z.flatten(1)
-    return 0.5 * flat.pow(2).sum(1) + 0.5 * flat.shape[1] * math.log(2 * math.pi) - log_det
-
-
-def bits_per_dim(nll_nats: Tensor, domain: DataDomain) -> float:
-    """Mean discrete NLL in bits/dim for data dequantized over bins of ``domain.bin_width``."""
-    bin_width = domain.bin_width or 1.0
-    per_dim = nll_nats.mean().item() / domain.numel + math.log(1.0 / bin_width)
-    return per_dim / math.log(2.0)
 
 
 def _dequantize(x: Tensor, domain: DataDomain, generator: torch.Generator) -> Tensor:
@@ -86,22 +50,6 @@ def _evaluate(model: nn.Module, data: Tensor, domain: DataDomain, seed: int) -> 
     generator = torch.Generator().manual_seed(seed)
     z, log_det = model(_dequantize(data, domain, generator))
     return bits_per_dim(gaussian_nll(z, log_det), domain)
-
-
-@torch.no_grad()
-def init_actnorm(model: nn.Module, batch: Tensor) -> None:
-    """Glow's data-dependent ActNorm init: each ActNorm gives ``batch`` zero mean, unit variance
-    per channel, given the blocks before it. Sets parameters only; no state in the module."""
-    from ..zoo.layers import ActNorm
-
-    x = batch
-    for block in model.blocks:
-        if isinstance(block, ActNorm):
-            dims = [0, *range(2, x.dim())]
-            mean, std = x.mean(dims), x.std(dims)
-            block.bias.copy_(-mean)
-            block.log_scale.copy_(-torch.log(std + 1e-6))
-        x, _ = block(x)
 
 
 def _fit(model: nn.Module, data: Tensor, domain: DataDomain, setup: MLESetup, seed: int,
@@ -174,7 +122,7 @@ def _digits_recipe(name: str, description: str, **overrides: Any) -> Recipe:
     return Recipe(name, description, function)
 
 
-RECIPES: dict[str, Recipe] = {
+DIGITS_RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
         _digits_recipe("digits-affine", "Glow-style affine coupling flow, scale exp(h), on the "
@@ -191,6 +139,10 @@ RECIPES: dict[str, Recipe] = {
                        "bi-Lipschitz); its inverse stays accurate on noise", coupling="additive"),
     )
 }
+
+RECIPES: dict[str, Recipe] = {**DIGITS_RECIPES, **PAPER_RECIPES}
+"""Every recipe: the digits flows above and the paper reproductions (2-D toys, residual flows,
+regularized models, INN classifiers) of :mod:`innaudit.train.paper_recipes`."""
 
 
 def run_recipe(name: str, seed: int = 0, progress: Progress | None = None,
@@ -209,12 +161,3 @@ def run_recipe(name: str, seed: int = 0, progress: Progress | None = None,
     return RECIPES[name].function(seed, progress, steps)
 
 
-def _add_paper_recipes() -> None:
-    """Register the paper-reproduction recipes (2-D toys, residual flows, regularized models,
-    INN classifiers) of :mod:`innaudit.train.paper_recipes`."""
-    from .paper_recipes import PAPER_RECIPES
-
-    RECIPES.update(PAPER_RECIPES)
-
-
-_add_paper_recipes()

@@ -56,3 +56,6 @@ def build(name: str, config: Mapping[str, Any]) -> nn.Module:
 def _load_builtin() -> None:
     """Import the modules that register the built-in architectures."""
     from . import classifier, coupling, residual  # noqa: F401
+
+
+from . import bounds  # noqa: E402, F401  (registers the zoo blocks' Lipschitz rules on import)

@@ -10,10 +10,10 @@ import pytest
 
 from innaudit import waivers
 from innaudit.audits import metric_table, specs
-from innaudit.baseline import Change, classify, compare
+from innaudit.baseline import classify, compare
 from innaudit.config import parse_config
 from innaudit.errors import ConfigError
-from innaudit.results import AuditResult, ExitCode, Report, SetResult, Status
+from innaudit.results import AuditResult, Change, ExitCode, Report, SetResult, Status
 
 
 @pytest.mark.parametrize(("base", "new", "higher_better", "expected"), [

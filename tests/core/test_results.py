@@ -7,8 +7,8 @@ import math
 import pytest
 
 from innaudit.config import Threshold
-from innaudit.gate import judge, lookup
-from innaudit.results import AuditResult, ExitCode, Report, Status
+from innaudit.gate import judge
+from innaudit.results import AuditResult, ExitCode, Report, Status, lookup
 
 
 def _report(*statuses: Status, errors: tuple[str, ...] = (), fail_on: Status = Status.FAIL) -> Report:

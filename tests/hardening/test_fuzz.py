@@ -18,7 +18,7 @@ from innaudit.data import Role, resolve_dataset
 from innaudit.domain import DataDomain
 from innaudit.errors import ConfigError, DataError, InnauditError
 from innaudit.loading import load_model
-from innaudit.loading.preflight import Limits
+from innaudit.safeio.preflight import Limits
 
 CONFIG = {"shape": [4], "steps": 2, "hidden": 8, "coupling": "affine", "scale": "sigmoid",
           "permutation": "reverse", "actnorm": True, "seed": 0}

@@ -19,7 +19,7 @@ from innaudit import save_checkpoint, zoo
 from innaudit.domain import DataDomain
 from innaudit.errors import CorruptCheckpointError, LoadError, UnsafeCheckpointError
 from innaudit.loading import load_model
-from innaudit.loading.preflight import Limits
+from innaudit.safeio.preflight import Limits
 
 CONFIG = {"shape": [4], "steps": 2, "hidden": 8, "coupling": "additive", "permutation": "reverse",
           "actnorm": False, "seed": 0}
@@ -110,7 +110,7 @@ def test_deep_nesting_and_reference_bombs_end_quickly(tmp_path: Path) -> None:
 
 
 def test_the_walker_is_iterative_and_remembers_what_it_saw() -> None:
-    from innaudit.loading.preflight import check_structure
+    from innaudit.safeio.preflight import check_structure
 
     deep: list = []
     node = deep

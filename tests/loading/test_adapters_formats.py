@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from innaudit.errors import CorruptCheckpointError, LoadError
-from innaudit.loading.preflight import Limits
+from innaudit.safeio.preflight import Limits
 from tests.adapters.helpers import audit, roundtrip_metrics, write_inputs
 
 DIM = 4

@@ -12,8 +12,7 @@ import pytest
 
 from innaudit.render import RENDERERS, github, html, junit, markdown
 from innaudit.render.json import render as render_json
-from innaudit.render.json import report_to_dict
-from innaudit.report_io import report_from_dict
+from innaudit.report_json import report_from_dict, report_to_dict
 from innaudit.results import AuditResult, Report, SetResult, Status
 
 from .fabricated import NASTY, fabricated_report, with_baseline

@@ -66,7 +66,7 @@ def resolve_condition(spec: str) -> Condition:
     Raises:
         DataError: the SPEC is neither, or holds NaN/Inf.
     """
-    from ...data.files import read_array, split_file_spec
+    from ...safeio.arrays import read_array, split_file_spec
 
     text = spec.strip()
     if text.startswith("constant:"):

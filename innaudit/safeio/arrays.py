@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, InnauditError, clean_text
+from .checkpoint import load_weights_only
 
 __all__ = ["FILE_SUFFIXES", "read_array", "split_file_spec"]
 
@@ -37,8 +38,6 @@ def read_array(path: Path, key: str | None) -> np.ndarray | torch.Tensor:
             with np.load(path, allow_pickle=False) as archive:
                 return _check(_pick(dict(archive.items()), key, path), path)
         if path.suffix in (".pt", ".pth"):
-            from ..loading.safe import load_weights_only
-
             return _check(_pick(load_weights_only(path), key, path), path)
     except InnauditError as exc:
         raise DataError(str(exc)) from None

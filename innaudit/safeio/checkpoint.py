@@ -93,7 +93,7 @@ def load_weights_only(path: Path, map_location: str | torch.device = "cpu",
                       limits: Limits | None = None) -> Any:
     """``torch.load`` with ``weights_only=True``, errors translated to innaudit's.
 
-    Before the tensors are allocated, :mod:`innaudit.loading.preflight` checks the zip (entry
+    Before the tensors are allocated, :mod:`innaudit.safeio.preflight` checks the zip (entry
     count, sizes, compression, CRCs) and walks a meta-device load against ``limits``.
 
     Raises:

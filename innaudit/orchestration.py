@@ -1,0 +1,190 @@
+"""One run, from a :class:`Job` to a :class:`~innaudit.results.Report`, by one path.
+
+``execute(job)`` does, in this order: load the model (:mod:`innaudit.loading`), resolve the data
+sets (:mod:`innaudit.data`), probe the model once on one sample (a shape or device mismatch fails
+here, before any audit), make the report header, run the audits (:func:`innaudit.runner.run_audits`)
+and assemble the report. The CLI (in process), the Python API (:func:`innaudit.audit`) and the
+isolated child process (:mod:`innaudit.isolation`) all call it; none of them repeats a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .config import Config
+from .data import (
+    DEFAULT_OOD,
+    Dataset,
+    Role,
+    array_dataset,
+    default_data,
+    domain_from_array,
+    domain_from_file,
+    resolve_dataset,
+    split_name,
+)
+from .domain import DataDomain
+from .errors import LoadError, UsageError, clean_text
+from .loading import LoadedModel, load_model, load_object
+from .model import InvertibleModel
+from .results import Report
+from .runner import Observer, run_audits, run_header
+from .safeio.preflight import Limits
+
+__all__ = ["Job", "Prepared", "execute", "prepare"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything one run needs; picklable when ``model`` is a MODEL string and ``arrays`` is empty.
+
+    Attributes:
+        model: the MODEL argument (checkpoint path, ``file.py:callable``...) or a model object.
+        config: the effective configuration; its ``data`` / ``ood`` SPECs may name ``arrays``.
+        weights, weights_key, trust, condition: as ``innaudit run --weights`` and friends.
+        max_memory: bytes a checkpoint may claim (``--max-memory``), None for the default.
+        arrays: data sets given as tensors or arrays, by the name the config's SPECs use.
+    """
+
+    model: Any
+    config: Config
+    weights: str | None = None
+    weights_key: str | None = None
+    trust: bool = False
+    max_memory: int | None = None
+    condition: str | None = None
+    arrays: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A loaded model with its data, checked against each other, ready for ``run_audits``."""
+
+    loaded: LoadedModel
+    datasets: tuple[Dataset, ...]
+    latent_shape: tuple[int, ...]
+
+
+def device_of(name: str) -> torch.device:
+    """``--device NAME`` as a torch device that exists here."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device; expected cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name} is not supported; expected cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} was asked for, but this torch has no usable CUDA device; "
+                         "use --device cpu")
+    return device
+
+
+def _resolve(text: str, role: Role, job: Job, domain: DataDomain) -> Dataset:
+    """One ``[NAME=]SPEC``: a set given in memory by that name, else a file or built-in."""
+    config = job.config
+    if text in job.arrays:
+        return array_dataset(text, job.arrays[text], role, domain, config.samples)
+    return resolve_dataset(text, role, domain, config.samples, config.seed)
+
+
+def _datasets(model: InvertibleModel, job: Job) -> tuple[Dataset, ...]:
+    config, domain = job.config, model.info.domain
+    data = config.data or default_data(domain)
+    sets = [_resolve(data, Role.IN_DISTRIBUTION, job, domain)] if data else []
+    taken = {d.name for d in sets}
+    # the default battery leaves out a noise set already given as the in-distribution set
+    battery = [s for s in DEFAULT_OOD if s not in taken] if config.default_ood else []
+    for spec in config.ood or battery:
+        sets.append(_resolve(spec, Role.OOD, job, domain))
+    names = [d.name for d in sets]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise UsageError(f"data set name(s) {', '.join(duplicates)} given twice; name them apart with NAME=SPEC")
+    return tuple(sets)
+
+
+def _probe(model: InvertibleModel, datasets: Sequence[Dataset], device: torch.device) -> tuple[int, ...]:
+    """Run the model once on one sample so a shape or device mismatch fails before any audit."""
+    domain = model.info.domain
+    x = datasets[0].first(1) if datasets else torch.full((1, *domain.shape), 0.5 * (domain.low + domain.high))
+    try:
+        z = model.forward(x.to(device=device, dtype=model.dtype))
+    except Exception as exc:
+        raise LoadError(f"the model's forward pass fails on one input of shape {tuple(x.shape[1:])}: "
+                        f"{clean_text(f'{type(exc).__name__}: {exc}', 300)}; check the model's input "
+                        "shape and the data") from None
+    return tuple(int(s) for s in z.shape[1:])
+
+
+def _fallback_domain(job: Job) -> Any:
+    """How to learn the input shape of a model that declares none: from the in-distribution data."""
+    data = job.config.data
+    if data is None:
+        return None
+    if data in job.arrays:
+        return lambda: domain_from_array(job.arrays[data], data)
+    return lambda: domain_from_file(data)
+
+
+def _load(job: Job) -> LoadedModel:
+    fallback = _fallback_domain(job)
+    if not isinstance(job.model, str):
+        return load_object(job.model, fallback_domain=fallback, condition=job.condition)
+    limits = Limits(max_bytes=job.max_memory) if job.max_memory else None
+    return load_model(job.model, weights=job.weights, weights_key=job.weights_key, trust=job.trust,
+                      fallback_domain=fallback, limits=limits, condition=job.condition)
+
+
+def prepare(job: Job) -> Prepared:
+    """Load the model and the data sets and check them against each other."""
+    device = device_of(job.config.device)
+    loaded = _load(job)
+    loaded.model.to(device)
+    datasets = _datasets(loaded.model, job)
+    return Prepared(loaded, datasets, _probe(loaded.model, datasets, device))
+
+
+def execute(job: Job, observer: Observer | None = None) -> Report:
+    """Run ``job`` to its Report: load, prepare the data, probe, header, audits, report.
+
+    ``observer.run_started(header)`` is called once the header is known (the isolated child
+    sends it to the parent, which can then build a partial report if the run is stopped).
+    """
+    prepared = prepare(job)
+    loaded = prepared.loaded
+    header = run_header(loaded.model, prepared.datasets, job.config, prepared.latent_shape,
+                        loaded.target, loaded.warnings)
+    if observer is not None:
+        observer.run_started(header)
+    return run_audits(loaded.model, prepared.datasets, job.config, latent_shape=prepared.latent_shape,
+                      observer=observer, header=header)
+
+
+def named_sets(value: Any, default_name: str) -> tuple[list[str], dict[str, Any]]:
+    """User data (a SPEC, a tensor/array, a list of those, or a name -> any mapping) as SPECs
+    for the config plus the in-memory arrays they name."""
+    if value is None:
+        return [], {}
+    if isinstance(value, str):
+        return [value], {}
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)):
+        items = [(None, v) for v in value]
+    else:
+        items = [(None, value)]
+    specs: list[str] = []
+    arrays: dict[str, Any] = {}
+    for index, (name, item) in enumerate(items):
+        label = str(name) if name is not None else (default_name if len(items) == 1 else f"{default_name}{index}")
+        if isinstance(item, str):
+            given, spec = split_name(item)
+            specs.append(item if name is None or given else f"{label}={spec}")
+        else:
+            specs.append(label)
+            arrays[label] = item
+    return specs, arrays

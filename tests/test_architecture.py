@@ -1,0 +1,139 @@
+"""The package's layers, held against its imports (every import: module level, in functions,
+and under ``TYPE_CHECKING``): no module imports from a higher layer, and no import circle.
+
+Layers, bottom to top (each may import its own layer without circles, and any lower one):
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "innaudit"
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("_version", "errors", "metrics", "seeding", "atomic", "domain", "stats", "text"),
+    ("results",),
+    ("config", "config_template", "gate", "waivers", "baseline", "report_json", "report_io"),
+    ("safeio", "model", "linalg", "lipschitz", "latent", "integrity"),
+    ("zoo",),
+    ("loading",),
+    ("data",),
+    ("attack_search", "audits", "planning", "cost"),
+    ("runner",),
+    ("orchestration", "isolation", "train", "render", "diagnosis"),
+    ("api", "monitor"),
+    ("cli", "__main__", "__init__"),
+)
+"""Top-level names of ``innaudit`` (modules or packages), grouped by layer."""
+
+ALLOWED_UPWARD = {
+    ("results", "render"): "Report.to_json/save/_repr_html_ render on request (notebook conveniences)",
+    ("results", "atomic"): "Report.save writes atomically",
+}
+"""Upward edges kept on purpose, with the reason."""
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """Every ``innaudit.*`` module ``path`` imports, resolved to absolute names: ``from X import
+    y`` counts as importing ``X.y`` when that is a module, else ``X``."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("innaudit")}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("innaudit"):
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}"
+                    found.add(sub if sub in modules else target)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    modules = set(paths)
+    return {name: {m for m in _imports(path, modules) if m in modules and m != name}
+            for name, path in paths.items()}
+
+
+def _top(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _layer(module: str) -> int:
+    top = _top(module)
+    for index, names in enumerate(LAYERS):
+        if top in names:
+            return index
+    raise AssertionError(f"innaudit.{top} is in no layer of tests/test_architecture.py; place it")
+
+
+def test_every_module_has_a_layer() -> None:
+    for module in _graph():
+        _layer(module)
+
+
+def test_no_module_imports_from_a_higher_layer() -> None:
+    upward = sorted(f"{a} -> {b}" for a, targets in _graph().items() for b in targets
+                    if _layer(b) > _layer(a) and (_top(a), _top(b)) not in ALLOWED_UPWARD)
+    assert not upward, "imports that run up the layers:\n" + "\n".join(upward)
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start)):
+            return found
+    return None
+
+
+def test_no_import_circle() -> None:
+    graph = _graph()
+    # a package's __init__ re-exporting its own modules is not a circle of the design
+    edges = {a: {b for b in targets if not (a == b.rpartition(".")[0] and _is_package(a))
+                 and (_top(a), _top(b)) not in ALLOWED_UPWARD}
+             for a, targets in graph.items()}
+    circle = _cycle(edges)
+    assert circle is None, "import circle: " + " -> ".join(circle or [])
+
+
+def _is_package(module: str) -> bool:
+    return (PACKAGE.parent / module.replace(".", "/") / "__init__.py").is_file()
+
+
+@pytest.mark.parametrize("module", ["innaudit.render.console", "innaudit.render.html"])
+def test_renderers_import_only_the_report_layers(module: str) -> None:
+    graph = _graph()
+    reached = {_top(m) for m in graph[module]}
+    assert reached <= {"results", "metrics", "errors", "render", "report_json", "report_io", "diagnosis", "text",
+                       "stats"}, reached
