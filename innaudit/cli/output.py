@@ -37,7 +37,7 @@ def parse_outputs(values: Sequence[str]) -> list[tuple[str, Path | None]]:
                              f"{', '.join(FORMATS)}, as FORMAT or FORMAT=PATH")
         if sep and not path:
             raise UsageError(f"-o {value!r} names no file; expected FORMAT=PATH")
-        target = Path(path) if sep else None
+        target = Path(path) if sep and path != "-" else None  # FORMAT=- is stdout
         if target is not None and not (target.parent if str(target.parent) else Path(".")).is_dir():
             raise UsageError(f"-o {value!r}: folder {str(target.parent)!r} does not exist")
         outputs.append((fmt, target))
@@ -52,12 +52,13 @@ def write_outputs(report: Report, outputs: list[tuple[str, Path | None]], quiet:
 
     for fmt, path in outputs:
         if fmt == "console":
-            text = console.render(report, color=path is None and color(), width=width())
+            text = console.render(report, color=path is None and color(), width=width(),
+                                  verbose=STATE["verbose"] > 0)
         else:
             text = RENDERERS[fmt](report)
         if path is None:
             if not quiet:
-                click.echo(text, nl=False)
+                click.echo(text, nl=False, color=True if fmt == "console" and color() else None)
         else:
             try:
                 write_atomic(path, text)
@@ -72,10 +73,10 @@ def color() -> bool:
 
 
 def width() -> int:
-    try:
-        return max(80, int(os.environ.get("COLUMNS", "")))
-    except ValueError:
-        return 120
+    """The terminal's width as rich detects it (``COLUMNS`` honoured; 80 when not a terminal)."""
+    from rich.console import Console
+
+    return Console(file=sys.stdout).width
 
 
 # -- progress --------------------------------------------------------------------------------

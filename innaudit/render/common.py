@@ -1,14 +1,25 @@
-"""Pieces the text renderers share: number formatting, worst-first rows, failing-check notes."""
+"""Pieces the text renderers share: number formatting, worst-first rows, failing-check notes,
+and the human wording of a gate check ("70.0 % of 500 round trips with a NaN or Inf (limit 0 %)").
+
+The wording comes from the metric declarations (:mod:`innaudit.metrics`): a rate is written as a
+share of the set's ``n``, a limit is worded by the metric's direction. The declarations are read
+from the audit registry lazily, on the first call of :func:`declarations`, so importing a
+renderer imports no audit.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from ..results import AuditResult, Report, SetResult, Status
+from ..metrics import Direction, Metric, MetricTable, declared
+from ..results import AuditResult, Check, Report, SetResult, Status
 
-__all__ = ["Row", "fmt", "note", "rows", "verdict_reason"]
+__all__ = ["Finding", "Row", "check_text", "declarations", "findings", "fmt", "limit_text",
+           "metric_label", "note", "percent", "rate_text", "rows", "set_findings", "verdict_reason"]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -86,3 +97,164 @@ def verdict_reason(report: Report) -> str:
         parts.append(f"{len(comparison.regressions)} metric(s) regressed against the baseline"
                      + (" (gated)" if comparison.gate else ""))
     return "; ".join(parts) if parts else "every audit passed its thresholds"
+
+
+# -- human wording ---------------------------------------------------------------------------
+LABELS = {"rel_error_l2": "relative round-trip error", "error_l2": "round-trip error",
+          "condition": "condition number", "block_rel_error": "per-block relative round-trip error",
+          "block_condition": "per-block condition number", "rel_error": "relative log-det error",
+          "error": "error", "sv_min": "smallest singular value", "sv_max": "largest singular value",
+          "max_log10_gap": "forward/inverse spectrum gap (log10)", "scale_min": "smallest coupling scale"}
+"""Short names of common metric leaves; anything else is named by its declaration's doc."""
+
+STAT_WORDS = {"max": "max", "min": "min", "median": "median", "p99": "p99", "mean": "mean"}
+
+
+@lru_cache(maxsize=1)
+def _registry_table() -> MetricTable:
+    from ..audits import metric_table
+
+    return metric_table()
+
+
+def declarations() -> MetricTable:
+    """``{audit id: {path: Metric}}`` of the registered audits (imported on first use)."""
+    return _registry_table()
+
+
+def percent(value: float) -> str:
+    """A share in [0, 1] as ``70.0 %``; never ``0.0 %`` for a non-zero share, nor ``100.0 %`` below 1."""
+    if math.isnan(value):
+        return "nan"
+    if 0 < value < 0.001:
+        return "<0.1 %"
+    if 0.999 < value < 1:
+        return ">99.9 %"
+    return f"{100 * value:.1f} %"
+
+
+def limit_text(bound: float | None, direction: Direction, warn: bool, as_percent: bool) -> str:
+    """``limit 0 %`` / ``minimum 0.9`` (fail) or ``warns above 1e-04`` (warn), by direction.
+
+    With no bound (a NaN fails whatever the bounds): ``a NaN fails``.
+    """
+    if bound is None or math.isnan(bound):
+        return "a NaN fails"
+    shown = f"{100 * bound:g} %" if as_percent else fmt(bound)
+    higher_better = direction is Direction.HIGHER_BETTER
+    if warn:
+        return f"warns {'below' if higher_better else 'above'} {shown}"
+    return f"{'minimum' if higher_better else 'limit'} {shown}"
+
+
+def rate_text(value: float, n: Any, what: str, limit: str = "",
+              interval: tuple[float, float] | None = None) -> str:
+    """A rate in words: ``67.6 % of 500 samples non-finite (limit 0 %)``.
+
+    Args:
+        value: the share in [0, 1].
+        n: the number of samples it is a share of (omitted from the text when not a number).
+        what: what was counted, a plural noun phrase ("round trips with a NaN or Inf").
+        limit: the bound in words (:func:`limit_text`), "" for none.
+        interval: an optional 95 % interval ``(lo, hi)`` of the share, shown after the value.
+    """
+    shown = percent(value)
+    if interval is not None:
+        shown += f" [95 % {percent(interval[0])}, {percent(interval[1])}]"
+    count = f" of {n}" if isinstance(n, int) and not isinstance(n, bool) else ""
+    tail = f" ({limit})" if limit else ""
+    return f"{shown}{count} {what}{tail}"
+
+
+def metric_label(path: str, metric: Metric | None) -> str:
+    """A metric in words: ``max relative round-trip error``, else its doc, else its path."""
+    head, _, stat = path.rpartition(".")
+    base, named = (head, stat) if stat in STAT_WORDS and head else (path, "")
+    leaf = base.rpartition(".")[2]
+    word = LABELS.get(leaf) or (metric.doc if metric is not None and metric.doc else base)
+    if base.startswith(("forward.", "inverse.")):
+        word += f" of {base.split('.')[0]} J"
+    if base.startswith("float64."):
+        word += " in float64"
+    return f"{STAT_WORDS[named]} {word}" if named else word
+
+
+def check_text(audit: str, check: Check, metrics: Mapping[str, Any],
+               table: MetricTable | None = None, interval: tuple[float, float] | None = None) -> str:
+    """A failing or warning check in words, with its value and the bound it crossed."""
+    table = declarations() if table is None else table
+    metric = declared(table, audit, check.metric)
+    direction = metric.direction if metric is not None else check.direction
+    warn = check.status is Status.WARN
+    bound = check.warn if warn else check.fail
+    if bound is None and not math.isnan(check.value):  # crossed the other bound
+        warn, bound = not warn, check.fail if warn else check.warn
+    is_rate = metric is not None and metric.rate
+    limit = limit_text(bound, direction, warn, is_rate)
+    if is_rate and not math.isnan(check.value):
+        assert metric is not None
+        return rate_text(check.value, metrics.get("n"), metric.doc or check.metric, limit, interval)
+    if math.isnan(check.value):
+        return f"{metric_label(check.metric, metric)} could not be computed (nan; {limit})"
+    return f"{metric_label(check.metric, metric)} {fmt(check.value)} ({limit})"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One line of the findings list: a failing or warning check, a message, a waiver, an error."""
+
+    status: Status
+    audit: str
+    dataset: str
+    text: str
+    metric: str = ""
+    """The metric path ("" for messages and errors); shown with ``-v`` and as an HTML title."""
+    label: str = ""
+    """Shown instead of the status when set (``WAIVED``, ``EXPIRED``)."""
+
+    @property
+    def tag(self) -> str:
+        """``FAIL``, ``WARN``, ``ERROR``, ``WAIVED`` or ``EXPIRED``."""
+        return self.label or self.status.value.upper()
+
+    @property
+    def where(self) -> str:
+        """``audit[set]`` or ``audit``."""
+        return f"{self.audit}[{self.dataset}]" if self.dataset else self.audit
+
+
+def _interval(result: SetResult, metric: str) -> tuple[float, float] | None:
+    """The set's 95 % interval of a rate, when the run recorded one (``SetResult.intervals``)."""
+    found = (getattr(result, "intervals", None) or {}).get(metric)
+    if isinstance(found, (list, tuple)) and len(found) == 2 and all(isinstance(v, (int, float)) for v in found):
+        return float(found[0]), float(found[1])
+    return None
+
+
+def set_findings(audit: AuditResult, result: SetResult, table: MetricTable | None = None) -> list[Finding]:
+    """The failing and warning checks of one set in words, then its waiver (or its message)."""
+    table = declarations() if table is None else table
+    out = [Finding(c.status, audit.id, result.dataset,
+                   check_text(audit.id, c, result.metrics, table, _interval(result, c.metric)), c.metric)
+           for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
+    if result.waiver:
+        w = result.waiver
+        was = str(w.get("waived_status", "")).upper()
+        out.append(Finding(result.status, audit.id, result.dataset,
+                           f"{was} waived until {w.get('expires')}: {w.get('reason')}",
+                           label="EXPIRED" if w.get("expired") else "WAIVED"))
+    if result.status is not Status.PASS and not out and result.message:
+        out.append(Finding(result.status, audit.id, result.dataset, result.message))
+    return out
+
+
+def findings(report: Report, table: MetricTable | None = None) -> list[Finding]:
+    """Every failing/warning check, waiver and audit error, in report order (worst first per set)."""
+    table = declarations() if table is None else table
+    out: list[Finding] = []
+    for audit in report.audits:
+        if audit.status in (Status.ERROR, Status.SKIP) and not audit.results:
+            out.append(Finding(audit.status, audit.id, "", audit.error or audit.message))
+        for result in audit.results:
+            out += sorted(set_findings(audit, result, table), key=lambda f: -f.status.rank)
+    return out

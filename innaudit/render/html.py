@@ -19,10 +19,11 @@ import html
 from collections.abc import Iterable
 from typing import Any
 
+from ..diagnosis import diagnose
 from ..report_json import canonical
 from ..results import AuditResult, Report, SetResult, Status, leaves, lookup
 from . import plots
-from .common import fmt, note, rows, verdict_reason
+from .common import findings, fmt, set_findings, verdict_reason
 
 __all__ = ["render"]
 
@@ -49,6 +50,11 @@ th{background:#eef0f3}td.num{text-align:right;font-variant-numeric:tabular-nums;
 .note{color:#3d4754}.warn{background:#fff6e0;border:1px solid #f0c36d;border-radius:6px;padding:6px 10px;margin:6px 0}
 .err{background:#fde8ec;border:1px solid #e8a0ad;border-radius:6px;padding:6px 10px;margin:6px 0}
 details summary{cursor:pointer;color:#3d4754}footer{color:#6b7280;font-size:12px;margin-top:32px}
+.diagnosis{background:#eef5fc;border:1px solid #d9dde3;border-left:6px solid #1f5f99;border-radius:6px;
+ padding:8px 14px;margin:12px 0}.diagnosis h2{margin:4px 0 6px}
+.diagnosis dl{display:grid;grid-template-columns:max-content 1fr;gap:3px 14px;margin:0}
+.diagnosis dt{font-weight:700;color:#1f5f99}.diagnosis dd{margin:0}.cite{color:#6b7280;font-size:12px}
+details.audit>summary{font-size:17px;font-weight:700;margin:20px 0 8px;color:#1c2430}
 """
 
 
@@ -87,13 +93,26 @@ def _notices(report: Report) -> str:
     return "".join(parts)
 
 
+def _diagnosis(report: Report) -> str:
+    statements = diagnose(report).statements
+    if not statements:
+        return ""
+    items = "".join(f'<dt>{_e(s.kind.label)}</dt><dd title="{_e(s.cite)}">{_e(s.text)}'
+                    + (f' <span class="cite">({_e(s.cite)})</span>' if s.cite else "") + "</dd>"
+                    for s in statements)
+    return f'<section class="diagnosis" id="diagnosis"><h2>Diagnosis</h2><dl>{items}</dl></section>'
+
+
 def _summary(report: Report) -> str:
+    found = sorted(findings(report), key=lambda f: -f.status.rank)
+    if not found:
+        return "<h2>Findings</h2><div class=\"note\">Every check passed its thresholds.</div>"
     body = "".join(
-        f'<tr><td><a href="#{_e(r.audit.id)}">{_e(r.audit.id)}</a></td><td>{_e(r.dataset)}</td>'
-        f"<td>{_badge(r.status)}</td><td class=\"note\">{_e(r.text)}</td></tr>"
-        for r in rows(report, worst_first=True))
+        f'<tr><td><a href="#{_e(f.audit)}">{_e(f.audit)}</a></td><td>{_e(f.dataset)}</td>'
+        f"<td>{_badge(f.status) if not f.label else _e(f.tag)}</td>"
+        f'<td class="note" title="{_e(f.metric)}">{_e(f.text)}</td></tr>' for f in found)
     return ("<h2>Findings, worst first</h2><table><tr><th>audit</th><th>set</th><th>status</th>"
-            f"<th>why</th></tr>{body}</table>")
+            f"<th>finding</th></tr>{body}</table>")
 
 
 def _checks(result: SetResult) -> str:
@@ -130,7 +149,8 @@ def _plots(audit_index: int, set_index: int, audit: AuditResult, result: SetResu
 
 
 def _set(audit_index: int, set_index: int, audit: AuditResult, result: SetResult) -> str:
-    text = note(result)
+    found = set_findings(audit, result)
+    text = "; ".join(f.text for f in found) if found else result.message
     return (f'<div class="card" style="border-left-color:{COLOURS[result.status]}">'
             f"<h3>{_badge(result.status)} {_e(result.dataset)}</h3>"
             + (f'<div class="note">{_e(text)}</div>' if text else "")
@@ -138,14 +158,19 @@ def _set(audit_index: int, set_index: int, audit: AuditResult, result: SetResult
             + "</div>")
 
 
+def _audit(i: int, audit: AuditResult) -> str:
+    title = f"{_badge(audit.status)} {_e(audit.id)}: {_e(audit.title)}"
+    body = (f'<div class="note">{_e(audit.message)} ({fmt(audit.duration_s)} s, seed {audit.seed})</div>'
+            + (f'<div class="err">{_e(audit.error)}</div>' if audit.error else "")
+            + "".join(_set(i, j, audit, result) for j, result in enumerate(audit.results)))
+    if audit.status in (Status.PASS, Status.SKIP):  # passing audits collapsed
+        return f'<details class="audit" id="{_e(audit.id)}"><summary>{title}</summary>{body}</details>'
+    return f'<h2 id="{_e(audit.id)}">{title}</h2>{body}'
+
+
 def _audits(report: Report) -> Iterable[str]:
     for i, audit in enumerate(report.audits):
-        yield (f'<h2 id="{_e(audit.id)}">{_badge(audit.status)} {_e(audit.id)}: {_e(audit.title)}</h2>'
-               f'<div class="note">{_e(audit.message)} ({fmt(audit.duration_s)} s, seed {audit.seed})</div>')
-        if audit.error:
-            yield f'<div class="err">{_e(audit.error)}</div>'
-        for j, result in enumerate(audit.results):
-            yield _set(i, j, audit, result)
+        yield _audit(i, audit)
 
 
 def _comparison(report: Report) -> str:
@@ -177,7 +202,7 @@ def render(report: Report) -> str:
 
     report = canonical(report)
     title = f"innaudit {report.status.value.upper()}: {report.target.get('model', '?')}"
-    body = "".join([_header(report), _notices(report), _summary(report), _comparison(report),
+    body = "".join([_header(report), _notices(report), _diagnosis(report), _summary(report), _comparison(report),
                     *_audits(report)])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "

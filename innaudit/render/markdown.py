@@ -1,7 +1,8 @@
 """Markdown for a pull-request comment or ``$GITHUB_STEP_SUMMARY``: short, worst first.
 
-The verdict and why, then one table row per audit x set that did not pass (worst first), the
-baseline regressions, and a count of what passed. GitHub refuses step summaries over 1 MiB, so
+The verdict and why, the diagnosis (:mod:`innaudit.diagnosis`, each statement with its
+evidence), then one table row per failing or warning check in words, waiver, skip or error
+(worst first), the baseline regressions, and a count of what passed. GitHub refuses step summaries over 1 MiB, so
 the text is kept far below it: at most :data:`MAX_ROWS` rows per table, each cell cut to
 :data:`MAX_CELL` characters, with a line saying how many were left out. Strings from the model
 or data are escaped so they cannot break the table or inject markup.
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import re
 
+from ..diagnosis import diagnose
 from ..report_json import canonical
 from ..results import Report, Status
-from .common import fmt, rows, verdict_reason
+from .common import findings, fmt, verdict_reason
 
 __all__ = ["MAX_CELL", "MAX_ROWS", "render"]
 
@@ -31,14 +33,23 @@ def _md(text: object) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", flat)
 
 
+def _diagnosis(report: Report) -> list[str]:
+    statements = diagnose(report).statements
+    if not statements:
+        return []
+    lines = ["", "**Diagnosis**", ""]
+    lines += [f"- **{s.kind.label}:** {_md(s.text)}" + (f" <sub>{_md(s.cite)}</sub>" if s.cite else "")
+              for s in statements[:MAX_ROWS]]
+    return lines
+
+
 def _findings(report: Report) -> list[str]:
-    bad = [r for r in rows(report, worst_first=True) if r.status.rank >= Status.WARN.rank
-           or (r.result is not None and r.result.waiver)]
+    bad = sorted(findings(report), key=lambda f: -f.status.rank)
     if not bad:
         return []
-    lines = ["", "| status | audit | set | why |", "|---|---|---|---|"]
-    lines += [f"| {ICON[r.status]} {r.status.value.upper()} | {_md(r.audit.id)} | {_md(r.dataset)} "
-              f"| {_md(r.text)} |" for r in bad[:MAX_ROWS]]
+    lines = ["", "| status | audit | set | finding |", "|---|---|---|---|"]
+    lines += [f"| {ICON[f.status]} {f.tag} | {_md(f.audit)} | {_md(f.dataset)} "
+              f"| {_md(f.text)} |" for f in bad[:MAX_ROWS]]
     if len(bad) > MAX_ROWS:
         lines.append(f"\n…and {len(bad) - MAX_ROWS} more; see the HTML or JSON report.")
     return lines
@@ -75,6 +86,7 @@ def render(report: Report) -> str:
              f"**Why:** {_md(verdict_reason(report))}", ""]
     lines += [f"> ⚠️ {_md(w)}" for w in report.warnings[:MAX_ROWS]]
     lines += [f"> 💥 {_md(e)}" for e in report.errors[:MAX_ROWS]]
+    lines += _diagnosis(report)
     lines += _findings(report)
     lines += _baseline(report)
     if clean:

@@ -12,6 +12,7 @@ import pytest
 
 from innaudit.render import RENDERERS, github, html, junit, markdown
 from innaudit.render.json import render as render_json
+from innaudit.render.json import report_dict
 from innaudit.report_json import report_from_dict, report_to_dict
 from innaudit.results import AuditResult, Report, SetResult, Status
 
@@ -70,7 +71,7 @@ def test_html_is_self_contained_and_escaped(report: Report, page: str) -> None:
     assert not re.search(r"(src|href)=\"(https?:)?//", page)  # nothing fetched from outside
     assert re.findall(r"<script\b[^>]*>", page) == ['<script type="application/json" id="innaudit-report">']
     assert "default-src 'none'" in page
-    assert _embedded(page) == report_to_dict(report)  # the page turns back into data
+    assert _embedded(page) == report_dict(report)  # the page turns back into data (with the diagnosis)
 
 
 def test_html_draws_every_series_kind(page: str) -> None:
@@ -80,7 +81,8 @@ def test_html_draws_every_series_kind(page: str) -> None:
     assert len(ids) == len(set(ids)), "ids repeat between inline SVGs"
     for text in ("NaN/Inf", "forward.sv_min", "lipschitz_inverse", "reconstruction", "coupling.1"):
         assert text in page
-    assert "EXPIRED waiver" in page and "waived FAIL" in page
+    assert "<td>EXPIRED</td>" in page and "FAIL waived until 2020-01-01: tracked in #1" in page
+    assert "<td>WAIVED</td>" in page and "FAIL waived until 2999-01-01: known &lt;b&gt;issue&lt;/b&gt;" in page
     assert "Against the baseline" in page and "regressed" in page
 
 
@@ -131,7 +133,8 @@ def test_markdown_is_worst_first_and_escaped(report: Report) -> None:
     assert text.startswith("### 💥 innaudit: ERROR (exit 2)")
     assert "<script>" not in text and "&lt;script&gt;" in text
     status_rows = [line for line in text.splitlines() if line.startswith("| ") and "|---" not in line][1:]
-    order = [row.split("|")[1].strip().split(" ")[-1] for row in status_rows if "ERROR" in row or "FAIL" in row or "WARN" in row or "PASS" in row]
+    tags = [row.split("|")[1].strip().split(" ")[-1] for row in status_rows]
+    order = [t for t in tags if t in ("PASS", "WARN", "FAIL", "ERROR")]  # WAIVED/EXPIRED/SKIP rows aside
     ranks = [["PASS", "WARN", "FAIL", "ERROR"].index(s) for s in order]
     assert ranks == sorted(ranks, reverse=True) and ranks[0] == 3
     assert "Against the baseline" in text and "| regressed |" in text
