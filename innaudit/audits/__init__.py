@@ -7,13 +7,13 @@ adds its module to the import below and its id to ``RUN_ORDER``.
 
 from __future__ import annotations
 
-from . import attack, bounds, grid, layers, logdet, roundtrip, sampling, spectrum  # noqa: F401  (registers)
+from . import attack, bounds, grid, layers, logdet, precision, roundtrip, sampling, spectrum  # noqa: F401  (registers)
 from .base import REGISTRY, Audit, AuditContext, Measurement, metric_table, register, specs
 
 __all__ = ["REGISTRY", "RUN_ORDER", "Audit", "AuditContext", "Measurement", "metric_table", "register",
            "specs"]
 
-RUN_ORDER = ("roundtrip", "sampling", "attack", "spectrum", "bounds", "layers", "logdet", "grid")
+RUN_ORDER = ("roundtrip", "sampling", "precision", "attack", "spectrum", "bounds", "layers", "logdet", "grid")
 """Every registered id, in run order."""
 
 if set(RUN_ORDER) != set(REGISTRY) or len(RUN_ORDER) != len(REGISTRY):
