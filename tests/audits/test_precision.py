@@ -11,13 +11,12 @@ import pytest
 import torch
 
 import innaudit
-from innaudit.audits import REGISTRY
+from innaudit.audits import REGISTRY, metric_table
 from innaudit.audits.precision import LADDER, PRECISIONS, Precision, _unsupported
 from innaudit.domain import DataDomain
 from innaudit.gate import leaves
 from innaudit.loading.adapt import adapt_module
 from innaudit.metrics import declared
-from innaudit.audits import metric_table
 from innaudit.render import plots
 from innaudit.results import Status
 from tests.audits.precision_models import COND, DIM, BigScale, ConditionedLinear, WithSlogdet
