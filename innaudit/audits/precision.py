@@ -243,9 +243,8 @@ def _unreachable(p: Precision, model: InvertibleModel) -> str | None:
     tol = info.inverse_tolerance
     if info.inverse_kind is not InverseKind.ITERATIVE or tol is None or tol >= p.unit_roundoff:
         return None
-    return (f"the iterative inverse's tolerance {tol:g} is below the unit roundoff {p.unit_roundoff:.2g}, "
-            f"so every solve would run to its cap ({info.inverse_max_iter} iterations); "
-            "set precision.force_iterative to measure it anyway")
+    return (f"the iterative inverse's tolerance {tol:g} is below the unit roundoff: every solve would "
+            f"run to its cap of {info.inverse_max_iter} iterations; precision.force_iterative measures it")
 
 
 def _short(exc: BaseException) -> str:
@@ -403,7 +402,8 @@ def _message(metrics: Mapping[str, Any], skipped: Mapping[str, str], required: s
     late = [p.name for p in PRECISIONS if p.name in LADDER[low + 1:] and metrics.get(p.name, {}).get("invertible")]
     if late:
         parts.append(f"invertible again at {', '.join(late)}")
-    parts += [f"{k} skipped ({v})" for k, v in skipped.items()]
+    for reason in dict.fromkeys(skipped.values()):
+        parts.append(f"{', '.join(k for k, v in skipped.items() if v == reason)} skipped ({reason})")
     if cond_note:
         parts.append(cond_note)
     if required not in metrics:

@@ -19,7 +19,7 @@ from innaudit.loading.adapt import adapt_module
 from innaudit.metrics import declared
 from innaudit.render import plots
 from innaudit.results import Status
-from tests.audits.precision_models import COND, DIM, BigScale, ConditionedLinear, WithSlogdet
+from tests.audits.precision_models import COND, DIM, BigScale, ConditionedLinear, FixedPoint, WithSlogdet
 from tests.conftest import read_report
 
 MODELS = Path(__file__).resolve().parent / "precision_models.py"
@@ -120,6 +120,16 @@ def test_ops_without_half_kernels_are_skipped_with_the_reason() -> None:
     assert unmeasured.status is Status.FAIL  # a required precision that could not run cannot pass
     assert math.isnan(_set(unmeasured, "uniform").metrics["required"]["nonfinite_fraction"])
     assert "the required precision float16 was not measured" in _set(unmeasured, "uniform").message
+
+
+def test_an_iterative_inverse_is_not_run_below_its_tolerance_unless_forced() -> None:
+    result = _set(_audit(FixedPoint(), 2, prior=False), "uniform")
+    assert [p for p in LADDER if p in result.metrics] == ["float64", "float32"]
+    assert result.metrics["lowest_invertible"] == 1
+    assert ("float16, bfloat16, autocast_float16, autocast_bfloat16 skipped (the iterative inverse's "
+            "tolerance 1e-06 is below the unit roundoff") in result.message
+    forced = _set(_audit(FixedPoint(), 2, prior=False, force_iterative=True), "uniform").metrics
+    assert forced["float16"]["rel_error_l2"]["max"] < 1e-2 and forced["float16"]["invertible"] == 1
 
 
 def test_a_device_without_autocast_is_a_skip_reason() -> None:
