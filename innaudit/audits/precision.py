@@ -172,7 +172,7 @@ class PrecisionAudit(Audit):
         points = sweep.first_inputs[: int(ctx.option("spectrum_samples"))]
         cond, cond_note = condition_numbers(lanes[0].model if lanes and lanes[0].precision.name == "float64"
                                             else None, points, forward, ctx.generator("cond", name))
-        metrics = _set_metrics(sweep, skipped, cond, required, "latent" if forward else "sample")
+        metrics = _set_metrics(sweep, cond, required, "latent" if forward else "sample")
         message = _message(metrics, skipped, required, cond_note)
         return Measurement(name, metrics, message, {"precisions": _series(metrics)})
 
@@ -337,8 +337,7 @@ def condition_numbers(wide: InvertibleModel | None, points: Tensor, forward: boo
     return values, "" if np.isfinite(values).any() else "cond(J) not finite at the sampled points"
 
 
-def _set_metrics(sweep: _Sweep, skipped: Mapping[str, str], cond: np.ndarray, required: str,
-                 middle: str) -> dict[str, Any]:
+def _set_metrics(sweep: _Sweep, cond: np.ndarray, required: str, middle: str) -> dict[str, Any]:
     finite_cond = cond[np.isfinite(cond)]
     metrics: dict[str, Any] = {"n": sweep.n}
     if finite_cond.size:
