@@ -132,6 +132,7 @@ class SetResult:
     ``series`` holds plain-data arrays for the HTML plots, by convention:
     ``error_histogram`` ``{"edges": [log10 edges], "counts": [...], "nonfinite": n}``;
     ``curve`` ``{"step": [...], <metric>: [...]}``; ``blocks`` ``{"name": [...], <metric>: [...]}``;
+    ``precisions`` ``{"name": [precision names], <metric>: [...]}``;
     ``values`` ``{<metric>: [per-sample values]}``; ``grid`` ``{"x": [...], "y": [...],
     <metric>: [[row], ...]}``; ``images`` ``{<label>: [image as nested lists], ...}``.
     """

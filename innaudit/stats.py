@@ -65,7 +65,7 @@ class ErrorAccumulator:
         self.relative.append((err / norm).cpu().numpy())
         self.nan.append(has_nan.cpu().numpy())
         self.inf.append(has_inf.cpu().numpy())
-        self.middle_bad.append((~_rows(torch.isfinite(middle))).cpu().numpy())
+        self.middle_bad.append(_rows(~torch.isfinite(middle)).cpu().numpy())
 
     def per_sample(self) -> np.ndarray:
         """Per-sample L2 errors so far (``inf`` where the round trip was not finite)."""

@@ -7,13 +7,25 @@ adds its module to the import below and its id to ``RUN_ORDER``.
 
 from __future__ import annotations
 
-from . import attack, bounds, gradient, grid, layers, logdet, roundtrip, sampling, spectrum  # noqa: F401  (registers)
+from . import (  # noqa: F401  (registers)
+    attack,
+    bounds,
+    gradient,
+    grid,
+    layers,
+    logdet,
+    precision,
+    roundtrip,
+    sampling,
+    spectrum,
+)
 from .base import REGISTRY, Audit, AuditContext, Measurement, metric_table, register, specs
 
 __all__ = ["REGISTRY", "RUN_ORDER", "Audit", "AuditContext", "Measurement", "metric_table", "register",
            "specs"]
 
-RUN_ORDER = ("roundtrip", "sampling", "attack", "spectrum", "bounds", "layers", "logdet", "grid", "gradient")
+RUN_ORDER = ("roundtrip", "sampling", "precision", "attack", "spectrum", "bounds", "layers", "logdet", "grid",
+             "gradient")
 """Every registered id, in run order."""
 
 if set(RUN_ORDER) != set(REGISTRY) or len(RUN_ORDER) != len(REGISTRY):

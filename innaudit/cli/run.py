@@ -41,6 +41,7 @@ __all__ = ["run"]
 @click.option("--device", help="cpu, cuda or cuda:N.  [default: cpu]")
 @click.option("--float64-check/--no-float64-check", default=None, help="Repeat round trips in float64 to tell precision loss from ill-conditioning.")
 @click.option("--temperature", "temperatures", type=float, multiple=True, help="Prior temperature for the sampling audit (repeatable).  [default: 1.0, 0.7]")
+@click.option("--require-precision", type=click.Choice(["float64", "float32", "float16", "bfloat16", "autocast_float16", "autocast_bfloat16"]), help="The precision audit fails unless the model is invertible at this precision.  [default: float32]")
 @click.option("--attack-samples", type=int, metavar="N", help="Data samples the attack audit searches around.  [default: 32]")
 @click.option("--epsilon", type=float, metavar="E", help="L_inf radius of the attack.  [default: half a quantization bin]")
 @click.option("--gradient-loss", type=click.Choice(["auto", "nll", "projection", "model"]), help="Loss of the gradient audit: nll, projection, or the model's own gradient_loss.  [default: auto]")
@@ -62,7 +63,8 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
         allow_mutation: bool | None, config_path: str | None, audits: tuple[str, ...],
         skip: tuple[str, ...], samples: int | None, batch_size: int | None, seed: int | None,
         device: str | None, float64_check: bool | None, temperatures: tuple[float, ...],
-        attack_samples: int | None, epsilon: float | None, gradient_loss: str | None, save_witnesses: str | None,
+        require_precision: str | None, attack_samples: int | None, epsilon: float | None,
+        gradient_loss: str | None, save_witnesses: str | None,
         fail_on: str | None, outputs: tuple[str, ...], baseline: str | None, fail_on_regression: bool,
         rel_tol: float, abs_tol: float, timeout: float | None, max_memory: str | None,
         exit_zero: bool, progress: bool | None, quiet: bool, verbose: int) -> int:
@@ -83,6 +85,8 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
         sections["attack"] = attack
     if gradient_loss is not None:
         sections["gradient"] = {"loss": gradient_loss}
+    if require_precision is not None:
+        sections["precision"] = {"required": require_precision}
     witness_dir = _witness_dir(save_witnesses)
     config = load_config(config_path, specs(), overrides, sections)
     if timeout is not None and timeout <= 0:

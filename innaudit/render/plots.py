@@ -8,6 +8,8 @@ One function per ``series`` kind of :class:`innaudit.results.SetResult`:
   inverse), log axis when every value is positive;
 - ``curve`` ``{"step": [...], metric: [...]}``: e.g. attack error against step;
 - ``blocks`` ``{"name": [...], metric: [...]}``: a metric along the network, block by block;
+- ``precisions`` ``{"name": [...], metric: [...]}``: a metric per floating-point precision
+  (round-trip error against float64, float32, float16, bfloat16...);
 - ``grid`` ``{"x": [...], "y": [...], metric: [[row], ...]}``: 2D maps (log colour scale, NaN and
   Inf masked and drawn black), the paper's checkerboard figure;
 - ``images`` ``{label: image}``: witness images (x, x', reconstruction), grey or RGB.
@@ -156,6 +158,17 @@ def blocks(series: Mapping[str, Any], title: str) -> Any:
     return fig
 
 
+def precisions(series: Mapping[str, Any], title: str) -> Any:
+    """Metrics per precision (measured and predicted round-trip error), one point per precision."""
+    names = [str(n) for n in series.get("name", [])]
+    fig = _figure(max(4.2, 0.6 * len(names) + 1.5), 2.6)
+    ax = fig.subplots()
+    every = _lines(ax, series, "name", range, "o")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=6, parse_math=False)
+    _finish_lines(ax, every, "precision", title)
+    return fig
+
+
 def grid(series: Mapping[str, Any], title: str) -> Any:
     """2D maps of each metric, log colour scale, NaN/Inf masked (drawn black)."""
     import numpy as np
@@ -226,6 +239,7 @@ KINDS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "values": values,
     "curve": curve,
     "blocks": blocks,
+    "precisions": precisions,
     "grid": grid,
     "images": images,
 }

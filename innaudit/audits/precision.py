@@ -1,0 +1,448 @@
+"""The ``precision`` audit: at which floating-point precision does the model stop being invertible?"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..config import Threshold
+from ..linalg import EXACT_MAX_DIM, extreme_singular_values, jacobian_singular_values
+from ..metrics import Metric, neither, rate, worse
+from ..model import InverseKind, InvertibleModel
+from ..stats import ErrorAccumulator, per_sample_norm, summarize
+from .base import Audit, AuditContext, Measurement, register
+from .common import full_range_floor, progress_counter
+from .roundtrip import RoundTrip
+
+__all__ = ["LADDER", "PRECISIONS", "Lane", "Precision", "PrecisionAudit", "lowest_invertible"]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """One way of running the model: a true cast of model and data, or ``torch.autocast``.
+
+    Attributes:
+        name: ``float32``, ``bfloat16``, ``autocast_float16``...
+        dtype: the compute dtype (the cast, or the autocast dtype).
+        autocast: whether the model stays in float32 under ``torch.autocast(device, dtype)``.
+    """
+
+    name: str
+    dtype: torch.dtype
+    autocast: bool = False
+
+    @property
+    def unit_roundoff(self) -> float:
+        """``u = eps / 2``: 2^-53, 2^-24, 2^-11 (float16), 2^-8 (bfloat16)."""
+        return float(torch.finfo(self.dtype).eps) / 2
+
+
+PRECISIONS = (
+    Precision("float64", torch.float64), Precision("float32", torch.float32),
+    Precision("float16", torch.float16), Precision("bfloat16", torch.bfloat16),
+    Precision("autocast_float16", torch.float16, True), Precision("autocast_bfloat16", torch.bfloat16, True),
+)
+"""Every precision measured, in report order."""
+
+LADDER = ("float64", "float32", "float16", "bfloat16")
+"""The true casts by decreasing precision (increasing unit roundoff); ``lowest_invertible`` is
+an index into it."""
+
+_BY_NAME = {p.name: p for p in PRECISIONS}
+_SKIPPABLE = (RuntimeError, NotImplementedError, TypeError, ValueError)
+_RT_FAIL = {m: t.fail for m, t in RoundTrip.thresholds.items()}
+
+
+def _per_precision(p: str) -> tuple[Metric, ...]:
+    return (
+        rate(f"{p}.nonfinite_fraction", f"round trips with a NaN or Inf in {p}"),
+        rate(f"{p}.latent_nonfinite_fraction", f"latents F(x) with a NaN or Inf in {p}"),
+        rate(f"{p}.sample_nonfinite_fraction", f"samples F^-1(z) with a NaN or Inf in {p}"),
+        worse(f"{p}.rel_error_l2", doc=f"round-trip error / ||input|| in {p}"),
+        worse(f"{p}.reference_gap", doc=f"||middle - middle in float64|| / ||middle in float64|| in {p}"),
+        worse(f"{p}.predicted_rel_error", doc=f"cond(J) * unit roundoff of {p}"),
+        neither(f"{p}.unit_roundoff"), neither(f"{p}.invertible", doc="1 when invertible at this precision"),
+    )
+
+
+@register
+class PrecisionAudit(Audit):
+    r"""Round trips under float64, float32, float16, bfloat16 and autocast, with float64 as reference.
+
+    Property: rounding in the forward pass is amplified by the inverse, by up to ``Lip(F^-1)``
+    (Behrmann et al. 2021, https://arxiv.org/abs/2006.09347, section 2), so the round-trip
+    relative error is about ``cond(J_F(x)) * u`` for unit roundoff ``u`` (2^-24 in float32,
+    2^-11 in float16, 2^-8 in bfloat16). Halving the mantissa multiplies the damage; a narrower
+    range (float16 max 65504) adds overflow.
+
+    Per set (the round-trip sets in-distribution and OOD, plus ``prior@T=1``, the sampling
+    direction ``z -> F^-1(z) -> F(F^-1(z))``), for each precision ``p``: a true cast (a deep
+    copy of the model and the data in ``p``) for float64, float32, float16, bfloat16, and
+    ``torch.autocast(device, p)`` on the model in float32 for ``autocast_float16`` and
+    ``autocast_bfloat16``. Metrics under ``p.``: ``nonfinite_fraction``,
+    ``latent_nonfinite_fraction`` (``sample_nonfinite_fraction`` for the prior set),
+    ``rel_error_l2`` (``||u' - u|| / max(||u||, floor)`` as in ``roundtrip``, summarized),
+    ``reference_gap`` (the middle ``z`` or ``x`` against the float64 one, relative),
+    ``unit_roundoff``, ``predicted_rel_error`` (``cond(J) * u``, median and max over
+    ``spectrum_samples`` points, where the spectrum can be computed: exact Jacobians in
+    float64 up to 4096 dimensions, Lanczos above), ``invertible`` (1 or 0: no non-finite
+    round trip and ``rel_error_l2.max`` at most the ``roundtrip`` audit's fail level, 1e-2).
+    Per set: ``n``, ``cond`` (``sigma_max / sigma_min`` of ``J_F``), ``lowest_invertible``
+    (index into float64, float32, float16, bfloat16: the last precision that is invertible
+    together with every wider one, -1 when not even float64 is; its name is in the message).
+    A combination the device or the model cannot run (an op without a float16 kernel, autocast
+    unavailable) is skipped with its reason in the message. So is a precision whose unit
+    roundoff exceeds an iterative inverse's declared tolerance (``inverse_tolerance`` 1e-6 in
+    float16): the solve cannot converge there and every call would run to its iteration cap;
+    ``force_iterative: true`` measures it anyway (slowly).
+
+    Options: ``samples`` caps the samples per set (256; ``--samples`` caps it too),
+    ``spectrum_samples`` the points where ``cond(J)`` is computed (4), ``prior`` adds the
+    sampling direction (true). Cost per sample: two model evaluations per precision.
+
+    Gate: ``required`` (``--require-precision``; default ``float32``) names the precision the
+    model must be invertible at; its ``nonfinite_fraction`` and ``rel_error_l2.max`` are copied
+    to ``required.*`` and fail above 0 and 1e-2. The default gates float32 only, as the
+    ``roundtrip`` audit does, and the other precisions are informational; a required precision
+    that could not be measured fails (NaN).
+
+    Reading a failure: an error near ``cond(J) * u`` is conditioning, predictable from the
+    spectrum; non-finite values in float16 with a finite float32 are range (overflow at 65504);
+    an error far above the prediction means the sampled points miss where the map is worst or
+    something other than conditioning (an iterative inverse's tolerance) dominates.
+    """
+
+    id = "precision"
+    title = "Round trips at float64, float32, float16, bfloat16 and autocast"
+    thresholds = {
+        "required.nonfinite_fraction": Threshold(warn=None, fail=_RT_FAIL["nonfinite_fraction"]),
+        "required.rel_error_l2.max": Threshold(warn=None, fail=_RT_FAIL["rel_error_l2.max"]),
+    }
+    options = {"required": "float32", "samples": 256, "spectrum_samples": 4, "prior": True,
+               "force_iterative": False}
+    metrics = (
+        neither("n", doc="samples"), worse("cond", doc="condition number of J_F (float64)"),
+        neither("lowest_invertible", doc="index into float64, float32, float16, bfloat16"),
+        rate("required.nonfinite_fraction", "non-finite round trips at the required precision"),
+        worse("required.rel_error_l2", doc="relative round-trip error at the required precision"),
+        *(m for p in PRECISIONS for m in _per_precision(p.name)),
+    )
+
+    def skip_reason(self, ctx: AuditContext) -> str | None:
+        """Skipped only when there is no data set and the prior set is off."""
+        return None if ctx.datasets or ctx.option("prior") else "no data sets and prior: false"
+
+    def run(self, ctx: AuditContext) -> Iterator[Measurement]:
+        """One measurement per round-trip set, then the prior set."""
+        required = str(ctx.option("required"))
+        if required not in _BY_NAME:
+            raise ValueError(f"precision.required is {required!r}; expected one of {', '.join(_BY_NAME)}")
+        lanes, skipped = build_lanes(ctx.model, ctx.device, bool(ctx.option("force_iterative")))
+        cap = max(1, min(int(ctx.option("samples")), ctx.samples))
+        domain = ctx.model.info.domain
+        for ds in ctx.datasets:
+            n = min(cap, ds.size)
+            batches = (ds.make(s, min(s + ctx.batch_size, n)).to(ctx.device, torch.float64)
+                       for s in range(0, n, ctx.batch_size))
+            yield self._measure(ctx, ds.name, lanes, dict(skipped), batches, n, required,
+                                full_range_floor(domain.numel, domain.width), forward=True)
+        if ctx.option("prior"):
+            yield self._measure(ctx, "prior@T=1", lanes, dict(skipped), self._draws(ctx, cap), cap,
+                                required, 1e-6 * math.sqrt(math.prod(ctx.latent_shape)), forward=False)
+
+    def _draws(self, ctx: AuditContext, n: int) -> Iterator[Tensor]:
+        for start in range(0, n, ctx.batch_size):
+            count = min(ctx.batch_size, n - start)
+            z = torch.randn((count, *ctx.latent_shape), generator=ctx.generator("prior", start),
+                            dtype=torch.float64)
+            yield z.to(ctx.device)
+
+    def _measure(self, ctx: AuditContext, name: str, lanes: Sequence[Lane], skipped: dict[str, str],
+                 batches: Iterator[Tensor], n: int, required: str, floor: float, *,
+                 forward: bool) -> Measurement:
+        sweep = _sweep(lanes, skipped, batches, floor, forward, progress_counter(ctx.progress, name, n))
+        points = sweep.first_inputs[: int(ctx.option("spectrum_samples"))]
+        cond, cond_note = condition_numbers(lanes[0].model if lanes and lanes[0].precision.name == "float64"
+                                            else None, points, forward, ctx.generator("cond", name))
+        metrics = _set_metrics(sweep, cond, required, "latent" if forward else "sample")
+        message = _message(metrics, skipped, required, cond_note)
+        return Measurement(name, metrics, message, {"precisions": _series(metrics)})
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A precision and the model copy that runs it."""
+
+    precision: Precision
+    model: InvertibleModel
+
+    def maps(self, forward: bool) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+        """``(first, second)`` of the round trip: ``(F, F^-1)`` on data, ``(F^-1, F)`` on prior draws."""
+        return (self.model.forward, self.model.inverse) if forward else (self.model.inverse, self.model.forward)
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        """The dtype inputs are cast to (float32 under autocast)."""
+        return torch.float32 if self.precision.autocast else self.precision.dtype
+
+    def context(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """``torch.autocast`` for autocast precisions, else nothing."""
+        if self.precision.autocast:
+            return torch.autocast(device.type, dtype=self.precision.dtype)
+        return contextlib.nullcontext()
+
+
+def build_lanes(model: InvertibleModel, device: torch.device,
+                force_iterative: bool = False) -> tuple[list[Lane], dict[str, str]]:
+    """One lane per precision (model copies cast with ``copy_as``), and the skip reasons of the
+    precisions the device (or an iterative inverse's tolerance) cannot run."""
+    lanes, skipped = [], {}
+    for p in PRECISIONS:
+        reason = _unsupported(p, device) or (None if force_iterative else _unreachable(p, model))
+        if reason is not None:
+            skipped[p.name] = reason
+            continue
+        dtype = torch.float32 if p.autocast else p.dtype
+        lanes.append(Lane(p, model if model.dtype == dtype else model.copy_as(dtype)))
+    return lanes, skipped
+
+
+def _unsupported(p: Precision, device: torch.device) -> str | None:
+    """Why ``device`` cannot run ``p`` at all (None when it can)."""
+    if p.autocast:
+        if not torch.amp.autocast_mode.is_autocast_available(device.type):
+            return f"torch.autocast is not available on {device.type}"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with torch.autocast(device.type, dtype=p.dtype):
+                    pass
+            except _SKIPPABLE as exc:
+                return _short(exc)
+        if any("autocast" in str(w.message).lower() for w in caught):
+            return f"autocast with {p.dtype} is disabled on {device.type}: {caught[0].message}"
+        return None
+    try:
+        torch.ones(2, 2, dtype=p.dtype, device=device) @ torch.ones(2, 2, dtype=p.dtype, device=device)
+    except _SKIPPABLE as exc:
+        return f"{p.name} matmul on {device.type}: {_short(exc)}"
+    return None
+
+
+def _unreachable(p: Precision, model: InvertibleModel) -> str | None:
+    """Why an iterative inverse cannot meet its declared tolerance at ``p`` (None when it can)."""
+    info = model.info
+    tol = info.inverse_tolerance
+    if info.inverse_kind is not InverseKind.ITERATIVE or tol is None or tol >= p.unit_roundoff:
+        return None
+    return (f"the iterative inverse's tolerance {tol:g} is below the unit roundoff: every solve would "
+            f"run to its cap of {info.inverse_max_iter} iterations; precision.force_iterative measures it")
+
+
+def _short(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first[:200]}"
+
+
+@dataclass
+class _Sweep:
+    """What one pass over a set's batches collected, per precision name (and the first batch,
+    where the condition numbers are computed)."""
+
+    accs: dict[str, ErrorAccumulator]
+    gaps: dict[str, list[np.ndarray]]
+    first_inputs: Tensor
+    n: int
+
+
+def _sweep(lanes: Sequence[Lane], skipped: dict[str, str], batches: Iterator[Tensor], floor: float,
+           forward: bool, on_batch: Callable[[int], None]) -> _Sweep:
+    """Every batch through every lane (float64 first, its middle is the reference); a lane that
+    raises is dropped with its reason in ``skipped``."""
+    accs = {lane.precision.name: ErrorAccumulator(floor=floor) for lane in lanes if lane.precision.name not in skipped}
+    gaps: dict[str, list[np.ndarray]] = {k: [] for k in accs}
+    first: Tensor | None = None
+    n = 0
+    for u in batches:
+        first = u.cpu() if first is None else first
+        reference: Tensor | None = None
+        for lane in lanes:
+            key = lane.precision.name
+            if key in skipped:
+                continue
+            try:
+                middle = _round_trip(lane, u, forward, accs[key])
+            except _SKIPPABLE as exc:
+                skipped[key] = f"raised {_short(exc)}"
+                accs.pop(key), gaps.pop(key)
+                continue
+            if key == "float64":
+                reference = middle
+            elif reference is not None:
+                gaps[key].append(_gap(middle, reference))
+        n += len(u)
+        on_batch(len(u))
+    return _Sweep(accs, gaps, torch.zeros(0) if first is None else first, n)
+
+
+def _round_trip(lane: Lane, u: Tensor, forward: bool, acc: ErrorAccumulator) -> Tensor:
+    first, second = lane.maps(forward)
+    device = u.device
+    u_p = u.to(lane.input_dtype)
+    with torch.no_grad(), lane.context(device):
+        middle = first(u_p)
+        back = second(middle)
+    acc.add(u_p, middle, back)
+    return middle.double()
+
+
+def _gap(middle: Tensor, reference: Tensor) -> np.ndarray:
+    """Per-sample ``||middle - reference|| / ||reference||`` (inf where either is non-finite)."""
+    gap = per_sample_norm(middle - reference) / per_sample_norm(reference).clamp_min(1e-300)
+    bad = ~torch.isfinite(middle.reshape(len(middle), -1)).all(1) | ~torch.isfinite(gap)
+    return torch.where(bad, torch.full_like(gap, math.inf), gap).cpu().numpy()
+
+
+def condition_numbers(wide: InvertibleModel | None, points: Tensor, forward: bool,
+                      generator: torch.Generator) -> tuple[np.ndarray, str]:
+    """``cond(J_F) = sigma_max / sigma_min`` in float64 at a few points (prior draws are mapped
+    to data space by ``F^-1`` first): exact Jacobians up to 4096 dimensions, Lanczos above.
+    Returns the per-point values (NaN where not finite) and a note when none could be computed."""
+    if wide is None or len(points) == 0:
+        return np.zeros(0), "cond(J) not computed: no float64 run"
+    try:
+        x = points.to(next(iter(wide.module.parameters()), points).device, torch.float64)
+        if not forward:
+            x = wide.inverse(x)
+        dim = int(x[0].numel())
+        if dim <= EXACT_MAX_DIM:
+            sv = jacobian_singular_values(lambda t: wide.forward(t, grad=True), x)
+            cond = sv[:, 0] / sv[:, -1]
+        else:
+            fwd, inv = extreme_singular_values(lambda t: wide.forward(t, grad=True),
+                                               lambda t: wide.inverse(t, grad=True), x,
+                                               tol=1e-3, max_iter=32, generator=generator)
+            cond = fwd.values * inv.values
+    except _SKIPPABLE as exc:
+        return np.zeros(0), f"cond(J) not computed: {_short(exc)}"
+    values = cond.double().cpu().numpy()
+    return values, "" if np.isfinite(values).any() else "cond(J) not finite at the sampled points"
+
+
+def _set_metrics(sweep: _Sweep, cond: np.ndarray, required: str, middle: str) -> dict[str, Any]:
+    finite_cond = cond[np.isfinite(cond)]
+    metrics: dict[str, Any] = {"n": sweep.n}
+    if finite_cond.size:
+        metrics["cond"] = summarize(finite_cond)
+    for name, acc in sweep.accs.items():
+        p = _BY_NAME[name]
+        got = acc.metrics(middle)
+        block: dict[str, Any] = {k: got[k] for k in ("nonfinite_fraction", f"{middle}_nonfinite_fraction",
+                                                     "rel_error_l2")}
+        if sweep.gaps.get(name):
+            block["reference_gap"] = summarize(np.concatenate(sweep.gaps[name]))
+        block["unit_roundoff"] = p.unit_roundoff
+        if finite_cond.size:
+            block["predicted_rel_error"] = {"median": float(np.median(finite_cond)) * p.unit_roundoff,
+                                            "max": float(finite_cond.max()) * p.unit_roundoff}
+        block["invertible"] = int(_invertible(block))
+        metrics[name] = block
+    metrics["lowest_invertible"] = lowest_invertible(metrics)
+    req = metrics.get(required)
+    metrics["required"] = {
+        "nonfinite_fraction": req["nonfinite_fraction"] if req else math.nan,
+        "rel_error_l2": {"max": req["rel_error_l2"]["max"] if req else math.nan},
+    }
+    return metrics
+
+
+def _invertible(block: Mapping[str, Any]) -> bool:
+    """No non-finite round trip and the largest relative error within the roundtrip fail level."""
+    worst = block["rel_error_l2"]["max"]
+    return (block["nonfinite_fraction"] <= (_RT_FAIL["nonfinite_fraction"] or 0.0)
+            and math.isfinite(worst) and worst <= (_RT_FAIL["rel_error_l2.max"] or math.inf))
+
+
+def lowest_invertible(metrics: Mapping[str, Any]) -> int:
+    """Index into :data:`LADDER` of the last precision invertible together with every wider one
+    (-1 when float64 is not; a precision not measured ends the ladder)."""
+    index = -1
+    for i, name in enumerate(LADDER):
+        block = metrics.get(name)
+        if not block or not block["invertible"]:
+            break
+        index = i
+    return index
+
+
+def _message(metrics: Mapping[str, Any], skipped: Mapping[str, str], required: str, cond_note: str) -> str:
+    low = metrics["lowest_invertible"]
+    parts = [f"lowest invertible precision: {LADDER[low]}" if low >= 0
+             else "not invertible even in float64: the map itself breaks on this set"]
+    if "cond" in metrics:
+        parts.append(f"cond(J) median {metrics['cond']['median']:.3g}")
+    for p in PRECISIONS:
+        block = metrics.get(p.name)
+        if not block or block["invertible"]:
+            continue
+        if low < 0:
+            parts.append(f"{p.name}: {block['nonfinite_fraction']:.3g} non-finite, rel error max "
+                         f"{block['rel_error_l2']['max']:.2g}")
+        else:
+            parts.append(f"{p.name}: {_reason(p, block)}")
+    late = [p.name for p in PRECISIONS if p.name in LADDER[low + 1:] and metrics.get(p.name, {}).get("invertible")]
+    if late:
+        parts.append(f"invertible again at {', '.join(late)}")
+    for reason in dict.fromkeys(skipped.values()):
+        parts.append(f"{', '.join(k for k, v in skipped.items() if v == reason)} skipped ({reason})")
+    if cond_note:
+        parts.append(cond_note)
+    if required not in metrics:
+        parts.append(f"the required precision {required} was not measured")
+    return "; ".join(parts)
+
+
+def _reason(p: Precision, block: Mapping[str, Any]) -> str:
+    """Why ``p`` is not invertible (float64 is): conditioning (near ``cond * u``) or range."""
+    predicted = block.get("predicted_rel_error", {}).get("max")
+    pred = f"cond(J)*u predicts {predicted:.2g}" if predicted is not None else "no cond(J) prediction"
+    if block["nonfinite_fraction"] > 0:
+        share = f"{block['nonfinite_fraction']:.3g} non-finite"
+        top = float(torch.finfo(p.dtype).max)
+        if top < float(torch.finfo(torch.float32).max):
+            return f"{share}, range: overflow of {p.dtype} (max {top:g}); {pred}"
+        return f"{share}, rounding amplified past overflow; {pred}"
+    worst = block["rel_error_l2"]["max"]
+    if predicted is not None and worst <= 10 * predicted:
+        return f"conditioning: rel error max {worst:.2g}, {pred}"
+    return f"rel error max {worst:.2g}, {pred}: more than conditioning at the sampled points explains"
+
+
+def _series(metrics: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The ``precisions`` plot: measured and predicted relative error per precision."""
+    names = [p.name for p in PRECISIONS if p.name in metrics]
+
+    def col(get: Callable[[Mapping[str, Any]], Any]) -> list[Any]:
+        out = []
+        for n in names:
+            value = get(metrics[n])
+            out.append(float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None)
+        return out
+
+    series: dict[str, list[Any]] = {
+        "name": names,
+        "rel error median": col(lambda b: b["rel_error_l2"]["median"]),
+        "rel error max": col(lambda b: b["rel_error_l2"]["max"]),
+    }
+    if "cond" in metrics:
+        series["cond(J) * u"] = col(lambda b: b.get("predicted_rel_error", {}).get("median"))
+    series["non-finite share"] = col(lambda b: b["nonfinite_fraction"] or None)
+    return series
