@@ -11,7 +11,7 @@ import click
 from ..baseline import ABS_TOL, REL_TOL
 from ..errors import UsageError
 from .app import EXIT_HELP, cli
-from .output import STATE, ProgressObserver, err, parse_outputs, write_outputs
+from .output import STATE, ProgressObserver, check_targets, err, input_paths, parse_outputs, write_outputs
 from .reports import compared, load_baseline
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
         sections["attack"] = attack
     witness_dir = _witness_dir(save_witnesses)
     config = load_config(config_path, specs(), overrides, sections)
+    check_targets(targets, input_paths(model, (weights, config_path), (config.data, *config.ood, condition)))
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout {timeout:g} must be positive (seconds)")
     from ..isolation import Job
