@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, short_repr
 from .metrics import STATS, Metric, covers
 from .waivers import Waiver, parse_waivers
 
@@ -114,6 +114,9 @@ class Config:
         return out
 
 
+MAX_COUNT = 10**9
+"""Largest ``samples`` or ``batch_size`` accepted (a count, not a memory budget)."""
+
 _SCALARS: dict[str, type] = {"seed": int, "samples": int, "batch_size": int, "device": str,
                              "float64_check": bool, "fail_on": str}
 _LISTS = ("ood", "audits", "skip")
@@ -134,7 +137,7 @@ def _typed(where: str, value: Any, kind: type) -> Any:
             pass
     if (kind is bool and not isinstance(value, bool)) or (kind is not bool and isinstance(value, bool)) \
             or not isinstance(value, kind):
-        raise ConfigError(f"{where} is {value!r} ({type(value).__name__}); expected {kind.__name__}")
+        raise ConfigError(f"{where} is {short_repr(value)} ({type(value).__name__}); expected {kind.__name__}")
     if kind is float and math.isnan(value):
         raise ConfigError(f"{where} is NaN; expected a number")
     return value
@@ -142,7 +145,7 @@ def _typed(where: str, value: Any, kind: type) -> Any:
 
 def _threshold(where: str, raw: Any, base: Threshold | None) -> Threshold:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} is {raw!r}; expected a mapping like {{warn: 1e-4, fail: 1e-2}}")
+        raise ConfigError(f"{where} is {short_repr(raw)}; expected a mapping like {{warn: 1e-4, fail: 1e-2}}")
     for key in raw:
         if key not in ("warn", "fail"):
             raise ConfigError(f"{where}.{key} is not a threshold level{_hint(str(key), ['warn', 'fail'])}")
@@ -155,7 +158,7 @@ def _threshold(where: str, raw: Any, base: Threshold | None) -> Threshold:
 
 def _thresholds(where: str, raw: Any, spec: AuditSpec, base: Mapping[str, Threshold]) -> dict[str, Threshold]:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} is {raw!r}; expected a mapping of metric names to thresholds")
+        raise ConfigError(f"{where} is {short_repr(raw)}; expected a mapping of metric names to thresholds")
     merged = dict(base)
     for metric, value in raw.items():
         if not any(covers(m.path, str(metric)) for m in spec.metrics):
@@ -170,7 +173,7 @@ def _audit_settings(spec: AuditSpec, raw: Any) -> AuditSettings:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} is {raw!r}; expected a mapping with thresholds, sets or options")
+        raise ConfigError(f"{where} is {short_repr(raw)}; expected a mapping with thresholds, sets or options")
     known = ["thresholds", "sets", *spec.options]
     options = dict(spec.options)
     thresholds: dict[str, Threshold] = dict(spec.thresholds)
@@ -180,7 +183,7 @@ def _audit_settings(spec: AuditSpec, raw: Any) -> AuditSettings:
             thresholds = _thresholds(f"{where}.thresholds", value, spec, spec.thresholds)
         elif key == "sets":
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}.sets is {value!r}; expected a mapping of set names")
+                raise ConfigError(f"{where}.sets is {short_repr(value)}; expected a mapping of set names")
             for name, body in value.items():
                 if not isinstance(body, Mapping) or set(body) - {"thresholds"}:
                     raise ConfigError(f"{where}.sets.{name} must be a mapping with one key, thresholds")
@@ -205,7 +208,7 @@ def _merge_level(base: Threshold | None, override: Threshold) -> Threshold:
 def _option(where: str, value: Any, default: Any) -> Any:
     if isinstance(default, (list, tuple)):
         if not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError(f"{where} is {value!r}; expected a non-empty list")
+            raise ConfigError(f"{where} is {short_repr(value)}; expected a non-empty list")
         kind = type(default[0]) if default else float
         return tuple(_typed(f"{where}[{i}]", v, kind) for i, v in enumerate(value))
     if default is None:  # a nullable number: null (derive it) or a float
@@ -233,13 +236,13 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or key not in known:
-            raise ConfigError(f"config key {key!r} is unknown{_hint(str(key), known)}")
+            raise ConfigError(f"config key {short_repr(key)} is unknown{_hint(str(key), known)}")
     for key, value in {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}.items():
         if key in _SCALARS:
             values[key] = _typed(key, value, _SCALARS[key])
         elif key in _LISTS:
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{key} is {value!r}; expected a list of strings")
+                raise ConfigError(f"{key} is {short_repr(value)}; expected a list of strings")
             values[key] = tuple(value)
         elif key == "data":
             values[key] = None if value is None else _typed(key, value, str)
@@ -253,6 +256,9 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
 def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
     if config.samples < 1 or config.batch_size < 1:
         raise ConfigError(f"samples {config.samples} and batch_size {config.batch_size} must be at least 1")
+    if config.samples > MAX_COUNT or config.batch_size > MAX_COUNT:
+        raise ConfigError(f"samples {short_repr(config.samples)} and batch_size {short_repr(config.batch_size)} "
+                          f"must be at most {MAX_COUNT:.0e}; expected a count of samples")
     if config.fail_on not in ("warn", "fail"):
         raise ConfigError(f"fail_on is {config.fail_on!r}; expected 'warn' or 'fail'")
     for key in ("audits", "skip"):
@@ -265,17 +271,12 @@ def load_config(path: str | Path | None, specs: Mapping[str, AuditSpec],
                 overrides: Mapping[str, Any] | None = None,
                 sections: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
     """Read ``path`` with ``yaml.safe_load`` (None: no file) and :func:`parse_config` it."""
-    import yaml
+    from .yamlio import read_yaml
 
     raw: Any = None
     if path is not None:
         file = Path(path)
-        try:
-            raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"config file {str(file)!r} cannot be read: {exc.strerror}") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {file} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raw = read_yaml(file)
         if raw is not None and not isinstance(raw, Mapping):
             raise ConfigError(f"config file {file} holds a {type(raw).__name__}; expected a mapping of keys")
     return parse_config(raw, specs, overrides, sections)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import reprlib
 import unicodedata
 from collections.abc import Mapping
 from enum import Enum
@@ -33,12 +34,15 @@ __all__ = [
     "UsageError",
     "clean_text",
     "clean_tree",
+    "short_repr",
     "shorten_middle",
 ]
 
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x9b[0-9;?]*[ -/]*[@-~]"
                       r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?|\x1b.?")
 T = TypeVar("T")
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 6, 80, 80
 _BREAKS = re.compile(r"[\n\r\t\v\f\x85\u2028\u2029]")
 
 
@@ -91,6 +95,13 @@ def _clean(obj: Any, depth: int) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_clean(v, depth + 1) for v in obj) if type(obj) in (list, tuple) else obj
     return obj
+
+
+def short_repr(value: object, limit: int = 120) -> str:
+    """A bounded ``repr`` for error messages about values from outside: ``reprlib`` caps the
+    items and depth shown (so a huge or alias-expanded value costs little), then
+    :func:`clean_text` caps the length."""
+    return clean_text(_REPR.repr(value), limit)
 
 
 def shorten_middle(text: str, limit: int) -> str:
