@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ def _builtin_dataset(name: str | None, spec: str, role: Role, domain: DataDomain
 
 def _file_dataset(name: str, spec: str, role: Role, path: Path, key: str | None,
                   domain: DataDomain, samples: int) -> Dataset:
-    array = read_array(path, key)
+    array = read_array(path, key, samples)
     size = min(int(array.shape[0]), samples)
     per_sample = tuple(int(s) for s in array.shape[1:])
     if int(np.prod(per_sample)) != domain.numel:
@@ -90,11 +91,23 @@ def _file_dataset(name: str, spec: str, role: Role, path: Path, key: str | None,
             else array[start:stop]
         return chunk.to(torch.float32).reshape(stop - start, *domain.shape)
 
-    bad = sum(int((~torch.isfinite(make(s, min(s + 4096, size)))).sum()) for s in range(0, size, 4096))
-    if bad:
-        raise DataError(f"{path} holds {bad} NaN/Inf values in its first {size} samples; the "
-                        "inputs of a round trip must be finite")
+    for s in range(0, size, 4096):
+        _finite(array[s:min(s + 4096, size)], make(s, min(s + 4096, size)), path, size)
     return Dataset(name, spec, role, size, make, note)
+
+
+def _finite(raw: Any, chunk: torch.Tensor, path: Path, size: int) -> None:
+    """Refuse NaN/Inf in a chunk, telling a stored NaN/Inf from a finite value too big for float32."""
+    if bool(torch.isfinite(chunk).all()):
+        return
+    stored = torch.as_tensor(np.asarray(raw)) if isinstance(raw, np.ndarray) else raw
+    if bool(torch.isfinite(stored).all()):
+        big = float(stored.abs().max())
+        raise DataError(f"{path} holds values up to {big:.3g} in its first {size} samples, beyond "
+                        "float32's 3.4e38; rescale the data so a float32 model can take it")
+    bad = int((~torch.isfinite(stored)).sum())
+    raise DataError(f"{path} holds {bad} NaN/Inf values in its first {size} samples; the "
+                    "inputs of a round trip must be finite")
 
 
 def domain_from_file(text: str) -> DataDomain:
@@ -104,7 +117,7 @@ def domain_from_file(text: str) -> DataDomain:
     if file_spec is None:
         raise DataError(f"--data {spec!r} is not a file, so it cannot tell the model's input shape; "
                         "give a .npy/.npz/.pt file or set input_shape on the module")
-    array = read_array(*file_spec)
+    array = read_array(*file_spec, 4096)
     values = torch.from_numpy(np.array(array[: min(len(array), 4096)], dtype=np.float64))
     low, high = float(values.min()), float(values.max())
     return DataDomain(shape=tuple(int(s) for s in array.shape[1:]), low=low,
