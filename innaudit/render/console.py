@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..errors import clean_text, shorten_middle
 from ..gate import lookup
 from ..results import Report, Status
 from .common import fmt, note
@@ -69,7 +70,8 @@ def render(report: Report, *, color: bool = False, width: int = 120) -> str:
                       color_system="standard" if color else None, highlight=False, soft_wrap=False)
     target = report.target
     domain = lookup(target, "info.domain") or {}
-    console.print(f"[bold]innaudit[/] {escape(str(target.get('model', '?')))}  "
+    model = shorten_middle(clean_text(target.get("model", "?")), max(20, width - 60))  # the JSON keeps it whole
+    console.print(f"[bold]innaudit[/] {escape(model)}  "
                   f"sha256 {escape(str(target.get('sha256', '-'))[:12])}  loader {escape(str(target.get('loader', '-')))}")
     console.print(f"input {tuple(domain.get('shape', ()))} in [{domain.get('low')}, {domain.get('high')}]"
                   f"{'' if domain.get('levels') is None else ', ' + str(domain.get('levels')) + ' levels'}"
