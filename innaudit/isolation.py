@@ -123,7 +123,11 @@ def _job(conn: Any, job: Job) -> None:
     if job.max_memory:
         import resource
 
-        resource.setrlimit(resource.RLIMIT_AS, (job.max_memory, job.max_memory))
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (job.max_memory, job.max_memory))
+        except (ValueError, OSError) as exc:
+            raise InnauditError(f"--max-memory {job.max_memory} cannot be set as this process's memory "
+                                f"limit ({exc}); give a smaller size") from None
     from .api import prepare
     from .loading.preflight import Limits
     from .runner import run_audits, run_header
