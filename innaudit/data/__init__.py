@@ -100,7 +100,7 @@ def _finite(raw: Any, chunk: torch.Tensor, path: Path, size: int) -> None:
     """Refuse NaN/Inf in a chunk, telling a stored NaN/Inf from a finite value too big for float32."""
     if bool(torch.isfinite(chunk).all()):
         return
-    stored = torch.as_tensor(np.asarray(raw)) if isinstance(raw, np.ndarray) else raw
+    stored = torch.from_numpy(np.array(raw)) if isinstance(raw, np.ndarray) else raw
     if bool(torch.isfinite(stored).all()):
         big = float(stored.abs().max())
         raise DataError(f"{path} holds values up to {big:.3g} in its first {size} samples, beyond "

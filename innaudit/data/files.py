@@ -69,7 +69,10 @@ def read_array(path: Path, key: str | None, limit: int | None = None) -> np.ndar
             tensor = _check(_pick(load_weights_only(path), key, path), path)
             return tensor if limit is None else tensor[:limit]
     except InnauditError as exc:
-        raise DataError(str(exc)) from None
+        from ..loading.safe import TRUST_HINT
+
+        hint = "a data file needs no code: save the tensor itself with torch.save or numpy.save"
+        raise DataError(str(exc).replace(TRUST_HINT, hint)) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataError(f"data file {clean_text(path, 300)} cannot be read ({clean_text(exc, 200)}); "
                         "expected a numeric array saved with numpy.save / numpy.savez / torch.save") from None
