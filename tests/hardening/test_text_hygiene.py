@@ -88,3 +88,10 @@ def test_render_of_a_tampered_report_is_sanitized(run_cli: Callable[..., CliResu
         for line in _lines(result):
             assert not line.startswith("::") or OWN_ANNOTATION.match(line), (fmt, line)
             assert "\x1b" not in line and "\u202e" not in line, (fmt, line)
+
+
+def test_a_hostile_option_value_stays_on_its_line(run_cli: Callable[..., CliResult]) -> None:
+    result = run_cli("run", f"{FIXTURE_MODELS}:exact", "--fail-on", f"x{HOSTILE}")
+    assert result.code == 2 and "Error:" in result.stderr
+    for line in _lines(result):
+        assert not line.startswith("::") and "\x1b" not in line, line
