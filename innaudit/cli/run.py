@@ -152,6 +152,8 @@ def _check_device(device: str) -> None:
         kind = torch.device(device).type
     except (RuntimeError, ValueError):
         kind = ""
+    if kind not in ("cpu", "cuda", "mps", "xpu", "meta"):
+        return  # not a device at all: the loader's own message says so
     usable = kind == "cpu" or (kind == "cuda" and torch.cuda.is_available())
     if not usable:
         raise UsageError(f"device {clean_text(device, 40)!r} is not available to this torch; expected cpu"
