@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,8 @@ class AuditSpec:
     thresholds: Mapping[str, Threshold]
     options: Mapping[str, Any]
     metrics: tuple[Metric, ...]
+    check: Callable[[Mapping[str, Any]], None] | None = None
+    """Refuses impossible option values (the audit's ``check_options``), before any audit runs."""
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,8 @@ def _audit_settings(spec: AuditSpec, raw: Any) -> AuditSettings:
             options[key] = _option(f"{where}.{key}", value, spec.options[key])
         else:
             raise ConfigError(f"{where}.{key} is not a setting of {spec.id}{_hint(str(key), known)}")
+    if spec.check is not None:
+        spec.check(options)
     # a set override inherits the other level from the audit-wide threshold
     for name, overrides in sets.items():
         sets[name] = {m: _merge_level(thresholds.get(m), t) for m, t in overrides.items()}

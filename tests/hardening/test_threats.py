@@ -276,3 +276,13 @@ def test_round_two_bad_inputs_are_one_specific_line(run_cli: Any, tmp_path: Path
     assert "internal error" not in line and "Traceback" not in result.stderr
     assert _EXPECTED[case] in line, line
     assert "--trust-checkpoint" not in line or "MODEL only" in line
+
+
+@pytest.mark.parametrize(("flag", "value", "needle"), [("--epsilon", "-1", "attack.epsilon"),
+                                                       ("--attack-samples", "0", "attack.samples")])
+def test_bad_attack_settings_are_refused_before_any_audit(run_cli: Any, flag: str, value: str,
+                                                          needle: str) -> None:
+    from tests.conftest import FIXTURE_MODELS
+
+    result = run_cli("run", f"{FIXTURE_MODELS}:exact", "--audit", "roundtrip", "--samples", "5", flag, value)
+    assert result.code == 2 and len(result.stderr_lines) == 1 and needle in result.stderr
