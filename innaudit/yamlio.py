@@ -125,7 +125,10 @@ def read_yaml(path: Path) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {shown} is not UTF-8 text; expected a YAML file") from None
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses control characters here
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {shown} is not valid YAML: {_describe(exc)}") from None
     try:
         node = loader.get_single_node()
         if node is None:
