@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic"]
+__all__ = ["direct_target", "write_atomic", "write_target"]
 
 
 def _umask() -> int:
@@ -42,3 +43,34 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | str) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def direct_target(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` must be written in place rather than replaced: it is (or a symlink
+    leads to) a character device (``/dev/null``, a terminal) or a FIFO, or it is a symlink into
+    ``/dev`` or ``/proc`` (``/dev/stdout``, ``/dev/fd/N``), whose target is an open stream."""
+    target = Path(path)
+    try:
+        info = os.stat(target)
+    except OSError:
+        return False
+    if stat.S_ISCHR(info.st_mode) or stat.S_ISFIFO(info.st_mode):
+        return True
+    return target.is_symlink() and os.path.realpath(target).startswith(("/dev/", "/proc/"))
+
+
+def write_target(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write a report to ``path`` without ever turning a device, a FIFO or a link into a file.
+
+    A character device or FIFO (also through a symlink, e.g. ``/dev/stdout``) is opened and
+    written in place (append mode, never truncated, never replaced); anything else is written
+    atomically (:func:`write_atomic`) at the path a symlink resolves to, so the link itself stays.
+    """
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    if direct_target(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+        return
+    write_atomic(os.path.realpath(path), payload)

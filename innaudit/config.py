@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, did_you_mean, short_repr
 from .metrics import STATS, Direction, Metric, covers, direction_of
 from .waivers import Waiver, parse_waivers
 
@@ -73,6 +73,8 @@ class AuditSpec:
     thresholds: Mapping[str, Threshold]
     options: Mapping[str, Any]
     metrics: tuple[Metric, ...]
+    check: Callable[[Mapping[str, Any]], None] | None = None
+    """Refuses impossible option values (the audit's ``check_options``), before any audit runs."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,9 @@ class Config:
         return out
 
 
+MAX_COUNT = 10**9
+"""Largest ``samples`` or ``batch_size`` accepted (a count, not a memory budget)."""
+
 _SCALARS: dict[str, type] = {"seed": int, "samples": int, "batch_size": int, "device": str,
                              "default_ood": bool, "allow_mutation": bool,
                              "float64_check": bool, "fail_on": str}
@@ -142,7 +147,7 @@ def _typed(where: str, value: Any, kind: type) -> Any:
             value = float(value)
     if (kind is bool and not isinstance(value, bool)) or (kind is not bool and isinstance(value, bool)) \
             or not isinstance(value, kind):
-        raise ConfigError(f"{where} is {value!r} ({type(value).__name__}); expected {kind.__name__}")
+        raise ConfigError(f"{where} is {short_repr(value)} ({type(value).__name__}); expected {kind.__name__}")
     if kind is float and math.isnan(value):
         raise ConfigError(f"{where} is NaN; expected a number")
     return value
@@ -150,7 +155,7 @@ def _typed(where: str, value: Any, kind: type) -> Any:
 
 def _threshold(where: str, raw: Any, base: Threshold | None, direction: Direction) -> Threshold:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} is {raw!r}; expected a mapping like {{warn: 1e-4, fail: 1e-2}}")
+        raise ConfigError(f"{where} is {short_repr(raw)}; expected a mapping like {{warn: 1e-4, fail: 1e-2}}")
     for key in raw:
         if key not in ("warn", "fail"):
             raise ConfigError(f"{where}.{key} is not a threshold level{did_you_mean(str(key), ['warn', 'fail'])}")
@@ -167,7 +172,7 @@ def _threshold(where: str, raw: Any, base: Threshold | None, direction: Directio
 
 def _thresholds(where: str, raw: Any, spec: AuditSpec, base: Mapping[str, Threshold]) -> dict[str, Threshold]:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} is {raw!r}; expected a mapping of metric names to thresholds")
+        raise ConfigError(f"{where} is {short_repr(raw)}; expected a mapping of metric names to thresholds")
     merged = dict(base)
     for metric, value in raw.items():
         if not any(covers(m.path, str(metric)) for m in spec.metrics):
@@ -183,7 +188,7 @@ def _audit_settings(spec: AuditSpec, raw: Any) -> AuditSettings:
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} is {raw!r}; expected a mapping with thresholds, sets or options")
+        raise ConfigError(f"{where} is {short_repr(raw)}; expected a mapping with thresholds, sets or options")
     known = ["thresholds", "sets", *spec.options]
     options = dict(spec.options)
     thresholds: dict[str, Threshold] = dict(spec.thresholds)
@@ -193,7 +198,7 @@ def _audit_settings(spec: AuditSpec, raw: Any) -> AuditSettings:
             thresholds = _thresholds(f"{where}.thresholds", value, spec, spec.thresholds)
         elif key == "sets":
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}.sets is {value!r}; expected a mapping of set names")
+                raise ConfigError(f"{where}.sets is {short_repr(value)}; expected a mapping of set names")
             for name, body in value.items():
                 if not isinstance(body, Mapping) or set(body) - {"thresholds"}:
                     raise ConfigError(f"{where}.sets.{name} must be a mapping with one key, thresholds")
@@ -203,6 +208,8 @@ def _audit_settings(spec: AuditSpec, raw: Any) -> AuditSettings:
             options[key] = _option(f"{where}.{key}", value, spec.options[key])
         else:
             raise ConfigError(f"{where}.{key} is not a setting of {spec.id}{did_you_mean(str(key), known)}")
+    if spec.check is not None:
+        spec.check(options)
     # a set override inherits the other level from the audit-wide threshold
     for name, overrides in sets.items():
         sets[name] = {m: _merge_level(thresholds.get(m), t) for m, t in overrides.items()}
@@ -218,7 +225,7 @@ def _merge_level(base: Threshold | None, override: Threshold) -> Threshold:
 def _option(where: str, value: Any, default: Any) -> Any:
     if isinstance(default, (list, tuple)):
         if not isinstance(value, (list, tuple)) or not value:
-            raise ConfigError(f"{where} is {value!r}; expected a non-empty list")
+            raise ConfigError(f"{where} is {short_repr(value)}; expected a non-empty list")
         kind = type(default[0]) if default else float
         return tuple(_typed(f"{where}[{i}]", v, kind) for i, v in enumerate(value))
     if default is None:  # a nullable number: null (derive it) or a float
@@ -246,13 +253,13 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or key not in known:
-            raise ConfigError(f"config key {key!r} is unknown{did_you_mean(str(key), known)}")
+            raise ConfigError(f"config key {short_repr(key)} is unknown{did_you_mean(str(key), known)}")
     for key, value in {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}.items():
         if key in _SCALARS:
             values[key] = _typed(key, value, _SCALARS[key])
         elif key in _LISTS:
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{key} is {value!r}; expected a list of strings")
+                raise ConfigError(f"{key} is {short_repr(value)}; expected a list of strings")
             values[key] = tuple(value)
         elif key == "data":
             values[key] = None if value is None else _typed(key, value, str)
@@ -284,6 +291,9 @@ def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
         raise ConfigError(f"levels is {config.levels}; expected at least 2 quantization levels")
     if config.samples < 1 or config.batch_size < 1:
         raise ConfigError(f"samples {config.samples} and batch_size {config.batch_size} must be at least 1")
+    if config.samples > MAX_COUNT or config.batch_size > MAX_COUNT:
+        raise ConfigError(f"samples {short_repr(config.samples)} and batch_size {short_repr(config.batch_size)} "
+                          f"must be at most {MAX_COUNT:.0e}; expected a count of samples")
     if config.fail_on not in ("warn", "fail"):
         raise ConfigError(f"fail_on is {config.fail_on!r}; expected 'warn' or 'fail'")
     for key in ("audits", "skip"):
@@ -296,17 +306,12 @@ def load_config(path: str | Path | None, specs: Mapping[str, AuditSpec],
                 overrides: Mapping[str, Any] | None = None,
                 sections: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
     """Read ``path`` with ``yaml.safe_load`` (None: no file) and :func:`parse_config` it."""
-    import yaml
+    from .yamlio import read_yaml
 
     raw: Any = None
     if path is not None:
         file = Path(path)
-        try:
-            raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"config file {str(file)!r} cannot be read: {exc.strerror}") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {file} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raw = read_yaml(file)
         if raw is not None and not isinstance(raw, Mapping):
             raise ConfigError(f"config file {file} holds a {type(raw).__name__}; expected a mapping of keys")
     return parse_config(raw, specs, overrides, sections)

@@ -16,9 +16,14 @@ exits with code 2. Messages say what was given, what was expected, and what to d
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
-from collections.abc import Iterable
+import reprlib
+import unicodedata
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from typing import Any, TypeVar, cast
 
 __all__ = [
     "ConfigError",
@@ -29,20 +34,43 @@ __all__ = [
     "UnsafeCheckpointError",
     "UsageError",
     "clean_text",
+    "clean_tree",
     "did_you_mean",
+    "short_repr",
+    "shorten_middle",
 ]
 
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x9b[0-9;?]*[ -/]*[@-~]"
+                      r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?|\x1b.?")
+T = TypeVar("T")
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 6, 80, 80
+_BREAKS = re.compile(r"[\n\r\t\v\f\x85\u2028\u2029]")
+
+
+def _visible(char: str) -> str:
+    category = unicodedata.category(char)
+    if category == "Cs":  # a lone surrogate (undecodable bytes of a path) cannot be printed
+        return "\ufffd"
+    return "" if category in ("Cc", "Cf") else char
 
 
 def clean_text(text: object, limit: int = 2000) -> str:
-    """Return ``text`` as a string safe for a terminal or a report.
+    """Return ``text`` as one line safe for a terminal, a CI log or a report: the one sanitizer.
 
-    Strings read from checkpoints and exception messages may carry terminal escape sequences
-    (``\\x1b[31m``) put there by whoever made the file; they are removed, newlines become spaces,
-    and the result is cut at ``limit`` characters.
+    Every string that comes from outside innaudit (paths, set names, model and architecture
+    names, exception messages, warnings) passes through here before a renderer or the CLI
+    writes it. Terminal escape sequences (CSI ``\\x1b[31m``, OSC ``\\x1b]...\\x07``) are removed,
+    line breaks (LF, CR, VT, FF, NEL, U+2028/2029) and tabs become spaces, so no outside string
+    can start a line of its own (a GitHub Actions ``::command::`` or a forged log line);
+    control and format characters (C0, C1, DEL, bidi overrides such as U+202E, zero-width
+    characters) are dropped, a lone surrogate becomes U+FFFD; runs of spaces collapse, and the
+    result is cut at ``limit`` characters.
     """
-    flat = _CONTROL.sub("", str(text)).replace("\n", " ").replace("\t", " ")
+    raw = str(text)
+    raw = raw if len(raw) <= 8 * limit + 64 else raw[: 8 * limit + 64]  # bounded work
+    flat = _BREAKS.sub(" ", _ESCAPES.sub("", raw))
+    flat = "".join(_visible(c) if not c.isprintable() or c == "\ufeff" else c for c in flat)
     flat = re.sub(r" {2,}", " ", flat).strip()
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
@@ -52,6 +80,46 @@ def did_you_mean(given: object, known: Iterable[str]) -> str:
     names = list(known)
     close = difflib.get_close_matches(str(given), names, n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(sorted(names))}"
+
+
+def clean_tree(obj: T) -> T:
+    """``obj`` with :func:`clean_text` applied to every string in it (keys included), walking
+    frozen dataclasses, mappings, lists and tuples; enums, numbers and arrays are kept as they
+    are. The CLI passes a Report through it before the console, GitHub and Markdown renderers,
+    so no string from the model, the data or a saved report reaches a terminal or a CI log raw."""
+    return cast(T, _clean(obj, 0))
+
+
+def _clean(obj: Any, depth: int) -> Any:
+    if isinstance(obj, Enum) or depth > 64:
+        return obj
+    if isinstance(obj, str):
+        return clean_text(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {f.name: _clean(getattr(obj, f.name), depth + 1)
+                   for f in dataclasses.fields(obj) if f.init and f.name != "artifacts"}
+        return dataclasses.replace(obj, **changes)
+    if isinstance(obj, Mapping):
+        return {_clean(k, depth + 1): _clean(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clean(v, depth + 1) for v in obj) if type(obj) in (list, tuple) else obj
+    return obj
+
+
+def short_repr(value: object, limit: int = 120) -> str:
+    """A bounded ``repr`` for error messages about values from outside: ``reprlib`` caps the
+    items and depth shown (so a huge or alias-expanded value costs little), then
+    :func:`clean_text` caps the length."""
+    return clean_text(_REPR.repr(value), limit)
+
+
+def shorten_middle(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis in the middle (``/very/lo…/model.pt``),
+    for the console, where the start and the end of a long path or name say the most."""
+    if len(text) <= limit or limit < 5:
+        return text
+    head = (limit - 1) // 2
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
 
 
 class InnauditError(Exception):

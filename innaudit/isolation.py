@@ -1,7 +1,7 @@
 """Loading and auditing in a child process with a wall-clock limit and a memory limit.
 
 ``signal.alarm`` cannot interrupt a long C++ operation, a failed CPU allocation may end in the
-kernel's OOM killer, and a hostile file may hang the loader (``security.md`` 4.4, 4.5). So
+kernel's OOM killer, and a hostile file may hang the loader . So
 ``innaudit run --timeout S --max-memory SIZE`` runs the whole job in a ``spawn``-ed child in its
 own process group, with ``RLIMIT_AS`` set, and streams events to the parent::
 
@@ -22,7 +22,10 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import InnauditError, LoadError, clean_text
@@ -43,55 +46,128 @@ class _Pipe:
         self.last: dict[tuple[str, str], float] = {}
 
     def run_started(self, header: RunHeader) -> None:
-        self.conn.send(("header", header))
+        _send(self.conn, ("header", header))
 
     def audit_started(self, audit_id: str, title: str) -> None:
-        self.conn.send(("started", audit_id, title))
+        _send(self.conn, ("started", audit_id, title))
 
     def progress(self, audit_id: str, dataset: str, done: int, total: int) -> None:
         now = time.monotonic()
         if done >= total or now - self.last.get((audit_id, dataset), 0.0) > 0.1:
             self.last[(audit_id, dataset)] = now
-            self.conn.send(("progress", audit_id, dataset, done, total))
+            _send(self.conn, ("progress", audit_id, dataset, done, total))
 
     def audit_finished(self, result: AuditResult) -> None:
-        self.conn.send(("audit", result))
+        _send(self.conn, ("audit", result))
 
 
-def _child(conn: Any, job: Job) -> None:
-    """Entry point of the child process."""
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``), and exit
+    at once if the parent is already gone; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import ctypes.util
+
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    if os.getppid() != parent_pid:
+        os._exit(2)
+
+
+def _send(conn: Any, event: tuple[Any, ...]) -> None:
+    """Send an event; a parent that went away ends the child quietly (no BrokenPipe traceback)."""
+    try:
+        conn.send(event)
+    except (OSError, EOFError, ValueError):
+        os._exit(2)
+
+
+def _child(conn: Any, job: Job, parent_pid: int | None = None) -> None:
+    """Entry point of the child process. It never returns and never prints a traceback: every
+    way out (done, a load error, any exception, ``SystemExit`` from a library) is one event for
+    the parent, then ``os._exit``."""
     os.setsid()
+    _die_with_parent(parent_pid if parent_pid is not None else os.getppid())
+    code = 0
+    try:
+        _job(conn, job)
+    except InnauditError as exc:
+        _send(conn, ("error", str(exc)))
+    except MemoryError:
+        _send(conn, ("error", f"the job ran out of its {job.max_memory} byte memory limit while loading"))
+    except Exception as exc:  # never a traceback on the user's terminal, from the child either
+        _send(conn, ("error", clean_text(f"internal error in the audit process: {type(exc).__name__}: {exc}", 300)))
+    except BaseException as exc:  # SystemExit from a library, a stray KeyboardInterrupt
+        _send(conn, ("crash", clean_text(f"the model raised {type(exc).__name__}({exc})", 300)))
+        code = 2
+    with contextlib.suppress(Exception):
+        conn.close()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _job(conn: Any, job: Job) -> None:
     if job.max_memory:
         import resource
 
-        resource.setrlimit(resource.RLIMIT_AS, (job.max_memory, job.max_memory))
-    try:
-        execute(job, _Pipe(conn))
-        conn.send(("done", None))
-    except InnauditError as exc:
-        conn.send(("error", str(exc)))
-    except MemoryError:
-        conn.send(("error", f"the job ran out of its {job.max_memory} byte memory limit while loading"))
-    except Exception as exc:  # never a traceback on the user's terminal, from the child either
-        conn.send(("error", clean_text(f"internal error in the audit process: {type(exc).__name__}: {exc}", 300)))
-    finally:
-        conn.close()
+        try:
+            resource.setrlimit(resource.RLIMIT_AS, (job.max_memory, job.max_memory))
+        except (ValueError, OSError) as exc:
+            raise InnauditError(f"--max-memory {job.max_memory} cannot be set as this process's memory "
+                                f"limit ({exc}); give a smaller size") from None
+    execute(job, _Pipe(conn))
+    _send(conn, ("done", None))
 
 
-def _kill(process: Any) -> None:
+def _kill(process: Any, signum: int = signal.SIGTERM) -> None:
+    """Send ``signum`` to the child's process group, wait :data:`GRACE_S`, then SIGKILL it."""
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
         return
     process.join(GRACE_S)
     if process.is_alive():
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         process.join()
 
 
+class _Signalled(Exception):
+    """SIGTERM or SIGHUP reached the parent while the child ran."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise(signum: int, frame: Any) -> None:
+    raise _Signalled(signum)
+
+
+@contextlib.contextmanager
+def _catching(signals: tuple[int, ...]) -> Iterator[None]:
+    """Turn ``signals`` into :class:`_Signalled` while the child runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _raise) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def run_isolated(job: Job, timeout: float | None, observer: Any) -> Report:
     """Run ``job`` in a child; return its Report, or a partial one if it is stopped or dies.
+
+    SIGTERM and SIGHUP sent to this process are forwarded to the child's process group (then
+    SIGKILL after :data:`GRACE_S`), and the run ends with the partial report and exit 2;
+    Ctrl-C (KeyboardInterrupt) kills the group the same way and stays "interrupted". The
+    child dies with this process (``PR_SET_PDEATHSIG``) if this one is killed outright.
 
     Raises:
         InnauditError: the model or data could not be loaded (the child's one-line message),
@@ -99,15 +175,20 @@ def run_isolated(job: Job, timeout: float | None, observer: Any) -> Report:
     """
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(child, job), daemon=True)
+    process = context.Process(target=_child, args=(child, job, os.getpid()), daemon=True)
     deadline = None if timeout is None else time.monotonic() + timeout
-    process.start()
-    child.close()
     state = _State()
-    try:
-        reason = _pump(parent, process, deadline, observer, state, timeout)
-    finally:
-        _kill(process)
+    signum: int = signal.SIGTERM
+    with _catching((signal.SIGTERM, signal.SIGHUP)):
+        try:
+            process.start()
+            child.close()
+            reason = _pump(parent, process, deadline, observer, state, timeout)
+        except _Signalled as exc:
+            signum = exc.signum
+            reason = f"stopped by {exc}"
+        finally:
+            _kill(process, signum)
     return state.report(reason)
 
 
@@ -119,6 +200,7 @@ class _State:
         self.results: list[AuditResult] = []
         self.running: tuple[str, str] | None = None
         self.finished = False
+        self.crash: str | None = None
 
     def handle(self, event: tuple[Any, ...], observer: Any) -> None:
         kind = event[0]
@@ -137,10 +219,14 @@ class _State:
             self.finished = True
         elif kind == "error":
             raise InnauditError(event[1])
+        elif kind == "crash":
+            self.crash = event[1]
+            self.finished = True
 
     def report(self, reason: str | None) -> Report:
         from .runner import assemble
 
+        reason = reason or self.crash
         if self.header is None:
             raise LoadError(f"the model could not be loaded: {reason or 'the child process ended early'}")
         results = list(self.results)

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import ConfigError, did_you_mean
+from .errors import ConfigError, did_you_mean, short_repr
 from .results import AuditResult, Report, SetResult, Status, worst
 
 __all__ = ["Waiver", "apply_waivers", "clock", "parse_waivers"]
@@ -67,12 +67,12 @@ def _date(where: str, value: Any) -> dt.date:
             return dt.date.fromisoformat(value)
         except ValueError:
             pass
-    raise ConfigError(f"{where} is {value!r}; expected a date YYYY-MM-DD")
+    raise ConfigError(f"{where} is {short_repr(value)}; expected a date YYYY-MM-DD")
 
 
 def _one(where: str, raw: Any, audits: Sequence[str]) -> Waiver:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where} is {raw!r}; expected a mapping with audit, set, reason, expires")
+        raise ConfigError(f"{where} is {short_repr(raw)}; expected a mapping with audit, set, reason, expires")
     unknown = sorted(set(map(str, raw)) - {"audit", "set", "reason", "expires"})
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]} is not a waiver key; expected audit, set, reason, expires")
@@ -81,11 +81,11 @@ def _one(where: str, raw: Any, audits: Sequence[str]) -> Waiver:
             raise ConfigError(f"{where} has no {key}; a waiver needs audit, reason and expires (set is optional)")
     audit, dataset, reason = raw["audit"], raw.get("set"), raw["reason"]
     if not isinstance(audit, str) or audit not in audits:
-        raise ConfigError(f"{where}.audit {audit!r} is not an audit{did_you_mean(audit, audits)}")
+        raise ConfigError(f"{where}.audit {short_repr(audit)} is not an audit{did_you_mean(audit, audits)}")
     if dataset is not None and not isinstance(dataset, str):
-        raise ConfigError(f"{where}.set is {dataset!r}; expected a set name")
+        raise ConfigError(f"{where}.set is {short_repr(dataset)}; expected a set name")
     if not isinstance(reason, str) or not reason.strip():
-        raise ConfigError(f"{where}.reason is {reason!r}; expected a sentence saying why")
+        raise ConfigError(f"{where}.reason is {short_repr(reason)}; expected a sentence saying why")
     return Waiver(audit, dataset, reason.strip(), _date(f"{where}.expires", raw["expires"]))
 
 
@@ -94,7 +94,7 @@ def parse_waivers(raw: Any, audits: Sequence[str]) -> tuple[Waiver, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, (list, tuple)):
-        raise ConfigError(f"waivers is {raw!r}; expected a list of {{audit, set, reason, expires}}")
+        raise ConfigError(f"waivers is {short_repr(raw)}; expected a list of {{audit, set, reason, expires}}")
     return tuple(_one(f"waivers[{i}]", item, audits) for i, item in enumerate(raw))
 
 

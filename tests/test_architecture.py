@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "innaudit"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("_version", "errors", "metrics", "seeding", "atomic", "domain", "stats", "text"),
     ("results",),
-    ("config", "config_template", "gate", "waivers", "baseline", "report_json", "report_io"),
+    ("yamlio", "config", "config_template", "gate", "waivers", "baseline", "report_json"),
     ("safeio", "model", "linalg", "lipschitz", "latent", "integrity"),
     ("zoo",),
     ("loading",),

@@ -7,7 +7,8 @@ The search itself (region, objectives, sign-gradient ascent, random search) is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -189,6 +190,11 @@ class Attack(Audit):
             return "no in-distribution data set to start the attack from (give --data)"
         return None
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Objective known, counts at least 1, epsilon and step size positive."""
+        _check_values(options)
+
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
         """One measurement, on the first in-distribution set."""
         options = _checked(ctx)
@@ -268,6 +274,12 @@ def _cat(a: AttackResult | None, b: AttackResult) -> AttackResult:
 
 def _checked(ctx: AuditContext) -> dict[str, object]:
     o = {k: ctx.option(k) for k in Attack.options}
+    _check_values(o)
+    return o
+
+
+def _check_values(o: Mapping[str, Any]) -> None:
+    """Refuse impossible attack settings (ConfigError), with the config, before any audit runs."""
     if o["objective"] not in OBJECTIVES:
         raise ConfigError(f"attack.objective is {o['objective']!r}; expected one of {', '.join(OBJECTIVES)}")
     for key in ("samples", "steps", "restarts"):
@@ -277,7 +289,6 @@ def _checked(ctx: AuditContext) -> dict[str, object]:
         raise ConfigError(f"attack.epsilon is {o['epsilon']}; expected a positive radius (or null)")
     if not float(o["step_size"]) > 0:
         raise ConfigError(f"attack.step_size is {o['step_size']}; expected a positive share of epsilon")
-    return o
 
 
 def _gradient_free(ctx: AuditContext, x: Tensor) -> str:

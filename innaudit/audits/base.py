@@ -97,6 +97,12 @@ class Audit(ABC):
         """Why this audit does not apply to the model or data (None when it applies)."""
         return None
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Refuse impossible option values (ConfigError) when the config is read, before any
+        audit runs; the default accepts every value of the right type."""
+        del options  # nothing to check by default
+
     @abstractmethod
     def run(self, ctx: AuditContext) -> Iterable[Measurement]:
         """Measure, yielding one Measurement per set."""
@@ -126,7 +132,7 @@ def register(cls: type[Audit]) -> type[Audit]:
 
 def specs() -> dict[str, AuditSpec]:
     """The configuration view of every registered audit, in registry order."""
-    return {aid: AuditSpec(aid, dict(c.thresholds), dict(c.options), c.metrics)
+    return {aid: AuditSpec(aid, dict(c.thresholds), dict(c.options), c.metrics, c.check_options)
             for aid, c in REGISTRY.items()}
 
 

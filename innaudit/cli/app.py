@@ -31,8 +31,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                         standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except SystemExit as exc:  # click never raises it here: a library called sys.exit mid-run
+        err(f"error: something the model uses called sys.exit({clean_text(repr(exc.code), 40)}) during "
+            "the run; no verdict (exit 2)")
+        code = 2
+    except click.ClickException as exc:  # its message may quote what the user typed: sanitized
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            click.echo(f"{exc.ctx.get_usage()}\nTry '{exc.ctx.command_path} -h' for help.\n", err=True)
+        err(f"Error: {exc.format_message()}")
         code = 2
     except (click.Abort, KeyboardInterrupt):
         err("innaudit: interrupted; no verdict (exit 2)")
@@ -46,5 +52,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         err(f"internal error: {clean_text(f'{type(exc).__name__}: {exc}', 300)} "
              "(run with -vv for the traceback)")
         code = 2
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if argv is None:
+        _leave_strays(code)
+    sys.exit(code)
+
+
+def _leave_strays(code: int) -> None:
+    """Exit now, with ``code``, when a model left non-daemon threads running: Python would wait
+    for them forever after the report was written (only for the real process, not in-process
+    callers that pass ``argv``)."""
+    import os
+    import threading
+
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 

@@ -46,7 +46,10 @@ def init(path: str, force: bool) -> None:
     target = Path(path)
     if target.exists() and not force:
         raise UsageError(f"{path} exists; pass --force to overwrite it")
-    write_atomic(target, default_config_text(specs()))
+    try:
+        write_atomic(target, default_config_text(specs()))
+    except OSError as exc:
+        raise UsageError(f"cannot write {path!r}: {exc.strerror}; choose a writable folder") from None
     err(f"wrote {path}")
 
 

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import UsageError
+from ..errors import UsageError, clean_text, clean_tree
 
 if TYPE_CHECKING:
     from ..results import Report
 
-__all__ = ["STATE", "ProgressObserver", "color", "err", "parse_outputs", "width", "write_outputs"]
+__all__ = ["STATE", "ProgressObserver", "check_targets", "color", "err", "input_paths", "parse_outputs",
+           "width", "write_outputs"]
 
 STATE = {"verbose": 0}
 """``-v`` count of the running command, read by the entry point for ``-vv`` tracebacks."""
 
 
 def err(message: str) -> None:
-    """One line on stderr."""
-    click.echo(message, err=True)
+    """One line on stderr, sanitized (:func:`~innaudit.errors.clean_text`): a path or message
+    from outside can neither break the line nor carry terminal escapes."""
+    click.echo(clean_text(message, 4000), err=True)
 
 
 def parse_outputs(values: Sequence[str]) -> list[tuple[str, Path | None]]:
@@ -46,24 +51,108 @@ def parse_outputs(values: Sequence[str]) -> list[tuple[str, Path | None]]:
     return outputs
 
 
+TEXT_FORMATS = ("console", "github", "markdown")
+"""Formats read by terminals and CI logs: every string of the report is sanitized for them."""
+
+
 def write_outputs(report: Report, outputs: list[tuple[str, Path | None]], quiet: bool) -> None:
-    from ..atomic import write_atomic
+    from ..atomic import write_target
     from ..render import RENDERERS, console
 
+    clean = clean_tree(report) if any(fmt in TEXT_FORMATS for fmt, _ in outputs) else report
     for fmt, path in outputs:
+        shown = clean if fmt in TEXT_FORMATS else report
         if fmt == "console":
-            text = console.render(report, color=path is None and color(), width=width(),
+            text = console.render(shown, color=path is None and color(), width=width(),
                                   verbose=STATE["verbose"] > 0)
         else:
-            text = RENDERERS[fmt](report)
+            text = RENDERERS[fmt](shown)
         if path is None:
             if not quiet:
                 click.echo(text, nl=False, color=True if fmt == "console" and color() else None)
         else:
             try:
-                write_atomic(path, text)
+                write_target(path, text)
             except OSError as exc:
                 raise UsageError(f"cannot write {fmt} report to {str(path)!r}: {exc.strerror}") from None
+
+
+def input_paths(model: str | None, files: Iterable[str | None], specs: Iterable[str | None]) -> list[Path]:
+    """The files a run reads: MODEL (or the file of ``file.py:callable``), ``files`` as given
+    (weights, config, baseline...), and the files named by data SPECs (``[NAME=]x.npz:key``)."""
+    from ..data import split_name
+    from ..safeio.arrays import split_file_spec
+
+    found = [Path(p) for p in (model, (model or "").rpartition(":")[0], *files) if p]
+    for spec in filter(None, specs):
+        named = split_file_spec(split_name(spec.strip())[1])
+        if named is not None:
+            found.append(named[0])
+    return [p for p in found if p.exists()]
+
+
+def _identity(path: Path) -> tuple[object, ...]:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ("path", os.path.realpath(path))
+    return ("inode", info.st_dev, info.st_ino)
+
+
+def _check_one(fmt: str, path: Path) -> None:
+    """Refuse a target that cannot take a report, before any audit runs."""
+    from ..atomic import direct_target
+
+    where = f"-o {fmt}={clean_text(path, 300)!r}"
+    try:
+        info: os.stat_result | None = os.stat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot be checked ({exc.strerror})") from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{where} is a folder; expected a file path")
+    if direct_target(path):
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"{where} is a device or FIFO that cannot be written (permission denied)")
+        return
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{where} is neither a regular file, a character device nor a FIFO; "
+                         "expected a file path")
+    folder = Path(os.path.realpath(path)).parent
+    try:  # the report is renamed into place: the folder itself must take a new file
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot write in folder {clean_text(folder, 300)!r} "
+                         f"({exc.strerror}); choose a writable folder") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def check_targets(outputs: Sequence[tuple[str, Path | None]], inputs: Sequence[Path] = ()) -> None:
+    """Check every ``-o FORMAT=PATH`` before the run: each writable, none an input, none twice.
+
+    A regular file or a new path is written atomically; a character device or FIFO (also
+    behind a symlink such as ``/dev/stdout``) is written in place; a symlink to a file keeps the
+    link and replaces the file it points to. Raises UsageError (exit 2) for a folder, a socket,
+    an unwritable folder, a path given for two formats, or a file this run reads (model,
+    weights, data, config): a report must never overwrite what it audits.
+    """
+    read = {_identity(p): p for p in inputs}
+    seen: dict[tuple[object, ...], str] = {}
+    for fmt, path in outputs:
+        if path is None:
+            continue
+        _check_one(fmt, path)
+        key = _identity(path)
+        if key in read:
+            raise UsageError(f"-o {fmt}={clean_text(path, 300)!r} is {clean_text(read[key], 300)!r}, "
+                             "an input of this run; write the report elsewhere")
+        if key in seen:
+            raise UsageError(f"-o {fmt}={clean_text(path, 300)!r}: the {seen[key]} report goes to the same "
+                             "file; give each format its own path")
+        seen[key] = fmt
 
 
 def color() -> bool:
@@ -108,7 +197,10 @@ class ProgressObserver:
     def progress(self, audit_id: str, dataset: str, done: int, total: int) -> None:
         key = (audit_id, dataset)
         if key not in self.tasks:
-            self.tasks[key] = self.bars.add_task(f"{audit_id} {dataset}", total=total)
+            from rich.markup import escape
+
+            label = escape(clean_text(f"{audit_id} {dataset}", 60))  # a set name is not markup
+            self.tasks[key] = self.bars.add_task(label, total=total)
         self.bars.update(self.tasks[key], completed=done)
 
     def audit_finished(self, result: Any) -> None:

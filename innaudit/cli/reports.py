@@ -10,7 +10,7 @@ import click
 from ..baseline import ABS_TOL, REL_TOL
 from ..errors import UsageError
 from .app import cli
-from .output import color, err, parse_outputs, width, write_outputs
+from .output import check_targets, color, err, input_paths, parse_outputs, width, write_outputs
 
 if TYPE_CHECKING:
     from ..results import Report
@@ -50,6 +50,7 @@ def render(report_path: str, outputs: tuple[str, ...]) -> None:
     from ..report_json import load_report
 
     targets = parse_outputs(outputs)
+    check_targets(targets, input_paths(None, (report_path,), ()))
     write_outputs(load_report(report_path), targets, quiet=False)
 
 
@@ -67,6 +68,7 @@ def compare(base_path: str, new_path: str, fail_on_regression: bool, rel_tol: fl
     from ..report_json import load_report
 
     targets = parse_outputs(outputs)
+    check_targets(targets, input_paths(None, (base_path, new_path), ()))
     base, new = load_report(base_path, "baseline"), load_report(new_path, "report")
     report = compared(base, new, base_path, rel_tol, abs_tol, fail_on_regression)
     comparison = report.comparison

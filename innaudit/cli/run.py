@@ -11,7 +11,7 @@ import click
 from ..baseline import ABS_TOL, REL_TOL
 from ..errors import UsageError
 from .app import EXIT_HELP, cli
-from .output import STATE, ProgressObserver, err, parse_outputs, write_outputs
+from .output import STATE, ProgressObserver, check_targets, err, input_paths, parse_outputs, write_outputs
 from .reports import compared, load_baseline
 
 if TYPE_CHECKING:
@@ -89,8 +89,10 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
         sections["precision"] = {"required": require_precision}
     witness_dir = _witness_dir(save_witnesses)
     config = load_config(config_path, specs(), overrides, sections)
-    if timeout is not None and timeout <= 0:
-        raise UsageError(f"--timeout {timeout:g} must be positive (seconds)")
+    check_targets(targets, input_paths(model, (weights, config_path), (config.data, *config.ood, condition)))
+    if timeout is not None and not 0 < timeout < float("inf"):
+        raise UsageError(f"--timeout {timeout:g} must be a positive, finite number of seconds")
+    _check_device(config.device)
     from ..orchestration import Job
 
     job = Job(model, config, weights, weights_key, trust_checkpoint, _size(max_memory), condition)
@@ -152,6 +154,24 @@ def _save_witnesses(report: Report, folder: Path) -> None:
     err(f"wrote {len(art['witnesses'])} witness(es) to {folder}")
 
 
+def _check_device(device: str) -> None:
+    """Refuse a device this torch cannot use before anything is loaded (one line, exit 2)."""
+    import torch
+
+    from ..errors import clean_text
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        kind = ""
+    if kind not in ("cpu", "cuda", "mps", "xpu", "meta"):
+        return  # not a device at all: the loader's own message says so
+    usable = kind == "cpu" or (kind == "cuda" and torch.cuda.is_available())
+    if not usable:
+        raise UsageError(f"device {clean_text(device, 40)!r} is not available to this torch; expected cpu"
+                         + (" or cuda[:N]" if torch.cuda.is_available() else " (no CUDA device found)"))
+
+
 def _size(text: str | None) -> int | None:
     """``"4G"``, ``"512M"``, ``"2GiB"``, ``"1000000"`` -> bytes."""
     if text is None:
@@ -163,8 +183,8 @@ def _size(text: str | None) -> int | None:
         value = float(body[: len(body) - len(unit)]) * units[unit]
     except ValueError:
         value = -1
-    if value < (64 << 20):
-        raise UsageError(f"--max-memory {text!r} is not a size of at least 64M; expected e.g. 4G or 512M")
+    if not (64 << 20) <= value <= (1 << 50):
+        raise UsageError(f"--max-memory {text!r} is not a size between 64M and 1P; expected e.g. 4G or 512M")
     return int(value)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ def _builtin_dataset(name: str | None, spec: str, role: Role, domain: DataDomain
 
 def _file_dataset(name: str, spec: str, role: Role, path: Path, key: str | None,
                   domain: DataDomain, samples: int) -> Dataset:
-    return array_dataset(name, read_array(path, key), role, domain, samples, spec=spec, source=str(path))
+    return array_dataset(name, read_array(path, key, samples), role, domain, samples, spec=spec, source=str(path))
 
 
 def array_dataset(name: str, array: np.ndarray | torch.Tensor, role: Role, domain: DataDomain,
@@ -110,12 +111,24 @@ def array_dataset(name: str, array: np.ndarray | torch.Tensor, role: Role, domai
             else array[start:stop]
         return chunk.to(torch.float32).reshape(stop - start, *domain.shape)
 
-    bad = sum(int((~torch.isfinite(make(s, min(s + 4096, size)))).sum()) for s in range(0, size, 4096))
-    if bad:
-        raise DataError(f"{source} holds {bad} NaN/Inf values in its first {size} samples; the "
-                        "inputs of a round trip must be finite")
+    for s in range(0, size, 4096):
+        _finite(array[s:min(s + 4096, size)], make(s, min(s + 4096, size)), source, size)
     described = spec or f"<{type(array).__name__} {tuple(array.shape)}>"
     return Dataset(name, described, role, size, make, note)
+
+
+def _finite(raw: Any, chunk: torch.Tensor, source: str, size: int) -> None:
+    """Refuse NaN/Inf in a chunk, telling a stored NaN/Inf from a finite value too big for float32."""
+    if bool(torch.isfinite(chunk).all()):
+        return
+    stored = torch.from_numpy(np.array(raw)) if isinstance(raw, np.ndarray) else raw
+    if bool(torch.isfinite(stored).all()):
+        big = float(stored.abs().max())
+        raise DataError(f"{source} holds values up to {big:.3g} in its first {size} samples, beyond "
+                        "float32's 3.4e38; rescale the data so a float32 model can take it")
+    bad = int((~torch.isfinite(stored)).sum())
+    raise DataError(f"{source} holds {bad} NaN/Inf values in its first {size} samples; the "
+                    "inputs of a round trip must be finite")
 
 
 def _numeric(array: object, source: str) -> np.ndarray | torch.Tensor:
@@ -132,6 +145,20 @@ def _numeric(array: object, source: str) -> np.ndarray | torch.Tensor:
                     "array or a data SPEC string")
 
 
+def _finite(raw: Any, chunk: torch.Tensor, path: Path, size: int) -> None:
+    """Refuse NaN/Inf in a chunk, telling a stored NaN/Inf from a finite value too big for float32."""
+    if bool(torch.isfinite(chunk).all()):
+        return
+    stored = torch.from_numpy(np.array(raw)) if isinstance(raw, np.ndarray) else raw
+    if bool(torch.isfinite(stored).all()):
+        big = float(stored.abs().max())
+        raise DataError(f"{path} holds values up to {big:.3g} in its first {size} samples, beyond "
+                        "float32's 3.4e38; rescale the data so a float32 model can take it")
+    bad = int((~torch.isfinite(stored)).sum())
+    raise DataError(f"{path} holds {bad} NaN/Inf values in its first {size} samples; the "
+                    "inputs of a round trip must be finite")
+
+
 def domain_from_file(text: str) -> DataDomain:
     """A domain for a model that declares none: the shape of a data file, its range snapped to a
     standard one and its quantization levels (see :func:`inferred_domain`)."""
@@ -146,7 +173,7 @@ def inferred_domain(text: str) -> tuple[DataDomain, str]:
     if file_spec is None:
         raise DataError(f"--data {spec!r} is not a file, so it cannot tell the model's input shape; "
                         "give a .npy/.npz/.pt file or set input_shape on the module")
-    return inferred_array_domain(read_array(*file_spec), Path(file_spec[0]).stem, str(file_spec[0]))
+    return inferred_array_domain(read_array(*file_spec, 4096), Path(file_spec[0]).stem, str(file_spec[0]))
 
 
 def inferred_array_domain(array: np.ndarray | torch.Tensor, name: str,

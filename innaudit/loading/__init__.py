@@ -156,7 +156,7 @@ def _from_file(path: Path, trust: bool, fallback: Callable[[], DataDomain] | Non
                            (warning, *adapted.warnings))
     target.update(sha256=file_sha256(path), size=path.stat().st_size)
     if is_native(obj):
-        module, arch, domain, provenance = parse_native(obj)
+        module, arch, domain, provenance = parse_native(obj, limits.max_bytes if limits else None)
         target.update(loader="native", architecture=arch, provenance=provenance)
         return LoadedModel(adapt_module(module, domain, {"file": str(path)}, arch), target)
     return _not_a_model(path, obj)

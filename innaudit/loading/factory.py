@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import LoadError, clean_text
-from ..safeio.checkpoint import load_weights_only
+from ..errors import LoadError, UnsafeCheckpointError, clean_text
+from ..safeio.checkpoint import TRUST_HINT, load_weights_only
 from ..safeio.preflight import Limits
 from .native import is_native
 
@@ -53,7 +53,9 @@ def resolve_factory(spec: str) -> tuple[Any, str]:
                         f"{', '.join(found[:12]) or 'none'}")
     try:
         return factory(), kind
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit from a factory is a load error, never exit 0
         raise LoadError(f"factory {spec} raised {type(exc).__name__}: {exc}") from None
 
 
@@ -68,7 +70,9 @@ def _import_file(path: Path) -> Any:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # SystemExit at import time too
         raise LoadError(f"importing {path} raised {type(exc).__name__}: {exc}") from None
     return module
 
@@ -114,6 +118,10 @@ def select_state_dict(obj: Any, key: str | None, source: str) -> dict[str, torch
     raise LoadError(f"{source} holds a {type(obj).__name__}; expected a state dict of tensors")
 
 
+WEIGHTS_HINT = ("a weights file needs no code: save it with torch.save(model.state_dict()) or as "
+                "safetensors (--trust-checkpoint applies to MODEL only)")
+
+
 def _read_weights(path: Path, limits: Limits | None) -> Any:
     """A ``.safetensors`` file through its own checked reader, anything else weights-only."""
     from ..safeio.checkpoint import FileFormat, sniff_format
@@ -122,7 +130,10 @@ def _read_weights(path: Path, limits: Limits | None) -> Any:
         from .safetensors_io import read_safetensors
 
         return read_safetensors(path, limits)
-    return load_weights_only(path, limits=limits)
+    try:
+        return load_weights_only(path, limits=limits)
+    except UnsafeCheckpointError as exc:  # --trust-checkpoint does not apply to --weights
+        raise UnsafeCheckpointError(str(exc).replace(TRUST_HINT, WEIGHTS_HINT)) from None
 
 
 def load_state_dict_into(module: nn.Module, path: Path, key: str | None,

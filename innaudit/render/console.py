@@ -29,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..diagnosis import Diagnosis, diagnose
+from ..errors import clean_text, shorten_middle
 from ..results import AuditResult, Report, SetResult, Status, lookup
 from .common import Finding, findings, fmt, percent
 
@@ -164,7 +165,8 @@ def _header(report: Report) -> list[str]:
     target, run = report.target, report.run
     domain = lookup(target, "info.domain") or {}
     levels = "" if domain.get("levels") is None else f", {domain.get('levels')} levels"
-    first = [f"innaudit {target.get('model', '?')}", f"sha256 {str(target.get('sha256', '-'))[:12]}",
+    model = shorten_middle(clean_text(target.get("model", "?")), 60)  # the JSON keeps it whole
+    first = [f"innaudit {model}", f"sha256 {str(target.get('sha256', '-'))[:12]}",
              f"loader {target.get('loader', '-')}"]
     second = [f"input {tuple(domain.get('shape', ()))} in [{domain.get('low')}, {domain.get('high')}]{levels}",
               f"latent {tuple(target.get('latent_shape', ()))}", f"seed {run.get('seed')}",

@@ -103,6 +103,10 @@ def check_structure(obj: Any, limits: Limits, path: Path) -> None:
 
 
 def _tensor_bytes(t: torch.Tensor, path: Path) -> int:
+    if t.layout != torch.strided:
+        raise LoadError(f"{path} holds a {str(t.layout).removeprefix('torch.')} tensor of shape "
+                        f"{tuple(t.shape)}; innaudit reads dense tensors only (call .to_dense() "
+                        "before torch.save)")
     logical = t.numel() * t.element_size()
     if t.numel() > 1 and any(s == 0 and n > 1 for s, n in zip(t.stride(), t.shape)):
         raise LoadError(f"{path} holds a stride-0 tensor of shape {tuple(t.shape)} over "

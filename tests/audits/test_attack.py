@@ -158,10 +158,12 @@ def test_epsilon_option_is_nullable_float_and_validated() -> None:
     assert Attack.options["epsilon"] is None
 
 
-def test_bad_objective_is_an_error_not_a_pass(levels_file: str) -> None:
-    report = audit(PLANTED, data=levels_file, ood=["uniform"], config={"audits": ["attack"],
-                                                              "attack": {"objective": "nope"}})
-    assert report.audits[0].status is Status.ERROR and report.exit_code is ExitCode.NO_VERDICT
+def test_bad_objective_is_refused_before_any_audit_runs(levels_file: str) -> None:
+    from innaudit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"attack\.objective"):
+        audit(PLANTED, data=levels_file, ood=["uniform"], config={"audits": ["attack"],
+                                                                  "attack": {"objective": "nope"}})
 
 
 def test_witnesses_round_trip_through_the_cli(run_cli, levels_file: str, tmp_path: Path) -> None:

@@ -144,3 +144,56 @@ def test_the_environment_cannot_turn_the_safe_loader_off(tmp_path: Path, value: 
         load_model(str(path))
     assert not marker.exists()
     del pickle
+
+
+# -- round 2: the sanitizer, YAML and .npz readers on arbitrary input -----------------------------
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_clean_text_of_any_string_is_one_printable_line(text: str) -> None:
+    import unicodedata
+
+    from innaudit.errors import clean_text
+
+    out = clean_text(text)
+    bad = {"Cc", "Cf", "Cs", "Zl", "Zp"}  # controls, format (bidi, zero-width), surrogates, breaks
+    assert not [c for c in out if unicodedata.category(c) in bad], repr(out)
+    out.encode("utf-8")
+    assert clean_text(out) == out, "sanitizing twice changes nothing"
+
+
+YAML_ALPHABET = st.sampled_from([*"ab:-&*[]{},' \n\"!#|>%@`?0129.", "\t", "\x1b", "\u2028"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(YAML_ALPHABET, max_size=80))
+def test_any_yaml_text_is_a_config_or_one_config_error(tmp_path: Path, text: str) -> None:
+    from innaudit.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_config(path, specs())
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 2100
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=400), st.integers(0, 3))
+def test_any_npz_bytes_give_an_array_or_one_data_error(tmp_path: Path, data: bytes, cut: int) -> None:
+    import io
+
+    import numpy as np
+    from innaudit.safeio.arrays import read_array
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=np.arange(40, dtype=np.float32).reshape(10, 4))
+    good = buffer.getvalue()
+    path = tmp_path / "f.npz"
+    blob = [data, good[: len(good) * cut // 4] + data, good[:64] + data + good[64:], good][cut]
+    path.write_bytes(blob)
+    try:
+        array = read_array(path, "x", 5)
+    except DataError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert array.shape[0] <= 5

@@ -11,6 +11,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -206,3 +207,79 @@ def test_a_writer_killed_mid_write_leaves_the_previous_report_intact(tmp_path: P
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert json.loads(report.read_text()) == {"status": "old"}
+
+
+# -- round 2: each former "internal error" or misleading message is one specific line, exit 2 ---
+def _lesser_inputs(tmp_path: Path) -> dict[str, tuple[object, ...]]:
+    import numpy as np
+
+    from tests.conftest import FIXTURE_MODELS
+
+    model = f"{FIXTURE_MODELS}:exact"
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4), dtype=np.float32))
+    np.save(tmp_path / "f128.npy", np.zeros((4, 4), dtype=np.longdouble))
+    np.save(tmp_path / "huge.npy", np.full((4, 4), 1e300))
+    torch.save(torch.eye(4).to_sparse(), tmp_path / "sparse.pt")
+    torch.save(torch.zeros(4, 4, dtype=torch.complex64), tmp_path / "complex.pt")
+    (tmp_path / "folder.npy").mkdir()
+    os.mkfifo(tmp_path / "fifo.npy")
+    (tmp_path / "bad.json").write_text('{"a":')
+    (tmp_path / "date.yaml").write_text("waivers:\n  - {audit: roundtrip, reason: r, expires: 2099-13-45}\n")
+    (tmp_path / "dup.yaml").write_text("seed: 1\nseed: 2\n")
+    (tmp_path / "many.yaml").write_text("samples: 1000000000000000000000\n")
+    torch.save({"x": _Payload()}, tmp_path / "code.pt")
+    fast = ("--samples", "8", "--audit", "roundtrip")
+    return {
+        "empty set": ("run", model, "--data", tmp_path / "empty.npy", *fast),
+        "float128": ("run", model, "--data", tmp_path / "f128.npy", *fast),
+        "sparse .pt": ("run", model, "--data", tmp_path / "sparse.pt", *fast),
+        "complex .pt": ("run", model, "--data", tmp_path / "complex.pt", *fast),
+        "folder as data": ("run", model, "--data", tmp_path / "folder.npy", *fast),
+        "fifo as data": ("run", model, "--data", tmp_path / "fifo.npy", *fast),
+        "finite 1e300": ("run", model, "--data", tmp_path / "huge.npy", *fast),
+        "impossible date": ("run", model, "--config", tmp_path / "date.yaml", *fast),
+        "duplicate key": ("run", model, "--config", tmp_path / "dup.yaml", *fast),
+        "samples 1e21": ("run", model, "--config", tmp_path / "many.yaml"),
+        "timeout nan": ("run", model, "--timeout", "nan", *fast),
+        "device mps": ("run", model, "--device", "mps", *fast),
+        "max-memory 1e30": ("run", model, "--max-memory", "1e30", *fast),
+        "malformed json": ("render", tmp_path / "bad.json"),
+        "init read-only": ("init", "/proc/innaudit.yaml"),
+        "pickle as data": ("run", model, "--data", tmp_path / "code.pt", *fast),
+        "pickle as weights": ("run", model, "--weights", tmp_path / "code.pt", *fast),
+    }
+
+
+_EXPECTED = {"empty set": "no samples", "float128": "float64 or float32", "sparse .pt": "dense",
+             "complex .pt": "real numbers", "folder as data": "not a regular file",
+             "fifo as data": "not a regular file", "finite 1e300": "beyond float32",
+             "impossible date": "not a date", "duplicate key": "given twice", "samples 1e21": "at most",
+             "timeout nan": "finite", "device mps": "not available", "max-memory 1e30": "between 64M",
+             "malformed json": "not JSON", "init read-only": "cannot write",
+             "pickle as data": "needs no code", "pickle as weights": "needs no code"}
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[object, ...]:
+        return (print, ("payload ran",))
+
+
+@pytest.mark.parametrize("case", sorted(_EXPECTED))
+def test_round_two_bad_inputs_are_one_specific_line(run_cli: Any, tmp_path: Path, case: str) -> None:
+    result = run_cli(*_lesser_inputs(tmp_path)[case])
+    assert result.code == 2, (case, result.stdout, result.stderr)
+    assert len(result.stderr_lines) == 1, result.stderr
+    line = result.stderr_lines[0]
+    assert "internal error" not in line and "Traceback" not in result.stderr
+    assert _EXPECTED[case] in line, line
+    assert "--trust-checkpoint" not in line or "MODEL only" in line
+
+
+@pytest.mark.parametrize(("flag", "value", "needle"), [("--epsilon", "-1", "attack.epsilon"),
+                                                       ("--attack-samples", "0", "attack.samples")])
+def test_bad_attack_settings_are_refused_before_any_audit(run_cli: Any, flag: str, value: str,
+                                                          needle: str) -> None:
+    from tests.conftest import FIXTURE_MODELS
+
+    result = run_cli("run", f"{FIXTURE_MODELS}:exact", "--audit", "roundtrip", "--samples", "5", flag, value)
+    assert result.code == 2 and len(result.stderr_lines) == 1 and needle in result.stderr

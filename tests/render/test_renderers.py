@@ -85,10 +85,10 @@ def test_every_renderer_names_every_audit_and_the_verdict(fmt: str, failing_repo
     assert [a.id for a in failing_report.audits] == list(REGISTRY)
     report = _tagged(failing_report)
     text = RENDERERS[fmt](report)
-    for audit in report.audits:
-        assert audit.id in text, f"{fmt} does not name {audit.id}"
-        rest = replace(report, audits=tuple(a for a in report.audits if a is not audit))
-        assert audit.id not in RENDERERS[fmt](rest), f"{fmt} names {audit.id} without its result"
+    for result in report.audits:
+        assert result.id in text, f"{fmt} does not name {result.id}"
+        rest = replace(report, audits=tuple(a for a in report.audits if a is not result))
+        assert result.id not in RENDERERS[fmt](rest), f"{fmt} names {result.id} without its result"
     assert "fail" in text.lower()
 
 
