@@ -1,8 +1,4 @@
-"""A crash never reads as 0 or 1: SystemExit and os._exit from a model, signals to the parent.
-
-The in-process runner's containment of ``BaseException`` lands with the orchestration change;
-until then the two in-process tests are expected to fail (``xfail``, not strict).
-"""
+"""A crash never reads as 0 or 1: SystemExit and os._exit from a model, signals to the parent."""
 
 from __future__ import annotations
 
@@ -19,15 +15,12 @@ import pytest
 from tests.conftest import REPO, CliResult, read_report, subprocess_env
 
 HOSTILE = Path(__file__).resolve().parent / "hostile_models.py"
-RUNNER_PENDING = pytest.mark.xfail(reason="runner containment lands with the orchestration change",
-                                   strict=False)
 
 
 def _roundtrip(report: Path) -> dict[str, object]:
     return next(a for a in read_report(report)["audits"] if a["id"] == "roundtrip")
 
 
-@RUNNER_PENDING
 def test_system_exit_0_in_the_inverse_is_an_error_not_a_pass(run_cli: Callable[..., CliResult],
                                                             tmp_path: Path) -> None:
     report = tmp_path / "r.json"
@@ -37,7 +30,6 @@ def test_system_exit_0_in_the_inverse_is_an_error_not_a_pass(run_cli: Callable[.
     assert _roundtrip(report)["status"] == "error"
 
 
-@RUNNER_PENDING
 def test_system_exit_1_in_the_inverse_is_an_error_not_a_gate_failure(
         run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
     report = tmp_path / "r.json"
