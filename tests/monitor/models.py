@@ -21,6 +21,7 @@ class ScaleCoupling(nn.Module):
         self.s = nn.Parameter(torch.tensor(float(s)))
         self.t = nn.Parameter(torch.tensor(0.1))
         self.drop = nn.Dropout(0.5)  # a module whose train/eval mode matters
+        self.register_buffer("inverse_error", torch.tensor(0.0))  # a wrong inverse shift, for tests
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x1, x2 = x[:, :1], x[:, 1:]
@@ -29,7 +30,7 @@ class ScaleCoupling(nn.Module):
 
     def inverse(self, z: Tensor) -> Tensor:
         z1, z2 = z[:, :1], z[:, 1:]
-        return torch.cat([z1, (z2 - self.t) * torch.exp(-self.s * z1)], 1)
+        return torch.cat([z1, (z2 - self.t - self.inverse_error) * torch.exp(-self.s * z1)], 1)
 
 
 def data(n: int = 32) -> Tensor:
