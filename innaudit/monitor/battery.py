@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -88,12 +88,25 @@ def battery_config(audits: Sequence[str], samples: int, spectrum_samples: int, s
 
 
 def run_battery(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
-                latent_shape: tuple[int, ...]) -> Report:
-    """Run the battery through the library's audit path (the one call into the orchestration)."""
+                latent_shape: tuple[int, ...], spectrum_sets: Sequence[str] | None = None) -> list[Report]:
+    """Run the battery through the library's audit path (the one place that calls the orchestration).
+
+    ``spectrum_sets`` (None: all) names the sets the Jacobian audit runs on; the round trips run
+    on every set. Returns one report per group of sets.
+    """
     from ..runner import run_audits
 
-    return run_audits(model, datasets, config, latent_shape=latent_shape,
-                      target={"model": "monitored model", "loader": "monitor"})
+    target = {"model": "monitored model", "loader": "monitor"}
+    if spectrum_sets is None or "spectrum" not in config.audits:
+        return [run_audits(model, datasets, config, latent_shape=latent_shape, target=target)]
+    others = tuple(a for a in config.audits if a != "spectrum")
+    chosen = [d for d in datasets if d.name in spectrum_sets]
+    reports = [run_audits(model, chosen, replace(config, audits=("spectrum",)), latent_shape=latent_shape,
+                          target=target)] if chosen else []
+    if others:
+        reports.append(run_audits(model, datasets, replace(config, audits=others), latent_shape=latent_shape,
+                                  target=target))
+    return reports
 
 
 @dataclass(frozen=True)
@@ -129,11 +142,12 @@ def _number(tree: Mapping[str, Any], path: str) -> float:
     return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else math.nan
 
 
-def figures(report: Report) -> tuple[dict[str, SetFigures], list[str]]:
-    """Per-set figures from a battery report, and the messages of audits that crashed."""
+def figures(reports: Sequence[Report]) -> tuple[dict[str, SetFigures], list[str]]:
+    """Per-set figures from the battery's reports, and the messages of audits that crashed."""
     found: dict[str, dict[str, float]] = {}
-    errors = [f"{a.id}: {a.message}" for a in report.audits if a.status is Status.ERROR]
-    for audit in report.audits:
+    audits = [a for r in reports for a in r.audits]
+    errors = [f"{a.id}: {a.message}" for a in audits if a.status is Status.ERROR]
+    for audit in audits:
         for result in audit.results:
             slot = found.setdefault(result.dataset, {})
             if audit.id == "roundtrip":

@@ -148,6 +148,8 @@ class InvertibilityMonitor:
         fail_on: ``fail`` (default) or ``warn``: the status that triggers ``on_fail``.
         spectrum_method: ``auto`` (exact Jacobians up to 4096 dimensions, Lanczos above),
             ``exact`` or ``matrix-free``.
+        spectrum_sets: ``"data"`` (default: the Jacobians only on the in-distribution set, or on
+            every set when there is none), ``"all"``, or a list of set names.
     """
 
     def __init__(self, model: InvertibleModel | nn.Module, data: DataArg | None = None,
@@ -155,7 +157,8 @@ class InvertibilityMonitor:
                  audits: Sequence[str] = ("roundtrip", "spectrum"), budget: float | None = None,
                  on_fail: str = "warn", log: str | Path | None = None, samples: int = 64,
                  spectrum_samples: int = 4, rules: TrendRules | None = None, domain: DataDomain | None = None,
-                 seed: int = 0, fail_on: str = "fail", spectrum_method: str = "auto") -> None:
+                 seed: int = 0, fail_on: str = "fail", spectrum_method: str = "auto",
+                 spectrum_sets: str | Sequence[str] = "data") -> None:
         _check_arguments(every, audits, budget, on_fail, fail_on, samples, spectrum_samples)
         self.model = _as_model(model, domain, data)
         self.every, self.budget, self.on_fail = int(every), budget, on_fail
@@ -168,6 +171,7 @@ class InvertibilityMonitor:
         device = next((p.device for p in self.model.module.parameters()), torch.device("cpu"))
         self.config = battery_config(tuple(audits), samples, spectrum_samples, seed, str(device),
                                      spectrum_method)
+        self.spectrum_sets = _spectrum_sets(spectrum_sets, self.datasets)
         self.timeline: list[MonitorResult] = []
         self.should_stop = False
         self.first_failure: int | None = None
@@ -187,6 +191,8 @@ class InvertibilityMonitor:
     def _start_record(self) -> dict[str, Any]:
         return {"kind": "start", "every": self.every, "audits": list(self.config.audits),
                 "samples": self.config.samples, "sets": [d.describe() for d in self.datasets],
+                "spectrum_samples": self.config.settings["spectrum"].options["samples"],
+                "spectrum_sets": list(self.spectrum_sets) if self.spectrum_sets is not None else "all",
                 "rules": {"drop_factor": self.rules.drop_factor, "data_tolerance": self.rules.data_tolerance},
                 "on_fail": self.on_fail, "fail_on": self.fail_on.value,
                 "model": self.model.info.architecture, "torch": str(torch.__version__)}
@@ -218,8 +224,8 @@ class InvertibilityMonitor:
         train_s = start - self._last_end
         with preserved(self.model.module):
             self.model.module.eval()
-            report = run_battery(self.model, self.datasets, self.config, self.latent_shape)
-        current, errors = figures(report)
+            reports = run_battery(self.model, self.datasets, self.config, self.latent_shape, self.spectrum_sets)
+        current, errors = figures(reports)
         previous = self.timeline[-1].sets if self.timeline else None
         findings = self.rules.evaluate(step, current, previous, self._fired, self.data_set)
         findings += [Finding("error", "", Status.ERROR, f"a monitor audit crashed: {e}") for e in errors]
@@ -273,3 +279,18 @@ def _check_arguments(every: int, audits: Sequence[str], budget: float | None, on
         raise UsageError(f"fail_on={fail_on!r}; expected 'warn' or 'fail'")
     if samples < 1 or spectrum_samples < 1:
         raise UsageError(f"samples={samples}, spectrum_samples={spectrum_samples}; expected at least 1 each")
+
+
+def _spectrum_sets(choice: str | Sequence[str], datasets: Sequence[Dataset]) -> tuple[str, ...] | None:
+    """The names of the sets the Jacobian audit runs on (None: every set)."""
+    from ..data import Role
+
+    names = [d.name for d in datasets]
+    if choice == "all":
+        return None
+    if choice == "data":
+        data = [d.name for d in datasets if d.role is Role.IN_DISTRIBUTION]
+        return tuple(data) if data else None
+    if isinstance(choice, str) or not set(choice) <= set(names):
+        raise UsageError(f"spectrum_sets={choice!r}; expected 'data', 'all' or a list of set names among {names}")
+    return tuple(choice)

@@ -35,7 +35,7 @@ def preserved(module: nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=True):
             p.grad = g
         torch.set_rng_state(cpu_state)
         if cuda_states is not None:
