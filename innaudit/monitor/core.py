@@ -255,7 +255,7 @@ class InvertibilityMonitor:
         else:
             for f in result.findings:
                 if f.first and f.status.rank >= self.fail_on.rank:
-                    warnings.warn(MonitorWarning(f.message), stacklevel=3)
+                    warnings.warn(MonitorWarning(f.message), stacklevel=4)  # the caller of step()
 
     def summary(self) -> dict[str, Any]:
         """The timeline as plain data without wall times (for a checkpoint's provenance)."""

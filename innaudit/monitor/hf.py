@@ -29,7 +29,7 @@ except ImportError:
 __all__ = ["InvertibilityTrainerCallback"]
 
 
-class InvertibilityTrainerCallback(TrainerCallback):  # type: ignore[misc]
+class InvertibilityTrainerCallback(TrainerCallback):
     """Periodic invertibility checks of the model a ``transformers.Trainer`` trains.
 
     Args:

@@ -25,14 +25,14 @@ try:
     from lightning.pytorch import Callback
 except ImportError:  # the older package name
     try:
-        from pytorch_lightning import Callback  # type: ignore[no-redef]
+        from pytorch_lightning import Callback
     except ImportError:
         raise missing_extra("PyTorch Lightning", "lightning") from None
 
 __all__ = ["InvertibilityCallback"]
 
 
-class InvertibilityCallback(Callback):  # type: ignore[misc]
+class InvertibilityCallback(Callback):
     """Periodic invertibility checks of the model a Lightning ``Trainer`` fits.
 
     Args:
