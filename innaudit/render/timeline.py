@@ -57,6 +57,8 @@ def _plot(checks: Sequence[Mapping[str, Any]], key: str, title: str, log: bool, 
     steps = [int(c["step"]) for c in checks]
     drawn: list[float] = []
     for name, ys in _series(checks, key).items():
+        if not any(math.isfinite(v) for v in ys) and key != "nonfinite":
+            continue  # not measured on this set (the spectrum runs on the data set by default)
         ax.plot(steps, ys, marker=".", label=name)
         drawn += [v for v in ys if math.isfinite(v)]
     if log and drawn and min(drawn) > 0:
@@ -70,13 +72,18 @@ def _plot(checks: Sequence[Mapping[str, Any]], key: str, title: str, log: bool, 
 
 
 def _findings(checks: Sequence[Mapping[str, Any]]) -> str:
-    rows = [(c["step"], f) for c in checks for f in c.get("findings", []) if f.get("first", True)]
+    rows = [(c["step"], f) for c in checks for f in c.get("findings", []) if _news(f)]
     if not rows:
         return "<p>No rule fired at any check.</p>"
     body = "".join(f"<tr><td>{_e(step)}</td><td>{_e(f.get('status'))}</td><td>{_e(f.get('rule'))}</td>"
                    f"<td>{_e(f.get('dataset'))}</td><td>{_e(f.get('message'))}</td></tr>" for step, f in rows)
-    return ("<table><tr><th>step</th><th>status</th><th>rule</th><th>set</th><th>finding (first time)</th>"
+    return ("<table><tr><th>step</th><th>status</th><th>rule</th><th>set</th><th>finding (first time; every sigma_min drop)</th>"
             f"</tr>{body}</table>")
+
+
+def _news(finding: Mapping[str, Any]) -> bool:
+    """Whether a finding is news: a rule's first firing on a set, or any new sigma_min drop."""
+    return bool(finding.get("first", True)) or finding.get("rule") == "sigma_min_drop"
 
 
 def _e(value: Any) -> str:
@@ -110,5 +117,5 @@ def text(records: Sequence[Mapping[str, Any]]) -> str:
     lines = [f"{len(checks)} check(s), steps {checks[0]['step']}..{checks[-1]['step']}; "
              + (f"first failing check at step {failed}" if failed is not None else "no failing check")]
     lines += [f"  step {c['step']}: {f.get('status')} {f.get('message')}" for c in checks
-              for f in c.get("findings", []) if f.get("first", True)]
+              for f in c.get("findings", []) if _news(f)]
     return "\n".join(lines) + "\n"
