@@ -2,7 +2,8 @@
 
 ``python benchmarks/monitor.py overhead [--steps N]``: trains ``digits-classifier-affine`` for N
 steps (one thread) with and without an :class:`InvertibilityMonitor` at the default ``every`` and
-prints the time ratio, plus the steady-state cost of one check in training steps.
+prints the time ratio, plus the steady-state cost of one check in training steps. Times are the
+process's CPU time (one thread), so other load on the machine does not skew the ratio.
 
 ``python benchmarks/monitor.py story [--every N] [--spectrum-samples K]``: trains the unregularized
 affine classifier and its FD twin with the monitor on and prints each check (data ``sigma_min``,
@@ -33,21 +34,21 @@ class _Clock:
         self.inner, self.marks, self.checks = inner, [], []
 
     def __call__(self, model, domain, steps_done) -> None:
-        self.marks.append(time.perf_counter())
+        self.marks.append(time.process_time())
         if self.inner is not None:
-            start = time.perf_counter()
+            start = time.process_time()
             self.inner(model, domain, steps_done)
             if self.inner.monitor is not None and self.inner.monitor.timeline and \
                     self.inner.monitor.timeline[-1].step == steps_done:
-                self.checks.append(time.perf_counter() - start)
-            self.marks[-1] = time.perf_counter()  # the next step's time starts after the check
+                self.checks.append(time.process_time() - start)
+            self.marks[-1] = time.process_time()  # the next step's time starts after the check
 
 
 def _train(hook: _Clock, steps: int) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     with step_hook(hook):
         run_recipe(RECIPE, seed=0, steps=steps)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def overhead(steps: int) -> None:
