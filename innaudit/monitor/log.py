@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from ..render.json import to_plain
+from ..report_json import to_plain
 
 __all__ = ["append_record", "from_plain", "read_log"]
 
