@@ -109,7 +109,7 @@ class MonitorResult:
 def _as_model(model: InvertibleModel | nn.Module, domain: DataDomain | None,
               data: DataArg | None) -> InvertibleModel:
     if isinstance(model, InvertibleModel):
-        return model if domain is None else model.with_info(domain=domain)
+        return model  # it carries its own domain
     from ..loading.adapt import adapt_module, declared_domain
 
     domain = domain or declared_domain(model) or _domain_of(data)
@@ -143,7 +143,8 @@ class InvertibilityMonitor:
         samples: samples per set for the round trips.
         spectrum_samples: samples per set for the Jacobian singular values.
         rules: the trend rules' settings.
-        domain: the data domain (shape, range) when the model does not declare it.
+        domain: the data domain (shape, range) of an ``nn.Module`` that does not declare it
+            (an InvertibleModel carries its own).
         seed: seeds the noise sets and the spectrum's random starts.
         fail_on: ``fail`` (default) or ``warn``: the status that triggers ``on_fail``.
         spectrum_method: ``auto`` (exact Jacobians up to 4096 dimensions, Lanczos above),
