@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -59,7 +60,10 @@ def init(path: str, force: bool) -> None:
 @click.option("--seed", default=0, show_default=True, help="Training seed.")
 @click.option("--regularizer", type=click.Choice(["none", "fd", "nf"]), default="none", show_default=True, help="Stabilizing regularizer: RECIPE --regularizer fd is the recipe RECIPE-fd.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
-def train(recipe: str, output: str, seed: int, regularizer: str, progress: bool | None) -> None:
+@click.option("--monitor-every", type=click.IntRange(min=1), default=None, metavar="N", help="Check invertibility every N steps (innaudit.monitor); the timeline goes into the checkpoint's provenance.")
+@click.option("--monitor-log", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Also write the monitor's checks to PATH as JSONL (for innaudit render).")
+def train(recipe: str, output: str, seed: int, regularizer: str, progress: bool | None,
+          monitor_every: int | None, monitor_log: str | None) -> None:
     """Train the built-in RECIPE (digits-affine, digits-additive...) into a native checkpoint."""
     recipe = recipe if regularizer == "none" else f"{recipe}-{regularizer}"
     from rich.console import Console
@@ -72,14 +76,42 @@ def train(recipe: str, output: str, seed: int, regularizer: str, progress: bool 
     target = Path(output)
     if not (target.parent if str(target.parent) else Path(".")).is_dir():
         raise UsageError(f"-o {output!r}: folder {str(target.parent)!r} does not exist")
+    if monitor_log is not None and monitor_every is None:
+        raise UsageError("--monitor-log needs --monitor-every N")
+    hook = _recipe_monitor(monitor_every, monitor_log)
     show = sys.stderr.isatty() if progress is None else progress
-    with Progress(console=Console(stderr=True), transient=True, disable=not show) as bar:
+    with Progress(console=Console(stderr=True), transient=True, disable=not show) as bar, _hooked(hook):
         task = bar.add_task(f"train {recipe}", total=None)
         trained = run_recipe(recipe, seed=seed,
                              progress=lambda step, total: bar.update(task, completed=step, total=total))
     # the output path is left out of the recorded command: it does not change the file's bytes
-    provenance = {**trained.provenance, "command": f"innaudit train {recipe} --seed {seed} -o PATH"}
+    command = f"innaudit train {recipe} --seed {seed}" + (f" --monitor-every {monitor_every}" if hook else "")
+    provenance = {**trained.provenance, "command": f"{command} -o PATH"}
+    if hook is not None:
+        provenance["monitor"] = hook.provenance()
+        for message in hook.warnings:
+            err(f"monitor: {message}")
     save_checkpoint(target, trained.module, trained.architecture, trained.config, trained.domain, provenance)
     click.echo(f"{output} sha256 {file_sha256(target)}")
 
 
+
+
+def _recipe_monitor(every: int | None, log: str | None) -> Any:
+    """The monitor hook of ``--monitor-every`` (None without it)."""
+    if every is None:
+        return None
+    if log is not None and not (Path(log).parent if str(Path(log).parent) else Path(".")).is_dir():
+        raise UsageError(f"--monitor-log {log!r}: folder {str(Path(log).parent)!r} does not exist")
+    from ..monitor.training import RecipeMonitor
+
+    return RecipeMonitor(every, log)
+
+
+def _hooked(hook: Any) -> Any:
+    """The training-step hook context for ``hook`` (a no-op context without one)."""
+    import contextlib
+
+    from ..train.hooks import step_hook
+
+    return step_hook(hook) if hook is not None else contextlib.nullcontext()

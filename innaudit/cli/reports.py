@@ -46,8 +46,18 @@ def compared(base: Report, report: Report, base_name: str, rel_tol: float, abs_t
 @click.argument("report_path", metavar="REPORT.json")
 @click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).")
 def render(report_path: str, outputs: tuple[str, ...]) -> None:
-    """Render a saved JSON report in any format: the same output as the run gave."""
+    """Render a saved JSON report in any format: the same output as the run gave.
+
+    A monitor log (``.jsonl``, from ``innaudit train --monitor-log`` or ``InvertibilityMonitor(log=...)``)
+    renders as its timeline: ``-o html=PATH`` or the console summary.
+    """
     from ..report_json import load_report
+
+    if report_path.endswith(".jsonl"):
+        from .timeline import render_timeline
+
+        render_timeline(report_path, outputs)
+        return
 
     targets = parse_outputs(outputs)
     check_targets(targets, input_paths(None, (report_path,), ()))

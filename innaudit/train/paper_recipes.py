@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..data.builtin import regression_targets, toy_2d
 from ..domain import DataDomain
 from .common import Progress, Recipe, TrainedModel, bits_per_dim, init_actnorm
+from .hooks import after_step
 from .regularizers import FD_COEFF, NF_COEFF, fd_regularizer, gaussian_nll, nf_regularizer
 
 __all__ = ["PAPER_RECIPES", "Setup", "train"]
@@ -119,6 +120,7 @@ def _fit(model: nn.Module, data: _Data, setup: Setup, seed: int, progress: Progr
         x0 = data.train[0][:512]
         init_actnorm(model, _dequantize(x0, data.domain, gen) if data.dequantize else x0)
     optimizer = torch.optim.Adam(model.parameters(), lr=setup.lr)
+    after_step(model, data.domain, 0)
     for step in range(setup.steps):
         x, y = data.sample(gen)
         loss, z, log_det = _task_loss(model, setup, x, y)
@@ -127,6 +129,7 @@ def _fit(model: nn.Module, data: _Data, setup: Setup, seed: int, progress: Progr
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        after_step(model, data.domain, step + 1)
         if progress is not None:
             progress(step + 1, setup.steps)
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..domain import DataDomain
 from ..errors import UsageError
 from .common import Progress, Recipe, TrainedModel, bits_per_dim, gaussian_nll, init_actnorm
+from .hooks import after_step
 from .paper_recipes import PAPER_RECIPES
 
 __all__ = ["RECIPES", "Recipe", "TrainedModel", "run_recipe"]
@@ -60,6 +61,7 @@ def _fit(model: nn.Module, data: Tensor, domain: DataDomain, setup: MLESetup, se
     if setup.actnorm_init:
         init_actnorm(model, _dequantize(data[:512], domain, generator))
     optimizer = torch.optim.Adam(model.parameters(), lr=setup.lr)
+    after_step(model, domain, 0)
     for step in range(setup.steps):
         index = torch.randint(len(data), (setup.batch_size,), generator=generator)
         z, log_det = model(_dequantize(data[index], domain, generator))
@@ -67,6 +69,7 @@ def _fit(model: nn.Module, data: Tensor, domain: DataDomain, setup: MLESetup, se
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        after_step(model, domain, step + 1)
         if progress is not None:
             progress(step + 1, setup.steps)
 
