@@ -8,9 +8,12 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
+from ..latent import LevelStats
+from ..model import InvertibleModel
 from ..stats import ErrorAccumulator
 
-__all__ = ["Map", "full_range_floor", "progress_counter", "round_trip", "verdict_float64"]
+__all__ = ["Map", "full_range_floor", "level_stats", "progress_counter", "recording", "round_trip",
+           "verdict_float64"]
 
 Map = Callable[[Tensor], Tensor]
 
@@ -57,3 +60,22 @@ def progress_counter(progress: Callable[[str, int, int], None], name: str,
         progress(name, done[0], total)
 
     return step
+
+
+def level_stats(model: InvertibleModel) -> LevelStats | None:
+    """A per-level accumulator for a model with a multi-scale latent, None for a single tensor."""
+    latent = model.latent
+    return LevelStats(latent) if latent is not None and not latent.single else None
+
+
+def recording(forward: Map, levels: LevelStats | None) -> Map:
+    """``forward``, also feeding each flat latent batch it returns to ``levels`` (when given)."""
+    if levels is None:
+        return forward
+
+    def call(u: Tensor) -> Tensor:
+        z = forward(u)
+        levels.add(z)
+        return z
+
+    return call

@@ -80,7 +80,7 @@ def trace_blocks(blocks: Sequence[InvertibleModel], x: Tensor, *, method: str, t
         name = f"{i}:{block.info.architecture or type(block.module).__name__}"
         out.append(BlockTrace(name, rel.cpu().numpy(), bad.cpu().numpy(), _scale_min(block, h),
                               s.forward_min, s.forward_max))
-        h = y
+        h = block.carry(y)
     return out
 
 
@@ -137,6 +137,9 @@ class Layers(Audit):
     ``nonfinite_fraction`` (traced samples that break at some block), ``block_rel_error.max``,
     ``block_condition.max``, ``scale_min`` (smallest affine scale seen). ``series.blocks`` has
     one row per block.
+
+    In a multi-scale flow the blocks are walked level by level in data -> latent order and named
+    ``level i / block j: ClassName``; a split block returns ``[kept, z_i]`` and ``kept`` goes on.
 
     Reading a failure: the culprit is where to look (a coupling whose scale underflows, an ill
     conditioned 1x1 convolution). Gates as for ``roundtrip``: a non-finite block fails; a block
