@@ -38,15 +38,15 @@ def is_multiscale(obj: Any) -> bool:
     return any(cls.__name__ == "MultiscaleFlow" for cls in type(obj).__mro__)
 
 
-def _forward(module: nn.Module, x: Tensor) -> Any:
+def _forward(module: Any, x: Tensor) -> Any:
     return module.inverse_and_log_det(x)
 
 
-def _inverse(module: nn.Module, z: Any) -> Any:
+def _inverse(module: Any, z: Any) -> Any:
     return module.forward_and_log_det(list(z))
 
 
-def _layer_forward(module: nn.Module, x: Tensor) -> Any:
+def _layer_forward(module: Any, x: Tensor) -> Any:
     return module.inverse(x)
 
 
@@ -54,7 +54,7 @@ def _layer_inverse(module: nn.Module, z: Any) -> Any:
     return module(list(z) if isinstance(z, (list, tuple)) else z)
 
 
-def _prior(module: nn.Module, eps: Tensor, temperature: float, generator: torch.Generator) -> list[Tensor]:
+def _prior(module: Any, eps: Tensor, temperature: float, generator: torch.Generator) -> list[Tensor]:
     """One draw per row of ``eps`` from every level's ``q0`` at ``temperature``, seeded."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     n = int(eps.shape[0])
@@ -73,7 +73,7 @@ def _prior(module: nn.Module, eps: Tensor, temperature: float, generator: torch.
 
 
 def _blocks(domain: DataDomain):
-    def blocks(module: nn.Module) -> list[InvertibleModel]:
+    def blocks(module: Any) -> list[InvertibleModel]:
         out: list[tuple[str, nn.Module]] = []
         if module.transform is not None:
             out.append(("transform", module.transform))
