@@ -218,3 +218,13 @@ def _add_paper_recipes() -> None:
 
 
 _add_paper_recipes()
+
+
+def _add_glow_recipes() -> None:
+    """Register the multi-scale image recipe (``patches-glow``) of :mod:`innaudit.train.glow_recipe`."""
+    from .glow_recipe import GLOW_RECIPES
+
+    RECIPES.update(GLOW_RECIPES)
+
+
+_add_glow_recipes()

@@ -130,3 +130,36 @@ def test_rosinality_convention_round_trips_with_no_glue_and_no_warning(tmp_path:
     model = load_model(f"{HERE / 'rosinality_glow.py'}:build").model
     assert model.info.source["library"] == "rosinality"
     assert [b.info.architecture for b in model.blocks()] == ["level 0 / block 0: Block", "level 1 / block 0: Block"]
+
+
+def test_freia_graph_with_two_output_nodes_round_trips_as_freia_does(tmp_path: Path) -> None:
+    from tests.multiscale import freia_multiscale
+
+    data, x = _inputs(tmp_path, seed=3)
+    report = _roundtrip(f"{HERE / 'freia_multiscale.py'}:build", data)
+    inn = freia_multiscale.build()
+    with torch.no_grad():
+        z, _ = inn(x.clone())
+        back, _ = inn(list(z), rev=True)
+    metrics = _metrics(report, "roundtrip")
+    _assert_same_errors(metrics, per_sample_norm(back - x))
+    assert report.target["latent_levels"] == [{"path": "0", "shape": [6, 4, 4]}, {"path": "1", "shape": [6, 4, 4]}]
+
+
+def test_nflows_multiscale_transform_is_cut_into_its_levels(tmp_path: Path) -> None:
+    from tests.multiscale import nflows_multiscale
+
+    data, x = _inputs(tmp_path, seed=4)
+    report = _roundtrip(f"{HERE / 'nflows_multiscale.py'}:build", data)
+    transform = nflows_multiscale.build()
+    with torch.no_grad():
+        back, _ = transform.inverse(transform(x.clone())[0])
+    metrics = _metrics(report, "roundtrip")
+    _assert_same_errors(metrics, per_sample_norm(back - x))
+    assert set(metrics["levels"]) == {"0", "1"}
+    model = load_model(f"{HERE / 'nflows_multiscale.py'}:build").model
+    whole = model.forward(x)
+    h = x
+    for block in model.blocks():
+        h = block.carry(block.forward(h))
+    torch.testing.assert_close(h, model.latent.unflatten(whole)[1])
