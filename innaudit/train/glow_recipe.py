@@ -43,7 +43,8 @@ def _init_actnorm(model: nn.Module, batch: Tensor) -> None:
     from ..zoo.layers import ActNorm
 
     x = batch
-    for block in model.blocks:
+    blocks: Any = model.blocks
+    for block in blocks:
         if isinstance(block, ActNorm):
             dims = [0, *range(2, x.dim())]
             block.bias.copy_(-x.mean(dims))

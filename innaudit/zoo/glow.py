@@ -137,6 +137,7 @@ class Glow(nn.Module):
         """``x`` from the list of latents (the inverse of :meth:`forward`)."""
         factored = list(z[:-1])
         h = z[-1]
+        block: Any
         for block in reversed(self.blocks):
             h = block.inverse([h, factored.pop()]) if isinstance(block, Split) else block.inverse(h)
         return h
