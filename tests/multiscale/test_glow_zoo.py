@@ -94,3 +94,14 @@ def test_patches_without_scikit_image_says_how_to_install(monkeypatch: pytest.Mo
             patches.load_patches("test")
     finally:
         patches._split.cache_clear()
+
+
+@pytest.mark.slow
+def test_a_short_patches_glow_run_is_bitwise_deterministic() -> None:
+    pytest.importorskip("skimage")
+    from innaudit.train import run_recipe
+
+    first, second = (run_recipe("patches-glow", seed=3, steps=2) for _ in range(2))
+    for (name, a), b in zip(first.module.state_dict().items(), second.module.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert first.provenance["test_nll_bits_per_dim"] == second.provenance["test_nll_bits_per_dim"]
