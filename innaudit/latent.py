@@ -16,7 +16,7 @@ Leaf order is the order of the container (list/tuple index, dict insertion order
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,8 +216,3 @@ class LevelStats:
             }
         return out
 
-
-def leaf_names(structure: LatentStructure) -> Sequence[str]:
-    """``level i (path, shape)`` for each leaf, for messages."""
-    pairs = zip(structure.paths, structure.shapes, strict=True)
-    return [f"level {i} ({p or 'z'}, {tuple(s)})" for i, (p, s) in enumerate(pairs)]
