@@ -6,6 +6,8 @@ whether it is a rate (a share of samples, which carries a confidence interval). 
 baseline comparison, the renderers and the registry test all read this one table, so "is a
 smaller ``sv_min`` worse?" is answered in one place.
 
+A ``*`` segment in a declared path matches any one segment (``levels.*.nonfinite_fraction``
+declares the per-level shares of a multi-scale latent, ``levels.0.nonfinite_fraction``...).
 A declared path also covers its summary statistics: ``forward.sv_min`` declares
 ``forward.sv_min.min``, ``.median``, ``.p99``, ``.max`` and ``.mean`` (:data:`STATS`).
 """
@@ -78,10 +80,18 @@ def rate(path: str, doc: str = "", direction: Direction = Direction.HIGHER_WORSE
     return Metric(path, direction, "fraction", True, doc)
 
 
+def _match(declared_path: str, path: str) -> bool:
+    """Equal paths, a ``*`` segment of ``declared_path`` standing for any one segment."""
+    if "*" not in declared_path:
+        return path == declared_path
+    want, got = declared_path.split("."), path.split(".")
+    return len(want) == len(got) and all(w in ("*", g) for w, g in zip(want, got, strict=True))
+
+
 def covers(declared_path: str, path: str) -> bool:
     """Whether a declaration at ``declared_path`` names ``path`` (itself or one of its STATS)."""
     head, _, stat = path.rpartition(".")
-    return path == declared_path or (head == declared_path and stat in STATS)
+    return _match(declared_path, path) or (_match(declared_path, head) and stat in STATS)
 
 
 def find(metrics: Mapping[str, Metric], path: str) -> Metric | None:
@@ -89,7 +99,9 @@ def find(metrics: Mapping[str, Metric], path: str) -> Metric | None:
     if path in metrics:
         return metrics[path]
     head, _, stat = path.rpartition(".")
-    return metrics.get(head) if stat in STATS else None
+    if stat in STATS and head in metrics:
+        return metrics[head]
+    return next((m for p, m in metrics.items() if "*" in p and covers(p, path)), None)
 
 
 def declared(table: MetricTable, audit: str, path: str) -> Metric | None:

@@ -8,7 +8,10 @@ what the audits rely on, whichever library built the model:
   object, cannot make a round trip look exact;
 - calls run without autograd unless the caller is inside ``torch.enable_grad()`` and asks for it
   (``grad=True``), as the attack and Jacobian audits do;
-- a model whose ``forward`` returns ``(z, log_det)`` is normalized to ``z`` for ``forward``.
+- a model whose ``forward`` returns ``(z, log_det)`` is normalized to ``z`` for ``forward``;
+- a latent that is a list/tuple/dict of tensors (a multi-scale flow's levels) is offered as one
+  flat ``(B, D)`` tensor (:class:`~innaudit.latent.LatentStructure`), and ``inverse`` takes that
+  flat view back; ``latent`` holds the structure. A single-tensor latent is passed as it is.
 """
 
 from __future__ import annotations
@@ -24,12 +27,18 @@ import torch
 from torch import Tensor, nn
 
 from .domain import DataDomain
+from .latent import LatentStructure, split_output
 
-__all__ = ["InverseKind", "InvertibleModel", "LogDetKind", "ModelInfo"]
+__all__ = ["InverseKind", "InvertibleModel", "LogDetKind", "ModelInfo", "PriorFn"]
 
 Fn = Callable[[nn.Module, Tensor], Any]
 """A map given the module that holds the parameters, so a copy of the model (float64, another
 device) reuses the same functions with its own module."""
+
+PriorFn = Callable[[nn.Module, Tensor, float, torch.Generator], Any]
+"""``(module, eps, temperature, generator) -> z``: the model's own prior draw from standard normal
+noise ``eps`` of the flat latent's shape, at a temperature (per-level priors of a multi-scale
+flow); ``z`` is structured like the model's latent, or flat."""
 
 
 class InverseKind(str, Enum):
@@ -83,7 +92,7 @@ class ModelInfo:
 
 
 def _first(out: Any) -> Tensor:
-    """The tensor of a map's output: ``z`` itself, or the first element of ``(z, log_det)``."""
+    """The tensor of an inverse's output: ``x`` itself, or the first element of ``(x, log_det)``."""
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
         return out[0]
     if isinstance(out, Tensor):
@@ -91,13 +100,6 @@ def _first(out: Any) -> Tensor:
     raise TypeError(
         f"the model returned {type(out).__name__}; expected a tensor or a (tensor, log_det) tuple"
     )
-
-
-def _second(out: Any) -> Tensor | None:
-    """The log-det of a ``(z, log_det)`` output, or None."""
-    if isinstance(out, (tuple, list)) and len(out) >= 2 and isinstance(out[1], Tensor):
-        return out[1]
-    return None
 
 
 class InvertibleModel:
@@ -111,6 +113,9 @@ class InvertibleModel:
         log_det_fn: optional ``(module, x) -> log|det J_F(x)|`` per sample; by default the second
             element of ``forward_fn``'s output is used when there is one.
         blocks_fn: optional ``module -> sub-blocks`` as ``InvertibleModel`` objects.
+        latent: the latent's structure when known in advance; otherwise it is read from the first
+            ``forward`` call that returns a structured latent.
+        prior_fn: optional prior sampler (:data:`PriorFn`) for per-level priors and temperatures.
     """
 
     def __init__(
@@ -121,6 +126,8 @@ class InvertibleModel:
         info: ModelInfo,
         log_det_fn: Fn | None = None,
         blocks_fn: Callable[[nn.Module], Sequence[InvertibleModel]] | None = None,
+        latent: LatentStructure | None = None,
+        prior_fn: PriorFn | None = None,
     ) -> None:
         self.module = module
         self.info = info
@@ -128,6 +135,8 @@ class InvertibleModel:
         self._inverse = inverse_fn
         self._log_det = log_det_fn
         self._blocks = blocks_fn
+        self._latent = latent
+        self._prior = prior_fn
 
     # -- state management --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -147,23 +156,70 @@ class InvertibleModel:
 
     # -- the contract --------------------------------------------------------------------------
     def forward(self, x: Tensor, *, grad: bool = False) -> Tensor:
-        """``z = F(x)`` for a batch ``x`` (batch first)."""
+        """``z = F(x)`` for a batch ``x`` (batch first); a structured latent comes flat ``(B, D)``."""
         with self._calling(grad):
-            return _first(self._forward(self.module, self._prepare(x, grad)))
+            return self._flat(split_output(self._forward(self.module, self._prepare(x, grad)))[0])
 
     def forward_and_log_det(self, x: Tensor, *, grad: bool = False) -> tuple[Tensor, Tensor | None]:
         """``(F(x), log|det J_F(x)|)``; the log-det is None when the model reports none."""
         with self._calling(grad):
-            out = self._forward(self.module, self._prepare(x, grad))
-            z = _first(out)
+            z, ld = split_output(self._forward(self.module, self._prepare(x, grad)))
+            z = self._flat(z)
             if self._log_det is not None:
                 return z, self._log_det(self.module, self._prepare(x, grad))
-            return z, _second(out)
+            if ld is None or isinstance(ld, Tensor):
+                return z, ld
+            return z, torch.full((len(z),), float(ld), dtype=z.dtype, device=z.device)
 
     def inverse(self, z: Tensor, *, grad: bool = False) -> Tensor:
-        """``x = F^-1(z)`` for a batch ``z``."""
+        """``x = F^-1(z)`` for a batch ``z`` (the flat view when the latent is structured)."""
         with self._calling(grad):
-            return _first(self._inverse(self.module, self._prepare(z, grad)))
+            return _first(self._inverse(self.module, self._structured(self._prepare(z, grad))))
+
+    @property
+    def latent(self) -> LatentStructure | None:
+        """The latent's structure once known (a structured latent seen or declared), else None."""
+        return self._latent
+
+    @property
+    def has_prior(self) -> bool:
+        """Whether the model brings its own prior sampler (per-level priors)."""
+        return self._prior is not None
+
+    def sample_prior(self, eps: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
+        """A prior draw in the flat view from standard normal noise ``eps`` ``(B, D)``.
+
+        With the model's own prior (per-level priors) that prior at ``temperature``; otherwise
+        ``temperature * eps``, the standard normal prior.
+        """
+        if self._prior is None:
+            return temperature * eps
+        with self._calling(False):
+            return self._flat(self._prior(self.module, eps, temperature, generator))
+
+    def carry(self, z: Tensor) -> Tensor:
+        """What the next block of a chain takes from this block's output ``z = forward(h)``:
+        ``z`` itself, or leaf 0 of a splitting block's ``[kept, z_i]`` (a multi-scale flow
+        factors ``z_i`` out there and carries ``kept`` on)."""
+        latent = self._latent
+        return z if latent is None or latent.single else latent.leaf(z, 0)
+
+    def _flat(self, z: Any) -> Tensor:
+        if isinstance(z, Tensor) and (self._latent is None or self._latent.single or (z.dim() == 2
+                                      and z.shape[1] == self._latent.dim)):
+            return z
+        structure = LatentStructure.of(z)
+        if self._latent is None:
+            self._latent = structure
+        elif structure != self._latent:
+            raise ValueError(f"the model's latent changed structure: {structure.describe()} "
+                             f"after {self._latent.describe()}")
+        return structure.flatten(z)
+
+    def _structured(self, z: Tensor) -> Any:
+        if self._latent is None or self._latent.single:
+            return z
+        return self._latent.unflatten(z)
 
     def log_det(self, x: Tensor) -> Tensor | None:
         """Per-sample ``log|det J_F(x)|`` as the model reports it, or None."""
@@ -191,7 +247,8 @@ class InvertibleModel:
         return self._rebuild(copy.deepcopy(self.module).to(dtype=dtype), self.info)
 
     def _rebuild(self, module: nn.Module, info: ModelInfo) -> InvertibleModel:
-        return InvertibleModel(module, self._forward, self._inverse, info, self._log_det, self._blocks)
+        return InvertibleModel(module, self._forward, self._inverse, info, self._log_det, self._blocks,
+                               self._latent, self._prior)
 
     def with_info(self, **changes: Any) -> InvertibleModel:
         """A model sharing the module and the maps, with some :class:`ModelInfo` fields replaced."""

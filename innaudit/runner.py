@@ -146,6 +146,8 @@ def run_header(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
            **environment(model, torch.device(config.device)),
            "datasets": [d.describe() for d in datasets], "config": config.to_dict()}
     tgt = {**(target or {}), "info": model.info.to_dict(), "latent_shape": list(latent_shape)}
+    if model.latent is not None and not model.latent.single:
+        tgt["latent_levels"] = model.latent.describe()  # the flat latent_shape's levels, in order
     return RunHeader(run, tgt, tuple(warnings), Status(config.fail_on), started)
 
 

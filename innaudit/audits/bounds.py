@@ -25,7 +25,7 @@ def _block_shapes(model: InvertibleModel, blocks: Sequence[InvertibleModel]) -> 
     shapes = []
     for block in blocks:
         shapes.append(tuple(h.shape[1:]))
-        h = block.forward(h)
+        h = block.carry(block.forward(h))
     return shapes
 
 

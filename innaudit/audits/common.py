@@ -9,11 +9,14 @@ import torch
 from torch import Tensor
 
 from ..data import Dataset
+from ..latent import LevelStats
 from ..linalg import Map
+from ..model import InvertibleModel
 from ..stats import ErrorAccumulator
 from .base import AuditContext
 
-__all__ = ["full_range_floor", "progress_counter", "round_trip", "sample_batches", "verdict_float64"]
+__all__ = ["full_range_floor", "level_stats", "progress_counter", "recording", "round_trip",
+           "sample_batches", "verdict_float64"]
 
 
 def round_trip(first: Map, second: Map, batches: Iterable[Tensor], floor: float,
@@ -66,3 +69,22 @@ def sample_batches(ctx: AuditContext, ds: Dataset, count: int) -> Iterator[Tenso
     step = max(1, min(ctx.batch_size, n))
     for start in range(0, n, step):
         yield ds.make(start, min(start + step, n)).to(device=ctx.device, dtype=ctx.model.dtype)
+
+
+def level_stats(model: InvertibleModel) -> LevelStats | None:
+    """A per-level accumulator for a model with a multi-scale latent, None for a single tensor."""
+    latent = model.latent
+    return LevelStats(latent) if latent is not None and not latent.single else None
+
+
+def recording(forward: Map, levels: LevelStats | None) -> Map:
+    """``forward``, also feeding each flat latent batch it returns to ``levels`` (when given)."""
+    if levels is None:
+        return forward
+
+    def call(u: Tensor) -> Tensor:
+        z = forward(u)
+        levels.add(z)
+        return z
+
+    return call

@@ -386,6 +386,10 @@ class Gradient(Audit):
         data = [d for d in ctx.datasets if d.role is Role.IN_DISTRIBUTION]
         if not data:
             return "no in-distribution data set (memory-saving gradients are a training matter)"
+        latent = ctx.model.latent
+        if latent is not None and not latent.single:
+            return ("a multi-scale latent: the memory-saving reconstruction through split blocks "
+                    "is not implemented yet")
         try:
             _chain_log_det(ctx.model.blocks(), data[0].first(1).to(ctx.device, ctx.model.dtype))
         except TypeError as exc:  # a block passes a structured (multi-scale) latent

@@ -70,7 +70,7 @@ def trace_blocks(blocks: Sequence[InvertibleModel], x: Tensor, *, method: str, t
                  max_iter: int, generator: torch.Generator) -> list[BlockTrace]:
     """Push ``x`` through the blocks; at each, round-trip the block and take its spectrum."""
     floor = 1e-6 * math.sqrt(x[0].numel())
-    h, out, inputs = x, [], []
+    h, out, inputs, split = x, [], [], False
     for i, block in enumerate(blocks):
         inputs.append(h)
         with torch.no_grad():
@@ -85,7 +85,11 @@ def trace_blocks(blocks: Sequence[InvertibleModel], x: Tensor, *, method: str, t
         name = f"{i}:{block.info.architecture or type(block.module).__name__}"
         out.append(BlockTrace(name, rel.cpu().numpy(), bad.cpu().numpy(), _scale_min(block, h),
                               s.forward_min, s.forward_max))
-        h = y
+        carried = block.carry(y)
+        split = split or carried is not y
+        h = carried
+    if split:  # a multi-scale chain: a split block's inverse needs the level it factored out
+        return out
     chain = chain_errors(blocks, inputs, h, floor)
     return [replace(t, chain_error=c) for t, c in zip(out, chain, strict=True)]
 
@@ -185,6 +189,9 @@ class Layers(Audit):
     whose inverse first takes the accumulated error above ``rounding`` or to non-finite, -1 when
     none) and ``chain_block`` (its name). Gated as ``roundtrip``'s ``rel_error_l2.max``, so the
     two never disagree on the same samples.
+
+    In a multi-scale flow the blocks are walked level by level in data -> latent order and named
+    ``level i / block j: ClassName``; a split block returns ``[kept, z_i]`` and ``kept`` goes on.
 
     Reading a failure: the culprit is where to look (a coupling whose scale underflows, an ill
     conditioned 1x1 convolution). Gates as for ``roundtrip``: a non-finite block fails; a block

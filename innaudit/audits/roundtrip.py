@@ -10,7 +10,7 @@ from ..config import Threshold
 from ..metrics import neither, rate, worse
 from ..model import InverseKind
 from .base import Audit, AuditContext, Measurement, register
-from .common import full_range_floor, progress_counter, round_trip, verdict_float64
+from .common import full_range_floor, level_stats, progress_counter, recording, round_trip, verdict_float64
 
 __all__ = ["RoundTrip"]
 
@@ -40,6 +40,10 @@ class RoundTrip(Audit):
     block) fixed-point solves on the set that stopped at ``inverse_max_iter`` without meeting
     ``inverse_tolerance``: their reconstruction error is not the converged one.
 
+    For a multi-scale latent (a list of levels), ``levels.<i>`` gives level ``i``'s
+    ``nonfinite_fraction`` (share of samples whose level-``i`` latent ``z_i`` is non-finite) and
+    ``norm`` (``min``/``max`` of ``||z_i||`` over finite samples): the level that overflows first.
+
     Reading a failure: non-finite on noise but not on data is the paper's OOD finding (affine
     coupling is only locally bi-Lipschitz); non-finite on data means the model is unusable as a
     bijection even where it was trained; a large finite error is the early stage of the same.
@@ -62,6 +66,8 @@ class RoundTrip(Audit):
         rate("float64.nonfinite_fraction", "round trips non-finite in float64"),
         worse("float64.error_l2"), worse("float64.rel_error_l2"),
         worse("inverse_cap_hits", doc="iterative inverses stopped by the iteration cap"),
+        rate("levels.*.nonfinite_fraction", "samples whose level-i latent is non-finite"),
+        neither("levels.*.norm", doc="range of the level's latent norms"),
     )
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
@@ -75,10 +81,13 @@ class RoundTrip(Audit):
         dtype = ctx.model.dtype
         for ds in ctx.datasets:
             hits = _cap_hits(ctx)
-            acc = round_trip(ctx.model.forward, ctx.model.inverse,
+            levels = level_stats(ctx.model)
+            acc = round_trip(recording(ctx.model.forward, levels), ctx.model.inverse,
                              ds.batches(ctx.batch_size, dtype, ctx.device), floor,
                              progress_counter(ctx.progress, ds.name, ds.size))
             metrics = acc.metrics("latent")
+            if levels is not None:
+                metrics["levels"] = levels.metrics()
             if hits is not None:
                 metrics["inverse_cap_hits"] = _cap_hits(ctx) - hits
             message = ""

@@ -11,7 +11,7 @@ from torch import Tensor
 from ..config import Threshold
 from ..metrics import neither, rate, worse
 from .base import Audit, AuditContext, Measurement, register
-from .common import progress_counter, round_trip
+from .common import level_stats, progress_counter, recording, round_trip
 
 __all__ = ["Sampling"]
 
@@ -32,7 +32,11 @@ class Sampling(Audit):
     data-range width outside ``[low, high]``.
 
     Draws come from a generator seeded by (seed, "sampling", T, batch), ``--samples`` per
-    temperature. Gate defaults as for ``roundtrip``: any non-finite draw fails; a relative
+    temperature. A model with its own per-level priors (a normflows ``MultiscaleFlow``'s ``q0``)
+    is sampled from them at temperature ``T``; otherwise ``z = T * eps``, ``eps ~ N(0, I)``. For a
+    multi-scale latent, ``levels.<i>`` gives level ``i``'s ``nonfinite_fraction`` (share of
+    draws whose ``F(F^-1(z))`` is non-finite on that level) and ``norm`` (``min``/``max`` of its
+    finite per-sample norms): which level breaks first. Gate defaults as for ``roundtrip``: any non-finite draw fails; a relative
     error above 1e-4 warns and above 1e-2 fails.
     """
 
@@ -50,6 +54,8 @@ class Sampling(Audit):
         rate("sample_nonfinite_fraction", "samples F^-1(z) that are non-finite"),
         rate("out_of_range_fraction", "samples outside the data range"),
         worse("error_l2", doc="||F(F^-1(z)) - z||_2"), worse("rel_error_l2", doc="error / ||z||"),
+        rate("levels.*.nonfinite_fraction", "draws whose level-i latent F(F^-1(z)) is non-finite"),
+        neither("levels.*.norm", doc="range of the level's latent norms"),
     )
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
@@ -68,9 +74,12 @@ class Sampling(Audit):
                 outside.append(far & torch.isfinite(flat).all(1))
                 return x
 
-            acc = round_trip(inverse, ctx.model.forward, self._draws(ctx, temperature, n),
+            levels = level_stats(ctx.model)
+            acc = round_trip(inverse, recording(ctx.model.forward, levels), self._draws(ctx, temperature, n),
                              1e-6 * math.sqrt(dim), progress_counter(ctx.progress, name, n))
             metrics = acc.metrics("sample")
+            if levels is not None:
+                metrics["levels"] = levels.metrics()
             metrics["temperature"] = float(temperature)
             metrics["out_of_range_fraction"] = float(torch.cat(outside).double().mean()) if outside else 0.0
             yield Measurement(name, metrics, series={"error_histogram": acc.histogram()})
@@ -79,6 +88,6 @@ class Sampling(Audit):
         for start in range(0, n, ctx.batch_size):
             count = min(ctx.batch_size, n - start)
             gen = ctx.generator("prior", temperature, start)
-            z = temperature * torch.randn((count, *ctx.latent_shape), generator=gen)
-            yield z.to(device=ctx.device, dtype=ctx.model.dtype)
+            eps = torch.randn((count, *ctx.latent_shape), generator=gen)
+            yield ctx.model.sample_prior(eps, temperature, gen).to(device=ctx.device, dtype=ctx.model.dtype)
 

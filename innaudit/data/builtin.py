@@ -12,6 +12,7 @@ gaussian       ``c + w * N(0, 1)``                             ``[low + 0.01w, h
 rademacher     ``low`` or ``high`` with probability 1/2        none
 constant:V     every element ``V``                             none
 digits[:split] the 8x8 digits mapped into ``[low, high)``      none (17 levels)
+patches:SPLIT  3x32x32 crops of scikit-image sample images     none (256 levels)
 checkerboard   paper 4(g): squares of side 2 in [-4, 4]^2      none (2-D models only)
 two-moons      two interleaved half circles (noise 0.2)        none (2-D models only)
 rings          circles of radius 1, 2, 3 (radial noise 0.08)   none (2-D models only)
@@ -106,6 +107,21 @@ def _digits(domain: DataDomain, count: int, gen: torch.Generator, arg: str) -> T
     return (domain.low + domain.width * images).reshape(_shape(domain, len(images)))
 
 
+def _patches(domain: DataDomain, count: int, gen: torch.Generator, arg: str) -> Tensor:
+    from .patches import load_patches
+
+    images = torch.from_numpy(load_patches(arg or "test")[:count])
+    if tuple(domain.shape) != tuple(images.shape[1:]):
+        raise DataError(f"patches are 3x32x32 colour images, but the model takes shape {tuple(domain.shape)}")
+    return domain.low + domain.width * images
+
+
+def _patches_size(arg: str) -> int:
+    from .patches import load_patches
+
+    return len(load_patches(arg or "test"))
+
+
 def _planar(domain: DataDomain, name: str, points: Tensor) -> Tensor:
     """2-D points reshaped to the domain, which must hold exactly two values per sample."""
     if domain.numel != 2:
@@ -196,6 +212,8 @@ BUILTINS: dict[str, Builtin] = {
         Builtin("constant", "constant:V, every element V", False, _constant, lambda arg: 1),
         Builtin("digits", f"8x8 handwritten digits, {LEVELS} levels (digits:train|test|all)",
                 False, _digits, lambda arg: len(load_digits(_digits_split(arg))[0])),
+        Builtin("patches", "3x32x32 crops of scikit-image's sample images, 256 levels "
+                "(patches:train|test|ood; needs innaudit[images])", False, _patches, _patches_size),
         Builtin("checkerboard", "2-D checkerboard of the paper (4(g)), squares in [-4, 4]^2", True,
                 _toy("checkerboard")),
         Builtin("two-moons", "2-D two interleaved half circles", True, _toy("two-moons")),

@@ -3,7 +3,9 @@
 The least a user provides: ``forward(x) -> z`` or ``(z, log_det)``, and ``inverse(z) -> x`` (or
 ``reverse``). Optional attributes the adapter reads:
 
-- ``blocks``: a sequence of sub-modules with the same contract, in forward order;
+- ``blocks``: a sequence of sub-modules with the same contract, in forward order (a block
+  returning ``([kept, z_i], log_det)`` factors out a level: see ``InvertibleModel.carry``);
+- ``block_names``: one report name per block;
 - ``input_shape``, ``data_range`` (``(low, high)``), ``data_levels``: the data domain;
 - ``inverse_kind``, ``log_det_kind``, ``inverse_tolerance``, ``inverse_max_iter``.
 """
@@ -59,11 +61,19 @@ def _block_modules(module: nn.Module) -> Sequence[nn.Module]:
     return []
 
 
+def _block_name(module: nn.Module, block: nn.Module, index: int) -> str:
+    """``block_names[index]`` when the module names its blocks, else ``ClassName[index]``."""
+    names = getattr(module, "block_names", None)
+    if isinstance(names, (list, tuple)) and len(names) == len(_block_modules(module)):
+        return str(names[index])
+    return f"{type(block).__name__}[{index}]"
+
+
 def _blocks_of(info: ModelInfo):
     def blocks(module: nn.Module) -> list[InvertibleModel]:
         return [
             InvertibleModel(b, _call_forward, _call_inverse,
-                            ModelInfo(domain=info.domain, architecture=f"{type(b).__name__}[{i}]",
+                            ModelInfo(domain=info.domain, architecture=_block_name(module, b, i),
                                       inverse_kind=_kind(b, "inverse_kind", InverseKind.ANALYTIC),
                                       log_det_kind=_kind(b, "log_det_kind", LogDetKind.NONE)))
             for i, b in enumerate(_block_modules(module))

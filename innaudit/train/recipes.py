@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..domain import DataDomain
 from ..errors import UsageError
 from .common import Progress, Recipe, TrainedModel, bits_per_dim, gaussian_nll, init_actnorm
+from .glow_recipe import GLOW_RECIPES
 from .hooks import after_step
 from .paper_recipes import PAPER_RECIPES
 
@@ -143,9 +144,10 @@ DIGITS_RECIPES: dict[str, Recipe] = {
     )
 }
 
-RECIPES: dict[str, Recipe] = {**DIGITS_RECIPES, **PAPER_RECIPES}
-"""Every recipe: the digits flows above and the paper reproductions (2-D toys, residual flows,
-regularized models, INN classifiers) of :mod:`innaudit.train.paper_recipes`."""
+RECIPES: dict[str, Recipe] = {**DIGITS_RECIPES, **PAPER_RECIPES, **GLOW_RECIPES}
+"""Every recipe: the digits flows above, the paper reproductions (2-D toys, residual flows,
+regularized models, INN classifiers) of :mod:`innaudit.train.paper_recipes` and the multi-scale
+image Glow of :mod:`innaudit.train.glow_recipe`."""
 
 
 def run_recipe(name: str, seed: int = 0, progress: Progress | None = None,

@@ -6,6 +6,8 @@ Every zoo model follows one module contract, which :func:`innaudit.loading.adapt
 - ``inverse(z) -> x``;
 - ``blocks``: an ``nn.ModuleList`` of invertible blocks in forward order, each with the same
   ``forward(x) -> (y, log_det)`` / ``inverse(y) -> x`` contract, so audits can localize failures;
+- optionally ``block_names``: one name per block (the multi-scale ``glow`` names them
+  ``level i / block j: ClassName``);
 - ``inverse_kind`` / ``log_det_kind`` class attributes (``"analytic"`` / ``"exact"`` unless the
   architecture says otherwise), and for iterative inverses ``inverse_tolerance`` and
   ``inverse_max_iter``.
@@ -102,7 +104,7 @@ def build(name: str, config: Mapping[str, Any]) -> nn.Module:
 
 def _load_builtin() -> None:
     """Import the modules that register the built-in architectures."""
-    from . import classifier, coupling, residual  # noqa: F401
+    from . import classifier, coupling, glow, residual  # noqa: F401
 
 
 from . import bounds  # noqa: E402, F401  (registers the zoo blocks' Lipschitz rules on import)

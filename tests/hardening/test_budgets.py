@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from innaudit.safeio.arrays import read_array
 
 from innaudit import zoo
 from innaudit.audits import specs
@@ -21,6 +20,7 @@ from innaudit.domain import DataDomain
 from innaudit.errors import ConfigError, DataError, LoadError
 from innaudit.loading import load_model
 from innaudit.loading.native import checkpoint_bytes
+from innaudit.safeio.arrays import read_array
 from tests.conftest import CliResult
 
 BOMB_YAML = "\n".join(

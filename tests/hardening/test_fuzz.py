@@ -183,6 +183,7 @@ def test_any_npz_bytes_give_an_array_or_one_data_error(tmp_path: Path, data: byt
     import io
 
     import numpy as np
+
     from innaudit.safeio.arrays import read_array
 
     buffer = io.BytesIO()

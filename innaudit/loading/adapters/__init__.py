@@ -12,9 +12,11 @@ library        objects                                 data -> latent is
 FrEIA          SequenceINN, GraphINN, any block        ``m(x, c, jac=True)``; inverse ``rev=True``
 nflows         Flow, Transform                         ``t(x, context)``; inverse ``t.inverse``
 normflows      NormalizingFlow, single flow layers     ``inverse`` (normflows' forward samples)
+normflows      MultiscaleFlow (list of latents)        ``inverse_and_log_det``
 zuko           Flow (LazyDistribution), LazyTransform  ``flow(c).transform``; inverse ``.inv``
 torch / pyro   Transform, TransformModule, Conditional ``t.inv`` (their forward samples)
 TorchScript    ScriptModule exporting ``inverse``      ``forward``; only with --trust-checkpoint
+rosinality     ``reverse(z_list, reconstruct=...)``    ``forward`` -> ``(log_p, logdet, z_outs)``
 =============  ======================================  ==========================================
 """
 
@@ -25,12 +27,12 @@ from typing import Any
 
 from ...domain import DataDomain
 from ...errors import LoadError
-from . import distributions, freia, nflows, normflows, torchscript, zuko
+from . import distributions, freia, nflows, normflows, rosinality, torchscript, zuko
 from ._common import Adapted, Condition, resolve_condition
 
 __all__ = ["ADAPTERS", "Adapted", "Condition", "adapt_object", "find_adapter", "resolve_condition"]
 
-ADAPTERS: tuple[ModuleType, ...] = (freia, nflows, normflows, zuko, distributions, torchscript)
+ADAPTERS: tuple[ModuleType, ...] = (freia, nflows, normflows, zuko, distributions, torchscript, rosinality)
 """Tried in order; the fallback for anything else is the plain-module adapter."""
 
 

@@ -3,6 +3,8 @@
 FrEIA's call is ``m(x, c=[conds], rev=False, jac=True) -> (out, log_jac_det)``: forward is
 data -> latent, ``rev=True`` runs the inverse. Single blocks take and return tuples of tensors.
 Blocks: the ``module_list`` of a SequenceINN, the nodes of a GraphINN when they form a chain.
+A GraphINN with several output nodes (``Split`` without ``Concat``, multi-scale) maps data to
+the list of its outputs, one latent level per output node, and its inverse takes that list.
 ``IResNetLayer`` has a fixed-point inverse (``fixed_point_iterations``, no convergence check)
 and a stochastic log-det, so a model holding one is recorded as iterative / estimated
 (``shared/research/ecosystem.md`` 2.1).
@@ -38,8 +40,12 @@ def _tensor(out: Any) -> Tensor:
     return out
 
 
-def _call_network(module: nn.Module, x: Tensor, c: list[Tensor], rev: bool) -> tuple[Tensor, Any]:
-    out, ld = module(x, c=c or None, rev=rev, jac=True)
+def _call_network(module: nn.Module, x: Any, c: list[Tensor], rev: bool) -> tuple[Any, Any]:
+    """A GraphINN with several output nodes (a ``Split`` without ``Concat``) maps data to a
+    list of latents, one per output node in ``out_nodes`` order; its inverse takes that list."""
+    out, ld = module(list(x) if isinstance(x, (list, tuple)) else x, c=c or None, rev=rev, jac=True)
+    if not rev and isinstance(out, (tuple, list)) and len(out) > 1:
+        return list(out), ld
     return _tensor(out), ld
 
 
@@ -64,14 +70,15 @@ def _takes_condition(obj: nn.Module) -> bool:
 
 
 def _maps(call: Call, condition: Condition | None, wants: bool):
-    def conds(x: Tensor) -> list[Tensor]:
-        return [condition.for_batch(x)] if (condition is not None and wants) else []
+    def conds(x: Any) -> list[Tensor]:
+        first = x[0] if isinstance(x, (list, tuple)) else x
+        return [condition.for_batch(first)] if (condition is not None and wants) else []
 
-    def forward(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(module: nn.Module, x: Tensor) -> tuple[Any, Tensor]:
         z, ld = call(module, x, conds(x), False)
         return z, sum_per_sample(ld, x)
 
-    def inverse(module: nn.Module, z: Tensor) -> Tensor:
+    def inverse(module: nn.Module, z: Any) -> Tensor:
         return call(module, z, conds(z), True)[0]
 
     return forward, inverse

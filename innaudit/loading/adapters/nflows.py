@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ...domain import DataDomain
 from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
 from ._common import Adapted, Condition, from_library, leaf_name, sum_per_sample
+from .nflows_multiscale import is_multiscale, level_blocks, structured_maps
 
 __all__ = ["LIBRARY", "adapt", "matches"]
 
@@ -100,8 +101,11 @@ def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condi
     info = ModelInfo(domain=domain, source={**source, "library": LIBRARY},
                      architecture=f"nflows.{type(obj).__name__}", **_kinds(transform))
     has_blocks = isinstance(getattr(transform, "_transforms", None), nn.ModuleList)
-    model = InvertibleModel(obj, forward, inverse, info,
-                            blocks_fn=_blocks_fn(domain, condition) if has_blocks else None)
+    blocks_fn = _blocks_fn(domain, condition) if has_blocks else None
+    if is_multiscale(transform):  # levels, one latent each (nflows_multiscale)
+        forward, inverse = structured_maps((forward, inverse), transform)
+        blocks_fn = (lambda module: level_blocks(_parts(module)[0], domain)) if condition is None else None
+    model = InvertibleModel(obj, forward, inverse, info, blocks_fn=blocks_fn)
     warnings = ()
     if condition is None and embedding is not None and not isinstance(embedding, nn.Identity):
         warnings = ("the nflows Flow has an embedding net but no --condition was given; it is "

@@ -1,4 +1,4 @@
-"""normflows: ``NormalizingFlow``, ``ConditionalNormalizingFlow`` and single flow layers.
+"""normflows: ``NormalizingFlow``, ``ConditionalNormalizingFlow``, ``MultiscaleFlow``, single layers.
 
 normflows' direction is the reverse of innaudit's: a layer's ``forward(z)`` maps latent -> data
 and ``inverse(x)`` maps data -> latent, each returning ``(out, log|det|)`` of its own
@@ -20,6 +20,7 @@ from ...domain import DataDomain
 from ...errors import LoadError
 from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
 from ._common import Adapted, Condition, block_models, from_library
+from .normflows_multiscale import adapt_multiscale, is_multiscale
 
 __all__ = ["LIBRARY", "adapt", "matches"]
 
@@ -68,9 +69,6 @@ def _check(obj: nn.Module, condition: Condition | None) -> None:
     import normflows as nf
 
     name = type(obj).__name__
-    if isinstance(obj, nf.MultiscaleFlow):
-        raise LoadError("normflows MultiscaleFlow maps data to a list of latents; audit its levels "
-                        "as separate NormalizingFlow models")
     missing = [type(layer).__name__ for layer in _layers(obj)
                if isinstance(layer, nf.flows.Flow) and type(layer).inverse is nf.flows.Flow.inverse]
     if missing:
@@ -92,7 +90,10 @@ def _blocks_fn(domain: DataDomain, condition: Condition | None):
 
 
 def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condition | None) -> Adapted:
-    """Wrap a normflows NormalizingFlow (or one layer), swapping its directions."""
+    """Wrap a normflows NormalizingFlow (or one layer), swapping its directions; a
+    MultiscaleFlow goes to :mod:`.normflows_multiscale`."""
+    if is_multiscale(obj):
+        return adapt_multiscale(obj, domain, source, condition)
     _check(obj, condition)
     forward, inverse = _maps(condition)
     info = ModelInfo(domain=domain, source={**source, "library": LIBRARY},
