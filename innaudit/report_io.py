@@ -45,7 +45,9 @@ def _check(data: Mapping[str, Any]) -> Check:
 def _set(data: Mapping[str, Any]) -> SetResult:
     return SetResult(data["dataset"], Status(data["status"]), _numbers(data["metrics"]),
                      tuple(_check(c) for c in data.get("checks", [])), data.get("message", ""),
-                     _numbers(data.get("series", {})), waiver=data.get("waiver"))
+                     _numbers(data.get("series", {})), waiver=data.get("waiver"),
+                     intervals={str(k): (float(v[0]), float(v[1]))
+                                for k, v in data.get("intervals", {}).items()})
 
 
 def _audit(data: Mapping[str, Any]) -> AuditResult:

@@ -19,6 +19,7 @@ from .data import Dataset
 from .data.builtin import stable_seed
 from .errors import clean_text
 from .gate import judge
+from .intervals import rate_intervals
 from .model import InvertibleModel
 from .results import AuditResult, Report, SetResult, Status, worst
 from .waivers import apply_waivers
@@ -81,7 +82,8 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
         for m in audit.run(ctx):
             status, checks = judge(m.metrics, ctx.settings.thresholds_for(m.dataset))
             results.append(SetResult(m.dataset, status, m.metrics, checks, m.message, m.series,
-                                     artifacts=m.artifacts))
+                                     artifacts=m.artifacts,
+                                     intervals=rate_intervals(m.metrics, audit.metrics)))
     except Exception as exc:  # an audit that crashes gives ERROR, never a pass
         message = clean_text(f"{type(exc).__name__}: {exc}", 500)
         return AuditResult(audit.id, audit.title, Status.ERROR, f"the audit crashed: {message}",

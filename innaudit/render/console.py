@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import io
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from ..gate import lookup
-from ..results import Report, Status
-from .common import fmt, note
+from ..results import Report, SetResult, Status
+from .common import fmt, note, rate_text
 
 __all__ = ["render", "verdict_line"]
 
@@ -23,10 +22,13 @@ STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red",
          Status.ERROR: "bold magenta", Status.SKIP: "dim"}
 
 
-def _nonfinite(metrics: Any) -> str:
+def _nonfinite(result: SetResult) -> str:
+    metrics = result.metrics
     value = lookup(metrics, "nonfinite_fraction")
     if value is None:
         return ""
+    if "nonfinite_fraction" in result.intervals:
+        return rate_text(result, "nonfinite_fraction", short=True)
     if 0 < value < 0.001:
         return "<0.1%"  # never print 0.0% for a model that produced a NaN
     if 0.999 < value < 1:
@@ -57,7 +59,7 @@ def _table(report: Report) -> Table:
             continue
         for r in audit.results:
             numbers = [fmt(lookup(r.metrics, path), 2) for path in NUMBERS.values()]
-            table.add_row(audit.id, escape(r.dataset), _status(r.status), _nonfinite(r.metrics),
+            table.add_row(audit.id, escape(r.dataset), _status(r.status), _nonfinite(r),
                           *numbers, escape(note(r)))
     return table
 

@@ -22,7 +22,7 @@ from typing import Any
 from ..gate import leaves, lookup
 from ..results import AuditResult, Report, SetResult, Status
 from . import plots
-from .common import fmt, note, rows, verdict_reason
+from .common import fmt, note, rate_text, rows, verdict_reason
 
 __all__ = ["render"]
 
@@ -107,7 +107,8 @@ def _checks(result: SetResult) -> str:
 
 
 def _metrics(result: SetResult) -> str:
-    body = "".join(f'<tr><td>{_e(path)}</td><td class="num">{_e(fmt(value))}</td></tr>'
+    body = "".join(f'<tr><td>{_e(path)}</td><td class="num">{_e(fmt(value))}</td>'
+                   f'<td>{_e(rate_text(result, path))}</td></tr>'
                    for path, value in leaves(result.metrics))
     if not body:
         return ""

@@ -43,7 +43,8 @@ def _check(c: Check) -> dict[str, Any]:
 def _set(r: SetResult) -> dict[str, Any]:
     return {"dataset": r.dataset, "status": r.status, "message": r.message,
             "metrics": r.metrics, "checks": [_check(c) for c in r.checks], "series": r.series,
-            **({"waiver": r.waiver} if r.waiver is not None else {})}
+            **({"waiver": r.waiver} if r.waiver is not None else {}),
+            **({"intervals": {k: list(v) for k, v in r.intervals.items()}} if r.intervals else {})}
 
 
 def _audit(a: AuditResult) -> dict[str, Any]:
