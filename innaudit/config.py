@@ -8,7 +8,8 @@ YAML layout (``innaudit init`` writes a commented copy)::
 
     seed: 0                 # every random draw derives from it
     samples: 10000          # cap per data set
-    batch_size: 500
+    batch_size: auto        # or a number; auto: the largest that fits free memory (at most 500)
+    budget: null            # a time budget (90s, 10m, 1h): samples are sized to fit it
     device: cpu
     float64_check: false    # re-run round trips in float64
     fail_on: fail           # or warn
@@ -88,7 +89,8 @@ class Config:
 
     seed: int = 0
     samples: int = 10000
-    batch_size: int = 500
+    batch_size: int | str = "auto"
+    """Samples per batch, or ``"auto"`` (the largest batch whose activations fit free memory)."""
     device: str = "cpu"
     float64_check: bool = False
     fail_on: str = "fail"
@@ -98,6 +100,8 @@ class Config:
     skip: tuple[str, ...] = ()
     settings: Mapping[str, AuditSettings] = field(default_factory=dict)
     waivers: tuple[Waiver, ...] = ()
+    budget: float | None = None
+    """Seconds the run may take (``--budget``); None: the sample defaults, however long."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.config``."""
@@ -114,7 +118,7 @@ class Config:
         return out
 
 
-_SCALARS: dict[str, type] = {"seed": int, "samples": int, "batch_size": int, "device": str,
+_SCALARS: dict[str, type] = {"seed": int, "samples": int, "device": str,
                              "float64_check": bool, "fail_on": str}
 _LISTS = ("ood", "audits", "skip")
 
@@ -229,7 +233,7 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
     for aid, values in (sections or {}).items():
         base = raw.get(aid)
         raw[aid] = {**(base if isinstance(base, Mapping) else {}), **values}
-    known = [*_SCALARS, *_LISTS, "data", "waivers", *specs]
+    known = [*_SCALARS, *_LISTS, "data", "waivers", "batch_size", "budget", *specs]
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or key not in known:
@@ -243,6 +247,12 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
             values[key] = tuple(value)
         elif key == "data":
             values[key] = None if value is None else _typed(key, value, str)
+        elif key == "batch_size":
+            values[key] = value if value == "auto" else _typed(key, value, int)
+        elif key == "budget":
+            from .planning import parse_duration
+
+            values[key] = None if value is None else parse_duration(value)
     settings = {aid: _audit_settings(spec, raw.get(aid)) for aid, spec in specs.items()}
     values["waivers"] = parse_waivers(raw.get("waivers"), list(specs))
     config = Config(settings=settings, **values)
@@ -251,7 +261,7 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
 
 
 def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
-    if config.samples < 1 or config.batch_size < 1:
+    if config.samples < 1 or (isinstance(config.batch_size, int) and config.batch_size < 1):
         raise ConfigError(f"samples {config.samples} and batch_size {config.batch_size} must be at least 1")
     if config.fail_on not in ("warn", "fail"):
         raise ConfigError(f"fail_on is {config.fail_on!r}; expected 'warn' or 'fail'")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -24,7 +24,7 @@ from .model import InvertibleModel
 from .results import AuditResult, Report, SetResult, Status, worst
 from .waivers import apply_waivers
 
-__all__ = ["Observer", "RunHeader", "assemble", "environment", "run_audits", "run_header",
+__all__ = ["Observer", "RunHeader", "applicable", "assemble", "environment", "run_audits", "run_header",
            "selected_audits"]
 
 
@@ -135,40 +135,72 @@ def assemble(header: RunHeader, results: Sequence[AuditResult], errors: Sequence
                   warnings=header.warnings)
 
 
+def _context(aid: str, model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
+             latent_shape: tuple[int, ...], observer: Observer, batch_size: int) -> AuditContext:
+    return AuditContext(
+        model=model, datasets=datasets, settings=config.settings[aid],
+        seed=stable_seed(config.seed, aid), samples=config.samples,
+        batch_size=batch_size, device=torch.device(config.device), float64_check=config.float64_check,
+        latent_shape=latent_shape,
+        progress=lambda name, done, total, _id=aid: observer.progress(_id, name, done, total),
+    )
+
+
+def applicable(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
+               latent_shape: tuple[int, ...]) -> Callable[[str], bool]:
+    """``applies(audit_id)``: whether the audit would run (no skip reason) on this model and data."""
+    batch = config.batch_size if isinstance(config.batch_size, int) else 1
+
+    def applies(aid: str) -> bool:
+        try:
+            ctx = _context(aid, model, datasets, config, latent_shape, _Silent(), batch)
+            return REGISTRY[aid]().skip_reason(ctx) is None
+        except Exception:  # the audit itself reports the problem when it runs
+            return True
+
+    return applies
+
+
 def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Config, *,
                latent_shape: tuple[int, ...], observer: Observer | None = None,
                target: Mapping[str, Any] | None = None, warnings: Sequence[str] = (),
                header: RunHeader | None = None) -> Report:
     """Run the selected audits on ``model`` and build the Report.
 
+    Before the first audit the cost plan is made (:func:`innaudit.planning.plan_run`): methods
+    chosen by cost, samples sized to ``config.budget`` when one is set; the report's
+    ``run.plan`` records it with the seconds each audit used.
+
     Args:
         model: the model, already on ``config.device``.
         datasets: the in-distribution set(s) first, then the OOD sets.
         config: the effective configuration.
         latent_shape: the shape of one ``z`` (from the preflight probe).
-        observer: progress receiver.
+        observer: progress receiver (``plan_ready(plan)`` is called when it has one).
         target: what the report says about the model (path, sha256, loader...).
         warnings: things to carry into the report (e.g. a trusted pickle was loaded).
         header: a header already made by :func:`run_header` (else one is made here).
     """
+    from .planning import plan_run
+
     observer = observer or _Silent()
     header = header or run_header(model, datasets, config, latent_shape, target, warnings)
-    device = torch.device(config.device)
+    run = plan_run(model, datasets, config, applicable(model, datasets, config, latent_shape))
+    hook = getattr(observer, "plan_ready", None)
+    if callable(hook):
+        hook(run.plan)
     results = []
     for aid in selected_audits(config):
         audit = REGISTRY[aid]()
         if aid in config.skip:
             results.append(AuditResult(aid, audit.title, Status.SKIP, "left out by --skip", 0.0, 0))
             continue
-        ctx = AuditContext(
-            model=model, datasets=datasets, settings=config.settings[aid],
-            seed=stable_seed(config.seed, aid), samples=config.samples,
-            batch_size=config.batch_size, device=device, float64_check=config.float64_check,
-            latent_shape=latent_shape,
-            progress=lambda name, done, total, _id=aid: observer.progress(_id, name, done, total),
-        )
+        ctx = run.context(aid, _context(aid, model, datasets, config, latent_shape, observer,
+                                        run.plan.batch_size))
         observer.audit_started(aid, audit.title)
         result = _run_one(audit, ctx)
+        run.finished(aid, result.duration_s)
         observer.audit_finished(result)
         results.append(result)
-    return apply_waivers(assemble(header, results), config.waivers)
+    report = apply_waivers(assemble(header, results), config.waivers)
+    return replace(report, run={**report.run, "plan": run.report()})

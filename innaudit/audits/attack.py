@@ -7,7 +7,8 @@ The search itself (region, objectives, sign-gradient ascent, random search) is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from ..domain import DataDomain
 from ..errors import ConfigError
 from ..metrics import neither, rate, worse
 from ..stats import per_sample_norm, summarize
+from ..planning import AuditCost, Cost
 from .base import Audit, AuditContext, Measurement, register
 from .common import full_range_floor
 
@@ -181,6 +183,20 @@ class Attack(Audit):
         neither("first_nonfinite_step", doc="median step of the first non-finite point (-1: none)"),
         neither("random_search.evaluations", doc="round trips of the random search per point"),
     )
+
+    shrinkable = {"steps": 25}
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Per point and restart, ``steps + 1`` gradient round trips (two VJPs) and as many
+        random-search round trips."""
+        k = int(options["restarts"]) * (int(options["steps"]) + 1)
+        return {"": AuditCost(Cost(forward=2 * k, inverse=2 * k, vjp=2 * k))}
+
+    @classmethod
+    def capacities(cls, datasets: Sequence[Dataset], options: Mapping[str, Any], samples: int) -> list[int]:
+        """The first in-distribution set only."""
+        return [min(d.size, samples) for d in datasets if d.role is Role.IN_DISTRIBUTION][:1]
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped without an in-distribution set (the attack starts from data)."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,6 +13,7 @@ from ..config import Threshold
 from ..lipschitz import BlockBound, block_bound
 from ..metrics import neither, rate, worse
 from ..model import InvertibleModel
+from ..planning import AuditCost, jacobian_costs
 from .base import Audit, AuditContext, Measurement, register
 from .jacobians import measure
 from .spectrum import sample_batches
@@ -74,7 +76,7 @@ class Bounds(Audit):
     id = "bounds"
     title = "Certified global Lipschitz bounds of F and F^-1 from the architecture"
     thresholds = {"violation_fraction": Threshold(warn=None, fail=0.0)}
-    options = {"samples": 32, "slack": 1e-3}
+    options = {"samples": 32, "slack": 1e-3, "method": "auto"}
     metrics = tuple(m for d in ("forward", "inverse") for m in (
         worse(f"{d}.bound", doc=f"certified Lipschitz bound of the {d} map"),
         worse(f"{d}.measured", doc=f"largest measured local Lipschitz constant of the {d} map"),
@@ -82,6 +84,11 @@ class Bounds(Audit):
         neither("n", doc="samples"),
         rate("violation_fraction", "samples whose measured constant exceeds the bound"),
     )
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Both directions' largest singular values, exact or by Lanczos (128 iterations)."""
+        return jacobian_costs(dim, 128)
 
     def __init__(self) -> None:
         self._cache: tuple[int, list[BlockBound]] | None = None
@@ -113,7 +120,7 @@ class Bounds(Audit):
         for ds in ctx.datasets:
             fmax, imax = [], []
             for x in sample_batches(ctx, ds, ctx.option("samples")):
-                s = measure(forward, inverse, x, method="auto", tol=1e-4, max_iter=128,
+                s = measure(forward, inverse, x, method=ctx.option("method"), tol=1e-4, max_iter=128,
                             generator=ctx.generator(ds.name, len(fmax)))
                 fmax.append(s.forward_max)
                 imax.append(s.inverse_max)

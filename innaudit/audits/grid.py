@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,6 +13,8 @@ from torch import Tensor
 from ..linalg import jacobian, log_abs_det
 from ..metrics import neither, rate, worse
 from ..stats import per_sample_norm, summarize
+from ..data import Dataset
+from ..planning import AuditCost, Cost
 from .base import Audit, AuditContext, Measurement, register
 
 __all__ = ["Grid", "grid_points"]
@@ -66,6 +69,17 @@ class Grid(Audit):
         worse("error"), worse("latent_error"), worse("logdet_error", "nats"),
         worse("condition", doc="sigma_max / sigma_min of the Jacobian"),
     )
+    scalable = False
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Per grid point: two round trips and a 2 x 2 Jacobian."""
+        return {"": AuditCost(Cost(forward=2, inverse=2, vjp=2))}
+
+    @classmethod
+    def capacities(cls, datasets: Sequence[Dataset], options: Mapping[str, Any], samples: int) -> list[int]:
+        """One set of ``resolution^2`` points (the audit applies to 2-D models only)."""
+        return [int(options["resolution"]) ** 2]
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped unless the model's input is two-dimensional."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ from ..config import Threshold
 from ..metrics import better, neither, rate, worse
 from ..model import InvertibleModel
 from ..stats import per_sample_norm
+from ..planning import AuditCost, Cost, jacobian_costs
 from .base import Audit, AuditContext, Measurement, register
 from .jacobians import measure
 from .spectrum import sample_batches
@@ -159,6 +161,15 @@ class Layers(Audit):
         better("scale_min", doc="smallest coupling scale"),
         neither("culprit_index", doc="first failing block (-1: none)"),
     )
+
+    shrinkable = {"max_iter": 8}
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """A round trip per sample to find the worst, then the blocks' Jacobians of ``worst``."""
+        worst = int(options["worst"])
+        return {m: AuditCost(Cost(forward=1, inverse=1), c.per_sample * worst)
+                for m, c in jacobian_costs(dim, int(options["max_iter"])).items()}
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped for a model without ``blocks()`` or without data."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from ..linalg import choose_method, jacobian, log_abs_det, log_abs_det_estimate
 from ..metrics import neither, rate, worse
 from ..model import InvertibleModel, LogDetKind
 from ..stats import summarize
+from ..planning import AuditCost, Cost
 from .base import Audit, AuditContext, Measurement, register
 from .spectrum import sample_batches
 
@@ -77,6 +79,15 @@ class LogDet(Audit):
         worse("estimate_error", "nats", "error of an estimated log-det (not gated)"),
         worse("estimate_rel_error"),
     )
+
+    shrinkable = {"probes": 2, "steps": 16}
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Exact: ``d`` VJPs and a ``slogdet``; matrix-free: ``probes * steps`` JVP/VJP pairs."""
+        k = int(options["probes"]) * int(options["steps"])
+        return {"exact": AuditCost(Cost(forward=1, vmap_vjp=dim, dense=float(dim) ** 3 / 4)),
+                "matrix-free": AuditCost(Cost(forward=1, jvp=k, vjp=k))}
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped when the model reports no log-determinant."""

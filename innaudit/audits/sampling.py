@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..config import Threshold
+from ..data import Dataset
 from ..metrics import neither, rate, worse
 from .base import Audit, AuditContext, Measurement, register
 from .common import progress_counter, round_trip
@@ -51,6 +53,11 @@ class Sampling(Audit):
         rate("out_of_range_fraction", "samples outside the data range"),
         worse("error_l2", doc="||F(F^-1(z)) - z||_2"), worse("rel_error_l2", doc="error / ||z||"),
     )
+
+    @classmethod
+    def capacities(cls, datasets: Sequence[Dataset], options: Mapping[str, Any], samples: int) -> list[int]:
+        """One set of ``samples`` prior draws per temperature."""
+        return [samples] * len(options["temperatures"])
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
         """One measurement per temperature."""

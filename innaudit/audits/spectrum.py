@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 from torch import Tensor
@@ -11,6 +12,7 @@ from torch import Tensor
 from ..config import Threshold
 from ..data import Dataset
 from ..metrics import Direction, better, neither, rate, worse
+from ..planning import AuditCost, jacobian_costs
 from .base import Audit, AuditContext, Measurement, register
 from .jacobians import Spectrum, measure, min_median_max
 
@@ -100,6 +102,13 @@ class SpectrumAudit(Audit):
         neither("cross_check.tolerance"),
         rate("converged_fraction", "Lanczos runs that converged", Direction.HIGHER_BETTER),
     )
+
+    shrinkable = {"max_iter": 16}
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Both directions' Jacobians: exact (``d`` VJPs and an SVD each) or Lanczos."""
+        return jacobian_costs(dim, int(options["max_iter"]))
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped without data sets."""
