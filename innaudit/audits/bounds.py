@@ -23,7 +23,9 @@ __all__ = ["Bounds", "model_bounds"]
 
 def _block_shapes(model: InvertibleModel, blocks: Sequence[InvertibleModel]) -> list[tuple[int, ...]]:
     """The input shape of every block, from a zero probe through the chain."""
-    h = torch.zeros(1, *model.info.domain.shape, dtype=model.dtype)
+    where = next(iter(model.module.parameters()), None)
+    h = torch.zeros(1, *model.info.domain.shape, dtype=model.dtype,
+                    device=where.device if where is not None else "cpu")
     shapes = []
     for block in blocks:
         shapes.append(tuple(h.shape[1:]))

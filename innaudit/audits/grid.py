@@ -126,9 +126,10 @@ class Grid(Audit):
             back = model.inverse(z)
             x = model.inverse(p)
             again = model.forward(x)
-        bad = ~(torch.isfinite(z).flatten(1).all(1) & torch.isfinite(back).flatten(1).all(1))
-        latent_bad = ~(torch.isfinite(x).flatten(1).all(1) & torch.isfinite(again).flatten(1).all(1))
-        jac = jacobian(lambda t: model.forward(t, grad=True), p)
+        bad = ~(torch.isfinite(z).flatten(1).all(1) & torch.isfinite(back).flatten(1).all(1)).cpu()
+        latent_bad = ~(torch.isfinite(x).flatten(1).all(1) & torch.isfinite(again).flatten(1).all(1)).cpu()
+        jac = jacobian(lambda t: model.forward(t, grad=True), p).detach().cpu()  # numbers for numpy
+        p, back, again, ld = p.cpu(), back.cpu(), again.cpu(), None if ld is None else ld.detach().cpu()
         finite = torch.isfinite(jac).flatten(1).all(1)
         sv = torch.full((len(p), 2), math.nan, dtype=torch.float64)
         if finite.any():
