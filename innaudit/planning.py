@@ -145,12 +145,17 @@ class AuditPlan:
     cut: str = ""
     overrides: Mapping[str, Any] = field(default_factory=dict)
     """Options the plan lowered to fit the budget (``{"steps": 50}``)."""
+    model_s: float = 0.0
+    """Seconds of the audit's raw model evaluations by the measured units, unscaled."""
+    passes: float = 0.0
+    """Model passes the audit performs (a VJP or JVP counts two)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report."""
         out: dict[str, Any] = {"id": self.id, "samples": self.samples, "requested": self.requested,
                                "method": self.method, "sets": self.sets,
-                               "estimated_s": round(self.estimated_s, 3)}
+                               "estimated_s": round(self.estimated_s, 3), "model_s": round(self.model_s, 3),
+                               "passes": round(self.passes)}
         return out | ({"cut": self.cut} if self.cut else {}) | (
             {"options": dict(self.overrides)} if self.overrides else {})
 
@@ -355,6 +360,10 @@ class _Need:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     cut: str = ""
 
+    def passes(self, n: int) -> float:
+        """Model passes with ``n`` samples per set."""
+        return sum(min(n, c) * self.cost.per_sample.passes + self.cost.per_set.passes for c in self.capacities)
+
     def seconds(self, n: int) -> float:
         """Estimated seconds with ``n`` samples per set."""
         total = 0.0
@@ -443,8 +452,9 @@ def replan(needs: Sequence[_Need], budget_s: float | None, factor: float = 1.0) 
         cuts = [n.cut] if n.cut else []
         if min(got, top) < min(n.requested, top):
             cuts.append(f"{min(n.requested, top)} -> {min(got, top)} samples per set")
+        raw = replace(n, factor=1.0)
         out.append(AuditPlan(n.id, got, n.requested, n.method, len(n.capacities), n.seconds(got),
-                             "; ".join(cuts), n.overrides))
+                             "; ".join(cuts), n.overrides, raw.seconds(got), raw.passes(got)))
     return tuple(out)
 
 

@@ -168,8 +168,9 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
     """Run the selected audits on ``model`` and build the Report.
 
     Before the first audit the cost plan is made (:func:`innaudit.planning.plan_run`): methods
-    chosen by cost, samples sized to ``config.budget`` when one is set; the report's
-    ``run.plan`` records it with the seconds each audit used.
+    chosen by cost, samples sized to ``config.budget`` when one is set; then the report's
+    ``run.plan`` records it with the seconds each audit used (a budgeted run depends on the
+    machine's speed; without a budget the report does not).
 
     Args:
         model: the model, already on ``config.device``.
@@ -203,4 +204,6 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
         observer.audit_finished(result)
         results.append(result)
     report = apply_waivers(assemble(header, results), config.waivers)
+    if config.budget is None:  # the plan holds timings; without a budget the report stays reproducible
+        return report
     return replace(report, run={**report.run, "plan": run.report()})

@@ -16,8 +16,21 @@ from innaudit.config import parse_config
 from innaudit.domain import DataDomain
 from innaudit.errors import ConfigError
 from innaudit.loading.native import save_checkpoint
-from innaudit.planning import (SAFETY, AuditCost, Cost, Timing, Units, _choose, _Need, auto_batch_size,
-                               floor_samples, jacobian_costs, parse_duration, plan_run, replan)
+from innaudit.planning import (
+    SAFETY,
+    AuditCost,
+    Cost,
+    Timing,
+    Units,
+    _choose,
+    _Need,
+    auto_batch_size,
+    floor_samples,
+    jacobian_costs,
+    parse_duration,
+    plan_run,
+    replan,
+)
 from innaudit.zoo import build
 
 from ..conftest import read_report
