@@ -14,7 +14,7 @@ inverse, VJP and JVP counts times the costs measured at start-up). Printed per a
 method, used seconds, raw seconds, their ratio; per run: wall time against the budget (start-up
 apart), the child's peak resident memory, and that no audit is ``error``.
 
-Usage: ``python benchmarks/scale.py [--budget 10m] [--models cifar,64x64] [--threads 2]``.
+Usage: ``python benchmarks/scale.py [--budget 10m] [--models cifar,64x64] [--threads 1] [--keep DIR]``.
 Exits 0 whatever the figures.
 """
 
@@ -117,11 +117,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="10m")
     parser.add_argument("--models", default="cifar,64x64")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP threads of the run (more than the free cores slows it down a lot)")
+    parser.add_argument("--keep", metavar="DIR", help="Keep models, data, reports and logs in DIR.")
     args = parser.parse_args()
     budget_s = parse_duration(args.budget)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = Path(args.keep or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         for name in args.models.split(","):
             ckpt, data, params = _prepare(name, folder)
             out = folder / f"{name}.json"
@@ -129,7 +132,9 @@ def main() -> None:
             if not out.exists():
                 print(f"== {name}: the run wrote no report:\n{stderr[-2000:]}")
                 continue
+            (folder / f"{name}.log").write_text(stderr)
             _report(name, params, budget_s, wall, peak, out)
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -177,7 +177,8 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
         datasets: the in-distribution set(s) first, then the OOD sets.
         config: the effective configuration.
         latent_shape: the shape of one ``z`` (from the preflight probe).
-        observer: progress receiver (``plan_ready(plan)`` is called when it has one).
+        observer: progress receiver (``plan_ready(run)`` gets the live
+            :class:`~innaudit.planning.PlanRun` when it has that method).
         target: what the report says about the model (path, sha256, loader...).
         warnings: things to carry into the report (e.g. a trusted pickle was loaded).
         header: a header already made by :func:`run_header` (else one is made here).
@@ -189,7 +190,7 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
     run = plan_run(model, datasets, config, applicable(model, datasets, config, latent_shape))
     hook = getattr(observer, "plan_ready", None)
     if callable(hook):
-        hook(run.plan)
+        hook(run)
     results = []
     for aid in selected_audits(config):
         audit = REGISTRY[aid]()

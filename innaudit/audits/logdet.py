@@ -48,7 +48,8 @@ class LogDet(Audit):
 
     Per sample: ``err = |ld_model(x) - log|det J_F(x)||`` in nats and ``rel = err /
     max(1, |log|det J_F(x)||)``. The reference value is exact (``slogdet`` in float64 of the
-    Jacobian built with torch.func) up to dimension 4096 under ``method: auto``, and otherwise a
+    Jacobian built with torch.func) where the cost model (``innaudit.planning``) finds it within 4x
+    of the estimate's cost under ``method: auto``, and otherwise a
     stochastic Lanczos quadrature estimate ``1/2 tr log(J^T J)`` with ``probes`` Rademacher
     probes of ``steps`` JVP/VJP pairs each; then ``reference_stderr`` gives its standard error
     and ``reference`` is ``"estimated"``.

@@ -55,8 +55,9 @@ class SpectrumAudit(Audit):
     Jacobian).
 
     Method (option ``method``): ``exact`` builds each sample's full Jacobian with
-    ``torch.func`` (vmap over jacrev) and takes its SVD in float64, both directions; it is
-    chosen by ``auto`` up to dimension 4096. ``matrix-free`` runs Lanczos on ``J^T J`` through
+    ``torch.func`` (vmap over jacrev) and takes its SVD in float64, both directions; ``auto``
+    takes it while the cost model (``innaudit.planning``: ``d`` VJPs and an SVD per sample and
+    direction, timed on the model) puts it within 4x of the matrix-free method. ``matrix-free`` runs Lanczos on ``J^T J`` through
     one JVP and one VJP per iteration (``innaudit.linalg``), to relative residual ``tol`` or
     ``max_iter`` iterations, for ``sigma_max`` of both maps; ``sigma_min(J_F) = 1 /
     sigma_max(J_F^-1)``. Both directions cross-check each other in the exact method: ``gap =

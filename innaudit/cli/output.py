@@ -125,11 +125,12 @@ class ProgressObserver:
     def __exit__(self, *exc: object) -> None:
         self.bars.stop()
 
-    def plan_ready(self, plan: Any) -> None:
-        """Keep the plan for the ETA; say so up front when an unbudgeted run will be long."""
+    def plan_ready(self, run: Any) -> None:
+        """Keep the live plan (:class:`innaudit.planning.PlanRun`) for the ETA; say so up front
+        when an unbudgeted run will be long."""
         from ..planning import LONG_RUN_S
 
-        self.plan = plan
+        self.plan, plan = run, run.plan
         if plan.budget_s is None and plan.estimated_s > LONG_RUN_S and self.mode != "off":
             err(f"innaudit: this run is planned to take about {_seconds(plan.estimated_s)}; "
                 "add --budget 10m (or any duration) to size the samples to fit, or see --plan")
@@ -140,7 +141,8 @@ class ProgressObserver:
             return None
         elapsed = self.clock() - self.audit_start
         here = elapsed * (total - done) / done if done else 0.0
-        rest = sum(a.estimated_s for a in self.plan.audits if a.id not in self.finished and a.id != audit_id)
+        rest = sum(a.estimated_s for a in self.plan.current.values()
+                   if a.id not in self.finished and a.id != audit_id)
         return here + rest
 
     def audit_started(self, audit_id: str, title: str) -> None:
