@@ -20,8 +20,8 @@ from ..data import Dataset, Role
 from ..domain import DataDomain
 from ..errors import ConfigError
 from ..metrics import neither, rate, worse
-from ..stats import per_sample_norm, summarize
 from ..planning import AuditCost, Cost
+from ..stats import per_sample_norm, summarize
 from .base import Audit, AuditContext, Measurement, register
 from .common import full_range_floor
 

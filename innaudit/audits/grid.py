@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data import Dataset
 from ..linalg import jacobian, log_abs_det
 from ..metrics import neither, rate, worse
-from ..stats import per_sample_norm, summarize
-from ..data import Dataset
 from ..planning import AuditCost, Cost
+from ..stats import per_sample_norm, summarize
 from .base import Audit, AuditContext, Measurement, register
 
 __all__ = ["Grid", "grid_points"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,8 +14,8 @@ from torch import Tensor
 from ..config import Threshold
 from ..metrics import better, neither, rate, worse
 from ..model import InvertibleModel
-from ..stats import per_sample_norm
 from ..planning import AuditCost, Cost, jacobian_costs
+from ..stats import per_sample_norm
 from .base import Audit, AuditContext, Measurement, register
 from .jacobians import measure
 from .spectrum import sample_batches

@@ -14,8 +14,8 @@ from ..config import Threshold
 from ..linalg import choose_method, jacobian, log_abs_det, log_abs_det_estimate
 from ..metrics import neither, rate, worse
 from ..model import InvertibleModel, LogDetKind
-from ..stats import summarize
 from ..planning import AuditCost, Cost
+from ..stats import summarize
 from .base import Audit, AuditContext, Measurement, register
 from .spectrum import sample_batches
 
