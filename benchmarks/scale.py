@@ -3,8 +3,9 @@
 Goal: every audit's wall time is at most 1.3 times the raw model evaluations it performed, and the
 whole run under ``--budget B`` ends within 1.25 B plus start-up.
 
-Two models are built here from the zoo with random weights (a trained model costs the same per
-evaluation): ``cifar``, a coupling flow on d = 3 x 32 x 32 = 3072 with MLP coupling nets of width
+Two models are built here from the zoo, their weights perturbed away from the zoo's identity
+initialization so that Jacobians and Lanczos runs are not trivial (a trained model costs the same
+per evaluation): ``cifar``, a coupling flow on d = 3 x 32 x 32 = 3072 with MLP coupling nets of width
 512 (8 steps, about 21 M parameters), and ``64x64``, the same on d = 3 x 64 x 64 = 12,288 (4 steps
 of width 256). Each is saved as a native checkpoint with smooth random images in [0, 1] as its
 ``--data`` file, and ``innaudit run MODEL --data x.npy --budget B -o json=...`` runs in a child
@@ -71,6 +72,10 @@ def _prepare(name: str, folder: Path) -> tuple[Path, Path, int]:
     spec = MODELS[name]
     config = {"shape": spec["shape"], "steps": spec["steps"], "hidden": spec["hidden"], "seed": 0}
     module = build("coupling-vector", config)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # the zoo starts at the identity; perturb it so Jacobians are not trivial
+        for p in module.parameters():
+            p.add_(0.05 * p.abs().mean().clamp_min(0.02) * torch.randn(p.shape, generator=gen))
     params = sum(p.numel() for p in module.parameters())
     ckpt = save_checkpoint(folder / f"{name}.pt", module, "coupling-vector", config,
                            DataDomain(shape=tuple(spec["shape"]), low=0.0, high=1.0))

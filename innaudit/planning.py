@@ -232,12 +232,18 @@ def parse_duration(text: str | float | int) -> float:
     return seconds
 
 
+LANCZOS_SHARE = 0.5
+"""Expected share of ``max_iter`` a Lanczos run uses before it meets its tolerance (the re-plan
+after each audit corrects the estimate with the time really used)."""
+
+
 def jacobian_costs(dim: int, max_iter: int, directions: int = 2) -> dict[str, AuditCost]:
     """Per-sample cost of the extreme singular values of ``directions`` Jacobians: ``exact``
     (``dim`` VJPs and one float64 SVD each) or ``matrix-free`` (Lanczos: at most ``max_iter``
-    JVP/VJP pairs each)."""
+    JVP/VJP pairs each, :data:`LANCZOS_SHARE` of them expected)."""
+    k = directions * max(1.0, LANCZOS_SHARE * min(max_iter, dim))
     return {"exact": AuditCost(Cost(forward=1, vmap_vjp=directions * dim, dense=directions * float(dim) ** 3)),
-            "matrix-free": AuditCost(Cost(forward=1, jvp=directions * max_iter, vjp=directions * max_iter))}
+            "matrix-free": AuditCost(Cost(forward=1, jvp=k, vjp=k))}
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -495,8 +501,8 @@ class PlanRun:
     """A plan being carried out: sizes each audit's context, re-plans after each audit.
 
     After an audit ends, the audits still to run are planned again with the budget left
-    (``budget - elapsed``) and their estimates scaled by ``used / estimated`` of the finished
-    audits (kept within [0.5, 4]).
+    (``budget - elapsed``) and their estimates scaled by ``used / model_s`` of the finished
+    audits (their unscaled estimates; the factor is kept within [0.2, 4]).
     """
 
     def __init__(self, plan: Plan, needs: Sequence[_Need]) -> None:
@@ -530,8 +536,8 @@ class PlanRun:
         rest = [self.needs[a.id] for a in self.plan.audits if a.id not in self.used]
         if self.plan.budget_s is None or not rest:
             return
-        estimated = sum(self.current[a].estimated_s for a in self.used if a in self.current)
-        factor = min(4.0, max(0.5, sum(self.used.values()) / estimated)) if estimated > 0 else 1.0
+        estimated = sum(self.current[a].model_s for a in self.used if a in self.current)
+        factor = min(4.0, max(0.2, sum(self.used.values()) / estimated)) if estimated > 0 else 1.0
         left = self.plan.budget_s - (time.monotonic() - self.started)
         self.current.update({a.id: a for a in replan(rest, max(0.0, left), factor)})
 

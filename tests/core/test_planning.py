@@ -189,3 +189,18 @@ def test_every_audit_states_its_cost() -> None:
         costs = cls.costs(64, cls.options)
         assert costs and all(isinstance(c, AuditCost) for c in costs.values()), aid
         assert all(c.per_sample.passes + c.per_set.passes > 0 for c in costs.values()), aid
+
+
+def test_replan_after_an_audit_scales_the_rest_by_what_it_really_took() -> None:
+    from innaudit.planning import Plan, PlanRun
+
+    needs = [_need("first", 0.5, 64), _need("second", 1.0, 64)]
+    run = PlanRun(Plan(_units(), 40.0, replan(needs, 40.0), 8), needs)
+    before = run.current["second"].samples
+    assert before < 64
+    run.finished("first", 0.1 * run.current["first"].model_s)  # ten times faster than estimated
+    after = run.current["second"]
+    assert after.samples > before and after.estimated_s < after.model_s
+    report = run.report()
+    assert report["audits"][0]["used_s"] == pytest.approx(0.1 * run.current["first"].model_s, abs=1e-3)
+    assert "used_s" not in report["audits"][1]
