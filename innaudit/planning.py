@@ -275,7 +275,10 @@ def _call_seconds(model: InvertibleModel, x: Tensor) -> tuple[float, float, floa
     with torch.no_grad():
         z = model.forward(x)
     forward_s = _timed(lambda: model.forward(x), device)
-    inverse_s = _timed(lambda: model.inverse(z), device)
+    try:
+        inverse_s = _timed(lambda: model.inverse(z), device)
+    except Exception:  # a broken inverse is the audits' finding; cost it as a forward
+        inverse_s = forward_s
 
     def vjp() -> None:
         t = x.detach().clone().requires_grad_(True)
@@ -283,7 +286,10 @@ def _call_seconds(model: InvertibleModel, x: Tensor) -> tuple[float, float, floa
             out = _flat(model.forward(t, grad=True))
             torch.autograd.grad(out, t, torch.ones_like(out))
 
-    vjp_s = _timed(vjp, device)
+    try:
+        vjp_s = _timed(vjp, device)
+    except Exception:  # not differentiable: the audits report it; cost it as three forwards
+        vjp_s = 3 * forward_s
     try:
         v = torch.ones_like(x)
         jvp_s = _timed(lambda: torch.func.jvp(lambda t: _flat(model.forward(t, grad=True)), (x,), (v,)), device)
@@ -339,7 +345,10 @@ def free_memory(device: torch.device) -> int:
 
 def auto_batch_size(model: InvertibleModel, x: Tensor, cap: int = 500, margin: float = 0.25) -> int:
     """The largest batch (at most ``cap``) whose VJP activations fit ``margin`` of free memory."""
-    per_sample = max(1, activation_bytes(model, x[:1]))
+    try:
+        per_sample = max(1, activation_bytes(model, x[:1]))
+    except Exception:  # not differentiable: the audits report it
+        return cap
     return int(max(1, min(cap, margin * free_memory(x.device) // per_sample)))
 
 
@@ -557,7 +566,11 @@ def plan_run(model: InvertibleModel, datasets: Sequence[Dataset], config: Config
     x = (datasets[0].first(32) if datasets and datasets[0].size
          else torch.full((1, *dom.shape), 0.5 * (dom.low + dom.high))).to(device=device, dtype=model.dtype)
     batch = config.batch_size if isinstance(config.batch_size, int) else auto_batch_size(model, x)
-    units = measure_units(model, x[:min(batch, 32)])
+    try:
+        units = measure_units(model, x[:min(batch, 32)])
+    except Exception:  # the model fails on a batch: the audits report how; plan with nominal costs
+        nominal = Timing(1e-3, 1e-3)
+        units = Units(nominal, nominal, nominal, nominal, 1e-9, 0, int(x[0].numel()))
     ids = [aid for aid in selected_audits(config) if aid not in config.skip and applies(aid)]
     plan, needs = make_plan(model, datasets, config, ids, units, batch)
     return PlanRun(plan, needs)

@@ -52,7 +52,7 @@ __all__ = ["run"]
 @click.option("--timeout", type=float, metavar="SECONDS", help="Run in a child process and stop it after SECONDS; finished audits are kept, the run exits 2.")
 @click.option("--max-memory", metavar="SIZE", help="Run in a child process limited to SIZE of memory (e.g. 4G); also the budget for checkpoint tensors.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 when a gate fails (never hides exit 2).")
-@click.option("--progress/--no-progress", default=None, help="Progress on stderr: bars on a terminal, a plain line every 10 s otherwise.  [default: on]")
+@click.option("--progress/--no-progress", default=None, help="Progress on stderr: bars on a terminal, a plain line every 10 s otherwise (-q: none unless asked).  [default: on]")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout; files and the exit code only.")
 @click.option("-v", "--verbose", count=True, help="-vv shows tracebacks of internal errors.")
 def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None, weights_key: str | None,
@@ -88,7 +88,9 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     job = Job(model, config, weights, weights_key, trust_checkpoint, _size(max_memory), condition)
     if show_plan:
         return _print_plan(job)
-    mode = "off" if progress is False else "bars" if progress or sys.stderr.isatty() else "plain"
+    tty = sys.stderr.isatty()
+    mode = "off" if progress is False or (quiet and progress is None and not tty) else \
+        "bars" if progress or tty else "plain"
     report = _audit(job, timeout, mode)
     if base is not None:
         report = compared(base, report, baseline, rel_tol, abs_tol, fail_on_regression)
