@@ -8,7 +8,8 @@ YAML layout (``innaudit init`` writes a commented copy)::
 
     seed: 0                 # every random draw derives from it
     samples: 10000          # cap per data set
-    batch_size: 500
+    batch_size: auto        # or a number; auto: the largest that fits free memory (at most 500)
+    budget: null            # a time budget (90s, 10m, 1h): samples are sized to fit it
     device: cpu
     float64_check: false    # re-run round trips in float64
     default_ood: true       # with no ood sets given, run the noise battery
@@ -98,7 +99,8 @@ class Config:
 
     seed: int = 0
     samples: int = 10000
-    batch_size: int = 500
+    batch_size: int | str = "auto"
+    """Samples per batch, or ``"auto"`` (the largest batch whose activations fit free memory)."""
     device: str = "cpu"
     float64_check: bool = False
     default_ood: bool = True
@@ -113,6 +115,8 @@ class Config:
     allow_mutation: bool = False
     range: tuple[float, float] | None = None
     levels: int | None = None
+    budget: float | None = None
+    """Seconds the run may take (``--budget``); None: the sample defaults, however long."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.config``."""
@@ -133,7 +137,7 @@ class Config:
 MAX_COUNT = 10**9
 """Largest ``samples`` or ``batch_size`` accepted (a count, not a memory budget)."""
 
-_SCALARS: dict[str, type] = {"seed": int, "samples": int, "batch_size": int, "device": str,
+_SCALARS: dict[str, type] = {"seed": int, "samples": int, "device": str,
                              "default_ood": bool, "allow_mutation": bool,
                              "float64_check": bool, "fail_on": str}
 _LISTS = ("ood", "audits", "skip")
@@ -249,7 +253,7 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
     for aid, section in (sections or {}).items():
         base = raw.get(aid)
         raw[aid] = {**(base if isinstance(base, Mapping) else {}), **section}
-    known = [*_SCALARS, *_LISTS, "data", "waivers", "range", "levels", *specs]
+    known = [*_SCALARS, *_LISTS, "data", "waivers", "range", "levels", "batch_size", "budget", *specs]
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or key not in known:
@@ -267,6 +271,12 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
             values[key] = None if value is None else _range(value)
         elif key == "levels":
             values[key] = None if value is None else _typed(key, value, int)
+        elif key == "batch_size":
+            values[key] = value if value == "auto" else _typed(key, value, int)
+        elif key == "budget":
+            from .cost import parse_duration
+
+            values[key] = None if value is None else parse_duration(value)
     settings = {aid: _audit_settings(spec, raw.get(aid)) for aid, spec in specs.items()}
     values["waivers"] = parse_waivers(raw.get("waivers"), list(specs))
     config = Config(settings=settings, **values)
@@ -289,9 +299,9 @@ def _range(value: Any) -> tuple[float, float]:
 def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
     if config.levels is not None and config.levels < 2:
         raise ConfigError(f"levels is {config.levels}; expected at least 2 quantization levels")
-    if config.samples < 1 or config.batch_size < 1:
+    if config.samples < 1 or (isinstance(config.batch_size, int) and config.batch_size < 1):
         raise ConfigError(f"samples {config.samples} and batch_size {config.batch_size} must be at least 1")
-    if config.samples > MAX_COUNT or config.batch_size > MAX_COUNT:
+    if config.samples > MAX_COUNT or (isinstance(config.batch_size, int) and config.batch_size > MAX_COUNT):
         raise ConfigError(f"samples {short_repr(config.samples)} and batch_size {short_repr(config.batch_size)} "
                           f"must be at most {MAX_COUNT:.0e}; expected a count of samples")
     if config.fail_on not in ("warn", "fail"):

@@ -15,7 +15,8 @@ HEADER = """\
 
 seed: 0                # every random draw derives from (seed, audit id)
 samples: 10000         # at most this many samples per data set (the paper uses 10,000 per OOD set)
-batch_size: 500
+batch_size: auto       # or a number; auto = the largest batch whose activations fit free memory (<= 500)
+budget: null           # a time budget (90s, 10m, 1h): samples per audit are sized to fit it
 device: cpu            # cpu, cuda, cuda:N
 float64_check: false   # repeat round trips in float64: tells precision loss from ill-conditioning
 default_ood: true       # with no ood sets below, run the noise battery (false: no held-out sets)

@@ -32,11 +32,12 @@ from .errors import LoadError, UsageError, clean_text
 from .integrity import changed, fingerprint, mutation_error
 from .loading import LoadedModel, load_model, load_object
 from .model import InvertibleModel
+from .planning import PlanRun, plan_run
 from .results import Report
-from .runner import Observer, run_audits, run_header
+from .runner import Observer, applicable, run_audits, run_header
 from .safeio.preflight import Limits
 
-__all__ = ["Job", "Prepared", "execute", "prepare"]
+__all__ = ["Job", "Prepared", "execute", "plan", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,14 @@ def prepare(job: Job) -> Prepared:
     datasets = _datasets(loaded.model, job)
     loaded, latent_shape = _probe_unchanged(loaded, datasets, device, job.config)
     return Prepared(loaded, datasets, latent_shape)
+
+
+def plan(job: Job) -> PlanRun:
+    """Load and prepare as :func:`execute` does, measure the model's calls, and return the plan
+    (``innaudit run --plan``) without running any audit."""
+    prepared = prepare(job)
+    model, datasets = prepared.loaded.model, prepared.datasets
+    return plan_run(model, datasets, job.config, applicable(model, datasets, job.config, prepared.latent_shape))
 
 
 def execute(job: Job, observer: Observer | None = None) -> Report:

@@ -49,7 +49,9 @@ def _check(data: Mapping[str, Any]) -> Check:
 def _set(data: Mapping[str, Any]) -> SetResult:
     return SetResult(data["dataset"], Status(data["status"]), _numbers(data["metrics"]),
                      tuple(_check(c) for c in data.get("checks", [])), data.get("message", ""),
-                     _numbers(data.get("series", {})), waiver=data.get("waiver"))
+                     _numbers(data.get("series", {})), waiver=data.get("waiver"),
+                     intervals={str(k): (float(v[0]), float(v[1]))
+                                for k, v in data.get("intervals", {}).items()})
 
 
 def _audit(data: Mapping[str, Any]) -> AuditResult:
@@ -139,7 +141,8 @@ def _check_dict(c: Check) -> dict[str, Any]:
 def _set_dict(r: SetResult) -> dict[str, Any]:
     return {"dataset": r.dataset, "status": r.status, "message": r.message,
             "metrics": r.metrics, "checks": [_check_dict(c) for c in r.checks], "series": r.series,
-            **({"waiver": r.waiver} if r.waiver is not None else {})}
+            **({"waiver": r.waiver} if r.waiver is not None else {}),
+            **({"intervals": {k: list(v) for k, v in r.intervals.items()}} if r.intervals else {})}
 
 
 def _audit_dict(a: AuditResult) -> dict[str, Any]:

@@ -149,6 +149,9 @@ class SetResult:
     artifacts: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """Big picklable arrays (numpy) for files the CLI writes on request (``--save-witnesses``);
     never rendered, not part of the JSON report."""
+    intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    """95 % Clopper-Pearson interval ``(low, high)`` of every declared rate, by metric path
+    (``innaudit.intervals``); gates use the point value, renderers show the interval."""
 
 
 @dataclass(frozen=True)

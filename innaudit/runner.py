@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -13,20 +13,22 @@ import numpy as np
 import torch
 
 from ._version import __version__
-from .audits import REGISTRY, Audit, AuditContext
+from .audits import REGISTRY, Audit, AuditContext, selected_audits
 from .config import AuditSettings, Config
 from .data import Dataset
 from .errors import clean_text
 from .gate import judge
 from .integrity import changed, fingerprint, mutation_error
+from .intervals import rate_intervals
 from .linalg import NotMeasuredError
 from .model import InvertibleModel
+from .planning import plan_run
 from .results import AuditResult, Report, SetResult, Status, worst
 from .seeding import stable_seed
 from .waivers import apply_waivers
 
-__all__ = ["Observer", "RunHeader", "assemble", "environment", "run_audits", "run_header",
-           "selected_audits"]
+__all__ = ["Observer", "RunHeader", "applicable", "assemble", "environment", "run_audits", "run_header",
+           ]
 
 
 class Observer(Protocol):
@@ -57,12 +59,6 @@ class _Silent:
 
     def audit_finished(self, result: AuditResult) -> None:
         pass
-
-
-def selected_audits(config: Config) -> list[str]:
-    """The ids to run, in registry order: ``audits`` (all when empty) minus ``skip``."""
-    chosen = config.audits or tuple(REGISTRY)
-    return [aid for aid in REGISTRY if aid in chosen]
 
 
 def environment(model: InvertibleModel, device: torch.device) -> dict[str, Any]:
@@ -96,7 +92,8 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
         for m in audit.run(ctx):
             status, checks = judge(m.metrics, ctx.settings.thresholds_for(m.dataset), declarations)
             results.append(SetResult(m.dataset, status, m.metrics, checks, m.message, m.series,
-                                     artifacts=m.artifacts))
+                                     artifacts=m.artifacts,
+                                     intervals=rate_intervals(m.metrics, audit.metrics)))
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # an audit that crashes gives ERROR, never a pass
@@ -161,25 +158,60 @@ def assemble(header: RunHeader, results: Sequence[AuditResult], errors: Sequence
                   warnings=header.warnings)
 
 
+def _context(aid: str, model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
+             latent_shape: tuple[int, ...], observer: Observer, batch_size: int) -> AuditContext:
+    return AuditContext(
+        model=model, datasets=datasets, settings=_settings(config, REGISTRY[aid]()),
+        seed=stable_seed(config.seed, aid), samples=config.samples,
+        batch_size=batch_size, device=torch.device(config.device), float64_check=config.float64_check,
+        latent_shape=latent_shape,
+        progress=lambda name, done, total, _id=aid: observer.progress(_id, name, done, total),
+    )
+
+
+def applicable(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
+               latent_shape: tuple[int, ...]) -> Callable[[str], bool]:
+    """``applies(audit_id)``: whether the audit would run (no skip reason) on this model and data."""
+    batch = config.batch_size if isinstance(config.batch_size, int) else 1
+
+    def applies(aid: str) -> bool:
+        try:
+            ctx = _context(aid, model, datasets, config, latent_shape, _Silent(), batch)
+            return REGISTRY[aid]().skip_reason(ctx) is None
+        except Exception:  # the audit itself reports the problem when it runs
+            return True
+
+    return applies
+
+
 def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Config, *,
                latent_shape: tuple[int, ...], observer: Observer | None = None,
                target: Mapping[str, Any] | None = None, warnings: Sequence[str] = (),
                header: RunHeader | None = None) -> Report:
     """Run the selected audits on ``model`` and build the Report.
 
+    Before the first audit the cost plan is made (:func:`innaudit.planning.plan_run`): methods
+    chosen by cost, samples sized to ``config.budget`` when one is set; then the report's
+    ``run.plan`` records it with the seconds each audit used (a budgeted run depends on the
+    machine's speed; without a budget the report does not).
+
     Args:
         model: the model, already on ``config.device``.
         datasets: the in-distribution set(s) first, then the OOD sets.
         config: the effective configuration.
         latent_shape: the shape of one ``z`` (from the preflight probe).
-        observer: progress receiver.
+        observer: progress receiver (``plan_ready(run)`` gets the live
+            :class:`~innaudit.planning.PlanRun` when it has that method).
         target: what the report says about the model (path, sha256, loader...).
         warnings: things to carry into the report (e.g. a trusted pickle was loaded).
         header: a header already made by :func:`run_header` (else one is made here).
     """
     observer = observer or _Silent()
     header = header or run_header(model, datasets, config, latent_shape, target, warnings)
-    device = torch.device(config.device)
+    run = plan_run(model, datasets, config, applicable(model, datasets, config, latent_shape))
+    hook = getattr(observer, "plan_ready", None)
+    if callable(hook):
+        hook(run)
     results = []
     before, problems = fingerprint(model.module), list[str]()
     for aid in selected_audits(config):
@@ -187,22 +219,21 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
         if aid in config.skip:
             results.append(AuditResult(aid, audit.title, Status.SKIP, "left out by --skip", 0.0, 0))
             continue
-        ctx = AuditContext(
-            model=model, datasets=datasets, settings=_settings(config, audit),
-            seed=stable_seed(config.seed, aid), samples=config.samples,
-            batch_size=config.batch_size, device=device, float64_check=config.float64_check,
-            latent_shape=latent_shape,
-            progress=lambda name, done, total, _id=aid: observer.progress(_id, name, done, total),
-        )
+        ctx = run.context(aid, _context(aid, model, datasets, config, latent_shape, observer,
+                                        run.plan.batch_size))
         observer.audit_started(aid, audit.title)
         result = _run_one(audit, ctx)
+        run.finished(aid, result.duration_s)
         observer.audit_finished(result)
         results.append(result)
         if len(results) == 1:
             problems = _integrity(before, model, f"during the first audit ({aid})", problems)
     problems = _integrity(before, model, "during the audits", problems)
     errors, header = _mutations(problems, config, header)
-    return apply_waivers(assemble(header, results, errors), config.waivers)
+    report = apply_waivers(assemble(header, results, errors), config.waivers)
+    if config.budget is None:  # the plan holds timings; without a budget the report stays reproducible
+        return report
+    return replace(report, run={**report.run, "plan": run.report()})
 
 
 def _integrity(before: Mapping[str, str], model: InvertibleModel, when: str,

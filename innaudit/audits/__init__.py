@@ -7,6 +7,7 @@ adds its module to the import below and its id to ``RUN_ORDER``.
 
 from __future__ import annotations
 
+from ..config import Config
 from . import (  # noqa: F401  (registers)
     attack,
     bounds,
@@ -22,7 +23,7 @@ from . import (  # noqa: F401  (registers)
 from .base import REGISTRY, Audit, AuditContext, Measurement, metric_table, register, specs
 
 __all__ = ["REGISTRY", "RUN_ORDER", "Audit", "AuditContext", "Measurement", "metric_table", "register",
-           "specs"]
+           "selected_audits", "specs"]
 
 RUN_ORDER = ("roundtrip", "sampling", "precision", "attack", "spectrum", "bounds", "layers", "logdet", "grid",
              "gradient")
@@ -33,3 +34,9 @@ if set(RUN_ORDER) != set(REGISTRY) or len(RUN_ORDER) != len(REGISTRY):
 _ordered = {aid: REGISTRY[aid] for aid in RUN_ORDER}
 REGISTRY.clear()
 REGISTRY.update(_ordered)
+
+
+def selected_audits(config: Config) -> list[str]:
+    """The ids to run, in run order: ``audits`` (all when empty); ``skip`` is applied by the runner."""
+    chosen = config.audits or tuple(REGISTRY)
+    return [aid for aid in REGISTRY if aid in chosen]

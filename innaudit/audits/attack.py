@@ -7,7 +7,7 @@ The search itself (region, objectives, sign-gradient ascent, random search) is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..attack_search import OBJECTIVES, AttackResult, attack_ball, random_search, sign_gradient_attack
 from ..config import Threshold
+from ..cost import AuditCost, Cost
 from ..data import Dataset, Role
 from ..domain import DataDomain
 from ..errors import ConfigError
@@ -183,6 +184,20 @@ class Attack(Audit):
         neither("first_nonfinite_step", doc="median step of the first non-finite point (-1: none)"),
         neither("random_search.evaluations", doc="round trips of the random search per point"),
     )
+
+    shrinkable = {"steps": 25}
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Per point and restart, ``steps + 1`` gradient round trips (two VJPs) and as many
+        random-search round trips."""
+        k = int(options["restarts"]) * (int(options["steps"]) + 1)
+        return {"": AuditCost(Cost(forward=2 * k, inverse=2 * k, vjp=2 * k))}
+
+    @classmethod
+    def capacities(cls, datasets: Sequence[Dataset], options: Mapping[str, Any], samples: int) -> list[int]:
+        """The first in-distribution set only."""
+        return [min(d.size, samples) for d in datasets if d.role is Role.IN_DISTRIBUTION][:1]
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped without an in-distribution set (the attack starts from data)."""

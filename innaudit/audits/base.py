@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..config import AuditSettings, AuditSpec, Threshold
+from ..cost import AuditCost, Cost
 from ..data import Dataset
 from ..metrics import Metric, MetricTable
 from ..model import InvertibleModel
@@ -92,6 +93,22 @@ class Audit(ABC):
     metrics: ClassVar[tuple[Metric, ...]] = ()
     """Every metric ``run`` produces, with its direction, unit and whether it is a rate
     (:mod:`innaudit.metrics`); a registry test holds the declarations against real runs."""
+
+    scalable: ClassVar[bool] = True
+    """Whether a budget may lower the samples per set (False: a fixed grid of points)."""
+    shrinkable: ClassVar[Mapping[str, int]] = {}
+    """Options a tight budget may lower (iterations, steps), each to at least the given value."""
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Model evaluations per sample and per set, by method (``""`` when there is no choice),
+        for inputs of dimension ``dim`` (:mod:`innaudit.planning`). Default: one round trip."""
+        return {"": AuditCost(Cost(forward=1, inverse=1))}
+
+    @classmethod
+    def capacities(cls, datasets: Sequence[Dataset], options: Mapping[str, Any], samples: int) -> list[int]:
+        """The most samples each set the audit measures can give (default: every data set)."""
+        return [min(d.size, samples) for d in datasets]
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Why this audit does not apply to the model or data (None when it applies)."""

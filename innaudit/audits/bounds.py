@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..config import Threshold
+from ..cost import AuditCost, jacobian_costs
 from ..lipschitz import BlockBound, block_bound
 from ..metrics import neither, rate, worse
 from ..model import InvertibleModel
@@ -21,7 +23,9 @@ __all__ = ["Bounds", "model_bounds"]
 
 def _block_shapes(model: InvertibleModel, blocks: Sequence[InvertibleModel]) -> list[tuple[int, ...]]:
     """The input shape of every block, from a zero probe through the chain."""
-    h = torch.zeros(1, *model.info.domain.shape, dtype=model.dtype)
+    where = next(iter(model.module.parameters()), None)
+    h = torch.zeros(1, *model.info.domain.shape, dtype=model.dtype,
+                    device=where.device if where is not None else "cpu")
     shapes = []
     for block in blocks:
         shapes.append(tuple(h.shape[1:]))
@@ -74,7 +78,7 @@ class Bounds(Audit):
     id = "bounds"
     title = "Certified global Lipschitz bounds of F and F^-1 from the architecture"
     thresholds = {"violation_fraction": Threshold(warn=None, fail=0.0)}
-    options = {"samples": 32, "slack": 1e-3}
+    options = {"samples": 32, "slack": 1e-3, "method": "auto"}
     metrics = tuple(m for d in ("forward", "inverse") for m in (
         worse(f"{d}.bound", doc=f"certified Lipschitz bound of the {d} map"),
         worse(f"{d}.measured", doc=f"largest measured local Lipschitz constant of the {d} map"),
@@ -82,6 +86,11 @@ class Bounds(Audit):
         neither("n", doc="samples"), neither("blocks", doc="blocks bounded"),
         rate("violation_fraction", "samples whose measured constant exceeds the bound"),
     )
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Both directions' largest singular values, exact or by Lanczos (128 iterations)."""
+        return jacobian_costs(dim, 128)
 
     def __init__(self) -> None:
         self._cache: tuple[int, list[BlockBound]] | None = None
@@ -113,7 +122,7 @@ class Bounds(Audit):
         for ds in ctx.datasets:
             fmax, imax = [], []
             for x in sample_batches(ctx, ds, ctx.option("samples")):
-                s = measure(forward, inverse, x, method="auto", tol=1e-4, max_iter=128,
+                s = measure(forward, inverse, x, method=ctx.option("method"), tol=1e-4, max_iter=128,
                             generator=ctx.generator(ds.name, len(fmax)))
                 fmax.append(s.forward_max)
                 imax.append(s.inverse_max)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..cost import AuditCost, Cost
+from ..data import Dataset
 from ..linalg import jacobian, log_abs_det
 from ..metrics import neither, rate, worse
 from ..stats import per_sample_norm, summarize
@@ -66,6 +69,17 @@ class Grid(Audit):
         worse("error"), worse("latent_error"), worse("logdet_error", "nats"),
         worse("condition", doc="sigma_max / sigma_min of the Jacobian"),
     )
+    scalable = False
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Per grid point: two round trips and a 2 x 2 Jacobian."""
+        return {"": AuditCost(Cost(forward=2, inverse=2, vjp=2))}
+
+    @classmethod
+    def capacities(cls, datasets: Sequence[Dataset], options: Mapping[str, Any], samples: int) -> list[int]:
+        """One set of ``resolution^2`` points (the audit applies to 2-D models only)."""
+        return [int(options["resolution"]) ** 2]
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped unless the model's input is two-dimensional."""
@@ -112,9 +126,10 @@ class Grid(Audit):
             back = model.inverse(z)
             x = model.inverse(p)
             again = model.forward(x)
-        bad = ~(torch.isfinite(z).flatten(1).all(1) & torch.isfinite(back).flatten(1).all(1))
-        latent_bad = ~(torch.isfinite(x).flatten(1).all(1) & torch.isfinite(again).flatten(1).all(1))
-        jac = jacobian(lambda t: model.forward(t, grad=True), p)
+        bad = ~(torch.isfinite(z).flatten(1).all(1) & torch.isfinite(back).flatten(1).all(1)).cpu()
+        latent_bad = ~(torch.isfinite(x).flatten(1).all(1) & torch.isfinite(again).flatten(1).all(1)).cpu()
+        jac = jacobian(lambda t: model.forward(t, grad=True), p).detach().cpu()  # numbers for numpy
+        p, back, again, ld = p.cpu(), back.cpu(), again.cpu(), None if ld is None else ld.detach().cpu()
         finite = torch.isfinite(jac).flatten(1).all(1)
         sv = torch.full((len(p), 2), math.nan, dtype=torch.float64)
         if finite.any():

@@ -102,11 +102,11 @@ def measure(forward: Map, inverse: Map, x: Tensor, *, method: str, tol: float, m
     if chosen == "exact":
         notes: list[str] = []
         fwd = _or_nan(lambda: jacobian_singular_values(forward, x), (len(x), int(x[0].numel())),
-                      "forward", notes)
+                      "forward", notes, x.device)
         inv = torch.full_like(fwd, math.nan)
         if finite.any():
             inv[finite] = _or_nan(lambda: jacobian_singular_values(inverse, z[finite]),
-                                  (int(finite.sum()), fwd.shape[1]), "inverse", notes)
+                                  (int(finite.sum()), fwd.shape[1]), "inverse", notes, fwd.device)
         return Spectrum("exact", _np(fwd[:, 0]), _np(fwd[:, -1]), _np(inv[:, 0]), _np(inv[:, -1]),
                         note="; ".join(notes))
     f, i = extreme_singular_values(forward, inverse, x, tol=tol, max_iter=max_iter,
@@ -150,7 +150,7 @@ def _derived(forward: Map, inverse: Map, x: Tensor, z: Tensor, finite: Tensor, *
 
 
 def _or_nan(compute: Callable[[], Tensor], shape: tuple[int, int], which: str,
-            notes: list[str]) -> Tensor:
+            notes: list[str], device: torch.device | str = "cpu") -> Tensor:
     """``compute()``, or NaN with a note when autograd cannot differentiate the map at all
     (e.g. an in-place write into a tensor autograd needs): a finding about the model."""
     try:
@@ -158,7 +158,7 @@ def _or_nan(compute: Callable[[], Tensor], shape: tuple[int, int], which: str,
     except RuntimeError as exc:
         notes.append(f"the {which} map is not differentiable by autograd "
                      f"({str(exc).splitlines()[0][:120]})")
-        return torch.full(shape, math.nan, dtype=torch.float64)
+        return torch.full(shape, math.nan, dtype=torch.float64, device=device)
 
 
 def _np(t: Tensor) -> np.ndarray:

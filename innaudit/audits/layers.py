@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..config import Threshold
+from ..cost import AuditCost, Cost, jacobian_costs
 from ..metrics import better, neither, rate, worse
 from ..model import InvertibleModel
 from ..stats import per_sample_norm
@@ -217,6 +219,15 @@ class Layers(Audit):
         worse("chain_rel_error", doc="accumulated relative error of the inverse chain from z"),
         neither("chain_index", doc="block where the accumulated error leaves rounding (-1: none)"),
     )
+
+    shrinkable = {"max_iter": 8}
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """A round trip per sample to find the worst, then the blocks' Jacobians of ``worst``."""
+        worst = int(options["worst"])
+        return {m: AuditCost(Cost(forward=1, inverse=1), c.per_sample * worst)
+                for m, c in jacobian_costs(dim, int(options["max_iter"])).items()}
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped for a model without ``blocks()`` or without data."""

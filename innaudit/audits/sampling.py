@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..config import Threshold
+from ..data import Dataset
 from ..metrics import neither, rate, worse
 from .base import Audit, AuditContext, Measurement, register
 from .common import level_stats, progress_counter, recording, round_trip
@@ -57,6 +59,11 @@ class Sampling(Audit):
         rate("levels.*.nonfinite_fraction", "draws whose level-i latent F(F^-1(z)) is non-finite"),
         neither("levels.*.norm", doc="range of the level's latent norms"),
     )
+
+    @classmethod
+    def capacities(cls, datasets: Sequence[Dataset], options: Mapping[str, Any], samples: int) -> list[int]:
+        """One set of ``samples`` prior draws per temperature."""
+        return [samples] * len(options["temperatures"])
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
         """One measurement per temperature."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
 from ..config import Threshold
+from ..cost import AuditCost, jacobian_costs
 from ..metrics import Direction, better, neither, rate, worse
 from .base import Audit, AuditContext, Measurement, register
 from .common import sample_batches
@@ -72,8 +74,9 @@ class SpectrumAudit(Audit):
     Jacobian).
 
     Method (option ``method``): ``exact`` builds each sample's full Jacobian with
-    ``torch.func`` (vmap over jacrev) and takes its SVD in float64, both directions; it is
-    chosen by ``auto`` up to dimension 4096. ``matrix-free`` runs Lanczos on ``J^T J`` through
+    ``torch.func`` (vmap over jacrev) and takes its SVD in float64, both directions; ``auto``
+    takes it while the cost model (``innaudit.planning``: ``d`` VJPs and an SVD per sample and
+    direction, timed on the model) puts it within 4x of the matrix-free method. ``matrix-free`` runs Lanczos on ``J^T J`` through
     one JVP and one VJP per iteration (``innaudit.linalg``), to relative residual ``tol`` or
     ``max_iter`` iterations, for ``sigma_max`` of both maps; ``sigma_min(J_F) = 1 /
     sigma_max(J_F^-1)``. Both directions cross-check each other in the exact method: ``gap =
@@ -135,6 +138,13 @@ class SpectrumAudit(Audit):
         neither("iterations.forward", doc="Lanczos iterations"), neither("iterations.inverse"),
         rate("converged_fraction", "Lanczos runs that converged", Direction.HIGHER_BETTER),
     )
+
+    shrinkable = {"max_iter": 16}
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Both directions' Jacobians: exact (``d`` VJPs and an SVD each) or Lanczos."""
+        return jacobian_costs(dim, int(options["max_iter"]))
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped without data sets."""

@@ -169,17 +169,44 @@ def width() -> int:
 
 
 # -- progress --------------------------------------------------------------------------------
+PLAIN_EVERY_S = 10.0
+"""Least seconds between two plain progress lines (CI logs)."""
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
 class ProgressObserver:
-    """Draws one rich progress bar per (audit, set) on stderr."""
+    """Progress on stderr: rich bars with an ETA on a terminal (``mode="bars"``), plain lines
+    in a log (``mode="plain"``: at most every :data:`PLAIN_EVERY_S` seconds and at each audit's
+    end, ``audit, set, done/total, elapsed, ETA``), or nothing (``"off"``). ``True``/``False``
+    mean bars/off, as before."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool | str, clock: Any = None) -> None:
+        import time
+
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
+        self.mode = {True: "bars", False: "off"}.get(enabled, enabled) if isinstance(enabled, bool) else enabled
         self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=Console(stderr=True), transient=True,
-                                 disable=not enabled)
+                             TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                             transient=True, disable=self.mode != "bars")
         self.tasks: dict[tuple[str, str], Any] = {}
+        self.clock = clock or time.monotonic
+        self.start = self.clock()
+        self.audit_start = self.start
+        self.last_line = -PLAIN_EVERY_S
+        self.plan: Any = None
+        self.finished: set[str] = set()
 
     def __enter__(self) -> ProgressObserver:
         self.bars.start()
@@ -191,10 +218,38 @@ class ProgressObserver:
     def run_started(self, header: Any) -> None:
         pass
 
+    def plan_ready(self, run: Any) -> None:
+        """Keep the live plan (:class:`innaudit.planning.PlanRun`) for the ETA; say so up front
+        when an unbudgeted run will be long."""
+        from ..planning import LONG_RUN_S
+
+        self.plan, plan = run, run.plan
+        if plan.budget_s is None and plan.estimated_s > LONG_RUN_S and self.mode != "off":
+            err(f"innaudit: this run is planned to take about {_seconds(plan.estimated_s)}; "
+                "add --budget 10m (or any duration) to size the samples to fit, or see --plan")
+
+    def _eta(self, audit_id: str, done: int, total: int) -> float | None:
+        """Seconds left: the current set at its pace, then the plan's estimates for the rest."""
+        if self.plan is None:
+            return None
+        elapsed = self.clock() - self.audit_start
+        here = elapsed * (total - done) / done if done else 0.0
+        rest = sum(a.estimated_s for a in self.plan.current.values()
+                   if a.id not in self.finished and a.id != audit_id)
+        return here + rest
+
     def audit_started(self, audit_id: str, title: str) -> None:
-        pass
+        self.audit_start = self.clock()
 
     def progress(self, audit_id: str, dataset: str, done: int, total: int) -> None:
+        if self.mode == "plain":
+            now = self.clock()
+            if now - self.last_line >= PLAIN_EVERY_S:
+                self.last_line = now
+                eta = self._eta(audit_id, done, total)
+                err(f"innaudit: {audit_id} {dataset} {done}/{total}, elapsed {_seconds(now - self.start)}"
+                    + (f", ETA {_seconds(eta)}" if eta is not None else ""))
+            return
         key = (audit_id, dataset)
         if key not in self.tasks:
             from rich.markup import escape
@@ -204,6 +259,10 @@ class ProgressObserver:
         self.bars.update(self.tasks[key], completed=done)
 
     def audit_finished(self, result: Any) -> None:
-        pass
-
-
+        self.finished.add(result.id)
+        if self.mode == "plain":
+            now = self.clock()
+            self.last_line = now
+            eta = self._eta(result.id, 1, 1)
+            err(f"innaudit: {result.id} done ({result.status.value}) in {_seconds(result.duration_s)}, "
+                f"elapsed {_seconds(now - self.start)}" + (f", ETA {_seconds(eta)}" if eta is not None else ""))

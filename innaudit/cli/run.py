@@ -36,7 +36,9 @@ __all__ = ["run"]
 @click.option("--audit", "audits", metavar="ID", multiple=True, help="Run only this audit (repeatable).")
 @click.option("--skip", metavar="ID", multiple=True, help="Leave this audit out (repeatable).")
 @click.option("--samples", type=int, help="At most this many samples per set.  [default: 10000]")
-@click.option("--batch-size", type=int, help="Samples per batch.  [default: 500]")
+@click.option("--batch-size", metavar="N|auto", help="Samples per batch, or auto: the largest batch whose activations fit free memory (at most 500).  [default: auto]")
+@click.option("--budget", metavar="DURATION", help="Time budget (90s, 10m, 1h): each audit's samples are sized to fit; the report records the plan and what was cut.")
+@click.option("--plan", "show_plan", is_flag=True, help="Print the plan (per audit: samples, method, estimated time) and exit 0.")
 @click.option("--seed", type=int, help="Seed of every random draw.  [default: 0]")
 @click.option("--device", help="cpu, cuda or cuda:N.  [default: cpu]")
 @click.option("--float64-check/--no-float64-check", default=None, help="Repeat round trips in float64 to tell precision loss from ill-conditioning.")
@@ -55,13 +57,14 @@ __all__ = ["run"]
 @click.option("--timeout", type=float, metavar="SECONDS", help="Run in a child process and stop it after SECONDS; finished audits are kept, the run exits 2.")
 @click.option("--max-memory", metavar="SIZE", help="Run in a child process limited to SIZE of memory (e.g. 4G); also the budget for checkpoint tensors.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 when a gate fails (never hides exit 2).")
-@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr.  [default: when stderr is a terminal]")
+@click.option("--progress/--no-progress", default=None, help="Progress on stderr: bars on a terminal, a plain line every 10 s otherwise (-q: none unless asked).  [default: on]")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout; files and the exit code only.")
 @click.option("-v", "--verbose", count=True, help="-vv shows tracebacks of internal errors.")
 def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None, weights_key: str | None,
         condition: str | None, trust_checkpoint: bool, data_range: str | None, levels: int | None,
         allow_mutation: bool | None, config_path: str | None, audits: tuple[str, ...],
-        skip: tuple[str, ...], samples: int | None, batch_size: int | None, seed: int | None,
+        skip: tuple[str, ...], samples: int | None, batch_size: str | None, budget: str | None,
+        show_plan: bool, seed: int | None,
         device: str | None, float64_check: bool | None, temperatures: tuple[float, ...],
         require_precision: str | None, attack_samples: int | None, epsilon: float | None,
         gradient_loss: str | None, save_witnesses: str | None,
@@ -75,7 +78,8 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     from ..audits import specs
     from ..config import load_config
 
-    overrides = {"seed": seed, "samples": samples, "batch_size": batch_size, "device": device,
+    overrides = {"seed": seed, "samples": samples, "batch_size": _batch(batch_size), "budget": budget,
+                 "device": device,
                  "float64_check": float64_check, "fail_on": fail_on, "data": data,
                  "ood": list(ood) or None, "audits": list(audits) or None, "skip": list(skip) or None,
                  "range": data_range, "levels": levels, "allow_mutation": allow_mutation or None}
@@ -96,7 +100,12 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     from ..orchestration import Job
 
     job = Job(model, config, weights, weights_key, trust_checkpoint, _size(max_memory), condition)
-    report = _audit(job, timeout, sys.stderr.isatty() if progress is None else progress)
+    if show_plan:
+        return _print_plan(job)
+    tty = sys.stderr.isatty()
+    mode = "off" if progress is False or (quiet and progress is None and not tty) else \
+        "bars" if progress or tty else "plain"
+    report = _audit(job, timeout, mode)
     if base is not None:
         report = compared(base, report, baseline, rel_tol, abs_tol, fail_on_regression)
     for warning in report.warnings:
@@ -188,7 +197,28 @@ def _size(text: str | None) -> int | None:
     return int(value)
 
 
-def _audit(job: Job, timeout: float | None, progress: bool) -> Report:
+def _batch(text: str | None) -> int | str | None:
+    """``--batch-size``: ``auto`` or a positive integer."""
+    if text is None or text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"--batch-size {text!r} is not a positive integer or auto; expected e.g. 256 or auto")
+    return value
+
+
+def _print_plan(job: Job) -> int:
+    """``--plan``: load, measure one batch, print the plan, exit 0."""
+    from ..orchestration import plan
+
+    click.echo("\n".join(plan(job).plan.describe()))
+    return 0
+
+
+def _audit(job: Job, timeout: float | None, progress: str) -> Report:
     """In this process, or in a child one when a time or memory limit is asked for."""
     from ..isolation import run_isolated
     from ..orchestration import execute

@@ -174,7 +174,7 @@ def _masked(fn: Map, z: Tensor, finite: Tensor, tol: float, max_iter: int,
     if finite.any():
         part = top_singular_value(fn, z[finite], tol=tol, max_iter=max_iter, generator=generator)
         idx = finite.cpu()
-        values[idx], iters[idx], conv[idx] = part.values.cpu(), part.iterations, part.converged
+        values[idx], iters[idx], conv[idx] = part.values.cpu(), part.iterations.cpu(), part.converged.cpu()
     return SpectrumEstimate(values, iters, conv)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from ..metrics import Direction, Metric, MetricTable, declared
 from ..results import AuditResult, Check, Report, SetResult, Status
 
-__all__ = ["Finding", "Row", "check_text", "declarations", "findings", "fmt", "limit_text",
+__all__ = ["Finding", "Row", "check_text", "declarations", "findings", "fmt", "interval_text", "limit_text",
            "metric_label", "note", "percent", "rate_text", "rows", "set_findings", "verdict_reason"]
 
 
@@ -37,9 +37,52 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _percent(share: float) -> str:
+    value = 100 * share
+    return f"{value:.1f} %" if value >= 10 else f"{value:.2g} %"
+
+
+def _rate_doc(audit: str, path: str) -> str:
+    from ..audits import metric_table
+    from ..metrics import declared
+
+    metric = declared(metric_table(), audit, path)
+    return metric.doc if metric is not None and metric.doc else path
+
+
+def interval_text(result: SetResult, path: str, audit: str | None = None, short: bool = False) -> str:
+    """A rate as a count with its 95 % interval: ``0 of 1,000 non-finite (< 0.37 %)``.
+
+    ``audit`` names the audit whose declaration supplies the words (none when ``audit`` is
+    None); ``short`` gives a table cell, ``0/1,000 <0.37%`` or ``100/200 43-57%``. Empty when
+    ``result`` holds no interval for ``path``.
+    """
+    from ..intervals import lookup_path
+
+    value, n = lookup_path(result.metrics, path), result.metrics.get("n")
+    if path not in result.intervals or not isinstance(value, (int, float)) or not isinstance(n, int):
+        return ""
+    low, high = result.intervals[path]
+    k = round(value * n)
+    if short:
+        span = f"<{_percent(high)}" if k == 0 else f">{_percent(low)}" if k == n else \
+            f"{_percent(low)[:-2]}-{_percent(high)}"
+        return f"{k:,}/{n:,} {span.replace(' ', '')}"
+    words = f" {_rate_doc(audit, path)}" if audit is not None else ""
+    if k == 0:
+        bound = f"< {_percent(high)}"
+    elif k == n:
+        bound = f"> {_percent(low)}"
+    else:
+        bound = f"{_percent(value)}, 95 % CI {_percent(low)} to {_percent(high)}"
+    return f"{k:,} of {n:,}{words} ({bound})"
+
+
 def note(result: SetResult) -> str:
-    """What failed or warned (``metric=value > bound``), the message, and any waiver."""
-    parts = [c.text() for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
+    """What failed or warned (``metric=value > bound``, a rate with its interval), the message,
+    and any waiver."""
+    parts = [c.text() + (f" [{interval_text(result, c.metric)}]" if c.metric in result.intervals else "")
+             for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
     if result.message:
         parts.append(result.message)
     if result.waiver:

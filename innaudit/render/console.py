@@ -165,7 +165,7 @@ def _header(report: Report) -> list[str]:
     target, run = report.target, report.run
     domain = lookup(target, "info.domain") or {}
     levels = "" if domain.get("levels") is None else f", {domain.get('levels')} levels"
-    model = shorten_middle(clean_text(target.get("model", "?")), 60)  # the JSON keeps it whole
+    model = shorten_middle(clean_text(target.get("model", "?")), 160)  # the JSON keeps it whole
     first = [f"innaudit {model}", f"sha256 {str(target.get('sha256', '-'))[:12]}",
              f"loader {target.get('loader', '-')}"]
     second = [f"input {tuple(domain.get('shape', ()))} in [{domain.get('low')}, {domain.get('high')}]{levels}",
@@ -215,4 +215,6 @@ def render(report: Report, *, color: bool = False, width: int = 120, verbose: bo
     for error in report.errors:
         console.print(Text.assemble(("error: ", "bold magenta"), error))
     console.print(Text(verdict_line(report), style=STYLE[report.status]))
-    return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+    # a line that wraps inside an outside string must not start a CI workflow command ("::...")
+    return "".join((" " + line if line.startswith("::") else line).rstrip() + "\n"
+                   for line in buffer.getvalue().splitlines())

@@ -23,7 +23,7 @@ from ..diagnosis import diagnose
 from ..report_json import canonical
 from ..results import AuditResult, Report, SetResult, Status, leaves, lookup
 from . import plots
-from .common import findings, fmt, set_findings, verdict_reason
+from .common import findings, fmt, interval_text, set_findings, verdict_reason
 
 __all__ = ["render"]
 
@@ -126,7 +126,8 @@ def _checks(result: SetResult) -> str:
 
 
 def _metrics(result: SetResult) -> str:
-    body = "".join(f'<tr><td>{_e(path)}</td><td class="num">{_e(fmt(value))}</td></tr>'
+    body = "".join(f'<tr><td>{_e(path)}</td><td class="num">{_e(fmt(value))}</td>'
+                   f'<td>{_e(interval_text(result, path))}</td></tr>'
                    for path, value in leaves(result.metrics))
     if not body:
         return ""

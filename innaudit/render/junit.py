@@ -16,7 +16,7 @@ from xml.etree import ElementTree as ET
 
 from ..report_json import canonical
 from ..results import Report, Status, leaves
-from .common import Row, fmt, rows
+from .common import Row, fmt, interval_text, rows
 
 __all__ = ["render"]
 
@@ -60,6 +60,9 @@ def _suite(parent: ET.Element, name: str, cases: list[Row], report: Report) -> E
         where = f"{row.audit.id}[{row.dataset}]"
         for path, value in leaves(row.result.metrics):
             ET.SubElement(props, "property", name=_clean(f"{where}.{path}"), value=_clean(fmt(value, 6)))
+            if path in row.result.intervals:
+                ET.SubElement(props, "property", name=_clean(f"{where}.{path}.ci95"),
+                              value=_clean(interval_text(row.result, path)))
         for c in row.result.checks:
             for level in ("warn", "fail"):
                 bound = getattr(c, level)

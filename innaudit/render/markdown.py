@@ -15,7 +15,7 @@ import re
 from ..diagnosis import diagnose
 from ..report_json import canonical
 from ..results import Report, Status
-from .common import findings, fmt, verdict_reason
+from .common import findings, fmt, interval_text, rows, verdict_reason
 
 __all__ = ["MAX_CELL", "MAX_ROWS", "render"]
 
@@ -72,6 +72,16 @@ def _baseline(report: Report) -> list[str]:
     return lines
 
 
+def _rates(report: Report) -> list[str]:
+    """The non-finite share of every set, as a count with its 95 % interval."""
+    texts = [f"{r.audit.id} on {r.dataset}: {interval_text(r.result, 'nonfinite_fraction')}"
+             for r in rows(report) if r.result is not None and "nonfinite_fraction" in r.result.intervals]
+    if not texts:
+        return []
+    more = [f"…and {len(texts) - MAX_ROWS} more."] if len(texts) > MAX_ROWS else []
+    return ["", "Non-finite samples (95 % interval): " + _md("; ".join(texts[:MAX_ROWS])), *more]
+
+
 def render(report: Report) -> str:
     """The report as GitHub-flavoured Markdown."""
 
@@ -91,4 +101,5 @@ def render(report: Report) -> str:
     lines += _baseline(report)
     if clean:
         lines += ["", f"Passed or skipped: {_md(', '.join(clean[:MAX_ROWS]))}."]
+    lines += _rates(report)
     return "\n".join(lines) + "\n"

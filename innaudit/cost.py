@@ -1,0 +1,127 @@
+"""What audits cost, in model evaluations, and the measured seconds one evaluation takes.
+
+Each audit states its cost per sample (and per set) as a :class:`Cost`: passes of ``F`` and
+``F^-1``, vector-Jacobian and Jacobian-vector products, exact Jacobians (``vmap`` over basis
+vectors) and dense float64 work. The planner (:mod:`innaudit.planning`) measures a model's calls
+once (:class:`Units`) and turns costs into seconds, to choose methods and size samples.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import astuple, dataclass, field
+
+from .errors import ConfigError
+
+__all__ = ["LANCZOS_SHARE", "AuditCost", "Cost", "Timing", "Units", "jacobian_costs", "parse_duration"]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Model evaluations: passes of ``F`` and ``F^-1``, VJPs, JVPs, VJPs that ``vmap`` batches
+    over basis vectors (an exact Jacobian), and dense float64 work in units of ``d^3``."""
+
+    forward: float = 0.0
+    inverse: float = 0.0
+    vjp: float = 0.0
+    jvp: float = 0.0
+    vmap_vjp: float = 0.0
+    dense: float = 0.0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def __mul__(self, k: float) -> Cost:
+        return Cost(*(a * k for a in astuple(self)))
+
+    __rmul__ = __mul__
+
+    def seconds(self, units: Units, batch: int = 1) -> float:
+        """Estimated wall time of these evaluations per sample, run in batches of ``batch``."""
+        b = max(1, batch)
+        return (self.forward * units.forward.at(b) + self.inverse * units.inverse.at(b)
+                + self.vjp * units.vjp.at(b) + self.jvp * units.jvp.at(b)
+                + self.vmap_vjp * units.vjp.per_sample + self.dense * units.dense_s)
+
+    @property
+    def passes(self) -> float:
+        """Model passes, counting a VJP or JVP as two (the map and its derivative)."""
+        return self.forward + self.inverse + 2 * (self.vjp + self.jvp + self.vmap_vjp)
+
+
+@dataclass(frozen=True)
+class AuditCost:
+    """An audit's cost: per sample of a set, and once per set (fixed work such as traced blocks)."""
+
+    per_sample: Cost = field(default_factory=Cost)
+    per_set: Cost = field(default_factory=Cost)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One kind of model call: ``seconds(batch) = per_call + batch * per_sample``."""
+
+    per_call: float
+    per_sample: float
+
+    def at(self, batch: int) -> float:
+        """Seconds per sample in batches of ``batch``."""
+        return self.per_sample + self.per_call / max(1, batch)
+
+    @classmethod
+    def fit(cls, one: float, many: float, batch: int) -> Timing:
+        """From the seconds of a batch of 1 and of a batch of ``batch``."""
+        slope = max(0.0, (many - one) / (batch - 1)) if batch > 1 else one
+        return cls(max(0.0, one - slope), max(slope, 1e-9))
+
+
+@dataclass(frozen=True)
+class Units:
+    """Measured costs of one forward, inverse, VJP and JVP, and seconds per dense ``d^3``."""
+
+    forward: Timing
+    inverse: Timing
+    vjp: Timing
+    jvp: Timing
+    dense_s: float
+    batch: int
+    dim: int
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain data for the report: per kind, seconds per call and per sample."""
+        out = {f"{k}_{p}_s": getattr(getattr(self, k), f"per_{p}")
+               for k in ("forward", "inverse", "vjp", "jvp") for p in ("call", "sample")}
+        return out | {"dense_s": self.dense_s, "measured_batch": float(self.batch), "dim": float(self.dim)}
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """``"90s"``, ``"10m"``, ``"1h"``, ``"1h30m"`` or a number of seconds -> seconds (> 0)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        match = _DURATION.match(str(text).lower())
+        if match is None or not any(match.groups()):
+            raise ConfigError(f"budget {text!r} is not a duration; expected e.g. 90s, 10m, 1h or 1h30m")
+        h, m, s = (float(g) if g else 0.0 for g in match.groups())
+        seconds = 3600 * h + 60 * m + s
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"budget {text!r} is not a positive duration; expected e.g. 90s, 10m or 1h")
+    return seconds
+
+
+LANCZOS_SHARE = 0.5
+"""Expected share of ``max_iter`` a Lanczos run uses before it meets its tolerance (the re-plan
+after each audit corrects the estimate with the time really used)."""
+
+
+def jacobian_costs(dim: int, max_iter: int, directions: int = 2) -> dict[str, AuditCost]:
+    """Per-sample cost of the extreme singular values of ``directions`` Jacobians: ``exact``
+    (``dim`` VJPs and one float64 SVD each) or ``matrix-free`` (Lanczos: at most ``max_iter``
+    JVP/VJP pairs each, :data:`LANCZOS_SHARE` of them expected)."""
+    k = directions * max(1.0, LANCZOS_SHARE * min(max_iter, dim))
+    return {"exact": AuditCost(Cost(forward=1, vmap_vjp=directions * dim, dense=directions * float(dim) ** 3)),
+            "matrix-free": AuditCost(Cost(forward=1, jvp=k, vjp=k))}

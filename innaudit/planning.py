@@ -1,0 +1,472 @@
+"""The cost model and the run plan: what each audit will cost, and how many samples a budget buys.
+
+Every audit states its cost in model evaluations (:meth:`innaudit.audits.Audit.costs`): per
+sample and per set, in forward passes, inverse passes, vector-Jacobian products (VJP, one
+reverse-mode pass through ``F``, its forward included), Jacobian-vector products (JVP) and dense
+float64 linear algebra (``dense``, in units of ``d^3``: an SVD or ``slogdet`` of a ``d x d``
+Jacobian). :func:`measure_units` times one forward, inverse, VJP and JVP on a real batch of the
+first data set and one float64 SVD, so :meth:`Cost.seconds` turns counts into seconds on this
+machine. :func:`make_plan` then
+
+1. picks each audit's method where it has a choice (``method: auto``): the cheaper in seconds,
+   exact Jacobians preferred while they cost at most :data:`EXACT_PREFERENCE` times the
+   matrix-free estimate (exact gives every singular value and a cross-check);
+2. without a budget, keeps the requested sample counts and estimates the run's time;
+3. with a budget ``B``: every audit gets its floor (:func:`floor_samples`); the rest of
+   ``SAFETY * B`` is shared cheapest audit first, each taking at most an equal share of what
+   is left, so cheap audits run in full and the expensive ones take the remainder. What an
+   audit does not get is recorded as its ``cut``.
+
+The runner re-plans the audits still to run after each audit with the time really left, and
+scales the estimates by how far the finished audits were from theirs, so a run under a budget
+ends within about ``1.25 B`` plus start-up even when the unit measurement was off.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from .cost import (
+    AuditCost,
+    Cost,
+    Timing,
+    Units,
+    jacobian_costs,
+    parse_duration,
+)
+
+if TYPE_CHECKING:
+    from .audits.base import Audit, AuditContext
+    from .config import Config
+    from .data import Dataset
+    from .model import InvertibleModel
+
+__all__ = ["EXACT_PREFERENCE", "LONG_RUN_S", "SAFETY", "AuditCost", "AuditPlan", "Cost", "Plan", "PlanRun",
+           "Units", "activation_bytes", "auto_batch_size", "floor_samples", "jacobian_costs", "make_plan",
+           "measure_units", "parse_duration", "plan_run", "replan"]
+
+EXACT_PREFERENCE = 4.0
+"""Exact Jacobians are chosen while they cost at most this many times the matrix-free method."""
+SAFETY = 0.8
+"""Share of a budget the plan fills; the rest absorbs estimation error."""
+LONG_RUN_S = 1800.0
+"""A plan longer than this (without ``--budget``) is announced on stderr with the hint."""
+
+
+@dataclass(frozen=True)
+class AuditPlan:
+    """One audit's share: samples per set, the method, the estimated seconds, what was cut."""
+
+    id: str
+    samples: int
+    requested: int
+    method: str
+    sets: int
+    estimated_s: float
+    cut: str = ""
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    """Options the plan lowered to fit the budget (``{"steps": 50}``)."""
+    model_s: float = 0.0
+    """Seconds of the audit's raw model evaluations by the measured units, unscaled."""
+    passes: float = 0.0
+    """Model passes the audit performs (a VJP or JVP counts two)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for the report."""
+        out: dict[str, Any] = {"id": self.id, "samples": self.samples, "requested": self.requested,
+                               "method": self.method, "sets": self.sets,
+                               "estimated_s": round(self.estimated_s, 3), "model_s": round(self.model_s, 3),
+                               "passes": round(self.passes)}
+        return out | ({"cut": self.cut} if self.cut else {}) | (
+            {"options": dict(self.overrides)} if self.overrides else {})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run plan: measured units, the budget (None: none), per audit its share, in run order."""
+
+    units: Units
+    budget_s: float | None
+    audits: tuple[AuditPlan, ...]
+    batch_size: int
+
+    @property
+    def estimated_s(self) -> float:
+        """The whole run's estimated seconds."""
+        return sum(a.estimated_s for a in self.audits)
+
+    def get(self, audit_id: str) -> AuditPlan | None:
+        """The share of ``audit_id`` (None when it is not planned)."""
+        return next((a for a in self.audits if a.id == audit_id), None)
+
+    def to_dict(self, used: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """Plain data for the report's ``run.plan``; ``used`` adds each audit's real seconds."""
+        audits = [a.to_dict() | ({"used_s": round(used[a.id], 3)} if used and a.id in used else {})
+                  for a in self.audits]
+        return {"budget_s": self.budget_s, "estimated_s": round(self.estimated_s, 3),
+                "batch_size": self.batch_size, "units": self.units.to_dict(), "audits": audits}
+
+    def describe(self) -> list[str]:
+        """Human-readable lines (``innaudit run --plan``)."""
+        u = self.units
+        b = self.batch_size
+        lines = [f"plan: d = {u.dim}, batch {b}; measured per sample at that batch: forward "
+                 f"{_ms(u.forward.at(b))}, inverse {_ms(u.inverse.at(b))}, VJP {_ms(u.vjp.at(b))}, "
+                 f"JVP {_ms(u.jvp.at(b))}",
+                 f"budget: {'none' if self.budget_s is None else _duration(self.budget_s)}; "
+                 f"estimated total {_duration(self.estimated_s)}"]
+        for a in self.audits:
+            method = f", {a.method}" if a.method else ""
+            cut = f"  (cut: {a.cut})" if a.cut else ""
+            lines.append(f"  {a.id:<10} {a.samples:>6} samples x {a.sets} set(s){method}: "
+                         f"~{_duration(a.estimated_s)}{cut}")
+        return lines
+
+
+def _ms(seconds: float) -> str:
+    return f"{1e3 * seconds:.3g} ms"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# -- measuring ---------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Any, device: torch.device) -> float:
+    """Seconds of one call of ``fn``: the faster of two, after a warm-up call."""
+    fn()
+    best = math.inf
+    for _ in range(2):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _flat(z: Any) -> Tensor:
+    return z if isinstance(z, Tensor) else torch.cat([t.reshape(len(t), -1) for t in z], 1)
+
+
+def _call_seconds(model: InvertibleModel, x: Tensor) -> tuple[float, float, float, float]:
+    """Seconds of one forward, inverse, VJP and JVP of ``model`` on the batch ``x``."""
+    device = x.device
+    with torch.no_grad():
+        z = model.forward(x)
+    forward_s = _timed(lambda: model.forward(x), device)
+    try:
+        inverse_s = _timed(lambda: model.inverse(z), device)
+    except Exception:  # a broken inverse is the audits' finding; cost it as a forward
+        inverse_s = forward_s
+
+    def vjp() -> None:
+        t = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = _flat(model.forward(t, grad=True))
+            torch.autograd.grad(out, t, torch.ones_like(out))
+
+    try:
+        vjp_s = _timed(vjp, device)
+    except Exception:  # not differentiable: the audits report it; cost it as three forwards
+        vjp_s = 3 * forward_s
+    try:
+        v = torch.ones_like(x)
+        jvp_s = _timed(lambda: torch.func.jvp(lambda t: _flat(model.forward(t, grad=True)), (x,), (v,)), device)
+    except Exception:  # no forward-mode AD: the linalg fallback costs about two VJPs
+        jvp_s = 2 * vjp_s
+    return forward_s, inverse_s, vjp_s, jvp_s
+
+
+def measure_units(model: InvertibleModel, x: Tensor) -> Units:
+    """Time a forward, inverse, VJP and JVP of ``model`` on one sample and on the batch ``x``
+    (cost per call and per sample), and a float64 SVD.
+
+    A JVP the model cannot do in forward mode is costed as two VJPs (the double-backward
+    fallback of :mod:`innaudit.linalg`).
+    """
+    one = _call_seconds(model, x[:1])
+    many = _call_seconds(model, x) if len(x) > 1 else one
+    fits = [Timing.fit(a, b, len(x)) for a, b in zip(one, many, strict=True)]
+    size = 256
+    a = torch.randn(size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    dense_s = _timed(lambda: torch.linalg.svdvals(a), torch.device("cpu")) / size ** 3
+    return Units(fits[0], fits[1], fits[2], fits[3], dense_s, len(x), int(x[0].numel()))
+
+
+def activation_bytes(model: InvertibleModel, x: Tensor) -> int:
+    """Bytes autograd saves for one VJP of ``model`` at the batch ``x`` (the activations)."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        if t.numel():
+            seen[(t.untyped_storage().data_ptr(), t.numel())] = t.numel() * t.element_size()
+        return t
+
+    t = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda p: p):
+        _flat(model.forward(t, grad=True))
+    return sum(seen.values()) + 4 * x.numel() * x.element_size()
+
+
+def free_memory(device: torch.device) -> int:
+    """Free bytes on ``device`` (``MemAvailable`` on the CPU)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 << 30
+
+
+def auto_batch_size(model: InvertibleModel, x: Tensor, cap: int = 500, margin: float = 0.25) -> int:
+    """The largest batch (at most ``cap``) whose VJP activations fit ``margin`` of free memory."""
+    try:
+        per_sample = max(1, activation_bytes(model, x[:1]))
+    except Exception:  # not differentiable: the audits report it
+        return cap
+    return int(max(1, min(cap, margin * free_memory(x.device) // per_sample)))
+
+
+# -- planning ----------------------------------------------------------------------------------
+def floor_samples(requested: int) -> int:
+    """The fewest samples per set a budget may leave an audit: 100 for streaming audits that ask
+    for thousands (cheap per sample), otherwise 2 (so the worst of them is still a choice)."""
+    return min(requested, 100 if requested >= 1000 else 2)
+
+
+@dataclass(frozen=True)
+class _Need:
+    """What :func:`make_plan` needs to know of one audit."""
+
+    id: str
+    cost: AuditCost
+    units: Units
+    batch: int
+    capacities: tuple[int, ...]
+    requested: int
+    method: str
+    scalable: bool
+    factor: float = 1.0
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    cut: str = ""
+
+    def passes(self, n: int) -> float:
+        """Model passes with ``n`` samples per set."""
+        return sum(min(n, c) * self.cost.per_sample.passes + self.cost.per_set.passes for c in self.capacities)
+
+    def seconds(self, n: int) -> float:
+        """Estimated seconds with ``n`` samples per set."""
+        total = 0.0
+        for cap in self.capacities:
+            m = min(n, cap)
+            total += m * self.cost.per_sample.seconds(self.units, min(self.batch, m))
+            total += self.cost.per_set.seconds(self.units, 1)
+        return self.factor * total
+
+
+def _choose(costs: Mapping[str, AuditCost], wanted: str, units: Units, batch: int, n: int) -> str:
+    if wanted in costs:
+        return wanted
+    if len(costs) == 1:
+        return next(iter(costs))
+
+    def seconds(m: str) -> float:
+        c = costs[m]
+        return n * c.per_sample.seconds(units, min(batch, max(1, n))) + c.per_set.seconds(units, 1)
+
+    best = min(costs, key=seconds)
+    if "exact" in costs and best != "exact" and seconds("exact") <= EXACT_PREFERENCE * seconds(best):
+        return "exact"
+    return best
+
+
+def _shrunk(audit: type[Audit], need: _Need, options: Mapping[str, Any], share: float,
+            datasets: Sequence[Dataset], samples: int) -> _Need:
+    """``need`` with the audit's ``shrinkable`` options halved (not below their least values)
+    until its floor fits ``share`` seconds; the cut names what was lowered."""
+    lowered = dict(options)
+    while need.seconds(floor_samples(need.requested)) > share:
+        smaller = {k: max(least, int(lowered[k]) // 2) for k, least in audit.shrinkable.items()}
+        if all(smaller[k] == int(lowered[k]) for k in smaller):
+            break
+        trial = _need(audit, {**lowered, **smaller}, datasets, samples, need.units, need.batch)
+        if trial.seconds(floor_samples(need.requested)) >= need.seconds(floor_samples(need.requested)):
+            break  # these options do not drive this method's cost
+        lowered.update(smaller)
+        need = trial
+    changed = {k: lowered[k] for k in audit.shrinkable if lowered[k] != options[k]}
+    cut = ", ".join(f"{k} {options[k]} -> {v}" for k, v in changed.items())
+    return replace(need, overrides=changed, cut=cut)
+
+
+def _need(audit: type[Audit], options: Mapping[str, Any], datasets: Sequence[Dataset], samples: int,
+          units: Units, batch: int) -> _Need:
+    capacities = tuple(audit.capacities(datasets, options, samples))
+    requested = min(int(options.get("samples", samples)), samples)
+    costs = audit.costs(units.dim, options)
+    method = _choose(costs, str(options.get("method", "")), units, batch,
+                     min(requested, max(capacities, default=0)))
+    return _Need(audit.id, costs[method], units, batch, capacities, requested, method, audit.scalable)
+
+
+def _share(needs: Sequence[_Need], budget_s: float | None) -> dict[str, int]:
+    """Samples per set for each need: the requested ones, or a budget shared cheapest first."""
+    if budget_s is None:
+        return {n.id: n.requested for n in needs}
+    samples = {n.id: floor_samples(n.requested) if n.scalable else n.requested for n in needs}
+    left = SAFETY * budget_s - sum(n.seconds(samples[n.id]) for n in needs)
+    order = sorted((n for n in needs if n.scalable), key=lambda n: n.seconds(n.requested))
+    for i, n in enumerate(order):
+        share = max(0.0, left) / (len(order) - i)
+        base = n.seconds(samples[n.id])
+        if n.seconds(n.requested) - base <= share:
+            samples[n.id] = n.requested
+        else:
+            lo, hi = samples[n.id], n.requested  # largest n with seconds(n) - base <= share
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if n.seconds(mid) - base <= share else (lo, mid - 1)
+            samples[n.id] = lo
+        left -= n.seconds(samples[n.id]) - base
+    return samples
+
+
+def replan(needs: Sequence[_Need], budget_s: float | None, factor: float = 1.0) -> tuple[AuditPlan, ...]:
+    """Audit shares for ``needs`` under ``budget_s`` with every estimate scaled by ``factor``."""
+    scaled = [replace(n, factor=factor) for n in needs]
+    samples = _share(scaled, budget_s)
+    out = []
+    for n in scaled:
+        got = samples[n.id]
+        top = max(n.capacities, default=0)
+        cuts = [n.cut] if n.cut else []
+        if min(got, top) < min(n.requested, top):
+            cuts.append(f"{min(n.requested, top)} -> {min(got, top)} samples per set")
+        raw = replace(n, factor=1.0)
+        out.append(AuditPlan(n.id, got, n.requested, n.method, len(n.capacities), n.seconds(got),
+                             "; ".join(cuts), n.overrides, raw.seconds(got), raw.passes(got)))
+    return tuple(out)
+
+
+def make_plan(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
+              audit_ids: Sequence[str], units: Units | None = None,
+              batch_size: int | None = None) -> tuple[Plan, tuple[_Need, ...]]:
+    """Measure the units (unless given) and plan ``audit_ids`` under ``config.budget``.
+
+    Returns the plan and the per-audit needs the runner re-plans with as audits finish.
+    """
+    from .audits import REGISTRY
+
+    batch = batch_size or (config.batch_size if isinstance(config.batch_size, int) else 500)
+    if units is None:
+        device = torch.device(config.device)
+        dom = model.info.domain
+        x = (datasets[0].first(min(batch, 32)) if datasets and datasets[0].size
+             else torch.full((1, *dom.shape), 0.5 * (dom.low + dom.high)))
+        units = measure_units(model, x.to(device=device, dtype=model.dtype))
+    needs = tuple(_need(REGISTRY[aid], _options(config, aid), datasets, config.samples, units, batch)
+                  for aid in audit_ids)
+    budget = getattr(config, "budget", None)
+    if budget is not None and needs:
+        share = SAFETY * budget / len(needs)
+        needs = tuple(_shrunk(REGISTRY[n.id], n, _options(config, n.id), share, datasets, config.samples)
+                      if REGISTRY[n.id].shrinkable else n for n in needs)
+    return Plan(units, budget, replan(needs, budget), batch), needs
+
+
+def _options(config: Config, audit_id: str) -> Mapping[str, Any]:
+    from .audits import REGISTRY
+
+    return config.settings[audit_id].options if audit_id in config.settings else REGISTRY[audit_id].options
+
+
+# -- the runner's side -------------------------------------------------------------------------
+class PlanRun:
+    """A plan being carried out: sizes each audit's context, re-plans after each audit.
+
+    After an audit ends, the audits still to run are planned again with the budget left
+    (``budget - elapsed``) and their estimates scaled by ``used / model_s`` of the finished
+    audits (their unscaled estimates; the factor is kept within [0.2, 4]).
+    """
+
+    def __init__(self, plan: Plan, needs: Sequence[_Need]) -> None:
+        self.plan = plan
+        self.needs = {n.id: n for n in needs}
+        self.current = {a.id: a for a in plan.audits}
+        self.used: dict[str, float] = {}
+        self.started = time.monotonic()
+
+    def context(self, audit_id: str, ctx: AuditContext) -> AuditContext:
+        """``ctx`` with the planned method, and under a budget the planned samples per set."""
+        share = self.current.get(audit_id)
+        if share is None:
+            return ctx
+        options = dict(ctx.settings.options)
+        if share.method and options.get("method") == "auto":
+            options["method"] = share.method
+        options.update(share.overrides)
+        datasets, samples = ctx.datasets, ctx.samples
+        if self.plan.budget_s is not None and self.needs[audit_id].scalable:
+            samples = max(1, min(ctx.samples, share.samples))
+            if "samples" in options:
+                options["samples"] = max(1, min(int(options["samples"]), samples))
+            datasets = [replace(d, size=min(d.size, samples)) for d in ctx.datasets]
+        return replace(ctx, settings=replace(ctx.settings, options=options), datasets=datasets,
+                       samples=samples)
+
+    def finished(self, audit_id: str, seconds: float) -> None:
+        """Record an audit's time and re-plan the rest with the budget left."""
+        self.used[audit_id] = seconds
+        rest = [self.needs[a.id] for a in self.plan.audits if a.id not in self.used]
+        if self.plan.budget_s is None or not rest:
+            return
+        estimated = sum(self.current[a].model_s for a in self.used if a in self.current)
+        factor = min(4.0, max(0.2, sum(self.used.values()) / estimated)) if estimated > 0 else 1.0
+        left = self.plan.budget_s - (time.monotonic() - self.started)
+        self.current.update({a.id: a for a in replan(rest, max(0.0, left), factor)})
+
+    def report(self) -> dict[str, Any]:
+        """``run.plan`` of the report: the plan as carried out, with the seconds used."""
+        done = replace(self.plan, audits=tuple(self.current[a.id] for a in self.plan.audits))
+        return done.to_dict(self.used)
+
+
+def plan_run(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
+             applies: Callable[[str], bool] = lambda aid: True) -> PlanRun:
+    """Resolve ``batch_size: auto``, measure, and plan the selected audits that apply."""
+    from .audits import selected_audits
+
+    device = torch.device(config.device)
+    dom = model.info.domain
+    x = (datasets[0].first(32) if datasets and datasets[0].size
+         else torch.full((1, *dom.shape), 0.5 * (dom.low + dom.high))).to(device=device, dtype=model.dtype)
+    batch = config.batch_size if isinstance(config.batch_size, int) else auto_batch_size(model, x)
+    try:
+        units = measure_units(model, x[:min(batch, 32)])
+    except Exception:  # the model fails on a batch: the audits report how; plan with nominal costs
+        nominal = Timing(1e-3, 1e-3)
+        units = Units(nominal, nominal, nominal, nominal, 1e-9, 0, int(x[0].numel()))
+    ids = [aid for aid in selected_audits(config) if aid not in config.skip and applies(aid)]
+    plan, needs = make_plan(model, datasets, config, ids, units, batch)
+    return PlanRun(plan, needs)
