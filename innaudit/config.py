@@ -41,7 +41,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .errors import ConfigError, did_you_mean, short_repr
 from .metrics import STATS, Direction, Metric, covers, direction_of
@@ -152,7 +152,7 @@ def _typed(where: str, value: Any, kind: type) -> Any:
     if (kind is bool and not isinstance(value, bool)) or (kind is not bool and isinstance(value, bool)) \
             or not isinstance(value, kind):
         raise ConfigError(f"{where} is {short_repr(value)} ({type(value).__name__}); expected {kind.__name__}")
-    if kind is float and math.isnan(value):
+    if kind is float and math.isnan(cast(float, value)):
         raise ConfigError(f"{where} is NaN; expected a number")
     return value
 
@@ -255,7 +255,7 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
         raw[aid] = {**(base if isinstance(base, Mapping) else {}), **section}
     known = [*_SCALARS, *_LISTS, "data", "waivers", "range", "levels", "batch_size", "budget", *specs]
     values: dict[str, Any] = {}
-    for key, value in raw.items():
+    for key in raw:
         if not isinstance(key, str) or key not in known:
             raise ConfigError(f"config key {short_repr(key)} is unknown{did_you_mean(str(key), known)}")
     for key, value in {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}.items():

@@ -1,7 +1,7 @@
 """Certified global Lipschitz bounds of invertible blocks, from their parameters.
 
 For a block ``f`` the pair ``(L, L_inv)`` bounds ``Lip(f)`` and ``Lip(f^-1)`` on all of
-``R^d`` in the L2 norm (paper-spec.md 3.1; Behrmann et al., AISTATS 2021, block lemmas). A
+``R^d`` in the L2 norm (Behrmann et al., AISTATS 2021, https://arxiv.org/abs/2006.09347, the block lemmas of Section 3). A
 composition is bounded by the product of its blocks' bounds.
 
 The hook: any block (``nn.Module``) may define ``lipschitz_bounds(self) -> tuple[float, float] |

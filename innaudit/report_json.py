@@ -37,10 +37,6 @@ def _numbers(value: Any) -> Any:
     return value
 
 
-def _number(value: Any) -> Any:
-    return _NONFINITE.get(value, value) if isinstance(value, str) else value
-
-
 def _check(data: Mapping[str, Any]) -> Check:
     return Check(data["metric"], _number(data["value"]), _number(data.get("warn")), _number(data.get("fail")),
                  Status(data["status"]), Direction(data.get("direction", Direction.HIGHER_WORSE.value)))

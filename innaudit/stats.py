@@ -1,7 +1,7 @@
 """Per-sample error accumulation and summaries that count non-finite values instead of crashing.
 
 Reductions propagate NaN (``max([1, nan]) == nan``), so every summary is taken over the finite
-samples only and the non-finite ones are counted separately (``security.md`` 4.1). The reference
+samples only and the non-finite ones are counted separately. The reference
 code counted Inf but not NaN; here NaN and Inf are counted together as non-finite, and apart.
 """
 

@@ -81,7 +81,7 @@ def test_assert_invertible_passes_on_an_exact_map_and_names_the_exploding_set() 
 
 
 def test_bad_inputs_are_innaudit_errors_with_one_line() -> None:
-    with pytest.raises(innaudit.LoadError, match="expected a torch.nn.Module"):
+    with pytest.raises(innaudit.LoadError, match=r"expected a torch\.nn\.Module"):
         innaudit.audit(object(), data=_inside())
     with pytest.raises(innaudit.DataError, match="expected 4 values per sample"):
         innaudit.audit(ExactLinear(), data=torch.rand(10, 5))

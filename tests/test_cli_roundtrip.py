@@ -82,7 +82,7 @@ def test_exact_model_passes_with_full_roundtrip_metrics(run_cli, data_files, tmp
 def test_report_matches_hand_computed_errors(run_cli, data_files, tmp_path, name, cls) -> None:
     _, report = _run(run_cli, name, data_files, tmp_path / "r.json", "--audit", "roundtrip")
     sets = _roundtrip(report)
-    for set_name, path in zip(("x", "far"), data_files):
+    for set_name, path in zip(("x", "far"), data_files, strict=False):
         expected = _hand_errors(cls(), path)
         got = sets[set_name]["metrics"]["error_l2"]
         assert got["median"] == pytest.approx(float(np.median(expected)), rel=1e-6)

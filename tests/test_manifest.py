@@ -27,7 +27,7 @@ def test_every_checkpoint_is_listed_with_its_sha256_and_is_small() -> None:
     rows = _rows()
     files = sorted(p.name for p in ROOT.glob("*.pt"))
     assert files and sorted(rows) == files
-    for name, (recipe, seed, digest) in rows.items():
+    for name, (_recipe, _seed, digest) in rows.items():
         data = (ROOT / name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == digest, name
         assert len(data) < 4 << 20, name

@@ -350,6 +350,11 @@ class Gradient(Audit):
     affine coupling whose scale nearly vanishes) and its reconstruction error. Gate defaults:
     a non-finite memory-saving gradient fails; ``rel_error_l2.max`` above 1e-3 warns, above 1e-2
     fails; a stateful layer in a block warns.
+
+    References:
+        Behrmann, Vicol, Wang, Grosse, Jacobsen, "Understanding and Mitigating Exploding
+        Inverses in Invertible Neural Networks", AISTATS 2021 (PMLR 130),
+        https://arxiv.org/abs/2006.09347
     """
 
     id = "gradient"

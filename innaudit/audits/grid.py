@@ -56,6 +56,11 @@ class Grid(Audit):
 
     Reading it: an affine flow shows finite errors on the data support and NaN or huge
     condition numbers in the corners; a residual flow stays finite everywhere.
+
+    References:
+        Behrmann, Vicol, Wang, Grosse, Jacobsen, "Understanding and Mitigating Exploding
+        Inverses in Invertible Neural Networks", AISTATS 2021 (PMLR 130),
+        https://arxiv.org/abs/2006.09347
     """
 
     id = "grid"

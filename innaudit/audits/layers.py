@@ -81,8 +81,14 @@ def trace_blocks(blocks: Sequence[InvertibleModel], x: Tensor, *, method: str, t
         bad = ~(torch.isfinite(y.reshape(len(y), -1)).all(1) & torch.isfinite(back.reshape(len(h), -1)).all(1))
         rel = per_sample_norm(back - h) / per_sample_norm(h).clamp_min(floor)
         rel = torch.where(bad, torch.full_like(rel, math.inf), rel)
-        s = measure(lambda t, b=block: b.forward(t, grad=True),
-                    lambda t, b=block: b.inverse(t, grad=True), h,
+
+        def forward(t: Tensor, b: InvertibleModel = block) -> Tensor:
+            return b.forward(t, grad=True)
+
+        def inverse(t: Tensor, b: InvertibleModel = block) -> Tensor:
+            return b.inverse(t, grad=True)
+
+        s = measure(forward, inverse, h,
                     method=method, tol=tol, max_iter=max_iter, generator=generator)
         name = f"{i}:{block.info.architecture or type(block.module).__name__}"
         out.append(BlockTrace(name, rel.cpu().numpy(), bad.cpu().numpy(), _scale_min(block, h),
@@ -198,6 +204,11 @@ class Layers(Audit):
     Reading a failure: the culprit is where to look (a coupling whose scale underflows, an ill
     conditioned 1x1 convolution). Gates as for ``roundtrip``: a non-finite block fails; a block
     relative error above 1e-4 warns, above 1e-2 fails.
+
+    References:
+        Behrmann, Vicol, Wang, Grosse, Jacobsen, "Understanding and Mitigating Exploding
+        Inverses in Invertible Neural Networks", AISTATS 2021 (PMLR 130),
+        https://arxiv.org/abs/2006.09347
     """
 
     id = "layers"

@@ -118,6 +118,11 @@ class PrecisionAudit(Audit):
     spectrum; non-finite values in float16 with a finite float32 are range (overflow at 65504);
     an error far above the prediction means the sampled points miss where the map is worst or
     something other than conditioning (an iterative inverse's tolerance) dominates.
+
+    References:
+        Behrmann, Vicol, Wang, Grosse, Jacobsen, "Understanding and Mitigating Exploding
+        Inverses in Invertible Neural Networks", AISTATS 2021 (PMLR 130),
+        https://arxiv.org/abs/2006.09347
     """
 
     id = "precision"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 
@@ -49,6 +50,11 @@ class RoundTrip(Audit):
     bijection even where it was trained; a large finite error is the early stage of the same.
     Gate defaults: any non-finite sample fails; a relative error above 1e-4 (about 1000 times
     float32 rounding) warns and above 1e-2 (a visibly wrong reconstruction) fails.
+
+    References:
+        Behrmann, Vicol, Wang, Grosse, Jacobsen, "Understanding and Mitigating Exploding
+        Inverses in Invertible Neural Networks", AISTATS 2021 (PMLR 130),
+        https://arxiv.org/abs/2006.09347
     """
 
     id = "roundtrip"
@@ -89,7 +95,7 @@ class RoundTrip(Audit):
             if levels is not None:
                 metrics["levels"] = levels.metrics()
             if hits is not None:
-                metrics["inverse_cap_hits"] = _cap_hits(ctx) - hits
+                metrics["inverse_cap_hits"] = cast(int, _cap_hits(ctx)) - hits  # counted before, so still counted
             message = ""
             if ctx.float64_check:
                 wide = ctx.model.copy_as(torch.float64)
@@ -97,7 +103,8 @@ class RoundTrip(Audit):
                                    ds.batches(ctx.batch_size, torch.float64, ctx.device), floor)
                 m64 = acc64.metrics("latent")
                 metrics["float64"] = {k: m64[k] for k in ("nonfinite_fraction", "error_l2", "rel_error_l2")}
-                message = verdict_float64(metrics["nonfinite_fraction"], m64["nonfinite_fraction"])
+                message = verdict_float64(cast(float, metrics["nonfinite_fraction"]),
+                                          cast(float, m64["nonfinite_fraction"]))
             yield Measurement(ds.name, metrics, message, {"error_histogram": acc.histogram()})
 
 

@@ -40,6 +40,11 @@ class Sampling(Audit):
     draws whose ``F(F^-1(z))`` is non-finite on that level) and ``norm`` (``min``/``max`` of its
     finite per-sample norms): which level breaks first. Gate defaults as for ``roundtrip``: any non-finite draw fails; a relative
     error above 1e-4 warns and above 1e-2 fails.
+
+    References:
+        Behrmann, Vicol, Wang, Grosse, Jacobsen, "Understanding and Mitigating Exploding
+        Inverses in Invertible Neural Networks", AISTATS 2021 (PMLR 130),
+        https://arxiv.org/abs/2006.09347
     """
 
     id = "sampling"
@@ -74,7 +79,7 @@ class Sampling(Audit):
             name = f"prior@T={temperature:g}"
             outside: list[Tensor] = []
 
-            def inverse(z: Tensor) -> Tensor:
+            def inverse(z: Tensor, outside: list[Tensor] = outside) -> Tensor:
                 x = ctx.model.inverse(z)
                 flat = x.reshape(len(x), -1)
                 far = ((flat < domain.low - domain.width) | (flat > domain.high + domain.width)).any(1)

@@ -145,20 +145,6 @@ def _numeric(array: object, source: str) -> np.ndarray | torch.Tensor:
                     "array or a data SPEC string")
 
 
-def _finite(raw: Any, chunk: torch.Tensor, path: Path, size: int) -> None:
-    """Refuse NaN/Inf in a chunk, telling a stored NaN/Inf from a finite value too big for float32."""
-    if bool(torch.isfinite(chunk).all()):
-        return
-    stored = torch.from_numpy(np.array(raw)) if isinstance(raw, np.ndarray) else raw
-    if bool(torch.isfinite(stored).all()):
-        big = float(stored.abs().max())
-        raise DataError(f"{path} holds values up to {big:.3g} in its first {size} samples, beyond "
-                        "float32's 3.4e38; rescale the data so a float32 model can take it")
-    bad = int((~torch.isfinite(stored)).sum())
-    raise DataError(f"{path} holds {bad} NaN/Inf values in its first {size} samples; the "
-                    "inputs of a round trip must be finite")
-
-
 def domain_from_file(text: str) -> DataDomain:
     """A domain for a model that declares none: the shape of a data file, its range snapped to a
     standard one and its quantization levels (see :func:`inferred_domain`)."""

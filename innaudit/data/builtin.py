@@ -1,6 +1,6 @@
 """Built-in data sets, shaped and ranged like the model's domain.
 
-The noise sets follow the paper's conventions (``shared/research/paper-spec.md`` 4(a)), written
+The noise sets follow the paper's conventions (Behrmann et al., AISTATS 2021, https://arxiv.org/abs/2006.09347, Section 4), written
 for a domain ``[low, high]`` of width ``w`` and centre ``c``; for ``[0, 1]`` they are exactly the
 ResFlow conventions and for ``[-0.5, 0.5]`` the Glow ones:
 
@@ -138,7 +138,7 @@ def _toy_split(name: str, arg: str) -> None:
 def toy_2d(name: str, count: int, gen: torch.Generator) -> Tensor:
     """``count`` points ``(count, 2)`` of the 2-D toy set ``name`` drawn from ``gen``.
 
-    ``checkerboard`` follows the paper's code (paper-spec.md 4(g)): ``x1 ~ U[-2, 2)``,
+    ``checkerboard`` follows the paper's code: ``x1 ~ U[-2, 2)``,
     ``x2 = U[0, 1) - 2 Bernoulli(1/2) + (floor(x1) mod 2)``, both times 2. ``regression2d`` is
     the input of the paper's 2-D regression task (5.3), ``(a, b) ~ N(0, I)``.
     """

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -42,7 +44,8 @@ class _Operator:
     def __init__(self, fn: Map, x: Tensor) -> None:
         self.fn, self.x = fn, x.detach()
         self.shape = tuple(x.shape)
-        _, self._vjp = vjp(fn, self.x)
+        # without has_aux, torch.func.vjp returns a pair; its annotation is the union of both arities
+        _, self._vjp = cast("tuple[Tensor, Callable[..., Any]]", vjp(fn, self.x))
 
     def apply(self, v: Tensor, rows: Tensor) -> Tensor:
         """``J^T J v`` for the samples ``rows`` (other samples get a zero tangent)."""

@@ -1,8 +1,8 @@
 """``--weights model.safetensors``: read with the ``safetensors`` package after a header pre-check.
 
 safetensors holds no code, but its loader still trusts the header for how much to read and
-allocate (``shared/research/security.md`` 1.9): a 100 MB header of zero-size entries took 13 s
-and 391 MB. Before calling the library innaudit reads the 8-byte length itself and checks:
+allocate: a 100 MB header of millions of zero-size entries costs seconds and hundreds of MB
+before anything is refused. Before calling the library innaudit reads the 8-byte length itself and checks:
 
 - the header is at most :data:`MAX_HEADER_BYTES` and fits in the file;
 - it is a JSON object without duplicate keys (the library keeps the last one silently), with at

@@ -21,7 +21,7 @@ from .common import Row, fmt, interval_text, rows
 __all__ = ["render"]
 
 
-def _clean(text: str) -> str:
+def _clean(text: object) -> str:
     """Drop characters XML 1.0 cannot hold (control characters from a hostile checkpoint)."""
     return "".join(ch for ch in str(text) if ch in "\t\n\r" or (ord(ch) >= 0x20 and ch not in "\ufffe\uffff"))
 

@@ -178,7 +178,7 @@ def grid(series: Mapping[str, Any], title: str) -> Any:
     fig = _figure(3.4 * max(1, len(keys)), 3.0)
     axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
     xs, ys = np.asarray(series.get("x", []), float), np.asarray(series.get("y", []), float)
-    for ax, key in zip(axes, keys):
+    for ax, key in zip(axes, keys, strict=False):
         data = np.ma.masked_invalid(np.asarray(series[key], dtype=float))
         good = data.compressed()
         positive = good.size > 0 and good.min() > 0
@@ -215,7 +215,7 @@ def images(series: Mapping[str, Any], title: str) -> Any:
     labels = list(series)
     fig = _figure(1.6 * max(1, len(labels)) + 0.4, 2.0)
     axes = fig.subplots(1, max(1, len(labels)), squeeze=False)[0]
-    for ax, label in zip(axes, labels):
+    for ax, label in zip(axes, labels, strict=False):
         arr = _image(series[label])
         bad = ~np.isfinite(arr)
         shown = np.where(bad, np.nan, arr)

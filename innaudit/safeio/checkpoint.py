@@ -4,7 +4,7 @@ Every ``torch.load`` in innaudit goes through :func:`load_weights_only`, which s
 ``weights_only=True`` (so ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` in the environment changes nothing)
 and never passes a ``pickle_module``. A file the safe loader refuses is reported with the globals
 it asked for and the explicit opt-in ``--trust-checkpoint``; innaudit never falls back to an
-unsafe load by itself (``shared/research/security.md`` section 0).
+unsafe load by itself.
 
 The format is sniffed from the first bytes, not from the extension.
 """
@@ -127,7 +127,7 @@ def _load(path: Path, fmt: FileFormat, map_location: str | torch.device) -> Any:
         with warnings.catch_warnings(), path.open("rb") as handle:
             warnings.simplefilter("ignore")  # torch warns about pickle protocols on stderr
             return torch.load(handle, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises a dozen types on damaged files (security.md 1.4)
+    except Exception as exc:  # torch raises a dozen types on damaged files
         found = _unsafe_globals(path, fmt)
         if found or _is_refusal(str(exc)):
             raise UnsafeCheckpointError(_refusal_message(path, found, str(exc))) from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickletools
 from pathlib import Path
+from typing import IO, cast
 
 __all__ = ["SAFE_PREFIXES", "scan_globals", "unsafe_globals"]
 
@@ -40,7 +41,7 @@ def scan_globals(path: Path, max_ops: int = 2_000_000) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _scan_one(handle: object, found: list[str], budget: int) -> int:
+def _scan_one(handle: IO[bytes], found: list[str], budget: int) -> int:
     memo: dict[int, str] = {}
     recent: list[str] = []
     count = 0
@@ -54,9 +55,9 @@ def _scan_one(handle: object, found: list[str], budget: int) -> int:
         if name in _STRINGS and isinstance(arg, (str, bytes)):
             recent.append(arg if isinstance(arg, str) else arg.decode("latin-1"))
         elif name in _MEMO_PUT and recent:
-            memo[len(memo) if name == "MEMOIZE" else int(arg)] = recent[-1]
-        elif name in _MEMO_GET and int(arg) in memo:
-            recent.append(memo[int(arg)])
+            memo[len(memo) if name == "MEMOIZE" else int(cast(int, arg))] = recent[-1]
+        elif name in _MEMO_GET and int(cast(int, arg)) in memo:
+            recent.append(memo[int(cast(int, arg))])
         if count >= budget:
             break
     return count

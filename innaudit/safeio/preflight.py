@@ -1,7 +1,7 @@
 """Checks on an untrusted checkpoint before its tensors are allocated.
 
 ``torch.load`` checks neither zip CRCs nor how much memory a file will claim, and a loaded
-structure can be built to defeat naive walks (``shared/research/security.md`` 1.4, 4.4, 4.8).
+structure can be built to defeat naive walks.
 Before the real load innaudit therefore:
 
 1. for a zip checkpoint, bounds the entry count and the declared uncompressed size, refuses
@@ -108,7 +108,7 @@ def _tensor_bytes(t: torch.Tensor, path: Path) -> int:
                         f"{tuple(t.shape)}; innaudit reads dense tensors only (call .to_dense() "
                         "before torch.save)")
     logical = t.numel() * t.element_size()
-    if t.numel() > 1 and any(s == 0 and n > 1 for s, n in zip(t.stride(), t.shape)):
+    if t.numel() > 1 and any(s == 0 and n > 1 for s, n in zip(t.stride(), t.shape, strict=False)):
         raise LoadError(f"{path} holds a stride-0 tensor of shape {tuple(t.shape)} over "
                         f"{t.untyped_storage().nbytes()} bytes of storage; torch.save of parameters "
                         "never writes one, so the file was crafted")

@@ -216,7 +216,7 @@ _REGRESSION_SETUP = Setup("coupling-vector", {"shape": [2], "steps": 24, "hidden
 
 
 def _all() -> list[Recipe]:
-    toy = dict(data="checkerboard", objective="nll", batch_size=256, lr=2e-3)
+    toy = {"data": "checkerboard", "objective": "nll", "batch_size": 256, "lr": 2e-3}
     recipes = [
         _recipe("checkerboard-affine", "affine coupling flow (sigmoid scale) on the 2-D "
                 "checkerboard; locally bi-Lipschitz only: its error grows off the data",

@@ -1,7 +1,7 @@
 """Stabilizing regularizers for invertible networks, usable in any training loop.
 
 Behrmann, Vicol, Wang, Grosse, Jacobsen, "Understanding and Mitigating Exploding Inverses in
-Invertible Neural Networks", AISTATS 2021, sections 5-6 (paper-spec.md 4(d), 4(e)):
+Invertible Neural Networks", AISTATS 2021, sections 5-6 (https://arxiv.org/abs/2006.09347):
 
 - :func:`fd_regularizer`, bi-directional finite differences (FD): penalizes how far a small
   step moves the output of ``F`` (forward term) and of ``F^-1`` (inverse term), a stochastic
@@ -61,8 +61,8 @@ def fd_directions(like: Tensor, normalize: str = "column",
         like: a batch ``(B, ...)`` giving shape, dtype and device.
         normalize: ``"column"`` reproduces the paper's code: the ``(B, D)`` matrix of directions
             is divided by the norm of each *column* (each feature across the batch, ``dim=0``),
-            so a sample's direction has squared norm about ``D / B``, not 1 (paper-spec.md 4(d),
-            a quirk: the comment there says "unit vector"). ``"sample"`` makes every sample's
+            so a sample's direction has squared norm about ``D / B``, not 1 (a quirk of the paper's
+            code: the comment there says "unit vector"). ``"sample"`` makes every sample's
             direction a unit vector.
         generator: optional ``torch.Generator`` for reproducible draws.
     """
@@ -113,7 +113,7 @@ def fd_regularizer(forward: Map, inverse: Map, x: Tensor, *, eps: float = FD_EPS
                    coeff: float = FD_COEFF, inverse_coeff: float = FD_COEFF,
                    normalize: str = "column", generator: torch.Generator | None = None,
                    z: Tensor | None = None) -> Tensor:
-    """Bi-directional finite differences, ``fd_forward + fd_inverse`` (paper-spec.md 4(d)).
+    """Bi-directional finite differences, ``fd_forward + fd_inverse`` (Behrmann et al., AISTATS 2021, Section 5).
 
     ``R = c * ||F(x) - F(x + eps d)||^2 / eps + c' * ||x - F^-1(F(x) + eps d')||^2 / eps`` with
     random directions ``d, d'`` (see :func:`fd_directions`), ``eps = 0.1``, ``c = c' = 1e-4``
@@ -149,7 +149,7 @@ def nf_regularizer(z: Tensor, log_det: Tensor, coeff: float = NF_COEFF) -> Tenso
     paper adds it to the cross-entropy of its CIFAR-10 INN classifiers with ``coeff = 1e-5``
     (1e-6 for the 2-D regression toy); the ``-log|det|`` term is ``-sum log sigma_i``, which
     grows without bound as ``sigma_min -> 0``. Reference: Behrmann et al., AISTATS 2021,
-    section 6 ("normalizing flow loss as regularizer"); paper-spec.md 4(e). The constant
+    section 6 ("normalizing flow loss as regularizer"). The constant
     ``-D log 256`` of the paper's code is left out (it has no gradient).
     """
     return coeff * gaussian_nll(z, log_det).mean()

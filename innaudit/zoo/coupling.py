@@ -5,7 +5,7 @@ One flow step is ``ActNorm -> permutation -> Coupling`` (ActNorm optional); the 
 ``(4C, H/2, W/2)``. ``forward(x) -> (z, log_det)`` runs ``blocks`` in order and sums their
 log-dets (exact); ``inverse(z)`` runs their inverses in reverse order (analytic).
 
-Bi-Lipschitz situation (paper-spec.md 3.1): with ``coupling="additive"`` every block is
+Bi-Lipschitz situation (Behrmann et al., AISTATS 2021, https://arxiv.org/abs/2006.09347, Section 3): with ``coupling="additive"`` every block is
 globally bi-Lipschitz, so the inverse is stable everywhere; with ``coupling="affine"`` the flow is
 only locally bi-Lipschitz, and with ``scale="sigmoid"`` or ``"exp"`` the factor ``1/g`` is
 unbounded, so inputs far from the training data can make the inverse explode to inf/nan

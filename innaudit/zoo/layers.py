@@ -4,7 +4,7 @@ Every block is an ``nn.Module`` with ``forward(x) -> (y, log_det)`` (``log_det``
 ``(batch,)``) and ``inverse(y) -> x``. Blocks work on vectors ``(B, C)`` and on images
 ``(B, C, H, W)`` alike: dimension 1 is the channel dimension, everything after it is "spatial".
 
-Bi-Lipschitz constants (paper-spec.md, section 3.1; Behrmann et al., AISTATS 2021):
+Bi-Lipschitz constants (Behrmann et al., AISTATS 2021, https://arxiv.org/abs/2006.09347, Section 3):
 
 - :class:`Squeeze2d`, :class:`FixedPermutation`: orthogonal, Lip = Lip(inverse) = 1.
 - :class:`ActNorm`: Lip = max exp(log_scale), Lip(inverse) = 1 / min exp(log_scale); global.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +114,9 @@ class FixedPermutation(nn.Module):
     ``y[:, i] = x[:, perm[i]]``, inverse ``x[:, perm[i]] = y[:, i]``; orthogonal, log-det 0.
     """
 
+    perm: Tensor
+    inverse_perm: Tensor
+
     def __init__(self, channels: int, kind: str = "reverse",
                  generator: torch.Generator | None = None) -> None:
         super().__init__()
@@ -164,7 +168,7 @@ class MLPNet(nn.Module):
                                   nn.Linear(hidden, hidden), nn.ReLU())
         self.out = nn.Linear(hidden, c_out)
         for layer in (self.body[0], self.body[2]):
-            _init_uniform(layer, generator)
+            _init_uniform(cast("nn.Linear | nn.Conv2d", layer), generator)
         _zero(self.out)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -180,7 +184,7 @@ class ConvNet(nn.Module):
                                   nn.Conv2d(hidden, hidden, 1), nn.ReLU())
         self.out = nn.Conv2d(hidden, c_out, 3, padding=1)
         for layer in (self.body[0], self.body[2]):
-            _init_uniform(layer, generator)
+            _init_uniform(cast("nn.Linear | nn.Conv2d", layer), generator)
         _zero(self.out)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ Each block is ``y = x + g(x)`` with ``g`` a small network whose linear / conv la
 spectrally normalized to norm ``<= c < 1`` each, so that ``Lip(g) <= c^n < 1`` for ``n``
 layers and a 1-Lipschitz activation (Behrmann et al., "Invertible Residual
 Networks", ICML 2019; Chen et al., "Residual Flows", NeurIPS 2019). Such a block is globally
-bi-Lipschitz (paper-spec.md 3.1; Behrmann et al., AISTATS 2021):
+bi-Lipschitz (Behrmann et al., AISTATS 2021, https://arxiv.org/abs/2006.09347, Section 3):
 
     Lip(F) <= 1 + c,        Lip(F^-1) <= 1 / (1 - c)
 
@@ -37,8 +37,10 @@ with a fixed seed, so the estimate is a deterministic function of the input.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -94,16 +96,17 @@ class ResidualBlock(nn.Module):
 
     def _g_and_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``g(x)`` and ``J_g(x)`` of shape ``(B, D, D)``, built layer by layer (vectors)."""
-        h, jac = x, None
-        for i, layer in enumerate(self.layers):
+        h: Tensor = x
+        jac: Tensor | None = None
+        for i, layer in enumerate(cast("Sequence[SpectralLayer]", self.layers)):
             weight = layer.normalized_weight()
             if i:
                 slope = self.act.derivative(h)
                 h = self.act(h)
-                jac = slope.unsqueeze(2) * jac
+                jac = slope.unsqueeze(2) * cast(Tensor, jac)  # set by the previous layer
             h = F.linear(h, weight, layer.bias)
             jac = weight.expand(len(x), *weight.shape) if jac is None else weight @ jac
-        return h, jac
+        return h, cast(Tensor, jac)  # a block has at least one layer
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.log_det_mode == "exact":
@@ -145,7 +148,7 @@ class ResidualBlock(nn.Module):
         limit = self.inverse_tolerance * (1.0 + y.abs())
         pending = torch.ones(len(y), dtype=torch.bool, device=y.device)
         steps = 0
-        for steps in range(1, self.inverse_max_iter + 1):
+        for steps in range(1, self.inverse_max_iter + 1):  # noqa: B007  (the count is kept below)
             new = y - self.g(x)
             done = ((new - x).abs() <= limit).flatten(1).all(1) | ~torch.isfinite(new).flatten(1).all(1)
             pending = pending & ~done
@@ -160,10 +163,10 @@ class ResidualBlock(nn.Module):
     def lipschitz_coefficient(self) -> float:
         """Certified ``Lip(g)``: product of the exact spectral norms of the normalized weights
         times ``Lip(act)`` per activation."""
-        norms = [float(layer.exact_norm()) for layer in self.layers]
+        norms = [float(layer.exact_norm()) for layer in cast("Sequence[SpectralLayer]", self.layers)]
         return math.prod(norms) * self.act.lipschitz ** (len(self.layers) - 1)
 
-    def lipschitz_bounds(self) -> tuple[float, float] | None:
+    def lipschitz_bounds(self) -> tuple[float, float]:
         """``(Lip(F), Lip(F^-1)) <= (1 + c, 1 / (1 - c))`` for the certified ``c``; the inverse
         bound is ``inf`` when ``c >= 1`` (not a contraction: no certificate)."""
         c = self.lipschitz_coefficient()
@@ -248,7 +251,7 @@ class ResidualVector(ResidualFlow):
         made = []
         for _ in range(int(blocks)):
             layers = [SpectralLinear(a, b, coeff, power_iterations, gen, zero=(i == len(sizes) - 2))
-                      for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+                      for i, (a, b) in enumerate(itertools.pairwise(sizes))]
             made.append(ResidualBlock(layers, tolerance, max_iter, log_det, log_det_terms))
         super().__init__(made, tolerance, max_iter, log_det)
 

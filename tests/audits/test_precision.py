@@ -14,7 +14,7 @@ import innaudit
 from innaudit.audits import REGISTRY, metric_table
 from innaudit.audits.precision import LADDER, PRECISIONS, Precision, _unsupported
 from innaudit.domain import DataDomain
-from innaudit.gate import leaves
+from innaudit.results import leaves
 from innaudit.loading.adapt import adapt_module
 from innaudit.metrics import declared
 from innaudit.render import plots

@@ -9,13 +9,13 @@ import jsonschema
 import pytest
 
 import innaudit
-from innaudit.orchestration import Job, prepare
 from innaudit.audits import REGISTRY, specs
 from innaudit.cli.output import PLAIN_EVERY_S, ProgressObserver
 from innaudit.config import parse_config
 from innaudit.domain import DataDomain
 from innaudit.errors import ConfigError
 from innaudit.loading.native import save_checkpoint
+from innaudit.orchestration import Job, prepare
 from innaudit.planning import (
     SAFETY,
     AuditCost,

@@ -39,7 +39,7 @@ def test_cache_left_on_is_not_a_perfect_round_trip(tmp_path: Path) -> None:
     assert all(p._cache_size == 1 for p in t.parts)  # the factory leaves pyro's cache on
     with torch.no_grad():
         assert float((t(t.inv(x)) - x).abs().max()) == 0.0  # the trap: the cache hands x back
-    code, report, _ = audit(tmp_path, factory(LIB), data)
+    _code, report, _ = audit(tmp_path, factory(LIB), data)
     metrics = roundtrip_metrics(report)
     assert metrics["error_l2"]["max"] > 0.0 and metrics["error_l2"]["median"] > 0.0
     assert report["target"]["model"].endswith("pyro_models.py:build")

@@ -14,8 +14,7 @@ from innaudit.intervals import clopper_pearson, rate_intervals
 from innaudit.metrics import neither, rate, worse
 from innaudit.render import RENDERERS, console
 from innaudit.render.common import interval_text
-from innaudit.report_json import report_to_dict
-from innaudit.report_json import report_from_dict
+from innaudit.report_json import report_from_dict, report_to_dict
 from innaudit.results import Report
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures_models.py"

@@ -108,7 +108,7 @@ def test_additive_without_actnorm_preserves_volume(permutation: str) -> None:
 def test_build_rebuilds_an_identical_model(name: str, make: Any) -> None:
     config = make(coupling="affine", permutation="shuffle")
     assert all(torch.equal(a, b) for a, b in zip(zoo.build(name, config).state_dict().values(),
-                                                  zoo.build(name, config).state_dict().values()))
+                                                  zoo.build(name, config).state_dict().values(), strict=False))
     trained = _perturb(zoo.build(name, config))
     rebuilt = zoo.build(name, config)
     rebuilt.load_state_dict(trained.state_dict())

@@ -1,8 +1,7 @@
 """What every library adapter shares: the condition, the result type, small call helpers.
 
 A library adapter maps its library's objects onto :class:`~innaudit.model.InvertibleModel`
-(forward = data -> latent). Direction conventions differ (``shared/research/ecosystem.md``
-section 0): FrEIA, nflows and zuko go data -> latent in ``forward``; normflows and
+(forward = data -> latent). Direction conventions differ: FrEIA, nflows and zuko go data -> latent in ``forward``; normflows and
 ``torch.distributions`` / pyro go latent -> data, so their adapters swap the two maps.
 """
 
@@ -13,7 +12,7 @@ import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -23,8 +22,17 @@ from ...domain import DataDomain
 from ...errors import DataError, LoadError, clean_text
 from ...model import Fn, InvertibleModel, ModelInfo
 
-__all__ = ["Adapted", "Condition", "TransformHolder", "block_models", "from_library", "leaf_name",
-           "library_error", "resolve_condition", "sum_per_sample"]
+__all__ = ["Adapted", "Condition", "LibraryFlow", "TransformHolder", "block_models", "from_library",
+           "leaf_name", "library_error", "resolve_condition", "sum_per_sample"]
+
+
+class LibraryFlow(Protocol):
+    """A library's flow layer or transform, as the adapters call it: one direction through
+    ``__call__``, the other through ``inverse`` (arguments and results as the library defines)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def inverse(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -155,7 +163,7 @@ class TransformHolder(nn.Module):
         self.inner = inner
         self.held = nn.ModuleList(modules)  # modules inside the transform: their parameters count
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> TransformHolder:  # type: ignore[override]
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> TransformHolder:
         super()._apply(fn, recurse)
         _cast_tensors(self.inner, fn, set())
         return self

@@ -5,7 +5,7 @@ Both libraries call ``y = t(x)`` the sampling direction, latent -> data, so inna
 ``-t.log_abs_det_jacobian(z, x)`` with ``z = t.inv(x)``, summed over the event for element-wise
 transforms. ``TransformedDistribution`` is audited through its transforms.
 
-The cache trap (``shared/research/ecosystem.md`` 2.7, 3 #3): pyro's learnable transforms are
+The cache trap: pyro's learnable transforms are
 built with ``cache_size=1``, and ``t.inv(t(x))`` then hands back the cached ``x`` object without
 computing anything, an exact-looking round trip. Every transform in the tree gets
 ``_cache_size = 0`` and an emptied cache before each call, on top of InvertibleModel's clones.
@@ -73,11 +73,11 @@ def break_caches(t: Any) -> int:
 
 
 def _transform(module: nn.Module, condition: Condition | None, x: Tensor) -> Transform:
-    inner = module.inner if isinstance(module, TransformHolder) else module
+    inner: Any = module.inner if isinstance(module, TransformHolder) else module
     if condition is not None:
         inner = inner.condition(condition.for_batch(x))
     break_caches(inner)
-    return inner  # type: ignore[return-value]
+    return inner
 
 
 def _maps(condition: Condition | None):

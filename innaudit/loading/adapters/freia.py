@@ -7,13 +7,13 @@ A GraphINN with several output nodes (``Split`` without ``Concat``, multi-scale)
 the list of its outputs, one latent level per output node, and its inverse takes that list.
 ``IResNetLayer`` has a fixed-point inverse (``fixed_point_iterations``, no convergence check)
 and a stochastic log-det, so a model holding one is recorded as iterative / estimated
-(``shared/research/ecosystem.md`` 2.1).
+
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -96,8 +96,9 @@ def _kinds(obj: nn.Module) -> dict[str, Any]:
 def _chain(obj: nn.Module) -> list[tuple[nn.Module, bool]] | None:
     """The (block, takes condition) chain of a SequenceINN or a chain-shaped GraphINN."""
     if hasattr(obj, "module_list"):
-        conditions = list(getattr(obj, "conditions", [None] * len(obj.module_list)))
-        return [(m, c is not None) for m, c in zip(obj.module_list, conditions)]
+        module_list = cast(nn.ModuleList, obj.module_list)
+        conditions = list(getattr(obj, "conditions", [None] * len(module_list)))
+        return [(m, c is not None) for m, c in zip(module_list, conditions, strict=False)]
     nodes = [n for n in getattr(obj, "node_list", [])
              if type(n).__name__ not in ("InputNode", "OutputNode", "ConditionNode")]
     previous: Any = None

@@ -4,18 +4,18 @@ nflows' ``t(x, context) -> (z, logabsdet)`` is data -> latent; ``t.inverse(z, co
 back. A ``Flow`` keeps its transform at ``_transform`` and passes the context through
 ``_embedding_net`` first, so the adapter does the same. Blocks: the ``_transforms`` of a
 ``CompositeTransform``. Train-mode BatchNorm refuses to invert and updates its statistics; the
-model is always called in eval mode (``shared/research/ecosystem.md`` 2.2).
+model is always called in eval mode.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
 from ...domain import DataDomain
 from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
-from ._common import Adapted, Condition, from_library, leaf_name, sum_per_sample
+from ._common import Adapted, Condition, LibraryFlow, from_library, leaf_name, sum_per_sample
 from .nflows_multiscale import is_multiscale, level_blocks, structured_maps
 
 __all__ = ["LIBRARY", "adapt", "matches"]
@@ -44,8 +44,8 @@ def _maps(condition: Condition | None, embedding: bool):
         net = getattr(module, "_embedding_net", None) if embedding else None
         return net(c) if net is not None else c
 
-    def transform(module: nn.Module) -> nn.Module:
-        return module._transform if embedding else module  # type: ignore[return-value]
+    def transform(module: nn.Module) -> LibraryFlow:
+        return cast(LibraryFlow, module._transform if embedding else module)
 
     def forward(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         z, ld = transform(module)(x, context=context(module, x))
@@ -89,7 +89,7 @@ def _embedded(block: nn.Module, embedding: nn.Module, condition: Condition):
         return z, sum_per_sample(ld, x)
 
     def inverse(module: nn.Module, z: Tensor) -> Tensor:
-        return module.inverse(z, context=embedding(condition.for_batch(z)))[0]
+        return cast(LibraryFlow, module).inverse(z, context=embedding(condition.for_batch(z)))[0]
 
     return forward, inverse
 
@@ -106,7 +106,7 @@ def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condi
         forward, inverse = structured_maps((forward, inverse), transform)
         blocks_fn = (lambda module: level_blocks(_parts(module)[0], domain)) if condition is None else None
     model = InvertibleModel(obj, forward, inverse, info, blocks_fn=blocks_fn)
-    warnings = ()
+    warnings: tuple[str, ...] = ()
     if condition is None and embedding is not None and not isinstance(embedding, nn.Identity):
         warnings = ("the nflows Flow has an embedding net but no --condition was given; it is "
                     "audited without a context",)

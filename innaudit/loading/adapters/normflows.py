@@ -6,12 +6,12 @@ direction. So innaudit's forward walks ``flows`` backwards calling ``inverse``, 
 walks them forwards calling ``forward``. The log-det is summed here, in the input's dtype:
 ``NormalizingFlow.inverse_and_log_det`` accumulates in the default dtype (float32) even for a
 float64 model. ``Residual`` layers have a fixed-point inverse (tolerance 1e-5, 1000 iterations,
-silent when they stop) and a stochastic log-det (``shared/research/ecosystem.md`` 2.3).
+silent when they stop) and a stochastic log-det.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ...domain import DataDomain
 from ...errors import LoadError
 from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
-from ._common import Adapted, Condition, block_models, from_library
+from ._common import Adapted, Condition, LibraryFlow, block_models, from_library
 from .normflows_multiscale import adapt_multiscale, is_multiscale
 
 __all__ = ["LIBRARY", "adapt", "matches"]
@@ -45,7 +45,7 @@ def _maps(condition: Condition | None):
     def forward(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for layer in reversed(_layers(module)):
-            x, ld = layer.inverse(x, **kwargs(x))
+            x, ld = cast(LibraryFlow, layer).inverse(x, **kwargs(x))
             total = total + ld
         return x, total
 

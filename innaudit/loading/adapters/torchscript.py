@@ -1,6 +1,6 @@
 """TorchScript archives that export ``forward`` (data -> latent) and ``inverse``.
 
-A TorchScript archive is code (``shared/research/security.md`` 1.6): :mod:`innaudit.safeio.checkpoint`
+A TorchScript archive is code: :mod:`innaudit.safeio.checkpoint`
 refuses it unless ``--trust-checkpoint`` is given, and only then does it reach this adapter. The
 archive must export ``inverse`` (``@torch.jit.export``); ``forward`` may return ``z`` or
 ``(z, log_det)``. Export a model like this::

@@ -4,7 +4,7 @@
 current parameters; its ``inv`` goes back, and ``call_and_ladj`` gives the log-det. zuko
 transforms have ``cache_size=0`` and are rebuilt on every call, so no stale cache can fake a
 round trip. Blocks: the ``transforms`` of a ``LazyComposedTransform``. Inverse kinds
-(``shared/research/ecosystem.md`` 2.4): neural / polynomial / Gaussianization flows invert by
+neural / polynomial / Gaussianization flows invert by
 bisection (``eps`` 1e-6 on ``[-bound, bound]``, values outside silently clamped); CNF by an ODE
 solve (``atol`` 1e-6, ``rtol`` 1e-5) with a Hutchinson log-det when ``exact=False``.
 """
