@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .errors import UsageError
 from .metrics import Direction
@@ -38,7 +38,9 @@ def _numbers(value: Any) -> Any:
 
 
 def _check(data: Mapping[str, Any]) -> Check:
-    return Check(data["metric"], _number(data["value"]), _number(data.get("warn")), _number(data.get("fail")),
+    # a written check always has a value (NaN / inf as strings), so _number gives a float
+    return Check(data["metric"], cast(float, _number(data["value"])), _number(data.get("warn")),
+                 _number(data.get("fail")),
                  Status(data["status"]), Direction(data.get("direction", Direction.HIGHER_WORSE.value)))
 
 

@@ -160,12 +160,15 @@ def assemble(header: RunHeader, results: Sequence[AuditResult], errors: Sequence
 
 def _context(aid: str, model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
              latent_shape: tuple[int, ...], observer: Observer, batch_size: int) -> AuditContext:
+    def progress(name: str, done: int, total: int) -> None:
+        observer.progress(aid, name, done, total)
+
     return AuditContext(
         model=model, datasets=datasets, settings=_settings(config, REGISTRY[aid]()),
         seed=stable_seed(config.seed, aid), samples=config.samples,
         batch_size=batch_size, device=torch.device(config.device), float64_check=config.float64_check,
         latent_shape=latent_shape,
-        progress=lambda name, done, total, _id=aid: observer.progress(_id, name, done, total),
+        progress=progress,
     )
 
 

@@ -208,7 +208,7 @@ class Attack(Audit):
         ds = next(d for d in ctx.datasets if d.role is Role.IN_DISTRIBUTION)
         yield self._attack(ctx, ds, options)
 
-    def _attack(self, ctx: AuditContext, ds: Dataset, o: dict[str, object]) -> Measurement:
+    def _attack(self, ctx: AuditContext, ds: Dataset, o: Mapping[str, Any]) -> Measurement:
         domain = ctx.model.info.domain
         eps, why = (float(o["epsilon"]), "given") if o["epsilon"] is not None else default_epsilon(domain)
         steps, restarts = int(o["steps"]), int(o["restarts"])
@@ -249,7 +249,7 @@ class Attack(Audit):
         text = _message(metrics, why, str(o["objective"])) + _gradient_free(ctx, x[:8])
         return Measurement(ds.name, metrics, text, series, artifacts)
 
-    def _chunk(self, ctx: AuditContext, x: Tensor, start: int, eps: float, o: dict[str, object],
+    def _chunk(self, ctx: AuditContext, x: Tensor, start: int, eps: float, o: Mapping[str, Any],
                tick: Callable[[int], None]) -> tuple[AttackResult, AttackResult, Tensor]:
         domain = ctx.model.info.domain
         ball = attack_ball(x, domain, eps, ctx.generator("cell", start))
@@ -279,7 +279,7 @@ def _cat(a: AttackResult | None, b: AttackResult) -> AttackResult:
                         torch.cat([a.first_step, b.first_step]), curve)
 
 
-def _checked(ctx: AuditContext) -> dict[str, object]:
+def _checked(ctx: AuditContext) -> dict[str, Any]:
     o = {k: ctx.option(k) for k in Attack.options}
     _check_values(o)
     return o

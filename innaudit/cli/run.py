@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -107,7 +107,7 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
         "bars" if progress or tty else "plain"
     report = _audit(job, timeout, mode)
     if base is not None:
-        report = compared(base, report, baseline, rel_tol, abs_tol, fail_on_regression)
+        report = compared(base, report, cast(str, baseline), rel_tol, abs_tol, fail_on_regression)  # base came from it
     for warning in report.warnings:
         err(f"warning: {warning}")
     write_outputs(report, targets, quiet)

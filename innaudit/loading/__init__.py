@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from torch import nn
 
@@ -172,7 +172,7 @@ def _described(target: dict[str, Any], adapted: Adapted, condition: Condition | 
     return target
 
 
-def _not_a_model(path: Path, obj: Any) -> InvertibleModel:
+def _not_a_model(path: Path, obj: Any) -> NoReturn:
     if isinstance(obj, dict):
         raise LoadError(f"{path} holds weights but no architecture; give a factory: "
                         f"innaudit run file.py:build --weights {path}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -58,7 +58,7 @@ def init_actnorm(model: nn.Module, batch: Tensor) -> None:
     from ..zoo.layers import ActNorm
 
     x = batch
-    for block in model.blocks:
+    for block in cast(nn.ModuleList, model.blocks):
         if isinstance(block, ActNorm):
             dims = [0, *range(2, x.dim())]
             mean, std = x.mean(dims), x.std(dims)

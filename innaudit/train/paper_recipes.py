@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,9 @@ from ..domain import DataDomain
 from .common import Progress, Recipe, TrainedModel, bits_per_dim, init_actnorm
 from .hooks import after_step
 from .regularizers import FD_COEFF, NF_COEFF, fd_regularizer, gaussian_nll, nf_regularizer
+
+if TYPE_CHECKING:
+    from ..zoo.flow import Invertible
 
 __all__ = ["PAPER_RECIPES", "Setup", "train"]
 
@@ -57,6 +60,19 @@ class Setup:
     nf_coeff: float = NF_COEFF
     actnorm_init: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Calibrated(Protocol):
+    def calibrate(self) -> None: ...
+
+
+class _Shared(TypedDict):
+    """Settings shared by a family of recipes, spread into :class:`Setup`."""
+
+    data: str
+    objective: str
+    batch_size: int
+    lr: float
 
 
 @dataclass
@@ -103,13 +119,13 @@ def _task_loss(model: nn.Module, setup: Setup, x: Tensor, y: Tensor | None,
     if setup.objective == "nll":
         return gaussian_nll(z, log_det).mean(), z, log_det
     if setup.objective == "ce":
-        return F.cross_entropy(model.head(z.flatten(1)), y), z, log_det
+        return F.cross_entropy(cast(nn.Module, model.head)(z.flatten(1)), cast(Tensor, y)), z, log_det  # labelled data
     return F.mse_loss(z, regression_targets(x), reduction="sum") / len(x), z, log_det
 
 
 def _regularizer(model: nn.Module, setup: Setup, x: Tensor, z: Tensor, log_det: Tensor) -> Tensor:
     if setup.regularizer == "fd":
-        return fd_regularizer(lambda t: model(t)[0], model.inverse, x, z=z,
+        return fd_regularizer(lambda t: model(t)[0], cast("Invertible", model).inverse, x, z=z,
                               coeff=setup.fd_coeff, inverse_coeff=setup.fd_coeff)
     return nf_regularizer(z, log_det, setup.nf_coeff)
 
@@ -149,7 +165,7 @@ def _metrics(model: nn.Module, data: _Data, setup: Setup, seed: int) -> dict[str
             else:
                 out[f"{split}_nll_nats"] = float(nll.mean())
         elif setup.objective == "ce":
-            out[f"{split}_accuracy"] = float((model.head(z.flatten(1)).argmax(1) == y).double().mean())
+            out[f"{split}_accuracy"] = float((cast(nn.Module, model.head)(z.flatten(1)).argmax(1) == y).double().mean())
         else:
             out[f"{split}_mse"] = float(F.mse_loss(z, regression_targets(x)))
     return out
@@ -174,7 +190,7 @@ def train(name: str, setup: Setup, seed: int, progress: Progress | None = None,
         model.train()
         _fit(model, data, setup, seed, progress)
         if hasattr(model, "calibrate"):
-            model.calibrate()
+            cast(_Calibrated, model).calibrate()
         model.eval()
         provenance: dict[str, Any] = {
             "recipe": name, "seed": int(seed), "steps": setup.steps, "batch_size": setup.batch_size,
@@ -216,7 +232,7 @@ _REGRESSION_SETUP = Setup("coupling-vector", {"shape": [2], "steps": 24, "hidden
 
 
 def _all() -> list[Recipe]:
-    toy = {"data": "checkerboard", "objective": "nll", "batch_size": 256, "lr": 2e-3}
+    toy: _Shared = {"data": "checkerboard", "objective": "nll", "batch_size": 256, "lr": 2e-3}
     recipes = [
         _recipe("checkerboard-affine", "affine coupling flow (sigmoid scale) on the 2-D "
                 "checkerboard; locally bi-Lipschitz only: its error grows off the data",

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, cast
 
 from torch import Tensor, nn
 
-__all__ = ["SequentialFlow"]
+__all__ = ["Invertible", "SequentialFlow"]
+
+
+class Invertible(Protocol):
+    """A zoo block or model seen through its inverse (``forward`` comes with ``nn.Module``)."""
+
+    def inverse(self, z: Tensor) -> Tensor: ...
 
 
 class SequentialFlow(nn.Module):
@@ -34,5 +41,5 @@ class SequentialFlow(nn.Module):
     def inverse(self, z: Tensor) -> Tensor:
         """``x = f_1^{-1}(...f_K^{-1}(z))``."""
         for block in reversed(self.blocks):
-            z = block.inverse(z)
+            z = cast(Invertible, block).inverse(z)
         return z
