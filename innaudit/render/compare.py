@@ -27,9 +27,12 @@ def table(comparison: Comparison, show_unchanged: bool = False) -> Table:
     counts = ", ".join(f"{n} {c}" for c, n in comparison.counts.items() if n) or "nothing compared"
     title = (f"against baseline {escape(comparison.base)}: {counts} "
              f"(tol = max(|base| x {fmt(comparison.rel_tol)}, {fmt(comparison.abs_tol)}))")
-    out = Table(title=title, title_justify="left")
+    out = Table(title=title, title_justify="left", box=None)
     for name in ("change", "audit", "set", "metric", "base", "new", "rel"):
-        out.add_column(name, justify="right" if name in ("base", "new", "rel") else "left", no_wrap=True)
+        # numbers and the change never wrap; names fold (a cut word would hide what moved)
+        out.add_column(name, justify="right" if name in ("base", "new", "rel") else "left",
+                       no_wrap=name in ("change", "base", "new", "rel"),
+                       overflow="fold", min_width=9 if name == "change" else None)
     shown = [d for d in comparison.deltas if show_unchanged or d.change is not Change.UNCHANGED]
     for d in shown[:MAX_ROWS]:
         out.add_row(f"[{STYLE[d.change]}]{d.change.value}[/]", escape(d.audit), escape(d.dataset),

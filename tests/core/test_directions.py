@@ -38,7 +38,7 @@ def test_a_collapsing_sv_min_is_a_regression(reports: tuple[Path, Path]) -> None
     healthy, collapsed = reports
     result = invoke_cli("compare", healthy, collapsed, "--fail-on-regression")
     assert result.code == 1, result.stdout + result.stderr
-    regressed = [line for line in result.stdout.splitlines() if "sv_min" in line]
+    regressed = [line for line in result.stdout.splitlines() if "forward.sv_min" in line]
     assert regressed and all("regressed" in line for line in regressed), result.stdout
     assert "condition" not in " ".join(regressed)
 
@@ -47,7 +47,7 @@ def test_a_recovering_sv_min_is_an_improvement(reports: tuple[Path, Path]) -> No
     healthy, collapsed = reports
     result = invoke_cli("compare", collapsed, healthy, "--fail-on-regression")
     assert result.code == 0, result.stdout + result.stderr
-    lines = [line for line in result.stdout.splitlines() if "sv_min" in line]
+    lines = [line for line in result.stdout.splitlines() if "forward.sv_min" in line]
     assert lines and all("improved" in line for line in lines), result.stdout
 
 
