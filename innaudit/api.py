@@ -16,6 +16,7 @@ from typing import Any
 
 from .audits import specs
 from .config import Config, parse_config
+from .cost import parse_duration
 from .errors import UsageError
 from .orchestration import Job, execute, named_sets
 from .results import ExitCode, Report
@@ -29,6 +30,8 @@ def _config(config: Config | Mapping[str, Any] | None, overrides: Mapping[str, A
     options that were given laid over it."""
     given = {k: v for k, v in overrides.items() if v is not None}
     if isinstance(config, Config):
+        if "budget" in given:
+            given["budget"] = parse_duration(given["budget"])
         return replace(config, **given) if given else config
     return parse_config({**(config or {}), **given}, specs())
 
@@ -41,7 +44,8 @@ def audit(
     audits: Sequence[str] | None = None,
     skip: Sequence[str] | None = None,
     samples: int | None = None,
-    batch_size: int | None = None,
+    budget: str | float | None = None,
+    batch_size: int | str | None = None,
     device: str | None = None,
     seed: int | None = None,
     float64_check: bool | None = None,
@@ -67,7 +71,9 @@ def audit(
         audits: run only these audit ids (``innaudit list``); default all.
         skip: leave these audit ids out.
         samples: at most this many samples per set (default 10000).
-        batch_size: samples per batch (default 500).
+        budget: a time budget (``"90s"``, ``"10m"``, ``"1h"`` or seconds): each audit's samples
+            are sized to fit and the report records the plan (default: none).
+        batch_size: samples per batch, or ``"auto"`` (default: the largest that fits).
         device: ``cpu``, ``cuda`` or ``cuda:N`` (default cpu).
         seed: the seed of every random draw (default 0); the same seed gives the same report.
         float64_check: repeat round trips in float64 (tells precision loss from ill-conditioning).
@@ -88,7 +94,7 @@ def audit(
     ood_specs, ood_arrays = named_sets(ood, "ood")
     overrides = {"data": data_specs[0] if data_specs else None, "ood": ood_specs or None,
                  "audits": list(audits) if audits else None, "skip": list(skip) if skip else None,
-                 "samples": samples, "batch_size": batch_size, "device": device, "seed": seed,
+                 "samples": samples, "budget": budget, "batch_size": batch_size, "device": device, "seed": seed,
                  "float64_check": float64_check, "fail_on": fail_on,
                  "default_ood": False if ood is not None and not ood_specs else None}
     cfg = _config(config, overrides)

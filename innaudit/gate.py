@@ -1,17 +1,25 @@
-"""Holding measured metrics against thresholds."""
+"""Holding measured metrics against thresholds, and applying waivers to the verdict.
+
+Waivers (:mod:`innaudit.waivers` parses them from the config) turn a FAIL or WARN of a matching
+set into PASS and record what they waived; an ERROR is never waived; an expired or unused
+waiver gives a warning.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from . import waivers as waivers_module
 from .config import Threshold
 from .metrics import Direction, Metric, direction_of
-from .results import Check, Status, lookup, worst
+from .results import AuditResult, Check, Report, SetResult, Status, lookup, worst
+from .waivers import Waiver
 
-__all__ = ["judge"]
+__all__ = ["apply_waivers", "judge"]
 
 
 def _check(metric: str, value: float, threshold: Threshold, direction: Direction) -> Check:
@@ -39,3 +47,44 @@ def judge(metrics: Mapping[str, Any], thresholds: Mapping[str, Threshold],
         if isinstance(value := lookup(metrics, metric), (int, float)) and not isinstance(value, bool)
     )
     return worst(tuple(c.status for c in checks)), checks
+
+
+def _waive(result: SetResult, waiver: Waiver, today: dt.date) -> SetResult:
+    expired = today >= waiver.expires
+    record = {"reason": waiver.reason, "expires": waiver.expires.isoformat(), "expired": expired,
+              "waived_status": result.status.value}
+    return replace(result, status=result.status if expired else Status.PASS, waiver=record)
+
+
+def _audit(audit: AuditResult, waivers: Sequence[Waiver], today: dt.date,
+           used: set[Waiver]) -> AuditResult:
+    results = []
+    for r in audit.results:
+        match = next((w for w in waivers if w.matches(audit.id, r.dataset)), None)
+        if match is not None and r.status in (Status.FAIL, Status.WARN):
+            used.add(match)
+            r = _waive(r, match, today)
+        results.append(r)
+    if not any(r.waiver for r in results):
+        return audit
+    status = audit.status if audit.status is Status.ERROR else worst(tuple(r.status for r in results))
+    waived = [r.dataset for r in results if r.waiver and not r.waiver["expired"]]
+    message = audit.message + (f" (waived: {', '.join(waived)})" if waived else "")
+    return replace(audit, status=status, results=tuple(results), message=message)
+
+
+def apply_waivers(report: Report, waivers: Sequence[Waiver], today: dt.date | None = None) -> Report:
+    """The report with the waivers applied and a warning for each expired or unused one."""
+    if not waivers:
+        return report
+    today = today or waivers_module.clock()
+    used: set[Waiver] = set()
+    audits = tuple(_audit(a, waivers, today, used) for a in report.audits)
+    notes = []
+    for w in waivers:
+        if today >= w.expires:
+            notes.append(f"waiver {w.label} expired on {w.expires.isoformat()} and no longer waives"
+                         f" (reason was: {w.reason})")
+        elif w not in used:
+            notes.append(f"waiver {w.label} matched no failing or warning set; remove it")
+    return replace(report, audits=audits, warnings=(*report.warnings, *notes))

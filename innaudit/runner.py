@@ -17,7 +17,7 @@ from .audits import REGISTRY, Audit, AuditContext, selected_audits
 from .config import AuditSettings, Config
 from .data import Dataset
 from .errors import clean_text
-from .gate import judge
+from .gate import apply_waivers, judge
 from .integrity import changed, fingerprint, mutation_error
 from .intervals import rate_intervals
 from .linalg import NotMeasuredError
@@ -25,7 +25,6 @@ from .model import InvertibleModel
 from .planning import plan_run
 from .results import AuditResult, Report, SetResult, Status, worst
 from .seeding import stable_seed
-from .waivers import apply_waivers
 
 __all__ = ["Observer", "RunHeader", "applicable", "assemble", "environment", "run_audits", "run_header",
            ]

@@ -1,4 +1,5 @@
-"""Waivers: a documented, dated exception to a gate, written in the YAML config.
+"""Waivers: a documented, dated exception to a gate, written in the YAML config (parsing here;
+applying them to a report is :func:`innaudit.gate.apply_waivers`, beside the gate).
 
 ::
 
@@ -21,13 +22,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError, did_you_mean, short_repr
-from .results import AuditResult, Report, SetResult, Status, worst
 
-__all__ = ["Waiver", "apply_waivers", "clock", "parse_waivers"]
+__all__ = ["Waiver", "clock", "parse_waivers"]
 
 clock: Callable[[], dt.date] = dt.date.today
 """Where today's date comes from (replace it in tests)."""
@@ -96,44 +96,3 @@ def parse_waivers(raw: Any, audits: Sequence[str]) -> tuple[Waiver, ...]:
     if not isinstance(raw, (list, tuple)):
         raise ConfigError(f"waivers is {short_repr(raw)}; expected a list of {{audit, set, reason, expires}}")
     return tuple(_one(f"waivers[{i}]", item, audits) for i, item in enumerate(raw))
-
-
-def _waive(result: SetResult, waiver: Waiver, today: dt.date) -> SetResult:
-    expired = today >= waiver.expires
-    record = {"reason": waiver.reason, "expires": waiver.expires.isoformat(), "expired": expired,
-              "waived_status": result.status.value}
-    return replace(result, status=result.status if expired else Status.PASS, waiver=record)
-
-
-def _audit(audit: AuditResult, waivers: Sequence[Waiver], today: dt.date,
-           used: set[Waiver]) -> AuditResult:
-    results = []
-    for r in audit.results:
-        match = next((w for w in waivers if w.matches(audit.id, r.dataset)), None)
-        if match is not None and r.status in (Status.FAIL, Status.WARN):
-            used.add(match)
-            r = _waive(r, match, today)
-        results.append(r)
-    if not any(r.waiver for r in results):
-        return audit
-    status = audit.status if audit.status is Status.ERROR else worst(tuple(r.status for r in results))
-    waived = [r.dataset for r in results if r.waiver and not r.waiver["expired"]]
-    message = audit.message + (f" (waived: {', '.join(waived)})" if waived else "")
-    return replace(audit, status=status, results=tuple(results), message=message)
-
-
-def apply_waivers(report: Report, waivers: Sequence[Waiver], today: dt.date | None = None) -> Report:
-    """The report with the waivers applied and a warning for each expired or unused one."""
-    if not waivers:
-        return report
-    today = today or clock()
-    used: set[Waiver] = set()
-    audits = tuple(_audit(a, waivers, today, used) for a in report.audits)
-    notes = []
-    for w in waivers:
-        if today >= w.expires:
-            notes.append(f"waiver {w.label} expired on {w.expires.isoformat()} and no longer waives"
-                         f" (reason was: {w.reason})")
-        elif w not in used:
-            notes.append(f"waiver {w.label} matched no failing or warning set; remove it")
-    return replace(report, audits=audits, warnings=(*report.warnings, *notes))

@@ -60,6 +60,15 @@ def test_a_spec_string_and_config_objects_work() -> None:
     assert report.result("roundtrip", "uniform").metrics["n"] == 30
 
 
+def test_a_budget_plans_the_run_and_is_recorded() -> None:
+    for config in (None, Config()):
+        report = innaudit.audit(ExactLinear(), data=_inside(100), ood=[], audits=["roundtrip"],
+                                budget="30s", config=config)
+        assert report.run["config"]["budget"] == 30.0 and "plan" in report.run
+    with pytest.raises(innaudit.ConfigError, match="not a duration"):
+        innaudit.audit(ExactLinear(), data=_inside(), budget="soon")
+
+
 def test_library_objects_are_adapted_with_no_glue() -> None:
     zuko = pytest.importorskip("zuko")
     torch.manual_seed(0)

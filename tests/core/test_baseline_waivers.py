@@ -13,6 +13,7 @@ from innaudit.audits import metric_table, specs
 from innaudit.baseline import classify, compare
 from innaudit.config import parse_config
 from innaudit.errors import ConfigError
+from innaudit.gate import apply_waivers
 from innaudit.results import AuditResult, Change, ExitCode, Report, SetResult, Status
 
 
@@ -94,7 +95,7 @@ def test_a_waiver_turns_a_failure_into_a_documented_pass(monkeypatch: pytest.Mon
     assert failing.exit_code is ExitCode.GATE_FAILED
     config = _config([{"audit": "roundtrip", "set": "uniform", "reason": "tracked in #7", "expires": "2025-12-31"},
                       {"audit": "roundtrip", "set": "rademacher", "reason": "old", "expires": "2026-01-01"}])
-    waived = waivers.apply_waivers(failing, config.waivers)
+    waived = apply_waivers(failing, config.waivers)
     uniform = waived.audits[0].results[0]
     assert uniform.status is Status.PASS and uniform.waiver["waived_status"] == "fail"
     assert uniform.waiver["reason"] == "tracked in #7" and not uniform.waiver["expired"]
@@ -107,11 +108,11 @@ def test_an_expired_waiver_stops_waiving_and_says_so() -> None:
     failing = replace(failing, audits=(replace(failing.audits[0], results=(
         replace(failing.audits[0].results[0], status=Status.FAIL),)),))
     config = _config([{"audit": "roundtrip", "reason": "until the fix", "expires": "2025-01-31"}])
-    expired = waivers.apply_waivers(failing, config.waivers, today=dt.date(2025, 1, 31))
+    expired = apply_waivers(failing, config.waivers, today=dt.date(2025, 1, 31))
     assert expired.exit_code is ExitCode.GATE_FAILED
     assert expired.audits[0].results[0].waiver["expired"] is True
     assert any("expired on 2025-01-31" in w for w in expired.warnings)
-    active = waivers.apply_waivers(failing, config.waivers, today=dt.date(2025, 1, 30))
+    active = apply_waivers(failing, config.waivers, today=dt.date(2025, 1, 30))
     assert active.exit_code is ExitCode.OK
 
 
@@ -119,5 +120,5 @@ def test_an_error_is_never_waived() -> None:
     crashed = replace(_report({"uniform": 0.3}), audits=(AuditResult(
         "roundtrip", "t", Status.ERROR, "crash", 0.0, 0, (SetResult("uniform", Status.ERROR, {}),)),))
     config = _config([{"audit": "roundtrip", "reason": "r", "expires": "2999-01-01"}])
-    out = waivers.apply_waivers(crashed, config.waivers, today=dt.date(2025, 1, 1))
+    out = apply_waivers(crashed, config.waivers, today=dt.date(2025, 1, 1))
     assert out.exit_code is ExitCode.NO_VERDICT and out.audits[0].results[0].waiver is None
