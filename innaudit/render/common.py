@@ -78,10 +78,11 @@ def interval_text(result: SetResult, path: str, audit: str | None = None, short:
     return f"{k:,} of {n:,}{words} ({bound})"
 
 
-def note(result: SetResult) -> str:
-    """What failed or warned (``metric=value > bound``, a rate with its interval), the message,
-    and any waiver."""
-    parts = [c.text() + (f" [{interval_text(result, c.metric)}]" if c.metric in result.intervals else "")
+def note(result: SetResult, audit: str = "") -> str:
+    """What failed or warned, in words with the limit ("67.6 % of 500 round trips with a NaN or
+    Inf (limit 0 %)"; the audit's declarations give the words), the message, and any waiver."""
+    table = declarations()
+    parts = [check_text(audit, c, result.metrics, table, _interval(result, c.metric))
              for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
     if result.message:
         parts.append(result.message)
@@ -112,7 +113,7 @@ class Row:
     @property
     def text(self) -> str:
         """The note for this row."""
-        return note(self.result) if self.result is not None else self.audit.message
+        return note(self.result, self.audit.id) if self.result is not None else self.audit.message
 
 
 def rows(report: Report, worst_first: bool = False) -> list[Row]:
