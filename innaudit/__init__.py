@@ -37,7 +37,7 @@ _LAZY = {
     "InnauditError": "innaudit.errors",
     "InvertibleModel": "innaudit.model",
     "LoadError": "innaudit.errors",
-    "Report": "innaudit.results",
+    "Report": "innaudit.report",
     "Status": "innaudit.results",
     "UsageError": "innaudit.errors",
     "assert_invertible": "innaudit.api",
@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from .loading import load_model
     from .loading.native import save_checkpoint
     from .model import InvertibleModel
-    from .results import ExitCode, Report, Status
+    from .report import Report
+    from .results import ExitCode, Status
 
 
 def __getattr__(name: str) -> Any:

@@ -19,7 +19,8 @@ from .config import Config, parse_config
 from .cost import parse_duration
 from .errors import UsageError
 from .orchestration import Job, execute, named_sets
-from .results import ExitCode, Report
+from .report import Report
+from .results import ExitCode
 from .runner import Observer
 
 __all__ = ["assert_invertible", "audit"]
@@ -103,7 +104,7 @@ def audit(
     job = Job(os.fspath(model) if isinstance(model, os.PathLike) else model, cfg,
               weights=os.fspath(weights) if weights is not None else None, weights_key=weights_key,
               trust=trust, condition=condition, arrays={**arrays, **ood_arrays})
-    return execute(job, observer)
+    return Report.of(execute(job, observer))
 
 
 def assert_invertible(model: Any, *, data: Any = None, ood: Any = None,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from .metrics import percent
 from .results import Report, SetResult, Status, lookup
 
 __all__ = ["Diagnosis", "Evidence", "Kind", "Statement", "diagnose", "diagnosis_to_dict"]
@@ -135,12 +136,6 @@ def _num(result: SetResult, path: str) -> float | None:
     return float(value)
 
 
-def _pct(value: float) -> str:
-    from .render.common import percent
-
-    return percent(value)
-
-
 def _ev(audit: str, result: SetResult, path: str) -> Evidence:
     return Evidence(audit, result.dataset, path, lookup(result.metrics, path))
 
@@ -169,7 +164,7 @@ def _roundtrip_by_role(view: _View, role: str, where: str) -> list[Statement]:
                              tuple(_ev("roundtrip", r, p) for r in good
                                    for p in ("nonfinite_fraction", "rel_error_l2.max"))))
     if bad:
-        parts = [f"{r.dataset} {_pct(_num(r, 'nonfinite_fraction') or 0.0)}" for r in bad]
+        parts = [f"{r.dataset} {percent(_num(r, 'nonfinite_fraction') or 0.0)}" for r in bad]
         out.append(Statement(Kind.NOT_INVERTIBLE, f"roundtrip-{role}",
                              f"{where}: round trips non-finite on {', '.join(parts)}.",
                              tuple(_ev("roundtrip", r, "nonfinite_fraction") for r in bad)))
@@ -200,8 +195,8 @@ def rule_attack(view: _View) -> list[Statement]:
                                                        "random_search.nonfinite_fraction", "epsilon"))
         if view.failed(r):
             out.append(Statement(Kind.NOT_INVERTIBLE, "attack",
-                                 f"Near the data: a gradient search {ball} breaks {_pct(hit)} of them "
-                                 f"(random search: {_pct(rand)}).", evidence))
+                                 f"Near the data: a gradient search {ball} breaks {percent(hit)} of them "
+                                 f"(random search: {percent(rand)}).", evidence))
         elif r.status is Status.PASS:
             out.append(Statement(Kind.INVERTIBLE, "attack",
                                  f"Near the data: a gradient search {ball} finds no failure.", evidence))
@@ -218,7 +213,7 @@ def rule_sampling(view: _View) -> list[Statement]:
         out.append(Statement(Kind.INVERTIBLE, "sampling", f"On its own samples: {_names(good)}.",
                              tuple(_ev("sampling", r, "nonfinite_fraction") for r in good)))
     if bad:
-        parts = ", ".join(f"{r.dataset} {_pct(_num(r, 'nonfinite_fraction') or 0.0)}" for r in bad)
+        parts = ", ".join(f"{r.dataset} {percent(_num(r, 'nonfinite_fraction') or 0.0)}" for r in bad)
         out.append(Statement(Kind.NOT_INVERTIBLE, "sampling", f"On its own samples: non-finite on {parts}.",
                              tuple(_ev("sampling", r, "nonfinite_fraction") for r in bad)))
     return out
@@ -249,9 +244,9 @@ def rule_direction(view: _View) -> list[Statement]:
         if not total or latent is None:
             continue
         if latent > 0:
-            forward.append(f"{r.dataset} {_pct(latent)}")
+            forward.append(f"{r.dataset} {percent(latent)}")
         if total - latent > 0:
-            inverse.append(f"{r.dataset} {_pct(total - latent)}")
+            inverse.append(f"{r.dataset} {percent(total - latent)}")
         evidence += [_ev("roundtrip", r, "latent_nonfinite_fraction"), _ev("roundtrip", r, "nonfinite_fraction")]
     parts = []
     if forward:
@@ -273,10 +268,10 @@ def rule_float64(view: _View) -> list[Statement]:
             continue
         evidence = (_ev("roundtrip", r, "nonfinite_fraction"), _ev("roundtrip", r, "float64.nonfinite_fraction"))
         if f64 == 0.0:
-            text = (f"{r.dataset}: every float64 round trip is finite ({_pct(f32)} in float32): "
+            text = (f"{r.dataset}: every float64 round trip is finite ({percent(f32)} in float32): "
                     "float32 precision is lost, the map itself is invertible there.")
         else:
-            text = (f"{r.dataset}: float64 round trips are non-finite too ({_pct(f64)}): the map is "
+            text = (f"{r.dataset}: float64 round trips are non-finite too ({percent(f64)}): the map is "
                     "ill-conditioned there, more precision does not fix it.")
         out.append(Statement(Kind.BREAKS, "float64", text, evidence))
     return out

@@ -14,12 +14,13 @@ A declared path also covers its summary statistics: ``forward.sv_min`` declares
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
 __all__ = ["STATS", "Direction", "Metric", "MetricTable", "better", "covers", "declared", "direction_of",
-           "find", "neither", "rate", "worse"]
+           "find", "neither", "percent", "rate", "worse"]
 
 STATS = ("min", "median", "p99", "max", "mean")
 """The per-set summaries of a per-sample quantity; a declared path covers ``path.<stat>``."""
@@ -113,3 +114,14 @@ def direction_of(metrics: Mapping[str, Metric], path: str) -> Direction:
     """The direction of ``path``; an undeclared metric is taken as higher worse (a gate default)."""
     metric = find(metrics, path)
     return Direction.HIGHER_WORSE if metric is None else metric.direction
+
+
+def percent(value: float) -> str:
+    """A share in [0, 1] as ``70.0 %``; never ``0.0 %`` for a non-zero share, nor ``100.0 %`` below 1."""
+    if math.isnan(value):
+        return "nan"
+    if 0 < value < 0.001:
+        return "<0.1 %"
+    if 0.999 < value < 1:
+        return ">99.9 %"
+    return f"{100 * value:.1f} %"

@@ -10,7 +10,6 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from pathlib import Path
 from typing import Any
 
 from .metrics import Direction
@@ -327,35 +326,3 @@ class Report:
         counts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
         return (f"<Report {self.status.value.upper()} exit={int(self.exit_code)} "
                 f"model={self.target.get('model', '?')!r} audits: {counts or 'none'}>")
-
-    # The conveniences below render the report; they import the renderers when called, the one
-    # place the plain-data layer reaches up (a notebook wants report.save(), not a renderer call).
-    def to_json(self) -> str:
-        """The strict JSON report (the ``-o json`` output)."""
-        from .render.json import render
-
-        return render(self)
-
-    def save(self, path: str | Path, fmt: str | None = None) -> Path:
-        """Write the report atomically; the format follows the suffix (.json, .html, .md, .xml
-        for JUnit, .txt for the console table) unless ``fmt`` names one."""
-        from .atomic import write_atomic
-        from .render import RENDERERS
-
-        target = Path(path)
-        name = fmt or _SUFFIXES.get(target.suffix.lower())
-        if name not in RENDERERS:
-            raise ValueError(f"cannot tell the format of {str(target)!r}; give a suffix among "
-                             f"{sorted(_SUFFIXES)} or fmt= one of {sorted(RENDERERS)}")
-        write_atomic(target, RENDERERS[name](self))
-        return target
-
-    def _repr_html_(self) -> str:
-        """The HTML report, for Jupyter."""
-        from .render.html import render
-
-        return render(self)
-
-
-_SUFFIXES = {".json": "json", ".html": "html", ".htm": "html", ".md": "markdown", ".xml": "junit",
-             ".txt": "console"}

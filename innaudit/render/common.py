@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ..metrics import Direction, Metric, MetricTable, declared
+from ..metrics import Direction, Metric, MetricTable, declared, percent
 from ..results import AuditResult, Check, Report, SetResult, Status
 
 __all__ = ["Finding", "Row", "check_text", "declarations", "findings", "fmt", "interval_text", "limit_text",
@@ -164,17 +164,6 @@ def _registry_table() -> MetricTable:
 def declarations() -> MetricTable:
     """``{audit id: {path: Metric}}`` of the registered audits (imported on first use)."""
     return _registry_table()
-
-
-def percent(value: float) -> str:
-    """A share in [0, 1] as ``70.0 %``; never ``0.0 %`` for a non-zero share, nor ``100.0 %`` below 1."""
-    if math.isnan(value):
-        return "nan"
-    if 0 < value < 0.001:
-        return "<0.1 %"
-    if 0.999 < value < 1:
-        return ">99.9 %"
-    return f"{100 * value:.1f} %"
 
 
 def limit_text(bound: float | None, direction: Direction, warn: bool, as_percent: bool) -> str:
