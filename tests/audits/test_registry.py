@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
+import torch
 
 import innaudit
 from innaudit.audits import REGISTRY, RUN_ORDER, metric_table
 from innaudit.metrics import Direction, covers
 from innaudit.results import leaves
+
+from ..multiscale import normflows_glow
 
 # Small budgets; between them the runs make every audit produce every metric it can: the 2-D
 # residual flow (grid, certified bounds, iterative inverse), the digits residual flow (estimated
@@ -22,15 +25,22 @@ _RUNS = (("checkpoints/checkerboard-residual.pt", {}),
          ("checkpoints/digits-affine.pt", {"audits": ["layers", "spectrum"],
                                            "spectrum": {"samples": 2, "method": "matrix-free"}}),
          # memcnn-style wrappers: the gradient audit's library_* metrics
-         ("tests/audits/gradient_models.py:memcnn_like", {"audits": ["gradient"], "data": "gaussian"}))
+         ("tests/audits/gradient_models.py:memcnn_like", {"audits": ["gradient"], "data": "gaussian"}),
+         # a linear map that float16 and bfloat16 can run: every precision's metrics
+         ("tests/audits/precision_models.py:conditioned_linear", {"audits": ["precision"], "data": "gaussian"}))
 
 
 @pytest.fixture(scope="module")
 def produced() -> dict[str, set[str]]:
     """Audit id -> every numeric metric path any of the runs produced."""
     found: dict[str, set[str]] = defaultdict(set)
-    for model, extra in _RUNS:
-        report = innaudit.audit(model, config={**_SMALL, **extra})
+    reports = [innaudit.audit(model, config={**_SMALL, **extra}) for model, extra in _RUNS]
+    # a multi-scale latent (normflows' Glow): the per-level metrics of roundtrip and sampling
+    x = torch.rand(6, *normflows_glow.SHAPE, generator=torch.Generator().manual_seed(0))
+    reports.append(innaudit.audit(normflows_glow.build(), data=x, audits=["roundtrip", "sampling"],
+                                  config=_SMALL))
+    for report in reports:
+        model = report.target.get("model")
         for audit in report.audits:
             assert audit.status is not innaudit.Status.ERROR, (model, audit.id, audit.message)
             for result in audit.results:
