@@ -230,10 +230,23 @@ class _State:
         if self.header is None:
             raise LoadError(f"the model could not be loaded: {reason or 'the child process ended early'}")
         results = list(self.results)
-        if reason and self.running:
-            aid, title = self.running
+        running = self.running or (self._next_audit() if reason else None)
+        if reason and running:  # the audit running (or being planned) when the child stopped
+            aid, title = running
             results.append(AuditResult(aid, title, Status.ERROR, f"stopped: {reason}", 0.0, 0, error=reason))
         return assemble(self.header, results, (f"the run was stopped: {reason}",) if reason else ())
+
+    def _next_audit(self) -> tuple[str, str] | None:
+        """The first selected audit without a result: the one the child was preparing."""
+        from .audits import REGISTRY
+
+        config = self.header.run.get("config", {})
+        chosen = config.get("audits") or list(REGISTRY)
+        done = {r.id for r in self.results}
+        for aid, cls in REGISTRY.items():
+            if aid in chosen and aid not in config.get("skip", ()) and aid not in done:
+                return aid, cls.title
+        return None
 
 
 def _pump(conn: Any, process: Any, deadline: float | None, observer: Any, state: _State,

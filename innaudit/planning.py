@@ -173,7 +173,9 @@ def _call_seconds(model: InvertibleModel, x: Tensor) -> tuple[float, float, floa
     forward_s = _timed(lambda: model.forward(x), device)
     try:
         inverse_s = _timed(lambda: model.inverse(z), device)
-    except Exception:  # a broken inverse is the audits' finding; cost it as a forward
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # a broken inverse is the audits' finding; cost it as a forward
         inverse_s = forward_s
 
     def vjp() -> None:
@@ -184,12 +186,16 @@ def _call_seconds(model: InvertibleModel, x: Tensor) -> tuple[float, float, floa
 
     try:
         vjp_s = _timed(vjp, device)
-    except Exception:  # not differentiable: the audits report it; cost it as three forwards
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # not differentiable: the audits report it; cost it as three forwards
         vjp_s = 3 * forward_s
     try:
         v = torch.ones_like(x)
         jvp_s = _timed(lambda: torch.func.jvp(lambda t: _flat(model.forward(t, grad=True)), (x,), (v,)), device)
-    except Exception:  # no forward-mode AD: the linalg fallback costs about two VJPs
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # no forward-mode AD: the linalg fallback costs about two VJPs
         jvp_s = 2 * vjp_s
     return forward_s, inverse_s, vjp_s, jvp_s
 
@@ -243,7 +249,9 @@ def auto_batch_size(model: InvertibleModel, x: Tensor, cap: int = 500, margin: f
     """The largest batch (at most ``cap``) whose VJP activations fit ``margin`` of free memory."""
     try:
         per_sample = max(1, activation_bytes(model, x[:1]))
-    except Exception:  # not differentiable: the audits report it
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # not differentiable: the audits report it
         return cap
     return int(max(1, min(cap, margin * free_memory(x.device) // per_sample)))
 
@@ -461,10 +469,14 @@ def plan_run(model: InvertibleModel, datasets: Sequence[Dataset], config: Config
     dom = model.info.domain
     x = (datasets[0].first(32) if datasets and datasets[0].size
          else torch.full((1, *dom.shape), 0.5 * (dom.low + dom.high))).to(device=device, dtype=model.dtype)
-    batch = config.batch_size if isinstance(config.batch_size, int) else auto_batch_size(model, x)
-    try:
+    batch = config.batch_size if isinstance(config.batch_size, int) else 500
+    try:  # a model that fails or exits here is reported by the audits, inside their boundary
+        if not isinstance(config.batch_size, int):
+            batch = auto_batch_size(model, x)
         units = measure_units(model, x[:min(batch, 32)])
-    except Exception:  # the model fails on a batch: the audits report how; plan with nominal costs
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # the model fails on a batch: the audits report how; plan with nominal costs
         nominal = Timing(1e-3, 1e-3)
         units = Units(nominal, nominal, nominal, nominal, 1e-9, 0, int(x[0].numel()))
     ids = [aid for aid in selected_audits(config) if aid not in config.skip and applies(aid)]

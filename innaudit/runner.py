@@ -180,7 +180,9 @@ def applicable(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
         try:
             ctx = _context(aid, model, datasets, config, latent_shape, _Silent(), batch)
             return REGISTRY[aid]().skip_reason(ctx) is None
-        except Exception:  # the audit itself reports the problem when it runs
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # the audit itself reports the problem when it runs
             return True
 
     return applies
