@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..config import Threshold
-from ..linalg import EXACT_MAX_DIM, extreme_singular_values, jacobian_singular_values
+from ..linalg import extreme_singular_values, jacobian_singular_values
 from ..metrics import Metric, neither, rate, worse
 from ..model import InverseKind, InvertibleModel
 from ..stats import ErrorAccumulator, per_sample_norm, summarize
@@ -57,6 +57,9 @@ LADDER = ("float64", "float32", "float16", "bfloat16")
 an index into it."""
 
 _BY_NAME = {p.name: p for p in PRECISIONS}
+EXACT_COND_DIM = 1024
+"""Largest dimension whose condition number comes from exact Jacobians (Lanczos above)."""
+
 _SKIPPABLE = (RuntimeError, NotImplementedError, TypeError, ValueError)
 _RT_FAIL = {m: t.fail for m, t in RoundTrip.thresholds.items()}
 
@@ -94,7 +97,7 @@ class PrecisionAudit(Audit):
     ``reference_gap`` (the middle ``z`` or ``x`` against the float64 one, relative),
     ``unit_roundoff``, ``predicted_rel_error`` (``cond(J) * u``, median and max over
     ``spectrum_samples`` points, where the spectrum can be computed: exact Jacobians in
-    float64 up to 4096 dimensions, Lanczos above), ``invertible`` (1 or 0: no non-finite
+    float64 up to 1024 dimensions, Lanczos above), ``invertible`` (1 or 0: no non-finite
     round trip and ``rel_error_l2.max`` at most the ``roundtrip`` audit's fail level, 1e-2).
     Per set: ``n``, ``cond`` (``sigma_max / sigma_min`` of ``J_F``), ``lowest_invertible``
     (index into float64, float32, float16, bfloat16: the last precision that is invertible
@@ -320,7 +323,8 @@ def _gap(middle: Tensor, reference: Tensor) -> np.ndarray:
 def condition_numbers(wide: InvertibleModel | None, points: Tensor, forward: bool,
                       generator: torch.Generator) -> tuple[np.ndarray, str]:
     """``cond(J_F) = sigma_max / sigma_min`` in float64 at a few points (prior draws are mapped
-    to data space by ``F^-1`` first): exact Jacobians up to 4096 dimensions, Lanczos above.
+    to data space by ``F^-1`` first): exact Jacobians up to 1024 dimensions, Lanczos above (an exact Jacobian holds ``dim``
+    backward passes of every sample in memory at once).
     Returns the per-point values (NaN where not finite) and a note when none could be computed."""
     if wide is None or len(points) == 0:
         return np.zeros(0), "cond(J) not computed: no float64 run"
@@ -329,7 +333,7 @@ def condition_numbers(wide: InvertibleModel | None, points: Tensor, forward: boo
         if not forward:
             x = wide.inverse(x)
         dim = int(x[0].numel())
-        if dim <= EXACT_MAX_DIM:
+        if dim <= EXACT_COND_DIM:
             sv = jacobian_singular_values(lambda t: wide.forward(t, grad=True), x)
             cond = sv[:, 0] / sv[:, -1]
         else:
