@@ -22,8 +22,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .metrics import Metric
+from .results import lookup
 
-__all__ = ["LEVEL", "clopper_pearson", "lookup_path", "rate_intervals"]
+__all__ = ["LEVEL", "clopper_pearson", "rate_intervals"]
 
 LEVEL = 0.95
 """Confidence level of every interval in a report."""
@@ -86,16 +87,6 @@ def clopper_pearson(k: int, n: int, level: float = LEVEL) -> tuple[float, float]
     return low, high
 
 
-def lookup_path(metrics: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted ``path`` of nested metrics (None when absent)."""
-    value: Any = metrics
-    for part in path.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def rate_intervals(metrics: Mapping[str, Any], declared: Iterable[Metric]) -> dict[str, tuple[float, float]]:
     """``{path: (low, high)}`` for every declared rate present in ``metrics`` with the set's ``n``.
 
@@ -107,7 +98,7 @@ def rate_intervals(metrics: Mapping[str, Any], declared: Iterable[Metric]) -> di
         return {}
     out: dict[str, tuple[float, float]] = {}
     for metric in declared:
-        value = lookup_path(metrics, metric.path) if metric.rate else None
+        value = lookup(metrics, metric.path) if metric.rate else None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
             continue
         low, high = clopper_pearson(round(value * n), n)

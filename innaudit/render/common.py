@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..metrics import Direction, Metric, MetricTable, declared, percent
-from ..results import AuditResult, Check, Report, SetResult, Status
+from ..results import AuditResult, Check, Report, SetResult, Status, lookup
 
 __all__ = ["Finding", "Row", "check_text", "declarations", "findings", "fmt", "interval_text", "limit_text",
            "metric_label", "note", "percent", "rate_text", "rows", "set_findings", "verdict_reason"]
@@ -57,9 +57,7 @@ def interval_text(result: SetResult, path: str, audit: str | None = None, short:
     None); ``short`` gives a table cell, ``0/1,000 <0.37%`` or ``100/200 43-57%``. Empty when
     ``result`` holds no interval for ``path``.
     """
-    from ..intervals import lookup_path
-
-    value, n = lookup_path(result.metrics, path), result.metrics.get("n")
+    value, n = lookup(result.metrics, path), result.metrics.get("n")
     if path not in result.intervals or not isinstance(value, (int, float)) or not isinstance(n, int):
         return ""
     low, high = result.intervals[path]
