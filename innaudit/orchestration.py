@@ -28,7 +28,8 @@ from .data import (
     split_name,
 )
 from .domain import DataDomain
-from .errors import LoadError, UsageError, clean_text
+from .audits import REGISTRY
+from .errors import ConfigError, LoadError, UsageError, clean_text, did_you_mean
 from .integrity import changed, fingerprint, mutation_error
 from .loading import LoadedModel, load_model, load_object
 from .model import InvertibleModel
@@ -107,6 +108,19 @@ def _datasets(model: InvertibleModel, job: Job) -> tuple[Dataset, ...]:
     if duplicates:
         raise UsageError(f"data set name(s) {', '.join(duplicates)} given twice; name them apart with NAME=SPEC")
     return tuple(sets)
+
+
+def _check_set_names(config: Config, datasets: Sequence[Dataset]) -> None:
+    """Every ``audits.ID.sets.NAME`` of the config names a set that audit measures in this run;
+    a typo would otherwise leave the override silently unused."""
+    for aid, settings in config.settings.items():
+        if aid not in REGISTRY or not settings.sets:
+            continue
+        known = REGISTRY[aid].set_names(datasets, settings.options)
+        for name in settings.sets:
+            if name not in known:
+                raise ConfigError(f"config audits.{aid}.sets: {clean_text(name, 80)!r} is not a set {aid} "
+                                  f"measures in this run{did_you_mean(name, known)}")
 
 
 def _probe(model: InvertibleModel, datasets: Sequence[Dataset], device: torch.device) -> tuple[int, ...]:
@@ -188,6 +202,7 @@ def prepare(job: Job) -> Prepared:
     loaded = _load(job)
     loaded.model.to(device)
     datasets = _datasets(loaded.model, job)
+    _check_set_names(job.config, datasets)
     loaded, latent_shape = _probe_unchanged(loaded, datasets, device, job.config)
     return Prepared(loaded, datasets, latent_shape)
 

@@ -110,6 +110,13 @@ class Audit(ABC):
         """The most samples each set the audit measures can give (default: every data set)."""
         return [min(d.size, samples) for d in datasets]
 
+    @classmethod
+    def set_names(cls, datasets: Sequence[Dataset], options: Mapping[str, Any]) -> tuple[str, ...]:
+        """The names of the sets the audit may measure, as ``sets:`` in a config names them
+        (default: the run's data sets); a name outside them is a typo, refused before the run."""
+        del options  # the default depends on the data only
+        return tuple(d.name for d in datasets)
+
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Why this audit does not apply to the model or data (None when it applies)."""
         return None

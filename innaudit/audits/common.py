@@ -15,8 +15,13 @@ from ..model import InvertibleModel
 from ..stats import ErrorAccumulator
 from .base import AuditContext
 
-__all__ = ["full_range_floor", "level_stats", "progress_counter", "recording", "round_trip",
+__all__ = ["full_range_floor", "level_stats", "prior_set", "progress_counter", "recording", "round_trip",
            "sample_batches", "verdict_float64"]
+
+
+def prior_set(temperature: float) -> str:
+    """The name of the set of prior draws at ``temperature`` (``prior@T=0.7``)."""
+    return f"prior@T={temperature:g}"
 
 
 def round_trip(first: Map, second: Map, batches: Iterable[Tensor], floor: float,

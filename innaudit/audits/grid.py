@@ -17,7 +17,12 @@ from ..metrics import neither, rate, worse
 from ..stats import per_sample_norm, summarize
 from .base import Audit, AuditContext, Measurement, register
 
-__all__ = ["Grid", "grid_points"]
+__all__ = ["Grid", "grid_points", "grid_set"]
+
+
+def grid_set(low: float, high: float) -> str:
+    """The name of the grid's set, ``grid[-4,4]^2``."""
+    return f"grid[{low:g},{high:g}]^2"
 
 
 def grid_points(low: float, high: float, resolution: int) -> tuple[np.ndarray, Tensor]:
@@ -86,6 +91,12 @@ class Grid(Audit):
         """One set of ``resolution^2`` points (the audit applies to 2-D models only)."""
         return [int(options["resolution"]) ** 2]
 
+    @classmethod
+    def set_names(cls, datasets: Sequence[Dataset], options: Mapping[str, Any]) -> tuple[str, ...]:
+        """The one box, ``grid[low,high]^2``."""
+        del datasets  # the points are a grid, not data
+        return (grid_set(options["low"], options["high"]),)
+
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped unless the model's input is two-dimensional."""
         if ctx.model.info.domain.numel != 2:
@@ -106,7 +117,7 @@ class Grid(Audit):
             self._batch(ctx, p.to(device=ctx.device, dtype=ctx.model.dtype), maps)
             ctx.progress("grid", min(start + ctx.batch_size, len(points)), len(points))
         m = {k: np.concatenate(v) for k, v in maps.items()}
-        name = f"grid[{low:g},{high:g}]^2"
+        name = grid_set(low, high)
         metrics = {
             "n": len(points), "resolution": res,
             "nonfinite_fraction": float(m["bad"].mean()),

@@ -14,12 +14,13 @@ import torch
 from torch import Tensor
 
 from ..config import Threshold
+from ..data import Dataset
 from ..linalg import extreme_singular_values, jacobian_singular_values
 from ..metrics import Metric, neither, rate, worse
 from ..model import InverseKind, InvertibleModel
 from ..stats import ErrorAccumulator, per_sample_norm, summarize
 from .base import Audit, AuditContext, Measurement, register
-from .common import full_range_floor, progress_counter
+from .common import full_range_floor, prior_set, progress_counter
 from .roundtrip import RoundTrip
 
 __all__ = ["LADDER", "PRECISIONS", "Lane", "Precision", "PrecisionAudit", "lowest_invertible"]
@@ -145,6 +146,11 @@ class PrecisionAudit(Audit):
         *(m for p in PRECISIONS for m in _per_precision(p.name)),
     )
 
+    @classmethod
+    def set_names(cls, datasets: Sequence[Dataset], options: Mapping[str, Any]) -> tuple[str, ...]:
+        """The data sets, then ``prior@T=1`` when ``prior`` is on."""
+        return (*super().set_names(datasets, options), *((prior_set(1.0),) if options["prior"] else ()))
+
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped only when there is no data set and the prior set is off."""
         return None if ctx.datasets or ctx.option("prior") else "no data sets and prior: false"
@@ -164,7 +170,7 @@ class PrecisionAudit(Audit):
             yield self._measure(ctx, ds.name, lanes, dict(skipped), batches, n, required,
                                 full_range_floor(domain.numel, domain.width), forward=True)
         if ctx.option("prior"):
-            yield self._measure(ctx, "prior@T=1", lanes, dict(skipped), self._draws(ctx, cap), cap,
+            yield self._measure(ctx, prior_set(1.0), lanes, dict(skipped), self._draws(ctx, cap), cap,
                                 required, 1e-6 * math.sqrt(math.prod(ctx.latent_shape)), forward=False)
 
     def _draws(self, ctx: AuditContext, n: int) -> Iterator[Tensor]:

@@ -13,7 +13,7 @@ from ..config import Threshold
 from ..data import Dataset
 from ..metrics import neither, rate, worse
 from .base import Audit, AuditContext, Measurement, register
-from .common import level_stats, progress_counter, recording, round_trip
+from .common import level_stats, prior_set, progress_counter, recording, round_trip
 
 __all__ = ["Sampling"]
 
@@ -70,13 +70,19 @@ class Sampling(Audit):
         """One set of ``samples`` prior draws per temperature."""
         return [samples] * len(options["temperatures"])
 
+    @classmethod
+    def set_names(cls, datasets: Sequence[Dataset], options: Mapping[str, Any]) -> tuple[str, ...]:
+        """``prior@T=t`` for each temperature."""
+        del datasets  # the draws come from the prior
+        return tuple(prior_set(t) for t in options["temperatures"])
+
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
         """One measurement per temperature."""
         n = ctx.samples
         dim = math.prod(ctx.latent_shape)
         domain = ctx.model.info.domain
         for temperature in ctx.option("temperatures"):
-            name = f"prior@T={temperature:g}"
+            name = prior_set(temperature)
             outside: list[Tensor] = []
 
             def inverse(z: Tensor, outside: list[Tensor] = outside) -> Tensor:

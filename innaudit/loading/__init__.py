@@ -19,7 +19,7 @@ from ..domain import DataDomain
 from ..errors import LoadError, UnsafeCheckpointError
 from ..integrity import set_init_flags
 from ..model import InvertibleModel
-from ..safeio.checkpoint import load_trusted, load_weights_only
+from ..safeio.checkpoint import load_trusted, load_weights_only, read_checkpoint
 from ..safeio.preflight import Limits
 from .adapt import adapt_module, declared_domain
 from .adapters import Adapted, Condition, adapt_object, find_adapter, resolve_condition
@@ -123,8 +123,8 @@ def _from_factory(spec: str, weights: str | None, weights_key: str | None,
         if not isinstance(built, nn.Module):
             raise LoadError(f"--weights: factory {spec} returned a {type(built).__name__}, which "
                             "is not an nn.Module and holds no state dict")
-        load_state_dict_into(built, path, weights_key, limits)
-        target.update(weights=str(path), weights_sha256=file_sha256(path), weights_key=weights_key)
+        digest = load_state_dict_into(built, path, weights_key, limits)
+        target.update(weights=str(path), weights_sha256=digest, weights_key=weights_key)
         flags = set_init_flags(built)
     source = {"factory": spec, "weights": weights or ""}
     adapted = adapt_object(built, _domain(built, fallback, spec), source, condition)
@@ -138,23 +138,22 @@ def _from_factory(spec: str, weights: str | None, weights_key: str | None,
 
 def _from_file(path: Path, trust: bool, fallback: Callable[[], DataDomain] | None,
                limits: Limits | None = None, condition: Condition | None = None) -> LoadedModel:
-    target: dict[str, Any] = {"model": str(path)}
+    ckpt = read_checkpoint(path, limits)  # the one read: checks, load and sha256 see these bytes
+    target: dict[str, Any] = {"model": str(path), "sha256": ckpt.sha256, "size": ckpt.size}
     try:
-        obj = load_weights_only(path, limits=limits)
+        obj = load_weights_only(ckpt, limits=limits)
     except UnsafeCheckpointError:
         if not trust:
             raise
-        obj = load_trusted(path)
+        obj = load_trusted(ckpt)
         target.update(loader="trusted-pickle", trusted=True)
         warning = (f"{path} was loaded with --trust-checkpoint: it holds code, which ran while "
                    "loading; audit only files you made yourself")
         if not isinstance(obj, nn.Module) and find_adapter(obj) is None:
             _not_a_model(path, obj)
         adapted = adapt_object(obj, _domain(obj, fallback, str(path)), {"file": str(path)}, condition)
-        target.update(sha256=file_sha256(path), size=path.stat().st_size)
         return LoadedModel(adapted.model, _described(target, adapted, condition),
                            (warning, *adapted.warnings))
-    target.update(sha256=file_sha256(path), size=path.stat().st_size)
     if is_native(obj):
         module, arch, domain, provenance = parse_native(obj, limits.max_bytes if limits else None)
         target.update(loader="native", architecture=arch, provenance=provenance)

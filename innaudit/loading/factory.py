@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import LoadError, UnsafeCheckpointError, clean_text
-from ..safeio.checkpoint import TRUST_HINT, load_weights_only
+from ..safeio.checkpoint import TRUST_HINT, CheckpointFile, FileFormat, load_weights_only, read_checkpoint
 from ..safeio.preflight import Limits
 from .native import is_native
 
@@ -122,24 +122,24 @@ WEIGHTS_HINT = ("a weights file needs no code: save it with torch.save(model.sta
                 "safetensors (--trust-checkpoint applies to MODEL only)")
 
 
-def _read_weights(path: Path, limits: Limits | None) -> Any:
+def _read_weights(ckpt: CheckpointFile, limits: Limits | None) -> Any:
     """A ``.safetensors`` file through its own checked reader, anything else weights-only."""
-    from ..safeio.checkpoint import FileFormat, sniff_format
-
-    if sniff_format(path) is FileFormat.SAFETENSORS:
+    if ckpt.format is FileFormat.SAFETENSORS:
         from .safetensors_io import read_safetensors
 
-        return read_safetensors(path, limits)
+        return read_safetensors(ckpt, limits)
     try:
-        return load_weights_only(path, limits=limits)
+        return load_weights_only(ckpt, limits=limits)
     except UnsafeCheckpointError as exc:  # --trust-checkpoint does not apply to --weights
         raise UnsafeCheckpointError(str(exc).replace(TRUST_HINT, WEIGHTS_HINT)) from None
 
 
 def load_state_dict_into(module: nn.Module, path: Path, key: str | None,
-                         limits: Limits | None = None) -> None:
-    """Load ``--weights`` into ``module`` strictly, stripping DataParallel's ``module.`` prefix."""
-    state = select_state_dict(_read_weights(path, limits), key, str(path))
+                         limits: Limits | None = None) -> str:
+    """Load ``--weights`` into ``module`` strictly, stripping DataParallel's ``module.`` prefix;
+    returns the sha256 of the bytes loaded (the file is read once)."""
+    ckpt = read_checkpoint(path, limits)
+    state = select_state_dict(_read_weights(ckpt, limits), key, str(path))
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     try:
@@ -152,3 +152,4 @@ def load_state_dict_into(module: nn.Module, path: Path, key: str | None,
             f"{clean_text(result.missing_keys[:5], 300)}, unexpected keys "
             f"{clean_text(result.unexpected_keys[:5], 300)}; check --weights-key or the factory"
         )
+    return ckpt.sha256

@@ -22,6 +22,7 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import CorruptCheckpointError, LoadError, clean_text
+from ..safeio.checkpoint import CheckpointFile, read_checkpoint
 from ..safeio.preflight import Limits
 
 __all__ = ["MAX_HEADER_BYTES", "check_header", "read_safetensors"]
@@ -44,25 +45,24 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def check_header(path: Path, limits: Limits) -> dict[str, Any]:
-    """Read and check the header without the library; returns it (``__metadata__`` removed).
+def check_header(path: Path, data: bytes, limits: Limits) -> dict[str, Any]:
+    """Check the header of the file ``path`` whose bytes are ``data`` without the library;
+    returns it (``__metadata__`` removed).
 
     Raises:
         CorruptCheckpointError: the header is malformed or disagrees with the file.
         LoadError: the file claims more than ``limits`` allows.
     """
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        head = handle.read(8)
-        if len(head) < 8:
-            raise _bad(path, f"{size} bytes, shorter than the 8-byte header length")
-        (length,) = struct.unpack("<Q", head)
-        if length > MAX_HEADER_BYTES:
-            raise LoadError(f"{path} declares a {length}-byte safetensors header; at most "
-                            f"{MAX_HEADER_BYTES} are accepted")
-        if 8 + length > size:
-            raise _bad(path, f"the header claims {length} bytes but the file has {size - 8} after its length")
-        raw = handle.read(length)
+    size = len(data)
+    if size < 8:
+        raise _bad(path, f"{size} bytes, shorter than the 8-byte header length")
+    (length,) = struct.unpack("<Q", data[:8])
+    if length > MAX_HEADER_BYTES:
+        raise LoadError(f"{path} declares a {length}-byte safetensors header; at most "
+                        f"{MAX_HEADER_BYTES} are accepted")
+    if 8 + length > size:
+        raise _bad(path, f"the header claims {length} bytes but the file has {size - 8} after its length")
+    raw = data[8:8 + length]
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -95,21 +95,24 @@ def _check_spans(path: Path, header: dict[str, Any], data_bytes: int, limits: Li
         raise _bad(path, f"tensors cover {total} of {data_bytes} data bytes (trailing or missing bytes)")
 
 
-def read_safetensors(path: Path, limits: Limits | None = None) -> dict[str, Tensor]:
-    """The tensors of a checked safetensors file, on the CPU.
+def read_safetensors(source: Path | CheckpointFile, limits: Limits | None = None) -> dict[str, Tensor]:
+    """The tensors of a checked safetensors file (a path, or bytes already read), on the CPU.
 
     Raises:
         LoadError: the ``safetensors`` package is missing, or the file claims too much.
         CorruptCheckpointError: the file is malformed.
     """
-    check_header(path, limits or Limits())
+    limits = limits or Limits()
+    ckpt = source if isinstance(source, CheckpointFile) else read_checkpoint(source, limits)
+    path = ckpt.path
+    check_header(path, ckpt.data, limits)
     try:
         from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors.torch import load
     except ImportError:
         raise LoadError(f"{path} is a safetensors file; reading it needs the safetensors package "
                         "(pip install safetensors, or innaudit[adapters])") from None
     try:
-        return load_file(str(path), device="cpu")
+        return load(ckpt.data)
     except SafetensorError as exc:
         raise _bad(path, str(exc)) from None

@@ -6,15 +6,22 @@ and never passes a ``pickle_module``. A file the safe loader refuses is reported
 it asked for and the explicit opt-in ``--trust-checkpoint``; innaudit never falls back to an
 unsafe load by itself.
 
-The format is sniffed from the first bytes, not from the extension.
+The format is sniffed from the first bytes, not from the extension. A checkpoint is opened and
+read once (:func:`read_checkpoint`): the checks, the loads and the report's sha256 all see the
+same bytes, so a file swapped between check and load cannot pass one and feed the other. The
+cost is the file's size in memory while it loads, bounded by the ``--max-memory`` budget.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 import warnings
 import zipfile
+from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +31,8 @@ from ..errors import CorruptCheckpointError, LoadError, UnsafeCheckpointError, c
 from .pickle_scan import unsafe_globals
 from .preflight import Limits, check_structure, check_zip
 
-__all__ = ["FileFormat", "load_trusted", "load_weights_only", "sniff_format"]
+__all__ = ["CheckpointFile", "FileFormat", "load_trusted", "load_weights_only", "read_checkpoint",
+           "sniff_format"]
 
 TRUST_HINT = (
     "innaudit does not run code from checkpoints; if you made this file yourself and trust it, "
@@ -44,27 +52,84 @@ class FileFormat(str, Enum):
     NUMPY = "numpy"
 
 
+@dataclass(frozen=True)
+class CheckpointFile:
+    """The bytes of one checkpoint file, read once, with what they are."""
+
+    path: Path
+    data: bytes
+
+    @cached_property
+    def format(self) -> FileFormat:
+        """The format, told from the bytes (see :func:`sniff_format`)."""
+        return _sniff(self.path, self.data)
+
+    @property
+    def sha256(self) -> str:
+        """Hex sha256 of the bytes that were checked and loaded."""
+        return hashlib.sha256(self.data).hexdigest()
+
+    @property
+    def size(self) -> int:
+        """Size in bytes."""
+        return len(self.data)
+
+    def stream(self) -> io.BytesIO:
+        """A fresh reader over the bytes."""
+        return io.BytesIO(self.data)
+
+
+def _check_path(path: Path) -> None:
+    if not path.exists():
+        raise LoadError(f"model file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise LoadError(f"model path {str(path)!r} is not a regular file (a folder, FIFO or device); "
+                        "expected a checkpoint file")
+
+
+def read_checkpoint(path: Path, limits: Limits | None = None) -> CheckpointFile:
+    """Open ``path`` once and read it whole, refusing a file larger than the memory budget.
+
+    Raises:
+        LoadError: the path is missing, not a regular file, or over ``limits.max_bytes``.
+    """
+    _check_path(path)
+    budget = (limits or Limits()).max_bytes
+    with path.open("rb") as handle:
+        data = handle.read(budget + 1)
+    if len(data) > budget:
+        raise LoadError(f"{path} is larger than the {budget / (1 << 20):.1f} MiB budget; raise "
+                        "--max-memory if the checkpoint is genuinely that large")
+    return CheckpointFile(path, data)
+
+
 def sniff_format(path: Path) -> FileFormat:
-    """Tell the format of ``path`` from its first bytes.
+    """Tell the format of ``path`` from its first bytes (a zip is told apart by its entries).
 
     Raises:
         LoadError: the path is missing or not a file.
         CorruptCheckpointError: the file is empty or of no format innaudit reads.
     """
-    if not path.exists():
-        raise LoadError(f"model file {str(path)!r} does not exist")
-    if not path.is_file():
-        raise LoadError(f"model path {str(path)!r} is not a file")
+    _check_path(path)
     with path.open("rb") as handle:
         head = handle.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_kind(path)
+    return _sniff(path, head, path.stat().st_size)
+
+
+def _sniff(path: Path, data: bytes, size: int | None = None) -> FileFormat:
+    """The format of a file whose first bytes (or all bytes) are ``data``."""
+    head = data[:16]
+    size = len(data) if size is None else size
     if not head:
         raise CorruptCheckpointError(f"{path} is empty (0 bytes); expected a PyTorch checkpoint")
     if head.startswith(b"PK\x03\x04"):
-        return _zip_kind(path)
+        return _zip_kind(io.BytesIO(data))
     if head.startswith(b"\x93NUMPY"):
         return FileFormat.NUMPY
     # safetensors before pickle: its 8-byte little-endian header length may start with 0x80
-    if len(head) >= 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size:
+    if len(head) >= 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
         return FileFormat.SAFETENSORS
     if head[:1] == b"\x80":
         return FileFormat.TORCH_LEGACY if head[1:4] == b"\x02\x8a\x0a" else FileFormat.PICKLE
@@ -74,11 +139,11 @@ def sniff_format(path: Path) -> FileFormat:
     )
 
 
-def _zip_kind(path: Path) -> FileFormat:
+def _zip_kind(source: Path | io.BytesIO) -> FileFormat:
     """A ``torch.export.save`` archive (``.pt2``, it names its ``archive_format``), a TorchScript
     archive (``code/``, ``constants.pkl``), or a torch.save checkpoint."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(source) as archive:
             names = archive.namelist()
     except Exception:  # a damaged archive is reported by the zip checks that follow
         return FileFormat.TORCH_ZIP
@@ -89,10 +154,11 @@ def _zip_kind(path: Path) -> FileFormat:
     return FileFormat.TORCH_ZIP
 
 
-def load_weights_only(path: Path, map_location: str | torch.device = "cpu",
+def load_weights_only(source: Path | CheckpointFile, map_location: str | torch.device = "cpu",
                       limits: Limits | None = None) -> Any:
     """``torch.load`` with ``weights_only=True``, errors translated to innaudit's.
 
+    ``source`` is a path (read once here) or the bytes :func:`read_checkpoint` already read.
     Before the tensors are allocated, :mod:`innaudit.safeio.preflight` checks the zip (entry
     count, sizes, compression, CRCs) and walks a meta-device load against ``limits``.
 
@@ -100,7 +166,9 @@ def load_weights_only(path: Path, map_location: str | torch.device = "cpu",
         UnsafeCheckpointError: the file asks for globals the safe loader does not allow.
         CorruptCheckpointError: the file is truncated, corrupt or of an unknown format.
     """
-    fmt = sniff_format(path)
+    limits = limits or Limits()
+    ckpt = source if isinstance(source, CheckpointFile) else read_checkpoint(source, limits)
+    path, fmt = ckpt.path, ckpt.format
     if fmt is FileFormat.TORCHSCRIPT:
         raise UnsafeCheckpointError(
             f"{path} is a TorchScript archive, which is code, not weights; {TRUST_HINT}"
@@ -114,39 +182,38 @@ def load_weights_only(path: Path, map_location: str | torch.device = "cpu",
     if fmt in (FileFormat.SAFETENSORS, FileFormat.NUMPY):
         raise LoadError(f"{path} is a {fmt.value} file, which holds weights without an "
                         "architecture; give a factory: innaudit run file.py:build --weights FILE")
-    limits = limits or Limits()
     if fmt is FileFormat.TORCH_ZIP:
-        check_zip(path, limits)
-    check_structure(_load(path, fmt, "meta"), limits, path)
-    return _load(path, fmt, map_location)
+        check_zip(ckpt.stream(), limits, path)
+    check_structure(_load(ckpt, "meta"), limits, path)
+    return _load(ckpt, map_location)
 
 
-def _load(path: Path, fmt: FileFormat, map_location: str | torch.device) -> Any:
+def _load(ckpt: CheckpointFile, map_location: str | torch.device) -> Any:
     try:
-        # an open file, not the path: torch routes *.safetensors paths by their extension alone
-        with warnings.catch_warnings(), path.open("rb") as handle:
+        # a stream, not the path: torch routes *.safetensors paths by their extension alone
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols on stderr
-            return torch.load(handle, map_location=map_location, weights_only=True)
+            return torch.load(ckpt.stream(), map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises a dozen types on damaged files
-        found = _unsafe_globals(path, fmt)
+        found = _unsafe_globals(ckpt)
         if found or _is_refusal(str(exc)):
-            raise UnsafeCheckpointError(_refusal_message(path, found, str(exc))) from None
-        raise _corrupt(path, exc) from None
+            raise UnsafeCheckpointError(_refusal_message(ckpt.path, found, str(exc))) from None
+        raise _corrupt(ckpt.path, exc) from None
 
 
-def load_trusted(path: Path, map_location: str | torch.device = "cpu") -> Any:
+def load_trusted(source: Path | CheckpointFile, map_location: str | torch.device = "cpu") -> Any:
     """Unpickle a whole file, code included. Only called under ``--trust-checkpoint``."""
-    fmt = sniff_format(path)
-    if fmt is FileFormat.TORCH_EXPORT:
-        raise LoadError(f"{path} is a torch.export (.pt2) program, which exports forward only; "
+    ckpt = source if isinstance(source, CheckpointFile) else read_checkpoint(source)
+    if ckpt.format is FileFormat.TORCH_EXPORT:
+        raise LoadError(f"{ckpt.path} is a torch.export (.pt2) program, which exports forward only; "
                         "innaudit needs the inverse too: save a TorchScript module exporting "
                         "forward and inverse (torch.jit.script(...).save) instead")
     try:
-        if fmt is FileFormat.TORCHSCRIPT:
-            return torch.jit.load(str(path), map_location=map_location)
-        return torch.load(path, map_location=map_location, weights_only=False)
+        if ckpt.format is FileFormat.TORCHSCRIPT:
+            return torch.jit.load(ckpt.stream(), map_location=map_location)
+        return torch.load(ckpt.stream(), map_location=map_location, weights_only=False)
     except Exception as exc:
-        raise _corrupt(path, exc) from None
+        raise _corrupt(ckpt.path, exc) from None
 
 
 def _is_refusal(message: str) -> bool:
@@ -162,14 +229,14 @@ def _refusal_message(path: Path, found: list[str], message: str) -> str:
             f"{named or 'unknown'}, which can run code; {TRUST_HINT}")
 
 
-def _unsafe_globals(path: Path, fmt: FileFormat) -> list[str]:
+def _unsafe_globals(ckpt: CheckpointFile) -> list[str]:
     """Globals outside the tensor set, found without running the file."""
-    if fmt is FileFormat.TORCH_ZIP:
+    if ckpt.format is FileFormat.TORCH_ZIP:
         try:
-            return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+            return list(torch.serialization.get_unsafe_globals_in_checkpoint(ckpt.stream()))
         except Exception:
             return []
-    return unsafe_globals(path)
+    return unsafe_globals(ckpt.stream())
 
 
 def _corrupt(path: Path, exc: BaseException) -> CorruptCheckpointError:

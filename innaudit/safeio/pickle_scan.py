@@ -8,6 +8,7 @@ executes nothing. The scan is bounded (opcode count), so a crafted file cannot s
 from __future__ import annotations
 
 import pickletools
+from contextlib import nullcontext
 from pathlib import Path
 from typing import IO, cast
 
@@ -21,14 +22,15 @@ _MEMO_PUT = {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"}
 _MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
 
 
-def scan_globals(path: Path, max_ops: int = 2_000_000) -> list[str]:
-    """Every ``module.name`` global referenced by the pickles in ``path``, in order, unique.
+def scan_globals(source: Path | IO[bytes], max_ops: int = 2_000_000) -> list[str]:
+    """Every ``module.name`` global referenced by the pickles in ``source`` (a path or a binary
+    stream), in order, unique.
 
     The legacy torch format is several pickles in a row, so the scan goes on after each STOP.
     Decoding stops silently at the first malformed opcode: what was found so far is returned.
     """
     found: list[str] = []
-    with path.open("rb") as handle:
+    with source.open("rb") if isinstance(source, Path) else nullcontext(source) as handle:
         ops = 0
         while ops < max_ops:
             start = handle.tell()
@@ -63,6 +65,6 @@ def _scan_one(handle: IO[bytes], found: list[str], budget: int) -> int:
     return count
 
 
-def unsafe_globals(path: Path) -> list[str]:
-    """The globals of ``path`` outside the tensor-rebuilding set the weights-only loader allows."""
-    return [g for g in scan_globals(path) if not g.startswith(SAFE_PREFIXES)]
+def unsafe_globals(source: Path | IO[bytes]) -> list[str]:
+    """The globals of ``source`` outside the tensor-rebuilding set the weights-only loader allows."""
+    return [g for g in scan_globals(source) if not g.startswith(SAFE_PREFIXES)]

@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -43,10 +43,14 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
-def check_zip(path: Path, limits: Limits) -> None:
-    """Entry count, declared sizes, compression and CRCs of a zip checkpoint."""
+def check_zip(source: Path | IO[bytes], limits: Limits, path: Path | None = None) -> None:
+    """Entry count, declared sizes, compression and CRCs of a zip checkpoint.
+
+    ``source`` is the file or a stream of its bytes; ``path`` names it in messages.
+    """
+    path = path or (source if isinstance(source, Path) else Path("<checkpoint>"))
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(source) as archive:
             entries = archive.infolist()
             if len(entries) > limits.max_entries:
                 raise LoadError(f"{path} has {len(entries)} zip entries; at most {limits.max_entries} "

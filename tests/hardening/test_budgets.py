@@ -151,3 +151,29 @@ def test_an_honest_checkpoint_still_loads(tmp_path: Path) -> None:
     loaded = load_model(str(_native(tmp_path)))
     assert loaded.target["loader"] == "native"
     assert torch.isfinite(loaded.model.forward(torch.rand(3, 4))).all()
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("roundtrip:\n  sets:\n    unifrom: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n",
+     "roundtrip.sets: 'unifrom' is not a set roundtrip measures in this run; did you mean 'uniform'"),
+    ("sampling:\n  sets:\n    prior@T=0.5: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n",
+     "sampling.sets: 'prior@T=0.5' is not a set sampling measures in this run; did you mean 'prior@T=0.7'"),
+])
+def test_a_typo_in_a_set_name_is_refused_before_the_run(run_cli: Callable[..., CliResult], tmp_path: Path,
+                                                        fixture_models: Path, text: str, match: str) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    report = tmp_path / "r.json"
+    result = run_cli("run", f"{fixture_models}:exact", "--config", config, "-o", f"json={report}")
+    assert result.code == 2 and result.stderr_lines == [f"error: config audits.{match}?"]
+    assert not report.exists()
+
+
+def test_set_names_the_run_measures_are_accepted(run_cli: Callable[..., CliResult], tmp_path: Path,
+                                                 fixture_models: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("roundtrip:\n  sets:\n    uniform: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n"
+                      "sampling:\n  sets:\n    prior@T=0.7: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n")
+    result = run_cli("run", f"{fixture_models}:exact", "--config", config, "--audit", "roundtrip",
+                     "--audit", "sampling", "--samples", "64")
+    assert result.code == 0, result.stderr

@@ -336,3 +336,50 @@ def test_source_scan_also_catches_aliases() -> None:
                     and node.value.attr == "serialization":
                 offenders.append(f"{path.name}:{node.lineno}")
     assert not offenders, f"torch.load reached through an alias: {offenders}"
+
+
+# -- one read per file --------------------------------------------------------------------------
+def _opens_of(path: Path, action: Callable[[], Any]) -> int:
+    """How many times ``action`` opens ``path`` (counted by a ``sys.addaudithook`` on ``open``)."""
+    import sys
+
+    target, count, active = str(path.resolve()), [0], [True]
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if active[0] and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+            if os.path.abspath(os.fsdecode(args[0])) == target:
+                count[0] += 1
+
+    sys.addaudithook(hook)  # hooks cannot be removed; the flag switches this one off
+    try:
+        action()
+    finally:
+        active[0] = False
+    return count[0]
+
+
+def test_a_checkpoint_is_read_once_and_the_report_hashes_those_bytes(tmp_path: Path) -> None:
+    import hashlib
+
+    from innaudit.loading import load_model
+
+    config = {"shape": [DIM], "steps": 2, "hidden": 8}
+    path = save_checkpoint(tmp_path / "m.pt", zoo.build("coupling-vector", config), "coupling-vector",
+                           config, DataDomain(shape=(DIM,), name="unit"))
+    loaded: list[Any] = []
+    assert _opens_of(path, lambda: loaded.append(load_model(str(path)))) == 1
+    assert loaded[0].target["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded[0].target["size"] == path.stat().st_size
+
+
+def test_weights_are_read_once_and_hashed(tmp_path: Path) -> None:
+    import hashlib
+
+    from innaudit.loading import load_model
+
+    weights = tmp_path / "w.pt"
+    torch.save(ExactLinear().state_dict(), weights)
+    loaded: list[Any] = []
+    spec = f"{FIXTURE_MODELS}:exact"
+    assert _opens_of(weights, lambda: loaded.append(load_model(spec, weights=str(weights)))) == 1
+    assert loaded[0].target["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
