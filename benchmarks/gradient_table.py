@@ -10,8 +10,8 @@ all flow parameters with the memory-saving one (angle, L2 and relative L2 distan
 Here, with innaudit's own :func:`innaudit.audits.gradient.compare_gradients` (the algorithm of
 the ``gradient`` audit):
 
-- the six supervised classifiers (``digits-classifier-{affine,additive}[-fd|-nf]``) with the
-  paper's loss, cross-entropy of the linear head on ``F(x)`` (gradient over the flow's
+- the eight supervised classifiers (``digits-classifier-{affine,additive}[-fd|-nf|-ms]``; ``-ms``
+  trained with memory-saving gradients in the loop) with the paper's loss, cross-entropy of the linear head on ``F(x)`` (gradient over the flow's
   parameters, the head's gradient is exact either way), and with the flow's NLL;
 - the density models on the digits (``digits-affine``, ``-affine-fd``, ``-affine-deep``,
   ``-additive``, ``-residual``) with their NLL;
@@ -51,7 +51,7 @@ from innaudit.data.digits import LEVELS, load_digits
 from innaudit.loading import load_model
 from innaudit.model import InvertibleModel
 
-CLASSIFIERS = [f"digits-classifier-{c}{r}" for c in ("affine", "additive") for r in ("", "-fd", "-nf")]
+CLASSIFIERS = [f"digits-classifier-{c}{r}" for c in ("affine", "additive") for r in ("", "-fd", "-nf", "-ms")]
 DENSITY = ["digits-affine", "digits-affine-fd", "digits-affine-deep", "digits-additive", "digits-residual"]
 TOYS = ["regression2d-affine", "regression2d-affine-nf"]
 LEVEL = 1000 * torch.finfo(torch.float32).eps

@@ -33,6 +33,7 @@ from ..data.builtin import regression_targets, toy_2d
 from ..domain import DataDomain
 from .common import Progress, Recipe, TrainedModel, bits_per_dim, init_actnorm
 from .hooks import after_step
+from .memory_saving import memory_saving_backward
 from .regularizers import FD_COEFF, NF_COEFF, fd_regularizer, gaussian_nll, nf_regularizer
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Setup:
     fd_coeff: float = FD_COEFF
     nf_coeff: float = NF_COEFF
     actnorm_init: bool = True
+    memory_saving: bool = False  # gradients through activations rebuilt by the inverse
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,7 +132,27 @@ def _regularizer(model: nn.Module, setup: Setup, x: Tensor, z: Tensor, log_det: 
     return nf_regularizer(z, log_det, setup.nf_coeff)
 
 
-def _fit(model: nn.Module, data: _Data, setup: Setup, seed: int, progress: Progress | None) -> None:
+def _memory_saving_step(model: nn.Module, setup: Setup, x: Tensor, y: Tensor | None) -> None:
+    """Gradients of the objective by memory-saving backpropagation (activations rebuilt by the
+    inverse, :func:`~innaudit.train.memory_saving.memory_saving_backward`), into ``.grad``."""
+    def loss(z: Tensor, log_det: Tensor) -> Tensor:
+        if setup.objective == "nll":
+            return gaussian_nll(z, log_det).mean()
+        if setup.objective == "ce":
+            return F.cross_entropy(cast(nn.Module, model.head)(z.flatten(1)), cast(Tensor, y))
+        return F.mse_loss(z, regression_targets(x), reduction="sum") / len(x)
+
+    memory_saving_backward(list(cast(nn.ModuleList, model.blocks)), x, loss)
+
+
+def _finite_grads(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
+
+
+def _fit(model: nn.Module, data: _Data, setup: Setup, seed: int, progress: Progress | None) -> int:
+    """Train ``model`` in place; returns the number of memory-saving steps skipped because their
+    gradient was non-finite (always 0 with true gradients)."""
+    skipped = 0
     gen = torch.Generator().manual_seed(seed + 1)
     if setup.actnorm_init and hasattr(model, "blocks"):
         x0 = data.train[0][:512]
@@ -139,15 +161,26 @@ def _fit(model: nn.Module, data: _Data, setup: Setup, seed: int, progress: Progr
     after_step(model, data.domain, 0)
     for step in range(setup.steps):
         x, y = data.sample(gen)
-        loss, z, log_det = _task_loss(model, setup, x, y)
-        if setup.regularizer != "none" and step % setup.every == 0:
-            loss = loss + _regularizer(model, setup, x, z, log_det)
+        regularize = setup.regularizer != "none" and step % setup.every == 0
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if setup.memory_saving:
+            _memory_saving_step(model, setup, x, y)
+            if regularize:  # the regularizer by ordinary autograd, added to the same .grad
+                z, log_det = model(x)
+                _regularizer(model, setup, x, z, log_det).backward()
+            if not _finite_grads(model):  # skip the update, as a loss scaler does
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+        else:
+            loss, z, log_det = _task_loss(model, setup, x, y)
+            if regularize:
+                loss = loss + _regularizer(model, setup, x, z, log_det)
+            loss.backward()
         optimizer.step()
         after_step(model, data.domain, step + 1)
         if progress is not None:
             progress(step + 1, setup.steps)
+    return skipped
 
 
 @torch.no_grad()
@@ -188,7 +221,7 @@ def train(name: str, setup: Setup, seed: int, progress: Progress | None = None,
         config = {**setup.config, "seed": int(seed)}
         model = zoo.build(setup.architecture, config)
         model.train()
-        _fit(model, data, setup, seed, progress)
+        skipped = _fit(model, data, setup, seed, progress)
         if hasattr(model, "calibrate"):
             cast(_Calibrated, model).calibrate()
         model.eval()
@@ -199,6 +232,8 @@ def train(name: str, setup: Setup, seed: int, progress: Progress | None = None,
             **({"fd_coeff": setup.fd_coeff, "fd_inv_coeff": setup.fd_coeff, "fd_eps": 0.1}
                if setup.regularizer == "fd" else {}),
             **({"nf_coeff": setup.nf_coeff} if setup.regularizer == "nf" else {}),
+            **({"gradients": "memory-saving", "skipped_nonfinite_steps": skipped}
+               if setup.memory_saving else {}),
             **_metrics(model, data, setup, seed), "torch": str(torch.__version__),
         }
     finally:
@@ -223,6 +258,7 @@ DIGITS_COUPLING = {"shape": [1, 8, 8], "steps": 8, "hidden": 64, "permutation": 
 DIGITS_RESIDUAL = {"shape": [1, 8, 8], "blocks": 6, "hidden": 32, "coeff": 0.9,
                    "power_iterations": 2, "tolerance": 1e-6, "max_iter": 1000, "log_det_terms": 4}
 TOY_STEPS, DIGITS_STEPS, CLASSIFIER_STEPS = 2500, 2000, 1500
+MEMORY_SAVING_STEPS, MEMORY_SAVING_LR = 500, 1e-2
 
 
 _REGRESSION_SETUP = Setup("coupling-vector", {"shape": [2], "steps": 24, "hidden": 10,
@@ -269,6 +305,15 @@ def _all() -> list[Recipe]:
                 f"the digits, regularizer {reg} (the paper's Table C in miniature)",
                 Setup("coupling-classifier", cfg, "digits", "ce", CLASSIFIER_STEPS, 128, 1e-3,
                       regularizer=reg)))
+    for coupling in ("additive", "affine"):
+        cfg = {**DIGITS_COUPLING, "coupling": coupling, "scale": "sigmoid", "classes": 10}
+        recipes.append(_recipe(
+            f"digits-classifier-{coupling}-ms", f"INN classifier ({coupling} coupling, sigmoid "
+            "scale) trained with memory-saving gradients (activations rebuilt by the inverse), "
+            f"Adam lr {MEMORY_SAVING_LR:g}, {MEMORY_SAVING_STEPS} steps; steps with a non-finite "
+            "gradient are skipped (the paper's section 5 setting in miniature)",
+            Setup("coupling-classifier", cfg, "digits", "ce", MEMORY_SAVING_STEPS, 128,
+                  MEMORY_SAVING_LR, memory_saving=True)))
     return recipes
 
 

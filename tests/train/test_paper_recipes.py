@@ -15,7 +15,7 @@ from innaudit.train import RECIPES, run_recipe
 
 NEW = ("checkerboard-affine", "checkerboard-additive", "checkerboard-residual", "digits-affine-fd",
        "digits-residual", "regression2d-affine", "regression2d-affine-nf",
-       *(f"digits-classifier-{c}{r}" for c in ("additive", "affine") for r in ("", "-fd", "-nf")))
+       *(f"digits-classifier-{c}{r}" for c in ("additive", "affine") for r in ("", "-fd", "-nf", "-ms")))
 
 
 def test_every_paper_recipe_is_registered_and_described() -> None:
