@@ -88,6 +88,18 @@ class Units:
     batch: int
     dim: int
 
+    def shared(self, workers: int) -> Units:
+        """The costs seen by a job whose ``workers`` processes each take ``1/workers`` of the
+        samples: every time divided by ``workers`` (``self`` for one)."""
+        if workers <= 1:
+            return self
+
+        def part(t: Timing) -> Timing:
+            return Timing(t.per_call / workers, t.per_sample / workers)
+
+        return Units(part(self.forward), part(self.inverse), part(self.vjp), part(self.jvp),
+                     self.dense_s / workers, self.batch, self.dim)
+
     def to_dict(self) -> dict[str, float]:
         """Plain data for the report: per kind, seconds per call and per sample."""
         out = {f"{k}_{p}_s": getattr(getattr(self, k), f"per_{p}")

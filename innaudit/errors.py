@@ -29,6 +29,7 @@ __all__ = [
     "ConfigError",
     "CorruptCheckpointError",
     "DataError",
+    "DistributedError",
     "InnauditError",
     "LoadError",
     "UnsafeCheckpointError",
@@ -139,6 +140,10 @@ class ConfigError(InnauditError):
 
 class DataError(InnauditError):
     """A data SPEC that cannot be parsed, read, or shaped like the model's input."""
+
+
+class DistributedError(InnauditError):
+    """A rank of a ``torchrun`` job failed, hung or fell out of step: the job ends with exit 2."""
 
 
 class LoadError(InnauditError):

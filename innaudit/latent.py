@@ -204,6 +204,18 @@ class LevelStats:
             norm = torch.linalg.vector_norm(part.double(), dim=1)
             self.norms[i].append(norm[finite].cpu().numpy())
 
+    def extend(self, other: LevelStats) -> None:
+        """Append the batches ``other`` recorded, as if they had been added here in turn."""
+        if not other.bad:
+            return
+        if not self.bad:
+            self.bad = [[] for _ in other.bad]
+            self.norms = [[] for _ in other.norms]
+        for mine, theirs in zip(self.bad, other.bad, strict=True):
+            mine.extend(theirs)
+        for mine, theirs in zip(self.norms, other.norms, strict=True):
+            mine.extend(theirs)
+
     def metrics(self) -> dict[str, dict[str, Any]]:
         """The per-level metric block (empty before the first batch)."""
         out: dict[str, dict[str, Any]] = {}

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from .audits import REGISTRY
 from .config import Config
 from .data import (
     DEFAULT_OOD,
@@ -27,9 +28,9 @@ from .data import (
     resolve_dataset,
     split_name,
 )
+from .distributed import SINGLE, Shard
 from .domain import DataDomain
-from .audits import REGISTRY
-from .errors import ConfigError, LoadError, UsageError, clean_text, did_you_mean
+from .errors import ConfigError, DistributedError, InnauditError, LoadError, UsageError, clean_text, did_you_mean
 from .integrity import changed, fingerprint, mutation_error
 from .loading import LoadedModel, load_model, load_object
 from .model import InvertibleModel
@@ -215,20 +216,52 @@ def plan(job: Job) -> PlanRun:
     return plan_run(model, datasets, job.config, applicable(model, datasets, job.config, prepared.latent_shape))
 
 
-def execute(job: Job, observer: Observer | None = None) -> Report:
+def execute(job: Job, observer: Observer | None = None, shard: Shard = SINGLE) -> Report:
     """Run ``job`` to its Report: load, prepare the data, probe, header, audits, report.
 
     ``observer.run_started(header)`` is called once the header is known (the isolated child
     sends it to the parent, which can then build a partial report if the run is stopped).
+
+    In a ``torchrun`` job (``shard`` of more than one rank) every rank loads the model on its
+    own device (``cuda`` becomes ``cuda:LOCAL_RANK``) and prepares the data; the ranks then
+    compare notes, so a rank that failed there ends every rank with the same error naming it.
     """
-    prepared = prepare(job)
+    if not shard.single and job.config.device == "cuda":
+        job = replace(job, config=replace(job.config, device=f"cuda:{shard.local_rank}"))
+    prepared = _prepared_everywhere(job, shard)
     loaded = prepared.loaded
     header = run_header(loaded.model, prepared.datasets, job.config, prepared.latent_shape,
-                        loaded.target, loaded.warnings)
+                        loaded.target, loaded.warnings, shard.world_size)
     if observer is not None:
         observer.run_started(header)
     return run_audits(loaded.model, prepared.datasets, job.config, latent_shape=prepared.latent_shape,
-                      observer=observer, header=header)
+                      observer=observer, header=header, shard=shard)
+
+
+def _prepared_everywhere(job: Job, shard: Shard) -> Prepared:
+    """``prepare(job)`` on this rank, and a check that every rank prepared: the same error on
+    every rank is raised as it is; errors on some ranks only raise a DistributedError naming them."""
+    if shard.single:
+        return prepare(job)
+    prepared: Prepared | None = None
+    failure: tuple[str, str] | None = None
+    try:
+        prepared = prepare(job)
+    except KeyboardInterrupt:
+        raise
+    except InnauditError as exc:
+        failure = (type(exc).__name__, str(exc))
+    except BaseException as exc:  # reported by every rank, never a hang at the first collective
+        failure = (type(exc).__name__, clean_text(f"{type(exc).__name__}: {exc}", 300))
+    notes = shard.statuses(failure, "prepared")
+    failed = [(rank, note) for rank, note in enumerate(notes) if note is not None]
+    if failed and len(failed) == len(notes) and len({n for _, n in failed}) == 1:
+        raise LoadError(failed[0][1][1])  # every rank failed alike: the user's input, not a rank
+    if failed:
+        raise DistributedError("; ".join(f"rank {rank} of {shard.world_size} failed before the audits: "
+                                         f"{text}" for rank, (_, text) in failed))
+    assert prepared is not None
+    return prepared
 
 
 def named_sets(value: Any, default_name: str) -> tuple[list[str], dict[str, Any]]:

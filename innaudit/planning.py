@@ -461,8 +461,11 @@ class PlanRun:
 
 
 def plan_run(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
-             applies: Callable[[str], bool] = lambda aid: True) -> PlanRun:
-    """Resolve ``batch_size: auto``, measure, and plan the selected audits that apply."""
+             applies: Callable[[str], bool] = lambda aid: True, workers: int = 1) -> PlanRun:
+    """Resolve ``batch_size: auto``, measure, and plan the selected audits that apply.
+
+    ``workers`` processes share the work (a ``torchrun`` job): the measured per-sample costs
+    are divided by it, so a budget is the job's wall-clock time."""
     from .audits import selected_audits
 
     device = torch.device(config.device)
@@ -480,5 +483,5 @@ def plan_run(model: InvertibleModel, datasets: Sequence[Dataset], config: Config
         nominal = Timing(1e-3, 1e-3)
         units = Units(nominal, nominal, nominal, nominal, 1e-9, 0, int(x[0].numel()))
     ids = [aid for aid in selected_audits(config) if aid not in config.skip and applies(aid)]
-    plan, needs = make_plan(model, datasets, config, ids, units, batch)
+    plan, needs = make_plan(model, datasets, config, ids, units.shared(workers), batch)
     return PlanRun(plan, needs)

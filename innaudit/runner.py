@@ -16,7 +16,8 @@ from ._version import __version__
 from .audits import REGISTRY, Audit, AuditContext, selected_audits
 from .config import AuditSettings, Config
 from .data import Dataset
-from .errors import clean_text
+from .distributed import SINGLE, RankFailure, Shard
+from .errors import DistributedError, clean_text
 from .gate import apply_waivers, judge
 from .integrity import changed, fingerprint, mutation_error
 from .intervals import rate_intervals
@@ -79,7 +80,9 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
 
     Any exception, and any ``BaseException`` but ``KeyboardInterrupt`` (a library calling
     ``sys.exit(0)`` inside a model must not end the run as a pass), gives ERROR for this audit
-    with its message; the other audits still run and the report is still written.
+    with its message; the other audits still run and the report is still written. A
+    :class:`~innaudit.errors.DistributedError` (a rank of a ``torchrun`` job gone, hung or out
+    of step) ends the whole run instead: no later collective could succeed.
     """
     start = time.perf_counter()
     declarations = {m.path: m for m in audit.metrics}
@@ -93,10 +96,12 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
             results.append(SetResult(m.dataset, status, m.metrics, checks, m.message, m.series,
                                      artifacts=m.artifacts,
                                      intervals=rate_intervals(m.metrics, audit.metrics)))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, DistributedError):  # a broken job ends the run, not the audit
         raise
     except BaseException as exc:  # an audit that crashes gives ERROR, never a pass
-        if isinstance(exc, NotMeasuredError):  # a finding about what can be measured, not a bug
+        if isinstance(exc, RankFailure):  # a unit raised on one rank: every rank records it
+            message, lead = clean_text(str(exc), 500), "the audit crashed"
+        elif isinstance(exc, NotMeasuredError):  # a finding about what can be measured, not a bug
             message, lead = clean_text(str(exc), 500), "the audit could not measure"
         else:
             message, lead = clean_text(f"{type(exc).__name__}: {exc}", 500), "the audit crashed"
@@ -135,12 +140,15 @@ class RunHeader:
 
 def run_header(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
                latent_shape: tuple[int, ...], target: Mapping[str, Any] | None = None,
-               warnings: Sequence[str] = ()) -> RunHeader:
-    """The ``run`` and ``target`` blocks of the report."""
+               warnings: Sequence[str] = (), world_size: int = 1) -> RunHeader:
+    """The ``run`` and ``target`` blocks of the report (``run.world_size`` for a ``torchrun``
+    job of more than one process)."""
     started = time.time()
     run = {"seed": config.seed, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
            **environment(model, torch.device(config.device)),
            "datasets": [d.describe() for d in datasets], "config": config.to_dict()}
+    if world_size > 1:
+        run["world_size"] = world_size
     tgt = {**(target or {}), "info": model.info.to_dict(), "latent_shape": list(latent_shape)}
     if model.latent is not None and not model.latent.single:
         tgt["latent_levels"] = model.latent.describe()  # the flat latent_shape's levels, in order
@@ -158,7 +166,8 @@ def assemble(header: RunHeader, results: Sequence[AuditResult], errors: Sequence
 
 
 def _context(aid: str, model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
-             latent_shape: tuple[int, ...], observer: Observer, batch_size: int) -> AuditContext:
+             latent_shape: tuple[int, ...], observer: Observer, batch_size: int,
+             shard: Shard = SINGLE) -> AuditContext:
     def progress(name: str, done: int, total: int) -> None:
         observer.progress(aid, name, done, total)
 
@@ -167,7 +176,7 @@ def _context(aid: str, model: InvertibleModel, datasets: Sequence[Dataset], conf
         seed=stable_seed(config.seed, aid), samples=config.samples,
         batch_size=batch_size, device=torch.device(config.device), float64_check=config.float64_check,
         latent_shape=latent_shape,
-        progress=progress,
+        progress=progress, shard=shard,
     )
 
 
@@ -191,7 +200,7 @@ def applicable(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
 def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Config, *,
                latent_shape: tuple[int, ...], observer: Observer | None = None,
                target: Mapping[str, Any] | None = None, warnings: Sequence[str] = (),
-               header: RunHeader | None = None) -> Report:
+               header: RunHeader | None = None, shard: Shard = SINGLE) -> Report:
     """Run the selected audits on ``model`` and build the Report.
 
     Before the first audit the cost plan is made (:func:`innaudit.planning.plan_run`): methods
@@ -209,35 +218,58 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
         target: what the report says about the model (path, sha256, loader...).
         warnings: things to carry into the report (e.g. a trusted pickle was loaded).
         header: a header already made by :func:`run_header` (else one is made here).
+        shard: this process's share of a ``torchrun`` job. Rank 0's plan (batch size, methods,
+            samples and options per audit) is handed to every rank so all shard the same work;
+            the budget is the job's wall-clock, the plan's measured costs divided by the ranks.
+            A :class:`~innaudit.errors.DistributedError` ends the run with the audits so far and
+            the error (exit 2).
     """
     observer = observer or _Silent()
     header = header or run_header(model, datasets, config, latent_shape, target, warnings)
-    run = plan_run(model, datasets, config, applicable(model, datasets, config, latent_shape))
+    run = plan_run(model, datasets, config, applicable(model, datasets, config, latent_shape),
+                   workers=shard.world_size)
     hook = getattr(observer, "plan_ready", None)
     if callable(hook):
         hook(run)
-    results = []
+    results: list[AuditResult] = []
     before, problems = fingerprint(model.module), list[str]()
-    for aid in selected_audits(config):
-        audit = REGISTRY[aid]()
-        if aid in config.skip:
-            results.append(AuditResult(aid, audit.title, Status.SKIP, "left out by --skip", 0.0, 0))
-            continue
-        ctx = run.context(aid, _context(aid, model, datasets, config, latent_shape, observer,
-                                        run.plan.batch_size))
-        observer.audit_started(aid, audit.title)
-        result = _run_one(audit, ctx)
-        run.finished(aid, result.duration_s)
-        observer.audit_finished(result)
-        results.append(result)
-        if len(results) == 1:
-            problems = _integrity(before, model, f"during the first audit ({aid})", problems)
+    broken: list[str] = []
+    try:
+        batch = shard.first(run.plan.batch_size, "batch size")
+        for aid in selected_audits(config):
+            audit = REGISTRY[aid]()
+            if aid in config.skip:
+                results.append(AuditResult(aid, audit.title, Status.SKIP, "left out by --skip", 0.0, 0))
+                continue
+            ctx = _agreed(run.context(aid, _context(aid, model, datasets, config, latent_shape, observer,
+                                                    batch, shard)), shard, aid)
+            observer.audit_started(aid, audit.title)
+            result = _run_one(audit, ctx)
+            shard.agree(f"{aid} done")
+            run.finished(aid, result.duration_s)
+            observer.audit_finished(result)
+            results.append(result)
+            if len(results) == 1:
+                problems = _integrity(before, model, f"during the first audit ({aid})", problems)
+    except DistributedError as exc:
+        broken.append(str(exc))
     problems = _integrity(before, model, "during the audits", problems)
     errors, header = _mutations(problems, config, header)
-    report = apply_waivers(assemble(header, results, errors), config.waivers)
+    report = apply_waivers(assemble(header, results, [*broken, *errors]), config.waivers)
     if config.budget is None:  # the plan holds timings; without a budget the report stays reproducible
         return report
     return replace(report, run={**report.run, "plan": run.report()})
+
+
+def _agreed(ctx: AuditContext, shard: Shard, aid: str) -> AuditContext:
+    """``ctx`` with rank 0's planned samples, set sizes and options (plans are timed, so ranks
+    could otherwise choose differently and shard different work)."""
+    if shard.single:
+        return ctx
+    options, samples, sizes = shard.first((dict(ctx.settings.options), ctx.samples,
+                                           [d.size for d in ctx.datasets]), f"{aid} plan")
+    datasets = [replace(d, size=size) for d, size in zip(ctx.datasets, sizes, strict=True)]
+    return replace(ctx, settings=replace(ctx.settings, options=options), samples=samples, datasets=datasets)
 
 
 def _integrity(before: Mapping[str, str], model: InvertibleModel, when: str,

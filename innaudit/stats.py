@@ -67,6 +67,11 @@ class ErrorAccumulator:
         self.inf.append(has_inf.cpu().numpy())
         self.middle_bad.append(_rows(~torch.isfinite(middle)).cpu().numpy())
 
+    def extend(self, other: ErrorAccumulator) -> None:
+        """Append the batches ``other`` recorded, as if they had been added here in turn."""
+        for name in ("errors", "relative", "nan", "inf", "middle_bad"):
+            getattr(self, name).extend(getattr(other, name))
+
     def per_sample(self) -> np.ndarray:
         """Per-sample L2 errors so far (``inf`` where the round trip was not finite)."""
         return np.concatenate(self.errors) if self.errors else np.zeros(0)

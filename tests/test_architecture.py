@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "innaudit"
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "errors", "metrics", "seeding", "atomic", "domain", "stats", "text", "cost"),
+    ("_version", "errors", "metrics", "seeding", "atomic", "domain", "stats", "text", "cost", "distributed"),
     ("results", "intervals"),
     ("yamlio", "config", "config_template", "gate", "waivers", "baseline", "report_json"),
     ("safeio", "model", "linalg", "lipschitz", "latent", "integrity"),

@@ -203,7 +203,8 @@ class Attack(Audit):
         _check_values(options)
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
-        """One measurement, on the first in-distribution set."""
+        """One measurement, on the first in-distribution set; its batches of attacked points are
+        the work units of a sharded run (each seeded by its start, not by the rank)."""
         options = _checked(ctx)
         ds = next(d for d in ctx.datasets if d.role is Role.IN_DISTRIBUTION)
         yield self._attack(ctx, ds, options)
@@ -221,13 +222,15 @@ class Attack(Audit):
             done[0] += count
             ctx.progress(ds.name, min(done[0], total), total)
 
+        def work(start: int) -> tuple[AttackResult, AttackResult, Tensor]:
+            a_chunk, r_chunk, centre = self._chunk(ctx, x[start:start + ctx.batch_size], start, eps, o, tick)
+            return _on(a_chunk, "cpu"), _on(r_chunk, "cpu"), centre.cpu()  # gathered across ranks on the CPU
+
         attack: AttackResult | None = None
         search: AttackResult | None = None
         centres = []
-        for start in range(0, n, ctx.batch_size):
-            chunk = x[start:start + ctx.batch_size]
-            a_chunk, r_chunk, centre = self._chunk(ctx, chunk, start, eps, o, tick)
-            attack, search = _cat(attack, a_chunk), _cat(search, r_chunk)
+        for a_chunk, r_chunk, centre in ctx.map(range(0, n, ctx.batch_size), work):
+            attack, search = _cat(attack, _on(a_chunk, x.device)), _cat(search, _on(r_chunk, x.device))
             centres.append(centre)
         assert attack is not None and search is not None
         floor = full_range_floor(domain.numel, domain.width)
@@ -268,6 +271,12 @@ class Attack(Audit):
                 search.merge(s)
         assert attack is not None and search is not None
         return attack, search, ball.centre
+
+
+def _on(r: AttackResult, device: torch.device | str) -> AttackResult:
+    """``r`` with its tensors on ``device``."""
+    return AttackResult(r.error.to(device), r.nonfinite.to(device), r.witness.to(device),
+                        r.reconstruction.to(device), r.first_step.to(device), [c.to(device) for c in r.curve])
 
 
 def _cat(a: AttackResult | None, b: AttackResult) -> AttackResult:

@@ -12,18 +12,21 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
 from ..config import AuditSettings, AuditSpec, Threshold
 from ..cost import AuditCost, Cost
 from ..data import Dataset
+from ..distributed import SINGLE, Shard
 from ..metrics import Metric, MetricTable
 from ..model import InvertibleModel
 from ..seeding import generator
 
 __all__ = ["REGISTRY", "Audit", "AuditContext", "Measurement", "metric_table", "register", "specs"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class AuditContext:
         float64_check: whether to repeat measurements in float64.
         latent_shape: shape of one latent ``z`` (from a probe forward pass).
         progress: ``progress(dataset, done, total)`` reports samples processed.
+        shard: this process's share of a ``torchrun`` job (:mod:`innaudit.distributed`); a
+            single process does all the work.
     """
 
     model: InvertibleModel
@@ -73,10 +78,17 @@ class AuditContext:
     float64_check: bool
     latent_shape: tuple[int, ...]
     progress: Callable[[str, int, int], None] = field(default=lambda name, done, total: None)
+    shard: Shard = field(default_factory=lambda: SINGLE)
 
     def option(self, name: str) -> Any:
         """The effective value of one of the audit's options."""
         return self.settings.options[name]
+
+    def map(self, units: Sequence[Any], work: Callable[[Any], T]) -> list[T]:
+        """``[work(u) for u in units]``, the units shared out over the ranks of a ``torchrun`` job
+        and every result handed back in order on every rank. A unit draws its random numbers from
+        generators salted with its global position (a batch's start), never with the rank."""
+        return self.shard.map(units, work)
 
     def generator(self, *salt: object) -> torch.Generator:
         """A fresh generator seeded from this audit's seed and ``salt`` (stable across runs)."""

@@ -15,8 +15,8 @@ from ..model import InvertibleModel
 from ..stats import ErrorAccumulator
 from .base import AuditContext
 
-__all__ = ["full_range_floor", "level_stats", "prior_set", "progress_counter", "recording", "round_trip",
-           "sample_batches", "verdict_float64"]
+__all__ = ["batch_units", "full_range_floor", "level_stats", "prior_set", "progress_counter", "recording",
+           "round_trip", "sample_batches", "verdict_float64"]
 
 
 def prior_set(temperature: float) -> str:
@@ -74,6 +74,16 @@ def sample_batches(ctx: AuditContext, ds: Dataset, count: int) -> Iterator[Tenso
     step = max(1, min(ctx.batch_size, n))
     for start in range(0, n, step):
         yield ds.make(start, min(start + step, n)).to(device=ctx.device, dtype=ctx.model.dtype)
+
+
+def batch_units(sizes: Iterable[int], batch_size: int) -> list[tuple[int, int, int]]:
+    """``(set index, start, stop)`` of every batch of every set, sets in order, then batches:
+    the work units :meth:`AuditContext.map` shares out. The batches are those a single process
+    takes (``batch_size`` samples from 0), so each is computed on the same inputs whatever the
+    number of ranks."""
+    step = max(1, batch_size)
+    return [(index, start, min(start + step, size)) for index, size in enumerate(sizes)
+            for start in range(0, size, step)]
 
 
 def level_stats(model: InvertibleModel) -> LevelStats | None:

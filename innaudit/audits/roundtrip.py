@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import cast
 
 import torch
 
 from ..config import Threshold
+from ..latent import LevelStats
 from ..metrics import neither, rate, worse
-from ..model import InverseKind
+from ..model import InverseKind, InvertibleModel
+from ..stats import ErrorAccumulator
 from .base import Audit, AuditContext, Measurement, register
-from .common import full_range_floor, level_stats, progress_counter, recording, round_trip, verdict_float64
+from .common import batch_units, full_range_floor, level_stats, progress_counter, recording, round_trip, verdict_float64
 
 __all__ = ["RoundTrip"]
 
@@ -81,31 +84,63 @@ class RoundTrip(Audit):
         return None if ctx.datasets else "no data sets to round-trip"
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
-        """One measurement per data set."""
+        """One measurement per data set; the sets' batches are the work units of a sharded run."""
         domain = ctx.model.info.domain
         floor = full_range_floor(domain.numel, domain.width)
-        dtype = ctx.model.dtype
-        for ds in ctx.datasets:
+        units = batch_units((d.size for d in ctx.datasets), ctx.batch_size)
+        steps = [progress_counter(ctx.progress, d.name, d.size) for d in ctx.datasets]
+        wide: list[InvertibleModel] = []  # the float64 copy, made once on first use
+
+        def work(unit: tuple[int, int, int]) -> _Part:
+            index, start, stop = unit
+            ds = ctx.datasets[index]
             hits = _cap_hits(ctx)
             levels = level_stats(ctx.model)
-            acc = round_trip(recording(ctx.model.forward, levels), ctx.model.inverse,
-                             ds.batches(ctx.batch_size, dtype, ctx.device), floor,
-                             progress_counter(ctx.progress, ds.name, ds.size))
+            x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
+            acc = round_trip(recording(ctx.model.forward, levels), ctx.model.inverse, [x], floor, steps[index])
+            hit = cast(int, _cap_hits(ctx)) - hits if hits is not None else None  # counted before, so still counted
+            acc64 = None
+            if ctx.float64_check:
+                if not wide:
+                    wide.append(ctx.model.copy_as(torch.float64))
+                acc64 = round_trip(wide[0].forward, wide[0].inverse,
+                                   [ds.make(start, stop).to(device=ctx.device, dtype=torch.float64)], floor)
+            return _Part(acc, levels, hit, acc64)
+
+        parts = ctx.map(units, work)
+        for index, ds in enumerate(ctx.datasets):
+            mine = [p for (i, _, _), p in zip(units, parts, strict=True) if i == index]
+            acc = ErrorAccumulator(floor=floor)
+            levels = level_stats(ctx.model)
+            for part in mine:
+                acc.extend(part.acc)
+                if levels is not None and part.levels is not None:
+                    levels.extend(part.levels)
             metrics = acc.metrics("latent")
             if levels is not None:
                 metrics["levels"] = levels.metrics()
-            if hits is not None:
-                metrics["inverse_cap_hits"] = cast(int, _cap_hits(ctx)) - hits  # counted before, so still counted
+            if _cap_hits(ctx) is not None:
+                metrics["inverse_cap_hits"] = sum(p.hits or 0 for p in mine)
             message = ""
             if ctx.float64_check:
-                wide = ctx.model.copy_as(torch.float64)
-                acc64 = round_trip(wide.forward, wide.inverse,
-                                   ds.batches(ctx.batch_size, torch.float64, ctx.device), floor)
+                acc64 = ErrorAccumulator(floor=floor)
+                for part in mine:
+                    acc64.extend(cast(ErrorAccumulator, part.acc64))
                 m64 = acc64.metrics("latent")
                 metrics["float64"] = {k: m64[k] for k in ("nonfinite_fraction", "error_l2", "rel_error_l2")}
                 message = verdict_float64(cast(float, metrics["nonfinite_fraction"]),
                                           cast(float, m64["nonfinite_fraction"]))
             yield Measurement(ds.name, metrics, message, {"error_histogram": acc.histogram()})
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What one batch gave: its errors, per-level latents, capped solves, float64 errors."""
+
+    acc: ErrorAccumulator
+    levels: LevelStats | None
+    hits: int | None
+    acc64: ErrorAccumulator | None
 
 
 def _cap_hits(ctx: AuditContext) -> int | None:

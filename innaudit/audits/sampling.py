@@ -11,9 +11,11 @@ from torch import Tensor
 
 from ..config import Threshold
 from ..data import Dataset
+from ..latent import LevelStats
 from ..metrics import neither, rate, worse
+from ..stats import ErrorAccumulator
 from .base import Audit, AuditContext, Measurement, register
-from .common import level_stats, prior_set, progress_counter, recording, round_trip
+from .common import batch_units, level_stats, prior_set, progress_counter, recording, round_trip
 
 __all__ = ["Sampling"]
 
@@ -77,15 +79,22 @@ class Sampling(Audit):
         return tuple(prior_set(t) for t in options["temperatures"])
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
-        """One measurement per temperature."""
+        """One measurement per temperature; each temperature's batches of draws are the work
+        units of a sharded run (a batch's draws are seeded by its start, not by the rank)."""
         n = ctx.samples
         dim = math.prod(ctx.latent_shape)
         domain = ctx.model.info.domain
-        for temperature in ctx.option("temperatures"):
-            name = prior_set(temperature)
+        temperatures = list(ctx.option("temperatures"))
+        names = [prior_set(t) for t in temperatures]
+        steps = [progress_counter(ctx.progress, name, n) for name in names]
+        units = batch_units([n] * len(temperatures), ctx.batch_size)
+
+        def work(unit: tuple[int, int, int]) -> tuple[ErrorAccumulator, LevelStats | None, Tensor]:
+            index, start, stop = unit
+            temperature = temperatures[index]
             outside: list[Tensor] = []
 
-            def inverse(z: Tensor, outside: list[Tensor] = outside) -> Tensor:
+            def inverse(z: Tensor) -> Tensor:
                 x = ctx.model.inverse(z)
                 flat = x.reshape(len(x), -1)
                 far = ((flat < domain.low - domain.width) | (flat > domain.high + domain.width)).any(1)
@@ -93,19 +102,31 @@ class Sampling(Audit):
                 return x
 
             levels = level_stats(ctx.model)
-            acc = round_trip(inverse, recording(ctx.model.forward, levels), self._draws(ctx, temperature, n),
-                             1e-6 * math.sqrt(dim), progress_counter(ctx.progress, name, n))
+            acc = round_trip(inverse, recording(ctx.model.forward, levels),
+                             [self._draw(ctx, temperature, start, stop - start)],
+                             1e-6 * math.sqrt(dim), steps[index])
+            return acc, levels, torch.cat(outside).cpu()
+
+        parts = ctx.map(units, work)
+        for index, (temperature, name) in enumerate(zip(temperatures, names, strict=True)):
+            mine = [p for (i, _, _), p in zip(units, parts, strict=True) if i == index]
+            acc = ErrorAccumulator(floor=1e-6 * math.sqrt(dim))
+            levels = level_stats(ctx.model)
+            for part, part_levels, _ in mine:
+                acc.extend(part)
+                if levels is not None and part_levels is not None:
+                    levels.extend(part_levels)
             metrics = acc.metrics("sample")
             if levels is not None:
                 metrics["levels"] = levels.metrics()
             metrics["temperature"] = float(temperature)
+            outside = [far for _, _, far in mine]
             metrics["out_of_range_fraction"] = float(torch.cat(outside).double().mean()) if outside else 0.0
             yield Measurement(name, metrics, series={"error_histogram": acc.histogram()})
 
-    def _draws(self, ctx: AuditContext, temperature: float, n: int) -> Iterator[Tensor]:
-        for start in range(0, n, ctx.batch_size):
-            count = min(ctx.batch_size, n - start)
-            gen = ctx.generator("prior", temperature, start)
-            eps = torch.randn((count, *ctx.latent_shape), generator=gen)
-            yield ctx.model.sample_prior(eps, temperature, gen).to(device=ctx.device, dtype=ctx.model.dtype)
-
+    @staticmethod
+    def _draw(ctx: AuditContext, temperature: float, start: int, count: int) -> Tensor:
+        """The ``count`` prior draws of the batch at ``start`` (seeded by (T, start))."""
+        gen = ctx.generator("prior", temperature, start)
+        eps = torch.randn((count, *ctx.latent_shape), generator=gen)
+        return ctx.model.sample_prior(eps, temperature, gen).to(device=ctx.device, dtype=ctx.model.dtype)

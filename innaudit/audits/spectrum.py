@@ -12,7 +12,7 @@ from ..config import Threshold
 from ..cost import AuditCost, jacobian_costs
 from ..metrics import Direction, better, neither, rate, worse
 from .base import Audit, AuditContext, Measurement, register
-from .common import sample_batches
+from .common import batch_units
 from .jacobians import Spectrum, measure, min_median_max
 
 __all__ = ["SpectrumAudit"]
@@ -159,21 +159,30 @@ class SpectrumAudit(Audit):
         return None if ctx.datasets else "no data sets to take Jacobians at"
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
-        """One measurement per data set."""
+        """One measurement per data set; the sets' batches are the work units of a sharded run
+        (the Lanczos start vectors are seeded by (set, batch start), not by the rank)."""
         forward = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
         inverse = lambda t: ctx.model.inverse(t, grad=True)  # noqa: E731
-        for ds in ctx.datasets:
-            parts, done = [], 0
-            total = min(ctx.option("samples"), ctx.samples, ds.size)
-            for x in sample_batches(ctx, ds, ctx.option("samples")):
-                parts.append(measure(forward, inverse, x, method=ctx.option("method"),
-                                     tol=ctx.option("tol"), max_iter=ctx.option("max_iter"),
-                                     generator=ctx.generator(ds.name, done)))
-                done += len(x)
-                ctx.progress(ds.name, done, total)
-            if not parts:
+        totals = [min(ctx.option("samples"), ctx.samples, d.size) for d in ctx.datasets]
+        units = batch_units(totals, ctx.batch_size)  # the batches sample_batches takes
+        done = [0] * len(totals)
+
+        def work(unit: tuple[int, int, int]) -> Spectrum:
+            index, start, stop = unit
+            ds = ctx.datasets[index]
+            x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
+            part = measure(forward, inverse, x, method=ctx.option("method"), tol=ctx.option("tol"),
+                           max_iter=ctx.option("max_iter"), generator=ctx.generator(ds.name, start))
+            done[index] += stop - start
+            ctx.progress(ds.name, done[index], totals[index])
+            return part
+
+        parts = ctx.map(units, work)
+        for index, ds in enumerate(ctx.datasets):
+            mine = [p for (i, _, _), p in zip(units, parts, strict=True) if i == index]
+            if not mine:
                 continue
-            spec = _cat(parts)
+            spec = _cat(mine)
             yield Measurement(ds.name, self._metrics(spec, ctx), self._message(spec),
                               {"values": self._series(spec)})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 import click
 
 from ..baseline import ABS_TOL, REL_TOL
-from ..errors import UsageError
+from ..errors import DistributedError, UsageError
 from .app import EXIT_HELP, cli
 from .output import STATE, ProgressObserver, check_targets, err, input_paths, parse_outputs, write_outputs
 from .reports import compared, load_baseline
@@ -56,6 +57,7 @@ __all__ = ["run"]
 @click.option("--abs-tol", type=float, default=ABS_TOL, show_default=True, help="With --baseline: absolute tolerance.")
 @click.option("--timeout", type=float, metavar="SECONDS", help="Run in a child process and stop it after SECONDS; finished audits are kept, the run exits 2.")
 @click.option("--max-memory", metavar="SIZE", help="Run in a child process limited to SIZE of memory (e.g. 4G); also the budget for checkpoint tensors.")
+@click.option("--rank-timeout", type=float, metavar="SECONDS", help="Under torchrun: how long a rank waits for the others before the job ends with exit 2 naming the ranks that crashed or hung.  [default: 600]")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 when a gate fails (never hides exit 2).")
 @click.option("--progress/--no-progress", default=None, help="Progress on stderr: bars on a terminal, a plain line every 10 s otherwise (-q: none unless asked).  [default: on]")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout; files and the exit code only.")
@@ -70,7 +72,7 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
         gradient_loss: str | None, save_witnesses: str | None,
         fail_on: str | None, outputs: tuple[str, ...], baseline: str | None, fail_on_regression: bool,
         rel_tol: float, abs_tol: float, timeout: float | None, max_memory: str | None,
-        exit_zero: bool, progress: bool | None, quiet: bool, verbose: int) -> int:
+        rank_timeout: float | None, exit_zero: bool, progress: bool | None, quiet: bool, verbose: int) -> int:
     """Audit MODEL: a checkpoint file, or a factory as package.module:callable or file.py:callable."""
     STATE["verbose"] = verbose
     targets = parse_outputs(outputs)
@@ -96,16 +98,35 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     check_targets(targets, input_paths(model, (weights, config_path), (config.data, *config.ood, condition)))
     if timeout is not None and not 0 < timeout < float("inf"):
         raise UsageError(f"--timeout {timeout:g} must be a positive, finite number of seconds")
+    if rank_timeout is not None and not 0 < rank_timeout < float("inf"):
+        raise UsageError(f"--rank-timeout {rank_timeout:g} must be a positive, finite number of seconds")
+    from ..distributed import world_size_of
+
+    world = world_size_of()
+    if world > 1 and (timeout is not None or max_memory is not None):
+        raise UsageError("--timeout and --max-memory run innaudit in a child process, which a torchrun "
+                         "job does not; limit the job with its launcher (timeout, srun --time) instead")
     _check_device(config.device)
     from ..orchestration import Job
 
     job = Job(model, config, weights, weights_key, trust_checkpoint, _size(max_memory), condition)
     if show_plan:
-        return _print_plan(job)
+        return _print_plan(job) if world == 1 or os.environ.get("RANK", "0") == "0" else 0
     tty = sys.stderr.isatty()
     mode = "off" if progress is False or (quiet and progress is None and not tty) else \
         "bars" if progress or tty else "plain"
+    if world > 1:
+        return _distributed(job, mode, rank_timeout, base, baseline, rel_tol, abs_tol, fail_on_regression,
+                            targets, quiet, witness_dir, exit_zero)
     report = _audit(job, timeout, mode)
+    return _finish(report, base, baseline, rel_tol, abs_tol, fail_on_regression, targets, quiet,
+                   witness_dir, exit_zero)
+
+
+def _finish(report: Report, base: Any, baseline: str | None, rel_tol: float, abs_tol: float,
+            fail_on_regression: bool, targets: Any, quiet: bool, witness_dir: Path | None,
+            exit_zero: bool) -> int:
+    """Compare with the baseline, write the reports and the witnesses; the exit code."""
     if base is not None:
         report = compared(base, report, cast(str, baseline), rel_tol, abs_tol, fail_on_regression)  # base came from it
     for warning in report.warnings:
@@ -119,6 +140,40 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
         err(verdict_line(report))
     code = int(report.exit_code)
     return 0 if exit_zero and code == 1 else code
+
+
+def _distributed(job: Job, progress: str, rank_timeout: float | None, base: Any, baseline: str | None,
+                 rel_tol: float, abs_tol: float, fail_on_regression: bool, targets: Any, quiet: bool,
+                 witness_dir: Path | None, exit_zero: bool) -> int:
+    """One rank of a torchrun job: every rank audits its share; rank 0 alone writes the reports
+    and decides the exit code, which every other rank exits with (its own once the job broke)."""
+    from ..distributed import DEFAULT_TIMEOUT_S, join, leave
+    from ..orchestration import execute
+
+    shard = join(rank_timeout or DEFAULT_TIMEOUT_S)
+    try:
+        with ProgressObserver(progress if shard.leader else "off") as observer:
+            report = execute(job, observer, shard)
+        code, problem = 2, None
+        if shard.leader:
+            try:
+                code = _finish(report, base, baseline, rel_tol, abs_tol, fail_on_regression, targets, quiet,
+                               witness_dir, exit_zero)
+            except Exception as exc:  # the others still get exit 2 before this is raised
+                problem = exc
+        elif report.errors:  # a broken job: this rank says why on stderr
+            err(f"error: rank {shard.rank}: {report.errors[0]}")
+        try:
+            code = shard.first(code, "exit code")
+        except DistributedError as exc:
+            if not shard.leader:
+                err(f"error: {exc}")
+                code = 2
+        if problem is not None:
+            raise problem
+        return code
+    finally:
+        leave(shard)
 
 
 def _witness_dir(path: str | None) -> Path | None:

@@ -346,9 +346,10 @@ def _opens_of(path: Path, action: Callable[[], Any]) -> int:
     target, count, active = str(path.resolve()), [0], [True]
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
-        if active[0] and event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
-            if os.path.abspath(os.fsdecode(args[0])) == target:
-                count[0] += 1
+        opened = args[0] if event == "open" else None
+        if active[0] and isinstance(opened, (str, bytes, os.PathLike)) and \
+                os.path.abspath(os.fsdecode(opened)) == target:
+            count[0] += 1
 
     sys.addaudithook(hook)  # hooks cannot be removed; the flag switches this one off
     try:
