@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -165,18 +165,25 @@ def _flat(z: Any) -> Tensor:
     return z if isinstance(z, Tensor) else torch.cat([t.reshape(len(t), -1) for t in z], 1)
 
 
-def _call_seconds(model: InvertibleModel, x: Tensor) -> tuple[float, float, float, float]:
-    """Seconds of one forward, inverse, VJP and JVP of ``model`` on the batch ``x``."""
+KINDS = ("forward", "inverse", "vjp", "jvp", "dense")
+"""The kinds of work :func:`measure_units` can time."""
+
+
+def _call_seconds(model: InvertibleModel, x: Tensor, kinds: Collection[str]) -> tuple[float, float, float, float]:
+    """Seconds of one forward, inverse, VJP and JVP of ``model`` on the batch ``x``; a kind not
+    in ``kinds`` is estimated from the forward instead of timed."""
     device = x.device
     with torch.no_grad():
         z = model.forward(x)
     forward_s = _timed(lambda: model.forward(x), device)
-    try:
-        inverse_s = _timed(lambda: model.inverse(z), device)
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # a broken inverse is the audits' finding; cost it as a forward
-        inverse_s = forward_s
+    inverse_s = vjp_s = jvp_s = math.nan
+    if "inverse" in kinds:
+        try:
+            inverse_s = _timed(lambda: model.inverse(z), device)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # a broken inverse is the audits' finding; cost it as a forward
+            pass
 
     def vjp() -> None:
         t = x.detach().clone().requires_grad_(True)
@@ -184,36 +191,55 @@ def _call_seconds(model: InvertibleModel, x: Tensor) -> tuple[float, float, floa
             out = _flat(model.forward(t, grad=True))
             torch.autograd.grad(out, t, torch.ones_like(out))
 
-    try:
-        vjp_s = _timed(vjp, device)
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # not differentiable: the audits report it; cost it as three forwards
-        vjp_s = 3 * forward_s
-    try:
-        v = torch.ones_like(x)
-        jvp_s = _timed(lambda: torch.func.jvp(lambda t: _flat(model.forward(t, grad=True)), (x,), (v,)), device)
-    except KeyboardInterrupt:
-        raise
-    except BaseException:  # no forward-mode AD: the linalg fallback costs about two VJPs
-        jvp_s = 2 * vjp_s
-    return forward_s, inverse_s, vjp_s, jvp_s
+    if "vjp" in kinds or "jvp" in kinds:
+        try:
+            vjp_s = _timed(vjp, device)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # not differentiable: the audits report it; cost it as three forwards
+            pass
+    vjp_s = 3 * forward_s if math.isnan(vjp_s) else vjp_s
+    if "jvp" in kinds:
+        try:
+            v = torch.ones_like(x)
+            jvp_s = _timed(lambda: torch.func.jvp(lambda t: _flat(model.forward(t, grad=True)), (x,), (v,)), device)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # no forward-mode AD: the linalg fallback costs about two VJPs
+            pass
+    return (forward_s, forward_s if math.isnan(inverse_s) else inverse_s, vjp_s,
+            2 * vjp_s if math.isnan(jvp_s) else jvp_s)
 
 
-def measure_units(model: InvertibleModel, x: Tensor) -> Units:
+def measure_units(model: InvertibleModel, x: Tensor, kinds: Collection[str] = KINDS) -> Units:
     """Time a forward, inverse, VJP and JVP of ``model`` on one sample and on the batch ``x``
     (cost per call and per sample), and a float64 SVD.
 
-    A JVP the model cannot do in forward mode is costed as two VJPs (the double-backward
-    fallback of :mod:`innaudit.linalg`).
+    Only the ``kinds`` the planned audits use are timed (a JVP's first call alone imports
+    torch's function transforms, seconds); the others are estimated: an inverse as a forward, a
+    VJP as three forwards, a JVP as two VJPs (also the cost of the double-backward fallback of
+    :mod:`innaudit.linalg` for a model without forward-mode AD), dense work as 1 ns per ``d^3``.
     """
-    one = _call_seconds(model, x[:1])
-    many = _call_seconds(model, x) if len(x) > 1 else one
+    one = _call_seconds(model, x[:1], kinds)
+    many = _call_seconds(model, x, kinds) if len(x) > 1 else one
     fits = [Timing.fit(a, b, len(x)) for a, b in zip(one, many, strict=True)]
-    size = 256
-    a = torch.randn(size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    dense_s = _timed(lambda: torch.linalg.svdvals(a), torch.device("cpu")) / size ** 3
+    dense_s = 1e-9
+    if "dense" in kinds:
+        size = 256
+        a = torch.randn(size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        dense_s = _timed(lambda: torch.linalg.svdvals(a), torch.device("cpu")) / size ** 3
     return Units(fits[0], fits[1], fits[2], fits[3], dense_s, len(x), int(x[0].numel()))
+
+
+def kinds_used(costs: Iterable[AuditCost]) -> set[str]:
+    """The kinds of work (:data:`KINDS`) that ``costs`` spend: what is worth timing."""
+    used = {"forward"}
+    for cost in costs:
+        for part in (cost.per_sample, cost.per_set):
+            used |= {k for k in ("inverse", "vjp", "jvp", "dense") if getattr(part, k) > 0}
+            if part.vmap_vjp > 0:
+                used.add("vjp")
+    return used
 
 
 def activation_bytes(model: InvertibleModel, x: Tensor) -> int:
@@ -466,22 +492,23 @@ def plan_run(model: InvertibleModel, datasets: Sequence[Dataset], config: Config
 
     ``workers`` processes share the work (a ``torchrun`` job): the measured per-sample costs
     are divided by it, so a budget is the job's wall-clock time."""
-    from .audits import selected_audits
+    from .audits import REGISTRY, selected_audits
 
     device = torch.device(config.device)
     dom = model.info.domain
     x = (datasets[0].first(32) if datasets and datasets[0].size
          else torch.full((1, *dom.shape), 0.5 * (dom.low + dom.high))).to(device=device, dtype=model.dtype)
     batch = config.batch_size if isinstance(config.batch_size, int) else 500
+    ids = [aid for aid in selected_audits(config) if aid not in config.skip and applies(aid)]
+    kinds = kinds_used(c for aid in ids for c in REGISTRY[aid].costs(dom.numel, _options(config, aid)).values())
     try:  # a model that fails or exits here is reported by the audits, inside their boundary
         if not isinstance(config.batch_size, int):
             batch = auto_batch_size(model, x)
-        units = measure_units(model, x[:min(batch, 32)])
+        units = measure_units(model, x[:min(batch, 32)], kinds)
     except KeyboardInterrupt:
         raise
     except BaseException:  # the model fails on a batch: the audits report how; plan with nominal costs
         nominal = Timing(1e-3, 1e-3)
         units = Units(nominal, nominal, nominal, nominal, 1e-9, 0, int(x[0].numel()))
-    ids = [aid for aid in selected_audits(config) if aid not in config.skip and applies(aid)]
     plan, needs = make_plan(model, datasets, config, ids, units.shared(workers), batch)
     return PlanRun(plan, needs)

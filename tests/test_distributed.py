@@ -118,8 +118,11 @@ def test_units_shared_by_workers_divide_every_cost() -> None:
 def test_two_ranks_give_the_one_process_report(tmp_path: Path) -> None:
     """torchrun with 2 gloo ranks: the JSON equals one process's for roundtrip, sampling, attack
     and spectrum (uneven shards: 5 batches of 8 per set, 2 of the attack), and the exit code is the same."""
+    config = tmp_path / "c.yaml"
+    config.write_text("attack: {steps: 20}\nspectrum: {samples: 12}\n")  # the merge, not the search
     args = [str(CHECKPOINT), "--audit", "roundtrip", "--audit", "sampling", "--audit", "attack",
-            "--audit", "spectrum", "--samples", "40", "--batch-size", "8", "--attack-samples", "12", "-q"]
+            "--audit", "spectrum", "--samples", "40", "--batch-size", "8", "--attack-samples", "12", "-q",
+            "--config", str(config)]
     one = subprocess.run([sys.executable, "-m", "innaudit", "run", *args, "-o", f"json={tmp_path / 'one.json'}"],
                          env=_env(), cwd=ROOT, timeout=300, capture_output=True, text=True)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

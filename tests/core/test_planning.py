@@ -7,6 +7,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import torch
 
 import innaudit
 from innaudit.audits import REGISTRY, specs
@@ -204,3 +205,29 @@ def test_replan_after_an_audit_scales_the_rest_by_what_it_really_took() -> None:
     report = run.report()
     assert report["audits"][0]["used_s"] == pytest.approx(0.1 * run.current["first"].model_s, abs=1e-3)
     assert "used_s" not in report["audits"][1]
+
+
+def test_only_the_kinds_of_work_the_audits_use_are_timed() -> None:
+    """A roundtrip-only plan times forward and inverse and never differentiates the model; the
+    spectrum's plan also times VJPs and JVPs."""
+    from innaudit.planning import KINDS, kinds_used, measure_units
+
+    def costs(aid: str) -> list[AuditCost]:
+        return list(REGISTRY[aid].costs(64, REGISTRY[aid].options).values())
+
+    assert kinds_used(costs("roundtrip")) == {"forward", "inverse"}
+    assert {"vjp", "jvp"} <= kinds_used(costs("spectrum")) <= set(KINDS)
+    model = prepare(Job(f"{FIXTURES}:exact", parse_config({}, specs()))).loaded.model
+    graphs: list[bool] = []
+    original = model.forward
+
+    def forward(x, grad=False):  # type: ignore[no-untyped-def]
+        graphs.append(grad)
+        return original(x, grad=grad)
+
+    object.__setattr__(model, "forward", forward)
+    x = torch.rand(8, *model.info.domain.shape)
+    measure_units(model, x, kinds_used(costs("roundtrip")))
+    assert graphs and not any(graphs)
+    measure_units(model, x, kinds_used(costs("spectrum")))
+    assert any(graphs)

@@ -35,11 +35,15 @@ def test_checkpoint_round_trips_test_patches() -> None:
 
 @pytest.mark.slow
 def test_run_with_no_data_argument_finishes_the_default_audits(tmp_path: Path) -> None:
-    """No --data: the checkpoint names its test split. Matrix-free Jacobians keep it to minutes
-    (``auto`` builds exact 3072 x 3072 Jacobians, hours on a small CPU)."""
+    """No --data: the checkpoint names its test split. Every default audit runs, at a CPU-cheap
+    size: few samples, short searches, matrix-free Jacobians with few iterations (the plain
+    command takes minutes; its table is in the README)."""
     pytest.importorskip("skimage")
     out, config = tmp_path / "r.json", tmp_path / "c.yaml"
-    config.write_text("".join(f"{a}:\n  method: matrix-free\n" for a in ("spectrum", "logdet", "layers")))
+    config.write_text("spectrum: {method: matrix-free, max_iter: 8}\n"
+                      "layers: {method: matrix-free, max_iter: 8, samples: 2}\n"
+                      "logdet: {method: matrix-free, probes: 2, steps: 8, samples: 2}\n"
+                      "precision: {spectrum_samples: 1}\nattack: {steps: 20}\n")
     result = invoke_cli("run", CHECKPOINT, "--no-progress", "--samples", 4, "--attack-samples", 2,
                         "--config", config, "-o", f"json={out}")
     assert result.code in (0, 1), result.stderr

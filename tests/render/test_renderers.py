@@ -11,7 +11,7 @@ import pytest
 
 from innaudit.api import audit
 from innaudit.audits import REGISTRY
-from innaudit.render import RENDERERS, console
+from innaudit.render import RENDERERS, console, plots
 from innaudit.render.json import render as render_json
 from innaudit.results import Report
 
@@ -81,10 +81,14 @@ def _tagged(report: Report) -> Report:
 
 
 @pytest.mark.parametrize("fmt", sorted(RENDERERS))
-def test_every_renderer_names_every_audit_and_the_verdict(fmt: str, failing_report: Report) -> None:
+def test_every_renderer_names_every_audit_and_the_verdict(fmt: str, failing_report: Report,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     assert [a.id for a in failing_report.audits] == list(REGISTRY)
     report = _tagged(failing_report)
     text = RENDERERS[fmt](report)
+    # the reports with one audit left out are checked without the HTML's figures (a second each);
+    # the full render above drew them, so a name that only a figure carries is still counted
+    monkeypatch.setattr(plots, "plot_series", lambda kind, series, title, salt: "")
     for result in report.audits:
         assert result.id in text, f"{fmt} does not name {result.id}"
         rest = replace(report, audits=tuple(a for a in report.audits if a is not result))
