@@ -149,6 +149,9 @@ LABELS = {"rel_error_l2": "relative round-trip error", "error_l2": "round-trip e
           "max_log10_gap": "forward/inverse spectrum gap (log10)", "scale_min": "smallest coupling scale"}
 """Short names of common metric leaves; anything else is named by its declaration's doc."""
 
+AUDIT_LABELS = {"gradient": {"rel_error_l2": "relative gradient error", "error_l2": "gradient error"}}
+"""Leaves that mean something else in one audit (the gradient audit's errors are of gradients)."""
+
 STAT_WORDS = {"max": "max", "min": "min", "median": "median", "p99": "p99", "mean": "mean"}
 
 
@@ -197,12 +200,12 @@ def rate_text(value: float, n: Any, what: str, limit: str = "",
     return f"{shown}{count} {what}{tail}"
 
 
-def metric_label(path: str, metric: Metric | None) -> str:
-    """A metric in words: ``max relative round-trip error``, else its doc, else its path."""
+def metric_label(path: str, metric: Metric | None, audit: str = "") -> str:
+    """A metric of ``audit`` in words: ``max relative round-trip error``, else its doc, else its path."""
     head, _, stat = path.rpartition(".")
     base, named = (head, stat) if stat in STAT_WORDS and head else (path, "")
     leaf = base.rpartition(".")[2]
-    word = LABELS.get(leaf) or (metric.doc if metric is not None and metric.doc else base)
+    word = AUDIT_LABELS.get(audit, {}).get(leaf) or LABELS.get(leaf) or (metric.doc if metric is not None and metric.doc else base)
     if base.startswith(("forward.", "inverse.")):
         word += f" of {base.split('.')[0]} J"
     if base.startswith("float64."):
@@ -226,8 +229,8 @@ def check_text(audit: str, check: Check, metrics: Mapping[str, Any],
         assert metric is not None
         return rate_text(check.value, metrics.get("n"), metric.doc or check.metric, limit, interval)
     if math.isnan(check.value):
-        return f"{metric_label(check.metric, metric)} could not be computed (nan; {limit})"
-    return f"{metric_label(check.metric, metric)} {fmt(check.value)} ({limit})"
+        return f"{metric_label(check.metric, metric, audit)} could not be computed (nan; {limit})"
+    return f"{metric_label(check.metric, metric, audit)} {fmt(check.value)} ({limit})"
 
 
 @dataclass(frozen=True)

@@ -104,3 +104,13 @@ def test_console_plain_has_no_escape_codes_and_color_has(failing_report: Report)
     assert "[nonfinite_fraction]" not in plain
     assert "[nonfinite_fraction]" in console.render(failing_report, width=250, verbose=True)
     assert "\x1b[" in console.render(failing_report, color=True)
+
+
+def test_a_check_is_worded_for_its_audit() -> None:
+    """The same metric leaf reads as what that audit measured: a round trip's error or a gradient's."""
+    from innaudit.render.common import check_text
+    from innaudit.results import Check, Status
+
+    check = Check("rel_error_l2.max", 0.034, 1e-3, 1e-2, Status.FAIL)
+    assert check_text("gradient", check, {}).startswith("max relative gradient error 0.034 (limit 0.01)")
+    assert check_text("roundtrip", check, {}).startswith("max relative round-trip error 0.034")
