@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..config import Threshold
+from ..cost import AuditCost, Cost, jacobian_costs
 from ..data import Dataset
 from ..linalg import extreme_singular_values, jacobian_singular_values
 from ..metrics import Metric, neither, rate, worse
@@ -59,6 +60,14 @@ an index into it."""
 
 _BY_NAME = {p.name: p for p in PRECISIONS}
 EXACT_COND_DIM = 1024
+
+LANES_COST = 18.0
+"""The six lanes' round trips of one sample, in float32 round trips: float64 runs at about half
+float32's speed, and float16 and bfloat16 without native kernels (most CPUs) several times slower
+still; measured on a 3072-dimensional coupling flow on a CPU (``benchmarks/scale.py``)."""
+
+FLOAT64_COST = 1.5
+"""A float64 Jacobian-vector product of one point, in float32 ones of the planner's measure."""
 """Largest dimension whose condition number comes from exact Jacobians (Lanczos above)."""
 
 _SKIPPABLE = (RuntimeError, NotImplementedError, TypeError, ValueError)
@@ -150,6 +159,23 @@ class PrecisionAudit(Audit):
     def set_names(cls, datasets: Sequence[Dataset], options: Mapping[str, Any]) -> tuple[str, ...]:
         """The data sets, then ``prior@T=1`` when ``prior`` is on."""
         return (*super().set_names(datasets, options), *((prior_set(1.0),) if options["prior"] else ()))
+
+    shrinkable = {"spectrum_samples": 1}
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Per sample: a forward and an inverse in each lane, counted in float32 round trips
+        (:data:`LANES_COST`); per set: ``cond(J_F)`` at ``spectrum_samples`` points in float64
+        (:data:`FLOAT64_COST` times the float32 Jacobian work of the chosen method)."""
+        method = "exact" if dim <= EXACT_COND_DIM else "matrix-free"
+        # its Lanczos stops at a loose tolerance (1e-3), about half of its 32 iterations
+        cond = jacobian_costs(dim, 32, share=0.5)[method].per_sample * (FLOAT64_COST * int(options["spectrum_samples"]))
+        return {"": AuditCost(Cost(forward=LANES_COST, inverse=LANES_COST), cond)}
+
+    @classmethod
+    def capacities(cls, datasets: Sequence[Dataset], options: Mapping[str, Any], samples: int) -> list[int]:
+        """Every data set, then the prior draws when ``prior`` is on."""
+        return [*super().capacities(datasets, options, samples), *([samples] if options["prior"] else [])]
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped only when there is no data set and the prior set is off."""
