@@ -169,21 +169,28 @@ KINDS = ("forward", "inverse", "vjp", "jvp", "dense")
 """The kinds of work :func:`measure_units` can time."""
 
 
+def _timed_or(fallback: float, wanted: bool, fn: Any, device: torch.device) -> float:
+    """:func:`_timed` of ``fn`` when ``wanted`` and it runs, else ``fallback`` (a call that fails
+    is the audits' finding, reported there; here it is only costed)."""
+    if not wanted:
+        return fallback
+    try:
+        return _timed(fn, device)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        return fallback
+
+
 def _call_seconds(model: InvertibleModel, x: Tensor, kinds: Collection[str]) -> tuple[float, float, float, float]:
-    """Seconds of one forward, inverse, VJP and JVP of ``model`` on the batch ``x``; a kind not
-    in ``kinds`` is estimated from the forward instead of timed."""
+    """Seconds of one forward, inverse, VJP and JVP of ``model`` on the batch ``x``. A kind not
+    in ``kinds``, or that fails, is estimated: an inverse as a forward, a VJP as three forwards,
+    a JVP as two VJPs (the double-backward fallback of :mod:`innaudit.linalg`)."""
     device = x.device
     with torch.no_grad():
         z = model.forward(x)
     forward_s = _timed(lambda: model.forward(x), device)
-    inverse_s = vjp_s = jvp_s = math.nan
-    if "inverse" in kinds:
-        try:
-            inverse_s = _timed(lambda: model.inverse(z), device)
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # a broken inverse is the audits' finding; cost it as a forward
-            pass
+    inverse_s = _timed_or(forward_s, "inverse" in kinds, lambda: model.inverse(z), device)
 
     def vjp() -> None:
         t = x.detach().clone().requires_grad_(True)
@@ -191,24 +198,11 @@ def _call_seconds(model: InvertibleModel, x: Tensor, kinds: Collection[str]) -> 
             out = _flat(model.forward(t, grad=True))
             torch.autograd.grad(out, t, torch.ones_like(out))
 
-    if "vjp" in kinds or "jvp" in kinds:
-        try:
-            vjp_s = _timed(vjp, device)
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # not differentiable: the audits report it; cost it as three forwards
-            pass
-    vjp_s = 3 * forward_s if math.isnan(vjp_s) else vjp_s
-    if "jvp" in kinds:
-        try:
-            v = torch.ones_like(x)
-            jvp_s = _timed(lambda: torch.func.jvp(lambda t: _flat(model.forward(t, grad=True)), (x,), (v,)), device)
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # no forward-mode AD: the linalg fallback costs about two VJPs
-            pass
-    return (forward_s, forward_s if math.isnan(inverse_s) else inverse_s, vjp_s,
-            2 * vjp_s if math.isnan(jvp_s) else jvp_s)
+    def jvp() -> None:
+        torch.func.jvp(lambda t: _flat(model.forward(t, grad=True)), (x,), (torch.ones_like(x),))
+
+    vjp_s = _timed_or(3 * forward_s, "vjp" in kinds or "jvp" in kinds, vjp, device)
+    return forward_s, inverse_s, vjp_s, _timed_or(2 * vjp_s, "jvp" in kinds, jvp, device)
 
 
 def measure_units(model: InvertibleModel, x: Tensor, kinds: Collection[str] = KINDS) -> Units:
@@ -216,9 +210,8 @@ def measure_units(model: InvertibleModel, x: Tensor, kinds: Collection[str] = KI
     (cost per call and per sample), and a float64 SVD.
 
     Only the ``kinds`` the planned audits use are timed (a JVP's first call alone imports
-    torch's function transforms, seconds); the others are estimated: an inverse as a forward, a
-    VJP as three forwards, a JVP as two VJPs (also the cost of the double-backward fallback of
-    :mod:`innaudit.linalg` for a model without forward-mode AD), dense work as 1 ns per ``d^3``.
+    torch's function transforms, seconds); the others are estimated as :func:`_call_seconds`
+    says, dense work as 1 ns per ``d^3``.
     """
     one = _call_seconds(model, x[:1], kinds)
     many = _call_seconds(model, x, kinds) if len(x) > 1 else one

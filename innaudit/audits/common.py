@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -15,7 +16,9 @@ from ..model import InvertibleModel
 from ..stats import ErrorAccumulator
 from .base import AuditContext
 
-__all__ = ["batch_units", "full_range_floor", "level_stats", "prior_set", "progress_counter", "recording",
+T = TypeVar("T")
+
+__all__ = ["batch_units", "by_set", "full_range_floor", "level_stats", "prior_set", "progress_counter", "recording",
            "round_trip", "sample_batches", "verdict_float64"]
 
 
@@ -84,6 +87,14 @@ def batch_units(sizes: Iterable[int], batch_size: int) -> list[tuple[int, int, i
     step = max(1, batch_size)
     return [(index, start, min(start + step, size)) for index, size in enumerate(sizes)
             for start in range(0, size, step)]
+
+
+def by_set(units: Sequence[tuple[int, int, int]], parts: Sequence[T], count: int) -> list[list[T]]:
+    """The results of :func:`batch_units` work units, grouped by set (``count`` sets), in order."""
+    grouped: list[list[T]] = [[] for _ in range(count)]
+    for (index, _, _), part in zip(units, parts, strict=True):
+        grouped[index].append(part)
+    return grouped
 
 
 def level_stats(model: InvertibleModel) -> LevelStats | None:

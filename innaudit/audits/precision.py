@@ -60,6 +60,7 @@ an index into it."""
 
 _BY_NAME = {p.name: p for p in PRECISIONS}
 EXACT_COND_DIM = 1024
+"""Largest dimension whose condition number comes from exact Jacobians (Lanczos above)."""
 
 LANES_COST = 18.0
 """The six lanes' round trips of one sample, in float32 round trips: float64 runs at about half
@@ -68,7 +69,6 @@ still; measured on a 3072-dimensional coupling flow on a CPU (``benchmarks/scale
 
 FLOAT64_COST = 1.5
 """A float64 Jacobian-vector product of one point, in float32 ones of the planner's measure."""
-"""Largest dimension whose condition number comes from exact Jacobians (Lanczos above)."""
 
 _SKIPPABLE = (RuntimeError, NotImplementedError, TypeError, ValueError)
 _RT_FAIL = {m: t.fail for m, t in RoundTrip.thresholds.items()}
@@ -147,6 +147,7 @@ class PrecisionAudit(Audit):
     }
     options = {"required": "float32", "samples": 256, "spectrum_samples": 4, "prior": True,
                "force_iterative": False}
+    shrinkable = {"spectrum_samples": 1}
     metrics = (
         neither("n", doc="samples"), worse("cond", doc="condition number of J_F (float64)"),
         neither("lowest_invertible", doc="index into float64, float32, float16, bfloat16"),
@@ -159,8 +160,6 @@ class PrecisionAudit(Audit):
     def set_names(cls, datasets: Sequence[Dataset], options: Mapping[str, Any]) -> tuple[str, ...]:
         """The data sets, then ``prior@T=1`` when ``prior`` is on."""
         return (*super().set_names(datasets, options), *((prior_set(1.0),) if options["prior"] else ()))
-
-    shrinkable = {"spectrum_samples": 1}
 
     @classmethod
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:

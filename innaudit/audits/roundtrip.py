@@ -14,7 +14,16 @@ from ..metrics import neither, rate, worse
 from ..model import InverseKind, InvertibleModel
 from ..stats import ErrorAccumulator
 from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, full_range_floor, level_stats, progress_counter, recording, round_trip, verdict_float64
+from .common import (
+    batch_units,
+    by_set,
+    full_range_floor,
+    level_stats,
+    progress_counter,
+    recording,
+    round_trip,
+    verdict_float64,
+)
 
 __all__ = ["RoundTrip"]
 
@@ -107,9 +116,7 @@ class RoundTrip(Audit):
                                    [ds.make(start, stop).to(device=ctx.device, dtype=torch.float64)], floor)
             return _Part(acc, levels, hit, acc64)
 
-        parts = ctx.map(units, work)
-        for index, ds in enumerate(ctx.datasets):
-            mine = [p for (i, _, _), p in zip(units, parts, strict=True) if i == index]
+        for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
             acc = ErrorAccumulator(floor=floor)
             levels = level_stats(ctx.model)
             for part in mine:

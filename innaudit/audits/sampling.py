@@ -15,7 +15,7 @@ from ..latent import LevelStats
 from ..metrics import neither, rate, worse
 from ..stats import ErrorAccumulator
 from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, level_stats, prior_set, progress_counter, recording, round_trip
+from .common import batch_units, by_set, level_stats, prior_set, progress_counter, recording, round_trip
 
 __all__ = ["Sampling"]
 
@@ -107,9 +107,8 @@ class Sampling(Audit):
                              1e-6 * math.sqrt(dim), steps[index])
             return acc, levels, torch.cat(outside).cpu()
 
-        parts = ctx.map(units, work)
-        for index, (temperature, name) in enumerate(zip(temperatures, names, strict=True)):
-            mine = [p for (i, _, _), p in zip(units, parts, strict=True) if i == index]
+        grouped = by_set(units, ctx.map(units, work), len(temperatures))
+        for temperature, name, mine in zip(temperatures, names, grouped, strict=True):
             acc = ErrorAccumulator(floor=1e-6 * math.sqrt(dim))
             levels = level_stats(ctx.model)
             for part, part_levels, _ in mine:

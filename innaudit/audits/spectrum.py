@@ -12,7 +12,7 @@ from ..config import Threshold
 from ..cost import AuditCost, jacobian_costs
 from ..metrics import Direction, better, neither, rate, worse
 from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units
+from .common import batch_units, by_set
 from .jacobians import Spectrum, measure, min_median_max
 
 __all__ = ["SpectrumAudit"]
@@ -177,9 +177,7 @@ class SpectrumAudit(Audit):
             ctx.progress(ds.name, done[index], totals[index])
             return part
 
-        parts = ctx.map(units, work)
-        for index, ds in enumerate(ctx.datasets):
-            mine = [p for (i, _, _), p in zip(units, parts, strict=True) if i == index]
+        for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
             if not mine:
                 continue
             spec = _cat(mine)

@@ -158,26 +158,25 @@ def curve(series: Mapping[str, Any], title: str) -> Any:
     return fig
 
 
-def blocks(series: Mapping[str, Any], title: str) -> Any:
-    """Metrics along the network, one point per block."""
+def _named_points(series: Mapping[str, Any], title: str, spacing: float, rotation: int, xlabel: str) -> Any:
+    """Metrics at named points (``series["name"]``), one marker per name, names along x."""
     names = [str(n) for n in series.get("name", [])]
-    fig = _figure(max(4.2, 0.35 * len(names) + 1.5), 2.6)
+    fig = _figure(max(4.2, spacing * len(names) + 1.5), 2.6)
     ax = fig.subplots()
     every = _lines(ax, series, "name", range, "o")
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=6, parse_math=False)
-    _finish_lines(ax, every, "block", title)
+    ax.set_xticks(range(len(names)), names, rotation=rotation, ha="right", fontsize=6, parse_math=False)
+    _finish_lines(ax, every, xlabel, title)
     return fig
+
+
+def blocks(series: Mapping[str, Any], title: str) -> Any:
+    """Metrics along the network, one point per block."""
+    return _named_points(series, title, 0.35, 60, "block")
 
 
 def precisions(series: Mapping[str, Any], title: str) -> Any:
     """Metrics per precision (measured and predicted round-trip error), one point per precision."""
-    names = [str(n) for n in series.get("name", [])]
-    fig = _figure(max(4.2, 0.6 * len(names) + 1.5), 2.6)
-    ax = fig.subplots()
-    every = _lines(ax, series, "name", range, "o")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=6, parse_math=False)
-    _finish_lines(ax, every, "precision", title)
-    return fig
+    return _named_points(series, title, 0.6, 30, "precision")
 
 
 def grid(series: Mapping[str, Any], title: str) -> Any:

@@ -31,8 +31,7 @@ from ..errors import CorruptCheckpointError, LoadError, UnsafeCheckpointError, c
 from .pickle_scan import unsafe_globals
 from .preflight import Limits, check_structure, check_zip
 
-__all__ = ["CheckpointFile", "FileFormat", "load_trusted", "load_weights_only", "read_checkpoint",
-           "sniff_format"]
+__all__ = ["CheckpointFile", "FileFormat", "load_trusted", "load_weights_only", "read_checkpoint"]
 
 TRUST_HINT = (
     "innaudit does not run code from checkpoints; if you made this file yourself and trust it, "
@@ -61,7 +60,7 @@ class CheckpointFile:
 
     @cached_property
     def format(self) -> FileFormat:
-        """The format, told from the bytes (see :func:`sniff_format`)."""
+        """The format, told from the first bytes (a zip by its entries), not from the extension."""
         return _sniff(self.path, self.data)
 
     @property
@@ -103,25 +102,9 @@ def read_checkpoint(path: Path, limits: Limits | None = None) -> CheckpointFile:
     return CheckpointFile(path, data)
 
 
-def sniff_format(path: Path) -> FileFormat:
-    """Tell the format of ``path`` from its first bytes (a zip is told apart by its entries).
-
-    Raises:
-        LoadError: the path is missing or not a file.
-        CorruptCheckpointError: the file is empty or of no format innaudit reads.
-    """
-    _check_path(path)
-    with path.open("rb") as handle:
-        head = handle.read(16)
-    if head.startswith(b"PK\x03\x04"):
-        return _zip_kind(path)
-    return _sniff(path, head, path.stat().st_size)
-
-
-def _sniff(path: Path, data: bytes, size: int | None = None) -> FileFormat:
-    """The format of a file whose first bytes (or all bytes) are ``data``."""
-    head = data[:16]
-    size = len(data) if size is None else size
+def _sniff(path: Path, data: bytes) -> FileFormat:
+    """The format of the file ``path`` whose bytes are ``data``."""
+    head, size = data[:16], len(data)
     if not head:
         raise CorruptCheckpointError(f"{path} is empty (0 bytes); expected a PyTorch checkpoint")
     if head.startswith(b"PK\x03\x04"):
@@ -139,7 +122,7 @@ def _sniff(path: Path, data: bytes, size: int | None = None) -> FileFormat:
     )
 
 
-def _zip_kind(source: Path | io.BytesIO) -> FileFormat:
+def _zip_kind(source: io.BytesIO) -> FileFormat:
     """A ``torch.export.save`` archive (``.pt2``, it names its ``archive_format``), a TorchScript
     archive (``code/``, ``constants.pkl``), or a torch.save checkpoint."""
     try:
