@@ -14,6 +14,13 @@ own process group, with ``RLIMIT_AS`` set, and streams events to the parent::
 The parent owns the report: when the time is up, or the child dies, it kills the process group
 and builds the report from the audits finished so far, with the audit that was running marked
 ``error`` and the reason, so a hang or an allocation bomb ends as exit 2 with partial results.
+
+Under ``torchrun`` each rank is such a parent: its child inherits the rank's environment
+(``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...) and joins the job's process group, so the children
+shard the work among themselves while every parent keeps its own clock. ``--timeout`` is then
+the job's wall-clock limit: every rank started with the job, so every parent stops its child
+at the same deadline (a child waiting for a stopped peer fails its collective instead of
+hanging).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from .distributed import DEFAULT_TIMEOUT_S, join, leave
 from .errors import InnauditError, LoadError, clean_text
 from .orchestration import Job, execute
 from .results import AuditResult, Report, Status
@@ -83,7 +91,7 @@ def _send(conn: Any, event: tuple[Any, ...]) -> None:
         os._exit(2)
 
 
-def _child(conn: Any, job: Job, parent_pid: int | None = None) -> None:
+def _child(conn: Any, job: Job, parent_pid: int | None = None, rank_timeout: float = DEFAULT_TIMEOUT_S) -> None:
     """Entry point of the child process. It never returns and never prints a traceback: every
     way out (done, a load error, any exception, ``SystemExit`` from a library) is one event for
     the parent, then ``os._exit``."""
@@ -91,7 +99,7 @@ def _child(conn: Any, job: Job, parent_pid: int | None = None) -> None:
     _die_with_parent(parent_pid if parent_pid is not None else os.getppid())
     code = 0
     try:
-        _job(conn, job)
+        _job(conn, job, rank_timeout)
     except InnauditError as exc:
         _send(conn, ("error", str(exc)))
     except MemoryError:
@@ -109,7 +117,8 @@ def _child(conn: Any, job: Job, parent_pid: int | None = None) -> None:
     os._exit(code)
 
 
-def _job(conn: Any, job: Job) -> None:
+def _job(conn: Any, job: Job, rank_timeout: float) -> None:
+    """Set the memory limit, join the ``torchrun`` job if this is one of its ranks, and run."""
     if job.max_memory:
         import resource
 
@@ -118,7 +127,11 @@ def _job(conn: Any, job: Job) -> None:
         except (ValueError, OSError) as exc:
             raise InnauditError(f"--max-memory {job.max_memory} cannot be set as this process's memory "
                                 f"limit ({exc}); give a smaller size") from None
-    execute(job, _Pipe(conn))
+    shard = join(rank_timeout)
+    try:
+        execute(job, _Pipe(conn), shard)
+    finally:
+        leave(shard)
     _send(conn, ("done", None))
 
 
@@ -161,8 +174,12 @@ def _catching(signals: tuple[int, ...]) -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def run_isolated(job: Job, timeout: float | None, observer: Any) -> Report:
+def run_isolated(job: Job, timeout: float | None, observer: Any,
+                 rank_timeout: float = DEFAULT_TIMEOUT_S) -> Report:
     """Run ``job`` in a child; return its Report, or a partial one if it is stopped or dies.
+
+    In a ``torchrun`` job the child joins the process group as this process's rank, its
+    collectives timing out after ``rank_timeout`` seconds.
 
     SIGTERM and SIGHUP sent to this process are forwarded to the child's process group (then
     SIGKILL after :data:`GRACE_S`), and the run ends with the partial report and exit 2;
@@ -175,7 +192,8 @@ def run_isolated(job: Job, timeout: float | None, observer: Any) -> Report:
     """
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(child, job, os.getpid()), daemon=True)
+    process = context.Process(target=_child, args=(child, job, os.getpid(), rank_timeout),
+                              daemon=True)
     deadline = None if timeout is None else time.monotonic() + timeout
     state = _State()
     signum: int = signal.SIGTERM

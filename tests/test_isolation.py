@@ -51,3 +51,14 @@ def test_load_errors_in_the_child_are_one_line(tmp_path: Path) -> None:
     proc = _run(str(empty), "--timeout", "60")
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_file_audits_under_a_memory_limit(tmp_path: Path) -> None:
+    # the checkpoint is read in pieces: one read of the whole budget would reserve 2 GiB at once
+    # and fail under the limit it is meant to enforce
+    report = tmp_path / "r.json"
+    checkpoint = Path(__file__).parent.parent / "checkpoints" / "digits-affine.pt"
+    proc = _run(str(checkpoint), "--audit", "roundtrip", "--samples", "32", "--max-memory", "2G",
+                "-o", f"json={report}")
+    assert proc.returncode == 1, proc.stderr  # the gate's verdict on this checkpoint, not a load error
+    assert json.loads(report.read_text())["audits"][0]["status"] == "fail"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -55,7 +57,7 @@ __all__ = ["run"]
 @click.option("--fail-on-regression", is_flag=True, help="With --baseline: a regressed metric fails the gate (exit 1).")
 @click.option("--rel-tol", type=float, default=REL_TOL, show_default=True, help="With --baseline: relative tolerance, tol = max(|base| * rel, abs).")
 @click.option("--abs-tol", type=float, default=ABS_TOL, show_default=True, help="With --baseline: absolute tolerance.")
-@click.option("--timeout", type=float, metavar="SECONDS", help="Run in a child process and stop it after SECONDS; finished audits are kept, the run exits 2.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Run in a child process and stop it after SECONDS; finished audits are kept, the run exits 2. Under torchrun: the whole job's limit.")
 @click.option("--max-memory", metavar="SIZE", help="Run in a child process limited to SIZE of memory (e.g. 4G); also the budget for checkpoint tensors.")
 @click.option("--rank-timeout", type=float, metavar="SECONDS", help="Under torchrun: how long a rank waits for the others before the job ends with exit 2 naming the ranks that crashed or hung.  [default: 600]")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 when a gate fails (never hides exit 2).")
@@ -103,9 +105,6 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     from ..distributed import world_size_of
 
     world = world_size_of()
-    if world > 1 and (timeout is not None or max_memory is not None):
-        raise UsageError("--timeout and --max-memory run innaudit in a child process, which a torchrun "
-                         "job does not; limit the job with its launcher (timeout, srun --time) instead")
     _check_device(config.device)
     from ..orchestration import Job
 
@@ -115,20 +114,27 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     tty = sys.stderr.isatty()
     mode = "off" if progress is False or (quiet and progress is None and not tty) else \
         "bars" if progress or tty else "plain"
+    finish = partial(_finish, base=base, baseline=baseline, rel_tol=rel_tol, abs_tol=abs_tol,
+                     fail_on_regression=fail_on_regression, targets=targets, quiet=quiet,
+                     witness_dir=witness_dir, exit_zero=exit_zero)
+    if world > 1 and (timeout is not None or job.max_memory is not None):
+        return _distributed_isolated(job, mode, timeout, rank_timeout, finish)
     if world > 1:
-        return _distributed(job, mode, rank_timeout, base, baseline, rel_tol, abs_tol, fail_on_regression,
-                            targets, quiet, witness_dir, exit_zero)
-    report = _audit(job, timeout, mode)
-    return _finish(report, base, baseline, rel_tol, abs_tol, fail_on_regression, targets, quiet,
-                   witness_dir, exit_zero)
+        return _distributed(job, mode, rank_timeout, finish)
+    return finish(_audit(job, timeout, mode))
 
 
 def _finish(report: Report, base: Any, baseline: str | None, rel_tol: float, abs_tol: float,
             fail_on_regression: bool, targets: Any, quiet: bool, witness_dir: Path | None,
-            exit_zero: bool) -> int:
-    """Compare with the baseline, write the reports and the witnesses; the exit code."""
+            exit_zero: bool, write: bool = True) -> int:
+    """Compare with the baseline, write the reports and the witnesses (unless ``write`` is
+    False: a torchrun rank other than 0); the exit code."""
     if base is not None:
         report = compared(base, report, cast(str, baseline), rel_tol, abs_tol, fail_on_regression)  # base came from it
+    code = int(report.exit_code)
+    code = 0 if exit_zero and code == 1 else code
+    if not write:
+        return code
     for warning in report.warnings:
         err(f"warning: {warning}")
     write_outputs(report, targets, quiet)
@@ -138,13 +144,10 @@ def _finish(report: Report, base: Any, baseline: str | None, rel_tol: float, abs
         from ..render.console import verdict_line
 
         err(verdict_line(report))
-    code = int(report.exit_code)
-    return 0 if exit_zero and code == 1 else code
+    return code
 
 
-def _distributed(job: Job, progress: str, rank_timeout: float | None, base: Any, baseline: str | None,
-                 rel_tol: float, abs_tol: float, fail_on_regression: bool, targets: Any, quiet: bool,
-                 witness_dir: Path | None, exit_zero: bool) -> int:
+def _distributed(job: Job, progress: str, rank_timeout: float | None, finish: Callable[..., int]) -> int:
     """One rank of a torchrun job: every rank audits its share; rank 0 alone writes the reports
     and decides the exit code, which every other rank exits with (its own once the job broke)."""
     from ..distributed import DEFAULT_TIMEOUT_S, join, leave
@@ -157,8 +160,7 @@ def _distributed(job: Job, progress: str, rank_timeout: float | None, base: Any,
         code, problem = 2, None
         if shard.leader:
             try:
-                code = _finish(report, base, baseline, rel_tol, abs_tol, fail_on_regression, targets, quiet,
-                               witness_dir, exit_zero)
+                code = finish(report)
             except Exception as exc:  # the others still get exit 2 before this is raised
                 problem = exc
         elif report.errors:  # a broken job: this rank says why on stderr
@@ -174,6 +176,23 @@ def _distributed(job: Job, progress: str, rank_timeout: float | None, base: Any,
         return code
     finally:
         leave(shard)
+
+
+def _distributed_isolated(job: Job, progress: str, timeout: float | None, rank_timeout: float | None,
+                          finish: Callable[..., int]) -> int:
+    """One rank of a torchrun job with ``--timeout`` or ``--max-memory``: this rank's child process
+    joins the job and audits its share; this process keeps the clock and the memory limit. Rank 0
+    writes the reports. Every rank holds the merged results, so each reaches the same exit code
+    from its own report; a rank stopped by the deadline, a crash or a peer that is gone exits 2."""
+    from ..distributed import DEFAULT_TIMEOUT_S
+    from ..isolation import run_isolated
+
+    leader = os.environ.get("RANK", "0") == "0"
+    with ProgressObserver(progress if leader else "off") as observer:
+        report = run_isolated(job, timeout, observer, rank_timeout or DEFAULT_TIMEOUT_S)
+    if not leader and report.errors:
+        err(f"error: rank {os.environ.get('RANK')}: {report.errors[0]}")
+    return finish(report, write=leader)
 
 
 def _witness_dir(path: str | None) -> Path | None:

@@ -86,6 +86,24 @@ def _check_path(path: Path) -> None:
                         "expected a checkpoint file")
 
 
+CHUNK = 16 << 20
+"""Bytes read at a time: ``read(n)`` would reserve all ``n`` bytes at once, which fails under the
+``RLIMIT_AS`` of ``--max-memory`` when ``n`` is the budget itself."""
+
+
+def _read_at_most(handle: io.BufferedReader, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``handle``, read in :data:`CHUNK` pieces (no more memory than the
+    file's own size, plus one piece)."""
+    parts, total = [], 0
+    while total < limit:
+        part = handle.read(min(CHUNK, limit - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
+
+
 def read_checkpoint(path: Path, limits: Limits | None = None) -> CheckpointFile:
     """Open ``path`` once and read it whole, refusing a file larger than the memory budget.
 
@@ -95,7 +113,7 @@ def read_checkpoint(path: Path, limits: Limits | None = None) -> CheckpointFile:
     _check_path(path)
     budget = (limits or Limits()).max_bytes
     with path.open("rb") as handle:
-        data = handle.read(budget + 1)
+        data = _read_at_most(handle, budget + 1)
     if len(data) > budget:
         raise LoadError(f"{path} is larger than the {budget / (1 << 20):.1f} MiB budget; raise "
                         "--max-memory if the checkpoint is genuinely that large")

@@ -117,9 +117,11 @@ def test_deep_affine_checkpoint_breaks_within_half_a_bin_of_digits_that_round_tr
     assert replay.audits[0].results[0].metrics["nonfinite_fraction"] == 1.0  # the --data set
 
 
-def test_shallow_affine_checkpoint_holds_at_half_a_bin_and_breaks_two_bins_away() -> None:
+def test_shallow_affine_checkpoint_holds_at_half_a_bin_and_breaks_three_bins_away() -> None:
     # No hole is reported where there is none: the 8-step flow is invertible within half a bin
-    # of the digits; two bins away (outside the cells it was trained on) the attack breaks it.
+    # of the digits; three bins away (outside the cells it was trained on) the attack breaks it
+    # and beats random search. (Two bins away it breaks too, but whether 120 steps reach the
+    # overflow for 0, 1 or 2 of these 16 starts depends on the CPU's float32 round-off.)
     def attack(epsilon: float | None):
         return _set(audit(AFFINE, ood=["uniform"], config={"audits": ["attack"], "attack": {
             "samples": 16, "steps": 120, "epsilon": epsilon}}))
@@ -127,7 +129,7 @@ def test_shallow_affine_checkpoint_holds_at_half_a_bin_and_breaks_two_bins_away(
     near = attack(None)
     assert near.metrics["nonfinite_fraction"] == 0.0 and near.metrics["fraction_above_threshold"] == 0.0
     assert near.metrics["rel_error_l2"]["max"] < 1e-4 and near.status is Status.PASS
-    far = attack(2 / 17)
+    far = attack(3 / 17)
     assert far.metrics["nonfinite_fraction"] > 0.0
     assert far.metrics["random_search"]["nonfinite_fraction"] < far.metrics["nonfinite_fraction"]
     assert far.status is Status.FAIL

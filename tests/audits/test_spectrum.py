@@ -96,8 +96,11 @@ def test_additive_checkpoint_has_much_larger_sigma_min_than_affine() -> None:
 
 
 def test_regularized_classifiers_have_a_much_larger_sigma_min_than_the_unregularized_one() -> None:
-    """Table C in miniature: FD and NF keep sigma_min of J_F on the test digits away from 0."""
-    cfg = {"audits": ["spectrum"], "samples": 360, "ood": ["one=constant:0.5"], "spectrum": {"samples": 360}}
+    """Table C in miniature: FD and NF keep sigma_min of J_F on the test digits away from 0.
+
+    The first 64 test digits suffice: 3 of them already have sigma_min < 1e-6 under the
+    unregularized classifier (12 of all 360 do)."""
+    cfg = {"audits": ["spectrum"], "samples": 64, "ood": ["one=constant:0.5"], "spectrum": {"samples": 64}}
     smallest = {}
     for reg in ("", "-fd", "-nf"):
         report = innaudit.audit(str(CHECKPOINTS / f"digits-classifier-affine{reg}.pt"), config=cfg)

@@ -124,7 +124,7 @@ def test_the_deep_checkpoint_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setenv("NO_COLOR", "1")
     result = invoke_cli("run", REPO / "checkpoints" / "digits-affine-deep.pt", "--audit", "roundtrip",
-                        "--audit", "spectrum", "--audit", "layers", "--samples", 200)
+                        "--audit", "spectrum", "--audit", "layers", "--samples", 64)
     assert result.code == 1, result.stderr
     text = result.stdout
     assert max(len(line) for line in text.splitlines()) <= 80
