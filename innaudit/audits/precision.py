@@ -217,12 +217,12 @@ class PrecisionAudit(Audit):
             return replace(part, cond=cond(index, u) if start == 0 else None)
 
         for index, (at, parts) in enumerate(zip(sets, by_set(units, ctx.map(units, work), len(sets)), strict=True)):
-            mine = dict(skipped)
-            sweep = _merge(lanes, mine, parts, at.floor)
+            reasons = dict(skipped)  # this set's, with the lanes that raised on it
+            sweep = _merge(lanes, reasons, parts, at.floor)
             first = next((p.cond for p in parts if p.cond is not None), None)  # the set's first batch
             values, note = first if first is not None else cond(index, torch.zeros(0))
             metrics = _set_metrics(sweep, values, required, "latent" if at.forward else "sample")
-            yield Measurement(at.name, metrics, _message(metrics, mine, required, note),
+            yield Measurement(at.name, metrics, _message(metrics, reasons, required, note),
                               {"precisions": _series(metrics)})
 
 
