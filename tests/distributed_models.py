@@ -6,18 +6,30 @@ Both are the exact linear flow of :mod:`tests.fixtures_models` on every rank but
 
 - ``raising``: raises ``RuntimeError("boom on purpose")``;
 - ``hanging``: sleeps ``HANG_S`` seconds first, far longer than the tests' ``--rank-timeout``.
+
+``counting`` is a chain of two exact 2-D linear blocks (so every sharded audit applies: ``grid``
+needs 2-D inputs, ``layers`` and ``gradient`` blocks, ``bounds`` the blocks' ``lipschitz_bounds``)
+that counts, per audit, the samples its blocks are called on (a call under ``vmap`` counts once);
+at exit it writes ``{audit id: samples}`` as JSON to ``$INNAUDIT_COUNTS/<RANK>.json`` (``single``
+without ``RANK``): how a torchrun job shared the work out.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import sys
 import time
+from collections import Counter
+from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from tests.fixtures_models import ExactLinear
 
-__all__ = ["HANG_S", "hanging", "raising"]
+__all__ = ["HANG_S", "counting", "hanging", "raising"]
 
 HANG_S = 120.0
 
@@ -50,3 +62,74 @@ def raising() -> nn.Module:
 def hanging() -> nn.Module:
     """Factory: exact, but the inverse hangs on rank 1."""
     return _Hanging()
+
+
+_COUNTS: Counter[str] = Counter()
+
+
+def _audit_calling() -> str:
+    """The id of the audit whose ``run`` is on the stack (its module in ``innaudit/audits/``,
+    the outermost one), or ``""`` (loading, planning)."""
+    found, frame = "", sys._getframe(1)
+    while frame is not None:
+        path = Path(frame.f_code.co_filename)
+        if path.parent.name == "audits" and path.parent.parent.name == "innaudit":
+            found = path.stem
+        frame = frame.f_back
+    return found
+
+
+def _count(t: Tensor) -> None:
+    _COUNTS[_audit_calling()] += t.shape[0] if t.dim() > 1 else 1
+
+
+def _write_counts() -> None:
+    where = os.environ.get("INNAUDIT_COUNTS")
+    if where:
+        Path(where, f"{os.environ.get('RANK', 'single')}.json").write_text(json.dumps(_COUNTS))
+
+
+class _CountedLinear(ExactLinear):
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x W^T, log|det W|)``, counted."""
+        _count(x)
+        return super().forward(x)
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """``W^-1 z``, counted."""
+        _count(z)
+        return super().inverse(z)
+
+    def lipschitz_bounds(self) -> tuple[float, float]:
+        """``(sigma_max(W), 1 / sigma_min(W))`` with 1 % to spare."""
+        sv = torch.linalg.svdvals(self.w.detach().double())
+        return 1.01 * float(sv[0]), 1.01 / float(sv[-1])
+
+
+class _Chain(nn.Module):
+    data_range = (0.0, 1.0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.input_shape = (2,)
+        self.blocks = nn.ModuleList([_CountedLinear(2), _CountedLinear(2)])
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Both blocks, their log-dets added."""
+        total = torch.zeros(len(x))
+        for block in self.blocks:
+            x, log_det = block(x)
+            total = total + log_det
+        return x, total
+
+    def inverse(self, z: Tensor) -> Tensor:
+        """Both blocks' inverses, last first."""
+        for block in reversed(self.blocks):
+            z = block.inverse(z)
+        return z
+
+
+def counting() -> nn.Module:
+    """Factory: two exact 2-D linear blocks that count each audit's samples (written at exit)."""
+    atexit.register(_write_counts)
+    return _Chain()

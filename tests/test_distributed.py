@@ -15,12 +15,14 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
 import torch
 
 from innaudit.audits.common import batch_units
+from innaudit.audits.precision import PRECISIONS, Lane, _merge, _Part
 from innaudit.cost import Timing, Units
 from innaudit.distributed import SINGLE, Shard
 from innaudit.stats import ErrorAccumulator
@@ -114,15 +116,38 @@ def test_units_shared_by_workers_divide_every_cost() -> None:
     assert (half.batch, half.dim) == (32, 64) and units.shared(1) is units
 
 
+def test_precision_merges_lane_failures_as_one_pass_meets_them() -> None:
+    """A lane that raised on some batch is dropped with its first failure's reason, reasons in
+    the order one pass over the batches meets them, and the gaps end where float64 first failed."""
+    lanes = [Lane(p, cast(Any, None)) for p in PRECISIONS[:4]]  # float64, float32, float16, bfloat16
+
+    def part(failed: dict[str, str]) -> _Part:
+        u = torch.ones(2, 3)
+        accs = {p.name: ErrorAccumulator(floor=1e-3) for p in PRECISIONS[:4] if p.name not in failed}
+        for acc in accs.values():
+            acc.add(u, u, u)
+        return _Part(accs, failed, {k: np.zeros(2) for k in accs if k != "float64"}, 2)
+
+    parts = [part({}), part({"float64": "raised A", "bfloat16": "raised B"}), part({"float16": "raised C"})]
+    skipped: dict[str, str] = {"autocast_float16": "not here"}
+    sweep = _merge(lanes, skipped, parts, 1e-3)
+    assert list(skipped.items()) == [("autocast_float16", "not here"), ("float64", "raised A"),
+                                     ("bfloat16", "raised B"), ("float16", "raised C")]
+    assert list(sweep.accs) == ["float32"] and sweep.accs["float32"].metrics("latent")["n"] == 6
+    assert [len(g) for g in sweep.gaps["float32"]] == [2] and sweep.n == 6
+
+
 @pytest.mark.slow
 def test_two_ranks_give_the_one_process_report(tmp_path: Path) -> None:
-    """torchrun with 2 gloo ranks: the JSON equals one process's for roundtrip, sampling, attack
-    and spectrum (uneven shards: 5 batches of 8 per set, 2 of the attack), and the exit code is the same."""
+    """torchrun with 2 gloo ranks: the JSON equals one process's for every sharded audit that
+    applies to an affine flow (uneven shards: 5 batches of 8 per set, 2 of the attack; non-finite
+    round trips, so worst samples, witnesses and the layers' culprits), and the exit code is the same."""
     config = tmp_path / "c.yaml"
-    config.write_text("attack: {steps: 20}\nspectrum: {samples: 12}\n")  # the merge, not the search
-    args = [str(CHECKPOINT), "--audit", "roundtrip", "--audit", "sampling", "--audit", "attack",
-            "--audit", "spectrum", "--samples", "40", "--batch-size", "8", "--attack-samples", "12", "-q",
-            "--config", str(config)]
+    config.write_text("attack: {steps: 20}\nspectrum: {samples: 12}\ngradient: {batch: 8}\n"  # the merge, not the search
+                      "logdet: {method: matrix-free, probes: 2, steps: 8}\n")  # generators salted by batch
+    audits = ("roundtrip", "sampling", "attack", "spectrum", "precision", "layers", "logdet", "gradient")
+    args = [str(CHECKPOINT), *(x for a in audits for x in ("--audit", a)), "--samples", "40", "--batch-size", "8",
+            "--attack-samples", "12", "-q", "--config", str(config)]
     one = subprocess.run([sys.executable, "-m", "innaudit", "run", *args, "-o", f"json={tmp_path / 'one.json'}"],
                          env=_env(), cwd=ROOT, timeout=300, capture_output=True, text=True)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -130,11 +155,42 @@ def test_two_ranks_give_the_one_process_report(tmp_path: Path) -> None:
                          env=_env(), cwd=ROOT, timeout=300, capture_output=True, text=True)
     first, second = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert second["run"]["world_size"] == 2 and "world_size" not in first["run"]
-    assert [a["id"] for a in first["audits"]] == ["roundtrip", "sampling", "attack", "spectrum"]
+    assert sorted(a["id"] for a in first["audits"]) == sorted(audits)
     assert all(a["status"] != "error" for a in first["audits"])
     assert _strip(second) == _strip(first)
     # torchrun exits 0 when every rank did, else 1 (here the gate fails: exit 1 both ways)
     assert one.returncode == two.returncode == 1, (one.stderr[-500:], two.stderr[-2000:])
+
+
+SHARDED = ("precision", "bounds", "layers", "logdet", "grid", "gradient")
+"""The audits sharded since the first four; each splits its units over the ranks."""
+
+
+@pytest.mark.slow
+def test_two_ranks_split_every_audit_and_give_the_one_process_report(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 ranks of precision, bounds, layers, logdet, grid and gradient on a model that counts each
+    audit's samples: every rank does at most 3/4 of the one process's share of each audit (the
+    replicated bits are a few samples: skip probes, the loss choice, a set's cond(J) points), both
+    together at least all of it, and rank 0's JSON equals the one process's."""
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    monkeypatch.setenv("INNAUDIT_COUNTS", str(counts))
+    config = tmp_path / "c.yaml"
+    config.write_text("grid: {resolution: 12}\ngradient: {batch: 8}\n")  # 18 and 8 units
+    args = ["tests/distributed_models.py:counting", "--data", "two-moons", *(x for a in SHARDED for x in ("--audit", a)),
+            "--samples", "64", "--batch-size", "8", "-q", "--config", str(config)]
+    subprocess.run([sys.executable, "-m", "innaudit", "run", *args, "-o", f"json={tmp_path / 'one.json'}"],
+                   env=_env(), cwd=ROOT, timeout=300, check=True)
+    assert _ranks([*args, "-o", f"json={tmp_path / 'two.json'}"], tmp_path) == [0, 0]
+    first, second = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert [(a["id"], a["status"]) for a in first["audits"]] == [(a, "pass") for a in SHARDED]
+    assert _strip(second) == _strip(first)
+    one, *ranks = (json.loads((counts / f"{n}.json").read_text()) for n in ("single", "0", "1"))
+    for audit in SHARDED:
+        shares = [rank.get(audit, 0) for rank in ranks]
+        assert all(0 < share <= 0.75 * one[audit] for share in shares), (audit, one[audit], shares)
+        assert sum(shares) >= one[audit], (audit, one[audit], shares)
 
 
 @pytest.mark.slow

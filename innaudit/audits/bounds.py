@@ -15,7 +15,7 @@ from ..lipschitz import BlockBound, block_bound
 from ..metrics import neither, rate, worse
 from ..model import InvertibleModel
 from .base import Audit, AuditContext, Measurement, register
-from .common import sample_batches
+from .common import batch_units, by_set
 from .jacobians import measure
 
 __all__ = ["Bounds", "model_bounds"]
@@ -107,7 +107,9 @@ class Bounds(Audit):
         return None
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
-        """One measurement per data set: the bounds and the measured constants beside them."""
+        """One measurement per data set: the bounds and the measured constants beside them. The
+        bounds are one model-level computation every rank makes alike; the sets' batches of
+        measured constants are the work units of a sharded run."""
         bounds = self._bounds(ctx.model)
         # skip_reason let the audit run, so every block has both bounds
         fwd = math.prod(cast(float, b.forward) for b in bounds)
@@ -119,15 +121,21 @@ class Bounds(Audit):
         forward = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
         inverse = lambda t: ctx.model.inverse(t, grad=True)  # noqa: E731
         slack = 1 + ctx.option("slack")
-        for ds in ctx.datasets:
-            fmax: list[np.ndarray] = []
-            imax: list[np.ndarray] = []
-            for x in sample_batches(ctx, ds, ctx.option("samples")):
-                s = measure(forward, inverse, x, method=ctx.option("method"), tol=1e-4, max_iter=128,
-                            generator=ctx.generator(ds.name, len(fmax)))
-                fmax.append(s.forward_max)
-                imax.append(s.inverse_max)
-            f, i = np.concatenate(fmax), np.concatenate(imax)
+        totals = [min(ctx.option("samples"), ctx.samples, d.size) for d in ctx.datasets]
+        units = batch_units(totals, ctx.batch_size)
+
+        def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+            index, start, stop = unit
+            ds = ctx.datasets[index]
+            x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
+            # salted by the batch's number in its set, as a single pass numbers them
+            s = measure(forward, inverse, x, method=ctx.option("method"), tol=1e-4, max_iter=128,
+                        generator=ctx.generator(ds.name, start // max(1, ctx.batch_size)))
+            return s.forward_max, s.inverse_max
+
+        for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
+            f = np.concatenate([part[0] for part in mine]) if mine else np.zeros(0)
+            i = np.concatenate([part[1] for part in mine]) if mine else np.zeros(0)
             violated = (f > fwd * slack) | (i > inv * slack)
             mf, mi = _max(f), _max(i)
             metrics = {

@@ -18,6 +18,7 @@ from ..metrics import neither, rate, worse
 from ..model import InverseKind, InvertibleModel
 from ..stats import per_sample_norm, summarize
 from .base import Audit, AuditContext, Measurement, register
+from .common import batch_units, progress_counter
 
 __all__ = ["LOSSES", "BatchComparison", "Gradient", "LossFn", "compare_gradients", "culprit",
            "memcnn_wrappers", "nll_loss", "preflight", "projection_loss"]
@@ -278,14 +279,6 @@ def library_gradient(model: InvertibleModel, params: list[nn.Parameter], x: Tens
             p.grad = g
 
 
-def _batches(ds: Dataset, ctx: AuditContext) -> Iterator[Tensor]:
-    """The first ``batches * batch`` samples of ``ds`` (capped by ``--samples``), model dtype."""
-    step = int(ctx.option("batch"))
-    n = min(int(ctx.option("batches")) * step, ctx.samples, ds.size)
-    for start in range(0, n, step):
-        yield ds.make(start, min(start + step, n)).to(device=ctx.device, dtype=ctx.model.dtype)
-
-
 def _block_names(blocks: Sequence[InvertibleModel]) -> list[str]:
     return [f"{i}:{b.info.architecture or type(b.module).__name__}" for i, b in enumerate(blocks)]
 
@@ -402,7 +395,8 @@ class Gradient(Audit):
         return None
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
-        """One measurement per in-distribution set."""
+        """One measurement per in-distribution set; its batches are the work units of a sharded
+        run (the checks of the chain and the choice of loss are made alike on every rank)."""
         wrappers = memcnn_wrappers(ctx.model.module)
         for ds in ctx.datasets:
             if ds.role is not Role.IN_DISTRIBUTION:
@@ -413,14 +407,33 @@ class Gradient(Audit):
                 found = preflight(ctx.model, blocks, names)
                 loss, loss_name, note = self._loss(ctx, blocks, ds)
                 found += self._composition(ctx.model, blocks, ds.first(2).to(ctx.device, ctx.model.dtype))
-                batches = list(_batches(ds, ctx))
-                results, done, total = [], 0, sum(map(len, batches))
-                for x in batches:
-                    results.append(compare_gradients(blocks, x, loss))
-                    done += len(x)
-                    ctx.progress(ds.name, done, total)
-            library = self._library(ctx, wrappers, blocks, batches, loss) if wrappers else None
-            yield self._measure(ctx, ds.name, names, results, batches, loss_name, note, found, library)
+                results, library, samples = self._compare(ctx, ds, blocks, loss, wrappers)
+            yield self._measure(ctx, ds.name, names, results, samples, loss_name, note, found, library)
+
+    @staticmethod
+    def _compare(ctx: AuditContext, ds: Dataset, blocks: Sequence[InvertibleModel], loss: LossFn,
+                 wrappers: Sequence[nn.Module]) -> tuple[list[BatchComparison], tuple[np.ndarray, np.ndarray] | None, int]:
+        """True against memory-saving gradients on the first ``batches * batch`` samples of ``ds``
+        (capped by ``--samples``), batch by batch, and memcnn's own gradient when it wraps the
+        blocks: the comparisons, memcnn's (rel, angle) per batch, the number of samples."""
+        step = int(ctx.option("batch"))
+        total = min(int(ctx.option("batches")) * step, ctx.samples, ds.size)
+        units = batch_units([total], step)
+        count = progress_counter(ctx.progress, ds.name, total)
+
+        def work(unit: tuple[int, int, int]) -> tuple[BatchComparison, tuple[float, float] | None]:
+            _, start, stop = unit
+            x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
+            compared = compare_gradients(blocks, x, loss)
+            count(len(x))
+            return compared, Gradient._library(ctx, wrappers, blocks, x, loss) if wrappers else None
+
+        parts = ctx.map(units, work)
+        results = [compared for compared, _ in parts]
+        library = [own for _, own in parts if own is not None]
+        if not wrappers:
+            return results, None, total
+        return results, (np.array([rel for rel, _ in library]), np.array([angle for _, angle in library])), total
 
     @staticmethod
     def _loss(ctx: AuditContext, blocks: Sequence[InvertibleModel], ds: Dataset) -> tuple[LossFn, str, str]:
@@ -462,24 +475,20 @@ class Gradient(Audit):
 
     @staticmethod
     def _library(ctx: AuditContext, wrappers: Sequence[nn.Module], blocks: Sequence[InvertibleModel],
-                 batches: Sequence[Tensor], loss: LossFn) -> tuple[np.ndarray, np.ndarray]:
-        """memcnn's own memory-saving gradient against the true one, per batch: (rel, angle)."""
+                 x: Tensor, loss: LossFn) -> tuple[float, float]:
+        """memcnn's own memory-saving gradient against the true one on the batch ``x``: (rel, angle)."""
         params, _ = _params(blocks)
-        rel, ang = [], []
-        for x in batches:
-            with _wrappers_disabled(wrappers, True), torch.enable_grad():
-                _, true_grads = _true_pass(blocks, x, loss, params)
-            true = _flat(true_grads)
-            with _wrappers_disabled(wrappers, False):
-                mem = library_gradient(ctx.model, params, x, loss)
-            finite = bool(torch.isfinite(mem).all() and torch.isfinite(true).all())
-            rel.append(_relative(mem - true, true) if finite else math.nan)
-            ang.append(_angle(mem, true) if finite else math.nan)
-        return np.array(rel), np.array(ang)
+        with _wrappers_disabled(wrappers, True), torch.enable_grad():
+            _, true_grads = _true_pass(blocks, x, loss, params)
+        true = _flat(true_grads)
+        with _wrappers_disabled(wrappers, False):
+            mem = library_gradient(ctx.model, params, x, loss)
+        finite = bool(torch.isfinite(mem).all() and torch.isfinite(true).all())
+        return (_relative(mem - true, true) if finite else math.nan, _angle(mem, true) if finite else math.nan)
 
     @staticmethod
     def _measure(ctx: AuditContext, name: str, names: list[str], results: list[BatchComparison],
-                 batches: list[Tensor], loss_name: str, note: str, found: list[str],
+                 samples: int, loss_name: str, note: str, found: list[str],
                  library: tuple[np.ndarray, np.ndarray] | None) -> Measurement:
         level = float(ctx.option("rounding")) * torch.finfo(ctx.model.dtype).eps
         recon = np.max([r.recon_error for r in results], axis=0)
@@ -488,7 +497,7 @@ class Gradient(Audit):
         where = culprit(recon, level)
         rel = np.array([r.rel_error for r in results])
         metrics: dict[str, object] = {
-            "n": len(results), "samples": sum(len(b) for b in batches), "blocks": len(names),
+            "n": len(results), "samples": samples, "blocks": len(names),
             "parameters": sum(p.numel() for p in _params(ctx.model.blocks())[0]), "loss": loss_name,
             "rel_error_l2": summarize(rel), "error_l2": summarize(np.array([r.error_l2 for r in results])),
             "angle": summarize(np.array([r.angle for r in results])),

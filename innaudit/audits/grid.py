@@ -16,8 +16,13 @@ from ..linalg import jacobian, log_abs_det
 from ..metrics import neither, rate, worse
 from ..stats import per_sample_norm, summarize
 from .base import Audit, AuditContext, Measurement, register
+from .common import batch_units
 
 __all__ = ["Grid", "grid_points", "grid_set"]
+
+
+_MAPS = ("error", "latent_error", "condition", "logdet_error", "bad", "latent_bad")
+"""The per-point arrays one batch of grid points gives."""
 
 
 def grid_set(low: float, high: float) -> str:
@@ -106,17 +111,24 @@ class Grid(Audit):
         return None
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
-        """One measurement named after the box."""
+        """One measurement named after the box; its batches of points are the work units of a
+        sharded run."""
         low, high, res = ctx.option("low"), ctx.option("high"), ctx.option("resolution")
         centres, points = grid_points(low, high, res)
         shape = ctx.model.info.domain.shape
-        maps: dict[str, list[np.ndarray]] = {k: [] for k in ("error", "latent_error", "condition",
-                                                             "logdet_error", "bad", "latent_bad")}
-        for start in range(0, len(points), ctx.batch_size):
-            p = points[start:start + ctx.batch_size].reshape(-1, *shape)
-            self._batch(ctx, p.to(device=ctx.device, dtype=ctx.model.dtype), maps)
-            ctx.progress("grid", min(start + ctx.batch_size, len(points)), len(points))
-        m = {k: np.concatenate(v) for k, v in maps.items()}
+        units = batch_units([len(points)], ctx.batch_size)
+        done = [0]
+
+        def work(unit: tuple[int, int, int]) -> dict[str, np.ndarray]:
+            _, start, stop = unit
+            part = self._batch(ctx, points[start:stop].reshape(-1, *shape).to(device=ctx.device,
+                                                                               dtype=ctx.model.dtype))
+            done[0] += stop - start
+            ctx.progress("grid", done[0], len(points))
+            return part
+
+        parts = ctx.map(units, work)
+        m = {k: np.concatenate([p[k] for p in parts]) for k in _MAPS}
         name = grid_set(low, high)
         metrics = {
             "n": len(points), "resolution": res,
@@ -135,7 +147,8 @@ class Grid(Audit):
         yield Measurement(name, metrics, message, series)
 
     @staticmethod
-    def _batch(ctx: AuditContext, p: Tensor, maps: dict[str, list[np.ndarray]]) -> None:
+    def _batch(ctx: AuditContext, p: Tensor) -> dict[str, np.ndarray]:
+        """The maps' values at the points ``p`` (one batch), keyed as :data:`_MAPS`."""
         model = ctx.model
         with torch.no_grad():
             z, ld = model.forward_and_log_det(p)
@@ -154,9 +167,7 @@ class Grid(Audit):
         nan = torch.full((len(p),), math.nan, dtype=torch.float64)
         ld_err = (ld.double().reshape(-1) - ref).abs() if ld is not None else nan
         inf = torch.full((len(p),), math.inf, dtype=torch.float64)
-        maps["error"].append(torch.where(bad, inf, per_sample_norm(back - p)).numpy())
-        maps["latent_error"].append(torch.where(latent_bad, inf, per_sample_norm(again - p)).numpy())
-        maps["condition"].append((sv[:, 0] / sv[:, 1]).numpy())
-        maps["logdet_error"].append(ld_err.detach().numpy())
-        maps["bad"].append(bad.numpy())
-        maps["latent_bad"].append(latent_bad.numpy())
+        return {"error": torch.where(bad, inf, per_sample_norm(back - p)).numpy(),
+                "latent_error": torch.where(latent_bad, inf, per_sample_norm(again - p)).numpy(),
+                "condition": (sv[:, 0] / sv[:, 1]).numpy(), "logdet_error": ld_err.detach().numpy(),
+                "bad": bad.numpy(), "latent_bad": latent_bad.numpy()}

@@ -13,14 +13,16 @@ from torch import Tensor
 
 from ..config import Threshold
 from ..cost import AuditCost, Cost, jacobian_costs
+from ..data import Dataset
 from ..metrics import better, neither, rate, worse
 from ..model import InvertibleModel
 from ..stats import per_sample_norm
 from .base import Audit, AuditContext, Measurement, register
-from .common import full_range_floor, sample_batches
+from .common import batch_units, by_set, full_range_floor, progress_counter
 from .jacobians import measure
 
-__all__ = ["BlockTrace", "Layers", "chain_errors", "leaves_rounding", "trace_blocks", "worst_samples"]
+__all__ = ["BlockTrace", "Layers", "chain_errors", "leaves_rounding", "trace_blocks", "whole_round_trip",
+           "worst_samples"]
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,22 @@ class BlockTrace:
     chain_error: np.ndarray | None = None
 
 
-def worst_samples(model: InvertibleModel, x: Tensor, k: int) -> Tensor:
-    """Indices of the ``k`` samples of ``x`` with the largest full round-trip error (non-finite
-    first), the samples the other audits flag first."""
+def whole_round_trip(model: InvertibleModel, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The whole model's round trip ``F^-1(F(x))`` per sample: the error ``||F^-1(F(x)) - x||``
+    (inf where non-finite), which ranks the samples as ``roundtrip``'s ``worst_indices`` does, and
+    the relative error as ``roundtrip`` measures it."""
+    domain = model.info.domain
     with torch.no_grad():
         back = model.inverse(model.forward(x))
     err = per_sample_norm(back - x)
     err = torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
-    return torch.argsort(err, descending=True, stable=True)[:k]
+    return err.cpu().numpy(), _relative(back, x, full_range_floor(domain.numel, domain.width))
+
+
+def worst_samples(errors: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest ``errors`` (inf first; ties in index order): the samples the
+    other audits flag first."""
+    return np.argsort(-errors, kind="stable")[:k]
 
 
 def _scale_min(block: InvertibleModel, h: Tensor) -> np.ndarray:
@@ -247,26 +257,41 @@ class Layers(Audit):
         return None if ctx.datasets else "no data sets"
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
-        """One measurement per data set."""
+        """One measurement per data set, from two sharded passes: the sets' batches (the whole
+        model's round trip of every sample, which ranks them), then the sets (the block trace of
+        each set's worst samples)."""
         blocks = ctx.model.blocks()
-        for ds in ctx.datasets:
-            x = torch.cat(list(sample_batches(ctx, ds, ctx.option("samples"))))
-            idx = worst_samples(ctx.model, x, ctx.option("worst"))
-            traces = trace_blocks(blocks, x[idx], method=ctx.option("method"),
-                                  tol=ctx.option("tol"), max_iter=ctx.option("max_iter"),
-                                  generator=ctx.generator(ds.name))
-            ctx.progress(ds.name, len(x), len(x))
+        totals = [min(ctx.option("samples"), ctx.samples, d.size) for d in ctx.datasets]
+        units = batch_units(totals, ctx.batch_size)
+        steps = [progress_counter(ctx.progress, d.name, n) for d, n in zip(ctx.datasets, totals, strict=True)]
+
+        def check(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+            index, start, stop = unit
+            x = ctx.datasets[index].make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
+            errors = whole_round_trip(ctx.model, x)
+            steps[index](len(x))
+            return errors
+
+        checked = {i: (np.concatenate([e for e, _ in parts]), np.concatenate([r for _, r in parts]))
+                   for i, parts in enumerate(by_set(units, ctx.map(units, check), len(ctx.datasets))) if parts}
+        picked = {i: worst_samples(errors, ctx.option("worst")) for i, (errors, _) in checked.items()}
+
+        def trace(index: int) -> list[BlockTrace]:
+            x = _rows(ctx, ctx.datasets[index], totals[index], picked[index])
+            return trace_blocks(blocks, x, method=ctx.option("method"), tol=ctx.option("tol"),
+                                max_iter=ctx.option("max_iter"), generator=ctx.generator(ctx.datasets[index].name))
+
+        for index, traces in zip(picked, ctx.map(list(picked), trace), strict=True):
             where, why = culprit(traces, ctx.option("jump"), 1e-5, 1e3)
             chain = leaves_rounding(traces, ctx.option("rounding"))
-            whole = _model_round_trip(ctx.model, x)
-            metrics = {**self._metrics(traces, idx, where), **_chain_metrics(traces, chain, whole)}
+            metrics = {**self._metrics(traces, picked[index], where), **_chain_metrics(traces, chain, checked[index][1])}
             text = _chain_message(traces, chain, ctx.option("rounding"))
             if where >= 0 or chain < 0:
                 text = f"{self._message(traces, where, why)}; {text}"
-            yield Measurement(ds.name, metrics, text, {"blocks": self._series(traces)})
+            yield Measurement(ctx.datasets[index].name, metrics, text, {"blocks": self._series(traces)})
 
     @staticmethod
-    def _metrics(traces: Sequence[BlockTrace], idx: Tensor, where: int) -> dict[str, object]:
+    def _metrics(traces: Sequence[BlockTrace], idx: np.ndarray, where: int) -> dict[str, object]:
         broken = np.any([t.nonfinite for t in traces]  # a block, or the inverse chain from z
                         + [~np.isfinite(t.chain_error) for t in traces if t.chain_error is not None], axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -305,12 +330,16 @@ class Layers(Audit):
             }
 
 
-def _model_round_trip(model: InvertibleModel, x: Tensor) -> np.ndarray:
-    """The whole model's relative round-trip error per sample, as ``roundtrip`` measures it."""
-    domain = model.info.domain
-    with torch.no_grad():
-        back = model.inverse(model.forward(x))
-    return _relative(back, x, full_range_floor(domain.numel, domain.width))
+def _rows(ctx: AuditContext, ds: Dataset, total: int, picked: np.ndarray) -> Tensor:
+    """Samples ``picked`` of ``ds``, each made in its batch as a single pass makes it (a random
+    set draws a batch from a generator seeded by its start)."""
+    step = max(1, ctx.batch_size)
+    rows = []
+    for i in picked.tolist():
+        start = i // step * step
+        rows.append(ds.make(start, min(start + step, total))[i - start])
+    x = torch.stack(rows) if rows else ds.make(0, 0)
+    return x.to(device=ctx.device, dtype=ctx.model.dtype)
 
 
 def _chain_metrics(traces: Sequence[BlockTrace], chain: int, whole: np.ndarray) -> dict[str, object]:

@@ -17,7 +17,7 @@ from ..metrics import neither, rate, worse
 from ..model import InvertibleModel, LogDetKind
 from ..stats import summarize
 from .base import Audit, AuditContext, Measurement, register
-from .common import sample_batches
+from .common import batch_units, by_set, progress_counter
 
 __all__ = ["LogDet", "numerical_log_det"]
 
@@ -105,27 +105,33 @@ class LogDet(Audit):
         return None
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
-        """One measurement per data set."""
+        """One measurement per data set; the sets' batches are the work units of a sharded run."""
         method = choose_method(ctx.option("method"), ctx.model.info.domain.numel)
         estimated_model = ctx.model.info.log_det_kind is LogDetKind.ESTIMATED
-        for ds in ctx.datasets:
-            model_ld: list[np.ndarray] = []
-            ref: list[np.ndarray] = []
-            stderr: list[np.ndarray] = []
-            for x in sample_batches(ctx, ds, ctx.option("samples")):
-                with torch.no_grad():
-                    _, ld = ctx.model.forward_and_log_det(x)
-                if ld is None:
-                    ld = torch.full((len(x),), math.nan)
-                value, err = numerical_log_det(ctx.model, x, method, ctx.option("probes"),
-                                               ctx.option("steps"), ctx.generator(ds.name, len(ref)))
-                model_ld.append(ld.detach().double().cpu().reshape(-1).numpy())
-                ref.append(value.detach().cpu().numpy())
-                stderr.append(err.detach().cpu().numpy())
-            if not ref:
+        totals = [min(ctx.option("samples"), ctx.samples, d.size) for d in ctx.datasets]
+        units = batch_units(totals, ctx.batch_size)
+        steps = [progress_counter(ctx.progress, d.name, n) for d, n in zip(ctx.datasets, totals, strict=True)]
+
+        def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            index, start, stop = unit
+            ds = ctx.datasets[index]
+            x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
+            with torch.no_grad():
+                _, ld = ctx.model.forward_and_log_det(x)
+            if ld is None:
+                ld = torch.full((len(x),), math.nan)
+            # salted by the batch's number in its set, as a single pass numbers them
+            value, err = numerical_log_det(ctx.model, x, method, ctx.option("probes"), ctx.option("steps"),
+                                           ctx.generator(ds.name, start // max(1, ctx.batch_size)))
+            steps[index](len(x))
+            return (ld.detach().double().cpu().reshape(-1).numpy(), value.detach().cpu().numpy(),
+                    err.detach().cpu().numpy())
+
+        for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
+            if not mine:
                 continue
-            yield self._measure(ds.name, np.concatenate(model_ld), np.concatenate(ref),
-                                np.concatenate(stderr), method, estimated_model, ctx)
+            model_ld, ref, stderr = (np.concatenate(column) for column in zip(*mine, strict=True))
+            yield self._measure(ds.name, model_ld, ref, stderr, method, estimated_model, ctx)
 
     @staticmethod
     def _measure(name: str, model_ld: np.ndarray, ref: np.ndarray, stderr: np.ndarray,

@@ -6,7 +6,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from ..metrics import Metric, neither, rate, worse
 from ..model import InverseKind, InvertibleModel
 from ..stats import ErrorAccumulator, per_sample_norm, summarize
 from .base import Audit, AuditContext, Measurement, register
-from .common import full_range_floor, prior_set, progress_counter
+from .common import batch_units, by_set, full_range_floor, prior_set, progress_counter
 from .roundtrip import RoundTrip
 
 __all__ = ["LADDER", "PRECISIONS", "Lane", "Precision", "PrecisionAudit", "lowest_invertible"]
@@ -181,40 +181,60 @@ class PrecisionAudit(Audit):
         return None if ctx.datasets or ctx.option("prior") else "no data sets and prior: false"
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
-        """One measurement per round-trip set, then the prior set."""
+        """One measurement per round-trip set, then the prior set; the sets' batches (each
+        through every lane) are the work units of a sharded run."""
         required = str(ctx.option("required"))
         if required not in _BY_NAME:
             raise ValueError(f"precision.required is {required!r}; expected one of {', '.join(_BY_NAME)}")
         lanes, skipped = build_lanes(ctx.model, ctx.device, bool(ctx.option("force_iterative")))
+        wide = lanes[0].model if lanes and lanes[0].precision.name == "float64" else None
         cap = max(1, min(int(ctx.option("samples")), ctx.samples))
         domain = ctx.model.info.domain
-        for ds in ctx.datasets:
-            n = min(cap, ds.size)
-            batches = (ds.make(s, min(s + ctx.batch_size, n)).to(ctx.device, torch.float64)
-                       for s in range(0, n, ctx.batch_size))
-            yield self._measure(ctx, ds.name, lanes, dict(skipped), batches, n, required,
-                                full_range_floor(domain.numel, domain.width), forward=True)
+        data_floor = full_range_floor(domain.numel, domain.width)
+        sets = [_Set(ds.name, min(cap, ds.size), data_floor, True) for ds in ctx.datasets]
         if ctx.option("prior"):
-            yield self._measure(ctx, prior_set(1.0), lanes, dict(skipped), self._draws(ctx, cap), cap,
-                                required, 1e-6 * math.sqrt(math.prod(ctx.latent_shape)), forward=False)
+            sets.append(_Set(prior_set(1.0), cap, 1e-6 * math.sqrt(math.prod(ctx.latent_shape)), False))
+        units = batch_units((s.n for s in sets), ctx.batch_size)
+        steps = [progress_counter(ctx.progress, s.name, s.n) for s in sets]
 
-    def _draws(self, ctx: AuditContext, n: int) -> Iterator[Tensor]:
-        for start in range(0, n, ctx.batch_size):
-            count = min(ctx.batch_size, n - start)
-            z = torch.randn((count, *ctx.latent_shape), generator=ctx.generator("prior", start),
+        def inputs(index: int, start: int, stop: int) -> Tensor:
+            if index < len(ctx.datasets):
+                return ctx.datasets[index].make(start, stop).to(ctx.device, torch.float64)
+            z = torch.randn((stop - start, *ctx.latent_shape), generator=ctx.generator("prior", start),
                             dtype=torch.float64)
-            yield z.to(ctx.device)
+            return z.to(ctx.device)
 
-    def _measure(self, ctx: AuditContext, name: str, lanes: Sequence[Lane], skipped: dict[str, str],
-                 batches: Iterator[Tensor], n: int, required: str, floor: float, *,
-                 forward: bool) -> Measurement:
-        sweep = _sweep(lanes, skipped, batches, floor, forward, progress_counter(ctx.progress, name, n))
-        points = sweep.first_inputs[: int(ctx.option("spectrum_samples"))]
-        cond, cond_note = condition_numbers(lanes[0].model if lanes and lanes[0].precision.name == "float64"
-                                            else None, points, forward, ctx.generator("cond", name))
-        metrics = _set_metrics(sweep, cond, required, "latent" if forward else "sample")
-        message = _message(metrics, skipped, required, cond_note)
-        return Measurement(name, metrics, message, {"precisions": _series(metrics)})
+        def cond(index: int, u: Tensor) -> tuple[np.ndarray, str]:
+            """cond(J) at the first ``spectrum_samples`` points of a set's first batch."""
+            return condition_numbers(wide, u.cpu()[: int(ctx.option("spectrum_samples"))], sets[index].forward,
+                                     ctx.generator("cond", sets[index].name))
+
+        def work(unit: tuple[int, int, int]) -> _Part:
+            index, start, stop = unit
+            u = inputs(index, start, stop)
+            part = _batch(lanes, skipped, u, sets[index].floor, sets[index].forward)
+            steps[index](len(u))
+            return replace(part, cond=cond(index, u) if start == 0 else None)
+
+        for index, (at, parts) in enumerate(zip(sets, by_set(units, ctx.map(units, work), len(sets)), strict=True)):
+            reasons = dict(skipped)  # this set's, with the lanes that raised on it
+            sweep = _merge(lanes, reasons, parts, at.floor)
+            first = next((p.cond for p in parts if p.cond is not None), None)  # the set's first batch
+            values, note = first if first is not None else cond(index, torch.zeros(0))
+            metrics = _set_metrics(sweep, values, required, "latent" if at.forward else "sample")
+            yield Measurement(at.name, metrics, _message(metrics, reasons, required, note),
+                              {"precisions": _series(metrics)})
+
+
+@dataclass(frozen=True)
+class _Set:
+    """A set the lanes round-trip: its name, samples, error floor and direction (data: ``x -> z
+    -> x'``; prior draws: ``z -> x -> z'``)."""
+
+    name: str
+    n: int
+    floor: float
+    forward: bool
 
 
 @dataclass(frozen=True)
@@ -292,45 +312,73 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:200]}"
 
 
-@dataclass
+@dataclass(frozen=True)
+class _Part:
+    """One batch through every lane: each lane's errors, or the reason it raised; each lane's gap
+    to the float64 middle; and, for a set's first batch, ``cond(J)`` at its first points."""
+
+    accs: dict[str, ErrorAccumulator]
+    failed: dict[str, str]
+    gaps: dict[str, np.ndarray]
+    n: int
+    cond: tuple[np.ndarray, str] | None = None
+
+
+@dataclass(frozen=True)
 class _Sweep:
-    """What one pass over a set's batches collected, per precision name (and the first batch,
-    where the condition numbers are computed)."""
+    """A set's batches merged, per precision name."""
 
     accs: dict[str, ErrorAccumulator]
     gaps: dict[str, list[np.ndarray]]
-    first_inputs: Tensor
     n: int
 
 
-def _sweep(lanes: Sequence[Lane], skipped: dict[str, str], batches: Iterator[Tensor], floor: float,
-           forward: bool, on_batch: Callable[[int], None]) -> _Sweep:
-    """Every batch through every lane (float64 first, its middle is the reference); a lane that
-    raises is dropped with its reason in ``skipped``."""
-    accs = {lane.precision.name: ErrorAccumulator(floor=floor) for lane in lanes if lane.precision.name not in skipped}
-    gaps: dict[str, list[np.ndarray]] = {k: [] for k in accs}
-    first: Tensor | None = None
-    n = 0
-    for u in batches:
-        first = u.cpu() if first is None else first
-        reference: Tensor | None = None
-        for lane in lanes:
-            key = lane.precision.name
-            if key in skipped:
-                continue
-            try:
-                middle = _round_trip(lane, u, forward, accs[key])
-            except _SKIPPABLE as exc:
-                skipped[key] = f"raised {_short(exc)}"
-                accs.pop(key), gaps.pop(key)
-                continue
-            if key == "float64":
-                reference = middle
-            elif reference is not None:
-                gaps[key].append(_gap(middle, reference))
-        n += len(u)
-        on_batch(len(u))
-    return _Sweep(accs, gaps, torch.zeros(0) if first is None else first, n)
+def _batch(lanes: Sequence[Lane], skipped: Mapping[str, str], u: Tensor, floor: float, forward: bool) -> _Part:
+    """One batch through every lane that is not ``skipped`` (float64 first, its middle is the
+    reference); a lane that raises gives its reason instead of errors."""
+    accs: dict[str, ErrorAccumulator] = {}
+    failed: dict[str, str] = {}
+    gaps: dict[str, np.ndarray] = {}
+    reference: Tensor | None = None
+    for lane in lanes:
+        key = lane.precision.name
+        if key in skipped:
+            continue
+        acc = ErrorAccumulator(floor=floor)
+        try:
+            middle = _round_trip(lane, u, forward, acc)
+        except _SKIPPABLE as exc:
+            failed[key] = f"raised {_short(exc)}"
+            continue
+        accs[key] = acc
+        if key == "float64":
+            reference = middle
+        elif reference is not None:
+            gaps[key] = _gap(middle, reference)
+    return _Part(accs, failed, gaps, len(u))
+
+
+def _merge(lanes: Sequence[Lane], skipped: dict[str, str], parts: Sequence[_Part], floor: float) -> _Sweep:
+    """A set's batches merged as one pass over them makes them: a lane that raised on some batch
+    is dropped, its first batch's reason added to ``skipped`` (in the order a pass meets them),
+    and the float64 reference, hence every gap, ends at float64's first failure."""
+    names = [lane.precision.name for lane in lanes if lane.precision.name not in skipped]
+    first: dict[str, tuple[int, str]] = {}
+    for number, part in enumerate(parts):
+        for name in names:
+            if name in part.failed and name not in first:
+                first[name] = (number, part.failed[name])
+    for name in sorted(first, key=lambda k: (first[k][0], names.index(k))):
+        skipped[name] = first[name][1]
+    reference_end = first["float64"][0] if "float64" in first else len(parts)
+    accs = {name: ErrorAccumulator(floor=floor) for name in names if name not in first}
+    gaps: dict[str, list[np.ndarray]] = {name: [] for name in accs}
+    for number, part in enumerate(parts):
+        for name, acc in accs.items():
+            acc.extend(part.accs[name])
+            if number < reference_end and name in part.gaps:
+                gaps[name].append(part.gaps[name])
+    return _Sweep(accs, gaps, sum(part.n for part in parts))
 
 
 def _round_trip(lane: Lane, u: Tensor, forward: bool, acc: ErrorAccumulator) -> Tensor:
