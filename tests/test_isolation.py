@@ -7,7 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 FACTORY = Path(__file__).parent / "audits" / "cli_models.py"
+
+# each test starts innaudit and its isolated child: two interpreters importing torch, and some wait
+# for a deadline on purpose
+pytestmark = pytest.mark.slow
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

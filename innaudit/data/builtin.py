@@ -89,6 +89,10 @@ def _constant(domain: DataDomain, count: int, gen: torch.Generator, arg: str) ->
         value = float(arg)
     except ValueError:
         raise DataError(f"constant:{arg!r}: {arg!r} is not a number; expected e.g. constant:0.5") from None
+    largest = torch.finfo(torch.float32).max
+    if math.isfinite(value) and abs(value) > largest:
+        raise DataError(f"constant:{arg}: {value:g} is beyond float32's range (|V| <= {largest:.4g}); give a "
+                        "smaller value, or constant:inf for an infinite input")
     return torch.full(_shape(domain, count), value)
 
 

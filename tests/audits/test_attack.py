@@ -93,6 +93,7 @@ def test_bi_lipschitz_checkpoints_have_nothing_above_threshold(checkpoint: str) 
     assert found.status is Status.PASS
 
 
+@pytest.mark.slow  # the default 200-step search through the 61-block flow, then a replay
 def test_deep_affine_checkpoint_breaks_within_half_a_bin_of_digits_that_round_trip_cleanly(
         tmp_path: Path) -> None:
     # The paper's finding: every test digit round-trips, yet the gradient search reaches a

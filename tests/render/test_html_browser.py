@@ -19,6 +19,9 @@ from ..conftest import REPO, invoke_cli, read_report
 AFFINE, ADDITIVE = REPO / "checkpoints" / "digits-affine.pt", REPO / "checkpoints" / "digits-additive.pt"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
+# a real headless Chromium per page, and the audit runs it renders
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -13,6 +13,9 @@ from innaudit.render import html
 from .fabricated import diagnosable_report
 from .test_html_browser import CHROMIUM, _chromium, _count, _png_pixels
 
+# a real headless Chromium per page, and the audit runs it renders
+pytestmark = pytest.mark.slow
+
 DIAGNOSIS_BACKGROUND = (0xEE, 0xF5, 0xFC)
 
 
