@@ -22,11 +22,12 @@ as the start-up, so it stays far from the goal end to end. ``--every-audit`` run
 run (every audit at its own sample counts unless ``--samples`` is given); at the planner's batch
 of 500 the attack's 32 samples are one work unit. The heavy workload ``--every-audit
 --batch-size 32 --attack-samples N`` audits in many small units, and the larger ``N`` the closer
-the whole command comes to the audit phase's speed-up. The README ("Scale-out: torchrun") has
+the whole command comes to the audit phase's speed-up (the attack searches at most the data set's
+samples: give ``--data digits:all`` for more than the 360 test digits). The README ("Scale-out: torchrun") has
 the figures.
 
 Usage: ``python benchmarks/distributed.py [--model checkpoints/digits-affine.pt] [--samples 4000]
-[--audit roundtrip --audit spectrum | --every-audit] [--batch-size N] [--attack-samples N]
+[--audit roundtrip --audit spectrum | --every-audit] [--batch-size N] [--attack-samples N] [--data SPEC]
 [--nproc 2] [--repeats 2] [--device cpu]``.
 Exits 0 whatever the speed-up; exits 1 if the reports differ.
 """
@@ -96,6 +97,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="--batch-size of the run, the size of a work unit [default: the planner's]")
     parser.add_argument("--attack-samples", type=int, default=None, help="--attack-samples of the run")
+    parser.add_argument("--data", default=None, help="--data of the run (digits:all: 1797 digits to search)")
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
@@ -105,7 +107,8 @@ def main() -> int:
     audits = [] if args.every_audit else [x for a in (args.audit or DEFAULT_AUDITS) for x in ("--audit", a)]
     samples = args.samples if args.samples is not None or args.every_audit else DEFAULT_SAMPLES
     with tempfile.TemporaryDirectory() as tmp:
-        given = {"--samples": samples, "--batch-size": args.batch_size, "--attack-samples": args.attack_samples}
+        given = {"--samples": samples, "--batch-size": args.batch_size, "--attack-samples": args.attack_samples,
+                 "--data": args.data}
         base = [args.model, *audits, *(x for k, v in given.items() if v is not None for x in (k, str(v))),
                 "--device", args.device, "-q"]
         reports = {"one": Path(tmp, "one.json"), "many": Path(tmp, "many.json")}
