@@ -2,11 +2,17 @@
 
 Under ``torchrun`` every process (rank) runs the same innaudit run. A :class:`Shard` says which
 rank this is; :meth:`Shard.map` runs a list of work units (an audit's batches, each keyed by its
-global position) round-robin over the ranks and hands every rank all the results in global
-order, so the reductions after it (medians, quantiles, maxima, worst indices) are computed on
+global position) over the ranks and hands every rank all the results in global order, so the reductions after it (medians, quantiles, maxima, worst indices) are computed on
 exactly the values one process would have. Work units draw their random numbers from generators
 seeded by their global position, never by the rank, so the results do not depend on the number
 of ranks.
+
+Which rank runs which unit is decided as the job goes: rank ``r`` first runs unit ``r``, then
+every rank that finishes a unit claims the next one from a counter in the process group's
+key-value store (``add``, atomic). A rank slowed by costlier units (an attack start that takes
+all its steps, a set whose Jacobians are larger) then takes fewer, where a fixed round-robin
+split waits for the slowest rank's share. Where each result was computed never changes it:
+a unit depends only on its key.
 
 The gathers use ``all_gather_object`` over a gloo process group (its pickled payloads are padded
 to the longest one, so shards of unequal size gather exactly). Every collective carries a step
@@ -26,7 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -72,8 +78,30 @@ class Shard:
         return self.rank == 0
 
     def owns(self, index: int) -> bool:
-        """Whether work unit ``index`` (its global position) is this rank's: round-robin."""
+        """Whether work unit ``index`` (its global position) is this rank's in a round-robin
+        split: the split :meth:`map` uses without a key-value store."""
         return index % self.world_size == self.rank
+
+    def _claims(self, count: int) -> Iterator[int]:
+        """The units of the next :meth:`map` (``count`` of them) this rank runs: unit ``rank``,
+        then each next unclaimed one from the store's counter for this collective step, until
+        none is left; without a store, :meth:`owns`."""
+        if self._store is None:
+            yield from (i for i in range(count) if self.owns(i))
+            return
+        if self.rank < count:
+            yield self.rank
+        key = f"claims/{self._step + 1}"  # the step of map's gather: the same on every rank in step
+        while True:
+            try:
+                index = self.world_size + int(self._store.add(key, 1)) - 1
+            except Exception as exc:  # the store is gone: the job cannot share out work
+                self.broken = True
+                raise DistributedError(f"rank {self.rank} of {self.world_size}: the job's key-value store "
+                                       f"failed while sharing out work ({clean_text(str(exc), 200)}); no verdict") from None
+            if index >= count:
+                return
+            yield index
 
     def map(self, keys: Sequence[Any], work: Callable[[Any], T], tag: str = "") -> list[T]:
         """``[work(k) for k in keys]``, each unit run by one rank, every rank getting all results.
@@ -85,11 +113,9 @@ class Shard:
             return [work(k) for k in keys]
         local: list[tuple[int, T]] = []
         failure: str | None = None
-        for index, key in enumerate(keys):
-            if not self.owns(index):
-                continue
+        for index in self._claims(len(keys)):
             try:
-                local.append((index, work(key)))
+                local.append((index, work(keys[index])))
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # gathered, then raised on every rank alike
@@ -207,11 +233,17 @@ def join(timeout_s: float = DEFAULT_TIMEOUT_S) -> Shard:
 
 
 def leave(shard: Shard) -> None:
-    """Tear down the process group ``join`` set up (nothing for a single process)."""
+    """Tear down the process group ``join`` set up (nothing for a single process), after a barrier
+    unless the job broke: a rank that tore down its gloo context and the store it may host while a
+    peer was still leaving the last collective made one of them abort at exit ("terminate called
+    without an active exception", exit -6) after a finished run."""
     if shard.single:
         return
     import torch.distributed as dist
 
+    shard._store = None
     if dist.is_initialized():
         with contextlib.suppress(Exception):  # leaving must not turn a finished run into a crash
+            if not shard.broken:
+                dist.barrier()
             dist.destroy_process_group()

@@ -9,8 +9,9 @@ Both are the exact linear flow of :mod:`tests.fixtures_models` on every rank but
 
 ``counting`` is a chain of two exact 2-D linear blocks (so every sharded audit applies: ``grid``
 needs 2-D inputs, ``layers`` and ``gradient`` blocks, ``bounds`` the blocks' ``lipschitz_bounds``)
-that counts, per audit, the samples its blocks are called on (a call under ``vmap`` counts once);
-at exit it writes ``{audit id: samples}`` as JSON to ``$INNAUDIT_COUNTS/<RANK>.json`` (``single``
+that counts, per audit, the samples its blocks are called on (a call under ``vmap`` counts once;
+under torchrun each call also sleeps 1 ms, so that no rank can claim every unit before the other
+starts); at exit it writes ``{audit id: samples}`` as JSON to ``$INNAUDIT_COUNTS/<RANK>.json`` (``single``
 without ``RANK``): how a torchrun job shared the work out.
 """
 
@@ -81,6 +82,8 @@ def _audit_calling() -> str:
 
 def _count(t: Tensor) -> None:
     _COUNTS[_audit_calling()] += t.shape[0] if t.dim() > 1 else 1
+    if "RANK" in os.environ:  # under torchrun a unit takes a few ms, so the ranks' claims interleave
+        time.sleep(0.001)
 
 
 def _write_counts() -> None:
