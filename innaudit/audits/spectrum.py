@@ -64,6 +64,13 @@ def _with_inf(values: np.ndarray) -> dict[str, float]:
     return {"min": float(kept.min()), "median": float(np.median(kept)), "max": float(kept.max())}
 
 
+UNIT_SAMPLES = 16
+"""Samples per Jacobian batch at most, whatever ``--batch-size``: a vmapped exact Jacobian holds
+``d`` rows per sample, so larger batches cost memory without being faster, and the default 64 samples of a set
+become 4 work units a ``torchrun`` job can share out (the same units for any number of ranks, so
+the report does not change with it)."""
+
+
 @register
 class SpectrumAudit(Audit):
     r"""Extreme singular values of the Jacobians of ``F`` at ``x`` and of ``F^-1`` at ``z = F(x)``.
@@ -159,12 +166,13 @@ class SpectrumAudit(Audit):
         return None if ctx.datasets else "no data sets to take Jacobians at"
 
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
-        """One measurement per data set; the sets' batches are the work units of a sharded run
-        (the Lanczos start vectors are seeded by (set, batch start), not by the rank)."""
+        """One measurement per data set; batches of at most :data:`UNIT_SAMPLES` samples are the
+        work units of a sharded run (the Lanczos start vectors are seeded by (set, batch start),
+        not by the rank)."""
         forward = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
         inverse = lambda t: ctx.model.inverse(t, grad=True)  # noqa: E731
         totals = [min(ctx.option("samples"), ctx.samples, d.size) for d in ctx.datasets]
-        units = batch_units(totals, ctx.batch_size)  # the batches sample_batches takes
+        units = batch_units(totals, min(ctx.batch_size, UNIT_SAMPLES))
         done = [0] * len(totals)
 
         def work(unit: tuple[int, int, int]) -> Spectrum:
