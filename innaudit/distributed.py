@@ -2,8 +2,9 @@
 
 Under ``torchrun`` every process (rank) runs the same innaudit run. A :class:`Shard` says which
 rank this is; :meth:`Shard.map` runs a list of work units (an audit's batches, each keyed by its
-global position) over the ranks and hands every rank all the results in global order, so the reductions after it (medians, quantiles, maxima, worst indices) are computed on
-exactly the values one process would have. Work units draw their random numbers from generators
+global position) over the ranks and hands every rank all the results in global order, so the
+reductions after it (medians, quantiles, maxima, worst indices) are computed on exactly the
+values one process would have. Work units draw their random numbers from generators
 seeded by their global position, never by the rank, so the results do not depend on the number
 of ranks.
 

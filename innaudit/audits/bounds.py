@@ -15,7 +15,7 @@ from ..lipschitz import BlockBound, block_bound
 from ..metrics import neither, rate, worse
 from ..model import InvertibleModel
 from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, by_set
+from .common import batch_units, by_set, sample_counts
 from .jacobians import measure
 
 __all__ = ["Bounds", "model_bounds"]
@@ -121,7 +121,7 @@ class Bounds(Audit):
         forward = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
         inverse = lambda t: ctx.model.inverse(t, grad=True)  # noqa: E731
         slack = 1 + ctx.option("slack")
-        totals = [min(ctx.option("samples"), ctx.samples, d.size) for d in ctx.datasets]
+        totals = sample_counts(ctx)
         units = batch_units(totals, ctx.batch_size)
 
         def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import torch
 from torch import Tensor
 
-from ..data import Dataset
 from ..latent import LevelStats
 from ..linalg import Map
 from ..model import InvertibleModel
@@ -19,7 +18,7 @@ from .base import AuditContext
 T = TypeVar("T")
 
 __all__ = ["batch_units", "by_set", "full_range_floor", "level_stats", "prior_set", "progress_counter", "recording",
-           "round_trip", "sample_batches", "verdict_float64"]
+           "round_trip", "sample_counts", "verdict_float64"]
 
 
 def prior_set(temperature: float) -> str:
@@ -71,12 +70,10 @@ def progress_counter(progress: Callable[[str, int, int], None], name: str,
     return step
 
 
-def sample_batches(ctx: AuditContext, ds: Dataset, count: int) -> Iterator[Tensor]:
-    """The first ``count`` samples of ``ds`` (capped by ``--samples``) in batches, model dtype."""
-    n = min(count, ctx.samples, ds.size)
-    step = max(1, min(ctx.batch_size, n))
-    for start in range(0, n, step):
-        yield ds.make(start, min(start + step, n)).to(device=ctx.device, dtype=ctx.model.dtype)
+def sample_counts(ctx: AuditContext) -> list[int]:
+    """Samples an audit with a ``samples`` option takes from each set: its first ``samples``,
+    capped by ``--samples`` and the set's size (the sizes :func:`batch_units` cuts into batches)."""
+    return [min(ctx.option("samples"), ctx.samples, d.size) for d in ctx.datasets]
 
 
 def batch_units(sizes: Iterable[int], batch_size: int) -> list[tuple[int, int, int]]:

@@ -18,7 +18,7 @@ from ..metrics import better, neither, rate, worse
 from ..model import InvertibleModel
 from ..stats import per_sample_norm
 from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, by_set, full_range_floor, progress_counter
+from .common import batch_units, by_set, full_range_floor, progress_counter, sample_counts
 from .jacobians import measure
 
 __all__ = ["BlockTrace", "Layers", "chain_errors", "leaves_rounding", "trace_blocks", "whole_round_trip",
@@ -261,7 +261,7 @@ class Layers(Audit):
         model's round trip of every sample, which ranks them), then the sets (the block trace of
         each set's worst samples)."""
         blocks = ctx.model.blocks()
-        totals = [min(ctx.option("samples"), ctx.samples, d.size) for d in ctx.datasets]
+        totals = sample_counts(ctx)
         units = batch_units(totals, ctx.batch_size)
         steps = [progress_counter(ctx.progress, d.name, n) for d, n in zip(ctx.datasets, totals, strict=True)]
 

@@ -17,7 +17,7 @@ from ..metrics import neither, rate, worse
 from ..model import InvertibleModel, LogDetKind
 from ..stats import summarize
 from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, by_set, progress_counter
+from .common import batch_units, by_set, progress_counter, sample_counts
 
 __all__ = ["LogDet", "numerical_log_det"]
 
@@ -108,7 +108,7 @@ class LogDet(Audit):
         """One measurement per data set; the sets' batches are the work units of a sharded run."""
         method = choose_method(ctx.option("method"), ctx.model.info.domain.numel)
         estimated_model = ctx.model.info.log_det_kind is LogDetKind.ESTIMATED
-        totals = [min(ctx.option("samples"), ctx.samples, d.size) for d in ctx.datasets]
+        totals = sample_counts(ctx)
         units = batch_units(totals, ctx.batch_size)
         steps = [progress_counter(ctx.progress, d.name, n) for d, n in zip(ctx.datasets, totals, strict=True)]
 

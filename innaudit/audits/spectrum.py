@@ -12,7 +12,7 @@ from ..config import Threshold
 from ..cost import AuditCost, jacobian_costs
 from ..metrics import Direction, better, neither, rate, worse
 from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, by_set
+from .common import batch_units, by_set, sample_counts
 from .jacobians import Spectrum, measure, min_median_max
 
 __all__ = ["SpectrumAudit"]
@@ -66,9 +66,9 @@ def _with_inf(values: np.ndarray) -> dict[str, float]:
 
 UNIT_SAMPLES = 16
 """Samples per Jacobian batch at most, whatever ``--batch-size``: a vmapped exact Jacobian holds
-``d`` rows per sample, so larger batches cost memory without being faster, and the default 64 samples of a set
-become 4 work units a ``torchrun`` job can share out (the same units for any number of ranks, so
-the report does not change with it)."""
+``d`` rows per sample, so larger batches cost memory without being faster, and the default 64
+samples of a set become 4 work units a ``torchrun`` job can share out (the same units for any
+number of ranks, so the report does not change with it)."""
 
 
 @register
@@ -171,7 +171,7 @@ class SpectrumAudit(Audit):
         not by the rank)."""
         forward = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
         inverse = lambda t: ctx.model.inverse(t, grad=True)  # noqa: E731
-        totals = [min(ctx.option("samples"), ctx.samples, d.size) for d in ctx.datasets]
+        totals = sample_counts(ctx)
         units = batch_units(totals, min(ctx.batch_size, UNIT_SAMPLES))
         done = [0] * len(totals)
 
