@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from innaudit.zoo.flow import SequentialFlow
 from tests.fixtures_models import ExactLinear
 
 __all__ = ["HANG_S", "counting", "hanging", "raising"]
@@ -109,27 +110,12 @@ class _CountedLinear(ExactLinear):
         return 1.01 * float(sv[0]), 1.01 / float(sv[-1])
 
 
-class _Chain(nn.Module):
+class _Chain(SequentialFlow):
     data_range = (0.0, 1.0)
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__([_CountedLinear(2), _CountedLinear(2)])
         self.input_shape = (2,)
-        self.blocks = nn.ModuleList([_CountedLinear(2), _CountedLinear(2)])
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Both blocks, their log-dets added."""
-        total = torch.zeros(len(x))
-        for block in self.blocks:
-            x, log_det = block(x)
-            total = total + log_det
-        return x, total
-
-    def inverse(self, z: Tensor) -> Tensor:
-        """Both blocks' inverses, last first."""
-        for block in reversed(self.blocks):
-            z = block.inverse(z)
-        return z
 
 
 def counting() -> nn.Module:
