@@ -1,7 +1,7 @@
 """Safe loading through the CLI, with real files (``shared/research/security.md`` sections 0, 1.4, 5).
 
 - a pickle payload never runs, in any container format, even with
-  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (real processes);
+  ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` (in-process for every format, and once in a real process);
 - a pickled module loads only with ``--trust-checkpoint``, which the report records;
 - damaged, wrong-format and missing files give one ``error:`` line, exit 2, no report file;
 - ``--weights`` finds the state dict (``--weights-key``, ``module.`` prefixes) or says why not;
@@ -84,18 +84,34 @@ def test_payload_fixture_is_live(tmp_path: Path) -> None:
         assert marker.exists(), kind
 
 
-@pytest.mark.parametrize("force_unsafe_env", [False, True], ids=["default-env", "force-no-weights-only"])
-@pytest.mark.parametrize("kind", PAYLOAD_KINDS)
-def test_pickle_payload_is_refused_and_never_runs(cli_subprocess, tmp_path, kind, force_unsafe_env) -> None:
-    path, marker = tmp_path / "evil.pt", tmp_path / "PWNED"
-    _write_payload(kind, path, marker)
-    env = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"} if force_unsafe_env else {}
-    result = cli_subprocess("run", path, "-o", f"json={tmp_path / 'r.json'}", env=env)
+def _assert_payload_refused(result: CliResult, marker: Path, report: Path) -> None:
     assert not marker.exists(), "the pickle payload ran"
     line = assert_one_error_line(result)
     assert REFUSED_GLOBAL in line
     assert "--trust-checkpoint" in line
-    assert not (tmp_path / "r.json").exists()
+    assert not report.exists()
+
+
+@pytest.mark.parametrize("force_unsafe_env", [False, True], ids=["default-env", "force-no-weights-only"])
+@pytest.mark.parametrize("kind", PAYLOAD_KINDS)
+def test_pickle_payload_is_refused_and_never_runs(run_cli, monkeypatch, tmp_path, kind,
+                                                  force_unsafe_env) -> None:
+    """In-process: torch reads ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` at each ``torch.load`` call."""
+    path, marker, report = tmp_path / "evil.pt", tmp_path / "PWNED", tmp_path / "r.json"
+    _write_payload(kind, path, marker)
+    if force_unsafe_env:
+        monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    _assert_payload_refused(run_cli("run", path, "-o", f"json={report}"), marker, report)
+
+
+def test_pickle_payload_never_runs_in_a_real_process_told_to_load_unsafely(cli_subprocess,
+                                                                           tmp_path) -> None:
+    """The same refusal from ``python -m innaudit`` with the override set in its environment."""
+    path, marker, report = tmp_path / "evil.pt", tmp_path / "PWNED", tmp_path / "r.json"
+    _write_payload("zip", path, marker)
+    result = cli_subprocess("run", path, "-o", f"json={report}",
+                            env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+    _assert_payload_refused(result, marker, report)
 
 
 # -- a whole pickled module --------------------------------------------------------------------
@@ -106,9 +122,9 @@ def pickled_module(tmp_path: Path) -> Path:
     return path
 
 
-def test_pickled_module_refused_without_flag(cli_subprocess, pickled_module, tmp_path) -> None:
+def test_pickled_module_refused_without_flag(run_cli, pickled_module, tmp_path) -> None:
     out = tmp_path / "r.json"
-    line = assert_one_error_line(cli_subprocess("run", pickled_module, *FAST, "-o", f"json={out}"))
+    line = assert_one_error_line(run_cli("run", pickled_module, *FAST, "-o", f"json={out}"))
     assert "ExactLinear" in line
     assert "--trust-checkpoint" in line
     assert not out.exists()
