@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import invoke_subprocess
 from .test_distributed import CHECKPOINT, _ranks, _strip
 from .test_isolation import FACTORY
 
@@ -32,8 +33,6 @@ def test_a_memory_limited_job_gives_the_report_of_one_process(tmp_path: Path) ->
     one, many = tmp_path / "one.json", tmp_path / "many.json"
     args = [str(CHECKPOINT), "--audit", "roundtrip", "--samples", "64", "--batch-size", "16", "-q"]
     assert _ranks([*args, "--max-memory", "3G", "-o", f"json={many}"], tmp_path) == [1, 1]
-    from .conftest import invoke_subprocess
-
     assert invoke_subprocess("run", *args, "-o", f"json={one}").code == 1
     a, b = json.loads(one.read_text()), json.loads(many.read_text())
     assert b["run"]["world_size"] == 2

@@ -86,8 +86,8 @@ def test_the_readme_console_blocks_match_the_renderer(monkeypatch: pytest.Monkey
     result = invoke_cli(*args[1:])
     assert result.code == 1, result.stderr
     assert max(len(line) for line in result.stdout.splitlines()) <= int(env["COLUMNS"])
-    assert not _differences(output, result.stdout), (
-        f"README sample differs from the output ({_differences(output, result.stdout)}):\n" + result.stdout)
+    differences = _differences(output, result.stdout)
+    assert not differences, f"README sample differs from the output ({differences}):\n" + result.stdout
 
 
 def test_the_sample_comparison_lets_round_off_through_and_nothing_else() -> None:

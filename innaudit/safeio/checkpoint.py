@@ -9,7 +9,8 @@ unsafe load by itself.
 The format is sniffed from the first bytes, not from the extension. A checkpoint is opened and
 read once (:func:`read_checkpoint`): the checks, the loads and the report's sha256 all see the
 same bytes, so a file swapped between check and load cannot pass one and feed the other. The
-cost is the file's size in memory while it loads, bounded by the ``--max-memory`` budget.
+cost is the file's size in memory while it loads (twice, briefly, for a file read in several
+pieces), bounded by the ``--max-memory`` budget.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ CHUNK = 16 << 20
 
 
 def _read_at_most(handle: io.BufferedReader, limit: int) -> bytes:
-    """Up to ``limit`` bytes of ``handle``, read in :data:`CHUNK` pieces (no more memory than the
-    file's own size, plus one piece)."""
+    """Up to ``limit`` bytes of ``handle``, read in :data:`CHUNK` pieces. A file of one piece is
+    returned as read; a larger one is held twice for a moment, while its pieces are joined."""
     parts, total = [], 0
     while total < limit:
         part = handle.read(min(CHUNK, limit - total))
