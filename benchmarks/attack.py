@@ -1,6 +1,6 @@
 """Cost of one ``attack`` step against the model's raw forward + inverse + backward.
 
-Goal: one attack step (``innaudit.attack_search.sign_gradient_attack``: objective, round-trip
+Goal: one attack step (``innaudit.audits.attack_search.sign_gradient_attack``: objective, round-trip
 scoring, non-finite bookkeeping, sign step, projection) costs at most 1.15 times the raw
 ``x.requires_grad_(); r = inverse(forward(x)); ||r - x||.sum().backward()`` on the same batch
 with the bare module (no InvertibleModel wrapper).
@@ -28,7 +28,7 @@ import torch
 if importlib.util.find_spec("innaudit") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from innaudit.attack_search import attack_ball, sign_gradient_attack
+from innaudit.audits.attack_search import attack_ball, sign_gradient_attack
 from innaudit.data.digits import load_digits
 from innaudit.loading import load_model
 

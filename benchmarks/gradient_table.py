@@ -49,7 +49,7 @@ from innaudit.audits.gradient import BatchComparison, compare_gradients, culprit
 from innaudit.data.builtin import regression_targets, toy_2d
 from innaudit.data.digits import LEVELS, load_digits
 from innaudit.loading import load_model
-from innaudit.model import InvertibleModel
+from innaudit.model.contract import InvertibleModel
 
 CLASSIFIERS = [f"digits-classifier-{c}{r}" for c in ("affine", "additive") for r in ("", "-fd", "-nf", "-ms")]
 DENSITY = ["digits-affine", "digits-affine-fd", "digits-affine-deep", "digits-additive", "digits-residual"]

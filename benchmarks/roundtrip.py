@@ -31,11 +31,11 @@ if importlib.util.find_spec("innaudit") is None:  # run from a checkout without 
 from torch import nn
 
 from innaudit.audits import specs
-from innaudit.config import parse_config
+from innaudit.config.settings import parse_config
+from innaudit.core.domain import DataDomain
 from innaudit.data import Dataset, Role, resolve_dataset
-from innaudit.domain import DataDomain
 from innaudit.loading.adapt import adapt_module
-from innaudit.runner import run_audits
+from innaudit.run.audits import run_audits
 
 GOAL = 0.9
 ARCHITECTURE = {"shape": [1, 8, 8], "steps": 8, "hidden": 64, "coupling": "affine",

@@ -37,9 +37,9 @@ import torch
 if importlib.util.find_spec("innaudit") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from innaudit.domain import DataDomain
+from innaudit.config.duration import parse_duration
+from innaudit.core.domain import DataDomain
 from innaudit.loading.native import save_checkpoint
-from innaudit.planning import parse_duration
 from innaudit.zoo import build
 
 AUDIT_GOAL = 1.3

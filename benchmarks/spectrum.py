@@ -26,7 +26,7 @@ import torch
 if importlib.util.find_spec("innaudit") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from innaudit.domain import DataDomain
+from innaudit.core.domain import DataDomain
 from innaudit.linalg import extreme_singular_values, jacobian_singular_values
 from innaudit.loading import load_model
 from innaudit.loading.adapt import adapt_module

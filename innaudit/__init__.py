@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from innaudit._version import __version__
 
 __all__ = [
     "ConfigError",
@@ -31,15 +31,15 @@ __all__ = [
 ]
 
 _LAZY = {
-    "ConfigError": "innaudit.errors",
-    "DataError": "innaudit.errors",
-    "ExitCode": "innaudit.results",
-    "InnauditError": "innaudit.errors",
-    "InvertibleModel": "innaudit.model",
-    "LoadError": "innaudit.errors",
+    "ConfigError": "innaudit.core.errors",
+    "DataError": "innaudit.core.errors",
+    "ExitCode": "innaudit.core.results",
+    "InnauditError": "innaudit.core.errors",
+    "InvertibleModel": "innaudit.model.contract",
+    "LoadError": "innaudit.core.errors",
     "Report": "innaudit.report",
-    "Status": "innaudit.results",
-    "UsageError": "innaudit.errors",
+    "Status": "innaudit.core.results",
+    "UsageError": "innaudit.core.errors",
     "assert_invertible": "innaudit.api",
     "audit": "innaudit.api",
     "load_model": "innaudit.loading",
@@ -47,13 +47,13 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .api import assert_invertible, audit
-    from .errors import ConfigError, DataError, InnauditError, LoadError, UsageError
-    from .loading import load_model
-    from .loading.native import save_checkpoint
-    from .model import InvertibleModel
-    from .report import Report
-    from .results import ExitCode, Status
+    from innaudit.api import assert_invertible, audit
+    from innaudit.core.errors import ConfigError, DataError, InnauditError, LoadError, UsageError
+    from innaudit.core.results import ExitCode, Status
+    from innaudit.loading import load_model
+    from innaudit.loading.native import save_checkpoint
+    from innaudit.model.contract import InvertibleModel
+    from innaudit.report import Report
 
 
 def __getattr__(name: str) -> Any:

@@ -1,3 +1,3 @@
-from .cli import main
+from innaudit.cli import main
 
 main()

@@ -4,7 +4,7 @@ Both take what a researcher has at hand: the model as an object (an ``nn.Module`
 ``forward``/``inverse``, or a flow from FrEIA, nflows, normflows, zuko or pyro), a checkpoint
 path or a factory string; data as a tensor, a numpy array, a data SPEC string, or a mapping of
 set name -> any of those. Keyword options have the CLI's defaults. Both run the one
-orchestration path (:func:`innaudit.orchestration.execute`) the CLI runs.
+orchestration path (:func:`innaudit.run.job.execute`) the CLI runs.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .audits import specs
-from .config import Config, parse_config
-from .cost import parse_duration
-from .errors import UsageError
-from .orchestration import Job, execute, named_sets
-from .report import Report
-from .results import ExitCode
-from .runner import Observer
+from innaudit.audits import specs
+from innaudit.config.duration import parse_duration
+from innaudit.config.settings import Config, parse_config
+from innaudit.core.errors import UsageError
+from innaudit.core.results import ExitCode
+from innaudit.report import Report
+from innaudit.run.audits import Observer
+from innaudit.run.job import Job, execute, named_sets
 
 __all__ = ["assert_invertible", "audit"]
 
@@ -58,7 +58,7 @@ def audit(
     condition: str | None = None,
     observer: Observer | None = None,
 ) -> Report:
-    """Audit a model and return its :class:`~innaudit.results.Report`.
+    """Audit a model and return its :class:`~innaudit.core.results.Report`.
 
     Args:
         model: an ``nn.Module`` with ``forward(x) -> z`` (or ``(z, logdet)``) and ``inverse(z)``,
@@ -82,10 +82,10 @@ def audit(
         config: a Config, or a mapping in the YAML layout (``innaudit init`` writes one);
             the keyword options above win over it.
         weights, weights_key, trust, condition: as ``innaudit run --weights`` and friends.
-        observer: receives progress (see :class:`innaudit.runner.Observer`).
+        observer: receives progress (see :class:`innaudit.run.audits.Observer`).
 
     Raises:
-        innaudit.errors.InnauditError: the model, the data or an option cannot be used (the
+        innaudit.core.errors.InnauditError: the model, the data or an option cannot be used (the
             message says what was given, what was expected, and what to do).
     """
     data_specs, arrays = named_sets(data, "data")

@@ -1,4 +1,4 @@
-"""The Report that ``innaudit.audit`` returns: the plain-data :class:`innaudit.results.Report`
+"""The Report that ``innaudit.audit`` returns: the plain-data :class:`innaudit.core.results.Report`
 with what a notebook or a test suite wants on top: ``to_json()``, ``save(path)`` and the HTML
 view Jupyter shows (``_repr_html_``). The renderers stay below this layer; they read the plain
 Report, so both classes render the same.
@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from . import results
-from .atomic import write_atomic
-from .render import RENDERERS
-from .render.html import render as render_html
-from .render.json import render as render_json
+from innaudit.core import results
+from innaudit.render import RENDERERS
+from innaudit.render.html import render as render_html
+from innaudit.render.json import render as render_json
+from innaudit.safeio.atomic import write_atomic
 
 __all__ = ["Report"]
 
@@ -22,7 +22,7 @@ _SUFFIXES = {".json": "json", ".html": "html", ".htm": "html", ".md": "markdown"
 
 
 class Report(results.Report):
-    """A :class:`innaudit.results.Report` that can render and save itself."""
+    """A :class:`innaudit.core.results.Report` that can render and save itself."""
 
     @classmethod
     def of(cls, report: results.Report) -> Report:

@@ -13,7 +13,7 @@ import torch
 
 import innaudit
 from innaudit.audits import specs
-from innaudit.config import Config, parse_config
+from innaudit.config.settings import Config, parse_config
 
 from .api_models import Squash
 from .conftest import REPO, subprocess_env

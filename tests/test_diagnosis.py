@@ -6,12 +6,12 @@ import json
 import re
 from dataclasses import replace
 
-from innaudit.diagnosis import FD_COEFF, FD_EPS, Diagnosis, Kind, diagnose, diagnosis_to_dict
+from innaudit.core.results import Report, Status
 from innaudit.render import RENDERERS
 from innaudit.render.json import report_dict
-from innaudit.report_json import report_from_dict, to_plain
-from innaudit.results import Report, Status
 from innaudit.train import regularizers
+from innaudit.verdict.diagnosis import FD_COEFF, FD_EPS, Diagnosis, Kind, diagnose, diagnosis_to_dict
+from innaudit.verdict.report_json import report_from_dict, to_plain
 
 from .render.fabricated import diagnosable_report
 

@@ -1,4 +1,4 @@
-"""``torchrun`` scale-out (:mod:`innaudit.distributed`): exact merges, rank 0's report, faults.
+"""``torchrun`` scale-out (:mod:`innaudit.core.distributed`): exact merges, rank 0's report, faults.
 
 The multi-process tests start 2 CPU processes with the gloo backend, either with ``torchrun
 --standalone`` or as plain processes given the variables torchrun sets (``RANK``, ``WORLD_SIZE``,
@@ -22,10 +22,10 @@ import pytest
 import torch
 
 from innaudit.audits.common import batch_units
+from innaudit.audits.cost import Timing, Units
 from innaudit.audits.precision import PRECISIONS, Lane, _merge, _Part
-from innaudit.cost import Timing, Units
-from innaudit.distributed import SINGLE, Shard
-from innaudit.stats import ErrorAccumulator
+from innaudit.core.distributed import SINGLE, Shard
+from innaudit.core.stats import ErrorAccumulator
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "digits-affine.pt"

@@ -7,8 +7,7 @@ adds its module to the import below and its id to ``RUN_ORDER``.
 
 from __future__ import annotations
 
-from ..config import Config
-from . import (  # noqa: F401  (registers)
+from innaudit.audits import (  # noqa: F401  (registers)
     attack,
     bounds,
     gradient,
@@ -20,7 +19,8 @@ from . import (  # noqa: F401  (registers)
     sampling,
     spectrum,
 )
-from .base import REGISTRY, Audit, AuditContext, Measurement, metric_table, register, specs
+from innaudit.audits.base import REGISTRY, Audit, AuditContext, Measurement, metric_table, register, specs
+from innaudit.config.settings import Config
 
 __all__ = ["REGISTRY", "RUN_ORDER", "Audit", "AuditContext", "Measurement", "metric_table", "register",
            "selected_audits", "specs"]

@@ -1,7 +1,7 @@
 """The ``attack`` audit: a gradient search for non-invertible points inside the dequantization cell.
 
 The search itself (region, objectives, sign-gradient ascent, random search) is
-:mod:`innaudit.attack_search`; this module holds the audit: options, metrics, series, witnesses.
+:mod:`innaudit.audits.attack_search`; this module holds the audit: options, metrics, series, witnesses.
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..attack_search import OBJECTIVES, AttackResult, attack_ball, random_search, sign_gradient_attack
-from ..config import Threshold
-from ..cost import AuditCost, Cost
-from ..data import Dataset, Role
-from ..domain import DataDomain
-from ..errors import ConfigError
-from ..linalg import autograd_blind_reason
-from ..metrics import neither, rate, worse
-from ..stats import per_sample_norm, summarize
-from .base import Audit, AuditContext, Measurement, register
-from .common import full_range_floor
+from innaudit.audits.attack_search import OBJECTIVES, AttackResult, attack_ball, random_search, sign_gradient_attack
+from innaudit.audits.base import Audit, AuditContext, Measurement, register
+from innaudit.audits.common import full_range_floor
+from innaudit.audits.cost import AuditCost, Cost
+from innaudit.config.settings import Threshold
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import ConfigError
+from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.stats import per_sample_norm, summarize
+from innaudit.data import Dataset, Role
+from innaudit.linalg import autograd_blind_reason
 
 __all__ = ["Attack", "default_epsilon"]
 

@@ -16,13 +16,13 @@ from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from ..config import AuditSettings, AuditSpec, Threshold
-from ..cost import AuditCost, Cost
-from ..data import Dataset
-from ..distributed import SINGLE, Shard
-from ..metrics import Metric, MetricTable
-from ..model import InvertibleModel
-from ..seeding import generator
+from innaudit.audits.cost import AuditCost, Cost
+from innaudit.config.settings import AuditSettings, AuditSpec, Threshold
+from innaudit.core.distributed import SINGLE, Shard
+from innaudit.core.metrics import Metric, MetricTable
+from innaudit.core.seeding import generator
+from innaudit.data import Dataset
+from innaudit.model.contract import InvertibleModel
 
 __all__ = ["REGISTRY", "Audit", "AuditContext", "Measurement", "metric_table", "register", "specs"]
 
@@ -38,7 +38,7 @@ class Measurement:
         metrics: nested numbers; dotted paths (``error_l2.max``) name them for thresholds.
         message: a sentence for the report.
         series: data for plots, never gated (histograms, curves, per-block lists, grids); see
-            :class:`innaudit.results.SetResult`.
+            :class:`innaudit.core.results.SetResult`.
         artifacts: big arrays for files the CLI may write (attack witnesses), never rendered.
     """
 
@@ -64,7 +64,7 @@ class AuditContext:
         float64_check: whether to repeat measurements in float64.
         latent_shape: shape of one latent ``z`` (from a probe forward pass).
         progress: ``progress(dataset, done, total)`` reports samples processed.
-        shard: this process's share of a ``torchrun`` job (:mod:`innaudit.distributed`); a
+        shard: this process's share of a ``torchrun`` job (:mod:`innaudit.core.distributed`); a
             single process does all the work.
     """
 
@@ -104,7 +104,7 @@ class Audit(ABC):
     options: ClassVar[Mapping[str, Any]] = {}
     metrics: ClassVar[tuple[Metric, ...]] = ()
     """Every metric ``run`` produces, with its direction, unit and whether it is a rate
-    (:mod:`innaudit.metrics`); a registry test holds the declarations against real runs."""
+    (:mod:`innaudit.core.metrics`); a registry test holds the declarations against real runs."""
 
     scalable: ClassVar[bool] = True
     """Whether a budget may lower the samples per set (False: a fixed grid of points)."""
@@ -114,7 +114,7 @@ class Audit(ABC):
     @classmethod
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
         """Model evaluations per sample and per set, by method (``""`` when there is no choice),
-        for inputs of dimension ``dim`` (:mod:`innaudit.planning`). Default: one round trip."""
+        for inputs of dimension ``dim`` (:mod:`innaudit.run.plan`). Default: one round trip."""
         return {"": AuditCost(Cost(forward=1, inverse=1))}
 
     @classmethod

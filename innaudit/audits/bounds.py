@@ -9,14 +9,14 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from ..config import Threshold
-from ..cost import AuditCost, jacobian_costs
-from ..lipschitz import BlockBound, block_bound
-from ..metrics import neither, rate, worse
-from ..model import InvertibleModel
-from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, by_set, sample_counts
-from .jacobians import measure
+from innaudit.audits.base import Audit, AuditContext, Measurement, register
+from innaudit.audits.common import batch_units, by_set, sample_counts
+from innaudit.audits.cost import AuditCost, jacobian_costs
+from innaudit.audits.jacobians import measure
+from innaudit.config.settings import Threshold
+from innaudit.core.metrics import neither, rate, worse
+from innaudit.linalg.lipschitz import BlockBound, block_bound
+from innaudit.model.contract import InvertibleModel
 
 __all__ = ["Bounds", "model_bounds"]
 
@@ -54,7 +54,7 @@ class Bounds(Audit):
     1 + Lip(t)`` both ways, residual blocks ``1 + c`` and ``1 / (1 - c)``, ActNorm and
     invertible 1x1 convolutions by their scales' and ``W``'s extreme singular values, squeeze
     and permutations 1, ``Lip(t)`` from the exact spectral norms of the net's layers (conv
-    layers as operators at the input resolution). See :mod:`innaudit.lipschitz`. A bound holds
+    layers as operators at the input resolution). See :mod:`innaudit.linalg.lipschitz`. A bound holds
     on all of ``R^d``: no input, however far out of distribution, can make the inverse amplify
     a perturbation by more than ``inverse.bound``.
 

@@ -9,11 +9,11 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from ..latent import LevelStats
-from ..linalg import Map
-from ..model import InvertibleModel
-from ..stats import ErrorAccumulator
-from .base import AuditContext
+from innaudit.audits.base import AuditContext
+from innaudit.core.stats import ErrorAccumulator
+from innaudit.linalg import Map
+from innaudit.model.contract import InvertibleModel
+from innaudit.model.latent import LevelStats
 
 T = TypeVar("T")
 

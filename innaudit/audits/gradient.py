@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..config import Threshold
-from ..data import Dataset
-from ..data.dataset import Role
-from ..metrics import neither, rate, worse
-from ..model import InverseKind, InvertibleModel
-from ..stats import per_sample_norm, summarize
-from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, progress_counter
+from innaudit.audits.base import Audit, AuditContext, Measurement, register
+from innaudit.audits.common import batch_units, progress_counter
+from innaudit.config.settings import Threshold
+from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.stats import per_sample_norm, summarize
+from innaudit.data import Dataset
+from innaudit.data.dataset import Role
+from innaudit.model.contract import InverseKind, InvertibleModel
 
 __all__ = ["LOSSES", "BatchComparison", "Gradient", "LossFn", "compare_gradients", "culprit",
            "memcnn_wrappers", "nll_loss", "preflight", "projection_loss"]

@@ -10,13 +10,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..cost import AuditCost, Cost
-from ..data import Dataset
-from ..linalg import jacobian, log_abs_det
-from ..metrics import neither, rate, worse
-from ..stats import per_sample_norm, summarize
-from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units
+from innaudit.audits.base import Audit, AuditContext, Measurement, register
+from innaudit.audits.common import batch_units
+from innaudit.audits.cost import AuditCost, Cost
+from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.stats import per_sample_norm, summarize
+from innaudit.data import Dataset
+from innaudit.linalg import jacobian, log_abs_det
 
 __all__ = ["Grid", "grid_points", "grid_set"]
 

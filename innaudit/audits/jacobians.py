@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..linalg import (
+from innaudit.linalg import (
     Map,
     NotMeasuredError,
     autograd_blind_reason,

@@ -11,15 +11,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import Threshold
-from ..cost import AuditCost, Cost, jacobian_costs
-from ..data import Dataset
-from ..metrics import better, neither, rate, worse
-from ..model import InvertibleModel
-from ..stats import per_sample_norm
-from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, by_set, full_range_floor, progress_counter, sample_counts
-from .jacobians import measure
+from innaudit.audits.base import Audit, AuditContext, Measurement, register
+from innaudit.audits.common import batch_units, by_set, full_range_floor, progress_counter, sample_counts
+from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
+from innaudit.audits.jacobians import measure
+from innaudit.config.settings import Threshold
+from innaudit.core.metrics import better, neither, rate, worse
+from innaudit.core.stats import per_sample_norm
+from innaudit.data import Dataset
+from innaudit.model.contract import InvertibleModel
 
 __all__ = ["BlockTrace", "Layers", "chain_errors", "leaves_rounding", "trace_blocks", "whole_round_trip",
            "worst_samples"]

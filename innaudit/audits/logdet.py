@@ -10,14 +10,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import Threshold
-from ..cost import AuditCost, Cost
-from ..linalg import choose_method, jacobian, log_abs_det, log_abs_det_estimate
-from ..metrics import neither, rate, worse
-from ..model import InvertibleModel, LogDetKind
-from ..stats import summarize
-from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, by_set, progress_counter, sample_counts
+from innaudit.audits.base import Audit, AuditContext, Measurement, register
+from innaudit.audits.common import batch_units, by_set, progress_counter, sample_counts
+from innaudit.audits.cost import AuditCost, Cost
+from innaudit.config.settings import Threshold
+from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.stats import summarize
+from innaudit.linalg import choose_method, jacobian, log_abs_det, log_abs_det_estimate
+from innaudit.model.contract import InvertibleModel, LogDetKind
 
 __all__ = ["LogDet", "numerical_log_det"]
 
@@ -48,7 +48,7 @@ class LogDet(Audit):
 
     Per sample: ``err = |ld_model(x) - log|det J_F(x)||`` in nats and ``rel = err /
     max(1, |log|det J_F(x)||)``. The reference value is exact (``slogdet`` in float64 of the
-    Jacobian built with torch.func) where the cost model (``innaudit.planning``) finds it within 4x
+    Jacobian built with torch.func) where the cost model (``innaudit.run.plan``) finds it within 4x
     of the estimate's cost under ``method: auto``, and otherwise a
     stochastic Lanczos quadrature estimate ``1/2 tr log(J^T J)`` with ``probes`` Rademacher
     probes of ``steps`` JVP/VJP pairs each; then ``reference_stderr`` gives its standard error

@@ -13,16 +13,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import Threshold
-from ..cost import AuditCost, Cost, jacobian_costs
-from ..data import Dataset
-from ..linalg import extreme_singular_values, jacobian_singular_values
-from ..metrics import Metric, neither, rate, worse
-from ..model import InverseKind, InvertibleModel
-from ..stats import ErrorAccumulator, per_sample_norm, summarize
-from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, by_set, full_range_floor, prior_set, progress_counter
-from .roundtrip import RoundTrip
+from innaudit.audits.base import Audit, AuditContext, Measurement, register
+from innaudit.audits.common import batch_units, by_set, full_range_floor, prior_set, progress_counter
+from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
+from innaudit.audits.roundtrip import RoundTrip
+from innaudit.config.settings import Threshold
+from innaudit.core.metrics import Metric, neither, rate, worse
+from innaudit.core.stats import ErrorAccumulator, per_sample_norm, summarize
+from innaudit.data import Dataset
+from innaudit.linalg import extreme_singular_values, jacobian_singular_values
+from innaudit.model.contract import InverseKind, InvertibleModel
 
 __all__ = ["LADDER", "PRECISIONS", "Lane", "Precision", "PrecisionAudit", "lowest_invertible"]
 

@@ -8,13 +8,8 @@ from typing import cast
 
 import torch
 
-from ..config import Threshold
-from ..latent import LevelStats
-from ..metrics import neither, rate, worse
-from ..model import InverseKind, InvertibleModel
-from ..stats import ErrorAccumulator
-from .base import Audit, AuditContext, Measurement, register
-from .common import (
+from innaudit.audits.base import Audit, AuditContext, Measurement, register
+from innaudit.audits.common import (
     batch_units,
     by_set,
     full_range_floor,
@@ -24,6 +19,11 @@ from .common import (
     round_trip,
     verdict_float64,
 )
+from innaudit.config.settings import Threshold
+from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.stats import ErrorAccumulator
+from innaudit.model.contract import InverseKind, InvertibleModel
+from innaudit.model.latent import LevelStats
 
 __all__ = ["RoundTrip"]
 

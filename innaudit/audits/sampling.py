@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import Threshold
-from ..data import Dataset
-from ..latent import LevelStats
-from ..metrics import neither, rate, worse
-from ..stats import ErrorAccumulator
-from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, by_set, level_stats, prior_set, progress_counter, recording, round_trip
+from innaudit.audits.base import Audit, AuditContext, Measurement, register
+from innaudit.audits.common import batch_units, by_set, level_stats, prior_set, progress_counter, recording, round_trip
+from innaudit.config.settings import Threshold
+from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.stats import ErrorAccumulator
+from innaudit.data import Dataset
+from innaudit.model.latent import LevelStats
 
 __all__ = ["Sampling"]
 

@@ -8,12 +8,12 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..config import Threshold
-from ..cost import AuditCost, jacobian_costs
-from ..metrics import Direction, better, neither, rate, worse
-from .base import Audit, AuditContext, Measurement, register
-from .common import batch_units, by_set, sample_counts
-from .jacobians import Spectrum, measure, min_median_max
+from innaudit.audits.base import Audit, AuditContext, Measurement, register
+from innaudit.audits.common import batch_units, by_set, sample_counts
+from innaudit.audits.cost import AuditCost, jacobian_costs
+from innaudit.audits.jacobians import Spectrum, measure, min_median_max
+from innaudit.config.settings import Threshold
+from innaudit.core.metrics import Direction, better, neither, rate, worse
 
 __all__ = ["SpectrumAudit"]
 
@@ -85,7 +85,7 @@ class SpectrumAudit(Audit):
 
     Method (option ``method``): ``exact`` builds each sample's full Jacobian with
     ``torch.func`` (vmap over jacrev) and takes its SVD in float64, both directions; ``auto``
-    takes it while the cost model (``innaudit.planning``: ``d`` VJPs and an SVD per sample and
+    takes it while the cost model (``innaudit.run.plan``: ``d`` VJPs and an SVD per sample and
     direction, timed on the model) puts it within 4x of the matrix-free method. ``matrix-free`` runs Lanczos on ``J^T J`` through
     one JVP and one VJP per iteration (``innaudit.linalg``), to relative residual ``tol`` or
     ``max_iter`` iterations, for ``sigma_max`` of both maps; ``sigma_min(J_F) = 1 /

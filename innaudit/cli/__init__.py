@@ -11,7 +11,7 @@ bars, ``run`` the ``run`` command, ``reports`` ``render`` / ``compare`` / ``--ba
 
 from __future__ import annotations
 
-from . import commands, reports, run  # noqa: F401  (registers the commands on the group)
-from .app import EXIT_HELP, cli, main
+from innaudit.cli import commands, reports, run  # noqa: F401  (registers the commands on the group)
+from innaudit.cli.app import EXIT_HELP, cli, main
 
 __all__ = ["EXIT_HELP", "cli", "main"]

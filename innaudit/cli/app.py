@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import click
 
-from .._version import __version__
-from ..errors import InnauditError, clean_text
-from .output import STATE, err
+from innaudit._version import __version__
+from innaudit.cli.output import STATE, err
+from innaudit.core.errors import InnauditError, clean_text
 
 __all__ = ["EXIT_HELP", "cli", "main"]
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from ..errors import UsageError, did_you_mean
-from .app import cli
-from .output import err
+from innaudit.cli.app import cli
+from innaudit.cli.output import err
+from innaudit.core.errors import UsageError, did_you_mean
 
 __all__ = ["explain", "init", "list_audits", "train"]
 
@@ -18,7 +18,7 @@ __all__ = ["explain", "init", "list_audits", "train"]
 @cli.command("list")
 def list_audits() -> None:
     """List the audits with their ids."""
-    from ..audits import REGISTRY
+    from innaudit.audits import REGISTRY
 
     for aid, cls in REGISTRY.items():
         click.echo(f"{aid:12s} {cls.title}")
@@ -28,7 +28,7 @@ def list_audits() -> None:
 @click.argument("audit_id", metavar="ID")
 def explain(audit_id: str) -> None:
     """Explain what audit ID checks, its formula, and how to read a failure."""
-    from ..audits import REGISTRY
+    from innaudit.audits import REGISTRY
 
     if audit_id not in REGISTRY:
         raise UsageError(f"audit {audit_id!r} does not exist{did_you_mean(audit_id, REGISTRY)}")
@@ -40,9 +40,9 @@ def explain(audit_id: str) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(path: str, force: bool) -> None:
     """Write a commented default config to PATH (default innaudit.yaml)."""
-    from ..atomic import write_atomic
-    from ..audits import specs
-    from ..config_template import default_config_text
+    from innaudit.audits import specs
+    from innaudit.config.template import default_config_text
+    from innaudit.safeio.atomic import write_atomic
 
     target = Path(path)
     if target.exists() and not force:
@@ -69,9 +69,9 @@ def train(recipe: str, output: str, seed: int, regularizer: str, progress: bool 
     from rich.console import Console
     from rich.progress import Progress
 
-    from ..loading import file_sha256
-    from ..loading.native import save_checkpoint
-    from ..train import run_recipe
+    from innaudit.loading import file_sha256
+    from innaudit.loading.native import save_checkpoint
+    from innaudit.train import run_recipe
 
     target = Path(output)
     if not (target.parent if str(target.parent) else Path(".")).is_dir():
@@ -103,7 +103,7 @@ def _recipe_monitor(every: int | None, log: str | None) -> Any:
         return None
     if log is not None and not (Path(log).parent if str(Path(log).parent) else Path(".")).is_dir():
         raise UsageError(f"--monitor-log {log!r}: folder {str(Path(log).parent)!r} does not exist")
-    from ..monitor.training import RecipeMonitor
+    from innaudit.monitor.training import RecipeMonitor
 
     return RecipeMonitor(every, log)
 
@@ -112,6 +112,6 @@ def _hooked(hook: Any) -> Any:
     """The training-step hook context for ``hook`` (a no-op context without one)."""
     import contextlib
 
-    from ..train.hooks import step_hook
+    from innaudit.train.hooks import step_hook
 
     return step_hook(hook) if hook is not None else contextlib.nullcontext()

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import UsageError, clean_text, clean_tree
+from innaudit.core.errors import UsageError, clean_text, clean_tree
 
 if TYPE_CHECKING:
-    from ..results import Report
+    from innaudit.core.results import Report
 
 __all__ = ["STATE", "ProgressObserver", "check_targets", "color", "err", "input_paths", "parse_outputs",
            "width", "write_outputs"]
@@ -26,13 +26,13 @@ STATE = {"verbose": 0}
 
 
 def err(message: str) -> None:
-    """One line on stderr, sanitized (:func:`~innaudit.errors.clean_text`): a path or message
+    """One line on stderr, sanitized (:func:`~innaudit.core.errors.clean_text`): a path or message
     from outside can neither break the line nor carry terminal escapes."""
     click.echo(clean_text(message, 4000), err=True)
 
 
 def parse_outputs(values: Sequence[str]) -> list[tuple[str, Path | None]]:
-    from ..render import FORMATS
+    from innaudit.render import FORMATS
 
     outputs: list[tuple[str, Path | None]] = []
     for value in values:
@@ -56,8 +56,8 @@ TEXT_FORMATS = ("console", "github", "markdown")
 
 
 def write_outputs(report: Report, outputs: list[tuple[str, Path | None]], quiet: bool) -> None:
-    from ..atomic import write_target
-    from ..render import RENDERERS, console
+    from innaudit.render import RENDERERS, console
+    from innaudit.safeio.atomic import write_target
 
     clean = clean_tree(report) if any(fmt in TEXT_FORMATS for fmt, _ in outputs) else report
     for fmt, path in outputs:
@@ -80,8 +80,8 @@ def write_outputs(report: Report, outputs: list[tuple[str, Path | None]], quiet:
 def input_paths(model: str | None, files: Iterable[str | None], specs: Iterable[str | None]) -> list[Path]:
     """The files a run reads: MODEL (or the file of ``file.py:callable``), ``files`` as given
     (weights, config, baseline...), and the files named by data SPECs (``[NAME=]x.npz:key``)."""
-    from ..data import split_name
-    from ..safeio.arrays import split_file_spec
+    from innaudit.data import split_name
+    from innaudit.safeio.arrays import split_file_spec
 
     found = [Path(p) for p in (model, (model or "").rpartition(":")[0], *files) if p]
     for spec in filter(None, specs):
@@ -101,7 +101,7 @@ def _identity(path: Path) -> tuple[object, ...]:
 
 def _check_one(fmt: str, path: Path) -> None:
     """Refuse a target that cannot take a report, before any audit runs."""
-    from ..atomic import direct_target
+    from innaudit.safeio.atomic import direct_target
 
     where = f"-o {fmt}={clean_text(path, 300)!r}"
     try:
@@ -219,9 +219,9 @@ class ProgressObserver:
         pass
 
     def plan_ready(self, run: Any) -> None:
-        """Keep the live plan (:class:`innaudit.planning.PlanRun`) for the ETA; say so up front
+        """Keep the live plan (:class:`innaudit.run.plan.PlanRun`) for the ETA; say so up front
         when an unbudgeted run will be long."""
-        from ..planning import LONG_RUN_S
+        from innaudit.run.plan import LONG_RUN_S
 
         self.plan, plan = run, run.plan
         if plan.budget_s is None and plan.estimated_s > LONG_RUN_S and self.mode != "off":

@@ -7,20 +7,20 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..baseline import ABS_TOL, REL_TOL
-from ..errors import UsageError
-from .app import cli
-from .output import check_targets, color, err, input_paths, parse_outputs, width, write_outputs
+from innaudit.cli.app import cli
+from innaudit.cli.output import check_targets, color, err, input_paths, parse_outputs, width, write_outputs
+from innaudit.core.errors import UsageError
+from innaudit.verdict.baseline import ABS_TOL, REL_TOL
 
 if TYPE_CHECKING:
-    from ..results import Report
+    from innaudit.core.results import Report
 
 __all__ = ["compare", "compared", "load_baseline", "render"]
 
 
 def load_baseline(path: str | None, fail_on_regression: bool) -> Report | None:
     """Read ``--baseline`` before any audit runs, so a bad file fails fast (exit 2)."""
-    from ..report_json import load_report
+    from innaudit.verdict.report_json import load_report
 
     if path is None:
         if fail_on_regression:
@@ -34,8 +34,8 @@ def compared(base: Report, report: Report, base_name: str, rel_tol: float, abs_t
     """``report`` with its comparison against ``base`` (gated when ``gate``)."""
     from dataclasses import replace
 
-    from ..audits import metric_table
-    from ..baseline import compare as compare_reports
+    from innaudit.audits import metric_table
+    from innaudit.verdict.baseline import compare as compare_reports
 
     comparison = compare_reports(base, report, metric_table(), rel_tol=rel_tol, abs_tol=abs_tol, gate=gate,
                                  base_name=base_name)
@@ -51,10 +51,10 @@ def render(report_path: str, outputs: tuple[str, ...]) -> None:
     A monitor log (``.jsonl``, from ``innaudit train --monitor-log`` or ``InvertibilityMonitor(log=...)``)
     renders as its timeline: ``-o html=PATH`` or the console summary.
     """
-    from ..report_json import load_report
+    from innaudit.verdict.report_json import load_report
 
     if report_path.endswith(".jsonl"):
-        from .timeline import render_timeline
+        from innaudit.cli.timeline import render_timeline
 
         render_timeline(report_path, outputs)
         return
@@ -74,8 +74,8 @@ def render(report_path: str, outputs: tuple[str, ...]) -> None:
 def compare(base_path: str, new_path: str, fail_on_regression: bool, rel_tol: float, abs_tol: float,
             outputs: tuple[str, ...]) -> int:
     """Classify every metric of NEW against BASE: improved, unchanged, regressed, new or missing."""
-    from ..render.compare import table
-    from ..report_json import load_report
+    from innaudit.render.compare import table
+    from innaudit.verdict.report_json import load_report
 
     targets = parse_outputs(outputs)
     check_targets(targets, input_paths(None, (base_path, new_path), ()))

@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from ..baseline import ABS_TOL, REL_TOL
-from ..errors import DistributedError, UsageError
-from .app import EXIT_HELP, cli
-from .output import STATE, ProgressObserver, check_targets, err, input_paths, parse_outputs, write_outputs
-from .reports import compared, load_baseline
+from innaudit.cli.app import EXIT_HELP, cli
+from innaudit.cli.output import STATE, ProgressObserver, check_targets, err, input_paths, parse_outputs, write_outputs
+from innaudit.cli.reports import compared, load_baseline
+from innaudit.core.errors import DistributedError, UsageError
+from innaudit.verdict.baseline import ABS_TOL, REL_TOL
 
 if TYPE_CHECKING:
-    from ..orchestration import Job
-    from ..results import Report
+    from innaudit.core.results import Report
+    from innaudit.run.job import Job
 
 __all__ = ["run"]
 
@@ -79,8 +79,8 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     STATE["verbose"] = verbose
     targets = parse_outputs(outputs)
     base = load_baseline(baseline, fail_on_regression)
-    from ..audits import specs
-    from ..config import load_config
+    from innaudit.audits import specs
+    from innaudit.config.settings import load_config
 
     overrides = {"seed": seed, "samples": samples, "batch_size": _batch(batch_size), "budget": budget,
                  "device": device,
@@ -102,11 +102,11 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
         raise UsageError(f"--timeout {timeout:g} must be a positive, finite number of seconds")
     if rank_timeout is not None and not 0 < rank_timeout < float("inf"):
         raise UsageError(f"--rank-timeout {rank_timeout:g} must be a positive, finite number of seconds")
-    from ..distributed import world_size_of
+    from innaudit.core.distributed import world_size_of
 
     world = world_size_of()
     _check_device(config.device)
-    from ..orchestration import Job
+    from innaudit.run.job import Job
 
     job = Job(model, config, weights, weights_key, trust_checkpoint, _size(max_memory), condition)
     if show_plan:
@@ -141,7 +141,7 @@ def _finish(report: Report, base: Any, baseline: str | None, rel_tol: float, abs
     if witness_dir is not None:
         _save_witnesses(report, witness_dir)
     if quiet or ("console", None) not in targets:  # the console table already ends with it
-        from ..render.console import verdict_line
+        from innaudit.render.console import verdict_line
 
         err(verdict_line(report))
     return code
@@ -150,8 +150,8 @@ def _finish(report: Report, base: Any, baseline: str | None, rel_tol: float, abs
 def _distributed(job: Job, progress: str, rank_timeout: float | None, finish: Callable[..., int]) -> int:
     """One rank of a torchrun job: every rank audits its share; rank 0 alone writes the reports
     and decides the exit code, which every other rank exits with (its own once the job broke)."""
-    from ..distributed import DEFAULT_TIMEOUT_S, join, leave
-    from ..orchestration import execute
+    from innaudit.core.distributed import DEFAULT_TIMEOUT_S, join, leave
+    from innaudit.run.job import execute
 
     shard = join(rank_timeout or DEFAULT_TIMEOUT_S)
     try:
@@ -184,8 +184,8 @@ def _distributed_isolated(job: Job, progress: str, timeout: float | None, rank_t
     joins the job and audits its share; this process keeps the clock and the memory limit. Rank 0
     writes the reports. Every rank holds the merged results, so each reaches the same exit code
     from its own report; a rank stopped by the deadline, a crash or a peer that is gone exits 2."""
-    from ..distributed import DEFAULT_TIMEOUT_S
-    from ..isolation import run_isolated
+    from innaudit.core.distributed import DEFAULT_TIMEOUT_S
+    from innaudit.run.child import run_isolated
 
     leader = os.environ.get("RANK", "0") == "0"
     with ProgressObserver(progress if leader else "off") as observer:
@@ -212,7 +212,7 @@ def _save_witnesses(report: Report, folder: Path) -> None:
     import numpy as np
     import torch
 
-    from ..atomic import write_atomic
+    from innaudit.safeio.atomic import write_atomic
 
     found = [r.artifacts for a in report.audits if a.id == "attack" for r in a.results if r.artifacts]
     if not found:
@@ -241,7 +241,7 @@ def _check_device(device: str) -> None:
     """Refuse a device this torch cannot use before anything is loaded (one line, exit 2)."""
     import torch
 
-    from ..errors import clean_text
+    from innaudit.core.errors import clean_text
 
     try:
         kind = torch.device(device).type
@@ -286,7 +286,7 @@ def _batch(text: str | None) -> int | str | None:
 
 def _print_plan(job: Job) -> int:
     """``--plan``: load, measure one batch, print the plan, exit 0."""
-    from ..orchestration import plan
+    from innaudit.run.job import plan
 
     click.echo("\n".join(plan(job).plan.describe()))
     return 0
@@ -294,8 +294,8 @@ def _print_plan(job: Job) -> int:
 
 def _audit(job: Job, timeout: float | None, progress: str) -> Report:
     """In this process, or in a child one when a time or memory limit is asked for."""
-    from ..isolation import run_isolated
-    from ..orchestration import execute
+    from innaudit.run.child import run_isolated
+    from innaudit.run.job import execute
 
     with ProgressObserver(progress) as observer:
         if timeout is not None or job.max_memory is not None:

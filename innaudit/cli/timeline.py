@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import UsageError
+from innaudit.core.errors import UsageError
 
 __all__ = ["TIMELINE_FORMATS", "render_timeline"]
 
@@ -15,9 +15,9 @@ TIMELINE_FORMATS = ("console", "html")
 
 def render_timeline(log_path: str, outputs: tuple[str, ...]) -> None:
     """Read the log, then write each ``FORMAT[=PATH]`` (console by default)."""
-    from ..atomic import write_atomic
-    from ..monitor.log import read_log
-    from ..render import timeline
+    from innaudit.monitor.log import read_log
+    from innaudit.render import timeline
+    from innaudit.safeio.atomic import write_atomic
 
     targets: list[tuple[str, Path | None]] = []
     for value in outputs or ("console",):

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..domain import DataDomain
-from ..errors import DataError, did_you_mean
-from ..safeio.arrays import read_array, split_file_spec
-from ..seeding import stable_seed
-from .builtin import BUILTINS, DEFAULT_OOD
-from .dataset import Dataset, Role
-from .infer import infer_domain
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import DataError, did_you_mean
+from innaudit.core.seeding import stable_seed
+from innaudit.data.builtin import BUILTINS, DEFAULT_OOD
+from innaudit.data.dataset import Dataset, Role
+from innaudit.data.infer import infer_domain
+from innaudit.safeio.arrays import read_array, split_file_spec
 
 __all__ = ["BUILTINS", "DEFAULT_OOD", "Dataset", "Role", "array_dataset", "default_data",
            "domain_from_file", "inferred_array_domain", "inferred_domain", "resolve_dataset",

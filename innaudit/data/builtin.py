@@ -38,9 +38,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..domain import DataDomain
-from ..errors import DataError
-from .digits import LEVELS, SPLITS, load_digits
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import DataError
+from innaudit.data.digits import LEVELS, SPLITS, load_digits
 
 __all__ = ["BUILTINS", "DEFAULT_OOD", "Builtin", "grid_axis", "regression_targets",
            "toy_2d"]
@@ -112,7 +112,7 @@ def _digits(domain: DataDomain, count: int, gen: torch.Generator, arg: str) -> T
 
 
 def _patches(domain: DataDomain, count: int, gen: torch.Generator, arg: str) -> Tensor:
-    from .patches import load_patches
+    from innaudit.data.patches import load_patches
 
     images = torch.from_numpy(load_patches(arg or "test")[:count])
     if tuple(domain.shape) != tuple(images.shape[1:]):
@@ -121,7 +121,7 @@ def _patches(domain: DataDomain, count: int, gen: torch.Generator, arg: str) -> 
 
 
 def _patches_size(arg: str) -> int:
-    from .patches import load_patches
+    from innaudit.data.patches import load_patches
 
     return len(load_patches(arg or "test"))
 

@@ -14,7 +14,7 @@ from importlib import resources
 
 import numpy as np
 
-from ..domain import DataDomain
+from innaudit.core.domain import DataDomain
 
 __all__ = ["DIGITS_DOMAIN", "LEVELS", "load_digits"]
 

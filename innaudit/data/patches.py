@@ -9,7 +9,7 @@ images. Pixels are 8-bit: ``v`` maps to ``v / 256`` in ``[0, 1)``, the lower edg
 width ``1/256``; training adds ``U(0, 1/256)`` dequantization noise.
 
 scikit-image is an optional extra (``pip install 'innaudit[images]'``); without it, asking for
-``patches`` is a :class:`~innaudit.errors.DataError` that says how to install it.
+``patches`` is a :class:`~innaudit.core.errors.DataError` that says how to install it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from itertools import zip_longest
 
 import numpy as np
 
-from ..domain import DataDomain
-from ..errors import DataError
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import DataError
 
 __all__ = ["LEVELS", "PATCHES_DOMAIN", "SIZE", "SPLITS", "load_patches"]
 

@@ -21,7 +21,7 @@ Two methods (Behrmann et al., AISTATS 2021, https://arxiv.org/abs/2006.09347, Se
   about ``tol / 2`` (relative). Iteration counts (JVP/VJP pairs) are returned per sample
   (:mod:`.lanczos`).
 
-torch.func needs the map to be functional: :class:`~innaudit.model.InvertibleModel` clones its
+torch.func needs the map to be functional: :class:`~innaudit.model.contract.InvertibleModel` clones its
 input, so it is. Where ``vmap`` cannot batch a module (in-place ops on captured tensors,
 data-dependent Python control flow such as a fixed-point loop that tests convergence with
 ``.item()``), :func:`jacobian` falls back to a per-sample loop of ``torch.func.jacrev`` (and, if
@@ -33,10 +33,10 @@ autograd (``grad=True``); a map that disables grad inside itself gives zero Jaco
 
 from __future__ import annotations
 
-from ._common import Map
-from .depends import NotMeasuredError, autograd_blind_reason
-from .exact import jacobian, jacobian_singular_values, log_abs_det
-from .lanczos import SpectrumEstimate, extreme_singular_values, log_abs_det_estimate, top_singular_value
+from innaudit.linalg._common import Map
+from innaudit.linalg.depends import NotMeasuredError, autograd_blind_reason
+from innaudit.linalg.exact import jacobian, jacobian_singular_values, log_abs_det
+from innaudit.linalg.lanczos import SpectrumEstimate, extreme_singular_values, log_abs_det_estimate, top_singular_value
 
 __all__ = [
     "EXACT_MAX_DIM",

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.func import jacfwd, jacrev, vmap
 
-from ._common import Map
+from innaudit.linalg._common import Map
 
 __all__ = ["jacobian", "jacobian_singular_values", "log_abs_det"]
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.func import vjp
 
-from ._common import Map, threads_for
+from innaudit.linalg._common import Map, threads_for
 
 __all__ = ["SpectrumEstimate", "extreme_singular_values", "log_abs_det_estimate", "top_singular_value"]
 

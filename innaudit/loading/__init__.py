@@ -1,4 +1,4 @@
-"""From the MODEL argument to an :class:`~innaudit.model.InvertibleModel`.
+"""From the MODEL argument to an :class:`~innaudit.model.contract.InvertibleModel`.
 
 MODEL is a native checkpoint (``innaudit.save_checkpoint``), a ``module:callable`` /
 ``file.py:callable`` factory (with optional ``--weights``), or, only with ``trust=True``, a whole
@@ -15,16 +15,16 @@ from typing import Any, NoReturn
 
 from torch import nn
 
-from ..domain import DataDomain
-from ..errors import LoadError, UnsafeCheckpointError
-from ..integrity import set_init_flags
-from ..model import InvertibleModel
-from ..safeio.checkpoint import load_trusted, load_weights_only, read_checkpoint
-from ..safeio.preflight import Limits
-from .adapt import adapt_module, declared_domain
-from .adapters import Adapted, Condition, adapt_object, find_adapter, resolve_condition
-from .factory import is_factory_spec, load_state_dict_into, resolve_factory
-from .native import is_native, parse_native
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import LoadError, UnsafeCheckpointError
+from innaudit.loading.adapt import adapt_module, declared_domain
+from innaudit.loading.adapters import Adapted, Condition, adapt_object, find_adapter, resolve_condition
+from innaudit.loading.factory import is_factory_spec, load_state_dict_into, resolve_factory
+from innaudit.loading.native import is_native, parse_native
+from innaudit.model.contract import InvertibleModel
+from innaudit.model.integrity import set_init_flags
+from innaudit.safeio.checkpoint import load_trusted, load_weights_only, read_checkpoint
+from innaudit.safeio.preflight import Limits
 
 __all__ = ["LoadedModel", "file_sha256", "load_model", "load_object"]
 

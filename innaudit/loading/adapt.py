@@ -17,9 +17,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..domain import DataDomain
-from ..errors import LoadError
-from ..model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import LoadError
+from innaudit.model.contract import InverseKind, InvertibleModel, LogDetKind, ModelInfo
 
 __all__ = ["INVERSE_NAMES", "adapt_module", "declared_domain"]
 

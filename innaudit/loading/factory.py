@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import LoadError, UnsafeCheckpointError, clean_text
-from ..safeio.checkpoint import TRUST_HINT, CheckpointFile, FileFormat, load_weights_only, read_checkpoint
-from ..safeio.preflight import Limits
-from .native import is_native
+from innaudit.core.errors import LoadError, UnsafeCheckpointError, clean_text
+from innaudit.loading.native import is_native
+from innaudit.safeio.checkpoint import TRUST_HINT, CheckpointFile, FileFormat, load_weights_only, read_checkpoint
+from innaudit.safeio.preflight import Limits
 
 __all__ = ["is_factory_spec", "load_state_dict_into", "resolve_factory", "select_state_dict"]
 
@@ -125,7 +125,7 @@ WEIGHTS_HINT = ("a weights file needs no code: save it with torch.save(model.sta
 def _read_weights(ckpt: CheckpointFile, limits: Limits | None) -> Any:
     """A ``.safetensors`` file through its own checked reader, anything else weights-only."""
     if ckpt.format is FileFormat.SAFETENSORS:
-        from .safetensors_io import read_safetensors
+        from innaudit.loading.safetensors_io import read_safetensors
 
         return read_safetensors(ckpt, limits)
     try:

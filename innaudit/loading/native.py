@@ -25,9 +25,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from ..domain import DataDomain
-from ..errors import LoadError, clean_text
-from ..safeio.preflight import clean_strings
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import LoadError, clean_text
+from innaudit.safeio.preflight import clean_strings
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "allocation_guard", "checkpoint_bytes", "is_native", "parse_native",
            "save_checkpoint"]
@@ -75,7 +75,7 @@ def save_checkpoint(
         domain: the data the model was trained on.
         provenance: how it was made (recipe, seed, command, versions, training metrics).
     """
-    from ..atomic import write_atomic
+    from innaudit.safeio.atomic import write_atomic
 
     target = Path(path)
     write_atomic(target, checkpoint_bytes(module, architecture, config, domain, provenance))
@@ -101,7 +101,7 @@ def parse_native(obj: Mapping[str, Any], max_bytes: int | None = None
     Returns:
         ``(module, architecture name, domain, provenance)`` with the weights loaded strictly.
     """
-    from .. import zoo
+    from innaudit import zoo
 
     version = obj.get("format_version")
     if version != FORMAT_VERSION:

@@ -21,9 +21,9 @@ from typing import Any
 
 from torch import Tensor
 
-from ..errors import CorruptCheckpointError, LoadError, clean_text
-from ..safeio.checkpoint import CheckpointFile, read_checkpoint
-from ..safeio.preflight import Limits
+from innaudit.core.errors import CorruptCheckpointError, LoadError, clean_text
+from innaudit.safeio.checkpoint import CheckpointFile, read_checkpoint
+from innaudit.safeio.preflight import Limits
 
 __all__ = ["MAX_HEADER_BYTES", "check_header", "read_safetensors"]
 

@@ -8,9 +8,9 @@ The callbacks import their library only when used; without it they say which ext
 
 from __future__ import annotations
 
-from .core import DEFAULT_EVERY, InvertibilityMonitor, MonitorFailure, MonitorResult, MonitorWarning
-from .log import read_log
-from .rules import Finding, TrendRules
+from innaudit.monitor.core import DEFAULT_EVERY, InvertibilityMonitor, MonitorFailure, MonitorResult, MonitorWarning
+from innaudit.monitor.log import read_log
+from innaudit.monitor.rules import Finding, TrendRules
 
 __all__ = ["DEFAULT_EVERY", "Finding", "InvertibilityMonitor", "MonitorFailure", "MonitorResult",
            "MonitorWarning", "TrendRules", "read_log"]

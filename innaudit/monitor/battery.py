@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..config import Config, parse_config
-from ..data import Dataset, Role, resolve_dataset
-from ..domain import DataDomain
-from ..errors import DataError
-from ..model import InvertibleModel
-from ..results import Report, Status
+from innaudit.config.settings import Config, parse_config
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import DataError
+from innaudit.core.results import Report, Status
+from innaudit.data import Dataset, Role, resolve_dataset
+from innaudit.model.contract import InvertibleModel
 
 __all__ = ["SetFigures", "battery_config", "figures", "fixed_set", "make_sets", "run_battery"]
 
@@ -78,7 +78,7 @@ def make_sets(data: DataArg | None, ood: Mapping[str, DataArg] | Sequence[str], 
 def battery_config(audits: Sequence[str], samples: int, spectrum_samples: int, seed: int,
                    device: str = "cpu", spectrum_method: str = "auto") -> Config:
     """The run configuration of one check: only ``audits``, small sets, one batch per set."""
-    from ..audits import specs
+    from innaudit.audits import specs
 
     raw: dict[str, Any] = {"audits": list(audits), "samples": samples, "batch_size": samples,
                            "seed": seed, "device": device}
@@ -94,7 +94,7 @@ def run_battery(model: InvertibleModel, datasets: Sequence[Dataset], config: Con
     ``spectrum_sets`` (None: all) names the sets the Jacobian audit runs on; the round trips run
     on every set. Returns one report per group of sets.
     """
-    from ..runner import run_audits
+    from innaudit.run.audits import run_audits
 
     target = {"model": "monitored model", "loader": "monitor"}
     if spectrum_sets is None or "spectrum" not in config.audits:

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from .core import InvertibilityMonitor, MonitorResult
+from innaudit.monitor.core import InvertibilityMonitor, MonitorResult
 
 __all__ = ["LazyMonitor", "missing_extra"]
 

@@ -29,15 +29,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import DEFAULT_OOD, Dataset
-from ..domain import DataDomain
-from ..errors import UsageError
-from ..model import InvertibleModel
-from ..results import Status, worst
-from .battery import DataArg, SetFigures, battery_config, figures, make_sets, run_battery
-from .log import append_record
-from .rules import Finding, TrendRules
-from .state import preserved
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import UsageError
+from innaudit.core.results import Status, worst
+from innaudit.data import DEFAULT_OOD, Dataset
+from innaudit.model.contract import InvertibleModel
+from innaudit.monitor.battery import DataArg, SetFigures, battery_config, figures, make_sets, run_battery
+from innaudit.monitor.log import append_record
+from innaudit.monitor.rules import Finding, TrendRules
+from innaudit.monitor.state import preserved
 
 __all__ = ["DEFAULT_EVERY", "InvertibilityMonitor", "MonitorFailure", "MonitorResult", "MonitorWarning"]
 
@@ -110,7 +110,7 @@ def _as_model(model: InvertibleModel | nn.Module, domain: DataDomain | None,
               data: DataArg | None) -> InvertibleModel:
     if isinstance(model, InvertibleModel):
         return model  # it carries its own domain
-    from ..loading.adapt import adapt_module, declared_domain
+    from innaudit.loading.adapt import adapt_module, declared_domain
 
     domain = domain or declared_domain(model) or _domain_of(data)
     return adapt_module(model, domain, {"loader": "monitor"})
@@ -129,7 +129,7 @@ class InvertibilityMonitor:
 
     Args:
         model: the model being trained: an ``nn.Module`` with ``forward(x) -> z`` (or
-            ``(z, log_det)``) and ``inverse(z)``, or an :class:`~innaudit.model.InvertibleModel`.
+            ``(z, log_det)``) and ``inverse(z)``, or an :class:`~innaudit.model.contract.InvertibleModel`.
         data: the in-distribution samples (a tensor, a Dataset, or a SPEC such as ``digits:test``);
             the first ``samples`` are fixed once, here.
         ood: held-out sets: SPECs (default: the paper's uniform, gaussian and rademacher noise,
@@ -201,7 +201,7 @@ class InvertibilityMonitor:
     @property
     def data_set(self) -> str | None:
         """The name of the in-distribution set, if there is one."""
-        from ..data import Role
+        from innaudit.data import Role
 
         return next((d.name for d in self.datasets if d.role is Role.IN_DISTRIBUTION), None)
 
@@ -284,7 +284,7 @@ def _check_arguments(every: int, audits: Sequence[str], budget: float | None, on
 
 def _spectrum_sets(choice: str | Sequence[str], datasets: Sequence[Dataset]) -> tuple[str, ...] | None:
     """The names of the sets the Jacobian audit runs on (None: every set)."""
-    from ..data import Role
+    from innaudit.data import Role
 
     names = [d.name for d in datasets]
     if choice == "all":

@@ -18,8 +18,8 @@ from typing import Any
 
 from torch import nn
 
-from .callbacks import LazyMonitor, missing_extra
-from .core import InvertibilityMonitor, MonitorResult
+from innaudit.monitor.callbacks import LazyMonitor, missing_extra
+from innaudit.monitor.core import InvertibilityMonitor, MonitorResult
 
 try:
     from lightning.pytorch import Callback

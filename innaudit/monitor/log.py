@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
-from ..report_json import to_plain
+from innaudit.core.errors import DataError
+from innaudit.verdict.report_json import to_plain
 
 __all__ = ["append_record", "from_plain", "read_log"]
 

@@ -27,8 +27,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..results import Status
-from .battery import SetFigures
+from innaudit.core.results import Status
+from innaudit.monitor.battery import SetFigures
 
 __all__ = ["Finding", "TrendRules"]
 

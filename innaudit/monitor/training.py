@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
-from ..data import DEFAULT_OOD, default_data
-from ..domain import DataDomain
-from .core import InvertibilityMonitor, MonitorWarning
+from innaudit.core.domain import DataDomain
+from innaudit.data import DEFAULT_OOD, default_data
+from innaudit.monitor.core import InvertibilityMonitor, MonitorWarning
 
 __all__ = ["RecipeMonitor"]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..results import Report
-from . import console, github, html, json, junit, markdown
+from innaudit.core.results import Report
+from innaudit.render import console, github, html, json, junit, markdown
 
 __all__ = ["FORMATS", "RENDERERS"]
 

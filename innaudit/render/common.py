@@ -1,7 +1,7 @@
 """Pieces the text renderers share: number formatting, worst-first rows, failing-check notes,
 and the human wording of a gate check ("70.0 % of 500 round trips with a NaN or Inf (limit 0 %)").
 
-The wording comes from the metric declarations (:mod:`innaudit.metrics`): a rate is written as a
+The wording comes from the metric declarations (:mod:`innaudit.core.metrics`): a rate is written as a
 share of the set's ``n``, a limit is worded by the metric's direction. The declarations are read
 from the audit registry lazily, on the first call of :func:`declarations`, so importing a
 renderer imports no audit.
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from ..metrics import Direction, Metric, MetricTable, declared, percent
-from ..results import AuditResult, Check, Report, SetResult, Status, lookup
+from innaudit.core.metrics import Direction, Metric, MetricTable, declared, percent
+from innaudit.core.results import AuditResult, Check, Report, SetResult, Status, lookup
 
 __all__ = ["Finding", "Row", "check_text", "declarations", "findings", "fmt", "interval_text", "limit_text",
            "metric_label", "note", "percent", "rate_text", "rows", "set_findings", "verdict_reason"]
@@ -43,8 +43,8 @@ def _percent(share: float) -> str:
 
 
 def _rate_doc(audit: str, path: str) -> str:
-    from ..audits import metric_table
-    from ..metrics import declared
+    from innaudit.audits import metric_table
+    from innaudit.core.metrics import declared
 
     metric = declared(metric_table(), audit, path)
     return metric.doc if metric is not None and metric.doc else path
@@ -157,7 +157,7 @@ STAT_WORDS = {"max": "max", "min": "min", "median": "median", "p99": "p99", "mea
 
 @lru_cache(maxsize=1)
 def _registry_table() -> MetricTable:
-    from ..audits import metric_table
+    from innaudit.audits import metric_table
 
     return metric_table()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from ..results import Change, Comparison
-from .common import fmt
+from innaudit.core.results import Change, Comparison
+from innaudit.render.common import fmt
 
 __all__ = ["STYLE", "table"]
 

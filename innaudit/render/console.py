@@ -3,7 +3,7 @@
 In the manner of pytest's short summary and pip-audit's columns:
 
 - a header (model, sha256, loader, input domain, latent, seed, dtype, device);
-- the diagnosis (:mod:`innaudit.diagnosis`): where the model is invertible, where not, where it
+- the diagnosis (:mod:`innaudit.verdict.diagnosis`): where the model is invertible, where not, where it
   breaks, why, what to do, what to re-run;
 - one table row per (audit, set), the audit id once per group on a row naming that audit's
   headline figures (:data:`HEADLINES`), so no column is ever empty;
@@ -28,10 +28,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..diagnosis import Diagnosis, diagnose
-from ..errors import clean_text, shorten_middle
-from ..results import AuditResult, Report, SetResult, Status, lookup
-from .common import Finding, findings, fmt, percent
+from innaudit.core.errors import clean_text, shorten_middle
+from innaudit.core.results import AuditResult, Report, SetResult, Status, lookup
+from innaudit.render.common import Finding, findings, fmt, percent
+from innaudit.verdict.diagnosis import Diagnosis, diagnose
 
 __all__ = ["HEADLINES", "render", "verdict_line"]
 
@@ -209,7 +209,7 @@ def render(report: Report, *, color: bool = False, width: int = 120, verbose: bo
         console.print()
         _findings(console, found, verbose, width)
     if report.comparison is not None:
-        from .compare import table as comparison_table
+        from innaudit.render.compare import table as comparison_table
 
         console.print(comparison_table(report.comparison))
     for error in report.errors:

@@ -10,9 +10,9 @@ escaped (``%25``, ``%0D``, ``%0A``); in properties (``title``) also ``:`` and ``
 
 from __future__ import annotations
 
-from ..report_json import canonical
-from ..results import Report, Status
-from .common import fmt, rows
+from innaudit.core.results import Report, Status
+from innaudit.render.common import fmt, rows
+from innaudit.verdict.report_json import canonical
 
 __all__ = ["escape_data", "escape_property", "render"]
 

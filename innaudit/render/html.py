@@ -19,11 +19,11 @@ import html
 from collections.abc import Iterable
 from typing import Any
 
-from ..diagnosis import diagnose
-from ..report_json import canonical
-from ..results import AuditResult, Report, SetResult, Status, leaves, lookup
-from . import plots
-from .common import findings, fmt, interval_text, set_findings, verdict_reason
+from innaudit.core.results import AuditResult, Report, SetResult, Status, leaves, lookup
+from innaudit.render import plots
+from innaudit.render.common import findings, fmt, interval_text, set_findings, verdict_reason
+from innaudit.verdict.diagnosis import diagnose
+from innaudit.verdict.report_json import canonical
 
 __all__ = ["render"]
 
@@ -192,7 +192,7 @@ def _comparison(report: Report) -> str:
 
 
 def _embedded(report: Report) -> str:
-    from .json import render as render_json
+    from innaudit.render.json import render as render_json
 
     data = render_json(report).replace("<", "\\u003c")
     return f'<script type="application/json" id="innaudit-report">\n{data}</script>'

@@ -2,8 +2,8 @@
 
 Non-finite floats are written as the strings ``"nan"``, ``"inf"`` and ``"-inf"``; the output
 is produced with ``allow_nan=False``, so it always parses under a strict JSON parser. The
-plain-data form is :func:`innaudit.report_json.report_to_dict`, plus ``diagnosis``
-(:func:`innaudit.diagnosis.diagnose`): computed from the results, never read back, so a saved
+plain-data form is :func:`innaudit.verdict.report_json.report_to_dict`, plus ``diagnosis``
+(:func:`innaudit.verdict.diagnosis.diagnose`): computed from the results, never read back, so a saved
 report re-renders with the same diagnosis.
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..diagnosis import diagnose, diagnosis_to_dict
-from ..report_json import report_to_dict, to_plain
-from ..results import Report
+from innaudit.core.results import Report
+from innaudit.verdict.diagnosis import diagnose, diagnosis_to_dict
+from innaudit.verdict.report_json import report_to_dict, to_plain
 
 __all__ = ["render", "report_dict"]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from xml.etree import ElementTree as ET
 
-from ..report_json import canonical
-from ..results import Report, Status, leaves
-from .common import Row, fmt, interval_text, rows
+from innaudit.core.results import Report, Status, leaves
+from innaudit.render.common import Row, fmt, interval_text, rows
+from innaudit.verdict.report_json import canonical
 
 __all__ = ["render"]
 

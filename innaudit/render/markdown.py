@@ -1,6 +1,6 @@
 """Markdown for a pull-request comment or ``$GITHUB_STEP_SUMMARY``: short, worst first.
 
-The verdict and why, the diagnosis (:mod:`innaudit.diagnosis`, each statement with its
+The verdict and why, the diagnosis (:mod:`innaudit.verdict.diagnosis`, each statement with its
 evidence), then one table row per failing or warning check in words, waiver, skip or error
 (worst first), the baseline regressions, and a count of what passed. GitHub refuses step summaries over 1 MiB, so
 the text is kept far below it: at most :data:`MAX_ROWS` rows per table, each cell cut to
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 
-from ..diagnosis import diagnose
-from ..report_json import canonical
-from ..results import Report, Status
-from .common import findings, fmt, interval_text, rows, verdict_reason
+from innaudit.core.results import Report, Status
+from innaudit.render.common import findings, fmt, interval_text, rows, verdict_reason
+from innaudit.verdict.diagnosis import diagnose
+from innaudit.verdict.report_json import canonical
 
 __all__ = ["MAX_CELL", "MAX_ROWS", "render"]
 

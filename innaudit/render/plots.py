@@ -1,6 +1,6 @@
 """Plots for the HTML report: matplotlib figures as inline SVG text, byte-for-byte reproducible.
 
-One function per ``series`` kind of :class:`innaudit.results.SetResult`:
+One function per ``series`` kind of :class:`innaudit.core.results.SetResult`:
 
 - ``error_histogram`` ``{"edges": [log10 edges], "counts": [...], "nonfinite": n}``: per-sample
   error on a log axis, with the count of non-finite samples as a red bar beside it;

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import plots
+from innaudit.render import plots
 
 __all__ = ["FIGURES", "render", "text"]
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import DataError, InnauditError, clean_text
-from .checkpoint import load_weights_only
+from innaudit.core.errors import DataError, InnauditError, clean_text
+from innaudit.safeio.checkpoint import load_weights_only
 
 __all__ = ["FILE_SUFFIXES", "read_array", "split_file_spec"]
 
@@ -68,7 +68,7 @@ def read_array(path: Path, key: str | None, limit: int | None = None) -> np.ndar
             tensor = _check(_pick(load_weights_only(path), key, path), path)
             return tensor if limit is None else tensor[:limit]
     except InnauditError as exc:
-        from .checkpoint import TRUST_HINT
+        from innaudit.safeio.checkpoint import TRUST_HINT
 
         hint = "a data file needs no code: save the tensor itself with torch.save or numpy.save"
         raise DataError(str(exc).replace(TRUST_HINT, hint)) from None

@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from ..errors import CorruptCheckpointError, LoadError, UnsafeCheckpointError, clean_text
-from .pickle_scan import unsafe_globals
-from .preflight import Limits, check_structure, check_zip
+from innaudit.core.errors import CorruptCheckpointError, LoadError, UnsafeCheckpointError, clean_text
+from innaudit.safeio.pickle_scan import unsafe_globals
+from innaudit.safeio.preflight import Limits, check_structure, check_zip
 
 __all__ = ["CheckpointFile", "FileFormat", "load_trusted", "load_weights_only", "read_checkpoint"]
 

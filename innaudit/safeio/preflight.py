@@ -24,7 +24,7 @@ from typing import IO, Any
 
 import torch
 
-from ..errors import CorruptCheckpointError, LoadError, clean_text
+from innaudit.core.errors import CorruptCheckpointError, LoadError, clean_text
 
 __all__ = ["Limits", "check_structure", "check_zip", "clean_strings"]
 

@@ -3,7 +3,7 @@ stabilizing regularizers (:mod:`innaudit.train.regularizers`) for users' own tra
 
 from __future__ import annotations
 
-from .recipes import RECIPES, Recipe, TrainedModel, run_recipe
-from .regularizers import fd_regularizer, nf_regularizer
+from innaudit.train.recipes import RECIPES, Recipe, TrainedModel, run_recipe
+from innaudit.train.regularizers import fd_regularizer, nf_regularizer
 
 __all__ = ["RECIPES", "Recipe", "TrainedModel", "fd_regularizer", "nf_regularizer", "run_recipe"]

@@ -11,7 +11,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from ..domain import DataDomain
+from innaudit.core.domain import DataDomain
 
 __all__ = ["Progress", "Recipe", "TrainedModel", "bits_per_dim", "gaussian_nll", "init_actnorm"]
 
@@ -55,7 +55,7 @@ def bits_per_dim(nll_nats: Tensor, domain: DataDomain) -> float:
 def init_actnorm(model: nn.Module, batch: Tensor) -> None:
     """Glow's data-dependent ActNorm init: each ActNorm gives ``batch`` zero mean, unit variance
     per channel, given the blocks before it. Sets parameters only; no state in the module."""
-    from ..zoo.layers import ActNorm
+    from innaudit.zoo.layers import ActNorm
 
     x = batch
     for block in cast(nn.ModuleList, model.blocks):

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..domain import DataDomain
-from .common import Progress, Recipe, TrainedModel, bits_per_dim
+from innaudit.core.domain import DataDomain
+from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim
 
 __all__ = ["GLOW_RECIPES", "glow_nll", "train_patches_glow"]
 
@@ -39,8 +39,8 @@ def _dequantize(x: Tensor, domain: DataDomain, generator: torch.Generator) -> Te
 @torch.no_grad()
 def _init_actnorm(model: nn.Module, batch: Tensor) -> None:
     """Each ActNorm gives ``batch`` zero mean, unit variance per channel (after the blocks before)."""
-    from ..zoo.glow import Split
-    from ..zoo.layers import ActNorm
+    from innaudit.zoo.glow import Split
+    from innaudit.zoo.layers import ActNorm
 
     x = batch
     blocks: Any = model.blocks
@@ -81,8 +81,8 @@ def _fit(model: nn.Module, data: Tensor, domain: DataDomain, seed: int, steps: i
 
 def train_patches_glow(seed: int, progress: Progress | None = None, steps: int | None = None) -> TrainedModel:
     """Train the multi-scale Glow of :data:`CONFIG` on ``patches:train``; ``steps`` overrides."""
-    from .. import zoo
-    from ..data.patches import PATCHES_DOMAIN, load_patches
+    from innaudit import zoo
+    from innaudit.data.patches import PATCHES_DOMAIN, load_patches
 
     steps = STEPS if steps is None else int(steps)
     train, test = (torch.from_numpy(load_patches(s)) for s in ("train", "test"))

@@ -13,7 +13,7 @@ from contextvars import ContextVar
 
 from torch import nn
 
-from ..domain import DataDomain
+from innaudit.core.domain import DataDomain
 
 __all__ = ["StepHook", "after_step", "step_hook"]
 

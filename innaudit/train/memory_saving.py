@@ -22,7 +22,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from ..zoo.flow import Invertible
+from innaudit.zoo.flow import Invertible
 
 __all__ = ["ChainLoss", "memory_saving_backward"]
 

@@ -29,15 +29,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.builtin import regression_targets, toy_2d
-from ..domain import DataDomain
-from .common import Progress, Recipe, TrainedModel, bits_per_dim, init_actnorm
-from .hooks import after_step
-from .memory_saving import memory_saving_backward
-from .regularizers import FD_COEFF, NF_COEFF, fd_regularizer, gaussian_nll, nf_regularizer
+from innaudit.core.domain import DataDomain
+from innaudit.data.builtin import regression_targets, toy_2d
+from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim, init_actnorm
+from innaudit.train.hooks import after_step
+from innaudit.train.memory_saving import memory_saving_backward
+from innaudit.train.regularizers import FD_COEFF, NF_COEFF, fd_regularizer, gaussian_nll, nf_regularizer
 
 if TYPE_CHECKING:
-    from ..zoo.flow import Invertible
+    from innaudit.zoo.flow import Invertible
 
 __all__ = ["PAPER_RECIPES", "Setup", "train"]
 
@@ -87,7 +87,7 @@ class _Data:
 
 
 def _digits_data(batch: int) -> _Data:
-    from ..data.digits import DIGITS_DOMAIN, load_digits
+    from innaudit.data.digits import DIGITS_DOMAIN, load_digits
 
     x, y = (torch.from_numpy(a) for a in load_digits("train"))
     xt, yt = (torch.from_numpy(a) for a in load_digits("test"))
@@ -207,7 +207,7 @@ def _metrics(model: nn.Module, data: _Data, setup: Setup, seed: int) -> dict[str
 def train(name: str, setup: Setup, seed: int, progress: Progress | None = None,
           steps: int | None = None) -> TrainedModel:
     """Run ``setup`` with ``seed``; ``steps`` overrides the number of steps (quick tests)."""
-    from .. import zoo
+    from innaudit import zoo
 
     if steps is not None:
         setup = dataclasses.replace(setup, steps=int(steps))

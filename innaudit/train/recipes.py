@@ -19,12 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..domain import DataDomain
-from ..errors import UsageError
-from .common import Progress, Recipe, TrainedModel, bits_per_dim, gaussian_nll, init_actnorm
-from .glow_recipe import GLOW_RECIPES
-from .hooks import after_step
-from .paper_recipes import PAPER_RECIPES
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import UsageError
+from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim, gaussian_nll, init_actnorm
+from innaudit.train.glow_recipe import GLOW_RECIPES
+from innaudit.train.hooks import after_step
+from innaudit.train.paper_recipes import PAPER_RECIPES
 
 __all__ = ["RECIPES", "Recipe", "TrainedModel", "run_recipe"]
 
@@ -78,8 +78,8 @@ def _fit(model: nn.Module, data: Tensor, domain: DataDomain, setup: MLESetup, se
 def train_digits(recipe: str, setup: MLESetup, seed: int, progress: Progress | None = None,
                  steps: int | None = None) -> TrainedModel:
     """Train ``setup`` on the digits train split by maximum likelihood; ``steps`` overrides."""
-    from .. import zoo
-    from ..data.digits import DIGITS_DOMAIN, load_digits
+    from innaudit import zoo
+    from innaudit.data.digits import DIGITS_DOMAIN, load_digits
 
     if steps is not None:
         setup = dataclasses.replace(setup, steps=int(steps))

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import LoadError
+from innaudit.core.errors import LoadError
 
 __all__ = ["ARCHITECTURES", "CONFIG_RANGES", "build", "check_config", "register"]
 
@@ -63,7 +63,7 @@ def check_config(name: str, config: Mapping[str, Any]) -> None:
     Raises:
         LoadError: naming the key, its value (bounded) and the accepted range.
     """
-    from ..errors import short_repr
+    from innaudit.core.errors import short_repr
 
     for key, value in config.items():
         if key == "shape":
@@ -76,7 +76,7 @@ def check_config(name: str, config: Mapping[str, Any]) -> None:
 
 
 def _check_shape(name: str, value: Any) -> None:
-    from ..errors import short_repr
+    from innaudit.core.errors import short_repr
 
     dims, size, numel = MAX_SHAPE
     ok = isinstance(value, (list, tuple)) and 0 < len(value) <= dims and all(
@@ -104,7 +104,7 @@ def build(name: str, config: Mapping[str, Any]) -> nn.Module:
 
 def _load_builtin() -> None:
     """Import the modules that register the built-in architectures."""
-    from . import classifier, coupling, glow, residual  # noqa: F401
+    from innaudit.zoo import classifier, coupling, glow, residual  # noqa: F401
 
 
-from . import bounds  # noqa: E402, F401  (registers the zoo blocks' Lipschitz rules on import)
+from innaudit.zoo import bounds  # noqa: E402, F401  (registers the zoo blocks' Lipschitz rules on import)

@@ -1,4 +1,4 @@
-"""Certified Lipschitz bounds of the zoo's blocks, registered with :mod:`innaudit.lipschitz`.
+"""Certified Lipschitz bounds of the zoo's blocks, registered with :mod:`innaudit.linalg.lipschitz`.
 
 A block ``f`` has a global bound ``Lip(f)`` when ``||f(x) - f(y)|| <= Lip(f) ||x - y||`` for all
 ``x, y`` (L2 norm); a composition is bounded by the product of its blocks' bounds (Behrmann et
@@ -24,8 +24,8 @@ import math
 import torch
 from torch import nn
 
-from ..lipschitz import BlockBound, net_lipschitz, register_net, register_rule
-from .layers import ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet, Squeeze2d
+from innaudit.linalg.lipschitz import BlockBound, net_lipschitz, register_net, register_rule
+from innaudit.zoo.layers import ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet, Squeeze2d
 
 __all__: list[str] = []
 

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from . import register
-from .coupling import CouplingImage
+from innaudit.zoo import register
+from innaudit.zoo.coupling import CouplingImage
 
 __all__ = ["CouplingClassifier"]
 

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import register
-from .flow import SequentialFlow
-from .layers import ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet, Squeeze2d
+from innaudit.zoo import register
+from innaudit.zoo.flow import SequentialFlow
+from innaudit.zoo.layers import ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet, Squeeze2d
 
 __all__ = ["CouplingFlow", "CouplingImage", "CouplingVector"]
 

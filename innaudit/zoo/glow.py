@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import register
-from .coupling import _permutation
-from .layers import ActNorm, ConvNet, Coupling, Squeeze2d, _zero
+from innaudit.zoo import register
+from innaudit.zoo.coupling import _permutation
+from innaudit.zoo.layers import ActNorm, ConvNet, Coupling, Squeeze2d, _zero
 
 __all__ = ["Glow", "Split"]
 

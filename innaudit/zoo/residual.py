@@ -46,10 +46,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import register
-from .flow import SequentialFlow
-from .layers import Squeeze2d
-from .spectral import LipSwish, SpectralConv2d, SpectralLayer, SpectralLinear
+from innaudit.zoo import register
+from innaudit.zoo.flow import SequentialFlow
+from innaudit.zoo.layers import Squeeze2d
+from innaudit.zoo.spectral import LipSwish, SpectralConv2d, SpectralLayer, SpectralLinear
 
 __all__ = ["LipSwish", "ResidualBlock", "ResidualFlow", "ResidualImage", "ResidualVector",
            "SpectralConv2d", "SpectralLinear"]

@@ -22,10 +22,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from innaudit.domain import DataDomain
+from innaudit.core.domain import DataDomain
+from innaudit.core.stats import per_sample_norm
 from innaudit.loading import load_model
-from innaudit.model import InvertibleModel
-from innaudit.stats import per_sample_norm
+from innaudit.model.contract import InvertibleModel
 from tests.conftest import invoke_cli, read_report
 
 HERE = Path(__file__).resolve().parent

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from innaudit.domain import DataDomain
+from innaudit.core.domain import DataDomain
 from innaudit.loading.adapt import adapt_module
-from innaudit.model import InvertibleModel
+from innaudit.model.contract import InvertibleModel
 
 from .cli_models import Scaling, UnderflowCoupling
 

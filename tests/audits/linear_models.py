@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from innaudit.domain import DataDomain
+from innaudit.core.domain import DataDomain
 from innaudit.loading.adapt import adapt_module
-from innaudit.model import InvertibleModel
+from innaudit.model.contract import InvertibleModel
 
 __all__ = ["Linear", "linear_model", "log_spaced"]
 

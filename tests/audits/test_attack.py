@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from innaudit.api import audit
-from innaudit.attack_search import attack_ball, dequantize
 from innaudit.audits import specs
 from innaudit.audits.attack import Attack
-from innaudit.config import parse_config
-from innaudit.errors import ConfigError
-from innaudit.results import ExitCode, Status
+from innaudit.audits.attack_search import attack_ball, dequantize
+from innaudit.config.settings import parse_config
+from innaudit.core.errors import ConfigError
+from innaudit.core.results import ExitCode, Status
 
 from .attack_models import LEVELS, level_points
 
@@ -137,7 +137,7 @@ def test_shallow_affine_checkpoint_holds_at_half_a_bin_and_breaks_three_bins_awa
 
 
 def test_dequantize_moves_levels_into_the_lower_half_of_their_cell_only() -> None:
-    from innaudit.domain import DataDomain
+    from innaudit.core.domain import DataDomain
 
     domain = DataDomain(shape=(3,), levels=4)
     x = torch.tensor([[0.25, 0.5, 0.6]]).repeat(200, 1)
@@ -162,7 +162,7 @@ def test_epsilon_option_is_nullable_float_and_validated() -> None:
 
 
 def test_bad_objective_is_refused_before_any_audit_runs(levels_file: str) -> None:
-    from innaudit.errors import ConfigError
+    from innaudit.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"attack\.objective"):
         audit(PLANTED, data=levels_file, ood=["uniform"], config={"audits": ["attack"],

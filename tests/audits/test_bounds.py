@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 import innaudit
-from innaudit.lipschitz import block_bound, conv_operator_norm, net_lipschitz
-from innaudit.results import Status
+from innaudit.core.results import Status
+from innaudit.linalg.lipschitz import block_bound, conv_operator_norm, net_lipschitz
 from innaudit.zoo.layers import ActNorm, ConvNet, Coupling, InvertibleConv1x1, MLPNet
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"

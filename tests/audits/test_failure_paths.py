@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 import innaudit
-from innaudit.results import Status
+from innaudit.core.results import Status
 
 from ..fixtures_models import ExactLinear, NanHalfLinear
 

@@ -15,10 +15,10 @@ from torch import nn
 import innaudit
 from innaudit.audits import REGISTRY
 from innaudit.audits.gradient import culprit
+from innaudit.core.domain import DataDomain
+from innaudit.core.metrics import covers
+from innaudit.core.results import Status, leaves
 from innaudit.data import Role, resolve_dataset
-from innaudit.domain import DataDomain
-from innaudit.metrics import covers
-from innaudit.results import Status, leaves
 from tests.audits import gradient_models as gm
 from tests.conftest import invoke_cli
 

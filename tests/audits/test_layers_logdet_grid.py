@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import innaudit
-from innaudit.results import Status
+from innaudit.core.results import Status
 from tests.audits.known_models import scaling_model, underflow_model
 from tests.audits.linear_models import linear_model, log_spaced
 

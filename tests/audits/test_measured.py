@@ -13,11 +13,11 @@ import torch
 
 import innaudit
 from innaudit.audits.spectrum import SpectrumAudit
-from innaudit.integrity import changed, fingerprint, set_init_flags
+from innaudit.core.results import Status
 from innaudit.linalg import autograd_blind_reason
 from innaudit.loading.adapt import adapt_module, declared_domain
-from innaudit.model import InvertibleModel
-from innaudit.results import Status
+from innaudit.model.contract import InvertibleModel
+from innaudit.model.integrity import changed, fingerprint, set_init_flags
 from tests.audits.linear_models import linear_model
 from tests.audits.measured_models import CondChain, LazyActNorm, NoGradInverseLinear
 from tests.conftest import invoke_cli

@@ -13,11 +13,11 @@ import torch
 import innaudit
 from innaudit.audits import REGISTRY, metric_table
 from innaudit.audits.precision import LADDER, PRECISIONS, Precision, _unsupported
-from innaudit.domain import DataDomain
+from innaudit.core.domain import DataDomain
+from innaudit.core.metrics import declared
+from innaudit.core.results import Status, leaves
 from innaudit.loading.adapt import adapt_module
-from innaudit.metrics import declared
 from innaudit.render import plots
-from innaudit.results import Status, leaves
 from tests.audits.precision_models import COND, DIM, BigScale, ConditionedLinear, FixedPoint, WithSlogdet
 from tests.conftest import read_report
 

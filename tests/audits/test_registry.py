@@ -10,8 +10,8 @@ import torch
 
 import innaudit
 from innaudit.audits import REGISTRY, RUN_ORDER, metric_table
-from innaudit.metrics import Direction, covers
-from innaudit.results import leaves
+from innaudit.core.metrics import Direction, covers
+from innaudit.core.results import leaves
 
 from ..multiscale import normflows_glow
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from innaudit.api import audit
-from innaudit.results import ExitCode, Status
+from innaudit.core.results import ExitCode, Status
 
 from .known_models import scaling_model, underflow_model
 

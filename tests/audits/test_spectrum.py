@@ -11,7 +11,7 @@ import torch
 
 import innaudit
 from innaudit.audits import REGISTRY
-from innaudit.results import Status
+from innaudit.core.results import Status
 from tests.audits.linear_models import linear_model, log_spaced
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"

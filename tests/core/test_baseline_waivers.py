@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from innaudit import waivers
 from innaudit.audits import metric_table, specs
-from innaudit.baseline import classify, compare
-from innaudit.config import parse_config
-from innaudit.errors import ConfigError
-from innaudit.gate import apply_waivers
-from innaudit.results import AuditResult, Change, ExitCode, Report, SetResult, Status
+from innaudit.config import waivers
+from innaudit.config.settings import parse_config
+from innaudit.core.errors import ConfigError
+from innaudit.core.results import AuditResult, Change, ExitCode, Report, SetResult, Status
+from innaudit.verdict.baseline import classify, compare
+from innaudit.verdict.gate import apply_waivers
 
 
 @pytest.mark.parametrize(("base", "new", "higher_better", "expected"), [
@@ -60,7 +60,7 @@ def test_compare_buckets_and_gate() -> None:
 
 
 def test_compare_refuses_another_schema_version() -> None:
-    from innaudit.errors import UsageError
+    from innaudit.core.errors import UsageError
 
     with pytest.raises(UsageError, match="schema_version"):
         compare(replace(_report({}), schema_version=0), _report({}), metric_table())

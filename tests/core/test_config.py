@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from innaudit.audits import specs
-from innaudit.config import Threshold, load_config, parse_config
-from innaudit.config_template import default_config_text
-from innaudit.errors import ConfigError
+from innaudit.config.settings import Threshold, load_config, parse_config
+from innaudit.config.template import default_config_text
+from innaudit.core.errors import ConfigError
 
 
 def test_defaults_come_from_the_audits() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from innaudit.audits import metric_table
-from innaudit.config import Threshold
-from innaudit.gate import judge
-from innaudit.metrics import Direction, better, declared, worse
+from innaudit.config.settings import Threshold
+from innaudit.core.metrics import Direction, better, declared, worse
+from innaudit.core.results import AuditResult, Report, SetResult, Status
 from innaudit.render.json import render
-from innaudit.results import AuditResult, Report, SetResult, Status
+from innaudit.verdict.gate import judge
 
 from ..conftest import invoke_cli
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from innaudit.domain import DataDomain
+from innaudit.core.domain import DataDomain
 from innaudit.loading.adapt import adapt_module
 
 

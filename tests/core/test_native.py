@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from innaudit import load_model, save_checkpoint, zoo
+from innaudit.core.errors import LoadError
 from innaudit.data.digits import DIGITS_DOMAIN
-from innaudit.errors import LoadError
 
 CONFIG = {"shape": [1, 8, 8], "steps": 2, "hidden": 8, "coupling": "affine", "scale": "sigmoid",
           "permutation": "conv1x1", "actnorm": True, "seed": 3}

@@ -12,12 +12,13 @@ import torch
 import innaudit
 from innaudit.audits import REGISTRY, specs
 from innaudit.cli.output import PLAIN_EVERY_S, ProgressObserver
-from innaudit.config import parse_config
-from innaudit.domain import DataDomain
-from innaudit.errors import ConfigError
+from innaudit.config.duration import parse_duration
+from innaudit.config.settings import parse_config
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import ConfigError
 from innaudit.loading.native import save_checkpoint
-from innaudit.orchestration import Job, prepare
-from innaudit.planning import (
+from innaudit.run.job import Job, prepare
+from innaudit.run.plan import (
     SAFETY,
     AuditCost,
     Cost,
@@ -28,7 +29,6 @@ from innaudit.planning import (
     auto_batch_size,
     floor_samples,
     jacobian_costs,
-    parse_duration,
     plan_run,
     replan,
 )
@@ -119,7 +119,7 @@ def test_plan_at_cifar_size_uses_lanczos_and_fits_the_budget(wide_checkpoint: Pa
 
 
 def _ctx(prepared: object, config: object, aid: str) -> object:
-    from innaudit.runner import _context, _Silent
+    from innaudit.run.audits import _context, _Silent
 
     return _context(aid, prepared.loaded.model, prepared.datasets, config,  # type: ignore[attr-defined]
                     prepared.latent_shape, _Silent(), 8)  # type: ignore[attr-defined]
@@ -131,7 +131,7 @@ def test_auto_batch_size_follows_free_memory(wide_checkpoint: Path, monkeypatch:
     prepared = prepare(Job(str(wide_checkpoint), config))
     x = prepared.datasets[0].first(2)
     assert auto_batch_size(prepared.loaded.model, x) == 500  # plenty of memory: the cap
-    monkeypatch.setattr("innaudit.planning.free_memory", lambda device: 4 << 20)
+    monkeypatch.setattr("innaudit.run.plan.free_memory", lambda device: 4 << 20)
     small = auto_batch_size(prepared.loaded.model, x)
     assert 1 <= small < 500
 
@@ -193,7 +193,7 @@ def test_every_audit_states_its_cost() -> None:
 
 
 def test_replan_after_an_audit_scales_the_rest_by_what_it_really_took() -> None:
-    from innaudit.planning import Plan, PlanRun
+    from innaudit.run.plan import Plan, PlanRun
 
     needs = [_need("first", 0.5, 64), _need("second", 1.0, 64)]
     run = PlanRun(Plan(_units(), 40.0, replan(needs, 40.0), 8), needs)
@@ -210,7 +210,7 @@ def test_replan_after_an_audit_scales_the_rest_by_what_it_really_took() -> None:
 def test_only_the_kinds_of_work_the_audits_use_are_timed() -> None:
     """A roundtrip-only plan times forward and inverse and never differentiates the model; the
     spectrum's plan also times VJPs and JVPs."""
-    from innaudit.planning import KINDS, kinds_used, measure_units
+    from innaudit.run.plan import KINDS, kinds_used, measure_units
 
     def costs(aid: str) -> list[AuditCost]:
         return list(REGISTRY[aid].costs(64, REGISTRY[aid].options).values())

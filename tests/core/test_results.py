@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from innaudit.config import Threshold
-from innaudit.gate import judge
-from innaudit.results import AuditResult, ExitCode, Report, Status, lookup
+from innaudit.config.settings import Threshold
+from innaudit.core.results import AuditResult, ExitCode, Report, Status, lookup
+from innaudit.verdict.gate import judge
 
 
 def _report(*statuses: Status, errors: tuple[str, ...] = (), fail_on: Status = Status.FAIL) -> Report:

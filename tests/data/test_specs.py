@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import DataError
 from innaudit.data import Role, domain_from_file, resolve_dataset, split_name
 from innaudit.data.digits import DIGITS_DOMAIN, load_digits
-from innaudit.domain import DataDomain
-from innaudit.errors import DataError
 
 UNIT = DataDomain(shape=(1, 8, 8), low=0.0, high=1.0, levels=17, name="digits")
 GLOW = DataDomain(shape=(3, 4, 4), low=-0.5, high=0.5)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import DataError
 from innaudit.data import Role, resolve_dataset
 from innaudit.data.builtin import grid_axis, regression_targets
 from innaudit.data.digits import DIGITS_DOMAIN
-from innaudit.domain import DataDomain
-from innaudit.errors import DataError
 
 PLANE = DataDomain(shape=(2,), low=-4.0, high=4.0, name="checkerboard")
 

@@ -15,9 +15,9 @@ import torch
 
 from innaudit import zoo
 from innaudit.audits import specs
-from innaudit.config import load_config
-from innaudit.domain import DataDomain
-from innaudit.errors import ConfigError, DataError, LoadError
+from innaudit.config.settings import load_config
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import ConfigError, DataError, LoadError
 from innaudit.loading import load_model
 from innaudit.loading.native import checkpoint_bytes
 from innaudit.safeio.arrays import read_array

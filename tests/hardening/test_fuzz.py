@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from innaudit import save_checkpoint, zoo
 from innaudit.audits import specs
-from innaudit.config import parse_config
+from innaudit.config.settings import parse_config
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import ConfigError, DataError, InnauditError
 from innaudit.data import Role, resolve_dataset
-from innaudit.domain import DataDomain
-from innaudit.errors import ConfigError, DataError, InnauditError
 from innaudit.loading import load_model
 from innaudit.safeio.preflight import Limits
 
@@ -155,7 +155,7 @@ def test_the_environment_cannot_turn_the_safe_loader_off(tmp_path: Path, value: 
 def test_clean_text_of_any_string_is_one_printable_line(text: str) -> None:
     import unicodedata
 
-    from innaudit.errors import clean_text
+    from innaudit.core.errors import clean_text
 
     out = clean_text(text)
     bad = {"Cc", "Cf", "Cs", "Zl", "Zp"}  # controls, format (bidi, zero-width), surrogates, breaks
@@ -170,7 +170,7 @@ YAML_ALPHABET = st.sampled_from([*"ab:-&*[]{},' \n\"!#|>%@`?0129.", "\t", "\x1b"
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(YAML_ALPHABET, max_size=80))
 def test_any_yaml_text_is_a_config_or_one_config_error(tmp_path: Path, text: str) -> None:
-    from innaudit.config import load_config
+    from innaudit.config.settings import load_config
 
     path = tmp_path / "c.yaml"
     path.write_text(text, encoding="utf-8")

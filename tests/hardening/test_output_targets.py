@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from innaudit import save_checkpoint, zoo
-from innaudit.domain import DataDomain
+from innaudit.core.domain import DataDomain
 from tests.conftest import CliResult, read_report
 
 CONFIG = {"shape": [4], "steps": 1, "hidden": 8, "coupling": "additive", "permutation": "reverse",

@@ -1,6 +1,6 @@
 """No string from outside can start a line, move the cursor or flip the text direction.
 
-Model paths, set names and messages pass through one sanitizer (``innaudit.errors.clean_text``)
+Model paths, set names and messages pass through one sanitizer (``innaudit.core.errors.clean_text``)
 before the console, GitHub, Markdown and stderr; the JSON report keeps them as given.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from innaudit.errors import clean_text, shorten_middle
+from innaudit.core.errors import clean_text, shorten_middle
 from tests.conftest import FIXTURE_MODELS, CliResult, read_report
 
 OWN_ANNOTATION = re.compile(r"^::(error|warning|notice) title=innaudit")

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from innaudit import save_checkpoint, zoo
-from innaudit.domain import DataDomain
-from innaudit.errors import CorruptCheckpointError, LoadError, UnsafeCheckpointError
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import CorruptCheckpointError, LoadError, UnsafeCheckpointError
 from innaudit.loading import load_model
 from innaudit.safeio.preflight import Limits
 
@@ -193,7 +193,7 @@ def test_a_writer_killed_mid_write_leaves_the_previous_report_intact(tmp_path: P
     started = tmp_path / "started"
     child = (
         "import os, pathlib, time\n"
-        "import innaudit.atomic as atomic\n"
+        "import innaudit.safeio.atomic as atomic\n"
         "def slow_fsync(fd):\n"
         f"    pathlib.Path({str(started)!r}).touch(); time.sleep(60)\n"
         "os.fsync = slow_fsync\n"

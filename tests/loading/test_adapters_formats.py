@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from innaudit.errors import CorruptCheckpointError, LoadError
+from innaudit.core.errors import CorruptCheckpointError, LoadError
 from innaudit.safeio.preflight import Limits
 from tests.adapters.helpers import audit, roundtrip_metrics, write_inputs
 

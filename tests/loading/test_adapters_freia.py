@@ -14,7 +14,7 @@ from tests.adapters.helpers import CASES
 
 CASES["freia"].require()
 
-from innaudit.model import InverseKind, LogDetKind  # noqa: E402
+from innaudit.model.contract import InverseKind, LogDetKind  # noqa: E402
 from tests.adapters.helpers import (  # noqa: E402
     assert_blocks_compose,
     assert_condition_required,

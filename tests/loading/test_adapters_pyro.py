@@ -16,7 +16,7 @@ CASES["pyro"].require()
 
 import pyro.distributions.transforms as T  # noqa: E402
 
-from innaudit.errors import LoadError  # noqa: E402
+from innaudit.core.errors import LoadError  # noqa: E402
 from innaudit.loading.adapters import adapt_object  # noqa: E402
 from tests.adapters.helpers import (  # noqa: E402
     DOMAIN,

@@ -16,7 +16,7 @@ from tests.adapters.helpers import CASES
 CASES["zuko"].require()
 
 from innaudit.loading import load_model  # noqa: E402
-from innaudit.model import InverseKind  # noqa: E402
+from innaudit.model.contract import InverseKind  # noqa: E402
 from tests.adapters.helpers import (  # noqa: E402
     DOMAIN,
     assert_blocks_compose,

@@ -24,7 +24,7 @@ import torch
 
 import innaudit
 from innaudit import zoo
-from innaudit.domain import DataDomain
+from innaudit.core.domain import DataDomain
 from innaudit.loading.native import save_checkpoint
 from tests.conftest import FIXTURE_MODELS, CliResult, read_report
 from tests.fixtures_models import DIM, ExactLinear

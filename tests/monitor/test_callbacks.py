@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from innaudit.results import Status
+from innaudit.core.results import Status
 
 from .models import ScaleCoupling, data, far
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from innaudit.errors import UsageError
+from innaudit.core.errors import UsageError
+from innaudit.core.results import Status
 from innaudit.monitor import InvertibilityMonitor, MonitorFailure, MonitorWarning, TrendRules, read_log
 from innaudit.monitor.battery import SetFigures
-from innaudit.results import Status
 
 from .models import ScaleCoupling, data, far
 

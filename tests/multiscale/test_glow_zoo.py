@@ -10,8 +10,8 @@ import torch
 
 import innaudit
 from innaudit import zoo
-from innaudit.domain import DataDomain
-from innaudit.errors import DataError
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import DataError
 from innaudit.loading import load_model
 from innaudit.loading.adapt import adapt_module
 from innaudit.loading.native import save_checkpoint

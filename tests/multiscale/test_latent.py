@@ -9,10 +9,10 @@ from torch import Tensor, nn
 
 import innaudit
 from innaudit.audits import metric_table
-from innaudit.domain import DataDomain
-from innaudit.latent import LatentStructure, LevelStats, split_output
+from innaudit.core.domain import DataDomain
+from innaudit.core.metrics import covers, declared
 from innaudit.loading.adapt import adapt_module
-from innaudit.metrics import covers, declared
+from innaudit.model.latent import LatentStructure, LevelStats, split_output
 from tests.audits.linear_models import Linear, log_spaced
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import innaudit
+from innaudit.core.results import Status
+from innaudit.core.stats import per_sample_norm
 from innaudit.loading import load_model
-from innaudit.results import Status
-from innaudit.stats import per_sample_norm
 from tests.multiscale import normflows_glow, rosinality_glow
 
 pytest.importorskip("normflows")

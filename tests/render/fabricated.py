@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 
 from innaudit.audits import metric_table
-from innaudit.baseline import compare
-from innaudit.results import AuditResult, Check, Report, SetResult, Status
+from innaudit.core.results import AuditResult, Check, Report, SetResult, Status
+from innaudit.verdict.baseline import compare
 
 NASTY = '<script>alert("x")</script> & $\\frac{1}{0}$ %0A, "quoted": {braces} | pipe `tick`'
 """A set name that tries HTML/Markdown injection, TeX, and workflow-command escapes."""

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from innaudit.core.results import Report
 from innaudit.render import console
-from innaudit.results import Report
 
 from .fabricated import diagnosable_report, fabricated_report
 
@@ -96,9 +96,9 @@ def test_render_to_stdout_at_the_terminal_width(tmp_path: Path, monkeypatch: pyt
 
 
 def test_wording_of_rates_and_limits_follows_the_declarations() -> None:
-    from innaudit.metrics import Direction, better, rate
+    from innaudit.core.metrics import Direction, better, rate
+    from innaudit.core.results import Check, Status
     from innaudit.render.common import check_text, limit_text, rate_text
-    from innaudit.results import Check, Status
 
     assert rate_text(0.676, 500, "samples non-finite", "limit 0 %") == "67.6 % of 500 samples non-finite (limit 0 %)"
     assert rate_text(0.676, 500, "samples non-finite", "limit 0 %", (0.634, 0.716)) == \

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from innaudit.core.results import AuditResult, Report, SetResult, Status
 from innaudit.render import RENDERERS, github, html, junit, markdown
 from innaudit.render.json import render as render_json
 from innaudit.render.json import report_dict
-from innaudit.report_json import report_from_dict, report_to_dict
-from innaudit.results import AuditResult, Report, SetResult, Status
+from innaudit.verdict.report_json import report_from_dict, report_to_dict
 
 from .fabricated import NASTY, fabricated_report, with_baseline
 
@@ -56,7 +56,7 @@ def test_every_format_renders_the_same_from_the_saved_json(fmt: str, report: Rep
 
 
 def test_another_schema_version_is_refused(report: Report) -> None:
-    from innaudit.errors import UsageError
+    from innaudit.core.errors import UsageError
 
     data = report_to_dict(report)
     data["schema_version"] = 99

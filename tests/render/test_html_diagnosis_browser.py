@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from innaudit.diagnosis import diagnose
 from innaudit.render import html
+from innaudit.verdict.diagnosis import diagnose
 
 from .fabricated import diagnosable_report
 from .test_html_browser import CHROMIUM, _chromium, _count, _png_pixels

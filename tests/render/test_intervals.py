@@ -10,12 +10,12 @@ import jsonschema
 import pytest
 
 import innaudit
-from innaudit.intervals import clopper_pearson, rate_intervals
-from innaudit.metrics import neither, rate, worse
+from innaudit.core.intervals import clopper_pearson, rate_intervals
+from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.results import Report
 from innaudit.render import RENDERERS, console
 from innaudit.render.common import interval_text
-from innaudit.report_json import report_from_dict, report_to_dict
-from innaudit.results import Report
+from innaudit.verdict.report_json import report_from_dict, report_to_dict
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures_models.py"
 

@@ -11,9 +11,9 @@ import pytest
 
 from innaudit.api import audit
 from innaudit.audits import REGISTRY
+from innaudit.core.results import Report
 from innaudit.render import RENDERERS, console, plots
 from innaudit.render.json import render as render_json
-from innaudit.results import Report
 
 from ..audits.known_models import scaling_model, underflow_model
 
@@ -108,8 +108,8 @@ def test_console_plain_has_no_escape_codes_and_color_has(failing_report: Report)
 
 def test_a_check_is_worded_for_its_audit() -> None:
     """The same metric leaf reads as what that audit measured: a round trip's error or a gradient's."""
+    from innaudit.core.results import Check, Status
     from innaudit.render.common import check_text
-    from innaudit.results import Check, Status
 
     check = Check("rel_error_l2.max", 0.034, 1e-3, 1e-2, Status.FAIL)
     assert check_text("gradient", check, {}).startswith("max relative gradient error 0.034 (limit 0.01)")

@@ -8,7 +8,7 @@ import torch
 
 import innaudit
 from innaudit import zoo
-from innaudit.domain import DataDomain
+from innaudit.core.domain import DataDomain
 from innaudit.loading.adapt import adapt_module
 from innaudit.loading.native import checkpoint_bytes
 from innaudit.train import RECIPES, run_recipe

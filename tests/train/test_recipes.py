@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from innaudit import zoo
+from innaudit.core.errors import UsageError
 from innaudit.data.digits import DIGITS_DOMAIN
-from innaudit.errors import UsageError
 from innaudit.train import RECIPES, TrainedModel, run_recipe
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from innaudit import zoo
-from innaudit.errors import LoadError
+from innaudit.core.errors import LoadError
 from innaudit.zoo.coupling import CouplingFlow
 from innaudit.zoo.layers import ConvNet, Coupling, MLPNet
 

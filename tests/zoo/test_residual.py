@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from innaudit import zoo
-from innaudit.domain import DataDomain
+from innaudit.core.domain import DataDomain
 from innaudit.loading.adapt import adapt_module
-from innaudit.model import InverseKind, LogDetKind
+from innaudit.model.contract import InverseKind, LogDetKind
 from innaudit.zoo.residual import ResidualBlock, ResidualFlow, SpectralConv2d, SpectralLinear
 
 

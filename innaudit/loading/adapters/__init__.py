@@ -1,4 +1,4 @@
-"""Adapters: the objects other libraries build, as :class:`~innaudit.model.InvertibleModel`.
+"""Adapters: the objects other libraries build, as :class:`~innaudit.model.contract.InvertibleModel`.
 
 One module per library. Each has ``LIBRARY`` (what it adapts, for messages), ``matches(obj)``
 (looks only at class names and modules, so it never imports the library) and
@@ -25,10 +25,10 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from ...domain import DataDomain
-from ...errors import LoadError
-from . import distributions, freia, nflows, normflows, rosinality, torchscript, zuko
-from ._common import Adapted, Condition, resolve_condition
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import LoadError
+from innaudit.loading.adapters import distributions, freia, nflows, normflows, rosinality, torchscript, zuko
+from innaudit.loading.adapters._common import Adapted, Condition, resolve_condition
 
 __all__ = ["ADAPTERS", "Adapted", "Condition", "adapt_object", "find_adapter", "resolve_condition"]
 
@@ -52,7 +52,7 @@ def adapt_object(obj: Any, domain: DataDomain, source: dict[str, str],
         LoadError: no adapter fits, the object has no inverse, or a condition is missing /
             given to an unconditional model.
     """
-    from ..adapt import adapt_module
+    from innaudit.loading.adapt import adapt_module
 
     adapter = find_adapter(obj)
     if adapter is not None:

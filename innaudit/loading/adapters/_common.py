@@ -1,6 +1,6 @@
 """What every library adapter shares: the condition, the result type, small call helpers.
 
-A library adapter maps its library's objects onto :class:`~innaudit.model.InvertibleModel`
+A library adapter maps its library's objects onto :class:`~innaudit.model.contract.InvertibleModel`
 (forward = data -> latent). Direction conventions differ: FrEIA, nflows and zuko go data -> latent in ``forward``; normflows and
 ``torch.distributions`` / pyro go latent -> data, so their adapters swap the two maps.
 """
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...domain import DataDomain
-from ...errors import DataError, LoadError, clean_text
-from ...model import Fn, InvertibleModel, ModelInfo
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import DataError, LoadError, clean_text
+from innaudit.model.contract import Fn, InvertibleModel, ModelInfo
 
 __all__ = ["Adapted", "Condition", "LibraryFlow", "TransformHolder", "block_models", "from_library",
            "leaf_name", "library_error", "resolve_condition", "sum_per_sample"]
@@ -74,7 +74,7 @@ def resolve_condition(spec: str) -> Condition:
     Raises:
         DataError: the SPEC is neither, or holds NaN/Inf.
     """
-    from ...safeio.arrays import read_array, split_file_spec
+    from innaudit.safeio.arrays import read_array, split_file_spec
 
     text = spec.strip()
     if text.startswith("constant:"):

@@ -21,10 +21,17 @@ from typing import Any
 from torch import Tensor, nn
 from torch.distributions import ComposeTransform, Transform, TransformedDistribution
 
-from ...domain import DataDomain
-from ...errors import LoadError
-from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
-from ._common import Adapted, Condition, TransformHolder, from_library, leaf_name, sum_per_sample
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import LoadError
+from innaudit.loading.adapters._common import (
+    Adapted,
+    Condition,
+    TransformHolder,
+    from_library,
+    leaf_name,
+    sum_per_sample,
+)
+from innaudit.model.contract import InverseKind, InvertibleModel, LogDetKind, ModelInfo
 
 __all__ = ["LIBRARY", "adapt", "break_caches", "matches"]
 

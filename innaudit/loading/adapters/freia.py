@@ -17,10 +17,10 @@ from typing import Any, cast
 
 from torch import Tensor, nn
 
-from ...domain import DataDomain
-from ...errors import LoadError
-from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
-from ._common import Adapted, Condition, from_library, leaf_name, sum_per_sample
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import LoadError
+from innaudit.loading.adapters._common import Adapted, Condition, from_library, leaf_name, sum_per_sample
+from innaudit.model.contract import InverseKind, InvertibleModel, LogDetKind, ModelInfo
 
 __all__ = ["LIBRARY", "adapt", "matches"]
 

@@ -13,10 +13,10 @@ from typing import Any, cast
 
 from torch import Tensor, nn
 
-from ...domain import DataDomain
-from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
-from ._common import Adapted, Condition, LibraryFlow, from_library, leaf_name, sum_per_sample
-from .nflows_multiscale import is_multiscale, level_blocks, structured_maps
+from innaudit.core.domain import DataDomain
+from innaudit.loading.adapters._common import Adapted, Condition, LibraryFlow, from_library, leaf_name, sum_per_sample
+from innaudit.loading.adapters.nflows_multiscale import is_multiscale, level_blocks, structured_maps
+from innaudit.model.contract import InverseKind, InvertibleModel, LogDetKind, ModelInfo
 
 __all__ = ["LIBRARY", "adapt", "matches"]
 

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...domain import DataDomain
-from ...model import Fn, InverseKind, InvertibleModel, LogDetKind, ModelInfo
-from ._common import sum_per_sample
+from innaudit.core.domain import DataDomain
+from innaudit.loading.adapters._common import sum_per_sample
+from innaudit.model.contract import Fn, InverseKind, InvertibleModel, LogDetKind, ModelInfo
 
 __all__ = ["is_multiscale", "level_blocks", "structured_maps"]
 

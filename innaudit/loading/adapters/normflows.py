@@ -16,11 +16,11 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from ...domain import DataDomain
-from ...errors import LoadError
-from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
-from ._common import Adapted, Condition, LibraryFlow, block_models, from_library
-from .normflows_multiscale import adapt_multiscale, is_multiscale
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import LoadError
+from innaudit.loading.adapters._common import Adapted, Condition, LibraryFlow, block_models, from_library
+from innaudit.loading.adapters.normflows_multiscale import adapt_multiscale, is_multiscale
+from innaudit.model.contract import InverseKind, InvertibleModel, LogDetKind, ModelInfo
 
 __all__ = ["LIBRARY", "adapt", "matches"]
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ...domain import DataDomain
-from ...errors import LoadError
-from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
-from ._common import Adapted, Condition
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import LoadError
+from innaudit.loading.adapters._common import Adapted, Condition
+from innaudit.model.contract import InverseKind, InvertibleModel, LogDetKind, ModelInfo
 
 __all__ = ["LIBRARY", "adapt", "matches"]
 

@@ -16,10 +16,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ...domain import DataDomain
-from ...errors import LoadError
-from ...model import InverseKind, InvertibleModel, LogDetKind, ModelInfo
-from ._common import Adapted, Condition, block_models, from_library, library_error, sum_per_sample
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import LoadError
+from innaudit.loading.adapters._common import (
+    Adapted,
+    Condition,
+    block_models,
+    from_library,
+    library_error,
+    sum_per_sample,
+)
+from innaudit.model.contract import InverseKind, InvertibleModel, LogDetKind, ModelInfo
 
 __all__ = ["LIBRARY", "adapt", "matches"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .config import AuditSpec
-from .metrics import Direction
+from innaudit.config.settings import AuditSpec
+from innaudit.core.metrics import Direction
 
 __all__ = ["default_config_text"]
 

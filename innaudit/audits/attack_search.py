@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .domain import DataDomain
-from .model import InvertibleModel
-from .stats import per_sample_norm
+from innaudit.core.domain import DataDomain
+from innaudit.core.stats import per_sample_norm
+from innaudit.model.contract import InvertibleModel
 
 __all__ = ["AMPLIFICATION_ETA", "CELL_SHARE", "OBJECTIVES", "AttackResult", "Ball", "attack_ball",
            "dequantize", "random_search", "sign_gradient_attack"]

@@ -1,5 +1,5 @@
 """Waivers: a documented, dated exception to a gate, written in the YAML config (parsing here;
-applying them to a report is :func:`innaudit.gate.apply_waivers`, beside the gate).
+applying them to a report is :func:`innaudit.verdict.gate.apply_waivers`, beside the gate).
 
 ::
 
@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, did_you_mean, short_repr
+from innaudit.core.errors import ConfigError, did_you_mean, short_repr
 
 __all__ = ["Waiver", "clock", "parse_waivers"]
 

@@ -23,7 +23,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .errors import ConfigError, clean_text
+from innaudit.core.errors import ConfigError, clean_text
 
 __all__ = ["MAX_BYTES", "MAX_NODES", "read_yaml"]
 

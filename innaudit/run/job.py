@@ -1,10 +1,10 @@
-"""One run, from a :class:`Job` to a :class:`~innaudit.results.Report`, by one path.
+"""One run, from a :class:`Job` to a :class:`~innaudit.core.results.Report`, by one path.
 
 ``execute(job)`` does, in this order: load the model (:mod:`innaudit.loading`), resolve the data
 sets (:mod:`innaudit.data`), probe the model once on one sample (a shape or device mismatch fails
-here, before any audit), make the report header, run the audits (:func:`innaudit.runner.run_audits`)
+here, before any audit), make the report header, run the audits (:func:`innaudit.run.audits.run_audits`)
 and assemble the report. The CLI (in process), the Python API (:func:`innaudit.audit`) and the
-isolated child process (:mod:`innaudit.isolation`) all call it; none of them repeats a step.
+isolated child process (:mod:`innaudit.run.child`) all call it; none of them repeats a step.
 """
 
 from __future__ import annotations
@@ -15,9 +15,21 @@ from typing import Any
 
 import torch
 
-from .audits import REGISTRY
-from .config import Config
-from .data import (
+from innaudit.audits import REGISTRY
+from innaudit.config.settings import Config
+from innaudit.core.distributed import SINGLE, Shard
+from innaudit.core.domain import DataDomain
+from innaudit.core.errors import (
+    ConfigError,
+    DistributedError,
+    InnauditError,
+    LoadError,
+    UsageError,
+    clean_text,
+    did_you_mean,
+)
+from innaudit.core.results import Report
+from innaudit.data import (
     DEFAULT_OOD,
     Dataset,
     Role,
@@ -28,16 +40,12 @@ from .data import (
     resolve_dataset,
     split_name,
 )
-from .distributed import SINGLE, Shard
-from .domain import DataDomain
-from .errors import ConfigError, DistributedError, InnauditError, LoadError, UsageError, clean_text, did_you_mean
-from .integrity import changed, fingerprint, mutation_error
-from .loading import LoadedModel, load_model, load_object
-from .model import InvertibleModel
-from .planning import PlanRun, plan_run
-from .results import Report
-from .runner import Observer, applicable, run_audits, run_header
-from .safeio.preflight import Limits
+from innaudit.loading import LoadedModel, load_model, load_object
+from innaudit.model.contract import InvertibleModel
+from innaudit.model.integrity import changed, fingerprint, mutation_error
+from innaudit.run.audits import Observer, applicable, run_audits, run_header
+from innaudit.run.plan import PlanRun, plan_run
+from innaudit.safeio.preflight import Limits
 
 __all__ = ["Job", "Prepared", "execute", "plan", "prepare"]
 

@@ -1,6 +1,6 @@
 """Holding measured metrics against thresholds, and applying waivers to the verdict.
 
-Waivers (:mod:`innaudit.waivers` parses them from the config) turn a FAIL or WARN of a matching
+Waivers (:mod:`innaudit.config.waivers` parses them from the config) turn a FAIL or WARN of a matching
 set into PASS and record what they waived; an ERROR is never waived; an expired or unused
 waiver gives a warning.
 """
@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from . import waivers as waivers_module
-from .config import Threshold
-from .metrics import Direction, Metric, direction_of
-from .results import AuditResult, Check, Report, SetResult, Status, lookup, worst
-from .waivers import Waiver
+from innaudit.config import waivers as waivers_module
+from innaudit.config.settings import Threshold
+from innaudit.config.waivers import Waiver
+from innaudit.core.metrics import Direction, Metric, direction_of
+from innaudit.core.results import AuditResult, Check, Report, SetResult, Status, lookup, worst
 
 __all__ = ["apply_waivers", "judge"]
 

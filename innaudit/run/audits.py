@@ -12,20 +12,20 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from ._version import __version__
-from .audits import REGISTRY, Audit, AuditContext, selected_audits
-from .config import AuditSettings, Config
-from .data import Dataset
-from .distributed import SINGLE, RankFailure, Shard
-from .errors import DistributedError, clean_text
-from .gate import apply_waivers, judge
-from .integrity import changed, fingerprint, mutation_error
-from .intervals import rate_intervals
-from .linalg import NotMeasuredError
-from .model import InvertibleModel
-from .planning import plan_run
-from .results import AuditResult, Report, SetResult, Status, worst
-from .seeding import stable_seed
+from innaudit._version import __version__
+from innaudit.audits import REGISTRY, Audit, AuditContext, selected_audits
+from innaudit.config.settings import AuditSettings, Config
+from innaudit.core.distributed import SINGLE, RankFailure, Shard
+from innaudit.core.errors import DistributedError, clean_text
+from innaudit.core.intervals import rate_intervals
+from innaudit.core.results import AuditResult, Report, SetResult, Status, worst
+from innaudit.core.seeding import stable_seed
+from innaudit.data import Dataset
+from innaudit.linalg import NotMeasuredError
+from innaudit.model.contract import InvertibleModel
+from innaudit.model.integrity import changed, fingerprint, mutation_error
+from innaudit.run.plan import plan_run
+from innaudit.verdict.gate import apply_waivers, judge
 
 __all__ = ["Observer", "RunHeader", "applicable", "assemble", "environment", "run_audits", "run_header",
            ]
@@ -81,7 +81,7 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
     Any exception, and any ``BaseException`` but ``KeyboardInterrupt`` (a library calling
     ``sys.exit(0)`` inside a model must not end the run as a pass), gives ERROR for this audit
     with its message; the other audits still run and the report is still written. A
-    :class:`~innaudit.errors.DistributedError` (a rank of a ``torchrun`` job gone, hung or out
+    :class:`~innaudit.core.errors.DistributedError` (a rank of a ``torchrun`` job gone, hung or out
     of step) ends the whole run instead: no later collective could succeed.
     """
     start = time.perf_counter()
@@ -203,7 +203,7 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
                header: RunHeader | None = None, shard: Shard = SINGLE) -> Report:
     """Run the selected audits on ``model`` and build the Report.
 
-    Before the first audit the cost plan is made (:func:`innaudit.planning.plan_run`): methods
+    Before the first audit the cost plan is made (:func:`innaudit.run.plan.plan_run`): methods
     chosen by cost, samples sized to ``config.budget`` when one is set; then the report's
     ``run.plan`` records it with the seconds each audit used (a budgeted run depends on the
     machine's speed; without a budget the report does not).
@@ -214,14 +214,14 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
         config: the effective configuration.
         latent_shape: the shape of one ``z`` (from the preflight probe).
         observer: progress receiver (``plan_ready(run)`` gets the live
-            :class:`~innaudit.planning.PlanRun` when it has that method).
+            :class:`~innaudit.run.plan.PlanRun` when it has that method).
         target: what the report says about the model (path, sha256, loader...).
         warnings: things to carry into the report (e.g. a trusted pickle was loaded).
         header: a header already made by :func:`run_header` (else one is made here).
         shard: this process's share of a ``torchrun`` job. Rank 0's plan (batch size, methods,
             samples and options per audit) is handed to every rank so all shard the same work;
             the budget is the job's wall-clock, the plan's measured costs divided by the ranks.
-            A :class:`~innaudit.errors.DistributedError` ends the run with the audits so far and
+            A :class:`~innaudit.core.errors.DistributedError` ends the run with the audits so far and
             the error (exit 2).
     """
     observer = observer or _Silent()

@@ -35,11 +35,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .distributed import DEFAULT_TIMEOUT_S, join, leave
-from .errors import InnauditError, LoadError, clean_text
-from .orchestration import Job, execute
-from .results import AuditResult, Report, Status
-from .runner import RunHeader
+from innaudit.core.distributed import DEFAULT_TIMEOUT_S, join, leave
+from innaudit.core.errors import InnauditError, LoadError, clean_text
+from innaudit.core.results import AuditResult, Report, Status
+from innaudit.run.audits import RunHeader
+from innaudit.run.job import Job, execute
 
 __all__ = ["run_isolated"]
 
@@ -242,7 +242,7 @@ class _State:
             self.finished = True
 
     def report(self, reason: str | None) -> Report:
-        from .runner import assemble
+        from innaudit.run.audits import assemble
 
         reason = reason or self.crash
         if self.header is None:
@@ -256,7 +256,7 @@ class _State:
 
     def _next_audit(self) -> tuple[str, str] | None:
         """The first selected audit without a result: the one the child was preparing."""
-        from .audits import REGISTRY
+        from innaudit.audits import REGISTRY
 
         config = self.header.run.get("config", {})
         chosen = config.get("audits") or list(REGISTRY)

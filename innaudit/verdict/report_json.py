@@ -16,9 +16,19 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, cast
 
-from .errors import UsageError
-from .metrics import Direction
-from .results import SCHEMA_VERSION, AuditResult, Change, Check, Comparison, Delta, Report, SetResult, Status
+from innaudit.core.errors import UsageError
+from innaudit.core.metrics import Direction
+from innaudit.core.results import (
+    SCHEMA_VERSION,
+    AuditResult,
+    Change,
+    Check,
+    Comparison,
+    Delta,
+    Report,
+    SetResult,
+    Status,
+)
 
 __all__ = ["canonical", "comparison_from_dict", "comparison_to_dict", "load_report", "report_from_dict",
            "report_to_dict", "to_plain"]

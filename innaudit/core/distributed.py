@@ -21,7 +21,7 @@ number and a tag: a rank that skipped a collective is caught at the next one ins
 the wrong payloads. A unit that raises on one rank is gathered as a failure and re-raised on every
 rank as :class:`RankFailure` naming the rank, so all ranks give the audit the same ERROR and stay
 in step. A collective that times out (``timeout_s``) or loses a peer raises
-:class:`~innaudit.errors.DistributedError` naming the ranks that did not reach it (each rank writes
+:class:`~innaudit.core.errors.DistributedError` naming the ranks that did not reach it (each rank writes
 its step number to the process group's key-value store before a collective); the run then ends
 with exit 2 and makes no further collective call.
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from .errors import DistributedError, clean_text
+from innaudit.core.errors import DistributedError, clean_text
 
 __all__ = ["DEFAULT_TIMEOUT_S", "SINGLE", "RankFailure", "Shard", "join", "leave", "world_size_of"]
 

@@ -11,7 +11,7 @@ interval (Clopper and Pearson, Biometrika 26(4), 1934): with ``alpha = 0.05``,
 where ``B(q; a, b)`` is the ``q`` quantile of the Beta(a, b) distribution. It never undercovers,
 and for ``k = 0`` it is ``high = 1 - (alpha / 2)^(1 / n)`` (3.69 / n for large ``n``).
 
-:func:`rate_intervals` finds every rate an audit declared (``innaudit.metrics.rate``) in a set's
+:func:`rate_intervals` finds every rate an audit declared (``innaudit.core.metrics.rate``) in a set's
 metrics and returns ``{path: (low, high)}``; the runner stores it in ``SetResult.intervals``.
 """
 
@@ -21,8 +21,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .metrics import Metric
-from .results import lookup
+from innaudit.core.metrics import Metric
+from innaudit.core.results import lookup
 
 __all__ = ["LEVEL", "clopper_pearson", "rate_intervals"]
 

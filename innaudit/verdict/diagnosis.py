@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .metrics import percent
-from .results import Report, SetResult, Status, lookup
+from innaudit.core.metrics import percent
+from innaudit.core.results import Report, SetResult, Status, lookup
 
 __all__ = ["Diagnosis", "Evidence", "Kind", "Statement", "diagnose", "diagnosis_to_dict"]
 

@@ -2,19 +2,15 @@
 
 Each audit states its cost per sample (and per set) as a :class:`Cost`: passes of ``F`` and
 ``F^-1``, vector-Jacobian and Jacobian-vector products, exact Jacobians (``vmap`` over basis
-vectors) and dense float64 work. The planner (:mod:`innaudit.planning`) measures a model's calls
+vectors) and dense float64 work. The planner (:mod:`innaudit.run.plan`) measures a model's calls
 once (:class:`Units`) and turns costs into seconds, to choose methods and size samples.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import astuple, dataclass, field
 
-from .errors import ConfigError
-
-__all__ = ["LANCZOS_SHARE", "AuditCost", "Cost", "Timing", "Units", "jacobian_costs", "parse_duration"]
+__all__ = ["LANCZOS_SHARE", "AuditCost", "Cost", "Timing", "Units", "jacobian_costs"]
 
 
 @dataclass(frozen=True)
@@ -105,24 +101,6 @@ class Units:
         out = {f"{k}_{p}_s": getattr(getattr(self, k), f"per_{p}")
                for k in ("forward", "inverse", "vjp", "jvp") for p in ("call", "sample")}
         return out | {"dense_s": self.dense_s, "measured_batch": float(self.batch), "dim": float(self.dim)}
-
-
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*$")
-
-
-def parse_duration(text: str | float | int) -> float:
-    """``"90s"``, ``"10m"``, ``"1h"``, ``"1h30m"`` or a number of seconds -> seconds (> 0)."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        match = _DURATION.match(str(text).lower())
-        if match is None or not any(match.groups()):
-            raise ConfigError(f"budget {text!r} is not a duration; expected e.g. 90s, 10m, 1h or 1h30m")
-        h, m, s = (float(g) if g else 0.0 for g in match.groups())
-        seconds = 3600 * h + 60 * m + s
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(f"budget {text!r} is not a positive duration; expected e.g. 90s, 10m or 1h")
-    return seconds
 
 
 LANCZOS_SHARE = 1.0

@@ -10,7 +10,7 @@ what the audits rely on, whichever library built the model:
   (``grad=True``), as the attack and Jacobian audits do;
 - a model whose ``forward`` returns ``(z, log_det)`` is normalized to ``z`` for ``forward``;
 - a latent that is a list/tuple/dict of tensors (a multi-scale flow's levels) is offered as one
-  flat ``(B, D)`` tensor (:class:`~innaudit.latent.LatentStructure`), and ``inverse`` takes that
+  flat ``(B, D)`` tensor (:class:`~innaudit.model.latent.LatentStructure`), and ``inverse`` takes that
   flat view back; ``latent`` holds the structure. A single-tensor latent is passed as it is.
 """
 
@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .domain import DataDomain
-from .latent import LatentStructure, split_output
+from innaudit.core.domain import DataDomain
+from innaudit.model.latent import LatentStructure, split_output
 
 __all__ = ["InverseKind", "InvertibleModel", "LogDetKind", "ModelInfo", "PriorFn"]
 

@@ -1,6 +1,6 @@
 """Baselines: every metric of a report held against the same metric of an earlier report.
 
-Each numeric metric that an audit declares with a direction (:mod:`innaudit.metrics`; every numeric
+Each numeric metric that an audit declares with a direction (:mod:`innaudit.core.metrics`; every numeric
 leaf but ``n``, higher worse, for an audit this version does not know) is matched by (audit id,
 set, metric path) and classified:
 
@@ -25,9 +25,9 @@ import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .errors import UsageError
-from .metrics import Direction, MetricTable, declared
-from .results import Change, Comparison, Delta, Report, leaves
+from innaudit.core.errors import UsageError
+from innaudit.core.metrics import Direction, MetricTable, declared
+from innaudit.core.results import Change, Comparison, Delta, Report, leaves
 
 __all__ = ["ABS_TOL", "REL_TOL", "classify", "compare"]
 

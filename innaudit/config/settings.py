@@ -30,7 +30,7 @@ YAML layout (``innaudit init`` writes a commented copy)::
           thresholds: {rel_error_l2.max: {fail: 1.0}}
     sampling:
       temperatures: [1.0, 0.7]
-    waivers:                # dated exceptions to a gate (innaudit.waivers)
+    waivers:                # dated exceptions to a gate (innaudit.config.waivers)
       - {audit: roundtrip, set: rademacher, reason: "...", expires: 2026-06-30}
 """
 
@@ -43,9 +43,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, cast
 
-from .errors import ConfigError, did_you_mean, short_repr
-from .metrics import STATS, Direction, Metric, covers, direction_of
-from .waivers import Waiver, parse_waivers
+from innaudit.config.waivers import Waiver, parse_waivers
+from innaudit.core.errors import ConfigError, did_you_mean, short_repr
+from innaudit.core.metrics import STATS, Direction, Metric, covers, direction_of
 
 __all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "load_config", "parse_config"]
 
@@ -54,7 +54,7 @@ __all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "load_config", "
 class Threshold:
     """Two-level gate on one metric: beyond ``warn`` warns, beyond ``fail`` fails.
 
-    "Beyond" follows the metric's declared direction (:mod:`innaudit.metrics`): above the limit
+    "Beyond" follows the metric's declared direction (:mod:`innaudit.core.metrics`): above the limit
     for an error, below it for a smallest singular value.
     """
 
@@ -274,7 +274,7 @@ def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
         elif key == "batch_size":
             values[key] = value if value == "auto" else _typed(key, value, int)
         elif key == "budget":
-            from .cost import parse_duration
+            from innaudit.config.duration import parse_duration
 
             values[key] = None if value is None else parse_duration(value)
     settings = {aid: _audit_settings(spec, raw.get(aid)) for aid, spec in specs.items()}
@@ -316,7 +316,7 @@ def load_config(path: str | Path | None, specs: Mapping[str, AuditSpec],
                 overrides: Mapping[str, Any] | None = None,
                 sections: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
     """Read ``path`` with ``yaml.safe_load`` (None: no file) and :func:`parse_config` it."""
-    from .yamlio import read_yaml
+    from innaudit.config.yaml import read_yaml
 
     raw: Any = None
     if path is not None:

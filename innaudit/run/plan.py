@@ -33,24 +33,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .cost import (
+from innaudit.audits.cost import (
     AuditCost,
     Cost,
     Timing,
     Units,
     jacobian_costs,
-    parse_duration,
 )
 
 if TYPE_CHECKING:
-    from .audits.base import Audit, AuditContext
-    from .config import Config
-    from .data import Dataset
-    from .model import InvertibleModel
+    from innaudit.audits.base import Audit, AuditContext
+    from innaudit.config.settings import Config
+    from innaudit.data import Dataset
+    from innaudit.model.contract import InvertibleModel
 
 __all__ = ["EXACT_PREFERENCE", "LONG_RUN_S", "SAFETY", "AuditCost", "AuditPlan", "Cost", "Plan", "PlanRun",
            "Units", "activation_bytes", "auto_batch_size", "floor_samples", "jacobian_costs", "make_plan",
-           "measure_units", "parse_duration", "plan_run", "replan"]
+           "measure_units", "plan_run", "replan"]
 
 EXACT_PREFERENCE = 4.0
 """Exact Jacobians are chosen while they cost at most this many times the matrix-free method."""
@@ -403,7 +402,7 @@ def make_plan(model: InvertibleModel, datasets: Sequence[Dataset], config: Confi
 
     Returns the plan and the per-audit needs the runner re-plans with as audits finish.
     """
-    from .audits import REGISTRY
+    from innaudit.audits import REGISTRY
 
     batch = batch_size or (config.batch_size if isinstance(config.batch_size, int) else 500)
     if units is None:
@@ -423,7 +422,7 @@ def make_plan(model: InvertibleModel, datasets: Sequence[Dataset], config: Confi
 
 
 def _options(config: Config, audit_id: str) -> Mapping[str, Any]:
-    from .audits import REGISTRY
+    from innaudit.audits import REGISTRY
 
     return config.settings[audit_id].options if audit_id in config.settings else REGISTRY[audit_id].options
 
@@ -485,7 +484,7 @@ def plan_run(model: InvertibleModel, datasets: Sequence[Dataset], config: Config
 
     ``workers`` processes share the work (a ``torchrun`` job): the measured per-sample costs
     are divided by it, so a budget is the job's wall-clock time."""
-    from .audits import REGISTRY, selected_audits
+    from innaudit.audits import REGISTRY, selected_audits
 
     device = torch.device(config.device)
     dom = model.info.domain

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Any
 
-from .metrics import Direction
+from innaudit.core.metrics import Direction
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -143,14 +143,14 @@ class SetResult:
     message: str = ""
     series: Mapping[str, Any] = field(default_factory=dict)
     waiver: Mapping[str, Any] | None = None
-    """The waiver that matched this set (``innaudit.waivers``): ``{"reason", "expires",
+    """The waiver that matched this set (``innaudit.config.waivers``): ``{"reason", "expires",
     "expired", "waived_status"}``; an unexpired waiver turned ``waived_status`` into PASS."""
     artifacts: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """Big picklable arrays (numpy) for files the CLI writes on request (``--save-witnesses``);
     never rendered, not part of the JSON report."""
     intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict)
     """95 % Clopper-Pearson interval ``(low, high)`` of every declared rate, by metric path
-    (``innaudit.intervals``); gates use the point value, renderers show the interval."""
+    (``innaudit.core.intervals``); gates use the point value, renderers show the interval."""
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ class Report:
     warnings: tuple[str, ...] = field(default=())
     schema_version: int = SCHEMA_VERSION
     comparison: Comparison | None = None
-    """Metrics against a baseline report (``--baseline``; computed by ``innaudit.baseline``)."""
+    """Metrics against a baseline report (``--baseline``; computed by ``innaudit.verdict.baseline``)."""
 
     @property
     def status(self) -> Status:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import LoadError
+from innaudit.core.errors import LoadError
 
 __all__ = ["DataDomain"]
 
