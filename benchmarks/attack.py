@@ -74,8 +74,10 @@ def main() -> None:
         for objective in ("reconstruction", "amplification"):
             times[objective].append(_attack(model, ball, args.steps, objective))
     raw = min(times["raw"])
-    print(f"{Path(args.checkpoint).name}: batch {len(x)}, {args.steps + 1} evaluations, best of {args.repeats}, "
-          f"{args.threads} thread(s); raw forward+inverse+backward {1e3 * raw / (args.steps + 1):.2f} ms/step")
+    print(
+        f"{Path(args.checkpoint).name}: batch {len(x)}, {args.steps + 1} evaluations, best of {args.repeats}, "
+        f"{args.threads} thread(s); raw forward+inverse+backward {1e3 * raw / (args.steps + 1):.2f} ms/step"
+    )
     for objective in ("reconstruction", "amplification"):
         ratio = min(times[objective]) / raw
         print(f"attack step ({objective}) / raw: {ratio:.3f}  goal <= {GOAL}: {'met' if ratio <= GOAL else 'not met'}")

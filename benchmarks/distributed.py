@@ -90,12 +90,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="checkpoints/digits-affine.pt")
     parser.add_argument("--audit", action="append", default=None)
-    parser.add_argument("--every-audit", action="store_true",
-                        help="the default run (every audit) instead of --audit's; the heavy workload")
-    parser.add_argument("--samples", type=int, default=None,
-                        help=f"--samples of the run [default: {DEFAULT_SAMPLES}; with --every-audit, the run's own]")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="--batch-size of the run, the size of a work unit [default: the planner's]")
+    parser.add_argument(
+        "--every-audit",
+        action="store_true",
+        help="the default run (every audit) instead of --audit's; the heavy workload",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help=f"--samples of the run [default: {DEFAULT_SAMPLES}; with --every-audit, the run's own]",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="--batch-size of the run, the size of a work unit [default: the planner's]",
+    )
     parser.add_argument("--attack-samples", type=int, default=None, help="--attack-samples of the run")
     parser.add_argument("--data", default=None, help="--data of the run (digits:all: 1797 digits to search)")
     parser.add_argument("--nproc", type=int, default=2)
@@ -107,15 +118,37 @@ def main() -> int:
     audits = [] if args.every_audit else [x for a in (args.audit or DEFAULT_AUDITS) for x in ("--audit", a)]
     samples = args.samples if args.samples is not None or args.every_audit else DEFAULT_SAMPLES
     with tempfile.TemporaryDirectory() as tmp:
-        given = {"--samples": samples, "--batch-size": args.batch_size, "--attack-samples": args.attack_samples,
-                 "--data": args.data}
-        base = [args.model, *audits, *(x for k, v in given.items() if v is not None for x in (k, str(v))),
-                "--device", args.device, "-q"]
+        given = {
+            "--samples": samples,
+            "--batch-size": args.batch_size,
+            "--attack-samples": args.attack_samples,
+            "--data": args.data,
+        }
+        base = [
+            args.model,
+            *audits,
+            *(x for k, v in given.items() if v is not None for x in (k, str(v))),
+            "--device",
+            args.device,
+            "-q",
+        ]
         reports = {"one": Path(tmp, "one.json"), "many": Path(tmp, "many.json")}
         commands = {
             "one": [sys.executable, "-m", "innaudit", "run", *base, "-o", f"json={reports['one']}"],
-            "many": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                     str(args.nproc), "-m", "innaudit", "run", *base, "-o", f"json={reports['many']}"],
+            "many": [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                str(args.nproc),
+                "-m",
+                "innaudit",
+                "run",
+                *base,
+                "-o",
+                f"json={reports['many']}",
+            ],
         }
         best: dict[str, Timed] = {}
         for _ in range(args.repeats):
@@ -128,19 +161,31 @@ def main() -> int:
     one, many = best["one"], best["many"]
     workload = "every audit" if args.every_audit else f"audits {' '.join(audits[1::2])}"
     flags = " ".join(f"{k} {v}" for k, v in given.items() if v is not None)
-    print(f"model {args.model}, {workload}{', ' + flags if flags else ''}, device {args.device}, "
-          f"{os.cpu_count()} cores, load average {load:.2f} at the end")
-    print(f"1 process x 1 thread: {one.whole:.1f} s = fixed {one.fixed:.1f} s + audits {one.audits:.1f} s "
-          f"(exit {one.code})")
-    print(f"{args.nproc} processes x 1 thread: {many.whole:.1f} s = fixed {many.fixed:.1f} s + audits "
-          f"{many.audits:.1f} s (rank 0's report; torchrun exit {many.code}); best of {args.repeats}")
-    print("per audit, 1 process / rank 0: " + ", ".join(f"{k} {v:.1f}/{many.each.get(k, math.nan):.1f} s"
-                                                     for k, v in one.each.items()))
+    print(
+        f"model {args.model}, {workload}{', ' + flags if flags else ''}, device {args.device}, "
+        f"{os.cpu_count()} cores, load average {load:.2f} at the end"
+    )
+    print(
+        f"1 process x 1 thread: {one.whole:.1f} s = fixed {one.fixed:.1f} s + audits {one.audits:.1f} s "
+        f"(exit {one.code})"
+    )
+    print(
+        f"{args.nproc} processes x 1 thread: {many.whole:.1f} s = fixed {many.fixed:.1f} s + audits "
+        f"{many.audits:.1f} s (rank 0's report; torchrun exit {many.code}); best of {args.repeats}"
+    )
+    print(
+        "per audit, 1 process / rank 0: "
+        + ", ".join(f"{k} {v:.1f}/{many.each.get(k, math.nan):.1f} s" for k, v in one.each.items())
+    )
     ideal = one.whole / (many.fixed + one.audits / args.nproc)
-    print(f"speed-up: whole command {one.whole / many.whole:.2f}x, audits alone {one.audits / many.audits:.2f}x "
-          f"(goal >= {GOAL}x on {args.nproc} idle cores); reports equal: {same}")
-    print(f"Amdahl: the fixed {many.fixed:.1f} s (launcher, each rank's start-up) is not divided; with the audits "
-          f"divided perfectly by {args.nproc} the whole command would gain at most {ideal:.2f}x")
+    print(
+        f"speed-up: whole command {one.whole / many.whole:.2f}x, audits alone {one.audits / many.audits:.2f}x "
+        f"(goal >= {GOAL}x on {args.nproc} idle cores); reports equal: {same}"
+    )
+    print(
+        f"Amdahl: the fixed {many.fixed:.1f} s (launcher, each rank's start-up) is not divided; with the audits "
+        f"divided perfectly by {args.nproc} the whole command would gain at most {ideal:.2f}x"
+    )
     return 0 if same else 1
 
 

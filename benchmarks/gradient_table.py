@@ -60,7 +60,7 @@ LEVEL = 1000 * torch.finfo(torch.float32).eps
 def _batches(batch: int) -> list[tuple[Tensor, Tensor]]:
     images, labels = load_digits("train")
     x, y = torch.from_numpy(images), torch.from_numpy(labels)
-    return [(x[i:i + batch], y[i:i + batch]) for i in range(0, len(x), batch)]
+    return [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)]
 
 
 def _row(name: str, loss: str, found: Sequence[BatchComparison], names: Sequence[str]) -> str:
@@ -74,9 +74,11 @@ def _row(name: str, loss: str, found: Sequence[BatchComparison], names: Sequence
         kept = values[np.isfinite(values)]
         return "-" if kept.size == 0 else f"{getattr(np, how)(kept):.1e}"
 
-    return (f"{name:30s} {loss:4s} {num(rel, 'median'):>9s} {num(rel, 'max'):>9s} "
-            f"{num(angle, 'median'):>9s} {num(angle, 'max'):>9s} {100 * bad:6.1f} "
-            f"{recon.max():9.1e}  {names[where] if where >= 0 else '-'}")
+    return (
+        f"{name:30s} {loss:4s} {num(rel, 'median'):>9s} {num(rel, 'max'):>9s} "
+        f"{num(angle, 'median'):>9s} {num(angle, 'max'):>9s} {100 * bad:6.1f} "
+        f"{recon.max():9.1e}  {names[where] if where >= 0 else '-'}"
+    )
 
 
 def _mse(z: Tensor, log_det: Tensor | None, x: Tensor) -> Tensor:
@@ -94,8 +96,10 @@ def measure(path: Path, batches: list[tuple[Tensor, Tensor]], classifier: bool) 
         rows.append(_row(path.stem, "MSE", [compare_gradients(blocks, x, _mse) for x, _ in batches], names))
     if classifier:
         head = model.module.head
-        found = [compare_gradients(blocks, x, lambda z, ld, _x, y=y: F.cross_entropy(head(z.flatten(1)), y))
-                 for x, y in batches]
+        found = [
+            compare_gradients(blocks, x, lambda z, ld, _x, y=y: F.cross_entropy(head(z.flatten(1)), y))
+            for x, y in batches
+        ]
         rows.append(_row(path.stem, "CE", found, names))
     found = [compare_gradients(blocks, x, nll_loss) for x, _ in batches]
     rows.append(_row(path.stem, "NLL", found, names))
@@ -105,8 +109,9 @@ def measure(path: Path, batches: list[tuple[Tensor, Tensor]], classifier: bool) 
 def _ce_row(model: InvertibleModel, batches: list[tuple[Tensor, Tensor]], label: str) -> str:
     blocks, head = model.blocks(), model.module.head
     names = [f"{i}:{b.info.architecture}" for i, b in enumerate(blocks)]
-    found = [compare_gradients(blocks, x, lambda z, ld, _x, y=y: F.cross_entropy(head(z.flatten(1)), y))
-             for x, y in batches]
+    found = [
+        compare_gradients(blocks, x, lambda z, ld, _x, y=y: F.cross_entropy(head(z.flatten(1)), y)) for x, y in batches
+    ]
     return _row(label, "CE", found, names)
 
 
@@ -141,10 +146,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(1)
     batches = _batches(args.batch)
     print(f"True vs memory-saving gradients over {len(batches)} training batches of up to {args.batch} digits")
-    print(f"{'model':30s} {'loss':4s} {'rel med':>9s} {'rel max':>9s} {'ang med':>9s} {'ang max':>9s} "
-          f"{'%nonfin':>6s} {'recon max':>9s}  first block off rounding ({LEVEL:.1e})")
+    print(
+        f"{'model':30s} {'loss':4s} {'rel med':>9s} {'rel max':>9s} {'ang med':>9s} {'ang max':>9s} "
+        f"{'%nonfin':>6s} {'recon max':>9s}  first block off rounding ({LEVEL:.1e})"
+    )
     toy = toy_2d("regression2d", 4000, torch.Generator().manual_seed(11))  # the recipe's seed-0 training set
-    toy_batches = [(toy[i:i + 500], toy[i:i + 500]) for i in range(0, len(toy), 500)]
+    toy_batches = [(toy[i : i + 500], toy[i : i + 500]) for i in range(0, len(toy), 500)]
     for name in [n for n in args.models.split(",") if n]:
         path = args.checkpoints / f"{name}.pt"
         if not path.exists():

@@ -38,8 +38,11 @@ class _Clock:
         if self.inner is not None:
             start = time.process_time()
             self.inner(model, domain, steps_done)
-            if self.inner.monitor is not None and self.inner.monitor.timeline and \
-                    self.inner.monitor.timeline[-1].step == steps_done:
+            if (
+                self.inner.monitor is not None
+                and self.inner.monitor.timeline
+                and self.inner.monitor.timeline[-1].step == steps_done
+            ):
                 self.checks.append(time.process_time() - start)
             self.marks[-1] = time.process_time()  # the next step's time starts after the check
 
@@ -63,8 +66,10 @@ def overhead(steps: int) -> None:
     print(f"{RECIPE}, {steps} steps, every={DEFAULT_EVERY}, {len(monitored.checks)} checks")
     print(f"total time with / without the monitor: {with_monitor / base:.3f}")
     print(f"first check (imports, warm-up): {monitored.checks[0] / step_s:.1f} training steps")
-    print(f"steady check: {steady / step_s:.1f} training steps = {steady / step_s / DEFAULT_EVERY:.2%} "
-          f"of training at every={DEFAULT_EVERY}")
+    print(
+        f"steady check: {steady / step_s:.1f} training steps = {steady / step_s / DEFAULT_EVERY:.2%} "
+        f"of training at every={DEFAULT_EVERY}"
+    )
 
 
 def story(every: int, spectrum_samples: int, recipes: list[str]) -> None:
@@ -78,9 +83,11 @@ def story(every: int, spectrum_samples: int, recipes: list[str]) -> None:
         for r in hook.monitor.timeline:
             sets = r.sets
             nonfinite = {n: s.nonfinite for n, s in sets.items() if s.nonfinite}
-            print(f"step {r.step:5d} {r.status.value:4s} data sigma_min {sets['data'].sigma_min:.3g} "
-                  f"rel_error {sets['data'].rel_error:.3g} nonfinite {nonfinite or 0}"
-                  + "".join(f"\n    {f.message}" for f in r.findings if f.first))
+            print(
+                f"step {r.step:5d} {r.status.value:4s} data sigma_min {sets['data'].sigma_min:.3g} "
+                f"rel_error {sets['data'].rel_error:.3g} nonfinite {nonfinite or 0}"
+                + "".join(f"\n    {f.message}" for f in r.findings if f.first)
+            )
 
 
 def main() -> None:

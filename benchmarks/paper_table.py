@@ -31,8 +31,15 @@ import innaudit
 from innaudit.linalg import jacobian_singular_values
 from innaudit.loading import load_model
 
-ROUNDTRIP_MODELS = ("digits-affine", "digits-affine-fd", "digits-additive", "digits-residual",
-                    "checkerboard-affine", "checkerboard-additive", "checkerboard-residual")
+ROUNDTRIP_MODELS = (
+    "digits-affine",
+    "digits-affine-fd",
+    "digits-additive",
+    "digits-residual",
+    "checkerboard-affine",
+    "checkerboard-additive",
+    "checkerboard-residual",
+)
 CLASSIFIERS = [(c, r) for c in ("additive", "affine") for r in ("none", "fd", "nf")]
 
 
@@ -45,8 +52,7 @@ def _fmt(value: float) -> str:
 def _roundtrip(path: Path, samples: int, extra_ood: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Metrics per set of the roundtrip audit (default battery, plus ``extra_ood``)."""
     ood = ("uniform", "gaussian", "rademacher", *extra_ood)
-    report = innaudit.audit(str(path), ood=ood,
-                            config={"audits": ["roundtrip"], "samples": samples})
+    report = innaudit.audit(str(path), ood=ood, config={"audits": ["roundtrip"], "samples": samples})
     (result,) = report.audits
     if result.error:
         raise RuntimeError(f"{path}: {result.error}")
@@ -55,9 +61,10 @@ def _roundtrip(path: Path, samples: int, extra_ood: tuple[str, ...] = ()) -> dic
 
 def table_a(folder: Path, samples: int) -> list[str]:
     """Rows ``model | set | % non-finite | mean err (finite) | max rel err | cap hits``."""
-    lines = ["(a) Round trip x -> F^-1(F(x)) per set (Table B in miniature)",
-             f"{'model':24s} {'set':18s} {'% non-finite':>12s} {'err (finite)':>12s} "
-             f"{'max rel err':>11s} {'cap hits':>8s}"]
+    lines = [
+        "(a) Round trip x -> F^-1(F(x)) per set (Table B in miniature)",
+        f"{'model':24s} {'set':18s} {'% non-finite':>12s} {'err (finite)':>12s} {'max rel err':>11s} {'cap hits':>8s}",
+    ]
     for name in ROUNDTRIP_MODELS:
         path = folder / f"{name}.pt"
         if not path.exists():
@@ -67,12 +74,16 @@ def table_a(folder: Path, samples: int) -> list[str]:
         model = load_model(str(path)).model
         for dataset, m in _roundtrip(path, samples, extra).items():
             hits = m.get("inverse_cap_hits")
-            lines.append(f"{name:24s} {dataset:18s} {100 * m['nonfinite_fraction']:12.1f} "
-                         f"{_fmt(m['error_l2']['mean']):>12s} {_fmt(m['rel_error_l2']['max']):>11s} "
-                         f"{'-' if hits is None else hits:>8}")
+            lines.append(
+                f"{name:24s} {dataset:18s} {100 * m['nonfinite_fraction']:12.1f} "
+                f"{_fmt(m['error_l2']['mean']):>12s} {_fmt(m['rel_error_l2']['max']):>11s} "
+                f"{'-' if hits is None else hits:>8}"
+            )
         if model.info.inverse_tolerance is not None:
-            lines.append(f"{'':24s} fixed-point tolerance {model.info.inverse_tolerance:g}, "
-                         f"cap {model.info.inverse_max_iter} iterations")
+            lines.append(
+                f"{'':24s} fixed-point tolerance {model.info.inverse_tolerance:g}, "
+                f"cap {model.info.inverse_max_iter} iterations"
+            )
     return lines
 
 
@@ -96,9 +107,11 @@ def table_b(folder: Path) -> list[str]:
     from innaudit.data.digits import load_digits
 
     x = torch.from_numpy(load_digits("test")[0])
-    lines = ["(b) Supervised INN classifiers on the 8x8 digits (Table C in miniature)",
-             f"{'coupling':9s} {'reg':5s} {'inv?':5s} {'test acc':>8s} {'recon err':>10s} "
-             f"{'min SV':>9s} {'max SV':>9s} {'noise %nf':>9s}"]
+    lines = [
+        "(b) Supervised INN classifiers on the 8x8 digits (Table C in miniature)",
+        f"{'coupling':9s} {'reg':5s} {'inv?':5s} {'test acc':>8s} {'recon err':>10s} "
+        f"{'min SV':>9s} {'max SV':>9s} {'noise %nf':>9s}",
+    ]
     for coupling, reg in CLASSIFIERS:
         name = f"digits-classifier-{coupling}" + ("" if reg == "none" else f"-{reg}")
         path = folder / f"{name}.pt"
@@ -111,9 +124,11 @@ def table_b(folder: Path) -> list[str]:
         noise = max(m["nonfinite_fraction"] for k, m in metrics.items() if k != "digits:test")
         invertible = data["nonfinite_fraction"] == 0 and data["rel_error_l2"]["max"] < 1e-2
         smin, smax = _singular_values(path, x)
-        lines.append(f"{coupling:9s} {reg:5s} {'yes' if invertible else 'NO':5s} "
-                     f"{100 * acc:8.2f} {_fmt(data['error_l2']['mean']):>10s} {_fmt(smin):>9s} "
-                     f"{_fmt(smax):>9s} {100 * noise:9.1f}")
+        lines.append(
+            f"{coupling:9s} {reg:5s} {'yes' if invertible else 'NO':5s} "
+            f"{100 * acc:8.2f} {_fmt(data['error_l2']['mean']):>10s} {_fmt(smin):>9s} "
+            f"{_fmt(smax):>9s} {100 * noise:9.1f}"
+        )
     return lines
 
 
@@ -122,9 +137,10 @@ def table_c(folder: Path) -> list[str]:
     from innaudit.data.builtin import toy_2d
 
     x = toy_2d("regression2d", 2000, torch.Generator().manual_seed(11))
-    lines = ["(c) 2-D regression toy (paper 5.3): target (0, x2) is not invertible",
-             f"{'model':24s} {'% non-finite':>12s} {'err (finite)':>12s} {'max err':>9s} "
-             f"{'min SV':>9s} {'max SV':>9s}"]
+    lines = [
+        "(c) 2-D regression toy (paper 5.3): target (0, x2) is not invertible",
+        f"{'model':24s} {'% non-finite':>12s} {'err (finite)':>12s} {'max err':>9s} {'min SV':>9s} {'max SV':>9s}",
+    ]
     for name in ("regression2d-affine", "regression2d-affine-nf"):
         path = folder / f"{name}.pt"
         if not path.exists():
@@ -136,9 +152,11 @@ def table_c(folder: Path) -> list[str]:
         err = (back - x).norm(dim=1)
         finite = torch.isfinite(err)
         smin, smax = _singular_values(path, x)
-        lines.append(f"{name:24s} {100 * (1 - finite.double().mean().item()):12.2f} "
-                     f"{_fmt(float(err[finite].mean())):>12s} {_fmt(float(err[finite].max())):>9s} "
-                     f"{_fmt(smin):>9s} {_fmt(smax):>9s}")
+        lines.append(
+            f"{name:24s} {100 * (1 - finite.double().mean().item()):12.2f} "
+            f"{_fmt(float(err[finite].mean())):>12s} {_fmt(float(err[finite].max())):>9s} "
+            f"{_fmt(smin):>9s} {_fmt(smax):>9s}"
+        )
     return lines
 
 
@@ -148,8 +166,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=Path, default=Path(__file__).parents[1] / "checkpoints")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    for block in (table_a(args.checkpoints, args.samples), table_b(args.checkpoints),
-                  table_c(args.checkpoints)):
+    for block in (table_a(args.checkpoints, args.samples), table_b(args.checkpoints), table_c(args.checkpoints)):
         print("\n".join(block), end="\n\n", flush=True)
 
 

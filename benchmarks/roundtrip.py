@@ -38,8 +38,16 @@ from innaudit.loading.adapt import adapt_module
 from innaudit.run.audits import run_audits
 
 GOAL = 0.9
-ARCHITECTURE = {"shape": [1, 8, 8], "steps": 8, "hidden": 64, "coupling": "affine",
-                "scale": "sigmoid", "permutation": "conv1x1", "actnorm": True, "seed": 0}
+ARCHITECTURE = {
+    "shape": [1, 8, 8],
+    "steps": 8,
+    "hidden": 64,
+    "coupling": "affine",
+    "scale": "sigmoid",
+    "permutation": "conv1x1",
+    "actnorm": True,
+    "seed": 0,
+}
 
 
 def build_model() -> tuple[nn.Module, DataDomain, str]:
@@ -64,7 +72,7 @@ def raw_round_trip(module: nn.Module, data: torch.Tensor, batch_size: int) -> No
     """What a user would time: ``inverse(forward(x))`` batch by batch, nothing else."""
     with torch.no_grad():
         for start in range(0, len(data), batch_size):
-            x = data[start:start + batch_size]
+            x = data[start : start + batch_size]
             module.inverse(module(x)[0])
 
 
@@ -91,8 +99,7 @@ def main() -> None:
     module, domain, described = build_model()
     dataset, data = pregenerated(domain, args.samples, seed=0)
     model = adapt_module(module, domain, {"benchmark": "roundtrip"}, "coupling-image")
-    config = parse_config({"audits": ["roundtrip"], "samples": args.samples,
-                           "batch_size": args.batch_size}, specs())
+    config = parse_config({"audits": ["roundtrip"], "samples": args.samples, "batch_size": args.batch_size}, specs())
     latent_shape = tuple(module(data[:1])[0].shape[1:])
 
     def audit() -> None:

@@ -77,8 +77,13 @@ def _prepare(name: str, folder: Path) -> tuple[Path, Path, int]:
         for p in module.parameters():
             p.add_(0.05 * p.abs().mean().clamp_min(0.02) * torch.randn(p.shape, generator=gen))
     params = sum(p.numel() for p in module.parameters())
-    ckpt = save_checkpoint(folder / f"{name}.pt", module, "coupling-vector", config,
-                           DataDomain(shape=tuple(spec["shape"]), low=0.0, high=1.0))
+    ckpt = save_checkpoint(
+        folder / f"{name}.pt",
+        module,
+        "coupling-vector",
+        config,
+        DataDomain(shape=tuple(spec["shape"]), low=0.0, high=1.0),
+    )
     data = folder / f"{name}.npy"
     np.save(data, _images(spec["image"], 2000).astype(np.float32))
     return ckpt, data, params
@@ -87,8 +92,26 @@ def _prepare(name: str, folder: Path) -> tuple[Path, Path, int]:
 def _run(ckpt: Path, data: Path, budget: str, out: Path, threads: int) -> tuple[float, float, str]:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", CHILD, "run", str(ckpt), "--data", str(data), "--budget", budget,
-                           "-q", "-o", f"json={out}"], capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            "run",
+            str(ckpt),
+            "--data",
+            str(data),
+            "--budget",
+            budget,
+            "-q",
+            "-o",
+            f"json={out}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     wall = time.perf_counter() - start
     rss = [line for line in proc.stderr.splitlines() if line.startswith("peak_rss_kib=")]
     peak = int(rss[-1].split("=")[1]) / 1024 if rss else float("nan")
@@ -99,21 +122,29 @@ def _report(name: str, params: int, budget_s: float, wall: float, peak_mib: floa
     report = json.loads(out.read_text())
     plan, run = report["run"]["plan"], report["run"]
     used = sum(a.get("used_s", 0.0) for a in plan["audits"])
-    print(f"\n== {name}: d = {int(plan['units']['dim'])}, {params / 1e6:.1f} M parameters, "
-          f"batch {plan['batch_size']}, budget {budget_s:.0f} s")
+    print(
+        f"\n== {name}: d = {int(plan['units']['dim'])}, {params / 1e6:.1f} M parameters, "
+        f"batch {plan['batch_size']}, budget {budget_s:.0f} s"
+    )
     print(f"{'audit':<10} {'samples':>7} {'method':<12} {'used s':>8} {'raw s':>8} {'ratio':>6}  cut")
     for a in plan["audits"]:
         ratio = a.get("used_s", 0.0) / a["model_s"] if a["model_s"] > 0 else float("nan")
         mark = "met" if ratio <= AUDIT_GOAL else "not met"
-        print(f"{a['id']:<10} {a['samples']:>7} {a['method'] or '-':<12} {a.get('used_s', 0.0):>8.1f} "
-              f"{a['model_s']:>8.1f} {ratio:>6.2f}  {mark}; {a.get('cut', '')}")
+        print(
+            f"{a['id']:<10} {a['samples']:>7} {a['method'] or '-':<12} {a.get('used_s', 0.0):>8.1f} "
+            f"{a['model_s']:>8.1f} {ratio:>6.2f}  {mark}; {a.get('cut', '')}"
+        )
     statuses = {a["id"]: a["status"] for a in report["audits"]}
     startup = wall - used
-    print(f"audits {used:.1f} s = {used / budget_s:.2f} x budget ({'met' if used <= BUDGET_GOAL * budget_s else 'not met'}"
-          f" <= {BUDGET_GOAL}); whole run {wall:.1f} s = {wall / budget_s:.2f} x budget, of which start-up and "
-          f"report {startup:.1f} s (run.duration_s {run.get('duration_s', 0):.1f} s)")
-    print(f"peak resident memory {peak_mib:.0f} MiB; statuses {statuses}; "
-          f"errors: {[k for k, v in statuses.items() if v == 'error'] or 'none'}")
+    print(
+        f"audits {used:.1f} s = {used / budget_s:.2f} x budget ({'met' if used <= BUDGET_GOAL * budget_s else 'not met'}"
+        f" <= {BUDGET_GOAL}); whole run {wall:.1f} s = {wall / budget_s:.2f} x budget, of which start-up and "
+        f"report {startup:.1f} s (run.duration_s {run.get('duration_s', 0):.1f} s)"
+    )
+    print(
+        f"peak resident memory {peak_mib:.0f} MiB; statuses {statuses}; "
+        f"errors: {[k for k, v in statuses.items() if v == 'error'] or 'none'}"
+    )
     spectrum = [r["metrics"].get("method") for a in report["audits"] if a["id"] == "spectrum" for r in a["results"]]
     print(f"spectrum method per set: {spectrum}")
 
@@ -122,8 +153,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="10m")
     parser.add_argument("--models", default="cifar,64x64")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="OMP threads of the run (more than the free cores slows it down a lot)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="OMP threads of the run (more than the free cores slows it down a lot)"
+    )
     parser.add_argument("--keep", metavar="DIR", help="Keep models, data, reports and logs in DIR.")
     args = parser.parse_args()
     budget_s = parse_duration(args.budget)

@@ -63,15 +63,19 @@ def exact_vs_loop(samples: int) -> None:
     slow = torch.stack(rows)
     rel = float(((fast - slow).abs() / slow.abs().clamp_min(1e-30)).max())
     speedup = t_loop / t_fast
-    print(f"[1] exact (vmap/jacrev) vs per-sample autograd.functional.jacobian, {samples} digits, "
-          f"dim 64: {t_fast:.3f} s vs {t_loop:.3f} s, speed-up {speedup:.1f}x (goal >= 10x: "
-          f"{_verdict(speedup >= 10)}); max relative difference of singular values {rel:.2e} "
-          f"(goal <= 1e-5: {_verdict(rel <= 1e-5)})")
+    print(
+        f"[1] exact (vmap/jacrev) vs per-sample autograd.functional.jacobian, {samples} digits, "
+        f"dim 64: {t_fast:.3f} s vs {t_loop:.3f} s, speed-up {speedup:.1f}x (goal >= 10x: "
+        f"{_verdict(speedup >= 10)}); max relative difference of singular values {rel:.2e} "
+        f"(goal <= 1e-5: {_verdict(rel <= 1e-5)})"
+    )
 
 
 def _big_model():
-    module = build("coupling-image", {"shape": [3, 32, 32], "steps": 4, "hidden": 32,
-                                      "coupling": "affine", "scale": "bounded", "seed": 0})
+    module = build(
+        "coupling-image",
+        {"shape": [3, 32, 32], "steps": 4, "hidden": 32, "coupling": "affine", "scale": "bounded", "seed": 0},
+    )
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for block in module.blocks:
@@ -91,27 +95,31 @@ def matrix_free_vs_exact(samples: int, max_iter: int = 64) -> None:
     exact = jacobian_singular_values(fwd, x)
     t_exact = time.perf_counter() - start
     start = time.perf_counter()
-    top, inv_top = extreme_singular_values(fwd, inv, x, tol=1e-4, max_iter=max_iter,
-                                           generator=torch.Generator().manual_seed(0))
+    top, inv_top = extreme_singular_values(
+        fwd, inv, x, tol=1e-4, max_iter=max_iter, generator=torch.Generator().manual_seed(0)
+    )
     t_free = time.perf_counter() - start
     err_max = float(((top.values - exact[:, 0]) / exact[:, 0]).abs().max())
     err_min = float(((1 / inv_top.values - exact[:, -1]) / exact[:, -1]).abs().max())
     pairs = int(max(top.iterations.max(), inv_top.iterations.max()))
     ok = err_max <= 1e-2 and err_min <= 1e-2 and pairs <= 64
-    print(f"[2] matrix-free vs exact SVD at dim 3072, {samples} samples: sigma_max "
-          f"{exact[:, 0].tolist()} rel. error {err_max:.2e}; sigma_min {exact[:, -1].tolist()} "
-          f"rel. error {err_min:.2e}; JVP/VJP pairs per sample and direction <= {pairs} "
-          f"(forward {top.iterations.tolist()}, inverse {inv_top.iterations.tolist()}); "
-          f"time {t_free:.1f} s vs {t_exact:.1f} s exact, ratio {t_exact / t_free:.1f}x "
-          f"(goal within 1 % using <= 64 pairs: {_verdict(ok)})")
+    print(
+        f"[2] matrix-free vs exact SVD at dim 3072, {samples} samples: sigma_max "
+        f"{exact[:, 0].tolist()} rel. error {err_max:.2e}; sigma_min {exact[:, -1].tolist()} "
+        f"rel. error {err_min:.2e}; JVP/VJP pairs per sample and direction <= {pairs} "
+        f"(forward {top.iterations.tolist()}, inverse {inv_top.iterations.tolist()}); "
+        f"time {t_free:.1f} s vs {t_exact:.1f} s exact, ratio {t_exact / t_free:.1f}x "
+        f"(goal within 1 % using <= 64 pairs: {_verdict(ok)})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--big-samples", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="intra-op threads for both sides (default: torch's, one per core)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads for both sides (default: torch's, one per core)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

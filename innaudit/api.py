@@ -90,25 +90,42 @@ def audit(
     """
     data_specs, arrays = named_sets(data, "data")
     if len(data_specs) > 1:
-        raise UsageError(f"data= names {len(data_specs)} sets; expected one in-distribution set "
-                         "(pass the others as ood=)")
+        raise UsageError(
+            f"data= names {len(data_specs)} sets; expected one in-distribution set (pass the others as ood=)"
+        )
     ood_specs, ood_arrays = named_sets(ood, "ood")
-    overrides = {"data": data_specs[0] if data_specs else None, "ood": ood_specs or None,
-                 "audits": list(audits) if audits else None, "skip": list(skip) if skip else None,
-                 "samples": samples, "budget": budget, "batch_size": batch_size, "device": device, "seed": seed,
-                 "float64_check": float64_check, "fail_on": fail_on,
-                 "default_ood": False if ood is not None and not ood_specs else None}
+    overrides = {
+        "data": data_specs[0] if data_specs else None,
+        "ood": ood_specs or None,
+        "audits": list(audits) if audits else None,
+        "skip": list(skip) if skip else None,
+        "samples": samples,
+        "budget": budget,
+        "batch_size": batch_size,
+        "device": device,
+        "seed": seed,
+        "float64_check": float64_check,
+        "fail_on": fail_on,
+        "default_ood": False if ood is not None and not ood_specs else None,
+    }
     cfg = _config(config, overrides)
     if isinstance(config, Config):
         cfg = replace(cfg, ood=tuple(cfg.ood), audits=tuple(cfg.audits), skip=tuple(cfg.skip))
-    job = Job(os.fspath(model) if isinstance(model, os.PathLike) else model, cfg,
-              weights=os.fspath(weights) if weights is not None else None, weights_key=weights_key,
-              trust=trust, condition=condition, arrays={**arrays, **ood_arrays})
+    job = Job(
+        os.fspath(model) if isinstance(model, os.PathLike) else model,
+        cfg,
+        weights=os.fspath(weights) if weights is not None else None,
+        weights_key=weights_key,
+        trust=trust,
+        condition=condition,
+        arrays={**arrays, **ood_arrays},
+    )
     return Report.of(execute(job, observer))
 
 
-def assert_invertible(model: Any, *, data: Any = None, ood: Any = None,
-                      audits: Sequence[str] | None = None, **options: Any) -> Report:
+def assert_invertible(
+    model: Any, *, data: Any = None, ood: Any = None, audits: Sequence[str] | None = None, **options: Any
+) -> Report:
     """Audit ``model`` and raise ``AssertionError`` unless it passes its gate; for pytest suites.
 
     Takes the arguments of :func:`audit`. The message lists every finding as

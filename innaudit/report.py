@@ -17,8 +17,7 @@ from innaudit.safeio.atomic import write_atomic
 
 __all__ = ["Report"]
 
-_SUFFIXES = {".json": "json", ".html": "html", ".htm": "html", ".md": "markdown", ".xml": "junit",
-             ".txt": "console"}
+_SUFFIXES = {".json": "json", ".html": "html", ".htm": "html", ".md": "markdown", ".xml": "junit", ".txt": "console"}
 
 
 class Report(results.Report):
@@ -39,8 +38,10 @@ class Report(results.Report):
         target = Path(path)
         name = fmt or _SUFFIXES.get(target.suffix.lower())
         if name not in RENDERERS:
-            raise ValueError(f"cannot tell the format of {str(target)!r}; give a suffix among "
-                             f"{sorted(_SUFFIXES)} or fmt= one of {sorted(RENDERERS)}")
+            raise ValueError(
+                f"cannot tell the format of {str(target)!r}; give a suffix among "
+                f"{sorted(_SUFFIXES)} or fmt= one of {sorted(RENDERERS)}"
+            )
         write_atomic(target, RENDERERS[name](self))
         return target
 

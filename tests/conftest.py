@@ -81,12 +81,19 @@ def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def invoke_subprocess(*args: object, env: Mapping[str, str] | None = None, cwd: Path | None = None,
-                      timeout: float = 120) -> CliResult:
+def invoke_subprocess(
+    *args: object, env: Mapping[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+) -> CliResult:
     """Run ``python -m innaudit ARGS`` in a fresh interpreter with :func:`subprocess_env`."""
-    proc = subprocess.run([sys.executable, "-m", "innaudit", *map(str, args)], capture_output=True,
-                          text=True, env=subprocess_env(env), cwd=cwd or REPO, timeout=timeout,
-                          check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "innaudit", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(env),
+        cwd=cwd or REPO,
+        timeout=timeout,
+        check=False,
+    )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 

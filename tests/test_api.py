@@ -39,6 +39,7 @@ def test_data_as_array_spec_and_mapping_give_the_same_numbers() -> None:
     by_tensor = innaudit.audit(Squash(), data=x, **common)
     by_array = innaudit.audit(Squash(), data=x.numpy(), **common)
     by_mapping = innaudit.audit(Squash(), data={"mine": x}, **common)
+
     def numbers(report: innaudit.Report) -> list[object]:
         return [r["metrics"] for r in json.loads(report.to_json())["audits"][0]["results"]]
 
@@ -50,20 +51,23 @@ def test_data_as_array_spec_and_mapping_give_the_same_numbers() -> None:
 
 def test_a_spec_string_and_config_objects_work() -> None:
     for config in (Config(samples=50), parse_config({"samples": 50}, specs())):
-        report = innaudit.audit(ExactLinear(), data="uniform", ood=["gaussian", "signs=rademacher"],
-                                audits=["roundtrip"], config=config)
+        report = innaudit.audit(
+            ExactLinear(), data="uniform", ood=["gaussian", "signs=rademacher"], audits=["roundtrip"], config=config
+        )
         assert [r.dataset for r in report.audits[0].results] == ["uniform", "gaussian", "signs"]
         assert all(r.metrics["n"] == 50 for r in report.audits[0].results)
     # keyword options win over the config mapping
-    report = innaudit.audit(ExactLinear(), data="uniform", ood=[], audits=["roundtrip"],
-                            config={"samples": 50}, samples=30)
+    report = innaudit.audit(
+        ExactLinear(), data="uniform", ood=[], audits=["roundtrip"], config={"samples": 50}, samples=30
+    )
     assert report.result("roundtrip", "uniform").metrics["n"] == 30
 
 
 def test_a_budget_plans_the_run_and_is_recorded() -> None:
     for config in (None, Config()):
-        report = innaudit.audit(ExactLinear(), data=_inside(100), ood=[], audits=["roundtrip"],
-                                budget="30s", config=config)
+        report = innaudit.audit(
+            ExactLinear(), data=_inside(100), ood=[], audits=["roundtrip"], budget="30s", config=config
+        )
         assert report.run["config"]["budget"] == 30.0 and "plan" in report.run
     with pytest.raises(innaudit.ConfigError, match="not a duration"):
         innaudit.audit(ExactLinear(), data=_inside(), budget="soon")
@@ -82,8 +86,7 @@ def test_assert_invertible_passes_on_an_exact_map_and_names_the_exploding_set() 
     x = _inside(100)
     innaudit.assert_invertible(Squash(), data=x, ood={"near": 2 * x}, audits=["roundtrip"])
     with pytest.raises(AssertionError) as caught:
-        innaudit.assert_invertible(Squash(), data=x, ood={"near": 2 * x, "far": 1e8 * (1 + x)},
-                                   audits=["roundtrip"])
+        innaudit.assert_invertible(Squash(), data=x, ood={"near": 2 * x, "far": 1e8 * (1 + x)}, audits=["roundtrip"])
     message = str(caught.value)
     assert "FAIL roundtrip[far] nonfinite_fraction=1 > 0" in message
     assert "near" not in message and "FAIL (exit 1)" in message
@@ -135,6 +138,13 @@ def test_importing_and_rendering_leave_the_matplotlib_backend_alone(tmp_path) ->
         "assert 'svg' in r._repr_html_()\n"
         "print(matplotlib.get_backend())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         env=subprocess_env(), check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=subprocess_env(),
+        check=True,
+        timeout=120,
+    )
     assert out.stdout.strip() == "pdf"

@@ -64,8 +64,7 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
 def _graph() -> dict[str, set[str]]:
     paths = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
     modules = set(paths)
-    return {name: {m for m in _imports(path, modules) if m in modules and m != name}
-            for name, path in paths.items()}
+    return {name: {m for m in _imports(path, modules) if m in modules and m != name} for name, path in paths.items()}
 
 
 def _top(module: str) -> str:
@@ -87,8 +86,12 @@ def test_every_module_has_a_layer() -> None:
 
 
 def test_no_module_imports_from_a_higher_layer() -> None:
-    upward = sorted(f"{a} -> {b}" for a, targets in _graph().items() for b in targets
-                    if _layer(b) > _layer(a) and (_top(a), _top(b)) not in ALLOWED_UPWARD)
+    upward = sorted(
+        f"{a} -> {b}"
+        for a, targets in _graph().items()
+        for b in targets
+        if _layer(b) > _layer(a) and (_top(a), _top(b)) not in ALLOWED_UPWARD
+    )
     assert not upward, "imports that run up the layers:\n" + "\n".join(upward)
 
 
@@ -101,7 +104,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt):], nxt]
+                return [*stack[stack.index(nxt) :], nxt]
             if nxt not in state and (found := visit(nxt)):
                 return found
         stack.pop()
@@ -117,9 +120,14 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_import_circle() -> None:
     graph = _graph()
     # a package's __init__ re-exporting its own modules is not a circle of the design
-    edges = {a: {b for b in targets if not (a == b.rpartition(".")[0] and _is_package(a))
-                 and (_top(a), _top(b)) not in ALLOWED_UPWARD}
-             for a, targets in graph.items()}
+    edges = {
+        a: {
+            b
+            for b in targets
+            if not (a == b.rpartition(".")[0] and _is_package(a)) and (_top(a), _top(b)) not in ALLOWED_UPWARD
+        }
+        for a, targets in graph.items()
+    }
     circle = _cycle(edges)
     assert circle is None, "import circle: " + " -> ".join(circle or [])
 
@@ -128,8 +136,14 @@ def _is_package(module: str) -> bool:
     return (PACKAGE.parent / module.replace(".", "/") / "__init__.py").is_file()
 
 
-RENDERER_READS = {"innaudit.core.results", "innaudit.core.metrics", "innaudit.core.errors", "innaudit.core.stats",
-                  "innaudit.verdict.report_json", "innaudit.verdict.diagnosis"}
+RENDERER_READS = {
+    "innaudit.core.results",
+    "innaudit.core.metrics",
+    "innaudit.core.errors",
+    "innaudit.core.stats",
+    "innaudit.verdict.report_json",
+    "innaudit.verdict.diagnosis",
+}
 """What a renderer may read besides ``innaudit.render``: the Report, its JSON form, the diagnosis."""
 
 

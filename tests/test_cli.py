@@ -27,9 +27,11 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 def test_help_does_not_import_torch() -> None:
     """``--help`` stays fast by importing neither torch nor numpy (timed in benchmarks, not here)."""
-    code = ("import sys; from innaudit.cli import cli\n"
-            "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit: pass\n"
-            "print('torch' in sys.modules, 'numpy' in sys.modules)")
+    code = (
+        "import sys; from innaudit.cli import cli\n"
+        "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit: pass\n"
+        "print('torch' in sys.modules, 'numpy' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "False False", "--help must not import torch or numpy"
 
@@ -45,7 +47,9 @@ def test_explain_and_unknown_ids() -> None:
     code, out, _ = invoke("explain", "roundtrip")
     assert code == 0 and "||x - x'||_2" in out and "nonfinite_fraction: warn > None, fail > 0.0" in out
     code, out, err = invoke("explain", "roundtrp")
-    assert code == 2 and out == "" and err.strip() == "error: audit 'roundtrp' does not exist; did you mean 'roundtrip'?"
+    assert (
+        code == 2 and out == "" and err.strip() == "error: audit 'roundtrp' does not exist; did you mean 'roundtrip'?"
+    )
 
 
 def test_init_writes_once(tmp_path: Path) -> None:
@@ -55,19 +59,27 @@ def test_init_writes_once(tmp_path: Path) -> None:
     assert code == 2 and "--force" in err
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--audit", "nope"], "audit 'nope' does not exist"),
-    (["-o", "xml=out.xml"], "format 'xml' is unknown"),
-    (["-o", "json="], "names no file"),
-    (["-o", "json=/no/such/dir/r.json"], "does not exist"),
-    (["--samples", "0"], "at least 1"),
-    pytest.param(["--device", "cuda:0"], "cuda", marks=pytest.mark.skipif(
-        torch.cuda.is_available(), reason="a CUDA device is present: --device cuda:0 is valid here")),
-    (["--device", "tpu"], "not a device"),
-    (["--data", "unifrom"], "did you mean 'uniform'"),
-    (["--ood", "a=uniform", "--ood", "a=gaussian"], "given twice"),
-    (["--samples", "many"], "is not a valid integer"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--audit", "nope"], "audit 'nope' does not exist"),
+        (["-o", "xml=out.xml"], "format 'xml' is unknown"),
+        (["-o", "json="], "names no file"),
+        (["-o", "json=/no/such/dir/r.json"], "does not exist"),
+        (["--samples", "0"], "at least 1"),
+        pytest.param(
+            ["--device", "cuda:0"],
+            "cuda",
+            marks=pytest.mark.skipif(
+                torch.cuda.is_available(), reason="a CUDA device is present: --device cuda:0 is valid here"
+            ),
+        ),
+        (["--device", "tpu"], "not a device"),
+        (["--data", "unifrom"], "did you mean 'uniform'"),
+        (["--ood", "a=uniform", "--ood", "a=gaussian"], "given twice"),
+        (["--samples", "many"], "is not a valid integer"),
+    ],
+)
 def test_bad_arguments_give_one_line_and_exit_2(args: list[str], needle: str) -> None:
     code, out, err = invoke("run", f"{FACTORY}:exact", *args)
     assert code == 2, err
@@ -107,8 +119,19 @@ def test_audit_selection_and_skip(tmp_path: Path) -> None:
 
 
 def test_several_outputs_in_one_run_and_quiet(tmp_path: Path) -> None:
-    code, out, _ = invoke("run", f"{FACTORY}:exact", "--samples", "50", "-q",
-                          "-o", f"json={tmp_path / 'a.json'}", "-o", f"console={tmp_path / 'a.txt'}", "-o", "json")
+    code, out, _ = invoke(
+        "run",
+        f"{FACTORY}:exact",
+        "--samples",
+        "50",
+        "-q",
+        "-o",
+        f"json={tmp_path / 'a.json'}",
+        "-o",
+        f"console={tmp_path / 'a.txt'}",
+        "-o",
+        "json",
+    )
     assert code == 0 and out == ""
     assert json.loads((tmp_path / "a.json").read_text())["summary"]["exit_code"] == 0
     assert "\x1b[" not in (tmp_path / "a.txt").read_text()
@@ -133,8 +156,11 @@ def test_ctrl_c_is_no_verdict(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "innaudit", "run", f"{FACTORY}:slow", "-o", f"json={report}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "INNAUDIT_TEST_STARTED": str(started)})
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "INNAUDIT_TEST_STARTED": str(started)},
+    )
     deadline = time.monotonic() + 60
     while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

@@ -32,8 +32,7 @@ def data_files(tmp_path: Path) -> tuple[Path, Path]:
 
 def _run(run_cli: Any, name: str, files: tuple[Path, Path], out: Path, *extra: object) -> tuple[CliResult, dict]:
     x, y = files
-    result = run_cli("run", f"{FIXTURE_MODELS}:{name}", "--data", x, "--ood", f"far={y}",
-                     "-o", f"json={out}", *extra)
+    result = run_cli("run", f"{FIXTURE_MODELS}:{name}", "--data", x, "--ood", f"far={y}", "-o", f"json={out}", *extra)
     assert out.is_file(), f"no JSON report; stderr: {result.stderr}"
     return result, read_report(out)
 

@@ -12,18 +12,31 @@ import torch
 
 from .conftest import REPO, read_report
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; torch sees none")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; torch sees none"),
+]
 
 CHECKPOINTS = REPO / "checkpoints"
 
 
-@pytest.mark.parametrize("checkpoint", ["digits-affine.pt", "checkerboard-residual.pt", "checkerboard-affine.pt",
-                                        "digits-residual.pt"])
+@pytest.mark.parametrize(
+    "checkpoint", ["digits-affine.pt", "checkerboard-residual.pt", "checkerboard-affine.pt", "digits-residual.pt"]
+)
 def test_every_audit_runs_on_cuda(run_cli, tmp_path: Path, checkpoint: str) -> None:
     out = tmp_path / "r.json"
-    result = run_cli("run", CHECKPOINTS / checkpoint, "--device", "cuda", "--samples", "64",
-                     "--attack-samples", "4", "-o", f"json={out}")
+    result = run_cli(
+        "run",
+        CHECKPOINTS / checkpoint,
+        "--device",
+        "cuda",
+        "--samples",
+        "64",
+        "--attack-samples",
+        "4",
+        "-o",
+        f"json={out}",
+    )
     report = read_report(out)
     assert report["run"]["device"] == "cuda"
     errors = {a["id"]: a["message"] for a in report["audits"] if a["status"] == "error"}

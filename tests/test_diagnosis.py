@@ -34,9 +34,13 @@ def test_where_it_is_invertible_and_where_not() -> None:
     ood = rules["roundtrip-ood"][0]
     assert ood.kind is Kind.NOT_INVERTIBLE and "uniform 67.6 %" in ood.text and "gaussian 2.0 %" in ood.text
     assert {(e.audit, e.dataset, e.metric, e.value) for e in ood.evidence} == {
-        ("roundtrip", "uniform", "nonfinite_fraction", 0.676), ("roundtrip", "gaussian", "nonfinite_fraction", 0.02)}
+        ("roundtrip", "uniform", "nonfinite_fraction", 0.676),
+        ("roundtrip", "gaussian", "nonfinite_fraction", 0.02),
+    }
     attack = rules["attack"][0]
-    assert attack.kind is Kind.NOT_INVERTIBLE and "6.2 % of them" in attack.text and "random search: 0.0 %" in attack.text
+    assert (
+        attack.kind is Kind.NOT_INVERTIBLE and "6.2 % of them" in attack.text and "random search: 0.0 %" in attack.text
+    )
     assert rules["sampling"][0].kind is Kind.INVERTIBLE
 
 
@@ -83,8 +87,9 @@ def test_remedies_follow_the_evidence() -> None:
 
 def test_a_clean_report_gets_no_remedy() -> None:
     report = diagnosable_report()
-    clean = replace(report, audits=(replace(report.audits[0], status=Status.PASS,
-                                            results=report.audits[0].results[:1]),))
+    clean = replace(
+        report, audits=(replace(report.audits[0], status=Status.PASS, results=report.audits[0].results[:1]),)
+    )
     kinds = {s.kind for s in diagnose(clean).statements}
     assert kinds == {Kind.INVERTIBLE}
 

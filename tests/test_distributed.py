@@ -61,9 +61,15 @@ def _ranks(args: list[str], tmp: Path, timeout: float = 120.0, wait: float | Non
     procs = []
     for r in range(2):
         with open(tmp / f"out{r}", "w") as out, open(tmp / f"err{r}", "w") as err:
-            procs.append(subprocess.Popen([sys.executable, "-m", "innaudit", "run", *args], stdout=out, stderr=err,
-                                          env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2",
-                                                   MASTER_ADDR="127.0.0.1", MASTER_PORT=port), cwd=ROOT))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "innaudit", "run", *args],
+                    stdout=out,
+                    stderr=err,
+                    env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
+                    cwd=ROOT,
+                )
+            )
     codes: list[int | None] = []
     for index, proc in enumerate(procs):
         try:
@@ -116,7 +122,7 @@ def test_accumulators_merged_by_batch_equal_one_pass() -> None:
     merged = ErrorAccumulator(floor=1e-3)
     for start in (0, 4, 8):
         part = ErrorAccumulator(floor=1e-3)
-        part.add(u[start:start + 4], u[start:start + 4], back[start:start + 4])
+        part.add(u[start : start + 4], u[start : start + 4], back[start : start + 4])
         merged.extend(part)
     assert _strip(merged.metrics("latent")) == _strip(whole.metrics("latent"))
     assert np.array_equal(merged.per_sample(), whole.per_sample())
@@ -144,8 +150,12 @@ def test_precision_merges_lane_failures_as_one_pass_meets_them() -> None:
     parts = [part({}), part({"float64": "raised A", "bfloat16": "raised B"}), part({"float16": "raised C"})]
     skipped: dict[str, str] = {"autocast_float16": "not here"}
     sweep = _merge(lanes, skipped, parts, 1e-3)
-    assert list(skipped.items()) == [("autocast_float16", "not here"), ("float64", "raised A"),
-                                     ("bfloat16", "raised B"), ("float16", "raised C")]
+    assert list(skipped.items()) == [
+        ("autocast_float16", "not here"),
+        ("float64", "raised A"),
+        ("bfloat16", "raised B"),
+        ("float16", "raised C"),
+    ]
     assert list(sweep.accs) == ["float32"] and sweep.accs["float32"].metrics("latent")["n"] == 6
     assert [len(g) for g in sweep.gaps["float32"]] == [2] and sweep.n == 6
 
@@ -156,16 +166,53 @@ def test_two_ranks_give_the_one_process_report(tmp_path: Path) -> None:
     applies to an affine flow (uneven shards: 5 batches of 8 per set, 2 of the attack; non-finite
     round trips, so worst samples, witnesses and the layers' culprits), and the exit code is the same."""
     config = tmp_path / "c.yaml"
-    config.write_text("attack: {steps: 20}\nspectrum: {samples: 12}\ngradient: {batch: 8}\n"  # the merge, not the search
-                      "logdet: {method: matrix-free, probes: 2, steps: 8}\n")  # generators salted by batch
+    config.write_text(
+        "attack: {steps: 20}\nspectrum: {samples: 12}\ngradient: {batch: 8}\n"  # the merge, not the search
+        "logdet: {method: matrix-free, probes: 2, steps: 8}\n"
+    )  # generators salted by batch
     audits = ("roundtrip", "sampling", "attack", "spectrum", "precision", "layers", "logdet", "gradient")
-    args = [str(CHECKPOINT), *(x for a in audits for x in ("--audit", a)), "--samples", "40", "--batch-size", "8",
-            "--attack-samples", "12", "-q", "--config", str(config)]
-    one = subprocess.run([sys.executable, "-m", "innaudit", "run", *args, "-o", f"json={tmp_path / 'one.json'}"],
-                         env=_env(), cwd=ROOT, timeout=300, capture_output=True, text=True)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "innaudit", "run", *args, "-o", f"json={tmp_path / 'two.json'}"],
-                         env=_env(), cwd=ROOT, timeout=300, capture_output=True, text=True)
+    args = [
+        str(CHECKPOINT),
+        *(x for a in audits for x in ("--audit", a)),
+        "--samples",
+        "40",
+        "--batch-size",
+        "8",
+        "--attack-samples",
+        "12",
+        "-q",
+        "--config",
+        str(config),
+    ]
+    one = subprocess.run(
+        [sys.executable, "-m", "innaudit", "run", *args, "-o", f"json={tmp_path / 'one.json'}"],
+        env=_env(),
+        cwd=ROOT,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "innaudit",
+            "run",
+            *args,
+            "-o",
+            f"json={tmp_path / 'two.json'}",
+        ],
+        env=_env(),
+        cwd=ROOT,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
     first, second = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert second["run"]["world_size"] == 2 and "world_size" not in first["run"]
     assert sorted(a["id"] for a in first["audits"]) == sorted(audits)
@@ -180,8 +227,9 @@ SHARDED = ("precision", "bounds", "layers", "logdet", "grid", "gradient")
 
 
 @pytest.mark.slow
-def test_two_ranks_split_every_audit_and_give_the_one_process_report(tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_ranks_split_every_audit_and_give_the_one_process_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """2 ranks of precision, bounds, layers, logdet, grid and gradient on a model that counts each
     audit's samples: every rank does some but not all of each audit (the units are claimed as
     the ranks go; the replicated bits are a few samples: skip probes, the loss choice), both
@@ -191,10 +239,26 @@ def test_two_ranks_split_every_audit_and_give_the_one_process_report(tmp_path: P
     monkeypatch.setenv("INNAUDIT_COUNTS", str(counts))
     config = tmp_path / "c.yaml"
     config.write_text("grid: {resolution: 12}\ngradient: {batch: 8}\n")  # 18 and 8 units
-    args = ["tests/distributed_models.py:counting", "--data", "two-moons", *(x for a in SHARDED for x in ("--audit", a)),
-            "--samples", "64", "--batch-size", "8", "-q", "--config", str(config)]
-    subprocess.run([sys.executable, "-m", "innaudit", "run", *args, "-o", f"json={tmp_path / 'one.json'}"],
-                   env=_env(), cwd=ROOT, timeout=300, check=True)
+    args = [
+        "tests/distributed_models.py:counting",
+        "--data",
+        "two-moons",
+        *(x for a in SHARDED for x in ("--audit", a)),
+        "--samples",
+        "64",
+        "--batch-size",
+        "8",
+        "-q",
+        "--config",
+        str(config),
+    ]
+    subprocess.run(
+        [sys.executable, "-m", "innaudit", "run", *args, "-o", f"json={tmp_path / 'one.json'}"],
+        env=_env(),
+        cwd=ROOT,
+        timeout=300,
+        check=True,
+    )
     assert _ranks([*args, "-o", f"json={tmp_path / 'two.json'}"], tmp_path) == [0, 0]
     first, second = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert [(a["id"], a["status"]) for a in first["audits"]] == [(a, "pass") for a in SHARDED]
@@ -209,8 +273,21 @@ def test_two_ranks_split_every_audit_and_give_the_one_process_report(tmp_path: P
 @pytest.mark.slow
 def test_a_rank_that_raises_ends_every_rank_with_exit_2_naming_it(tmp_path: Path) -> None:
     report = tmp_path / "r.json"
-    codes = _ranks(["tests/distributed_models.py:raising", "--audit", "roundtrip", "--samples", "32",
-                    "--batch-size", "8", "-q", "-o", f"json={report}"], tmp_path)
+    codes = _ranks(
+        [
+            "tests/distributed_models.py:raising",
+            "--audit",
+            "roundtrip",
+            "--samples",
+            "32",
+            "--batch-size",
+            "8",
+            "-q",
+            "-o",
+            f"json={report}",
+        ],
+        tmp_path,
+    )
     assert codes == [2, 2]
     audit = json.loads(report.read_text())["audits"][0]
     assert audit["status"] == "error"
@@ -221,9 +298,25 @@ def test_a_rank_that_raises_ends_every_rank_with_exit_2_naming_it(tmp_path: Path
 @pytest.mark.slow
 def test_a_rank_that_hangs_ends_the_job_with_exit_2_naming_it(tmp_path: Path) -> None:
     report = tmp_path / "h.json"
-    codes = _ranks(["tests/distributed_models.py:hanging", "--audit", "roundtrip", "--samples", "32",
-                    "--batch-size", "8", "--rank-timeout", "5", "-q", "-o", f"json={report}"], tmp_path,
-                   timeout=90, wait=1)
+    codes = _ranks(
+        [
+            "tests/distributed_models.py:hanging",
+            "--audit",
+            "roundtrip",
+            "--samples",
+            "32",
+            "--batch-size",
+            "8",
+            "--rank-timeout",
+            "5",
+            "-q",
+            "-o",
+            f"json={report}",
+        ],
+        tmp_path,
+        timeout=90,
+        wait=1,
+    )
     assert codes[0] == 2  # rank 0 gave up on rank 1 after 5 s, long before the 120 s hang ends
     data = json.loads(report.read_text())
     assert any("rank 1" in e and "crashed or hung" in e for e in data["errors"]), data["errors"]

@@ -17,8 +17,24 @@ from .test_isolation import FACTORY
 def test_the_timeout_is_the_jobs_and_keeps_the_finished_audits(tmp_path: Path) -> None:
     # the round trip on data finishes; the sampling audit's prior draws hang the inverse on both ranks
     report = tmp_path / "r.json"
-    codes = _ranks([f"{FACTORY}:hangs", "--audit", "roundtrip", "--audit", "sampling", "--samples", "64",
-                    "--timeout", "8", "-q", "-o", f"json={report}"], tmp_path, timeout=90)
+    codes = _ranks(
+        [
+            f"{FACTORY}:hangs",
+            "--audit",
+            "roundtrip",
+            "--audit",
+            "sampling",
+            "--samples",
+            "64",
+            "--timeout",
+            "8",
+            "-q",
+            "-o",
+            f"json={report}",
+        ],
+        tmp_path,
+        timeout=90,
+    )
     assert codes == [2, 2]
     data = json.loads(report.read_text())
     assert data["run"]["world_size"] == 2  # the children joined the job: the work was shared

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.slow
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "innaudit", "run", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "innaudit", "run", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_a_hanging_inverse_is_stopped_and_reported(tmp_path: Path) -> None:
@@ -64,7 +65,8 @@ def test_a_checkpoint_file_audits_under_a_memory_limit(tmp_path: Path) -> None:
     # and fail under the limit it is meant to enforce
     report = tmp_path / "r.json"
     checkpoint = Path(__file__).parent.parent / "checkpoints" / "digits-affine.pt"
-    proc = _run(str(checkpoint), "--audit", "roundtrip", "--samples", "32", "--max-memory", "2G",
-                "-o", f"json={report}")
+    proc = _run(
+        str(checkpoint), "--audit", "roundtrip", "--samples", "32", "--max-memory", "2G", "-o", f"json={report}"
+    )
     assert proc.returncode == 1, proc.stderr  # the gate's verdict on this checkpoint, not a load error
     assert json.loads(report.read_text())["audits"][0]["status"] == "fail"

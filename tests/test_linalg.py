@@ -93,8 +93,7 @@ def test_log_det_exact_and_stochastic() -> None:
     est, err = log_abs_det_estimate(diag, x, probes=4, steps=30, generator=GEN().manual_seed(0))
     assert torch.allclose(est, truth.expand(2), atol=1e-6)
     model = linear_model(s, seed=5)
-    est, err = log_abs_det_estimate(_maps(model)[0], x, probes=16, steps=30,
-                                    generator=GEN().manual_seed(1))
+    est, err = log_abs_det_estimate(_maps(model)[0], x, probes=16, steps=30, generator=GEN().manual_seed(1))
     assert ((est - truth).abs() < 4 * err + 1e-6).all()
 
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
-ROW = re.compile(r"^\| `([\w.-]+\.pt)` \| `innaudit train ([\w-]+) -o checkpoints/\1 --seed (\d+)` \| (\d+) \| `([0-9a-f]{64})` \|")
+ROW = re.compile(
+    r"^\| `([\w.-]+\.pt)` \| `innaudit train ([\w-]+) -o checkpoints/\1 --seed (\d+)` \| (\d+) \| `([0-9a-f]{64})` \|"
+)
 
 
 def _rows() -> dict[str, tuple[str, int, str]]:

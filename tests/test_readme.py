@@ -28,7 +28,7 @@ def _samples() -> list[tuple[dict[str, str], list[str], str]]:
     found = []
     for start in (i for i, line in enumerate(lines) if line.startswith(PROMPT) and lines[i - 1] == "```\n"):
         stop = next(i for i in range(start, len(lines)) if lines[i] == "```\n")
-        command, output = lines[start].rstrip("\n"), "".join(lines[start + 1:stop])
+        command, output = lines[start].rstrip("\n"), "".join(lines[start + 1 : stop])
         words = shlex.split(command[2:])
         env = dict(w.split("=", 1) for w in words if re.fullmatch(r"[A-Z_]+=\S*", w))
         args = [w for w in words if not re.fullmatch(r"[A-Z_]+=\S*", w)]
@@ -103,7 +103,8 @@ def test_the_sample_comparison_lets_round_off_through_and_nothing_else() -> None
 
 def test_readme_python_examples_run_as_written() -> None:
     """The README's ``>>>`` blocks (the Python API section) run and print what they show."""
-    result = doctest.testfile(str(README), module_relative=False, verbose=False,
-                              optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testfile(
+        str(README), module_relative=False, verbose=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    )
     assert result.attempted >= 8, "the README lost its Python examples"
     assert result.failed == 0

@@ -22,11 +22,30 @@ from innaudit.audits import (  # noqa: F401  (registers)
 from innaudit.audits.base import REGISTRY, Audit, AuditContext, Measurement, metric_table, register, specs
 from innaudit.config.settings import Config
 
-__all__ = ["REGISTRY", "RUN_ORDER", "Audit", "AuditContext", "Measurement", "metric_table", "register",
-           "selected_audits", "specs"]
+__all__ = [
+    "REGISTRY",
+    "RUN_ORDER",
+    "Audit",
+    "AuditContext",
+    "Measurement",
+    "metric_table",
+    "register",
+    "selected_audits",
+    "specs",
+]
 
-RUN_ORDER = ("roundtrip", "sampling", "precision", "attack", "spectrum", "bounds", "layers", "logdet", "grid",
-             "gradient")
+RUN_ORDER = (
+    "roundtrip",
+    "sampling",
+    "precision",
+    "attack",
+    "spectrum",
+    "bounds",
+    "layers",
+    "logdet",
+    "grid",
+    "gradient",
+)
 """Every registered id, in run order."""
 
 if set(RUN_ORDER) != set(REGISTRY) or len(RUN_ORDER) != len(REGISTRY):

@@ -69,15 +69,25 @@ def _curve(attack: AttackResult, search: AttackResult) -> dict[str, list[float]]
         return median.tolist(), high.tolist(), (~np.isfinite(stack)).mean(axis=1).tolist()
 
     total = len(attack.curve)
-    pick = sorted({round(i * (total - 1) / (CURVE_POINTS - 1)) for i in range(CURVE_POINTS)}) if total > CURVE_POINTS else list(range(total))
+    pick = (
+        sorted({round(i * (total - 1) / (CURVE_POINTS - 1)) for i in range(CURVE_POINTS)})
+        if total > CURVE_POINTS
+        else list(range(total))
+    )
     a_med, a_max, a_bad = stats(attack.curve)
     r_med, r_max, r_bad = stats(search.curve[:total]) if search.curve else ([], [], [])
-    out = {"step": [float(i) for i in pick],
-           "error_median": [a_med[i] for i in pick], "error_max": [a_max[i] for i in pick],
-           "nonfinite_fraction": [a_bad[i] for i in pick]}
+    out = {
+        "step": [float(i) for i in pick],
+        "error_median": [a_med[i] for i in pick],
+        "error_max": [a_max[i] for i in pick],
+        "nonfinite_fraction": [a_bad[i] for i in pick],
+    }
     if len(r_med) == total:
-        out |= {"random_error_median": [r_med[i] for i in pick], "random_error_max": [r_max[i] for i in pick],
-                "random_nonfinite_fraction": [r_bad[i] for i in pick]}
+        out |= {
+            "random_error_median": [r_med[i] for i in pick],
+            "random_error_max": [r_max[i] for i in pick],
+            "random_nonfinite_fraction": [r_bad[i] for i in pick],
+        }
     return out
 
 
@@ -173,9 +183,33 @@ class Attack(Audit):
         "fraction_above_threshold": Threshold(warn=None, fail=0.0),
         "rel_error_l2.max": Threshold(warn=1e-4, fail=None),
     }
-    options = {"samples": 32, "epsilon": None, "steps": 200, "step_size": 0.032,
-               "objective": "reconstruction", "restarts": 1, "threshold": 1e-2}
-    metrics = (*tuple(m for prefix in ("", "random_search.") for m in (neither(f"{prefix}n", doc="points searched around"), rate(f"{prefix}nonfinite_fraction", "points with a non-finite round trip in the ball"), rate(f"{prefix}fraction_above_threshold", "points with an error above the threshold"), worse(f"{prefix}error_l2"), worse(f"{prefix}rel_error_l2"))), neither("epsilon", doc="L-inf radius"), neither("steps"), neither("restarts"), neither("first_nonfinite_step", doc="median step of the first non-finite point (-1: none)"), neither("random_search.evaluations", doc="round trips of the random search per point"))
+    options = {
+        "samples": 32,
+        "epsilon": None,
+        "steps": 200,
+        "step_size": 0.032,
+        "objective": "reconstruction",
+        "restarts": 1,
+        "threshold": 1e-2,
+    }
+    metrics = (
+        *tuple(
+            m
+            for prefix in ("", "random_search.")
+            for m in (
+                neither(f"{prefix}n", doc="points searched around"),
+                rate(f"{prefix}nonfinite_fraction", "points with a non-finite round trip in the ball"),
+                rate(f"{prefix}fraction_above_threshold", "points with an error above the threshold"),
+                worse(f"{prefix}error_l2"),
+                worse(f"{prefix}rel_error_l2"),
+            )
+        ),
+        neither("epsilon", doc="L-inf radius"),
+        neither("steps"),
+        neither("restarts"),
+        neither("first_nonfinite_step", doc="median step of the first non-finite point (-1: none)"),
+        neither("random_search.evaluations", doc="round trips of the random search per point"),
+    )
 
     shrinkable = {"steps": 25}
 
@@ -223,7 +257,7 @@ class Attack(Audit):
             ctx.progress(ds.name, min(done[0], total), total)
 
         def work(start: int) -> tuple[AttackResult, AttackResult, Tensor]:
-            a_chunk, r_chunk, centre = self._chunk(ctx, x[start:start + ctx.batch_size], start, eps, o, tick)
+            a_chunk, r_chunk, centre = self._chunk(ctx, x[start : start + ctx.batch_size], start, eps, o, tick)
             return _on(a_chunk, "cpu"), _on(r_chunk, "cpu"), centre.cpu()  # gathered across ranks on the CPU
 
         attack: AttackResult | None = None
@@ -235,33 +269,51 @@ class Attack(Audit):
         assert attack is not None and search is not None
         floor = full_range_floor(domain.numel, domain.width)
         threshold = float(o["threshold"])
-        metrics: dict[str, object] = {"epsilon": eps, "steps": steps, "restarts": restarts,
-                                      **_metrics(attack, x, floor, threshold)}
+        metrics: dict[str, object] = {
+            "epsilon": eps,
+            "steps": steps,
+            "restarts": restarts,
+            **_metrics(attack, x, floor, threshold),
+        }
         first = attack.first_step[attack.nonfinite].double()
         metrics["first_nonfinite_step"] = float(first.median()) if len(first) else -1.0
-        metrics["random_search"] = {"evaluations": restarts * (steps + 1),
-                                    **_metrics(search, x, floor, threshold)}
-        series = {"curve": _curve(attack, search), "images": _images(x, attack),
-                  "values": {"error_l2": [float(v) for v in torch.where(attack.nonfinite, math.inf, attack.error)],
-                             "random_error_l2": [float(v) for v in torch.where(search.nonfinite, math.inf, search.error)]}}
-        artifacts = {"witnesses": attack.witness.detach().cpu().numpy(),
-                     "originals": x.detach().cpu().numpy(),
-                     "starts": torch.cat(centres).detach().cpu().numpy(),
-                     "errors": torch.where(attack.nonfinite, math.inf, attack.error).cpu().numpy(),
-                     "epsilon": eps}
+        metrics["random_search"] = {"evaluations": restarts * (steps + 1), **_metrics(search, x, floor, threshold)}
+        series = {
+            "curve": _curve(attack, search),
+            "images": _images(x, attack),
+            "values": {
+                "error_l2": [float(v) for v in torch.where(attack.nonfinite, math.inf, attack.error)],
+                "random_error_l2": [float(v) for v in torch.where(search.nonfinite, math.inf, search.error)],
+            },
+        }
+        artifacts = {
+            "witnesses": attack.witness.detach().cpu().numpy(),
+            "originals": x.detach().cpu().numpy(),
+            "starts": torch.cat(centres).detach().cpu().numpy(),
+            "errors": torch.where(attack.nonfinite, math.inf, attack.error).cpu().numpy(),
+            "epsilon": eps,
+        }
         text = _message(metrics, why, str(o["objective"])) + _gradient_free(ctx, x[:8])
         return Measurement(ds.name, metrics, text, series, artifacts)
 
-    def _chunk(self, ctx: AuditContext, x: Tensor, start: int, eps: float, o: Mapping[str, Any],
-               tick: Callable[[int], None]) -> tuple[AttackResult, AttackResult, Tensor]:
+    def _chunk(
+        self, ctx: AuditContext, x: Tensor, start: int, eps: float, o: Mapping[str, Any], tick: Callable[[int], None]
+    ) -> tuple[AttackResult, AttackResult, Tensor]:
         domain = ctx.model.info.domain
         ball = attack_ball(x, domain, eps, ctx.generator("cell", start))
         steps, size = int(o["steps"]), float(o["step_size"]) * eps
         attack: AttackResult | None = None
         search: AttackResult | None = None
         for r in range(int(o["restarts"])):
-            a = sign_gradient_attack(ctx.model, ball, steps, size, str(o["objective"]),
-                                     ctx.generator("attack", start, r), lambda k: tick(len(x)))
+            a = sign_gradient_attack(
+                ctx.model,
+                ball,
+                steps,
+                size,
+                str(o["objective"]),
+                ctx.generator("attack", start, r),
+                lambda k: tick(len(x)),
+            )
             s = random_search(ctx.model, ball, steps + 1, ctx.generator("random", start, r))
             tick(len(x) * (steps + 1))
             if attack is None or search is None:
@@ -275,17 +327,28 @@ class Attack(Audit):
 
 def _on(r: AttackResult, device: torch.device | str) -> AttackResult:
     """``r`` with its tensors on ``device``."""
-    return AttackResult(r.error.to(device), r.nonfinite.to(device), r.witness.to(device),
-                        r.reconstruction.to(device), r.first_step.to(device), [c.to(device) for c in r.curve])
+    return AttackResult(
+        r.error.to(device),
+        r.nonfinite.to(device),
+        r.witness.to(device),
+        r.reconstruction.to(device),
+        r.first_step.to(device),
+        [c.to(device) for c in r.curve],
+    )
 
 
 def _cat(a: AttackResult | None, b: AttackResult) -> AttackResult:
     if a is None:
         return b
     curve = [torch.cat([p, q]) for p, q in zip(a.curve, b.curve, strict=False)]
-    return AttackResult(torch.cat([a.error, b.error]), torch.cat([a.nonfinite, b.nonfinite]),
-                        torch.cat([a.witness, b.witness]), torch.cat([a.reconstruction, b.reconstruction]),
-                        torch.cat([a.first_step, b.first_step]), curve)
+    return AttackResult(
+        torch.cat([a.error, b.error]),
+        torch.cat([a.nonfinite, b.nonfinite]),
+        torch.cat([a.witness, b.witness]),
+        torch.cat([a.reconstruction, b.reconstruction]),
+        torch.cat([a.first_step, b.first_step]),
+        curve,
+    )
 
 
 def _checked(ctx: AuditContext) -> dict[str, Any]:
@@ -319,14 +382,18 @@ def _gradient_free(ctx: AuditContext, x: Tensor) -> str:
     for name, fn, at in (("forward map", forward, x), ("inverse", inverse, z[finite])):
         reason = autograd_blind_reason(fn, at) if len(at) else None
         if reason:
-            return (f"; the search fell back to gradient-free (random sign) steps: the {name} has "
-                    f"no usable gradient ({reason}), so the attack is no stronger than random search")
+            return (
+                f"; the search fell back to gradient-free (random sign) steps: the {name} has "
+                f"no usable gradient ({reason}), so the attack is no stronger than random search"
+            )
     return ""
 
 
 def _message(m: dict[str, object], why: str, objective: str) -> str:
     rs = m["random_search"]
     assert isinstance(rs, dict)
-    return (f"eps {m['epsilon']:.3g} ({why}), {objective}: attack non-finite {m['nonfinite_fraction']:.0%}, "
-            f"above threshold {m['fraction_above_threshold']:.0%}; random search non-finite "
-            f"{rs['nonfinite_fraction']:.0%}, above threshold {rs['fraction_above_threshold']:.0%}")
+    return (
+        f"eps {m['epsilon']:.3g} ({why}), {objective}: attack non-finite {m['nonfinite_fraction']:.0%}, "
+        f"above threshold {m['fraction_above_threshold']:.0%}; random search non-finite "
+        f"{rs['nonfinite_fraction']:.0%}, above threshold {rs['fraction_above_threshold']:.0%}"
+    )

@@ -21,8 +21,17 @@ from innaudit.core.domain import DataDomain
 from innaudit.core.stats import per_sample_norm
 from innaudit.model.contract import InvertibleModel
 
-__all__ = ["AMPLIFICATION_ETA", "CELL_SHARE", "OBJECTIVES", "AttackResult", "Ball", "attack_ball",
-           "dequantize", "random_search", "sign_gradient_attack"]
+__all__ = [
+    "AMPLIFICATION_ETA",
+    "CELL_SHARE",
+    "OBJECTIVES",
+    "AttackResult",
+    "Ball",
+    "attack_ball",
+    "dequantize",
+    "random_search",
+    "sign_gradient_attack",
+]
 
 OBJECTIVES = ("reconstruction", "amplification")
 CELL_SHARE = 0.5
@@ -86,9 +95,13 @@ class AttackResult:
     def start(cls, x: Tensor) -> AttackResult:
         """An empty result for the samples of ``x``."""
         n = len(x)
-        return cls(torch.zeros(n, dtype=torch.float64, device=x.device),
-                   torch.zeros(n, dtype=torch.bool, device=x.device), x.detach().clone(),
-                   x.detach().clone(), torch.full((n,), -1, dtype=torch.long, device=x.device))
+        return cls(
+            torch.zeros(n, dtype=torch.float64, device=x.device),
+            torch.zeros(n, dtype=torch.bool, device=x.device),
+            x.detach().clone(),
+            x.detach().clone(),
+            torch.full((n,), -1, dtype=torch.long, device=x.device),
+        )
 
     @property
     def done(self) -> Tensor:
@@ -113,14 +126,14 @@ class AttackResult:
 
     def merge(self, other: AttackResult) -> None:
         """Keep, per sample, the worse of two searches (a restart); curves are concatenated."""
-        take = (other.nonfinite & ~self.nonfinite) | (~self.nonfinite & ~other.nonfinite
-                                                      & (other.error > self.error))
+        take = (other.nonfinite & ~self.nonfinite) | (~self.nonfinite & ~other.nonfinite & (other.error > self.error))
         self.error = torch.where(take, other.error, self.error)
         self.witness[take], self.reconstruction[take] = other.witness[take], other.reconstruction[take]
         self.first_step = torch.where(take, other.first_step, self.first_step)
         self.nonfinite = self.nonfinite | other.nonfinite
-        self.curve += [torch.where(self.nonfinite.cpu(), math.inf, torch.maximum(c, self.error.cpu()))
-                       for c in other.curve]
+        self.curve += [
+            torch.where(self.nonfinite.cpu(), math.inf, torch.maximum(c, self.error.cpu())) for c in other.curve
+        ]
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -133,8 +146,9 @@ def _unit(shape: torch.Size, generator: torch.Generator, like: Tensor) -> Tensor
     return u.to(device=like.device, dtype=like.dtype)
 
 
-def _objective(model: InvertibleModel, x: Tensor, objective: str,
-               generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def _objective(
+    model: InvertibleModel, x: Tensor, objective: str, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(loss per sample, z, reconstruction)`` at ``x`` (which requires grad).
 
     ``reconstruction``: ``||x - F^-1(F(x))||_2``. ``amplification``:
@@ -152,8 +166,9 @@ def _objective(model: InvertibleModel, x: Tensor, objective: str,
     return torch.log(per_sample_norm(moved - x)), z, back
 
 
-def _differentiable_objective(model: InvertibleModel, x: Tensor, objective: str,
-                              generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def _differentiable_objective(
+    model: InvertibleModel, x: Tensor, objective: str, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`_objective`, or, for a map autograd cannot differentiate (in-place writes into
     its own outputs, say), the same values without a graph: the search then takes the
     fallback steps of :func:`_ascent_direction`, and the round trips are still scored."""
@@ -181,8 +196,13 @@ def _gradient(loss: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return grad, ok & finite & (grad.reshape(len(x), -1).abs().sum(1) > 0), ~ok | ~finite
 
 
-def _ascent_direction(loss: Tensor, x: Tensor, last: Tensor, generator: torch.Generator,
-                      wide: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]] | None = None) -> Tensor:
+def _ascent_direction(
+    loss: Tensor,
+    x: Tensor,
+    last: Tensor,
+    generator: torch.Generator,
+    wide: Callable[[Tensor], tuple[Tensor, Tensor, Tensor]] | None = None,
+) -> Tensor:
     """``sign(grad loss)`` per sample; where the loss or gradient is unusable, the last step.
 
     A sample whose float32 loss or gradient is non-finite (a backward pass through ``y / g``
@@ -207,9 +227,15 @@ def _ascent_direction(loss: Tensor, x: Tensor, last: Tensor, generator: torch.Ge
     return step
 
 
-def sign_gradient_attack(model: InvertibleModel, ball: Ball, steps: int, step_size: float,
-                         objective: str, generator: torch.Generator,
-                         on_step: Callable[[int], None] = lambda k: None) -> AttackResult:
+def sign_gradient_attack(
+    model: InvertibleModel,
+    ball: Ball,
+    steps: int,
+    step_size: float,
+    objective: str,
+    generator: torch.Generator,
+    on_step: Callable[[int], None] = lambda k: None,
+) -> AttackResult:
     """Projected sign-gradient ascent from a random start in ``ball`` (Behrmann et al. 4(b)).
 
     ``x_{k+1} = clip_ball(x_k + step_size * sign(grad L(x_k)))`` for ``steps`` steps; every
@@ -240,8 +266,9 @@ def sign_gradient_attack(model: InvertibleModel, ball: Ball, steps: int, step_si
             loss, z, back = _differentiable_objective(model, xa, objective, generator)
             result.record(active, xa, back, _rows(z.detach()), k)
             if k < steps:
-                direction = _ascent_direction(loss, xa, last[active], generator,
-                                              wide if model.dtype != torch.float64 else None)
+                direction = _ascent_direction(
+                    loss, xa, last[active], generator, wide if model.dtype != torch.float64 else None
+                )
                 last[active] = direction
                 x[active] = _project_rows(ball, active, xa.detach() + step_size * direction)
         result.snapshot()
@@ -253,8 +280,9 @@ def _project_rows(ball: Ball, index: Tensor, x: Tensor) -> Tensor:
     return torch.minimum(torch.maximum(x, ball.low[index]), ball.high[index])
 
 
-def random_search(model: InvertibleModel, ball: Ball, evaluations: int, generator: torch.Generator,
-                  chunk: int = 8) -> AttackResult:
+def random_search(
+    model: InvertibleModel, ball: Ball, evaluations: int, generator: torch.Generator, chunk: int = 8
+) -> AttackResult:
     """The baseline: ``evaluations`` points per sample drawn uniformly from the same region."""
     result = AttackResult.start(ball.centre)
     n = len(ball.centre)
@@ -269,8 +297,7 @@ def random_search(model: InvertibleModel, ball: Ball, evaluations: int, generato
         for j in range(k):  # in order, so "first non-finite" is the first drawn
             rows = slice(j * n, (j + 1) * n)
             keep = ~result.done
-            result.record(index[rows][keep], points[rows][keep], back[rows][keep], _rows(z[rows])[keep],
-                          done + j)
+            result.record(index[rows][keep], points[rows][keep], back[rows][keep], _rows(z[rows])[keep], done + j)
             result.snapshot()
         done += k
     return result
@@ -300,5 +327,4 @@ def dequantize(x: Tensor, domain: DataDomain, generator: torch.Generator) -> Ten
 def attack_ball(x: Tensor, domain: DataDomain, epsilon: float, generator: torch.Generator) -> Ball:
     """The region around data ``x``: its dequantized point, the L_inf ball, the data range."""
     centre = dequantize(x, domain, generator)
-    return Ball(centre, (centre - epsilon).clamp_min(domain.low), (centre + epsilon).clamp_max(domain.high),
-                epsilon)
+    return Ball(centre, (centre - epsilon).clamp_min(domain.low), (centre + epsilon).clamp_max(domain.high), epsilon)

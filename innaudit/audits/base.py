@@ -168,8 +168,10 @@ def register(cls: type[Audit]) -> type[Audit]:
 
 def specs() -> dict[str, AuditSpec]:
     """The configuration view of every registered audit, in registry order."""
-    return {aid: AuditSpec(aid, dict(c.thresholds), dict(c.options), c.metrics, c.check_options)
-            for aid, c in REGISTRY.items()}
+    return {
+        aid: AuditSpec(aid, dict(c.thresholds), dict(c.options), c.metrics, c.check_options)
+        for aid, c in REGISTRY.items()
+    }
 
 
 def metric_table() -> MetricTable:

@@ -24,8 +24,7 @@ __all__ = ["Bounds", "model_bounds"]
 def _block_shapes(model: InvertibleModel, blocks: Sequence[InvertibleModel]) -> list[tuple[int, ...]]:
     """The input shape of every block, from a zero probe through the chain."""
     where = next(iter(model.module.parameters()), None)
-    h = torch.zeros(1, *model.info.domain.shape, dtype=model.dtype,
-                    device=where.device if where is not None else "cpu")
+    h = torch.zeros(1, *model.info.domain.shape, dtype=model.dtype, device=where.device if where is not None else "cpu")
     shapes = []
     for block in blocks:
         shapes.append(tuple(h.shape[1:]))
@@ -37,11 +36,16 @@ def model_bounds(model: InvertibleModel) -> list[BlockBound]:
     """Per-block certified bounds of ``model`` (one entry for a model without blocks)."""
     blocks = model.blocks()
     if not blocks:
-        return [block_bound(model.module, tuple(model.info.domain.shape),
-                            model.info.architecture or type(model.module).__name__)]
+        return [
+            block_bound(
+                model.module, tuple(model.info.domain.shape), model.info.architecture or type(model.module).__name__
+            )
+        ]
     shapes = _block_shapes(model, blocks)
-    return [block_bound(b.module, s, f"{i}:{b.info.architecture or type(b.module).__name__}")
-            for i, (b, s) in enumerate(zip(blocks, shapes, strict=False))]
+    return [
+        block_bound(b.module, s, f"{i}:{b.info.architecture or type(b.module).__name__}")
+        for i, (b, s) in enumerate(zip(blocks, shapes, strict=False))
+    ]
 
 
 @register
@@ -84,7 +88,20 @@ class Bounds(Audit):
     title = "Certified global Lipschitz bounds of F and F^-1 from the architecture"
     thresholds = {"violation_fraction": Threshold(warn=None, fail=0.0)}
     options = {"samples": 32, "slack": 1e-3, "method": "auto"}
-    metrics = (*tuple(m for d in ("forward", "inverse") for m in (worse(f"{d}.bound", doc=f"certified Lipschitz bound of the {d} map"), worse(f"{d}.measured", doc=f"largest measured local Lipschitz constant of the {d} map"), neither(f"{d}.tightness", doc="measured / bound"))), neither("n", doc="samples"), neither("blocks", doc="blocks bounded"), rate("violation_fraction", "samples whose measured constant exceeds the bound"))
+    metrics = (
+        *tuple(
+            m
+            for d in ("forward", "inverse")
+            for m in (
+                worse(f"{d}.bound", doc=f"certified Lipschitz bound of the {d} map"),
+                worse(f"{d}.measured", doc=f"largest measured local Lipschitz constant of the {d} map"),
+                neither(f"{d}.tightness", doc="measured / bound"),
+            )
+        ),
+        neither("n", doc="samples"),
+        neither("blocks", doc="blocks bounded"),
+        rate("violation_fraction", "samples whose measured constant exceeds the bound"),
+    )
 
     @classmethod
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
@@ -114,10 +131,14 @@ class Bounds(Audit):
         # skip_reason let the audit run, so every block has both bounds
         fwd = math.prod(cast(float, b.forward) for b in bounds)
         inv = math.prod(cast(float, b.inverse) for b in bounds)
-        series = {"blocks": {"name": [b.name for b in bounds],
-                             "forward_bound": [b.forward for b in bounds],
-                             "inverse_bound": [b.inverse for b in bounds],
-                             "how": [b.how for b in bounds]}}
+        series = {
+            "blocks": {
+                "name": [b.name for b in bounds],
+                "forward_bound": [b.forward for b in bounds],
+                "inverse_bound": [b.inverse for b in bounds],
+                "how": [b.how for b in bounds],
+            }
+        }
         forward = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
         inverse = lambda t: ctx.model.inverse(t, grad=True)  # noqa: E731
         slack = 1 + ctx.option("slack")
@@ -129,8 +150,15 @@ class Bounds(Audit):
             ds = ctx.datasets[index]
             x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
             # salted by the batch's number in its set, as a single pass numbers them
-            s = measure(forward, inverse, x, method=ctx.option("method"), tol=1e-4, max_iter=128,
-                        generator=ctx.generator(ds.name, start // max(1, ctx.batch_size)))
+            s = measure(
+                forward,
+                inverse,
+                x,
+                method=ctx.option("method"),
+                tol=1e-4,
+                max_iter=128,
+                generator=ctx.generator(ds.name, start // max(1, ctx.batch_size)),
+            )
             return s.forward_max, s.inverse_max
 
         for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
@@ -139,13 +167,13 @@ class Bounds(Audit):
             violated = (f > fwd * slack) | (i > inv * slack)
             mf, mi = _max(f), _max(i)
             metrics = {
-                "n": len(f), "blocks": len(bounds),
+                "n": len(f),
+                "blocks": len(bounds),
                 "forward": {"bound": fwd, "measured": mf, "tightness": mf / fwd},
                 "inverse": {"bound": inv, "measured": mi, "tightness": mi / inv},
                 "violation_fraction": float(violated.mean()) if len(f) else 0.0,
             }
-            message = (f"Lip(F) <= {fwd:.3g} (measured {mf:.3g}), Lip(F^-1) <= {inv:.3g} "
-                       f"(measured {mi:.3g})")
+            message = f"Lip(F) <= {fwd:.3g} (measured {mf:.3g}), Lip(F^-1) <= {inv:.3g} (measured {mi:.3g})"
             if violated.any():
                 message = f"{int(violated.sum())} sample(s) exceed a certified bound; " + message
             yield Measurement(ds.name, metrics, message, series)

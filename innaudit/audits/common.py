@@ -17,8 +17,18 @@ from innaudit.model.latent import LevelStats
 
 T = TypeVar("T")
 
-__all__ = ["batch_units", "by_set", "full_range_floor", "level_stats", "prior_set", "progress_counter", "recording",
-           "round_trip", "sample_counts", "verdict_float64"]
+__all__ = [
+    "batch_units",
+    "by_set",
+    "full_range_floor",
+    "level_stats",
+    "prior_set",
+    "progress_counter",
+    "recording",
+    "round_trip",
+    "sample_counts",
+    "verdict_float64",
+]
 
 
 def prior_set(temperature: float) -> str:
@@ -26,8 +36,9 @@ def prior_set(temperature: float) -> str:
     return f"prior@T={temperature:g}"
 
 
-def round_trip(first: Map, second: Map, batches: Iterable[Tensor], floor: float,
-               on_batch: Callable[[int], None] = lambda n: None) -> ErrorAccumulator:
+def round_trip(
+    first: Map, second: Map, batches: Iterable[Tensor], floor: float, on_batch: Callable[[int], None] = lambda n: None
+) -> ErrorAccumulator:
     """Apply ``second(first(u))`` to every batch and accumulate per-sample errors against ``u``."""
     acc = ErrorAccumulator(floor=floor)
     with torch.no_grad():
@@ -43,8 +54,10 @@ def verdict_float64(f32_bad: float, f64_bad: float) -> str:
     if f32_bad == 0:
         return ""
     if f64_bad == 0:
-        return ("finite in float64: float32 rounding is amplified past overflow; the map is "
-                "ill-conditioned but computable with more precision")
+        return (
+            "finite in float64: float32 rounding is amplified past overflow; the map is "
+            "ill-conditioned but computable with more precision"
+        )
     return "also non-finite in float64: the computed map itself breaks there, not just float32"
 
 
@@ -58,8 +71,7 @@ def full_range_floor(numel: int, width: float) -> float:
     return 1e-2 * math.sqrt(numel) * width
 
 
-def progress_counter(progress: Callable[[str, int, int], None], name: str,
-                     total: int) -> Callable[[int], None]:
+def progress_counter(progress: Callable[[str, int, int], None], name: str, total: int) -> Callable[[int], None]:
     """A callback that adds up processed samples and reports ``(name, done, total)``."""
     done = [0]
 
@@ -82,8 +94,9 @@ def batch_units(sizes: Iterable[int], batch_size: int) -> list[tuple[int, int, i
     takes (``batch_size`` samples from 0), so each is computed on the same inputs whatever the
     number of ranks."""
     step = max(1, batch_size)
-    return [(index, start, min(start + step, size)) for index, size in enumerate(sizes)
-            for start in range(0, size, step)]
+    return [
+        (index, start, min(start + step, size)) for index, size in enumerate(sizes) for start in range(0, size, step)
+    ]
 
 
 def by_set(units: Sequence[tuple[int, int, int]], parts: Sequence[T], count: int) -> list[list[T]]:

@@ -36,9 +36,14 @@ class Cost:
     def seconds(self, units: Units, batch: int = 1) -> float:
         """Estimated wall time of these evaluations per sample, run in batches of ``batch``."""
         b = max(1, batch)
-        return (self.forward * units.forward.at(b) + self.inverse * units.inverse.at(b)
-                + self.vjp * units.vjp.at(b) + self.jvp * units.jvp.at(b)
-                + self.vmap_vjp * units.vjp.per_sample + self.dense * units.dense_s)
+        return (
+            self.forward * units.forward.at(b)
+            + self.inverse * units.inverse.at(b)
+            + self.vjp * units.vjp.at(b)
+            + self.jvp * units.jvp.at(b)
+            + self.vmap_vjp * units.vjp.per_sample
+            + self.dense * units.dense_s
+        )
 
     @property
     def passes(self) -> float:
@@ -93,13 +98,23 @@ class Units:
         def part(t: Timing) -> Timing:
             return Timing(t.per_call / workers, t.per_sample / workers)
 
-        return Units(part(self.forward), part(self.inverse), part(self.vjp), part(self.jvp),
-                     self.dense_s / workers, self.batch, self.dim)
+        return Units(
+            part(self.forward),
+            part(self.inverse),
+            part(self.vjp),
+            part(self.jvp),
+            self.dense_s / workers,
+            self.batch,
+            self.dim,
+        )
 
     def to_dict(self) -> dict[str, float]:
         """Plain data for the report: per kind, seconds per call and per sample."""
-        out = {f"{k}_{p}_s": getattr(getattr(self, k), f"per_{p}")
-               for k in ("forward", "inverse", "vjp", "jvp") for p in ("call", "sample")}
+        out = {
+            f"{k}_{p}_s": getattr(getattr(self, k), f"per_{p}")
+            for k in ("forward", "inverse", "vjp", "jvp")
+            for p in ("call", "sample")
+        }
         return out | {"dense_s": self.dense_s, "measured_batch": float(self.batch), "dim": float(self.dim)}
 
 
@@ -110,11 +125,12 @@ overrun by the audit that needed them; the re-plan after each audit hands the ti
 saved to the audits after it."""
 
 
-def jacobian_costs(dim: int, max_iter: int, directions: int = 2,
-                   share: float = LANCZOS_SHARE) -> dict[str, AuditCost]:
+def jacobian_costs(dim: int, max_iter: int, directions: int = 2, share: float = LANCZOS_SHARE) -> dict[str, AuditCost]:
     """Per-sample cost of the extreme singular values of ``directions`` Jacobians: ``exact``
     (``dim`` VJPs and one float64 SVD each) or ``matrix-free`` (Lanczos: at most ``max_iter``
     JVP/VJP pairs each, ``share`` of them expected)."""
     k = directions * max(1.0, share * min(max_iter, dim))
-    return {"exact": AuditCost(Cost(forward=1, vmap_vjp=directions * dim, dense=directions * float(dim) ** 3)),
-            "matrix-free": AuditCost(Cost(forward=1, jvp=k, vjp=k))}
+    return {
+        "exact": AuditCost(Cost(forward=1, vmap_vjp=directions * dim, dense=directions * float(dim) ** 3)),
+        "matrix-free": AuditCost(Cost(forward=1, jvp=k, vjp=k)),
+    }

@@ -20,8 +20,18 @@ from innaudit.data import Dataset
 from innaudit.data.dataset import Role
 from innaudit.model.contract import InverseKind, InvertibleModel
 
-__all__ = ["LOSSES", "BatchComparison", "Gradient", "LossFn", "compare_gradients", "culprit",
-           "memcnn_wrappers", "nll_loss", "preflight", "projection_loss"]
+__all__ = [
+    "LOSSES",
+    "BatchComparison",
+    "Gradient",
+    "LossFn",
+    "compare_gradients",
+    "culprit",
+    "memcnn_wrappers",
+    "nll_loss",
+    "preflight",
+    "projection_loss",
+]
 
 LossFn = Callable[[Tensor, Tensor | None, Tensor], Tensor]
 """``loss(z, log_det, x) -> scalar``; ``log_det`` is None when the blocks report none."""
@@ -38,6 +48,7 @@ def nll_loss(z: Tensor, log_det: Tensor | None, x: Tensor) -> Tensor:
 
 def projection_loss(direction: Tensor) -> LossFn:
     """``mean_i <z_i, v>`` for a fixed unit direction ``v`` of the latent's shape."""
+
     def loss(z: Tensor, log_det: Tensor | None, x: Tensor) -> Tensor:
         return (z.flatten(1) * direction.reshape(1, -1).to(z)).sum(1).mean()
 
@@ -84,8 +95,7 @@ def _grads(outputs: list[Tensor], inputs: list[Tensor], grad_outputs: list[Tenso
     keep = [i for i, t in enumerate(outputs) if t.requires_grad]
     if not keep:
         return [torch.zeros_like(t) for t in inputs]
-    got = torch.autograd.grad([outputs[i] for i in keep], inputs,
-                              [grad_outputs[i] for i in keep], allow_unused=True)
+    got = torch.autograd.grad([outputs[i] for i in keep], inputs, [grad_outputs[i] for i in keep], allow_unused=True)
     return [torch.zeros_like(t) if g is None else g for g, t in zip(got, inputs, strict=True)]
 
 
@@ -95,8 +105,9 @@ def _total(parts: list[Tensor | None]) -> Tensor | None:
     return torch.stack([p.reshape(-1) for p in parts if p is not None]).sum(0)
 
 
-def _true_pass(blocks: Sequence[InvertibleModel], x: Tensor, loss: LossFn,
-               params: list[nn.Parameter]) -> tuple[list[Tensor], list[Tensor]]:
+def _true_pass(
+    blocks: Sequence[InvertibleModel], x: Tensor, loss: LossFn, params: list[nn.Parameter]
+) -> tuple[list[Tensor], list[Tensor]]:
     """Ordinary autograd through the stored activations: ``(inputs of each block, grads)``."""
     h, inputs, lds = x, [], []
     for block in blocks:
@@ -107,9 +118,13 @@ def _true_pass(blocks: Sequence[InvertibleModel], x: Tensor, loss: LossFn,
     return inputs, _grads([value], list(params), [torch.ones_like(value)])
 
 
-def _memory_saving_pass(blocks: Sequence[InvertibleModel], x: Tensor, loss: LossFn,
-                        params: list[nn.Parameter], owned: list[list[int]],
-                        ) -> tuple[list[Tensor], list[Tensor]]:
+def _memory_saving_pass(
+    blocks: Sequence[InvertibleModel],
+    x: Tensor,
+    loss: LossFn,
+    params: list[nn.Parameter],
+    owned: list[list[int]],
+) -> tuple[list[Tensor], list[Tensor]]:
     """The memory-saving gradient: forward without storing, then walk the blocks backwards.
 
     At block ``k`` (last to first): reconstruct its input ``h = f_k^-1(y)`` without autograd,
@@ -190,16 +205,23 @@ def compare_gradients(blocks: Sequence[InvertibleModel], x: Tensor, loss: LossFn
     true, mem = _flat(g_true), _flat(g_mem)
     true_bad, mem_bad = not bool(torch.isfinite(true).all()), not bool(torch.isfinite(mem).all())
     bad = true_bad or mem_bad
-    block_error = np.array([
-        _relative(_flat([g_mem[i] for i in m]) - _flat([g_true[i] for i in m]), _flat([g_true[i] for i in m]))
-        if m else math.nan for m in owned])
+    block_error = np.array(
+        [
+            _relative(_flat([g_mem[i] for i in m]) - _flat([g_true[i] for i in m]), _flat([g_true[i] for i in m]))
+            if m
+            else math.nan
+            for m in owned
+        ]
+    )
     return BatchComparison(
         rel_error=math.nan if bad else _relative(mem - true, true),
         error_l2=math.nan if bad else float(torch.linalg.vector_norm(mem - true)),
         angle=math.nan if bad else _angle(mem, true),
-        nonfinite=mem_bad, true_nonfinite=true_bad,
+        nonfinite=mem_bad,
+        true_nonfinite=true_bad,
         recon_error=np.array([_recon_error(r, h) for r, h in zip(recon, inputs, strict=True)]),
-        block_error=block_error)
+        block_error=block_error,
+    )
 
 
 def culprit(recon_error: np.ndarray, level: float) -> int:
@@ -217,8 +239,13 @@ _STATEFUL = ("BatchNorm", "Dropout", "InstanceNorm")
 def _stateful(module: nn.Module) -> list[str]:
     """Names of the layers inside ``module`` whose training-mode state changes on a re-run
     (dropout with ``p = 0`` is left out: it changes nothing)."""
-    return sorted({type(m).__name__ for m in module.modules()
-                   if any(s in type(m).__name__ for s in _STATEFUL) and getattr(m, "p", 1.0) != 0})
+    return sorted(
+        {
+            type(m).__name__
+            for m in module.modules()
+            if any(s in type(m).__name__ for s in _STATEFUL) and getattr(m, "p", 1.0) != 0
+        }
+    )
 
 
 def preflight(model: InvertibleModel, blocks: Sequence[InvertibleModel], names: Sequence[str]) -> list[str]:
@@ -227,24 +254,31 @@ def preflight(model: InvertibleModel, blocks: Sequence[InvertibleModel], names: 
     for block, name in zip(blocks, names, strict=True):
         layers = _stateful(block.module)
         if layers:
-            found.append(f"block {name} holds {', '.join(layers)}: in training mode the re-run differs "
-                         "from the forward pass (batch statistics updated twice, a new dropout mask), "
-                         "so memory-saving gradients differ from these eval-mode numbers")
+            found.append(
+                f"block {name} holds {', '.join(layers)}: in training mode the re-run differs "
+                "from the forward pass (batch statistics updated twice, a new dropout mask), "
+                "so memory-saving gradients differ from these eval-mode numbers"
+            )
     tol = model.info.inverse_tolerance
-    iterative = [n for b, n in zip(blocks, names, strict=True) if b.info.inverse_kind is InverseKind.ITERATIVE
-                 or getattr(b.module, "inverse_tolerance", None) is not None]
+    iterative = [
+        n
+        for b, n in zip(blocks, names, strict=True)
+        if b.info.inverse_kind is InverseKind.ITERATIVE or getattr(b.module, "inverse_tolerance", None) is not None
+    ]
     if model.info.inverse_kind is InverseKind.ITERATIVE or iterative:
         where = f" (blocks {', '.join(iterative)})" if iterative else ""
         tol_text = f"tolerance {tol:g}" if tol is not None else "tolerance not declared"
-        found.append(f"iterative inverse{where}, {tol_text}: reconstructions are only as exact "
-                     "as the solver")
+        found.append(f"iterative inverse{where}, {tol_text}: reconstructions are only as exact as the solver")
     return found
 
 
 def memcnn_wrappers(module: nn.Module) -> list[nn.Module]:
     """Every ``memcnn.InvertibleModuleWrapper`` inside ``module`` (recognised by class, no import)."""
-    return [m for m in module.modules()
-            if type(m).__name__ == "InvertibleModuleWrapper" and hasattr(m, "_fn") and hasattr(m, "disable")]
+    return [
+        m
+        for m in module.modules()
+        if type(m).__name__ == "InvertibleModuleWrapper" and hasattr(m, "_fn") and hasattr(m, "disable")
+    ]
 
 
 _DISABLE = "disable"  # memcnn's switch: True runs ``_fn`` under plain autograd
@@ -359,10 +393,13 @@ class Gradient(Audit):
     }
     options = {"loss": "auto", "batches": 8, "batch": 64, "rounding": 1000.0}
     metrics = (
-        neither("n", doc="batches"), neither("samples", doc="samples over all batches"),
-        neither("blocks", doc="blocks walked"), neither("parameters", doc="trainable parameters compared"),
+        neither("n", doc="batches"),
+        neither("samples", doc="samples over all batches"),
+        neither("blocks", doc="blocks walked"),
+        neither("parameters", doc="trainable parameters compared"),
         worse("rel_error_l2", doc="||g_mem - g_true|| / ||g_true||"),
-        worse("error_l2", doc="||g_mem - g_true||"), worse("angle", "rad", "angle between the gradients"),
+        worse("error_l2", doc="||g_mem - g_true||"),
+        worse("angle", "rad", "angle between the gradients"),
         rate("nonfinite_fraction", "batches with a non-finite memory-saving gradient"),
         rate("true_nonfinite_fraction", "batches with a non-finite true gradient"),
         worse("block_recon_error", doc="largest relative error of a reconstructed block input"),
@@ -386,8 +423,7 @@ class Gradient(Audit):
             return "no in-distribution data set (memory-saving gradients are a training matter)"
         latent = ctx.model.latent
         if latent is not None and not latent.single:
-            return ("a multi-scale latent: the memory-saving reconstruction through split blocks "
-                    "is not implemented yet")
+            return "a multi-scale latent: the memory-saving reconstruction through split blocks is not implemented yet"
         try:
             _chain_log_det(ctx.model.blocks(), data[0].first(1).to(ctx.device, ctx.model.dtype))
         except TypeError as exc:  # a block passes a structured (multi-scale) latent
@@ -411,8 +447,9 @@ class Gradient(Audit):
             yield self._measure(ctx, ds.name, names, results, samples, loss_name, note, found, library)
 
     @staticmethod
-    def _compare(ctx: AuditContext, ds: Dataset, blocks: Sequence[InvertibleModel], loss: LossFn,
-                 wrappers: Sequence[nn.Module]) -> tuple[list[BatchComparison], tuple[np.ndarray, np.ndarray] | None, int]:
+    def _compare(
+        ctx: AuditContext, ds: Dataset, blocks: Sequence[InvertibleModel], loss: LossFn, wrappers: Sequence[nn.Module]
+    ) -> tuple[list[BatchComparison], tuple[np.ndarray, np.ndarray] | None, int]:
         """True against memory-saving gradients on the first ``batches * batch`` samples of ``ds``
         (capped by ``--samples``), batch by batch, and memcnn's own gradient when it wraps the
         blocks: the comparisons, memcnn's (rel, angle) per batch, the number of samples."""
@@ -444,14 +481,18 @@ class Gradient(Audit):
         own = getattr(ctx.model.module, "gradient_loss", None)
         if choice == "model" or (choice == "auto" and callable(own)):
             if not callable(own):
-                raise ValueError("gradient loss 'model' was asked for, but the model has no callable "
-                                 "gradient_loss(z, log_det, x) attribute; set one in the factory or use nll")
+                raise ValueError(
+                    "gradient loss 'model' was asked for, but the model has no callable "
+                    "gradient_loss(z, log_det, x) attribute; set one in the factory or use nll"
+                )
             return own, "model", ""
         z, ld = _chain_log_det(blocks, ds.first(2).to(ctx.device, ctx.model.dtype))
         if choice == "nll" or (choice == "auto" and ld is not None):
             if ld is None:
-                raise ValueError("gradient loss 'nll' needs a log-det from every block, and some block "
-                                 "reports none; use --gradient-loss projection")
+                raise ValueError(
+                    "gradient loss 'nll' needs a log-det from every block, and some block "
+                    "reports none; use --gradient-loss projection"
+                )
             return nll_loss, "nll", ""
         note = "" if choice == "projection" else "no per-block log-dets, so a projection loss"
         return projection_loss(_unit(tuple(z.shape[1:]), ctx.generator("projection"))), "projection", note
@@ -463,19 +504,24 @@ class Gradient(Audit):
             z = model.forward(x)
         chained, _ = _chain_log_det(blocks, x)
         if chained.shape != z.shape:
-            return [f"the blocks compose to shape {tuple(chained.shape[1:])}, the model gives "
-                    f"{tuple(z.shape[1:])}: gradients are those of the chain of blocks"]
+            return [
+                f"the blocks compose to shape {tuple(chained.shape[1:])}, the model gives "
+                f"{tuple(z.shape[1:])}: gradients are those of the chain of blocks"
+            ]
         both = torch.isfinite(chained.flatten(1)).all(1) & torch.isfinite(z.flatten(1)).all(1)
         same = bool((torch.isfinite(chained.flatten(1)).all(1) == torch.isfinite(z.flatten(1)).all(1)).all())
         err = _recon_error(chained[both], z[both]) if bool(both.any()) else 0.0
         if not same or not err <= 1e-4:
-            return [f"the blocks compose to a z off the model's by {err:.3g} (relative): gradients "
-                    "are those of the chain of blocks"]
+            return [
+                f"the blocks compose to a z off the model's by {err:.3g} (relative): gradients "
+                "are those of the chain of blocks"
+            ]
         return []
 
     @staticmethod
-    def _library(ctx: AuditContext, wrappers: Sequence[nn.Module], blocks: Sequence[InvertibleModel],
-                 x: Tensor, loss: LossFn) -> tuple[float, float]:
+    def _library(
+        ctx: AuditContext, wrappers: Sequence[nn.Module], blocks: Sequence[InvertibleModel], x: Tensor, loss: LossFn
+    ) -> tuple[float, float]:
         """memcnn's own memory-saving gradient against the true one on the batch ``x``: (rel, angle)."""
         params, _ = _params(blocks)
         with _wrappers_disabled(wrappers, True), torch.enable_grad():
@@ -487,9 +533,17 @@ class Gradient(Audit):
         return (_relative(mem - true, true) if finite else math.nan, _angle(mem, true) if finite else math.nan)
 
     @staticmethod
-    def _measure(ctx: AuditContext, name: str, names: list[str], results: list[BatchComparison],
-                 samples: int, loss_name: str, note: str, found: list[str],
-                 library: tuple[np.ndarray, np.ndarray] | None) -> Measurement:
+    def _measure(
+        ctx: AuditContext,
+        name: str,
+        names: list[str],
+        results: list[BatchComparison],
+        samples: int,
+        loss_name: str,
+        note: str,
+        found: list[str],
+        library: tuple[np.ndarray, np.ndarray] | None,
+    ) -> Measurement:
         level = float(ctx.option("rounding")) * torch.finfo(ctx.model.dtype).eps
         recon = np.max([r.recon_error for r in results], axis=0)
         with np.errstate(invalid="ignore"), _nan_ok():
@@ -497,22 +551,30 @@ class Gradient(Audit):
         where = culprit(recon, level)
         rel = np.array([r.rel_error for r in results])
         metrics: dict[str, object] = {
-            "n": len(results), "samples": samples, "blocks": len(names),
-            "parameters": sum(p.numel() for p in _params(ctx.model.blocks())[0]), "loss": loss_name,
-            "rel_error_l2": summarize(rel), "error_l2": summarize(np.array([r.error_l2 for r in results])),
+            "n": len(results),
+            "samples": samples,
+            "blocks": len(names),
+            "parameters": sum(p.numel() for p in _params(ctx.model.blocks())[0]),
+            "loss": loss_name,
+            "rel_error_l2": summarize(rel),
+            "error_l2": summarize(np.array([r.error_l2 for r in results])),
             "angle": summarize(np.array([r.angle for r in results])),
             "nonfinite_fraction": float(np.mean([r.nonfinite for r in results])),
             "true_nonfinite_fraction": float(np.mean([r.true_nonfinite for r in results])),
-            "block_recon_error": {"max": _fmax(recon)}, "block_grad_error": {"max": _fmax(block_grad)},
-            "culprit": names[where] if where >= 0 else "", "culprit_index": where,
+            "block_recon_error": {"max": _fmax(recon)},
+            "block_grad_error": {"max": _fmax(block_grad)},
+            "culprit": names[where] if where >= 0 else "",
+            "culprit_index": where,
             "rounding_level": level,
-            "stateful_layers": sum(1 for f in found if " holds " in f), "preflight": list(found),
+            "stateful_layers": sum(1 for f in found if " holds " in f),
+            "preflight": list(found),
         }
         if library is not None:
             metrics["library_rel_error"] = summarize(library[0])
             metrics["library_angle"] = summarize(library[1])
-        series = {"blocks": {"name": names, "reconstruction_error": _short(recon),
-                             "gradient_error": _short(block_grad)}}
+        series = {
+            "blocks": {"name": names, "reconstruction_error": _short(recon), "gradient_error": _short(block_grad)}
+        }
         return Measurement(name, metrics, _message(metrics, names, where, note, found), series)
 
 
@@ -538,13 +600,17 @@ def _short(values: np.ndarray) -> list[float]:
 def _message(metrics: dict[str, object], names: list[str], where: int, note: str, found: list[str]) -> str:
     rel, angle = metrics["rel_error_l2"], metrics["angle"]
     assert isinstance(rel, dict) and isinstance(angle, dict)
-    parts = [f"{metrics['loss']} loss: relative gradient error up to {rel['max']:.3g} "
-             f"(angle up to {angle['max']:.3g} rad) over {metrics['n']} batch(es)"]
+    parts = [
+        f"{metrics['loss']} loss: relative gradient error up to {rel['max']:.3g} "
+        f"(angle up to {angle['max']:.3g} rad) over {metrics['n']} batch(es)"
+    ]
     if metrics["nonfinite_fraction"]:
         parts.append(f"memory-saving gradient non-finite in {metrics['nonfinite_fraction']:.0%} of batches")
     if where >= 0:
-        parts.append(f"reconstruction error leaves rounding (> {metrics['rounding_level']:.2g}) first "
-                     f"at block {names[where]}, walking back from the output")
+        parts.append(
+            f"reconstruction error leaves rounding (> {metrics['rounding_level']:.2g}) first "
+            f"at block {names[where]}, walking back from the output"
+        )
     lib = metrics.get("library_rel_error")
     if isinstance(lib, dict):
         parts.append(f"memcnn's own reconstruction: relative error up to {lib['max']:.3g}")

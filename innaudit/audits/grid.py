@@ -40,8 +40,10 @@ def grid_points(low: float, high: float, resolution: int) -> tuple[np.ndarray, T
 
 def _rows(values: np.ndarray, resolution: int) -> list[list[float]]:
     """A flat per-point array as rows of 4-significant-digit numbers (NaN/Inf kept)."""
-    return [[float(f"{v:.4g}") if math.isfinite(v) else float(v) for v in row]
-            for row in values.reshape(resolution, resolution)]
+    return [
+        [float(f"{v:.4g}") if math.isfinite(v) else float(v) for v in row]
+        for row in values.reshape(resolution, resolution)
+    ]
 
 
 @register
@@ -78,10 +80,13 @@ class Grid(Audit):
     thresholds = {}
     options = {"low": -8.0, "high": 8.0, "resolution": 64}
     metrics = (
-        neither("n", doc="grid points"), neither("resolution", doc="points per axis"),
+        neither("n", doc="grid points"),
+        neither("resolution", doc="points per axis"),
         rate("nonfinite_fraction", "cells whose round trip is non-finite"),
         rate("latent_nonfinite_fraction", "cells whose latent is non-finite"),
-        worse("error"), worse("latent_error"), worse("logdet_error", "nats"),
+        worse("error"),
+        worse("latent_error"),
+        worse("logdet_error", "nats"),
         worse("condition", doc="sigma_max / sigma_min of the Jacobian"),
     )
     scalable = False
@@ -121,8 +126,7 @@ class Grid(Audit):
 
         def work(unit: tuple[int, int, int]) -> dict[str, np.ndarray]:
             _, start, stop = unit
-            part = self._batch(ctx, points[start:stop].reshape(-1, *shape).to(device=ctx.device,
-                                                                               dtype=ctx.model.dtype))
+            part = self._batch(ctx, points[start:stop].reshape(-1, *shape).to(device=ctx.device, dtype=ctx.model.dtype))
             done[0] += stop - start
             ctx.progress("grid", done[0], len(points))
             return part
@@ -131,19 +135,26 @@ class Grid(Audit):
         m = {k: np.concatenate([p[k] for p in parts]) for k in _MAPS}
         name = grid_set(low, high)
         metrics = {
-            "n": len(points), "resolution": res,
+            "n": len(points),
+            "resolution": res,
             "nonfinite_fraction": float(m["bad"].mean()),
             "latent_nonfinite_fraction": float(m["latent_bad"].mean()),
-            "error": summarize(m["error"]), "latent_error": summarize(m["latent_error"]),
+            "error": summarize(m["error"]),
+            "latent_error": summarize(m["latent_error"]),
             "logdet_error": summarize(m["logdet_error"]),
-            "condition": {"max": summarize(m["condition"])["max"],
-                          "median": summarize(m["condition"])["median"]},
+            "condition": {"max": summarize(m["condition"])["max"], "median": summarize(m["condition"])["median"]},
         }
-        series = {"grid": {"x": [float(c) for c in centres], "y": [float(c) for c in centres],
-                           **{k: _rows(m[k], res) for k in ("error", "latent_error", "condition",
-                                                            "logdet_error")}}}
-        message = (f"{metrics['nonfinite_fraction']:.1%} of {res}x{res} cells do not round-trip "
-                   f"to finite values; largest condition {metrics['condition']['max']:.3g}")
+        series = {
+            "grid": {
+                "x": [float(c) for c in centres],
+                "y": [float(c) for c in centres],
+                **{k: _rows(m[k], res) for k in ("error", "latent_error", "condition", "logdet_error")},
+            }
+        }
+        message = (
+            f"{metrics['nonfinite_fraction']:.1%} of {res}x{res} cells do not round-trip "
+            f"to finite values; largest condition {metrics['condition']['max']:.3g}"
+        )
         yield Measurement(name, metrics, message, series)
 
     @staticmethod
@@ -167,7 +178,11 @@ class Grid(Audit):
         nan = torch.full((len(p),), math.nan, dtype=torch.float64)
         ld_err = (ld.double().reshape(-1) - ref).abs() if ld is not None else nan
         inf = torch.full((len(p),), math.inf, dtype=torch.float64)
-        return {"error": torch.where(bad, inf, per_sample_norm(back - p)).numpy(),
-                "latent_error": torch.where(latent_bad, inf, per_sample_norm(again - p)).numpy(),
-                "condition": (sv[:, 0] / sv[:, 1]).numpy(), "logdet_error": ld_err.detach().numpy(),
-                "bad": bad.numpy(), "latent_bad": latent_bad.numpy()}
+        return {
+            "error": torch.where(bad, inf, per_sample_norm(back - p)).numpy(),
+            "latent_error": torch.where(latent_bad, inf, per_sample_norm(again - p)).numpy(),
+            "condition": (sv[:, 0] / sv[:, 1]).numpy(),
+            "logdet_error": ld_err.detach().numpy(),
+            "bad": bad.numpy(),
+            "latent_bad": latent_bad.numpy(),
+        }

@@ -27,7 +27,6 @@ from innaudit.linalg import (
 __all__ = ["Spectrum", "measure", "min_median_max"]
 
 
-
 @dataclass(frozen=True)
 class Spectrum:
     """Per-sample extreme singular values (float64 numpy arrays, NaN where not finite).
@@ -72,8 +71,9 @@ class Spectrum:
         return np.maximum(a, b)
 
 
-def measure(forward: Map, inverse: Map, x: Tensor, *, method: str, tol: float, max_iter: int,
-            generator: torch.Generator) -> Spectrum:
+def measure(
+    forward: Map, inverse: Map, x: Tensor, *, method: str, tol: float, max_iter: int, generator: torch.Generator
+) -> Spectrum:
     """The four extreme singular values per sample of ``x`` (see the module docstring).
 
     Before any Jacobian, each map is checked to depend on its input through autograd
@@ -90,36 +90,50 @@ def measure(forward: Map, inverse: Map, x: Tensor, *, method: str, tol: float, m
     f_blind = autograd_blind_reason(forward, x)
     i_blind = autograd_blind_reason(inverse, z[finite]) if finite.any() else None
     if f_blind and i_blind:
-        raise NotMeasuredError(f"neither map can be differentiated: the forward map: {f_blind}; "
-                               f"the inverse: {i_blind}")
+        raise NotMeasuredError(f"neither map can be differentiated: the forward map: {f_blind}; the inverse: {i_blind}")
     if (f_blind or i_blind) and chosen != "exact":
-        raise NotMeasuredError(f"the {'forward map' if f_blind else 'inverse'}: {f_blind or i_blind}; "
-                               "the matrix-free method needs both maps' gradients; use method exact "
-                               "(dimension up to a few thousand) or give the map a gradient")
+        raise NotMeasuredError(
+            f"the {'forward map' if f_blind else 'inverse'}: {f_blind or i_blind}; "
+            "the matrix-free method needs both maps' gradients; use method exact "
+            "(dimension up to a few thousand) or give the map a gradient"
+        )
     if f_blind or i_blind:
-        return _derived(forward, inverse, x, z, finite, blind="forward" if f_blind else "inverse",
-                        reason=str(f_blind or i_blind))
+        return _derived(
+            forward, inverse, x, z, finite, blind="forward" if f_blind else "inverse", reason=str(f_blind or i_blind)
+        )
     if chosen == "exact":
         notes: list[str] = []
-        fwd = _or_nan(lambda: jacobian_singular_values(forward, x), (len(x), int(x[0].numel())),
-                      "forward", notes, x.device)
+        fwd = _or_nan(
+            lambda: jacobian_singular_values(forward, x), (len(x), int(x[0].numel())), "forward", notes, x.device
+        )
         inv = torch.full_like(fwd, math.nan)
         if finite.any():
-            inv[finite] = _or_nan(lambda: jacobian_singular_values(inverse, z[finite]),
-                                  (int(finite.sum()), fwd.shape[1]), "inverse", notes, fwd.device)
-        return Spectrum("exact", _np(fwd[:, 0]), _np(fwd[:, -1]), _np(inv[:, 0]), _np(inv[:, -1]),
-                        note="; ".join(notes))
-    f, i = extreme_singular_values(forward, inverse, x, tol=tol, max_iter=max_iter,
-                                   generator=generator)
+            inv[finite] = _or_nan(
+                lambda: jacobian_singular_values(inverse, z[finite]),
+                (int(finite.sum()), fwd.shape[1]),
+                "inverse",
+                notes,
+                fwd.device,
+            )
+        return Spectrum(
+            "exact", _np(fwd[:, 0]), _np(fwd[:, -1]), _np(inv[:, 0]), _np(inv[:, -1]), note="; ".join(notes)
+        )
+    f, i = extreme_singular_values(forward, inverse, x, tol=tol, max_iter=max_iter, generator=generator)
     fmax, imax = _np(f.values), _np(i.values)
     with np.errstate(divide="ignore"):
-        return Spectrum("matrix-free", fmax, 1.0 / imax, imax, 1.0 / fmax,
-                        f.iterations.numpy(), i.iterations.numpy(),
-                        (f.converged & i.converged).numpy())
+        return Spectrum(
+            "matrix-free",
+            fmax,
+            1.0 / imax,
+            imax,
+            1.0 / fmax,
+            f.iterations.numpy(),
+            i.iterations.numpy(),
+            (f.converged & i.converged).numpy(),
+        )
 
 
-def _derived(forward: Map, inverse: Map, x: Tensor, z: Tensor, finite: Tensor, *, blind: str,
-             reason: str) -> Spectrum:
+def _derived(forward: Map, inverse: Map, x: Tensor, z: Tensor, finite: Tensor, *, blind: str, reason: str) -> Spectrum:
     """Exact spectra when one map is blind to autograd: the seen map's singular values at ``x``
     (or ``z``) and at the point the blind map gives, the blind map's as their reciprocals."""
     notes: list[str] = []
@@ -131,33 +145,44 @@ def _derived(forward: Map, inverse: Map, x: Tensor, z: Tensor, finite: Tensor, *
         if finite.any():
             with torch.no_grad():
                 back = inverse(z[finite])
-            other[finite] = _or_nan(lambda: jacobian_singular_values(forward, back),
-                                    (int(finite.sum()), dim), "forward", notes)
+            other[finite] = _or_nan(
+                lambda: jacobian_singular_values(forward, back), (int(finite.sum()), dim), "forward", notes
+            )
         fwd, inv = seen, 1.0 / other.flip(1)
-        how = ("the inverse has no gradient ({r}); its singular values are the reciprocals of "
-               "J_F's at x' = F^-1(z) (J_F^-1(z) = J_F(x')^-1), and the cross-check compares J_F "
-               "at x with J_F at x'")
+        how = (
+            "the inverse has no gradient ({r}); its singular values are the reciprocals of "
+            "J_F's at x' = F^-1(z) (J_F^-1(z) = J_F(x')^-1), and the cross-check compares J_F "
+            "at x with J_F at x'"
+        )
     else:
         if finite.any():
-            seen[finite] = _or_nan(lambda: jacobian_singular_values(inverse, z[finite]),
-                                   (int(finite.sum()), dim), "inverse", notes)
+            seen[finite] = _or_nan(
+                lambda: jacobian_singular_values(inverse, z[finite]), (int(finite.sum()), dim), "inverse", notes
+            )
         fwd, inv = 1.0 / seen.flip(1), seen
-        how = ("the forward map has no gradient ({r}); its singular values are the reciprocals of "
-               "J_F^-1's at z = F(x), so the cross-check is void (it compares a spectrum with itself)")
+        how = (
+            "the forward map has no gradient ({r}); its singular values are the reciprocals of "
+            "J_F^-1's at z = F(x), so the cross-check is void (it compares a spectrum with itself)"
+        )
     notes.insert(0, how.format(r=reason))
-    return Spectrum("exact", _np(fwd[:, 0]), _np(fwd[:, -1]), _np(inv[:, 0]), _np(inv[:, -1]),
-                    note="; ".join(notes), derived=blind)
+    return Spectrum(
+        "exact", _np(fwd[:, 0]), _np(fwd[:, -1]), _np(inv[:, 0]), _np(inv[:, -1]), note="; ".join(notes), derived=blind
+    )
 
 
-def _or_nan(compute: Callable[[], Tensor], shape: tuple[int, int], which: str,
-            notes: list[str], device: torch.device | str = "cpu") -> Tensor:
+def _or_nan(
+    compute: Callable[[], Tensor],
+    shape: tuple[int, int],
+    which: str,
+    notes: list[str],
+    device: torch.device | str = "cpu",
+) -> Tensor:
     """``compute()``, or NaN with a note when autograd cannot differentiate the map at all
     (e.g. an in-place write into a tensor autograd needs): a finding about the model."""
     try:
         return compute()
     except RuntimeError as exc:
-        notes.append(f"the {which} map is not differentiable by autograd "
-                     f"({str(exc).splitlines()[0][:120]})")
+        notes.append(f"the {which} map is not differentiable by autograd ({str(exc).splitlines()[0][:120]})")
         return torch.full(shape, math.nan, dtype=torch.float64, device=device)
 
 
@@ -170,5 +195,4 @@ def min_median_max(values: np.ndarray) -> dict[str, float]:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return {"min": math.nan, "median": math.nan, "max": math.nan}
-    return {"min": float(finite.min()), "median": float(np.median(finite)),
-            "max": float(finite.max())}
+    return {"min": float(finite.min()), "median": float(np.median(finite)), "max": float(finite.max())}

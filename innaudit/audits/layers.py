@@ -21,8 +21,15 @@ from innaudit.core.stats import per_sample_norm
 from innaudit.data import Dataset
 from innaudit.model.contract import InvertibleModel
 
-__all__ = ["BlockTrace", "Layers", "chain_errors", "leaves_rounding", "trace_blocks", "whole_round_trip",
-           "worst_samples"]
+__all__ = [
+    "BlockTrace",
+    "Layers",
+    "chain_errors",
+    "leaves_rounding",
+    "trace_blocks",
+    "whole_round_trip",
+    "worst_samples",
+]
 
 
 @dataclass(frozen=True)
@@ -78,8 +85,9 @@ def _scale_min(block: InvertibleModel, h: Tensor) -> np.ndarray:
     return torch.where(torch.isfinite(low), low, torch.full_like(low, math.nan)).cpu().numpy()
 
 
-def trace_blocks(blocks: Sequence[InvertibleModel], x: Tensor, *, method: str, tol: float,
-                 max_iter: int, generator: torch.Generator) -> list[BlockTrace]:
+def trace_blocks(
+    blocks: Sequence[InvertibleModel], x: Tensor, *, method: str, tol: float, max_iter: int, generator: torch.Generator
+) -> list[BlockTrace]:
     """Push ``x`` through the blocks; at each, round-trip the block and take its spectrum."""
     floor = 1e-6 * math.sqrt(x[0].numel())
     h, out, inputs, split = x, [], [], False
@@ -98,11 +106,11 @@ def trace_blocks(blocks: Sequence[InvertibleModel], x: Tensor, *, method: str, t
         def inverse(t: Tensor, b: InvertibleModel = block) -> Tensor:
             return b.inverse(t, grad=True)
 
-        s = measure(forward, inverse, h,
-                    method=method, tol=tol, max_iter=max_iter, generator=generator)
+        s = measure(forward, inverse, h, method=method, tol=tol, max_iter=max_iter, generator=generator)
         name = f"{i}:{block.info.architecture or type(block.module).__name__}"
-        out.append(BlockTrace(name, rel.cpu().numpy(), bad.cpu().numpy(), _scale_min(block, h),
-                              s.forward_min, s.forward_max))
+        out.append(
+            BlockTrace(name, rel.cpu().numpy(), bad.cpu().numpy(), _scale_min(block, h), s.forward_min, s.forward_max)
+        )
         carried = block.carry(y)
         split = split or carried is not y
         h = carried
@@ -119,8 +127,9 @@ def _relative(got: Tensor, want: Tensor, floor: float) -> np.ndarray:
     return torch.where(bad | rel.isnan(), torch.full_like(rel, math.inf), rel).cpu().numpy()
 
 
-def chain_errors(blocks: Sequence[InvertibleModel], inputs: Sequence[Tensor], z: Tensor,
-                 floor: float) -> list[np.ndarray]:
+def chain_errors(
+    blocks: Sequence[InvertibleModel], inputs: Sequence[Tensor], z: Tensor, floor: float
+) -> list[np.ndarray]:
     """Accumulated error of the inverse chain: from ``z``, ``g_K = z``, ``g_{k-1} =
     f_k^-1(g_k)``; entry ``k`` is the relative error of ``g_{k-1}`` against the forward
     activation ``h_{k-1}`` (``inputs[k]``), per sample."""
@@ -154,8 +163,7 @@ def _fmin(values: np.ndarray) -> float:
     return float(kept.min()) if kept.size else math.nan
 
 
-def culprit(traces: Sequence[BlockTrace], jump: float, error_floor: float,
-            condition_floor: float) -> tuple[int, str]:
+def culprit(traces: Sequence[BlockTrace], jump: float, error_floor: float, condition_floor: float) -> tuple[int, str]:
     """The first block where the chain breaks: non-finite first, else the first block whose
     error or condition number is at least ``jump`` times the median over blocks and above its
     floor. ``(-1, reason)`` when no block stands out."""
@@ -228,10 +236,10 @@ class Layers(Audit):
         "block_rel_error.max": Threshold(warn=1e-4, fail=1e-2),
         "chain_rel_error.max": Threshold(warn=1e-4, fail=1e-2),
     }
-    options = {"samples": 64, "worst": 2, "method": "auto", "tol": 1e-4, "max_iter": 32,
-               "jump": 10.0, "rounding": 1e-4}
+    options = {"samples": 64, "worst": 2, "method": "auto", "tol": 1e-4, "max_iter": 32, "jump": 10.0, "rounding": 1e-4}
     metrics = (
-        neither("n", doc="samples"), neither("blocks", doc="blocks walked"),
+        neither("n", doc="samples"),
+        neither("blocks", doc="blocks walked"),
         rate("nonfinite_fraction", "samples non-finite in some block"),
         worse("block_rel_error", doc="largest per-block relative round-trip error"),
         worse("block_condition", doc="largest per-block condition"),
@@ -247,8 +255,10 @@ class Layers(Audit):
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
         """A round trip per sample to find the worst, then the blocks' Jacobians of ``worst``."""
         worst = int(options["worst"])
-        return {m: AuditCost(Cost(forward=1, inverse=1), c.per_sample * worst)
-                for m, c in jacobian_costs(dim, int(options["max_iter"])).items()}
+        return {
+            m: AuditCost(Cost(forward=1, inverse=1), c.per_sample * worst)
+            for m, c in jacobian_costs(dim, int(options["max_iter"])).items()
+        }
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped for a model without ``blocks()`` or without data."""
@@ -272,19 +282,31 @@ class Layers(Audit):
             steps[index](len(x))
             return errors
 
-        checked = {i: (np.concatenate([e for e, _ in parts]), np.concatenate([r for _, r in parts]))
-                   for i, parts in enumerate(by_set(units, ctx.map(units, check), len(ctx.datasets))) if parts}
+        checked = {
+            i: (np.concatenate([e for e, _ in parts]), np.concatenate([r for _, r in parts]))
+            for i, parts in enumerate(by_set(units, ctx.map(units, check), len(ctx.datasets)))
+            if parts
+        }
         picked = {i: worst_samples(errors, ctx.option("worst")) for i, (errors, _) in checked.items()}
 
         def trace(index: int) -> list[BlockTrace]:
             x = _rows(ctx, ctx.datasets[index], totals[index], picked[index])
-            return trace_blocks(blocks, x, method=ctx.option("method"), tol=ctx.option("tol"),
-                                max_iter=ctx.option("max_iter"), generator=ctx.generator(ctx.datasets[index].name))
+            return trace_blocks(
+                blocks,
+                x,
+                method=ctx.option("method"),
+                tol=ctx.option("tol"),
+                max_iter=ctx.option("max_iter"),
+                generator=ctx.generator(ctx.datasets[index].name),
+            )
 
         for index, traces in zip(picked, ctx.map(list(picked), trace), strict=True):
             where, why = culprit(traces, ctx.option("jump"), 1e-5, 1e3)
             chain = leaves_rounding(traces, ctx.option("rounding"))
-            metrics = {**self._metrics(traces, picked[index], where), **_chain_metrics(traces, chain, checked[index][1])}
+            metrics = {
+                **self._metrics(traces, picked[index], where),
+                **_chain_metrics(traces, chain, checked[index][1]),
+            }
             text = _chain_message(traces, chain, ctx.option("rounding"))
             if where >= 0 or chain < 0:
                 text = f"{self._message(traces, where, why)}; {text}"
@@ -292,13 +314,19 @@ class Layers(Audit):
 
     @staticmethod
     def _metrics(traces: Sequence[BlockTrace], idx: np.ndarray, where: int) -> dict[str, object]:
-        broken = np.any([t.nonfinite for t in traces]  # a block, or the inverse chain from z
-                        + [~np.isfinite(t.chain_error) for t in traces if t.chain_error is not None], axis=0)
+        broken = np.any(
+            [t.nonfinite for t in traces]  # a block, or the inverse chain from z
+            + [~np.isfinite(t.chain_error) for t in traces if t.chain_error is not None],
+            axis=0,
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
             conds = [_fmax(t.sv_max / t.sv_min) for t in traces]
         return {
-            "n": len(idx), "blocks": len(traces), "samples": [int(i) for i in idx],
-            "culprit": traces[where].name if where >= 0 else "", "culprit_index": where,
+            "n": len(idx),
+            "blocks": len(traces),
+            "samples": [int(i) for i in idx],
+            "culprit": traces[where].name if where >= 0 else "",
+            "culprit_index": where,
             "nonfinite_fraction": float(broken.mean()) if broken.size else 0.0,
             "block_rel_error": {"max": _fmax(np.concatenate([t.rel_error for t in traces]))},
             "block_condition": {"max": _fmax(np.array(conds))},
@@ -325,8 +353,9 @@ class Layers(Audit):
                 "sv_min": [num(_fmin(t.sv_min)) for t in traces],
                 "sv_max": [num(_fmax(t.sv_max)) for t in traces],
                 "condition": [num(_fmax(t.sv_max / t.sv_min)) for t in traces],
-                "chain_rel_error_max": [num(_fmax(t.chain_error)) if t.chain_error is not None
-                                        else math.nan for t in traces],
+                "chain_rel_error_max": [
+                    num(_fmax(t.chain_error)) if t.chain_error is not None else math.nan for t in traces
+                ],
             }
 
 
@@ -345,8 +374,11 @@ def _rows(ctx: AuditContext, ds: Dataset, total: int, picked: np.ndarray) -> Ten
 def _chain_metrics(traces: Sequence[BlockTrace], chain: int, whole: np.ndarray) -> dict[str, object]:
     errors = [t.chain_error for t in traces if t.chain_error is not None]
     worst = _fmax(np.concatenate([*errors, whole])) if errors or whole.size else math.nan
-    return {"chain_rel_error": {"max": worst}, "chain_index": chain,
-            "chain_block": traces[chain].name if chain >= 0 else ""}
+    return {
+        "chain_rel_error": {"max": worst},
+        "chain_index": chain,
+        "chain_block": traces[chain].name if chain >= 0 else "",
+    }
 
 
 def _chain_message(traces: Sequence[BlockTrace], chain: int, limit: float) -> str:
@@ -354,7 +386,9 @@ def _chain_message(traces: Sequence[BlockTrace], chain: int, limit: float) -> st
         return f"the inverse chain from z stays within {limit:g} (relative) at every block"
     err = traces[chain].chain_error
     worst = _fmax(err) if err is not None else math.nan
-    after = (f"the accumulated error of the inverse chain from z leaves rounding at block "
-             f"{traces[chain].name} ({worst:.3g} relative at its input, limit {limit:g}")
+    after = (
+        f"the accumulated error of the inverse chain from z leaves rounding at block "
+        f"{traces[chain].name} ({worst:.3g} relative at its input, limit {limit:g}"
+    )
     own = _fmax(traces[chain].rel_error)
     return after + f"; the block alone adds {own:.3g})"

@@ -22,8 +22,9 @@ from innaudit.model.contract import InvertibleModel, LogDetKind
 __all__ = ["LogDet", "numerical_log_det"]
 
 
-def numerical_log_det(model: InvertibleModel, x: Tensor, method: str, probes: int, steps: int,
-                      generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def numerical_log_det(
+    model: InvertibleModel, x: Tensor, method: str, probes: int, steps: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """``log|det J_F(x)|`` per sample from the Jacobian and its standard error (0 when exact).
 
     ``exact``: ``slogdet`` in float64 of the full Jacobian computed in the model's dtype;
@@ -80,8 +81,10 @@ class LogDet(Audit):
     }
     options = {"samples": 32, "method": "auto", "probes": 8, "steps": 32}
     metrics = (
-        neither("n", doc="samples"), rate("nonfinite_fraction", "samples with a non-finite log-det"),
-        worse("error", "nats", "|model log-det - reference|"), worse("rel_error", doc="error / |reference|"),
+        neither("n", doc="samples"),
+        rate("nonfinite_fraction", "samples with a non-finite log-det"),
+        worse("error", "nats", "|model log-det - reference|"),
+        worse("rel_error", doc="error / |reference|"),
         worse("estimate_error", "nats", "error of an estimated log-det (not gated)"),
         worse("estimate_rel_error"),
     )
@@ -92,8 +95,10 @@ class LogDet(Audit):
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
         """Exact: ``d`` VJPs and a ``slogdet``; matrix-free: ``probes * steps`` JVP/VJP pairs."""
         k = int(options["probes"]) * int(options["steps"])
-        return {"exact": AuditCost(Cost(forward=1, vmap_vjp=dim, dense=float(dim) ** 3 / 4)),
-                "matrix-free": AuditCost(Cost(forward=1, jvp=k, vjp=k))}
+        return {
+            "exact": AuditCost(Cost(forward=1, vmap_vjp=dim, dense=float(dim) ** 3 / 4)),
+            "matrix-free": AuditCost(Cost(forward=1, jvp=k, vjp=k)),
+        }
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped when the model reports no log-determinant."""
@@ -121,11 +126,20 @@ class LogDet(Audit):
             if ld is None:
                 ld = torch.full((len(x),), math.nan)
             # salted by the batch's number in its set, as a single pass numbers them
-            value, err = numerical_log_det(ctx.model, x, method, ctx.option("probes"), ctx.option("steps"),
-                                           ctx.generator(ds.name, start // max(1, ctx.batch_size)))
+            value, err = numerical_log_det(
+                ctx.model,
+                x,
+                method,
+                ctx.option("probes"),
+                ctx.option("steps"),
+                ctx.generator(ds.name, start // max(1, ctx.batch_size)),
+            )
             steps[index](len(x))
-            return (ld.detach().double().cpu().reshape(-1).numpy(), value.detach().cpu().numpy(),
-                    err.detach().cpu().numpy())
+            return (
+                ld.detach().double().cpu().reshape(-1).numpy(),
+                value.detach().cpu().numpy(),
+                err.detach().cpu().numpy(),
+            )
 
         for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
             if not mine:
@@ -134,28 +148,40 @@ class LogDet(Audit):
             yield self._measure(ds.name, model_ld, ref, stderr, method, estimated_model, ctx)
 
     @staticmethod
-    def _measure(name: str, model_ld: np.ndarray, ref: np.ndarray, stderr: np.ndarray,
-                 method: str, estimated_model: bool, ctx: AuditContext) -> Measurement:
+    def _measure(
+        name: str,
+        model_ld: np.ndarray,
+        ref: np.ndarray,
+        stderr: np.ndarray,
+        method: str,
+        estimated_model: bool,
+        ctx: AuditContext,
+    ) -> Measurement:
         bad = ~(np.isfinite(model_ld) & np.isfinite(ref))
         with np.errstate(invalid="ignore"):
             err = np.where(bad, np.inf, np.abs(model_ld - ref))
             rel = err / np.maximum(1.0, np.abs(ref))
         prefix = "estimate_" if estimated_model else ""
         metrics: dict[str, object] = {
-            "n": len(err), "model_log_det_kind": ctx.model.info.log_det_kind.value,
+            "n": len(err),
+            "model_log_det_kind": ctx.model.info.log_det_kind.value,
             "reference": "exact" if method == "exact" else "estimated",
             "nonfinite_fraction": float(bad.mean()),
-            f"{prefix}error": summarize(err), f"{prefix}rel_error": summarize(rel),
+            f"{prefix}error": summarize(err),
+            f"{prefix}rel_error": summarize(rel),
         }
         if method != "exact":
             metrics["reference_stderr"] = summarize(stderr)
         worst = summarize(rel)["max"]
-        message = (f"largest log-det error {summarize(err)['max']:.3g} nats "
-                   f"(relative {worst:.3g}) against the {metrics['reference']} log|det J|")
+        message = (
+            f"largest log-det error {summarize(err)['max']:.3g} nats "
+            f"(relative {worst:.3g}) against the {metrics['reference']} log|det J|"
+        )
         if estimated_model:
             message += "; the model's log-det is itself an estimate"
         if bad.any():
             message += f"; {int(bad.sum())} sample(s) non-finite"
         short = lambda a: [float(f"{v:.6g}") if math.isfinite(v) else float(v) for v in a]  # noqa: E731
-        return Measurement(name, metrics, message,
-                           {"values": {"model_log_det": short(model_ld), "log_abs_det_j": short(ref)}})
+        return Measurement(
+            name, metrics, message, {"values": {"model_log_det": short(model_ld), "log_abs_det_j": short(ref)}}
+        )

@@ -48,9 +48,12 @@ class Precision:
 
 
 PRECISIONS = (
-    Precision("float64", torch.float64), Precision("float32", torch.float32),
-    Precision("float16", torch.float16), Precision("bfloat16", torch.bfloat16),
-    Precision("autocast_float16", torch.float16, True), Precision("autocast_bfloat16", torch.bfloat16, True),
+    Precision("float64", torch.float64),
+    Precision("float32", torch.float32),
+    Precision("float16", torch.float16),
+    Precision("bfloat16", torch.bfloat16),
+    Precision("autocast_float16", torch.float16, True),
+    Precision("autocast_bfloat16", torch.bfloat16, True),
 )
 """Every precision measured, in report order."""
 
@@ -80,10 +83,16 @@ def _per_precision(p: str) -> tuple[Metric, ...]:
         rate(f"{p}.latent_nonfinite_fraction", f"latents F(x) with a NaN or Inf in {p}"),
         rate(f"{p}.sample_nonfinite_fraction", f"samples F^-1(z) with a NaN or Inf in {p}"),
         worse(f"{p}.rel_error_l2", doc=f"round-trip error / ||input|| in {p}"),
-        *([] if p == "float64" else [  # the reference has no gap to itself
-            worse(f"{p}.reference_gap", doc=f"||middle - middle in float64|| / ||middle in float64|| in {p}")]),
+        *(
+            []
+            if p == "float64"
+            else [  # the reference has no gap to itself
+                worse(f"{p}.reference_gap", doc=f"||middle - middle in float64|| / ||middle in float64|| in {p}")
+            ]
+        ),
         worse(f"{p}.predicted_rel_error", doc=f"cond(J) * unit roundoff of {p}"),
-        neither(f"{p}.unit_roundoff"), neither(f"{p}.invertible", doc="1 when invertible at this precision"),
+        neither(f"{p}.unit_roundoff"),
+        neither(f"{p}.invertible", doc="1 when invertible at this precision"),
     )
 
 
@@ -145,11 +154,11 @@ class PrecisionAudit(Audit):
         "required.nonfinite_fraction": Threshold(warn=None, fail=_RT_FAIL["nonfinite_fraction"]),
         "required.rel_error_l2.max": Threshold(warn=None, fail=_RT_FAIL["rel_error_l2.max"]),
     }
-    options = {"required": "float32", "samples": 256, "spectrum_samples": 4, "prior": True,
-               "force_iterative": False}
+    options = {"required": "float32", "samples": 256, "spectrum_samples": 4, "prior": True, "force_iterative": False}
     shrinkable = {"spectrum_samples": 1}
     metrics = (
-        neither("n", doc="samples"), worse("cond", doc="condition number of J_F (float64)"),
+        neither("n", doc="samples"),
+        worse("cond", doc="condition number of J_F (float64)"),
         neither("lowest_invertible", doc="index into float64, float32, float16, bfloat16"),
         rate("required.nonfinite_fraction", "non-finite round trips at the required precision"),
         worse("required.rel_error_l2", doc="relative round-trip error at the required precision"),
@@ -200,14 +209,19 @@ class PrecisionAudit(Audit):
         def inputs(index: int, start: int, stop: int) -> Tensor:
             if index < len(ctx.datasets):
                 return ctx.datasets[index].make(start, stop).to(ctx.device, torch.float64)
-            z = torch.randn((stop - start, *ctx.latent_shape), generator=ctx.generator("prior", start),
-                            dtype=torch.float64)
+            z = torch.randn(
+                (stop - start, *ctx.latent_shape), generator=ctx.generator("prior", start), dtype=torch.float64
+            )
             return z.to(ctx.device)
 
         def cond(index: int, u: Tensor) -> tuple[np.ndarray, str]:
             """cond(J) at the first ``spectrum_samples`` points of a set's first batch."""
-            return condition_numbers(wide, u.cpu()[: int(ctx.option("spectrum_samples"))], sets[index].forward,
-                                     ctx.generator("cond", sets[index].name))
+            return condition_numbers(
+                wide,
+                u.cpu()[: int(ctx.option("spectrum_samples"))],
+                sets[index].forward,
+                ctx.generator("cond", sets[index].name),
+            )
 
         def work(unit: tuple[int, int, int]) -> _Part:
             index, start, stop = unit
@@ -222,8 +236,9 @@ class PrecisionAudit(Audit):
             first = next((p.cond for p in parts if p.cond is not None), None)  # the set's first batch
             values, note = first if first is not None else cond(index, torch.zeros(0))
             metrics = _set_metrics(sweep, values, required, "latent" if at.forward else "sample")
-            yield Measurement(at.name, metrics, _message(metrics, reasons, required, note),
-                              {"precisions": _series(metrics)})
+            yield Measurement(
+                at.name, metrics, _message(metrics, reasons, required, note), {"precisions": _series(metrics)}
+            )
 
 
 @dataclass(frozen=True)
@@ -260,8 +275,9 @@ class Lane:
         return contextlib.nullcontext()
 
 
-def build_lanes(model: InvertibleModel, device: torch.device,
-                force_iterative: bool = False) -> tuple[list[Lane], dict[str, str]]:
+def build_lanes(
+    model: InvertibleModel, device: torch.device, force_iterative: bool = False
+) -> tuple[list[Lane], dict[str, str]]:
     """One lane per precision (model copies cast with ``copy_as``), and the skip reasons of the
     precisions the device (or an iterative inverse's tolerance) cannot run."""
     lanes, skipped = [], {}
@@ -303,8 +319,10 @@ def _unreachable(p: Precision, model: InvertibleModel) -> str | None:
     tol = info.inverse_tolerance
     if info.inverse_kind is not InverseKind.ITERATIVE or tol is None or tol >= p.unit_roundoff:
         return None
-    return (f"the iterative inverse's tolerance {tol:g} is below the unit roundoff: every solve would "
-            f"run to its cap of {info.inverse_max_iter} iterations; precision.force_iterative measures it")
+    return (
+        f"the iterative inverse's tolerance {tol:g} is below the unit roundoff: every solve would "
+        f"run to its cap of {info.inverse_max_iter} iterations; precision.force_iterative measures it"
+    )
 
 
 def _short(exc: BaseException) -> str:
@@ -399,8 +417,9 @@ def _gap(middle: Tensor, reference: Tensor) -> np.ndarray:
     return torch.where(bad, torch.full_like(gap, math.inf), gap).cpu().numpy()
 
 
-def condition_numbers(wide: InvertibleModel | None, points: Tensor, forward: bool,
-                      generator: torch.Generator) -> tuple[np.ndarray, str]:
+def condition_numbers(
+    wide: InvertibleModel | None, points: Tensor, forward: bool, generator: torch.Generator
+) -> tuple[np.ndarray, str]:
     """``cond(J_F) = sigma_max / sigma_min`` in float64 at a few points (prior draws are mapped
     to data space by ``F^-1`` first): exact Jacobians up to 1024 dimensions, Lanczos above (an exact Jacobian holds ``dim``
     backward passes of every sample in memory at once).
@@ -416,9 +435,14 @@ def condition_numbers(wide: InvertibleModel | None, points: Tensor, forward: boo
             sv = jacobian_singular_values(lambda t: wide.forward(t, grad=True), x)
             cond = sv[:, 0] / sv[:, -1]
         else:
-            fwd, inv = extreme_singular_values(lambda t: wide.forward(t, grad=True),
-                                               lambda t: wide.inverse(t, grad=True), x,
-                                               tol=1e-3, max_iter=32, generator=generator)
+            fwd, inv = extreme_singular_values(
+                lambda t: wide.forward(t, grad=True),
+                lambda t: wide.inverse(t, grad=True),
+                x,
+                tol=1e-3,
+                max_iter=32,
+                generator=generator,
+            )
             cond = fwd.values * inv.values
     except _SKIPPABLE as exc:
         return np.zeros(0), f"cond(J) not computed: {_short(exc)}"
@@ -434,14 +458,17 @@ def _set_metrics(sweep: _Sweep, cond: np.ndarray, required: str, middle: str) ->
     for name, acc in sweep.accs.items():
         p = _BY_NAME[name]
         got = acc.metrics(middle)
-        block: dict[str, Any] = {k: got[k] for k in ("nonfinite_fraction", f"{middle}_nonfinite_fraction",
-                                                     "rel_error_l2")}
+        block: dict[str, Any] = {
+            k: got[k] for k in ("nonfinite_fraction", f"{middle}_nonfinite_fraction", "rel_error_l2")
+        }
         if sweep.gaps.get(name):
             block["reference_gap"] = summarize(np.concatenate(sweep.gaps[name]))
         block["unit_roundoff"] = p.unit_roundoff
         if finite_cond.size:
-            block["predicted_rel_error"] = {"median": float(np.median(finite_cond)) * p.unit_roundoff,
-                                            "max": float(finite_cond.max()) * p.unit_roundoff}
+            block["predicted_rel_error"] = {
+                "median": float(np.median(finite_cond)) * p.unit_roundoff,
+                "max": float(finite_cond.max()) * p.unit_roundoff,
+            }
         block["invertible"] = int(_invertible(block))
         metrics[name] = block
     metrics["lowest_invertible"] = lowest_invertible(metrics)
@@ -456,8 +483,11 @@ def _set_metrics(sweep: _Sweep, cond: np.ndarray, required: str, middle: str) ->
 def _invertible(block: Mapping[str, Any]) -> bool:
     """No non-finite round trip and the largest relative error within the roundtrip fail level."""
     worst = block["rel_error_l2"]["max"]
-    return (block["nonfinite_fraction"] <= (_RT_FAIL["nonfinite_fraction"] or 0.0)
-            and math.isfinite(worst) and worst <= (_RT_FAIL["rel_error_l2.max"] or math.inf))
+    return (
+        block["nonfinite_fraction"] <= (_RT_FAIL["nonfinite_fraction"] or 0.0)
+        and math.isfinite(worst)
+        and worst <= (_RT_FAIL["rel_error_l2.max"] or math.inf)
+    )
 
 
 def lowest_invertible(metrics: Mapping[str, Any]) -> int:
@@ -474,8 +504,11 @@ def lowest_invertible(metrics: Mapping[str, Any]) -> int:
 
 def _message(metrics: Mapping[str, Any], skipped: Mapping[str, str], required: str, cond_note: str) -> str:
     low = metrics["lowest_invertible"]
-    parts = [f"lowest invertible precision: {LADDER[low]}" if low >= 0
-             else "not invertible even in float64: the map itself breaks on this set"]
+    parts = [
+        f"lowest invertible precision: {LADDER[low]}"
+        if low >= 0
+        else "not invertible even in float64: the map itself breaks on this set"
+    ]
     if "cond" in metrics:
         parts.append(f"cond(J) median {metrics['cond']['median']:.3g}")
     for p in PRECISIONS:
@@ -483,11 +516,13 @@ def _message(metrics: Mapping[str, Any], skipped: Mapping[str, str], required: s
         if not block or block["invertible"]:
             continue
         if low < 0:
-            parts.append(f"{p.name}: {block['nonfinite_fraction']:.3g} non-finite, rel error max "
-                         f"{block['rel_error_l2']['max']:.2g}")
+            parts.append(
+                f"{p.name}: {block['nonfinite_fraction']:.3g} non-finite, rel error max "
+                f"{block['rel_error_l2']['max']:.2g}"
+            )
         else:
             parts.append(f"{p.name}: {_reason(p, block)}")
-    late = [p.name for p in PRECISIONS if p.name in LADDER[low + 1:] and metrics.get(p.name, {}).get("invertible")]
+    late = [p.name for p in PRECISIONS if p.name in LADDER[low + 1 :] and metrics.get(p.name, {}).get("invertible")]
     if late:
         parts.append(f"invertible again at {', '.join(late)}")
     for reason in dict.fromkeys(skipped.values()):

@@ -78,11 +78,14 @@ class RoundTrip(Audit):
     metrics = (
         neither("n", doc="samples"),
         rate("nonfinite_fraction", "round trips with a NaN or Inf"),
-        rate("nan_fraction", "round trips with a NaN"), rate("inf_fraction", "round trips with an Inf"),
+        rate("nan_fraction", "round trips with a NaN"),
+        rate("inf_fraction", "round trips with an Inf"),
         rate("latent_nonfinite_fraction", "forward passes with a NaN or Inf latent"),
-        worse("error_l2", doc="||F^-1(F(x)) - x||_2"), worse("rel_error_l2", doc="error / ||x||"),
+        worse("error_l2", doc="||F^-1(F(x)) - x||_2"),
+        worse("rel_error_l2", doc="error / ||x||"),
         rate("float64.nonfinite_fraction", "round trips non-finite in float64"),
-        worse("float64.error_l2"), worse("float64.rel_error_l2"),
+        worse("float64.error_l2"),
+        worse("float64.rel_error_l2"),
         worse("inverse_cap_hits", doc="iterative inverses stopped by the iteration cap"),
         rate("levels.*.nonfinite_fraction", "samples whose level-i latent is non-finite"),
         neither("levels.*.norm", doc="range of the level's latent norms"),
@@ -112,8 +115,12 @@ class RoundTrip(Audit):
             if ctx.float64_check:
                 if not wide:
                     wide.append(ctx.model.copy_as(torch.float64))
-                acc64 = round_trip(wide[0].forward, wide[0].inverse,
-                                   [ds.make(start, stop).to(device=ctx.device, dtype=torch.float64)], floor)
+                acc64 = round_trip(
+                    wide[0].forward,
+                    wide[0].inverse,
+                    [ds.make(start, stop).to(device=ctx.device, dtype=torch.float64)],
+                    floor,
+                )
             return _Part(acc, levels, hit, acc64)
 
         for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
@@ -135,8 +142,9 @@ class RoundTrip(Audit):
                     acc64.extend(cast(ErrorAccumulator, part.acc64))
                 m64 = acc64.metrics("latent")
                 metrics["float64"] = {k: m64[k] for k in ("nonfinite_fraction", "error_l2", "rel_error_l2")}
-                message = verdict_float64(cast(float, metrics["nonfinite_fraction"]),
-                                          cast(float, m64["nonfinite_fraction"]))
+                message = verdict_float64(
+                    cast(float, metrics["nonfinite_fraction"]), cast(float, m64["nonfinite_fraction"])
+                )
             yield Measurement(ds.name, metrics, message, {"error_histogram": acc.histogram()})
 
 

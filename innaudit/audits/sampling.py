@@ -57,12 +57,15 @@ class Sampling(Audit):
     }
     options = {"temperatures": (1.0, 0.7)}
     metrics = (
-        neither("n", doc="prior draws"), neither("temperature"),
+        neither("n", doc="prior draws"),
+        neither("temperature"),
         rate("nonfinite_fraction", "samples whose round trip is non-finite"),
-        rate("nan_fraction", "samples with a NaN"), rate("inf_fraction", "samples with an Inf"),
+        rate("nan_fraction", "samples with a NaN"),
+        rate("inf_fraction", "samples with an Inf"),
         rate("sample_nonfinite_fraction", "samples F^-1(z) that are non-finite"),
         rate("out_of_range_fraction", "samples outside the data range"),
-        worse("error_l2", doc="||F(F^-1(z)) - z||_2"), worse("rel_error_l2", doc="error / ||z||"),
+        worse("error_l2", doc="||F(F^-1(z)) - z||_2"),
+        worse("rel_error_l2", doc="error / ||z||"),
         rate("levels.*.nonfinite_fraction", "draws whose level-i latent F(F^-1(z)) is non-finite"),
         neither("levels.*.norm", doc="range of the level's latent norms"),
     )
@@ -102,9 +105,13 @@ class Sampling(Audit):
                 return x
 
             levels = level_stats(ctx.model)
-            acc = round_trip(inverse, recording(ctx.model.forward, levels),
-                             [self._draw(ctx, temperature, start, stop - start)],
-                             1e-6 * math.sqrt(dim), steps[index])
+            acc = round_trip(
+                inverse,
+                recording(ctx.model.forward, levels),
+                [self._draw(ctx, temperature, start, stop - start)],
+                1e-6 * math.sqrt(dim),
+                steps[index],
+            )
             return acc, levels, torch.cat(outside).cpu()
 
         grouped = by_set(units, ctx.map(units, work), len(temperatures))

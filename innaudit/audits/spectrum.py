@@ -27,9 +27,18 @@ def _cat(parts: list[Spectrum]) -> Spectrum:
         return np.concatenate([getattr(p, name) for p in parts])
 
     notes = sorted({p.note for p in parts if p.note})
-    return Spectrum(parts[0].method, join_set("forward_max"), join_set("forward_min"), join_set("inverse_max"),
-                    join_set("inverse_min"), join("forward_iterations"), join("inverse_iterations"),
-                    join("converged"), "; ".join(notes), parts[0].derived)
+    return Spectrum(
+        parts[0].method,
+        join_set("forward_max"),
+        join_set("forward_min"),
+        join_set("inverse_max"),
+        join_set("inverse_min"),
+        join("forward_iterations"),
+        join("inverse_iterations"),
+        join("converged"),
+        "; ".join(notes),
+        parts[0].derived,
+    )
 
 
 def _short(values: np.ndarray) -> list[float]:
@@ -135,22 +144,30 @@ class SpectrumAudit(Audit):
         "condition.max": Threshold(warn=1e3, fail=None),
         "cross_check.mismatch_fraction": Threshold(warn=0.0, fail=None),
     }
-    options = {"samples": 64, "method": "auto", "tol": 1e-4, "max_iter": 64,
-               "cross_check_tolerance": 0.05}
+    options = {"samples": 64, "method": "auto", "tol": 1e-4, "max_iter": 64, "cross_check_tolerance": 0.05}
     metrics = (
-        *(m for d in ("forward", "inverse") for m in (
-            better(f"{d}.sv_min", doc=f"smallest singular value of the {d} Jacobian"),
-            worse(f"{d}.sv_max", doc=f"largest singular value of the {d} Jacobian"),
-            worse(f"{d}.condition", doc="sigma_max / sigma_min (the paper's condition number)"))),
+        *(
+            m
+            for d in ("forward", "inverse")
+            for m in (
+                better(f"{d}.sv_min", doc=f"smallest singular value of the {d} Jacobian"),
+                worse(f"{d}.sv_max", doc=f"largest singular value of the {d} Jacobian"),
+                worse(f"{d}.condition", doc="sigma_max / sigma_min (the paper's condition number)"),
+            )
+        ),
         worse("condition", doc="sigma_max(J_F) / sigma_min(J_F), the paper's condition_num"),
         worse("amplification", doc="sigma_max(J_F) * sigma_max(J_F^-1)"),
         rate("singular_fraction", "samples whose Jacobian is singular (sigma_min = 0)"),
-        worse("lipschitz.forward", doc="largest local Lipschitz estimate"), worse("lipschitz.inverse"),
-        neither("n", doc="samples"), rate("nonfinite_fraction", "samples with a non-finite Jacobian"),
+        worse("lipschitz.forward", doc="largest local Lipschitz estimate"),
+        worse("lipschitz.inverse"),
+        neither("n", doc="samples"),
+        rate("nonfinite_fraction", "samples with a non-finite Jacobian"),
         worse("cross_check.max_log10_gap", doc="forward vs inverse spectrum disagreement"),
         rate("cross_check.mismatch_fraction", "samples whose spectra disagree"),
-        neither("cross_check.tolerance"), neither("tolerance", doc="Lanczos tolerance"),
-        neither("iterations.forward", doc="Lanczos iterations"), neither("iterations.inverse"),
+        neither("cross_check.tolerance"),
+        neither("tolerance", doc="Lanczos tolerance"),
+        neither("iterations.forward", doc="Lanczos iterations"),
+        neither("iterations.inverse"),
         rate("converged_fraction", "Lanczos runs that converged", Direction.HIGHER_BETTER),
     )
 
@@ -179,8 +196,15 @@ class SpectrumAudit(Audit):
             index, start, stop = unit
             ds = ctx.datasets[index]
             x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
-            part = measure(forward, inverse, x, method=ctx.option("method"), tol=ctx.option("tol"),
-                           max_iter=ctx.option("max_iter"), generator=ctx.generator(ds.name, start))
+            part = measure(
+                forward,
+                inverse,
+                x,
+                method=ctx.option("method"),
+                tol=ctx.option("tol"),
+                max_iter=ctx.option("max_iter"),
+                generator=ctx.generator(ds.name, start),
+            )
             done[index] += stop - start
             ctx.progress(ds.name, done[index], totals[index])
             return part
@@ -189,25 +213,32 @@ class SpectrumAudit(Audit):
             if not mine:
                 continue
             spec = _cat(mine)
-            yield Measurement(ds.name, self._metrics(spec, ctx), self._message(spec),
-                              {"values": self._series(spec)})
+            yield Measurement(ds.name, self._metrics(spec, ctx), self._message(spec), {"values": self._series(spec)})
 
     def _metrics(self, s: Spectrum, ctx: AuditContext) -> dict[str, object]:
         amplification = s.forward_max * s.inverse_max
         bad = ~(np.isfinite(s.forward_max) & np.isfinite(s.inverse_max))
         m: dict[str, object] = {
-            "n": len(amplification), "method": s.method,
+            "n": len(amplification),
+            "method": s.method,
             "nonfinite_fraction": float(bad.mean()),
             "singular_fraction": float(_singular(s.forward_min, s.forward_max).mean()),
-            "forward": {"sv_min": min_median_max(np.where(_singular(s.forward_min, s.forward_max), 0.0,
-                                                          s.forward_min)), "sv_max": min_median_max(s.forward_max),
-                        "condition": _with_inf(_condition(s.forward_max, s.forward_min))},
-            "inverse": {"sv_min": min_median_max(s.inverse_min), "sv_max": min_median_max(s.inverse_max),
-                        "condition": _with_inf(_condition(s.inverse_max, s.inverse_min))},
+            "forward": {
+                "sv_min": min_median_max(np.where(_singular(s.forward_min, s.forward_max), 0.0, s.forward_min)),
+                "sv_max": min_median_max(s.forward_max),
+                "condition": _with_inf(_condition(s.forward_max, s.forward_min)),
+            },
+            "inverse": {
+                "sv_min": min_median_max(s.inverse_min),
+                "sv_max": min_median_max(s.inverse_max),
+                "condition": _with_inf(_condition(s.inverse_max, s.inverse_min)),
+            },
             "condition": _with_inf(_condition(s.forward_max, s.forward_min)),
             "amplification": _with_inf(amplification),
-            "lipschitz": {"forward": min_median_max(s.forward_max)["max"],
-                          "inverse": min_median_max(s.inverse_max)["max"]},
+            "lipschitz": {
+                "forward": min_median_max(s.forward_max)["max"],
+                "inverse": min_median_max(s.inverse_max)["max"],
+            },
         }
         if s.method == "exact":
             gap = np.where(np.isnan(s.cross_gap), math.inf, s.cross_gap)
@@ -218,8 +249,10 @@ class SpectrumAudit(Audit):
                 "tolerance": float(ctx.option("cross_check_tolerance")),
             }
         else:  # matrix-free: the iteration counts and convergence flags are set
-            m["iterations"] = {"forward": min_median_max(cast(np.ndarray, s.forward_iterations).astype(float)),
-                               "inverse": min_median_max(cast(np.ndarray, s.inverse_iterations).astype(float))}
+            m["iterations"] = {
+                "forward": min_median_max(cast(np.ndarray, s.forward_iterations).astype(float)),
+                "inverse": min_median_max(cast(np.ndarray, s.inverse_iterations).astype(float)),
+            }
             m["converged_fraction"] = float(cast(np.ndarray, s.converged).mean())
             m["tolerance"] = float(ctx.option("tol"))
         return m
@@ -231,14 +264,18 @@ class SpectrumAudit(Audit):
         finite = np.isfinite(condition)
         if singular.any():
             i = int(np.argmax(singular))
-            text = (f"{int(singular.sum())} sample(s) with a singular Jacobian (sigma_min(J_F) = 0, "
-                    f"condition inf; first: sample {i}; the layers audit names the block)")
+            text = (
+                f"{int(singular.sum())} sample(s) with a singular Jacobian (sigma_min(J_F) = 0, "
+                f"condition inf; first: sample {i}; the layers audit names the block)"
+            )
         elif not finite.any():
             return "no sample has a finite Jacobian" + (f"; {s.note}" if s.note else "")
         else:
             i = int(np.nanargmax(np.where(finite, condition, -np.inf)))
-            text = (f"worst condition {condition[i]:.3g} at sample {i} (sigma_min(J_F) = "
-                    f"{s.forward_min[i]:.3g}, sigma_max(J_F) = {s.forward_max[i]:.3g})")
+            text = (
+                f"worst condition {condition[i]:.3g} at sample {i} (sigma_min(J_F) = "
+                f"{s.forward_min[i]:.3g}, sigma_max(J_F) = {s.forward_max[i]:.3g})"
+            )
         broken = ~(np.isfinite(s.forward_max) & np.isfinite(s.inverse_max))
         if broken.any():
             text += f"; {int(broken.sum())} sample(s) with a non-finite Jacobian"
@@ -246,11 +283,13 @@ class SpectrumAudit(Audit):
 
     @staticmethod
     def _series(s: Spectrum) -> dict[str, list[float]]:
-        out = {"forward.sv_min": _short(s.forward_min), "forward.sv_max": _short(s.forward_max),
-               "inverse.sv_max": _short(s.inverse_max),
-               "condition": _short(_condition(s.forward_max, s.forward_min)),
-               "amplification": _short(s.forward_max * s.inverse_max)}
+        out = {
+            "forward.sv_min": _short(s.forward_min),
+            "forward.sv_max": _short(s.forward_max),
+            "inverse.sv_max": _short(s.inverse_max),
+            "condition": _short(_condition(s.forward_max, s.forward_min)),
+            "amplification": _short(s.forward_max * s.inverse_max),
+        }
         if s.method == "exact":
             out["cross_check.log10_gap"] = _short(s.cross_gap)
         return out
-

@@ -17,8 +17,7 @@ __all__ = ["EXIT_HELP", "cli", "main"]
 EXIT_HELP = "Exit codes: 0 pass, 1 a gate failed, 2 no trustworthy verdict (bad input, crash, Ctrl-C)."
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-             epilog=EXIT_HELP)
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EXIT_HELP)
 @click.version_option(__version__, prog_name="innaudit")
 def cli() -> None:
     """Audit trained invertible neural networks (normalizing flows) for numerical invertibility."""
@@ -27,13 +26,14 @@ def cli() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the CLI and exit with innaudit's codes: every error is 2, never a traceback."""
     try:
-        code = cli.main(args=list(argv) if argv is not None else None, prog_name="innaudit",
-                        standalone_mode=False)
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="innaudit", standalone_mode=False)
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except SystemExit as exc:  # click never raises it here: a library called sys.exit mid-run
-        err(f"error: something the model uses called sys.exit({clean_text(repr(exc.code), 40)}) during "
-            "the run; no verdict (exit 2)")
+        err(
+            f"error: something the model uses called sys.exit({clean_text(repr(exc.code), 40)}) during "
+            "the run; no verdict (exit 2)"
+        )
         code = 2
     except click.ClickException as exc:  # its message may quote what the user typed: sanitized
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
@@ -49,8 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as exc:  # anything unexpected: still one line and exit 2
         if STATE["verbose"] >= 2:
             traceback.print_exc()
-        err(f"internal error: {clean_text(f'{type(exc).__name__}: {exc}', 300)} "
-             "(run with -vv for the traceback)")
+        err(f"internal error: {clean_text(f'{type(exc).__name__}: {exc}', 300)} (run with -vv for the traceback)")
         code = 2
     code = code if isinstance(code, int) else 0
     if argv is None:
@@ -70,4 +69,3 @@ def _leave_strays(code: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-

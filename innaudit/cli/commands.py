@@ -58,12 +58,37 @@ def init(path: str, force: bool) -> None:
 @click.argument("recipe")
 @click.option("-o", "--output", "output", required=True, metavar="PATH", help="Where to write the checkpoint.")
 @click.option("--seed", default=0, show_default=True, help="Training seed.")
-@click.option("--regularizer", type=click.Choice(["none", "fd", "nf"]), default="none", show_default=True, help="Stabilizing regularizer: RECIPE --regularizer fd is the recipe RECIPE-fd.")
+@click.option(
+    "--regularizer",
+    type=click.Choice(["none", "fd", "nf"]),
+    default="none",
+    show_default=True,
+    help="Stabilizing regularizer: RECIPE --regularizer fd is the recipe RECIPE-fd.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr.")
-@click.option("--monitor-every", type=click.IntRange(min=1), default=None, metavar="N", help="Check invertibility every N steps (innaudit.monitor); the timeline goes into the checkpoint's provenance.")
-@click.option("--monitor-log", type=click.Path(dir_okay=False), default=None, metavar="PATH", help="Also write the monitor's checks to PATH as JSONL (for innaudit render).")
-def train(recipe: str, output: str, seed: int, regularizer: str, progress: bool | None,
-          monitor_every: int | None, monitor_log: str | None) -> None:
+@click.option(
+    "--monitor-every",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Check invertibility every N steps (innaudit.monitor); the timeline goes into the checkpoint's provenance.",
+)
+@click.option(
+    "--monitor-log",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="PATH",
+    help="Also write the monitor's checks to PATH as JSONL (for innaudit render).",
+)
+def train(
+    recipe: str,
+    output: str,
+    seed: int,
+    regularizer: str,
+    progress: bool | None,
+    monitor_every: int | None,
+    monitor_log: str | None,
+) -> None:
     """Train the built-in RECIPE (digits-affine, digits-additive...) into a native checkpoint."""
     recipe = recipe if regularizer == "none" else f"{recipe}-{regularizer}"
     from rich.console import Console
@@ -82,8 +107,9 @@ def train(recipe: str, output: str, seed: int, regularizer: str, progress: bool 
     show = sys.stderr.isatty() if progress is None else progress
     with Progress(console=Console(stderr=True), transient=True, disable=not show) as bar, _hooked(hook):
         task = bar.add_task(f"train {recipe}", total=None)
-        trained = run_recipe(recipe, seed=seed,
-                             progress=lambda step, total: bar.update(task, completed=step, total=total))
+        trained = run_recipe(
+            recipe, seed=seed, progress=lambda step, total: bar.update(task, completed=step, total=total)
+        )
     # the output path is left out of the recorded command: it does not change the file's bytes
     command = f"innaudit train {recipe} --seed {seed}" + (f" --monitor-every {monitor_every}" if hook else "")
     provenance = {**trained.provenance, "command": f"{command} -o PATH"}
@@ -93,8 +119,6 @@ def train(recipe: str, output: str, seed: int, regularizer: str, progress: bool 
             err(f"monitor: {message}")
     save_checkpoint(target, trained.module, trained.architecture, trained.config, trained.domain, provenance)
     click.echo(f"{output} sha256 {file_sha256(target)}")
-
-
 
 
 def _recipe_monitor(every: int | None, log: str | None) -> Any:

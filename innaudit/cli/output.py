@@ -18,8 +18,17 @@ from innaudit.core.errors import UsageError, clean_text, clean_tree
 if TYPE_CHECKING:
     from innaudit.core.results import Report
 
-__all__ = ["STATE", "ProgressObserver", "check_targets", "color", "err", "input_paths", "parse_outputs",
-           "width", "write_outputs"]
+__all__ = [
+    "STATE",
+    "ProgressObserver",
+    "check_targets",
+    "color",
+    "err",
+    "input_paths",
+    "parse_outputs",
+    "width",
+    "write_outputs",
+]
 
 STATE = {"verbose": 0}
 """``-v`` count of the running command, read by the entry point for ``-vv`` tracebacks."""
@@ -38,8 +47,10 @@ def parse_outputs(values: Sequence[str]) -> list[tuple[str, Path | None]]:
     for value in values:
         fmt, sep, path = value.partition("=")
         if fmt not in FORMATS:
-            raise UsageError(f"-o {value!r}: format {fmt!r} is unknown; expected one of "
-                             f"{', '.join(FORMATS)}, as FORMAT or FORMAT=PATH")
+            raise UsageError(
+                f"-o {value!r}: format {fmt!r} is unknown; expected one of "
+                f"{', '.join(FORMATS)}, as FORMAT or FORMAT=PATH"
+            )
         if sep and not path:
             raise UsageError(f"-o {value!r} names no file; expected FORMAT=PATH")
         target = Path(path) if sep and path != "-" else None  # FORMAT=- is stdout
@@ -63,8 +74,7 @@ def write_outputs(report: Report, outputs: list[tuple[str, Path | None]], quiet:
     for fmt, path in outputs:
         shown = clean if fmt in TEXT_FORMATS else report
         if fmt == "console":
-            text = console.render(shown, color=path is None and color(), width=width(),
-                                  verbose=STATE["verbose"] > 0)
+            text = console.render(shown, color=path is None and color(), width=width(), verbose=STATE["verbose"] > 0)
         else:
             text = RENDERERS[fmt](shown)
         if path is None:
@@ -117,14 +127,14 @@ def _check_one(fmt: str, path: Path) -> None:
             raise UsageError(f"{where} is a device or FIFO that cannot be written (permission denied)")
         return
     if info is not None and not stat.S_ISREG(info.st_mode):
-        raise UsageError(f"{where} is neither a regular file, a character device nor a FIFO; "
-                         "expected a file path")
+        raise UsageError(f"{where} is neither a regular file, a character device nor a FIFO; expected a file path")
     folder = Path(os.path.realpath(path)).parent
     try:  # the report is renamed into place: the folder itself must take a new file
         fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
     except OSError as exc:
-        raise UsageError(f"{where}: cannot write in folder {clean_text(folder, 300)!r} "
-                         f"({exc.strerror}); choose a writable folder") from None
+        raise UsageError(
+            f"{where}: cannot write in folder {clean_text(folder, 300)!r} ({exc.strerror}); choose a writable folder"
+        ) from None
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(probe)
@@ -147,11 +157,15 @@ def check_targets(outputs: Sequence[tuple[str, Path | None]], inputs: Sequence[P
         _check_one(fmt, path)
         key = _identity(path)
         if key in read:
-            raise UsageError(f"-o {fmt}={clean_text(path, 300)!r} is {clean_text(read[key], 300)!r}, "
-                             "an input of this run; write the report elsewhere")
+            raise UsageError(
+                f"-o {fmt}={clean_text(path, 300)!r} is {clean_text(read[key], 300)!r}, "
+                "an input of this run; write the report elsewhere"
+            )
         if key in seen:
-            raise UsageError(f"-o {fmt}={clean_text(path, 300)!r}: the {seen[key]} report goes to the same "
-                             "file; give each format its own path")
+            raise UsageError(
+                f"-o {fmt}={clean_text(path, 300)!r}: the {seen[key]} report goes to the same "
+                "file; give each format its own path"
+            )
         seen[key] = fmt
 
 
@@ -197,9 +211,16 @@ class ProgressObserver:
         )
 
         self.mode = {True: "bars", False: "off"}.get(enabled, enabled) if isinstance(enabled, bool) else enabled
-        self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                             TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                             transient=True, disable=self.mode != "bars")
+        self.bars = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=self.mode != "bars",
+        )
         self.tasks: dict[tuple[str, str], Any] = {}
         self.clock = clock or time.monotonic
         self.start = self.clock()
@@ -225,8 +246,10 @@ class ProgressObserver:
 
         self.plan, plan = run, run.plan
         if plan.budget_s is None and plan.estimated_s > LONG_RUN_S and self.mode != "off":
-            err(f"innaudit: this run is planned to take about {_seconds(plan.estimated_s)}; "
-                "add --budget 10m (or any duration) to size the samples to fit, or see --plan")
+            err(
+                f"innaudit: this run is planned to take about {_seconds(plan.estimated_s)}; "
+                "add --budget 10m (or any duration) to size the samples to fit, or see --plan"
+            )
 
     def _eta(self, audit_id: str, done: int, total: int) -> float | None:
         """Seconds left: the current set at its pace, then the plan's estimates for the rest."""
@@ -234,8 +257,7 @@ class ProgressObserver:
             return None
         elapsed = self.clock() - self.audit_start
         here = elapsed * (total - done) / done if done else 0.0
-        rest = sum(a.estimated_s for a in self.plan.current.values()
-                   if a.id not in self.finished and a.id != audit_id)
+        rest = sum(a.estimated_s for a in self.plan.current.values() if a.id not in self.finished and a.id != audit_id)
         return here + rest
 
     def audit_started(self, audit_id: str, title: str) -> None:
@@ -247,8 +269,10 @@ class ProgressObserver:
             if now - self.last_line >= PLAIN_EVERY_S:
                 self.last_line = now
                 eta = self._eta(audit_id, done, total)
-                err(f"innaudit: {audit_id} {dataset} {done}/{total}, elapsed {_seconds(now - self.start)}"
-                    + (f", ETA {_seconds(eta)}" if eta is not None else ""))
+                err(
+                    f"innaudit: {audit_id} {dataset} {done}/{total}, elapsed {_seconds(now - self.start)}"
+                    + (f", ETA {_seconds(eta)}" if eta is not None else "")
+                )
             return
         key = (audit_id, dataset)
         if key not in self.tasks:
@@ -264,5 +288,7 @@ class ProgressObserver:
             now = self.clock()
             self.last_line = now
             eta = self._eta(result.id, 1, 1)
-            err(f"innaudit: {result.id} done ({result.status.value}) in {_seconds(result.duration_s)}, "
-                f"elapsed {_seconds(now - self.start)}" + (f", ETA {_seconds(eta)}" if eta is not None else ""))
+            err(
+                f"innaudit: {result.id} done ({result.status.value}) in {_seconds(result.duration_s)}, "
+                f"elapsed {_seconds(now - self.start)}" + (f", ETA {_seconds(eta)}" if eta is not None else "")
+            )

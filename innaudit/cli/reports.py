@@ -29,22 +29,29 @@ def load_baseline(path: str | None, fail_on_regression: bool) -> Report | None:
     return load_report(path, "baseline")
 
 
-def compared(base: Report, report: Report, base_name: str, rel_tol: float, abs_tol: float,
-             gate: bool) -> Report:
+def compared(base: Report, report: Report, base_name: str, rel_tol: float, abs_tol: float, gate: bool) -> Report:
     """``report`` with its comparison against ``base`` (gated when ``gate``)."""
     from dataclasses import replace
 
     from innaudit.audits import metric_table
     from innaudit.verdict.baseline import compare as compare_reports
 
-    comparison = compare_reports(base, report, metric_table(), rel_tol=rel_tol, abs_tol=abs_tol, gate=gate,
-                                 base_name=base_name)
+    comparison = compare_reports(
+        base, report, metric_table(), rel_tol=rel_tol, abs_tol=abs_tol, gate=gate, base_name=base_name
+    )
     return replace(report, comparison=comparison)
 
 
 @cli.command(epilog="Exit codes: 0 written, 2 the report cannot be read or has another schema_version.")
 @click.argument("report_path", metavar="REPORT.json")
-@click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).")
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    metavar="FORMAT[=PATH]",
+    multiple=True,
+    help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).",
+)
 def render(report_path: str, outputs: tuple[str, ...]) -> None:
     """Render a saved JSON report in any format: the same output as the run gave.
 
@@ -68,11 +75,25 @@ def render(report_path: str, outputs: tuple[str, ...]) -> None:
 @click.argument("base_path", metavar="BASE.json")
 @click.argument("new_path", metavar="NEW.json")
 @click.option("--fail-on-regression", is_flag=True, help="Exit 1 when any metric regressed.")
-@click.option("--rel-tol", type=float, default=REL_TOL, show_default=True, help="Relative tolerance, tol = max(|base| * rel, abs).")
+@click.option(
+    "--rel-tol",
+    type=float,
+    default=REL_TOL,
+    show_default=True,
+    help="Relative tolerance, tol = max(|base| * rel, abs).",
+)
 @click.option("--abs-tol", type=float, default=ABS_TOL, show_default=True, help="Absolute tolerance.")
-@click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="The NEW report with the comparison, in any format (repeatable).")
-def compare(base_path: str, new_path: str, fail_on_regression: bool, rel_tol: float, abs_tol: float,
-            outputs: tuple[str, ...]) -> int:
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    metavar="FORMAT[=PATH]",
+    multiple=True,
+    help="The NEW report with the comparison, in any format (repeatable).",
+)
+def compare(
+    base_path: str, new_path: str, fail_on_regression: bool, rel_tol: float, abs_tol: float, outputs: tuple[str, ...]
+) -> int:
     """Classify every metric of NEW against BASE: improved, unchanged, regressed, new or missing."""
     from innaudit.render.compare import table
     from innaudit.verdict.report_json import load_report
@@ -86,8 +107,7 @@ def compare(base_path: str, new_path: str, fail_on_regression: bool, rel_tol: fl
     if targets == [("console", None)] or not outputs:
         from rich.console import Console
 
-        console = Console(file=sys.stdout, force_terminal=color(), no_color=not color(),
-                          width=width(), highlight=False)
+        console = Console(file=sys.stdout, force_terminal=color(), no_color=not color(), width=width(), highlight=False)
         console.print(table(comparison))
         targets = [t for t in targets if t != ("console", None)]
     write_outputs(report, targets, quiet=False)
@@ -95,5 +115,3 @@ def compare(base_path: str, new_path: str, fail_on_regression: bool, rel_tol: fl
     code = 1 if comparison.gate_failed else 0
     err(f"innaudit compare: {counts} (exit {code})")
     return code
-
-

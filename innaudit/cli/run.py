@@ -26,55 +26,197 @@ __all__ = ["run"]
 
 @cli.command(epilog=EXIT_HELP)
 @click.argument("model")
-@click.option("--data", "data", metavar="SPEC", help="In-distribution set: a .npy/.npz[:key]/.pt file or a built-in (digits:test). Default: the model's own test set.")
-@click.option("--ood", "ood", metavar="[NAME=]SPEC", multiple=True, help="Held-out set (repeatable). Default: uniform, gaussian, rademacher noise.")
+@click.option(
+    "--data",
+    "data",
+    metavar="SPEC",
+    help="In-distribution set: a .npy/.npz[:key]/.pt file or a built-in (digits:test). Default: the model's own test set.",
+)
+@click.option(
+    "--ood",
+    "ood",
+    metavar="[NAME=]SPEC",
+    multiple=True,
+    help="Held-out set (repeatable). Default: uniform, gaussian, rademacher noise.",
+)
 @click.option("--weights", metavar="FILE", help="State dict to load into a factory MODEL.")
 @click.option("--weights-key", metavar="KEY", help="Entry of a training dict holding the state dict (dotted path).")
-@click.option("--condition", metavar="SPEC", help="Condition of a conditional model: a .npy/.npz/.pt file of rows (row j of each batch takes row j mod N) or constant:V1,V2,...")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow a checkpoint holding code (a pickled module) to load. Only for files you made.")
-@click.option("--range", "data_range", metavar="LOW,HIGH", help="Data range of a model that declares none.  [default: from --data, snapped to [0,1], [-0.5,0.5] or [-1,1]]")
-@click.option("--levels", type=int, metavar="N", help="Quantization levels of a model that declares none.  [default: inferred from --data]")
-@click.option("--allow-mutation", is_flag=True, help="Audit a model that rewrites its parameters or buffers while audited (ActNorm init) instead of exiting 2.")
-@click.option("--config", "config_path", metavar="PATH", type=click.Path(dir_okay=False), help="YAML config (see `innaudit init`).")
+@click.option(
+    "--condition",
+    metavar="SPEC",
+    help="Condition of a conditional model: a .npy/.npz/.pt file of rows (row j of each batch takes row j mod N) or constant:V1,V2,...",
+)
+@click.option(
+    "--trust-checkpoint",
+    is_flag=True,
+    help="Allow a checkpoint holding code (a pickled module) to load. Only for files you made.",
+)
+@click.option(
+    "--range",
+    "data_range",
+    metavar="LOW,HIGH",
+    help="Data range of a model that declares none.  [default: from --data, snapped to [0,1], [-0.5,0.5] or [-1,1]]",
+)
+@click.option(
+    "--levels",
+    type=int,
+    metavar="N",
+    help="Quantization levels of a model that declares none.  [default: inferred from --data]",
+)
+@click.option(
+    "--allow-mutation",
+    is_flag=True,
+    help="Audit a model that rewrites its parameters or buffers while audited (ActNorm init) instead of exiting 2.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    metavar="PATH",
+    type=click.Path(dir_okay=False),
+    help="YAML config (see `innaudit init`).",
+)
 @click.option("--audit", "audits", metavar="ID", multiple=True, help="Run only this audit (repeatable).")
 @click.option("--skip", metavar="ID", multiple=True, help="Leave this audit out (repeatable).")
 @click.option("--samples", type=int, help="At most this many samples per set.  [default: 10000]")
-@click.option("--batch-size", metavar="N|auto", help="Samples per batch, or auto: the largest batch whose activations fit free memory (at most 500).  [default: auto]")
-@click.option("--budget", metavar="DURATION", help="Time budget (90s, 10m, 1h): each audit's samples are sized to fit; the report records the plan and what was cut.")
-@click.option("--plan", "show_plan", is_flag=True, help="Print the plan (per audit: samples, method, estimated time) and exit 0.")
+@click.option(
+    "--batch-size",
+    metavar="N|auto",
+    help="Samples per batch, or auto: the largest batch whose activations fit free memory (at most 500).  [default: auto]",
+)
+@click.option(
+    "--budget",
+    metavar="DURATION",
+    help="Time budget (90s, 10m, 1h): each audit's samples are sized to fit; the report records the plan and what was cut.",
+)
+@click.option(
+    "--plan", "show_plan", is_flag=True, help="Print the plan (per audit: samples, method, estimated time) and exit 0."
+)
 @click.option("--seed", type=int, help="Seed of every random draw.  [default: 0]")
 @click.option("--device", help="cpu, cuda or cuda:N.  [default: cpu]")
-@click.option("--float64-check/--no-float64-check", default=None, help="Repeat round trips in float64 to tell precision loss from ill-conditioning.")
-@click.option("--temperature", "temperatures", type=float, multiple=True, help="Prior temperature for the sampling audit (repeatable).  [default: 1.0, 0.7]")
-@click.option("--require-precision", type=click.Choice(["float64", "float32", "float16", "bfloat16", "autocast_float16", "autocast_bfloat16"]), help="The precision audit fails unless the model is invertible at this precision.  [default: float32]")
-@click.option("--attack-samples", type=int, metavar="N", help="Data samples the attack audit searches around.  [default: 32]")
-@click.option("--epsilon", type=float, metavar="E", help="L_inf radius of the attack.  [default: half a quantization bin]")
-@click.option("--gradient-loss", type=click.Choice(["auto", "nll", "projection", "model"]), help="Loss of the gradient audit: nll, projection, or the model's own gradient_loss.  [default: auto]")
-@click.option("--save-witnesses", metavar="DIR", help="Write the attack's worst points to DIR (witnesses.npy, originals.npy, witnesses.pt).")
-@click.option("--fail-on", type=click.Choice(["warn", "fail"]), help="Least severe status that fails the gate.  [default: fail]")
-@click.option("-o", "--output", "outputs", metavar="FORMAT[=PATH]", multiple=True, help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).")
-@click.option("--baseline", metavar="BASE.json", help="Compare every metric with this earlier JSON report (see `innaudit compare`).")
+@click.option(
+    "--float64-check/--no-float64-check",
+    default=None,
+    help="Repeat round trips in float64 to tell precision loss from ill-conditioning.",
+)
+@click.option(
+    "--temperature",
+    "temperatures",
+    type=float,
+    multiple=True,
+    help="Prior temperature for the sampling audit (repeatable).  [default: 1.0, 0.7]",
+)
+@click.option(
+    "--require-precision",
+    type=click.Choice(["float64", "float32", "float16", "bfloat16", "autocast_float16", "autocast_bfloat16"]),
+    help="The precision audit fails unless the model is invertible at this precision.  [default: float32]",
+)
+@click.option(
+    "--attack-samples", type=int, metavar="N", help="Data samples the attack audit searches around.  [default: 32]"
+)
+@click.option(
+    "--epsilon", type=float, metavar="E", help="L_inf radius of the attack.  [default: half a quantization bin]"
+)
+@click.option(
+    "--gradient-loss",
+    type=click.Choice(["auto", "nll", "projection", "model"]),
+    help="Loss of the gradient audit: nll, projection, or the model's own gradient_loss.  [default: auto]",
+)
+@click.option(
+    "--save-witnesses",
+    metavar="DIR",
+    help="Write the attack's worst points to DIR (witnesses.npy, originals.npy, witnesses.pt).",
+)
+@click.option(
+    "--fail-on", type=click.Choice(["warn", "fail"]), help="Least severe status that fails the gate.  [default: fail]"
+)
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    metavar="FORMAT[=PATH]",
+    multiple=True,
+    help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).",
+)
+@click.option(
+    "--baseline",
+    metavar="BASE.json",
+    help="Compare every metric with this earlier JSON report (see `innaudit compare`).",
+)
 @click.option("--fail-on-regression", is_flag=True, help="With --baseline: a regressed metric fails the gate (exit 1).")
-@click.option("--rel-tol", type=float, default=REL_TOL, show_default=True, help="With --baseline: relative tolerance, tol = max(|base| * rel, abs).")
+@click.option(
+    "--rel-tol",
+    type=float,
+    default=REL_TOL,
+    show_default=True,
+    help="With --baseline: relative tolerance, tol = max(|base| * rel, abs).",
+)
 @click.option("--abs-tol", type=float, default=ABS_TOL, show_default=True, help="With --baseline: absolute tolerance.")
-@click.option("--timeout", type=float, metavar="SECONDS", help="Run in a child process and stop it after SECONDS; finished audits are kept, the run exits 2. Under torchrun: the whole job's limit.")
-@click.option("--max-memory", metavar="SIZE", help="Run in a child process limited to SIZE of memory (e.g. 4G); also the budget for checkpoint tensors.")
-@click.option("--rank-timeout", type=float, metavar="SECONDS", help="Under torchrun: how long a rank waits for the others before the job ends with exit 2 naming the ranks that crashed or hung.  [default: 600]")
+@click.option(
+    "--timeout",
+    type=float,
+    metavar="SECONDS",
+    help="Run in a child process and stop it after SECONDS; finished audits are kept, the run exits 2. Under torchrun: the whole job's limit.",
+)
+@click.option(
+    "--max-memory",
+    metavar="SIZE",
+    help="Run in a child process limited to SIZE of memory (e.g. 4G); also the budget for checkpoint tensors.",
+)
+@click.option(
+    "--rank-timeout",
+    type=float,
+    metavar="SECONDS",
+    help="Under torchrun: how long a rank waits for the others before the job ends with exit 2 naming the ranks that crashed or hung.  [default: 600]",
+)
 @click.option("--exit-zero", is_flag=True, help="Exit 0 when a gate fails (never hides exit 2).")
-@click.option("--progress/--no-progress", default=None, help="Progress on stderr: bars on a terminal, a plain line every 10 s otherwise (-q: none unless asked).  [default: on]")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress on stderr: bars on a terminal, a plain line every 10 s otherwise (-q: none unless asked).  [default: on]",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout; files and the exit code only.")
 @click.option("-v", "--verbose", count=True, help="-vv shows tracebacks of internal errors.")
-def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None, weights_key: str | None,
-        condition: str | None, trust_checkpoint: bool, data_range: str | None, levels: int | None,
-        allow_mutation: bool | None, config_path: str | None, audits: tuple[str, ...],
-        skip: tuple[str, ...], samples: int | None, batch_size: str | None, budget: str | None,
-        show_plan: bool, seed: int | None,
-        device: str | None, float64_check: bool | None, temperatures: tuple[float, ...],
-        require_precision: str | None, attack_samples: int | None, epsilon: float | None,
-        gradient_loss: str | None, save_witnesses: str | None,
-        fail_on: str | None, outputs: tuple[str, ...], baseline: str | None, fail_on_regression: bool,
-        rel_tol: float, abs_tol: float, timeout: float | None, max_memory: str | None,
-        rank_timeout: float | None, exit_zero: bool, progress: bool | None, quiet: bool, verbose: int) -> int:
+def run(
+    model: str,
+    data: str | None,
+    ood: tuple[str, ...],
+    weights: str | None,
+    weights_key: str | None,
+    condition: str | None,
+    trust_checkpoint: bool,
+    data_range: str | None,
+    levels: int | None,
+    allow_mutation: bool | None,
+    config_path: str | None,
+    audits: tuple[str, ...],
+    skip: tuple[str, ...],
+    samples: int | None,
+    batch_size: str | None,
+    budget: str | None,
+    show_plan: bool,
+    seed: int | None,
+    device: str | None,
+    float64_check: bool | None,
+    temperatures: tuple[float, ...],
+    require_precision: str | None,
+    attack_samples: int | None,
+    epsilon: float | None,
+    gradient_loss: str | None,
+    save_witnesses: str | None,
+    fail_on: str | None,
+    outputs: tuple[str, ...],
+    baseline: str | None,
+    fail_on_regression: bool,
+    rel_tol: float,
+    abs_tol: float,
+    timeout: float | None,
+    max_memory: str | None,
+    rank_timeout: float | None,
+    exit_zero: bool,
+    progress: bool | None,
+    quiet: bool,
+    verbose: int,
+) -> int:
     """Audit MODEL: a checkpoint file, or a factory as package.module:callable or file.py:callable."""
     STATE["verbose"] = verbose
     targets = parse_outputs(outputs)
@@ -82,11 +224,22 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     from innaudit.audits import specs
     from innaudit.config.settings import load_config
 
-    overrides = {"seed": seed, "samples": samples, "batch_size": _batch(batch_size), "budget": budget,
-                 "device": device,
-                 "float64_check": float64_check, "fail_on": fail_on, "data": data,
-                 "ood": list(ood) or None, "audits": list(audits) or None, "skip": list(skip) or None,
-                 "range": data_range, "levels": levels, "allow_mutation": allow_mutation or None}
+    overrides = {
+        "seed": seed,
+        "samples": samples,
+        "batch_size": _batch(batch_size),
+        "budget": budget,
+        "device": device,
+        "float64_check": float64_check,
+        "fail_on": fail_on,
+        "data": data,
+        "ood": list(ood) or None,
+        "audits": list(audits) or None,
+        "skip": list(skip) or None,
+        "range": data_range,
+        "levels": levels,
+        "allow_mutation": allow_mutation or None,
+    }
     sections: dict[str, dict[str, Any]] = {"sampling": {"temperatures": list(temperatures)}} if temperatures else {}
     attack = {k: v for k, v in (("samples", attack_samples), ("epsilon", epsilon)) if v is not None}
     if attack:
@@ -112,11 +265,25 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     if show_plan:
         return _print_plan(job) if world == 1 or os.environ.get("RANK", "0") == "0" else 0
     tty = sys.stderr.isatty()
-    mode = "off" if progress is False or (quiet and progress is None and not tty) else \
-        "bars" if progress or tty else "plain"
-    finish = partial(_finish, base=base, baseline=baseline, rel_tol=rel_tol, abs_tol=abs_tol,
-                     fail_on_regression=fail_on_regression, targets=targets, quiet=quiet,
-                     witness_dir=witness_dir, exit_zero=exit_zero)
+    mode = (
+        "off"
+        if progress is False or (quiet and progress is None and not tty)
+        else "bars"
+        if progress or tty
+        else "plain"
+    )
+    finish = partial(
+        _finish,
+        base=base,
+        baseline=baseline,
+        rel_tol=rel_tol,
+        abs_tol=abs_tol,
+        fail_on_regression=fail_on_regression,
+        targets=targets,
+        quiet=quiet,
+        witness_dir=witness_dir,
+        exit_zero=exit_zero,
+    )
     if world > 1 and (timeout is not None or job.max_memory is not None):
         return _distributed_isolated(job, mode, timeout, rank_timeout, finish)
     if world > 1:
@@ -124,9 +291,19 @@ def run(model: str, data: str | None, ood: tuple[str, ...], weights: str | None,
     return finish(_audit(job, timeout, mode))
 
 
-def _finish(report: Report, base: Any, baseline: str | None, rel_tol: float, abs_tol: float,
-            fail_on_regression: bool, targets: Any, quiet: bool, witness_dir: Path | None,
-            exit_zero: bool, write: bool = True) -> int:
+def _finish(
+    report: Report,
+    base: Any,
+    baseline: str | None,
+    rel_tol: float,
+    abs_tol: float,
+    fail_on_regression: bool,
+    targets: Any,
+    quiet: bool,
+    witness_dir: Path | None,
+    exit_zero: bool,
+    write: bool = True,
+) -> int:
     """Compare with the baseline, write the reports and the witnesses (unless ``write`` is
     False: a torchrun rank other than 0); the exit code."""
     if base is not None:
@@ -178,8 +355,9 @@ def _distributed(job: Job, progress: str, rank_timeout: float | None, finish: Ca
         leave(shard)
 
 
-def _distributed_isolated(job: Job, progress: str, timeout: float | None, rank_timeout: float | None,
-                          finish: Callable[..., int]) -> int:
+def _distributed_isolated(
+    job: Job, progress: str, timeout: float | None, rank_timeout: float | None, finish: Callable[..., int]
+) -> int:
     """One rank of a torchrun job with ``--timeout`` or ``--max-memory``: this rank's child process
     joins the job and audits its share; this process keeps the clock and the memory limit. Rank 0
     writes the reports. Every rank holds the merged results, so each reaches the same exit code
@@ -226,8 +404,11 @@ def _save_witnesses(report: Report, folder: Path) -> None:
         return buffer.getvalue()
 
     buffer = io.BytesIO()
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(art[k])) for k in ("witnesses", "originals", "starts", "errors")}
-               | {"epsilon": torch.tensor(float(art["epsilon"]), dtype=torch.float64)}, buffer)
+    torch.save(
+        {k: torch.from_numpy(np.ascontiguousarray(art[k])) for k in ("witnesses", "originals", "starts", "errors")}
+        | {"epsilon": torch.tensor(float(art["epsilon"]), dtype=torch.float64)},
+        buffer,
+    )
     try:
         write_atomic(folder / "witnesses.npy", npy(art["witnesses"]))
         write_atomic(folder / "originals.npy", npy(art["originals"]))
@@ -251,8 +432,10 @@ def _check_device(device: str) -> None:
         return  # not a device at all: the loader's own message says so
     usable = kind == "cpu" or (kind == "cuda" and torch.cuda.is_available())
     if not usable:
-        raise UsageError(f"device {clean_text(device, 40)!r} is not available to this torch; expected cpu"
-                         + (" or cuda[:N]" if torch.cuda.is_available() else " (no CUDA device found)"))
+        raise UsageError(
+            f"device {clean_text(device, 40)!r} is not available to this torch; expected cpu"
+            + (" or cuda[:N]" if torch.cuda.is_available() else " (no CUDA device found)")
+        )
 
 
 def _size(text: str | None) -> int | None:
@@ -301,5 +484,3 @@ def _audit(job: Job, timeout: float | None, progress: str) -> Report:
         if timeout is not None or job.max_memory is not None:
             return run_isolated(job, timeout, observer)
         return execute(job, observer)
-
-

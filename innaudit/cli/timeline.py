@@ -23,8 +23,10 @@ def render_timeline(log_path: str, outputs: tuple[str, ...]) -> None:
     for value in outputs or ("console",):
         fmt, sep, path = value.partition("=")
         if fmt not in TIMELINE_FORMATS or (sep and not path):
-            raise UsageError(f"-o {value!r}: a monitor log renders as console or html=PATH; "
-                             f"expected one of {', '.join(TIMELINE_FORMATS)}, as FORMAT or FORMAT=PATH")
+            raise UsageError(
+                f"-o {value!r}: a monitor log renders as console or html=PATH; "
+                f"expected one of {', '.join(TIMELINE_FORMATS)}, as FORMAT or FORMAT=PATH"
+            )
         target = Path(path) if sep else None
         if target is not None and not (target.parent if str(target.parent) else Path(".")).is_dir():
             raise UsageError(f"-o {value!r}: folder {str(target.parent)!r} does not exist")

@@ -120,15 +120,18 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.config``."""
-        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
-                               if f.name not in ("settings", "waivers")}
+        out: dict[str, Any] = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("settings", "waivers")
+        }
         out["waivers"] = [w.to_dict() for w in self.waivers]
         out["ood"], out["audits"], out["skip"] = list(self.ood), list(self.audits), list(self.skip)
         out["range"] = None if self.range is None else list(self.range)
         out["settings"] = {
-            aid: {"thresholds": {k: t.to_dict() for k, t in s.thresholds.items()},
-                  "sets": {n: {k: t.to_dict() for k, t in th.items()} for n, th in s.sets.items()},
-                  "options": dict(s.options)}
+            aid: {
+                "thresholds": {k: t.to_dict() for k, t in s.thresholds.items()},
+                "sets": {n: {k: t.to_dict() for k, t in th.items()} for n, th in s.sets.items()},
+                "options": dict(s.options),
+            }
             for aid, s in self.settings.items()
         }
         return out
@@ -137,9 +140,15 @@ class Config:
 MAX_COUNT = 10**9
 """Largest ``samples`` or ``batch_size`` accepted (a count, not a memory budget)."""
 
-_SCALARS: dict[str, type] = {"seed": int, "samples": int, "device": str,
-                             "default_ood": bool, "allow_mutation": bool,
-                             "float64_check": bool, "fail_on": str}
+_SCALARS: dict[str, type] = {
+    "seed": int,
+    "samples": int,
+    "device": str,
+    "default_ood": bool,
+    "allow_mutation": bool,
+    "float64_check": bool,
+    "fail_on": str,
+}
 _LISTS = ("ood", "audits", "skip")
 
 
@@ -149,8 +158,11 @@ def _typed(where: str, value: Any, kind: type) -> Any:
     if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
         with contextlib.suppress(ValueError):
             value = float(value)
-    if (kind is bool and not isinstance(value, bool)) or (kind is not bool and isinstance(value, bool)) \
-            or not isinstance(value, kind):
+    if (
+        (kind is bool and not isinstance(value, bool))
+        or (kind is not bool and isinstance(value, bool))
+        or not isinstance(value, kind)
+    ):
         raise ConfigError(f"{where} is {short_repr(value)} ({type(value).__name__}); expected {kind.__name__}")
     if kind is float and math.isnan(cast(float, value)):
         raise ConfigError(f"{where} is NaN; expected a number")
@@ -167,8 +179,10 @@ def _threshold(where: str, raw: Any, base: Threshold | None, direction: Directio
     merged = replace(base or Threshold(), **values)
     if merged.warn is not None and merged.fail is not None:
         if direction is Direction.HIGHER_BETTER and merged.warn < merged.fail:
-            raise ConfigError(f"{where}: warn {merged.warn} is below fail {merged.fail}; this metric is "
-                              "better when higher, so expected warn >= fail")
+            raise ConfigError(
+                f"{where}: warn {merged.warn} is below fail {merged.fail}; this metric is "
+                "better when higher, so expected warn >= fail"
+            )
         if direction is not Direction.HIGHER_BETTER and merged.warn > merged.fail:
             raise ConfigError(f"{where}: warn {merged.warn} is above fail {merged.fail}; expected warn <= fail")
     return merged
@@ -206,8 +220,7 @@ def _audit_settings(spec: AuditSpec, raw: Any) -> AuditSettings:
             for name, body in value.items():
                 if not isinstance(body, Mapping) or set(body) - {"thresholds"}:
                     raise ConfigError(f"{where}.sets.{name} must be a mapping with one key, thresholds")
-                sets[str(name)] = _thresholds(f"{where}.sets.{name}.thresholds",
-                                              body.get("thresholds", {}), spec, {})
+                sets[str(name)] = _thresholds(f"{where}.sets.{name}.thresholds", body.get("thresholds", {}), spec, {})
         elif key in spec.options:
             options[key] = _option(f"{where}.{key}", value, spec.options[key])
         else:
@@ -221,9 +234,14 @@ def _audit_settings(spec: AuditSpec, raw: Any) -> AuditSettings:
 
 
 def _merge_level(base: Threshold | None, override: Threshold) -> Threshold:
-    return override if base is None else Threshold(
-        warn=override.warn if override.warn is not None else base.warn,
-        fail=override.fail if override.fail is not None else base.fail)
+    return (
+        override
+        if base is None
+        else Threshold(
+            warn=override.warn if override.warn is not None else base.warn,
+            fail=override.fail if override.fail is not None else base.fail,
+        )
+    )
 
 
 def _option(where: str, value: Any, default: Any) -> Any:
@@ -237,9 +255,12 @@ def _option(where: str, value: Any, default: Any) -> Any:
     return _typed(where, value, type(default))
 
 
-def parse_config(raw: Mapping[str, Any] | None, specs: Mapping[str, AuditSpec],
-                 overrides: Mapping[str, Any] | None = None,
-                 sections: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+def parse_config(
+    raw: Mapping[str, Any] | None,
+    specs: Mapping[str, AuditSpec],
+    overrides: Mapping[str, Any] | None = None,
+    sections: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
     """Validate a YAML mapping (and CLI overrides on top) into a :class:`Config`.
 
     Args:
@@ -302,8 +323,10 @@ def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
     if config.samples < 1 or (isinstance(config.batch_size, int) and config.batch_size < 1):
         raise ConfigError(f"samples {config.samples} and batch_size {config.batch_size} must be at least 1")
     if config.samples > MAX_COUNT or (isinstance(config.batch_size, int) and config.batch_size > MAX_COUNT):
-        raise ConfigError(f"samples {short_repr(config.samples)} and batch_size {short_repr(config.batch_size)} "
-                          f"must be at most {MAX_COUNT:.0e}; expected a count of samples")
+        raise ConfigError(
+            f"samples {short_repr(config.samples)} and batch_size {short_repr(config.batch_size)} "
+            f"must be at most {MAX_COUNT:.0e}; expected a count of samples"
+        )
     if config.fail_on not in ("warn", "fail"):
         raise ConfigError(f"fail_on is {config.fail_on!r}; expected 'warn' or 'fail'")
     for key in ("audits", "skip"):
@@ -312,9 +335,12 @@ def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
                 raise ConfigError(f"{key}: audit {aid!r} does not exist{did_you_mean(aid, list(specs))}")
 
 
-def load_config(path: str | Path | None, specs: Mapping[str, AuditSpec],
-                overrides: Mapping[str, Any] | None = None,
-                sections: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+def load_config(
+    path: str | Path | None,
+    specs: Mapping[str, AuditSpec],
+    overrides: Mapping[str, Any] | None = None,
+    sections: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Config:
     """Read ``path`` with ``yaml.safe_load`` (None: no file) and :func:`parse_config` it."""
     from innaudit.config.yaml import read_yaml
 

@@ -36,14 +36,20 @@ def _number(value: float | None) -> str:
 
 
 def _section(spec: AuditSpec) -> list[str]:
-    lines = [f"{spec.id}:                  # `innaudit explain {spec.id}`",
-             "  thresholds:" if spec.thresholds else "  thresholds: {}"]
+    lines = [
+        f"{spec.id}:                  # `innaudit explain {spec.id}`",
+        "  thresholds:" if spec.thresholds else "  thresholds: {}",
+    ]
     for metric, t in spec.thresholds.items():
         lines.append(f"    {metric}: {{warn: {_number(t.warn)}, fail: {_number(t.fail)}}}")
     for name, value in spec.options.items():
         shown = list(value) if isinstance(value, tuple) else value
-        lines.append(f"  {name}: {shown!r}".replace("'", '"').replace("True", "true").replace("False", "false")
-                     .replace("None", "null"))
+        lines.append(
+            f"  {name}: {shown!r}".replace("'", '"')
+            .replace("True", "true")
+            .replace("False", "false")
+            .replace("None", "null")
+        )
     lines.append("  # sets: {uniform: {thresholds: {nonfinite_fraction: {fail: 0.5}}}}  # per-set overrides")
     metrics = ", ".join(m.path for m in spec.metrics if m.direction is not Direction.NEITHER)
     lines.append(f"  # metrics that take thresholds (a summary as PATH.max, .p99, .median): {metrics}")

@@ -48,8 +48,7 @@ class Waiver:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.config``."""
-        return {"audit": self.audit, "set": self.set, "reason": self.reason,
-                "expires": self.expires.isoformat()}
+        return {"audit": self.audit, "set": self.set, "reason": self.reason, "expires": self.expires.isoformat()}
 
     @property
     def label(self) -> str:

@@ -42,9 +42,12 @@ class _Loader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if isinstance(key_node, ScalarNode):
                 if key_node.value in seen:
-                    raise ConstructorError("while reading a mapping", node.start_mark,
-                                           f"the key {clean_text(key_node.value, 80)!r} is given twice",
-                                           key_node.start_mark)
+                    raise ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"the key {clean_text(key_node.value, 80)!r} is given twice",
+                        key_node.start_mark,
+                    )
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep=deep)
 
@@ -52,8 +55,9 @@ class _Loader(yaml.SafeLoader):
         try:
             return super().construct_yaml_timestamp(node)
         except (ValueError, OverflowError) as exc:
-            raise ConstructorError(None, None, f"{clean_text(node.value, 40)!r} is not a date ({exc})",
-                                   node.start_mark) from None
+            raise ConstructorError(
+                None, None, f"{clean_text(node.value, 40)!r} is not a date ({exc})", node.start_mark
+            ) from None
 
 
 _Loader.add_constructor("tag:yaml.org,2002:map", _Loader.construct_yaml_map)
@@ -83,8 +87,9 @@ def expanded_size(root: Node, limit: int = MAX_NODES) -> int:
         if key in sizes:
             continue
         if key in active:
-            raise ConfigError("the YAML document refers to itself through an alias (an infinite "
-                              "value); expected a tree")
+            raise ConfigError(
+                "the YAML document refers to itself through an alias (an infinite value); expected a tree"
+            )
         active.add(key)
         stack.append((node, True))
         stack.extend((c, False) for c in children if id(c) not in sizes)
@@ -135,8 +140,10 @@ def read_yaml(path: Path) -> Any:
             return None
         size = expanded_size(node)
         if size > MAX_NODES:
-            raise ConfigError(f"config file {shown} expands to more than {MAX_NODES} YAML nodes "
-                              "(aliases of aliases, a 'billion laughs' document); expected a plain config")
+            raise ConfigError(
+                f"config file {shown} expands to more than {MAX_NODES} YAML nodes "
+                "(aliases of aliases, a 'billion laughs' document); expected a plain config"
+            )
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {shown} is not valid YAML: {_describe(exc)}") from None

@@ -98,8 +98,10 @@ class Shard:
                 index = self.world_size + int(self._store.add(key, 1)) - 1
             except Exception as exc:  # the store is gone: the job cannot share out work
                 self.broken = True
-                raise DistributedError(f"rank {self.rank} of {self.world_size}: the job's key-value store "
-                                       f"failed while sharing out work ({clean_text(str(exc), 200)}); no verdict") from None
+                raise DistributedError(
+                    f"rank {self.rank} of {self.world_size}: the job's key-value store "
+                    f"failed while sharing out work ({clean_text(str(exc), 200)}); no verdict"
+                ) from None
             if index >= count:
                 return
             yield index
@@ -166,9 +168,11 @@ class Shard:
         if behind:
             self.broken = True
             text = "; ".join(f"rank {r} at collective {s} {t}" for r, s, t in behind)
-            raise DistributedError(f"rank {self.rank} of {self.world_size}: the ranks fell out of step "
-                                   f"at collective {step} {tag} ({text}); a rank skipped or repeated "
-                                   "work, no verdict")
+            raise DistributedError(
+                f"rank {self.rank} of {self.world_size}: the ranks fell out of step "
+                f"at collective {step} {tag} ({text}); a rank skipped or repeated "
+                "work, no verdict"
+            )
         return [payload for _, _, payload in out]
 
     def _absent(self, step: int, exc: BaseException) -> str:
@@ -183,14 +187,16 @@ class Shard:
                 key = f"step/{rank}"
                 seen = int(self._store.get(key)) if self._store.check([key]) else 0
                 if seen < step:
-                    missing.append(f"rank {rank} (last at collective {seen})" if seen else
-                                   f"rank {rank} (never reached a collective)")
+                    missing.append(
+                        f"rank {rank} (last at collective {seen})"
+                        if seen
+                        else f"rank {rank} (never reached a collective)"
+                    )
         except Exception:  # the store itself is gone (it lives with rank 0 without torchrun)
             return f"{lead}: rank 0 or the rendezvous store is gone ({cause})"
         if not missing:
             return f"{lead} ({cause})"
-        return (f"{lead} within {self.timeout_s:g} s: {', '.join(missing)} crashed or hung; no "
-                f"verdict ({cause})")
+        return f"{lead} within {self.timeout_s:g} s: {', '.join(missing)} crashed or hung; no verdict ({cause})"
 
 
 SINGLE = Shard()
@@ -216,20 +222,23 @@ def join(timeout_s: float = DEFAULT_TIMEOUT_S) -> Shard:
     try:
         rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     except (KeyError, ValueError):
-        raise DistributedError(f"WORLD_SIZE is {world} but RANK is missing or not a number; launch "
-                               "with torchrun (it sets RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)") from None
+        raise DistributedError(
+            f"WORLD_SIZE is {world} but RANK is missing or not a number; launch "
+            "with torchrun (it sets RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)"
+        ) from None
     import torch.distributed as dist
 
     if not dist.is_available():
         raise DistributedError("this torch is built without torch.distributed; run one process")
     try:
         if not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s), rank=rank,
-                                    world_size=world)
+            dist.init_process_group("gloo", timeout=timedelta(seconds=timeout_s), rank=rank, world_size=world)
         store = dist.PrefixStore("innaudit/", dist.distributed_c10d._get_default_store())
     except Exception as exc:
-        raise DistributedError(f"rank {rank} of {world} could not join the process group: "
-                               f"{clean_text(f'{type(exc).__name__}: {exc}', 300)}") from None
+        raise DistributedError(
+            f"rank {rank} of {world} could not join the process group: "
+            f"{clean_text(f'{type(exc).__name__}: {exc}', 300)}"
+        ) from None
     return Shard(rank, world, local_rank, timeout_s, _store=store)
 
 

@@ -85,6 +85,5 @@ class DataDomain:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LoadError(
-                f"data description {dict(raw)!r} is malformed ({exc}); expected keys shape, low, "
-                "high, levels"
+                f"data description {dict(raw)!r} is malformed ({exc}); expected keys shape, low, high, levels"
             ) from None

@@ -41,8 +41,10 @@ __all__ = [
     "shorten_middle",
 ]
 
-_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x9b[0-9;?]*[ -/]*[@-~]"
-                      r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?|\x1b.?")
+_ESCAPES = re.compile(
+    r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x9b[0-9;?]*[ -/]*[@-~]"
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?|\x1b.?"
+)
 T = TypeVar("T")
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 6, 80, 80
@@ -97,8 +99,11 @@ def _clean(obj: Any, depth: int) -> Any:
     if isinstance(obj, str):
         return clean_text(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        changes = {f.name: _clean(getattr(obj, f.name), depth + 1)
-                   for f in dataclasses.fields(obj) if f.init and f.name != "artifacts"}
+        changes = {
+            f.name: _clean(getattr(obj, f.name), depth + 1)
+            for f in dataclasses.fields(obj)
+            if f.init and f.name != "artifacts"
+        }
         return dataclasses.replace(obj, **changes)
     if isinstance(obj, Mapping):
         return {_clean(k, depth + 1): _clean(v, depth + 1) for k, v in obj.items()}
@@ -120,7 +125,7 @@ def shorten_middle(text: str, limit: int) -> str:
     if len(text) <= limit or limit < 5:
         return text
     head = (limit - 1) // 2
-    return text[:head] + "…" + text[len(text) - (limit - 1 - head):]
+    return text[:head] + "…" + text[len(text) - (limit - 1 - head) :]
 
 
 class InnauditError(Exception):

@@ -19,8 +19,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["STATS", "Direction", "Metric", "MetricTable", "better", "covers", "declared", "direction_of",
-           "find", "neither", "percent", "rate", "worse"]
+__all__ = [
+    "STATS",
+    "Direction",
+    "Metric",
+    "MetricTable",
+    "better",
+    "covers",
+    "declared",
+    "direction_of",
+    "find",
+    "neither",
+    "percent",
+    "rate",
+    "worse",
+]
 
 STATS = ("min", "median", "p99", "max", "mean")
 """The per-set summaries of a per-sample quantity; a declared path covers ``path.<stat>``."""

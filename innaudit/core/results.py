@@ -310,11 +310,14 @@ class Report:
 
     def findings(self) -> list[str]:
         """One line per failing or warning check and per audit that could not run."""
-        lines = [f"{a.status.value.upper()} {a.id}: {a.message}" for a in self.audits
-                 if a.status is Status.ERROR]
-        lines += [f"{c.status.value.upper()} {a.id}[{r.dataset}] {c.text()}"
-                  for a in self.audits for r in a.results for c in r.checks
-                  if c.status in (Status.FAIL, Status.WARN)]
+        lines = [f"{a.status.value.upper()} {a.id}: {a.message}" for a in self.audits if a.status is Status.ERROR]
+        lines += [
+            f"{c.status.value.upper()} {a.id}[{r.dataset}] {c.text()}"
+            for a in self.audits
+            for r in a.results
+            for c in r.checks
+            if c.status in (Status.FAIL, Status.WARN)
+        ]
         return lines + [f"ERROR {e}" for e in self.errors]
 
     def summary(self) -> str:
@@ -324,5 +327,7 @@ class Report:
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
-        return (f"<Report {self.status.value.upper()} exit={int(self.exit_code)} "
-                f"model={self.target.get('model', '?')!r} audits: {counts or 'none'}>")
+        return (
+            f"<Report {self.status.value.upper()} exit={int(self.exit_code)} "
+            f"model={self.target.get('model', '?')!r} audits: {counts or 'none'}>"
+        )

@@ -83,8 +83,11 @@ class ErrorAccumulator:
         positive = np.log10(np.clip(finite, 1e-30, None))
         low, high = (float(positive.min()), float(positive.max())) if positive.size else (-8.0, 0.0)
         counts, edges = np.histogram(positive, bins=bins, range=(low, max(high, low + 1e-6)))
-        return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts],
-                "nonfinite": int((~np.isfinite(err)).sum())}
+        return {
+            "edges": [float(e) for e in edges],
+            "counts": [int(c) for c in counts],
+            "nonfinite": int((~np.isfinite(err)).sum()),
+        }
 
     def metrics(self, middle_name: str, worst: int = 5) -> dict[str, object]:
         """The metric block of an audit result (see the roundtrip audit's docstring)."""

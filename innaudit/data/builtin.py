@@ -42,8 +42,7 @@ from innaudit.core.domain import DataDomain
 from innaudit.core.errors import DataError
 from innaudit.data.digits import LEVELS, SPLITS, load_digits
 
-__all__ = ["BUILTINS", "DEFAULT_OOD", "Builtin", "grid_axis", "regression_targets",
-           "toy_2d"]
+__all__ = ["BUILTINS", "DEFAULT_OOD", "Builtin", "grid_axis", "regression_targets", "toy_2d"]
 
 Maker = Callable[[DataDomain, int, torch.Generator, str], Tensor]
 DEFAULT_OOD = ("uniform", "gaussian", "rademacher")
@@ -91,8 +90,10 @@ def _constant(domain: DataDomain, count: int, gen: torch.Generator, arg: str) ->
         raise DataError(f"constant:{arg!r}: {arg!r} is not a number; expected e.g. constant:0.5") from None
     largest = torch.finfo(torch.float32).max
     if math.isfinite(value) and abs(value) > largest:
-        raise DataError(f"constant:{arg}: {value:g} is beyond float32's range (|V| <= {largest:.4g}); give a "
-                        "smaller value, or constant:inf for an infinite input")
+        raise DataError(
+            f"constant:{arg}: {value:g} is beyond float32's range (|V| <= {largest:.4g}); give a "
+            "smaller value, or constant:inf for an infinite input"
+        )
     return torch.full(_shape(domain, count), value)
 
 
@@ -106,8 +107,10 @@ def _digits_split(arg: str) -> str:
 def _digits(domain: DataDomain, count: int, gen: torch.Generator, arg: str) -> Tensor:
     images = torch.from_numpy(load_digits(_digits_split(arg))[0][:count])
     if domain.numel != 64:
-        raise DataError(f"digits are 8x8 = 64 values per sample, but the model takes shape "
-                        f"{tuple(domain.shape)} ({domain.numel} values)")
+        raise DataError(
+            f"digits are 8x8 = 64 values per sample, but the model takes shape "
+            f"{tuple(domain.shape)} ({domain.numel} values)"
+        )
     return (domain.low + domain.width * images).reshape(_shape(domain, len(images)))
 
 
@@ -129,8 +132,10 @@ def _patches_size(arg: str) -> int:
 def _planar(domain: DataDomain, name: str, points: Tensor) -> Tensor:
     """2-D points reshaped to the domain, which must hold exactly two values per sample."""
     if domain.numel != 2:
-        raise DataError(f"{name} is a 2-D data set (2 values per sample), but the model takes "
-                        f"shape {tuple(domain.shape)} ({domain.numel} values)")
+        raise DataError(
+            f"{name} is a 2-D data set (2 values per sample), but the model takes "
+            f"shape {tuple(domain.shape)} ({domain.numel} values)"
+        )
     return points.to(torch.float32).reshape(len(points), *domain.shape)
 
 
@@ -189,8 +194,9 @@ def _grid_args(arg: str) -> tuple[float, float, int]:
         if len(parts) != 3 or not high > low or not 1 <= n <= 2000:
             raise ValueError
     except (ValueError, IndexError):
-        raise DataError(f"grid:{arg}: expected grid:LOW,HIGH,N with LOW < HIGH and 1 <= N <= 2000, "
-                        "e.g. grid:-8,8,320") from None
+        raise DataError(
+            f"grid:{arg}: expected grid:LOW,HIGH,N with LOW < HIGH and 1 <= N <= 2000, e.g. grid:-8,8,320"
+        ) from None
     return low, high, n
 
 
@@ -214,17 +220,33 @@ BUILTINS: dict[str, Builtin] = {
         Builtin("gaussian", "centre + width * N(0, 1), clipped 1% inside the range", True, _gaussian),
         Builtin("rademacher", "each element low or high with probability 1/2", True, _rademacher),
         Builtin("constant", "constant:V, every element V", False, _constant, lambda arg: 1),
-        Builtin("digits", f"8x8 handwritten digits, {LEVELS} levels (digits:train|test|all)",
-                False, _digits, lambda arg: len(load_digits(_digits_split(arg))[0])),
-        Builtin("patches", "3x32x32 crops of scikit-image's sample images, 256 levels "
-                "(patches:train|test|ood; needs innaudit[images])", False, _patches, _patches_size),
-        Builtin("checkerboard", "2-D checkerboard of the paper (4(g)), squares in [-4, 4]^2", True,
-                _toy("checkerboard")),
+        Builtin(
+            "digits",
+            f"8x8 handwritten digits, {LEVELS} levels (digits:train|test|all)",
+            False,
+            _digits,
+            lambda arg: len(load_digits(_digits_split(arg))[0]),
+        ),
+        Builtin(
+            "patches",
+            "3x32x32 crops of scikit-image's sample images, 256 levels "
+            "(patches:train|test|ood; needs innaudit[images])",
+            False,
+            _patches,
+            _patches_size,
+        ),
+        Builtin(
+            "checkerboard", "2-D checkerboard of the paper (4(g)), squares in [-4, 4]^2", True, _toy("checkerboard")
+        ),
         Builtin("two-moons", "2-D two interleaved half circles", True, _toy("two-moons")),
         Builtin("rings", "2-D concentric rings of radius 1, 2, 3", True, _toy("rings")),
-        Builtin("regression2d", "2-D regression inputs (paper 5.3), N(0, I)", True,
-                _toy("regression2d")),
-        Builtin("grid", "grid:LOW,HIGH,N, an N x N grid over [LOW, HIGH)^2 (2-D models)", False,
-                _grid, lambda arg: _grid_args(arg)[2] ** 2),
+        Builtin("regression2d", "2-D regression inputs (paper 5.3), N(0, I)", True, _toy("regression2d")),
+        Builtin(
+            "grid",
+            "grid:LOW,HIGH,N, an N x N grid over [LOW, HIGH)^2 (2-D models)",
+            False,
+            _grid,
+            lambda arg: _grid_args(arg)[2] ** 2,
+        ),
     )
 }

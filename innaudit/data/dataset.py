@@ -41,8 +41,9 @@ class Dataset:
     make: Callable[[int, int], Tensor]
     note: str = ""
 
-    def batches(self, batch_size: int, dtype: torch.dtype = torch.float32,
-                device: torch.device | str = "cpu") -> Iterator[Tensor]:
+    def batches(
+        self, batch_size: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> Iterator[Tensor]:
         """Yield the samples in batches of at most ``batch_size``; memory stays per batch."""
         for start in range(0, self.size, batch_size):
             stop = min(start + batch_size, self.size)
@@ -54,5 +55,4 @@ class Dataset:
 
     def describe(self) -> dict[str, object]:
         """Plain-data description for the report."""
-        return {"name": self.name, "spec": self.spec, "role": self.role.value,
-                "size": self.size, "note": self.note}
+        return {"name": self.name, "spec": self.spec, "role": self.role.value, "size": self.size, "note": self.note}

@@ -49,7 +49,7 @@ def _on_grid(u: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """For each candidate number of steps, whether every ``u * steps`` is an integer."""
     out = np.ones(len(steps), dtype=bool)
     for start in range(0, len(u), 256):
-        scaled = u[start:start + 256, None] * steps[None, :]
+        scaled = u[start : start + 256, None] * steps[None, :]
         out &= (np.abs(scaled - np.round(scaled)) <= _GRID_TOL).all(0)
     return out
 

@@ -36,17 +36,22 @@ def _image(name: str) -> np.ndarray:
     try:
         from skimage import data
     except ImportError:
-        raise DataError("the patches data set is cut from scikit-image's sample images, and "
-                        "scikit-image is not installed; install it with: pip install 'innaudit[images]' "
-                        "(or pip install scikit-image)") from None
+        raise DataError(
+            "the patches data set is cut from scikit-image's sample images, and "
+            "scikit-image is not installed; install it with: pip install 'innaudit[images]' "
+            "(or pip install scikit-image)"
+        ) from None
     return np.asarray(getattr(data, name)(), dtype=np.uint8)
 
 
 def _crops(image: np.ndarray) -> list[np.ndarray]:
     """Non-overlapping ``SIZE x SIZE`` crops, row-major, as ``(3, SIZE, SIZE)`` uint8."""
     rows, cols = image.shape[0] // SIZE, image.shape[1] // SIZE
-    return [image[r * SIZE:(r + 1) * SIZE, c * SIZE:(c + 1) * SIZE, :3].transpose(2, 0, 1)
-            for r in range(rows) for c in range(cols)]
+    return [
+        image[r * SIZE : (r + 1) * SIZE, c * SIZE : (c + 1) * SIZE, :3].transpose(2, 0, 1)
+        for r in range(rows)
+        for c in range(cols)
+    ]
 
 
 def _interleaved(names: tuple[str, ...]) -> np.ndarray:

@@ -34,14 +34,17 @@ def autograd_blind_reason(fn: Callable[[Tensor], Tensor], x: Tensor) -> str | No
         with torch.enable_grad():
             out = fn(xg)
             if not isinstance(out, Tensor) or out.grad_fn is None or not out.requires_grad:
-                return ("its output carries no autograd graph back to its input (it runs under "
-                        "torch.no_grad(), detaches, or leaves torch)")
-            v = torch.randn(out.shape, generator=torch.Generator().manual_seed(0),
-                            dtype=out.dtype).to(out.device)
+                return (
+                    "its output carries no autograd graph back to its input (it runs under "
+                    "torch.no_grad(), detaches, or leaves torch)"
+                )
+            v = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=out.dtype).to(out.device)
             (g,) = torch.autograd.grad(out, xg, v, allow_unused=True)
     except RuntimeError:
         return None
     if g is None or not bool((g != 0).any()):
-        return ("its vector-Jacobian product with the input is identically zero (the output does "
-                "not depend on the input through autograd)")
+        return (
+            "its vector-Jacobian product with the input is identically zero (the output does "
+            "not depend on the input through autograd)"
+        )
     return None

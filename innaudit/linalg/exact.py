@@ -31,7 +31,7 @@ def _jacobian_vmap(fn: Map, x: Tensor) -> Tensor:
     out_dim = one(flat[:1][0]).numel() if len(x) else 0
     transform = jacfwd if flat.shape[1] < out_dim else jacrev
     chunk = max(1, _ROWS_PER_CHUNK // max(flat.shape[1], out_dim, 1))
-    parts = [vmap(transform(one))(flat[s:s + chunk]) for s in range(0, len(flat), chunk)]
+    parts = [vmap(transform(one))(flat[s : s + chunk]) for s in range(0, len(flat), chunk)]
     return torch.cat(parts) if parts else flat.new_zeros(0, out_dim, flat.shape[1])
 
 
@@ -69,8 +69,7 @@ def _svdvals(jac: Tensor) -> Tensor:
     """Singular values (descending, float64) of a batch of matrices; NaN rows where non-finite."""
     wide = jac.double()
     finite = torch.isfinite(wide).flatten(1).all(1)
-    out = torch.full((len(wide), min(wide.shape[1:])), float("nan"), dtype=torch.float64,
-                     device=wide.device)
+    out = torch.full((len(wide), min(wide.shape[1:])), float("nan"), dtype=torch.float64, device=wide.device)
     if finite.any():
         out[finite] = torch.linalg.svdvals(wide[finite])
     return out

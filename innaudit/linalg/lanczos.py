@@ -56,8 +56,9 @@ class _Operator:
         return back.detach().reshape(self.shape[0], -1)[rows].double()
 
 
-def top_singular_value(fn: Map, x: Tensor, *, tol: float = 1e-4, max_iter: int = 64,
-                       generator: torch.Generator | None = None) -> SpectrumEstimate:
+def top_singular_value(
+    fn: Map, x: Tensor, *, tol: float = 1e-4, max_iter: int = 64, generator: torch.Generator | None = None
+) -> SpectrumEstimate:
     """``sigma_max`` of the Jacobian of ``fn`` at each sample, by Lanczos on ``J^T J``.
 
     Each iteration costs one JVP and one VJP (on the samples not yet converged, batched). The
@@ -133,8 +134,9 @@ def _lanczos(op: _Operator, start: Tensor, tol: float, steps: int) -> _Krylov:
     return _Krylov(alpha, beta, iters, theta, done, broken)
 
 
-def _top_sv(op: _Operator, batch: int, dim: int, tol: float, steps: int,
-            generator: torch.Generator | None, device: torch.device) -> SpectrumEstimate:
+def _top_sv(
+    op: _Operator, batch: int, dim: int, tol: float, steps: int, generator: torch.Generator | None, device: torch.device
+) -> SpectrumEstimate:
     start = torch.randn(batch, dim, generator=generator, dtype=torch.float64).to(device)
     kr = _lanczos(op, start, tol, steps)
     theta = torch.where(kr.broken, torch.full_like(kr.theta, float("nan")), kr.theta)
@@ -148,9 +150,15 @@ def _top_ritz(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
     return vals[:, -1], beta[:, k - 1] * vecs[:, -1, -1].abs()
 
 
-def extreme_singular_values(forward: Map, inverse: Map, x: Tensor, *, tol: float = 1e-4,
-                            max_iter: int = 64, generator: torch.Generator | None = None,
-                            ) -> tuple[SpectrumEstimate, SpectrumEstimate]:
+def extreme_singular_values(
+    forward: Map,
+    inverse: Map,
+    x: Tensor,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 64,
+    generator: torch.Generator | None = None,
+) -> tuple[SpectrumEstimate, SpectrumEstimate]:
     """Matrix-free ``(sigma_max(J_F(x)), sigma_max(J_F^-1(F(x))))`` per sample.
 
     ``sigma_min(J_F(x)) = 1 / sigma_max(J_F^-1(F(x)))`` for a bijection; the two estimates are
@@ -167,8 +175,9 @@ def extreme_singular_values(forward: Map, inverse: Map, x: Tensor, *, tol: float
     return fwd, inv
 
 
-def _masked(fn: Map, z: Tensor, finite: Tensor, tol: float, max_iter: int,
-            generator: torch.Generator | None) -> SpectrumEstimate:
+def _masked(
+    fn: Map, z: Tensor, finite: Tensor, tol: float, max_iter: int, generator: torch.Generator | None
+) -> SpectrumEstimate:
     """Run :func:`top_singular_value` on the finite rows only; NaN elsewhere."""
     n = len(z)
     values = torch.full((n,), float("nan"), dtype=torch.float64)
@@ -202,8 +211,9 @@ def _quadrature_log(kr: _Krylov) -> Tensor:
     return out
 
 
-def log_abs_det_estimate(fn: Map, x: Tensor, *, probes: int = 8, steps: int = 32,
-                         generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def log_abs_det_estimate(
+    fn: Map, x: Tensor, *, probes: int = 8, steps: int = 32, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Stochastic ``log|det J|`` per sample and its standard error, matrix-free.
 
     ``log|det J| = 1/2 tr log(J^T J)``; the trace is estimated with ``probes`` Rademacher

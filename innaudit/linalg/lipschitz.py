@@ -32,14 +32,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RULES", "BlockBound", "block_bound", "conv_operator_norm", "layer_norm",
-           "net_lipschitz", "register_net", "register_rule"]
+__all__ = [
+    "RULES",
+    "BlockBound",
+    "block_bound",
+    "conv_operator_norm",
+    "layer_norm",
+    "net_lipschitz",
+    "register_net",
+    "register_rule",
+]
 
 EXACT_CONV_ENTRIES = 1 << 24
 
 ACTIVATIONS: dict[type[nn.Module], float] = {
-    nn.ReLU: 1.0, nn.Tanh: 1.0, nn.ELU: 1.0, nn.Identity: 1.0, nn.Softplus: 1.0,
-    nn.Dropout: 1.0, nn.Sigmoid: 0.25, nn.SiLU: 1.0998, nn.Hardtanh: 1.0,
+    nn.ReLU: 1.0,
+    nn.Tanh: 1.0,
+    nn.ELU: 1.0,
+    nn.Identity: 1.0,
+    nn.Softplus: 1.0,
+    nn.Dropout: 1.0,
+    nn.Sigmoid: 0.25,
+    nn.SiLU: 1.0998,
+    nn.Hardtanh: 1.0,
 }
 
 
@@ -161,11 +176,9 @@ def block_bound(block: nn.Module, in_shape: tuple[int, ...], name: str = "") -> 
         pair = hook()
         if pair is None:
             return BlockBound(name, None, None, f"{type(block).__name__}.lipschitz_bounds(): none")
-        return BlockBound(name, float(pair[0]), float(pair[1]),
-                          f"{type(block).__name__}.lipschitz_bounds()")
+        return BlockBound(name, float(pair[0]), float(pair[1]), f"{type(block).__name__}.lipschitz_bounds()")
     for kind, rule in RULES.items():
         if isinstance(block, kind):
             b = rule(block, in_shape)
             return BlockBound(name, b.forward, b.inverse, b.how)
     return BlockBound(name, None, None, f"no Lipschitz rule for block type {type(block).__name__}")
-

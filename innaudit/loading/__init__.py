@@ -74,13 +74,15 @@ def load_model(
     if is_factory_spec(spec) and not Path(spec).is_file():
         return _from_factory(spec, weights, weights_key, fallback_domain, limits, cond)
     if weights:
-        raise LoadError("--weights goes with a factory MODEL (file.py:callable); a checkpoint "
-                        "file already holds its weights")
+        raise LoadError(
+            "--weights goes with a factory MODEL (file.py:callable); a checkpoint file already holds its weights"
+        )
     return _from_file(Path(spec), trust, fallback_domain, limits, cond)
 
 
-def load_object(obj: Any, *, fallback_domain: Callable[[], DataDomain] | None = None,
-                condition: str | None = None) -> LoadedModel:
+def load_object(
+    obj: Any, *, fallback_domain: Callable[[], DataDomain] | None = None, condition: str | None = None
+) -> LoadedModel:
     """Wrap a model object already in memory: an InvertibleModel, an ``nn.Module`` with
     ``forward``/``inverse``, or any object an adapter recognises (FrEIA, nflows, normflows, zuko,
     pyro, torch.distributions)."""
@@ -88,13 +90,14 @@ def load_object(obj: Any, *, fallback_domain: Callable[[], DataDomain] | None = 
     if isinstance(obj, InvertibleModel):
         return LoadedModel(obj, {"model": obj.info.architecture or name, "loader": "python"})
     if not isinstance(obj, nn.Module) and find_adapter(obj) is None:
-        raise LoadError(f"the model is a {type(obj).__name__}; expected a torch.nn.Module with forward "
-                        "and inverse, a flow from FrEIA, nflows, normflows, zuko or pyro, a checkpoint "
-                        "path, or a factory string (file.py:callable)")
+        raise LoadError(
+            f"the model is a {type(obj).__name__}; expected a torch.nn.Module with forward "
+            "and inverse, a flow from FrEIA, nflows, normflows, zuko or pyro, a checkpoint "
+            "path, or a factory string (file.py:callable)"
+        )
     cond = resolve_condition(condition) if condition else None
     adapted = adapt_object(obj, _domain(obj, fallback_domain, name), {"object": name}, cond)
-    return LoadedModel(adapted.model, _described({"model": name, "loader": "python"}, adapted, cond),
-                       adapted.warnings)
+    return LoadedModel(adapted.model, _described({"model": name, "loader": "python"}, adapted, cond), adapted.warnings)
 
 
 def _domain(module: Any, fallback: Callable[[], DataDomain] | None, what: str) -> DataDomain:
@@ -102,27 +105,37 @@ def _domain(module: Any, fallback: Callable[[], DataDomain] | None, what: str) -
     if domain is not None:
         return domain
     if fallback is None:
-        raise LoadError(f"{what} does not declare its input shape; pass --data FILE (its shape and "
-                        "range are used) or set input_shape / data_range on the module")
+        raise LoadError(
+            f"{what} does not declare its input shape; pass --data FILE (its shape and "
+            "range are used) or set input_shape / data_range on the module"
+        )
     return fallback()
 
 
-def _from_factory(spec: str, weights: str | None, weights_key: str | None,
-                  fallback: Callable[[], DataDomain] | None, limits: Limits | None = None,
-                  condition: Condition | None = None) -> LoadedModel:
+def _from_factory(
+    spec: str,
+    weights: str | None,
+    weights_key: str | None,
+    fallback: Callable[[], DataDomain] | None,
+    limits: Limits | None = None,
+    condition: Condition | None = None,
+) -> LoadedModel:
     built, kind = resolve_factory(spec)
     if isinstance(built, InvertibleModel):
         return LoadedModel(built, {"model": spec, "loader": f"factory-{kind}"})
     if not isinstance(built, nn.Module) and find_adapter(built) is None:
-        raise LoadError(f"factory {spec} returned {type(built).__name__}; expected a "
-                        "torch.nn.Module with forward and inverse")
+        raise LoadError(
+            f"factory {spec} returned {type(built).__name__}; expected a torch.nn.Module with forward and inverse"
+        )
     target: dict[str, Any] = {"model": spec, "loader": f"factory-{kind}"}
     flags: list[str] = []
     if weights:
         path = Path(weights)
         if not isinstance(built, nn.Module):
-            raise LoadError(f"--weights: factory {spec} returned a {type(built).__name__}, which "
-                            "is not an nn.Module and holds no state dict")
+            raise LoadError(
+                f"--weights: factory {spec} returned a {type(built).__name__}, which "
+                "is not an nn.Module and holds no state dict"
+            )
         digest = load_state_dict_into(built, path, weights_key, limits)
         target.update(weights=str(path), weights_sha256=digest, weights_key=weights_key)
         flags = set_init_flags(built)
@@ -130,14 +143,22 @@ def _from_factory(spec: str, weights: str | None, weights_key: str | None,
     adapted = adapt_object(built, _domain(built, fallback, spec), source, condition)
     notes = adapted.warnings
     if weights and flags:
-        notes = (f"set the data-dependent initialization flag(s) {', '.join(flags[:6])} after loading "
-                 f"--weights, so the loaded ActNorm statistics are audited instead of being replaced "
-                 "by the first batch", *notes)
+        notes = (
+            f"set the data-dependent initialization flag(s) {', '.join(flags[:6])} after loading "
+            f"--weights, so the loaded ActNorm statistics are audited instead of being replaced "
+            "by the first batch",
+            *notes,
+        )
     return LoadedModel(adapted.model, _described(target, adapted, condition), notes)
 
 
-def _from_file(path: Path, trust: bool, fallback: Callable[[], DataDomain] | None,
-               limits: Limits | None = None, condition: Condition | None = None) -> LoadedModel:
+def _from_file(
+    path: Path,
+    trust: bool,
+    fallback: Callable[[], DataDomain] | None,
+    limits: Limits | None = None,
+    condition: Condition | None = None,
+) -> LoadedModel:
     ckpt = read_checkpoint(path, limits)  # the one read: checks, load and sha256 see these bytes
     target: dict[str, Any] = {"model": str(path), "sha256": ckpt.sha256, "size": ckpt.size}
     try:
@@ -147,13 +168,14 @@ def _from_file(path: Path, trust: bool, fallback: Callable[[], DataDomain] | Non
             raise
         obj = load_trusted(ckpt)
         target.update(loader="trusted-pickle", trusted=True)
-        warning = (f"{path} was loaded with --trust-checkpoint: it holds code, which ran while "
-                   "loading; audit only files you made yourself")
+        warning = (
+            f"{path} was loaded with --trust-checkpoint: it holds code, which ran while "
+            "loading; audit only files you made yourself"
+        )
         if not isinstance(obj, nn.Module) and find_adapter(obj) is None:
             _not_a_model(path, obj)
         adapted = adapt_object(obj, _domain(obj, fallback, str(path)), {"file": str(path)}, condition)
-        return LoadedModel(adapted.model, _described(target, adapted, condition),
-                           (warning, *adapted.warnings))
+        return LoadedModel(adapted.model, _described(target, adapted, condition), (warning, *adapted.warnings))
     if is_native(obj):
         module, arch, domain, provenance = parse_native(obj, limits.max_bytes if limits else None)
         target.update(loader="native", architecture=arch, provenance=provenance)
@@ -173,7 +195,10 @@ def _described(target: dict[str, Any], adapted: Adapted, condition: Condition | 
 
 def _not_a_model(path: Path, obj: Any) -> NoReturn:
     if isinstance(obj, dict):
-        raise LoadError(f"{path} holds weights but no architecture; give a factory: "
-                        f"innaudit run file.py:build --weights {path}")
-    raise LoadError(f"{path} holds a {type(obj).__name__}; expected an innaudit checkpoint "
-                    "(innaudit.save_checkpoint) or a state dict with a factory")
+        raise LoadError(
+            f"{path} holds weights but no architecture; give a factory: innaudit run file.py:build --weights {path}"
+        )
+    raise LoadError(
+        f"{path} holds a {type(obj).__name__}; expected an innaudit checkpoint "
+        "(innaudit.save_checkpoint) or a state dict with a factory"
+    )

@@ -48,8 +48,12 @@ def declared_domain(module: nn.Module) -> DataDomain | None:
         return None
     low, high = getattr(module, "data_range", (0.0, 1.0))
     levels = getattr(module, "data_levels", None)
-    return DataDomain(shape=tuple(int(s) for s in shape), low=float(low), high=float(high),
-                      levels=None if levels is None else int(levels))
+    return DataDomain(
+        shape=tuple(int(s) for s in shape),
+        low=float(low),
+        high=float(high),
+        levels=None if levels is None else int(levels),
+    )
 
 
 def _block_modules(module: nn.Module) -> Sequence[nn.Module]:
@@ -72,10 +76,17 @@ def _block_name(module: nn.Module, block: nn.Module, index: int) -> str:
 def _blocks_of(info: ModelInfo):
     def blocks(module: nn.Module) -> list[InvertibleModel]:
         return [
-            InvertibleModel(b, _call_forward, _call_inverse,
-                            ModelInfo(domain=info.domain, architecture=_block_name(module, b, i),
-                                      inverse_kind=_kind(b, "inverse_kind", InverseKind.ANALYTIC),
-                                      log_det_kind=_kind(b, "log_det_kind", LogDetKind.NONE)))
+            InvertibleModel(
+                b,
+                _call_forward,
+                _call_inverse,
+                ModelInfo(
+                    domain=info.domain,
+                    architecture=_block_name(module, b, i),
+                    inverse_kind=_kind(b, "inverse_kind", InverseKind.ANALYTIC),
+                    log_det_kind=_kind(b, "log_det_kind", LogDetKind.NONE),
+                ),
+            )
             for i, b in enumerate(_block_modules(module))
         ]
 
@@ -92,19 +103,24 @@ def _kind(module: nn.Module, attr: str, default: Any) -> Any:
         return default
 
 
-def adapt_module(module: nn.Module, domain: DataDomain, source: dict[str, str],
-                 architecture: str = "") -> InvertibleModel:
+def adapt_module(
+    module: nn.Module, domain: DataDomain, source: dict[str, str], architecture: str = ""
+) -> InvertibleModel:
     """Wrap ``module`` as an InvertibleModel with the given domain and provenance.
 
     Raises:
         LoadError: the module has no ``inverse``/``reverse`` method.
     """
     if not isinstance(module, nn.Module):
-        raise LoadError(f"the model is a {type(module).__name__}; expected a torch.nn.Module "
-                        "with forward(x) -> z and inverse(z) -> x")
+        raise LoadError(
+            f"the model is a {type(module).__name__}; expected a torch.nn.Module "
+            "with forward(x) -> z and inverse(z) -> x"
+        )
     if _inverse_name(module) is None:
-        raise LoadError(f"{type(module).__name__} has no inverse(z) or reverse(z) method; "
-                        "innaudit needs both directions of the flow")
+        raise LoadError(
+            f"{type(module).__name__} has no inverse(z) or reverse(z) method; "
+            "innaudit needs both directions of the flow"
+        )
     info = ModelInfo(
         domain=domain,
         inverse_kind=_kind(module, "inverse_kind", InverseKind.ANALYTIC),

@@ -49,8 +49,7 @@ def resolve_factory(spec: str) -> tuple[Any, str]:
     factory = getattr(module, name, None)
     if not callable(factory):
         found = sorted(n for n in vars(module) if not n.startswith("_") and callable(vars(module)[n]))
-        raise LoadError(f"{left} has no callable {name!r}; callables found: "
-                        f"{', '.join(found[:12]) or 'none'}")
+        raise LoadError(f"{left} has no callable {name!r}; callables found: {', '.join(found[:12]) or 'none'}")
     try:
         return factory(), kind
     except KeyboardInterrupt:
@@ -81,13 +80,16 @@ def _import_module(dotted: str) -> Any:
     try:
         return importlib.import_module(dotted)
     except ImportError as exc:
-        raise LoadError(f"module {dotted!r} cannot be imported ({exc}); is it installed, or did "
-                        "you mean a file path ending in .py?") from None
+        raise LoadError(
+            f"module {dotted!r} cannot be imported ({exc}); is it installed, or did you mean a file path ending in .py?"
+        ) from None
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     )
 
 
@@ -105,21 +107,26 @@ def select_state_dict(obj: Any, key: str | None, source: str) -> dict[str, torch
         for part in key.split("."):
             if not isinstance(obj, Mapping) or part not in obj:
                 keys = ", ".join(map(str, list(obj)[:12])) if isinstance(obj, Mapping) else "none"
-                raise LoadError(f"--weights-key {key!r}: {source} has no entry {part!r}; "
-                                f"entries: {clean_text(keys, 300)}")
+                raise LoadError(
+                    f"--weights-key {key!r}: {source} has no entry {part!r}; entries: {clean_text(keys, 300)}"
+                )
             obj = obj[part]
     if _is_state_dict(obj):
         return dict(obj)
     if isinstance(obj, Mapping):
         nested = [str(k) for k, v in obj.items() if _is_state_dict(v)]
         hint = f"; entries holding tensors: {', '.join(nested)}" if nested else ""
-        raise LoadError(f"{source} is a dict of several entries, not a state dict; name one with "
-                        f"--weights-key{clean_text(hint, 300)}")
+        raise LoadError(
+            f"{source} is a dict of several entries, not a state dict; name one with "
+            f"--weights-key{clean_text(hint, 300)}"
+        )
     raise LoadError(f"{source} holds a {type(obj).__name__}; expected a state dict of tensors")
 
 
-WEIGHTS_HINT = ("a weights file needs no code: save it with torch.save(model.state_dict()) or as "
-                "safetensors (--trust-checkpoint applies to MODEL only)")
+WEIGHTS_HINT = (
+    "a weights file needs no code: save it with torch.save(model.state_dict()) or as "
+    "safetensors (--trust-checkpoint applies to MODEL only)"
+)
 
 
 def _read_weights(ckpt: CheckpointFile, limits: Limits | None) -> Any:
@@ -134,14 +141,13 @@ def _read_weights(ckpt: CheckpointFile, limits: Limits | None) -> Any:
         raise UnsafeCheckpointError(str(exc).replace(TRUST_HINT, WEIGHTS_HINT)) from None
 
 
-def load_state_dict_into(module: nn.Module, path: Path, key: str | None,
-                         limits: Limits | None = None) -> str:
+def load_state_dict_into(module: nn.Module, path: Path, key: str | None, limits: Limits | None = None) -> str:
     """Load ``--weights`` into ``module`` strictly, stripping DataParallel's ``module.`` prefix;
     returns the sha256 of the bytes loaded (the file is read once)."""
     ckpt = read_checkpoint(path, limits)
     state = select_state_dict(_read_weights(ckpt, limits), key, str(path))
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
+        state = {k[len("module.") :]: v for k, v in state.items()}
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches raise even when strict=False

@@ -29,8 +29,15 @@ from innaudit.core.domain import DataDomain
 from innaudit.core.errors import LoadError, clean_text
 from innaudit.safeio.preflight import clean_strings
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "allocation_guard", "checkpoint_bytes", "is_native", "parse_native",
-           "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "allocation_guard",
+    "checkpoint_bytes",
+    "is_native",
+    "parse_native",
+    "save_checkpoint",
+]
 
 FORMAT = "innaudit.checkpoint"
 FORMAT_VERSION = 1
@@ -87,8 +94,9 @@ def is_native(obj: object) -> bool:
     return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
-def parse_native(obj: Mapping[str, Any], max_bytes: int | None = None
-                 ) -> tuple[nn.Module, str, DataDomain, dict[str, Any]]:
+def parse_native(
+    obj: Mapping[str, Any], max_bytes: int | None = None
+) -> tuple[nn.Module, str, DataDomain, dict[str, Any]]:
     """Rebuild the model of a loaded native checkpoint.
 
     The stored config is checked against the architecture's declared ranges
@@ -105,13 +113,17 @@ def parse_native(obj: Mapping[str, Any], max_bytes: int | None = None
 
     version = obj.get("format_version")
     if version != FORMAT_VERSION:
-        raise LoadError(f"native checkpoint format_version {version!r} is not supported; "
-                        f"this innaudit reads version {FORMAT_VERSION}")
+        raise LoadError(
+            f"native checkpoint format_version {version!r} is not supported; "
+            f"this innaudit reads version {FORMAT_VERSION}"
+        )
     arch = obj.get("architecture")
     state = obj.get("state_dict")
     if not isinstance(arch, dict) or not isinstance(state, dict):
-        raise LoadError("native checkpoint lacks an 'architecture' or 'state_dict' entry; "
-                        "it was not written by innaudit.save_checkpoint")
+        raise LoadError(
+            "native checkpoint lacks an 'architecture' or 'state_dict' entry; "
+            "it was not written by innaudit.save_checkpoint"
+        )
     name, config = clean_text(arch.get("name"), 100), arch.get("config") or {}
     if not isinstance(config, dict):
         raise LoadError(f"native checkpoint config is {type(config).__name__}; expected a dict")
@@ -128,8 +140,20 @@ def parse_native(obj: Mapping[str, Any], max_bytes: int | None = None
     return module, name, domain, clean_strings(provenance)
 
 
-_FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.randint,
-              torch.randperm, torch.eye, torch.arange, torch.empty_strided, torch.normal}
+_FACTORIES = {
+    torch.empty,
+    torch.zeros,
+    torch.ones,
+    torch.full,
+    torch.rand,
+    torch.randn,
+    torch.randint,
+    torch.randperm,
+    torch.eye,
+    torch.arange,
+    torch.empty_strided,
+    torch.normal,
+}
 _NEW = {"new_empty", "new_zeros", "new_ones", "new_full"}
 
 
@@ -148,8 +172,10 @@ def _requested(func: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> i
     if func is torch.eye:
         sides = [a for a in args[:2] if isinstance(a, int)]
         rest = (sides[0], sides[-1]) if sides else ()
-    dims: Any = kwargs.get("size", rest[0] if rest and isinstance(rest[0], (tuple, list, torch.Size))
-                           else [a for a in rest if isinstance(a, int)])
+    dims: Any = kwargs.get(
+        "size",
+        rest[0] if rest and isinstance(rest[0], (tuple, list, torch.Size)) else [a for a in rest if isinstance(a, int)],
+    )
     numel = 1
     for d in dims if isinstance(dims, (tuple, list, torch.Size)) else (dims,):  # full(size, value)
         numel *= int(d) if isinstance(d, int) and d > 0 else 1
@@ -164,14 +190,17 @@ class _Guard(TorchFunctionMode):
         super().__init__()
         self.limit, self.name, self.used = limit, name, 0
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
-                           kwargs: Mapping[str, Any] | None = None) -> Any:
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         self.used += _requested(func, args, kwargs)
         if self.used > self.limit:
-            raise LoadError(f"architecture {self.name!r}: its stored config asks for more than "
-                            f"{self.limit / (1 << 20):.0f} MiB while it is built, more than its stored "
-                            "weights or the memory budget allow; the checkpoint is damaged or hostile")
+            raise LoadError(
+                f"architecture {self.name!r}: its stored config asks for more than "
+                f"{self.limit / (1 << 20):.0f} MiB while it is built, more than its stored "
+                "weights or the memory budget allow; the checkpoint is damaged or hostile"
+            )
         return func(*args, **kwargs)
 
 

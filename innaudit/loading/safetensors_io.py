@@ -29,9 +29,24 @@ __all__ = ["MAX_HEADER_BYTES", "check_header", "read_safetensors"]
 
 MAX_HEADER_BYTES = 16 << 20
 
-_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2,
-                "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
-                "C64": 8}
+_DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+    "C64": 8,
+}
 
 
 def _bad(path: Path, why: str) -> CorruptCheckpointError:
@@ -58,11 +73,10 @@ def check_header(path: Path, data: bytes, limits: Limits) -> dict[str, Any]:
         raise _bad(path, f"{size} bytes, shorter than the 8-byte header length")
     (length,) = struct.unpack("<Q", data[:8])
     if length > MAX_HEADER_BYTES:
-        raise LoadError(f"{path} declares a {length}-byte safetensors header; at most "
-                        f"{MAX_HEADER_BYTES} are accepted")
+        raise LoadError(f"{path} declares a {length}-byte safetensors header; at most {MAX_HEADER_BYTES} are accepted")
     if 8 + length > size:
         raise _bad(path, f"the header claims {length} bytes but the file has {size - 8} after its length")
-    raw = data[8:8 + length]
+    raw = data[8 : 8 + length]
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -85,12 +99,16 @@ def _check_spans(path: Path, header: dict[str, Any], data_bytes: int, limits: Li
         except (KeyError, TypeError, ValueError):
             raise _bad(path, f"entry {name!r} lacks a known dtype, a shape or data_offsets") from None
         if not (0 <= begin <= end <= data_bytes) or end - begin != declared:
-            raise _bad(path, f"tensor {name!r} declares {declared} bytes at [{begin}, {end}) in a "
-                             f"{data_bytes}-byte data section")
+            raise _bad(
+                path,
+                f"tensor {name!r} declares {declared} bytes at [{begin}, {end}) in a {data_bytes}-byte data section",
+            )
         total += declared
     if total > limits.max_bytes:
-        raise LoadError(f"{path} declares {total} bytes of tensors, over the {limits.max_bytes}-byte "
-                        "budget; raise --max-memory if it is genuine")
+        raise LoadError(
+            f"{path} declares {total} bytes of tensors, over the {limits.max_bytes}-byte "
+            "budget; raise --max-memory if it is genuine"
+        )
     if total != data_bytes:
         raise _bad(path, f"tensors cover {total} of {data_bytes} data bytes (trailing or missing bytes)")
 
@@ -110,8 +128,10 @@ def read_safetensors(source: Path | CheckpointFile, limits: Limits | None = None
         from safetensors import SafetensorError
         from safetensors.torch import load
     except ImportError:
-        raise LoadError(f"{path} is a safetensors file; reading it needs the safetensors package "
-                        "(pip install safetensors, or innaudit[adapters])") from None
+        raise LoadError(
+            f"{path} is a safetensors file; reading it needs the safetensors package "
+            "(pip install safetensors, or innaudit[adapters])"
+        ) from None
     try:
         return load(ckpt.data)
     except SafetensorError as exc:

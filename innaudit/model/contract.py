@@ -97,9 +97,7 @@ def _first(out: Any) -> Tensor:
         return out[0]
     if isinstance(out, Tensor):
         return out
-    raise TypeError(
-        f"the model returned {type(out).__name__}; expected a tensor or a (tensor, log_det) tuple"
-    )
+    raise TypeError(f"the model returned {type(out).__name__}; expected a tensor or a (tensor, log_det) tuple")
 
 
 class InvertibleModel:
@@ -205,15 +203,17 @@ class InvertibleModel:
         return z if latent is None or latent.single else latent.leaf(z, 0)
 
     def _flat(self, z: Any) -> Tensor:
-        if isinstance(z, Tensor) and (self._latent is None or self._latent.single or (z.dim() == 2
-                                      and z.shape[1] == self._latent.dim)):
+        if isinstance(z, Tensor) and (
+            self._latent is None or self._latent.single or (z.dim() == 2 and z.shape[1] == self._latent.dim)
+        ):
             return z
         structure = LatentStructure.of(z)
         if self._latent is None:
             self._latent = structure
         elif structure != self._latent:
-            raise ValueError(f"the model's latent changed structure: {structure.describe()} "
-                             f"after {self._latent.describe()}")
+            raise ValueError(
+                f"the model's latent changed structure: {structure.describe()} after {self._latent.describe()}"
+            )
         return structure.flatten(z)
 
     def _structured(self, z: Tensor) -> Any:
@@ -247,8 +247,9 @@ class InvertibleModel:
         return self._rebuild(copy.deepcopy(self.module).to(dtype=dtype), self.info)
 
     def _rebuild(self, module: nn.Module, info: ModelInfo) -> InvertibleModel:
-        return InvertibleModel(module, self._forward, self._inverse, info, self._log_det, self._blocks,
-                               self._latent, self._prior)
+        return InvertibleModel(
+            module, self._forward, self._inverse, info, self._log_det, self._blocks, self._latent, self._prior
+        )
 
     def with_info(self, **changes: Any) -> InvertibleModel:
         """A model sharing the module and the maps, with some :class:`ModelInfo` fields replaced."""

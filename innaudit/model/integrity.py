@@ -23,10 +23,25 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-__all__ = ["INIT_FLAGS", "MUTATION_CAUSE", "PENDING_FLAGS", "changed", "fingerprint", "mutation_error", "set_init_flags"]
+__all__ = [
+    "INIT_FLAGS",
+    "MUTATION_CAUSE",
+    "PENDING_FLAGS",
+    "changed",
+    "fingerprint",
+    "mutation_error",
+    "set_init_flags",
+]
 
-INIT_FLAGS = ("initialized", "inited", "is_initialized", "init_done", "initialised", "_initialized",
-              "data_dep_init_done")
+INIT_FLAGS = (
+    "initialized",
+    "inited",
+    "is_initialized",
+    "init_done",
+    "initialised",
+    "_initialized",
+    "data_dep_init_done",
+)
 """Names of data-dependent-initialization flags ("already initialized" when true) in common
 ActNorm implementations: Glow ports (``initialized``, ``inited``), FrEIA's older
 ``is_initialized`` buffer, normflows' ``data_dep_init_done`` buffer."""
@@ -34,16 +49,19 @@ ActNorm implementations: Glow ports (``initialized``, ``inited``), FrEIA's older
 PENDING_FLAGS = ("init_on_next_batch",)
 """Flags of the opposite sense ("will initialize from the next batch" when true): FrEIA."""
 
-MUTATION_CAUSE = ("likely cause: data-dependent initialization (ActNorm?) ran during the audit: "
-                  "load a model whose init flag is set, or pass --allow-mutation to audit it anyway")
+MUTATION_CAUSE = (
+    "likely cause: data-dependent initialization (ActNorm?) ran during the audit: "
+    "load a model whose init flag is set, or pass --allow-mutation to audit it anyway"
+)
 
 
 def _digest(t: torch.Tensor) -> str:
     data = t.detach().cpu().contiguous()
     h = hashlib.sha256(f"{data.dtype}{tuple(data.shape)}".encode())
     if data.numel():
-        h.update(data.reshape(-1).view(torch.uint8).numpy().tobytes()
-                 if data.dtype != torch.bool else data.numpy().tobytes())
+        h.update(
+            data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.dtype != torch.bool else data.numpy().tobytes()
+        )
     return h.hexdigest()
 
 
@@ -62,8 +80,10 @@ def changed(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
 def mutation_error(names: list[str], when: str) -> str:
     """The report error for a model whose state changed ``when``."""
     shown = ", ".join(n.split(":", 1)[1] for n in names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-    return (f"the model changed {when}: {len(names)} parameter(s)/buffer(s) rewritten ({shown}); "
-            f"the results describe another model; {MUTATION_CAUSE}")
+    return (
+        f"the model changed {when}: {len(names)} parameter(s)/buffer(s) rewritten ({shown}); "
+        f"the results describe another model; {MUTATION_CAUSE}"
+    )
 
 
 def set_init_flags(module: nn.Module) -> list[str]:

@@ -54,15 +54,21 @@ def split_output(out: Any) -> tuple[Any, Tensor | float | None]:
     """
     if isinstance(out, Tensor):
         return out, None
-    if isinstance(out, (tuple, list)) and len(out) == 2 and _per_sample_scalar(out[1]) \
-            and (isinstance(out[0], Tensor) or is_structured(out[0])):
+    if (
+        isinstance(out, (tuple, list))
+        and len(out) == 2
+        and _per_sample_scalar(out[1])
+        and (isinstance(out[0], Tensor) or is_structured(out[0]))
+    ):
         return out[0], out[1]
     if is_structured(out) and all(t.dim() >= 2 for t in _leaves(out)):
         return out, None
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
         return out[0], out[1] if len(out) >= 2 and isinstance(out[1], Tensor) else None
-    raise TypeError(f"the model returned {type(out).__name__}; expected a tensor, a (tensor, log_det) "
-                    "tuple, or a list/tuple/dict of latent tensors")
+    raise TypeError(
+        f"the model returned {type(out).__name__}; expected a tensor, a (tensor, log_det) "
+        "tuple, or a list/tuple/dict of latent tensors"
+    )
 
 
 def _per_sample_scalar(t: Any) -> bool:
@@ -89,8 +95,9 @@ def _paths(tree: Tree, prefix: str) -> list[str]:
     if tree[0] == "leaf":
         return [prefix]
     if tree[0] == "dict":
-        return [p for k, t in zip(tree[1], tree[2], strict=True)
-                for p in _paths(t, f"{prefix}.{k}" if prefix else str(k))]
+        return [
+            p for k, t in zip(tree[1], tree[2], strict=True) for p in _paths(t, f"{prefix}.{k}" if prefix else str(k))
+        ]
     return [p for i, t in enumerate(tree[1]) for p in _paths(t, f"{prefix}.{i}" if prefix else str(i))]
 
 
@@ -122,8 +129,9 @@ class LatentStructure:
         """
         leaves = _leaves(z)
         if len({int(t.shape[0]) if t.dim() else -1 for t in leaves}) != 1 or leaves[0].dim() == 0:
-            raise ValueError("the latent's tensors disagree on the batch size (dimension 0): "
-                             f"{[tuple(t.shape) for t in leaves]}")
+            raise ValueError(
+                f"the latent's tensors disagree on the batch size (dimension 0): {[tuple(t.shape) for t in leaves]}"
+            )
         tree = _tree(z)
         return cls(tree, tuple(_paths(tree, "")), tuple(tuple(int(s) for s in t.shape[1:]) for t in leaves))
 
@@ -223,8 +231,9 @@ class LevelStats:
             bad, norm = np.concatenate(self.bad[i]), np.concatenate(self.norms[i])
             out[str(i)] = {
                 "nonfinite_fraction": float(bad.mean()) if bad.size else 0.0,
-                "norm": {"min": float(norm.min()) if norm.size else math.nan,
-                         "max": float(norm.max()) if norm.size else math.nan},
+                "norm": {
+                    "min": float(norm.min()) if norm.size else math.nan,
+                    "max": float(norm.max()) if norm.size else math.nan,
+                },
             }
         return out
-

@@ -12,5 +12,13 @@ from innaudit.monitor.core import DEFAULT_EVERY, InvertibilityMonitor, MonitorFa
 from innaudit.monitor.log import read_log
 from innaudit.monitor.rules import Finding, TrendRules
 
-__all__ = ["DEFAULT_EVERY", "Finding", "InvertibilityMonitor", "MonitorFailure", "MonitorResult",
-           "MonitorWarning", "TrendRules", "read_log"]
+__all__ = [
+    "DEFAULT_EVERY",
+    "Finding",
+    "InvertibilityMonitor",
+    "MonitorFailure",
+    "MonitorResult",
+    "MonitorWarning",
+    "TrendRules",
+    "read_log",
+]

@@ -54,16 +54,21 @@ def fixed_set(name: str, data: DataArg, role: Role, domain: DataDomain, samples:
 
 def _tensor_set(name: str, data: Tensor, role: Role, domain: DataDomain) -> Dataset:
     if not isinstance(data, Tensor) or data.dim() < 1 or len(data) == 0:
-        raise DataError(f"monitor set {name!r} is {type(data).__name__}; expected a non-empty tensor "
-                        "of samples (batch first), a Dataset or a data SPEC")
+        raise DataError(
+            f"monitor set {name!r} is {type(data).__name__}; expected a non-empty tensor "
+            "of samples (batch first), a Dataset or a data SPEC"
+        )
     if data[0].numel() != domain.numel:
-        raise DataError(f"monitor set {name!r} has samples of shape {tuple(data.shape[1:])}, but the "
-                        f"model takes {tuple(domain.shape)}; expected {domain.numel} values per sample")
+        raise DataError(
+            f"monitor set {name!r} has samples of shape {tuple(data.shape[1:])}, but the "
+            f"model takes {tuple(domain.shape)}; expected {domain.numel} values per sample"
+        )
     return Dataset(name, "tensor", role, len(data), lambda a, b: data[a:b])
 
 
-def make_sets(data: DataArg | None, ood: Mapping[str, DataArg] | Sequence[str], domain: DataDomain,
-              samples: int, seed: int) -> tuple[Dataset, ...]:
+def make_sets(
+    data: DataArg | None, ood: Mapping[str, DataArg] | Sequence[str], domain: DataDomain, samples: int, seed: int
+) -> tuple[Dataset, ...]:
     """The in-distribution set (named ``data``) first, then the OOD sets, each fixed once."""
     sets = [fixed_set("data", data, Role.IN_DISTRIBUTION, domain, samples, seed)] if data is not None else []
     items = ood.items() if isinstance(ood, Mapping) else [(str(s).split("=")[0], s) for s in ood]
@@ -75,20 +80,36 @@ def make_sets(data: DataArg | None, ood: Mapping[str, DataArg] | Sequence[str], 
     return tuple(sets)
 
 
-def battery_config(audits: Sequence[str], samples: int, spectrum_samples: int, seed: int,
-                   device: str = "cpu", spectrum_method: str = "auto") -> Config:
+def battery_config(
+    audits: Sequence[str],
+    samples: int,
+    spectrum_samples: int,
+    seed: int,
+    device: str = "cpu",
+    spectrum_method: str = "auto",
+) -> Config:
     """The run configuration of one check: only ``audits``, small sets, one batch per set."""
     from innaudit.audits import specs
 
-    raw: dict[str, Any] = {"audits": list(audits), "samples": samples, "batch_size": samples,
-                           "seed": seed, "device": device}
+    raw: dict[str, Any] = {
+        "audits": list(audits),
+        "samples": samples,
+        "batch_size": samples,
+        "seed": seed,
+        "device": device,
+    }
     if "spectrum" in audits:
         raw["spectrum"] = {"samples": spectrum_samples, "method": spectrum_method}
     return parse_config(raw, specs())
 
 
-def run_battery(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
-                latent_shape: tuple[int, ...], spectrum_sets: Sequence[str] | None = None) -> list[Report]:
+def run_battery(
+    model: InvertibleModel,
+    datasets: Sequence[Dataset],
+    config: Config,
+    latent_shape: tuple[int, ...],
+    spectrum_sets: Sequence[str] | None = None,
+) -> list[Report]:
     """Run the battery through the library's audit path (the one place that calls the orchestration).
 
     ``spectrum_sets`` (None: all) names the sets the Jacobian audit runs on; the round trips run
@@ -101,11 +122,15 @@ def run_battery(model: InvertibleModel, datasets: Sequence[Dataset], config: Con
         return [run_audits(model, datasets, config, latent_shape=latent_shape, target=target)]
     others = tuple(a for a in config.audits if a != "spectrum")
     chosen = [d for d in datasets if d.name in spectrum_sets]
-    reports = [run_audits(model, chosen, replace(config, audits=("spectrum",)), latent_shape=latent_shape,
-                          target=target)] if chosen else []
+    reports = (
+        [run_audits(model, chosen, replace(config, audits=("spectrum",)), latent_shape=latent_shape, target=target)]
+        if chosen
+        else []
+    )
     if others:
-        reports.append(run_audits(model, datasets, replace(config, audits=others), latent_shape=latent_shape,
-                                  target=target))
+        reports.append(
+            run_audits(model, datasets, replace(config, audits=others), latent_shape=latent_shape, target=target)
+        )
     return reports
 
 
@@ -129,8 +154,13 @@ class SetFigures:
 
     def to_dict(self) -> dict[str, float]:
         """Plain numbers by name."""
-        return {"nonfinite": self.nonfinite, "rel_error": self.rel_error, "sigma_min": self.sigma_min,
-                "sigma_max": self.sigma_max, "jacobian_nonfinite": self.jacobian_nonfinite}
+        return {
+            "nonfinite": self.nonfinite,
+            "rel_error": self.rel_error,
+            "sigma_min": self.sigma_min,
+            "sigma_max": self.sigma_max,
+            "jacobian_nonfinite": self.jacobian_nonfinite,
+        }
 
 
 def _number(tree: Mapping[str, Any], path: str) -> float:

@@ -14,8 +14,10 @@ __all__ = ["LazyMonitor", "missing_extra"]
 
 def missing_extra(library: str, package: str) -> ImportError:
     """The error for a callback whose library is not installed, naming the extra to install."""
-    return ImportError(f"{library} is not installed, so its innaudit callback cannot be used; install it "
-                       f"with `pip install 'innaudit[monitor]'` (or `pip install {package}`)")
+    return ImportError(
+        f"{library} is not installed, so its innaudit callback cannot be used; install it "
+        f"with `pip install 'innaudit[monitor]'` (or `pip install {package}`)"
+    )
 
 
 class LazyMonitor:
@@ -28,8 +30,9 @@ class LazyMonitor:
         options: keyword arguments of :class:`InvertibilityMonitor` (``data``, ``ood``, ``every``...).
     """
 
-    def __init__(self, monitor: InvertibilityMonitor | None, flow: Callable[[Any], nn.Module] | None,
-                 options: dict[str, Any]) -> None:
+    def __init__(
+        self, monitor: InvertibilityMonitor | None, flow: Callable[[Any], nn.Module] | None, options: dict[str, Any]
+    ) -> None:
         if monitor is not None and (flow is not None or options):
             raise TypeError("pass either a ready InvertibilityMonitor or the monitor's options, not both")
         self.monitor = monitor

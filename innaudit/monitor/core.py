@@ -83,12 +83,16 @@ class MonitorResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``check`` record of the JSONL log."""
-        return {"kind": "check", "step": self.step, "status": self.status.value,
-                "findings": [f.to_dict() for f in self.findings],
-                "sets": {name: s.to_dict() for name, s in self.sets.items()},
-                "duration_s": round(self.duration_s, 6),
-                "overhead": None if self.overhead is None else round(self.overhead, 6),
-                "stop": self.stop}
+        return {
+            "kind": "check",
+            "step": self.step,
+            "status": self.status.value,
+            "findings": [f.to_dict() for f in self.findings],
+            "sets": {name: s.to_dict() for name, s in self.sets.items()},
+            "duration_s": round(self.duration_s, 6),
+            "overhead": None if self.overhead is None else round(self.overhead, 6),
+            "stop": self.stop,
+        }
 
     def summary(self) -> dict[str, Any]:
         """The record without wall times, for a checkpoint's provenance (a rebuild hashes the same)."""
@@ -106,8 +110,7 @@ class MonitorResult:
         return out
 
 
-def _as_model(model: InvertibleModel | nn.Module, domain: DataDomain | None,
-              data: DataArg | None) -> InvertibleModel:
+def _as_model(model: InvertibleModel | nn.Module, domain: DataDomain | None, data: DataArg | None) -> InvertibleModel:
     if isinstance(model, InvertibleModel):
         return model  # it carries its own domain
     from innaudit.loading.adapt import adapt_module, declared_domain
@@ -118,8 +121,10 @@ def _as_model(model: InvertibleModel | nn.Module, domain: DataDomain | None,
 
 def _domain_of(data: DataArg | None) -> DataDomain:
     if not isinstance(data, torch.Tensor):
-        raise UsageError("the monitor cannot tell the model's input shape: pass domain=DataDomain(...), "
-                         "a model with input_shape, or data= as a tensor of samples")
+        raise UsageError(
+            "the monitor cannot tell the model's input shape: pass domain=DataDomain(...), "
+            "a model with input_shape, or data= as a tensor of samples"
+        )
     low, high = float(data.min()), float(data.max())
     return DataDomain(shape=tuple(int(s) for s in data.shape[1:]), low=low, high=high if high > low else low + 1)
 
@@ -153,13 +158,26 @@ class InvertibilityMonitor:
             every set when there is none), ``"all"``, or a list of set names.
     """
 
-    def __init__(self, model: InvertibleModel | nn.Module, data: DataArg | None = None,
-                 ood: Mapping[str, DataArg] | Sequence[str] = DEFAULT_OOD, *, every: int = DEFAULT_EVERY,
-                 audits: Sequence[str] = ("roundtrip", "spectrum"), budget: float | None = None,
-                 on_fail: str = "warn", log: str | Path | None = None, samples: int = 64,
-                 spectrum_samples: int = 4, rules: TrendRules | None = None, domain: DataDomain | None = None,
-                 seed: int = 0, fail_on: str = "fail", spectrum_method: str = "auto",
-                 spectrum_sets: str | Sequence[str] = "data") -> None:
+    def __init__(
+        self,
+        model: InvertibleModel | nn.Module,
+        data: DataArg | None = None,
+        ood: Mapping[str, DataArg] | Sequence[str] = DEFAULT_OOD,
+        *,
+        every: int = DEFAULT_EVERY,
+        audits: Sequence[str] = ("roundtrip", "spectrum"),
+        budget: float | None = None,
+        on_fail: str = "warn",
+        log: str | Path | None = None,
+        samples: int = 64,
+        spectrum_samples: int = 4,
+        rules: TrendRules | None = None,
+        domain: DataDomain | None = None,
+        seed: int = 0,
+        fail_on: str = "fail",
+        spectrum_method: str = "auto",
+        spectrum_sets: str | Sequence[str] = "data",
+    ) -> None:
         _check_arguments(every, audits, budget, on_fail, fail_on, samples, spectrum_samples)
         self.model = _as_model(model, domain, data)
         self.every, self.budget, self.on_fail = int(every), budget, on_fail
@@ -170,8 +188,7 @@ class InvertibilityMonitor:
         if not self.datasets:
             raise UsageError("the monitor has no set to check: pass data= or ood=")
         device = next((p.device for p in self.model.module.parameters()), torch.device("cpu"))
-        self.config = battery_config(tuple(audits), samples, spectrum_samples, seed, str(device),
-                                     spectrum_method)
+        self.config = battery_config(tuple(audits), samples, spectrum_samples, seed, str(device), spectrum_method)
         self.spectrum_sets = _spectrum_sets(spectrum_sets, self.datasets)
         self.timeline: list[MonitorResult] = []
         self.should_stop = False
@@ -190,13 +207,20 @@ class InvertibilityMonitor:
             append_record(self.log, self._start_record())
 
     def _start_record(self) -> dict[str, Any]:
-        return {"kind": "start", "every": self.every, "audits": list(self.config.audits),
-                "samples": self.config.samples, "sets": [d.describe() for d in self.datasets],
-                "spectrum_samples": self.config.settings["spectrum"].options["samples"],
-                "spectrum_sets": list(self.spectrum_sets) if self.spectrum_sets is not None else "all",
-                "rules": {"drop_factor": self.rules.drop_factor, "data_tolerance": self.rules.data_tolerance},
-                "on_fail": self.on_fail, "fail_on": self.fail_on.value,
-                "model": self.model.info.architecture, "torch": str(torch.__version__)}
+        return {
+            "kind": "start",
+            "every": self.every,
+            "audits": list(self.config.audits),
+            "samples": self.config.samples,
+            "sets": [d.describe() for d in self.datasets],
+            "spectrum_samples": self.config.settings["spectrum"].options["samples"],
+            "spectrum_sets": list(self.spectrum_sets) if self.spectrum_sets is not None else "all",
+            "rules": {"drop_factor": self.rules.drop_factor, "data_tolerance": self.rules.data_tolerance},
+            "on_fail": self.on_fail,
+            "fail_on": self.fail_on.value,
+            "model": self.model.info.architecture,
+            "torch": str(torch.__version__),
+        }
 
     @property
     def data_set(self) -> str | None:
@@ -233,9 +257,15 @@ class InvertibilityMonitor:
         status = worst(tuple(f.status for f in findings))
         failed = status.rank >= self.fail_on.rank
         duration = time.perf_counter() - start
-        result = MonitorResult(step, status, tuple(findings), current, duration,
-                               duration / train_s if self.timeline and train_s > 0 else None,
-                               stop=failed and self.on_fail == "stop")
+        result = MonitorResult(
+            step,
+            status,
+            tuple(findings),
+            current,
+            duration,
+            duration / train_s if self.timeline and train_s > 0 else None,
+            stop=failed and self.on_fail == "stop",
+        )
         self._record(result, failed)
         return result
 
@@ -260,13 +290,25 @@ class InvertibilityMonitor:
 
     def summary(self) -> dict[str, Any]:
         """The timeline as plain data without wall times (for a checkpoint's provenance)."""
-        return {"every": self.every, "audits": list(self.config.audits), "samples": self.config.samples,
-                "sets": [d.name for d in self.datasets], "first_failure": self.first_failure,
-                "timeline": [r.summary() for r in self.timeline]}
+        return {
+            "every": self.every,
+            "audits": list(self.config.audits),
+            "samples": self.config.samples,
+            "sets": [d.name for d in self.datasets],
+            "first_failure": self.first_failure,
+            "timeline": [r.summary() for r in self.timeline],
+        }
 
 
-def _check_arguments(every: int, audits: Sequence[str], budget: float | None, on_fail: str, fail_on: str,
-                     samples: int, spectrum_samples: int) -> None:
+def _check_arguments(
+    every: int,
+    audits: Sequence[str],
+    budget: float | None,
+    on_fail: str,
+    fail_on: str,
+    samples: int,
+    spectrum_samples: int,
+) -> None:
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise UsageError(f"every={every!r}; expected a whole number of steps, at least 1")
     unknown = [a for a in audits if a not in ("roundtrip", "spectrum")]

@@ -39,8 +39,13 @@ class InvertibilityTrainerCallback(TrainerCallback):
             first step, from the ``model`` the Trainer passes to its callbacks.
     """
 
-    def __init__(self, monitor: InvertibilityMonitor | None = None, *,
-                 flow: Callable[[Any], nn.Module] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        monitor: InvertibilityMonitor | None = None,
+        *,
+        flow: Callable[[Any], nn.Module] | None = None,
+        **options: Any,
+    ) -> None:
         self.lazy = LazyMonitor(monitor, flow, options)
         self.results: list[MonitorResult] = []
 

@@ -43,8 +43,13 @@ class InvertibilityCallback(Callback):
             ``on_fail``, ``log``...); the monitor is made when training starts.
     """
 
-    def __init__(self, monitor: InvertibilityMonitor | None = None, *,
-                 flow: Callable[[Any], nn.Module] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        monitor: InvertibilityMonitor | None = None,
+        *,
+        flow: Callable[[Any], nn.Module] | None = None,
+        **options: Any,
+    ) -> None:
         super().__init__()
         self.lazy = LazyMonitor(monitor, flow, options)
         self.results: list[MonitorResult] = []
@@ -54,8 +59,7 @@ class InvertibilityCallback(Callback):
         """The monitor (None until training starts when it was given by its options)."""
         return self.lazy.monitor
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Check at ``trainer.global_step``, log the figures, stop the trainer on a failure."""
         result = self.lazy.step(pl_module, int(trainer.global_step))
         if result is None:

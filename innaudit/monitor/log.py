@@ -59,8 +59,9 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             if number == len(lines):  # the last line, without its newline: cut short by a kill
                 break
-            raise DataError(f"{file}:{number} is not a JSON object; expected one monitor record "
-                            "per line (innaudit.monitor log)") from None
+            raise DataError(
+                f"{file}:{number} is not a JSON object; expected one monitor record per line (innaudit.monitor log)"
+            ) from None
         if not isinstance(record, dict) or "kind" not in record:
             raise DataError(f"{file}:{number} is not a monitor record; expected an object with 'kind'")
         records.append(from_plain(record))

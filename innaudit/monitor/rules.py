@@ -53,8 +53,13 @@ class Finding:
 
     def to_dict(self) -> dict[str, object]:
         """Plain data for the JSONL log."""
-        return {"rule": self.rule, "dataset": self.dataset, "status": self.status.value,
-                "message": self.message, "first": self.first}
+        return {
+            "rule": self.rule,
+            "dataset": self.dataset,
+            "status": self.status.value,
+            "message": self.message,
+            "first": self.first,
+        }
 
 
 @dataclass(frozen=True)
@@ -75,24 +80,45 @@ class TrendRules:
         if not self.data_tolerance > 0.0:
             raise ValueError(f"data_tolerance {self.data_tolerance} must be positive")
 
-    def evaluate(self, step: int, current: Mapping[str, SetFigures], previous: Mapping[str, SetFigures] | None,
-                 fired: set[tuple[str, str]], data_set: str | None) -> list[Finding]:
+    def evaluate(
+        self,
+        step: int,
+        current: Mapping[str, SetFigures],
+        previous: Mapping[str, SetFigures] | None,
+        fired: set[tuple[str, str]],
+        data_set: str | None,
+    ) -> list[Finding]:
         """The findings of one check; ``fired`` (rule, set) pairs seen before is updated in place."""
         found: list[Finding] = []
         for name, now in current.items():
             before = previous.get(name) if previous else None
             found += self._drop(step, name, now, before, fired)
             if now.nonfinite > 0:
-                found.append(_once(fired, "nonfinite", name, Status.FAIL,
-                                   f"{name}: {now.nonfinite:.1%} of round trips are NaN/Inf at step {step}"))
+                found.append(
+                    _once(
+                        fired,
+                        "nonfinite",
+                        name,
+                        Status.FAIL,
+                        f"{name}: {now.nonfinite:.1%} of round trips are NaN/Inf at step {step}",
+                    )
+                )
             if name == data_set and math.isfinite(now.rel_error) and now.rel_error > self.data_tolerance:
-                found.append(_once(fired, "data_error", name, Status.WARN,
-                                   f"{name}: round-trip error {now.rel_error:.3g} left float32 rounding "
-                                   f"(> {self.data_tolerance:g}) at step {step}"))
+                found.append(
+                    _once(
+                        fired,
+                        "data_error",
+                        name,
+                        Status.WARN,
+                        f"{name}: round-trip error {now.rel_error:.3g} left float32 rounding "
+                        f"(> {self.data_tolerance:g}) at step {step}",
+                    )
+                )
         return found
 
-    def _drop(self, step: int, name: str, now: SetFigures, before: SetFigures | None,
-              fired: set[tuple[str, str]]) -> list[Finding]:
+    def _drop(
+        self, step: int, name: str, now: SetFigures, before: SetFigures | None, fired: set[tuple[str, str]]
+    ) -> list[Finding]:
         if before is None or not (before.sigma_min > 0 and math.isfinite(before.sigma_min)):
             return []
         if not (math.isfinite(now.sigma_min) and now.sigma_min >= 0):
@@ -100,9 +126,16 @@ class TrendRules:
         ratio = before.sigma_min / now.sigma_min if now.sigma_min > 0 else math.inf
         if ratio <= self.drop_factor:
             return []
-        return [_once(fired, "sigma_min_drop", name, Status.WARN,
-                      f"{name}: sigma_min(J_F) fell {ratio:.3g}x in one interval, "
-                      f"{before.sigma_min:.3g} -> {now.sigma_min:.3g} at step {step}")]
+        return [
+            _once(
+                fired,
+                "sigma_min_drop",
+                name,
+                Status.WARN,
+                f"{name}: sigma_min(J_F) fell {ratio:.3g}x in one interval, "
+                f"{before.sigma_min:.3g} -> {now.sigma_min:.3g} at step {step}",
+            )
+        ]
 
 
 def _once(fired: set[tuple[str, str]], rule: str, name: str, status: Status, message: str) -> Finding:

@@ -32,8 +32,16 @@ class RecipeMonitor:
     def __call__(self, model: nn.Module, domain: DataDomain, steps_done: int) -> None:
         """Check after ``steps_done`` steps when due."""
         if self.monitor is None:
-            self.monitor = InvertibilityMonitor(model, data=default_data(domain), ood=DEFAULT_OOD, domain=domain,
-                                                every=self.every, on_fail="warn", log=self.log, **self.options)
+            self.monitor = InvertibilityMonitor(
+                model,
+                data=default_data(domain),
+                ood=DEFAULT_OOD,
+                domain=domain,
+                every=self.every,
+                on_fail="warn",
+                log=self.log,
+                **self.options,
+            )
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always", MonitorWarning)
             self.monitor.step(steps_done)

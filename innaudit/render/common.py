@@ -18,8 +18,23 @@ from typing import Any
 from innaudit.core.metrics import Direction, Metric, MetricTable, declared, percent
 from innaudit.core.results import AuditResult, Check, Report, SetResult, Status, lookup
 
-__all__ = ["Finding", "Row", "check_text", "declarations", "findings", "fmt", "interval_text", "limit_text",
-           "metric_label", "note", "percent", "rate_text", "rows", "set_findings", "verdict_reason"]
+__all__ = [
+    "Finding",
+    "Row",
+    "check_text",
+    "declarations",
+    "findings",
+    "fmt",
+    "interval_text",
+    "limit_text",
+    "metric_label",
+    "note",
+    "percent",
+    "rate_text",
+    "rows",
+    "set_findings",
+    "verdict_reason",
+]
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -63,8 +78,13 @@ def interval_text(result: SetResult, path: str, audit: str | None = None, short:
     low, high = result.intervals[path]
     k = round(value * n)
     if short:
-        span = f"<{_percent(high)}" if k == 0 else f">{_percent(low)}" if k == n else \
-            f"{_percent(low)[:-2]}-{_percent(high)}"
+        span = (
+            f"<{_percent(high)}"
+            if k == 0
+            else f">{_percent(low)}"
+            if k == n
+            else f"{_percent(low)[:-2]}-{_percent(high)}"
+        )
         return f"{k:,}/{n:,} {span.replace(' ', '')}"
     words = f" {_rate_doc(audit, path)}" if audit is not None else ""
     if k == 0:
@@ -80,8 +100,11 @@ def note(result: SetResult, audit: str = "") -> str:
     """What failed or warned, in words with the limit ("67.6 % of 500 round trips with a NaN or
     Inf (limit 0 %)"; the audit's declarations give the words), the message, and any waiver."""
     table = declarations()
-    parts = [check_text(audit, c, result.metrics, table, _interval(result, c.metric))
-             for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
+    parts = [
+        check_text(audit, c, result.metrics, table, _interval(result, c.metric))
+        for c in result.checks
+        if c.status in (Status.FAIL, Status.WARN)
+    ]
     if result.message:
         parts.append(result.message)
     if result.waiver:
@@ -136,17 +159,27 @@ def verdict_reason(report: Report) -> str:
         parts.append(f"and {len(bad) - 5} more")
     comparison = report.comparison
     if comparison is not None and comparison.regressions:
-        parts.append(f"{len(comparison.regressions)} metric(s) regressed against the baseline"
-                     + (" (gated)" if comparison.gate else ""))
+        parts.append(
+            f"{len(comparison.regressions)} metric(s) regressed against the baseline"
+            + (" (gated)" if comparison.gate else "")
+        )
     return "; ".join(parts) if parts else "every audit passed its thresholds"
 
 
 # -- human wording ---------------------------------------------------------------------------
-LABELS = {"rel_error_l2": "relative round-trip error", "error_l2": "round-trip error",
-          "condition": "condition number", "block_rel_error": "per-block relative round-trip error",
-          "block_condition": "per-block condition number", "rel_error": "relative log-det error",
-          "error": "error", "sv_min": "smallest singular value", "sv_max": "largest singular value",
-          "max_log10_gap": "forward/inverse spectrum gap (log10)", "scale_min": "smallest coupling scale"}
+LABELS = {
+    "rel_error_l2": "relative round-trip error",
+    "error_l2": "round-trip error",
+    "condition": "condition number",
+    "block_rel_error": "per-block relative round-trip error",
+    "block_condition": "per-block condition number",
+    "rel_error": "relative log-det error",
+    "error": "error",
+    "sv_min": "smallest singular value",
+    "sv_max": "largest singular value",
+    "max_log10_gap": "forward/inverse spectrum gap (log10)",
+    "scale_min": "smallest coupling scale",
+}
 """Short names of common metric leaves; anything else is named by its declaration's doc."""
 
 AUDIT_LABELS = {"gradient": {"rel_error_l2": "relative gradient error", "error_l2": "gradient error"}}
@@ -181,8 +214,7 @@ def limit_text(bound: float | None, direction: Direction, warn: bool, as_percent
     return f"{'minimum' if higher_better else 'limit'} {shown}"
 
 
-def rate_text(value: float, n: Any, what: str, limit: str = "",
-              interval: tuple[float, float] | None = None) -> str:
+def rate_text(value: float, n: Any, what: str, limit: str = "", interval: tuple[float, float] | None = None) -> str:
     """A rate in words: ``67.6 % of 500 samples non-finite (limit 0 %)``.
 
     Args:
@@ -205,7 +237,11 @@ def metric_label(path: str, metric: Metric | None, audit: str = "") -> str:
     head, _, stat = path.rpartition(".")
     base, named = (head, stat) if stat in STAT_WORDS and head else (path, "")
     leaf = base.rpartition(".")[2]
-    word = AUDIT_LABELS.get(audit, {}).get(leaf) or LABELS.get(leaf) or (metric.doc if metric is not None and metric.doc else base)
+    word = (
+        AUDIT_LABELS.get(audit, {}).get(leaf)
+        or LABELS.get(leaf)
+        or (metric.doc if metric is not None and metric.doc else base)
+    )
     if base.startswith(("forward.", "inverse.")):
         word += f" of {base.split('.')[0]} J"
     if base.startswith("float64."):
@@ -213,8 +249,13 @@ def metric_label(path: str, metric: Metric | None, audit: str = "") -> str:
     return f"{STAT_WORDS[named]} {word}" if named else word
 
 
-def check_text(audit: str, check: Check, metrics: Mapping[str, Any],
-               table: MetricTable | None = None, interval: tuple[float, float] | None = None) -> str:
+def check_text(
+    audit: str,
+    check: Check,
+    metrics: Mapping[str, Any],
+    table: MetricTable | None = None,
+    interval: tuple[float, float] | None = None,
+) -> str:
     """A failing or warning check in words, with its value and the bound it crossed."""
     table = declarations() if table is None else table
     metric = declared(table, audit, check.metric)
@@ -268,15 +309,29 @@ def _interval(result: SetResult, metric: str) -> tuple[float, float] | None:
 def set_findings(audit: AuditResult, result: SetResult, table: MetricTable | None = None) -> list[Finding]:
     """The failing and warning checks of one set in words, then its waiver (or its message)."""
     table = declarations() if table is None else table
-    out = [Finding(c.status, audit.id, result.dataset,
-                   check_text(audit.id, c, result.metrics, table, _interval(result, c.metric)), c.metric)
-           for c in result.checks if c.status in (Status.FAIL, Status.WARN)]
+    out = [
+        Finding(
+            c.status,
+            audit.id,
+            result.dataset,
+            check_text(audit.id, c, result.metrics, table, _interval(result, c.metric)),
+            c.metric,
+        )
+        for c in result.checks
+        if c.status in (Status.FAIL, Status.WARN)
+    ]
     if result.waiver:
         w = result.waiver
         was = str(w.get("waived_status", "")).upper()
-        out.append(Finding(result.status, audit.id, result.dataset,
-                           f"{was} waived until {w.get('expires')}: {w.get('reason')}",
-                           label="EXPIRED" if w.get("expired") else "WAIVED"))
+        out.append(
+            Finding(
+                result.status,
+                audit.id,
+                result.dataset,
+                f"{was} waived until {w.get('expires')}: {w.get('reason')}",
+                label="EXPIRED" if w.get("expired") else "WAIVED",
+            )
+        )
     if result.status is not Status.PASS and not out and result.message:
         out.append(Finding(result.status, audit.id, result.dataset, result.message))
     return out

@@ -10,8 +10,13 @@ from innaudit.render.common import fmt
 
 __all__ = ["STYLE", "table"]
 
-STYLE = {Change.REGRESSED: "bold red", Change.IMPROVED: "green", Change.UNCHANGED: "dim",
-         Change.NEW: "cyan", Change.MISSING: "yellow"}
+STYLE = {
+    Change.REGRESSED: "bold red",
+    Change.IMPROVED: "green",
+    Change.UNCHANGED: "dim",
+    Change.NEW: "cyan",
+    Change.MISSING: "yellow",
+}
 MAX_ROWS = 60
 
 
@@ -25,19 +30,31 @@ def _rel(base: float | None, new: float | None) -> str:
 def table(comparison: Comparison, show_unchanged: bool = False) -> Table:
     """Every changed metric (worst first), with base, new and the relative change."""
     counts = ", ".join(f"{n} {c}" for c, n in comparison.counts.items() if n) or "nothing compared"
-    title = (f"against baseline {escape(comparison.base)}: {counts} "
-             f"(tol = max(|base| x {fmt(comparison.rel_tol)}, {fmt(comparison.abs_tol)}); "
-             "^ marks a metric that is better when higher)")
+    title = (
+        f"against baseline {escape(comparison.base)}: {counts} "
+        f"(tol = max(|base| x {fmt(comparison.rel_tol)}, {fmt(comparison.abs_tol)}); "
+        "^ marks a metric that is better when higher)"
+    )
     out = Table(title=title, title_justify="left", box=None)
     for name in ("change", "audit", "set", "metric", "base", "new", "rel"):
         # numbers, the change and the metric never wrap; audit and set names fold
-        out.add_column(name, justify="right" if name in ("base", "new", "rel") else "left",
-                       no_wrap=name not in ("audit", "set"), overflow="fold")
+        out.add_column(
+            name,
+            justify="right" if name in ("base", "new", "rel") else "left",
+            no_wrap=name not in ("audit", "set"),
+            overflow="fold",
+        )
     shown = [d for d in comparison.deltas if show_unchanged or d.change is not Change.UNCHANGED]
     for d in shown[:MAX_ROWS]:
-        out.add_row(f"[{STYLE[d.change]}]{d.change.value}[/]", escape(d.audit), escape(d.dataset),
-                    escape(d.metric) + (" ^" if d.higher_is_better else ""),
-                    fmt(d.base), fmt(d.new), _rel(d.base, d.new))
+        out.add_row(
+            f"[{STYLE[d.change]}]{d.change.value}[/]",
+            escape(d.audit),
+            escape(d.dataset),
+            escape(d.metric) + (" ^" if d.higher_is_better else ""),
+            fmt(d.base),
+            fmt(d.new),
+            _rel(d.base, d.new),
+        )
     if len(shown) > MAX_ROWS:
         out.add_row("", f"... {len(shown) - MAX_ROWS} more", "", "", "", "", "")
     return out

@@ -41,22 +41,42 @@ Headline = tuple[str, str, str]
 HEADLINES: dict[str, tuple[Headline, ...]] = {
     "roundtrip": (("non-finite", "nonfinite_fraction", "rate"), ("max rel err", "rel_error_l2.max", "num")),
     "sampling": (("non-finite", "nonfinite_fraction", "rate"), ("max rel err", "rel_error_l2.max", "num")),
-    "attack": (("non-finite", "nonfinite_fraction", "rate"), ("random n-f", "random_search.nonfinite_fraction", "rate"),
-               ("err > thr", "fraction_above_threshold", "rate")),
-    "spectrum": (("non-finite", "nonfinite_fraction", "rate"), ("worst cond", "condition.max", "num"),
-                 ("min sv J_F", "forward.sv_min.min", "num")),
-    "bounds": (("Lip F <=", "forward.bound", "num"), ("Lip F^-1 <=", "inverse.bound", "num"),
-               ("violations", "violation_fraction", "rate")),
-    "layers": (("non-finite", "nonfinite_fraction", "rate"), ("max block err", "block_rel_error.max", "num"),
-               ("first failing block", "culprit", "text")),
+    "attack": (
+        ("non-finite", "nonfinite_fraction", "rate"),
+        ("random n-f", "random_search.nonfinite_fraction", "rate"),
+        ("err > thr", "fraction_above_threshold", "rate"),
+    ),
+    "spectrum": (
+        ("non-finite", "nonfinite_fraction", "rate"),
+        ("worst cond", "condition.max", "num"),
+        ("min sv J_F", "forward.sv_min.min", "num"),
+    ),
+    "bounds": (
+        ("Lip F <=", "forward.bound", "num"),
+        ("Lip F^-1 <=", "inverse.bound", "num"),
+        ("violations", "violation_fraction", "rate"),
+    ),
+    "layers": (
+        ("non-finite", "nonfinite_fraction", "rate"),
+        ("max block err", "block_rel_error.max", "num"),
+        ("first failing block", "culprit", "text"),
+    ),
     "logdet": (("non-finite", "nonfinite_fraction", "rate"), ("max rel err", "rel_error.max", "num")),
-    "grid": (("non-finite", "nonfinite_fraction", "rate"), ("max error", "error.max", "num"),
-             ("worst cond", "condition.max", "num")),
+    "grid": (
+        ("non-finite", "nonfinite_fraction", "rate"),
+        ("max error", "error.max", "num"),
+        ("worst cond", "condition.max", "num"),
+    ),
 }
 """Each audit's headline figures; an audit not listed shows its non-finite share and gated metrics."""
 
-STYLE = {Status.PASS: "green", Status.WARN: "yellow", Status.FAIL: "bold red",
-         Status.ERROR: "bold magenta", Status.SKIP: "dim"}
+STYLE = {
+    Status.PASS: "green",
+    Status.WARN: "yellow",
+    Status.FAIL: "bold red",
+    Status.ERROR: "bold magenta",
+    Status.SKIP: "dim",
+}
 TAGS = {"WAIVED": "cyan", "EXPIRED": "bold red"}
 SET_WIDTH = 24
 """A set name longer than this folds onto a second line (numbers never do)."""
@@ -71,17 +91,27 @@ def verdict_line(report: Report) -> str:
 def _headlines(audit: AuditResult) -> tuple[Headline, ...]:
     """The audit's headline figures that at least one of its sets has (no empty column)."""
     heads = HEADLINES.get(audit.id) or _fallback(audit)
-    return tuple(h for h in heads if any(lookup(r.metrics, h[1]) not in (None, "") or h[2] == "text"
-                                         for r in audit.results))
+    return tuple(
+        h for h in heads if any(lookup(r.metrics, h[1]) not in (None, "") or h[2] == "text" for r in audit.results)
+    )
 
 
 def _fallback(audit: AuditResult) -> tuple[Headline, ...]:
     """An audit without :data:`HEADLINES`: its non-finite share and its gated metrics."""
-    paths = ["nonfinite_fraction"] if any(lookup(r.metrics, "nonfinite_fraction") is not None
-                                          for r in audit.results) else []
+    paths = (
+        ["nonfinite_fraction"]
+        if any(lookup(r.metrics, "nonfinite_fraction") is not None for r in audit.results)
+        else []
+    )
     paths += [c.metric for r in audit.results for c in r.checks if c.metric not in paths]
-    return tuple((p.rpartition(".")[2] if p != "nonfinite_fraction" else "non-finite", p,
-                  "rate" if p == "nonfinite_fraction" else "num") for p in paths[:3])
+    return tuple(
+        (
+            p.rpartition(".")[2] if p != "nonfinite_fraction" else "non-finite",
+            p,
+            "rate" if p == "nonfinite_fraction" else "num",
+        )
+        for p in paths[:3]
+    )
 
 
 def _figure(result: SetResult, path: str, kind: str) -> str:
@@ -126,8 +156,7 @@ def _wrap(text: str, width: int, indent: int) -> list[str]:
     """``text`` wrapped at spaces to ``width`` under a hanging ``indent``; a number and its unit
     stay together, a word longer than a line is left whole rather than cut."""
     glued = text.replace(" %", GLUE + "%")
-    lines = textwrap.wrap(glued, width=max(width - indent, 20), break_long_words=False,
-                          break_on_hyphens=False) or [""]
+    lines = textwrap.wrap(glued, width=max(width - indent, 20), break_long_words=False, break_on_hyphens=False) or [""]
     return [line.replace(GLUE, " ") for line in lines]
 
 
@@ -166,11 +195,17 @@ def _header(report: Report) -> list[str]:
     domain = lookup(target, "info.domain") or {}
     levels = "" if domain.get("levels") is None else f", {domain.get('levels')} levels"
     model = shorten_middle(clean_text(target.get("model", "?")), 160)  # the JSON keeps it whole
-    first = [f"innaudit {model}", f"sha256 {str(target.get('sha256', '-'))[:12]}",
-             f"loader {target.get('loader', '-')}"]
-    second = [f"input {tuple(domain.get('shape', ()))} in [{domain.get('low')}, {domain.get('high')}]{levels}",
-              f"latent {tuple(target.get('latent_shape', ()))}", f"seed {run.get('seed')}",
-              f"{run.get('dtype')} on {run.get('device')}"]
+    first = [
+        f"innaudit {model}",
+        f"sha256 {str(target.get('sha256', '-'))[:12]}",
+        f"loader {target.get('loader', '-')}",
+    ]
+    second = [
+        f"input {tuple(domain.get('shape', ()))} in [{domain.get('low')}, {domain.get('high')}]{levels}",
+        f"latent {tuple(target.get('latent_shape', ()))}",
+        f"seed {run.get('seed')}",
+        f"{run.get('dtype')} on {run.get('device')}",
+    ]
     source = lookup(target, "info.source.domain")  # a domain the model does not declare: where from
     return ["  ".join(first), "  ".join(second), *([f"domain: {source}"] if source else [])]
 
@@ -190,9 +225,16 @@ def render(report: Report, *, color: bool = False, width: int = 120, verbose: bo
     """The console report as text (ANSI colour codes only when ``color``); ``verbose`` adds
     each finding's metric path and each diagnosis statement's evidence."""
     buffer = io.StringIO()
-    console = Console(file=buffer, force_terminal=color, no_color=not color, width=width,
-                      color_system="standard" if color else None, highlight=False, emoji=False,
-                      soft_wrap=True)
+    console = Console(
+        file=buffer,
+        force_terminal=color,
+        no_color=not color,
+        width=width,
+        color_system="standard" if color else None,
+        highlight=False,
+        emoji=False,
+        soft_wrap=True,
+    )
     for line in _header(report):
         for piece in _wrapped(line, width):
             console.print(Text(piece, style="bold" if piece.startswith("innaudit ") else ""))
@@ -216,5 +258,6 @@ def render(report: Report, *, color: bool = False, width: int = 120, verbose: bo
         console.print(Text.assemble(("error: ", "bold magenta"), error))
     console.print(Text(verdict_line(report), style=STYLE[report.status]))
     # a line that wraps inside an outside string must not start a CI workflow command ("::...")
-    return "".join((" " + line if line.startswith("::") else line).rstrip() + "\n"
-                   for line in buffer.getvalue().splitlines())
+    return "".join(
+        (" " + line if line.startswith("::") else line).rstrip() + "\n" for line in buffer.getvalue().splitlines()
+    )

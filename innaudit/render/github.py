@@ -48,10 +48,16 @@ def render(report: Report) -> str:
     if comparison is not None:
         level = "error" if comparison.gate else "notice"
         for d in comparison.regressions:
-            lines.append(_line(level, f"innaudit regression {d.audit} ({d.dataset})",
-                               f"{d.metric} regressed against {comparison.base}: {fmt(d.base)} -> {fmt(d.new)}"))
+            lines.append(
+                _line(
+                    level,
+                    f"innaudit regression {d.audit} ({d.dataset})",
+                    f"{d.metric} regressed against {comparison.base}: {fmt(d.base)} -> {fmt(d.new)}",
+                )
+            )
     lines += [_line("warning", "innaudit", w) for w in report.warnings]
     audits = ", ".join(f"{a.id} {a.status.value}" for a in report.audits) or "no audits"
-    lines.append(_line("notice", "innaudit verdict",
-                       f"{report.status.value.upper()} (exit {int(report.exit_code)}): {audits}"))
+    lines.append(
+        _line("notice", "innaudit verdict", f"{report.status.value.upper()} (exit {int(report.exit_code)}): {audits}")
+    )
     return "\n".join(lines) + "\n"

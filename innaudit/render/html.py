@@ -27,8 +27,13 @@ from innaudit.verdict.report_json import canonical
 
 __all__ = ["render"]
 
-COLOURS = {Status.PASS: "#1e7b34", Status.WARN: "#a86400", Status.FAIL: "#b3261e",
-           Status.ERROR: "#8e24aa", Status.SKIP: "#6b7280"}
+COLOURS = {
+    Status.PASS: "#1e7b34",
+    Status.WARN: "#a86400",
+    Status.FAIL: "#b3261e",
+    Status.ERROR: "#8e24aa",
+    Status.SKIP: "#6b7280",
+}
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
@@ -70,21 +75,31 @@ def _badge(status: Status) -> str:
 def _header(report: Report) -> str:
     status, target, run = report.status, report.target, report.run
     domain = lookup(target, "info.domain") or {}
-    meta = [("model", target.get("model", "?")), ("sha256", target.get("sha256", "-")),
-            ("loader", target.get("loader", "-")),
-            ("input", f"{tuple(domain.get('shape', ()))} in [{domain.get('low')}, {domain.get('high')}]"
-                      + ("" if domain.get("levels") is None else f", {domain.get('levels')} levels")),
-            ("latent", tuple(target.get("latent_shape", ()))),
-            ("run", f"seed {run.get('seed')}, {run.get('dtype')} on {run.get('device')}, "
-                    f"started {run.get('started_at', '-')}, {fmt(run.get('duration_s'))} s"),
-            ("tool", f"{report.tool.get('name')} {report.tool.get('version')}, gate fails on "
-                     f"{report.fail_on.value}")]
+    meta = [
+        ("model", target.get("model", "?")),
+        ("sha256", target.get("sha256", "-")),
+        ("loader", target.get("loader", "-")),
+        (
+            "input",
+            f"{tuple(domain.get('shape', ()))} in [{domain.get('low')}, {domain.get('high')}]"
+            + ("" if domain.get("levels") is None else f", {domain.get('levels')} levels"),
+        ),
+        ("latent", tuple(target.get("latent_shape", ()))),
+        (
+            "run",
+            f"seed {run.get('seed')}, {run.get('dtype')} on {run.get('device')}, "
+            f"started {run.get('started_at', '-')}, {fmt(run.get('duration_s'))} s",
+        ),
+        ("tool", f"{report.tool.get('name')} {report.tool.get('version')}, gate fails on {report.fail_on.value}"),
+    ]
     rows_html = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in meta)
     counts = "audits: " + (", ".join(f"{n} {s}" for s, n in report.counts.items() if n) or "none")
-    return (f'<div class="verdict" style="background:{COLOURS[status]}">'
-            f'<div class="big">{status.value.upper()} (exit {int(report.exit_code)})</div>'
-            f'<div class="why">{_e(verdict_reason(report))}</div><div>{_e(counts)}</div></div>'
-            f'<dl class="meta">{rows_html}</dl>')
+    return (
+        f'<div class="verdict" style="background:{COLOURS[status]}">'
+        f'<div class="big">{status.value.upper()} (exit {int(report.exit_code)})</div>'
+        f'<div class="why">{_e(verdict_reason(report))}</div><div>{_e(counts)}</div></div>'
+        f'<dl class="meta">{rows_html}</dl>'
+    )
 
 
 def _notices(report: Report) -> str:
@@ -97,38 +112,51 @@ def _diagnosis(report: Report) -> str:
     statements = diagnose(report).statements
     if not statements:
         return ""
-    items = "".join(f'<dt>{_e(s.kind.label)}</dt><dd title="{_e(s.cite)}">{_e(s.text)}'
-                    + (f' <span class="cite">({_e(s.cite)})</span>' if s.cite else "") + "</dd>"
-                    for s in statements)
+    items = "".join(
+        f'<dt>{_e(s.kind.label)}</dt><dd title="{_e(s.cite)}">{_e(s.text)}'
+        + (f' <span class="cite">({_e(s.cite)})</span>' if s.cite else "")
+        + "</dd>"
+        for s in statements
+    )
     return f'<section class="diagnosis" id="diagnosis"><h2>Diagnosis</h2><dl>{items}</dl></section>'
 
 
 def _summary(report: Report) -> str:
     found = sorted(findings(report), key=lambda f: -f.status.rank)
     if not found:
-        return "<h2>Findings</h2><div class=\"note\">Every check passed its thresholds.</div>"
+        return '<h2>Findings</h2><div class="note">Every check passed its thresholds.</div>'
     body = "".join(
         f'<tr><td><a href="#{_e(f.audit)}">{_e(f.audit)}</a></td><td>{_e(f.dataset)}</td>'
         f"<td>{_badge(f.status) if not f.label else _e(f.tag)}</td>"
-        f'<td class="note" title="{_e(f.metric)}">{_e(f.text)}</td></tr>' for f in found)
-    return ("<h2>Findings, worst first</h2><table><tr><th>audit</th><th>set</th><th>status</th>"
-            f"<th>finding</th></tr>{body}</table>")
+        f'<td class="note" title="{_e(f.metric)}">{_e(f.text)}</td></tr>'
+        for f in found
+    )
+    return (
+        "<h2>Findings, worst first</h2><table><tr><th>audit</th><th>set</th><th>status</th>"
+        f"<th>finding</th></tr>{body}</table>"
+    )
 
 
 def _checks(result: SetResult) -> str:
     if not result.checks:
         return ""
-    body = "".join(f'<tr><td>{_e(c.metric)}</td><td class="num">{_e(fmt(c.value))}</td>'
-                   f'<td class="num">{_e(fmt(c.warn))}</td><td class="num">{_e(fmt(c.fail))}</td>'
-                   f"<td>{_badge(c.status)}</td></tr>" for c in result.checks)
-    return ("<table><tr><th>gated metric</th><th>value</th><th>warn &gt;</th><th>fail &gt;</th>"
-            f"<th>status</th></tr>{body}</table>")
+    body = "".join(
+        f'<tr><td>{_e(c.metric)}</td><td class="num">{_e(fmt(c.value))}</td>'
+        f'<td class="num">{_e(fmt(c.warn))}</td><td class="num">{_e(fmt(c.fail))}</td>'
+        f"<td>{_badge(c.status)}</td></tr>"
+        for c in result.checks
+    )
+    return (
+        "<table><tr><th>gated metric</th><th>value</th><th>warn &gt;</th><th>fail &gt;</th>"
+        f"<th>status</th></tr>{body}</table>"
+    )
 
 
 def _metrics(result: SetResult) -> str:
-    body = "".join(f'<tr><td>{_e(path)}</td><td class="num">{_e(fmt(value))}</td>'
-                   f'<td>{_e(interval_text(result, path))}</td></tr>'
-                   for path, value in leaves(result.metrics))
+    body = "".join(
+        f'<tr><td>{_e(path)}</td><td class="num">{_e(fmt(value))}</td><td>{_e(interval_text(result, path))}</td></tr>'
+        for path, value in leaves(result.metrics)
+    )
     if not body:
         return ""
     return f"<details><summary>all metrics</summary><table>{body}</table></details>"
@@ -141,29 +169,35 @@ def _plots(audit_index: int, set_index: int, audit: AuditResult, result: SetResu
             continue
         title = f"{audit.id} · {result.dataset} · {kind.replace('_', ' ')}"
         try:
-            figures.append(plots.plot_series(kind, result.series[kind], title,
-                                             f"a{audit_index}s{set_index}{kind}"))
+            figures.append(plots.plot_series(kind, result.series[kind], title, f"a{audit_index}s{set_index}{kind}"))
         except Exception as exc:  # a malformed series loses its plot, never the report
-            figures.append(f'<div class="note">plot of {_e(kind)} unavailable: '
-                           f"{_e(type(exc).__name__)}: {_e(exc)}</div>")
+            figures.append(
+                f'<div class="note">plot of {_e(kind)} unavailable: {_e(type(exc).__name__)}: {_e(exc)}</div>'
+            )
     return f'<div class="plots">{"".join(figures)}</div>' if figures else ""
 
 
 def _set(audit_index: int, set_index: int, audit: AuditResult, result: SetResult) -> str:
     found = set_findings(audit, result)
     text = "; ".join(f.text for f in found) if found else result.message
-    return (f'<div class="card" style="border-left-color:{COLOURS[result.status]}">'
-            f"<h3>{_badge(result.status)} {_e(result.dataset)}</h3>"
-            + (f'<div class="note">{_e(text)}</div>' if text else "")
-            + _checks(result) + _metrics(result) + _plots(audit_index, set_index, audit, result)
-            + "</div>")
+    return (
+        f'<div class="card" style="border-left-color:{COLOURS[result.status]}">'
+        f"<h3>{_badge(result.status)} {_e(result.dataset)}</h3>"
+        + (f'<div class="note">{_e(text)}</div>' if text else "")
+        + _checks(result)
+        + _metrics(result)
+        + _plots(audit_index, set_index, audit, result)
+        + "</div>"
+    )
 
 
 def _audit(i: int, audit: AuditResult) -> str:
     title = f"{_badge(audit.status)} {_e(audit.id)}: {_e(audit.title)}"
-    body = (f'<div class="note">{_e(audit.message)} ({fmt(audit.duration_s)} s, seed {audit.seed})</div>'
-            + (f'<div class="err">{_e(audit.error)}</div>' if audit.error else "")
-            + "".join(_set(i, j, audit, result) for j, result in enumerate(audit.results)))
+    body = (
+        f'<div class="note">{_e(audit.message)} ({fmt(audit.duration_s)} s, seed {audit.seed})</div>'
+        + (f'<div class="err">{_e(audit.error)}</div>' if audit.error else "")
+        + "".join(_set(i, j, audit, result) for j, result in enumerate(audit.results))
+    )
     if audit.status in (Status.PASS, Status.SKIP):  # passing audits collapsed
         return f'<details class="audit" id="{_e(audit.id)}"><summary>{title}</summary>{body}</details>'
     return f'<h2 id="{_e(audit.id)}">{title}</h2>{body}'
@@ -180,15 +214,24 @@ def _comparison(report: Report) -> str:
         return ""
     counts = ", ".join(f"{n} {c}" for c, n in comparison.counts.items() if n) or "nothing compared"
     shown = [d for d in comparison.deltas if d.change.value != "unchanged"]
-    body = "".join(f"<tr><td>{_e(d.change.value)}</td><td>{_e(d.audit)}</td><td>{_e(d.dataset)}</td>"
-                   f'<td>{_e(d.metric)}</td><td class="num">{_e(fmt(d.base))}</td>'
-                   f'<td class="num">{_e(fmt(d.new))}</td></tr>' for d in shown)
+    body = "".join(
+        f"<tr><td>{_e(d.change.value)}</td><td>{_e(d.audit)}</td><td>{_e(d.dataset)}</td>"
+        f'<td>{_e(d.metric)}</td><td class="num">{_e(fmt(d.base))}</td>'
+        f'<td class="num">{_e(fmt(d.new))}</td></tr>'
+        for d in shown
+    )
     gate = " A regression fails the gate." if comparison.gate else ""
-    return (f"<h2>Against the baseline</h2><div class=\"note\">baseline {_e(comparison.base)}; "
-            f"tolerance max(|base| x {fmt(comparison.rel_tol)}, {fmt(comparison.abs_tol)}); "
-            f"{_e(counts)}.{gate}</div>"
-            + (f"<table><tr><th>change</th><th>audit</th><th>set</th><th>metric</th><th>base</th>"
-               f"<th>new</th></tr>{body}</table>" if body else ""))
+    return (
+        f'<h2>Against the baseline</h2><div class="note">baseline {_e(comparison.base)}; '
+        f"tolerance max(|base| x {fmt(comparison.rel_tol)}, {fmt(comparison.abs_tol)}); "
+        f"{_e(counts)}.{gate}</div>"
+        + (
+            f"<table><tr><th>change</th><th>audit</th><th>set</th><th>metric</th><th>base</th>"
+            f"<th>new</th></tr>{body}</table>"
+            if body
+            else ""
+        )
+    )
 
 
 def _embedded(report: Report) -> str:
@@ -203,14 +246,17 @@ def render(report: Report) -> str:
 
     report = canonical(report)
     title = f"innaudit {report.status.value.upper()}: {report.target.get('model', '?')}"
-    body = "".join([_header(report), _notices(report), _diagnosis(report), _summary(report), _comparison(report),
-                    *_audits(report)])
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-            "style-src 'unsafe-inline'; img-src data:\">"
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body><main>"
-            f"<h1>innaudit stability report</h1>{body}"
-            f"<footer>Numerical invertibility audit (Behrmann et al., AISTATS 2021). "
-            f"The JSON report is embedded in this page (script id innaudit-report).</footer>"
-            f"</main>\n{_embedded(report)}\n</body></html>\n")
+    body = "".join(
+        [_header(report), _notices(report), _diagnosis(report), _summary(report), _comparison(report), *_audits(report)]
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+        "style-src 'unsafe-inline'; img-src data:\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body><main>"
+        f"<h1>innaudit stability report</h1>{body}"
+        f"<footer>Numerical invertibility audit (Behrmann et al., AISTATS 2021). "
+        f"The JSON report is embedded in this page (script id innaudit-report).</footer>"
+        f"</main>\n{_embedded(report)}\n</body></html>\n"
+    )

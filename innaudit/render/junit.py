@@ -27,9 +27,13 @@ def _clean(text: object) -> str:
 
 
 def _testcase(suite: ET.Element, row: Row) -> None:
-    case = ET.SubElement(suite, "testcase", classname=_clean(row.audit.id),
-                         name=_clean(row.dataset or row.audit.id),
-                         time=f"{row.audit.duration_s / max(1, len(row.audit.results)):.3f}")
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        classname=_clean(row.audit.id),
+        name=_clean(row.dataset or row.audit.id),
+        time=f"{row.audit.duration_s / max(1, len(row.audit.results)):.3f}",
+    )
     text = _clean(row.text)
     status = row.status
     if status is Status.FAIL:
@@ -44,15 +48,25 @@ def _testcase(suite: ET.Element, row: Row) -> None:
 
 def _suite(parent: ET.Element, name: str, cases: list[Row], report: Report) -> ET.Element:
     count = {s: sum(1 for r in cases if r.status is s) for s in Status}
-    suite = ET.SubElement(parent, "testsuite", name=_clean(name), tests=str(len(cases)),
-                          failures=str(count[Status.FAIL]), errors=str(count[Status.ERROR]),
-                          skipped=str(count[Status.SKIP]),
-                          time=f"{float(report.run.get('duration_s', 0) or 0):.3f}",
-                          timestamp=_clean(report.run.get("started_at", "")))
+    suite = ET.SubElement(
+        parent,
+        "testsuite",
+        name=_clean(name),
+        tests=str(len(cases)),
+        failures=str(count[Status.FAIL]),
+        errors=str(count[Status.ERROR]),
+        skipped=str(count[Status.SKIP]),
+        time=f"{float(report.run.get('duration_s', 0) or 0):.3f}",
+        timestamp=_clean(report.run.get("started_at", "")),
+    )
     props = ET.SubElement(suite, "properties")
-    for key, value in (("sha256", report.target.get("sha256", "")), ("loader", report.target.get("loader", "")),
-                       ("seed", report.run.get("seed", "")), ("verdict", report.status.value),
-                       ("exit_code", int(report.exit_code))):
+    for key, value in (
+        ("sha256", report.target.get("sha256", "")),
+        ("loader", report.target.get("loader", "")),
+        ("seed", report.run.get("seed", "")),
+        ("verdict", report.status.value),
+        ("exit_code", int(report.exit_code)),
+    ):
         ET.SubElement(props, "property", name=key, value=_clean(value))
     for row in cases:  # junit-10 has no per-testcase properties: they live on the suite
         if row.result is None:
@@ -61,14 +75,19 @@ def _suite(parent: ET.Element, name: str, cases: list[Row], report: Report) -> E
         for path, value in leaves(row.result.metrics):
             ET.SubElement(props, "property", name=_clean(f"{where}.{path}"), value=_clean(fmt(value, 6)))
             if path in row.result.intervals:
-                ET.SubElement(props, "property", name=_clean(f"{where}.{path}.ci95"),
-                              value=_clean(interval_text(row.result, path)))
+                ET.SubElement(
+                    props,
+                    "property",
+                    name=_clean(f"{where}.{path}.ci95"),
+                    value=_clean(interval_text(row.result, path)),
+                )
         for c in row.result.checks:
             for level in ("warn", "fail"):
                 bound = getattr(c, level)
                 if bound is not None:
-                    ET.SubElement(props, "property", name=_clean(f"{where}.{c.metric}.{level}_threshold"),
-                                  value=fmt(bound, 6))
+                    ET.SubElement(
+                        props, "property", name=_clean(f"{where}.{c.metric}.{level}_threshold"), value=fmt(bound, 6)
+                    )
     for row in cases:
         _testcase(suite, row)
     return suite
@@ -79,14 +98,20 @@ def _baseline(parent: ET.Element, report: Report) -> None:
     if comparison is None:
         return
     regressed = comparison.regressions
-    suite = ET.SubElement(parent, "testsuite", name=_clean(f"baseline {comparison.base}"),
-                          tests=str(max(1, len(regressed))),
-                          failures=str(len(regressed) if comparison.gate else 0), errors="0")
+    suite = ET.SubElement(
+        parent,
+        "testsuite",
+        name=_clean(f"baseline {comparison.base}"),
+        tests=str(max(1, len(regressed))),
+        failures=str(len(regressed) if comparison.gate else 0),
+        errors="0",
+    )
     if not regressed:
         ET.SubElement(suite, "testcase", classname="baseline", name="no regression")
     for d in regressed:
-        case = ET.SubElement(suite, "testcase", classname=_clean(f"baseline.{d.audit}"),
-                             name=_clean(f"{d.dataset} {d.metric}"))
+        case = ET.SubElement(
+            suite, "testcase", classname=_clean(f"baseline.{d.audit}"), name=_clean(f"{d.dataset} {d.metric}")
+        )
         text = f"{d.metric} regressed: {fmt(d.base)} -> {fmt(d.new)}"
         if comparison.gate:
             ET.SubElement(case, "failure", type="regression", message=_clean(text)).text = _clean(text)
@@ -99,9 +124,13 @@ def render(report: Report) -> str:
 
     report = canonical(report)
     cases = rows(report)
-    root = ET.Element("testsuites", name="innaudit", tests=str(len(cases)),
-                      failures=str(sum(r.status is Status.FAIL for r in cases)),
-                      errors=str(sum(r.status is Status.ERROR for r in cases) + len(report.errors)))
+    root = ET.Element(
+        "testsuites",
+        name="innaudit",
+        tests=str(len(cases)),
+        failures=str(sum(r.status is Status.FAIL for r in cases)),
+        errors=str(sum(r.status is Status.ERROR for r in cases) + len(report.errors)),
+    )
     suite = _suite(root, str(report.target.get("model", "model")), cases, report)
     for error in report.errors:  # a run-level error (nothing audited...) is an error too
         case = ET.SubElement(suite, "testcase", classname="innaudit", name="run")

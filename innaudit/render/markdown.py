@@ -38,8 +38,10 @@ def _diagnosis(report: Report) -> list[str]:
     if not statements:
         return []
     lines = ["", "**Diagnosis**", ""]
-    lines += [f"- **{s.kind.label}:** {_md(s.text)}" + (f" <sub>{_md(s.cite)}</sub>" if s.cite else "")
-              for s in statements[:MAX_ROWS]]
+    lines += [
+        f"- **{s.kind.label}:** {_md(s.text)}" + (f" <sub>{_md(s.cite)}</sub>" if s.cite else "")
+        for s in statements[:MAX_ROWS]
+    ]
     return lines
 
 
@@ -48,8 +50,9 @@ def _findings(report: Report) -> list[str]:
     if not bad:
         return []
     lines = ["", "| status | audit | set | finding |", "|---|---|---|---|"]
-    lines += [f"| {ICON[f.status]} {f.tag} | {_md(f.audit)} | {_md(f.dataset)} "
-              f"| {_md(f.text)} |" for f in bad[:MAX_ROWS]]
+    lines += [
+        f"| {ICON[f.status]} {f.tag} | {_md(f.audit)} | {_md(f.dataset)} | {_md(f.text)} |" for f in bad[:MAX_ROWS]
+    ]
     if len(bad) > MAX_ROWS:
         lines.append(f"\n…and {len(bad) - MAX_ROWS} more; see the HTML or JSON report.")
     return lines
@@ -60,13 +63,18 @@ def _baseline(report: Report) -> list[str]:
     if comparison is None:
         return []
     counts = ", ".join(f"{n} {c}" for c, n in comparison.counts.items() if n) or "nothing compared"
-    lines = ["", f"**Against the baseline** {_md(comparison.base)}: {counts}"
-             + (" (a regression fails the gate)" if comparison.gate else "")]
+    lines = [
+        "",
+        f"**Against the baseline** {_md(comparison.base)}: {counts}"
+        + (" (a regression fails the gate)" if comparison.gate else ""),
+    ]
     changed = [d for d in comparison.deltas if d.change.value in ("regressed", "improved")]
     if changed:
         lines += ["", "| change | audit | set | metric | base | new |", "|---|---|---|---|---|---|"]
-        lines += [f"| {d.change.value} | {_md(d.audit)} | {_md(d.dataset)} | {_md(d.metric)} "
-                  f"| {fmt(d.base)} | {fmt(d.new)} |" for d in changed[:MAX_ROWS]]
+        lines += [
+            f"| {d.change.value} | {_md(d.audit)} | {_md(d.dataset)} | {_md(d.metric)} | {fmt(d.base)} | {fmt(d.new)} |"
+            for d in changed[:MAX_ROWS]
+        ]
         if len(changed) > MAX_ROWS:
             lines.append(f"\n…and {len(changed) - MAX_ROWS} more changed metrics.")
     return lines
@@ -74,8 +82,11 @@ def _baseline(report: Report) -> list[str]:
 
 def _rates(report: Report) -> list[str]:
     """The non-finite share of every set, as a count with its 95 % interval."""
-    texts = [f"{r.audit.id} on {r.dataset}: {interval_text(r.result, 'nonfinite_fraction')}"
-             for r in rows(report) if r.result is not None and "nonfinite_fraction" in r.result.intervals]
+    texts = [
+        f"{r.audit.id} on {r.dataset}: {interval_text(r.result, 'nonfinite_fraction')}"
+        for r in rows(report)
+        if r.result is not None and "nonfinite_fraction" in r.result.intervals
+    ]
     if not texts:
         return []
     more = [f"…and {len(texts) - MAX_ROWS} more."] if len(texts) > MAX_ROWS else []
@@ -87,13 +98,19 @@ def render(report: Report) -> str:
 
     report = canonical(report)
     status = report.status
-    clean = [a.id for a in report.audits if a.status in (Status.PASS, Status.SKIP)
-             and not any(r.waiver for r in a.results)]
-    lines = [f"### {ICON[status]} innaudit: {status.value.upper()} (exit {int(report.exit_code)})", "",
-             f"**{_md(report.target.get('model', '?'))}** · sha256 "
-             f"{_md(str(report.target.get('sha256', '-'))[:12])} · seed {report.run.get('seed')} · "
-             f"{_md(report.run.get('dtype'))} on {_md(report.run.get('device'))}", "",
-             f"**Why:** {_md(verdict_reason(report))}", ""]
+    clean = [
+        a.id for a in report.audits if a.status in (Status.PASS, Status.SKIP) and not any(r.waiver for r in a.results)
+    ]
+    lines = [
+        f"### {ICON[status]} innaudit: {status.value.upper()} (exit {int(report.exit_code)})",
+        "",
+        f"**{_md(report.target.get('model', '?'))}** · sha256 "
+        f"{_md(str(report.target.get('sha256', '-'))[:12])} · seed {report.run.get('seed')} · "
+        f"{_md(report.run.get('dtype'))} on {_md(report.run.get('device'))}",
+        "",
+        f"**Why:** {_md(verdict_reason(report))}",
+        "",
+    ]
     lines += [f"> ⚠️ {_md(w)}" for w in report.warnings[:MAX_ROWS]]
     lines += [f"> 💥 {_md(e)}" for e in report.errors[:MAX_ROWS]]
     lines += _diagnosis(report)

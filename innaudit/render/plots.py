@@ -92,7 +92,7 @@ def error_histogram(series: Mapping[str, Any], title: str) -> Any:
     fig = _figure()
     main, side = fig.subplots(1, 2, gridspec_kw={"width_ratios": [7, 1]})
     if counts and len(edges) == len(counts) + 1 and sum(counts) > 0:
-        main.stairs(counts, [10.0 ** e for e in edges], fill=True, color=_INK)
+        main.stairs(counts, [10.0**e for e in edges], fill=True, color=_INK)
         _log_axis(main, "x")
     else:
         main.text(0.5, 0.5, "no finite sample", ha="center", va="center", transform=main.transAxes)
@@ -118,8 +118,7 @@ def values(series: Mapping[str, Any], title: str) -> Any:
             continue
         positive = min(data) > 0
         points = [math.log10(v) for v in data] if positive else data
-        ax.hist(points, bins=30, histtype="step", linewidth=1.4,
-                label=(f"log10 {key}" if positive else key))
+        ax.hist(points, bins=30, histtype="step", linewidth=1.4, label=(f"log10 {key}" if positive else key))
         drawn += 1
     if drawn:
         ax.legend(fontsize=7)
@@ -128,8 +127,9 @@ def values(series: Mapping[str, Any], title: str) -> Any:
     return fig
 
 
-def _lines(ax: Any, series: Mapping[str, Any], axis: str, xs: Callable[[int], Sequence[Any]],
-           marker: str) -> list[float]:
+def _lines(
+    ax: Any, series: Mapping[str, Any], axis: str, xs: Callable[[int], Sequence[Any]], marker: str
+) -> list[float]:
     """One line per metric of ``series`` (all keys but ``axis``) at ``xs(len(values))``;
     non-numbers are drawn as gaps. Returns every finite value drawn."""
     every: list[float] = []
@@ -197,12 +197,12 @@ def grid(series: Mapping[str, Any], title: str) -> Any:
         extent = None
         if xs.size and ys.size:
             extent = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
-        image = ax.imshow(data, origin="lower", extent=extent, norm=norm, cmap=cmap,
-                          aspect="auto", interpolation="nearest")
+        image = ax.imshow(
+            data, origin="lower", extent=extent, norm=norm, cmap=cmap, aspect="auto", interpolation="nearest"
+        )
         fig.colorbar(image, ax=ax, shrink=0.85)
         masked = int(np.ma.count_masked(data))
-        ax.set_title(f"{key}" + (f" ({masked} NaN/Inf, black)" if masked else ""), fontsize=8,
-                     parse_math=False)
+        ax.set_title(f"{key}" + (f" ({masked} NaN/Inf, black)" if masked else ""), fontsize=8, parse_math=False)
     fig.suptitle(title, x=0.02, ha="left", fontsize=9, parse_math=False)
     return fig
 
@@ -264,8 +264,8 @@ def plot_series(kind: str, series: Any, title: str, salt: str) -> str:
 
     # text stays text (no glyph paths); titles and labels (set names) are drawn with
     # parse_math=False, so a "$" in a name is not read as TeX
-    with matplotlib.rc_context({"svg.fonttype": "none",
-                                "font.family": "sans-serif", "font.size": 8,
-                                "axes.titlesize": 8, "axes.labelsize": 8}):
+    with matplotlib.rc_context(
+        {"svg.fonttype": "none", "font.family": "sans-serif", "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8}
+    ):
         fig = KINDS[kind](series, title)
         return _svg(fig, salt)

@@ -18,9 +18,11 @@ from innaudit.render import plots
 
 __all__ = ["FIGURES", "render", "text"]
 
-FIGURES = (("sigma_min", "sigma_min(J_F), smallest over the spectrum samples", True),
-           ("rel_error", "worst relative round-trip error (finite samples)", True),
-           ("nonfinite", "share of round trips with NaN/Inf", False))
+FIGURES = (
+    ("sigma_min", "sigma_min(J_F), smallest over the spectrum samples", True),
+    ("rel_error", "worst relative round-trip error (finite samples)", True),
+    ("nonfinite", "share of round trips with NaN/Inf", False),
+)
 """``(figure key, plot title, log scale)`` of each timeline plot."""
 
 CSS = """
@@ -75,10 +77,15 @@ def _findings(checks: Sequence[Mapping[str, Any]]) -> str:
     rows = [(c["step"], f) for c in checks for f in c.get("findings", []) if _news(f)]
     if not rows:
         return "<p>No rule fired at any check.</p>"
-    body = "".join(f"<tr><td>{_e(step)}</td><td>{_e(f.get('status'))}</td><td>{_e(f.get('rule'))}</td>"
-                   f"<td>{_e(f.get('dataset'))}</td><td>{_e(f.get('message'))}</td></tr>" for step, f in rows)
-    return ("<table><tr><th>step</th><th>status</th><th>rule</th><th>set</th><th>finding (first time; every sigma_min drop)</th>"
-            f"</tr>{body}</table>")
+    body = "".join(
+        f"<tr><td>{_e(step)}</td><td>{_e(f.get('status'))}</td><td>{_e(f.get('rule'))}</td>"
+        f"<td>{_e(f.get('dataset'))}</td><td>{_e(f.get('message'))}</td></tr>"
+        for step, f in rows
+    )
+    return (
+        "<table><tr><th>step</th><th>status</th><th>rule</th><th>set</th><th>finding (first time; every sigma_min drop)</th>"
+        f"</tr>{body}</table>"
+    )
 
 
 def _news(finding: Mapping[str, Any]) -> bool:
@@ -95,27 +102,40 @@ def render(records: Sequence[Mapping[str, Any]]) -> str:
     checks = _checks(records)
     start = next((r for r in records if r.get("kind") == "start"), {})
     failed = first_failure(records)
-    colour, verdict = ("#b3261e", f"first failing check at step {failed}") if failed is not None \
+    colour, verdict = (
+        ("#b3261e", f"first failing check at step {failed}")
+        if failed is not None
         else ("#1e7b34", f"no failing check in {len(checks)}")
+    )
     svgs = "".join(_plot(checks, key, title, log, failed) for key, title, log in FIGURES)
-    about = (f"model {start.get('model', '?')}, a check every {start.get('every', '?')} steps on "
-             f"{', '.join(s.get('name', '?') for s in start.get('sets', []))}; audits "
-             f"{', '.join(start.get('audits', []))}")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
-            "img-src data:\"><title>innaudit monitor timeline</title>"
-            f"<style>{CSS}</style></head><body><main><h1>innaudit monitor timeline</h1>"
-            f'<div class="verdict" style="background:{colour}">{_e(verdict)}</div><p>{_e(about)}</p>'
-            f'<h2>Over training</h2><div class="plots">{svgs}</div><h2>Findings</h2>{_findings(checks)}'
-            "</main></body></html>\n")
+    about = (
+        f"model {start.get('model', '?')}, a check every {start.get('every', '?')} steps on "
+        f"{', '.join(s.get('name', '?') for s in start.get('sets', []))}; audits "
+        f"{', '.join(start.get('audits', []))}"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; "
+        'img-src data:"><title>innaudit monitor timeline</title>'
+        f"<style>{CSS}</style></head><body><main><h1>innaudit monitor timeline</h1>"
+        f'<div class="verdict" style="background:{colour}">{_e(verdict)}</div><p>{_e(about)}</p>'
+        f'<h2>Over training</h2><div class="plots">{svgs}</div><h2>Findings</h2>{_findings(checks)}'
+        "</main></body></html>\n"
+    )
 
 
 def text(records: Sequence[Mapping[str, Any]]) -> str:
     """A few lines for the console: checks, first failure, and each first finding."""
     checks = _checks(records)
     failed = first_failure(records)
-    lines = [f"{len(checks)} check(s), steps {checks[0]['step']}..{checks[-1]['step']}; "
-             + (f"first failing check at step {failed}" if failed is not None else "no failing check")]
-    lines += [f"  step {c['step']}: {f.get('status')} {f.get('message')}" for c in checks
-              for f in c.get("findings", []) if _news(f)]
+    lines = [
+        f"{len(checks)} check(s), steps {checks[0]['step']}..{checks[-1]['step']}; "
+        + (f"first failing check at step {failed}" if failed is not None else "no failing check")
+    ]
+    lines += [
+        f"  step {c['step']}: {f.get('status')} {f.get('message')}"
+        for c in checks
+        for f in c.get("findings", [])
+        if _news(f)
+    ]
     return "\n".join(lines) + "\n"

@@ -27,8 +27,15 @@ from innaudit.model.integrity import changed, fingerprint, mutation_error
 from innaudit.run.plan import plan_run
 from innaudit.verdict.gate import apply_waivers, judge
 
-__all__ = ["Observer", "RunHeader", "applicable", "assemble", "environment", "run_audits", "run_header",
-           ]
+__all__ = [
+    "Observer",
+    "RunHeader",
+    "applicable",
+    "assemble",
+    "environment",
+    "run_audits",
+    "run_header",
+]
 
 
 class Observer(Protocol):
@@ -66,8 +73,12 @@ def environment(model: InvertibleModel, device: torch.device) -> dict[str, Any]:
     return {
         "device": str(device),
         "dtype": str(model.dtype).replace("torch.", ""),
-        "versions": {"innaudit": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "innaudit": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
         "platform": sys.platform,
         "threads": torch.get_num_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
@@ -93,9 +104,18 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
         results = []
         for m in audit.run(ctx):
             status, checks = judge(m.metrics, ctx.settings.thresholds_for(m.dataset), declarations)
-            results.append(SetResult(m.dataset, status, m.metrics, checks, m.message, m.series,
-                                     artifacts=m.artifacts,
-                                     intervals=rate_intervals(m.metrics, audit.metrics)))
+            results.append(
+                SetResult(
+                    m.dataset,
+                    status,
+                    m.metrics,
+                    checks,
+                    m.message,
+                    m.series,
+                    artifacts=m.artifacts,
+                    intervals=rate_intervals(m.metrics, audit.metrics),
+                )
+            )
     except (KeyboardInterrupt, DistributedError):  # a broken job ends the run, not the audit
         raise
     except BaseException as exc:  # an audit that crashes gives ERROR, never a pass
@@ -105,11 +125,19 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
             message, lead = clean_text(str(exc), 500), "the audit could not measure"
         else:
             message, lead = clean_text(f"{type(exc).__name__}: {exc}", 500), "the audit crashed"
-        return AuditResult(audit.id, audit.title, Status.ERROR, f"{lead}: {message}",
-                           time.perf_counter() - start, ctx.seed, error=message)
+        return AuditResult(
+            audit.id,
+            audit.title,
+            Status.ERROR,
+            f"{lead}: {message}",
+            time.perf_counter() - start,
+            ctx.seed,
+            error=message,
+        )
     status = worst(tuple(r.status for r in results))
-    return AuditResult(audit.id, audit.title, status, _summary(results), time.perf_counter() - start,
-                       ctx.seed, tuple(results))
+    return AuditResult(
+        audit.id, audit.title, status, _summary(results), time.perf_counter() - start, ctx.seed, tuple(results)
+    )
 
 
 def _settings(config: Config, audit: Audit) -> AuditSettings:
@@ -122,8 +150,9 @@ def _summary(results: Sequence[SetResult]) -> str:
     bad = [r for r in results if r.status in (Status.FAIL, Status.WARN)]
     if not bad:
         return f"{len(results)} set(s) within thresholds"
-    parts = [f"{r.dataset}: " + ", ".join(f"{c.metric}={c.value:.3g}" for c in r.checks
-                                          if c.status is r.status) for r in bad]
+    parts = [
+        f"{r.dataset}: " + ", ".join(f"{c.metric}={c.value:.3g}" for c in r.checks if c.status is r.status) for r in bad
+    ]
     return "; ".join(parts)
 
 
@@ -138,15 +167,25 @@ class RunHeader:
     started: float
 
 
-def run_header(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
-               latent_shape: tuple[int, ...], target: Mapping[str, Any] | None = None,
-               warnings: Sequence[str] = (), world_size: int = 1) -> RunHeader:
+def run_header(
+    model: InvertibleModel,
+    datasets: Sequence[Dataset],
+    config: Config,
+    latent_shape: tuple[int, ...],
+    target: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
+    world_size: int = 1,
+) -> RunHeader:
     """The ``run`` and ``target`` blocks of the report (``run.world_size`` for a ``torchrun``
     job of more than one process)."""
     started = time.time()
-    run = {"seed": config.seed, "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-           **environment(model, torch.device(config.device)),
-           "datasets": [d.describe() for d in datasets], "config": config.to_dict()}
+    run = {
+        "seed": config.seed,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        **environment(model, torch.device(config.device)),
+        "datasets": [d.describe() for d in datasets],
+        "config": config.to_dict(),
+    }
     if world_size > 1:
         run["world_size"] = world_size
     tgt = {**(target or {}), "info": model.info.to_dict(), "latent_shape": list(latent_shape)}
@@ -160,28 +199,48 @@ def assemble(header: RunHeader, results: Sequence[AuditResult], errors: Sequence
     if not errors and not any(r.status is not Status.SKIP for r in results):
         errors = ("nothing was audited: every selected audit was skipped",)
     run = {**header.run, "duration_s": round(time.time() - header.started, 4)}
-    return Report(tool={"name": "innaudit", "version": __version__}, run=run, target=header.target,
-                  audits=tuple(results), errors=tuple(errors), fail_on=header.fail_on,
-                  warnings=header.warnings)
+    return Report(
+        tool={"name": "innaudit", "version": __version__},
+        run=run,
+        target=header.target,
+        audits=tuple(results),
+        errors=tuple(errors),
+        fail_on=header.fail_on,
+        warnings=header.warnings,
+    )
 
 
-def _context(aid: str, model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
-             latent_shape: tuple[int, ...], observer: Observer, batch_size: int,
-             shard: Shard = SINGLE) -> AuditContext:
+def _context(
+    aid: str,
+    model: InvertibleModel,
+    datasets: Sequence[Dataset],
+    config: Config,
+    latent_shape: tuple[int, ...],
+    observer: Observer,
+    batch_size: int,
+    shard: Shard = SINGLE,
+) -> AuditContext:
     def progress(name: str, done: int, total: int) -> None:
         observer.progress(aid, name, done, total)
 
     return AuditContext(
-        model=model, datasets=datasets, settings=_settings(config, REGISTRY[aid]()),
-        seed=stable_seed(config.seed, aid), samples=config.samples,
-        batch_size=batch_size, device=torch.device(config.device), float64_check=config.float64_check,
+        model=model,
+        datasets=datasets,
+        settings=_settings(config, REGISTRY[aid]()),
+        seed=stable_seed(config.seed, aid),
+        samples=config.samples,
+        batch_size=batch_size,
+        device=torch.device(config.device),
+        float64_check=config.float64_check,
         latent_shape=latent_shape,
-        progress=progress, shard=shard,
+        progress=progress,
+        shard=shard,
     )
 
 
-def applicable(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
-               latent_shape: tuple[int, ...]) -> Callable[[str], bool]:
+def applicable(
+    model: InvertibleModel, datasets: Sequence[Dataset], config: Config, latent_shape: tuple[int, ...]
+) -> Callable[[str], bool]:
     """``applies(audit_id)``: whether the audit would run (no skip reason) on this model and data."""
     batch = config.batch_size if isinstance(config.batch_size, int) else 1
 
@@ -197,10 +256,18 @@ def applicable(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
     return applies
 
 
-def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Config, *,
-               latent_shape: tuple[int, ...], observer: Observer | None = None,
-               target: Mapping[str, Any] | None = None, warnings: Sequence[str] = (),
-               header: RunHeader | None = None, shard: Shard = SINGLE) -> Report:
+def run_audits(
+    model: InvertibleModel,
+    datasets: Sequence[Dataset],
+    config: Config,
+    *,
+    latent_shape: tuple[int, ...],
+    observer: Observer | None = None,
+    target: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
+    header: RunHeader | None = None,
+    shard: Shard = SINGLE,
+) -> Report:
     """Run the selected audits on ``model`` and build the Report.
 
     Before the first audit the cost plan is made (:func:`innaudit.run.plan.plan_run`): methods
@@ -226,8 +293,7 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
     """
     observer = observer or _Silent()
     header = header or run_header(model, datasets, config, latent_shape, target, warnings)
-    run = plan_run(model, datasets, config, applicable(model, datasets, config, latent_shape),
-                   workers=shard.world_size)
+    run = plan_run(model, datasets, config, applicable(model, datasets, config, latent_shape), workers=shard.world_size)
     hook = getattr(observer, "plan_ready", None)
     if callable(hook):
         hook(run)
@@ -241,8 +307,11 @@ def run_audits(model: InvertibleModel, datasets: Sequence[Dataset], config: Conf
             if aid in config.skip:
                 results.append(AuditResult(aid, audit.title, Status.SKIP, "left out by --skip", 0.0, 0))
                 continue
-            ctx = _agreed(run.context(aid, _context(aid, model, datasets, config, latent_shape, observer,
-                                                    batch, shard)), shard, aid)
+            ctx = _agreed(
+                run.context(aid, _context(aid, model, datasets, config, latent_shape, observer, batch, shard)),
+                shard,
+                aid,
+            )
             observer.audit_started(aid, audit.title)
             result = _run_one(audit, ctx)
             shard.agree(f"{aid} done")
@@ -266,14 +335,14 @@ def _agreed(ctx: AuditContext, shard: Shard, aid: str) -> AuditContext:
     could otherwise choose differently and shard different work)."""
     if shard.single:
         return ctx
-    options, samples, sizes = shard.first((dict(ctx.settings.options), ctx.samples,
-                                           [d.size for d in ctx.datasets]), f"{aid} plan")
+    options, samples, sizes = shard.first(
+        (dict(ctx.settings.options), ctx.samples, [d.size for d in ctx.datasets]), f"{aid} plan"
+    )
     datasets = [replace(d, size=size) for d, size in zip(ctx.datasets, sizes, strict=True)]
     return replace(ctx, settings=replace(ctx.settings, options=options), samples=samples, datasets=datasets)
 
 
-def _integrity(before: Mapping[str, str], model: InvertibleModel, when: str,
-               found: list[str]) -> list[str]:
+def _integrity(before: Mapping[str, str], model: InvertibleModel, when: str, found: list[str]) -> list[str]:
     """The first change of the model's parameters/buffers since ``before`` (kept once found)."""
     if found:
         return found
@@ -284,6 +353,7 @@ def _integrity(before: Mapping[str, str], model: InvertibleModel, when: str,
 def _mutations(problems: list[str], config: Config, header: RunHeader) -> tuple[list[str], RunHeader]:
     """A model that changed is a report error, or a warning with ``allow_mutation``."""
     if problems and config.allow_mutation:
-        return [], replace(header, warnings=(*header.warnings, *(p + " (allowed by --allow-mutation)"
-                                                                for p in problems)))
+        return [], replace(
+            header, warnings=(*header.warnings, *(p + " (allowed by --allow-mutation)" for p in problems))
+        )
     return problems, header

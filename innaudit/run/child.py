@@ -125,8 +125,10 @@ def _job(conn: Any, job: Job, rank_timeout: float) -> None:
         try:
             resource.setrlimit(resource.RLIMIT_AS, (job.max_memory, job.max_memory))
         except (ValueError, OSError) as exc:
-            raise InnauditError(f"--max-memory {job.max_memory} cannot be set as this process's memory "
-                                f"limit ({exc}); give a smaller size") from None
+            raise InnauditError(
+                f"--max-memory {job.max_memory} cannot be set as this process's memory "
+                f"limit ({exc}); give a smaller size"
+            ) from None
     shard = join(rank_timeout)
     try:
         execute(job, _Pipe(conn), shard)
@@ -174,8 +176,7 @@ def _catching(signals: tuple[int, ...]) -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def run_isolated(job: Job, timeout: float | None, observer: Any,
-                 rank_timeout: float = DEFAULT_TIMEOUT_S) -> Report:
+def run_isolated(job: Job, timeout: float | None, observer: Any, rank_timeout: float = DEFAULT_TIMEOUT_S) -> Report:
     """Run ``job`` in a child; return its Report, or a partial one if it is stopped or dies.
 
     In a ``torchrun`` job the child joins the process group as this process's rank, its
@@ -192,8 +193,7 @@ def run_isolated(job: Job, timeout: float | None, observer: Any,
     """
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(child, job, os.getpid(), rank_timeout),
-                              daemon=True)
+    process = context.Process(target=_child, args=(child, job, os.getpid(), rank_timeout), daemon=True)
     deadline = None if timeout is None else time.monotonic() + timeout
     state = _State()
     signum: int = signal.SIGTERM
@@ -267,8 +267,9 @@ class _State:
         return None
 
 
-def _pump(conn: Any, process: Any, deadline: float | None, observer: Any, state: _State,
-          timeout: float | None) -> str | None:
+def _pump(
+    conn: Any, process: Any, deadline: float | None, observer: Any, state: _State, timeout: float | None
+) -> str | None:
     """Read events until done; the reason the run stopped early, or None."""
     while not state.finished:
         wait = None if deadline is None else deadline - time.monotonic()
@@ -292,4 +293,3 @@ def _death(process: Any) -> str:
         hint = " (out of memory?)" if -code == signal.SIGKILL else ""
         return f"the audit process was killed by {name}{hint}"
     return clean_text(f"the audit process exited with code {code} before it finished")
-

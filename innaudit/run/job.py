@@ -90,8 +90,7 @@ def device_of(name: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise UsageError(f"--device {name} is not supported; expected cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name} was asked for, but this torch has no usable CUDA device; "
-                         "use --device cpu")
+        raise UsageError(f"--device {name} was asked for, but this torch has no usable CUDA device; use --device cpu")
     return device
 
 
@@ -128,8 +127,10 @@ def _check_set_names(config: Config, datasets: Sequence[Dataset]) -> None:
         known = REGISTRY[aid].set_names(datasets, settings.options)
         for name in settings.sets:
             if name not in known:
-                raise ConfigError(f"config audits.{aid}.sets: {clean_text(name, 80)!r} is not a set {aid} "
-                                  f"measures in this run{did_you_mean(name, known)}")
+                raise ConfigError(
+                    f"config audits.{aid}.sets: {clean_text(name, 80)!r} is not a set {aid} "
+                    f"measures in this run{did_you_mean(name, known)}"
+                )
 
 
 def _probe(model: InvertibleModel, datasets: Sequence[Dataset], device: torch.device) -> tuple[int, ...]:
@@ -139,9 +140,11 @@ def _probe(model: InvertibleModel, datasets: Sequence[Dataset], device: torch.de
     try:
         z = model.forward(x.to(device=device, dtype=model.dtype))
     except Exception as exc:
-        raise LoadError(f"the model's forward pass fails on one input of shape {tuple(x.shape[1:])}: "
-                        f"{clean_text(f'{type(exc).__name__}: {exc}', 300)}; check the model's input "
-                        "shape and the data") from None
+        raise LoadError(
+            f"the model's forward pass fails on one input of shape {tuple(x.shape[1:])}: "
+            f"{clean_text(f'{type(exc).__name__}: {exc}', 300)}; check the model's input "
+            "shape and the data"
+        ) from None
     return tuple(int(s) for s in z.shape[1:])
 
 
@@ -170,8 +173,15 @@ def _load(job: Job) -> LoadedModel:
         loaded = load_object(job.model, fallback_domain=fallback, condition=job.condition)
     else:
         limits = Limits(max_bytes=job.max_memory) if job.max_memory else None
-        loaded = load_model(job.model, weights=job.weights, weights_key=job.weights_key, trust=job.trust,
-                            fallback_domain=fallback, limits=limits, condition=job.condition)
+        loaded = load_model(
+            job.model,
+            weights=job.weights,
+            weights_key=job.weights_key,
+            trust=job.trust,
+            fallback_domain=fallback,
+            limits=limits,
+            condition=job.condition,
+        )
     return _with_domain(loaded, job.config, notes)
 
 
@@ -180,8 +190,9 @@ def _with_domain(loaded: LoadedModel, config: Config, notes: list[str]) -> Loade
     model, domain = loaded.model, loaded.model.info.domain
     if config.range is not None or config.levels is not None:
         low, high = config.range or (domain.low, domain.high)
-        domain = replace(domain, low=low, high=high,
-                         levels=config.levels if config.levels is not None else domain.levels)
+        domain = replace(
+            domain, low=low, high=high, levels=config.levels if config.levels is not None else domain.levels
+        )
         notes = [*notes, "range/levels set by --range/--levels (or the config)"]
     if not notes:
         return loaded
@@ -189,8 +200,9 @@ def _with_domain(loaded: LoadedModel, config: Config, notes: list[str]) -> Loade
     return replace(loaded, model=model.with_info(domain=domain, source=source))
 
 
-def _probe_unchanged(loaded: LoadedModel, datasets: Sequence[Dataset], device: torch.device,
-                     config: Config) -> tuple[LoadedModel, tuple[int, ...]]:
+def _probe_unchanged(
+    loaded: LoadedModel, datasets: Sequence[Dataset], device: torch.device, config: Config
+) -> tuple[LoadedModel, tuple[int, ...]]:
     """The probe is the model's first forward pass: a model that rewrites its parameters there
     (data-dependent ActNorm initialization) would be audited as another model, so it is an error
     unless ``allow_mutation``, then a warning."""
@@ -238,12 +250,26 @@ def execute(job: Job, observer: Observer | None = None, shard: Shard = SINGLE) -
         job = replace(job, config=replace(job.config, device=f"cuda:{shard.local_rank}"))
     prepared = _prepared_everywhere(job, shard)
     loaded = prepared.loaded
-    header = run_header(loaded.model, prepared.datasets, job.config, prepared.latent_shape,
-                        loaded.target, loaded.warnings, shard.world_size)
+    header = run_header(
+        loaded.model,
+        prepared.datasets,
+        job.config,
+        prepared.latent_shape,
+        loaded.target,
+        loaded.warnings,
+        shard.world_size,
+    )
     if observer is not None:
         observer.run_started(header)
-    return run_audits(loaded.model, prepared.datasets, job.config, latent_shape=prepared.latent_shape,
-                      observer=observer, header=header, shard=shard)
+    return run_audits(
+        loaded.model,
+        prepared.datasets,
+        job.config,
+        latent_shape=prepared.latent_shape,
+        observer=observer,
+        header=header,
+        shard=shard,
+    )
 
 
 def _prepared_everywhere(job: Job, shard: Shard) -> Prepared:
@@ -266,8 +292,11 @@ def _prepared_everywhere(job: Job, shard: Shard) -> Prepared:
     if failed and len(failed) == len(notes) and len({n for _, n in failed}) == 1:
         raise LoadError(failed[0][1][1])  # every rank failed alike: the user's input, not a rank
     if failed:
-        raise DistributedError("; ".join(f"rank {rank} of {shard.world_size} failed before the audits: "
-                                         f"{text}" for rank, (_, text) in failed))
+        raise DistributedError(
+            "; ".join(
+                f"rank {rank} of {shard.world_size} failed before the audits: {text}" for rank, (_, text) in failed
+            )
+        )
     assert prepared is not None
     return prepared
 

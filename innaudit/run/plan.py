@@ -47,9 +47,25 @@ if TYPE_CHECKING:
     from innaudit.data import Dataset
     from innaudit.model.contract import InvertibleModel
 
-__all__ = ["EXACT_PREFERENCE", "LONG_RUN_S", "SAFETY", "AuditCost", "AuditPlan", "Cost", "Plan", "PlanRun",
-           "Units", "activation_bytes", "auto_batch_size", "floor_samples", "jacobian_costs", "make_plan",
-           "measure_units", "plan_run", "replan"]
+__all__ = [
+    "EXACT_PREFERENCE",
+    "LONG_RUN_S",
+    "SAFETY",
+    "AuditCost",
+    "AuditPlan",
+    "Cost",
+    "Plan",
+    "PlanRun",
+    "Units",
+    "activation_bytes",
+    "auto_batch_size",
+    "floor_samples",
+    "jacobian_costs",
+    "make_plan",
+    "measure_units",
+    "plan_run",
+    "replan",
+]
 
 EXACT_PREFERENCE = 4.0
 """Exact Jacobians are chosen while they cost at most this many times the matrix-free method."""
@@ -79,12 +95,21 @@ class AuditPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report."""
-        out: dict[str, Any] = {"id": self.id, "samples": self.samples, "requested": self.requested,
-                               "method": self.method, "sets": self.sets,
-                               "estimated_s": round(self.estimated_s, 3), "model_s": round(self.model_s, 3),
-                               "passes": round(self.passes)}
-        return out | ({"cut": self.cut} if self.cut else {}) | (
-            {"options": dict(self.overrides)} if self.overrides else {})
+        out: dict[str, Any] = {
+            "id": self.id,
+            "samples": self.samples,
+            "requested": self.requested,
+            "method": self.method,
+            "sets": self.sets,
+            "estimated_s": round(self.estimated_s, 3),
+            "model_s": round(self.model_s, 3),
+            "passes": round(self.passes),
+        }
+        return (
+            out
+            | ({"cut": self.cut} if self.cut else {})
+            | ({"options": dict(self.overrides)} if self.overrides else {})
+        )
 
 
 @dataclass(frozen=True)
@@ -107,25 +132,34 @@ class Plan:
 
     def to_dict(self, used: Mapping[str, float] | None = None) -> dict[str, Any]:
         """Plain data for the report's ``run.plan``; ``used`` adds each audit's real seconds."""
-        audits = [a.to_dict() | ({"used_s": round(used[a.id], 3)} if used and a.id in used else {})
-                  for a in self.audits]
-        return {"budget_s": self.budget_s, "estimated_s": round(self.estimated_s, 3),
-                "batch_size": self.batch_size, "units": self.units.to_dict(), "audits": audits}
+        audits = [
+            a.to_dict() | ({"used_s": round(used[a.id], 3)} if used and a.id in used else {}) for a in self.audits
+        ]
+        return {
+            "budget_s": self.budget_s,
+            "estimated_s": round(self.estimated_s, 3),
+            "batch_size": self.batch_size,
+            "units": self.units.to_dict(),
+            "audits": audits,
+        }
 
     def describe(self) -> list[str]:
         """Human-readable lines (``innaudit run --plan``)."""
         u = self.units
         b = self.batch_size
-        lines = [f"plan: d = {u.dim}, batch {b}; measured per sample at that batch: forward "
-                 f"{_ms(u.forward.at(b))}, inverse {_ms(u.inverse.at(b))}, VJP {_ms(u.vjp.at(b))}, "
-                 f"JVP {_ms(u.jvp.at(b))}",
-                 f"budget: {'none' if self.budget_s is None else _duration(self.budget_s)}; "
-                 f"estimated total {_duration(self.estimated_s)}"]
+        lines = [
+            f"plan: d = {u.dim}, batch {b}; measured per sample at that batch: forward "
+            f"{_ms(u.forward.at(b))}, inverse {_ms(u.inverse.at(b))}, VJP {_ms(u.vjp.at(b))}, "
+            f"JVP {_ms(u.jvp.at(b))}",
+            f"budget: {'none' if self.budget_s is None else _duration(self.budget_s)}; "
+            f"estimated total {_duration(self.estimated_s)}",
+        ]
         for a in self.audits:
             method = f", {a.method}" if a.method else ""
             cut = f"  (cut: {a.cut})" if a.cut else ""
-            lines.append(f"  {a.id:<10} {a.samples:>6} samples x {a.sets} set(s){method}: "
-                         f"~{_duration(a.estimated_s)}{cut}")
+            lines.append(
+                f"  {a.id:<10} {a.samples:>6} samples x {a.sets} set(s){method}: ~{_duration(a.estimated_s)}{cut}"
+            )
         return lines
 
 
@@ -219,7 +253,7 @@ def measure_units(model: InvertibleModel, x: Tensor, kinds: Collection[str] = KI
     if "dense" in kinds:
         size = 256
         a = torch.randn(size, size, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-        dense_s = _timed(lambda: torch.linalg.svdvals(a), torch.device("cpu")) / size ** 3
+        dense_s = _timed(lambda: torch.linalg.svdvals(a), torch.device("cpu")) / size**3
     return Units(fits[0], fits[1], fits[2], fits[3], dense_s, len(x), int(x[0].numel()))
 
 
@@ -327,8 +361,9 @@ def _choose(costs: Mapping[str, AuditCost], wanted: str, units: Units, batch: in
     return best
 
 
-def _shrunk(audit: type[Audit], need: _Need, options: Mapping[str, Any], share: float,
-            datasets: Sequence[Dataset], samples: int) -> _Need:
+def _shrunk(
+    audit: type[Audit], need: _Need, options: Mapping[str, Any], share: float, datasets: Sequence[Dataset], samples: int
+) -> _Need:
     """``need`` with the audit's ``shrinkable`` options halved (not below their least values)
     until its floor fits ``share`` seconds; the cut names what was lowered."""
     lowered = dict(options)
@@ -346,13 +381,13 @@ def _shrunk(audit: type[Audit], need: _Need, options: Mapping[str, Any], share: 
     return replace(need, overrides=changed, cut=cut)
 
 
-def _need(audit: type[Audit], options: Mapping[str, Any], datasets: Sequence[Dataset], samples: int,
-          units: Units, batch: int) -> _Need:
+def _need(
+    audit: type[Audit], options: Mapping[str, Any], datasets: Sequence[Dataset], samples: int, units: Units, batch: int
+) -> _Need:
     capacities = tuple(audit.capacities(datasets, options, samples))
     requested = min(int(options.get("samples", samples)), samples)
     costs = audit.costs(units.dim, options)
-    method = _choose(costs, str(options.get("method", "")), units, batch,
-                     min(requested, max(capacities, default=0)))
+    method = _choose(costs, str(options.get("method", "")), units, batch, min(requested, max(capacities, default=0)))
     return _Need(audit.id, costs[method], units, batch, capacities, requested, method, audit.scalable)
 
 
@@ -390,14 +425,31 @@ def replan(needs: Sequence[_Need], budget_s: float | None, factor: float = 1.0) 
         if min(got, top) < min(n.requested, top):
             cuts.append(f"{min(n.requested, top)} -> {min(got, top)} samples per set")
         raw = replace(n, factor=1.0)
-        out.append(AuditPlan(n.id, got, n.requested, n.method, len(n.capacities), n.seconds(got),
-                             "; ".join(cuts), n.overrides, raw.seconds(got), raw.passes(got)))
+        out.append(
+            AuditPlan(
+                n.id,
+                got,
+                n.requested,
+                n.method,
+                len(n.capacities),
+                n.seconds(got),
+                "; ".join(cuts),
+                n.overrides,
+                raw.seconds(got),
+                raw.passes(got),
+            )
+        )
     return tuple(out)
 
 
-def make_plan(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
-              audit_ids: Sequence[str], units: Units | None = None,
-              batch_size: int | None = None) -> tuple[Plan, tuple[_Need, ...]]:
+def make_plan(
+    model: InvertibleModel,
+    datasets: Sequence[Dataset],
+    config: Config,
+    audit_ids: Sequence[str],
+    units: Units | None = None,
+    batch_size: int | None = None,
+) -> tuple[Plan, tuple[_Need, ...]]:
     """Measure the units (unless given) and plan ``audit_ids`` under ``config.budget``.
 
     Returns the plan and the per-audit needs the runner re-plans with as audits finish.
@@ -408,16 +460,24 @@ def make_plan(model: InvertibleModel, datasets: Sequence[Dataset], config: Confi
     if units is None:
         device = torch.device(config.device)
         dom = model.info.domain
-        x = (datasets[0].first(min(batch, 32)) if datasets and datasets[0].size
-             else torch.full((1, *dom.shape), 0.5 * (dom.low + dom.high)))
+        x = (
+            datasets[0].first(min(batch, 32))
+            if datasets and datasets[0].size
+            else torch.full((1, *dom.shape), 0.5 * (dom.low + dom.high))
+        )
         units = measure_units(model, x.to(device=device, dtype=model.dtype))
-    needs = tuple(_need(REGISTRY[aid], _options(config, aid), datasets, config.samples, units, batch)
-                  for aid in audit_ids)
+    needs = tuple(
+        _need(REGISTRY[aid], _options(config, aid), datasets, config.samples, units, batch) for aid in audit_ids
+    )
     budget = getattr(config, "budget", None)
     if budget is not None and needs:
         share = SAFETY * budget / len(needs)
-        needs = tuple(_shrunk(REGISTRY[n.id], n, _options(config, n.id), share, datasets, config.samples)
-                      if REGISTRY[n.id].shrinkable else n for n in needs)
+        needs = tuple(
+            _shrunk(REGISTRY[n.id], n, _options(config, n.id), share, datasets, config.samples)
+            if REGISTRY[n.id].shrinkable
+            else n
+            for n in needs
+        )
     return Plan(units, budget, replan(needs, budget), batch), needs
 
 
@@ -458,8 +518,7 @@ class PlanRun:
             if "samples" in options:
                 options["samples"] = max(1, min(int(options["samples"]), samples))
             datasets = [replace(d, size=min(d.size, samples)) for d in ctx.datasets]
-        return replace(ctx, settings=replace(ctx.settings, options=options), datasets=datasets,
-                       samples=samples)
+        return replace(ctx, settings=replace(ctx.settings, options=options), datasets=datasets, samples=samples)
 
     def finished(self, audit_id: str, seconds: float) -> None:
         """Record an audit's time and re-plan the rest with the budget left."""
@@ -478,8 +537,13 @@ class PlanRun:
         return done.to_dict(self.used)
 
 
-def plan_run(model: InvertibleModel, datasets: Sequence[Dataset], config: Config,
-             applies: Callable[[str], bool] = lambda aid: True, workers: int = 1) -> PlanRun:
+def plan_run(
+    model: InvertibleModel,
+    datasets: Sequence[Dataset],
+    config: Config,
+    applies: Callable[[str], bool] = lambda aid: True,
+    workers: int = 1,
+) -> PlanRun:
     """Resolve ``batch_size: auto``, measure, and plan the selected audits that apply.
 
     ``workers`` processes share the work (a ``torchrun`` job): the measured per-sample costs
@@ -488,15 +552,18 @@ def plan_run(model: InvertibleModel, datasets: Sequence[Dataset], config: Config
 
     device = torch.device(config.device)
     dom = model.info.domain
-    x = (datasets[0].first(32) if datasets and datasets[0].size
-         else torch.full((1, *dom.shape), 0.5 * (dom.low + dom.high))).to(device=device, dtype=model.dtype)
+    x = (
+        datasets[0].first(32)
+        if datasets and datasets[0].size
+        else torch.full((1, *dom.shape), 0.5 * (dom.low + dom.high))
+    ).to(device=device, dtype=model.dtype)
     batch = config.batch_size if isinstance(config.batch_size, int) else 500
     ids = [aid for aid in selected_audits(config) if aid not in config.skip and applies(aid)]
     kinds = kinds_used(c for aid in ids for c in REGISTRY[aid].costs(dom.numel, _options(config, aid)).values())
     try:  # a model that fails or exits here is reported by the audits, inside their boundary
         if not isinstance(config.batch_size, int):
             batch = auto_batch_size(model, x)
-        units = measure_units(model, x[:min(batch, 32)], kinds)
+        units = measure_units(model, x[: min(batch, 32)], kinds)
     except KeyboardInterrupt:
         raise
     except BaseException:  # the model fails on a batch: the audits report how; plan with nominal costs

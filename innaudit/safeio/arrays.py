@@ -56,8 +56,10 @@ def read_array(path: Path, key: str | None, limit: int | None = None) -> np.ndar
     if not path.exists():
         raise DataError(f"data file {clean_text(path, 300)!r} does not exist")
     if not path.is_file():
-        raise DataError(f"data file {clean_text(path, 300)!r} is not a regular file (a folder, FIFO or "
-                        "device); expected a .npy, .npz or .pt file")
+        raise DataError(
+            f"data file {clean_text(path, 300)!r} is not a regular file (a folder, FIFO or "
+            "device); expected a .npy, .npz or .pt file"
+        )
     try:
         if path.suffix == ".npy":
             array = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -73,10 +75,13 @@ def read_array(path: Path, key: str | None, limit: int | None = None) -> np.ndar
         hint = "a data file needs no code: save the tensor itself with torch.save or numpy.save"
         raise DataError(str(exc).replace(TRUST_HINT, hint)) from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"data file {clean_text(path, 300)} cannot be read ({clean_text(exc, 200)}); "
-                        "expected a numeric array saved with numpy.save / numpy.savez / torch.save") from None
-    raise DataError(f"data file {clean_text(path, 300)} has suffix {clean_text(path.suffix, 20)!r}; "
-                    "expected .npy, .npz or .pt")
+        raise DataError(
+            f"data file {clean_text(path, 300)} cannot be read ({clean_text(exc, 200)}); "
+            "expected a numeric array saved with numpy.save / numpy.savez / torch.save"
+        ) from None
+    raise DataError(
+        f"data file {clean_text(path, 300)} has suffix {clean_text(path.suffix, 20)!r}; expected .npy, .npz or .pt"
+    )
 
 
 def _npz_entry(archive: zipfile.ZipFile, key: str | None, path: Path) -> zipfile.ZipInfo:
@@ -90,8 +95,9 @@ def _npz_entry(archive: zipfile.ZipFile, key: str | None, path: Path) -> zipfile
     if key is not None and key in names:
         return names[key]
     what = f"has no entry {key!r}" if key else "holds several arrays"
-    raise DataError(f"{path} {what}; name one as {path}:KEY, one of: "
-                    f"{clean_text(', '.join(sorted(names)), 300) or 'none'}")
+    raise DataError(
+        f"{path} {what}; name one as {path}:KEY, one of: {clean_text(', '.join(sorted(names)), 300) or 'none'}"
+    )
 
 
 def _read_npz(path: Path, key: str | None, limit: int | None) -> np.ndarray:
@@ -99,13 +105,16 @@ def _read_npz(path: Path, key: str | None, limit: int | None) -> np.ndarray:
         info = _npz_entry(archive, key, path)
         name = clean_text(info.filename, 80)
         if info.file_size > MAX_DECLARED:
-            raise DataError(f"{path}: entry {name} declares {info.file_size} bytes; at most "
-                            f"{MAX_DECLARED >> 30} GiB are accepted")
+            raise DataError(
+                f"{path}: entry {name} declares {info.file_size} bytes; at most {MAX_DECLARED >> 30} GiB are accepted"
+            )
         ratio = info.file_size / max(1, info.compress_size)
         if info.file_size > 64 << 20 and ratio > MAX_RATIO:
-            raise DataError(f"{path}: entry {name} inflates {ratio:.0f}-fold ({info.compress_size} -> "
-                            f"{info.file_size} bytes); refused as a possible zip bomb (real data "
-                            f"compresses less than {MAX_RATIO}-fold)")
+            raise DataError(
+                f"{path}: entry {name} inflates {ratio:.0f}-fold ({info.compress_size} -> "
+                f"{info.file_size} bytes); refused as a possible zip bomb (real data "
+                f"compresses less than {MAX_RATIO}-fold)"
+            )
         with archive.open(info) as stream:
             return _read_rows(stream, limit, f"{path}:{name}")
 
@@ -125,14 +134,17 @@ def _read_rows(stream: Any, limit: int | None, where: str) -> np.ndarray:
     total = shape[0] * row_bytes
     if fortran and rows < shape[0]:
         if total > MAX_READ:
-            raise DataError(f"{where} is stored in Fortran order, so its first rows cannot be read "
-                            f"alone, and it holds {total} bytes; save it in C order (np.ascontiguousarray)")
+            raise DataError(
+                f"{where} is stored in Fortran order, so its first rows cannot be read "
+                f"alone, and it holds {total} bytes; save it in C order (np.ascontiguousarray)"
+            )
         return _read_exact(stream, total, dtype, shape, where, fortran=True)[:rows].copy()
     return _read_exact(stream, rows * row_bytes, dtype, (rows, *shape[1:]), where, fortran)
 
 
-def _read_exact(stream: Any, count: int, dtype: np.dtype[Any], shape: tuple[int, ...], where: str,
-                fortran: bool) -> np.ndarray:
+def _read_exact(
+    stream: Any, count: int, dtype: np.dtype[Any], shape: tuple[int, ...], where: str, fortran: bool
+) -> np.ndarray:
     buffer = bytearray(count)
     view, done = memoryview(buffer), 0
     while done < count:
@@ -153,8 +165,9 @@ def _pick(obj: Any, key: str | None, path: Path) -> Any:
         if key is not None and key in obj:
             return obj[key]
         what = f"has no entry {key!r}" if key else "holds several arrays"
-        raise DataError(f"{path} {what}; name one as {path}:KEY, one of: "
-                        f"{clean_text(', '.join(map(str, arrays)), 300) or 'none'}")
+        raise DataError(
+            f"{path} {what}; name one as {path}:KEY, one of: {clean_text(', '.join(map(str, arrays)), 300) or 'none'}"
+        )
     raise DataError(f"{path} holds a {type(obj).__name__}; expected an array or tensor")
 
 
@@ -162,17 +175,30 @@ def _check(array: Any, path: Path) -> np.ndarray | torch.Tensor:
     if not isinstance(array, (np.ndarray, torch.Tensor)):
         raise DataError(f"{path} holds a {type(array).__name__}; expected an array or tensor")
     if isinstance(array, torch.Tensor) and array.layout != torch.strided:
-        raise DataError(f"{path} holds a {str(array.layout).removeprefix('torch.')} tensor; expected a "
-                        "dense tensor (call .to_dense() before torch.save)")
-    kind = array.dtype.kind if isinstance(array, np.ndarray) else (
-        "c" if array.is_complex() else "f" if array.is_floating_point() else
-        "b" if array.dtype == torch.bool else "i")
+        raise DataError(
+            f"{path} holds a {str(array.layout).removeprefix('torch.')} tensor; expected a "
+            "dense tensor (call .to_dense() before torch.save)"
+        )
+    kind = (
+        array.dtype.kind
+        if isinstance(array, np.ndarray)
+        else (
+            "c"
+            if array.is_complex()
+            else "f"
+            if array.is_floating_point()
+            else "b"
+            if array.dtype == torch.bool
+            else "i"
+        )
+    )
     if kind not in "fiub" or array.ndim < 2:
-        raise DataError(f"{path} holds an array of dtype {array.dtype} and shape "
-                        f"{tuple(array.shape)}; expected real numbers shaped (samples, ...)")
+        raise DataError(
+            f"{path} holds an array of dtype {array.dtype} and shape "
+            f"{tuple(array.shape)}; expected real numbers shaped (samples, ...)"
+        )
     if isinstance(array, np.ndarray) and kind == "f" and array.dtype.itemsize > 8:
-        raise DataError(f"{path} holds {array.dtype} values, which torch cannot read; save them as "
-                        "float64 or float32")
+        raise DataError(f"{path} holds {array.dtype} values, which torch cannot read; save them as float64 or float32")
     if array.shape[0] == 0:
         raise DataError(f"{path} holds no samples (shape {tuple(array.shape)}); expected at least one")
     if isinstance(array, np.ndarray) and not array.dtype.isnative:

@@ -83,8 +83,9 @@ def _check_path(path: Path) -> None:
     if not path.exists():
         raise LoadError(f"model file {str(path)!r} does not exist")
     if not path.is_file():
-        raise LoadError(f"model path {str(path)!r} is not a regular file (a folder, FIFO or device); "
-                        "expected a checkpoint file")
+        raise LoadError(
+            f"model path {str(path)!r} is not a regular file (a folder, FIFO or device); expected a checkpoint file"
+        )
 
 
 CHUNK = 16 << 20
@@ -116,8 +117,10 @@ def read_checkpoint(path: Path, limits: Limits | None = None) -> CheckpointFile:
     with path.open("rb") as handle:
         data = _read_at_most(handle, budget + 1)
     if len(data) > budget:
-        raise LoadError(f"{path} is larger than the {budget / (1 << 20):.1f} MiB budget; raise "
-                        "--max-memory if the checkpoint is genuinely that large")
+        raise LoadError(
+            f"{path} is larger than the {budget / (1 << 20):.1f} MiB budget; raise "
+            "--max-memory if the checkpoint is genuinely that large"
+        )
     return CheckpointFile(path, data)
 
 
@@ -156,8 +159,9 @@ def _zip_kind(source: io.BytesIO) -> FileFormat:
     return FileFormat.TORCH_ZIP
 
 
-def load_weights_only(source: Path | CheckpointFile, map_location: str | torch.device = "cpu",
-                      limits: Limits | None = None) -> Any:
+def load_weights_only(
+    source: Path | CheckpointFile, map_location: str | torch.device = "cpu", limits: Limits | None = None
+) -> Any:
     """``torch.load`` with ``weights_only=True``, errors translated to innaudit's.
 
     ``source`` is a path (read once here) or the bytes :func:`read_checkpoint` already read.
@@ -172,9 +176,7 @@ def load_weights_only(source: Path | CheckpointFile, map_location: str | torch.d
     ckpt = source if isinstance(source, CheckpointFile) else read_checkpoint(source, limits)
     path, fmt = ckpt.path, ckpt.format
     if fmt is FileFormat.TORCHSCRIPT:
-        raise UnsafeCheckpointError(
-            f"{path} is a TorchScript archive, which is code, not weights; {TRUST_HINT}"
-        )
+        raise UnsafeCheckpointError(f"{path} is a TorchScript archive, which is code, not weights; {TRUST_HINT}")
     if fmt is FileFormat.TORCH_EXPORT:
         raise UnsafeCheckpointError(
             f"{path} is a torch.export (.pt2) archive: code (torch.export.load unpickles it) that "
@@ -182,8 +184,10 @@ def load_weights_only(source: Path | CheckpointFile, map_location: str | torch.d
             "exporting both and audit it with --trust-checkpoint"
         )
     if fmt in (FileFormat.SAFETENSORS, FileFormat.NUMPY):
-        raise LoadError(f"{path} is a {fmt.value} file, which holds weights without an "
-                        "architecture; give a factory: innaudit run file.py:build --weights FILE")
+        raise LoadError(
+            f"{path} is a {fmt.value} file, which holds weights without an "
+            "architecture; give a factory: innaudit run file.py:build --weights FILE"
+        )
     if fmt is FileFormat.TORCH_ZIP:
         check_zip(ckpt.stream(), limits, path)
     check_structure(_load(ckpt, "meta"), limits, path)
@@ -207,9 +211,11 @@ def load_trusted(source: Path | CheckpointFile, map_location: str | torch.device
     """Unpickle a whole file, code included. Only called under ``--trust-checkpoint``."""
     ckpt = source if isinstance(source, CheckpointFile) else read_checkpoint(source)
     if ckpt.format is FileFormat.TORCH_EXPORT:
-        raise LoadError(f"{ckpt.path} is a torch.export (.pt2) program, which exports forward only; "
-                        "innaudit needs the inverse too: save a TorchScript module exporting "
-                        "forward and inverse (torch.jit.script(...).save) instead")
+        raise LoadError(
+            f"{ckpt.path} is a torch.export (.pt2) program, which exports forward only; "
+            "innaudit needs the inverse too: save a TorchScript module exporting "
+            "forward and inverse (torch.jit.script(...).save) instead"
+        )
     try:
         if ckpt.format is FileFormat.TORCHSCRIPT:
             return torch.jit.load(ckpt.stream(), map_location=map_location)
@@ -219,16 +225,16 @@ def load_trusted(source: Path | CheckpointFile, map_location: str | torch.device
 
 
 def _is_refusal(message: str) -> bool:
-    return "Weights only load failed" in message and (
-        "GLOBAL" in message or "allowed global" in message
-    )
+    return "Weights only load failed" in message and ("GLOBAL" in message or "allowed global" in message)
 
 
 def _refusal_message(path: Path, found: list[str], message: str) -> str:
     globals_ = found or sorted(set(re.findall(r"GLOBAL ([\w.]+)", message)))
     named = ", ".join(clean_text(g, 120) for g in globals_[:6]) + (" ..." if len(globals_) > 6 else "")
-    return (f"{path} was refused by the safe loader (weights_only=True): it needs the globals "
-            f"{named or 'unknown'}, which can run code; {TRUST_HINT}")
+    return (
+        f"{path} was refused by the safe loader (weights_only=True): it needs the globals "
+        f"{named or 'unknown'}, which can run code; {TRUST_HINT}"
+    )
 
 
 def _unsafe_globals(ckpt: CheckpointFile) -> list[str]:

@@ -14,10 +14,17 @@ from typing import IO, cast
 
 __all__ = ["SAFE_PREFIXES", "scan_globals", "unsafe_globals"]
 
-SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "builtins.set",
-                 "builtins.frozenset", "builtins.bytearray", "builtins.slice", "builtins.complex")
-_STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
-            "SHORT_BINSTRING"}
+SAFE_PREFIXES = (
+    "torch.",
+    "collections.OrderedDict",
+    "_codecs.encode",
+    "builtins.set",
+    "builtins.frozenset",
+    "builtins.bytearray",
+    "builtins.slice",
+    "builtins.complex",
+)
+_STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
 _MEMO_PUT = {"MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"}
 _MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
 

@@ -53,23 +53,28 @@ def check_zip(source: Path | IO[bytes], limits: Limits, path: Path | None = None
         with zipfile.ZipFile(source) as archive:
             entries = archive.infolist()
             if len(entries) > limits.max_entries:
-                raise LoadError(f"{path} has {len(entries)} zip entries; at most {limits.max_entries} "
-                                "are accepted")
+                raise LoadError(f"{path} has {len(entries)} zip entries; at most {limits.max_entries} are accepted")
             declared = sum(e.file_size for e in entries)
             if declared > limits.max_bytes:
-                raise LoadError(f"{path} declares {_mib(declared)} of content, over the "
-                                f"{_mib(limits.max_bytes)} budget; raise --max-memory if it is genuine")
+                raise LoadError(
+                    f"{path} declares {_mib(declared)} of content, over the "
+                    f"{_mib(limits.max_bytes)} budget; raise --max-memory if it is genuine"
+                )
             packed = [e for e in entries if e.compress_type != zipfile.ZIP_STORED]
             if packed and sum(e.file_size for e in packed) > max(1 << 20, limits.max_bytes // 64):
-                raise LoadError(f"{path} holds compressed records ({clean_text(packed[0].filename, 80)}, "
-                                "...) that expand far beyond their size; torch.save never compresses, "
-                                "so the file was rewritten: refused as a possible zip bomb")
+                raise LoadError(
+                    f"{path} holds compressed records ({clean_text(packed[0].filename, 80)}, "
+                    "...) that expand far beyond their size; torch.save never compresses, "
+                    "so the file was rewritten: refused as a possible zip bomb"
+                )
             _check_crcs(path, archive, entries)
     except LoadError:
         raise
     except Exception as exc:  # zipfile raises BadZipFile, OSError, zlib.error... on damage
-        raise CorruptCheckpointError(f"{path} is a damaged zip archive ({type(exc).__name__}: "
-                                     f"{clean_text(exc, 120)}); the file is truncated or corrupt") from None
+        raise CorruptCheckpointError(
+            f"{path} is a damaged zip archive ({type(exc).__name__}: "
+            f"{clean_text(exc, 120)}); the file is truncated or corrupt"
+        ) from None
 
 
 def _check_crcs(path: Path, archive: zipfile.ZipFile, entries: list[zipfile.ZipInfo]) -> None:
@@ -77,8 +82,10 @@ def _check_crcs(path: Path, archive: zipfile.ZipFile, entries: list[zipfile.ZipI
         return  # saved without CRCs (torch.serialization.set_crc32_options(False))
     bad = archive.testzip()
     if bad is not None:
-        raise CorruptCheckpointError(f"{path}: the CRC of entry {clean_text(bad, 120)} does not match "
-                                     "its data; the file is corrupted or was tampered with")
+        raise CorruptCheckpointError(
+            f"{path}: the CRC of entry {clean_text(bad, 120)} does not match "
+            "its data; the file is corrupted or was tampered with"
+        )
 
 
 def check_structure(obj: Any, limits: Limits, path: Path) -> None:
@@ -92,13 +99,17 @@ def check_structure(obj: Any, limits: Limits, path: Path) -> None:
             continue
         seen.add(id(node))
         if len(seen) > limits.max_nodes or depth > limits.max_depth:
-            raise LoadError(f"{path} holds a structure beyond the limits ({limits.max_nodes} objects, "
-                            f"depth {limits.max_depth}); refused as a structure bomb")
+            raise LoadError(
+                f"{path} holds a structure beyond the limits ({limits.max_nodes} objects, "
+                f"depth {limits.max_depth}); refused as a structure bomb"
+            )
         if isinstance(node, torch.Tensor):
             total += _tensor_bytes(node, path)
             if total > limits.max_bytes:
-                raise LoadError(f"{path} declares tensors of more than {_mib(limits.max_bytes)}; "
-                                "raise --max-memory if the checkpoint is genuinely that large")
+                raise LoadError(
+                    f"{path} declares tensors of more than {_mib(limits.max_bytes)}; "
+                    "raise --max-memory if the checkpoint is genuinely that large"
+                )
         elif isinstance(node, Mapping):
             stack.extend((v, depth + 1) for v in node.values())
             stack.extend((k, depth + 1) for k in node if not isinstance(k, (str, int)))
@@ -108,14 +119,18 @@ def check_structure(obj: Any, limits: Limits, path: Path) -> None:
 
 def _tensor_bytes(t: torch.Tensor, path: Path) -> int:
     if t.layout != torch.strided:
-        raise LoadError(f"{path} holds a {str(t.layout).removeprefix('torch.')} tensor of shape "
-                        f"{tuple(t.shape)}; innaudit reads dense tensors only (call .to_dense() "
-                        "before torch.save)")
+        raise LoadError(
+            f"{path} holds a {str(t.layout).removeprefix('torch.')} tensor of shape "
+            f"{tuple(t.shape)}; innaudit reads dense tensors only (call .to_dense() "
+            "before torch.save)"
+        )
     logical = t.numel() * t.element_size()
     if t.numel() > 1 and any(s == 0 and n > 1 for s, n in zip(t.stride(), t.shape, strict=False)):
-        raise LoadError(f"{path} holds a stride-0 tensor of shape {tuple(t.shape)} over "
-                        f"{t.untyped_storage().nbytes()} bytes of storage; torch.save of parameters "
-                        "never writes one, so the file was crafted")
+        raise LoadError(
+            f"{path} holds a stride-0 tensor of shape {tuple(t.shape)} over "
+            f"{t.untyped_storage().nbytes()} bytes of storage; torch.save of parameters "
+            "never writes one, so the file was crafted"
+        )
     return logical
 
 

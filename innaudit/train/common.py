@@ -23,10 +23,10 @@ class TrainedModel:
     """A trained zoo model and everything a native checkpoint stores about it."""
 
     module: nn.Module
-    architecture: str            # zoo name
-    config: dict[str, Any]       # zoo kwargs, plain data
+    architecture: str  # zoo name
+    config: dict[str, Any]  # zoo kwargs, plain data
     domain: DataDomain
-    provenance: dict[str, Any]   # recipe, seed, steps, final train/test NLL in bits/dim, ...
+    provenance: dict[str, Any]  # recipe, seed, steps, final train/test NLL in bits/dim, ...
 
 
 @dataclass(frozen=True)

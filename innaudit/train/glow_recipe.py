@@ -21,9 +21,16 @@ from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim
 __all__ = ["GLOW_RECIPES", "glow_nll", "train_patches_glow"]
 
 STEPS, BATCH, LR = 300, 32, 1e-3
-CONFIG: dict[str, Any] = {"shape": [3, 32, 32], "levels": 3, "steps": 4, "hidden": 48,
-                          "coupling": "affine", "scale": "sigmoid", "actnorm": True,
-                          "split_prior": "learned"}
+CONFIG: dict[str, Any] = {
+    "shape": [3, 32, 32],
+    "levels": 3,
+    "steps": 4,
+    "hidden": 48,
+    "coupling": "affine",
+    "scale": "sigmoid",
+    "actnorm": True,
+    "split_prior": "learned",
+}
 
 
 def glow_nll(latents: list[Tensor], log_det: Tensor) -> Tensor:
@@ -57,12 +64,11 @@ def _init_actnorm(model: nn.Module, batch: Tensor) -> None:
 @torch.no_grad()
 def _evaluate(model: nn.Module, data: Tensor, domain: DataDomain, seed: int) -> float:
     generator = torch.Generator().manual_seed(seed)
-    total = [glow_nll(*model(_dequantize(data[i:i + 128], domain, generator))) for i in range(0, len(data), 128)]
+    total = [glow_nll(*model(_dequantize(data[i : i + 128], domain, generator))) for i in range(0, len(data), 128)]
     return bits_per_dim(torch.cat(total), domain)
 
 
-def _fit(model: nn.Module, data: Tensor, domain: DataDomain, seed: int, steps: int,
-         progress: Progress | None) -> None:
+def _fit(model: nn.Module, data: Tensor, domain: DataDomain, seed: int, steps: int, progress: Progress | None) -> None:
     generator = torch.Generator().manual_seed(seed + 1)
     _init_actnorm(model, _dequantize(data[:256], domain, generator))
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
@@ -97,8 +103,13 @@ def train_patches_glow(seed: int, progress: Progress | None = None, steps: int |
         _fit(model, train, PATCHES_DOMAIN, seed, steps, progress)
         model.eval()
         provenance = {
-            "recipe": "patches-glow", "seed": int(seed), "steps": steps, "batch_size": BATCH, "lr": LR,
-            "optimizer": "adam", "augmentation": "horizontal flips",
+            "recipe": "patches-glow",
+            "seed": int(seed),
+            "steps": steps,
+            "batch_size": BATCH,
+            "lr": LR,
+            "optimizer": "adam",
+            "augmentation": "horizontal flips",
             "train_nll_bits_per_dim": _evaluate(model, train, PATCHES_DOMAIN, seed + 2),
             "test_nll_bits_per_dim": _evaluate(model, test, PATCHES_DOMAIN, seed + 3),
             "torch": str(torch.__version__),
@@ -114,5 +125,6 @@ GLOW_RECIPES: dict[str, Recipe] = {
         "patches-glow",
         "multi-scale Glow (3 levels x 4 steps, affine sigmoid coupling, learned split priors) on "
         "3x32x32 patches of scikit-image's sample images (needs innaudit[images])",
-        train_patches_glow),
+        train_patches_glow,
+    ),
 }

@@ -50,12 +50,12 @@ class Setup:
 
     architecture: str
     config: dict[str, Any]
-    data: str                    # "digits" or a 2-D toy name (toy_2d)
-    objective: str               # "nll", "ce" or "mse"
+    data: str  # "digits" or a 2-D toy name (toy_2d)
+    objective: str  # "nll", "ce" or "mse"
     steps: int
     batch_size: int
     lr: float
-    regularizer: str = "none"    # "none", "fd" or "nf"
+    regularizer: str = "none"  # "none", "fd" or "nf"
     every: int = 10
     fd_coeff: float = FD_COEFF
     nf_coeff: float = NF_COEFF
@@ -114,8 +114,12 @@ def _dequantize(x: Tensor, domain: DataDomain, gen: torch.Generator) -> Tensor:
     return x + torch.rand(x.shape, generator=gen, dtype=x.dtype) * (domain.bin_width or 0.0)
 
 
-def _task_loss(model: nn.Module, setup: Setup, x: Tensor, y: Tensor | None,
-               ) -> tuple[Tensor, Tensor, Tensor]:
+def _task_loss(
+    model: nn.Module,
+    setup: Setup,
+    x: Tensor,
+    y: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(loss, z, log_det)`` of the objective on one batch."""
     z, log_det = model(x)
     if setup.objective == "nll":
@@ -127,14 +131,21 @@ def _task_loss(model: nn.Module, setup: Setup, x: Tensor, y: Tensor | None,
 
 def _regularizer(model: nn.Module, setup: Setup, x: Tensor, z: Tensor, log_det: Tensor) -> Tensor:
     if setup.regularizer == "fd":
-        return fd_regularizer(lambda t: model(t)[0], cast("Invertible", model).inverse, x, z=z,
-                              coeff=setup.fd_coeff, inverse_coeff=setup.fd_coeff)
+        return fd_regularizer(
+            lambda t: model(t)[0],
+            cast("Invertible", model).inverse,
+            x,
+            z=z,
+            coeff=setup.fd_coeff,
+            inverse_coeff=setup.fd_coeff,
+        )
     return nf_regularizer(z, log_det, setup.nf_coeff)
 
 
 def _memory_saving_step(model: nn.Module, setup: Setup, x: Tensor, y: Tensor | None) -> None:
     """Gradients of the objective by memory-saving backpropagation (activations rebuilt by the
     inverse, :func:`~innaudit.train.memory_saving.memory_saving_backward`), into ``.grad``."""
+
     def loss(z: Tensor, log_det: Tensor) -> Tensor:
         if setup.objective == "nll":
             return gaussian_nll(z, log_det).mean()
@@ -204,8 +215,9 @@ def _metrics(model: nn.Module, data: _Data, setup: Setup, seed: int) -> dict[str
     return out
 
 
-def train(name: str, setup: Setup, seed: int, progress: Progress | None = None,
-          steps: int | None = None) -> TrainedModel:
+def train(
+    name: str, setup: Setup, seed: int, progress: Progress | None = None, steps: int | None = None
+) -> TrainedModel:
     """Run ``setup`` with ``seed``; ``steps`` overrides the number of steps (quick tests)."""
     from innaudit import zoo
 
@@ -216,8 +228,9 @@ def train(name: str, setup: Setup, seed: int, progress: Progress | None = None,
     torch.use_deterministic_algorithms(True)
     try:
         torch.manual_seed(seed)
-        data = _digits_data(setup.batch_size) if setup.data == "digits" else \
-            _toy_data(setup.data, setup.batch_size, seed)
+        data = (
+            _digits_data(setup.batch_size) if setup.data == "digits" else _toy_data(setup.data, setup.batch_size, seed)
+        )
         config = {**setup.config, "seed": int(seed)}
         model = zoo.build(setup.architecture, config)
         model.train()
@@ -226,15 +239,24 @@ def train(name: str, setup: Setup, seed: int, progress: Progress | None = None,
             cast(_Calibrated, model).calibrate()
         model.eval()
         provenance: dict[str, Any] = {
-            "recipe": name, "seed": int(seed), "steps": setup.steps, "batch_size": setup.batch_size,
-            "lr": setup.lr, "optimizer": "adam", "objective": setup.objective,
-            "regularizer": setup.regularizer, "regularize_every": setup.every,
-            **({"fd_coeff": setup.fd_coeff, "fd_inv_coeff": setup.fd_coeff, "fd_eps": 0.1}
-               if setup.regularizer == "fd" else {}),
+            "recipe": name,
+            "seed": int(seed),
+            "steps": setup.steps,
+            "batch_size": setup.batch_size,
+            "lr": setup.lr,
+            "optimizer": "adam",
+            "objective": setup.objective,
+            "regularizer": setup.regularizer,
+            "regularize_every": setup.every,
+            **(
+                {"fd_coeff": setup.fd_coeff, "fd_inv_coeff": setup.fd_coeff, "fd_eps": 0.1}
+                if setup.regularizer == "fd"
+                else {}
+            ),
             **({"nf_coeff": setup.nf_coeff} if setup.regularizer == "nf" else {}),
-            **({"gradients": "memory-saving", "skipped_nonfinite_steps": skipped}
-               if setup.memory_saving else {}),
-            **_metrics(model, data, setup, seed), "torch": str(torch.__version__),
+            **({"gradients": "memory-saving", "skipped_nonfinite_steps": skipped} if setup.memory_saving else {}),
+            **_metrics(model, data, setup, seed),
+            "torch": str(torch.__version__),
         }
     finally:
         torch.set_num_threads(threads)
@@ -243,77 +265,147 @@ def train(name: str, setup: Setup, seed: int, progress: Progress | None = None,
 
 
 def _recipe(name: str, description: str, setup: Setup) -> Recipe:
-    def function(seed: int, progress: Progress | None = None,
-                 steps: int | None = None) -> TrainedModel:
+    def function(seed: int, progress: Progress | None = None, steps: int | None = None) -> TrainedModel:
         return train(name, setup, seed, progress, steps)
 
     return Recipe(name, description, function)
 
 
 TOY_COUPLING = {"shape": [2], "steps": 8, "hidden": 64, "permutation": "reverse", "actnorm": True}
-TOY_RESIDUAL = {"shape": [2], "blocks": 8, "hidden": 64, "depth": 3, "coeff": 0.8,
-                "power_iterations": 5, "tolerance": 1e-6, "max_iter": 1000, "log_det": "exact"}
-DIGITS_COUPLING = {"shape": [1, 8, 8], "steps": 8, "hidden": 64, "permutation": "conv1x1",
-                   "actnorm": True}
-DIGITS_RESIDUAL = {"shape": [1, 8, 8], "blocks": 6, "hidden": 32, "coeff": 0.9,
-                   "power_iterations": 2, "tolerance": 1e-6, "max_iter": 1000, "log_det_terms": 4}
+TOY_RESIDUAL = {
+    "shape": [2],
+    "blocks": 8,
+    "hidden": 64,
+    "depth": 3,
+    "coeff": 0.8,
+    "power_iterations": 5,
+    "tolerance": 1e-6,
+    "max_iter": 1000,
+    "log_det": "exact",
+}
+DIGITS_COUPLING = {"shape": [1, 8, 8], "steps": 8, "hidden": 64, "permutation": "conv1x1", "actnorm": True}
+DIGITS_RESIDUAL = {
+    "shape": [1, 8, 8],
+    "blocks": 6,
+    "hidden": 32,
+    "coeff": 0.9,
+    "power_iterations": 2,
+    "tolerance": 1e-6,
+    "max_iter": 1000,
+    "log_det_terms": 4,
+}
 TOY_STEPS, DIGITS_STEPS, CLASSIFIER_STEPS = 2500, 2000, 1500
 MEMORY_SAVING_STEPS, MEMORY_SAVING_LR = 500, 1e-2
 
 
-_REGRESSION_SETUP = Setup("coupling-vector", {"shape": [2], "steps": 24, "hidden": 10,
-                                              "coupling": "affine", "scale": "sigmoid",
-                                              "permutation": "reverse", "actnorm": True},
-                          "regression2d", "mse", 6000, 500, 1e-3, actnorm_init=False)
+_REGRESSION_SETUP = Setup(
+    "coupling-vector",
+    {
+        "shape": [2],
+        "steps": 24,
+        "hidden": 10,
+        "coupling": "affine",
+        "scale": "sigmoid",
+        "permutation": "reverse",
+        "actnorm": True,
+    },
+    "regression2d",
+    "mse",
+    6000,
+    500,
+    1e-3,
+    actnorm_init=False,
+)
 
 
 def _all() -> list[Recipe]:
     toy: _Shared = {"data": "checkerboard", "objective": "nll", "batch_size": 256, "lr": 2e-3}
     recipes = [
-        _recipe("checkerboard-affine", "affine coupling flow (sigmoid scale) on the 2-D "
-                "checkerboard; locally bi-Lipschitz only: its error grows off the data",
-                Setup("coupling-vector", {**TOY_COUPLING, "coupling": "affine", "scale": "sigmoid"},
-                      steps=TOY_STEPS, **toy)),
-        _recipe("checkerboard-additive", "additive coupling flow on the 2-D checkerboard "
-                "(globally bi-Lipschitz)",
-                Setup("coupling-vector", {**TOY_COUPLING, "coupling": "additive"},
-                      steps=TOY_STEPS, **toy)),
-        _recipe("checkerboard-residual", "residual flow (i-ResNet, c = 0.8, exact 2x2 log-det) on "
-                "the 2-D checkerboard; fixed-point inverse, finite everywhere",
-                Setup("residual-vector", dict(TOY_RESIDUAL), steps=TOY_STEPS, **toy)),
-        _recipe("digits-affine-fd", "the digits-affine density flow (exp scale) trained with the "
-                "FD regularizer added every 10 steps",
-                Setup("coupling-image", {**DIGITS_COUPLING, "coupling": "affine", "scale": "exp"},
-                      "digits", "nll", DIGITS_STEPS, 128, 2e-3, regularizer="fd")),
-        _recipe("digits-residual", "residual flow (i-ResNet, c = 0.9, power-series log-det) on the "
-                "8x8 digits; its fixed-point inverse stays finite on every noise set",
-                Setup("residual-image", dict(DIGITS_RESIDUAL), "digits", "nll", 800, 64, 2e-3,
-                      actnorm_init=False)),
-        _recipe("regression2d-affine", "the paper's 2-D regression toy (5.3): a 24-step affine "
-                "flow fitted to the non-invertible target (0, x2); sigma_min collapses",
-                _REGRESSION_SETUP),
-        _recipe("regression2d-affine-nf", "the 2-D regression toy with the NF objective as "
-                "regularizer (coeff 1e-6 on every step, as the paper's toy)",
-                dataclasses.replace(_REGRESSION_SETUP, regularizer="nf", every=1, nf_coeff=1e-6)),
+        _recipe(
+            "checkerboard-affine",
+            "affine coupling flow (sigmoid scale) on the 2-D "
+            "checkerboard; locally bi-Lipschitz only: its error grows off the data",
+            Setup(
+                "coupling-vector", {**TOY_COUPLING, "coupling": "affine", "scale": "sigmoid"}, steps=TOY_STEPS, **toy
+            ),
+        ),
+        _recipe(
+            "checkerboard-additive",
+            "additive coupling flow on the 2-D checkerboard (globally bi-Lipschitz)",
+            Setup("coupling-vector", {**TOY_COUPLING, "coupling": "additive"}, steps=TOY_STEPS, **toy),
+        ),
+        _recipe(
+            "checkerboard-residual",
+            "residual flow (i-ResNet, c = 0.8, exact 2x2 log-det) on "
+            "the 2-D checkerboard; fixed-point inverse, finite everywhere",
+            Setup("residual-vector", dict(TOY_RESIDUAL), steps=TOY_STEPS, **toy),
+        ),
+        _recipe(
+            "digits-affine-fd",
+            "the digits-affine density flow (exp scale) trained with the FD regularizer added every 10 steps",
+            Setup(
+                "coupling-image",
+                {**DIGITS_COUPLING, "coupling": "affine", "scale": "exp"},
+                "digits",
+                "nll",
+                DIGITS_STEPS,
+                128,
+                2e-3,
+                regularizer="fd",
+            ),
+        ),
+        _recipe(
+            "digits-residual",
+            "residual flow (i-ResNet, c = 0.9, power-series log-det) on the "
+            "8x8 digits; its fixed-point inverse stays finite on every noise set",
+            Setup("residual-image", dict(DIGITS_RESIDUAL), "digits", "nll", 800, 64, 2e-3, actnorm_init=False),
+        ),
+        _recipe(
+            "regression2d-affine",
+            "the paper's 2-D regression toy (5.3): a 24-step affine "
+            "flow fitted to the non-invertible target (0, x2); sigma_min collapses",
+            _REGRESSION_SETUP,
+        ),
+        _recipe(
+            "regression2d-affine-nf",
+            "the 2-D regression toy with the NF objective as "
+            "regularizer (coeff 1e-6 on every step, as the paper's toy)",
+            dataclasses.replace(_REGRESSION_SETUP, regularizer="nf", every=1, nf_coeff=1e-6),
+        ),
     ]
     for coupling in ("additive", "affine"):
         for reg in ("none", "fd", "nf"):
             name = f"digits-classifier-{coupling}" + ("" if reg == "none" else f"-{reg}")
             cfg = {**DIGITS_COUPLING, "coupling": coupling, "scale": "sigmoid", "classes": 10}
-            recipes.append(_recipe(
-                name, f"INN classifier ({coupling} coupling, linear head on the 64 latents) on "
-                f"the digits, regularizer {reg} (the paper's Table C in miniature)",
-                Setup("coupling-classifier", cfg, "digits", "ce", CLASSIFIER_STEPS, 128, 1e-3,
-                      regularizer=reg)))
+            recipes.append(
+                _recipe(
+                    name,
+                    f"INN classifier ({coupling} coupling, linear head on the 64 latents) on "
+                    f"the digits, regularizer {reg} (the paper's Table C in miniature)",
+                    Setup("coupling-classifier", cfg, "digits", "ce", CLASSIFIER_STEPS, 128, 1e-3, regularizer=reg),
+                )
+            )
     for coupling in ("additive", "affine"):
         cfg = {**DIGITS_COUPLING, "coupling": coupling, "scale": "sigmoid", "classes": 10}
-        recipes.append(_recipe(
-            f"digits-classifier-{coupling}-ms", f"INN classifier ({coupling} coupling, sigmoid "
-            "scale) trained with memory-saving gradients (activations rebuilt by the inverse), "
-            f"Adam lr {MEMORY_SAVING_LR:g}, {MEMORY_SAVING_STEPS} steps; steps with a non-finite "
-            "gradient are skipped (the paper's section 5 setting in miniature)",
-            Setup("coupling-classifier", cfg, "digits", "ce", MEMORY_SAVING_STEPS, 128,
-                  MEMORY_SAVING_LR, memory_saving=True)))
+        recipes.append(
+            _recipe(
+                f"digits-classifier-{coupling}-ms",
+                f"INN classifier ({coupling} coupling, sigmoid "
+                "scale) trained with memory-saving gradients (activations rebuilt by the inverse), "
+                f"Adam lr {MEMORY_SAVING_LR:g}, {MEMORY_SAVING_STEPS} steps; steps with a non-finite "
+                "gradient are skipped (the paper's section 5 setting in miniature)",
+                Setup(
+                    "coupling-classifier",
+                    cfg,
+                    "digits",
+                    "ce",
+                    MEMORY_SAVING_STEPS,
+                    128,
+                    MEMORY_SAVING_LR,
+                    memory_saving=True,
+                ),
+            )
+        )
     return recipes
 
 

@@ -28,6 +28,7 @@ from innaudit.train.paper_recipes import PAPER_RECIPES
 
 __all__ = ["RECIPES", "Recipe", "TrainedModel", "run_recipe"]
 
+
 @dataclass(frozen=True)
 class MLESetup:
     """Hyperparameters of one maximum-likelihood run on the 8x8 digits."""
@@ -54,8 +55,9 @@ def _evaluate(model: nn.Module, data: Tensor, domain: DataDomain, seed: int) -> 
     return bits_per_dim(gaussian_nll(z, log_det), domain)
 
 
-def _fit(model: nn.Module, data: Tensor, domain: DataDomain, setup: MLESetup, seed: int,
-         progress: Progress | None) -> None:
+def _fit(
+    model: nn.Module, data: Tensor, domain: DataDomain, setup: MLESetup, seed: int, progress: Progress | None
+) -> None:
     """Data-dependent ActNorm init on 512 dequantized samples (if ``setup.actnorm_init``), then
     Adam on the NLL of random dequantized minibatches for ``setup.steps`` steps."""
     generator = torch.Generator().manual_seed(seed + 1)
@@ -75,8 +77,9 @@ def _fit(model: nn.Module, data: Tensor, domain: DataDomain, setup: MLESetup, se
             progress(step + 1, setup.steps)
 
 
-def train_digits(recipe: str, setup: MLESetup, seed: int, progress: Progress | None = None,
-                 steps: int | None = None) -> TrainedModel:
+def train_digits(
+    recipe: str, setup: MLESetup, seed: int, progress: Progress | None = None, steps: int | None = None
+) -> TrainedModel:
     """Train ``setup`` on the digits train split by maximum likelihood; ``steps`` overrides."""
     from innaudit import zoo
     from innaudit.data.digits import DIGITS_DOMAIN, load_digits
@@ -96,8 +99,12 @@ def train_digits(recipe: str, setup: MLESetup, seed: int, progress: Progress | N
         _fit(model, train, DIGITS_DOMAIN, setup, seed, progress)
         model.eval()
         provenance = {
-            "recipe": recipe, "seed": int(seed), "steps": setup.steps,
-            "batch_size": setup.batch_size, "lr": setup.lr, "optimizer": "adam",
+            "recipe": recipe,
+            "seed": int(seed),
+            "steps": setup.steps,
+            "batch_size": setup.batch_size,
+            "lr": setup.lr,
+            "optimizer": "adam",
             "train_nll_bits_per_dim": _evaluate(model, train, DIGITS_DOMAIN, seed + 2),
             "test_nll_bits_per_dim": _evaluate(model, test, DIGITS_DOMAIN, seed + 3),
             "torch": str(torch.__version__),  # no wall time: the file must hash the same on a rebuild
@@ -109,18 +116,21 @@ def train_digits(recipe: str, setup: MLESetup, seed: int, progress: Progress | N
 
 
 DIGITS_CONFIG: dict[str, Any] = {
-    "shape": [1, 8, 8], "steps": 8, "hidden": 64, "coupling": "affine", "scale": "sigmoid",
-    "permutation": "conv1x1", "actnorm": True,
+    "shape": [1, 8, 8],
+    "steps": 8,
+    "hidden": 64,
+    "coupling": "affine",
+    "scale": "sigmoid",
+    "permutation": "conv1x1",
+    "actnorm": True,
 }
 DIGITS_STEPS, DIGITS_BATCH, DIGITS_LR = 2000, 128, 2e-3
 
 
 def _digits_recipe(name: str, description: str, **overrides: Any) -> Recipe:
-    setup = MLESetup("coupling-image", {**DIGITS_CONFIG, **overrides}, DIGITS_STEPS,
-                     DIGITS_BATCH, DIGITS_LR)
+    setup = MLESetup("coupling-image", {**DIGITS_CONFIG, **overrides}, DIGITS_STEPS, DIGITS_BATCH, DIGITS_LR)
 
-    def function(seed: int, progress: Progress | None = None,
-                 steps: int | None = None) -> TrainedModel:
+    def function(seed: int, progress: Progress | None = None, steps: int | None = None) -> TrainedModel:
         return train_digits(name, setup, seed, progress, steps)
 
     return Recipe(name, description, function)
@@ -129,18 +139,34 @@ def _digits_recipe(name: str, description: str, **overrides: Any) -> Recipe:
 DIGITS_RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
-        _digits_recipe("digits-affine", "Glow-style affine coupling flow, scale exp(h), on the "
-                       "8x8 digits; its inverse explodes on uniform noise (exploding inverse demo)",
-                       coupling="affine", scale="exp"),
-        _digits_recipe("digits-affine-sigmoid", "the affine flow with Glow's sigmoid(h+2) scale; "
-                       "within this budget it breaks on rademacher noise, rarely on uniform noise",
-                       coupling="affine", scale="sigmoid"),
-        _digits_recipe("digits-affine-deep", "the digits-affine flow with 20 steps instead of 8: "
-                       "it round-trips every test digit, yet a gradient search finds non-finite "
-                       "points within half a bin of some (the paper's attack finding)",
-                       coupling="affine", scale="exp", steps=20),
-        _digits_recipe("digits-additive", "the same flow with additive coupling (globally "
-                       "bi-Lipschitz); its inverse stays accurate on noise", coupling="additive"),
+        _digits_recipe(
+            "digits-affine",
+            "Glow-style affine coupling flow, scale exp(h), on the "
+            "8x8 digits; its inverse explodes on uniform noise (exploding inverse demo)",
+            coupling="affine",
+            scale="exp",
+        ),
+        _digits_recipe(
+            "digits-affine-sigmoid",
+            "the affine flow with Glow's sigmoid(h+2) scale; "
+            "within this budget it breaks on rademacher noise, rarely on uniform noise",
+            coupling="affine",
+            scale="sigmoid",
+        ),
+        _digits_recipe(
+            "digits-affine-deep",
+            "the digits-affine flow with 20 steps instead of 8: "
+            "it round-trips every test digit, yet a gradient search finds non-finite "
+            "points within half a bin of some (the paper's attack finding)",
+            coupling="affine",
+            scale="exp",
+            steps=20,
+        ),
+        _digits_recipe(
+            "digits-additive",
+            "the same flow with additive coupling (globally bi-Lipschitz); its inverse stays accurate on noise",
+            coupling="additive",
+        ),
     )
 }
 
@@ -150,8 +176,7 @@ regularized models, INN classifiers) of :mod:`innaudit.train.paper_recipes` and 
 image Glow of :mod:`innaudit.train.glow_recipe`."""
 
 
-def run_recipe(name: str, seed: int = 0, progress: Progress | None = None,
-               steps: int | None = None) -> TrainedModel:
+def run_recipe(name: str, seed: int = 0, progress: Progress | None = None, steps: int | None = None) -> TrainedModel:
     """Train recipe ``name`` with ``seed``; ``progress(step, total)`` is called every step.
 
     Args:
@@ -161,8 +186,5 @@ def run_recipe(name: str, seed: int = 0, progress: Progress | None = None,
         steps: optional override of the number of training steps (for quick tests).
     """
     if name not in RECIPES:
-        raise UsageError(f"training recipe {name!r} is unknown; known recipes: "
-                         f"{', '.join(sorted(RECIPES))}")
+        raise UsageError(f"training recipe {name!r} is unknown; known recipes: {', '.join(sorted(RECIPES))}")
     return RECIPES[name].function(seed, progress, steps)
-
-

@@ -35,8 +35,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["FD_COEFF", "FD_EPS", "NF_COEFF", "fd_directions", "fd_forward", "fd_inverse",
-           "fd_regularizer", "gaussian_nll", "nf_regularizer"]
+__all__ = [
+    "FD_COEFF",
+    "FD_EPS",
+    "NF_COEFF",
+    "fd_directions",
+    "fd_forward",
+    "fd_inverse",
+    "fd_regularizer",
+    "gaussian_nll",
+    "nf_regularizer",
+]
 
 FD_EPS = 0.1
 """Finite-difference step of the paper's code (hard-coded there)."""
@@ -53,8 +62,7 @@ def _tensor(out: Any) -> Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def fd_directions(like: Tensor, normalize: str = "column",
-                  generator: torch.Generator | None = None) -> Tensor:
+def fd_directions(like: Tensor, normalize: str = "column", generator: torch.Generator | None = None) -> Tensor:
     """Random directions shaped like ``like`` (batch first), Gaussian then normalized.
 
     Args:
@@ -66,8 +74,7 @@ def fd_directions(like: Tensor, normalize: str = "column",
             direction a unit vector.
         generator: optional ``torch.Generator`` for reproducible draws.
     """
-    flat = torch.randn(like.shape, generator=generator, dtype=like.dtype,
-                       device=like.device).flatten(1)
+    flat = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=like.device).flatten(1)
     if normalize == "column":
         flat = flat / flat.norm(dim=0, keepdim=True).clamp_min(1e-12)
     elif normalize == "sample":
@@ -77,9 +84,16 @@ def fd_directions(like: Tensor, normalize: str = "column",
     return flat.view(like.shape)
 
 
-def fd_forward(forward: Map, x: Tensor, *, eps: float = FD_EPS, coeff: float = FD_COEFF,
-               normalize: str = "column", generator: torch.Generator | None = None,
-               z: Tensor | None = None) -> Tensor:
+def fd_forward(
+    forward: Map,
+    x: Tensor,
+    *,
+    eps: float = FD_EPS,
+    coeff: float = FD_COEFF,
+    normalize: str = "column",
+    generator: torch.Generator | None = None,
+    z: Tensor | None = None,
+) -> Tensor:
     """Forward FD term ``coeff * ||F(x) - F(x + eps d)||_F^2 / eps``.
 
     The squared Frobenius norm is summed over the whole batch and divided by ``eps`` (not
@@ -92,9 +106,16 @@ def fd_forward(forward: Map, x: Tensor, *, eps: float = FD_EPS, coeff: float = F
     return coeff * (z - moved).pow(2).sum() / eps
 
 
-def fd_inverse(inverse: Map, x: Tensor, z: Tensor, *, eps: float = FD_EPS,
-               coeff: float = FD_COEFF, normalize: str = "column",
-               generator: torch.Generator | None = None) -> Tensor:
+def fd_inverse(
+    inverse: Map,
+    x: Tensor,
+    z: Tensor,
+    *,
+    eps: float = FD_EPS,
+    coeff: float = FD_COEFF,
+    normalize: str = "column",
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """Inverse FD term ``coeff * ||x - F^-1(z + eps d')||_F^2 / eps`` with ``z = F(x)``.
 
     The reference is the clean input ``x`` (equal to ``F^-1(z)`` in exact arithmetic). To first
@@ -109,10 +130,18 @@ def fd_inverse(inverse: Map, x: Tensor, z: Tensor, *, eps: float = FD_EPS,
     return coeff * (x - back).pow(2).sum() / eps
 
 
-def fd_regularizer(forward: Map, inverse: Map, x: Tensor, *, eps: float = FD_EPS,
-                   coeff: float = FD_COEFF, inverse_coeff: float = FD_COEFF,
-                   normalize: str = "column", generator: torch.Generator | None = None,
-                   z: Tensor | None = None) -> Tensor:
+def fd_regularizer(
+    forward: Map,
+    inverse: Map,
+    x: Tensor,
+    *,
+    eps: float = FD_EPS,
+    coeff: float = FD_COEFF,
+    inverse_coeff: float = FD_COEFF,
+    normalize: str = "column",
+    generator: torch.Generator | None = None,
+    z: Tensor | None = None,
+) -> Tensor:
     """Bi-directional finite differences, ``fd_forward + fd_inverse`` (Behrmann et al., AISTATS 2021, Section 5).
 
     ``R = c * ||F(x) - F(x + eps d)||^2 / eps + c' * ||x - F^-1(F(x) + eps d')||^2 / eps`` with
@@ -130,10 +159,9 @@ def fd_regularizer(forward: Map, inverse: Map, x: Tensor, *, eps: float = FD_EPS
         z: ``F(x)`` if already computed.
     """
     z = _tensor(forward(x)) if z is None else z
-    return (fd_forward(forward, x, eps=eps, coeff=coeff, normalize=normalize,
-                       generator=generator, z=z)
-            + fd_inverse(inverse, x, z, eps=eps, coeff=inverse_coeff, normalize=normalize,
-                         generator=generator))
+    return fd_forward(forward, x, eps=eps, coeff=coeff, normalize=normalize, generator=generator, z=z) + fd_inverse(
+        inverse, x, z, eps=eps, coeff=inverse_coeff, normalize=normalize, generator=generator
+    )
 
 
 def gaussian_nll(z: Tensor, log_det: Tensor) -> Tensor:

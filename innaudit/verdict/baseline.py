@@ -37,8 +37,9 @@ ABS_TOL = 1e-6
 """Default absolute tolerance: about ten float32 rounding steps of a unit-sized value."""
 
 
-def classify(base: float, new: float, rel_tol: float = REL_TOL, abs_tol: float = ABS_TOL,
-             higher_better: bool = False) -> Change:
+def classify(
+    base: float, new: float, rel_tol: float = REL_TOL, abs_tol: float = ABS_TOL, higher_better: bool = False
+) -> Change:
     """Classify one metric's move: ``tol = max(|base| * rel_tol, abs_tol)``; NaN is the worst."""
     if math.isnan(base) or math.isnan(new):
         if math.isnan(base) and math.isnan(new):
@@ -79,15 +80,25 @@ def _numbers(report: Report, table: MetricTable) -> dict[tuple[str, str, str], t
     return out
 
 
-def compare(base: Report, new: Report, table: MetricTable, *, rel_tol: float = REL_TOL,
-            abs_tol: float = ABS_TOL, gate: bool = False, base_name: str | None = None) -> Comparison:
+def compare(
+    base: Report,
+    new: Report,
+    table: MetricTable,
+    *,
+    rel_tol: float = REL_TOL,
+    abs_tol: float = ABS_TOL,
+    gate: bool = False,
+    base_name: str | None = None,
+) -> Comparison:
     """Classify every metric of ``new`` against ``base`` (see the module docstring).
 
     ``table`` holds the audits' metric declarations (``innaudit.audits.metric_table()``).
     """
     if base.schema_version != new.schema_version:
-        raise UsageError(f"the baseline has schema_version {base.schema_version}, the report "
-                         f"{new.schema_version}; re-create the baseline with this innaudit")
+        raise UsageError(
+            f"the baseline has schema_version {base.schema_version}, the report "
+            f"{new.schema_version}; re-create the baseline with this innaudit"
+        )
     if rel_tol < 0 or abs_tol < 0 or math.isnan(rel_tol) or math.isnan(abs_tol):
         raise UsageError(f"tolerances must be >= 0; got rel {rel_tol}, abs {abs_tol}")
     old, now = _numbers(base, table), _numbers(new, table)

@@ -52,8 +52,14 @@ class Kind(str, Enum):
     @property
     def label(self) -> str:
         """The few words a renderer puts before the statement."""
-        return {"invertible": "invertible", "not-invertible": "not invertible", "breaks": "breaks",
-                "why": "why", "do": "do", "rerun": "re-run"}[self.value]
+        return {
+            "invertible": "invertible",
+            "not-invertible": "not invertible",
+            "breaks": "breaks",
+            "why": "why",
+            "do": "do",
+            "rerun": "re-run",
+        }[self.value]
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,8 @@ class _View:
 
     def failed(self, result: SetResult) -> bool:
         return result.status.rank >= Status.FAIL.rank or bool(
-            result.waiver and str(result.waiver.get("waived_status")) == "fail")
+            result.waiver and str(result.waiver.get("waived_status")) == "fail"
+        )
 
 
 def _num(result: SetResult, path: str) -> float | None:
@@ -158,16 +165,24 @@ def _roundtrip_by_role(view: _View, role: str, where: str) -> list[Statement]:
     if good:
         worst = max((_num(r, "rel_error_l2.max") or 0.0) for r in good)
         count = sum(int(_num(r, "n") or 0) for r in good)
-        out.append(Statement(Kind.INVERTIBLE, f"roundtrip-{role}",
-                             f"{where}: {_names(good)}: all {count} round trips finite, max relative "
-                             f"error {worst:.2g}.",
-                             tuple(_ev("roundtrip", r, p) for r in good
-                                   for p in ("nonfinite_fraction", "rel_error_l2.max"))))
+        out.append(
+            Statement(
+                Kind.INVERTIBLE,
+                f"roundtrip-{role}",
+                f"{where}: {_names(good)}: all {count} round trips finite, max relative error {worst:.2g}.",
+                tuple(_ev("roundtrip", r, p) for r in good for p in ("nonfinite_fraction", "rel_error_l2.max")),
+            )
+        )
     if bad:
         parts = [f"{r.dataset} {percent(_num(r, 'nonfinite_fraction') or 0.0)}" for r in bad]
-        out.append(Statement(Kind.NOT_INVERTIBLE, f"roundtrip-{role}",
-                             f"{where}: round trips non-finite on {', '.join(parts)}.",
-                             tuple(_ev("roundtrip", r, "nonfinite_fraction") for r in bad)))
+        out.append(
+            Statement(
+                Kind.NOT_INVERTIBLE,
+                f"roundtrip-{role}",
+                f"{where}: round trips non-finite on {', '.join(parts)}.",
+                tuple(_ev("roundtrip", r, "nonfinite_fraction") for r in bad),
+            )
+        )
     return out
 
 
@@ -187,19 +202,31 @@ def rule_attack(view: _View) -> list[Statement]:
     for r in view.sets("attack"):
         # a non-finite point may also count as above the threshold (an Inf error): the larger share
         hit = max(_num(r, "nonfinite_fraction") or 0.0, _num(r, "fraction_above_threshold") or 0.0)
-        rand = max(_num(r, "random_search.nonfinite_fraction") or 0.0,
-                   _num(r, "random_search.fraction_above_threshold") or 0.0)
+        rand = max(
+            _num(r, "random_search.nonfinite_fraction") or 0.0, _num(r, "random_search.fraction_above_threshold") or 0.0
+        )
         eps, n = _num(r, "epsilon"), int(_num(r, "n") or 0)
         ball = f"within {eps:.3g} (L-inf) of {n} points of {r.dataset}" if eps else f"near {r.dataset}"
-        evidence = tuple(_ev("attack", r, p) for p in ("nonfinite_fraction", "fraction_above_threshold",
-                                                       "random_search.nonfinite_fraction", "epsilon"))
+        evidence = tuple(
+            _ev("attack", r, p)
+            for p in ("nonfinite_fraction", "fraction_above_threshold", "random_search.nonfinite_fraction", "epsilon")
+        )
         if view.failed(r):
-            out.append(Statement(Kind.NOT_INVERTIBLE, "attack",
-                                 f"Near the data: a gradient search {ball} breaks {percent(hit)} of them "
-                                 f"(random search: {percent(rand)}).", evidence))
+            out.append(
+                Statement(
+                    Kind.NOT_INVERTIBLE,
+                    "attack",
+                    f"Near the data: a gradient search {ball} breaks {percent(hit)} of them "
+                    f"(random search: {percent(rand)}).",
+                    evidence,
+                )
+            )
         elif r.status is Status.PASS:
-            out.append(Statement(Kind.INVERTIBLE, "attack",
-                                 f"Near the data: a gradient search {ball} finds no failure.", evidence))
+            out.append(
+                Statement(
+                    Kind.INVERTIBLE, "attack", f"Near the data: a gradient search {ball} finds no failure.", evidence
+                )
+            )
     return out
 
 
@@ -210,12 +237,24 @@ def rule_sampling(view: _View) -> list[Statement]:
     good = [r for r in sets if r.status is Status.PASS]
     out = []
     if good:
-        out.append(Statement(Kind.INVERTIBLE, "sampling", f"On its own samples: {_names(good)}.",
-                             tuple(_ev("sampling", r, "nonfinite_fraction") for r in good)))
+        out.append(
+            Statement(
+                Kind.INVERTIBLE,
+                "sampling",
+                f"On its own samples: {_names(good)}.",
+                tuple(_ev("sampling", r, "nonfinite_fraction") for r in good),
+            )
+        )
     if bad:
         parts = ", ".join(f"{r.dataset} {percent(_num(r, 'nonfinite_fraction') or 0.0)}" for r in bad)
-        out.append(Statement(Kind.NOT_INVERTIBLE, "sampling", f"On its own samples: non-finite on {parts}.",
-                             tuple(_ev("sampling", r, "nonfinite_fraction") for r in bad)))
+        out.append(
+            Statement(
+                Kind.NOT_INVERTIBLE,
+                "sampling",
+                f"On its own samples: non-finite on {parts}.",
+                tuple(_ev("sampling", r, "nonfinite_fraction") for r in bad),
+            )
+        )
     return out
 
 
@@ -231,9 +270,14 @@ def rule_first_block(view: _View) -> list[Statement]:
         return []
     total = max(int(_num(r, "blocks") or 0) for rs in by_block.values() for r in rs)
     parts = [f"{block} on {_names(rs)}" for block, rs in by_block.items()]
-    return [Statement(Kind.BREAKS, "first-block",
-                      f"First failing block (of {total}): {'; '.join(parts)}.",
-                      tuple(_ev("layers", r, "culprit") for rs in by_block.values() for r in rs))]
+    return [
+        Statement(
+            Kind.BREAKS,
+            "first-block",
+            f"First failing block (of {total}): {'; '.join(parts)}.",
+            tuple(_ev("layers", r, "culprit") for rs in by_block.values() for r in rs),
+        )
+    ]
 
 
 def rule_direction(view: _View) -> list[Statement]:
@@ -268,11 +312,15 @@ def rule_float64(view: _View) -> list[Statement]:
             continue
         evidence = (_ev("roundtrip", r, "nonfinite_fraction"), _ev("roundtrip", r, "float64.nonfinite_fraction"))
         if f64 == 0.0:
-            text = (f"{r.dataset}: every float64 round trip is finite ({percent(f32)} in float32): "
-                    "float32 precision is lost, the map itself is invertible there.")
+            text = (
+                f"{r.dataset}: every float64 round trip is finite ({percent(f32)} in float32): "
+                "float32 precision is lost, the map itself is invertible there."
+            )
         else:
-            text = (f"{r.dataset}: float64 round trips are non-finite too ({percent(f64)}): the map is "
-                    "ill-conditioned there, more precision does not fix it.")
+            text = (
+                f"{r.dataset}: float64 round trips are non-finite too ({percent(f64)}): the map is "
+                "ill-conditioned there, more precision does not fix it."
+            )
         out.append(Statement(Kind.BREAKS, "float64", text, evidence))
     return out
 
@@ -301,8 +349,9 @@ def rule_unbounded(view: _View) -> list[Statement]:
         return []
     parts = []
     if reason or scales:
-        parts.append("affine coupling has no global Lipschitz bound (F^-1 divides by the scale, "
-                     "so 1 / min |scale| is unbounded)")
+        parts.append(
+            "affine coupling has no global Lipschitz bound (F^-1 divides by the scale, so 1 / min |scale| is unbounded)"
+        )
     if scales:
         parts.append(f"the coupling scale reaches {_grouped(scales, 'scale_min')}")
     if sigma:
@@ -320,10 +369,15 @@ def rule_certified(view: _View) -> list[Statement]:
     for r in view.sets("bounds"):
         bound = _num(r, "inverse.bound")
         if r.status is Status.PASS and bound is not None and math.isfinite(bound):
-            out.append(Statement(Kind.WHY, "certified",
-                                 f"The architecture certifies Lip(F^-1) <= {bound:.3g} everywhere; "
-                                 "measured constants stay below it.",
-                                 (_ev("bounds", r, "inverse.bound"), _ev("bounds", r, "violation_fraction"))))
+            out.append(
+                Statement(
+                    Kind.WHY,
+                    "certified",
+                    f"The architecture certifies Lip(F^-1) <= {bound:.3g} everywhere; "
+                    "measured constants stay below it.",
+                    (_ev("bounds", r, "inverse.bound"), _ev("bounds", r, "violation_fraction")),
+                )
+            )
     return out
 
 
@@ -338,27 +392,49 @@ def rule_remedies(view: _View, found: list[Statement]) -> list[Statement]:
     bad_where = [s for s in found if s.kind is Kind.NOT_INVERTIBLE]
     out = []
     if "unbounded-inverse" in rules:
-        out.append(Statement(Kind.DO, "bounded-coupling",
-                             "Use additive coupling or a bounded scale (sigmoid(h+2), exp(tanh(h)*log(M))): "
-                             "F^-1 then never divides by a vanishing scale.",
-                             rules["unbounded-inverse"].evidence))
+        out.append(
+            Statement(
+                Kind.DO,
+                "bounded-coupling",
+                "Use additive coupling or a bounded scale (sigmoid(h+2), exp(tanh(h)*log(M))): "
+                "F^-1 then never divides by a vanishing scale.",
+                rules["unbounded-inverse"].evidence,
+            )
+        )
     if bad_where:
-        out.append(Statement(Kind.DO, "fd-regularizer",
-                             f"Train with innaudit.train.regularizers.fd_regularizer (the paper's FD: "
-                             f"coefficient {_sci(FD_COEFF)} on F and F^-1, step {FD_EPS:g}, every 10 "
-                             "iterations) to keep the inverse stable near the data.",
-                             tuple(e for s in bad_where for e in s.evidence[:1])))
+        out.append(
+            Statement(
+                Kind.DO,
+                "fd-regularizer",
+                f"Train with innaudit.train.regularizers.fd_regularizer (the paper's FD: "
+                f"coefficient {_sci(FD_COEFF)} on F and F^-1, step {FD_EPS:g}, every 10 "
+                "iterations) to keep the inverse stable near the data.",
+                tuple(e for s in bad_where for e in s.evidence[:1]),
+            )
+        )
     global_need = [s for s in bad_where if s.rule in ("roundtrip-ood", "sampling")]
     if global_need:
-        out.append(Statement(Kind.DO, "lipschitz",
-                             "For invertibility everywhere: a residual flow with spectral "
-                             "normalization, Lip < 1 (certified by --audit bounds).", tuple(e for s in global_need for e in s.evidence[:1])))
+        out.append(
+            Statement(
+                Kind.DO,
+                "lipschitz",
+                "For invertibility everywhere: a residual flow with spectral "
+                "normalization, Lip < 1 (certified by --audit bounds).",
+                tuple(e for s in global_need for e in s.evidence[:1]),
+            )
+        )
     if "roundtrip-ood" in rules and not {"roundtrip-in-distribution", "attack"} & set(rules):
         domain = lookup(view.report.target, "info.domain") or {}
         span = f" [{domain.get('low')}, {domain.get('high')}]" if domain.get("low") is not None else ""
-        out.append(Statement(Kind.DO, "restrict-inputs",
-                             f"Or invert only encodings of real data: keep inputs in the data "
-                             f"range{span} and reject OOD inputs before F^-1.", rules["roundtrip-ood"].evidence[:1]))
+        out.append(
+            Statement(
+                Kind.DO,
+                "restrict-inputs",
+                f"Or invert only encodings of real data: keep inputs in the data "
+                f"range{span} and reject OOD inputs before F^-1.",
+                rules["roundtrip-ood"].evidence[:1],
+            )
+        )
     return out
 
 
@@ -374,18 +450,32 @@ def rule_rerun(view: _View, found: list[Statement]) -> list[Statement]:
     out = []
     if extra:
         audits = "--audit roundtrip " if any(e.startswith("--audit") for e in extra) else ""
-        out.append(Statement(Kind.RERUN, "localize",
-                             f"To localize: innaudit run {view.model} {audits}{' '.join(extra)}"))
-    out.append(Statement(Kind.RERUN, "confirm",
-                         f"After a fix: innaudit run NEW.pt with the same audits and --seed "
-                         f"{view.report.run.get('seed')} -o json=new.json, then innaudit compare "
-                         "THIS.json new.json."))
+        out.append(
+            Statement(Kind.RERUN, "localize", f"To localize: innaudit run {view.model} {audits}{' '.join(extra)}")
+        )
+    out.append(
+        Statement(
+            Kind.RERUN,
+            "confirm",
+            f"After a fix: innaudit run NEW.pt with the same audits and --seed "
+            f"{view.report.run.get('seed')} -o json=new.json, then innaudit compare "
+            "THIS.json new.json.",
+        )
+    )
     return out
 
 
 RULES: tuple[Callable[[_View], list[Statement]], ...] = (
-    rule_data, rule_ood, rule_attack, rule_sampling, rule_first_block, rule_direction, rule_float64,
-    rule_unbounded, rule_certified)
+    rule_data,
+    rule_ood,
+    rule_attack,
+    rule_sampling,
+    rule_first_block,
+    rule_direction,
+    rule_float64,
+    rule_unbounded,
+    rule_certified,
+)
 """The rules that read the results; the remedies and re-runs then read their statements."""
 
 
@@ -401,6 +491,14 @@ def diagnose(report: Report) -> Diagnosis:
 
 def diagnosis_to_dict(diagnosis: Diagnosis) -> list[dict[str, Any]]:
     """Plain data for the JSON report (``diagnosis``)."""
-    return [{"kind": s.kind.value, "rule": s.rule, "text": s.text,
-             "evidence": [{"audit": e.audit, "set": e.dataset, "metric": e.metric, "value": e.value}
-                          for e in s.evidence]} for s in diagnosis.statements]
+    return [
+        {
+            "kind": s.kind.value,
+            "rule": s.rule,
+            "text": s.text,
+            "evidence": [
+                {"audit": e.audit, "set": e.dataset, "metric": e.metric, "value": e.value} for e in s.evidence
+            ],
+        }
+        for s in diagnosis.statements
+    ]

@@ -31,8 +31,9 @@ def _check(metric: str, value: float, threshold: Threshold, direction: Direction
     return check
 
 
-def judge(metrics: Mapping[str, Any], thresholds: Mapping[str, Threshold],
-          declarations: Mapping[str, Metric] | None = None) -> tuple[Status, tuple[Check, ...]]:
+def judge(
+    metrics: Mapping[str, Any], thresholds: Mapping[str, Threshold], declarations: Mapping[str, Metric] | None = None
+) -> tuple[Status, tuple[Check, ...]]:
     """Check every thresholded metric present in ``metrics``; the set's status is the worst.
 
     ``declarations`` (the audit's ``{path: Metric}``) give each metric's direction: a
@@ -51,13 +52,16 @@ def judge(metrics: Mapping[str, Any], thresholds: Mapping[str, Threshold],
 
 def _waive(result: SetResult, waiver: Waiver, today: dt.date) -> SetResult:
     expired = today >= waiver.expires
-    record = {"reason": waiver.reason, "expires": waiver.expires.isoformat(), "expired": expired,
-              "waived_status": result.status.value}
+    record = {
+        "reason": waiver.reason,
+        "expires": waiver.expires.isoformat(),
+        "expired": expired,
+        "waived_status": result.status.value,
+    }
     return replace(result, status=result.status if expired else Status.PASS, waiver=record)
 
 
-def _audit(audit: AuditResult, waivers: Sequence[Waiver], today: dt.date,
-           used: set[Waiver]) -> AuditResult:
+def _audit(audit: AuditResult, waivers: Sequence[Waiver], today: dt.date, used: set[Waiver]) -> AuditResult:
     results = []
     for r in audit.results:
         match = next((w for w in waivers if w.matches(audit.id, r.dataset)), None)
@@ -83,8 +87,9 @@ def apply_waivers(report: Report, waivers: Sequence[Waiver], today: dt.date | No
     notes = []
     for w in waivers:
         if today >= w.expires:
-            notes.append(f"waiver {w.label} expired on {w.expires.isoformat()} and no longer waives"
-                         f" (reason was: {w.reason})")
+            notes.append(
+                f"waiver {w.label} expired on {w.expires.isoformat()} and no longer waives (reason was: {w.reason})"
+            )
         elif w not in used:
             notes.append(f"waiver {w.label} matched no failing or warning set; remove it")
     return replace(report, audits=audits, warnings=(*report.warnings, *notes))

@@ -44,9 +44,15 @@ def register(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn
 
 
 CONFIG_RANGES: dict[str, tuple[int, int]] = {
-    "steps": (1, 1024), "blocks": (1, 1024), "hidden": (1, 1 << 14), "depth": (2, 64),
-    "classes": (1, 1 << 16), "power_iterations": (0, 10_000), "max_iter": (1, 1_000_000),
-    "log_det_terms": (1, 1000), "seed": (-(1 << 63), (1 << 64) - 1),
+    "steps": (1, 1024),
+    "blocks": (1, 1024),
+    "hidden": (1, 1 << 14),
+    "depth": (2, 64),
+    "classes": (1, 1 << 16),
+    "power_iterations": (0, 10_000),
+    "max_iter": (1, 1_000_000),
+    "log_det_terms": (1, 1000),
+    "seed": (-(1 << 63), (1 << 64) - 1),
 }
 """Declared ranges of the integer settings of the built-in architectures. A checkpoint's
 stored config is checked against them before anything is built: ``steps: 200000`` or
@@ -71,20 +77,27 @@ def check_config(name: str, config: Mapping[str, Any]) -> None:
         elif key in CONFIG_RANGES:
             low, high = CONFIG_RANGES[key]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise LoadError(f"architecture {name!r}: stored config {key}={short_repr(value)} is outside "
-                                f"the accepted range {low}..{high}; the checkpoint is damaged or hostile")
+                raise LoadError(
+                    f"architecture {name!r}: stored config {key}={short_repr(value)} is outside "
+                    f"the accepted range {low}..{high}; the checkpoint is damaged or hostile"
+                )
 
 
 def _check_shape(name: str, value: Any) -> None:
     from innaudit.core.errors import short_repr
 
     dims, size, numel = MAX_SHAPE
-    ok = isinstance(value, (list, tuple)) and 0 < len(value) <= dims and all(
-        isinstance(v, int) and not isinstance(v, bool) and 0 < v <= size for v in value)
+    ok = (
+        isinstance(value, (list, tuple))
+        and 0 < len(value) <= dims
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= size for v in value)
+    )
     if not ok or math.prod(value) > numel:
-        raise LoadError(f"architecture {name!r}: stored shape {short_repr(value)} is not a list of at most "
-                        f"{dims} sizes in 1..{size} with at most {numel} values; the checkpoint is "
-                        "damaged or hostile")
+        raise LoadError(
+            f"architecture {name!r}: stored shape {short_repr(value)} is not a list of at most "
+            f"{dims} sizes in 1..{size} with at most {numel} values; the checkpoint is "
+            "damaged or hostile"
+        )
 
 
 def build(name: str, config: Mapping[str, Any]) -> nn.Module:
@@ -93,8 +106,10 @@ def build(name: str, config: Mapping[str, Any]) -> nn.Module:
     _load_builtin()
     if name not in ARCHITECTURES:
         known = ", ".join(sorted(ARCHITECTURES)) or "none"
-        raise LoadError(f"checkpoint names architecture {name!r}, which innaudit does not know; "
-                        f"known: {known}. Upgrade innaudit or load it with a factory")
+        raise LoadError(
+            f"checkpoint names architecture {name!r}, which innaudit does not know; "
+            f"known: {known}. Upgrade innaudit or load it with a factory"
+        )
     check_config(name, config)
     try:
         return ARCHITECTURES[name](**dict(config))

@@ -46,18 +46,17 @@ def _conv1x1(block: InvertibleConv1x1, in_shape: tuple[int, ...]) -> BlockBound:
 
 def _coupling(block: Coupling, in_shape: tuple[int, ...]) -> BlockBound:
     if block.coupling != "additive":
-        return BlockBound("", None, None, f"affine coupling ({block.scale} scale) has no global "
-                          "bound: only locally bi-Lipschitz")
+        return BlockBound(
+            "", None, None, f"affine coupling ({block.scale} scale) has no global bound: only locally bi-Lipschitz"
+        )
     half = (block.split, *in_shape[1:])
     lip = net_lipschitz(block.net, half)
     if lip is None:
-        return BlockBound("", None, None, f"coupling net {type(block.net).__name__} has layers "
-                          "without a known Lipschitz constant")
+        return BlockBound(
+            "", None, None, f"coupling net {type(block.net).__name__} has layers without a known Lipschitz constant"
+        )
     bound = (lip + math.sqrt(lip * lip + 4)) / 2
     return BlockBound("", bound, bound, f"additive coupling, Lip(t) <= {lip:.4g}")
-
-
-
 
 
 register_net(MLPNet, lambda net: [*net.body, net.out])

@@ -33,9 +33,18 @@ class CouplingClassifier(CouplingImage):
         classes: number of classes of the head; the other arguments as for CouplingImage.
     """
 
-    def __init__(self, shape: Sequence[int] = (1, 8, 8), steps: int = 8, hidden: int = 64,
-                 coupling: str = "affine", scale: str = "sigmoid", permutation: str = "conv1x1",
-                 actnorm: bool = True, classes: int = 10, seed: int = 0) -> None:
+    def __init__(
+        self,
+        shape: Sequence[int] = (1, 8, 8),
+        steps: int = 8,
+        hidden: int = 64,
+        coupling: str = "affine",
+        scale: str = "sigmoid",
+        permutation: str = "conv1x1",
+        actnorm: bool = True,
+        classes: int = 10,
+        seed: int = 0,
+    ) -> None:
         super().__init__(shape, steps, hidden, coupling, scale, permutation, actnorm, seed)
         generator = torch.Generator().manual_seed(int(seed) + 7919)
         features = math.prod(int(s) for s in shape)

@@ -45,8 +45,17 @@ class CouplingFlow(SequentialFlow):
     """A coupling flow: ``[ActNorm], permutation, Coupling`` steps (analytic inverse, exact log-det)."""
 
 
-def _steps(channels: int, steps: int, hidden: int, coupling: str, scale: str, permutation: str,
-           actnorm: bool, net_type: type[nn.Module], generator: torch.Generator) -> list[nn.Module]:
+def _steps(
+    channels: int,
+    steps: int,
+    hidden: int,
+    coupling: str,
+    scale: str,
+    permutation: str,
+    actnorm: bool,
+    net_type: type[nn.Module],
+    generator: torch.Generator,
+) -> list[nn.Module]:
     """``steps`` flow steps ``[ActNorm], permutation, Coupling`` on ``channels`` channels."""
     out_channels = (channels - channels // 2) * (2 if coupling == "affine" else 1)
     blocks: list[nn.Module] = []
@@ -74,15 +83,22 @@ class CouplingVector(CouplingFlow):
         seed: seed of the local generator that initializes the parameters.
     """
 
-    def __init__(self, shape: Sequence[int] = (2,), steps: int = 4, hidden: int = 64,
-                 coupling: str = "affine", scale: str = "sigmoid", permutation: str = "reverse",
-                 actnorm: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        shape: Sequence[int] = (2,),
+        steps: int = 4,
+        hidden: int = 64,
+        coupling: str = "affine",
+        scale: str = "sigmoid",
+        permutation: str = "reverse",
+        actnorm: bool = True,
+        seed: int = 0,
+    ) -> None:
         if len(shape) != 1 or int(shape[0]) < 2:
             raise ValueError(f"coupling-vector needs shape [D] with D >= 2; got {list(shape)}")
         generator = torch.Generator().manual_seed(int(seed))
         with torch.random.fork_rng(devices=[]):
-            blocks = _steps(int(shape[0]), steps, hidden, coupling, scale, permutation, actnorm,
-                            MLPNet, generator)
+            blocks = _steps(int(shape[0]), steps, hidden, coupling, scale, permutation, actnorm, MLPNet, generator)
         super().__init__(blocks)
 
 
@@ -95,14 +111,20 @@ class CouplingImage(CouplingFlow):
     ``permutation`` one of ``"reverse"``, ``"shuffle"``, ``"conv1x1"``.
     """
 
-    def __init__(self, shape: Sequence[int] = (1, 8, 8), steps: int = 8, hidden: int = 64,
-                 coupling: str = "affine", scale: str = "sigmoid", permutation: str = "conv1x1",
-                 actnorm: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        shape: Sequence[int] = (1, 8, 8),
+        steps: int = 8,
+        hidden: int = 64,
+        coupling: str = "affine",
+        scale: str = "sigmoid",
+        permutation: str = "conv1x1",
+        actnorm: bool = True,
+        seed: int = 0,
+    ) -> None:
         if len(shape) != 3 or int(shape[1]) % 2 or int(shape[2]) % 2:
-            raise ValueError(f"coupling-image needs shape [C, H, W] with even H, W; "
-                             f"got {list(shape)}")
+            raise ValueError(f"coupling-image needs shape [C, H, W] with even H, W; got {list(shape)}")
         generator = torch.Generator().manual_seed(int(seed))
         with torch.random.fork_rng(devices=[]):
-            blocks = _steps(4 * int(shape[0]), steps, hidden, coupling, scale, permutation,
-                            actnorm, ConvNet, generator)
+            blocks = _steps(4 * int(shape[0]), steps, hidden, coupling, scale, permutation, actnorm, ConvNet, generator)
         super().__init__([Squeeze2d(), *blocks])

@@ -88,14 +88,24 @@ class Glow(nn.Module):
     inverse_kind = "analytic"
     log_det_kind = "exact"
 
-    def __init__(self, shape: Sequence[int] = (3, 32, 32), levels: int = 3, steps: int = 4,
-                 hidden: int = 64, coupling: str = "affine", scale: str = "sigmoid",
-                 actnorm: bool = True, split_prior: str = "learned", seed: int = 0) -> None:
+    def __init__(
+        self,
+        shape: Sequence[int] = (3, 32, 32),
+        levels: int = 3,
+        steps: int = 4,
+        hidden: int = 64,
+        coupling: str = "affine",
+        scale: str = "sigmoid",
+        actnorm: bool = True,
+        split_prior: str = "learned",
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         channels, height, width = (int(s) for s in shape)
-        if len(shape) != 3 or height % 2 ** levels or width % 2 ** levels or levels < 1:
-            raise ValueError(f"glow needs shape [C, H, W] with H, W divisible by 2**levels; got "
-                             f"{list(shape)} with levels={levels}")
+        if len(shape) != 3 or height % 2**levels or width % 2**levels or levels < 1:
+            raise ValueError(
+                f"glow needs shape [C, H, W] with H, W divisible by 2**levels; got {list(shape)} with levels={levels}"
+            )
         if split_prior not in ("learned", "fixed"):
             raise ValueError(f"split_prior {split_prior!r} is unknown; expected learned or fixed")
         self.input_shape = (channels, height, width)
@@ -111,8 +121,9 @@ class Glow(nn.Module):
                         level_blocks.append(ActNorm(channels))
                     level_blocks.append(_permutation("conv1x1", channels, generator))
                     out = (channels - channels // 2) * (2 if coupling == "affine" else 1)
-                    level_blocks.append(Coupling(ConvNet(channels // 2, out, hidden, generator),
-                                                 channels, coupling, scale))
+                    level_blocks.append(
+                        Coupling(ConvNet(channels // 2, out, hidden, generator), channels, coupling, scale)
+                    )
                 if level < levels - 1:
                     level_blocks.append(Split(channels, split_prior == "learned"))
                     channels //= 2
@@ -148,5 +159,14 @@ class Glow(nn.Module):
 
 def glow_config(**overrides: Any) -> dict[str, Any]:
     """The shipped ``patches-glow`` configuration with ``overrides``."""
-    return {"shape": [3, 32, 32], "levels": 3, "steps": 4, "hidden": 64, "coupling": "affine",
-            "scale": "sigmoid", "actnorm": True, "split_prior": "learned", **overrides}
+    return {
+        "shape": [3, 32, 32],
+        "levels": 3,
+        "steps": 4,
+        "hidden": 64,
+        "coupling": "affine",
+        "scale": "sigmoid",
+        "actnorm": True,
+        "split_prior": "learned",
+        **overrides,
+    }

@@ -117,8 +117,7 @@ class FixedPermutation(nn.Module):
     perm: Tensor
     inverse_perm: Tensor
 
-    def __init__(self, channels: int, kind: str = "reverse",
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(self, channels: int, kind: str = "reverse", generator: torch.Generator | None = None) -> None:
         super().__init__()
         if kind == "reverse":
             perm = torch.arange(channels - 1, -1, -1)
@@ -164,8 +163,7 @@ class MLPNet(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, hidden: int, generator: torch.Generator) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(),
-                                  nn.Linear(hidden, hidden), nn.ReLU())
+        self.body = nn.Sequential(nn.Linear(c_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.out = nn.Linear(hidden, c_out)
         for layer in (self.body[0], self.body[2]):
             _init_uniform(cast("nn.Linear | nn.Conv2d", layer), generator)
@@ -180,8 +178,9 @@ class ConvNet(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, hidden: int, generator: torch.Generator) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c_in, hidden, 3, padding=1), nn.ReLU(),
-                                  nn.Conv2d(hidden, hidden, 1), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, hidden, 1), nn.ReLU()
+        )
         self.out = nn.Conv2d(hidden, c_out, 3, padding=1)
         for layer in (self.body[0], self.body[2]):
             _init_uniform(cast("nn.Linear | nn.Conv2d", layer), generator)
@@ -205,7 +204,7 @@ def _bounded_scale(h: Tensor) -> tuple[Tensor, Tensor]:
 
 
 SCALES: dict[str, Callable[[Tensor], tuple[Tensor, Tensor]]] = {
-    "exp": _exp_scale,          # g = exp(h): range (0, inf), both g and 1/g unbounded
+    "exp": _exp_scale,  # g = exp(h): range (0, inf), both g and 1/g unbounded
     "sigmoid": _sigmoid_scale,  # g = sigmoid(h + 2): range (0, 1), 1/g unbounded (Glow default)
     "bounded": _bounded_scale,  # g = 0.5 sigmoid(h + 2) + 0.5: range (0.5, 1), 1/g <= 2
 }
@@ -233,8 +232,7 @@ class Coupling(nn.Module):
     first ``C - C//2`` channels and ``h`` in the rest.
     """
 
-    def __init__(self, net: nn.Module, channels: int, coupling: str = "affine",
-                 scale: str = "sigmoid") -> None:
+    def __init__(self, net: nn.Module, channels: int, coupling: str = "affine", scale: str = "sigmoid") -> None:
         super().__init__()
         if coupling not in ("additive", "affine"):
             raise ValueError(f"coupling {coupling!r} is unknown; expected additive or affine")

@@ -51,8 +51,16 @@ from innaudit.zoo.flow import SequentialFlow
 from innaudit.zoo.layers import Squeeze2d
 from innaudit.zoo.spectral import LipSwish, SpectralConv2d, SpectralLayer, SpectralLinear
 
-__all__ = ["LipSwish", "ResidualBlock", "ResidualFlow", "ResidualImage", "ResidualVector",
-           "SpectralConv2d", "SpectralLinear"]
+__all__ = [
+    "LipSwish",
+    "ResidualBlock",
+    "ResidualFlow",
+    "ResidualImage",
+    "ResidualVector",
+    "SpectralConv2d",
+    "SpectralLinear",
+]
+
 
 class ResidualBlock(nn.Module):
     """``y = x + g(x)``, ``g = L_n o act o ... o act o L_1`` with spectrally normalized ``L_i``.
@@ -67,8 +75,9 @@ class ResidualBlock(nn.Module):
 
     inverse_kind = "iterative"
 
-    def __init__(self, layers: Sequence[SpectralLayer], tolerance: float, max_iter: int,
-                 log_det: str, log_det_terms: int) -> None:
+    def __init__(
+        self, layers: Sequence[SpectralLayer], tolerance: float, max_iter: int, log_det: str, log_det_terms: int
+    ) -> None:
         super().__init__()
         if log_det not in ("exact", "series"):
             raise ValueError(f"log_det {log_det!r} is unknown; expected exact or series")
@@ -178,8 +187,7 @@ class ResidualFlow(SequentialFlow):
 
     inverse_kind = "iterative"
 
-    def __init__(self, blocks: Sequence[nn.Module], tolerance: float, max_iter: int,
-                 log_det: str) -> None:
+    def __init__(self, blocks: Sequence[nn.Module], tolerance: float, max_iter: int, log_det: str) -> None:
         super().__init__(blocks)
         self.inverse_tolerance = float(tolerance)
         self.inverse_max_iter = int(max_iter)
@@ -238,10 +246,20 @@ class ResidualVector(ResidualFlow):
         seed: seed of the local generator that initializes the parameters.
     """
 
-    def __init__(self, shape: Sequence[int] = (2,), blocks: int = 8, hidden: int = 64,
-                 depth: int = 3, coeff: float = 0.9, power_iterations: int = 5,
-                 tolerance: float = 1e-6, max_iter: int = 1000, log_det: str = "exact",
-                 log_det_terms: int = 10, seed: int = 0) -> None:
+    def __init__(
+        self,
+        shape: Sequence[int] = (2,),
+        blocks: int = 8,
+        hidden: int = 64,
+        depth: int = 3,
+        coeff: float = 0.9,
+        power_iterations: int = 5,
+        tolerance: float = 1e-6,
+        max_iter: int = 1000,
+        log_det: str = "exact",
+        log_det_terms: int = 10,
+        seed: int = 0,
+    ) -> None:
         _check_common(coeff, tolerance, max_iter)
         if len(shape) != 1 or int(shape[0]) < 1 or int(depth) < 2:
             raise ValueError(f"residual-vector needs shape [D] and depth >= 2; got {list(shape)}, {depth}")
@@ -250,8 +268,10 @@ class ResidualVector(ResidualFlow):
         sizes = [dim] + [int(hidden)] * (int(depth) - 1) + [dim]
         made = []
         for _ in range(int(blocks)):
-            layers = [SpectralLinear(a, b, coeff, power_iterations, gen, zero=(i == len(sizes) - 2))
-                      for i, (a, b) in enumerate(itertools.pairwise(sizes))]
+            layers = [
+                SpectralLinear(a, b, coeff, power_iterations, gen, zero=(i == len(sizes) - 2))
+                for i, (a, b) in enumerate(itertools.pairwise(sizes))
+            ]
             made.append(ResidualBlock(layers, tolerance, max_iter, log_det, log_det_terms))
         super().__init__(made, tolerance, max_iter, log_det)
 
@@ -266,9 +286,18 @@ class ResidualImage(ResidualFlow):
     ``"series"`` (estimated).
     """
 
-    def __init__(self, shape: Sequence[int] = (1, 8, 8), blocks: int = 8, hidden: int = 32,
-                 coeff: float = 0.9, power_iterations: int = 5, tolerance: float = 1e-6,
-                 max_iter: int = 1000, log_det_terms: int = 8, seed: int = 0) -> None:
+    def __init__(
+        self,
+        shape: Sequence[int] = (1, 8, 8),
+        blocks: int = 8,
+        hidden: int = 32,
+        coeff: float = 0.9,
+        power_iterations: int = 5,
+        tolerance: float = 1e-6,
+        max_iter: int = 1000,
+        log_det_terms: int = 8,
+        seed: int = 0,
+    ) -> None:
         _check_common(coeff, tolerance, max_iter)
         if len(shape) != 3 or int(shape[1]) % 2 or int(shape[2]) % 2:
             raise ValueError(f"residual-image needs shape [C, H, W] with even H, W; got {list(shape)}")
@@ -276,9 +305,10 @@ class ResidualImage(ResidualFlow):
         channels, spatial = 4 * int(shape[0]), (int(shape[1]) // 2, int(shape[2]) // 2)
         made: list[nn.Module] = [Squeeze2d()]
         for _ in range(int(blocks)):
-            layers = [SpectralConv2d(channels, hidden, 3, spatial, coeff, power_iterations, gen),
-                      SpectralConv2d(hidden, hidden, 1, spatial, coeff, power_iterations, gen),
-                      SpectralConv2d(hidden, channels, 3, spatial, coeff, power_iterations, gen,
-                                     zero=True)]
+            layers = [
+                SpectralConv2d(channels, hidden, 3, spatial, coeff, power_iterations, gen),
+                SpectralConv2d(hidden, hidden, 1, spatial, coeff, power_iterations, gen),
+                SpectralConv2d(hidden, channels, 3, spatial, coeff, power_iterations, gen, zero=True),
+            ]
             made.append(ResidualBlock(layers, tolerance, max_iter, "series", log_det_terms))
         super().__init__(made, tolerance, max_iter, "series")

@@ -109,8 +109,9 @@ class SpectralLayer(nn.Module):
 class SpectralLinear(SpectralLayer):
     """``Linear`` whose weight is spectrally normalized to norm <= ``coeff``."""
 
-    def __init__(self, c_in: int, c_out: int, coeff: float, power_iterations: int,
-                 generator: torch.Generator, zero: bool = False) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, coeff: float, power_iterations: int, generator: torch.Generator, zero: bool = False
+    ) -> None:
         super().__init__(coeff, power_iterations)
         self._init_parameters((c_out, c_in), generator, zero)
         self.register_buffer("u", F.normalize(torch.randn(c_out, generator=generator), dim=0))
@@ -136,18 +137,33 @@ class SpectralConv2d(SpectralLayer):
     spectrally normalized to norm <= ``coeff``; the power iteration runs on the conv operator
     itself (conv / transposed conv), not on the reshaped kernel."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, spatial: tuple[int, int], coeff: float,
-                 power_iterations: int, generator: torch.Generator, zero: bool = False) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        spatial: tuple[int, int],
+        coeff: float,
+        power_iterations: int,
+        generator: torch.Generator,
+        zero: bool = False,
+    ) -> None:
         super().__init__(coeff, power_iterations)
         self.padding = kernel // 2
         self.spatial = tuple(int(s) for s in spatial)
         self._init_parameters((c_out, c_in, kernel, kernel), generator, zero)
-        self.register_buffer("u", F.normalize(torch.randn(c_out * math.prod(self.spatial),
-                                                          generator=generator), dim=0)
-                             .view(1, c_out, *self.spatial))
-        self.register_buffer("v", F.normalize(torch.randn(c_in * math.prod(self.spatial),
-                                                          generator=generator), dim=0)
-                             .view(1, c_in, *self.spatial))
+        self.register_buffer(
+            "u",
+            F.normalize(torch.randn(c_out * math.prod(self.spatial), generator=generator), dim=0).view(
+                1, c_out, *self.spatial
+            ),
+        )
+        self.register_buffer(
+            "v",
+            F.normalize(torch.randn(c_in * math.prod(self.spatial), generator=generator), dim=0).view(
+                1, c_in, *self.spatial
+            ),
+        )
         self.register_buffer("sigma", torch.ones(()))
         self.power_iterate(50)
 

@@ -63,8 +63,22 @@ def audit(folder: Path, model: str, data: Path, *extra: object) -> tuple[int, di
     import jsonschema
 
     out = folder / "report.json"
-    result = invoke_cli("run", model, "--data", data, "--audit", "roundtrip", "--no-progress",
-                        "--batch-size", 500, "--samples", SAMPLES, "-o", f"json={out}", *extra)
+    result = invoke_cli(
+        "run",
+        model,
+        "--data",
+        data,
+        "--audit",
+        "roundtrip",
+        "--no-progress",
+        "--batch-size",
+        500,
+        "--samples",
+        SAMPLES,
+        "-o",
+        f"json={out}",
+        *extra,
+    )
     assert result.code in (0, 1), result.stderr
     report = read_report(out)
     jsonschema.validate(report, json.loads(SCHEMA.read_text(encoding="utf-8")))
@@ -78,8 +92,7 @@ def roundtrip_metrics(report: dict[str, Any], dataset: str = "x") -> dict[str, A
     return row["metrics"]
 
 
-def hand_errors(x: Tensor, forward: Callable[[Tensor], Tensor],
-                inverse: Callable[[Tensor], Tensor]) -> Tensor:
+def hand_errors(x: Tensor, forward: Callable[[Tensor], Tensor], inverse: Callable[[Tensor], Tensor]) -> Tensor:
     """Per-sample ``||x - inverse(forward(x))||_2`` with the library's own calls (fresh tensors)."""
     with torch.no_grad():
         z = forward(x.clone())
@@ -131,6 +144,7 @@ def assert_condition_required(lib: str, data: Path) -> None:
 
 
 # The round trip data -> latent -> data with each library's own calls.
+
 
 def hand_freia(inn: nn.Module, x: Tensor, c: list[Tensor] | None = None) -> Tensor:
     """FrEIA: ``inn(x, c=c)[0]`` forward, ``inn(z, c=c, rev=True)[0]`` back."""
@@ -186,15 +200,17 @@ class LibraryCase:
 
     def require(self) -> LibraryCase:
         """Skip the calling test (or module) when the library is not installed."""
-        pytest.importorskip(self.module, reason=f"{self.package} is not installed "
-                                                "(pip install innaudit[adapters])")
+        pytest.importorskip(self.module, reason=f"{self.package} is not installed (pip install innaudit[adapters])")
         return self
 
 
-CASES = {case.lib: case for case in (
-    LibraryCase("freia", "FrEIA", "FrEIA", "FrEIA", hand_freia),
-    LibraryCase("nflows", "nflows", "nflows", "nflows", hand_nflows),
-    LibraryCase("normflows", "normflows", "normflows", "normflows", hand_normflows, unstable_nonfinite=True),
-    LibraryCase("zuko", "zuko", "zuko", "zuko", hand_zuko),
-    LibraryCase("pyro", "pyro", "pyro-ppl", "torch.distributions/pyro", hand_pyro),
-)}
+CASES = {
+    case.lib: case
+    for case in (
+        LibraryCase("freia", "FrEIA", "FrEIA", "FrEIA", hand_freia),
+        LibraryCase("nflows", "nflows", "nflows", "nflows", hand_nflows),
+        LibraryCase("normflows", "normflows", "normflows", "normflows", hand_normflows, unstable_nonfinite=True),
+        LibraryCase("zuko", "zuko", "zuko", "zuko", hand_zuko),
+        LibraryCase("pyro", "pyro", "pyro-ppl", "torch.distributions/pyro", hand_pyro),
+    )
+}

@@ -16,8 +16,9 @@ from _common import FEATURES, blow_up
 def build() -> nn.Module:
     """An affine coupling then a spline coupling, left with pyro's ``cache_size=1``."""
     torch.manual_seed(0)
-    return T.ComposeTransformModule([T.affine_coupling(FEATURES, hidden_dims=[16]),
-                                     T.spline_coupling(FEATURES, hidden_dims=[16])])
+    return T.ComposeTransformModule(
+        [T.affine_coupling(FEATURES, hidden_dims=[16]), T.spline_coupling(FEATURES, hidden_dims=[16])]
+    )
 
 
 def build_unstable() -> nn.Module:

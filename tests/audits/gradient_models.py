@@ -16,8 +16,9 @@ class Coupling(nn.Module):
     an inverse off by that known factor.
     """
 
-    def __init__(self, dim: int, hidden: int, seed: int, flip: bool, affine: bool = True,
-                 batchnorm: bool = False) -> None:
+    def __init__(
+        self, dim: int, hidden: int, seed: int, flip: bool, affine: bool = True, batchnorm: bool = False
+    ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.half, self.flip, self.affine, self.factor = dim // 2, flip, affine, 1.0
@@ -30,7 +31,7 @@ class Coupling(nn.Module):
                 p.copy_(0.5 * torch.randn(p.shape, generator=g))
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        a, b = x[:, :self.half], x[:, self.half:]
+        a, b = x[:, : self.half], x[:, self.half :]
         return (b, a) if self.flip else (a, b)
 
     def _join(self, x1: Tensor, x2: Tensor) -> Tensor:
@@ -74,11 +75,13 @@ class Chain(nn.Module):
         return z
 
 
-def couplings(n: int = 4, affine: bool = True, off: int | None = None, factor: float = 1.0,
-              batchnorm_at: int | None = None) -> Chain:
+def couplings(
+    n: int = 4, affine: bool = True, off: int | None = None, factor: float = 1.0, batchnorm_at: int | None = None
+) -> Chain:
     """``n`` couplings on 6-D vectors, halves alternating; block ``off``'s inverse is off by ``factor``."""
-    chain = Chain([Coupling(6, 16, seed=k, flip=bool(k % 2), affine=affine, batchnorm=k == batchnorm_at)
-                   for k in range(n)])
+    chain = Chain(
+        [Coupling(6, 16, seed=k, flip=bool(k % 2), affine=affine, batchnorm=k == batchnorm_at) for k in range(n)]
+    )
     if off is not None:
         chain.blocks[off].factor = factor
     return chain
@@ -200,5 +203,4 @@ class WrappedChain(nn.Module):
 
 def memcnn_like(broken: bool = False) -> nn.Module:
     """Three wrapped additive couplings; with ``broken``, block 1's inverse is 10 % too large."""
-    return WrappedChain([InvertibleModuleWrapper(AdditiveHalf(k, 1.1 if broken and k == 1 else 1.0))
-                         for k in range(3)])
+    return WrappedChain([InvertibleModuleWrapper(AdditiveHalf(k, 1.1 if broken and k == 1 else 1.0)) for k in range(3)])

@@ -14,8 +14,7 @@ __all__ = ["Linear", "linear_model", "log_spaced"]
 
 def log_spaced(dim: int, low: float = 1e-3, high: float = 1e2) -> torch.Tensor:
     """``dim`` singular values spaced evenly in log10 from ``high`` down to ``low``."""
-    return torch.logspace(torch.log10(torch.tensor(high)), torch.log10(torch.tensor(low)), dim,
-                          dtype=torch.float64)
+    return torch.logspace(torch.log10(torch.tensor(high)), torch.log10(torch.tensor(low)), dim, dtype=torch.float64)
 
 
 class Linear(nn.Module):
@@ -23,8 +22,7 @@ class Linear(nn.Module):
 
     log_det_kind = "exact"
 
-    def __init__(self, singular_values: torch.Tensor, seed: int = 0,
-                 dtype: torch.dtype = torch.float64) -> None:
+    def __init__(self, singular_values: torch.Tensor, seed: int = 0, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()
         n = len(singular_values)
         g = torch.Generator().manual_seed(seed)
@@ -42,8 +40,7 @@ class Linear(nn.Module):
         return z @ self.inverse_weight.T
 
 
-def linear_model(singular_values: torch.Tensor, seed: int = 0,
-                 dtype: torch.dtype = torch.float64) -> InvertibleModel:
+def linear_model(singular_values: torch.Tensor, seed: int = 0, dtype: torch.dtype = torch.float64) -> InvertibleModel:
     """The :class:`Linear` map as an InvertibleModel on ``[0, 1]^n``."""
     module = Linear(singular_values, seed, dtype)
     return adapt_module(module, DataDomain(shape=(len(singular_values),)), {"test": "linear"})

@@ -13,8 +13,7 @@ from torch import nn
 
 
 def _rotation(dim: int, seed: int) -> torch.Tensor:
-    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed),
-                                       dtype=torch.float64))
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
     return q
 
 

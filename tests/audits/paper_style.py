@@ -28,8 +28,9 @@ class ActNorm(nn.Module):
             self.logs.copy_(torch.log(1.0 / (x.std(0, keepdim=True, unbiased=False) + 1e-6)))
         self.inited = True
 
-    def forward(self, x: torch.Tensor, logdet: torch.Tensor | None = None,
-                reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, logdet: torch.Tensor | None = None, reverse: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if not self.inited:
             self.initialize(x)
         if reverse:
@@ -48,8 +49,9 @@ class InvertibleLinear(nn.Module):
         q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g))
         self.weight = nn.Parameter(q @ torch.diag(torch.tensor([2.0, 1.0, 1.0, 0.5])))
 
-    def forward(self, x: torch.Tensor, logdet: torch.Tensor | None = None,
-                reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, logdet: torch.Tensor | None = None, reverse: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         dlogdet = torch.slogdet(self.weight)[1]
         if reverse:
             return x @ torch.inverse(self.weight).T, None if logdet is None else logdet - dlogdet
@@ -67,8 +69,9 @@ class AffineCoupling(nn.Module):
         with torch.no_grad():
             self.net[2].weight.mul_(1.5)
 
-    def forward(self, x: torch.Tensor, logdet: torch.Tensor | None = None,
-                reverse: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, logdet: torch.Tensor | None = None, reverse: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         a, b = x.chunk(2, dim=1)
         h = self.net(a)
         shift, raw = h[:, 0::2], h[:, 1::2]

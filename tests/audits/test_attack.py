@@ -46,8 +46,12 @@ def levels_file(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_planted_hole_is_found_where_random_search_misses_it(levels_file: str) -> None:
-    report = audit(PLANTED, data=levels_file, ood=["uniform"], config={
-        "audits": ["attack", "roundtrip"], "attack": {"objective": "amplification"}})
+    report = audit(
+        PLANTED,
+        data=levels_file,
+        ood=["uniform"],
+        config={"audits": ["attack", "roundtrip"], "attack": {"objective": "amplification"}},
+    )
     found = _set(report)
     # the data and uniform noise round-trip cleanly: the hole is only at the cell centres
     (rt,) = [a for a in report.audits if a.id == "roundtrip"]
@@ -75,8 +79,14 @@ def test_default_reconstruction_objective_also_finds_the_planted_hole(levels_fil
 
 def test_same_seed_same_result_other_seed_other_starts(levels_file: str) -> None:
     def run(seed: int) -> tuple:
-        s = _set(audit(PLANTED, data=levels_file, ood=["uniform"],
-                       config={"seed": seed, "audits": ["attack"], "attack": {"samples": 6, "steps": 40}}))
+        s = _set(
+            audit(
+                PLANTED,
+                data=levels_file,
+                ood=["uniform"],
+                config={"seed": seed, "audits": ["attack"], "attack": {"samples": 6, "steps": 40}},
+            )
+        )
         return s.metrics, s.artifacts["witnesses"].tobytes()
 
     assert run(1) == run(1)
@@ -85,8 +95,9 @@ def test_same_seed_same_result_other_seed_other_starts(levels_file: str) -> None
 
 @pytest.mark.parametrize("checkpoint", [ADDITIVE, RESIDUAL], ids=["additive", "residual"])
 def test_bi_lipschitz_checkpoints_have_nothing_above_threshold(checkpoint: str) -> None:
-    found = _set(audit(checkpoint, ood=["uniform"], config={"audits": ["attack"],
-                                                    "attack": {"samples": 4, "steps": 24}}))
+    found = _set(
+        audit(checkpoint, ood=["uniform"], config={"audits": ["attack"], "attack": {"samples": 4, "steps": 24}})
+    )
     assert found.metrics["nonfinite_fraction"] == 0.0
     assert found.metrics["fraction_above_threshold"] == 0.0
     assert found.metrics["rel_error_l2"]["max"] < 1e-4
@@ -94,8 +105,7 @@ def test_bi_lipschitz_checkpoints_have_nothing_above_threshold(checkpoint: str) 
 
 
 @pytest.mark.slow  # the default 200-step search through the 61-block flow, then a replay
-def test_deep_affine_checkpoint_breaks_within_half_a_bin_of_digits_that_round_trip_cleanly(
-        tmp_path: Path) -> None:
+def test_deep_affine_checkpoint_breaks_within_half_a_bin_of_digits_that_round_trip_cleanly(tmp_path: Path) -> None:
     # The paper's finding: every test digit round-trips, yet the gradient search reaches a
     # non-finite point inside the dequantization cell of some; random search with as many round
     # trips does not.
@@ -124,8 +134,13 @@ def test_shallow_affine_checkpoint_holds_at_half_a_bin_and_breaks_three_bins_awa
     # and beats random search. (Two bins away it breaks too, but whether 120 steps reach the
     # overflow for 0, 1 or 2 of these 16 starts depends on the CPU's float32 round-off.)
     def attack(epsilon: float | None):
-        return _set(audit(AFFINE, ood=["uniform"], config={"audits": ["attack"], "attack": {
-            "samples": 16, "steps": 120, "epsilon": epsilon}}))
+        return _set(
+            audit(
+                AFFINE,
+                ood=["uniform"],
+                config={"audits": ["attack"], "attack": {"samples": 16, "steps": 120, "epsilon": epsilon}},
+            )
+        )
 
     near = attack(None)
     assert near.metrics["nonfinite_fraction"] == 0.0 and near.metrics["fraction_above_threshold"] == 0.0
@@ -148,8 +163,10 @@ def test_dequantize_moves_levels_into_the_lower_half_of_their_cell_only() -> Non
     assert (moved[:, 2] == x[:, 2]).all()  # not on a level: left alone
     ball = attack_ball(torch.tensor([[0.0, 0.75, 0.5]]), domain, 0.125, torch.Generator().manual_seed(1))
     assert (ball.low >= 0).all() and (ball.high <= 1).all()
-    assert torch.allclose(ball.high - ball.low, torch.minimum(ball.centre + 0.125, torch.ones(3))
-                          - torch.maximum(ball.centre - 0.125, torch.zeros(3)))
+    assert torch.allclose(
+        ball.high - ball.low,
+        torch.minimum(ball.centre + 0.125, torch.ones(3)) - torch.maximum(ball.centre - 0.125, torch.zeros(3)),
+    )
 
 
 def test_epsilon_option_is_nullable_float_and_validated() -> None:
@@ -165,24 +182,50 @@ def test_bad_objective_is_refused_before_any_audit_runs(levels_file: str) -> Non
     from innaudit.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"attack\.objective"):
-        audit(PLANTED, data=levels_file, ood=["uniform"], config={"audits": ["attack"],
-                                                                  "attack": {"objective": "nope"}})
+        audit(
+            PLANTED, data=levels_file, ood=["uniform"], config={"audits": ["attack"], "attack": {"objective": "nope"}}
+        )
 
 
 def test_witnesses_round_trip_through_the_cli(run_cli, levels_file: str, tmp_path: Path) -> None:
     out = tmp_path / "w"
     out.mkdir()
-    first = run_cli("run", PLANTED, "--data", levels_file, "--ood", "uniform", "--audit", "attack",
-                    "--attack-samples", "8", "--epsilon", str(0.5 / LEVELS), "--save-witnesses", out,
-                    "-o", f"json={tmp_path / 'r.json'}")
+    first = run_cli(
+        "run",
+        PLANTED,
+        "--data",
+        levels_file,
+        "--ood",
+        "uniform",
+        "--audit",
+        "attack",
+        "--attack-samples",
+        "8",
+        "--epsilon",
+        str(0.5 / LEVELS),
+        "--save-witnesses",
+        out,
+        "-o",
+        f"json={tmp_path / 'r.json'}",
+    )
     assert first.code == 1, first.stderr
     witnesses, originals = np.load(out / "witnesses.npy"), np.load(out / "originals.npy")
     assert witnesses.shape == originals.shape == (8, 32)
     saved = torch.load(out / "witnesses.pt", weights_only=True)
     assert np.array_equal(saved["witnesses"].numpy(), witnesses)
     assert "witnesses" not in (tmp_path / "r.json").read_text()  # arrays stay out of the report
-    again = run_cli("run", PLANTED, "--data", out / "witnesses.npy", "--ood", "uniform",
-                    "--audit", "roundtrip", "-o", f"json={tmp_path / 'again.json'}")
+    again = run_cli(
+        "run",
+        PLANTED,
+        "--data",
+        out / "witnesses.npy",
+        "--ood",
+        "uniform",
+        "--audit",
+        "roundtrip",
+        "-o",
+        f"json={tmp_path / 'again.json'}",
+    )
     assert again.code == 1
     import json
 
@@ -194,4 +237,3 @@ def test_witnesses_round_trip_through_the_cli(run_cli, levels_file: str, tmp_pat
 def test_save_witnesses_needs_an_existing_folder(run_cli, levels_file: str, tmp_path: Path) -> None:
     result = run_cli("run", PLANTED, "--data", levels_file, "--save-witnesses", tmp_path / "missing")
     assert result.code == 2 and len(result.stderr_lines) == 1
-

@@ -45,7 +45,7 @@ def test_additive_coupling_bound_matches_the_block_matrix_formula() -> None:
     block = Coupling(net, 4, "additive")
     lip = net_lipschitz(net, (2,))
     b = block_bound(block, (4,))
-    assert b.forward == pytest.approx((lip + math.sqrt(lip ** 2 + 4)) / 2)
+    assert b.forward == pytest.approx((lip + math.sqrt(lip**2 + 4)) / 2)
     assert b.forward <= 1 + lip and b.inverse == b.forward
     # a linear t with ||A|| = a attains the bound: J = [[I, 0], [A, I]]
     a = torch.tensor([[3.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
@@ -75,8 +75,7 @@ def test_block_rules_and_hook() -> None:
 
 
 def _bounds_report(name: str):
-    cfg = {"audits": ["bounds"], "samples": 8, "ood": ["uniform", "gaussian"],
-           "bounds": {"samples": 8}}
+    cfg = {"audits": ["bounds"], "samples": 8, "ood": ["uniform", "gaussian"], "bounds": {"samples": 8}}
     return innaudit.audit(str(CHECKPOINTS / f"digits-{name}.pt"), config=cfg)
 
 

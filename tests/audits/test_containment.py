@@ -19,8 +19,22 @@ MODELS = Path(__file__).resolve().parent.parent / "api_models.py"
 
 def test_a_bounds_hook_that_raises_is_that_audits_error(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    result = invoke_cli("run", f"{MODELS}:broken_bounds", "--data", "uniform", "--ood", "gaussian",
-                        "--audit", "roundtrip", "--audit", "bounds", "--samples", "50", "-o", f"json={out}")
+    result = invoke_cli(
+        "run",
+        f"{MODELS}:broken_bounds",
+        "--data",
+        "uniform",
+        "--ood",
+        "gaussian",
+        "--audit",
+        "roundtrip",
+        "--audit",
+        "bounds",
+        "--samples",
+        "50",
+        "-o",
+        f"json={out}",
+    )
     assert result.code == 2, result.stderr
     audits = {a["id"]: a for a in read_report(out)["audits"]}
     assert audits["roundtrip"]["status"] == "pass"

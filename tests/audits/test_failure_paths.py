@@ -35,8 +35,9 @@ class LogDetOffByOne(ExactLinear):
 
 def test_sampling_counts_the_prior_draws_whose_inverse_is_nan() -> None:
     # even batch indices are NaN, so with batches of 50 exactly half of the draws fail
-    report = innaudit.audit(NanHalfLinear(), data=torch.rand(10, 4), ood=[], audits=["sampling"],
-                            samples=200, batch_size=50)
+    report = innaudit.audit(
+        NanHalfLinear(), data=torch.rand(10, 4), ood=[], audits=["sampling"], samples=200, batch_size=50
+    )
     for result in report.audit("sampling").results:
         assert result.metrics["sample_nonfinite_fraction"] == 0.5
         assert result.status is Status.FAIL
@@ -52,7 +53,8 @@ def test_logdet_finds_a_log_det_off_by_one() -> None:
 
 
 def test_grid_maps_the_half_plane_where_the_inverse_is_nan() -> None:
-    report = innaudit.audit(HalfPlaneNaN(), data=torch.rand(8, 2), ood=[], audits=["grid"],
-                            config={"grid": {"resolution": 16}})
+    report = innaudit.audit(
+        HalfPlaneNaN(), data=torch.rand(8, 2), ood=[], audits=["grid"], config={"grid": {"resolution": 16}}
+    )
     (result,) = report.audit("grid").results
     assert result.metrics["n"] == 256 and result.metrics["nonfinite_fraction"] == 0.5

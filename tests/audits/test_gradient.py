@@ -27,8 +27,12 @@ DOMAIN = DataDomain(shape=(6,), low=-1.0, high=1.0)
 
 
 def _result(model: nn.Module, **options: object):
-    cfg = {"audits": ["gradient"], "samples": 256, "ood": ["gaussian"],
-           "gradient": {"batches": 4, "batch": 64, **options}}
+    cfg = {
+        "audits": ["gradient"],
+        "samples": 256,
+        "ood": ["gaussian"],
+        "gradient": {"batches": 4, "batch": 64, **options},
+    }
     report = innaudit.audit(_adapted(model), data="uniform", config=cfg)
     audit = report.audits[0]
     assert audit.error is None, audit.error
@@ -68,8 +72,24 @@ def _hand_rel_error(model: gm.Chain, x: torch.Tensor) -> float:
 
 def test_exact_additive_model_passes_from_the_cli(tmp_path: Path) -> None:
     html = tmp_path / "report.html"
-    out = invoke_cli("run", f"{MODELS}:additive", "--data", "uniform", "--ood", "gaussian", "--audit", "gradient",
-                     "--samples", "128", "--gradient-loss", "nll", "-o", "json", "-o", f"html={html}")
+    out = invoke_cli(
+        "run",
+        f"{MODELS}:additive",
+        "--data",
+        "uniform",
+        "--ood",
+        "gaussian",
+        "--audit",
+        "gradient",
+        "--samples",
+        "128",
+        "--gradient-loss",
+        "nll",
+        "-o",
+        "json",
+        "-o",
+        f"html={html}",
+    )
     assert out.code == 0, out.stderr
     page = html.read_text()
     assert "<svg" in page and "reconstruction_error" in page and "gradient_error" in page  # per-block plot
@@ -155,8 +175,7 @@ class _MemcnnChain(nn.Module):
     def __init__(self, memcnn, broken: bool) -> None:
         super().__init__()
         torch.manual_seed(0)
-        fns = [memcnn.AdditiveCoupling(Fm=nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3)))
-               for _ in range(3)]
+        fns = [memcnn.AdditiveCoupling(Fm=nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 3))) for _ in range(3)]
         if broken:  # block 1's inverse reconstructs 10 % too large
             inverse = fns[1].inverse
             fns[1].inverse = lambda y: 1.1 * inverse(y)  # type: ignore[method-assign]
@@ -216,8 +235,10 @@ class _NoLogDetChain(nn.Module):
         return self.blocks[0].inverse(self.blocks[1].inverse(z))
 
 
-@pytest.mark.parametrize("loss, expected", [("bogus", "expected one of"), ("model", "gradient_loss"),
-                                            ("nll", "use --gradient-loss projection")])
+@pytest.mark.parametrize(
+    "loss, expected",
+    [("bogus", "expected one of"), ("model", "gradient_loss"), ("nll", "use --gradient-loss projection")],
+)
 def test_a_loss_that_cannot_be_used_is_an_error_that_says_what_to_do(loss: str, expected: str) -> None:
     chain = _NoLogDetChain()
     cfg = {"audits": ["gradient"], "samples": 64, "ood": ["gaussian"], "gradient": {"loss": loss}}
@@ -248,8 +269,10 @@ def test_a_memcnn_style_wrapper_is_recognised_without_memcnn(broken: bool) -> No
 
 
 @pytest.mark.filterwarnings("ignore")
-@pytest.mark.parametrize("lib, package", [("freia", "FrEIA"), ("nflows", "nflows"), ("normflows", "normflows"),
-                                          ("zuko", "zuko"), ("pyro", "pyro")])
+@pytest.mark.parametrize(
+    "lib, package",
+    [("freia", "FrEIA"), ("nflows", "nflows"), ("normflows", "normflows"), ("zuko", "zuko"), ("pyro", "pyro")],
+)
 def test_library_chains_are_walked_through_their_blocks(lib: str, package: str) -> None:
     pytest.importorskip(package)
     from tests.adapters.helpers import load

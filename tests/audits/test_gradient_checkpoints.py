@@ -31,8 +31,8 @@ def test_affine_ms_classifier_fails_the_gradient_audit_and_names_the_block() -> 
     code, m = _audit("digits-classifier-affine-ms")
     assert code == 1
     assert m["loss"] == "nll"
-    assert m["rel_error_l2"]["max"] > 1e-2          # finite batches alone are past the fail gate
-    assert m["nonfinite_fraction"] > 0.0            # and some batches give NaN/Inf gradients
+    assert m["rel_error_l2"]["max"] > 1e-2  # finite batches alone are past the fail gate
+    assert m["nonfinite_fraction"] > 0.0  # and some batches give NaN/Inf gradients
     assert m["culprit"] == "12:Coupling[12]" and m["culprit_index"] == 12
     assert m["block_recon_error"]["max"] == "inf"  # JSON spells a non-finite number as a string
 
@@ -51,9 +51,14 @@ def test_cross_entropy_gradients_separate_on_the_training_digits() -> None:
     for name in ("digits-classifier-affine-ms", "digits-classifier-additive-ms"):
         model = load_model(str(CHECKPOINTS / f"{name}.pt")).model
         head = model.module.head
-        found = [compare_gradients(model.blocks(), images[i:i + 128],
-                                   lambda z, ld, x, y=labels[i:i + 128], h=head: F.cross_entropy(h(z.flatten(1)), y))
-                 for i in range(0, 512, 128)]
+        found = [
+            compare_gradients(
+                model.blocks(),
+                images[i : i + 128],
+                lambda z, ld, x, y=labels[i : i + 128], h=head: F.cross_entropy(h(z.flatten(1)), y),
+            )
+            for i in range(0, 512, 128)
+        ]
         assert not any(r.true_nonfinite for r in found)  # the true gradient is fine for both
         worst[name] = max(math.inf if r.nonfinite else r.rel_error for r in found)
     assert worst["digits-classifier-affine-ms"] > 1e-2

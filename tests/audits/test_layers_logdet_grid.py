@@ -22,8 +22,7 @@ def _results(report, audit_id: str):
 
 @pytest.mark.skipif(not (CHECKPOINTS / "digits-affine.pt").exists(), reason="no shipped checkpoints")
 def test_layers_names_a_coupling_on_the_affine_checkpoint_and_nothing_on_additive() -> None:
-    cfg = {"audits": ["layers"], "samples": 8, "ood": ["uniform"],
-           "layers": {"samples": 8, "worst": 1}}
+    cfg = {"audits": ["layers"], "samples": 8, "ood": ["uniform"], "layers": {"samples": 8, "worst": 1}}
     affine = _results(innaudit.audit(str(CHECKPOINTS / "digits-affine.pt"), config=cfg), "layers")
     noise = next(r for r in affine.results if r.dataset == "uniform")
     assert noise.status is Status.FAIL
@@ -39,8 +38,12 @@ def test_layers_names_a_coupling_on_the_affine_checkpoint_and_nothing_on_additiv
 def test_logdet_exact_and_estimated_reference_agree_with_known_model() -> None:
     model = scaling_model([0.5, 2.0, 3.0, 0.25])
     for method in ("exact", "matrix-free"):
-        cfg = {"audits": ["logdet"], "samples": 8, "ood": ["gaussian"],
-               "logdet": {"samples": 8, "method": method, "probes": 4, "steps": 4}}
+        cfg = {
+            "audits": ["logdet"],
+            "samples": 8,
+            "ood": ["gaussian"],
+            "logdet": {"samples": 8, "method": method, "probes": 4, "steps": 4},
+        }
         audit = _results(innaudit.audit(model, data="uniform", config=cfg), "logdet")
         for r in audit.results:
             assert r.status is Status.PASS
@@ -91,5 +94,3 @@ def test_every_new_audit_explains_itself() -> None:
     for aid in ("spectrum", "bounds", "layers", "logdet", "grid"):
         text = REGISTRY[aid].explain()
         assert "Reading" in text and aid in text
-
-

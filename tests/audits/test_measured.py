@@ -37,8 +37,7 @@ def _set(report, audit_id: str, dataset: str):
 
 
 def _spectrum(model, method: str = "exact"):
-    cfg = {"audits": ["spectrum"], "samples": 8, "ood": ["gaussian"],
-           "spectrum": {"samples": 8, "method": method}}
+    cfg = {"audits": ["spectrum"], "samples": 8, "ood": ["gaussian"], "spectrum": {"samples": 8, "method": method}}
     return innaudit.audit(model, data="uniform", config=cfg)
 
 
@@ -101,8 +100,7 @@ def test_singular_jacobian_reports_condition_inf_in_strict_json(tmp_path: Path) 
 
 
 def test_layers_names_where_the_accumulated_error_leaves_rounding_and_roundtrip_agrees() -> None:
-    cfg = {"audits": ["roundtrip", "layers"], "samples": 32, "ood": ["gaussian"],
-           "layers": {"samples": 32, "worst": 2}}
+    cfg = {"audits": ["roundtrip", "layers"], "samples": 32, "ood": ["gaussian"], "layers": {"samples": 32, "worst": 2}}
     report = innaudit.audit(_wrap(CondChain()), data="uniform", config=cfg)
     for name in ("uniform", "gaussian"):
         _, rt = _set(report, "roundtrip", name)
@@ -115,18 +113,39 @@ def test_layers_names_where_the_accumulated_error_leaves_rounding_and_roundtrip_
         assert ly.metrics["chain_block"] in ly.message and "leaves rounding" in ly.message
         chain = ly.series["blocks"]["chain_rel_error_max"]
         assert chain[ly.metrics["chain_index"]] > 1e-4
-        assert all(c <= 1e-4 for c in chain[ly.metrics["chain_index"] + 1:])
+        assert all(c <= 1e-4 for c in chain[ly.metrics["chain_index"] + 1 :])
 
 
 def test_model_that_rewrites_itself_exits_2_naming_the_parameters(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((16, 4), dtype=np.float32))
-    res = invoke_cli("run", f"{MODELS}:lazy_actnorm", "--data", tmp_path / "x.npy", "--ood", "uniform",
-                     "--audit", "roundtrip", "--samples", 16)
+    res = invoke_cli(
+        "run",
+        f"{MODELS}:lazy_actnorm",
+        "--data",
+        tmp_path / "x.npy",
+        "--ood",
+        "uniform",
+        "--audit",
+        "roundtrip",
+        "--samples",
+        16,
+    )
     assert res.code == 2
     assert "bias" in res.stderr and "log_scale" in res.stderr and "ActNorm" in res.stderr
     assert "--allow-mutation" in res.stderr
-    allowed = invoke_cli("run", f"{MODELS}:lazy_actnorm", "--data", tmp_path / "x.npy", "--ood",
-                         "uniform", "--audit", "roundtrip", "--samples", 16, "--allow-mutation")
+    allowed = invoke_cli(
+        "run",
+        f"{MODELS}:lazy_actnorm",
+        "--data",
+        tmp_path / "x.npy",
+        "--ood",
+        "uniform",
+        "--audit",
+        "roundtrip",
+        "--samples",
+        16,
+        "--allow-mutation",
+    )
     assert allowed.code in (0, 1) and "allowed by --allow-mutation" in allowed.stderr
 
 
@@ -139,8 +158,9 @@ def test_a_mutation_during_the_audits_is_a_report_error() -> None:
 
     model = Drifting()
     model.initialized = True
-    report = innaudit.audit(_wrap(model), data="uniform", config={"audits": ["roundtrip"], "samples": 8,
-                                                          "ood": ["gaussian"]})
+    report = innaudit.audit(
+        _wrap(model), data="uniform", config={"audits": ["roundtrip"], "samples": 8, "ood": ["gaussian"]}
+    )
     assert int(report.exit_code) == 2
     assert any("bias" in e and "ActNorm" in e for e in report.errors)
 
@@ -160,9 +180,22 @@ def test_domain_inferred_from_a_256_level_file(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     np.save(tmp_path / "x.npy", (rng.integers(0, 256, (32, 4)) / 255.0).astype(np.float32))
     out = tmp_path / "r.json"
-    res = invoke_cli("run", f"{MODELS}:no_domain", "--data", tmp_path / "x.npy",
-                     "--ood", "uniform", "--audit", "roundtrip", "--samples", 16, "-o", f"json={out}",
-                     "-o", "console")
+    res = invoke_cli(
+        "run",
+        f"{MODELS}:no_domain",
+        "--data",
+        tmp_path / "x.npy",
+        "--ood",
+        "uniform",
+        "--audit",
+        "roundtrip",
+        "--samples",
+        16,
+        "-o",
+        f"json={out}",
+        "-o",
+        "console",
+    )
     assert res.code in (0, 1), res.stderr
     info = json.loads(out.read_text())["target"]["info"]
     assert (info["domain"]["low"], info["domain"]["high"], info["domain"]["levels"]) == (0.0, 1.0, 256)
@@ -173,14 +206,28 @@ def test_domain_inferred_from_a_256_level_file(tmp_path: Path) -> None:
 def test_range_and_levels_flags_override_the_domain(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((16, 4), dtype=np.float32))
     out = tmp_path / "r.json"
-    res = invoke_cli("run", f"{MODELS}:no_domain", "--data", tmp_path / "x.npy",
-                     "--ood", "uniform", "--audit", "roundtrip", "--samples", 8, "--range", "-1,1",
-                     "--levels", "17", "-o", f"json={out}")
+    res = invoke_cli(
+        "run",
+        f"{MODELS}:no_domain",
+        "--data",
+        tmp_path / "x.npy",
+        "--ood",
+        "uniform",
+        "--audit",
+        "roundtrip",
+        "--samples",
+        8,
+        "--range",
+        "-1,1",
+        "--levels",
+        "17",
+        "-o",
+        f"json={out}",
+    )
     assert res.code in (0, 1), res.stderr
     domain = json.loads(out.read_text())["target"]["info"]["domain"]
     assert (domain["low"], domain["high"], domain["levels"]) == (-1.0, 1.0, 17)
-    bad = invoke_cli("run", f"{MODELS}:no_domain", "--data", tmp_path / "x.npy",
-                     "--range", "1,0")
+    bad = invoke_cli("run", f"{MODELS}:no_domain", "--data", tmp_path / "x.npy", "--range", "1,0")
     assert bad.code == 2 and "LOW < HIGH" in bad.stderr
 
 
@@ -190,9 +237,22 @@ def test_weights_loaded_into_a_lazy_actnorm_set_its_flag_and_say_so(tmp_path: Pa
     torch.save(trained.state_dict(), tmp_path / "w.pt")
     np.save(tmp_path / "x.npy", np.random.default_rng(1).random((16, 4), dtype=np.float32))
     out = tmp_path / "r.json"
-    res = invoke_cli("run", f"{MODELS}:lazy_actnorm", "--weights", tmp_path / "w.pt", "--data",
-                     tmp_path / "x.npy", "--ood", "uniform", "--audit", "roundtrip", "--samples", 16,
-                     "-o", f"json={out}")
+    res = invoke_cli(
+        "run",
+        f"{MODELS}:lazy_actnorm",
+        "--weights",
+        tmp_path / "w.pt",
+        "--data",
+        tmp_path / "x.npy",
+        "--ood",
+        "uniform",
+        "--audit",
+        "roundtrip",
+        "--samples",
+        16,
+        "-o",
+        f"json={out}",
+    )
     assert res.code in (0, 1), res.stderr
     assert "initialized" in res.stderr and "--weights" in res.stderr
     report = json.loads(out.read_text())
@@ -200,8 +260,7 @@ def test_weights_loaded_into_a_lazy_actnorm_set_its_flag_and_say_so(tmp_path: Pa
 
 
 def test_attack_says_when_it_falls_back_to_gradient_free_search() -> None:
-    cfg = {"audits": ["attack"], "samples": 4, "ood": ["gaussian"],
-           "attack": {"samples": 4, "steps": 3}}
+    cfg = {"audits": ["attack"], "samples": 4, "ood": ["gaussian"], "attack": {"samples": 4, "steps": 3}}
     blind = innaudit.audit(_wrap(NoGradInverseLinear()), data="uniform", config=cfg)
     _, r = _set(blind, "attack", "uniform")
     assert r is not None and "gradient-free" in r.message and "no autograd graph" in r.message
@@ -213,8 +272,7 @@ def test_attack_says_when_it_falls_back_to_gradient_free_search() -> None:
 def test_an_inverse_chain_that_turns_nan_is_non_finite_in_layers_as_in_roundtrip() -> None:
     from tests.audits.measured_models import ExpThenChain
 
-    cfg = {"audits": ["roundtrip", "layers"], "samples": 64, "ood": ["gaussian"],
-           "layers": {"samples": 64, "worst": 4}}
+    cfg = {"audits": ["roundtrip", "layers"], "samples": 64, "ood": ["gaussian"], "layers": {"samples": 64, "worst": 4}}
     report = innaudit.audit(_wrap(ExpThenChain()), data="uniform", config=cfg)
     _, rt = _set(report, "roundtrip", "uniform")
     _, ly = _set(report, "layers", "uniform")

@@ -38,9 +38,26 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, np.ndarray]:
     x = np.random.default_rng(3).random((24, DIM), dtype=np.float32) * 3 - 1  # partly off the data
     np.save(folder / "x.npy", x)
     out = folder / "r.json"
-    res = invoke_cli("run", f"{FACTORY}:build", "--data", folder / "x.npy", "--ood", "uniform",
-                     "--audit", "roundtrip", "--audit", "spectrum", "--audit", "layers",
-                     "--samples", 24, "--config", _config(folder), "-o", f"json={out}")
+    res = invoke_cli(
+        "run",
+        f"{FACTORY}:build",
+        "--data",
+        folder / "x.npy",
+        "--ood",
+        "uniform",
+        "--audit",
+        "roundtrip",
+        "--audit",
+        "spectrum",
+        "--audit",
+        "layers",
+        "--samples",
+        24,
+        "--config",
+        _config(folder),
+        "-o",
+        f"json={out}",
+    )
     assert res.code in (0, 1), res.stderr
     return json.loads(out.read_text()), x
 

@@ -58,7 +58,7 @@ def test_condition_1e3_is_invertible_in_float32_and_not_in_16_bits(linear: Any) 
 
 def test_prediction_is_cond_times_unit_roundoff_and_bounds_the_measured_error(linear: Any) -> None:
     m = _set(linear, "uniform").metrics
-    for name, u in (("float32", 2.0 ** -24), ("float16", 2.0 ** -11), ("bfloat16", 2.0 ** -8)):
+    for name, u in (("float32", 2.0**-24), ("float16", 2.0**-11), ("bfloat16", 2.0**-8)):
         assert m[name]["unit_roundoff"] == u
         predicted = m[name]["predicted_rel_error"]["median"]
         assert predicted == pytest.approx(COND * u, rel=1e-3)
@@ -76,8 +76,11 @@ def test_autocast_runs_on_cpu_and_matches_the_cast_for_a_linear_map(linear: Any)
 def test_every_metric_is_declared_and_the_plot_draws(linear: Any) -> None:
     table = metric_table()
     for result in linear.results:
-        undeclared = [p for p, v in leaves(result.metrics) if isinstance(v, (int, float))
-                      and declared(table, "precision", p) is None]
+        undeclared = [
+            p
+            for p, v in leaves(result.metrics)
+            if isinstance(v, (int, float)) and declared(table, "precision", p) is None
+        ]
         assert undeclared == []
         series = result.series["precisions"]
         assert series["name"] == [p.name for p in PRECISIONS]
@@ -125,8 +128,10 @@ def test_an_iterative_inverse_is_not_run_below_its_tolerance_unless_forced() -> 
     result = _set(_audit(FixedPoint(), 2, prior=False), "uniform")
     assert [p for p in LADDER if p in result.metrics] == ["float64", "float32"]
     assert result.metrics["lowest_invertible"] == 1
-    assert ("float16, bfloat16, autocast_float16, autocast_bfloat16 skipped (the iterative inverse's "
-            "tolerance 1e-06 is below the unit roundoff") in result.message
+    assert (
+        "float16, bfloat16, autocast_float16, autocast_bfloat16 skipped (the iterative inverse's "
+        "tolerance 1e-06 is below the unit roundoff"
+    ) in result.message
     forced = _set(_audit(FixedPoint(), 2, prior=False, force_iterative=True), "uniform").metrics
     assert forced["float16"]["rel_error_l2"]["max"] < 1e-2 and forced["float16"]["invertible"] == 1
 
@@ -144,8 +149,21 @@ def test_unknown_required_precision_is_an_error_not_a_pass() -> None:
 
 def test_cli_require_precision(run_cli: Any, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    args = ("run", f"{MODELS}:conditioned_linear", "--data", "uniform", "--ood", "gaussian",
-            "--audit", "precision", "--samples", "32", "-o", f"json={out}", "-q")
+    args = (
+        "run",
+        f"{MODELS}:conditioned_linear",
+        "--data",
+        "uniform",
+        "--ood",
+        "gaussian",
+        "--audit",
+        "precision",
+        "--samples",
+        "32",
+        "-o",
+        f"json={out}",
+        "-q",
+    )
     assert run_cli(*args).code == 0
     assert run_cli(*args, "--require-precision", "bfloat16").code == 1
     report = read_report(out)

@@ -18,16 +18,27 @@ from ..multiscale import normflows_glow
 # Small budgets; between them the runs make every audit produce every metric it can: the 2-D
 # residual flow (grid, certified bounds, iterative inverse), the digits residual flow (estimated
 # log-det) and the affine coupling flow on digits (coupling scales; Lanczos forced).
-_SMALL = {"samples": 16, "float64_check": True, "ood": ["uniform"], "attack": {"samples": 2, "steps": 3},
-          "spectrum": {"samples": 2}, "bounds": {"samples": 2}, "grid": {"resolution": 6}}
-_RUNS = (("checkpoints/checkerboard-residual.pt", {}),
-         ("checkpoints/digits-residual.pt", {"audits": ["logdet"]}),
-         ("checkpoints/digits-affine.pt", {"audits": ["layers", "spectrum"],
-                                           "spectrum": {"samples": 2, "method": "matrix-free"}}),
-         # memcnn-style wrappers: the gradient audit's library_* metrics
-         ("tests/audits/gradient_models.py:memcnn_like", {"audits": ["gradient"], "data": "gaussian"}),
-         # a linear map that float16 and bfloat16 can run: every precision's metrics
-         ("tests/audits/precision_models.py:conditioned_linear", {"audits": ["precision"], "data": "gaussian"}))
+_SMALL = {
+    "samples": 16,
+    "float64_check": True,
+    "ood": ["uniform"],
+    "attack": {"samples": 2, "steps": 3},
+    "spectrum": {"samples": 2},
+    "bounds": {"samples": 2},
+    "grid": {"resolution": 6},
+}
+_RUNS = (
+    ("checkpoints/checkerboard-residual.pt", {}),
+    ("checkpoints/digits-residual.pt", {"audits": ["logdet"]}),
+    (
+        "checkpoints/digits-affine.pt",
+        {"audits": ["layers", "spectrum"], "spectrum": {"samples": 2, "method": "matrix-free"}},
+    ),
+    # memcnn-style wrappers: the gradient audit's library_* metrics
+    ("tests/audits/gradient_models.py:memcnn_like", {"audits": ["gradient"], "data": "gaussian"}),
+    # a linear map that float16 and bfloat16 can run: every precision's metrics
+    ("tests/audits/precision_models.py:conditioned_linear", {"audits": ["precision"], "data": "gaussian"}),
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +48,15 @@ def produced() -> dict[str, set[str]]:
     reports = [innaudit.audit(model, config={**_SMALL, **extra}) for model, extra in _RUNS]
     # a multi-scale latent (normflows' Glow): the per-level metrics of roundtrip and sampling
     x = torch.rand(6, *normflows_glow.SHAPE, generator=torch.Generator().manual_seed(0))
-    reports.append(innaudit.audit(normflows_glow.build(), data=x, audits=["roundtrip", "sampling"],
-                                  config=_SMALL))
+    reports.append(innaudit.audit(normflows_glow.build(), data=x, audits=["roundtrip", "sampling"], config=_SMALL))
     for report in reports:
         model = report.target.get("model")
         for audit in report.audits:
             assert audit.status is not innaudit.Status.ERROR, (model, audit.id, audit.message)
             for result in audit.results:
-                found[audit.id] |= {p for p, v in leaves(result.metrics)
-                                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                found[audit.id] |= {
+                    p for p, v in leaves(result.metrics) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                }
     return found
 
 

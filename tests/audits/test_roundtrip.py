@@ -17,8 +17,12 @@ def _by_set(report, audit_id: str) -> dict:
 
 
 def test_underflow_region_is_found_exactly_where_it_is() -> None:
-    report = audit(underflow_model(), data="constant:0.1",
-                   ood=["far=constant:0.9", "uniform"], config={"samples": 4000, "audits": ["roundtrip"]})
+    report = audit(
+        underflow_model(),
+        data="constant:0.1",
+        ood=["far=constant:0.9", "uniform"],
+        config={"samples": 4000, "audits": ["roundtrip"]},
+    )
     sets = _by_set(report, "roundtrip")
     assert sets["constant:0.1"].status is Status.PASS
     assert sets["constant:0.1"].metrics["nonfinite_fraction"] == 0.0
@@ -32,8 +36,12 @@ def test_underflow_region_is_found_exactly_where_it_is() -> None:
 
 
 def test_float64_check_separates_precision_from_breakdown() -> None:
-    report = audit(underflow_model(), data="constant:0.1", ood=["mid=constant:0.49"],
-                   config={"samples": 10, "audits": ["roundtrip"], "float64_check": True})
+    report = audit(
+        underflow_model(),
+        data="constant:0.1",
+        ood=["mid=constant:0.49"],
+        config={"samples": 10, "audits": ["roundtrip"], "float64_check": True},
+    )
     mid = _by_set(report, "roundtrip")["mid"]
     # sigmoid(-98) = 2.7e-43 is subnormal in float32: y2 underflows, so x' is 0/s or worse.
     assert mid.metrics["float64"]["nonfinite_fraction"] == 0.0
@@ -42,8 +50,12 @@ def test_float64_check_separates_precision_from_breakdown() -> None:
 
 
 def test_exact_linear_map_round_trips_to_rounding() -> None:
-    report = audit(scaling_model([1e-3, 1.0, 1e2]), data="uniform", ood=["gaussian"],
-                   config={"samples": 1000, "audits": ["roundtrip", "sampling"]})
+    report = audit(
+        scaling_model([1e-3, 1.0, 1e2]),
+        data="uniform",
+        ood=["gaussian"],
+        config={"samples": 1000, "audits": ["roundtrip", "sampling"]},
+    )
     for audit_result in report.audits:
         for r in audit_result.results:
             assert r.metrics["nonfinite_fraction"] == 0.0
@@ -61,8 +73,10 @@ def test_same_seed_same_metrics_other_seed_other_draws() -> None:
 
 
 def test_sampling_reports_each_temperature() -> None:
-    report = audit(scaling_model([0.5, 2.0]), config={"samples": 200, "audits": ["sampling"],
-                                                       "sampling": {"temperatures": [1.0, 0.5, 2.0]}})
+    report = audit(
+        scaling_model([0.5, 2.0]),
+        config={"samples": 200, "audits": ["sampling"], "sampling": {"temperatures": [1.0, 0.5, 2.0]}},
+    )
     sets = _by_set(report, "sampling")
     assert list(sets) == ["prior@T=1", "prior@T=0.5", "prior@T=2"]
     assert all(r.metrics["n"] == 200 and r.metrics["nonfinite_fraction"] == 0.0 for r in sets.values())
@@ -71,8 +85,12 @@ def test_sampling_reports_each_temperature() -> None:
 @pytest.mark.parametrize("batch_size", [7, 64])
 def test_metrics_match_a_by_hand_computation(batch_size: int) -> None:
     model = underflow_model()
-    report = audit(model, data="uniform", ood=["gaussian"], config={"samples": 500, "batch_size": batch_size,
-                                                                   "audits": ["roundtrip"]})
+    report = audit(
+        model,
+        data="uniform",
+        ood=["gaussian"],
+        config={"samples": 500, "batch_size": batch_size, "audits": ["roundtrip"]},
+    )
     from innaudit.data import Role, resolve_dataset
 
     ds = resolve_dataset("uniform", Role.IN_DISTRIBUTION, model.info.domain, 500, 0)

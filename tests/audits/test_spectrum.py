@@ -23,8 +23,12 @@ def _set(report, audit_id: str, dataset: str | None = None):
 
 
 def _run(model, method: str, **extra):
-    cfg = {"audits": ["spectrum"], "samples": 8, "ood": ["gaussian"],
-           "spectrum": {"samples": 8, "method": method, **extra}}
+    cfg = {
+        "audits": ["spectrum"],
+        "samples": 8,
+        "ood": ["gaussian"],
+        "spectrum": {"samples": 8, "method": method, **extra},
+    }
     return innaudit.audit(model, data="uniform", config=cfg)
 
 
@@ -82,8 +86,7 @@ def test_nan_jacobian_is_a_finding_not_a_crash() -> None:
 @pytest.mark.skipif(not (CHECKPOINTS / "digits-affine.pt").exists(), reason="no shipped checkpoints")
 def test_additive_checkpoint_has_much_larger_sigma_min_than_affine() -> None:
     """The paper's table in miniature: sigma_min of J_F over noise inputs, additive vs affine."""
-    cfg = {"audits": ["spectrum"], "samples": 8, "ood": ["uniform", "gaussian"],
-           "spectrum": {"samples": 8}}
+    cfg = {"audits": ["spectrum"], "samples": 8, "ood": ["uniform", "gaussian"], "spectrum": {"samples": 8}}
     smallest = {}
     for name in ("additive", "affine"):
         report = innaudit.audit(str(CHECKPOINTS / f"digits-{name}.pt"), config=cfg)

@@ -17,29 +17,37 @@ from innaudit.verdict.baseline import classify, compare
 from innaudit.verdict.gate import apply_waivers
 
 
-@pytest.mark.parametrize(("base", "new", "higher_better", "expected"), [
-    (1.0, 1.05, False, Change.UNCHANGED),      # within 10%
-    (1.0, 1.2, False, Change.REGRESSED),
-    (1.0, 0.8, False, Change.IMPROVED),
-    (1.0, 0.8, True, Change.REGRESSED),        # e.g. a smallest singular value that shrank
-    (0.0, 5e-7, False, Change.UNCHANGED),      # the absolute tolerance near zero
-    (0.0, 0.001, False, Change.REGRESSED),
-    (1e-6, math.nan, False, Change.REGRESSED),
-    (math.nan, 1e-6, False, Change.IMPROVED),
-    (math.nan, math.nan, False, Change.UNCHANGED),
-    (math.inf, math.inf, False, Change.UNCHANGED),
-    (1.0, math.inf, False, Change.REGRESSED),
-    (math.inf, 1.0, False, Change.IMPROVED),
-])
+@pytest.mark.parametrize(
+    ("base", "new", "higher_better", "expected"),
+    [
+        (1.0, 1.05, False, Change.UNCHANGED),  # within 10%
+        (1.0, 1.2, False, Change.REGRESSED),
+        (1.0, 0.8, False, Change.IMPROVED),
+        (1.0, 0.8, True, Change.REGRESSED),  # e.g. a smallest singular value that shrank
+        (0.0, 5e-7, False, Change.UNCHANGED),  # the absolute tolerance near zero
+        (0.0, 0.001, False, Change.REGRESSED),
+        (1e-6, math.nan, False, Change.REGRESSED),
+        (math.nan, 1e-6, False, Change.IMPROVED),
+        (math.nan, math.nan, False, Change.UNCHANGED),
+        (math.inf, math.inf, False, Change.UNCHANGED),
+        (1.0, math.inf, False, Change.REGRESSED),
+        (math.inf, 1.0, False, Change.IMPROVED),
+    ],
+)
 def test_classify_known_answers(base: float, new: float, higher_better: bool, expected: Change) -> None:
     assert classify(base, new, 0.1, 1e-6, higher_better) is expected
 
 
 def _report(sets: dict[str, float], status: Status = Status.PASS) -> Report:
-    results = tuple(SetResult(name, status, {"n": 10, "nonfinite_fraction": v, "error_l2": {"max": v}})
-                    for name, v in sets.items())
-    return Report(tool={"name": "innaudit", "version": "0"}, run={"seed": 0}, target={"model": "m"},
-                  audits=(AuditResult("roundtrip", "t", status, "", 0.0, 0, results),))
+    results = tuple(
+        SetResult(name, status, {"n": 10, "nonfinite_fraction": v, "error_l2": {"max": v}}) for name, v in sets.items()
+    )
+    return Report(
+        tool={"name": "innaudit", "version": "0"},
+        run={"seed": 0},
+        target={"model": "m"},
+        audits=(AuditResult("roundtrip", "t", status, "", 0.0, 0, results),),
+    )
 
 
 def test_compare_buckets_and_gate() -> None:
@@ -90,11 +98,23 @@ def test_waivers_are_validated() -> None:
 def test_a_waiver_turns_a_failure_into_a_documented_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(waivers, "clock", lambda: dt.date(2025, 6, 1))
     failing = _report({"uniform": 0.3, "gaussian": 0.0})
-    failing = replace(failing, audits=(replace(failing.audits[0], status=Status.FAIL, results=(
-        replace(failing.audits[0].results[0], status=Status.FAIL), failing.audits[0].results[1])),))
+    failing = replace(
+        failing,
+        audits=(
+            replace(
+                failing.audits[0],
+                status=Status.FAIL,
+                results=(replace(failing.audits[0].results[0], status=Status.FAIL), failing.audits[0].results[1]),
+            ),
+        ),
+    )
     assert failing.exit_code is ExitCode.GATE_FAILED
-    config = _config([{"audit": "roundtrip", "set": "uniform", "reason": "tracked in #7", "expires": "2025-12-31"},
-                      {"audit": "roundtrip", "set": "rademacher", "reason": "old", "expires": "2026-01-01"}])
+    config = _config(
+        [
+            {"audit": "roundtrip", "set": "uniform", "reason": "tracked in #7", "expires": "2025-12-31"},
+            {"audit": "roundtrip", "set": "rademacher", "reason": "old", "expires": "2026-01-01"},
+        ]
+    )
     waived = apply_waivers(failing, config.waivers)
     uniform = waived.audits[0].results[0]
     assert uniform.status is Status.PASS and uniform.waiver["waived_status"] == "fail"
@@ -105,8 +125,10 @@ def test_a_waiver_turns_a_failure_into_a_documented_pass(monkeypatch: pytest.Mon
 
 def test_an_expired_waiver_stops_waiving_and_says_so() -> None:
     failing = _report({"uniform": 0.3}, Status.FAIL)
-    failing = replace(failing, audits=(replace(failing.audits[0], results=(
-        replace(failing.audits[0].results[0], status=Status.FAIL),)),))
+    failing = replace(
+        failing,
+        audits=(replace(failing.audits[0], results=(replace(failing.audits[0].results[0], status=Status.FAIL),)),),
+    )
     config = _config([{"audit": "roundtrip", "reason": "until the fix", "expires": "2025-01-31"}])
     expired = apply_waivers(failing, config.waivers, today=dt.date(2025, 1, 31))
     assert expired.exit_code is ExitCode.GATE_FAILED
@@ -117,8 +139,12 @@ def test_an_expired_waiver_stops_waiving_and_says_so() -> None:
 
 
 def test_an_error_is_never_waived() -> None:
-    crashed = replace(_report({"uniform": 0.3}), audits=(AuditResult(
-        "roundtrip", "t", Status.ERROR, "crash", 0.0, 0, (SetResult("uniform", Status.ERROR, {}),)),))
+    crashed = replace(
+        _report({"uniform": 0.3}),
+        audits=(
+            AuditResult("roundtrip", "t", Status.ERROR, "crash", 0.0, 0, (SetResult("uniform", Status.ERROR, {}),)),
+        ),
+    )
     config = _config([{"audit": "roundtrip", "reason": "r", "expires": "2999-01-01"}])
     out = apply_waivers(crashed, config.waivers, today=dt.date(2025, 1, 1))
     assert out.exit_code is ExitCode.NO_VERDICT and out.audits[0].results[0].waiver is None

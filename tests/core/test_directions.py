@@ -18,12 +18,15 @@ from ..conftest import invoke_cli
 
 
 def _spectrum_report(sv_min: float, condition: float) -> Report:
-    metrics = {"n": 8, "forward": {"sv_min": {"min": sv_min, "median": sv_min * 10}},
-               "condition": {"max": condition}}
+    metrics = {"n": 8, "forward": {"sv_min": {"min": sv_min, "median": sv_min * 10}}, "condition": {"max": condition}}
     result = SetResult("digits:test", Status.PASS, metrics)
     audit = AuditResult("spectrum", "Spectrum", Status.PASS, "ok", 1.0, 0, (result,))
-    return Report(tool={"name": "innaudit", "version": "0"}, run={"seed": 0, "config": {}},
-                  target={"model": "m.pt"}, audits=(audit,))
+    return Report(
+        tool={"name": "innaudit", "version": "0"},
+        run={"seed": 0, "config": {}},
+        target={"model": "m.pt"},
+        audits=(audit,),
+    )
 
 
 @pytest.fixture

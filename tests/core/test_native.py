@@ -12,8 +12,16 @@ from innaudit import load_model, save_checkpoint, zoo
 from innaudit.core.errors import LoadError
 from innaudit.data.digits import DIGITS_DOMAIN
 
-CONFIG = {"shape": [1, 8, 8], "steps": 2, "hidden": 8, "coupling": "affine", "scale": "sigmoid",
-          "permutation": "conv1x1", "actnorm": True, "seed": 3}
+CONFIG = {
+    "shape": [1, 8, 8],
+    "steps": 2,
+    "hidden": 8,
+    "coupling": "affine",
+    "scale": "sigmoid",
+    "permutation": "conv1x1",
+    "actnorm": True,
+    "seed": 3,
+}
 
 
 def _saved(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
@@ -21,8 +29,9 @@ def _saved(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
     with torch.no_grad():
         for p in module.parameters():
             p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
-    path = save_checkpoint(tmp_path / "m.pt", module, "coupling-image", CONFIG, DIGITS_DOMAIN,
-                           {"recipe": "test", "seed": 3})
+    path = save_checkpoint(
+        tmp_path / "m.pt", module, "coupling-image", CONFIG, DIGITS_DOMAIN, {"recipe": "test", "seed": 3}
+    )
     return path, module
 
 
@@ -49,13 +58,19 @@ def _rewrite(path: Path, change: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("change", "needle"), [
-    ({"format_version": 99}, "format_version 99"),
-    ({"architecture": {"name": "glow-9000", "config": {}}}, "does not know"),
-    ({"architecture": {"name": "coupling-image", "config": {**CONFIG, "coupling": "quadratic"}}}, "rejected its stored config"),
-    ({"data": {"shape": "x"}}, "malformed"),
-    ({"state_dict": {"nope": torch.zeros(1)}}, "do not fit"),
-])
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"format_version": 99}, "format_version 99"),
+        ({"architecture": {"name": "glow-9000", "config": {}}}, "does not know"),
+        (
+            {"architecture": {"name": "coupling-image", "config": {**CONFIG, "coupling": "quadratic"}}},
+            "rejected its stored config",
+        ),
+        ({"data": {"shape": "x"}}, "malformed"),
+        ({"state_dict": {"nope": torch.zeros(1)}}, "do not fit"),
+    ],
+)
 def test_damaged_native_checkpoints_are_one_line_errors(tmp_path: Path, change: dict, needle: str) -> None:
     path, _ = _saved(tmp_path)
     with pytest.raises(LoadError, match=needle):

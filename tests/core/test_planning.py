@@ -45,8 +45,10 @@ def _units(vjp: float = 1e-3, jvp: float = 1e-3, dense: float = 1e-9, dim: int =
     return Units(flat, flat, Timing(0.0, vjp), Timing(0.0, jvp), dense, 32, dim)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400),
-                                                ("2.5m", 150), (45, 45), ("120", 120)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400), ("2.5m", 150), (45, 45), ("120", 120)],
+)
 def test_parse_duration(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
@@ -105,8 +107,16 @@ def wide_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_plan_at_cifar_size_uses_lanczos_and_fits_the_budget(wide_checkpoint: Path) -> None:
-    config = parse_config({"data": "uniform", "ood": ["gaussian"], "budget": "20s", "samples": 200,
-                           "audits": ["roundtrip", "spectrum", "logdet"]}, specs())
+    config = parse_config(
+        {
+            "data": "uniform",
+            "ood": ["gaussian"],
+            "budget": "20s",
+            "samples": 200,
+            "audits": ["roundtrip", "spectrum", "logdet"],
+        },
+        specs(),
+    )
     prepared = prepare(Job(str(wide_checkpoint), config))
     run = plan_run(prepared.loaded.model, prepared.datasets, config)
     plan = run.plan
@@ -121,8 +131,15 @@ def test_plan_at_cifar_size_uses_lanczos_and_fits_the_budget(wide_checkpoint: Pa
 def _ctx(prepared: object, config: object, aid: str) -> object:
     from innaudit.run.audits import _context, _Silent
 
-    return _context(aid, prepared.loaded.model, prepared.datasets, config,  # type: ignore[attr-defined]
-                    prepared.latent_shape, _Silent(), 8)  # type: ignore[attr-defined]
+    return _context(
+        aid,
+        prepared.loaded.model,
+        prepared.datasets,
+        config,  # type: ignore[attr-defined]
+        prepared.latent_shape,
+        _Silent(),
+        8,
+    )  # type: ignore[attr-defined]
 
 
 def test_auto_batch_size_follows_free_memory(wide_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -137,8 +154,9 @@ def test_auto_batch_size_follows_free_memory(wide_checkpoint: Path, monkeypatch:
 
 
 def test_plan_flag_prints_the_plan_and_exits_zero(run_cli) -> None:
-    result = run_cli("run", f"{FIXTURES}:exact", "--data", "gaussian", "--plan", "--audit", "roundtrip",
-                     "--audit", "spectrum")
+    result = run_cli(
+        "run", f"{FIXTURES}:exact", "--data", "gaussian", "--plan", "--audit", "roundtrip", "--audit", "spectrum"
+    )
     assert result.code == 0, result.stderr
     assert "roundtrip" in result.stdout and "spectrum" in result.stdout and "estimated" in result.stdout
     assert "budget: none" in result.stdout
@@ -146,8 +164,20 @@ def test_plan_flag_prints_the_plan_and_exits_zero(run_cli) -> None:
 
 def test_budget_run_records_the_plan(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    result = run_cli("run", f"{FIXTURES}:exact", "--data", "gaussian", "--budget", "5s", "--audit", "roundtrip",
-                     "--audit", "spectrum", "-o", f"json={out}")
+    result = run_cli(
+        "run",
+        f"{FIXTURES}:exact",
+        "--data",
+        "gaussian",
+        "--budget",
+        "5s",
+        "--audit",
+        "roundtrip",
+        "--audit",
+        "spectrum",
+        "-o",
+        f"json={out}",
+    )
     assert result.code == 0, result.stderr
     report = read_report(out)
     jsonschema.validate(report, SCHEMA)
@@ -175,8 +205,10 @@ def test_plain_progress_lines_are_throttled() -> None:
             now[0] = t
             observer.progress("roundtrip", "uniform", done, 100)
     lines = buffer.getvalue().splitlines()
-    assert lines == ["innaudit: roundtrip uniform 10/100, elapsed 0 s",
-                     "innaudit: roundtrip uniform 40/100, elapsed 10 s"]
+    assert lines == [
+        "innaudit: roundtrip uniform 10/100, elapsed 0 s",
+        "innaudit: roundtrip uniform 40/100, elapsed 10 s",
+    ]
 
 
 def test_bad_budget_and_batch_size_are_one_line_errors(run_cli) -> None:

@@ -44,7 +44,12 @@ def test_run_level_errors_give_no_verdict() -> None:
 
 def test_counts_cover_every_status() -> None:
     assert _report(Status.PASS, Status.FAIL, Status.FAIL).counts == {
-        "pass": 1, "skip": 0, "warn": 0, "fail": 2, "error": 0}
+        "pass": 1,
+        "skip": 0,
+        "warn": 0,
+        "fail": 2,
+        "error": 0,
+    }
 
 
 def test_judge_levels_and_nan() -> None:

@@ -59,12 +59,15 @@ def test_constant_and_names() -> None:
     assert ds.name == "c" and torch.all(ds.first(1) == 0.25)
 
 
-@pytest.mark.parametrize(("spec", "needle"), [
-    ("unifrom", "did you mean 'uniform'"),
-    ("constant:abc", "is not a number"),
-    ("digits:valid", "is not a split"),
-    ("nothere.npy", "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("unifrom", "did you mean 'uniform'"),
+        ("constant:abc", "is not a number"),
+        ("digits:valid", "is not a split"),
+        ("nothere.npy", "does not exist"),
+    ],
+)
 def test_bad_specs_are_one_clear_error(spec: str, needle: str) -> None:
     with pytest.raises(DataError, match=needle):
         resolve_dataset(spec, Role.OOD, UNIT, 10, 0)

@@ -23,17 +23,20 @@ from innaudit.loading.native import checkpoint_bytes
 from innaudit.safeio.arrays import read_array
 from tests.conftest import CliResult
 
-BOMB_YAML = "\n".join(
-    ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    + [f"{n}: &{n} [{','.join(['*' + p] * 9)}]" for p, n in zip("abcdefg", "bcdefgh", strict=True)]
-    + ["ood: [*h,*h,*h,*h,*h,*h,*h,*h,*h]"]) + "\n"
+BOMB_YAML = (
+    "\n".join(
+        ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+        + [f"{n}: &{n} [{','.join(['*' + p] * 9)}]" for p, n in zip("abcdefg", "bcdefgh", strict=True)]
+        + ["ood: [*h,*h,*h,*h,*h,*h,*h,*h,*h]"]
+    )
+    + "\n"
+)
 
 
 def _zeros_npz(path: Path, rows: int, cols: int = 256, extra: bool = True) -> Path:
     """An .npz whose float32 entry ``x`` of ``rows x cols`` zeros is deflated (ratio ~1000)."""
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
-                                                  "shape": (rows, cols)})
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (rows, cols)})
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         with archive.open("x.npy", "w", force_zip64=True) as entry:
             entry.write(header.getvalue())
@@ -76,8 +79,9 @@ def test_only_the_rows_asked_for_are_inflated(tmp_path: Path) -> None:
     assert peak < 4 << 20, f"{peak} bytes traced for 200 rows of 1 KiB"
 
 
-def test_the_npz_bomb_through_the_cli_is_exit_2(run_cli: Callable[..., CliResult], tmp_path: Path,
-                                                fixture_models: Path) -> None:
+def test_the_npz_bomb_through_the_cli_is_exit_2(
+    run_cli: Callable[..., CliResult], tmp_path: Path, fixture_models: Path
+) -> None:
     bomb = _zeros_npz(tmp_path / "bomb.npz", rows=1 << 18, cols=4 << 6)
     result = run_cli("run", f"{fixture_models}:exact", "--data", f"{bomb}:x", "--samples", "200")
     assert result.code == 2 and "zip bomb" in result.stderr
@@ -95,22 +99,26 @@ def test_a_yaml_alias_bomb_is_refused_with_bounded_work(tmp_path: Path) -> None:
     assert _peak(load) < 32 << 20
 
 
-def test_the_yaml_bomb_through_the_cli_is_one_line_exit_2(run_cli: Callable[..., CliResult],
-                                                          tmp_path: Path, fixture_models: Path) -> None:
+def test_the_yaml_bomb_through_the_cli_is_one_line_exit_2(
+    run_cli: Callable[..., CliResult], tmp_path: Path, fixture_models: Path
+) -> None:
     config = tmp_path / "bomb.yaml"
     config.write_text(BOMB_YAML)
     result = run_cli("run", f"{fixture_models}:exact", "--config", config)
     assert result.code == 2 and len(result.stderr_lines) == 1
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ("seed: 1\nseed: 2\n", "given twice"),
-    ("waivers:\n  - {audit: roundtrip, reason: r, expires: 2099-13-45}\n", "not a date"),
-    ("a: &a [*a]\n", "refers to itself"),
-    ("samples: 1000000000000000000000\n", "at most"),
-    ("ood: [" + ", ".join(["x"] * 10) + "]\n" + "#" * (5 << 20) + "\n", "MiB"),
-    ("roundtrip:\n  thresholds: " + "[" * 2000 + "]" * 2000 + "\n", "expected a mapping|nested too deeply"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("seed: 1\nseed: 2\n", "given twice"),
+        ("waivers:\n  - {audit: roundtrip, reason: r, expires: 2099-13-45}\n", "not a date"),
+        ("a: &a [*a]\n", "refers to itself"),
+        ("samples: 1000000000000000000000\n", "at most"),
+        ("ood: [" + ", ".join(["x"] * 10) + "]\n" + "#" * (5 << 20) + "\n", "MiB"),
+        ("roundtrip:\n  thresholds: " + "[" * 2000 + "]" * 2000 + "\n", "expected a mapping|nested too deeply"),
+    ],
+)
 def test_config_budget_errors_are_one_line(tmp_path: Path, text: str, match: str) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(text)
@@ -119,8 +127,15 @@ def test_config_budget_errors_are_one_line(tmp_path: Path, text: str, match: str
     assert len(str(info.value)) < 600
 
 
-CONFIG = {"shape": [4], "steps": 2, "hidden": 8, "coupling": "additive", "permutation": "reverse",
-          "actnorm": False, "seed": 0}
+CONFIG = {
+    "shape": [4],
+    "steps": 2,
+    "hidden": 8,
+    "coupling": "additive",
+    "permutation": "reverse",
+    "actnorm": False,
+    "seed": 0,
+}
 
 
 def _native(tmp_path: Path, **config: object) -> Path:
@@ -140,8 +155,10 @@ def test_a_config_asking_for_50_gb_is_refused_without_allocating(tmp_path: Path)
     assert grown_kib < 256 << 10
 
 
-@pytest.mark.parametrize(("key", "value"), [("steps", 200000), ("hidden", 10**6), ("shape", [4] * 20),
-                                            ("shape", [1 << 20]), ("steps", 2.5), ("hidden", True)])
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("steps", 200000), ("hidden", 10**6), ("shape", [4] * 20), ("shape", [1 << 20]), ("steps", 2.5), ("hidden", True)],
+)
 def test_out_of_range_configs_are_refused_before_building(tmp_path: Path, key: str, value: object) -> None:
     with pytest.raises(LoadError, match="damaged or hostile"):
         load_model(str(_native(tmp_path, **{key: value})))
@@ -153,14 +170,22 @@ def test_an_honest_checkpoint_still_loads(tmp_path: Path) -> None:
     assert torch.isfinite(loaded.model.forward(torch.rand(3, 4))).all()
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ("roundtrip:\n  sets:\n    unifrom: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n",
-     "roundtrip.sets: 'unifrom' is not a set roundtrip measures in this run; did you mean 'uniform'"),
-    ("sampling:\n  sets:\n    prior@T=0.5: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n",
-     "sampling.sets: 'prior@T=0.5' is not a set sampling measures in this run; did you mean 'prior@T=0.7'"),
-])
-def test_a_typo_in_a_set_name_is_refused_before_the_run(run_cli: Callable[..., CliResult], tmp_path: Path,
-                                                        fixture_models: Path, text: str, match: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "roundtrip:\n  sets:\n    unifrom: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n",
+            "roundtrip.sets: 'unifrom' is not a set roundtrip measures in this run; did you mean 'uniform'",
+        ),
+        (
+            "sampling:\n  sets:\n    prior@T=0.5: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n",
+            "sampling.sets: 'prior@T=0.5' is not a set sampling measures in this run; did you mean 'prior@T=0.7'",
+        ),
+    ],
+)
+def test_a_typo_in_a_set_name_is_refused_before_the_run(
+    run_cli: Callable[..., CliResult], tmp_path: Path, fixture_models: Path, text: str, match: str
+) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(text)
     report = tmp_path / "r.json"
@@ -169,11 +194,24 @@ def test_a_typo_in_a_set_name_is_refused_before_the_run(run_cli: Callable[..., C
     assert not report.exists()
 
 
-def test_set_names_the_run_measures_are_accepted(run_cli: Callable[..., CliResult], tmp_path: Path,
-                                                 fixture_models: Path) -> None:
+def test_set_names_the_run_measures_are_accepted(
+    run_cli: Callable[..., CliResult], tmp_path: Path, fixture_models: Path
+) -> None:
     config = tmp_path / "c.yaml"
-    config.write_text("roundtrip:\n  sets:\n    uniform: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n"
-                      "sampling:\n  sets:\n    prior@T=0.7: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n")
-    result = run_cli("run", f"{fixture_models}:exact", "--config", config, "--audit", "roundtrip",
-                     "--audit", "sampling", "--samples", "64")
+    config.write_text(
+        "roundtrip:\n  sets:\n    uniform: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n"
+        "sampling:\n  sets:\n    prior@T=0.7: {thresholds: {nonfinite_fraction: {fail: 0.5}}}\n"
+    )
+    result = run_cli(
+        "run",
+        f"{fixture_models}:exact",
+        "--config",
+        config,
+        "--audit",
+        "roundtrip",
+        "--audit",
+        "sampling",
+        "--samples",
+        "64",
+    )
     assert result.code == 0, result.stderr

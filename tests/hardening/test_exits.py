@@ -21,31 +21,41 @@ def _roundtrip(report: Path) -> dict[str, object]:
     return next(a for a in read_report(report)["audits"] if a["id"] == "roundtrip")
 
 
-def test_system_exit_0_in_the_inverse_is_an_error_not_a_pass(run_cli: Callable[..., CliResult],
-                                                            tmp_path: Path) -> None:
+def test_system_exit_0_in_the_inverse_is_an_error_not_a_pass(run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
     report = tmp_path / "r.json"
-    result = run_cli("run", f"{HOSTILE}:exit0", "--audit", "roundtrip", "--samples", "20",
-                     "-o", f"json={report}")
+    result = run_cli("run", f"{HOSTILE}:exit0", "--audit", "roundtrip", "--samples", "20", "-o", f"json={report}")
     assert result.code == 2, result.stderr
     assert _roundtrip(report)["status"] == "error"
 
 
 def test_system_exit_1_in_the_inverse_is_an_error_not_a_gate_failure(
-        run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    run_cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
     report = tmp_path / "r.json"
-    result = run_cli("run", f"{HOSTILE}:exit1", "--audit", "roundtrip", "--samples", "20",
-                     "-o", f"json={report}")
+    result = run_cli("run", f"{HOSTILE}:exit1", "--audit", "roundtrip", "--samples", "20", "-o", f"json={report}")
     assert result.code == 2, result.stderr
     assert _roundtrip(report)["status"] == "error"
 
 
-@pytest.mark.parametrize("name", [pytest.param("exit0", marks=pytest.mark.slow),
-                                  pytest.param("exit1", marks=pytest.mark.slow), "os_exit0"])
+@pytest.mark.parametrize(
+    "name", [pytest.param("exit0", marks=pytest.mark.slow), pytest.param("exit1", marks=pytest.mark.slow), "os_exit0"]
+)
 def test_exits_from_the_model_under_isolation_end_as_exit_2_with_a_report(
-        cli_subprocess: Callable[..., CliResult], tmp_path: Path, name: str) -> None:
+    cli_subprocess: Callable[..., CliResult], tmp_path: Path, name: str
+) -> None:
     report = tmp_path / "r.json"
-    result = cli_subprocess("run", f"{HOSTILE}:{name}", "--audit", "roundtrip", "--samples", "20",
-                            "--timeout", "300", "-o", f"json={report}")
+    result = cli_subprocess(
+        "run",
+        f"{HOSTILE}:{name}",
+        "--audit",
+        "roundtrip",
+        "--samples",
+        "20",
+        "--timeout",
+        "300",
+        "-o",
+        f"json={report}",
+    )
     assert result.code == 2, result.stderr
     assert "Traceback" not in result.stderr
     data = read_report(report)
@@ -69,10 +79,27 @@ def test_a_signal_to_the_parent_of_an_isolated_run_leaves_no_process(tmp_path: P
     pid_file = tmp_path / "child.pid"
     report = tmp_path / "r.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "innaudit", "run", f"{HOSTILE}:sleeper", "--audit", "roundtrip",
-         "--samples", "20", "--timeout", "600", "-o", f"json={report}"],
-        cwd=REPO, env=subprocess_env({"INNAUDIT_TEST_PID_FILE": str(pid_file)}),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "innaudit",
+            "run",
+            f"{HOSTILE}:sleeper",
+            "--audit",
+            "roundtrip",
+            "--samples",
+            "20",
+            "--timeout",
+            "600",
+            "-o",
+            f"json={report}",
+        ],
+        cwd=REPO,
+        env=subprocess_env({"INNAUDIT_TEST_PID_FILE": str(pid_file)}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
@@ -100,10 +127,24 @@ def test_a_signal_to_the_parent_of_an_isolated_run_leaves_no_process(tmp_path: P
 def test_the_child_dies_with_a_parent_killed_outright(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "innaudit", "run", f"{HOSTILE}:sleeper", "--audit", "roundtrip",
-         "--samples", "20", "--timeout", "600"],
-        cwd=REPO, env=subprocess_env({"INNAUDIT_TEST_PID_FILE": str(pid_file)}),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "innaudit",
+            "run",
+            f"{HOSTILE}:sleeper",
+            "--audit",
+            "roundtrip",
+            "--samples",
+            "20",
+            "--timeout",
+            "600",
+        ],
+        cwd=REPO,
+        env=subprocess_env({"INNAUDIT_TEST_PID_FILE": str(pid_file)}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:

@@ -20,8 +20,16 @@ from innaudit.data import Role, resolve_dataset
 from innaudit.loading import load_model
 from innaudit.safeio.preflight import Limits
 
-CONFIG = {"shape": [4], "steps": 2, "hidden": 8, "coupling": "affine", "scale": "sigmoid",
-          "permutation": "reverse", "actnorm": True, "seed": 0}
+CONFIG = {
+    "shape": [4],
+    "steps": 2,
+    "hidden": 8,
+    "coupling": "affine",
+    "scale": "sigmoid",
+    "permutation": "reverse",
+    "actnorm": True,
+    "seed": 0,
+}
 BOUNDARY = (b"\x00\x00\x00\x00", b"\xff\xff\xff\x7f", b"\x00\x00\x00\x80", b"\xff\xff\xff\xff")
 
 
@@ -36,9 +44,9 @@ def _mutate(data: bytes, rng: random.Random) -> bytes:
     elif kind == 2:
         out[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 16)))
     elif kind == 3:
-        del out[at:at + rng.randrange(1, 64)]
+        del out[at : at + rng.randrange(1, 64)]
     else:
-        out[at:at + 4] = rng.choice(BOUNDARY)
+        out[at : at + 4] = rng.choice(BOUNDARY)
     return bytes(out)
 
 
@@ -80,8 +88,24 @@ JSONISH = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
     max_leaves=8,
 )
-KEYS = st.sampled_from(["seed", "samples", "batch_size", "device", "float64_check", "fail_on", "data",
-                        "ood", "audits", "skip", "roundtrip", "sampling", "sed", "thresholds"])
+KEYS = st.sampled_from(
+    [
+        "seed",
+        "samples",
+        "batch_size",
+        "device",
+        "float64_check",
+        "fail_on",
+        "data",
+        "ood",
+        "audits",
+        "skip",
+        "roundtrip",
+        "sampling",
+        "sed",
+        "thresholds",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -97,9 +121,14 @@ SPEC_ALPHABET = st.sampled_from(list("abcdegiklmnoprstuvxy0123456789.:=,-_/ "))
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(SPEC_ALPHABET, max_size=24),
-                 st.sampled_from(["uniform", "gaussian", "constant:", "digits:", "x=", "a.npz:", "=uniform"])
-                 .flatmap(lambda p: st.text(SPEC_ALPHABET, max_size=8).map(lambda s: p + s))))
+@given(
+    st.one_of(
+        st.text(SPEC_ALPHABET, max_size=24),
+        st.sampled_from(["uniform", "gaussian", "constant:", "digits:", "x=", "a.npz:", "=uniform"]).flatmap(
+            lambda p: st.text(SPEC_ALPHABET, max_size=8).map(lambda s: p + s)
+        ),
+    )
+)
 @example("constant:1e100")  # found by this test: beyond float32, torch.full raised a RuntimeError
 def test_any_data_spec_is_a_dataset_or_one_data_error(spec: str) -> None:
     domain = DataDomain(shape=(1, 8, 8))
@@ -118,9 +147,27 @@ def test_same_seed_gives_byte_identical_json_but_for_times(tmp_path: Path, run_c
     config = tmp_path / "c.yaml"
     config.write_text("attack: {steps: 40}\n")
     for name in ("a.json", "b.json"):
-        assert run_cli("run", "checkpoints/digits-additive.pt", "--samples", "300", "--audit", "roundtrip",
-                       "--audit", "sampling", "--audit", "attack", "--attack-samples", "4", "--config", config,
-                       "-o", f"json={tmp_path / name}").code == 0
+        assert (
+            run_cli(
+                "run",
+                "checkpoints/digits-additive.pt",
+                "--samples",
+                "300",
+                "--audit",
+                "roundtrip",
+                "--audit",
+                "sampling",
+                "--audit",
+                "attack",
+                "--attack-samples",
+                "4",
+                "--config",
+                config,
+                "-o",
+                f"json={tmp_path / name}",
+            ).code
+            == 0
+        )
         data = json.loads((tmp_path / name).read_text())
         data["run"].pop("started_at"), data["run"].pop("duration_s")
         for audit in data["audits"]:

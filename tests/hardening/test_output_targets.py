@@ -19,8 +19,15 @@ from innaudit import save_checkpoint, zoo
 from innaudit.core.domain import DataDomain
 from tests.conftest import CliResult, read_report
 
-CONFIG = {"shape": [4], "steps": 1, "hidden": 8, "coupling": "additive", "permutation": "reverse",
-          "actnorm": False, "seed": 0}
+CONFIG = {
+    "shape": [4],
+    "steps": 1,
+    "hidden": 8,
+    "coupling": "additive",
+    "permutation": "reverse",
+    "actnorm": False,
+    "seed": 0,
+}
 FAST = ("--audit", "roundtrip", "--samples", "20")
 
 
@@ -52,8 +59,9 @@ def test_a_fifo_receives_the_report(run_cli: Callable[..., CliResult], model: Pa
     assert got and b'"schema_version"' in got[0]
 
 
-def test_a_symlink_is_kept_and_its_target_gets_the_report(run_cli: Callable[..., CliResult], model: Path,
-                                                           tmp_path: Path) -> None:
+def test_a_symlink_is_kept_and_its_target_gets_the_report(
+    run_cli: Callable[..., CliResult], model: Path, tmp_path: Path
+) -> None:
     real, link = tmp_path / "real.json", tmp_path / "link.json"
     link.symlink_to(real)
     assert run_cli("run", model, *FAST, "-o", f"json={link}").code == 0
@@ -62,8 +70,9 @@ def test_a_symlink_is_kept_and_its_target_gets_the_report(run_cli: Callable[...,
 
 
 @pytest.mark.parametrize("what", ["model", "config", "data"])
-def test_an_input_of_the_run_is_refused_before_the_run(run_cli: Callable[..., CliResult], model: Path,
-                                                       tmp_path: Path, what: str) -> None:
+def test_an_input_of_the_run_is_refused_before_the_run(
+    run_cli: Callable[..., CliResult], model: Path, tmp_path: Path, what: str
+) -> None:
     import numpy as np
 
     config, data = tmp_path / "c.yaml", tmp_path / "d.npy"
@@ -92,8 +101,9 @@ def test_one_path_for_two_formats_is_refused(run_cli: Callable[..., CliResult], 
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
-def test_an_unwritable_folder_is_found_before_the_run(run_cli: Callable[..., CliResult], model: Path,
-                                                       tmp_path: Path) -> None:
+def test_an_unwritable_folder_is_found_before_the_run(
+    run_cli: Callable[..., CliResult], model: Path, tmp_path: Path
+) -> None:
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
@@ -106,8 +116,7 @@ def test_an_unwritable_folder_is_found_before_the_run(run_cli: Callable[..., Cli
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
-def test_a_folder_no_one_can_write_is_found_before_the_run(run_cli: Callable[..., CliResult],
-                                                            model: Path) -> None:
+def test_a_folder_no_one_can_write_is_found_before_the_run(run_cli: Callable[..., CliResult], model: Path) -> None:
     result = run_cli("run", model, *FAST, "-o", "json=/proc/innaudit-report.json")  # even root cannot
     assert result.code == 2 and "cannot write in folder" in result.stderr
     assert "innaudit: PASS" not in result.stderr, "refused before the run, not after"
@@ -118,8 +127,7 @@ def test_a_folder_as_target_is_refused(run_cli: Callable[..., CliResult], model:
     assert result.code == 2 and "is a folder" in result.stderr
 
 
-def test_render_refuses_to_overwrite_its_input(run_cli: Callable[..., CliResult], model: Path,
-                                               tmp_path: Path) -> None:
+def test_render_refuses_to_overwrite_its_input(run_cli: Callable[..., CliResult], model: Path, tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     assert run_cli("run", model, *FAST, "-o", f"json={report}").code == 0
     before = report.read_bytes()

@@ -21,9 +21,20 @@ OWN_ANNOTATION = re.compile(r"^::(error|warning|notice) title=innaudit")
 HOSTILE = "\n::error::x\r::add-mask::y\x1b]0;pwned\x07\x1b[2J\u202eevil"
 
 
-@pytest.mark.parametrize("text", ["a\n::error::x", "a\r::stop-commands::t", "\x1b[31mred\x1b[0m",
-                                  "\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "ab\u202ecd\u2066e",
-                                  "a\u2028::b", "a\x85b", "\x9b2Jc", "a\udcffb"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a\n::error::x",
+        "a\r::stop-commands::t",
+        "\x1b[31mred\x1b[0m",
+        "\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\",
+        "ab\u202ecd\u2066e",
+        "a\u2028::b",
+        "a\x85b",
+        "\x9b2Jc",
+        "a\udcffb",
+    ],
+)
 def test_clean_text_leaves_one_printable_line(text: str) -> None:
     out = clean_text(text)
     assert "\n" not in out and "\r" not in out and "\x1b" not in out
@@ -41,16 +52,16 @@ def _lines(result: CliResult) -> list[str]:
     return result.stdout.splitlines() + result.stderr.splitlines()
 
 
-def test_a_hostile_model_path_starts_no_workflow_command(run_cli: Callable[..., CliResult],
-                                                         tmp_path: Path) -> None:
+def test_a_hostile_model_path_starts_no_workflow_command(run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
     folder = tmp_path / f"a{HOSTILE}"
     folder.mkdir()
     factory = folder / "models.py"
     shutil.copy(FIXTURE_MODELS, factory)
     report = tmp_path / "r.json"
     for fmt in ("console", "github", "markdown"):
-        result = run_cli("run", f"{factory}:wrong", "--audit", "roundtrip", "--samples", "20",
-                         "-o", fmt, "-o", f"json={report}")
+        result = run_cli(
+            "run", f"{factory}:wrong", "--audit", "roundtrip", "--samples", "20", "-o", fmt, "-o", f"json={report}"
+        )
         assert result.code == 1, result.stderr
         for line in _lines(result):
             assert not line.startswith("::") or OWN_ANNOTATION.match(line), (fmt, line)
@@ -58,12 +69,12 @@ def test_a_hostile_model_path_starts_no_workflow_command(run_cli: Callable[..., 
     assert read_report(report)["target"]["model"] == f"{factory}:wrong", "the JSON keeps the name"
 
 
-def test_a_hostile_set_name_and_failed_load_stay_on_one_line(run_cli: Callable[..., CliResult],
-                                                             tmp_path: Path) -> None:
+def test_a_hostile_set_name_and_failed_load_stay_on_one_line(run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
     data = tmp_path / f"d{HOSTILE}.npy"
     np.save(data, np.full((8, 4), 0.5, dtype=np.float32))
-    result = run_cli("run", f"{FIXTURE_MODELS}:wrong", "--audit", "roundtrip", "--samples", "8",
-                     "--data", str(data), "-o", "github")
+    result = run_cli(
+        "run", f"{FIXTURE_MODELS}:wrong", "--audit", "roundtrip", "--samples", "8", "--data", str(data), "-o", "github"
+    )
     assert result.code == 1, result.stderr
     for line in _lines(result):
         assert not line.startswith("::") or OWN_ANNOTATION.match(line), line
@@ -76,8 +87,10 @@ def test_render_of_a_tampered_report_is_sanitized(run_cli: Callable[..., CliResu
     import json
 
     report = tmp_path / "r.json"
-    assert run_cli("run", f"{FIXTURE_MODELS}:wrong", "--audit", "roundtrip", "--samples", "8",
-                   "-o", f"json={report}").code == 1
+    assert (
+        run_cli("run", f"{FIXTURE_MODELS}:wrong", "--audit", "roundtrip", "--samples", "8", "-o", f"json={report}").code
+        == 1
+    )
     data = json.loads(report.read_text())
     data["target"]["model"] = f"m{HOSTILE}"
     data["audits"][0]["results"][0]["dataset"] = f"s{HOSTILE}"

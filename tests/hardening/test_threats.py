@@ -22,15 +22,23 @@ from innaudit.core.errors import CorruptCheckpointError, LoadError, UnsafeCheckp
 from innaudit.loading import load_model
 from innaudit.safeio.preflight import Limits
 
-CONFIG = {"shape": [4], "steps": 2, "hidden": 8, "coupling": "additive", "permutation": "reverse",
-          "actnorm": False, "seed": 0}
+CONFIG = {
+    "shape": [4],
+    "steps": 2,
+    "hidden": 8,
+    "coupling": "additive",
+    "permutation": "reverse",
+    "actnorm": False,
+    "seed": 0,
+}
 
 
 @pytest.fixture()
 def native(tmp_path: Path) -> Path:
     module = zoo.build("coupling-vector", CONFIG)
-    return save_checkpoint(tmp_path / "tiny.pt", module, "coupling-vector", CONFIG,
-                           DataDomain(shape=(4,)), {"recipe": "test"})
+    return save_checkpoint(
+        tmp_path / "tiny.pt", module, "coupling-vector", CONFIG, DataDomain(shape=(4,)), {"recipe": "test"}
+    )
 
 
 def _rezip(src: Path, dst: Path, compress: int, extra: dict[str, bytes] | None = None) -> Path:
@@ -44,8 +52,7 @@ def _rezip(src: Path, dst: Path, compress: int, extra: dict[str, bytes] | None =
 
 def test_compressed_zip_bomb_is_refused(native: Path, tmp_path: Path) -> None:
     prefix = zipfile.ZipFile(native).namelist()[0].split("/")[0]
-    bomb = _rezip(native, tmp_path / "bomb.pt", zipfile.ZIP_DEFLATED,
-                  {f"{prefix}/data/999": b"\0" * (64 << 20)})
+    bomb = _rezip(native, tmp_path / "bomb.pt", zipfile.ZIP_DEFLATED, {f"{prefix}/data/999": b"\0" * (64 << 20)})
     assert bomb.stat().st_size < 1 << 20
     with pytest.raises(LoadError, match="zip bomb"):
         load_model(str(bomb), limits=Limits(max_bytes=256 << 20))
@@ -61,7 +68,7 @@ def test_a_flipped_byte_in_tensor_data_is_caught_by_the_crc(native: Path, tmp_pa
     with zipfile.ZipFile(native) as archive:
         info = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size >= 16)
     head = info.header_offset
-    name_len, extra_len = (int.from_bytes(data[head + i:head + i + 2], "little") for i in (26, 28))
+    name_len, extra_len = (int.from_bytes(data[head + i : head + i + 2], "little") for i in (26, 28))
     offset = head + 30 + name_len + extra_len + 4
     data[offset] ^= 0xFF
     flipped = tmp_path / "flipped.pt"
@@ -141,8 +148,14 @@ def test_escape_codes_in_a_global_name_never_reach_the_terminal(tmp_path: Path, 
 
 def test_escape_codes_in_provenance_never_reach_the_report(tmp_path: Path, run_cli) -> None:
     module = zoo.build("coupling-vector", CONFIG)
-    path = save_checkpoint(tmp_path / "p.pt", module, "coupling-vector", CONFIG, DataDomain(shape=(4,)),
-                           {"recipe": "\x1b[2J\x1b[31mred", "note": "a\rb"})
+    path = save_checkpoint(
+        tmp_path / "p.pt",
+        module,
+        "coupling-vector",
+        CONFIG,
+        DataDomain(shape=(4,)),
+        {"recipe": "\x1b[2J\x1b[31mred", "note": "a\rb"},
+    )
     report = tmp_path / "r.json"
     result = run_cli("run", str(path), "--samples", "20", "-o", f"json={report}")
     assert result.code in (0, 1)
@@ -197,7 +210,7 @@ def test_a_writer_killed_mid_write_leaves_the_previous_report_intact(tmp_path: P
         "def slow_fsync(fd):\n"
         f"    pathlib.Path({str(started)!r}).touch(); time.sleep(60)\n"
         "os.fsync = slow_fsync\n"
-        f"atomic.write_atomic({str(report)!r}, '{{\"status\": \"new\", \"rows\": [' + '1,' * 100000)\n"
+        f'atomic.write_atomic({str(report)!r}, \'{{"status": "new", "rows": [\' + \'1,\' * 100000)\n'
     )
     proc = subprocess.Popen([sys.executable, "-c", child])
     deadline = time.monotonic() + 60
@@ -250,13 +263,25 @@ def _lesser_inputs(tmp_path: Path) -> dict[str, tuple[object, ...]]:
     }
 
 
-_EXPECTED = {"empty set": "no samples", "float128": "float64 or float32", "sparse .pt": "dense",
-             "complex .pt": "real numbers", "folder as data": "not a regular file",
-             "fifo as data": "not a regular file", "finite 1e300": "beyond float32",
-             "impossible date": "not a date", "duplicate key": "given twice", "samples 1e21": "at most",
-             "timeout nan": "finite", "device mps": "not available", "max-memory 1e30": "between 64M",
-             "malformed json": "not JSON", "init read-only": "cannot write",
-             "pickle as data": "needs no code", "pickle as weights": "needs no code"}
+_EXPECTED = {
+    "empty set": "no samples",
+    "float128": "float64 or float32",
+    "sparse .pt": "dense",
+    "complex .pt": "real numbers",
+    "folder as data": "not a regular file",
+    "fifo as data": "not a regular file",
+    "finite 1e300": "beyond float32",
+    "impossible date": "not a date",
+    "duplicate key": "given twice",
+    "samples 1e21": "at most",
+    "timeout nan": "finite",
+    "device mps": "not available",
+    "max-memory 1e30": "between 64M",
+    "malformed json": "not JSON",
+    "init read-only": "cannot write",
+    "pickle as data": "needs no code",
+    "pickle as weights": "needs no code",
+}
 
 
 class _Payload:
@@ -275,10 +300,10 @@ def test_round_two_bad_inputs_are_one_specific_line(run_cli: Any, tmp_path: Path
     assert "--trust-checkpoint" not in line or "MODEL only" in line
 
 
-@pytest.mark.parametrize(("flag", "value", "needle"), [("--epsilon", "-1", "attack.epsilon"),
-                                                       ("--attack-samples", "0", "attack.samples")])
-def test_bad_attack_settings_are_refused_before_any_audit(run_cli: Any, flag: str, value: str,
-                                                          needle: str) -> None:
+@pytest.mark.parametrize(
+    ("flag", "value", "needle"), [("--epsilon", "-1", "attack.epsilon"), ("--attack-samples", "0", "attack.samples")]
+)
+def test_bad_attack_settings_are_refused_before_any_audit(run_cli: Any, flag: str, value: str, needle: str) -> None:
     from tests.conftest import FIXTURE_MODELS
 
     result = run_cli("run", f"{FIXTURE_MODELS}:exact", "--audit", "roundtrip", "--samples", "5", flag, value)

@@ -34,8 +34,9 @@ def case(request: pytest.FixtureRequest) -> LibraryCase:
     return CASES[request.param].require()
 
 
-def _assert_fails(case: LibraryCase, code: int, metrics: dict[str, Any], unstable: torch.nn.Module,
-                  x: torch.Tensor, note: object = "") -> None:
+def _assert_fails(
+    case: LibraryCase, code: int, metrics: dict[str, Any], unstable: torch.nn.Module, x: torch.Tensor, note: object = ""
+) -> None:
     """The unstable model fails: NaN/Inf where it overflows, else errors above 1e-2 equal to
     the library's own round trip."""
     if case.unstable_nonfinite:  # exp(scale) overflows

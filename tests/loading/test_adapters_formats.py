@@ -84,8 +84,11 @@ def test_safetensors_header_checks(tmp_path: Path) -> None:
     tensors = read_safetensors(_safetensors(tmp_path / "ok.safetensors", good, bytes(8)))
     assert tensors["w"].tolist() == [0.0, 0.0]
     with pytest.raises(CorruptCheckpointError, match="declares 8 bytes"):  # shape vs offsets
-        read_safetensors(_safetensors(tmp_path / "a.safetensors",
-                                      {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, bytes(4)))
+        read_safetensors(
+            _safetensors(
+                tmp_path / "a.safetensors", {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, bytes(4)
+            )
+        )
     with pytest.raises(CorruptCheckpointError, match="trailing or missing"):  # polyglot tail
         read_safetensors(_safetensors(tmp_path / "b.safetensors", good, bytes(8) + b"\x80\x02tail"))
     with pytest.raises(CorruptCheckpointError, match="data section"):  # offsets past the end

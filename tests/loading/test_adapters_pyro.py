@@ -63,8 +63,14 @@ def test_blocks_and_log_det_follow_the_data_to_latent_direction() -> None:
     x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
     assert_blocks_compose(model, x)
     ld = model.forward_and_log_det(x)[1]
-    brute = torch.stack([torch.linalg.slogdet(torch.autograd.functional.jacobian(
-        lambda v: model.forward(v[None], grad=True)[0], xi))[1] for xi in x[:4]])
+    brute = torch.stack(
+        [
+            torch.linalg.slogdet(
+                torch.autograd.functional.jacobian(lambda v: model.forward(v[None], grad=True)[0], xi)
+            )[1]
+            for xi in x[:4]
+        ]
+    )
     torch.testing.assert_close(ld[:4], brute, atol=1e-4, rtol=1e-4)
 
 

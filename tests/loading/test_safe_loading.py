@@ -94,8 +94,7 @@ def _assert_payload_refused(result: CliResult, marker: Path, report: Path) -> No
 
 @pytest.mark.parametrize("force_unsafe_env", [False, True], ids=["default-env", "force-no-weights-only"])
 @pytest.mark.parametrize("kind", PAYLOAD_KINDS)
-def test_pickle_payload_is_refused_and_never_runs(run_cli, monkeypatch, tmp_path, kind,
-                                                  force_unsafe_env) -> None:
+def test_pickle_payload_is_refused_and_never_runs(run_cli, monkeypatch, tmp_path, kind, force_unsafe_env) -> None:
     """In-process: torch reads ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` at each ``torch.load`` call."""
     path, marker, report = tmp_path / "evil.pt", tmp_path / "PWNED", tmp_path / "r.json"
     _write_payload(kind, path, marker)
@@ -104,13 +103,11 @@ def test_pickle_payload_is_refused_and_never_runs(run_cli, monkeypatch, tmp_path
     _assert_payload_refused(run_cli("run", path, "-o", f"json={report}"), marker, report)
 
 
-def test_pickle_payload_never_runs_in_a_real_process_told_to_load_unsafely(cli_subprocess,
-                                                                           tmp_path) -> None:
+def test_pickle_payload_never_runs_in_a_real_process_told_to_load_unsafely(cli_subprocess, tmp_path) -> None:
     """The same refusal from ``python -m innaudit`` with the override set in its environment."""
     path, marker, report = tmp_path / "evil.pt", tmp_path / "PWNED", tmp_path / "r.json"
     _write_payload("zip", path, marker)
-    result = cli_subprocess("run", path, "-o", f"json={report}",
-                            env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+    result = cli_subprocess("run", path, "-o", f"json={report}", env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
     _assert_payload_refused(result, marker, report)
 
 
@@ -148,8 +145,9 @@ def valid_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, byt
     folder = tmp_path_factory.mktemp("valid")
     config = {"shape": [DIM], "steps": 2, "hidden": 8}
     module = zoo.build("coupling-vector", config)
-    native = save_checkpoint(folder / "native.pt", module, "coupling-vector", config,
-                             DataDomain(shape=(DIM,), name="unit"))
+    native = save_checkpoint(
+        folder / "native.pt", module, "coupling-vector", config, DataDomain(shape=(DIM,), name="unit")
+    )
     state = folder / "state.pt"
     torch.save(ExactLinear().state_dict(), state)
     return {"native": native.read_bytes(), "state": state.read_bytes()}
@@ -164,8 +162,13 @@ def test_untruncated_native_checkpoint_runs(run_cli, valid_checkpoints, tmp_path
     assert read_report(tmp_path / "r.json")["target"]["loader"] == "native"
 
 
-CUTS = {"1B": lambda n: 1, "10B": lambda n: 10, "100B": lambda n: 100, "half": lambda n: n // 2,
-        "minus1B": lambda n: n - 1}
+CUTS = {
+    "1B": lambda n: 1,
+    "10B": lambda n: 10,
+    "100B": lambda n: 100,
+    "half": lambda n: n // 2,
+    "minus1B": lambda n: n - 1,
+}
 
 
 def _bad_file(case: str, folder: Path, valid: dict[str, bytes]) -> Path:
@@ -190,8 +193,15 @@ def _bad_file(case: str, folder: Path, valid: dict[str, bytes]) -> Path:
     return path
 
 
-BAD_CASES = ["empty", "png", "random", "text", "directory", "missing",
-             *(f"{source}-{cut}" for source in ("native", "state") for cut in CUTS)]
+BAD_CASES = [
+    "empty",
+    "png",
+    "random",
+    "text",
+    "directory",
+    "missing",
+    *(f"{source}-{cut}" for source in ("native", "state") for cut in CUTS),
+]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -214,14 +224,12 @@ def test_bare_state_dict_suggests_a_factory(run_cli, tmp_path) -> None:
 def _weights_run(run_cli: Any, tmp_path: Path, obj: Any, *extra: object) -> tuple[CliResult, Path]:
     path, out = tmp_path / "weights.pt", tmp_path / "r.json"
     torch.save(obj, path)
-    result = run_cli("run", f"{FIXTURE_MODELS}:exact", "--weights", path, *extra, *FAST,
-                     "-o", f"json={out}")
+    result = run_cli("run", f"{FIXTURE_MODELS}:exact", "--weights", path, *extra, *FAST, "-o", f"json={out}")
     return result, out
 
 
 def _training_dict() -> dict[str, Any]:
-    return {"model": ExactLinear().state_dict(), "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]},
-            "epoch": 3}
+    return {"model": ExactLinear().state_dict(), "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}, "epoch": 3}
 
 
 def test_training_dict_needs_weights_key(run_cli, tmp_path) -> None:
@@ -248,11 +256,15 @@ def test_dataparallel_prefixes_are_stripped_and_weights_used(run_cli, tmp_path) 
     assert all(r["metrics"]["nonfinite_fraction"] == 1.0 for r in audit["results"])
 
 
-@pytest.mark.parametrize("state", [
-    {"w": torch.zeros(DIM + 1, DIM + 1)},   # wrong shape
-    {"v": torch.eye(DIM)},                   # missing w, unexpected v
-    {"w": torch.eye(DIM), "extra.bias": torch.zeros(DIM)},  # unexpected key
-], ids=["wrong-shape", "missing-key", "unexpected-key"])
+@pytest.mark.parametrize(
+    "state",
+    [
+        {"w": torch.zeros(DIM + 1, DIM + 1)},  # wrong shape
+        {"v": torch.eye(DIM)},  # missing w, unexpected v
+        {"w": torch.eye(DIM), "extra.bias": torch.zeros(DIM)},  # unexpected key
+    ],
+    ids=["wrong-shape", "missing-key", "unexpected-key"],
+)
 def test_weights_that_do_not_fit(run_cli, tmp_path, state) -> None:
     result, out = _weights_run(run_cli, tmp_path, state)
     line = assert_one_error_line(result)
@@ -261,28 +273,33 @@ def test_weights_that_do_not_fit(run_cli, tmp_path, state) -> None:
 
 
 # -- factory mistakes --------------------------------------------------------------------------
-FACTORIES = '''
+FACTORIES = """
 import torch
 def boom():
     raise RuntimeError("kaboom in the factory")
 def not_a_module():
     return 42
-'''
+"""
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("missing-file", "does not exist"),
-    ("missing-callable", "exact"),           # the message lists the callables found
-    ("raises", "kaboom in the factory"),
-    ("not-a-module", "int"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("missing-file", "does not exist"),
+        ("missing-callable", "exact"),  # the message lists the callables found
+        ("raises", "kaboom in the factory"),
+        ("not-a-module", "int"),
+    ],
+)
 def test_factory_errors(run_cli, tmp_path, name, expected) -> None:
     helper = tmp_path / "factories.py"
     helper.write_text(FACTORIES, encoding="utf-8")
-    spec = {"missing-file": f"{tmp_path / 'nope.py'}:build",
-            "missing-callable": f"{FIXTURE_MODELS}:no_such_factory",
-            "raises": f"{helper}:boom",
-            "not-a-module": f"{helper}:not_a_module"}[name]
+    spec = {
+        "missing-file": f"{tmp_path / 'nope.py'}:build",
+        "missing-callable": f"{FIXTURE_MODELS}:no_such_factory",
+        "raises": f"{helper}:boom",
+        "not-a-module": f"{helper}:not_a_module",
+    }[name]
     line = assert_one_error_line(run_cli("run", spec, *FAST))
     assert expected in line
 
@@ -304,8 +321,12 @@ class _TorchLoadCalls(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
-        if (isinstance(func, ast.Attribute) and func.attr == "load"
-                and isinstance(func.value, ast.Name) and func.value.id in ("torch", "serialization")):
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "load"
+            and isinstance(func.value, ast.Name)
+            and func.value.id in ("torch", "serialization")
+        ):
             self.calls.append((node.lineno, self.functions[-1], node))
         self.generic_visit(node)
 
@@ -345,11 +366,18 @@ def test_source_scan_also_catches_aliases() -> None:
     offenders = []
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module in ("torch", "torch.serialization") \
-                    and any(alias.name == "load" for alias in node.names):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module in ("torch", "torch.serialization")
+                and any(alias.name == "load" for alias in node.names)
+            ):
                 offenders.append(f"{path.name}:{node.lineno}")
-            if isinstance(node, ast.Attribute) and node.attr == "load" and isinstance(node.value, ast.Attribute) \
-                    and node.value.attr == "serialization":
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "load"
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "serialization"
+            ):
                 offenders.append(f"{path.name}:{node.lineno}")
     assert not offenders, f"torch.load reached through an alias: {offenders}"
 
@@ -363,8 +391,11 @@ def _opens_of(path: Path, action: Callable[[], Any]) -> int:
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
         opened = args[0] if event == "open" else None
-        if active[0] and isinstance(opened, (str, bytes, os.PathLike)) and \
-                os.path.abspath(os.fsdecode(opened)) == target:
+        if (
+            active[0]
+            and isinstance(opened, (str, bytes, os.PathLike))
+            and os.path.abspath(os.fsdecode(opened)) == target
+        ):
             count[0] += 1
 
     sys.addaudithook(hook)  # hooks cannot be removed; the flag switches this one off
@@ -381,8 +412,13 @@ def test_a_checkpoint_is_read_once_and_the_report_hashes_those_bytes(tmp_path: P
     from innaudit.loading import load_model
 
     config = {"shape": [DIM], "steps": 2, "hidden": 8}
-    path = save_checkpoint(tmp_path / "m.pt", zoo.build("coupling-vector", config), "coupling-vector",
-                           config, DataDomain(shape=(DIM,), name="unit"))
+    path = save_checkpoint(
+        tmp_path / "m.pt",
+        zoo.build("coupling-vector", config),
+        "coupling-vector",
+        config,
+        DataDomain(shape=(DIM,), name="unit"),
+    )
     loaded: list[Any] = []
     assert _opens_of(path, lambda: loaded.append(load_model(str(path)))) == 1
     assert loaded[0].target["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -57,13 +57,20 @@ def test_lightning_callback_stops_the_trainer_at_the_first_failing_step(tmp_path
         def log_hyperparams(self, params, *args, **kwargs):
             pass
 
-    callback = InvertibilityCallback(data=data(), ood={"far": far()}, every=2, on_fail="stop",
-                                     flow=lambda m: m.flow)
+    callback = InvertibilityCallback(data=data(), ood={"far": far()}, every=2, on_fail="stop", flow=lambda m: m.flow)
     logger = Recorder()
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(160, 2)), batch_size=8)
-    trainer = pl.Trainer(max_steps=20, callbacks=[Perturb(), callback], logger=logger, accelerator="cpu",
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
-                         default_root_dir=tmp_path)
+    trainer = pl.Trainer(
+        max_steps=20,
+        callbacks=[Perturb(), callback],
+        logger=logger,
+        accelerator="cpu",
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(Module(), loader)
     assert [r.step for r in callback.results] == [2, 4, 6]
     assert [r.status for r in callback.results] == [Status.PASS, Status.PASS, Status.FAIL]
@@ -96,14 +103,22 @@ def test_hf_callback_stops_the_trainer_at_the_first_failing_step(tmp_path):
         def __getitem__(self, i):
             return {"x": torch.rand(2, generator=torch.Generator().manual_seed(i))}
 
-    callback = InvertibilityTrainerCallback(data=data(), ood={"far": far()}, every=2, on_fail="stop",
-                                            flow=lambda m: m.flow)
-    args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=20, per_device_train_batch_size=8,
-                                          learning_rate=1e-4, report_to=[], save_strategy="no",
-                                          logging_strategy="no", use_cpu=True, disable_tqdm=True,
-                                          dataloader_num_workers=0)
-    trainer = transformers.Trainer(model=Wrapper(), args=args, train_dataset=Points(),
-                                   callbacks=[Perturb(), callback])
+    callback = InvertibilityTrainerCallback(
+        data=data(), ood={"far": far()}, every=2, on_fail="stop", flow=lambda m: m.flow
+    )
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=20,
+        per_device_train_batch_size=8,
+        learning_rate=1e-4,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = transformers.Trainer(model=Wrapper(), args=args, train_dataset=Points(), callbacks=[Perturb(), callback])
     trainer.train()
     assert [r.step for r in callback.results] == [2, 4, 6]
     assert callback.results[-1].status is Status.FAIL and trainer.state.global_step == 6
@@ -111,10 +126,13 @@ def test_hf_callback_stops_the_trainer_at_the_first_failing_step(tmp_path):
     assert [e["step"] for e in logged] == [2, 4, 6]
 
 
-@pytest.mark.parametrize(("module", "blocked", "package"), [
-    ("innaudit.monitor.lightning", ("lightning.pytorch", "lightning", "pytorch_lightning"), "lightning"),
-    ("innaudit.monitor.hf", ("transformers",), "transformers"),
-])
+@pytest.mark.parametrize(
+    ("module", "blocked", "package"),
+    [
+        ("innaudit.monitor.lightning", ("lightning.pytorch", "lightning", "pytorch_lightning"), "lightning"),
+        ("innaudit.monitor.hf", ("transformers",), "transformers"),
+    ],
+)
 def test_without_the_library_the_import_error_names_the_extra(monkeypatch, module, blocked, package):
     for name in blocked:
         monkeypatch.setitem(sys.modules, name, None)  # makes `import name` raise ImportError

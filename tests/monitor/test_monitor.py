@@ -34,8 +34,9 @@ def _exploding_run(monitor: InvertibilityMonitor, model: ScaleCoupling, steps: i
 
 def test_explosion_from_step_6_is_flagged_at_step_6_not_before(tmp_path):
     model = ScaleCoupling()
-    monitor = InvertibilityMonitor(model, data=data(), ood={"far": far()}, every=1, on_fail="stop",
-                                   log=tmp_path / "m.jsonl")
+    monitor = InvertibilityMonitor(
+        model, data=data(), ood={"far": far()}, every=1, on_fail="stop", log=tmp_path / "m.jsonl"
+    )
     results = _exploding_run(monitor, model)
     assert [r.status for r in results[:6]] == [Status.PASS] * 6
     assert all(not r.findings and not r.stop for r in results[:6])
@@ -93,8 +94,9 @@ def test_on_fail_raise_and_warn():
 
 def test_data_error_leaving_float32_rounding_warns():
     model = ScaleCoupling()
-    monitor = InvertibilityMonitor(model, data=data(), ood={"far": far()}, every=1,
-                                   audits=("roundtrip",), rules=TrendRules(data_tolerance=1e-4))
+    monitor = InvertibilityMonitor(
+        model, data=data(), ood={"far": far()}, every=1, audits=("roundtrip",), rules=TrendRules(data_tolerance=1e-4)
+    )
     monitor.step(0)
     with torch.no_grad():
         model.inverse_error.fill_(1e-2)  # the inverse now misses the forward's shift by 1e-2
@@ -169,10 +171,16 @@ def test_scalars_and_summary_are_plain():
     assert summary["timeline"][0]["step"] == 0 and "duration_s" not in summary["timeline"][0]
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"every": 0}, "every=0"), ({"audits": ("attack",)}, "audits="), ({"on_fail": "halt"}, "on_fail="),
-    ({"budget": 2.0}, "budget="), ({"ood": {"bad": torch.zeros(3, 5)}}, "shape"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"every": 0}, "every=0"),
+        ({"audits": ("attack",)}, "audits="),
+        ({"on_fail": "halt"}, "on_fail="),
+        ({"budget": 2.0}, "budget="),
+        ({"ood": {"bad": torch.zeros(3, 5)}}, "shape"),
+    ],
+)
 def test_bad_arguments_say_what_was_expected(kwargs, match):
     with pytest.raises((UsageError, Exception), match=match):
         InvertibilityMonitor(ScaleCoupling(), data=data(), **kwargs)

@@ -25,10 +25,17 @@ def tiny_recipe(monkeypatch: pytest.MonkeyPatch) -> str:
     """The checkerboard-additive recipe cut to 6 steps of 32 samples (the real training loop)."""
     from innaudit.train import paper_recipes
 
-    setup = dataclasses.replace(paper_recipes.Setup("coupling-vector", {**paper_recipes.TOY_COUPLING,
-                                                                          "coupling": "additive", "steps": 2,
-                                                                          "hidden": 8},
-                                                     "checkerboard", "nll", 6, 32, 2e-3))
+    setup = dataclasses.replace(
+        paper_recipes.Setup(
+            "coupling-vector",
+            {**paper_recipes.TOY_COUPLING, "coupling": "additive", "steps": 2, "hidden": 8},
+            "checkerboard",
+            "nll",
+            6,
+            32,
+            2e-3,
+        )
+    )
 
     def function(seed, progress=None, steps=None):
         return train(TINY, setup, seed, progress, steps)

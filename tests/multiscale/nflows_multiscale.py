@@ -23,10 +23,12 @@ class _Net(nn.Module):
 
 
 def _level(channels: int) -> transforms.Transform:
-    return transforms.CompositeTransform([
-        transforms.SqueezeTransform(),
-        transforms.AffineCouplingTransform(_mask(4 * channels), _Net),
-    ])
+    return transforms.CompositeTransform(
+        [
+            transforms.SqueezeTransform(),
+            transforms.AffineCouplingTransform(_mask(4 * channels), _Net),
+        ]
+    )
 
 
 def _mask(channels: int) -> torch.Tensor:

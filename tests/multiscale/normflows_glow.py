@@ -13,25 +13,36 @@ from torch import nn
 SHAPE = (3, 8, 8)
 
 
-def glow(levels: int = 2, steps: int = 2, hidden: int = 8, shape: tuple[int, int, int] = SHAPE,
-         classes: int = 10, class_cond: bool = True, seed: int = 0) -> nf.MultiscaleFlow:
+def glow(
+    levels: int = 2,
+    steps: int = 2,
+    hidden: int = 8,
+    shape: tuple[int, int, int] = SHAPE,
+    classes: int = 10,
+    class_cond: bool = True,
+    seed: int = 0,
+) -> nf.MultiscaleFlow:
     """normflows' Glow example with ``levels`` (L), ``steps`` (K) and ``hidden`` channels."""
     torch.manual_seed(seed)
     channels, height, width = shape
     q0, merges, flows = [], [], []
     for i in range(levels):
-        level: list[nn.Module] = [nf.flows.GlowBlock(channels * 2 ** (levels + 1 - i), hidden,
-                                                     split_mode="channel", scale=True)
-                                  for _ in range(steps)]
+        level: list[nn.Module] = [
+            nf.flows.GlowBlock(channels * 2 ** (levels + 1 - i), hidden, split_mode="channel", scale=True)
+            for _ in range(steps)
+        ]
         level.append(nf.flows.Squeeze())
         flows.append(level)
         if i > 0:
             merges.append(nf.flows.Merge())
             latent = (channels * 2 ** (levels - i), height // 2 ** (levels - i), width // 2 ** (levels - i))
         else:
-            latent = (channels * 2 ** (levels + 1), height // 2 ** levels, width // 2 ** levels)
-        q0.append(nf.distributions.ClassCondDiagGaussian(latent, classes) if class_cond
-                  else nf.distributions.DiagGaussian(latent))
+            latent = (channels * 2 ** (levels + 1), height // 2**levels, width // 2**levels)
+        q0.append(
+            nf.distributions.ClassCondDiagGaussian(latent, classes)
+            if class_cond
+            else nf.distributions.DiagGaussian(latent)
+        )
     model = nf.MultiscaleFlow(q0, flows, merges, class_cond=class_cond)
     with torch.no_grad():  # the coupling nets' zero-initialized last convs, as after some training
         for net in model.modules():

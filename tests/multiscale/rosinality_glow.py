@@ -50,8 +50,9 @@ class InvConv(nn.Module):
 class Coupling(nn.Module):
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(channels // 2, hidden, 3, padding=1), nn.ReLU(),
-                                 nn.Conv2d(hidden, channels, 3, padding=1))
+        self.net = nn.Sequential(
+            nn.Conv2d(channels // 2, hidden, 3, padding=1), nn.ReLU(), nn.Conv2d(hidden, channels, 3, padding=1)
+        )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         a, b = x.chunk(2, 1)

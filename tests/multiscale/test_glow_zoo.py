@@ -45,9 +45,13 @@ def test_glow_blocks_are_named_by_level_and_chain_to_the_latent(tmp_path: Path) 
     module = _glow()
     model = adapt_module(module, DataDomain(shape=(3, 8, 8)), {"test": "glow"})
     names = [b.info.architecture for b in model.blocks()]
-    assert names[:5] == ["level 0 / block 0: Squeeze2d", "level 0 / block 1: ActNorm",
-                         "level 0 / block 2: InvertibleConv1x1", "level 0 / block 3: Coupling",
-                         "level 0 / block 4: Split"]
+    assert names[:5] == [
+        "level 0 / block 0: Squeeze2d",
+        "level 0 / block 1: ActNorm",
+        "level 0 / block 2: InvertibleConv1x1",
+        "level 0 / block 3: Coupling",
+        "level 0 / block 4: Split",
+    ]
     assert names[-1] == "level 1 / block 3: Coupling"
     x = torch.rand(3, 3, 8, 8)
     whole = model.forward(x)
@@ -62,8 +66,12 @@ def test_a_glow_checkpoint_audits_with_per_level_results(tmp_path: Path) -> None
     path = tmp_path / "glow.pt"
     save_checkpoint(path, _glow(), "glow", SMALL, DataDomain(shape=(3, 8, 8), levels=256), {"recipe": "test"})
     assert load_model(str(path)).model.info.architecture == "glow"
-    cfg = {"audits": ["roundtrip", "sampling", "layers"], "samples": 8, "ood": ["gaussian"],
-           "layers": {"samples": 8, "worst": 1}}
+    cfg = {
+        "audits": ["roundtrip", "sampling", "layers"],
+        "samples": 8,
+        "ood": ["gaussian"],
+        "layers": {"samples": 8, "worst": 1},
+    }
     report = innaudit.audit(str(path), data="uniform", config=cfg)
     assert not report.errors
     roundtrip = next(a for a in report.audits if a.id == "roundtrip").results[0].metrics

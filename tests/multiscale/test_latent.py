@@ -52,7 +52,7 @@ def test_level_stats_count_nonfinite_per_level() -> None:
     stats.add(flat)
     m = stats.metrics()
     assert m["0"]["nonfinite_fraction"] == 0.25 and m["1"]["nonfinite_fraction"] == 0.5
-    assert m["1"]["norm"]["max"] == pytest.approx(3 ** 0.5)
+    assert m["1"]["norm"]["max"] == pytest.approx(3**0.5)
 
 
 def test_wildcard_declarations_cover_level_indices() -> None:
@@ -84,8 +84,12 @@ class ListLinear(nn.Module):
 def test_list_latent_linear_map_gives_back_its_singular_values() -> None:
     values = log_spaced(12, low=1e-2, high=1e1)
     model = adapt_module(ListLinear(values), DataDomain(shape=(12,)), {"test": "list-linear"})
-    cfg = {"audits": ["roundtrip", "spectrum"], "samples": 8, "ood": ["gaussian"],
-           "spectrum": {"samples": 8, "method": "exact"}}
+    cfg = {
+        "audits": ["roundtrip", "spectrum"],
+        "samples": 8,
+        "ood": ["gaussian"],
+        "spectrum": {"samples": 8, "method": "exact"},
+    }
     report = innaudit.audit(model, data="uniform", config=cfg)
     assert model.latent is not None and model.latent.shapes == ((2, 2), (8,))
     spectrum = next(a for a in report.audits if a.id == "spectrum").results[0].metrics

@@ -108,9 +108,17 @@ def test_normflows_priors_sample_at_the_temperature_without_touching_global_rng(
 
 def test_normflows_glow_runs_every_default_audit_without_error(tmp_path: Path) -> None:
     data, _ = _inputs(tmp_path)
-    report = innaudit.audit(f"{HERE / 'normflows_glow.py'}:build", data=str(data),
-                            config={"samples": 6, "batch_size": 6, "ood": ["gaussian"],
-                                    "attack": {"samples": 1}, "layers": {"samples": 6, "worst": 1}})
+    report = innaudit.audit(
+        f"{HERE / 'normflows_glow.py'}:build",
+        data=str(data),
+        config={
+            "samples": 6,
+            "batch_size": 6,
+            "ood": ["gaussian"],
+            "attack": {"samples": 1},
+            "layers": {"samples": 6, "worst": 1},
+        },
+    )
     assert not report.errors
     statuses = {a.id: a.status for a in report.audits}
     assert Status.ERROR not in statuses.values(), statuses

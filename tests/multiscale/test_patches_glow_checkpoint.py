@@ -40,12 +40,25 @@ def test_run_with_no_data_argument_finishes_the_default_audits(tmp_path: Path) -
     command takes minutes; its table is in the README)."""
     pytest.importorskip("skimage")
     out, config = tmp_path / "r.json", tmp_path / "c.yaml"
-    config.write_text("spectrum: {method: matrix-free, max_iter: 8}\n"
-                      "layers: {method: matrix-free, max_iter: 8, samples: 2}\n"
-                      "logdet: {method: matrix-free, probes: 2, steps: 8, samples: 2}\n"
-                      "precision: {spectrum_samples: 1}\nattack: {steps: 20}\n")
-    result = invoke_cli("run", CHECKPOINT, "--no-progress", "--samples", 4, "--attack-samples", 2,
-                        "--config", config, "-o", f"json={out}")
+    config.write_text(
+        "spectrum: {method: matrix-free, max_iter: 8}\n"
+        "layers: {method: matrix-free, max_iter: 8, samples: 2}\n"
+        "logdet: {method: matrix-free, probes: 2, steps: 8, samples: 2}\n"
+        "precision: {spectrum_samples: 1}\nattack: {steps: 20}\n"
+    )
+    result = invoke_cli(
+        "run",
+        CHECKPOINT,
+        "--no-progress",
+        "--samples",
+        4,
+        "--attack-samples",
+        2,
+        "--config",
+        config,
+        "-o",
+        f"json={out}",
+    )
     assert result.code in (0, 1), result.stderr
     report = read_report(out)
     assert not report["errors"]

@@ -44,8 +44,9 @@ def test_table_numbers_never_wrap_and_findings_keep_value_and_limit() -> None:
     lines = text.splitlines()
     assert "           uniform      FAIL        67.6 %            nan" in lines
     assert "FAIL roundtrip[uniform] 67.6 % of 500 round trips with a NaN or Inf (limit 0 %)" in lines
-    assert any(line.startswith("WARN spectrum[uniform] max condition number 3e+22 (warns above 1e+03)")
-               for line in lines)
+    assert any(
+        line.startswith("WARN spectrum[uniform] max condition number 3e+22 (warns above 1e+03)") for line in lines
+    )
     narrow = console.render(diagnosable_report(), width=60)
     assert all(len(line) <= 60 for line in narrow.splitlines() if not line.startswith(" " * 11))
     assert "0 %)" in narrow and not any(line.rstrip().endswith((" 0", "(limit")) for line in narrow.splitlines())
@@ -101,14 +102,20 @@ def test_wording_of_rates_and_limits_follows_the_declarations() -> None:
     from innaudit.render.common import check_text, limit_text, rate_text
 
     assert rate_text(0.676, 500, "samples non-finite", "limit 0 %") == "67.6 % of 500 samples non-finite (limit 0 %)"
-    assert rate_text(0.676, 500, "samples non-finite", "limit 0 %", (0.634, 0.716)) == \
-        "67.6 % [95 % 63.4 %, 71.6 %] of 500 samples non-finite (limit 0 %)"
+    assert (
+        rate_text(0.676, 500, "samples non-finite", "limit 0 %", (0.634, 0.716))
+        == "67.6 % [95 % 63.4 %, 71.6 %] of 500 samples non-finite (limit 0 %)"
+    )
     assert rate_text(0.0004, None, "points") == "<0.1 % points"
     assert limit_text(0.9, Direction.HIGHER_BETTER, False, True) == "minimum 90 %"
     assert limit_text(1e-3, Direction.HIGHER_BETTER, True, False) == "warns below 0.001"
     assert limit_text(None, Direction.HIGHER_WORSE, False, False) == "a NaN fails"
-    table = {"x": {"converged": rate("converged", "runs that converged", Direction.HIGHER_BETTER),
-                   "sv_min": better("sv_min", doc="smallest singular value")}}
+    table = {
+        "x": {
+            "converged": rate("converged", "runs that converged", Direction.HIGHER_BETTER),
+            "sv_min": better("sv_min", doc="smallest singular value"),
+        }
+    }
     low = Check("converged", 0.5, None, 0.9, Status.FAIL)
     assert check_text("x", low, {"n": 64}, table) == "50.0 % of 64 runs that converged (minimum 90 %)"
     tiny = Check("sv_min.min", 1e-9, 1e-6, None, Status.WARN)
@@ -126,8 +133,20 @@ def test_the_deep_checkpoint_at_80_columns(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("NO_COLOR", "1")
     config = tmp_path / "c.yaml"
     config.write_text("spectrum: {samples: 8}\n")
-    result = invoke_cli("run", REPO / "checkpoints" / "digits-affine-deep.pt", "--audit", "roundtrip",
-                        "--audit", "spectrum", "--audit", "layers", "--samples", 64, "--config", config)
+    result = invoke_cli(
+        "run",
+        REPO / "checkpoints" / "digits-affine-deep.pt",
+        "--audit",
+        "roundtrip",
+        "--audit",
+        "spectrum",
+        "--audit",
+        "layers",
+        "--samples",
+        64,
+        "--config",
+        config,
+    )
     assert result.code == 1, result.stderr
     text = result.stdout
     assert max(len(line) for line in text.splitlines()) <= 80

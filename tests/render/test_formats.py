@@ -91,8 +91,12 @@ def test_html_is_byte_identical_between_renders(report: Report, page: str) -> No
 
 
 def test_html_survives_a_malformed_series(report: Report) -> None:
-    bad = SetResult("odd", Status.PASS, {}, series={"grid": {"x": [1], "y": [1], "m": "not a grid"},
-                                                    "curve": ["not", "a", "mapping"]})
+    bad = SetResult(
+        "odd",
+        Status.PASS,
+        {},
+        series={"grid": {"x": [1], "y": [1], "m": "not a grid"}, "curve": ["not", "a", "mapping"]},
+    )
     odd = replace(report, audits=(AuditResult("roundtrip", "t", Status.PASS, "", 0.0, 0, (bad,)),))
     page = html.render(odd)
     assert "plot of curve unavailable" in page
@@ -143,11 +147,17 @@ def test_markdown_is_worst_first_and_escaped(report: Report) -> None:
 
 def test_markdown_of_a_huge_report_stays_under_one_mebibyte() -> None:
     long = "x" * 5000
-    sets = tuple(SetResult(f"set{i}-{long}", Status.FAIL, {"nonfinite_fraction": 1.0}, message=long)
-                 for i in range(3000))
+    sets = tuple(
+        SetResult(f"set{i}-{long}", Status.FAIL, {"nonfinite_fraction": 1.0}, message=long) for i in range(3000)
+    )
     audits = tuple(AuditResult(f"audit{i}", "t", Status.FAIL, long, 0.0, 0, sets) for i in range(5))
-    big = Report(tool={"name": "innaudit", "version": "0"}, run={"seed": 0}, target={"model": long},
-                 audits=audits, warnings=tuple(long for _ in range(1000)))
+    big = Report(
+        tool={"name": "innaudit", "version": "0"},
+        run={"seed": 0},
+        target={"model": long},
+        audits=audits,
+        warnings=tuple(long for _ in range(1000)),
+    )
     text = markdown.render(big)
     assert len(text.encode("utf-8")) < 1 << 20
     assert "more; see the HTML or JSON report" in text
@@ -160,7 +170,7 @@ def test_github_annotations_are_escaped_and_worst_first(report: Report) -> None:
     kinds = [line.split(" ")[0] for line in lines]
     assert kinds[0] == "::error"
     first_warning = kinds.index("::warning")
-    assert "::error" not in kinds[first_warning:first_warning + 1]
+    assert "::error" not in kinds[first_warning : first_warning + 1]
     hostile = next(line for line in lines if "alert" in line)
     title, _, message = hostile.partition("::")[2].partition("::")
     assert "%0A" in title or "%250A" in title

@@ -28,10 +28,23 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Audit both checkpoints once (round trip, 200 samples a set) with every file format."""
     out = tmp_path_factory.mktemp("reports")
     for name, ckpt in (("affine", AFFINE), ("additive", ADDITIVE)):
-        result = invoke_cli("run", ckpt, "--samples", 200, "--audit", "roundtrip", "-q",
-                            "-o", f"json={out / name}.json",
-                            "-o", f"html={out / name}.html", "-o", f"junit={out / name}.xml",
-                            "-o", f"markdown={out / name}.md")
+        result = invoke_cli(
+            "run",
+            ckpt,
+            "--samples",
+            200,
+            "--audit",
+            "roundtrip",
+            "-q",
+            "-o",
+            f"json={out / name}.json",
+            "-o",
+            f"html={out / name}.html",
+            "-o",
+            f"junit={out / name}.xml",
+            "-o",
+            f"markdown={out / name}.md",
+        )
         assert result.code == (1 if name == "affine" else 0), result.stderr
     return out
 
@@ -42,8 +55,8 @@ def _png_pixels(path: Path) -> tuple[int, int, bytes]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, b"", b""
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = body
         elif kind == b"IDAT":
@@ -54,7 +67,7 @@ def _png_pixels(path: Path) -> tuple[int, int, bytes]:
     channels = 3 if colour == 2 else 4
     raw, stride, rows, prev = zlib.decompress(idat), width * channels, [], bytearray(width * channels)
     for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             left = line[i - channels] if i >= channels else 0
             up, corner = prev[i], prev[i - channels] if i >= channels else 0
@@ -70,23 +83,40 @@ def _png_pixels(path: Path) -> tuple[int, int, bytes]:
                 line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 255
         rows.append(bytes(line))
         prev = line
-    pixels = b"".join(bytes(r[i:i + 3]) for r in rows for i in range(0, stride, channels))
+    pixels = b"".join(bytes(r[i : i + 3]) for r in rows for i in range(0, stride, channels))
     return width, height, pixels
 
 
 def _count(pixels: bytes, rgb: tuple[int, int, int], tol: int = 6) -> int:
     r0, g0, b0 = rgb
-    return sum(1 for i in range(0, len(pixels), 3)
-               if abs(pixels[i] - r0) <= tol and abs(pixels[i + 1] - g0) <= tol and abs(pixels[i + 2] - b0) <= tol)
+    return sum(
+        1
+        for i in range(0, len(pixels), 3)
+        if abs(pixels[i] - r0) <= tol and abs(pixels[i + 1] - g0) <= tol and abs(pixels[i + 2] - b0) <= tol
+    )
 
 
 def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
     assert CHROMIUM is not None
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                           "--no-first-run", "--disable-background-networking",
-                           "--disable-component-update", "--disable-sync",
-                           f"--user-data-dir={tmp / 'chromium-profile'}", *args],
-                          capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp / 'chromium-profile'}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
@@ -125,14 +155,18 @@ def test_render_refuses_another_schema_version(runs: Path, tmp_path: Path) -> No
 
 def test_compare_shows_the_regressions_of_the_unstable_checkpoint(runs: Path, tmp_path: Path) -> None:
     base, new = runs / "additive.json", runs / "affine.json"
-    gated = invoke_cli("compare", base, new, "--fail-on-regression", "-o", "console",
-                       "-o", f"json={tmp_path / 'cmp.json'}")
+    gated = invoke_cli(
+        "compare", base, new, "--fail-on-regression", "-o", "console", "-o", f"json={tmp_path / 'cmp.json'}"
+    )
     assert gated.code == 1, gated.stderr
     assert "regressed" in gated.stdout and "nonfinite_fraction" in gated.stdout
     data = read_report(tmp_path / "cmp.json")["baseline"]
     regressed = {(d["set"], d["metric"]) for d in data["deltas"] if d["change"] == "regressed"}
-    assert {("uniform", "nonfinite_fraction"), ("gaussian", "nonfinite_fraction"),
-            ("rademacher", "nonfinite_fraction")} <= regressed
+    assert {
+        ("uniform", "nonfinite_fraction"),
+        ("gaussian", "nonfinite_fraction"),
+        ("rademacher", "nonfinite_fraction"),
+    } <= regressed
     assert ("digits:test", "nonfinite_fraction") not in regressed
     assert invoke_cli("compare", base, new).code == 0  # without the flag: shown, not gated
     assert invoke_cli("compare", base, base, "--fail-on-regression").code == 0
@@ -140,15 +174,39 @@ def test_compare_shows_the_regressions_of_the_unstable_checkpoint(runs: Path, tm
 
 
 def test_run_with_a_baseline_gates_on_regression(runs: Path, tmp_path: Path) -> None:
-    result = invoke_cli("run", ADDITIVE, "--samples", 200, "--audit", "roundtrip", "--baseline",
-                        runs / "affine.json", "--fail-on-regression", "-o", f"markdown={tmp_path / 's.md'}")
+    result = invoke_cli(
+        "run",
+        ADDITIVE,
+        "--samples",
+        200,
+        "--audit",
+        "roundtrip",
+        "--baseline",
+        runs / "affine.json",
+        "--fail-on-regression",
+        "-o",
+        f"markdown={tmp_path / 's.md'}",
+    )
     assert result.code == 0, result.stderr  # the stable checkpoint only improves on the unstable one
     text = (tmp_path / "s.md").read_text()
     assert "Against the baseline" in text and "| improved |" in text and "| regressed |" not in text
-    worse = invoke_cli("run", AFFINE, "--samples", 200, "--audit", "roundtrip", "--baseline",
-                       runs / "additive.json", "--fail-on-regression", "-o", f"github={tmp_path / 'a.txt'}")
+    worse = invoke_cli(
+        "run",
+        AFFINE,
+        "--samples",
+        200,
+        "--audit",
+        "roundtrip",
+        "--baseline",
+        runs / "additive.json",
+        "--fail-on-regression",
+        "-o",
+        f"github={tmp_path / 'a.txt'}",
+    )
     assert worse.code == 1
-    assert "::error title=innaudit regression roundtrip (uniform)::nonfinite_fraction regressed" in \
-        (tmp_path / "a.txt").read_text()
+    assert (
+        "::error title=innaudit regression roundtrip (uniform)::nonfinite_fraction regressed"
+        in (tmp_path / "a.txt").read_text()
+    )
     missing = invoke_cli("run", ADDITIVE, "--fail-on-regression")
     assert missing.code == 2 and "--fail-on-regression needs --baseline" in missing.stderr

@@ -17,8 +17,14 @@ from innaudit.render.json import render as render_json
 
 from ..audits.known_models import scaling_model, underflow_model
 
-SMALL = {"samples": 200, "attack": {"samples": 4, "steps": 10}, "spectrum": {"samples": 8},
-         "bounds": {"samples": 8}, "layers": {"samples": 16}, "logdet": {"samples": 16}}
+SMALL = {
+    "samples": 200,
+    "attack": {"samples": 4, "steps": 10},
+    "spectrum": {"samples": 8},
+    "bounds": {"samples": 8},
+    "layers": {"samples": 16},
+    "logdet": {"samples": 16},
+}
 """Every audit runs, on budgets that keep the fixtures to seconds."""
 
 SCHEMA = json.loads(resources.files("innaudit.render").joinpath("report.schema.json").read_text())
@@ -33,8 +39,7 @@ def _strict(text: str) -> dict:
 
 @pytest.fixture(scope="module")
 def failing_report() -> Report:
-    return audit(underflow_model(), data="constant:0.1", ood=["far=constant:0.9", "uniform"],
-                 config=SMALL)
+    return audit(underflow_model(), data="constant:0.1", ood=["far=constant:0.9", "uniform"], config=SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +86,9 @@ def _tagged(report: Report) -> Report:
 
 
 @pytest.mark.parametrize("fmt", sorted(RENDERERS))
-def test_every_renderer_names_every_audit_and_the_verdict(fmt: str, failing_report: Report,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_renderer_names_every_audit_and_the_verdict(
+    fmt: str, failing_report: Report, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert [a.id for a in failing_report.audits] == list(REGISTRY)
     report = _tagged(failing_report)
     text = RENDERERS[fmt](report)

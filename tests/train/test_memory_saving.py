@@ -14,13 +14,16 @@ from innaudit.train.memory_saving import memory_saving_backward
 
 
 def _grads(module: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1).double()
-                      for p in module.parameters()])
+    return torch.cat(
+        [(torch.zeros_like(p) if p.grad is None else p.grad).reshape(-1).double() for p in module.parameters()]
+    )
 
 
 def _classifier(coupling: str) -> torch.nn.Module:
-    return zoo.build("coupling-classifier", {"shape": [1, 8, 8], "steps": 3, "hidden": 8,
-                                             "coupling": coupling, "classes": 10, "seed": 3})
+    return zoo.build(
+        "coupling-classifier",
+        {"shape": [1, 8, 8], "steps": 3, "hidden": 8, "coupling": coupling, "classes": 10, "seed": 3},
+    )
 
 
 def test_memory_saving_gradient_equals_autograd_on_a_well_conditioned_model() -> None:

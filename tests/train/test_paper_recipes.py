@@ -13,9 +13,16 @@ from innaudit.loading.adapt import adapt_module
 from innaudit.loading.native import checkpoint_bytes
 from innaudit.train import RECIPES, run_recipe
 
-NEW = ("checkerboard-affine", "checkerboard-additive", "checkerboard-residual", "digits-affine-fd",
-       "digits-residual", "regression2d-affine", "regression2d-affine-nf",
-       *(f"digits-classifier-{c}{r}" for c in ("additive", "affine") for r in ("", "-fd", "-nf", "-ms")))
+NEW = (
+    "checkerboard-affine",
+    "checkerboard-additive",
+    "checkerboard-residual",
+    "digits-affine-fd",
+    "digits-residual",
+    "regression2d-affine",
+    "regression2d-affine-nf",
+    *(f"digits-classifier-{c}{r}" for c in ("additive", "affine") for r in ("", "-fd", "-nf", "-ms")),
+)
 
 
 def test_every_paper_recipe_is_registered_and_described() -> None:
@@ -26,15 +33,14 @@ def test_every_paper_recipe_is_registered_and_described() -> None:
 def test_a_short_residual_run_is_bitwise_deterministic_and_calibrated() -> None:
     first = run_recipe("checkerboard-residual", seed=2, steps=3)
     second = run_recipe("checkerboard-residual", seed=2, steps=3)
-    assert checkpoint_bytes(first.module, first.architecture, first.config, first.domain,
-                            first.provenance) == \
-        checkpoint_bytes(second.module, second.architecture, second.config, second.domain,
-                         second.provenance)
+    assert checkpoint_bytes(
+        first.module, first.architecture, first.config, first.domain, first.provenance
+    ) == checkpoint_bytes(second.module, second.architecture, second.config, second.domain, second.provenance)
     assert first.domain.name == "checkerboard" and first.provenance["regularizer"] == "none"
     forward, inverse = first.module.lipschitz_bounds()
     assert 1 <= forward < math.inf and 1 <= inverse < math.inf
     for block in first.module.residual_blocks():
-        assert block.lipschitz_coefficient() <= 0.8 ** 3 + 1e-6
+        assert block.lipschitz_coefficient() <= 0.8**3 + 1e-6
 
 
 def test_a_short_regularized_classifier_run_records_accuracy_and_regularizer() -> None:
@@ -53,8 +59,9 @@ def test_roundtrip_reports_the_capped_fixed_point_solves() -> None:
             p.mul_(1000.0)
     module.calibrate()
     model = adapt_module(module, DataDomain((2,), -4, 4, None, "checkerboard"), {})
-    report = innaudit.audit(model, data="checkerboard", ood=["grid:-8,8,10"],
-                            config={"audits": ["roundtrip"], "samples": 100})
+    report = innaudit.audit(
+        model, data="checkerboard", ood=["grid:-8,8,10"], config={"audits": ["roundtrip"], "samples": 100}
+    )
     (result,) = report.audits
     hits = {r.dataset: r.metrics["inverse_cap_hits"] for r in result.results}
     assert hits["checkerboard"] > 0 and hits["grid:-8,8,10"] > 0

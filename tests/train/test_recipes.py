@@ -23,8 +23,7 @@ def test_recipes_describe_themselves() -> None:
 
 def test_a_short_run_is_deterministic_and_rebuildable() -> None:
     calls: list[tuple[int, int]] = []
-    first = run_recipe("digits-additive", seed=3, progress=lambda s, t: calls.append((s, t)),
-                       steps=3)
+    first = run_recipe("digits-additive", seed=3, progress=lambda s, t: calls.append((s, t)), steps=3)
     second = run_recipe("digits-additive", seed=3, steps=3)
     assert isinstance(first, TrainedModel)
     assert calls == [(1, 3), (2, 3), (3, 3)]

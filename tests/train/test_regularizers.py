@@ -42,8 +42,7 @@ def test_directions_follow_the_papers_column_normalization_or_per_sample() -> No
 
 
 @pytest.mark.parametrize("normalize,norm2", [("column", 2.0), ("sample", 16.0)])
-def test_fd_on_a_linear_map_is_coeff_eps_times_the_directional_energy(normalize: str,
-                                                                      norm2: float) -> None:
+def test_fd_on_a_linear_map_is_coeff_eps_times_the_directional_energy(normalize: str, norm2: float) -> None:
     # an additive coupling with a zero net is the identity: ||F(x) - F(x + eps d)||^2 = eps^2 ||d||^2
     layer = Coupling(MLPNet(1, 1, 4, torch.Generator()), 2, "additive").double()
     x = torch.randn(16, 2, dtype=torch.float64)
@@ -52,16 +51,17 @@ def test_fd_on_a_linear_map_is_coeff_eps_times_the_directional_energy(normalize:
     expected = 1e-4 * 0.1 * norm2
     assert float(fd_forward(fwd, x, normalize=normalize)) == pytest.approx(expected, rel=1e-9)
     assert float(fd_inverse(layer.inverse, x, fwd(x), normalize=normalize)) == pytest.approx(expected, rel=1e-9)
-    assert float(fd_regularizer(fwd, layer.inverse, x, normalize=normalize, coeff=0.0,
-                                inverse_coeff=0.0)) == 0.0
+    assert float(fd_regularizer(fwd, layer.inverse, x, normalize=normalize, coeff=0.0, inverse_coeff=0.0)) == 0.0
     # a scaling by s multiplies the forward term by s^2 and the inverse term by 1/s^2
     s = torch.tensor([3.0, 0.5], dtype=torch.float64)
     gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
     d = fd_directions(x, normalize, gen())
-    assert float(fd_forward(lambda t: t * s, x, normalize=normalize, generator=gen())) == \
-        pytest.approx(1e-4 * 0.1 * float((d * s).pow(2).sum()), rel=1e-9)
-    assert float(fd_inverse(lambda t: t / s, x, x * s, normalize=normalize, generator=gen())) == \
-        pytest.approx(1e-4 * 0.1 * float((d / s).pow(2).sum()), rel=1e-9)
+    assert float(fd_forward(lambda t: t * s, x, normalize=normalize, generator=gen())) == pytest.approx(
+        1e-4 * 0.1 * float((d * s).pow(2).sum()), rel=1e-9
+    )
+    assert float(fd_inverse(lambda t: t / s, x, x * s, normalize=normalize, generator=gen())) == pytest.approx(
+        1e-4 * 0.1 * float((d / s).pow(2).sum()), rel=1e-9
+    )
 
 
 def test_nf_regularizer_is_the_scaled_gaussian_nll() -> None:
@@ -78,15 +78,16 @@ def test_nf_regularizer_is_the_scaled_gaussian_nll() -> None:
 @pytest.mark.parametrize("which", ["fd", "nf"])
 def test_regularizer_gradient_alone_raises_sigma_min(which: str) -> None:
     torch.manual_seed(0)
-    layer = _coupling(collapse=-12.0)      # scale sigmoid(-10) ~ 4.5e-5: nearly singular
+    layer = _coupling(collapse=-12.0)  # scale sigmoid(-10) ~ 4.5e-5: nearly singular
     x = torch.randn(64, 2, dtype=torch.float64)
     before = _sigma_min(layer, x[:8])
     assert before < 1e-4
     optimizer = torch.optim.Adam(layer.parameters(), lr=0.05)
     for step in range(20):
         if which == "fd":
-            loss = fd_regularizer(lambda t: layer(t)[0], layer.inverse, x,
-                                  generator=torch.Generator().manual_seed(step))
+            loss = fd_regularizer(
+                lambda t: layer(t)[0], layer.inverse, x, generator=torch.Generator().manual_seed(step)
+            )
         else:
             loss = nf_regularizer(*layer(x), coeff=1.0)
         optimizer.zero_grad()

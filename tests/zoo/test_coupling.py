@@ -36,11 +36,9 @@ def _vector_config(**kw: Any) -> dict[str, Any]:
     return {"shape": [5], "steps": 2, "hidden": 8, "seed": 0, **kw}
 
 
-@pytest.mark.parametrize("coupling,scale,permutation",
-                         list(itertools.product(COUPLINGS, SCALES, PERMUTATIONS)))
+@pytest.mark.parametrize("coupling,scale,permutation", list(itertools.product(COUPLINGS, SCALES, PERMUTATIONS)))
 @pytest.mark.parametrize("name", ["coupling-image", "coupling-vector"])
-def test_inverse_of_forward_is_identity(name: str, coupling: str, scale: str,
-                                        permutation: str) -> None:
+def test_inverse_of_forward_is_identity(name: str, coupling: str, scale: str, permutation: str) -> None:
     make = _image_config if name == "coupling-image" else _vector_config
     model = _perturb(zoo.build(name, make(coupling=coupling, scale=scale, permutation=permutation)))
     shape = (16, *make()["shape"])
@@ -75,20 +73,20 @@ def _exact_log_det(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(values)
 
 
-@pytest.mark.parametrize("name,coupling,scale,permutation", [
-    ("coupling-image", "affine", "sigmoid", "conv1x1"),
-    ("coupling-image", "affine", "exp", "shuffle"),
-    ("coupling-image", "additive", "sigmoid", "conv1x1"),
-    ("coupling-vector", "affine", "bounded", "linear"),
-    ("coupling-vector", "affine", "sigmoid", "reverse"),
-])
-def test_log_det_matches_slogdet_of_jacobian(name: str, coupling: str, scale: str,
-                                             permutation: str) -> None:
+@pytest.mark.parametrize(
+    "name,coupling,scale,permutation",
+    [
+        ("coupling-image", "affine", "sigmoid", "conv1x1"),
+        ("coupling-image", "affine", "exp", "shuffle"),
+        ("coupling-image", "additive", "sigmoid", "conv1x1"),
+        ("coupling-vector", "affine", "bounded", "linear"),
+        ("coupling-vector", "affine", "sigmoid", "reverse"),
+    ],
+)
+def test_log_det_matches_slogdet_of_jacobian(name: str, coupling: str, scale: str, permutation: str) -> None:
     make = _image_config if name == "coupling-image" else _vector_config
-    model = _perturb(zoo.build(name, make(coupling=coupling, scale=scale,
-                                          permutation=permutation))).double()
-    x = torch.rand((3, *make()["shape"]), generator=torch.Generator().manual_seed(3),
-                   dtype=torch.float64)
+    model = _perturb(zoo.build(name, make(coupling=coupling, scale=scale, permutation=permutation))).double()
+    x = torch.rand((3, *make()["shape"]), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     with torch.no_grad():
         _, log_det = model(x)
     assert torch.allclose(log_det, _exact_log_det(model, x), atol=1e-8)
@@ -96,27 +94,32 @@ def test_log_det_matches_slogdet_of_jacobian(name: str, coupling: str, scale: st
 
 @pytest.mark.parametrize("permutation", ["reverse", "shuffle"])
 def test_additive_without_actnorm_preserves_volume(permutation: str) -> None:
-    model = _perturb(zoo.build("coupling-image", _image_config(
-        coupling="additive", permutation=permutation, actnorm=False)))
+    model = _perturb(
+        zoo.build("coupling-image", _image_config(coupling="additive", permutation=permutation, actnorm=False))
+    )
     with torch.no_grad():
         _, log_det = model(torch.rand(8, 1, 4, 4))
     assert torch.equal(log_det, torch.zeros(8))
 
 
-@pytest.mark.parametrize("name,make", [("coupling-image", _image_config),
-                                       ("coupling-vector", _vector_config)])
+@pytest.mark.parametrize("name,make", [("coupling-image", _image_config), ("coupling-vector", _vector_config)])
 def test_build_rebuilds_an_identical_model(name: str, make: Any) -> None:
     config = make(coupling="affine", permutation="shuffle")
-    assert all(torch.equal(a, b) for a, b in zip(zoo.build(name, config).state_dict().values(),
-                                                  zoo.build(name, config).state_dict().values(), strict=False))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            zoo.build(name, config).state_dict().values(), zoo.build(name, config).state_dict().values(), strict=False
+        )
+    )
     trained = _perturb(zoo.build(name, config))
     rebuilt = zoo.build(name, config)
     rebuilt.load_state_dict(trained.state_dict())
     x = torch.rand((4, *config["shape"]))
     with torch.no_grad():
         assert torch.equal(trained(x)[0], rebuilt(x)[0])
-        assert torch.equal(trained.inverse(x.reshape(trained(x)[0].shape)),
-                           rebuilt.inverse(x.reshape(trained(x)[0].shape)))
+        assert torch.equal(
+            trained.inverse(x.reshape(trained(x)[0].shape)), rebuilt.inverse(x.reshape(trained(x)[0].shape))
+        )
 
 
 def test_build_leaves_the_global_rng_alone() -> None:
@@ -167,12 +170,15 @@ def test_additive_coupling_scales_are_one() -> None:
     assert torch.equal(block.scales(torch.rand(3, 4)), torch.ones(3, 2))
 
 
-@pytest.mark.parametrize("config,message", [
-    ({"coupling": "spline"}, "coupling"),
-    ({"scale": "tanh"}, "scale"),
-    ({"permutation": "random"}, "permutation"),
-    ({"shape": [1, 5, 4]}, "even"),
-])
+@pytest.mark.parametrize(
+    "config,message",
+    [
+        ({"coupling": "spline"}, "coupling"),
+        ({"scale": "tanh"}, "scale"),
+        ({"permutation": "random"}, "permutation"),
+        ({"shape": [1, 5, 4]}, "even"),
+    ],
+)
 def test_bad_config_says_what_is_expected(config: dict[str, Any], message: str) -> None:
     with pytest.raises(LoadError, match=message):
         zoo.build("coupling-image", _image_config(**config))

@@ -37,16 +37,16 @@ def test_exact_log_det_matches_brute_force_and_metadata_is_read() -> None:
     model.double()
     _, log_det = model(x)
     for i in range(4):
-        assert float(log_det[i]) == pytest.approx(float(torch.linalg.slogdet(_jacobian(model, x[i]))[1]),
-                                                  abs=1e-9)
+        assert float(log_det[i]) == pytest.approx(float(torch.linalg.slogdet(_jacobian(model, x[i]))[1]), abs=1e-9)
     info = adapt_module(model, DataDomain((3,)), {}).info
     assert info.inverse_kind is InverseKind.ITERATIVE and info.log_det_kind is LogDetKind.EXACT
     assert info.inverse_tolerance == 1e-6 and info.inverse_max_iter == 1000
 
 
 def test_series_log_det_is_an_unbiased_estimate_of_the_truncated_series() -> None:
-    model = zoo.build("residual-image", {"shape": [1, 4, 4], "blocks": 1, "hidden": 8,
-                                        "coeff": 0.5, "log_det_terms": 12})
+    model = zoo.build(
+        "residual-image", {"shape": [1, 4, 4], "blocks": 1, "hidden": 8, "coeff": 0.5, "log_det_terms": 12}
+    )
     _randomize(model, 0.5)
     model.double()
     x = torch.rand(1, 1, 4, 4, dtype=torch.float64)
@@ -77,12 +77,12 @@ def test_fixed_point_inverse_reconstructs_within_the_banach_bound(name: str, sha
 
 def test_lipschitz_certificate_holds_and_uses_the_exact_norms() -> None:
     model = zoo.build("residual-vector", {"shape": [2], "blocks": 2, "coeff": 0.7})
-    _randomize(model, 3.0)   # raw weights far above c: spectral normalization must bring them down
+    _randomize(model, 3.0)  # raw weights far above c: spectral normalization must bring them down
     for block in model.residual_blocks():
         for layer in block.layers:
             assert float(layer.exact_norm()) == pytest.approx(0.7, rel=1e-5)
         c = block.lipschitz_coefficient()
-        assert c == pytest.approx(0.7 ** 3 * block.act.lipschitz ** 2, rel=1e-4)
+        assert c == pytest.approx(0.7**3 * block.act.lipschitz**2, rel=1e-4)
         f_bound, i_bound = block.lipschitz_bounds()
         assert (f_bound, i_bound) == (pytest.approx(1 + c), pytest.approx(1 / (1 - c)))
         x, y = torch.randn(2000, 2), torch.randn(2000, 2)
@@ -96,10 +96,10 @@ def test_a_stale_power_iteration_estimate_is_caught_by_the_certificate() -> None
         layers[0].weight.copy_(torch.diag(torch.tensor([10.0, 1.0, 1.0, 1.0])))
         layers[1].weight.copy_(torch.eye(4))
         for layer in layers:
-            layer.sigma.fill_(1.0)   # stale estimates, as with too few power iterations
+            layer.sigma.fill_(1.0)  # stale estimates, as with too few power iterations
     block = ResidualBlock(layers, 1e-6, 10, "exact", 1)
     block.eval()
-    assert float(layers[0].exact_norm()) == pytest.approx(5.0)   # 10 / max(1, 1 / 0.5), not 0.5
+    assert float(layers[0].exact_norm()) == pytest.approx(5.0)  # 10 / max(1, 1 / 0.5), not 0.5
     assert block.lipschitz_coefficient() == pytest.approx(2.5 * block.act.lipschitz, rel=1e-5)
     assert block.lipschitz_bounds() == (pytest.approx(1 + 2.5 * block.act.lipschitz, rel=1e-5), math.inf)
 

@@ -44,8 +44,7 @@ def find_adapter(obj: Any) -> ModuleType | None:
     return None
 
 
-def adapt_object(obj: Any, domain: DataDomain, source: dict[str, str],
-                 condition: Condition | None = None) -> Adapted:
+def adapt_object(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condition | None = None) -> Adapted:
     """Wrap whatever a factory or a trusted checkpoint gave as an InvertibleModel.
 
     Raises:
@@ -58,6 +57,8 @@ def adapt_object(obj: Any, domain: DataDomain, source: dict[str, str],
     if adapter is not None:
         return adapter.adapt(obj, domain, source, condition)
     if condition is not None:
-        raise LoadError(f"--condition was given, but {type(obj).__name__} is a plain module, "
-                        "which takes no condition; drop --condition")
+        raise LoadError(
+            f"--condition was given, but {type(obj).__name__} is a plain module, "
+            "which takes no condition; drop --condition"
+        )
     return Adapted(adapt_module(obj, domain, source))

@@ -22,8 +22,18 @@ from innaudit.core.domain import DataDomain
 from innaudit.core.errors import DataError, LoadError, clean_text
 from innaudit.model.contract import Fn, InvertibleModel, ModelInfo
 
-__all__ = ["Adapted", "Condition", "LibraryFlow", "TransformHolder", "block_models", "from_library",
-           "leaf_name", "library_error", "resolve_condition", "sum_per_sample"]
+__all__ = [
+    "Adapted",
+    "Condition",
+    "LibraryFlow",
+    "TransformHolder",
+    "block_models",
+    "from_library",
+    "leaf_name",
+    "library_error",
+    "resolve_condition",
+    "sum_per_sample",
+]
 
 
 class LibraryFlow(Protocol):
@@ -63,8 +73,7 @@ class Condition:
 
     def describe(self) -> dict[str, Any]:
         """Plain data for the report's ``target`` block."""
-        return {"spec": self.spec, "rows": int(self.rows.shape[0]),
-                "shape": [int(s) for s in self.rows.shape[1:]]}
+        return {"spec": self.spec, "rows": int(self.rows.shape[0]), "shape": [int(s) for s in self.rows.shape[1:]]}
 
 
 def resolve_condition(spec: str) -> Condition:
@@ -79,15 +88,16 @@ def resolve_condition(spec: str) -> Condition:
     text = spec.strip()
     if text.startswith("constant:"):
         try:
-            values = [float(v) for v in text[len("constant:"):].split(",")]
+            values = [float(v) for v in text[len("constant:") :].split(",")]
         except ValueError:
             raise DataError(f"--condition {spec!r}: expected constant:V1,V2,... with numbers") from None
         rows = torch.tensor([values], dtype=torch.float64)
     else:
         file_spec = split_file_spec(text)
         if file_spec is None:
-            raise DataError(f"--condition {spec!r} is neither a data file (.npy, .npz[:key], "
-                            ".pt[:key]) nor constant:V1,V2,...")
+            raise DataError(
+                f"--condition {spec!r} is neither a data file (.npy, .npz[:key], .pt[:key]) nor constant:V1,V2,..."
+            )
         array = read_array(*file_spec)
         rows = torch.as_tensor(np.array(array, dtype=np.float64))
         if rows.ndim == 1:
@@ -116,17 +126,21 @@ def leaf_name(obj: Any, index: int) -> str:
     return f"{type(obj).__name__}[{index}]"
 
 
-def block_models(layers: Sequence[nn.Module], maps: tuple[Fn, Fn], domain: DataDomain,
-                 kinds: Callable[[nn.Module], dict[str, Any]]) -> list[InvertibleModel]:
+def block_models(
+    layers: Sequence[nn.Module], maps: tuple[Fn, Fn], domain: DataDomain, kinds: Callable[[nn.Module], dict[str, Any]]
+) -> list[InvertibleModel]:
     """One model per block, in data -> latent order, each named ``ClassName[i]``.
 
     ``maps`` is the ``(forward, inverse)`` pair every block is called with (the same calls as
     the whole model, applied to one layer); ``kinds(layer)`` gives its inverse / log-det kinds.
     """
     forward, inverse = maps
-    return [InvertibleModel(layer, forward, inverse,
-                            ModelInfo(domain=domain, architecture=leaf_name(layer, i), **kinds(layer)))
-            for i, layer in enumerate(layers)]
+    return [
+        InvertibleModel(
+            layer, forward, inverse, ModelInfo(domain=domain, architecture=leaf_name(layer, i), **kinds(layer))
+        )
+        for i, layer in enumerate(layers)
+    ]
 
 
 def sum_per_sample(ld: Any, x: Tensor) -> Tensor:
@@ -144,8 +158,7 @@ def sum_per_sample(ld: Any, x: Tensor) -> Tensor:
 
 def library_error(library: str, exc: BaseException, what: str) -> LoadError:
     """A LoadError that names the library call that failed."""
-    return LoadError(f"{library}: {what} failed with "
-                     f"{clean_text(f'{type(exc).__name__}: {exc}', 300)}")
+    return LoadError(f"{library}: {what} failed with {clean_text(f'{type(exc).__name__}: {exc}', 300)}")
 
 
 _NOT_STATE = (type, types.FunctionType, types.MethodType, types.BuiltinFunctionType, types.ModuleType)

@@ -37,15 +37,28 @@ __all__ = ["LIBRARY", "adapt", "break_caches", "matches"]
 
 LIBRARY = "torch.distributions/pyro"
 
-CACHE_ONLY_INVERSE = frozenset({
-    "Planar", "ConditionalPlanar", "Radial", "ConditionalRadial", "Sylvester", "Polynomial",
-    "BlockAutoregressive", "NeuralAutoregressive", "ConditionalNeuralAutoregressive",
-})
+CACHE_ONLY_INVERSE = frozenset(
+    {
+        "Planar",
+        "ConditionalPlanar",
+        "Radial",
+        "ConditionalRadial",
+        "Sylvester",
+        "Polynomial",
+        "BlockAutoregressive",
+        "NeuralAutoregressive",
+        "ConditionalNeuralAutoregressive",
+    }
+)
 
 
 def _conditional(obj: Any) -> bool:
-    return isinstance(obj, nn.Module) and not isinstance(obj, Transform) and \
-        from_library(obj, "pyro") and callable(getattr(obj, "condition", None))
+    return (
+        isinstance(obj, nn.Module)
+        and not isinstance(obj, Transform)
+        and from_library(obj, "pyro")
+        and callable(getattr(obj, "condition", None))
+    )
 
 
 def matches(obj: Any) -> bool:
@@ -120,8 +133,7 @@ def _kinds(obj: Any) -> dict[str, Any]:
     names = {type(p).__name__ for p in parts} | {type(m).__name__ for m in _modules(obj)}
     if "MatrixExponential" in names:
         iters = next((getattr(p, "iterations", None) for p in parts if type(p).__name__ == "MatrixExponential"), None)
-        return {"inverse_kind": InverseKind.ITERATIVE, "log_det_kind": LogDetKind.EXACT,
-                "inverse_max_iter": iters}
+        return {"inverse_kind": InverseKind.ITERATIVE, "log_det_kind": LogDetKind.EXACT, "inverse_max_iter": iters}
     return {"inverse_kind": InverseKind.ANALYTIC, "log_det_kind": LogDetKind.EXACT}
 
 
@@ -133,14 +145,15 @@ def _check(obj: Any, condition: Condition | None) -> None:
     names = {type(p).__name__ for p in _tree(obj)} | {type(m).__name__ for m in _modules(obj)}
     refused = sorted(names & CACHE_ONLY_INVERSE)
     if refused:
-        raise LoadError(f"{', '.join(refused)} has no inverse except its cache (pyro-ppl/pyro#2718), "
-                        "so data -> latent cannot be computed; innaudit audits bijections with "
-                        "both directions")
+        raise LoadError(
+            f"{', '.join(refused)} has no inverse except its cache (pyro-ppl/pyro#2718), "
+            "so data -> latent cannot be computed; innaudit audits bijections with "
+            "both directions"
+        )
     if _conditional(obj) and condition is None:
         raise LoadError(f"pyro {type(obj).__name__} is conditional; pass --condition SPEC")
     if condition is not None and not _conditional(obj):
-        raise LoadError(f"--condition was given, but {type(obj).__name__} is not a conditional "
-                        "transform")
+        raise LoadError(f"--condition was given, but {type(obj).__name__} is not a conditional transform")
 
 
 def _blocks_fn(domain: DataDomain):
@@ -148,10 +161,16 @@ def _blocks_fn(domain: DataDomain):
         inner = module.inner if isinstance(module, TransformHolder) else module
         parts = list(getattr(inner, "parts", []))
         forward, inverse, log_det = _maps(None)
-        return [InvertibleModel(_as_module(part), forward, inverse,
-                                ModelInfo(domain=domain, architecture=leaf_name(part, i), **_kinds(part)),
-                                log_det_fn=log_det)
-                for i, part in enumerate(reversed(parts))]  # data -> latent order
+        return [
+            InvertibleModel(
+                _as_module(part),
+                forward,
+                inverse,
+                ModelInfo(domain=domain, architecture=leaf_name(part, i), **_kinds(part)),
+                log_det_fn=log_det,
+            )
+            for i, part in enumerate(reversed(parts))
+        ]  # data -> latent order
 
     return blocks
 
@@ -162,11 +181,19 @@ def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condi
     _check(root, condition)
     switched = break_caches(root) if isinstance(root, Transform) else 0
     forward, inverse, log_det = _maps(condition)
-    info = ModelInfo(domain=domain, source={**source, "library": LIBRARY,
-                                            "caches_switched_off": str(switched)},
-                     architecture=f"{type(obj).__module__.split('.')[0]}.{type(obj).__name__}",
-                     **_kinds(root))
+    info = ModelInfo(
+        domain=domain,
+        source={**source, "library": LIBRARY, "caches_switched_off": str(switched)},
+        architecture=f"{type(obj).__module__.split('.')[0]}.{type(obj).__name__}",
+        **_kinds(root),
+    )
     composite = isinstance(root, ComposeTransform) and condition is None
-    model = InvertibleModel(_as_module(root), forward, inverse, info, log_det_fn=log_det,
-                            blocks_fn=_blocks_fn(domain) if composite else None)
+    model = InvertibleModel(
+        _as_module(root),
+        forward,
+        inverse,
+        info,
+        log_det_fn=log_det,
+        blocks_fn=_blocks_fn(domain) if composite else None,
+    )
     return Adapted(model)

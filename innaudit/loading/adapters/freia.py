@@ -56,8 +56,11 @@ def _call_block(module: nn.Module, x: Tensor, c: list[Tensor], rev: bool) -> tup
 
 
 def _is_network(obj: nn.Module) -> bool:
-    return type(obj).__name__ in ("SequenceINN", "GraphINN", "ReversibleGraphNet", "ReversibleSequential") \
-        or hasattr(obj, "module_list") or hasattr(obj, "node_list")
+    return (
+        type(obj).__name__ in ("SequenceINN", "GraphINN", "ReversibleGraphNet", "ReversibleSequential")
+        or hasattr(obj, "module_list")
+        or hasattr(obj, "node_list")
+    )
 
 
 def _takes_condition(obj: nn.Module) -> bool:
@@ -89,8 +92,11 @@ def _kinds(obj: nn.Module) -> dict[str, Any]:
     if not iterative:
         return {"inverse_kind": InverseKind.ANALYTIC, "log_det_kind": LogDetKind.EXACT}
     iters = getattr(iterative[0], "fixed_point_iterations", None)
-    return {"inverse_kind": InverseKind.ITERATIVE, "log_det_kind": LogDetKind.ESTIMATED,
-            "inverse_max_iter": int(iters) if iters is not None else None}
+    return {
+        "inverse_kind": InverseKind.ITERATIVE,
+        "log_det_kind": LogDetKind.ESTIMATED,
+        "inverse_max_iter": int(iters) if iters is not None else None,
+    }
 
 
 def _chain(obj: nn.Module) -> list[tuple[nn.Module, bool]] | None:
@@ -99,8 +105,9 @@ def _chain(obj: nn.Module) -> list[tuple[nn.Module, bool]] | None:
         module_list = cast(nn.ModuleList, obj.module_list)
         conditions = list(getattr(obj, "conditions", [None] * len(module_list)))
         return [(m, c is not None) for m, c in zip(module_list, conditions, strict=False)]
-    nodes = [n for n in getattr(obj, "node_list", [])
-             if type(n).__name__ not in ("InputNode", "OutputNode", "ConditionNode")]
+    nodes = [
+        n for n in getattr(obj, "node_list", []) if type(n).__name__ not in ("InputNode", "OutputNode", "ConditionNode")
+    ]
     previous: Any = None
     chain: list[tuple[nn.Module, bool]] = []
     for node in nodes:
@@ -135,9 +142,11 @@ def _init_warnings(obj: nn.Module) -> list[str]:
             names.append(name or type(m).__name__)
     if not names:
         return []
-    return [f"FrEIA ActNorm {', '.join(names[:4])} is not initialized: it sets itself from the first "
-            "batch it sees, so the audit measures a model that was never trained that way; load "
-            "the trained weights (--weights) or initialize it in the factory"]
+    return [
+        f"FrEIA ActNorm {', '.join(names[:4])} is not initialized: it sets itself from the first "
+        "batch it sees, so the audit measures a model that was never trained that way; load "
+        "the trained weights (--weights) or initialize it in the factory"
+    ]
 
 
 def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condition | None) -> Adapted:
@@ -145,16 +154,20 @@ def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condi
     network = _is_network(obj)
     wants = _takes_condition(obj)
     if wants and condition is None:
-        raise LoadError(f"FrEIA {type(obj).__name__} takes a condition; pass --condition SPEC "
-                        "(a .npy file of condition rows or constant:V1,V2,...)")
+        raise LoadError(
+            f"FrEIA {type(obj).__name__} takes a condition; pass --condition SPEC "
+            "(a .npy file of condition rows or constant:V1,V2,...)"
+        )
     if condition is not None and not wants:
         raise LoadError(f"--condition was given, but FrEIA {type(obj).__name__} takes none")
     if network and len(getattr(obj, "dims_c", []) or []) > 1:
-        raise LoadError("FrEIA networks with several condition inputs are not supported; "
-                        "innaudit passes one condition tensor")
+        raise LoadError(
+            "FrEIA networks with several condition inputs are not supported; innaudit passes one condition tensor"
+        )
     forward, inverse = _maps(_call_network if network else _call_block, condition, wants)
-    info = ModelInfo(domain=domain, source={**source, "library": LIBRARY},
-                     architecture=f"FrEIA.{type(obj).__name__}", **_kinds(obj))
+    info = ModelInfo(
+        domain=domain, source={**source, "library": LIBRARY}, architecture=f"FrEIA.{type(obj).__name__}", **_kinds(obj)
+    )
     blocks = _blocks_fn(domain, condition) if network and _chain(obj) else None
     model = InvertibleModel(obj, forward, inverse, info, blocks_fn=blocks)
     return Adapted(model, tuple(_init_warnings(obj)))

@@ -84,6 +84,7 @@ def _blocks_fn(domain: DataDomain, condition: Condition | None):
 
 def _embedded(block: nn.Module, embedding: nn.Module, condition: Condition):
     """Maps of one block of a conditional Flow: the flow's embedding net applied to the context."""
+
     def forward(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         z, ld = module(x, context=embedding(condition.for_batch(x)))
         return z, sum_per_sample(ld, x)
@@ -98,8 +99,12 @@ def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condi
     """Wrap an nflows Flow or Transform (the context, when given, is passed as ``context=``)."""
     transform, embedding = _parts(obj)
     forward, inverse = _maps(condition, transform is not obj)
-    info = ModelInfo(domain=domain, source={**source, "library": LIBRARY},
-                     architecture=f"nflows.{type(obj).__name__}", **_kinds(transform))
+    info = ModelInfo(
+        domain=domain,
+        source={**source, "library": LIBRARY},
+        architecture=f"nflows.{type(obj).__name__}",
+        **_kinds(transform),
+    )
     has_blocks = isinstance(getattr(transform, "_transforms", None), nn.ModuleList)
     blocks_fn = _blocks_fn(domain, condition) if has_blocks else None
     if is_multiscale(transform):  # levels, one latent each (nflows_multiscale)
@@ -108,6 +113,7 @@ def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condi
     model = InvertibleModel(obj, forward, inverse, info, blocks_fn=blocks_fn)
     warnings: tuple[str, ...] = ()
     if condition is None and embedding is not None and not isinstance(embedding, nn.Identity):
-        warnings = ("the nflows Flow has an embedding net but no --condition was given; it is "
-                    "audited without a context",)
+        warnings = (
+            "the nflows Flow has an embedding net but no --condition was given; it is audited without a context",
+        )
     return Adapted(model, warnings)

@@ -69,7 +69,11 @@ def level_blocks(transform: Any, domain: DataDomain) -> list[InvertibleModel]:
     """One block per level, in data -> latent order."""
     inner = list(transform._transforms)
     kinds: dict[str, Any] = {"inverse_kind": InverseKind.ANALYTIC, "log_det_kind": LogDetKind.EXACT}
-    return [InvertibleModel(block, *_split_maps(int(transform._split_dim), i == len(inner) - 1),
-                            ModelInfo(domain=domain, architecture=f"level {i} / block 0: {type(block).__name__}",
-                                      **kinds))
-            for i, block in enumerate(inner)]
+    return [
+        InvertibleModel(
+            block,
+            *_split_maps(int(transform._split_dim), i == len(inner) - 1),
+            ModelInfo(domain=domain, architecture=f"level {i} / block 0: {type(block).__name__}", **kinds),
+        )
+        for i, block in enumerate(inner)
+    ]

@@ -60,8 +60,12 @@ def _maps(condition: Condition | None):
 def _kinds(module: nn.Module) -> dict[str, Any]:
     residual = [m for m in module.modules() if type(m).__name__ == "Residual"]
     if residual:
-        return {"inverse_kind": InverseKind.ITERATIVE, "log_det_kind": LogDetKind.ESTIMATED,
-                "inverse_tolerance": 1e-5, "inverse_max_iter": 1000}
+        return {
+            "inverse_kind": InverseKind.ITERATIVE,
+            "log_det_kind": LogDetKind.ESTIMATED,
+            "inverse_tolerance": 1e-5,
+            "inverse_max_iter": 1000,
+        }
     return {"inverse_kind": InverseKind.ANALYTIC, "log_det_kind": LogDetKind.EXACT}
 
 
@@ -69,11 +73,16 @@ def _check(obj: nn.Module, condition: Condition | None) -> None:
     import normflows as nf
 
     name = type(obj).__name__
-    missing = [type(layer).__name__ for layer in _layers(obj)
-               if isinstance(layer, nf.flows.Flow) and type(layer).inverse is nf.flows.Flow.inverse]
+    missing = [
+        type(layer).__name__
+        for layer in _layers(obj)
+        if isinstance(layer, nf.flows.Flow) and type(layer).inverse is nf.flows.Flow.inverse
+    ]
     if missing:
-        raise LoadError(f"normflows {', '.join(sorted(set(missing)))} has no inverse (data -> latent "
-                        "is not computable); innaudit audits bijections with both directions")
+        raise LoadError(
+            f"normflows {', '.join(sorted(set(missing)))} has no inverse (data -> latent "
+            "is not computable); innaudit audits bijections with both directions"
+        )
     conditional = isinstance(obj, nf.ConditionalNormalizingFlow)
     if conditional and condition is None:
         raise LoadError(f"normflows {name} takes a context; pass --condition SPEC")
@@ -96,8 +105,13 @@ def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condi
         return adapt_multiscale(obj, domain, source, condition)
     _check(obj, condition)
     forward, inverse = _maps(condition)
-    info = ModelInfo(domain=domain, source={**source, "library": LIBRARY},
-                     architecture=f"normflows.{type(obj).__name__}", **_kinds(obj))
+    info = ModelInfo(
+        domain=domain,
+        source={**source, "library": LIBRARY},
+        architecture=f"normflows.{type(obj).__name__}",
+        **_kinds(obj),
+    )
     composite = isinstance(getattr(obj, "flows", None), nn.ModuleList)
-    return Adapted(InvertibleModel(obj, forward, inverse, info,
-                                   blocks_fn=_blocks_fn(domain, condition) if composite else None))
+    return Adapted(
+        InvertibleModel(obj, forward, inverse, info, blocks_fn=_blocks_fn(domain, condition) if composite else None)
+    )

@@ -82,24 +82,31 @@ def _blocks(domain: DataDomain):
             if i > 0:
                 layers.append(module.merges[i - 1])
             out += [(f"level {i} / block {j}: {type(m).__name__}", m) for j, m in enumerate(layers)]
-        return [InvertibleModel(m, _layer_forward, _layer_inverse,
-                                ModelInfo(domain=domain, architecture=name, **_KINDS))
-                for name, m in out]
+        return [
+            InvertibleModel(m, _layer_forward, _layer_inverse, ModelInfo(domain=domain, architecture=name, **_KINDS))
+            for name, m in out
+        ]
 
     return blocks
 
 
-def adapt_multiscale(obj: nn.Module, domain: DataDomain, source: dict[str, str],
-                     condition: Condition | None) -> Adapted:
+def adapt_multiscale(
+    obj: nn.Module, domain: DataDomain, source: dict[str, str], condition: Condition | None
+) -> Adapted:
     """Wrap a normflows MultiscaleFlow; its class-conditional priors need no condition.
 
     Raises:
         LoadError: a condition was given (the flows of a MultiscaleFlow take none).
     """
     if condition is not None:
-        raise LoadError("--condition was given, but the flows of a normflows MultiscaleFlow take no "
-                        "context (only its class-conditional priors do); drop --condition")
-    info = ModelInfo(domain=domain, source={**source, "library": "normflows"},
-                     architecture=f"normflows.{type(obj).__name__}", **_KINDS)
-    return Adapted(InvertibleModel(obj, _forward, _inverse, info, blocks_fn=_blocks(domain),
-                                   prior_fn=_prior))
+        raise LoadError(
+            "--condition was given, but the flows of a normflows MultiscaleFlow take no "
+            "context (only its class-conditional priors do); drop --condition"
+        )
+    info = ModelInfo(
+        domain=domain,
+        source={**source, "library": "normflows"},
+        architecture=f"normflows.{type(obj).__name__}",
+        **_KINDS,
+    )
+    return Adapted(InvertibleModel(obj, _forward, _inverse, info, blocks_fn=_blocks(domain), prior_fn=_prior))

@@ -43,8 +43,12 @@ def _takes_reconstruct(method: Any) -> bool:
 
 def matches(obj: Any) -> bool:
     """An ``nn.Module`` whose ``reverse`` takes ``reconstruct`` (and has no ``inverse``)."""
-    return (isinstance(obj, nn.Module) and callable(getattr(obj, "reverse", None))
-            and not callable(getattr(obj, "inverse", None)) and _takes_reconstruct(obj.reverse))
+    return (
+        isinstance(obj, nn.Module)
+        and callable(getattr(obj, "reverse", None))
+        and not callable(getattr(obj, "inverse", None))
+        and _takes_reconstruct(obj.reverse)
+    )
 
 
 def _forward(module: nn.Module, x: Tensor) -> Any:
@@ -77,10 +81,15 @@ def _levels(module: nn.Module) -> list[nn.Module]:
 
 def _blocks(domain: DataDomain):
     def blocks(module: nn.Module) -> list[InvertibleModel]:
-        return [InvertibleModel(b, _level_forward, _level_inverse,
-                                ModelInfo(domain=domain, architecture=f"level {i} / block 0: {type(b).__name__}",
-                                          **_KINDS))
-                for i, b in enumerate(_levels(module))]
+        return [
+            InvertibleModel(
+                b,
+                _level_forward,
+                _level_inverse,
+                ModelInfo(domain=domain, architecture=f"level {i} / block 0: {type(b).__name__}", **_KINDS),
+            )
+            for i, b in enumerate(_levels(module))
+        ]
 
     return blocks
 
@@ -92,9 +101,11 @@ def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condi
         LoadError: a condition was given (the convention takes none).
     """
     if condition is not None:
-        raise LoadError(f"--condition was given, but {type(obj).__name__} follows the rosinality Glow "
-                        "convention, which takes no condition; drop --condition")
-    info = ModelInfo(domain=domain, source={**source, "library": "rosinality"},
-                     architecture=type(obj).__name__, **_KINDS)
-    return Adapted(InvertibleModel(obj, _forward, _inverse, info,
-                                   blocks_fn=_blocks(domain) if _levels(obj) else None))
+        raise LoadError(
+            f"--condition was given, but {type(obj).__name__} follows the rosinality Glow "
+            "convention, which takes no condition; drop --condition"
+        )
+    info = ModelInfo(
+        domain=domain, source={**source, "library": "rosinality"}, architecture=type(obj).__name__, **_KINDS
+    )
+    return Adapted(InvertibleModel(obj, _forward, _inverse, info, blocks_fn=_blocks(domain) if _levels(obj) else None))

@@ -47,16 +47,27 @@ def _inverse(module: nn.Module, z: Tensor) -> Any:
 def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condition | None) -> Adapted:
     """Wrap a TorchScript module; its declared kinds (``inverse_kind`` attributes) are read too."""
     if condition is not None:
-        raise LoadError("--condition is not supported for TorchScript archives; script a module "
-                        "whose forward and inverse take the data only")
+        raise LoadError(
+            "--condition is not supported for TorchScript archives; script a module "
+            "whose forward and inverse take the data only"
+        )
     if not hasattr(obj, "inverse"):
-        raise LoadError("the TorchScript archive exports no inverse method (methods: forward); "
-                        "export one with @torch.jit.export def inverse(self, z)")
+        raise LoadError(
+            "the TorchScript archive exports no inverse method (methods: forward); "
+            "export one with @torch.jit.export def inverse(self, z)"
+        )
     kind = str(getattr(obj, "inverse_kind", "analytic"))
-    info = ModelInfo(domain=domain, source={**source, "library": LIBRARY},
-                     architecture=f"TorchScript.{getattr(obj, 'original_name', type(obj).__name__)}",
-                     inverse_kind=InverseKind(kind) if kind in InverseKind._value2member_map_ else InverseKind.ANALYTIC,
-                     log_det_kind=LogDetKind.NONE)
-    return Adapted(InvertibleModel(obj, _forward, _inverse, info),
-                   (f"{source.get('file', 'the archive')} is TorchScript, which is code: it was loaded "
-                    "because --trust-checkpoint was given",))
+    info = ModelInfo(
+        domain=domain,
+        source={**source, "library": LIBRARY},
+        architecture=f"TorchScript.{getattr(obj, 'original_name', type(obj).__name__)}",
+        inverse_kind=InverseKind(kind) if kind in InverseKind._value2member_map_ else InverseKind.ANALYTIC,
+        log_det_kind=LogDetKind.NONE,
+    )
+    return Adapted(
+        InvertibleModel(obj, _forward, _inverse, info),
+        (
+            f"{source.get('file', 'the archive')} is TorchScript, which is code: it was loaded "
+            "because --trust-checkpoint was given",
+        ),
+    )

@@ -65,14 +65,17 @@ def _kinds(module: nn.Module) -> dict[str, Any]:
         name = type(m).__name__
         if name == "FFJTransform":
             exact = bool(getattr(m, "exact", True))
-            return {"inverse_kind": InverseKind.ITERATIVE, "inverse_tolerance": float(getattr(m, "atol", 1e-6)),
-                    "log_det_kind": LogDetKind.EXACT if exact else LogDetKind.ESTIMATED}
+            return {
+                "inverse_kind": InverseKind.ITERATIVE,
+                "inverse_tolerance": float(getattr(m, "atol", 1e-6)),
+                "log_det_kind": LogDetKind.EXACT if exact else LogDetKind.ESTIMATED,
+            }
         univariate = getattr(m, "univariate", None)
         bisects = name in ("MNN", "UMNN") or (
-            isinstance(univariate, type) and issubclass(univariate, MonotonicTransform))
+            isinstance(univariate, type) and issubclass(univariate, MonotonicTransform)
+        )
         if bisects:
-            return {"inverse_kind": InverseKind.ITERATIVE, "inverse_tolerance": 1e-6,
-                    "log_det_kind": LogDetKind.EXACT}
+            return {"inverse_kind": InverseKind.ITERATIVE, "inverse_tolerance": 1e-6, "log_det_kind": LogDetKind.EXACT}
     return {"inverse_kind": InverseKind.ANALYTIC, "log_det_kind": LogDetKind.EXACT}
 
 
@@ -86,8 +89,9 @@ def _check(obj: nn.Module, domain: DataDomain, condition: Condition | None) -> N
     except Exception as exc:  # a conditional flow fails without its context
         conditional, error = True, exc
     if conditional and condition is None:
-        raise library_error(LIBRARY, error, f"{type(obj).__name__} without a context (a conditional "
-                                            "flow needs --condition SPEC)")
+        raise library_error(
+            LIBRARY, error, f"{type(obj).__name__} without a context (a conditional flow needs --condition SPEC)"
+        )
     if condition is not None and not conditional:
         raise LoadError(f"--condition was given, but zuko {type(obj).__name__} runs without a context")
 
@@ -112,8 +116,10 @@ def adapt(obj: Any, domain: DataDomain, source: dict[str, str], condition: Condi
         raise LoadError(f"zuko {type(obj).__name__} has no transform to audit")
     _check(obj, domain, condition)
     forward, inverse = _maps(condition)
-    info = ModelInfo(domain=domain, source={**source, "library": LIBRARY},
-                     architecture=f"zuko.{type(obj).__name__}", **_kinds(obj))
+    info = ModelInfo(
+        domain=domain, source={**source, "library": LIBRARY}, architecture=f"zuko.{type(obj).__name__}", **_kinds(obj)
+    )
     composite = isinstance(getattr(_lazy(obj), "transforms", None), nn.ModuleList)
-    return Adapted(InvertibleModel(obj, forward, inverse, info,
-                                   blocks_fn=_blocks_fn(domain, condition) if composite else None))
+    return Adapted(
+        InvertibleModel(obj, forward, inverse, info, blocks_fn=_blocks_fn(domain, condition) if composite else None)
+    )
