@@ -113,5 +113,7 @@ def compare(
     write_outputs(report, targets, quiet=False)
     counts = ", ".join(f"{n} {c}" for c, n in comparison.counts.items() if n) or "nothing compared"
     code = 1 if comparison.gate_failed else 0
-    err(f"innaudit compare: {counts} (exit {code})")
+    from innaudit.render.console import regression_words
+
+    err(f"innaudit compare: {counts} (exit {code}){regression_words(comparison)}")
     return code
