@@ -130,8 +130,11 @@ def assert_invertible(
 
     Takes the arguments of :func:`audit`. The message lists every finding as
     ``audit[set] metric = value (limit L)`` and any audit that could not run, so a failing test
-    says where the model stopped being invertible. Returns the Report when it passes.
+    says where the model stopped being invertible. Returns the Report when it passes. pytest
+    shows the failure at the caller's line: this frame (whose arguments are the model and the
+    data tensors) is hidden from its traceback.
     """
+    __tracebackhide__ = True  # pytest: the failure is the caller's assertion, not innaudit's code
     report = audit(model, data=data, ood=ood, audits=audits, **options)
     if report.exit_code is ExitCode.OK:
         return report
