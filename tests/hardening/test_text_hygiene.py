@@ -141,7 +141,8 @@ def test_a_model_s_print_never_reaches_stdout(run_cli: Callable[..., CliResult])
 
 
 @pytest.mark.parametrize(
-    "isolated", [pytest.param((), id="in-process"), pytest.param(("--timeout", "300"), id="isolated")]
+    "isolated",
+    [pytest.param((), id="in-process"), pytest.param(("--timeout", "300"), id="isolated", marks=pytest.mark.slow)],
 )
 def test_a_model_s_c_level_output_never_reaches_stdout(
     cli_subprocess: Callable[..., CliResult], isolated: tuple[str, ...]
