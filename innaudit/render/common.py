@@ -77,6 +77,8 @@ def interval_text(result: SetResult, path: str, audit: str | None = None, short:
     value, n = lookup(result.metrics, path), result.metrics.get("n")
     if path not in result.intervals or not isinstance(value, (int, float)) or not isinstance(n, int):
         return ""
+    if not math.isfinite(value):  # only a tampered report holds a non-finite rate with an interval
+        return ""
     low, high = result.intervals[path]
     k = round(value * n)
     if short:
@@ -165,6 +167,8 @@ def verdict_reason(report: Report) -> str:
             f"{len(comparison.regressions)} metric(s) regressed against the baseline"
             + (" (gated)" if comparison.gate else "")
         )
+    if comparison is not None and comparison.gate and comparison.missing:
+        parts.append(f"{len(comparison.missing)} metric(s) of the baseline not measured again (gated)")
     return "; ".join(parts) if parts else "every audit passed its thresholds"
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.text import Text
 
-from innaudit.core.errors import clean_text, shorten_middle
+from innaudit.core.errors import clean_text, clean_tree, shorten_middle
 from innaudit.core.results import AuditResult, Comparison, Report, SetResult, Status, lookup
 from innaudit.render.common import Finding, declarations, findings, fmt, percent
 from innaudit.verdict.diagnosis import Diagnosis, diagnose
@@ -342,7 +342,9 @@ def _wrapped(parts: str, width: int) -> list[str]:
 
 def render(report: Report, *, color: bool = False, width: int = 120, verbose: bool = False) -> str:
     """The console report as text (ANSI colour codes only when ``color``); ``verbose`` adds
-    each finding's metric path and each diagnosis statement's evidence."""
+    each finding's metric path and each diagnosis statement's evidence. Every string of the
+    report is sanitized and capped first (:func:`~innaudit.core.errors.clean_tree`)."""
+    report = clean_tree(report)
     buffer = io.StringIO()
     console = Console(
         file=buffer,

@@ -139,7 +139,9 @@ def _probe(model: InvertibleModel, datasets: Sequence[Dataset], device: torch.de
     x = datasets[0].first(1) if datasets else torch.full((1, *domain.shape), 0.5 * (domain.low + domain.high))
     try:
         z = model.forward(x.to(device=device, dtype=model.dtype))
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # also SystemExit, GeneratorExit, a model's own BaseException
         raise LoadError(
             f"the model's forward pass fails on one input of shape {tuple(x.shape[1:])}: "
             f"{clean_text(f'{type(exc).__name__}: {exc}', 300)}; check the model's input "

@@ -63,7 +63,7 @@ def read_array(path: Path, key: str | None, limit: int | None = None) -> np.ndar
     try:
         if path.suffix == ".npy":
             array = np.load(path, mmap_mode="r", allow_pickle=False)
-            return _check(array if limit is None else array[:limit], path)
+            return _check(array if limit is None or array.ndim == 0 else array[:limit], path)
         if path.suffix == ".npz":
             return _check(_read_npz(path, key, limit), path)
         if path.suffix in (".pt", ".pth"):

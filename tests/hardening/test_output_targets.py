@@ -82,7 +82,7 @@ def test_an_input_of_the_run_is_refused_before_the_run(
     before = target.read_bytes()
     result = run_cli("run", model, *FAST, "--config", config, "--data", data, "-o", f"json={target}")
     assert result.code == 2
-    assert "input of this run" in result.stderr
+    assert "an input of this command" in result.stderr
     assert target.read_bytes() == before
 
 
