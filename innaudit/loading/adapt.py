@@ -46,13 +46,15 @@ def declared_domain(module: nn.Module) -> DataDomain | None:
     shape = getattr(module, "input_shape", None)
     if shape is None:
         return None
-    low, high = getattr(module, "data_range", (0.0, 1.0))
+    declared = getattr(module, "data_range", None)
+    low, high = (0.0, 1.0) if declared is None else declared
     levels = getattr(module, "data_levels", None)
     return DataDomain(
         shape=tuple(int(s) for s in shape),
         low=float(low),
         high=float(high),
         levels=None if levels is None else int(levels),
+        assumed_range=declared is None,
     )
 
 
