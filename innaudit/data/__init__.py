@@ -34,6 +34,7 @@ __all__ = [
     "Role",
     "array_dataset",
     "conversion_warnings",
+    "data_catalogue",
     "default_data",
     "domain_from_file",
     "inferred_array_domain",
@@ -115,7 +116,8 @@ def _builtin_dataset(name: str | None, spec: str, role: Role, domain: DataDomain
     builtin = BUILTINS.get(base)
     if builtin is None:
         raise DataError(
-            f"data SPEC {spec!r} is neither a file that exists nor a built-in set{did_you_mean(base, BUILTINS)}"
+            f"data SPEC {spec!r} is neither a file or folder that exists nor a built-in set"
+            f"{did_you_mean(base, [*BUILTINS, *NATURAL])}"
         )
     label = name or spec
     size = samples if builtin.random else min(samples, builtin.fixed_size(arg))  # type: ignore[misc]
@@ -187,3 +189,11 @@ def conversion_warnings(datasets: Sequence[Dataset]) -> tuple[str, ...]:
         for d in datasets
         if d.transform and d.origin.get("format") not in ("builtin", "natural")
     )
+
+
+def data_catalogue() -> list[tuple[str, str, str]]:
+    """``(name, summary, provenance)`` of every built-in and shipped natural-image set, for
+    ``innaudit list``; the provenance of the natural sets says which package files they are."""
+    rows = [(b.name, b.summary, "") for b in BUILTINS.values()]
+    rows += [(n.name, f"{n.summary} (default OOD set of RGB models)", n.provenance) for n in NATURAL.values()]
+    return rows

@@ -161,8 +161,9 @@ def read_limited(path: Path, limit: int = MAX_IMAGE_BYTES) -> bytes:
     return data
 
 
-def _entries(folder: Path) -> tuple[list[Path], list[Path]]:
-    """The image files and the sub-folders of ``folder``, each sorted by name."""
+def _entries(folder: Path) -> tuple[list[str], list[str]]:
+    """The names of the image files and of the sub-folders of ``folder``, each sorted (names,
+    not paths: a folder of 100,000 images costs a few MB to list)."""
     files, folders = [], []
     try:
         with os.scandir(folder) as listing:
@@ -170,27 +171,29 @@ def _entries(folder: Path) -> tuple[list[Path], list[Path]]:
                 if entry.name.startswith("."):
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    folders.append(Path(entry.path))
+                    folders.append(entry.name)
                 elif entry.name.lower().endswith(IMAGE_SUFFIXES) and entry.is_file():
-                    files.append(Path(entry.path))
+                    files.append(entry.name)
     except OSError as exc:
         raise DataError(f"folder {clean_text(folder, 300)} cannot be listed ({clean_text(exc.strerror, 80)})") from None
-    return sorted(files), sorted(folders)
+    files.sort()
+    folders.sort()
+    return files, folders
 
 
 def _walk(folder: Path) -> Iterator[Path]:
     """Every image file under ``folder``, depth first, sorted."""
     files, folders = _entries(folder)
-    yield from files
+    yield from (folder / name for name in files)
     for sub in folders:
-        yield from _walk(sub)
+        yield from _walk(folder / sub)
 
 
 def _interleaved(root: Path) -> Iterator[Path]:
     """The root's own images, then one image of each top-level sub-folder in turn."""
     files, folders = _entries(root)
-    yield from files
-    for group in zip_longest(*(_walk(sub) for sub in folders)):
+    yield from (root / name for name in files)
+    for group in zip_longest(*(_walk(root / sub) for sub in folders)):
         yield from (path for path in group if path is not None)
 
 

@@ -81,7 +81,7 @@ NATURAL: dict[str, NaturalSet] = {
         ),
         NaturalSet(
             "photos",
-            "crops of 3 photos (a scene, a portrait, a street camera shot), a Places stand-in",
+            "crops of 3 photos (a motorcycle in a room, a photographer outdoors, a portrait), a Places stand-in",
             "scikit-image motorcycle_left.png (Middlebury 2014 stereo), camera.png (CC0); matplotlib "
             "sample_data/grace_hopper.jpg (US Navy, public domain)",
             ((_SKIMAGE, "motorcycle_left.png"), (_SKIMAGE, "camera.png"), (_MPL, "grace_hopper.jpg")),
