@@ -18,11 +18,17 @@ __all__ = ["explain", "init", "list_audits", "train"]
 
 @cli.command("list")
 def list_audits() -> None:
-    """List the audits with their ids."""
+    """List the audits with their ids, and the built-in data sets with where they come from."""
     from innaudit.audits import REGISTRY
+    from innaudit.data import data_catalogue
 
     for aid, cls in REGISTRY.items():
         click.echo(f"{aid:12s} {cls.title}")
+    click.echo("\nbuilt-in data sets (--data / --ood SPEC; files and folders: see docs/data.md)")
+    for name, summary, provenance in data_catalogue():
+        click.echo(f"{name:12s} {summary}")
+        if provenance:
+            click.echo(f"{'':12s} from: {provenance}")
 
 
 @cli.command()

@@ -7,7 +7,7 @@ every native checkpoint. It imports nothing heavy, so the CLI and config can use
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from innaudit.core.errors import LoadError, short_repr
@@ -31,6 +31,9 @@ class DataDomain:
             images), or ``None`` for continuous data. A level ``k`` sits at ``low + k * bin``,
             and training adds uniform dequantization noise of one bin.
         name: a short description of the data, e.g. ``"digits"``.
+        assumed_range: True when the model declared its shape but not its range, so
+            ``[low, high]`` is a default rather than a fact: data are not checked against it
+            (:mod:`innaudit.data.convert`). Not stored in checkpoints or reports.
     """
 
     shape: tuple[int, ...]
@@ -38,6 +41,7 @@ class DataDomain:
     high: float = 1.0
     levels: int | None = None
     name: str = ""
+    assumed_range: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.shape or any(int(s) <= 0 for s in self.shape):
