@@ -133,7 +133,9 @@ def _read_rows(stream: Any, limit: int | None, where: str) -> np.ndarray:
     if dtype.hasobject:
         raise DataError(f"{where} cannot be read: it holds Python objects; expected numbers (pickles are never loaded)")
     if not shape:
-        raise DataError(f"{where} holds a scalar; expected numbers shaped (samples, ...)")
+        raise DataError(f"{where} holds a scalar (shape ()); expected numbers shaped (samples, ...)")
+    if any(size < 0 for size in shape):
+        raise DataError(f"{where} declares negative dimensions {shape}; expected a file written by numpy.save")
     rows = shape[0] if limit is None else min(shape[0], limit)
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
     total = shape[0] * row_bytes
