@@ -1,9 +1,12 @@
 """Data SPECs: ``--data SPEC`` and ``--ood [NAME=]SPEC``.
 
-A SPEC is a file (``x.npy``, ``x.npz[:key]``, ``x.pt[:key]``) or a built-in name with an
-optional argument (``uniform``, ``gaussian``, ``rademacher``, ``constant:V``, ``digits:test``);
-see :mod:`innaudit.data.builtin`. Every set is shaped like the model's input and checked against
-it before any audit starts.
+A SPEC is an array file (``x.npy``, ``x.npz[:key]``, ``x.pt[:key]``, ``x.t7``), a data set in the
+format its users hold it (an image folder, CIFAR python batches, SVHN ``.mat``, Parquet or tar
+shards: :mod:`innaudit.data.formats`), a natural-image set that ships offline
+(:mod:`innaudit.data.natural`), or a built-in name with an optional argument (``uniform``,
+``gaussian``, ``rademacher``, ``constant:V``, ``digits:test``; :mod:`innaudit.data.builtin`).
+Every set is converted to the model's input by the rules of :mod:`innaudit.data.convert`, or
+refused, before any audit starts.
 """
 
 from __future__ import annotations
