@@ -475,9 +475,9 @@ def _carry_out(
     )
     status = RepairStatus.REPAIRED if after.exit_code is ExitCode.OK else RepairStatus.NOT_FIXED
     if output is not None:
-        from innaudit.safeio.atomic import write_atomic
+        from innaudit.safeio.atomic import write_target
 
-        write_atomic(output, blob)
+        write_target(output, blob)
     return RepairResult(
         status,
         plan,
