@@ -39,6 +39,8 @@ Values (the model's range ``[low, high]``, width ``w``, ``L`` levels):
 - values outside it that one of the standard ranges ``[0, 1]``, ``[-0.5, 0.5]``, ``[-1, 1]``,
   ``[0, 255]`` holds (the smallest such): mapped linearly onto ``[low, high]``
   (``[-1, 1]`` to ``[0, 1]`` is ``(x + 1) / 2``).
+  This rescaling is for the in-distribution set only: an OOD set outside the model's range is
+  a probe of values the model never saw, so it is used as given.
 - anything else: refused for the in-distribution set; an OOD set is used as given and the
   report says its values lie outside the model's range.
 - a model that declares its shape but not its range (``DataDomain.assumed_range``): values are
@@ -354,13 +356,11 @@ def _scale(scan: ValueScan, domain: DataDomain, source: str, ood: bool) -> tuple
         return ("8bit", 0.0, 255.0), [f"8-bit pixels k = 0..255 -> {rule}"]
     if _in(scan.low, scan.high, lo, hi):
         return ("as-is", 0.0, 0.0), []
-    for a, b in STANDARD_RANGES:
+    for a, b in () if ood else STANDARD_RANGES:
         if _in(scan.low, scan.high, a, b):
             return ("linear", a, b), [f"{seen}: rescaled from [{a:g}, {b:g}] to the model's range {span}"]
     if ood:
-        return ("as-is", 0.0, 0.0), [
-            f"{seen} lie outside the model's range {span} and no standard range holds them: used as given"
-        ]
+        return ("as-is", 0.0, 0.0), [f"{seen} lie outside the model's range {span}: an OOD set is used as given"]
     raise DataError(
         f"{source} holds {seen}, outside the model's range {span}, and no standard range "
         "([0, 1], [-0.5, 0.5], [-1, 1], [0, 255]) holds them to rescale from; rescale the data, "
