@@ -14,27 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from innaudit import save_checkpoint, zoo
-from innaudit.core.domain import DataDomain
 from tests.conftest import CliResult, read_report
 
 HOSTILE = Path(__file__).resolve().parent / "hostile_models.py"
-CONFIG = {
-    "shape": [4],
-    "steps": 1,
-    "hidden": 8,
-    "coupling": "additive",
-    "permutation": "reverse",
-    "actnorm": False,
-    "seed": 0,
-}
 FAST = ("--samples", "16")
 
 
 @pytest.fixture()
-def base(run_cli: Callable[..., CliResult], tmp_path: Path) -> Path:
-    module = zoo.build("coupling-vector", CONFIG)
-    model = save_checkpoint(tmp_path / "model.pt", module, "coupling-vector", CONFIG, DataDomain(shape=(4,)))
+def base(run_cli: Callable[..., CliResult], model: Path, tmp_path: Path) -> Path:
     path = tmp_path / "base.json"
     result = run_cli("run", model, "--audit", "roundtrip", "--audit", "logdet", *FAST, "-o", f"json={path}")
     assert result.code == 0, result.stderr

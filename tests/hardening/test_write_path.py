@@ -19,29 +19,13 @@ import numpy as np
 import pytest
 import torch
 
-from innaudit import save_checkpoint, zoo
-from innaudit.core.domain import DataDomain
 from innaudit.core.errors import UsageError
 from innaudit.monitor import InvertibilityMonitor
 from tests.conftest import REPO, CliResult, read_report
+from tests.hardening.tiny import save_tiny
 from tests.monitor.models import ScaleCoupling, data
 
-CONFIG = {
-    "shape": [4],
-    "steps": 1,
-    "hidden": 8,
-    "coupling": "additive",
-    "permutation": "reverse",
-    "actnorm": False,
-    "seed": 0,
-}
 FAST = ("--audit", "roundtrip", "--samples", "20")
-
-
-@pytest.fixture()
-def model(tmp_path: Path) -> Path:
-    module = zoo.build("coupling-vector", CONFIG)
-    return save_checkpoint(tmp_path / "model.pt", module, "coupling-vector", CONFIG, DataDomain(shape=(4,)))
 
 
 @pytest.fixture()
@@ -243,7 +227,7 @@ def test_report_save_and_save_checkpoint_follow_symlinks_and_keep_fifos(model: P
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and b'"schema_version"' in got[0]
     ckpt, ckpt_link = tmp_path / "c.pt", tmp_path / "c-link.pt"
     ckpt_link.symlink_to(ckpt)
-    save_checkpoint(ckpt_link, zoo.build("coupling-vector", CONFIG), "coupling-vector", CONFIG, DataDomain(shape=(4,)))
+    save_tiny(ckpt_link)
     assert ckpt_link.is_symlink() and torch.load(ckpt, weights_only=True)["architecture"]["name"] == "coupling-vector"
 
 
