@@ -35,6 +35,7 @@ __all__ = [
     "environment",
     "run_audits",
     "run_header",
+    "versions",
 ]
 
 
@@ -68,17 +69,22 @@ class _Silent:
         pass
 
 
+def versions() -> dict[str, str]:
+    """The versions of innaudit, torch, numpy and Python, for the report's ``run`` block."""
+    return {
+        "innaudit": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
 def environment(model: InvertibleModel, device: torch.device) -> dict[str, Any]:
     """The numeric environment that can change results, for the report's ``run`` block."""
     return {
         "device": str(device),
         "dtype": str(model.dtype).replace("torch.", ""),
-        "versions": {
-            "innaudit": __version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": versions(),
         "platform": sys.platform,
         "threads": torch.get_num_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),

@@ -10,7 +10,6 @@ before its model and data were loaded gets a report too, saying so: slow is not 
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -19,7 +18,7 @@ from typing import Any
 from innaudit._version import __version__
 from innaudit.audits import REGISTRY, selected_audits
 from innaudit.core.results import AuditResult, Report, Status
-from innaudit.run.audits import RunHeader, assemble
+from innaudit.run.audits import RunHeader, assemble, versions
 from innaudit.run.job import Job
 
 __all__ = ["Partial", "Tee"]
@@ -87,20 +86,13 @@ class Partial:
     def _unloaded(self, reason: str) -> Report:
         """The report of a run stopped while its model and data were still being loaded."""
         config = self.job.config
-        import numpy as np
-        import torch
 
         run = {
             "seed": config.seed,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "device": config.device,
             "dtype": "unknown (the model was not loaded)",
-            "versions": {
-                "innaudit": __version__,
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-                "python": platform.python_version(),
-            },
+            "versions": versions(),
             "platform": sys.platform,
             "config": config.to_dict(),
         }
