@@ -118,15 +118,19 @@ def ood_explodes(view: ReportView) -> Finding | None:
     )
 
 
+def _first_above_zero(view: ReportView, audit: str, result: SetResult, paths: tuple[str, ...]) -> Evidence | None:
+    """The evidence of the first of ``paths`` whose value is above 0, or None."""
+    for path in paths:
+        item = view.evidence(audit, result, path)
+        if item is not None and view.above(item.value, 0.0):
+            return item
+    return None
+
+
 def _attack(view: ReportView) -> list[Evidence]:
-    found: list[Evidence] = []
-    for result in view.sets("attack", DATA):
-        for path in ("nonfinite_fraction", "fraction_above_threshold"):
-            item = view.evidence("attack", result, path)
-            if item is not None and view.above(item.value, 0.0):
-                found.append(item)
-                break
-    return found
+    paths = ("nonfinite_fraction", "fraction_above_threshold")
+    found = (_first_above_zero(view, "attack", result, paths) for result in view.sets("attack", DATA))
+    return [item for item in found if item is not None]
 
 
 def _gradient(view: ReportView) -> list[Evidence]:
@@ -151,14 +155,11 @@ def _data_spectrum(view: ReportView) -> list[Evidence]:
     """The Jacobian on the data: non-finite, singular, or beyond its condition-number levels."""
     found: list[Evidence] = []
     for result in view.sets("spectrum", DATA):
-        for path in ("nonfinite_fraction", "singular_fraction"):
-            item = view.evidence("spectrum", result, path)
-            if item is not None and view.above(item.value, 0.0):
-                found.append(item)
-                break
-        else:
-            if any(c.metric.startswith("condition") and c.status.rank >= 2 for c in result.checks):
-                found.extend(e for e in [view.evidence("spectrum", result, "condition.max")] if e is not None)
+        item = _first_above_zero(view, "spectrum", result, ("nonfinite_fraction", "singular_fraction"))
+        if item is not None:
+            found.append(item)
+        elif any(c.metric.startswith("condition") and c.status.rank >= 2 for c in result.checks):
+            found.extend(e for e in [view.evidence("spectrum", result, "condition.max")] if e is not None)
     return found
 
 
