@@ -26,6 +26,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 __all__ = ["KINDS", "plot_series"]
 
 _INK, _BAD, _FAINT = "#1f5f99", "#c0392b", "#8899aa"
@@ -222,7 +224,6 @@ def precisions(series: Mapping[str, Any], title: str) -> Any:
 
 def grid(series: Mapping[str, Any], title: str) -> Any:
     """2D maps of each metric, log colour scale, NaN/Inf masked (drawn black)."""
-    import numpy as np
     from matplotlib.colors import LogNorm, Normalize
 
     keys = [k for k in _metric_keys(series, "") if k not in ("x", "y")]
@@ -249,7 +250,6 @@ def grid(series: Mapping[str, Any], title: str) -> Any:
 
 
 def _image(raw: Any) -> Any:
-    import numpy as np
 
     arr = np.asarray(raw, dtype=float)
     while arr.ndim > 3 or (arr.ndim == 3 and arr.shape[0] == 1):
@@ -261,7 +261,6 @@ def _image(raw: Any) -> Any:
 
 def images(series: Mapping[str, Any], title: str) -> Any:
     """Witness images side by side (x, x', reconstruction...), each on its own colour range."""
-    import numpy as np
 
     labels = list(series)
     fig = _figure(1.6 * max(1, len(labels)) + 0.4, 2.0)
