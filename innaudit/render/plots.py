@@ -226,10 +226,16 @@ def grid(series: Mapping[str, Any], title: str) -> Any:
     """2D maps of each metric, log colour scale, NaN/Inf masked (drawn black)."""
     from matplotlib.colors import LogNorm, Normalize
 
-    keys = [k for k in _metric_keys(series, "") if k not in ("x", "y")]
-    fig = _figure(3.4 * max(1, len(keys)), 3.0)
-    axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
     xs, ys = np.asarray(series.get("x", []), float), np.asarray(series.get("y", []), float)
+    keys = [k for k in series if k not in ("x", "y")]
+    for key in keys:
+        shape = np.shape(series[key]) if isinstance(series[key], list | tuple) else ()
+        if shape != (ys.size, xs.size):
+            raise ValueError(f"grid metric {key!r} is not a {ys.size} x {xs.size} array (len(y) x len(x))")
+    if not keys:
+        raise ValueError("grid series has no metric besides x and y")
+    fig = _figure(3.4 * len(keys), 3.0)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, key in zip(axes, keys, strict=False):
         data = np.ma.masked_invalid(np.asarray(series[key], dtype=float))
         good = data.compressed()
@@ -250,7 +256,6 @@ def grid(series: Mapping[str, Any], title: str) -> Any:
 
 
 def _image(raw: Any) -> Any:
-
     arr = np.asarray(raw, dtype=float)
     while arr.ndim > 3 or (arr.ndim == 3 and arr.shape[0] == 1):
         arr = arr[0]
