@@ -14,9 +14,9 @@ import torch
 import innaudit
 from innaudit.audits import specs
 from innaudit.config.settings import Config, parse_config
+from tests.helpers import REPO, subprocess_env
 
 from .api_models import Squash
-from .conftest import REPO, subprocess_env
 from .fixtures_models import ExactLinear
 
 

@@ -6,7 +6,7 @@ it breaks, why, and what to change and re-run. :func:`diagnose` answers them wit
 question; a rule speaks only when the report holds evidence for it, and every statement cites
 that evidence as (audit, set, metric path, value).
 
-Two properties hold for every report (``tests/test_diagnosis_properties.py``):
+Two properties hold for every report (``tests/verdict/test_diagnosis_properties.py``):
 
 - a statement that explains a failing or warning set is generated from the checks that decided
   that status and cites exactly those metrics (:mod:`innaudit.verdict.phrases` words them with

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..conftest import FIXTURE_MODELS, invoke_cli, read_report
+from tests.helpers import FIXTURE_MODELS, invoke_cli, read_report
 
 FAST = ("--audit", "roundtrip", "--samples", "300", "--steps", "20")
 

@@ -13,8 +13,8 @@ import innaudit
 from innaudit.core.errors import UsageError
 from innaudit.core.results import ExitCode
 from innaudit.repair.result import Outcome, RepairStatus
+from tests.helpers import FIXTURE_MODELS
 
-from ..conftest import FIXTURE_MODELS
 from . import models
 
 FAST = {"audits": ["roundtrip"], "samples": 300, "steps": 20}

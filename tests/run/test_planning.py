@@ -33,10 +33,9 @@ from innaudit.run.plan import (
     replan,
 )
 from innaudit.zoo import build
+from tests.helpers import FIXTURE_MODELS, read_report
 
-from ..conftest import read_report
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures_models.py"
+FIXTURES = FIXTURE_MODELS
 SCHEMA = json.loads((Path(innaudit.__file__).parent / "render" / "report.schema.json").read_text())
 
 
