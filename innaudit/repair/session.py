@@ -504,12 +504,13 @@ def _judged(record: RemedyResult, plan: Plan, after: Report) -> RemedyResult:
 
 
 def _load_hint(subject: Subject, kind: str, output: str | None, clamps: Mapping[str, float]) -> str:
+    """How to load the checkpoint; ``bound_scales`` is ``from innaudit.repair import bound_scales``."""
     path = output or "FIXED.pt"
     if kind == "native":
         return f"innaudit run {path}"
     if subject.kind == "factory":
         hint = f"innaudit run {subject.given} --weights {path}"
-        return hint + (" (the factory applies innaudit.repair.bound_scales(model, CLAMPS) first)" if clamps else "")
+        return hint + (" (the factory applies bound_scales(model, CLAMPS) first)" if clamps else "")
     return f"model.load_state_dict(torch.load({path!r}, weights_only=True))" + (
-        "; innaudit.repair.bound_scales(model, CLAMPS)" if clamps else ""
+        "; bound_scales(model, CLAMPS)" if clamps else ""
     )

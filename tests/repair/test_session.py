@@ -12,6 +12,7 @@ import torch
 import innaudit
 from innaudit.core.errors import UsageError
 from innaudit.core.results import ExitCode
+from innaudit.repair import bound_scales
 from innaudit.repair.result import Outcome, RepairStatus
 
 from ..conftest import FIXTURE_MODELS
@@ -114,7 +115,7 @@ def test_a_normflows_factory_gets_a_state_dict_that_loads_back(train_file: Path,
     assert plain.exit_code is ExitCode.GATE_FAILED  # the weights alone: the scale is unbounded again
     flow = models.normflows_overflow()
     flow.load_state_dict(torch.load(output, weights_only=True), strict=True)
-    innaudit.repair.bound_scales(flow, clamps)
+    bound_scales(flow, clamps)
     fixed = innaudit.audit(flow, data=str(train_file), audits=["roundtrip"], samples=300)
     assert fixed.exit_code is ExitCode.OK
 
