@@ -15,6 +15,7 @@ gradient), ``factory`` (the normflows RealNVP of ``repair_factory.py``, roundtri
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -85,6 +86,31 @@ def run(name: str, folder: Path) -> None:
         print(f"   {remedy.remedy}: {remedy.outcome.value if remedy.outcome else '-'}")
     for line in result.still_failing:
         print(f"   still FAIL {line}")
+    if case.weights:
+        _load_back(result, folder)
+
+
+def _load_back(result, folder: Path) -> None:
+    """The repaired state dict in the user's factory with the chosen clamps, audited again."""
+    import os
+
+    import innaudit
+
+    clamps = next((r.parameters["clamp"] for r in result.remedies if r.remedy == "bounded-scale"), {})
+    path = folder / "clamps.json"
+    path.write_text(json.dumps(clamps), encoding="utf-8")
+    os.environ["REPAIR_CLAMPS"] = str(path)
+    for factory in ("flow", "repaired_flow"):
+        report = innaudit.audit(
+            f"{ROOT / 'benchmarks/repair_factory.py'}:{factory}",
+            weights=str(folder / "factory-fixed.pt"),
+            data="digits:test",
+            audits=["roundtrip"],
+            seed=0,
+        )
+        print(
+            f"   {factory} --weights fixed: exit {int(report.exit_code)}, {_figures(report, 'roundtrip', 'nonfinite_fraction')}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,10 @@ Run ``python benchmarks/repair_factory.py -o flow-weights.pt [--fd] [--steps N]`
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,12 +23,12 @@ DIM = 64
 LEVELS = 17
 
 
-def flow() -> nn.Module:
+def flow(couplings: int = 8) -> nn.Module:
     """The factory: a normflows RealNVP on flattened 8x8 digits in ``[0, 1)`` (17 levels)."""
     import normflows as nf
 
     layers: list[nn.Module] = []
-    for _ in range(8):
+    for _ in range(couplings):
         layers.append(nf.flows.AffineCouplingBlock(nf.nets.MLP([DIM // 2, 64, DIM], init_zeros=True)))
         layers.append(nf.flows.Permute(DIM, mode="swap"))
     model = nf.NormalizingFlow(nf.distributions.DiagGaussian(DIM, trainable=False), layers)
@@ -35,6 +38,21 @@ def flow() -> nn.Module:
     return model
 
 
+def small_flow() -> nn.Module:
+    """The same flow with 4 couplings (``--couplings 4``)."""
+    return flow(4)
+
+
+def repaired_flow() -> nn.Module:
+    """:func:`flow` with the bounded scales a repair chose: the clamps (``run.repair.remedies[0]
+    .parameters.clamp`` of the repair's JSON report) are read from ``clamps.json``, or from the
+    file ``REPAIR_CLAMPS`` names. Load the repaired state dict into it with ``--weights``."""
+    from innaudit.repair import bound_scales
+
+    path = Path(os.environ.get("REPAIR_CLAMPS", "clamps.json"))
+    return bound_scales(flow(), json.loads(path.read_text(encoding="utf-8")))
+
+
 def digits() -> torch.Tensor:
     """The training digits, flattened, at the lower edges of their bins in ``[0, 1)``."""
     from innaudit.data.digits import load_digits
@@ -42,12 +60,12 @@ def digits() -> torch.Tensor:
     return torch.from_numpy(load_digits("train")[0]).reshape(-1, DIM).float()
 
 
-def train(steps: int = 1500, fd: bool = False, seed: int = 0) -> nn.Module:
+def train(steps: int = 1500, fd: bool = False, seed: int = 0, couplings: int = 8) -> nn.Module:
     """The user's loop: maximum likelihood with Adam on dequantized digits, optionally with FD."""
     from innaudit.train.regularizers import fd_regularizer
 
     torch.manual_seed(seed)
-    model, x_all = flow(), digits()
+    model, x_all = flow(couplings), digits()
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     for step in range(steps):
@@ -68,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--fd", action="store_true", help="add the FD regularizer to the loop")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--couplings", type=int, default=8, help="8 (flow) or 4 (small_flow)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model = train(args.steps, args.fd, args.seed)
+    model = train(args.steps, args.fd, args.seed, args.couplings)
     torch.save(model.state_dict(), args.output)
     print(f"wrote {args.output} ({args.steps} steps{', FD' if args.fd else ''}, seed {args.seed})")
     return 0
