@@ -9,7 +9,9 @@ the other figures do not (same seed, same bytes).
 
 Cases: ``affine`` (digits-affine, roundtrip on the noise battery), ``deep``
 (digits-affine-deep, the attack), ``ms`` (digits-classifier-affine-ms, the memory-saving
-gradient), ``factory`` (the normflows RealNVP of ``repair_factory.py``, roundtrip).
+gradient), ``factory`` (the 4-coupling normflows RealNVP of ``repair_factory.py``, roundtrip; the repaired
+state dict is then loaded back into the factory with and without the clamps and audited),
+``factory8`` (the same with 8 couplings).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ CASES = {
     "affine": Case("checkpoints/digits-affine.pt", "roundtrip", "nonfinite_fraction"),
     "deep": Case("checkpoints/digits-affine-deep.pt", "attack", "fraction_above_threshold"),
     "ms": Case("checkpoints/digits-classifier-affine-ms.pt", "gradient", "nonfinite_fraction"),
-    "factory": Case("benchmarks/repair_factory.py:flow", "roundtrip", "nonfinite_fraction", weights=True),
+    "factory": Case("benchmarks/repair_factory.py:small_flow", "roundtrip", "nonfinite_fraction", weights=True),
+    "factory8": Case("benchmarks/repair_factory.py:flow", "roundtrip", "nonfinite_fraction", weights=True),
 }
 
 
@@ -61,7 +64,7 @@ def run(name: str, folder: Path) -> None:
         from repair_factory import train
 
         weights = str(folder / "weights.pt")
-        torch.save(train().state_dict(), weights)
+        torch.save(train(couplings=4 if name == "factory" else 8).state_dict(), weights)
     start = time.perf_counter()
     result = innaudit.repair(
         str(ROOT / case.model),
@@ -87,23 +90,24 @@ def run(name: str, folder: Path) -> None:
     for line in result.still_failing:
         print(f"   still FAIL {line}")
     if case.weights:
-        _load_back(result, folder)
+        _load_back(result, case, folder / f"{name}-fixed.pt")
 
 
-def _load_back(result, folder: Path) -> None:
+def _load_back(result, case: Case, fixed: Path) -> None:
     """The repaired state dict in the user's factory with the chosen clamps, audited again."""
     import os
 
     import innaudit
 
     clamps = next((r.parameters["clamp"] for r in result.remedies if r.remedy == "bounded-scale"), {})
-    path = folder / "clamps.json"
+    path = fixed.with_name("clamps.json")
     path.write_text(json.dumps(clamps), encoding="utf-8")
     os.environ["REPAIR_CLAMPS"] = str(path)
-    for factory in ("flow", "repaired_flow"):
+    plain = case.model.rpartition(":")[2]
+    for factory in (plain, f"repaired_{plain}"):
         report = innaudit.audit(
             f"{ROOT / 'benchmarks/repair_factory.py'}:{factory}",
-            weights=str(folder / "factory-fixed.pt"),
+            weights=str(fixed),
             data="digits:test",
             audits=["roundtrip"],
             seed=0,

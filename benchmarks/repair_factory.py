@@ -43,14 +43,24 @@ def small_flow() -> nn.Module:
     return flow(4)
 
 
-def repaired_flow() -> nn.Module:
-    """:func:`flow` with the bounded scales a repair chose: the clamps (``run.repair.remedies[0]
-    .parameters.clamp`` of the repair's JSON report) are read from ``clamps.json``, or from the
-    file ``REPAIR_CLAMPS`` names. Load the repaired state dict into it with ``--weights``."""
+def _bounded(model: nn.Module) -> nn.Module:
+    """``model`` with the bounded scales a repair chose: the clamps (``run.repair.remedies[0]
+    .parameters.clamp`` of the repair's JSON report) read from ``clamps.json``, or from the file
+    that ``REPAIR_CLAMPS`` names."""
     from innaudit.repair import bound_scales
 
     path = Path(os.environ.get("REPAIR_CLAMPS", "clamps.json"))
-    return bound_scales(flow(), json.loads(path.read_text(encoding="utf-8")))
+    return bound_scales(model, json.loads(path.read_text(encoding="utf-8")))
+
+
+def repaired_flow() -> nn.Module:
+    """:func:`flow` with the repair's bounded scales; load the repaired state dict with ``--weights``."""
+    return _bounded(flow())
+
+
+def repaired_small_flow() -> nn.Module:
+    """:func:`small_flow` with the repair's bounded scales."""
+    return _bounded(small_flow())
 
 
 def digits() -> torch.Tensor:
