@@ -458,6 +458,12 @@ def _carry_out(
         tuned = {"objective": objective.kind, **settings.to_dict(), **result.to_dict()}
         records += _fine_tune_records(settings)
         notes += [f"fine-tune: {result.stopped}"] if result.stopped else []
+        if result.skipped_regularized:
+            notes.append(
+                f"fine-tune: the regularized loss was non-finite on {result.skipped_regularized} of "
+                f"{result.regularized} regularized steps (skipped): the FD/NF term acted on "
+                f"{result.regularized - result.skipped_regularized} of them"
+            )
     elif clamps and objective.kind is None:
         notes.append(f"no fine-tune after the bounded scale: {objective.note}")
     after_value = _price(subject, objective, data, seed)[1]
