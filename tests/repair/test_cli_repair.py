@@ -60,3 +60,6 @@ def test_bad_arguments_are_one_line_and_exit_2(overflow_ckpt: Path, train_file: 
     data = invoke_cli("repair", overflow_ckpt, "--data", tmp_path / "nothing.npy", "-o", tmp_path / "x.pt")
     assert data.code == 2 and len(data.stderr_lines) == 1 and "Traceback" not in data.stderr
     assert not (tmp_path / "x.pt").exists()
+    budget = invoke_cli("repair", overflow_ckpt, "--data", train_file, "--budget", "soon", "-o", tmp_path / "x.pt")
+    assert budget.code == 2 and len(budget.stderr_lines) == 1 and "is not a duration" in budget.stderr
+    assert not (tmp_path / "x.pt").exists()
