@@ -208,7 +208,7 @@ class Convergence(Audit):
         "unmeasured_blocks": Threshold(warn=None, fail=0.0),
         "residual.max": Threshold(warn=1e-3, fail=None),
     }
-    options = {"samples": 64, "max_residual": 1e-2, "sweep": [10, 100], "sweep_samples": 16, "sweep_cap_growth": 4}
+    options = {"samples": 64, "max_residual": 1e-2, "sweep": (10, 100), "sweep_samples": 16, "sweep_cap_growth": 4}
     metrics = (
         neither("n", doc="samples"),
         neither("blocks", doc="blocks with an iterative inverse"),
