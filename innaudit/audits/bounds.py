@@ -99,7 +99,7 @@ def _model_chain(model: InvertibleModel, inverse: bool) -> float | None:
     return chain_bound(stages) if stages else None
 
 
-def model_certificate(model: InvertibleModel, chain_max_dim: int = 512) -> Certificate:
+def model_certificate(model: InvertibleModel, chain_max_dim: int = 2048) -> Certificate:
     """Every block's bounds and the whole model's, chains up to ``chain_max_dim`` wide."""
     with chain_limit(chain_max_dim):
         blocks = tuple(model_bounds(model))
@@ -127,7 +127,7 @@ class Bounds(Audit):
     every block is a chain of linear maps and activations (additive coupling flows, and the
     forward map of residual flows), the whole model is bounded by its own chain bound too,
     usually far below the product (option ``chain_max_dim``: the widest chain state bounded,
-    512 by default). A bound holds on all of ``R^d``: no input, however far out of
+    2048 by default). A bound holds on all of ``R^d``: no input, however far out of
     distribution, can make the map amplify a perturbation by more.
 
     Residual blocks: the certified ``Lip(g)`` (``lip_g``) sits beside the library's own estimate
@@ -172,7 +172,7 @@ class Bounds(Audit):
         "residual.uncertified": Threshold(warn=None, fail=0.0),
         "empirical_blocks": Threshold(warn=0.0, fail=None),
     }
-    options = {"samples": 32, "slack": 1e-3, "method": "auto", "chain_max_dim": 512}
+    options = {"samples": 32, "slack": 1e-3, "method": "auto", "chain_max_dim": 2048}
     metrics = (
         *tuple(
             m

@@ -20,7 +20,11 @@ norm of the mean-slope chain, the full one the product bound divided by ``2^K`` 
 is never above the product of the layers' norms times the activations' largest slopes, and it is
 computed exactly by dynamic programming over the ``(K + 1)(K + 2) / 2`` segments (``V(j) = sum_{i
 < j} V(i) ||segment(i, j)||``), each norm by SVD or its Gram bound (:mod:`.gram`). It needs the
-chain's matrices dense, so it serves chains of a few thousand coordinates at most.
+chain's matrices dense, so it serves chains of a few thousand coordinates at most; a run of affine
+stages that passes through fewer coordinates than it has on either side (the state between two
+blocks of a flow, narrower than the blocks' hidden states) is kept as its two factors, and every
+norm through it is that of an ``r x r`` core (QR of each factor), so a whole flow costs little
+more than its blocks.
 """
 
 from __future__ import annotations
@@ -81,26 +85,100 @@ def stage_dims(stage: Stage) -> tuple[int, int]:
     return int(stage.low.numel()), int(stage.low.numel())
 
 
-def _alternate(stages: Sequence[Stage]) -> tuple[list[Tensor], list[Slopes]]:
-    """``M_0, s_1, M_1, ..., s_K, M_K``: adjacent affine stages multiplied, identities put
-    between adjacent activations and at the ends."""
+@dataclass(frozen=True)
+class _Factored:
+    """The matrix ``left @ right`` kept as its two factors: a run of affine stages that passes
+    through ``r`` coordinates, fewer than it has on either side (the state between two blocks of
+    a flow), so every product and norm through it costs ``r`` times its sides, not their square."""
+
+    left: Tensor
+    right: Tensor
+
+
+_Matrix = Tensor | _Factored
+
+
+def _run_product(run: Sequence[Tensor]) -> _Matrix:
+    """The product of a run of affine stages (in order), factored at its narrowest state."""
+    if len(run) == 1:
+        return run[0]
+    widths = [int(run[0].shape[1])] + [int(m.shape[0]) for m in run]
+    cut = min(range(len(widths)), key=lambda t: widths[t])
+    right = torch.eye(widths[0], dtype=torch.float64)
+    for m in run[:cut]:
+        right = m @ right
+    left = torch.eye(widths[cut], dtype=torch.float64)
+    for m in run[cut:]:
+        left = m @ left
+    if widths[cut] < min(widths[0], widths[-1]):
+        return _Factored(left, right)
+    return left @ right
+
+
+def _alternate(stages: Sequence[Stage]) -> tuple[list[_Matrix], list[Slopes]]:
+    """``M_0, s_1, M_1, ..., s_K, M_K``: adjacent affine stages multiplied (factored where they
+    pass through a narrow state), identities put between adjacent activations and at the ends."""
     if not stages:
         raise ValueError("an empty chain has no Lipschitz bound to compute")
-    mats: list[Tensor] = []
+    mats: list[_Matrix] = []
     acts: list[Slopes] = []
-    current: Tensor | None = None
+    run: list[Tensor] = []
     for stage in stages:
         if isinstance(stage, Affine):
-            m = stage.matrix.to(torch.float64)
-            current = m if current is None else m @ current
+            run.append(stage.matrix.to(torch.float64))
             continue
         dim = stage.low.numel()
-        mats.append(current if current is not None else torch.eye(dim, dtype=torch.float64))
+        mats.append(_run_product(run) if run else torch.eye(dim, dtype=torch.float64))
         acts.append(stage)
-        current = None
+        run = []
     last = acts[-1].low.numel() if acts else 0
-    mats.append(current if current is not None else torch.eye(last, dtype=torch.float64))
+    mats.append(_run_product(run) if run else torch.eye(last, dtype=torch.float64))
     return mats, acts
+
+
+def _dense(m: _Matrix) -> Tensor:
+    return m.left @ m.right if isinstance(m, _Factored) else m
+
+
+def _shape(m: _Matrix) -> tuple[int, int]:
+    if isinstance(m, _Factored):
+        return int(m.left.shape[0]), int(m.right.shape[1])
+    return int(m.shape[0]), int(m.shape[1])
+
+
+def _rows(m: _Matrix, scale: Tensor, rows: Tensor) -> _Matrix:
+    """``diag(scale) m`` restricted to ``rows``."""
+    if isinstance(m, _Factored):
+        return _Factored(scale[rows, None] * m.left[rows], m.right)
+    return scale[rows, None] * m[rows]
+
+
+def _columns(m: _Matrix, scale: Tensor, columns: Tensor) -> _Matrix:
+    """``m diag(scale)`` restricted to ``columns``."""
+    if isinstance(m, _Factored):
+        return _Factored(m.left, m.right[:, columns] * scale[columns])
+    return m[:, columns] * scale[columns]
+
+
+def _times(m: _Matrix, center: Tensor, p: _Matrix) -> _Matrix:
+    """``m diag(center) p``, factored when either side is."""
+    if isinstance(m, _Factored):
+        return _Factored(m.left, _dense(_times(m.right, center, p)))
+    if isinstance(p, _Factored):
+        return _Factored(m @ (center[:, None] * p.left), p.right)
+    return m @ (center[:, None] * p)
+
+
+def _norm(m: _Matrix, steps: int) -> float:
+    """A certified ``||m||_2``; of a factored ``L R`` the norm of ``R_L R_R^T`` from the QR
+    factorizations ``L = Q_L R_L`` and ``R^T = Q_R R_R`` (the ``Q`` have orthonormal columns)."""
+    if isinstance(m, _Factored):
+        n, r, k = int(m.left.shape[0]), int(m.left.shape[1]), int(m.right.shape[1])
+        if r >= min(n, k):
+            return matrix_norm_bound(_dense(m), steps)[0]
+        core = torch.linalg.qr(m.left, mode="r").R @ torch.linalg.qr(m.right.mT, mode="r").R.mT
+        return matrix_norm_bound(core, steps)[0]
+    return matrix_norm_bound(m, steps)[0]
 
 
 CHAIN_MAX_DIM = 512
@@ -127,9 +205,11 @@ def chain_width(stages: Sequence[Stage]) -> int:
 
 
 def chain_bound(stages: Sequence[Stage], steps: int = GRAM_STEPS) -> float | None:
-    """A certified bound on ``Lip`` of the chain (module docstring), in float64; None when the
-    chain is wider than the current limit (:func:`chain_limit`, :data:`CHAIN_MAX_DIM`)."""
-    if chain_width(stages) > _LIMIT[0]:
+    """A certified bound on ``Lip`` of the chain (module docstring), in float64; None when a
+    state of the chain is wider than the current limit (:func:`chain_limit`,
+    :data:`CHAIN_MAX_DIM`). Where the chain passes through a narrow state (between the blocks of
+    a flow) its segments are kept factored, so a whole flow costs little more than its blocks."""
+    if not stages or chain_width(stages) > _LIMIT[0]:
         return None
     mats, acts = _alternate(stages)
     k = len(acts)
@@ -141,17 +221,17 @@ def chain_bound(stages: Sequence[Stage], steps: int = GRAM_STEPS) -> float | Non
     for i in range(k + 1):
         if value[i] == 0.0:
             continue
-        p = mats[0] if i == 0 else mats[i][:, keep[i - 1]] * roots[i - 1][keep[i - 1]]
+        p = mats[0] if i == 0 else _columns(mats[i], roots[i - 1], keep[i - 1])
         for j in range(i + 1, k + 2):
-            if p.numel() == 0:
+            if 0 in _shape(p):
                 break
             if j == k + 1:
-                value[j] += value[i] * matrix_norm_bound(p, steps)[0]
+                value[j] += value[i] * _norm(p, steps)
                 break
             rows = keep[j - 1]
             if rows.numel():
-                value[j] += value[i] * matrix_norm_bound(roots[j - 1][rows, None] * p[rows], steps)[0]
-            p = mats[j] @ (centers[j - 1][:, None] * p)
+                value[j] += value[i] * _norm(_rows(p, roots[j - 1], rows), steps)
+            p = _times(mats[j], centers[j - 1], p)
     return value[k + 1]
 
 
@@ -206,7 +286,8 @@ def skip_stages(
     eye = torch.eye(dim, dtype=torch.float64)
     pick = eye if select is None else eye[select]
     put = eye if embed is None else eye[:, embed]
-    mats, acts = _alternate([Affine(pick), *inner, Affine(sign * put)])
+    factored, acts = _alternate([Affine(pick), *inner, Affine(sign * put)])
+    mats = [_dense(m) for m in factored]
     if not acts:
         return [Affine(eye + mats[0])]
     out: list[Stage] = [Affine(torch.cat([eye, mats[0]], 0))]

@@ -90,6 +90,10 @@ def test_additive_checkpoint_bounds_are_finite_and_never_exceeded() -> None:
         assert m["inverse"]["measured"] <= m["inverse"]["bound"]
         assert m["forward"]["tightness"] == pytest.approx(m["forward"]["bound"] / m["forward"]["measured"])
         assert m["violation_fraction"] == 0.0
+        # the whole flow is one chain (its couplings' hidden states are 1088 wide, joined through
+        # 64 coordinates): the certificate is the chain bound, far below the blocks' product
+        for d in ("forward", "inverse"):
+            assert m[d]["bound"] == m[d]["chain"] and m[d]["chain"] * 10 < m[d]["product"]
         assert len(r.series["blocks"]) == m["blocks"] == m["certified_blocks"] == 25
         for row in r.series["blocks"]:  # every block's certificate holds where it was measured
             assert row["certificate"] == "global" and row["forward_measured"] <= row["forward_bound"] * (1 + 1e-3)
