@@ -17,6 +17,7 @@ from innaudit.audits.common import batch_units, by_set, sample_counts
 from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
 from innaudit.audits.jacobians import measure
 from innaudit.config.settings import Threshold
+from innaudit.core.bound_kind import AFFINE_KINDS, BoundKind
 from innaudit.core.metrics import neither, rate, worse
 from innaudit.linalg.chain import Stage, chain_bound, chain_limit
 from innaudit.linalg.lipschitz import BlockBound, block_bound, block_stages
@@ -192,7 +193,7 @@ class Bounds(Audit):
         worse("block_tightness.max", doc="the loosest block's certified / measured"),
         worse("residual.lip_g_max", doc="largest certified Lip(g) of a residual block"),
         worse("residual.lip_g_measured_max", doc="largest measured local Lip(g)"),
-        worse("residual.uncertified", doc="residual blocks with certified Lip(g) >= 1"),
+        worse("residual.uncertified", doc="residual blocks whose certified Lip(g) is not below one"),
         worse("residual.estimate_misses", doc="library estimate < 1 but certificate >= 1"),
         neither("log_scale.min", doc="smallest measured log-scale of an empirical block"),
         neither("log_scale.max", doc="largest measured log-scale of an empirical block"),
@@ -215,9 +216,14 @@ class Bounds(Audit):
         return self._cache[2]
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
-        """Skipped when a block has no global bound and no empirical stand-in (unknown types)."""
-        for b in self._certificate(ctx.model, int(ctx.option("chain_max_dim"))).blocks:
-            if (b.forward is None or b.inverse is None) and not b.empirical and b.kind != "residual":
+        """Skipped when a block has no global bound and no empirical stand-in (unknown types),
+        unless an affine coupling already makes the whole certificate empirical: then the
+        unknown blocks are listed without a certificate and the audit runs."""
+        blocks = self._certificate(ctx.model, int(ctx.option("chain_max_dim"))).blocks
+        if any(b.kind in AFFINE_KINDS for b in blocks):
+            return None
+        for b in blocks:
+            if (b.forward is None or b.inverse is None) and not b.empirical and b.kind is not BoundKind.RESIDUAL:
                 return f"no certified global bound: block {b.name}: {b.how}"
         return None
 
@@ -227,7 +233,7 @@ class Bounds(Audit):
         units of a sharded run)."""
         cert = self._certificate(ctx.model, int(ctx.option("chain_max_dim")))
         chain = list(ctx.model.blocks())
-        residual = [b.kind == "residual" for b in cert.blocks]
+        residual = [b.kind is BoundKind.RESIDUAL for b in cert.blocks]
         units = batch_units(sample_counts(ctx), ctx.batch_size)
 
         def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, list[BlockConstants]]:
@@ -293,7 +299,9 @@ def _measurement(
         "violation_fraction": float(violated.mean()) if len(f) else 0.0,
     }
     residual = [
-        (b, r) for b, r in zip(cert.blocks, rows or [{}] * len(cert.blocks), strict=True) if b.kind == "residual"
+        (b, r)
+        for b, r in zip(cert.blocks, rows or [{}] * len(cert.blocks), strict=True)
+        if b.kind is BoundKind.RESIDUAL
     ]
     if residual:
         metrics["residual"] = _residual_metrics(residual)
@@ -325,7 +333,7 @@ def _block_row(
     mf, mi = _max(f), _max(i)
     row: dict[str, Any] = {
         "name": b.name,
-        "kind": b.kind,
+        "kind": b.kind.value,
         "certificate": "global"
         if b.forward is not None and b.inverse is not None
         else ("empirical" if b.empirical else "none"),
@@ -341,7 +349,7 @@ def _block_row(
         "log_scale_max": float(np.nanmax(high)) if np.isfinite(high).any() else math.nan,
         "empirical": b.empirical,
     }
-    if b.kind == "residual":
+    if b.kind is BoundKind.RESIDUAL:
         row |= {
             "lip_g": b.lip_g,
             "lip_g_estimate": b.lip_g_estimate,
@@ -413,9 +421,14 @@ def _message(
     empirical = [b for b in cert.blocks if b.empirical]
     if empirical:
         scale = metrics.get("log_scale", {})
+        low, high = scale.get("min", math.nan), scale.get("max", math.nan)
+        measured = (
+            f"measured log-scale range [{low:.3g}, {high:.3g}]"
+            if not (math.isnan(low) and math.isnan(high))
+            else "log-scale range not measured (the blocks have no scales(h) hook)"
+        )
         parts.append(
             f"{len(empirical)} block(s) without a global bound, certificate empirical ({empirical[0].name}: "
-            f"{empirical[0].empirical}); measured log-scale range [{scale.get('min', math.nan):.3g}, "
-            f"{scale.get('max', math.nan):.3g}]"
+            f"{empirical[0].empirical}); {measured}"
         )
     return "; ".join(parts)

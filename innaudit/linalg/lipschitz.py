@@ -27,6 +27,7 @@ stride and dilation) times the activations' largest slopes, and the chain bound 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from innaudit.core.bound_kind import BoundKind
 from innaudit.linalg.chain import Stage, chain_bound, net_stages, skip_stages
 from innaudit.linalg.operators import conv_operator_norm, layer_norm
 
@@ -105,7 +107,8 @@ class BlockBound:
         forward: bound on ``Lip(f)``.
         inverse: bound on ``Lip(f^-1)``.
         how: one line saying where the numbers come from, or why there are none.
-        kind: ``"residual"``, ``"coupling"``, ``"linear"``, ``"hook"``, or ``""``.
+        kind: the rule that bounded it (:class:`~innaudit.core.bound_kind.BoundKind`), which
+            the diagnosis reads.
         lip_g: residual blocks: the certified ``Lip(g)``.
         lip_g_estimate: residual blocks: the library's own estimate of ``Lip(g)`` (None when
             it keeps none).
@@ -119,7 +122,7 @@ class BlockBound:
     forward: float | None
     inverse: float | None
     how: str
-    kind: str = ""
+    kind: BoundKind = BoundKind.UNKNOWN
     lip_g: float | None = None
     lip_g_estimate: float | None = None
     estimate_how: str = ""
@@ -231,7 +234,7 @@ def residual_branch(block: nn.Module, in_shape: tuple[int, ...]) -> ResidualBran
 def _residual_bound(block: nn.Module, branch: ResidualBranch, in_shape: tuple[int, ...], name: str) -> BlockBound:
     g = net_bound(branch.layers, in_shape)
     if g is None:
-        return BlockBound(name, None, None, "residual branch has a layer without a known norm", kind="residual")
+        return BlockBound(name, None, None, "residual branch has a layer without a known norm", kind=BoundKind.RESIDUAL)
     c = g.bound
     forward = 1.0 + c
     stages = net_stages(branch.layers, in_shape)
@@ -244,8 +247,12 @@ def _residual_bound(block: nn.Module, branch: ResidualBranch, in_shape: tuple[in
         how += ": not a contraction, the fixed-point inverse is not guaranteed to converge"
     if branch.inverted:
         how += "; the block's forward is the fixed point"
-        return BlockBound(name, inverse, forward, how, "residual", c, branch.estimate, branch.estimate_how, g.layers)
-    return BlockBound(name, forward, inverse, how, "residual", c, branch.estimate, branch.estimate_how, g.layers)
+        return BlockBound(
+            name, inverse, forward, how, BoundKind.RESIDUAL, c, branch.estimate, branch.estimate_how, g.layers
+        )
+    return BlockBound(
+        name, forward, inverse, how, BoundKind.RESIDUAL, c, branch.estimate, branch.estimate_how, g.layers
+    )
 
 
 RULES: dict[type[nn.Module], Callable[[nn.Module, tuple[int, ...]], BlockBound]] = {}
@@ -258,6 +265,18 @@ def register_rule(kind: type[nn.Module], rule: Callable[[Any, tuple[int, ...]], 
     RULES[kind] = rule
 
 
+MATCHED_RULES: list[tuple[Callable[[nn.Module], bool], Callable[[Any, tuple[int, ...]], BlockBound]]] = []
+"""``(matches(block), rule)`` pairs: the bounds of library block types, recognized by a test
+rather than a class (the library need not be importable here)."""
+
+
+def register_matched_rule(
+    matches: Callable[[nn.Module], bool], rule: Callable[[Any, tuple[int, ...]], BlockBound]
+) -> None:
+    """Register the bound of blocks for which ``matches(block)`` holds (after the typed rules)."""
+    MATCHED_RULES.append((matches, rule))
+
+
 def block_bound(block: nn.Module, in_shape: tuple[int, ...], name: str = "") -> BlockBound:
     """Bounds of ``block`` on inputs of shape ``in_shape`` (no batch dimension)."""
     name = name or type(block).__name__
@@ -268,26 +287,17 @@ def block_bound(block: nn.Module, in_shape: tuple[int, ...], name: str = "") -> 
     if callable(hook):
         pair = hook()
         if pair is None:
-            return BlockBound(name, None, None, f"{type(block).__name__}.lipschitz_bounds(): none", kind="hook")
+            return BlockBound(name, None, None, f"{type(block).__name__}.lipschitz_bounds(): none", kind=BoundKind.HOOK)
         return BlockBound(
-            name, float(pair[0]), float(pair[1]), f"{type(block).__name__}.lipschitz_bounds()", kind="hook"
+            name, float(pair[0]), float(pair[1]), f"{type(block).__name__}.lipschitz_bounds()", kind=BoundKind.HOOK
         )
-    for kind, rule in RULES.items():
-        if isinstance(block, kind):
-            b = rule(block, in_shape)
-            return BlockBound(
-                name,
-                b.forward,
-                b.inverse,
-                b.how,
-                b.kind,
-                b.lip_g,
-                b.lip_g_estimate,
-                b.estimate_how,
-                b.layers,
-                b.empirical,
-            )
-    return BlockBound(name, None, None, f"no Lipschitz rule for block type {type(block).__name__}")
+    found = [rule for kind, rule in RULES.items() if isinstance(block, kind)]
+    found += [rule for matches, rule in MATCHED_RULES if matches(block)]
+    if found:
+        return dataclasses.replace(found[0](block, in_shape), name=name)
+    return BlockBound(
+        name, None, None, f"no Lipschitz rule for block type {type(block).__name__}", kind=BoundKind.UNKNOWN
+    )
 
 
 CHAINS: dict[type[nn.Module], Callable[[Any, tuple[int, ...], bool], list[Stage] | None]] = {}

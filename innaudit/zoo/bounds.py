@@ -36,6 +36,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from innaudit.core.bound_kind import BoundKind
 from innaudit.linalg.chain import Affine, Stage, chain_bound, net_stages, skip_stages
 from innaudit.linalg.lipschitz import (
     BlockBound,
@@ -58,17 +59,17 @@ CHAIN_MAX_DIM = 4096
 
 
 def _orthogonal(block: nn.Module, in_shape: tuple[int, ...]) -> BlockBound:
-    return BlockBound("", 1.0, 1.0, "orthogonal", kind="linear")
+    return BlockBound("", 1.0, 1.0, "orthogonal", kind=BoundKind.LINEAR)
 
 
 def _actnorm(block: ActNorm, in_shape: tuple[int, ...]) -> BlockBound:
     s = block.log_scale.detach().double()
-    return BlockBound("", float(s.max().exp()), float((-s.min()).exp()), "per-channel scales", kind="linear")
+    return BlockBound("", float(s.max().exp()), float((-s.min()).exp()), "per-channel scales", kind=BoundKind.LINEAR)
 
 
 def _conv1x1(block: InvertibleConv1x1, in_shape: tuple[int, ...]) -> BlockBound:
     s = torch.linalg.svdvals(block.weight.detach().double())
-    return BlockBound("", float(s[0]), float(1 / s[-1]), "SVD of W", kind="linear")
+    return BlockBound("", float(s[0]), float(1 / s[-1]), "SVD of W", kind=BoundKind.LINEAR)
 
 
 def _coupling(block: Coupling, in_shape: tuple[int, ...]) -> BlockBound:
@@ -83,14 +84,18 @@ def _coupling(block: Coupling, in_shape: tuple[int, ...]) -> BlockBound:
             None,
             None,
             f"affine coupling ({block.scale} scale) has no global bound: only locally bi-Lipschitz",
-            kind="coupling",
+            kind=BoundKind.AFFINE_SCALE_BOUNDED if block.scale == "bounded" else BoundKind.AFFINE_SCALE_UNBOUNDED,
             empirical=reason,
         )
     half = (block.split, *in_shape[1:])
     found = net_bound(block.net, half)
     if found is None:
         return BlockBound(
-            "", None, None, f"coupling net {type(block.net).__name__} has layers without a known Lipschitz constant"
+            "",
+            None,
+            None,
+            f"coupling net {type(block.net).__name__} has layers without a known Lipschitz constant",
+            kind=BoundKind.ADDITIVE,
         )
     lip = found.bound
     forward = inverse = (lip + math.sqrt(lip * lip + 4)) / 2
@@ -103,7 +108,7 @@ def _coupling(block: Coupling, in_shape: tuple[int, ...]) -> BlockBound:
                 inverse = min(inverse, chained)
             else:
                 forward = min(forward, chained)
-    return BlockBound("", forward, inverse, how, kind="coupling", layers=found.layers)
+    return BlockBound("", forward, inverse, how, kind=BoundKind.ADDITIVE, layers=found.layers)
 
 
 def _coupling_stages(block: Coupling, in_shape: tuple[int, ...], inverse: bool) -> list[Stage] | None:

@@ -28,6 +28,7 @@ from typing import Any
 from innaudit.core.domain import DataDomain
 from innaudit.core.errors import LoadError
 from innaudit.loading.adapters import (  # noqa: F401  (register library solvers and bounds)
+    coupling_bounds,
     distributions,
     freia,
     lipschitz,
