@@ -223,6 +223,7 @@ class Convergence(Audit):
         worse("sweep.*.nonconverged_fraction", unit="fraction", doc="unconverged solves at a tighter tolerance"),
         neither("sweep.*.iterations_mean", doc="mean iterations at a tighter tolerance"),
         neither("solver_limited_blocks", doc="blocks whose error falls with the tolerance"),
+        neither("max_residual", doc="the largest residual at exit a converged solve may have"),
     )
 
     @classmethod
@@ -307,7 +308,7 @@ class Convergence(Audit):
                 for f in range(len(factors))
                 if any(p.sweep for p in mine)
             ]
-            yield _measurement(ds.name, names, own, factors, sweeps)
+            yield _measurement(ds.name, names, own, factors, sweeps, limit)
 
     @staticmethod
     def _measure(
@@ -342,7 +343,12 @@ def _block_inputs(chain: Sequence[InvertibleModel], x: Tensor, last: int) -> lis
 
 
 def _measurement(
-    name: str, names: list[str], own: list[_Solves], factors: list[float], sweeps: list[list[_Solves]]
+    name: str,
+    names: list[str],
+    own: list[_Solves],
+    factors: list[float],
+    sweeps: list[list[_Solves]],
+    limit: float = math.inf,
 ) -> Measurement:
     n = len(own[0].converged)
     unconverged = np.zeros(n, bool)
@@ -360,6 +366,7 @@ def _measurement(
         "residual": _stats(every("residual")),
         "error": _stats(every("error")),
         "unmeasured_blocks": sum(1 for s in own if s.failure),
+        "max_residual": limit,
     }
     sweep_series, limited = [], 0
     if sweeps:
