@@ -240,3 +240,13 @@ def test_function_level_imports_outside_the_cli_are_optional_or_platform_librari
                     if not allowed:
                         found.append(f"{path.relative_to(PACKAGE.parent)}:{inner.lineno} {node.name} imports {name}")
     assert not found, "import these at module level:\n" + "\n".join(sorted(found))
+
+
+def test_tests_import_their_helpers_from_tests_helpers_never_from_a_conftest() -> None:
+    tests = PACKAGE.parent / "tests"
+    found = [
+        str(path.relative_to(tests))
+        for path in tests.rglob("*.py")
+        if path.name != "conftest.py" and re.search(r"^\s*from \S*conftest import", path.read_text(), re.M)
+    ]
+    assert not found, found

@@ -30,7 +30,7 @@ def test_a_hanging_inverse_is_stopped_and_reported(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     data = json.loads(report.read_text())
-    statuses = {a["id"]: a["status"] for a in data["audits"]}
+    statuses = {a["id"]: a["status"] for a in data["audits"] if a["status"] != "skip"}
     assert statuses == {"roundtrip": "pass", "sampling": "error"}, "the finished audit is kept"
     sampling = next(a for a in data["audits"] if a["id"] == "sampling")
     assert "timed out after 8 s" in sampling["message"]
