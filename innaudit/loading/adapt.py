@@ -7,13 +7,15 @@ The least a user provides: ``forward(x) -> z`` or ``(z, log_det)``, and ``invers
   returning ``([kept, z_i], log_det)`` factors out a level: see ``InvertibleModel.carry``);
 - ``block_names``: one report name per block;
 - ``input_shape``, ``data_range`` (``(low, high)``), ``data_levels``: the data domain;
-- ``inverse_kind``, ``log_det_kind``, ``inverse_tolerance``, ``inverse_max_iter``.
+- ``inverse_kind``, ``log_det_kind``, ``inverse_tolerance``, ``inverse_max_iter``;
+- ``sample_prior(eps, temperature) -> z``: the model's own prior draw from standard normal
+  ``eps`` (a learned prior variance); without it the prior is ``N(0, T^2 I)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -131,4 +133,10 @@ def adapt_module(
         inverse_max_iter=getattr(module, "inverse_max_iter", None),
     )
     blocks_fn = _blocks_of(info) if _block_modules(module) else None
-    return InvertibleModel(module, _call_forward, _call_inverse, info, blocks_fn=blocks_fn)
+    prior_fn = _own_prior if callable(getattr(module, "sample_prior", None)) else None
+    return InvertibleModel(module, _call_forward, _call_inverse, info, blocks_fn=blocks_fn, prior_fn=prior_fn)
+
+
+def _own_prior(module: nn.Module, eps: Tensor, temperature: float, generator: Any) -> Any:
+    """The module's ``sample_prior(eps, temperature)`` (it draws nothing itself)."""
+    return cast(Any, module).sample_prior(eps, temperature)
