@@ -104,6 +104,11 @@ def _domain(module: Any, fallback: Callable[[], DataDomain] | None, what: str) -
     domain = declared_domain(module)
     if domain is not None:
         return domain
+    adapter = find_adapter(module)
+    inferred = getattr(adapter, "declared_domain", None) if adapter is not None else None
+    domain = inferred(module) if inferred is not None else None
+    if domain is not None:  # a convention that fixes the input (ml-tarflow: img_size, [-1, 1])
+        return domain
     if fallback is None:
         raise LoadError(
             f"{what} does not declare its input shape; pass --data FILE (its shape and "
@@ -129,6 +134,7 @@ def _from_factory(
         )
     target: dict[str, Any] = {"model": spec, "loader": f"factory-{kind}"}
     flags: list[str] = []
+    prefix = ""
     if weights:
         path = Path(weights)
         if not isinstance(built, nn.Module):
@@ -136,12 +142,16 @@ def _from_factory(
                 f"--weights: factory {spec} returned a {type(built).__name__}, which "
                 "is not an nn.Module and holds no state dict"
             )
-        digest = load_state_dict_into(built, path, weights_key, limits)
+        digest, prefix = load_state_dict_into(built, path, weights_key, limits)
         target.update(weights=str(path), weights_sha256=digest, weights_key=weights_key)
+        if prefix:
+            target["weights_prefix"] = prefix
         flags = set_init_flags(built)
     source = {"factory": spec, "weights": weights or ""}
     adapted = adapt_object(built, _domain(built, fallback, spec), source, condition)
     notes = adapted.warnings
+    if weights and prefix:
+        notes = (f"stripped the training wrapper's key prefix {prefix!r} from --weights {path.name}", *notes)
     if weights and flags:
         notes = (
             f"set the data-dependent initialization flag(s) {', '.join(flags[:6])} after loading "

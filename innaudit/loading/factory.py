@@ -19,6 +19,7 @@ from torch import nn
 
 from innaudit.core.errors import LoadError, UnsafeCheckpointError, clean_text
 from innaudit.loading.native import is_native
+from innaudit.loading.prefixes import strip_prefix
 from innaudit.safeio.checkpoint import TRUST_HINT, CheckpointFile, FileFormat, load_weights_only, read_checkpoint
 from innaudit.safeio.preflight import Limits
 
@@ -141,13 +142,20 @@ def _read_weights(ckpt: CheckpointFile, limits: Limits | None) -> Any:
         raise UnsafeCheckpointError(str(exc).replace(TRUST_HINT, WEIGHTS_HINT)) from None
 
 
-def load_state_dict_into(module: nn.Module, path: Path, key: str | None, limits: Limits | None = None) -> str:
-    """Load ``--weights`` into ``module`` strictly, stripping DataParallel's ``module.`` prefix;
-    returns the sha256 of the bytes loaded (the file is read once)."""
+def load_state_dict_into(
+    module: nn.Module, path: Path, key: str | None, limits: Limits | None = None
+) -> tuple[str, str]:
+    """Load ``--weights`` into ``module`` strictly, stripping a training wrapper's key prefix
+    (DataParallel's ``module.``, ``torch.compile``'s ``_orig_mod.``, Lightning's ``net.``, an
+    EMA copy's ``ema.``: :func:`~innaudit.loading.prefixes.strip_prefix`); returns the sha256
+    of the bytes loaded (the file is read once) and the prefix stripped (``""`` for none)."""
     ckpt = read_checkpoint(path, limits)
     state = select_state_dict(_read_weights(ckpt, limits), key, str(path))
+    prefix = ""
     if all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
+        state, prefix = {k[len("module.") :]: v for k, v in state.items()}, "module."
+    state, more = strip_prefix(state, module.state_dict().keys())
+    prefix += more
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches raise even when strict=False
@@ -158,4 +166,4 @@ def load_state_dict_into(module: nn.Module, path: Path, key: str | None, limits:
             f"{clean_text(result.missing_keys[:5], 300)}, unexpected keys "
             f"{clean_text(result.unexpected_keys[:5], 300)}; check --weights-key or the factory"
         )
-    return ckpt.sha256
+    return ckpt.sha256, prefix
