@@ -325,6 +325,76 @@ def rule_float64(view: _View) -> list[Statement]:
     return out
 
 
+def rule_first_token(view: _View) -> list[Statement]:
+    """Autoregressive blocks (``tokens``): the block and token range where the inverse chain's
+    accumulated error leaves rounding, per set (sets grouped by place), and Jacobi solves
+    stopped at their cap."""
+    by_place: dict[str, list[SetResult]] = {}
+    capped: list[SetResult] = []
+    for r in view.sets("tokens"):
+        where = lookup(r.metrics, "where")
+        if isinstance(where, str) and where:
+            by_place.setdefault(where, []).append(r)
+        if (_num(r, "jacobi.nonconverged_fraction") or 0.0) > 0:
+            capped.append(r)
+    out = []
+    if by_place:
+        tokens = max(int(_num(r, "tokens") or 0) for rs in by_place.values() for r in rs)
+        parts = [f"{place} (of {tokens}) on {_names(rs)}" for place, rs in by_place.items()]
+        out.append(
+            Statement(
+                Kind.BREAKS,
+                "first-token",
+                f"Autoregressive inverse: the accumulated error first leaves rounding in {'; '.join(parts)}.",
+                tuple(_ev("tokens", r, p) for rs in by_place.values() for r in rs for p in ("where", "first_token")),
+            )
+        )
+    if capped:
+        parts = [
+            f"{r.dataset} {percent(_num(r, 'jacobi.nonconverged_fraction') or 0.0)} "
+            f"(residual up to {_num(r, 'jacobi.residual.max') or math.nan:.2g})"
+            for r in capped
+        ]
+        out.append(
+            Statement(
+                Kind.BREAKS,
+                "jacobi-capped",
+                f"The Jacobi inverse stopped at its iteration cap without converging on {', '.join(parts)}.",
+                tuple(
+                    _ev("tokens", r, p) for r in capped for p in ("jacobi.nonconverged_fraction", "jacobi.residual.max")
+                ),
+            )
+        )
+    return out
+
+
+def rule_token_scales(view: _View) -> list[Statement]:
+    """Why an autoregressive inverse amplifies: large log-scales ``a`` (the inverse multiplies
+    by ``exp(a)``), and the bounded scale that STARFlow uses as the remedy."""
+    failing = [r for r in view.sets("tokens") if view.failed(r) and (_num(r, "log_scale.max") or 0.0) > 5]
+    if not failing:
+        return []
+    top = max(_num(r, "log_scale.max") or 0.0 for r in failing)
+    share = max(_num(r, "log_scale.above_5") or 0.0 for r in failing)
+    evidence = tuple(_ev("tokens", r, p) for r in failing for p in ("log_scale.max", "log_scale.above_5"))
+    return [
+        Statement(
+            Kind.WHY,
+            "token-scale",
+            f"The autoregressive inverse multiplies each token by exp(a) and feeds it to every later "
+            f"token; a reaches {top:.3g} (|a| > 5 for {share:.2%} of the log-scales) on {_names(failing)}.",
+            evidence,
+        ),
+        Statement(
+            Kind.DO,
+            "soft-clip",
+            "Bound the scale as STARFlow does: soft clip c * tanh(u / c) (c = 4) on the "
+            "transformer's output and a softplus scale, so exp(a) stays below about 4.6.",
+            evidence[:2],
+        ),
+    ]
+
+
 # -- why -------------------------------------------------------------------------------------
 def _grouped(results: list[SetResult], path: str) -> str:
     """``0 on uniform, gaussian; 8.5e-26 on rademacher``: sets grouped by the shown value."""
@@ -471,9 +541,11 @@ RULES: tuple[Callable[[_View], list[Statement]], ...] = (
     rule_attack,
     rule_sampling,
     rule_first_block,
+    rule_first_token,
     rule_direction,
     rule_float64,
     rule_unbounded,
+    rule_token_scales,
     rule_certified,
 )
 """The rules that read the results; the remedies and re-runs then read their statements."""

@@ -38,6 +38,15 @@ _RUNS = (
     ("tests/audits/gradient_models.py:memcnn_like", {"audits": ["gradient"], "data": "gaussian"}),
     # a linear map that float16 and bfloat16 can run: every precision's metrics
     ("tests/audits/precision_models.py:conditioned_linear", {"audits": ["precision"], "data": "gaussian"}),
+    # autoregressive token blocks inverted by capped Jacobi sweeps: every tokens metric
+    (
+        "tests/audits/tarflow_models.py:jacobi_capped",
+        {"audits": ["tokens"], "data": "gaussian", "tokens": {"isolate": True}},
+    ),
+    (
+        "tests/audits/tarflow_models.py:plain",
+        {"audits": ["tokens"], "data": "gaussian", "tokens": {"autocast": "float16"}},
+    ),
 )
 
 
