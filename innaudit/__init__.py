@@ -4,6 +4,7 @@ The public API is imported lazily, so ``innaudit --help`` does not import torch:
 
     report = innaudit.audit(model, data=x_test, ood={"noise": torch.rand(500, 3, 32, 32)})
     innaudit.assert_invertible(model, data=x_test)   # in a pytest suite
+    result = innaudit.repair("flow.pt", data="digits:train", output="fixed.pt")
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "assert_invertible",
     "audit",
     "load_model",
+    "repair",
     "save_checkpoint",
 ]
 
@@ -43,6 +45,7 @@ _LAZY = {
     "assert_invertible": "innaudit.api",
     "audit": "innaudit.api",
     "load_model": "innaudit.loading",
+    "repair": "innaudit.repair",
     "save_checkpoint": "innaudit.loading.native",
 }
 
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
     from innaudit.loading import load_model
     from innaudit.loading.native import save_checkpoint
     from innaudit.model.contract import InvertibleModel
+    from innaudit.repair.session import repair
     from innaudit.report import Report
 
 

@@ -67,8 +67,9 @@ def audit(
         data: the in-distribution set: a tensor or array (batch first), a SPEC (``digits:test``,
             ``x.npy``), or ``{name: tensor}``. Default: the model's own test set, if it names one.
         ood: held-out sets: a tensor, a SPEC, a list of those, or ``{name: tensor or SPEC}``.
-            Default (None): the paper's noise battery (uniform, gaussian, rademacher); an
-            empty list or mapping: no held-out sets.
+            Default (None): the paper's noise battery (uniform, gaussian, rademacher; for an
+            RGB image model also the natural-image sets textures, faces, photos); an empty list
+            or mapping: no held-out sets.
         audits: run only these audit ids (``innaudit list``); default all.
         skip: leave these audit ids out.
         samples: at most this many samples per set (default 10000).
@@ -130,8 +131,11 @@ def assert_invertible(
 
     Takes the arguments of :func:`audit`. The message lists every finding as
     ``audit[set] metric = value (limit L)`` and any audit that could not run, so a failing test
-    says where the model stopped being invertible. Returns the Report when it passes.
+    says where the model stopped being invertible. Returns the Report when it passes. pytest
+    shows the failure at the caller's line: this frame (whose arguments are the model and the
+    data tensors) is hidden from its traceback.
     """
+    __tracebackhide__ = True  # pytest: the failure is the caller's assertion, not innaudit's code
     report = audit(model, data=data, ood=ood, audits=audits, **options)
     if report.exit_code is ExitCode.OK:
         return report

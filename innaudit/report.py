@@ -13,7 +13,7 @@ from innaudit.core import results
 from innaudit.render import RENDERERS
 from innaudit.render.html import render as render_html
 from innaudit.render.json import render as render_json
-from innaudit.safeio.atomic import write_atomic
+from innaudit.safeio.atomic import write_target
 
 __all__ = ["Report"]
 
@@ -33,8 +33,9 @@ class Report(results.Report):
         return render_json(self)
 
     def save(self, path: str | Path, fmt: str | None = None) -> Path:
-        """Write the report atomically; the format follows the suffix (.json, .html, .md, .xml
-        for JUnit, .txt for the console table) unless ``fmt`` names one."""
+        """Write the report atomically (a symlink is followed, a device or FIFO written in
+        place); the format follows the suffix (.json, .html, .md, .xml for JUnit, .txt for the
+        console table) unless ``fmt`` names one."""
         target = Path(path)
         name = fmt or _SUFFIXES.get(target.suffix.lower())
         if name not in RENDERERS:
@@ -42,7 +43,7 @@ class Report(results.Report):
                 f"cannot tell the format of {str(target)!r}; give a suffix among "
                 f"{sorted(_SUFFIXES)} or fmt= one of {sorted(RENDERERS)}"
             )
-        write_atomic(target, RENDERERS[name](self))
+        write_target(target, RENDERERS[name](self))
         return target
 
     def _repr_html_(self) -> str:

@@ -11,13 +11,12 @@ Both are the exact linear flow of :mod:`tests.fixtures_models` on every rank but
 needs 2-D inputs, ``layers`` and ``gradient`` blocks, ``bounds`` the blocks' ``lipschitz_bounds``)
 that counts, per audit, the samples its blocks are called on (a call under ``vmap`` counts once;
 under torchrun each call also sleeps 1 ms, so that no rank can claim every unit before the other
-starts); at exit it writes ``{audit id: samples}`` as JSON to ``$INNAUDIT_COUNTS/<RANK>.json`` (``single``
+starts); after each call it writes ``{audit id: samples}`` as JSON to ``$INNAUDIT_COUNTS/<RANK>.json`` (``single``
 without ``RANK``): how a torchrun job shared the work out.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import sys
@@ -83,6 +82,7 @@ def _audit_calling() -> str:
 
 def _count(t: Tensor) -> None:
     _COUNTS[_audit_calling()] += t.shape[0] if t.dim() > 1 else 1
+    _write_counts()  # on every call: innaudit ends with os._exit, so a model's atexit never runs
     if "RANK" in os.environ:  # under torchrun a unit takes a few ms, so the ranks' claims interleave
         time.sleep(0.001)
 
@@ -119,6 +119,5 @@ class _Chain(SequentialFlow):
 
 
 def counting() -> nn.Module:
-    """Factory: two exact 2-D linear blocks that count each audit's samples (written at exit)."""
-    atexit.register(_write_counts)
+    """Factory: two exact 2-D linear blocks that count each audit's samples (written on each call)."""
     return _Chain()

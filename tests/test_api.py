@@ -92,6 +92,37 @@ def test_assert_invertible_passes_on_an_exact_map_and_names_the_exploding_set() 
     assert "near" not in message and "FAIL (exit 1)" in message
 
 
+FAILING_TEST = """
+import torch
+import innaudit
+from tests.api_models import Squash
+
+
+def test_the_flow_is_invertible():
+    x = torch.rand(100, 4, generator=torch.Generator().manual_seed(0))
+    innaudit.assert_invertible(Squash(), data=x, ood={"far": 1e8 * (1 + x)}, audits=["roundtrip"])
+"""
+
+
+def test_a_failing_assert_invertible_shows_the_caller_not_innaudit_s_frame(tmp_path) -> None:
+    """pytest prints each frame's arguments: innaudit's own frame would dump the model and the
+    data tensors. The report shows the caller's line and the findings only."""
+    path = tmp_path / "test_user.py"
+    path.write_text(FAILING_TEST)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", str(path), "-p", "no:cacheprovider", "-p", "no:xdist", "-q"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        cwd=REPO,
+        timeout=300,
+    )
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "FAIL roundtrip[far] nonfinite_fraction=1 > 0" in out and "innaudit.assert_invertible(Squash()" in out
+    assert "def assert_invertible" not in out and "tensor([" not in out and "innaudit/api.py" not in out
+
+
 def test_bad_inputs_are_innaudit_errors_with_one_line() -> None:
     with pytest.raises(innaudit.LoadError, match=r"expected a torch\.nn\.Module"):
         innaudit.audit(object(), data=_inside())

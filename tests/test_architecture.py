@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("audits",),
     ("run",),
     ("train", "render"),
-    ("api", "report", "monitor"),
+    ("api", "report", "monitor", "repair"),
     ("cli", "__main__", "__init__"),
 )
 """Top-level names of ``innaudit`` (modules or packages), grouped by layer."""

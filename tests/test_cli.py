@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 
 from innaudit.cli import cli
 
-from .conftest import invoke_cli
+from .conftest import REPO, invoke_cli
 
 FACTORY = Path(__file__).parent / "audits" / "cli_models.py"
 
@@ -45,7 +46,12 @@ def test_python_dash_m_works() -> None:
 
 def test_explain_and_unknown_ids() -> None:
     code, out, _ = invoke("explain", "roundtrip")
-    assert code == 0 and "||x - x'||_2" in out and "nonfinite_fraction: warn > None, fail > 0.0" in out
+    assert (
+        code == 0
+        and "||x - x'||_2" in out
+        and "nonfinite_fraction: fails above 0, a NaN fails" in out
+        and "None" not in out
+    )
     code, out, err = invoke("explain", "roundtrp")
     assert (
         code == 2 and out == "" and err.strip() == "error: audit 'roundtrp' does not exist; did you mean 'roundtrip'?"
@@ -170,3 +176,20 @@ def test_ctrl_c_is_no_verdict(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "interrupted" in err and "Traceback" not in err
     assert not report.exists(), "an interrupted run writes no report"
+
+
+def test_explain_cites_only_documents_that_exist_and_words_every_limit() -> None:
+    """Every audit's ``explain``: no ``None`` where a limit is not set, and every ``docs/...``
+    or README section it points at exists (``explain attack`` cited a README comparison that
+    did not)."""
+    from innaudit.audits import REGISTRY
+
+    for audit_id, cls in REGISTRY.items():
+        text = cls.explain()
+        assert "None" not in text and "warn >" not in text, audit_id
+        for doc in re.findall(r"docs/[\w.-]+\.md", text):
+            assert (REPO / doc).is_file(), (audit_id, doc)
+        assert "README compares" not in text, audit_id
+    attack = REGISTRY["attack"].explain()
+    assert "docs/attack.md" in attack
+    assert "| `digits-affine-deep.pt` | reconstruction |" in (REPO / "docs" / "attack.md").read_text()

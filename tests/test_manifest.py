@@ -40,3 +40,11 @@ def test_each_checkpoint_records_the_command_that_made_it() -> None:
         provenance = torch.load(ROOT / name, map_location="cpu", weights_only=True)["provenance"]
         assert provenance["seed"] == seed and provenance["recipe"] == recipe
         assert provenance["command"] == f"innaudit train {recipe} --seed {seed} -o PATH"
+
+
+def test_every_checkpoint_records_the_torch_build_the_manifest_states() -> None:
+    """The MANIFEST says torch 2.13.0 (CPU build); two files once recorded 2.14.1+cu130."""
+    assert "torch 2.13.0 (CPU build, `2.13.0+cpu`" in (ROOT / "MANIFEST.md").read_text()
+    for name in _rows():
+        provenance = torch.load(ROOT / name, map_location="cpu", weights_only=True)["provenance"]
+        assert provenance["torch"] == "2.13.0+cpu", name

@@ -146,10 +146,11 @@ class Attack(Audit):
     latent direction and ``eta = 1e-3 ||x'||``: the inverse's local amplification, which keeps
     a useful gradient where the round-trip error is flat at rounding level. Default
     ``reconstruction``, the stronger where the holes are forward overflows that build up over
-    the last coupling layers, since the round-trip error itself grows towards them (the README
-    compares both objectives on the shipped checkpoints). ``amplification`` is the choice for a
-    scale sliding towards underflow, where the round trip stays at rounding level until the
-    very edge of the hole, at the cost of one extra inverse pass without autograd per step.
+    the last coupling layers, since the round-trip error itself grows towards them
+    (``docs/attack.md`` compares both objectives on the shipped checkpoints).
+    ``amplification`` is the choice for a scale sliding towards underflow, where the round trip
+    stays at rounding level until the very edge of the hole, at the cost of one extra inverse
+    pass without autograd per step.
 
     Baseline ``random_search``: ``restarts * (steps + 1)`` points per sample drawn uniformly
     from the same region (as many round trips as the attack scores; the attack also pays for

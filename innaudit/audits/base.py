@@ -19,7 +19,7 @@ import torch
 from innaudit.audits.cost import AuditCost, Cost
 from innaudit.config.settings import AuditSettings, AuditSpec, Threshold
 from innaudit.core.distributed import SINGLE, Shard
-from innaudit.core.metrics import Metric, MetricTable
+from innaudit.core.metrics import Direction, Metric, MetricTable, direction_of
 from innaudit.core.seeding import generator
 from innaudit.data import Dataset
 from innaudit.model.contract import InvertibleModel
@@ -148,11 +148,24 @@ class Audit(ABC):
         """The audit's documentation: its docstring, then its default thresholds and options."""
         lines = [f"{cls.id}: {cls.title}", "", inspect.cleandoc(cls.__doc__ or "")]
         if cls.thresholds:
-            lines += ["", "Default thresholds (higher is worse):"]
-            lines += [f"  {m}: warn > {t.warn}, fail > {t.fail}" for m, t in cls.thresholds.items()]
+            declared = {m.path: m for m in cls.metrics}
+            lines += ["", "Default thresholds:"]
+            lines += [f"  {m}: {_limits(t, direction_of(declared, m))}" for m, t in cls.thresholds.items()]
         if cls.options:
-            lines += ["", "Options:"] + [f"  {k}: {v!r}" for k, v in cls.options.items()]
+            lines += ["", "Options:"] + [f"  {k}: {'null' if v is None else repr(v)}" for k, v in cls.options.items()]
         return "\n".join(lines)
+
+
+def _limits(threshold: Threshold, direction: Direction) -> str:
+    """``warns above 0.0001, fails above 0.01`` (``below`` for a metric better when higher); a
+    level that is not set is not named, and a NaN always fails."""
+    side = "below" if direction is Direction.HIGHER_BETTER else "above"
+    parts = [
+        f"{verb} {side} {level:g}"
+        for verb, level in (("warns", threshold.warn), ("fails", threshold.fail))
+        if level is not None
+    ]
+    return ", ".join([*parts, "a NaN fails"])
 
 
 REGISTRY: dict[str, type[Audit]] = {}

@@ -14,6 +14,7 @@ from innaudit.core.stats import ErrorAccumulator
 from innaudit.linalg import Map
 from innaudit.model.contract import InvertibleModel
 from innaudit.model.latent import LevelStats
+from innaudit.verdict.float64 import EXACT_LIMIT, float64_sentence
 
 T = TypeVar("T")
 
@@ -49,16 +50,15 @@ def round_trip(
     return acc
 
 
-def verdict_float64(f32_bad: float, f64_bad: float) -> str:
-    """A sentence telling precision loss from ill-conditioning, from non-finite shares."""
-    if f32_bad == 0:
+def verdict_float64(
+    f32_bad: float, f64_bad: float, f32_rel: float = 0.0, f64_rel: float = 0.0, limit: float = EXACT_LIMIT
+) -> str:
+    """A sentence telling precision loss from ill-conditioning from a broken map, from the
+    float64 non-finite share and largest relative error (:mod:`innaudit.verdict.float64`); empty
+    when float32 already round-trips within ``limit``."""
+    if f32_bad == 0 and not f32_rel > limit:
         return ""
-    if f64_bad == 0:
-        return (
-            "finite in float64: float32 rounding is amplified past overflow; the map is "
-            "ill-conditioned but computable with more precision"
-        )
-    return "also non-finite in float64: the computed map itself breaks there, not just float32"
+    return float64_sentence(f64_bad, f64_rel, limit)
 
 
 def full_range_floor(numel: int, width: float) -> float:

@@ -19,7 +19,7 @@ from innaudit.config.settings import Threshold
 from innaudit.core.metrics import better, neither, rate, worse
 from innaudit.core.stats import per_sample_norm
 from innaudit.data import Dataset
-from innaudit.model.contract import InvertibleModel
+from innaudit.model.contract import InvertibleModel, host
 
 __all__ = [
     "BlockTrace",
@@ -71,18 +71,12 @@ def worst_samples(errors: np.ndarray, k: int) -> np.ndarray:
 
 
 def _scale_min(block: InvertibleModel, h: Tensor) -> np.ndarray:
-    scales = getattr(block.module, "scales", None)
-    if not callable(scales):
+    """Per sample, the smallest ``|g|`` of the block's affine scales (NaN without ``scales``)."""
+    g = block.scales(h)
+    if g is None:
         return np.full(len(h), math.nan)
-    was = block.module.training
-    block.module.eval()
-    try:
-        with torch.no_grad():
-            g = scales(h.clone())
-    finally:
-        block.module.train(was)
-    low = g.reshape(len(h), -1).double().abs().min(1).values
-    return torch.where(torch.isfinite(low), low, torch.full_like(low, math.nan)).cpu().numpy()
+    low = np.abs(host(g)).min(1) if g.shape[1] else np.full(len(h), math.nan)
+    return np.where(np.isfinite(low), low, math.nan)
 
 
 def trace_blocks(

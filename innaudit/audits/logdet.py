@@ -17,24 +17,31 @@ from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, rate, worse
 from innaudit.core.stats import summarize
 from innaudit.linalg import choose_method, jacobian, log_abs_det, log_abs_det_estimate
-from innaudit.model.contract import InvertibleModel, LogDetKind
+from innaudit.model.contract import InvertibleModel, LogDetKind, host
 
 __all__ = ["LogDet", "numerical_log_det"]
 
 
 def numerical_log_det(
     model: InvertibleModel, x: Tensor, method: str, probes: int, steps: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor]:
-    """``log|det J_F(x)|`` per sample from the Jacobian and its standard error (0 when exact).
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``log|det J_F(x)|`` per sample from the Jacobian, its standard error (0 when exact), and
+    where the reference itself failed (a finite Jacobian whose ``slogdet`` and SVD both gave no
+    finite answer: innaudit's failure, not the model's).
 
-    ``exact``: ``slogdet`` in float64 of the full Jacobian computed in the model's dtype;
-    ``matrix-free``: stochastic Lanczos quadrature (``innaudit.linalg.log_abs_det_estimate``).
+    ``exact``: ``slogdet`` in float64 of the full Jacobian computed in the model's dtype, one
+    matrix at a time, the SVD's ``sum log sigma_i`` where LU fails
+    (:func:`innaudit.linalg.log_abs_det`); ``matrix-free``: stochastic Lanczos quadrature
+    (``innaudit.linalg.log_abs_det_estimate``), whose failures cannot be told from the model's.
     """
     forward = lambda t: model.forward(t, grad=True)  # noqa: E731
     if method == "exact":
-        value = log_abs_det(jacobian(forward, x))
-        return value, torch.zeros_like(value)
-    return log_abs_det_estimate(forward, x, probes=probes, steps=steps, generator=generator)
+        jac = jacobian(forward, x)
+        value = log_abs_det(jac)
+        failed = torch.isfinite(jac.flatten(1)).all(1).cpu() & torch.isnan(value).cpu()
+        return value, torch.zeros_like(value), failed
+    value, err = log_abs_det_estimate(forward, x, probes=probes, steps=steps, generator=generator)
+    return value, err, torch.zeros(len(x), dtype=torch.bool)
 
 
 @register
@@ -62,6 +69,11 @@ class LogDet(Audit):
     same numbers are reported as ``estimate_error`` / ``estimate_rel_error`` and not gated by
     default: an estimate is expected to differ. ``series.values`` keeps per-sample values.
 
+    A reference that fails (a finite Jacobian whose LU and SVD both give no finite log-det: a
+    LAPACK failure) is innaudit's error on that sample, never the model's: the sample is left
+    out of ``error`` and ``nonfinite_fraction`` and counted in ``reference_failed_fraction``,
+    which warns above 0 (those samples are not judged).
+
     Reading a failure: a large error on finite samples means the likelihood the model reports
     is not the one of the map it computes (a bookkeeping bug, or float32 breakdown of an
     ill-conditioned map); non-finite log-dets mean the likelihood is unusable there. Gate
@@ -78,6 +90,7 @@ class LogDet(Audit):
     thresholds = {
         "nonfinite_fraction": Threshold(warn=None, fail=0.0),
         "rel_error.max": Threshold(warn=1e-3, fail=1e-1),
+        "reference_failed_fraction": Threshold(warn=0.0, fail=None),
     }
     options = {"samples": 32, "method": "auto", "probes": 8, "steps": 32}
     metrics = (
@@ -87,6 +100,7 @@ class LogDet(Audit):
         worse("rel_error", doc="error / |reference|"),
         worse("estimate_error", "nats", "error of an estimated log-det (not gated)"),
         worse("estimate_rel_error"),
+        rate("reference_failed_fraction", "samples whose reference log|det J| innaudit could not compute"),
     )
 
     shrinkable = {"probes": 2, "steps": 16}
@@ -117,7 +131,7 @@ class LogDet(Audit):
         units = batch_units(totals, ctx.batch_size)
         steps = [progress_counter(ctx.progress, d.name, n) for d, n in zip(ctx.datasets, totals, strict=True)]
 
-        def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             index, start, stop = unit
             ds = ctx.datasets[index]
             x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
@@ -126,7 +140,7 @@ class LogDet(Audit):
             if ld is None:
                 ld = torch.full((len(x),), math.nan)
             # salted by the batch's number in its set, as a single pass numbers them
-            value, err = numerical_log_det(
+            value, err, failed = numerical_log_det(
                 ctx.model,
                 x,
                 method,
@@ -135,17 +149,13 @@ class LogDet(Audit):
                 ctx.generator(ds.name, start // max(1, ctx.batch_size)),
             )
             steps[index](len(x))
-            return (
-                ld.detach().double().cpu().reshape(-1).numpy(),
-                value.detach().cpu().numpy(),
-                err.detach().cpu().numpy(),
-            )
+            return host(ld).reshape(-1), host(value), host(err), failed.numpy()
 
         for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
             if not mine:
                 continue
-            model_ld, ref, stderr = (np.concatenate(column) for column in zip(*mine, strict=True))
-            yield self._measure(ds.name, model_ld, ref, stderr, method, estimated_model, ctx)
+            model_ld, ref, stderr, failed = (np.concatenate(column) for column in zip(*mine, strict=True))
+            yield self._measure(ds.name, model_ld, ref, stderr, failed, method, estimated_model, ctx)
 
     @staticmethod
     def _measure(
@@ -153,23 +163,27 @@ class LogDet(Audit):
         model_ld: np.ndarray,
         ref: np.ndarray,
         stderr: np.ndarray,
+        failed: np.ndarray,
         method: str,
         estimated_model: bool,
         ctx: AuditContext,
     ) -> Measurement:
-        bad = ~(np.isfinite(model_ld) & np.isfinite(ref))
+        judged = ~failed
+        bad = ~(np.isfinite(model_ld) & np.isfinite(ref)) & judged
         with np.errstate(invalid="ignore"):
-            err = np.where(bad, np.inf, np.abs(model_ld - ref))
-            rel = err / np.maximum(1.0, np.abs(ref))
+            err = np.where(bad, np.inf, np.abs(model_ld - ref))[judged]
+            rel = err / np.maximum(1.0, np.abs(ref[judged]))
         prefix = "estimate_" if estimated_model else ""
         metrics: dict[str, object] = {
-            "n": len(err),
+            "n": len(failed),
             "model_log_det_kind": ctx.model.info.log_det_kind.value,
             "reference": "exact" if method == "exact" else "estimated",
-            "nonfinite_fraction": float(bad.mean()),
-            f"{prefix}error": summarize(err),
-            f"{prefix}rel_error": summarize(rel),
+            "nonfinite_fraction": float(bad.sum() / max(1, len(failed))),
+            "reference_failed_fraction": float(failed.mean()) if len(failed) else 0.0,
         }
+        if judged.any():  # errors of the judged samples only; none judged leaves nothing to gate
+            metrics[f"{prefix}error"] = summarize(err)
+            metrics[f"{prefix}rel_error"] = summarize(rel)
         if method != "exact":
             metrics["reference_stderr"] = summarize(stderr)
         worst = summarize(rel)["max"]
@@ -181,6 +195,12 @@ class LogDet(Audit):
             message += "; the model's log-det is itself an estimate"
         if bad.any():
             message += f"; {int(bad.sum())} sample(s) non-finite"
+        if failed.any():
+            message += (
+                f"; the reference log|det J| failed on {int(failed.sum())} sample(s) with a finite "
+                "Jacobian (LU and SVD in float64 both gave no finite value: innaudit's failure, "
+                "not the model's); they are not judged"
+            )
         short = lambda a: [float(f"{v:.6g}") if math.isfinite(v) else float(v) for v in a]  # noqa: E731
         return Measurement(
             name, metrics, message, {"values": {"model_log_det": short(model_ld), "log_abs_det_j": short(ref)}}

@@ -24,6 +24,7 @@ from innaudit.core.metrics import neither, rate, worse
 from innaudit.core.stats import ErrorAccumulator
 from innaudit.model.contract import InverseKind, InvertibleModel
 from innaudit.model.latent import LevelStats
+from innaudit.verdict.float64 import EXACT_LIMIT
 
 __all__ = ["RoundTrip"]
 
@@ -45,8 +46,9 @@ class RoundTrip(Audit):
     ``inf_fraction``, ``latent_nonfinite_fraction`` (already non-finite in ``z``: the forward
     pass overflows); ``error_l2`` and ``rel_error_l2`` with ``median``, ``p99``, ``max``,
     ``mean`` over finite samples; ``worst_indices``. With ``--float64-check`` the same on a
-    float64 copy under ``float64``: finite there means float32 precision is the limit,
-    non-finite there means the map itself breaks.
+    float64 copy under ``float64``, and the message says which of three it is: finite and within
+    the warn level there (float32 precision is the limit), finite but wrong (ill-conditioned or
+    not invertible: more precision does not help), or non-finite (the map itself breaks).
 
     For an iterative inverse (``inverse_kind`` "iterative", e.g. the zoo's residual flows) whose
     module counts them in ``inverse_cap_hits``, ``inverse_cap_hits`` is the number of (sample,
@@ -142,8 +144,13 @@ class RoundTrip(Audit):
                     acc64.extend(cast(ErrorAccumulator, part.acc64))
                 m64 = acc64.metrics("latent")
                 metrics["float64"] = {k: m64[k] for k in ("nonfinite_fraction", "error_l2", "rel_error_l2")}
+                warn = ctx.settings.thresholds_for(ds.name).get("rel_error_l2.max")
                 message = verdict_float64(
-                    cast(float, metrics["nonfinite_fraction"]), cast(float, m64["nonfinite_fraction"])
+                    cast(float, metrics["nonfinite_fraction"]),
+                    cast(float, m64["nonfinite_fraction"]),
+                    cast(dict, metrics["rel_error_l2"])["max"],
+                    cast(dict, m64["rel_error_l2"])["max"],
+                    warn.warn if warn is not None and warn.warn is not None else EXACT_LIMIT,
                 )
             yield Measurement(ds.name, metrics, message, {"error_histogram": acc.histogram()})
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
 import numpy as np
+import torch
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.common import batch_units, by_set, sample_counts
@@ -54,6 +55,19 @@ singular to working precision, and ``sigma_min`` is reported as 0."""
 def _singular(sv_min: np.ndarray, sv_max: np.ndarray) -> np.ndarray:
     """Samples whose Jacobian is singular (``sigma_min <= SVD_RESOLUTION * sigma_max``)."""
     return (sv_min <= SVD_RESOLUTION * sv_max) & np.isfinite(sv_max)
+
+
+def singular_to(dtype: torch.dtype) -> float:
+    """The relative resolution of a Jacobian computed in ``dtype``: its entries carry rounding of
+    ``eps`` relative, so singular values below ``eps * sigma_max`` are not resolved and the
+    Jacobian is singular to that precision (``kappa >= 1 / eps``: the inverse can lose every
+    digit). Never below what the float64 SVD resolves (:data:`SVD_RESOLUTION`)."""
+    return max(float(torch.finfo(dtype).eps), SVD_RESOLUTION)
+
+
+def _singular_at(sv_min: np.ndarray, sv_max: np.ndarray, resolution: float) -> np.ndarray:
+    """Samples whose ``sigma_min <= resolution * sigma_max`` (a finite ``sigma_max``)."""
+    return (sv_min <= resolution * sv_max) & np.isfinite(sv_max)
 
 
 def _condition(sv_max: np.ndarray, sv_min: np.ndarray) -> np.ndarray:
@@ -108,7 +122,11 @@ class SpectrumAudit(Audit):
     the paper names them (its ``condition_num`` and ``inverse_condition_num``):
     ``condition`` = ``forward.condition`` = ``sigma_max(J_F) / sigma_min(J_F)`` and
     ``inverse.condition`` = ``sigma_max(J_F^-1) / sigma_min(J_F^-1)``, infinite for a singular
-    Jacobian (``sigma_min = 0``: then ``max`` is inf and ``singular_fraction`` counts it);
+    Jacobian (``sigma_min = 0`` to the float64 SVD's resolution: then ``max`` is inf);
+    ``singular_fraction``, the samples whose Jacobian is singular to the model's precision
+    (``sigma_min(J_F) <= eps * sigma_max(J_F)``, ``eps`` of the model's dtype, 1.2e-7 in
+    float32: entries computed to ``eps`` relative do not resolve smaller singular values, and
+    ``F^-1`` can lose every digit there);
     ``amplification`` (``sigma_max(J_F) * sigma_max(J_F^-1)``, the per-sample amplification of
     relative rounding through the inverse actually computed; equal to ``condition`` for a
     consistent inverse), ``lipschitz.forward`` / ``lipschitz.inverse`` (largest local constants
@@ -128,8 +146,10 @@ class SpectrumAudit(Audit):
     multiplies latent rounding). Gate defaults: ``condition.max`` above 1e3 warns (worst-case
     relative round-trip error ``kappa u ~ 1e-4``, roundtrip's warn level); it never fails on
     its own, since ``kappa u`` is a worst case (a diagonal map with ``kappa = 1e5`` still
-    round-trips to rounding) and ``roundtrip`` / ``attack`` fail on actual errors; a
-    non-finite Jacobian fails; a cross-check mismatch warns.
+    round-trips to rounding) and ``roundtrip`` / ``attack`` fail on actual errors; a Jacobian
+    singular to the model's precision fails (``singular_fraction`` above 0: ``F`` is not
+    invertible there to the precision it computes in); a non-finite Jacobian fails; a
+    cross-check mismatch warns.
 
     References:
         Behrmann, Vicol, Wang, Grosse, Jacobsen, "Understanding and Mitigating Exploding
@@ -142,6 +162,7 @@ class SpectrumAudit(Audit):
     thresholds = {
         "nonfinite_fraction": Threshold(warn=None, fail=0.0),
         "condition.max": Threshold(warn=1e3, fail=None),
+        "singular_fraction": Threshold(warn=None, fail=0.0),
         "cross_check.mismatch_fraction": Threshold(warn=0.0, fail=None),
     }
     options = {"samples": 64, "method": "auto", "tol": 1e-4, "max_iter": 64, "cross_check_tolerance": 0.05}
@@ -157,7 +178,7 @@ class SpectrumAudit(Audit):
         ),
         worse("condition", doc="sigma_max(J_F) / sigma_min(J_F), the paper's condition_num"),
         worse("amplification", doc="sigma_max(J_F) * sigma_max(J_F^-1)"),
-        rate("singular_fraction", "samples whose Jacobian is singular (sigma_min = 0)"),
+        rate("singular_fraction", "samples whose Jacobian is singular to the model's precision"),
         worse("lipschitz.forward", doc="largest local Lipschitz estimate"),
         worse("lipschitz.inverse"),
         neither("n", doc="samples"),
@@ -213,16 +234,19 @@ class SpectrumAudit(Audit):
             if not mine:
                 continue
             spec = _cat(mine)
-            yield Measurement(ds.name, self._metrics(spec, ctx), self._message(spec), {"values": self._series(spec)})
+            metrics = self._metrics(spec, ctx, singular_to(ctx.model.dtype))
+            message = self._message(spec, singular_to(ctx.model.dtype))
+            yield Measurement(ds.name, metrics, message, {"values": self._series(spec)})
 
-    def _metrics(self, s: Spectrum, ctx: AuditContext) -> dict[str, object]:
+    def _metrics(self, s: Spectrum, ctx: AuditContext, resolution: float | None = None) -> dict[str, object]:
+        resolution = singular_to(torch.float32) if resolution is None else resolution
         amplification = s.forward_max * s.inverse_max
         bad = ~(np.isfinite(s.forward_max) & np.isfinite(s.inverse_max))
         m: dict[str, object] = {
             "n": len(amplification),
             "method": s.method,
             "nonfinite_fraction": float(bad.mean()),
-            "singular_fraction": float(_singular(s.forward_min, s.forward_max).mean()),
+            "singular_fraction": float(_singular_at(s.forward_min, s.forward_max, resolution).mean()),
             "forward": {
                 "sv_min": min_median_max(np.where(_singular(s.forward_min, s.forward_max), 0.0, s.forward_min)),
                 "sv_max": min_median_max(s.forward_max),
@@ -258,15 +282,18 @@ class SpectrumAudit(Audit):
         return m
 
     @staticmethod
-    def _message(s: Spectrum) -> str:
+    def _message(s: Spectrum, resolution: float) -> str:
         condition = _condition(s.forward_max, s.forward_min)
-        singular = _singular(s.forward_min, s.forward_max)
+        singular = _singular_at(s.forward_min, s.forward_max, resolution)
         finite = np.isfinite(condition)
         if singular.any():
             i = int(np.argmax(singular))
+            zero = _singular(s.forward_min, s.forward_max)[i]
+            shown = "sigma_min(J_F) = 0, condition inf" if zero else f"condition {condition[i]:.3g}"
             text = (
-                f"{int(singular.sum())} sample(s) with a singular Jacobian (sigma_min(J_F) = 0, "
-                f"condition inf; first: sample {i}; the layers audit names the block)"
+                f"{int(singular.sum())} of {len(singular)} sample(s) with a Jacobian singular to "
+                f"the model's precision (sigma_min(J_F) <= {resolution:.3g} sigma_max; first: sample "
+                f"{i}, {shown}; the layers audit names the block)"
             )
         elif not finite.any():
             return "no sample has a finite Jacobian" + (f"; {s.note}" if s.note else "")

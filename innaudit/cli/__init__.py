@@ -6,12 +6,12 @@ crashed audit, Ctrl-C). Torch is imported only inside commands, so ``--help`` is
 
 ``app`` holds the click group and the entry point, ``output`` the report writing and progress
 bars, ``run`` the ``run`` command, ``reports`` ``render`` / ``compare`` / ``--baseline``, and
-``commands`` ``list``, ``explain``, ``init`` and ``train``.
+``commands`` ``list``, ``explain``, ``init`` and ``train``, ``repair`` ``repair``.
 """
 
 from __future__ import annotations
 
-from innaudit.cli import commands, reports, run  # noqa: F401  (registers the commands on the group)
+from innaudit.cli import commands, repair, reports, run  # noqa: F401  (registers the commands on the group)
 from innaudit.cli.app import EXIT_HELP, cli, main
 
 __all__ = ["EXIT_HELP", "cli", "main"]

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 
 from innaudit.cli.app import cli
-from innaudit.cli.output import err
+from innaudit.cli.output import check_targets, echo, err, write_files
 from innaudit.core.errors import UsageError, did_you_mean
 
 __all__ = ["explain", "init", "list_audits", "train"]
@@ -17,11 +18,17 @@ __all__ = ["explain", "init", "list_audits", "train"]
 
 @cli.command("list")
 def list_audits() -> None:
-    """List the audits with their ids."""
+    """List the audits with their ids, and the built-in data sets with where they come from."""
     from innaudit.audits import REGISTRY
+    from innaudit.data import data_catalogue
 
     for aid, cls in REGISTRY.items():
         click.echo(f"{aid:12s} {cls.title}")
+    click.echo("\nbuilt-in data sets (--data / --ood SPEC; files and folders: see docs/data.md)")
+    for name, summary, provenance in data_catalogue():
+        click.echo(f"{name:12s} {summary}")
+        if provenance:
+            click.echo(f"{'':12s} from: {provenance}")
 
 
 @cli.command()
@@ -36,27 +43,31 @@ def explain(audit_id: str) -> None:
 
 
 @cli.command()
-@click.argument("path", default="innaudit.yaml", type=click.Path(dir_okay=False))
+@click.argument("path", default="innaudit.yaml", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def init(path: str, force: bool) -> None:
-    """Write a commented default config to PATH (default innaudit.yaml)."""
+    """Write a commented default config to PATH (default innaudit.yaml; - is stdout)."""
     from innaudit.audits import specs
     from innaudit.config.template import default_config_text
-    from innaudit.safeio.atomic import write_atomic
+    from innaudit.safeio.atomic import direct_target
 
+    text = default_config_text(specs())
+    if path == "-":
+        echo(text)
+        return
     target = Path(path)
-    if target.exists() and not force:
+    check_targets([], extra=[(f"init {path!r}", target)])
+    if target.exists() and not direct_target(target) and not force:
         raise UsageError(f"{path} exists; pass --force to overwrite it")
-    try:
-        write_atomic(target, default_config_text(specs()))
-    except OSError as exc:
-        raise UsageError(f"cannot write {path!r}: {exc.strerror}; choose a writable folder") from None
+    write_files([("the config", target, text)])
     err(f"wrote {path}")
 
 
 @cli.command()
 @click.argument("recipe")
-@click.option("-o", "--output", "output", required=True, metavar="PATH", help="Where to write the checkpoint.")
+@click.option(
+    "-o", "--output", "output", required=True, metavar="PATH", help="Where to write the checkpoint (- is stdout)."
+)
 @click.option("--seed", default=0, show_default=True, help="Training seed.")
 @click.option(
     "--regularizer",
@@ -94,15 +105,14 @@ def train(
     from rich.console import Console
     from rich.progress import Progress
 
-    from innaudit.loading import file_sha256
-    from innaudit.loading.native import save_checkpoint
+    from innaudit.loading.native import checkpoint_bytes
     from innaudit.train import run_recipe
 
-    target = Path(output)
-    if not (target.parent if str(target.parent) else Path(".")).is_dir():
-        raise UsageError(f"-o {output!r}: folder {str(target.parent)!r} does not exist")
+    target = None if output == "-" else Path(output)  # -o - is stdout
     if monitor_log is not None and monitor_every is None:
         raise UsageError("--monitor-log needs --monitor-every N")
+    log = [(f"--monitor-log {monitor_log!r}", Path(monitor_log))] if monitor_log is not None else []
+    check_targets([], extra=[*([(f"-o {output!r}", target)] if target is not None else []), *log])
     hook = _recipe_monitor(monitor_every, monitor_log)
     show = sys.stderr.isatty() if progress is None else progress
     with Progress(console=Console(stderr=True), transient=True, disable=not show) as bar, _hooked(hook):
@@ -117,16 +127,32 @@ def train(
         provenance["monitor"] = hook.provenance()
         for message in hook.warnings:
             err(f"monitor: {message}")
-    save_checkpoint(target, trained.module, trained.architecture, trained.config, trained.domain, provenance)
-    click.echo(f"{output} sha256 {file_sha256(target)}")
+    data = checkpoint_bytes(trained.module, trained.architecture, trained.config, trained.domain, provenance)
+    line = f"{output} sha256 {hashlib.sha256(data).hexdigest()}"
+    if target is None:
+        _binary_stdout(data)
+        err(line)
+        return
+    write_files([("the checkpoint", target, data)])
+    click.echo(line)
+
+
+def _binary_stdout(data: bytes) -> None:
+    """``train -o -``: the checkpoint's bytes on stdout."""
+    stream: BinaryIO | None = getattr(sys.stdout, "buffer", None)
+    if stream is None:
+        raise UsageError("stdout takes no bytes here (closed, or not a file); pass -o PATH")
+    try:
+        stream.write(data)
+        stream.flush()
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot write the checkpoint to stdout: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _recipe_monitor(every: int | None, log: str | None) -> Any:
     """The monitor hook of ``--monitor-every`` (None without it)."""
     if every is None:
         return None
-    if log is not None and not (Path(log).parent if str(Path(log).parent) else Path(".")).is_dir():
-        raise UsageError(f"--monitor-log {log!r}: folder {str(Path(log).parent)!r} does not exist")
     from innaudit.monitor.training import RecipeMonitor
 
     return RecipeMonitor(every, log)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import stat
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,10 +20,12 @@ __all__ = [
     "ProgressObserver",
     "check_targets",
     "color",
+    "echo",
     "err",
     "input_paths",
     "parse_outputs",
     "width",
+    "write_files",
     "write_outputs",
 ]
 
@@ -40,23 +39,22 @@ def err(message: str) -> None:
     click.echo(clean_text(message, 4000), err=True)
 
 
-def parse_outputs(values: Sequence[str]) -> list[tuple[str, Path | None]]:
+def parse_outputs(values: Sequence[str], formats: Sequence[str] | None = None) -> list[tuple[str, Path | None]]:
+    """``-o FORMAT[=PATH]`` values as ``(format, path)``, path None for stdout (``FORMAT`` or
+    ``FORMAT=-``); the console table is added first when every output goes to a file."""
     from innaudit.render import FORMATS
 
+    known = tuple(formats or FORMATS)
     outputs: list[tuple[str, Path | None]] = []
     for value in values:
         fmt, sep, path = value.partition("=")
-        if fmt not in FORMATS:
+        if fmt not in known:
             raise UsageError(
-                f"-o {value!r}: format {fmt!r} is unknown; expected one of "
-                f"{', '.join(FORMATS)}, as FORMAT or FORMAT=PATH"
+                f"-o {value!r}: format {fmt!r} is unknown; expected one of {', '.join(known)}, as FORMAT or FORMAT=PATH"
             )
         if sep and not path:
             raise UsageError(f"-o {value!r} names no file; expected FORMAT=PATH")
-        target = Path(path) if sep and path != "-" else None  # FORMAT=- is stdout
-        if target is not None and not (target.parent if str(target.parent) else Path(".")).is_dir():
-            raise UsageError(f"-o {value!r}: folder {str(target.parent)!r} does not exist")
-        outputs.append((fmt, target))
+        outputs.append((fmt, Path(path) if sep and path != "-" else None))  # FORMAT=- is stdout
     if all(path is not None for _, path in outputs):
         outputs.insert(0, ("console", None))  # files as well as, not instead of, the table
     return outputs
@@ -65,26 +63,62 @@ def parse_outputs(values: Sequence[str]) -> list[tuple[str, Path | None]]:
 TEXT_FORMATS = ("console", "github", "markdown")
 """Formats read by terminals and CI logs: every string of the report is sanitized for them."""
 
+OutputFile = tuple[str, Path, bytes | str]
+"""``(what, path, data)``: a file to write besides the reports (the attack's witnesses)."""
 
-def write_outputs(report: Report, outputs: list[tuple[str, Path | None]], quiet: bool) -> None:
+
+def _rendered(report: Report, outputs: list[tuple[str, Path | None]]) -> list[tuple[str, Path | None, str]]:
     from innaudit.render import RENDERERS, console
-    from innaudit.safeio.atomic import write_target
 
     clean = clean_tree(report) if any(fmt in TEXT_FORMATS for fmt, _ in outputs) else report
+    out = []
     for fmt, path in outputs:
         shown = clean if fmt in TEXT_FORMATS else report
         if fmt == "console":
             text = console.render(shown, color=path is None and color(), width=width(), verbose=STATE["verbose"] > 0)
         else:
             text = RENDERERS[fmt](shown)
+        out.append((fmt, path, text))
+    return out
+
+
+def write_files(files: Iterable[OutputFile]) -> None:
+    """Write each file through the one writer (:func:`innaudit.safeio.atomic.write_target`).
+
+    Raises:
+        UsageError: a file cannot be written (one line naming it).
+    """
+    from innaudit.safeio.atomic import write_target
+
+    for what, path, data in files:
+        try:
+            write_target(path, data)
+        except OSError as exc:
+            raise UsageError(f"cannot write {what} to {clean_text(path, 300)!r}: {exc.strerror or exc}") from None
+
+
+def echo(text: str, *, console: bool = False) -> None:
+    """``text`` on stdout as it is (lone surrogates escaped); a closed stdout is a UsageError."""
+    from innaudit.safeio.atomic import printable
+
+    try:
+        click.echo(printable(text), nl=False, color=True if console and color() else None)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot write to stdout: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def write_outputs(
+    report: Report, outputs: list[tuple[str, Path | None]], quiet: bool, files: Sequence[OutputFile] = ()
+) -> None:
+    """Render every output, write the files (``files`` too), then print what goes to stdout:
+    a write that fails leaves nothing printed that claims a verdict."""
+    rendered = _rendered(report, outputs)
+    write_files([*((f"{fmt} report", path, text) for fmt, path, text in rendered if path is not None), *files])
+    if quiet:
+        return
+    for fmt, path, text in rendered:
         if path is None:
-            if not quiet:
-                click.echo(text, nl=False, color=True if fmt == "console" and color() else None)
-        else:
-            try:
-                write_target(path, text)
-            except OSError as exc:
-                raise UsageError(f"cannot write {fmt} report to {str(path)!r}: {exc.strerror}") from None
+            echo(text, console=fmt == "console")
 
 
 def input_paths(model: str | None, files: Iterable[str | None], specs: Iterable[str | None]) -> list[Path]:
@@ -101,85 +135,44 @@ def input_paths(model: str | None, files: Iterable[str | None], specs: Iterable[
     return [p for p in found if p.exists()]
 
 
-def _identity(path: Path) -> tuple[object, ...]:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return ("path", os.path.realpath(path))
-    return ("inode", info.st_dev, info.st_ino)
+def check_targets(
+    outputs: Sequence[tuple[str, Path | None]],
+    inputs: Sequence[Path] = (),
+    extra: Sequence[tuple[str, Path]] = (),
+    quiet: bool = False,
+) -> None:
+    """Check every ``-o FORMAT=PATH`` (and ``extra`` targets, labelled) before the command runs:
+    each writable, none an input, none twice (:func:`innaudit.safeio.targets.check_targets`).
+    An output to stdout needs an open stdout (unless ``quiet``: nothing is printed).
 
-
-def _check_one(fmt: str, path: Path) -> None:
-    """Refuse a target that cannot take a report, before any audit runs."""
-    from innaudit.safeio.atomic import direct_target
-
-    where = f"-o {fmt}={clean_text(path, 300)!r}"
-    try:
-        info: os.stat_result | None = os.stat(path)
-    except FileNotFoundError:
-        info = None
-    except OSError as exc:
-        raise UsageError(f"{where}: cannot be checked ({exc.strerror})") from None
-    if info is not None and stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"{where} is a folder; expected a file path")
-    if direct_target(path):
-        if not os.access(path, os.W_OK):
-            raise UsageError(f"{where} is a device or FIFO that cannot be written (permission denied)")
-        return
-    if info is not None and not stat.S_ISREG(info.st_mode):
-        raise UsageError(f"{where} is neither a regular file, a character device nor a FIFO; expected a file path")
-    folder = Path(os.path.realpath(path)).parent
-    try:  # the report is renamed into place: the folder itself must take a new file
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".probe")
-    except OSError as exc:
-        raise UsageError(
-            f"{where}: cannot write in folder {clean_text(folder, 300)!r} ({exc.strerror}); choose a writable folder"
-        ) from None
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
-
-
-def check_targets(outputs: Sequence[tuple[str, Path | None]], inputs: Sequence[Path] = ()) -> None:
-    """Check every ``-o FORMAT=PATH`` before the run: each writable, none an input, none twice.
-
-    A regular file or a new path is written atomically; a character device or FIFO (also
-    behind a symlink such as ``/dev/stdout``) is written in place; a symlink to a file keeps the
-    link and replaces the file it points to. Raises UsageError (exit 2) for a folder, a socket,
-    an unwritable folder, a path given for two formats, or a file this run reads (model,
-    weights, data, config): a report must never overwrite what it audits.
+    Raises:
+        UsageError: the first target refused, naming it and what to do.
     """
-    read = {_identity(p): p for p in inputs}
-    seen: dict[tuple[object, ...], str] = {}
-    for fmt, path in outputs:
-        if path is None:
-            continue
-        _check_one(fmt, path)
-        key = _identity(path)
-        if key in read:
-            raise UsageError(
-                f"-o {fmt}={clean_text(path, 300)!r} is {clean_text(read[key], 300)!r}, "
-                "an input of this run; write the report elsewhere"
-            )
-        if key in seen:
-            raise UsageError(
-                f"-o {fmt}={clean_text(path, 300)!r}: the {seen[key]} report goes to the same "
-                "file; give each format its own path"
-            )
-        seen[key] = fmt
+    from innaudit.safeio.targets import check_targets as check
+
+    if not quiet and any(path is None for _, path in outputs) and sys.stdout is None:
+        raise UsageError("stdout is closed, but a report goes there; name a file (-o FORMAT=PATH) or pass -q")
+    labelled = [(f"-o {fmt}={clean_text(path, 300)!r}", path) for fmt, path in outputs if path is not None]
+    check([*labelled, *extra], inputs)
 
 
 def color() -> bool:
     if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
         return False
-    return bool(os.environ.get("FORCE_COLOR")) or sys.stdout.isatty()
+    return bool(os.environ.get("FORCE_COLOR")) or (sys.stdout is not None and sys.stdout.isatty())
+
+
+MIN_WIDTH = 40
+"""Narrowest console honoured; ``COLUMNS=0`` (or any width below this) means 80."""
 
 
 def width() -> int:
-    """The terminal's width as rich detects it (``COLUMNS`` honoured; 80 when not a terminal)."""
+    """The terminal's width as rich detects it (``COLUMNS`` honoured; 80 when not a terminal,
+    and 80 for a width under :data:`MIN_WIDTH`, where no table fits)."""
     from rich.console import Console
 
-    return Console(file=sys.stdout).width
+    found = Console(file=sys.stdout or sys.stderr).width
+    return found if found >= MIN_WIDTH else 80
 
 
 # -- progress --------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -250,7 +250,12 @@ def run(
         sections["precision"] = {"required": require_precision}
     witness_dir = _witness_dir(save_witnesses)
     config = load_config(config_path, specs(), overrides, sections)
-    check_targets(targets, input_paths(model, (weights, config_path), (config.data, *config.ood, condition)))
+    check_targets(
+        targets,
+        input_paths(model, (weights, config_path, baseline), (config.data, *config.ood, condition)),
+        _witness_targets(witness_dir),
+        quiet=quiet,
+    )
     if timeout is not None and not 0 < timeout < float("inf"):
         raise UsageError(f"--timeout {timeout:g} must be a positive, finite number of seconds")
     if rank_timeout is not None and not 0 < rank_timeout < float("inf"):
@@ -314,9 +319,10 @@ def _finish(
         return code
     for warning in report.warnings:
         err(f"warning: {warning}")
-    write_outputs(report, targets, quiet)
-    if witness_dir is not None:
-        _save_witnesses(report, witness_dir)
+    witnesses = _witness_files(report, witness_dir) if witness_dir is not None else []
+    write_outputs(report, targets, quiet, witnesses)
+    if witnesses:
+        err(f"wrote {witness_count(report)} witness(es) to {witness_dir}")
     if quiet or ("console", None) not in targets:  # the console table already ends with it
         from innaudit.render.console import verdict_line
 
@@ -328,11 +334,12 @@ def _distributed(job: Job, progress: str, rank_timeout: float | None, finish: Ca
     """One rank of a torchrun job: every rank audits its share; rank 0 alone writes the reports
     and decides the exit code, which every other rank exits with (its own once the job broke)."""
     from innaudit.core.distributed import DEFAULT_TIMEOUT_S, join, leave
+    from innaudit.run.guard import stdout_to_stderr
     from innaudit.run.job import execute
 
     shard = join(rank_timeout or DEFAULT_TIMEOUT_S)
     try:
-        with ProgressObserver(progress if shard.leader else "off") as observer:
+        with ProgressObserver(progress if shard.leader else "off") as observer, stdout_to_stderr():
             report = execute(job, observer, shard)
         code, problem = 2, None
         if shard.leader:
@@ -382,21 +389,41 @@ def _witness_dir(path: str | None) -> Path | None:
     return folder
 
 
-def _save_witnesses(report: Report, folder: Path) -> None:
-    """Write the attack's witnesses: ``witnesses.npy`` (worst x' per sample, the model's input
-    shape), ``originals.npy`` (the data x), ``witnesses.pt`` (both, with the starts and errors)."""
+WITNESS_FILES = ("witnesses.npy", "originals.npy", "witnesses.pt")
+"""What ``--save-witnesses DIR`` writes into DIR."""
+
+
+def _witness_targets(folder: Path | None) -> list[tuple[str, Path]]:
+    """The witness files as targets, checked with the reports before the run."""
+    if folder is None:
+        return []
+    return [(f"--save-witnesses {str(folder)!r}: {name}", folder / name) for name in WITNESS_FILES]
+
+
+def _witness_artifacts(report: Report) -> Mapping[str, Any] | None:
+    found = [r.artifacts for a in report.audits if a.id == "attack" for r in a.results if r.artifacts]
+    return found[0] if found else None
+
+
+def witness_count(report: Report) -> int:
+    """How many witnesses the attack found (0 when it did not run)."""
+    art = _witness_artifacts(report)
+    return 0 if art is None else len(art["witnesses"])
+
+
+def _witness_files(report: Report, folder: Path) -> list[tuple[str, Path, bytes]]:
+    """The attack's witnesses as files: ``witnesses.npy`` (worst x' per sample, the model's
+    input shape), ``originals.npy`` (the data x), ``witnesses.pt`` (both, with the starts and
+    errors); none (and a warning) when the attack did not run."""
     import io
 
     import numpy as np
     import torch
 
-    from innaudit.safeio.atomic import write_atomic
-
-    found = [r.artifacts for a in report.audits if a.id == "attack" for r in a.results if r.artifacts]
-    if not found:
+    art = _witness_artifacts(report)
+    if art is None:
         err("warning: --save-witnesses: the attack audit did not run, so there is nothing to write")
-        return
-    art = found[0]
+        return []
 
     def npy(array: np.ndarray) -> bytes:
         buffer = io.BytesIO()
@@ -409,13 +436,8 @@ def _save_witnesses(report: Report, folder: Path) -> None:
         | {"epsilon": torch.tensor(float(art["epsilon"]), dtype=torch.float64)},
         buffer,
     )
-    try:
-        write_atomic(folder / "witnesses.npy", npy(art["witnesses"]))
-        write_atomic(folder / "originals.npy", npy(art["originals"]))
-        write_atomic(folder / "witnesses.pt", buffer.getvalue())
-    except OSError as exc:
-        raise UsageError(f"cannot write witnesses to {str(folder)!r}: {exc.strerror}") from None
-    err(f"wrote {len(art['witnesses'])} witness(es) to {folder}")
+    data = (npy(art["witnesses"]), npy(art["originals"]), buffer.getvalue())
+    return [("witnesses", folder / name, payload) for name, payload in zip(WITNESS_FILES, data, strict=True)]
 
 
 def _check_device(device: str) -> None:
@@ -469,18 +491,32 @@ def _batch(text: str | None) -> int | str | None:
 
 def _print_plan(job: Job) -> int:
     """``--plan``: load, measure one batch, print the plan, exit 0."""
+    from innaudit.run.guard import stdout_to_stderr
     from innaudit.run.job import plan
 
-    click.echo("\n".join(plan(job).plan.describe()))
+    with stdout_to_stderr():  # model code runs here: its prints go to stderr
+        lines = plan(job).plan.describe()
+    click.echo("\n".join(lines))
     return 0
 
 
 def _audit(job: Job, timeout: float | None, progress: str) -> Report:
-    """In this process, or in a child one when a time or memory limit is asked for."""
+    """In this process, or in a child one when a time or memory limit is asked for.
+
+    In this process, model output goes to stderr while it runs, and SIGTERM or SIGHUP ends the
+    run with the report of what it reached (:class:`~innaudit.run.partial.Partial`, exit 2).
+    """
     from innaudit.run.child import run_isolated
+    from innaudit.run.guard import Stopped, stdout_to_stderr
     from innaudit.run.job import execute
+    from innaudit.run.partial import Partial, Tee
 
     with ProgressObserver(progress) as observer:
         if timeout is not None or job.max_memory is not None:
             return run_isolated(job, timeout, observer)
-        return execute(job, observer)
+        partial = Partial(job)
+        try:
+            with stdout_to_stderr():
+                return execute(job, Tee(observer, partial))
+        except Stopped as exc:
+            return partial.report(f"stopped by {exc}")

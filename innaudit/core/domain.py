@@ -7,12 +7,16 @@ every native checkpoint. It imports nothing heavy, so the CLI and config can use
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from innaudit.core.errors import LoadError
+from innaudit.core.errors import LoadError, short_repr
 
-__all__ = ["DataDomain"]
+__all__ = ["MAX_NUMEL", "DataDomain"]
+
+MAX_NUMEL = 1 << 31
+"""Most values in one sample (8 GiB in float32): a declared shape beyond it is an error, not an
+allocation that fails halfway through a run."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,9 @@ class DataDomain:
             images), or ``None`` for continuous data. A level ``k`` sits at ``low + k * bin``,
             and training adds uniform dequantization noise of one bin.
         name: a short description of the data, e.g. ``"digits"``.
+        assumed_range: True when the model declared its shape but not its range, so
+            ``[low, high]`` is a default rather than a fact: data are not checked against it
+            (:mod:`innaudit.data.convert`). Not stored in checkpoints or reports.
     """
 
     shape: tuple[int, ...]
@@ -34,10 +41,16 @@ class DataDomain:
     high: float = 1.0
     levels: int | None = None
     name: str = ""
+    assumed_range: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.shape or any(int(s) <= 0 for s in self.shape):
             raise LoadError(f"data shape {self.shape!r} is not a shape; expected positive sizes")
+        if self.numel > MAX_NUMEL:
+            raise LoadError(
+                f"data shape {short_repr(self.shape)} holds {self.numel:.3g} values per sample; innaudit "
+                f"audits at most {MAX_NUMEL:.3g} (2^31): check the model's input_shape"
+            )
         if not self.high > self.low:
             raise LoadError(f"data range [{self.low}, {self.high}] is empty; expected low < high")
         if self.levels is not None and self.levels < 2:

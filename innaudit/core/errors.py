@@ -49,6 +49,10 @@ T = TypeVar("T")
 _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 6, 6, 6, 80, 80
 _BREAKS = re.compile(r"[\n\r\t\v\f\x85\u2028\u2029]")
+_COMMANDS = re.compile(r":(?=:)|#(?=#\[)")
+"""The two GitHub Actions workflow-command forms: ``::name::`` (a command when a line starts
+with it, which a wrapped table cell can make happen) and the legacy ``##[name]`` (a command
+anywhere in a line). A space between the two marks defuses both."""
 
 
 def _visible(char: str) -> str:
@@ -67,14 +71,17 @@ def clean_text(text: object, limit: int = 2000) -> str:
     line breaks (LF, CR, VT, FF, NEL, U+2028/2029) and tabs become spaces, so no outside string
     can start a line of its own (a GitHub Actions ``::command::`` or a forged log line);
     control and format characters (C0, C1, DEL, bidi overrides such as U+202E, zero-width
-    characters) are dropped, a lone surrogate becomes U+FFFD; runs of spaces collapse, and the
-    result is cut at ``limit`` characters.
+    characters) are dropped, a lone surrogate becomes U+FFFD; runs of spaces collapse; the
+    GitHub workflow-command marks ``::`` and ``##[`` get a space inside (``: :``, ``# #[``), as
+    the legacy ``##[error]`` form is a command anywhere in a line; and the result is cut at
+    ``limit`` characters.
     """
     raw = str(text)
     raw = raw if len(raw) <= 8 * limit + 64 else raw[: 8 * limit + 64]  # bounded work
     flat = _BREAKS.sub(" ", _ESCAPES.sub("", raw))
     flat = "".join(_visible(c) if not c.isprintable() or c == "\ufeff" else c for c in flat)
     flat = re.sub(r" {2,}", " ", flat).strip()
+    flat = _COMMANDS.sub(lambda m: m.group(0) + " ", flat)
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 

@@ -231,9 +231,16 @@ class Comparison:
         return tuple(d for d in self.deltas if d.change is Change.REGRESSED)
 
     @property
+    def missing(self) -> tuple[Delta, ...]:
+        """The metrics of the baseline that the new report lacks (its audit errored, was skipped
+        or left out)."""
+        return tuple(d for d in self.deltas if d.change is Change.MISSING)
+
+    @property
     def gate_failed(self) -> bool:
-        """True when the regression gate is on and something regressed."""
-        return self.gate and bool(self.regressions)
+        """True when the regression gate is on and a metric regressed or went missing: a gated
+        metric that was not measured again cannot be said to hold."""
+        return self.gate and bool(self.regressions or self.missing)
 
 
 @dataclass(frozen=True)

@@ -1,38 +1,48 @@
 """Data SPECs: ``--data SPEC`` and ``--ood [NAME=]SPEC``.
 
-A SPEC is a file (``x.npy``, ``x.npz[:key]``, ``x.pt[:key]``) or a built-in name with an
-optional argument (``uniform``, ``gaussian``, ``rademacher``, ``constant:V``, ``digits:test``);
-see :mod:`innaudit.data.builtin`. Every set is shaped like the model's input and checked against
-it before any audit starts.
+A SPEC is an array file (``x.npy``, ``x.npz[:key]``, ``x.pt[:key]``, ``x.t7``), a data set in the
+format its users hold it (an image folder, CIFAR python batches, SVHN ``.mat``, Parquet or tar
+shards: :mod:`innaudit.data.formats`), a natural-image set that ships offline
+(:mod:`innaudit.data.natural`), or a built-in name with an optional argument (``uniform``,
+``gaussian``, ``rademacher``, ``constant:V``, ``digits:test``; :mod:`innaudit.data.builtin`).
+Every set is converted to the model's input by the rules of :mod:`innaudit.data.convert`, or
+refused, before any audit starts.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from innaudit.core.domain import DataDomain
-from innaudit.core.errors import DataError, did_you_mean
+from innaudit.core.errors import DataError, clean_text, did_you_mean
 from innaudit.core.seeding import stable_seed
+from innaudit.data.arrayset import array_dataset, numeric
 from innaudit.data.builtin import BUILTINS, DEFAULT_OOD
 from innaudit.data.dataset import Dataset, Role
+from innaudit.data.formats import Reader, match_format
 from innaudit.data.infer import infer_domain
+from innaudit.data.natural import NATURAL, natural_battery, natural_dataset
 from innaudit.safeio.arrays import read_array, split_file_spec
 
 __all__ = [
     "BUILTINS",
     "DEFAULT_OOD",
+    "NATURAL",
     "Dataset",
     "Role",
     "array_dataset",
+    "conversion_warnings",
+    "data_catalogue",
     "default_data",
     "domain_from_file",
     "inferred_array_domain",
     "inferred_domain",
+    "natural_battery",
     "resolve_dataset",
     "split_name",
 ]
@@ -59,6 +69,14 @@ def resolve_dataset(text: str, role: Role, domain: DataDomain, samples: int, see
     name, spec = split_name(text.strip())
     if not spec:
         raise DataError(f"data SPEC {text!r} is empty; expected a file or a built-in name")
+    base = spec.partition(":")[0]
+    if base in NATURAL:
+        return natural_dataset(name or spec, spec, role, domain, samples)
+    if base not in BUILTINS:
+        found = match_format(spec)
+        if found is not None:
+            reader, path, key = found
+            return _format_dataset(name or _stem(path), spec, role, reader, path, key, domain, samples)
     file_spec = split_file_spec(spec)
     if file_spec is not None:
         path, key = file_spec
@@ -66,12 +84,43 @@ def resolve_dataset(text: str, role: Role, domain: DataDomain, samples: int, see
     return _builtin_dataset(name, spec, role, domain, samples, seed)
 
 
+def _stem(path: Path) -> str:
+    """A set's default name: the file or folder name without its suffixes."""
+    return path.name.split(".")[0] or path.name
+
+
+def _format_dataset(
+    name: str,
+    spec: str,
+    role: Role,
+    reader: Reader,
+    path: Path,
+    key: str | None,
+    domain: DataDomain,
+    samples: int,
+) -> Dataset:
+    read = reader(path, key, samples, domain, spec)
+    return array_dataset(
+        name,
+        read.array,
+        role,
+        domain,
+        samples,
+        spec=spec,
+        source=str(path),
+        origin=read.origin,
+        layout=read.layout,
+        transform=read.transform,
+    )
+
+
 def _builtin_dataset(name: str | None, spec: str, role: Role, domain: DataDomain, samples: int, seed: int) -> Dataset:
     base, _, arg = spec.partition(":")
     builtin = BUILTINS.get(base)
     if builtin is None:
         raise DataError(
-            f"data SPEC {spec!r} is neither a file that exists nor a built-in set{did_you_mean(base, BUILTINS)}"
+            f"data SPEC {spec!r} is neither a file or folder that exists nor a built-in set"
+            f"{did_you_mean(base, [*BUILTINS, *NATURAL])}"
         )
     label = name or spec
     size = samples if builtin.random else min(samples, builtin.fixed_size(arg))  # type: ignore[misc]
@@ -89,86 +138,11 @@ def _builtin_dataset(name: str | None, spec: str, role: Role, domain: DataDomain
 def _file_dataset(
     name: str, spec: str, role: Role, path: Path, key: str | None, domain: DataDomain, samples: int
 ) -> Dataset:
-    return array_dataset(name, read_array(path, key, samples), role, domain, samples, spec=spec, source=str(path))
-
-
-def array_dataset(
-    name: str,
-    array: np.ndarray | torch.Tensor,
-    role: Role,
-    domain: DataDomain,
-    samples: int,
-    *,
-    spec: str | None = None,
-    source: str | None = None,
-) -> Dataset:
-    """A data set over an array already in memory (or memory-mapped), batch-first.
-
-    Args:
-        name: how the report names the set.
-        array: samples along the first axis, each with ``domain.numel`` values.
-        role: in-distribution or OOD.
-        domain: the model's data domain (the shape samples are reshaped to).
-        samples: at most this many samples.
-        spec: the SPEC it came from (default: a description of the array).
-        source: how errors name it (default: ``data set NAME``).
-    """
-    source = source or f"data set {name!r}"
-    array = _numeric(array, source)
-    if array.ndim < 1 or int(array.shape[0]) == 0:
-        raise DataError(
-            f"{source} holds no samples (shape {tuple(array.shape)}); expected a "
-            "batch-first array with at least one sample"
-        )
-    size = min(int(array.shape[0]), samples)
-    per_sample = tuple(int(s) for s in array.shape[1:])
-    if int(np.prod(per_sample)) != domain.numel:
-        raise DataError(
-            f"{source} has samples of shape {per_sample}, but the model takes "
-            f"{tuple(domain.shape)}; expected {domain.numel} values per sample"
-        )
-    note = "" if per_sample == tuple(domain.shape) else f"reshaped from {per_sample}"
-
-    def make(start: int, stop: int) -> torch.Tensor:
-        chunk = torch.from_numpy(np.array(array[start:stop])) if isinstance(array, np.ndarray) else array[start:stop]
-        return chunk.to(torch.float32).reshape(stop - start, *domain.shape)
-
-    for s in range(0, size, 4096):
-        _finite(array[s : min(s + 4096, size)], make(s, min(s + 4096, size)), source, size)
-    described = spec or f"<{type(array).__name__} {tuple(array.shape)}>"
-    return Dataset(name, described, role, size, make, note)
-
-
-def _finite(raw: Any, chunk: torch.Tensor, source: str, size: int) -> None:
-    """Refuse NaN/Inf in a chunk, telling a stored NaN/Inf from a finite value too big for float32."""
-    if bool(torch.isfinite(chunk).all()):
-        return
-    stored = torch.from_numpy(np.array(raw)) if isinstance(raw, np.ndarray) else raw
-    if bool(torch.isfinite(stored).all()):
-        big = float(stored.abs().max())
-        raise DataError(
-            f"{source} holds values up to {big:.3g} in its first {size} samples, beyond "
-            "float32's 3.4e38; rescale the data so a float32 model can take it"
-        )
-    bad = int((~torch.isfinite(stored)).sum())
-    raise DataError(
-        f"{source} holds {bad} NaN/Inf values in its first {size} samples; the inputs of a round trip must be finite"
-    )
-
-
-def _numeric(array: object, source: str) -> np.ndarray | torch.Tensor:
-    """``array`` if it is a real-valued numpy array or tensor; a clear DataError otherwise."""
-    if isinstance(array, torch.Tensor):
-        if array.is_complex() or array.dtype == torch.bool:
-            raise DataError(f"{source} is a {array.dtype} tensor; expected real numbers")
-        return array.detach().cpu()
-    if isinstance(array, np.ndarray):
-        if array.dtype.kind not in "fiu":
-            raise DataError(f"{source} is a numpy array of dtype {array.dtype}; expected real numbers")
-        return array
-    raise DataError(
-        f"{source} is a {type(array).__name__}; expected a torch.Tensor, a numpy array or a data SPEC string"
-    )
+    array = read_array(path, key, samples)
+    origin = {"format": path.suffix.lstrip(".") or "array", "path": str(path), "shape": list(array.shape)}
+    if key:
+        origin["key"] = key
+    return array_dataset(name, array, role, domain, samples, spec=spec, source=str(path), origin=origin)
 
 
 def domain_from_file(text: str) -> DataDomain:
@@ -195,7 +169,7 @@ def inferred_array_domain(
 ) -> tuple[DataDomain, str]:
     """The domain of data in memory (shape, range snapped to a standard one, levels) and how it
     was inferred."""
-    array = _numeric(array, f"data set {name!r}")
+    array = numeric(array, f"data set {name!r}")
     head = array[: min(len(array), 4096)]
     values = head.double().numpy() if isinstance(head, torch.Tensor) else np.array(head, dtype=np.float64)
     found = infer_domain(values, source or f"data set {name!r}")
@@ -208,3 +182,21 @@ def inferred_array_domain(
 def default_data(domain: DataDomain) -> str | None:
     """The in-distribution SPEC for a model whose domain names a built-in set (``digits:test``)."""
     return f"{domain.name}:test" if domain.name in BUILTINS else None
+
+
+def conversion_warnings(datasets: Sequence[Dataset]) -> tuple[str, ...]:
+    """One line per user-given set that was converted to the model's domain (layout, channels,
+    size or values): the console shows it, so a converted set is never a silent one."""
+    return tuple(
+        f"data set {clean_text(d.name, 80)!r} was converted: {clean_text('; '.join(d.transform), 600)}"
+        for d in datasets
+        if d.transform and d.origin.get("format") not in ("builtin", "natural")
+    )
+
+
+def data_catalogue() -> list[tuple[str, str, str]]:
+    """``(name, summary, provenance)`` of every built-in and shipped natural-image set, for
+    ``innaudit list``; the provenance of the natural sets says which package files they are."""
+    rows = [(b.name, b.summary, "") for b in BUILTINS.values()]
+    rows += [(n.name, f"{n.summary} (default OOD set of RGB models)", n.provenance) for n in NATURAL.values()]
+    return rows

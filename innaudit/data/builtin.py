@@ -197,6 +197,12 @@ def _grid_args(arg: str) -> tuple[float, float, int]:
         raise DataError(
             f"grid:{arg}: expected grid:LOW,HIGH,N with LOW < HIGH and 1 <= N <= 2000, e.g. grid:-8,8,320"
         ) from None
+    largest = torch.finfo(torch.float32).max
+    if not (abs(low) <= largest and abs(high) <= largest):
+        raise DataError(
+            f"grid:{arg}: the grid leaves float32's range (|LOW|, |HIGH| <= {largest:.4g}); "
+            "give finite bounds, e.g. grid:-8,8,320"
+        )
     return low, high, n
 
 

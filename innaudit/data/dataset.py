@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import Enum
 
 import torch
@@ -31,7 +31,11 @@ class Dataset:
         make: ``make(start, stop, generator_seed)`` returns samples ``start:stop`` as a float
             tensor on the CPU; built-in random sets draw them from a generator seeded by
             ``(seed, name, start)`` so every batch is reproducible on its own.
-        note: anything the report should say about the set (reshaped, clipped, ...).
+        note: anything the report should say about the set (what a built-in set is).
+        origin: where the samples came from, as plain data for the report: ``format``, the
+            ``path``, the files read, the ``provenance`` of a shipped set.
+        transform: the conversion steps applied to every sample, in order
+            (:mod:`innaudit.data.convert`); empty when the samples are used as stored.
     """
 
     name: str
@@ -40,6 +44,8 @@ class Dataset:
     size: int
     make: Callable[[int, int], Tensor]
     note: str = ""
+    origin: Mapping[str, object] = field(default_factory=dict)
+    transform: tuple[str, ...] = ()
 
     def batches(
         self, batch_size: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
@@ -55,4 +61,15 @@ class Dataset:
 
     def describe(self) -> dict[str, object]:
         """Plain-data description for the report."""
-        return {"name": self.name, "spec": self.spec, "role": self.role.value, "size": self.size, "note": self.note}
+        described: dict[str, object] = {
+            "name": self.name,
+            "spec": self.spec,
+            "role": self.role.value,
+            "size": self.size,
+            "note": self.note,
+        }
+        if self.origin:
+            described["origin"] = dict(self.origin)
+        if self.transform:
+            described["transform"] = list(self.transform)
+        return described

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 from torch.func import jacfwd, jacrev, vmap
 
 from innaudit.linalg._common import Map
 
-__all__ = ["jacobian", "jacobian_singular_values", "log_abs_det"]
+__all__ = ["jacobian", "jacobian_singular_values", "log_abs_det", "per_matrix"]
 
 _ROWS_PER_CHUNK = 16384
 """Samples are processed in chunks of about ``_ROWS_PER_CHUNK / dim`` so that the vmapped
@@ -65,13 +67,25 @@ def jacobian(fn: Map, x: Tensor) -> Tensor:
             return _jacobian_loop(fn, x).detach()
 
 
+def per_matrix(decompose: Callable[[Tensor], Tensor], batch: Tensor) -> Tensor:
+    """``decompose`` applied to each matrix of ``batch`` in turn, results stacked.
+
+    torch's batched CPU LAPACK path shares the batch out over its intra-op threads and calls
+    MKL from each: with more than one thread, batched LU (``slogdet``, ``det``) of matrices from
+    256 x 256 up stops with "Intel oneMKL ERROR: Parameter 6 was incorrect on entry to DLASWP"
+    and returns garbage or never returns, and a batched SVD runs up to 80 times slower (torch
+    2.13.0, MKL 2024.2). One call per matrix keeps MKL's own threading inside each matrix.
+    """
+    return torch.stack([decompose(m) for m in batch]) if len(batch) else batch.new_zeros(0)
+
+
 def _svdvals(jac: Tensor) -> Tensor:
     """Singular values (descending, float64) of a batch of matrices; NaN rows where non-finite."""
     wide = jac.double()
     finite = torch.isfinite(wide).flatten(1).all(1)
     out = torch.full((len(wide), min(wide.shape[1:])), float("nan"), dtype=torch.float64, device=wide.device)
     if finite.any():
-        out[finite] = torch.linalg.svdvals(wide[finite])
+        out[finite] = per_matrix(torch.linalg.svdvals, wide[finite])
     return out
 
 
@@ -87,10 +101,30 @@ def jacobian_singular_values(fn: Map, x: Tensor) -> Tensor:
 
 
 def log_abs_det(jac: Tensor) -> Tensor:
-    """``log|det J|`` per sample of a batch of square Jacobians, in float64 (NaN if non-finite)."""
+    """``log|det J|`` per sample of a batch of square Jacobians, in float64 (NaN if non-finite).
+
+    ``slogdet`` (LU) one matrix at a time (:func:`per_matrix`). A finite Jacobian whose LU gives
+    no finite answer is decomposed again by SVD (``sum log sigma_i``, the same number by
+    another algorithm); NaN remains only where both fail, so the caller can tell a failed
+    reference (finite Jacobian, NaN) from a non-finite Jacobian.
+    """
     wide = jac.double()
     finite = torch.isfinite(wide).flatten(1).all(1)
-    out = torch.full((len(wide),), float("nan"), dtype=torch.float64, device=wide.device)
+    out = torch.full((len(wide), 1), float("nan"), dtype=torch.float64, device=wide.device)
     if finite.any():
-        out[finite] = torch.linalg.slogdet(wide[finite])[1]
-    return out
+        out[finite] = per_matrix(_one_log_abs_det, wide[finite])
+    return out[:, 0]
+
+
+def _one_log_abs_det(matrix: Tensor) -> Tensor:
+    """``log|det|`` of one finite matrix: ``slogdet``, else the sum of its log singular values."""
+    try:
+        value = torch.linalg.slogdet(matrix)[1]
+    except RuntimeError:
+        value = matrix.new_tensor(float("nan"))
+    if torch.isnan(value):
+        try:
+            value = torch.log(torch.linalg.svdvals(matrix)).sum()
+        except RuntimeError:
+            value = matrix.new_tensor(float("nan"))
+    return value.reshape(1)

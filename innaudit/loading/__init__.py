@@ -56,6 +56,7 @@ def load_model(
     fallback_domain: Callable[[], DataDomain] | None = None,
     limits: Limits | None = None,
     condition: str | None = None,
+    samples: int | None = None,
 ) -> LoadedModel:
     """Load the MODEL argument.
 
@@ -69,8 +70,9 @@ def load_model(
             ``--data`` file); without it such a model is an error.
         condition: ``--condition SPEC`` of a conditional library model (a data file of
             condition rows or ``constant:V1,V2,...``), see :mod:`innaudit.loading.adapters`.
+        samples: ``--samples``: at most this many condition rows are read.
     """
-    cond = resolve_condition(condition) if condition else None
+    cond = resolve_condition(condition, samples) if condition else None
     if is_factory_spec(spec) and not Path(spec).is_file():
         return _from_factory(spec, weights, weights_key, fallback_domain, limits, cond)
     if weights:
@@ -81,7 +83,11 @@ def load_model(
 
 
 def load_object(
-    obj: Any, *, fallback_domain: Callable[[], DataDomain] | None = None, condition: str | None = None
+    obj: Any,
+    *,
+    fallback_domain: Callable[[], DataDomain] | None = None,
+    condition: str | None = None,
+    samples: int | None = None,
 ) -> LoadedModel:
     """Wrap a model object already in memory: an InvertibleModel, an ``nn.Module`` with
     ``forward``/``inverse``, or any object an adapter recognises (FrEIA, nflows, normflows, zuko,
@@ -95,7 +101,7 @@ def load_object(
             "and inverse, a flow from FrEIA, nflows, normflows, zuko or pyro, a checkpoint "
             "path, or a factory string (file.py:callable)"
         )
-    cond = resolve_condition(condition) if condition else None
+    cond = resolve_condition(condition, samples) if condition else None
     adapted = adapt_object(obj, _domain(obj, fallback_domain, name), {"object": name}, cond)
     return LoadedModel(adapted.model, _described({"model": name, "loader": "python"}, adapted, cond), adapted.warnings)
 
@@ -134,7 +140,7 @@ def _from_factory(
         )
     target: dict[str, Any] = {"model": spec, "loader": f"factory-{kind}"}
     flags: list[str] = []
-    prefix = ""
+    stripped = None
     if weights:
         path = Path(weights)
         if not isinstance(built, nn.Module):
@@ -142,16 +148,16 @@ def _from_factory(
                 f"--weights: factory {spec} returned a {type(built).__name__}, which "
                 "is not an nn.Module and holds no state dict"
             )
-        digest, prefix = load_state_dict_into(built, path, weights_key, limits)
-        target.update(weights=str(path), weights_sha256=digest, weights_key=weights_key)
-        if prefix:
-            target["weights_prefix"] = prefix
+        digest, reading = load_state_dict_into(built, path, weights_key, limits)
+        target.update(weights=str(path), weights_sha256=digest, weights_reading=reading)
+        target["weights_key"] = reading["weights_key"]
+        stripped = reading.get("stripped")
         flags = set_init_flags(built)
     source = {"factory": spec, "weights": weights or ""}
     adapted = adapt_object(built, _domain(built, fallback, spec), source, condition)
     notes = adapted.warnings
-    if weights and prefix:
-        notes = (f"stripped the training wrapper's key prefix {prefix!r} from --weights {path.name}", *notes)
+    if weights and stripped:
+        notes = (f"stripped the training wrapper's key prefix {stripped!r} from --weights {path.name}", *notes)
     if weights and flags:
         notes = (
             f"set the data-dependent initialization flag(s) {', '.join(flags[:6])} after loading "

@@ -3,8 +3,11 @@
 The least a user provides: ``forward(x) -> z`` or ``(z, log_det)``, and ``inverse(z) -> x`` (or
 ``reverse``). Optional attributes the adapter reads:
 
-- ``blocks``: a sequence of sub-modules with the same contract, in forward order (a block
-  returning ``([kept, z_i], log_det)`` factors out a level: see ``InvertibleModel.carry``);
+- the blocks, sub-modules with the same contract in forward order (a block returning
+  ``([kept, z_i], log_det)`` factors out a level: see ``InvertibleModel.carry``), found by
+  :func:`find_blocks`: the hook ``innaudit_blocks()``, else an ``nn.Sequential`` /
+  ``nn.ModuleList`` attribute (or a method returning one) named ``blocks``, ``layers``,
+  ``flows``, ``transforms`` or ``steps``;
 - ``block_names``: one report name per block;
 - ``input_shape``, ``data_range`` (``(low, high)``), ``data_levels``: the data domain;
 - ``inverse_kind``, ``log_det_kind``, ``inverse_tolerance``, ``inverse_max_iter``;
@@ -15,6 +18,7 @@ The least a user provides: ``forward(x) -> z`` or ``(z, log_det)``, and ``invers
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 from torch import Tensor, nn
@@ -23,7 +27,7 @@ from innaudit.core.domain import DataDomain
 from innaudit.core.errors import LoadError
 from innaudit.model.contract import InverseKind, InvertibleModel, LogDetKind, ModelInfo
 
-__all__ = ["INVERSE_NAMES", "adapt_module", "declared_domain"]
+__all__ = ["BLOCKS_HOOK", "CHAIN_ATTRIBUTES", "INVERSE_NAMES", "adapt_module", "declared_domain", "find_blocks"]
 
 INVERSE_NAMES = ("inverse", "reverse")
 
@@ -48,23 +52,62 @@ def declared_domain(module: nn.Module) -> DataDomain | None:
     shape = getattr(module, "input_shape", None)
     if shape is None:
         return None
-    low, high = getattr(module, "data_range", (0.0, 1.0))
+    declared = getattr(module, "data_range", None)
+    low, high = (0.0, 1.0) if declared is None else declared
     levels = getattr(module, "data_levels", None)
     return DataDomain(
         shape=tuple(int(s) for s in shape),
         low=float(low),
         high=float(high),
         levels=None if levels is None else int(levels),
+        assumed_range=declared is None,
     )
 
 
+BLOCKS_HOOK = "innaudit_blocks"
+"""The method a module defines to name its blocks when none of the places below holds them."""
+
+CHAIN_ATTRIBUTES = ("blocks", "layers", "flows", "transforms", "steps")
+"""Where a module's chain of invertible blocks is looked for, in this order."""
+
+
+def _invertible_chain(value: Any) -> list[nn.Module] | None:
+    if isinstance(value, (nn.ModuleList, nn.Sequential, list, tuple)) and len(value) > 0:
+        items = list(value)
+        if all(isinstance(b, nn.Module) and _inverse_name(b) for b in items):
+            return items
+    return None
+
+
+def find_blocks(module: nn.Module) -> tuple[list[nn.Module], str] | None:
+    """The module's invertible blocks in forward order and where they were found.
+
+    Looked for, first match wins: the hook ``innaudit_blocks()``; then each of
+    :data:`CHAIN_ATTRIBUTES` that is an ``nn.Sequential`` / ``nn.ModuleList`` / list of modules
+    with ``inverse`` (or ``reverse``), or a method of that name returning one (``blocks()``).
+    The blocks are taken to be what ``forward`` applies, in order, to its input.
+    """
+    hook = getattr(module, BLOCKS_HOOK, None)
+    if callable(hook):
+        chain = _invertible_chain(hook())
+        if chain is None:
+            raise LoadError(
+                f"{type(module).__name__}.{BLOCKS_HOOK}() must return a non-empty list of modules with "
+                "inverse(z) (or reverse(z))"
+            )
+        return chain, f"{BLOCKS_HOOK}()"
+    for name in CHAIN_ATTRIBUTES:
+        value = getattr(module, name, None)
+        called = callable(value) and not isinstance(value, nn.Module)
+        chain = _invertible_chain(value() if called else value)  # type: ignore[misc]
+        if chain is not None:
+            return chain, f"{name}()" if called else name
+    return None
+
+
 def _block_modules(module: nn.Module) -> Sequence[nn.Module]:
-    blocks = getattr(module, "blocks", None)
-    if isinstance(blocks, (nn.ModuleList, nn.Sequential, list, tuple)) and all(
-        isinstance(b, nn.Module) and _inverse_name(b) for b in blocks
-    ):
-        return list(blocks)
-    return []
+    found = find_blocks(module)
+    return found[0] if found else []
 
 
 def _block_name(module: nn.Module, block: nn.Module, index: int) -> str:
@@ -132,7 +175,10 @@ def adapt_module(
         inverse_tolerance=getattr(module, "inverse_tolerance", None),
         inverse_max_iter=getattr(module, "inverse_max_iter", None),
     )
-    blocks_fn = _blocks_of(info) if _block_modules(module) else None
+    found = find_blocks(module)
+    if found is not None:
+        info = replace(info, source={**info.source, "blocks": f"{found[1]} ({len(found[0])} blocks)"})
+    blocks_fn = _blocks_of(info) if found else None
     prior_fn = _own_prior if callable(getattr(module, "sample_prior", None)) else None
     return InvertibleModel(module, _call_forward, _call_inverse, info, blocks_fn=blocks_fn, prior_fn=prior_fn)
 

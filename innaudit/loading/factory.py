@@ -1,7 +1,9 @@
 """``package.module:callable`` and ``path/to/file.py:callable`` factories, and ``--weights``.
 
 A factory is user code the user named explicitly, so importing it is their decision; the weights
-file it is paired with is still untrusted data and goes through the weights-only loader.
+file it is paired with is still untrusted data and goes through the weights-only loader. A
+factory file's own folder goes first on ``sys.path`` before it is imported, as ``python file.py``
+puts it, so the file can import the modules beside it.
 """
 
 from __future__ import annotations
@@ -10,20 +12,17 @@ import importlib
 import importlib.util
 import re
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from innaudit.core.errors import LoadError, UnsafeCheckpointError, clean_text
 from innaudit.loading.native import is_native
-from innaudit.loading.prefixes import strip_prefix
 from innaudit.safeio.checkpoint import TRUST_HINT, CheckpointFile, FileFormat, load_weights_only, read_checkpoint
 from innaudit.safeio.preflight import Limits
 
-__all__ = ["is_factory_spec", "load_state_dict_into", "resolve_factory", "select_state_dict"]
+__all__ = ["is_factory_spec", "load_state_dict_into", "resolve_factory"]
 
 _DOTTED = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
@@ -63,6 +62,9 @@ def _import_file(path: Path) -> Any:
     if not path.is_file():
         raise LoadError(f"factory file {str(path)!r} does not exist")
     name = f"innaudit_factory_{abs(hash(str(path.resolve())))}"
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:  # its siblings import as `python file.py` would have them
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise LoadError(f"{path} cannot be imported as a Python file")
@@ -86,44 +88,6 @@ def _import_module(dotted: str) -> Any:
         ) from None
 
 
-def _is_state_dict(obj: Any) -> bool:
-    return (
-        isinstance(obj, Mapping)
-        and bool(obj)
-        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
-    )
-
-
-def select_state_dict(obj: Any, key: str | None, source: str) -> dict[str, torch.Tensor]:
-    """Find the state dict inside a loaded weights file.
-
-    Args:
-        obj: what the weights-only loader returned.
-        key: ``--weights-key``, a dotted path into nested dicts (``"model"``, ``"ema.state"``).
-        source: the file name, for messages.
-    """
-    if is_native(obj):
-        obj = obj["state_dict"]
-    if key:
-        for part in key.split("."):
-            if not isinstance(obj, Mapping) or part not in obj:
-                keys = ", ".join(map(str, list(obj)[:12])) if isinstance(obj, Mapping) else "none"
-                raise LoadError(
-                    f"--weights-key {key!r}: {source} has no entry {part!r}; entries: {clean_text(keys, 300)}"
-                )
-            obj = obj[part]
-    if _is_state_dict(obj):
-        return dict(obj)
-    if isinstance(obj, Mapping):
-        nested = [str(k) for k, v in obj.items() if _is_state_dict(v)]
-        hint = f"; entries holding tensors: {', '.join(nested)}" if nested else ""
-        raise LoadError(
-            f"{source} is a dict of several entries, not a state dict; name one with "
-            f"--weights-key{clean_text(hint, 300)}"
-        )
-    raise LoadError(f"{source} holds a {type(obj).__name__}; expected a state dict of tensors")
-
-
 WEIGHTS_HINT = (
     "a weights file needs no code: save it with torch.save(model.state_dict()) or as "
     "safetensors (--trust-checkpoint applies to MODEL only)"
@@ -144,26 +108,28 @@ def _read_weights(ckpt: CheckpointFile, limits: Limits | None) -> Any:
 
 def load_state_dict_into(
     module: nn.Module, path: Path, key: str | None, limits: Limits | None = None
-) -> tuple[str, str]:
-    """Load ``--weights`` into ``module`` strictly, stripping a training wrapper's key prefix
-    (DataParallel's ``module.``, ``torch.compile``'s ``_orig_mod.``, Lightning's ``net.``, an
-    EMA copy's ``ema.``: :func:`~innaudit.loading.prefixes.strip_prefix`); returns the sha256
-    of the bytes loaded (the file is read once) and the prefix stripped (``""`` for none)."""
-    ckpt = read_checkpoint(path, limits)
-    state = select_state_dict(_read_weights(ckpt, limits), key, str(path))
-    prefix = ""
-    if all(k.startswith("module.") for k in state):
-        state, prefix = {k[len("module.") :]: v for k, v in state.items()}, "module."
-    state, more = strip_prefix(state, module.state_dict().keys())
-    prefix += more
+) -> tuple[str, dict[str, Any]]:
+    """Load ``--weights`` into ``module`` strictly, the state dict found by the rules of
+    :mod:`innaudit.loading.keys` (training dicts, Lightning, EMA, ``module.`` / ``_orig_mod.``
+    prefixes); a ``*.index.json`` names sharded safetensors or torch files
+    (:mod:`innaudit.loading.shards`). Returns the sha256 of the bytes loaded (each file is read
+    once) and what the report says of the reading."""
+    from innaudit.loading.keys import resolve_state_dict
+    from innaudit.loading.shards import is_index, read_sharded
+
+    if is_index(path):
+        obj, digest, shards = read_sharded(path, limits, _read_weights)
+    else:
+        ckpt = read_checkpoint(path, limits)
+        obj, digest, shards = _read_weights(ckpt, limits), ckpt.sha256, None
+    if is_native(obj):
+        obj = obj["state_dict"]
+    reading = resolve_state_dict(obj, module, key, str(path))
     try:
-        result = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches raise even when strict=False
-        raise LoadError(f"{path} does not fit {type(module).__name__}: {exc}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise LoadError(
-            f"{path} does not fit {type(module).__name__}: missing keys "
-            f"{clean_text(result.missing_keys[:5], 300)}, unexpected keys "
-            f"{clean_text(result.unexpected_keys[:5], 300)}; check --weights-key or the factory"
-        )
-    return ckpt.sha256, prefix
+        module.load_state_dict(reading.state, strict=True)
+    except RuntimeError as exc:  # a dtype the parameter cannot take, after the key and shape checks
+        raise LoadError(f"{path} does not fit {type(module).__name__}: {clean_text(exc, 300)}") from None
+    described = reading.describe()
+    if shards is not None:
+        described["shards"] = shards
+    return digest, described

@@ -75,17 +75,18 @@ def save_checkpoint(
     """Write a native checkpoint of a zoo model to ``path`` atomically and return the path.
 
     Args:
-        path: where to write (a temporary file in the same folder is renamed onto it).
+        path: where to write (a temporary file in the same folder is renamed onto it; a
+            symlink is followed, a device or FIFO written in place).
         module: the model; its ``state_dict`` is stored.
         architecture: the zoo name that rebuilds it (``innaudit.zoo.ARCHITECTURES``).
         config: keyword arguments of that architecture (plain data only).
         domain: the data the model was trained on.
         provenance: how it was made (recipe, seed, command, versions, training metrics).
     """
-    from innaudit.safeio.atomic import write_atomic
+    from innaudit.safeio.atomic import write_target
 
     target = Path(path)
-    write_atomic(target, checkpoint_bytes(module, architecture, config, domain, provenance))
+    write_target(target, checkpoint_bytes(module, architecture, config, domain, provenance))
     return target
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from torch import Tensor
 
-from innaudit.core.errors import CorruptCheckpointError, LoadError, clean_text
+from innaudit.core.errors import CorruptCheckpointError, LoadError, clean_text, short_repr
 from innaudit.safeio.checkpoint import CheckpointFile, read_checkpoint
 from innaudit.safeio.preflight import Limits
 
@@ -77,6 +77,8 @@ def check_header(path: Path, data: bytes, limits: Limits) -> dict[str, Any]:
     if 8 + length > size:
         raise _bad(path, f"the header claims {length} bytes but the file has {size - 8} after its length")
     raw = data[8 : 8 + length]
+    if not raw.strip():
+        raise _bad(path, "its header is empty; expected a JSON object naming the tensors")
     try:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -84,10 +86,17 @@ def check_header(path: Path, data: bytes, limits: Limits) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise _bad(path, "header is not a JSON object")
     header.pop("__metadata__", None)
+    if not header:
+        raise _bad(path, "its header names no tensor; expected the tensors of a state dict")
     if len(header) > limits.max_entries:
         raise LoadError(f"{path} holds {len(header)} tensors; at most {limits.max_entries} are accepted")
     _check_spans(path, header, size - 8 - length, limits)
     return header
+
+
+def _whole(value: Any) -> bool:
+    """A JSON integer >= 0 (not a float such as 0.5, not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _check_spans(path: Path, header: dict[str, Any], data_bytes: int, limits: Limits) -> None:
@@ -95,9 +104,18 @@ def _check_spans(path: Path, header: dict[str, Any], data_bytes: int, limits: Li
     for name, entry in header.items():
         try:
             dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            declared = math.prod(int(s) for s in shape) * _DTYPE_BYTES[dtype]
+            size = _DTYPE_BYTES[dtype]
         except (KeyError, TypeError, ValueError):
             raise _bad(path, f"entry {name!r} lacks a known dtype, a shape or data_offsets") from None
+        if not isinstance(shape, list) or not all(_whole(s) for s in shape):
+            raise _bad(path, f"tensor {name!r} has shape {short_repr(shape, 80)}; expected a list of whole sizes >= 0")
+        if not (_whole(begin) and _whole(end)):
+            raise _bad(
+                path,
+                f"tensor {name!r} has data_offsets {short_repr(entry['data_offsets'], 80)}; "
+                "expected two whole byte offsets [begin, end]",
+            )
+        declared = math.prod(shape) * size
         if not (0 <= begin <= end <= data_bytes) or end - begin != declared:
             raise _bad(
                 path,

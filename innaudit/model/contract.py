@@ -9,6 +9,14 @@ what the audits rely on, whichever library built the model:
 - calls run without autograd unless the caller is inside ``torch.enable_grad()`` and asks for it
   (``grad=True``), as the attack and Jacobian audits do;
 - a model whose ``forward`` returns ``(z, log_det)`` is normalized to ``z`` for ``forward``;
+- every value leaving the model outside autograd (``z``, ``x``, the log-det, a block's
+  ``scales``) is detached here, once, so a parameter view or a tensor built under
+  ``torch.enable_grad()`` inside the model never reaches an audit's numpy summary; :func:`host`
+  then moves a detached value to the host as float64 numpy;
+- the log-det is checked once, on the first call that returns one: one number per sample
+  (``(B,)``, ``(B, 1)``) or one for the batch (a scalar); any other shape is refused with a
+  :class:`LogDetShapeError` naming the shape given and the one expected, raised only where a
+  log-det is asked for, so the audits that do not need it (a round trip) still run;
 - a latent that is a list/tuple/dict of tensors (a multi-scale flow's levels) is offered as one
   flat ``(B, D)`` tensor (:class:`~innaudit.model.latent.LatentStructure`), and ``inverse`` takes that
   flat view back; ``latent`` holds the structure. A single-tensor latent is passed as it is.
@@ -23,13 +31,14 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from innaudit.core.domain import DataDomain
 from innaudit.model.latent import LatentStructure, split_output
 
-__all__ = ["InverseKind", "InvertibleModel", "LogDetKind", "ModelInfo", "PriorFn"]
+__all__ = ["InverseKind", "InvertibleModel", "LogDetKind", "LogDetShapeError", "ModelInfo", "PriorFn", "host"]
 
 Fn = Callable[[nn.Module, Tensor], Any]
 """A map given the module that holds the parameters, so a copy of the model (float64, another
@@ -91,6 +100,61 @@ class ModelInfo:
         }
 
 
+class LogDetShapeError(ValueError):
+    """The model's log-det is not one number per sample: what was returned, what was expected."""
+
+
+def host(t: Tensor) -> np.ndarray:
+    """A model's value as float64 numpy on the host (detached first; the one way values leave
+    the device for summaries)."""
+    return t.detach().to(device="cpu", dtype=torch.float64).numpy()
+
+
+def _detached(value: Any, grad: bool) -> Any:
+    """``value`` (a tensor or a structure of tensors) detached unless the caller asked for grad."""
+    if grad:
+        return value
+    if isinstance(value, Tensor):
+        return value.detach()
+    if isinstance(value, dict):
+        return type(value)((k, _detached(v, grad)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_detached(v, grad) for v in value)
+    return value
+
+
+def _per_element_log_det(out: Any, x: Tensor) -> bool:
+    """``(z, t)`` where ``z`` has the input's size per sample and ``t`` is a batch-first tensor of
+    two or more dimensions: a log-det of the wrong shape, not a two-level latent (the levels of
+    a bijection's latent add up to the input's size, ``z`` alone already does)."""
+    return (
+        isinstance(out, (tuple, list))
+        and len(out) == 2
+        and all(isinstance(t, Tensor) for t in out)
+        and out[1].dim() >= 2
+        and len(out[0]) == len(x) == len(out[1])
+        and out[0][0].numel() == x[0].numel()
+    )
+
+
+def _shape(t: Tensor) -> str:
+    return "(" + ", ".join(str(s) for s in t.shape) + ("," if t.dim() == 1 else "") + ")"
+
+
+def _log_det_problem(ld: Any, batch: int) -> str | None:
+    """Why ``ld`` is not a log-det of a batch of ``batch`` samples (None when it is one)."""
+    if ld is None or isinstance(ld, (int, float)):
+        return None
+    if isinstance(ld, Tensor) and (ld.numel() == 1 or (ld.numel() == batch and ld.dim() <= 2 and len(ld) == batch)):
+        return None
+    given = _shape(ld) if isinstance(ld, Tensor) else type(ld).__name__
+    return (
+        f"the model's log-det has shape {given} for a batch of {batch}; expected ({batch},) "
+        "(one log|det J_F(x)| per sample) or a scalar; sum a per-element log-det over every "
+        "dimension but the batch"
+    )
+
+
 def _first(out: Any) -> Tensor:
     """The tensor of an inverse's output: ``x`` itself, or the first element of ``(x, log_det)``."""
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
@@ -135,6 +199,9 @@ class InvertibleModel:
         self._blocks = blocks_fn
         self._latent = latent
         self._prior = prior_fn
+        self._log_det_error: str | None = None
+        """Set on the first call that returns a log-det of the wrong shape (checked once)."""
+        self._log_det_checked = False
 
     # -- state management --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -153,26 +220,60 @@ class InvertibleModel:
         return x.clone() if grad else x.detach().clone()
 
     # -- the contract --------------------------------------------------------------------------
+    def _split(self, x: Tensor, grad: bool) -> tuple[Any, Any]:
+        """The model's ``forward`` output as ``(z, log_det)``, detached unless ``grad``; a
+        per-element log-det is set apart (not read as a latent level) and recorded."""
+        out = self._forward(self.module, self._prepare(x, grad))
+        z, ld = (out[0], out[1]) if _per_element_log_det(out, x) else split_output(out)
+        self._check_log_det(ld, len(x))
+        return _detached(z, grad), _detached(ld, grad)
+
+    def _check_log_det(self, ld: Any, batch: int) -> None:
+        if ld is None or self._log_det_checked:
+            return
+        self._log_det_checked = True
+        self._log_det_error = _log_det_problem(ld, batch)
+
     def forward(self, x: Tensor, *, grad: bool = False) -> Tensor:
         """``z = F(x)`` for a batch ``x`` (batch first); a structured latent comes flat ``(B, D)``."""
         with self._calling(grad):
-            return self._flat(split_output(self._forward(self.module, self._prepare(x, grad)))[0])
+            return self._flat(self._split(x, grad)[0])
 
     def forward_and_log_det(self, x: Tensor, *, grad: bool = False) -> tuple[Tensor, Tensor | None]:
-        """``(F(x), log|det J_F(x)|)``; the log-det is None when the model reports none."""
+        """``(F(x), log|det J_F(x)|)`` with the log-det of shape ``(B,)``; None when the model
+        reports none.
+
+        Raises:
+            LogDetShapeError: the model's log-det is not one number per sample (or one scalar).
+        """
         with self._calling(grad):
-            z, ld = split_output(self._forward(self.module, self._prepare(x, grad)))
+            z, ld = self._split(x, grad)
             z = self._flat(z)
             if self._log_det is not None:
-                return z, self._log_det(self.module, self._prepare(x, grad))
-            if ld is None or isinstance(ld, Tensor):
-                return z, ld
+                ld = _detached(self._log_det(self.module, self._prepare(x, grad)), grad)
+                self._check_log_det(ld, len(x))
+            if ld is None:
+                return z, None
+            if self._log_det_error is not None or _log_det_problem(ld, len(x)) is not None:
+                raise LogDetShapeError(self._log_det_error or _log_det_problem(ld, len(x)))
+            if isinstance(ld, Tensor):
+                return z, ld.reshape(-1).expand(len(z)) if ld.numel() == 1 else ld.reshape(len(z))
             return z, torch.full((len(z),), float(ld), dtype=z.dtype, device=z.device)
 
     def inverse(self, z: Tensor, *, grad: bool = False) -> Tensor:
         """``x = F^-1(z)`` for a batch ``z`` (the flat view when the latent is structured)."""
         with self._calling(grad):
-            return _first(self._inverse(self.module, self._structured(self._prepare(z, grad))))
+            return _detached(_first(self._inverse(self.module, self._structured(self._prepare(z, grad)))), grad)
+
+    def scales(self, h: Tensor) -> Tensor | None:
+        """The block's affine scales ``g(h)`` when its module exposes ``scales(h)`` (coupling
+        blocks), detached and flat ``(B, -1)``; None when it exposes none."""
+        scales = getattr(self.module, "scales", None)
+        if not callable(scales):
+            return None
+        with self._calling(False):
+            g = scales(self._prepare(h, False))
+        return g.detach().reshape(len(h), -1) if isinstance(g, Tensor) else None
 
     @property
     def latent(self) -> LatentStructure | None:
@@ -249,7 +350,7 @@ class InvertibleModel:
     def _rebuild(self, module: nn.Module, info: ModelInfo) -> InvertibleModel:
         return InvertibleModel(
             module, self._forward, self._inverse, info, self._log_det, self._blocks, self._latent, self._prior
-        )
+        )  # a fresh model: its log-det is checked again on its first call
 
     def with_info(self, **changes: Any) -> InvertibleModel:
         """A model sharing the module and the maps, with some :class:`ModelInfo` fields replaced."""

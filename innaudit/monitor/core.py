@@ -7,6 +7,11 @@ against the trend rules (:mod:`innaudit.monitor.rules`), appends the result to a
 acts on a failure: ``warn`` (a :class:`MonitorWarning`), ``raise`` (:class:`MonitorFailure`) or
 ``stop`` (``result.stop`` and ``monitor.should_stop`` turn True; the callbacks stop the trainer).
 
+The monitor never changes training: making it runs no model code, and a check puts back every
+parameter, buffer and module attribute it finds changed (a lazy ActNorm initialization
+triggered by the check is undone, then reported as an ``error`` finding ``mutation``), so a run
+with the monitor trains bit for bit the same weights as without it.
+
 Example (a plain loop)::
 
     monitor = InvertibilityMonitor(flow, data=x_test[:64], every=200, on_fail="stop", log="monitor.jsonl")
@@ -35,11 +40,18 @@ from innaudit.core.results import Status, worst
 from innaudit.data import DEFAULT_OOD, Dataset
 from innaudit.model.contract import InvertibleModel
 from innaudit.monitor.battery import DataArg, SetFigures, battery_config, figures, make_sets, run_battery
-from innaudit.monitor.log import append_record
+from innaudit.monitor.log import append_record, open_log
 from innaudit.monitor.rules import Finding, TrendRules
-from innaudit.monitor.state import preserved
+from innaudit.monitor.state import mutation_message, preserved
 
-__all__ = ["DEFAULT_EVERY", "InvertibilityMonitor", "MonitorFailure", "MonitorResult", "MonitorWarning"]
+__all__ = [
+    "DEFAULT_EVERY",
+    "InvertibilityMonitor",
+    "MonitorFailure",
+    "MonitorLogWarning",
+    "MonitorResult",
+    "MonitorWarning",
+]
 
 DEFAULT_EVERY = 200
 """Steps between two checks by default (the overhead at this interval is in the README)."""
@@ -49,6 +61,10 @@ ON_FAIL = ("warn", "raise", "stop")
 
 class MonitorWarning(UserWarning):
     """A monitor check failed and ``on_fail="warn"``."""
+
+
+class MonitorLogWarning(UserWarning):
+    """The monitor's log could not be written (said once; the checks go on)."""
 
 
 class MonitorFailure(RuntimeError):
@@ -144,7 +160,10 @@ class InvertibilityMonitor:
         budget: at most this share of wall time spent in checks (e.g. ``0.05``); a check that would
             exceed it is put off to a later step. None (default): checks run on a fixed schedule.
         on_fail: ``warn``, ``raise`` or ``stop``, when a check's status reaches ``fail_on``.
-        log: a JSONL file, started afresh here and appended to by every check.
+        log: a JSONL file: a ``start`` record is appended here (an existing log is kept and
+            extended, as when a training run resumes) and every check appends one record. A
+            folder, a socket or a missing folder is refused here; a write that fails later
+            warns once (:class:`MonitorLogWarning`) and training goes on.
         samples: samples per set for the round trips.
         spectrum_samples: samples per set for the Jacobian singular values.
         rules: the trend rules' settings.
@@ -197,14 +216,11 @@ class InvertibilityMonitor:
         self._calls = 0
         self._spent = 0.0
         self._started = self._last_end = time.perf_counter()
-        with preserved(self.model.module):
-            x = self.datasets[0].first(1).to(device=device, dtype=self.model.dtype)
-            z = self.model.forward(x)
-        self.latent_shape = tuple(int(s) for s in z.shape[1:])
+        self.latent_shape: tuple[int, ...] | None = None  # learnt at the first check, not here
         self.log = Path(log) if log is not None else None
+        self._log_failed = False
         if self.log is not None:
-            self.log.write_text("", encoding="utf-8")
-            append_record(self.log, self._start_record())
+            open_log(self.log, self._start_record())
 
     def _start_record(self) -> dict[str, Any]:
         return {
@@ -247,13 +263,16 @@ class InvertibilityMonitor:
         """Run one check now, whatever the schedule, and act on its status."""
         start = time.perf_counter()
         train_s = start - self._last_end
-        with preserved(self.model.module):
+        changes: list[str] = []
+        with preserved(self.model.module, changes):
             self.model.module.eval()
-            reports = run_battery(self.model, self.datasets, self.config, self.latent_shape, self.spectrum_sets)
+            reports = run_battery(self.model, self.datasets, self.config, self._latent_shape(), self.spectrum_sets)
         current, errors = figures(reports)
         previous = self.timeline[-1].sets if self.timeline else None
         findings = self.rules.evaluate(step, current, previous, self._fired, self.data_set)
         findings += [Finding("error", "", Status.ERROR, f"a monitor audit crashed: {e}") for e in errors]
+        if changes:
+            findings.append(Finding("mutation", "", Status.ERROR, mutation_message(changes)))
         status = worst(tuple(f.status for f in findings))
         failed = status.rank >= self.fail_on.rank
         duration = time.perf_counter() - start
@@ -269,12 +288,38 @@ class InvertibilityMonitor:
         self._record(result, failed)
         return result
 
+    def _latent_shape(self) -> tuple[int, ...]:
+        """The shape of one ``z``, from one forward pass inside the first check (whose state
+        is put back afterwards, so a lazy initialization it triggers is undone)."""
+        if self.latent_shape is None:
+            device = next((p.device for p in self.model.module.parameters()), torch.device("cpu"))
+            x = self.datasets[0].first(1).to(device=device, dtype=self.model.dtype)
+            z = self.model.forward(x)
+            self.latent_shape = tuple(int(s) for s in z.shape[1:])
+        return self.latent_shape
+
+    def _append(self, record: Mapping[str, Any]) -> None:
+        """Append to the log; a log that cannot be written warns once and training goes on."""
+        assert self.log is not None
+        try:
+            append_record(self.log, record)
+        except OSError as exc:
+            if not self._log_failed:
+                self._log_failed = True
+                warnings.warn(
+                    MonitorLogWarning(
+                        f"the monitor log {str(self.log)!r} cannot be written ({exc.strerror or exc}); "
+                        "checks go on, but this one and later ones may be missing from the log"
+                    ),
+                    stacklevel=5,
+                )
+
     def _record(self, result: MonitorResult, failed: bool) -> None:
         self.timeline.append(result)
         if failed and self.first_failure is None:
             self.first_failure = result.step
         if self.log is not None:
-            append_record(self.log, result.to_dict())
+            self._append(result.to_dict())
         self._last_end = time.perf_counter()
         self._spent += result.duration_s
         if not failed:

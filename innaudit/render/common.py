@@ -17,11 +17,13 @@ from typing import Any
 
 from innaudit.core.metrics import Direction, Metric, MetricTable, declared, percent
 from innaudit.core.results import AuditResult, Check, Report, SetResult, Status, lookup
+from innaudit.verdict.diagnosis import budget_cut
 
 __all__ = [
     "Finding",
     "Row",
     "check_text",
+    "cut_text",
     "declarations",
     "findings",
     "fmt",
@@ -74,6 +76,8 @@ def interval_text(result: SetResult, path: str, audit: str | None = None, short:
     """
     value, n = lookup(result.metrics, path), result.metrics.get("n")
     if path not in result.intervals or not isinstance(value, (int, float)) or not isinstance(n, int):
+        return ""
+    if not math.isfinite(value):  # only a tampered report holds a non-finite rate with an interval
         return ""
     low, high = result.intervals[path]
     k = round(value * n)
@@ -163,6 +167,8 @@ def verdict_reason(report: Report) -> str:
             f"{len(comparison.regressions)} metric(s) regressed against the baseline"
             + (" (gated)" if comparison.gate else "")
         )
+    if comparison is not None and comparison.gate and comparison.missing:
+        parts.append(f"{len(comparison.missing)} metric(s) of the baseline not measured again (gated)")
     return "; ".join(parts) if parts else "every audit passed its thresholds"
 
 
@@ -285,11 +291,11 @@ class Finding:
     metric: str = ""
     """The metric path ("" for messages and errors); shown with ``-v`` and as an HTML title."""
     label: str = ""
-    """Shown instead of the status when set (``WAIVED``, ``EXPIRED``)."""
+    """Shown instead of the status when set (``WAIVED``, ``EXPIRED``, ``CUT``)."""
 
     @property
     def tag(self) -> str:
-        """``FAIL``, ``WARN``, ``ERROR``, ``WAIVED`` or ``EXPIRED``."""
+        """``FAIL``, ``WARN``, ``ERROR``, ``WAIVED``, ``EXPIRED`` or ``CUT``."""
         return self.label or self.status.value.upper()
 
     @property
@@ -337,11 +343,20 @@ def set_findings(audit: AuditResult, result: SetResult, table: MetricTable | Non
     return out
 
 
+def cut_text(cut: str) -> str:
+    """What a budget cut means for the audit's verdict, in words."""
+    return f"--budget cut this audit ({cut}): its verdict rests on fewer samples or steps than asked"
+
+
 def findings(report: Report, table: MetricTable | None = None) -> list[Finding]:
-    """Every failing/warning check, waiver and audit error, in report order (worst first per set)."""
+    """Every failing/warning check, waiver and audit error, in report order (worst first per
+    set), and a ``CUT`` line for each audit a ``--budget`` cut (``run.plan``)."""
     table = declarations() if table is None else table
+    cuts = budget_cut(report)
     out: list[Finding] = []
     for audit in report.audits:
+        if audit.id in cuts:
+            out.append(Finding(audit.status, audit.id, "", cut_text(cuts[audit.id]), label="CUT"))
         if audit.status in (Status.ERROR, Status.SKIP) and not audit.results:
             out.append(Finding(audit.status, audit.id, "", audit.error or audit.message))
         for result in audit.results:

@@ -1,14 +1,23 @@
-"""The baseline comparison as a console table (the other formats draw their own)."""
+"""The baseline comparison as console text (the other formats draw their own).
+
+One line per changed metric, worst first: ``regressed  roundtrip[uniform] rel_error_l2.max
+1.2e-05 -> 3.4e-05 (+183%)``. Lines wrap at spaces to the console's width under a hanging
+indent, so a set name or a number is never cut, at 80 columns as at 200.
+"""
 
 from __future__ import annotations
 
-from rich.markup import escape
-from rich.table import Table
+import textwrap
+from collections.abc import Iterator
 
-from innaudit.core.results import Change, Comparison
+from rich.console import Console, ConsoleOptions
+from rich.text import Text
+
+from innaudit.core.errors import clean_text
+from innaudit.core.results import Change, Comparison, Delta
 from innaudit.render.common import fmt
 
-__all__ = ["STYLE", "table"]
+__all__ = ["STYLE", "Lines", "table"]
 
 STYLE = {
     Change.REGRESSED: "bold red",
@@ -18,6 +27,8 @@ STYLE = {
     Change.MISSING: "yellow",
 }
 MAX_ROWS = 60
+INDENT = 11
+"""The hanging indent: the width of the longest change (``regressed``) and two spaces."""
 
 
 def _rel(base: float | None, new: float | None) -> str:
@@ -27,34 +38,44 @@ def _rel(base: float | None, new: float | None) -> str:
     return "" if change != change or abs(change) == float("inf") else f"{change:+.0%}"
 
 
-def table(comparison: Comparison, show_unchanged: bool = False) -> Table:
+def _words(d: Delta) -> str:
+    rel = _rel(d.base, d.new)
+    where = clean_text(f"{d.audit}[{d.dataset}] {d.metric}") + (" ^" if d.higher_is_better else "")
+    return f"{where}  {fmt(d.base)} -> {fmt(d.new)}" + (f" ({rel})" if rel else "")
+
+
+class Lines:
+    """A rich renderable: the comparison's title and one line per shown metric, wrapped to the
+    width rich renders at."""
+
+    def __init__(self, title: str, rows: list[tuple[Change | None, str]]) -> None:
+        self.title = title
+        self.rows = rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Text]:
+        width = max(40, options.max_width)
+        for line in textwrap.wrap(self.title, width, break_long_words=False, subsequent_indent=" " * INDENT):
+            yield Text(line)
+        for change, words in self.rows:
+            label = change.value if change is not None else ""
+            lines = textwrap.wrap(words, width - INDENT, break_long_words=False, break_on_hyphens=False) or [""]
+            for i, line in enumerate(lines):
+                head = (
+                    Text(label.ljust(INDENT), style=STYLE[change] if change else "") if i == 0 else Text(" " * INDENT)
+                )
+                yield Text.assemble(head, line)
+
+
+def table(comparison: Comparison, show_unchanged: bool = False) -> Lines:
     """Every changed metric (worst first), with base, new and the relative change."""
     counts = ", ".join(f"{n} {c}" for c, n in comparison.counts.items() if n) or "nothing compared"
     title = (
-        f"against baseline {escape(comparison.base)}: {counts} "
-        f"(tol = max(|base| x {fmt(comparison.rel_tol)}, {fmt(comparison.abs_tol)}); "
-        "^ marks a metric that is better when higher)"
+        f"against baseline {clean_text(comparison.base)}: {counts} "
+        f"(tol = max(|base| x {fmt(comparison.rel_tol)}, {fmt(comparison.abs_tol)}, the precision's "
+        "resolution for errors); ^ marks a metric that is better when higher"
     )
-    out = Table(title=title, title_justify="left", box=None)
-    for name in ("change", "audit", "set", "metric", "base", "new", "rel"):
-        # numbers, the change and the metric never wrap; audit and set names fold
-        out.add_column(
-            name,
-            justify="right" if name in ("base", "new", "rel") else "left",
-            no_wrap=name not in ("audit", "set"),
-            overflow="fold",
-        )
     shown = [d for d in comparison.deltas if show_unchanged or d.change is not Change.UNCHANGED]
-    for d in shown[:MAX_ROWS]:
-        out.add_row(
-            f"[{STYLE[d.change]}]{d.change.value}[/]",
-            escape(d.audit),
-            escape(d.dataset),
-            escape(d.metric) + (" ^" if d.higher_is_better else ""),
-            fmt(d.base),
-            fmt(d.new),
-            _rel(d.base, d.new),
-        )
+    rows: list[tuple[Change | None, str]] = [(d.change, _words(d)) for d in shown[:MAX_ROWS]]
     if len(shown) > MAX_ROWS:
-        out.add_row("", f"... {len(shown) - MAX_ROWS} more", "", "", "", "", "")
-    return out
+        rows.append((None, f"... {len(shown) - MAX_ROWS} more"))
+    return Lines(title, rows)

@@ -22,21 +22,25 @@ import io
 import math
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
-from innaudit.core.errors import clean_text, shorten_middle
-from innaudit.core.results import AuditResult, Report, SetResult, Status, lookup
-from innaudit.render.common import Finding, findings, fmt, percent
+from innaudit.core.errors import clean_text, clean_tree, shorten_middle
+from innaudit.core.results import AuditResult, Comparison, Report, SetResult, Status, lookup
+from innaudit.render.common import Finding, declarations, findings, fmt, percent
 from innaudit.verdict.diagnosis import Diagnosis, diagnose
 
-__all__ = ["HEADLINES", "render", "verdict_line"]
+__all__ = ["HEADLINES", "regression_words", "render", "verdict_line"]
 
 Headline = tuple[str, str, str]
-"""(column label, metric path, ``rate`` | ``num`` | ``text``)."""
+"""(column label, metric path, ``rate`` | ``num`` | ``text`` | ``precision``: an index into
+float64, float32, float16, bfloat16, -1 for none)."""
+
+LADDER = ("float64", "float32", "float16", "bfloat16")
+"""The ``precision`` audit's ``lowest_invertible`` ladder (``innaudit.audits.precision.LADDER``;
+a test holds the two equal, the renderer imports no audit)."""
 
 HEADLINES: dict[str, tuple[Headline, ...]] = {
     "roundtrip": (("non-finite", "nonfinite_fraction", "rate"), ("max rel err", "rel_error_l2.max", "num")),
@@ -72,6 +76,16 @@ HEADLINES: dict[str, tuple[Headline, ...]] = {
         ("max error", "error.max", "num"),
         ("worst cond", "condition.max", "num"),
     ),
+    "precision": (
+        ("non-finite", "required.nonfinite_fraction", "rate"),
+        ("max rel err", "required.rel_error_l2.max", "num"),
+        ("invertible to", "lowest_invertible", "precision"),
+    ),
+    "gradient": (
+        ("non-finite", "nonfinite_fraction", "rate"),
+        ("max rel err", "rel_error_l2.max", "num"),
+        ("stateful", "stateful_layers", "num"),
+    ),
 }
 """Each audit's headline figures; an audit not listed shows its non-finite share and gated metrics."""
 
@@ -82,15 +96,29 @@ STYLE = {
     Status.ERROR: "bold magenta",
     Status.SKIP: "dim",
 }
-TAGS = {"WAIVED": "cyan", "EXPIRED": "bold red"}
+TAGS = {"WAIVED": "cyan", "EXPIRED": "bold red", "CUT": "yellow"}
 SET_WIDTH = 24
 """A set name longer than this folds onto a second line (numbers never do)."""
 
 
 def verdict_line(report: Report) -> str:
-    """One line naming the verdict and the exit code, so a log and ``$?`` cannot disagree."""
+    """One line naming the verdict and the exit code, so a log and ``$?`` cannot disagree; a
+    regression against a baseline names its first metrics (a gated one is what failed)."""
     counts = ", ".join(f"{n} {s}" for s, n in report.counts.items() if n)
-    return f"innaudit: {report.status.value.upper()} (exit {int(report.exit_code)}): {counts or 'no audits'}"
+    line = f"innaudit: {report.status.value.upper()} (exit {int(report.exit_code)}): {counts or 'no audits'}"
+    return line + regression_words(report.comparison)
+
+
+def regression_words(comparison: Comparison | None, shown: int = 3) -> str:
+    """``; 5 metrics regressed against the baseline (gated): roundtrip[x] rel_error_l2.max, ...``
+    (empty without regressions)."""
+    if comparison is None or not comparison.regressions:
+        return ""
+    found = comparison.regressions
+    names = ", ".join(f"{d.audit}[{d.dataset}] {d.metric}" for d in found[:shown])
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    gate = " (gated)" if comparison.gate else ""
+    return f"; {len(found)} metric(s) regressed against the baseline{gate}: {names}{more}"
 
 
 def _headlines(audit: AuditResult) -> tuple[Headline, ...]:
@@ -122,35 +150,126 @@ def _fallback(audit: AuditResult) -> tuple[Headline, ...]:
 def _figure(result: SetResult, path: str, kind: str) -> str:
     value = lookup(result.metrics, path)
     if kind == "text":
-        return escape(str(value)) if value not in (None, "") else "none"
+        return str(value) if value not in (None, "") else "none"
+    if kind == "precision":
+        index = value if isinstance(value, int) and not isinstance(value, bool) else None
+        return LADDER[index] if index is not None and 0 <= index < len(LADDER) else "none" if index == -1 else "-"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "-"
     return percent(float(value)) if kind == "rate" and not math.isnan(value) else fmt(value)
 
 
-def _status(status: Status) -> str:
-    return f"[{STYLE[status]}]{status.value.upper()}[/]"
+def _fit(cells: Sequence[str], widths: Sequence[int]) -> int:
+    return sum(widths) + 2 * (len(widths) - 1) if cells or widths else 0
 
 
-def _table(report: Report) -> Table:
-    groups = [(a, _headlines(a)) for a in report.audits]
-    columns = max((len(h) for _, h in groups), default=0)
-    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 2, 0, 0))
-    table.add_column(no_wrap=True)
-    table.add_column(overflow="fold", max_width=SET_WIDTH)
-    table.add_column(no_wrap=True)
-    for _ in range(columns):
-        table.add_column(justify="right", no_wrap=True)
-    for audit, heads in groups:
-        labels = [f"[dim]{h[0]}[/]" for h in heads] + [""] * (columns - len(heads))
-        if not audit.results:
-            table.add_row(f"[bold]{escape(audit.id)}[/]", "", _status(audit.status), *[""] * columns)
-            continue
-        table.add_row(f"[bold]{escape(audit.id)}[/]", "[dim]set[/]", "[dim]status[/]", *labels)
-        for r in audit.results:
-            figures = [_figure(r, path, kind) for _, path, kind in heads] + [""] * (columns - len(heads))
-            table.add_row("", escape(r.dataset), _status(r.status), *figures)
-    return table
+@dataclass(frozen=True)
+class _Group:
+    """One audit's rows: its headline labels, and per set its name, status and figures."""
+
+    audit: AuditResult
+    labels: tuple[str, ...]
+    rows: tuple[tuple[str, Status, tuple[str, ...]], ...]
+
+    @property
+    def widths(self) -> list[int]:
+        """The width of each figure column: its label or its widest figure."""
+        return [max([len(label)] + [len(r[2][i]) for r in self.rows]) for i, label in enumerate(self.labels)]
+
+
+def _groups(report: Report) -> list[_Group]:
+    out = []
+    for audit in report.audits:
+        heads = _headlines(audit)
+        rows = tuple(
+            (clean_text(r.dataset), r.status, tuple(clean_text(_figure(r, path, kind)) for _, path, kind in heads))
+            for r in audit.results
+        )
+        out.append(_Group(audit, tuple(h[0] for h in heads), rows))
+    return out
+
+
+def _line(pieces: Sequence[tuple[str, str]]) -> Text:
+    """Cells joined by two spaces, each with its style, trailing blanks dropped."""
+    text = Text()
+    for i, (cell, style) in enumerate(pieces):
+        if i:
+            text.append("  ")
+        text.append(cell, style=style)
+    text.rstrip()
+    return text
+
+
+STACK_BELOW = 11
+"""An audit whose figures leave the set column less than this many characters puts its figures
+on a line of their own under each set (a narrow terminal), rather than squeezing the names."""
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The columns every group shares: audit id, set, status; and the terminal width."""
+
+    id_width: int
+    set_width: int
+    status_width: int
+    width: int
+
+    def room(self, g: _Group) -> int:
+        """What the set column could have next to this group's figures."""
+        return self.width - self.id_width - self.status_width - 4 - (_fit(g.labels, g.widths) + 2 if g.labels else 0)
+
+
+def _layout(groups: Sequence[_Group], width: int) -> _Layout:
+    id_width = max((len(g.audit.id) for g in groups), default=0)
+    names = [name for g in groups for name, _, _ in g.rows]
+    status_width = max([len("status")] + [len(s.value) for g in groups for _, s, _ in g.rows])
+    base = _Layout(id_width, 0, status_width, width)
+    rooms = [base.room(g) for g in groups if g.rows and base.room(g) >= STACK_BELOW]
+    set_width = max(len("set"), min([SET_WIDTH, max((len(n) for n in names), default=3), *rooms]))
+    return _Layout(id_width, set_width, status_width, width)
+
+
+def _group_lines(g: _Group, at: _Layout) -> list[Text]:
+    """One audit's header and rows; its figures on lines of their own when they do not fit."""
+    pad = (" " * at.id_width, "")
+    if not g.rows:
+        verdict = (g.audit.status.value.upper(), STYLE[g.audit.status])
+        return [_line([(g.audit.id.ljust(at.id_width), "bold"), (" " * at.set_width, ""), verdict])]
+    figures, stacked = g.widths, at.room(g) < at.set_width
+    labels = [(label.rjust(w), "dim") for label, w in zip(g.labels, figures, strict=True)]
+    head = [(g.audit.id.ljust(at.id_width), "bold"), ("set".ljust(at.set_width), "dim"), ("status", "dim")]
+    lines = (
+        [_line(head), _line([pad, *labels])]
+        if stacked
+        else [_line([*head[:2], ("status".ljust(at.status_width), "dim"), *labels])]
+    )
+    for name, status, cells in g.rows:
+        own_line = len(name) > at.set_width
+        if own_line:  # at spaces, a word longer than the line folded, nothing dropped
+            for piece in textwrap.wrap(name, max(20, at.width - at.id_width - 2), break_on_hyphens=False):
+                lines.append(_line([pad, (piece, "")]))
+        shown = [(cell.rjust(w), "") for cell, w in zip(cells, figures, strict=True)]
+        row = [
+            pad,
+            (("" if own_line else name).ljust(at.set_width), ""),
+            (status.value.upper().ljust(at.status_width), STYLE[status]),
+        ]
+        lines += [_line(row), _line([pad, *shown])] if stacked else [_line(row + shown)]
+    return lines
+
+
+def _table(report: Report, width: int) -> list[Text]:
+    """The audit x set table laid out for ``width`` columns.
+
+    The audit id, set and status columns are as wide in every group, so they line up; each
+    audit's figure columns are as wide as its own labels and figures need. Numbers never wrap;
+    a set name wider than the set column (at most :data:`SET_WIDTH`, less when an audit's
+    figures need the room: the set column is the same for every audit) gets a line of its own
+    above its figures, so no name is cut; on a terminal too narrow for an audit's figures
+    beside the names, they go on a line of their own under each set."""
+    groups = _groups(report)
+    at = _layout(groups, width)
+    return [line for g in groups for line in _group_lines(g, at)]
 
 
 GLUE = "\x00"
@@ -228,7 +347,9 @@ def _wrapped(parts: str, width: int) -> list[str]:
 
 def render(report: Report, *, color: bool = False, width: int = 120, verbose: bool = False) -> str:
     """The console report as text (ANSI colour codes only when ``color``); ``verbose`` adds
-    each finding's metric path and each diagnosis statement's evidence."""
+    each finding's metric path and each diagnosis statement's evidence. Every string of the
+    report is sanitized and capped first (:func:`~innaudit.core.errors.clean_tree`)."""
+    report = clean_tree(report)
     buffer = io.StringIO()
     console = Console(
         file=buffer,
@@ -245,12 +366,13 @@ def render(report: Report, *, color: bool = False, width: int = 120, verbose: bo
             console.print(Text(piece, style="bold" if piece.startswith("innaudit ") else ""))
     for warning in report.warnings:
         console.print(Text.assemble(("warning: ", "yellow"), warning))
-    diagnosis = diagnose(report)
+    diagnosis = diagnose(report, declarations())
     if diagnosis.statements:
         console.print(Text("\nDiagnosis", style="bold"))
         _diagnosis(console, diagnosis, verbose, width)
     console.print()
-    console.print(_table(report))
+    for row in _table(report, width):
+        console.print(row)
     found = findings(report)
     if found:
         console.print()

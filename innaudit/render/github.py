@@ -4,7 +4,7 @@
 ``::warning`` for WARN, ``::notice`` for a waiver (active or expired) and for a regression
 against the baseline (``::error`` when ``--fail-on-regression`` gates on it). GitHub shows only
 the first few annotations of a step, so the worst come first. In messages ``%``, CR and LF are
-escaped (``%25``, ``%0D``, ``%0A``); in properties (``title``) also ``:`` and ``,``
+escaped (``%25``, ``%0D``, ``%0A``) and ``##[`` is defused; in properties (``title``) also ``:`` and ``,``
 (``%3A``, ``%2C``), as the workflow-command syntax requires.
 """
 
@@ -20,8 +20,9 @@ LEVEL = {Status.ERROR: "error", Status.FAIL: "error", Status.WARN: "warning"}
 
 
 def escape_data(text: object) -> str:
-    """Escape a workflow-command message."""
-    return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """Escape a workflow-command message (the legacy ``##[`` command mark, live anywhere in a
+    line, is defused as ``# #[``)."""
+    return str(text).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A").replace("##[", "# #[")
 
 
 def escape_property(text: object) -> str:
@@ -53,6 +54,14 @@ def render(report: Report) -> str:
                     level,
                     f"innaudit regression {d.audit} ({d.dataset})",
                     f"{d.metric} regressed against {comparison.base}: {fmt(d.base)} -> {fmt(d.new)}",
+                )
+            )
+        for d in comparison.missing if comparison.gate else ():
+            lines.append(
+                _line(
+                    "error",
+                    f"innaudit missing {d.audit} ({d.dataset})",
+                    f"{d.metric} of {comparison.base} was not measured again (gated)",
                 )
             )
     lines += [_line("warning", "innaudit", w) for w in report.warnings]

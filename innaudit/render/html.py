@@ -21,7 +21,7 @@ from typing import Any
 
 from innaudit.core.results import AuditResult, Report, SetResult, Status, leaves, lookup
 from innaudit.render import plots
-from innaudit.render.common import findings, fmt, interval_text, set_findings, verdict_reason
+from innaudit.render.common import declarations, findings, fmt, interval_text, set_findings, verdict_reason
 from innaudit.verdict.diagnosis import diagnose
 from innaudit.verdict.report_json import canonical
 
@@ -109,7 +109,7 @@ def _notices(report: Report) -> str:
 
 
 def _diagnosis(report: Report) -> str:
-    statements = diagnose(report).statements
+    statements = diagnose(report, declarations()).statements
     if not statements:
         return ""
     items = "".join(

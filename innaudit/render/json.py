@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from innaudit.core.results import Report
+from innaudit.render.common import declarations
 from innaudit.verdict.diagnosis import diagnose, diagnosis_to_dict
 from innaudit.verdict.report_json import report_to_dict, to_plain
 
@@ -21,7 +22,7 @@ __all__ = ["render", "report_dict"]
 
 def report_dict(report: Report) -> dict[str, Any]:
     """The JSON envelope as plain data, with the diagnosis after the results."""
-    return {**report_to_dict(report), "diagnosis": to_plain(diagnosis_to_dict(diagnose(report)))}
+    return {**report_to_dict(report), "diagnosis": to_plain(diagnosis_to_dict(diagnose(report, declarations())))}
 
 
 def render(report: Report) -> str:

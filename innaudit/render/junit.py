@@ -5,6 +5,8 @@ One ``<testsuite>`` per audited model (named after it), one ``<testcase>`` per a
 SKIP ``<skipped>``; a WARN passes, with the warning in ``<system-out>``; a waived failure passes,
 with the waiver there too. Every scalar metric and its thresholds are ``<property>`` elements of
 the suite, named ``AUDIT[SET].METRIC`` (junit-10 allows properties on suites, not on testcases).
+An audit a ``--budget`` cut says so in each of its testcases (``system-out`` of a pass) and in a
+suite property ``AUDIT.budget_cut``.
 A baseline comparison adds a ``baseline`` testsuite, one testcase per regressed metric.
 The output targets the Jenkins xUnit ``junit-10.xsd`` that pytest's own output is checked
 against (``tests/render/junit-10.xsd`` holds a copy of its structure).
@@ -15,7 +17,8 @@ from __future__ import annotations
 from xml.etree import ElementTree as ET
 
 from innaudit.core.results import Report, Status, leaves
-from innaudit.render.common import Row, fmt, interval_text, rows
+from innaudit.render.common import Row, cut_text, fmt, interval_text, rows
+from innaudit.verdict.diagnosis import budget_cut
 from innaudit.verdict.report_json import canonical
 
 __all__ = ["render"]
@@ -26,7 +29,7 @@ def _clean(text: object) -> str:
     return "".join(ch for ch in str(text) if ch in "\t\n\r" or (ord(ch) >= 0x20 and ch not in "\ufffe\uffff"))
 
 
-def _testcase(suite: ET.Element, row: Row) -> None:
+def _testcase(suite: ET.Element, row: Row, cut: str = "") -> None:
     case = ET.SubElement(
         suite,
         "testcase",
@@ -34,7 +37,7 @@ def _testcase(suite: ET.Element, row: Row) -> None:
         name=_clean(row.dataset or row.audit.id),
         time=f"{row.audit.duration_s / max(1, len(row.audit.results)):.3f}",
     )
-    text = _clean(row.text)
+    text = _clean("; ".join(t for t in (row.text, cut_text(cut) if cut else "") if t))
     status = row.status
     if status is Status.FAIL:
         ET.SubElement(case, "failure", type="threshold", message=text).text = text
@@ -88,8 +91,11 @@ def _suite(parent: ET.Element, name: str, cases: list[Row], report: Report) -> E
                     ET.SubElement(
                         props, "property", name=_clean(f"{where}.{c.metric}.{level}_threshold"), value=fmt(bound, 6)
                     )
+    cuts = budget_cut(report)
+    for audit_id, cut in cuts.items():
+        ET.SubElement(props, "property", name=_clean(f"{audit_id}.budget_cut"), value=_clean(cut))
     for row in cases:
-        _testcase(suite, row)
+        _testcase(suite, row, cuts.get(row.audit.id, ""))
     return suite
 
 

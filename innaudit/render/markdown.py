@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from innaudit.core.results import Report, Status
-from innaudit.render.common import findings, fmt, interval_text, rows, verdict_reason
+from innaudit.render.common import declarations, findings, fmt, interval_text, rows, verdict_reason
 from innaudit.verdict.diagnosis import diagnose
 from innaudit.verdict.report_json import canonical
 
@@ -34,7 +34,7 @@ def _md(text: object) -> str:
 
 
 def _diagnosis(report: Report) -> list[str]:
-    statements = diagnose(report).statements
+    statements = diagnose(report, declarations()).statements
     if not statements:
         return []
     lines = ["", "**Diagnosis**", ""]

@@ -172,9 +172,50 @@ def _named_points(series: Mapping[str, Any], title: str, spacing: float, rotatio
     return fig
 
 
+def _shares(series: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+    """The keys that hold shares in [0, 1] (``*_fraction``), drawn apart from magnitudes."""
+    return [k for k in keys if k.endswith("fraction")]
+
+
 def blocks(series: Mapping[str, Any], title: str) -> Any:
-    """Metrics along the network, one point per block."""
-    return _named_points(series, title, 0.35, 60, "block")
+    """Metrics along the network, one point per block: magnitudes (errors, singular values,
+    conditions, scales: 1e-7 next to 1e8) on a log axis, where a non-positive value is a gap and
+    an infinite one a red cross on the top edge; shares (non-finite) as bars below on [0, 1];
+    the legend outside the axes, beside them."""
+    names = [str(n) for n in series.get("name", [])]
+    keys = _metric_keys(series, "name")
+    shares = _shares(series, keys)
+    fig = _figure(max(6.0, 0.28 * len(names) + 3.2), 4.8)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    every: list[float] = []
+    infinite: dict[str, tuple[list[int], str]] = {}
+    for key in (k for k in keys if k not in shares):
+        ys = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan for v in series[key]]
+        shown = [v if math.isfinite(v) and v > 0 else math.nan for v in ys]
+        (line,) = top.plot(range(len(shown)), shown, marker="o", markersize=3, label=key)
+        if math.inf in ys:
+            infinite[key] = ([i for i, v in enumerate(ys) if v == math.inf], line.get_color())
+        every += _finite(shown)
+    ceiling = max(every) * 10 if every else 1.0
+    for key, (where, colour) in infinite.items():
+        top.plot(where, [ceiling] * len(where), "x", color=colour, label=f"{key} = inf")
+    if every:
+        _log_axis(top)
+    top.set_ylabel("value (log)")
+    top.set_title(title, loc="left", parse_math=False)
+    if top.get_legend_handles_labels()[0]:
+        top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    for offset, key in enumerate(shares):
+        ys = [float(v) if isinstance(v, (int, float)) and math.isfinite(v) else 0.0 for v in series[key]]
+        width = 0.8 / max(1, len(shares))
+        bottom.bar([i + offset * width for i in range(len(ys))], ys, width=width, color=_BAD, label=key)
+    bottom.set_ylim(0, 1.05)
+    bottom.set_ylabel("share")
+    if shares:
+        bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    bottom.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=6, parse_math=False)
+    bottom.set_xlabel("block")
+    return fig
 
 
 def precisions(series: Mapping[str, Any], title: str) -> Any:

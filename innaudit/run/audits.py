@@ -22,7 +22,7 @@ from innaudit.core.results import AuditResult, Report, SetResult, Status, worst
 from innaudit.core.seeding import stable_seed
 from innaudit.data import Dataset
 from innaudit.linalg import NotMeasuredError
-from innaudit.model.contract import InvertibleModel
+from innaudit.model.contract import InvertibleModel, LogDetShapeError
 from innaudit.model.integrity import changed, fingerprint, mutation_error
 from innaudit.run.plan import plan_run
 from innaudit.verdict.gate import apply_waivers, judge
@@ -35,6 +35,7 @@ __all__ = [
     "environment",
     "run_audits",
     "run_header",
+    "versions",
 ]
 
 
@@ -68,17 +69,22 @@ class _Silent:
         pass
 
 
+def versions() -> dict[str, str]:
+    """The versions of innaudit, torch, numpy and Python, for the report's ``run`` block."""
+    return {
+        "innaudit": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
 def environment(model: InvertibleModel, device: torch.device) -> dict[str, Any]:
     """The numeric environment that can change results, for the report's ``run`` block."""
     return {
         "device": str(device),
         "dtype": str(model.dtype).replace("torch.", ""),
-        "versions": {
-            "innaudit": __version__,
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": versions(),
         "platform": sys.platform,
         "threads": torch.get_num_threads(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
@@ -121,7 +127,7 @@ def _run_one(audit: Audit, ctx: AuditContext) -> AuditResult:
     except BaseException as exc:  # an audit that crashes gives ERROR, never a pass
         if isinstance(exc, RankFailure):  # a unit raised on one rank: every rank records it
             message, lead = clean_text(str(exc), 500), "the audit crashed"
-        elif isinstance(exc, NotMeasuredError):  # a finding about what can be measured, not a bug
+        elif isinstance(exc, (NotMeasuredError, LogDetShapeError)):  # what can be measured, not a bug
             message, lead = clean_text(str(exc), 500), "the audit could not measure"
         else:
             message, lead = clean_text(f"{type(exc).__name__}: {exc}", 500), "the audit crashed"

@@ -1,11 +1,12 @@
 """Loading and auditing in a child process with a wall-clock limit and a memory limit.
 
 ``signal.alarm`` cannot interrupt a long C++ operation, a failed CPU allocation may end in the
-kernel's OOM killer, and a hostile file may hang the loader . So
+kernel's OOM killer, and a hostile file may hang the loader. So
 ``innaudit run --timeout S --max-memory SIZE`` runs the whole job in a ``spawn``-ed child in its
 own process group, with ``RLIMIT_AS`` set, and streams events to the parent::
 
     ("header", RunHeader)      after the model and the data loaded and the probe passed
+    ("plan", dict)             the cost plan (``run.plan``), and again after each audit
     ("progress", id, set, done, total)
     ("audit", AuditResult)     after each audit
     ("done", None)
@@ -13,7 +14,11 @@ own process group, with ``RLIMIT_AS`` set, and streams events to the parent::
 
 The parent owns the report: when the time is up, or the child dies, it kills the process group
 and builds the report from the audits finished so far, with the audit that was running marked
-``error`` and the reason, so a hang or an allocation bomb ends as exit 2 with partial results.
+``error`` and the reason, so a hang or an allocation bomb ends as exit 2 with partial results
+(:mod:`innaudit.run.partial`). Time that runs out while the model is still loading gives a
+report saying so. The parent never runs model code; it does unpickle the child's events, so
+isolation guards against accidents (crashes, hangs, ``os._exit``, memory bombs), not against a
+model written to attack innaudit.
 
 Under ``torchrun`` each rank is such a parent: its child inherits the rank's environment
 (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...) and joins the job's process group, so the children
@@ -30,16 +35,16 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from innaudit.core.distributed import DEFAULT_TIMEOUT_S, join, leave
 from innaudit.core.errors import InnauditError, LoadError, clean_text
-from innaudit.core.results import AuditResult, Report, Status
+from innaudit.core.results import AuditResult, Report
 from innaudit.run.audits import RunHeader
+from innaudit.run.guard import Stopped, signal_name, stdout_to_stderr, stopping_on
 from innaudit.run.job import Job, execute
+from innaudit.run.partial import Partial
 
 __all__ = ["run_isolated"]
 
@@ -52,9 +57,14 @@ class _Pipe:
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.last: dict[tuple[str, str], float] = {}
+        self.plan: Any = None
 
     def run_started(self, header: RunHeader) -> None:
         _send(self.conn, ("header", header))
+
+    def plan_ready(self, run: Any) -> None:
+        self.plan = run
+        _send(self.conn, ("plan", run.report()))
 
     def audit_started(self, audit_id: str, title: str) -> None:
         _send(self.conn, ("started", audit_id, title))
@@ -67,6 +77,8 @@ class _Pipe:
 
     def audit_finished(self, result: AuditResult) -> None:
         _send(self.conn, ("audit", result))
+        if self.plan is not None:  # the plan as carried out so far, for a partial report
+            _send(self.conn, ("plan", self.plan.report()))
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -131,7 +143,8 @@ def _job(conn: Any, job: Job, rank_timeout: float) -> None:
             ) from None
     shard = join(rank_timeout)
     try:
-        execute(job, _Pipe(conn), shard)
+        with stdout_to_stderr():  # the child never writes stdout: a model's print goes to stderr
+            execute(job, _Pipe(conn), shard)
     finally:
         leave(shard)
     _send(conn, ("done", None))
@@ -150,32 +163,6 @@ def _kill(process: Any, signum: int = signal.SIGTERM) -> None:
         process.join()
 
 
-class _Signalled(Exception):
-    """SIGTERM or SIGHUP reached the parent while the child ran."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _raise(signum: int, frame: Any) -> None:
-    raise _Signalled(signum)
-
-
-@contextlib.contextmanager
-def _catching(signals: tuple[int, ...]) -> Iterator[None]:
-    """Turn ``signals`` into :class:`_Signalled` while the child runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, _raise) for s in signals}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def run_isolated(job: Job, timeout: float | None, observer: Any, rank_timeout: float = DEFAULT_TIMEOUT_S) -> Report:
     """Run ``job`` in a child; return its Report, or a partial one if it is stopped or dies.
 
@@ -183,55 +170,57 @@ def run_isolated(job: Job, timeout: float | None, observer: Any, rank_timeout: f
     collectives timing out after ``rank_timeout`` seconds.
 
     SIGTERM and SIGHUP sent to this process are forwarded to the child's process group (then
-    SIGKILL after :data:`GRACE_S`), and the run ends with the partial report and exit 2;
-    Ctrl-C (KeyboardInterrupt) kills the group the same way and stays "interrupted". The
-    child dies with this process (``PR_SET_PDEATHSIG``) if this one is killed outright.
+    SIGKILL after :data:`GRACE_S`), and the run ends with the partial report and exit 2, as it
+    does when ``timeout`` runs out, also while the model is still loading
+    (:class:`~innaudit.run.partial.Partial`); Ctrl-C (KeyboardInterrupt) kills the group the
+    same way and stays "interrupted". The child dies with this process (``PR_SET_PDEATHSIG``) if
+    this one is killed outright.
 
     Raises:
         InnauditError: the model or data could not be loaded (the child's one-line message),
-            or the child was stopped before the first audit started.
+            or the child died before the model was loaded.
     """
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
     process = context.Process(target=_child, args=(child, job, os.getpid(), rank_timeout), daemon=True)
     deadline = None if timeout is None else time.monotonic() + timeout
-    state = _State()
+    state = _State(job)
     signum: int = signal.SIGTERM
-    with _catching((signal.SIGTERM, signal.SIGHUP)):
+    stopped = True
+    with stopping_on((signal.SIGTERM, signal.SIGHUP)):
         try:
             process.start()
             child.close()
-            reason = _pump(parent, process, deadline, observer, state, timeout)
-        except _Signalled as exc:
+            reason, stopped = _pump(parent, process, deadline, observer, state, timeout)
+        except Stopped as exc:
             signum = exc.signum
             reason = f"stopped by {exc}"
         finally:
             _kill(process, signum)
-    return state.report(reason)
+    return state.result(reason, stopped)
 
 
-class _State:
-    """What the parent has heard so far."""
+class _State(Partial):
+    """What the parent has heard so far: a :class:`Partial` fed by the child's events."""
 
-    def __init__(self) -> None:
-        self.header: Any = None
-        self.results: list[AuditResult] = []
-        self.running: tuple[str, str] | None = None
+    def __init__(self, job: Job) -> None:
+        super().__init__(job)
         self.finished = False
         self.crash: str | None = None
 
     def handle(self, event: tuple[Any, ...], observer: Any) -> None:
         kind = event[0]
         if kind == "header":
-            self.header = event[1]
+            self.run_started(event[1])
+        elif kind == "plan":
+            self.plan = event[1]
         elif kind == "started":
-            self.running = (event[1], event[2])
+            self.audit_started(event[1], event[2])
             observer.audit_started(event[1], event[2])
         elif kind == "progress":
             observer.progress(*event[1:])
         elif kind == "audit":
-            self.results.append(event[1])
-            self.running = None
+            self.audit_finished(event[1])
             observer.audit_finished(event[1])
         elif kind == "done":
             self.finished = True
@@ -241,55 +230,42 @@ class _State:
             self.crash = event[1]
             self.finished = True
 
-    def report(self, reason: str | None) -> Report:
+    def result(self, reason: str | None, stopped: bool) -> Report:
+        """The child's report; a partial one when it was stopped or died (exit 2)."""
         from innaudit.run.audits import assemble
 
         reason = reason or self.crash
-        if self.header is None:
+        if self.header is None and not (reason and stopped):
             raise LoadError(f"the model could not be loaded: {reason or 'the child process ended early'}")
-        results = list(self.results)
-        running = self.running or (self._next_audit() if reason else None)
-        if reason and running:  # the audit running (or being planned) when the child stopped
-            aid, title = running
-            results.append(AuditResult(aid, title, Status.ERROR, f"stopped: {reason}", 0.0, 0, error=reason))
-        return assemble(self.header, results, (f"the run was stopped: {reason}",) if reason else ())
-
-    def _next_audit(self) -> tuple[str, str] | None:
-        """The first selected audit without a result: the one the child was preparing."""
-        from innaudit.audits import REGISTRY
-
-        config = self.header.run.get("config", {})
-        chosen = config.get("audits") or list(REGISTRY)
-        done = {r.id for r in self.results}
-        for aid, cls in REGISTRY.items():
-            if aid in chosen and aid not in config.get("skip", ()) and aid not in done:
-                return aid, cls.title
-        return None
+        if reason:
+            return self.report(reason)
+        assert self.header is not None
+        return assemble(self.header, self.results, ())
 
 
 def _pump(
     conn: Any, process: Any, deadline: float | None, observer: Any, state: _State, timeout: float | None
-) -> str | None:
-    """Read events until done; the reason the run stopped early, or None."""
+) -> tuple[str | None, bool]:
+    """Read events until done: the reason the run stopped early (or None), and whether it was
+    stopped from outside (the deadline) rather than ended by the child itself."""
     while not state.finished:
         wait = None if deadline is None else deadline - time.monotonic()
         if wait is not None and wait <= 0:
-            return f"timed out after {timeout:g} s (--timeout)"
+            return f"timed out after {timeout:g} s (--timeout)", True
         if conn.poll(0.2 if wait is None else min(wait, 0.2)):
             try:
                 state.handle(conn.recv(), observer)
             except EOFError:
-                return _death(process)
+                return _death(process), False
         elif not process.is_alive() and not conn.poll(0):
-            return _death(process)
-    return None
+            return _death(process), False
+    return None, False
 
 
 def _death(process: Any) -> str:
     process.join(GRACE_S)
     code = process.exitcode
     if code is not None and code < 0:
-        name = signal.Signals(-code).name
         hint = " (out of memory?)" if -code == signal.SIGKILL else ""
-        return f"the audit process was killed by {name}{hint}"
+        return f"the audit process was killed by {signal_name(-code)}{hint}"
     return clean_text(f"the audit process exited with code {code} before it finished")

@@ -34,9 +34,11 @@ from innaudit.data import (
     Dataset,
     Role,
     array_dataset,
+    conversion_warnings,
     default_data,
     inferred_array_domain,
     inferred_domain,
+    natural_battery,
     resolve_dataset,
     split_name,
 )
@@ -107,8 +109,9 @@ def _datasets(model: InvertibleModel, job: Job) -> tuple[Dataset, ...]:
     data = config.data or default_data(domain)
     sets = [_resolve(data, Role.IN_DISTRIBUTION, job, domain)] if data else []
     taken = {d.name for d in sets}
-    # the default battery leaves out a noise set already given as the in-distribution set
-    battery = [s for s in DEFAULT_OOD if s not in taken] if config.default_ood else []
+    # the default battery leaves out a noise set already given as the in-distribution set; an
+    # image model on natural images also gets the shipped natural-image sets
+    battery = [s for s in (*DEFAULT_OOD, *natural_battery(domain)[0]) if s not in taken] if config.default_ood else []
     for spec in config.ood or battery:
         sets.append(_resolve(spec, Role.OOD, job, domain))
     names = [d.name for d in sets]
@@ -116,6 +119,12 @@ def _datasets(model: InvertibleModel, job: Job) -> tuple[Dataset, ...]:
     if duplicates:
         raise UsageError(f"data set name(s) {', '.join(duplicates)} given twice; name them apart with NAME=SPEC")
     return tuple(sets)
+
+
+def _data_warnings(job: Job, domain: DataDomain, datasets: Sequence[Dataset]) -> tuple[str, ...]:
+    """What the report must say about the data: converted sets, natural sets left out."""
+    left_out = natural_battery(domain)[1] if job.config.default_ood and not job.config.ood else None
+    return (*conversion_warnings(datasets), *([left_out] if left_out else []))
 
 
 def _check_set_names(config: Config, datasets: Sequence[Dataset]) -> None:
@@ -139,7 +148,9 @@ def _probe(model: InvertibleModel, datasets: Sequence[Dataset], device: torch.de
     x = datasets[0].first(1) if datasets else torch.full((1, *domain.shape), 0.5 * (domain.low + domain.high))
     try:
         z = model.forward(x.to(device=device, dtype=model.dtype))
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # also SystemExit, GeneratorExit, a model's own BaseException
         raise LoadError(
             f"the model's forward pass fails on one input of shape {tuple(x.shape[1:])}: "
             f"{clean_text(f'{type(exc).__name__}: {exc}', 300)}; check the model's input "
@@ -170,7 +181,7 @@ def _load(job: Job) -> LoadedModel:
     notes: list[str] = []
     fallback = _fallback_domain(job, notes)
     if not isinstance(job.model, str):
-        loaded = load_object(job.model, fallback_domain=fallback, condition=job.condition)
+        loaded = load_object(job.model, fallback_domain=fallback, condition=job.condition, samples=job.config.samples)
     else:
         limits = Limits(max_bytes=job.max_memory) if job.max_memory else None
         loaded = load_model(
@@ -181,6 +192,7 @@ def _load(job: Job) -> LoadedModel:
             fallback_domain=fallback,
             limits=limits,
             condition=job.condition,
+            samples=job.config.samples,
         )
     return _with_domain(loaded, job.config, notes)
 
@@ -191,7 +203,11 @@ def _with_domain(loaded: LoadedModel, config: Config, notes: list[str]) -> Loade
     if config.range is not None or config.levels is not None:
         low, high = config.range or (domain.low, domain.high)
         domain = replace(
-            domain, low=low, high=high, levels=config.levels if config.levels is not None else domain.levels
+            domain,
+            low=low,
+            high=high,
+            levels=config.levels if config.levels is not None else domain.levels,
+            assumed_range=domain.assumed_range and config.range is None,
         )
         notes = [*notes, "range/levels set by --range/--levels (or the config)"]
     if not notes:
@@ -256,7 +272,7 @@ def execute(job: Job, observer: Observer | None = None, shard: Shard = SINGLE) -
         job.config,
         prepared.latent_shape,
         loaded.target,
-        loaded.warnings,
+        (*loaded.warnings, *_data_warnings(job, loaded.model.info.domain, prepared.datasets)),
         shard.world_size,
     )
     if observer is not None:

@@ -8,9 +8,11 @@ Jacobian). :func:`measure_units` times one forward, inverse, VJP and JVP on a re
 first data set and one float64 SVD, so :meth:`Cost.seconds` turns counts into seconds on this
 machine. :func:`make_plan` then
 
-1. picks each audit's method where it has a choice (``method: auto``): the cheaper in seconds,
-   exact Jacobians preferred while they cost at most :data:`EXACT_PREFERENCE` times the
-   matrix-free estimate (exact gives every singular value and a cross-check);
+1. picks each audit's method where it has a choice (``method: auto``): without a budget by the
+   input dimension alone (exact Jacobians up to :data:`AUTO_EXACT_DIM`, matrix-free above), so
+   the same seed gives the same report however busy the machine is; under a budget the cheaper
+   in seconds, exact Jacobians preferred while they cost at most :data:`EXACT_PREFERENCE` times
+   the matrix-free estimate (exact gives every singular value and a cross-check);
 2. without a budget, keeps the requested sample counts and estimates the run's time;
 3. with a budget ``B``: every audit gets its floor (:func:`floor_samples`); the rest of
    ``SAFETY * B`` is shared cheapest audit first, each taking at most an equal share of what
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from innaudit.model.contract import InvertibleModel
 
 __all__ = [
+    "AUTO_EXACT_DIM",
     "EXACT_PREFERENCE",
     "LONG_RUN_S",
     "SAFETY",
@@ -69,6 +72,10 @@ __all__ = [
 
 EXACT_PREFERENCE = 4.0
 """Exact Jacobians are chosen while they cost at most this many times the matrix-free method."""
+AUTO_EXACT_DIM = 1024
+"""Without a budget, ``method: auto`` is exact up to this input dimension and matrix-free above:
+a choice by measured seconds would flip between runs near the break-even point, and the method
+is part of the report (``spectrum`` ``method``, ``logdet`` ``reference``)."""
 SAFETY = 0.8
 """Share of a budget the plan fills; the rest absorbs estimation error."""
 LONG_RUN_S = 1800.0
@@ -330,6 +337,8 @@ class _Need:
     factor: float = 1.0
     overrides: Mapping[str, Any] = field(default_factory=dict)
     cut: str = ""
+    timed: bool = True
+    """Whether ``method`` was chosen by measured seconds (under a budget)."""
 
     def passes(self, n: int) -> float:
         """Model passes with ``n`` samples per set."""
@@ -345,11 +354,15 @@ class _Need:
         return self.factor * total
 
 
-def _choose(costs: Mapping[str, AuditCost], wanted: str, units: Units, batch: int, n: int) -> str:
+def _choose(costs: Mapping[str, AuditCost], wanted: str, units: Units, batch: int, n: int, timed: bool = True) -> str:
+    """The method to run: ``wanted`` when the audit has it; for ``auto`` the cheaper in measured
+    seconds (``timed``, under a budget) or the one the input dimension picks (no budget)."""
     if wanted in costs:
         return wanted
     if len(costs) == 1:
         return next(iter(costs))
+    if not timed and {"exact", "matrix-free"} <= set(costs):
+        return "exact" if units.dim <= AUTO_EXACT_DIM else "matrix-free"
 
     def seconds(m: str) -> float:
         c = costs[m]
@@ -371,7 +384,7 @@ def _shrunk(
         smaller = {k: max(least, int(lowered[k]) // 2) for k, least in audit.shrinkable.items()}
         if all(smaller[k] == int(lowered[k]) for k in smaller):
             break
-        trial = _need(audit, {**lowered, **smaller}, datasets, samples, need.units, need.batch)
+        trial = _need(audit, {**lowered, **smaller}, datasets, samples, need.units, need.batch, need.timed)
         if trial.seconds(floor_samples(need.requested)) >= need.seconds(floor_samples(need.requested)):
             break  # these options do not drive this method's cost
         lowered.update(smaller)
@@ -382,13 +395,20 @@ def _shrunk(
 
 
 def _need(
-    audit: type[Audit], options: Mapping[str, Any], datasets: Sequence[Dataset], samples: int, units: Units, batch: int
+    audit: type[Audit],
+    options: Mapping[str, Any],
+    datasets: Sequence[Dataset],
+    samples: int,
+    units: Units,
+    batch: int,
+    timed: bool = True,
 ) -> _Need:
     capacities = tuple(audit.capacities(datasets, options, samples))
     requested = min(int(options.get("samples", samples)), samples)
     costs = audit.costs(units.dim, options)
-    method = _choose(costs, str(options.get("method", "")), units, batch, min(requested, max(capacities, default=0)))
-    return _Need(audit.id, costs[method], units, batch, capacities, requested, method, audit.scalable)
+    wanted = str(options.get("method", ""))
+    method = _choose(costs, wanted, units, batch, min(requested, max(capacities, default=0)), timed)
+    return _Need(audit.id, costs[method], units, batch, capacities, requested, method, audit.scalable, timed=timed)
 
 
 def _share(needs: Sequence[_Need], budget_s: float | None) -> dict[str, int]:
@@ -466,10 +486,11 @@ def make_plan(
             else torch.full((1, *dom.shape), 0.5 * (dom.low + dom.high))
         )
         units = measure_units(model, x.to(device=device, dtype=model.dtype))
-    needs = tuple(
-        _need(REGISTRY[aid], _options(config, aid), datasets, config.samples, units, batch) for aid in audit_ids
-    )
     budget = getattr(config, "budget", None)
+    needs = tuple(
+        _need(REGISTRY[aid], _options(config, aid), datasets, config.samples, units, batch, budget is not None)
+        for aid in audit_ids
+    )
     if budget is not None and needs:
         share = SAFETY * budget / len(needs)
         needs = tuple(

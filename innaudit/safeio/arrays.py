@@ -1,4 +1,5 @@
-"""Data files: ``.npy``, ``.npz[:key]`` and ``.pt[:key]`` tensors (read without pickles)."""
+"""Data files: ``.npy``, ``.npz[:key]`` and ``.pt[:key]`` / ``.pth`` / ``.t7`` tensors, read without
+pickles (``.t7`` is what the paper's code calls its ``torch.save``-d DTD and Places tensors)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from innaudit.safeio.checkpoint import load_weights_only
 
 __all__ = ["FILE_SUFFIXES", "read_array", "split_file_spec"]
 
-FILE_SUFFIXES = (".npy", ".npz", ".pt", ".pth")
+FILE_SUFFIXES = (".npy", ".npz", ".pt", ".pth", ".t7")
 
 
 def split_file_spec(spec: str) -> tuple[Path, str | None] | None:
@@ -41,16 +42,20 @@ MAX_RATIO = 200
 DEFLATE's ceiling is about 1030, reached by runs of zeros, the zip-bomb material)."""
 
 MAX_READ = 4 << 30
-"""Most bytes read from one data file when a whole array must be read (Fortran order)."""
+"""Most bytes read from one data file (the rows used; the whole array when it is stored in
+Fortran order)."""
 
 
 def read_array(path: Path, key: str | None, limit: int | None = None) -> np.ndarray | torch.Tensor:
     """Open a data file and return at most its first ``limit`` samples (all when None).
 
-    ``.npy`` is memory-mapped, so only the batches used are read. ``.npz`` is checked before
-    anything is inflated (entry count, declared size, compression ratio), only the named entry
-    is opened, and only its first ``limit`` rows are decompressed, so a small archive that
-    unpacks to gigabytes costs what ``--samples`` asks for. ``.pt`` goes through the
+    ``.npy`` is read, not memory-mapped: its first ``limit`` rows are copied into memory once,
+    so a file that another process truncates or rewrites during the run cannot change the data
+    mid-run or kill the process (a live map of a truncated file raises SIGBUS on the next read).
+    ``.npz`` is checked before anything is inflated (entry count, declared size, compression
+    ratio), only the named entry is opened, and only its first ``limit`` rows are
+    decompressed, so a small archive that unpacks to gigabytes costs what ``--samples`` asks
+    for. Either way at most :data:`MAX_READ` bytes are read. ``.pt`` goes through the
     weights-only loader and its preflight.
     """
     if not path.exists():
@@ -62,11 +67,11 @@ def read_array(path: Path, key: str | None, limit: int | None = None) -> np.ndar
         )
     try:
         if path.suffix == ".npy":
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-            return _check(array if limit is None else array[:limit], path)
+            with path.open("rb") as stream:
+                return _check(_read_rows(stream, limit, str(path)), path)
         if path.suffix == ".npz":
             return _check(_read_npz(path, key, limit), path)
-        if path.suffix in (".pt", ".pth"):
+        if path.suffix in (".pt", ".pth", ".t7"):
             tensor = _check(_pick(load_weights_only(path), key, path), path)
             return tensor if limit is None else tensor[:limit]
     except InnauditError as exc:
@@ -80,7 +85,7 @@ def read_array(path: Path, key: str | None, limit: int | None = None) -> np.ndar
             "expected a numeric array saved with numpy.save / numpy.savez / torch.save"
         ) from None
     raise DataError(
-        f"data file {clean_text(path, 300)} has suffix {clean_text(path.suffix, 20)!r}; expected .npy, .npz or .pt"
+        f"data file {clean_text(path, 300)} has suffix {clean_text(path.suffix, 20)!r}; expected .npy, .npz, .pt or .t7"
     )
 
 
@@ -126,12 +131,19 @@ def _read_rows(stream: Any, limit: int | None, where: str) -> np.ndarray:
     reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
     shape, fortran, dtype = reader(stream)
     if dtype.hasobject:
-        raise DataError(f"{where} holds Python objects; expected numbers (pickles are never loaded)")
+        raise DataError(f"{where} cannot be read: it holds Python objects; expected numbers (pickles are never loaded)")
     if not shape:
-        raise DataError(f"{where} holds a scalar; expected numbers shaped (samples, ...)")
+        raise DataError(f"{where} holds a scalar (shape ()); expected numbers shaped (samples, ...)")
+    if any(size < 0 for size in shape):
+        raise DataError(f"{where} declares negative dimensions {shape}; expected a file written by numpy.save")
     rows = shape[0] if limit is None else min(shape[0], limit)
     row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
     total = shape[0] * row_bytes
+    if rows * row_bytes > MAX_READ:
+        raise DataError(
+            f"{where}: its first {rows} rows hold {rows * row_bytes} bytes; at most "
+            f"{MAX_READ >> 30} GiB of a data file are read: lower --samples"
+        )
     if fortran and rows < shape[0]:
         if total > MAX_READ:
             raise DataError(

@@ -136,6 +136,8 @@ def _sniff(path: Path, data: bytes) -> FileFormat:
     # safetensors before pickle: its 8-byte little-endian header length may start with 0x80
     if len(head) >= 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
         return FileFormat.SAFETENSORS
+    if path.suffix == ".safetensors" and size >= 8:  # named so, and malformed: its checks say how
+        return FileFormat.SAFETENSORS
     if head[:1] == b"\x80":
         return FileFormat.TORCH_LEGACY if head[1:4] == b"\x02\x8a\x0a" else FileFormat.PICKLE
     raise CorruptCheckpointError(

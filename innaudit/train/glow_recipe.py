@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from innaudit.core.domain import DataDomain
 from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim
 
-__all__ = ["GLOW_RECIPES", "glow_nll", "train_patches_glow"]
+__all__ = ["GLOW_RECIPES", "glow_nll", "train_patches_glow", "train_patches_glow_additive"]
 
 STEPS, BATCH, LR = 300, 32, 1e-3
 CONFIG: dict[str, Any] = {
@@ -85,14 +85,31 @@ def _fit(model: nn.Module, data: Tensor, domain: DataDomain, seed: int, steps: i
             progress(step + 1, steps)
 
 
-def train_patches_glow(seed: int, progress: Progress | None = None, steps: int | None = None) -> TrainedModel:
-    """Train the multi-scale Glow of :data:`CONFIG` on ``patches:train``; ``steps`` overrides."""
+ADDITIVE = {**CONFIG, "coupling": "additive", "split_prior": "fixed"}
+"""The bounded twin: additive coupling and a fixed standard-normal split prior, so every block
+is globally bi-Lipschitz (:mod:`innaudit.zoo.glow`)."""
+
+
+def train_patches_glow_additive(seed: int, progress: Progress | None = None, steps: int | None = None) -> TrainedModel:
+    """Train the additive twin (:data:`ADDITIVE`) the same way as ``patches-glow``."""
+    return train_patches_glow(seed, progress, steps, config=ADDITIVE, recipe="patches-glow-additive")
+
+
+def train_patches_glow(
+    seed: int,
+    progress: Progress | None = None,
+    steps: int | None = None,
+    config: dict[str, Any] | None = None,
+    recipe: str = "patches-glow",
+) -> TrainedModel:
+    """Train the multi-scale Glow of ``config`` (default :data:`CONFIG`) on ``patches:train``;
+    ``steps`` overrides."""
     from innaudit import zoo
     from innaudit.data.patches import PATCHES_DOMAIN, load_patches
 
     steps = STEPS if steps is None else int(steps)
     train, test = (torch.from_numpy(load_patches(s)) for s in ("train", "test"))
-    config = {**CONFIG, "seed": int(seed)}
+    config = {**(config or CONFIG), "seed": int(seed)}
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -103,7 +120,7 @@ def train_patches_glow(seed: int, progress: Progress | None = None, steps: int |
         _fit(model, train, PATCHES_DOMAIN, seed, steps, progress)
         model.eval()
         provenance = {
-            "recipe": "patches-glow",
+            "recipe": recipe,
             "seed": int(seed),
             "steps": steps,
             "batch_size": BATCH,
@@ -126,5 +143,11 @@ GLOW_RECIPES: dict[str, Recipe] = {
         "multi-scale Glow (3 levels x 4 steps, affine sigmoid coupling, learned split priors) on "
         "3x32x32 patches of scikit-image's sample images (needs innaudit[images])",
         train_patches_glow,
+    ),
+    "patches-glow-additive": Recipe(
+        "patches-glow-additive",
+        "the patches-glow architecture with additive coupling and a fixed split prior (globally "
+        "bi-Lipschitz), trained the same way (needs innaudit[images])",
+        train_patches_glow_additive,
     ),
 }

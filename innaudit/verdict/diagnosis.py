@@ -6,6 +6,18 @@ it breaks, why, and what to change and re-run. :func:`diagnose` answers them wit
 question; a rule speaks only when the report holds evidence for it, and every statement cites
 that evidence as (audit, set, metric path, value).
 
+Two properties hold for every report (``tests/test_diagnosis_properties.py``):
+
+- a statement that explains a failing or warning set is generated from the checks that decided
+  that status and cites exactly those metrics (:mod:`innaudit.verdict.phrases` words them with
+  their values, limits and sample counts); a gated metric of any registered audit that fails
+  alone is cited by some statement (:func:`rule_unexplained` covers the audits no rule words);
+- no statement contradicts a number in the report: every figure a statement prints is the
+  value of a metric it cites (or that metric's limit), "invertible" is only said of sets that
+  passed, and a float64 verdict rests on the float64 error, not on finiteness alone.
+
+An audit that a ``--budget`` cut (``run.plan``) says so in each statement that rests on it.
+
 The remedies are those of Behrmann et al., "Understanding and Mitigating Exploding Inverses in
 Invertible Neural Networks", AISTATS 2021 (https://arxiv.org/abs/2006.09347): affine coupling is
 only locally bi-Lipschitz (its inverse amplifies by ``1 / min |scale|``, unbounded), so use
@@ -26,10 +38,21 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from innaudit.core.metrics import percent
+from innaudit.core.metrics import MetricTable, declared, percent
 from innaudit.core.results import Report, SetResult, Status, lookup
+from innaudit.verdict.float64 import EXACT_LIMIT, float64_sentence
+from innaudit.verdict.phrases import Failing, figure, limit_words, part, role_of, what
 
-__all__ = ["Diagnosis", "Evidence", "Kind", "Statement", "diagnose", "diagnosis_to_dict"]
+__all__ = [
+    "RULES",
+    "Diagnosis",
+    "Evidence",
+    "Kind",
+    "Statement",
+    "budget_cut",
+    "diagnose",
+    "diagnosis_to_dict",
+]
 
 FD_COEFF, FD_EPS = 1e-4, 0.1
 """The paper's FD coefficient (``--fd_coeff``, ``--fd_inv_coeff``) and step; the same numbers as
@@ -44,6 +67,7 @@ class Kind(str, Enum):
 
     INVERTIBLE = "invertible"
     NOT_INVERTIBLE = "not-invertible"
+    CAUTION = "caution"
     BREAKS = "breaks"
     WHY = "why"
     DO = "do"
@@ -55,6 +79,7 @@ class Kind(str, Enum):
         return {
             "invertible": "invertible",
             "not-invertible": "not invertible",
+            "caution": "caution",
             "breaks": "breaks",
             "why": "why",
             "do": "do",
@@ -110,14 +135,17 @@ class Diagnosis:
 
 # -- reading the report ----------------------------------------------------------------------
 class _View:
-    """The parts of a report the rules read: sets by audit, set roles, model path, domain."""
+    """The parts of a report the rules read: sets by audit, set roles, model path, domain, the
+    budget's cuts, and the metric declarations (for the words of audits no rule knows)."""
 
-    def __init__(self, report: Report) -> None:
+    def __init__(self, report: Report, table: MetricTable | None = None) -> None:
         self.report = report
+        self.table = table or {}
         self.audits = {a.id: a for a in report.audits}
         datasets = report.run.get("datasets") or []
         self.roles = {d.get("name"): d.get("role") for d in datasets if isinstance(d, Mapping)}
         self.model = str(report.target.get("model", "MODEL"))
+        self.cuts = budget_cut(report)
 
     def sets(self, audit: str) -> tuple[SetResult, ...]:
         found = self.audits.get(audit)
@@ -128,12 +156,47 @@ class _View:
         return found is not None and found.status is not Status.SKIP
 
     def role(self, dataset: str) -> str:
-        return str(self.roles.get(dataset) or "")
+        return role_of(dataset, {str(k): str(v) for k, v in self.roles.items() if v})
 
     def failed(self, result: SetResult) -> bool:
         return result.status.rank >= Status.FAIL.rank or bool(
             result.waiver and str(result.waiver.get("waived_status")) == "fail"
         )
+
+    def warned(self, result: SetResult) -> bool:
+        """A set whose worst check warned (waived or not), none failing."""
+        if self.failed(result):
+            return False
+        return result.status is Status.WARN or bool(result.waiver and str(result.waiver.get("waived_status")) == "warn")
+
+    def passed(self, result: SetResult) -> bool:
+        return result.status is Status.PASS and not result.waiver
+
+    def rated(self, audit: str, metric: str) -> bool:
+        found = declared(self.table, audit, metric)
+        return bool(found.rate) if found is not None else metric.endswith("_fraction")
+
+    def deciding(self, audit: str, result: SetResult) -> list[Failing]:
+        """The checks that decided the set's status: its failing ones (a failed set) or its
+        warning ones (a warned set)."""
+        level = Status.FAIL if self.failed(result) else Status.WARN if self.warned(result) else None
+        return [Failing(result, c, self.rated(audit, c.metric)) for c in result.checks if c.status is level]
+
+    def cut_note(self, audit: str) -> str:
+        """`` (the budget cut this audit: ...)`` when ``--budget`` cut it, else ``""``."""
+        cut = self.cuts.get(audit)
+        return f" (the budget cut this audit: {cut})" if cut else ""
+
+
+def budget_cut(report: Report) -> dict[str, str]:
+    """``{audit id: what --budget cut}`` from the report's ``run.plan`` (empty without a budget
+    or without cuts): ``"steps 200 -> 25; 32 -> 2 samples per set"``."""
+    plan = report.run.get("plan")
+    if not isinstance(plan, Mapping) or plan.get("budget_s") is None:
+        return {}
+    return {
+        str(a.get("id")): str(a.get("cut")) for a in plan.get("audits") or [] if isinstance(a, Mapping) and a.get("cut")
+    }
 
 
 def _num(result: SetResult, path: str) -> float | None:
@@ -156,111 +219,191 @@ def _names(results: list[SetResult]) -> str:
     return ", ".join(r.dataset for r in results)
 
 
+def _cap(text: str) -> str:
+    return text[0].upper() + text[1:] if text else text
+
+
+WHERE = {"in-distribution": "On the data", "ood": "Off the data (OOD)", "samples": "On its own samples"}
+"""The words before a statement about sets of one role."""
+
+
+def _where(role: str) -> str:
+    return WHERE.get(role, "On the other sets")
+
+
+def _deciding_evidence(audit: str, failing: list[Failing]) -> list[Evidence]:
+    """The deciding checks' metrics and each set's ``n``, as evidence."""
+    out = [Evidence(audit, f.result.dataset, f.check.metric, f.check.value) for f in failing]
+    seen = set()
+    for f in failing:
+        if f.rate and f.n is not None and f.result.dataset not in seen:
+            seen.add(f.result.dataset)
+            out.append(_ev(audit, f.result, "n"))
+    return out
+
+
+def _parts(view: _View, audit: str, results: list[SetResult]) -> tuple[list[str], list[Evidence]]:
+    """The deciding checks of ``results``, one part per metric (sets in report order)."""
+    by_metric: dict[str, list[Failing]] = {}
+    for r in results:
+        for f in view.deciding(audit, r):
+            by_metric.setdefault(f.check.metric, []).append(f)
+    parts = [part(what(audit, metric, view.table), found) for metric, found in by_metric.items()]
+    evidence = [e for found in by_metric.values() for e in _deciding_evidence(audit, found)]
+    return parts, evidence
+
+
 # -- where: invertible or not ----------------------------------------------------------------
-def _roundtrip_by_role(view: _View, role: str, where: str) -> list[Statement]:
-    sets = [r for r in view.sets("roundtrip") if view.role(r.dataset) == role]
-    good = [r for r in sets if not view.failed(r) and _num(r, "nonfinite_fraction") == 0.0]
-    bad = [r for r in sets if view.failed(r)]
+def _all_finite(view: _View, audit: str, good: list[SetResult], noun: str) -> str:
+    """``digits:test: all 360 round trips finite, max relative error 4.3e-07``, one per set."""
+    pieces = []
+    for r in good:
+        worst = _num(r, "rel_error_l2.max")
+        tail = f", max relative error {worst:.2g}" if worst is not None and not math.isnan(worst) else ""
+        pieces.append(f"{r.dataset}: all {int(_num(r, 'n') or 0)} {noun} finite{tail}")
+    return "; ".join(pieces)
+
+
+def _singular_note(view: _View, result: SetResult) -> tuple[str, list[Evidence]]:
+    """`` (J_F singular to the model's precision on 100.0 % of 64 samples: spectrum)`` when the
+    spectrum audit failed the same set on a singular Jacobian: the reason the map cannot be
+    inverted there, named with the round trip's failure."""
+    spec = next((r for r in view.sets("spectrum") if r.dataset == result.dataset), None)
+    if spec is None:
+        return "", []
+    check = next((c for c in spec.checks if c.metric == "singular_fraction" and c.status is Status.FAIL), None)
+    if check is None:
+        return "", []
+    n = int(_num(spec, "n") or 0)
+    note = f"J_F is singular to the model's precision on {percent(check.value)} of {n} samples of {result.dataset} (spectrum)"
+    return note, [_ev("spectrum", spec, "singular_fraction"), _ev("spectrum", spec, "n")]
+
+
+def _failing_by_role(
+    view: _View, audit: str, role: str, where: str, rule: str, singular: bool = False
+) -> list[Statement]:
+    """One statement for the failed sets of ``role`` and one for the warned ones, each built
+    from the checks that decided them; ``singular`` adds the spectrum's singular Jacobian on
+    the same failed sets (the reason a round trip cannot succeed there)."""
+    sets = [r for r in view.sets(audit) if view.role(r.dataset) == role]
+    out = []
+    for kind, chosen in (
+        (Kind.NOT_INVERTIBLE, [r for r in sets if view.failed(r)]),
+        (Kind.CAUTION, [r for r in sets if view.warned(r)]),
+    ):
+        if not chosen:
+            continue
+        parts, evidence = _parts(view, audit, chosen)
+        if not parts:
+            continue
+        notes = []
+        for r in chosen if kind is Kind.NOT_INVERTIBLE and singular else []:
+            note, more = _singular_note(view, r)
+            if note:
+                notes.append(note)
+                evidence += more
+        text = f"{where}: {'; '.join(parts + notes)}{view.cut_note(audit)}"
+        out.append(Statement(kind, rule, text + ".", tuple(evidence)))
+    return out
+
+
+def _round_trips(view: _View, audit: str, role: str, where: str, rule: str, noun: str) -> list[Statement]:
+    good = [r for r in view.sets(audit) if view.role(r.dataset) == role and view.passed(r)]
     out = []
     if good:
-        worst = max((_num(r, "rel_error_l2.max") or 0.0) for r in good)
-        count = sum(int(_num(r, "n") or 0) for r in good)
-        out.append(
-            Statement(
-                Kind.INVERTIBLE,
-                f"roundtrip-{role}",
-                f"{where}: {_names(good)}: all {count} round trips finite, max relative error {worst:.2g}.",
-                tuple(_ev("roundtrip", r, p) for r in good for p in ("nonfinite_fraction", "rel_error_l2.max")),
-            )
-        )
-    if bad:
-        parts = [f"{r.dataset} {percent(_num(r, 'nonfinite_fraction') or 0.0)}" for r in bad]
-        out.append(
-            Statement(
-                Kind.NOT_INVERTIBLE,
-                f"roundtrip-{role}",
-                f"{where}: round trips non-finite on {', '.join(parts)}.",
-                tuple(_ev("roundtrip", r, "nonfinite_fraction") for r in bad),
-            )
-        )
-    return out
+        evidence = tuple(_ev(audit, r, p) for r in good for p in ("n", "nonfinite_fraction", "rel_error_l2.max"))
+        text = f"{where}: {_all_finite(view, audit, good, noun)}{view.cut_note(audit)}."
+        out.append(Statement(Kind.INVERTIBLE, rule, text, evidence))
+    return out + _failing_by_role(view, audit, role, where, rule, singular=True)
 
 
 def rule_data(view: _View) -> list[Statement]:
     """Round trips on the in-distribution sets: is the model invertible where it is used?"""
-    return _roundtrip_by_role(view, "in-distribution", "On the data")
+    return _round_trips(view, "roundtrip", "in-distribution", "On the data", "roundtrip-in-distribution", "round trips")
 
 
 def rule_ood(view: _View) -> list[Statement]:
     """Round trips on the OOD sets: is it invertible away from the data?"""
-    return _roundtrip_by_role(view, "ood", "Off the data (OOD)")
+    return _round_trips(view, "roundtrip", "ood", "Off the data (OOD)", "roundtrip-ood", "round trips")
 
 
 def rule_attack(view: _View) -> list[Statement]:
-    """The gradient attack: is it invertible within half a bin of the data?"""
+    """The gradient attack: is it invertible within half a bin of the data? Its statements say
+    how many points were searched, with how many steps, in which ball."""
     out = []
     for r in view.sets("attack"):
-        # a non-finite point may also count as above the threshold (an Inf error): the larger share
-        hit = max(_num(r, "nonfinite_fraction") or 0.0, _num(r, "fraction_above_threshold") or 0.0)
-        rand = max(
-            _num(r, "random_search.nonfinite_fraction") or 0.0, _num(r, "random_search.fraction_above_threshold") or 0.0
-        )
-        eps, n = _num(r, "epsilon"), int(_num(r, "n") or 0)
-        ball = f"within {eps:.3g} (L-inf) of {n} points of {r.dataset}" if eps else f"near {r.dataset}"
-        evidence = tuple(
-            _ev("attack", r, p)
-            for p in ("nonfinite_fraction", "fraction_above_threshold", "random_search.nonfinite_fraction", "epsilon")
-        )
-        if view.failed(r):
-            out.append(
-                Statement(
-                    Kind.NOT_INVERTIBLE,
-                    "attack",
-                    f"Near the data: a gradient search {ball} breaks {percent(hit)} of them "
-                    f"(random search: {percent(rand)}).",
-                    evidence,
-                )
-            )
-        elif r.status is Status.PASS:
-            out.append(
-                Statement(
-                    Kind.INVERTIBLE, "attack", f"Near the data: a gradient search {ball} finds no failure.", evidence
-                )
-            )
+        eps, n, steps = _num(r, "epsilon"), int(_num(r, "n") or 0), _num(r, "steps")
+        search = f"a gradient search of {int(steps)} steps" if steps else "a gradient search"
+        ball = f"within {eps:.3g} (L-inf) of {n} points of {r.dataset}" if eps else f"near {n} points of {r.dataset}"
+        context = [_ev("attack", r, p) for p in ("n", "steps", "epsilon") if _num(r, p) is not None]
+        rand = _num(r, "random_search.nonfinite_fraction")
+        random_text = f" (random search: {percent(rand)} non-finite)" if rand is not None else ""
+        if rand is not None:
+            context.append(_ev("attack", r, "random_search.nonfinite_fraction"))
+        cut = view.cut_note("attack")
+        if view.passed(r):
+            text = f"Near the data: {search} {ball} finds no failure{cut}."
+            evidence = [_ev("attack", r, p) for p in ("nonfinite_fraction", "fraction_above_threshold")]
+            out.append(Statement(Kind.INVERTIBLE, "attack", text, tuple(evidence + context)))
+            continue
+        failing = view.deciding("attack", r)
+        if not failing:
+            continue
+        kind = Kind.NOT_INVERTIBLE if view.failed(r) else Kind.CAUTION
+        shown = " and ".join(_attack_finding(f) for f in failing)
+        text = f"Near the data: {search} {ball} finds {shown}{random_text}{cut}."
+        out.append(Statement(kind, "attack", text, tuple(_deciding_evidence("attack", failing) + context)))
     return out
+
+
+ATTACK_WORDS = {
+    "nonfinite_fraction": "a non-finite round trip near {share} of them",
+    "fraction_above_threshold": "a relative error above the attack threshold near {share} of them",
+}
+"""How the attack's rate checks read after "finds"."""
+
+
+def _attack_finding(f: Failing) -> str:
+    limit = limit_words(f.check, f.rate)
+    words = ATTACK_WORDS.get(f.check.metric)
+    if words is not None and not math.isnan(f.check.value):
+        return words.format(share=percent(f.check.value)) + f" ({limit})"
+    return f"{what('attack', f.check.metric, None)} {_figure(f)} ({limit})"
 
 
 def rule_sampling(view: _View) -> list[Statement]:
     """Round trips of the model's own samples."""
-    sets = list(view.sets("sampling"))
-    bad = [r for r in sets if view.failed(r)]
-    good = [r for r in sets if r.status is Status.PASS]
+    good = [r for r in view.sets("sampling") if view.passed(r)]
     out = []
     if good:
-        out.append(
-            Statement(
-                Kind.INVERTIBLE,
-                "sampling",
-                f"On its own samples: {_names(good)}.",
-                tuple(_ev("sampling", r, "nonfinite_fraction") for r in good),
-            )
-        )
-    if bad:
-        parts = ", ".join(f"{r.dataset} {percent(_num(r, 'nonfinite_fraction') or 0.0)}" for r in bad)
-        out.append(
-            Statement(
-                Kind.NOT_INVERTIBLE,
-                "sampling",
-                f"On its own samples: non-finite on {parts}.",
-                tuple(_ev("sampling", r, "nonfinite_fraction") for r in bad),
-            )
-        )
+        cited = tuple(_ev("sampling", r, p) for r in good for p in ("n", "nonfinite_fraction", "rel_error_l2.max"))
+        text = f"On its own samples: {_all_finite(view, 'sampling', good, 'round trips')}{view.cut_note('sampling')}."
+        out.append(Statement(Kind.INVERTIBLE, "sampling", text, cited))
+    for kind, chosen in (
+        (Kind.NOT_INVERTIBLE, [r for r in view.sets("sampling") if view.failed(r)]),
+        (Kind.CAUTION, [r for r in view.sets("sampling") if view.warned(r)]),
+    ):
+        parts, evidence = _parts(view, "sampling", chosen)
+        if parts:
+            text = f"On its own samples: {'; '.join(parts)}{view.cut_note('sampling')}."
+            out.append(Statement(kind, "sampling", text, tuple(evidence)))
+    return out
+
+
+def rule_spectrum(view: _View) -> list[Statement]:
+    """The Jacobians: singular to the model's precision, non-finite, ill-conditioned, or
+    inconsistent between F and F^-1; one statement per role and status, from the deciding checks."""
+    out = []
+    roles = dict.fromkeys(view.role(r.dataset) for r in view.sets("spectrum"))
+    for role in roles:
+        out += _failing_by_role(view, "spectrum", role, _where(role), f"spectrum-{role or 'other'}")
     return out
 
 
 # -- where it breaks -------------------------------------------------------------------------
 def rule_first_block(view: _View) -> list[Statement]:
-    """The first failing block per set, from ``layers`` (sets grouped by block)."""
+    """The first failing block per set, from ``layers`` (sets grouped by block); the layers
+    checks that failed or warned on those sets are cited with it."""
     by_block: dict[str, list[SetResult]] = {}
     for r in view.sets("layers"):
         culprit = lookup(r.metrics, "culprit")
@@ -270,27 +413,40 @@ def rule_first_block(view: _View) -> list[Statement]:
         return []
     total = max(int(_num(r, "blocks") or 0) for rs in by_block.values() for r in rs)
     parts = [f"{block} on {_names(rs)}" for block, rs in by_block.items()]
-    return [
-        Statement(
-            Kind.BREAKS,
-            "first-block",
-            f"First failing block (of {total}): {'; '.join(parts)}.",
-            tuple(_ev("layers", r, "culprit") for rs in by_block.values() for r in rs),
-        )
+    chosen = [r for rs in by_block.values() for r in rs]
+    evidence = [_ev("layers", r, "culprit") for r in chosen] + [_ev("layers", chosen[0], "blocks")]
+    evidence += [e for r in chosen for e in _deciding_evidence("layers", view.deciding("layers", r))]
+    text = f"First failing block (of {total}): {'; '.join(parts)}{view.cut_note('layers')}."
+    return [Statement(Kind.BREAKS, "first-block", text, tuple(evidence))]
+
+
+def rule_layers_unlocated(view: _View) -> list[Statement]:
+    """Failing or warning ``layers`` sets where no single block stands out (no culprit)."""
+    sets = [
+        r
+        for r in view.sets("layers")
+        if not (lookup(r.metrics, "culprit") or "") and (view.failed(r) or view.warned(r))
     ]
+    parts, evidence = _parts(view, "layers", sets)
+    if not parts:
+        return []
+    text = f"Block by block ({_names(sets)}), no single block stands out: {'; '.join(parts)}{view.cut_note('layers')}."
+    return [Statement(Kind.BREAKS, "layers", text, tuple(evidence))]
 
 
 def rule_direction(view: _View) -> list[Statement]:
-    """Forward overflow (the latent is already non-finite) vs inverse explosion (only F^-1 is)."""
+    """Forward overflow (the latent is already non-finite) vs inverse explosion (only F^-1 is),
+    from each set's non-finite share and latent non-finite share."""
     forward, inverse, evidence = [], [], []
     for r in view.sets("roundtrip"):
         total, latent = _num(r, "nonfinite_fraction"), _num(r, "latent_nonfinite_fraction")
         if not total or latent is None:
             continue
         if latent > 0:
-            forward.append(f"{r.dataset} {percent(latent)}")
-        if total - latent > 0:
-            inverse.append(f"{r.dataset} {percent(total - latent)}")
+            rest = f" (of {percent(total)} non-finite; the rest explode in the inverse)" if total > latent else ""
+            forward.append(f"{r.dataset} {percent(latent)}{rest}")
+        else:
+            inverse.append(f"{r.dataset} {percent(total)}")
         evidence += [_ev("roundtrip", r, "latent_nonfinite_fraction"), _ev("roundtrip", r, "nonfinite_fraction")]
     parts = []
     if forward:
@@ -299,29 +455,72 @@ def rule_direction(view: _View) -> list[Statement]:
         parts.append(f"the inverse explodes from a finite latent on {', '.join(inverse)}")
     if not parts:
         return []
-    text = "; ".join(parts)
-    return [Statement(Kind.BREAKS, "direction", text[0].upper() + text[1:] + ".", tuple(evidence))]
+    return [Statement(Kind.BREAKS, "direction", _cap("; ".join(parts)) + ".", tuple(evidence))]
+
+
+def _exact_limit(result: SetResult) -> float:
+    """The warn level of the set's ``rel_error_l2.max`` check (the default when there is none)."""
+    check = next((c for c in result.checks if c.metric == "rel_error_l2.max"), None)
+    return check.warn if check is not None and check.warn is not None else EXACT_LIMIT
 
 
 def rule_float64(view: _View) -> list[Statement]:
-    """The float64 re-run: precision loss (float64 is finite) or a real singularity (it is not)."""
+    """The float64 re-run of a set that failed or warned in float32: float64 exact (float32
+    precision is lost), float64 finite but wrong (ill-conditioned or not invertible there), or
+    float64 non-finite (the map breaks); each with the float64 figure it rests on."""
     out = []
     for r in view.sets("roundtrip"):
-        f32, f64 = _num(r, "nonfinite_fraction"), _num(r, "float64.nonfinite_fraction")
-        if f64 is None or not f32:
+        f64, rel64 = _num(r, "float64.nonfinite_fraction"), _num(r, "float64.rel_error_l2.max")
+        failing = view.deciding("roundtrip", r)
+        if f64 is None or rel64 is None or not failing:
             continue
-        evidence = (_ev("roundtrip", r, "nonfinite_fraction"), _ev("roundtrip", r, "float64.nonfinite_fraction"))
-        if f64 == 0.0:
-            text = (
-                f"{r.dataset}: every float64 round trip is finite ({percent(f32)} in float32): "
-                "float32 precision is lost, the map itself is invertible there."
-            )
-        else:
-            text = (
-                f"{r.dataset}: float64 round trips are non-finite too ({percent(f64)}): the map is "
-                "ill-conditioned there, more precision does not fix it."
-            )
-        out.append(Statement(Kind.BREAKS, "float64", text, evidence))
+        limit = _exact_limit(r)
+        f32 = "; ".join(f"{what('roundtrip', f.check.metric, view.table)} {_figure(f)}" for f in failing)
+        evidence = [
+            _ev("roundtrip", r, "float64.nonfinite_fraction"),
+            _ev("roundtrip", r, "float64.rel_error_l2.max"),
+            *_deciding_evidence("roundtrip", failing),
+        ]
+        if not any(e.metric == "rel_error_l2.max" for e in evidence):
+            evidence.append(_ev("roundtrip", r, "rel_error_l2.max"))  # its warn level is the limit used
+        text = f"{r.dataset}: {float64_sentence(f64, rel64, limit)} (float32: {f32})."
+        out.append(Statement(Kind.BREAKS, "float64", text, tuple(evidence)))
+    return out
+
+
+def _figure(failing: Failing) -> str:
+    return figure(failing.check.value, failing.rate)
+
+
+# -- audits no rule words --------------------------------------------------------------------
+KNOWN = {"roundtrip", "sampling", "attack", "spectrum", "layers"}
+"""The audits whose failing checks the rules above word; :func:`rule_unexplained` words the rest."""
+
+KIND_OF_FAILURE = {"logdet": Kind.BREAKS, "gradient": Kind.BREAKS}
+"""Audits whose failure is not a failure to invert (a wrong log-det, a wrong gradient)."""
+
+
+def rule_unexplained(view: _View) -> list[Statement]:
+    """The failing and warning sets of every other audit (precision, logdet, gradient, bounds,
+    any audit added later), worded from their deciding checks, one statement per audit, role
+    and status."""
+    out = []
+    for audit in view.audits.values():
+        if audit.id in KNOWN:
+            continue
+        roles = dict.fromkeys(view.role(r.dataset) for r in audit.results)
+        for role in roles:
+            sets = [r for r in audit.results if view.role(r.dataset) == role]
+            for failed, chosen in (
+                (True, [r for r in sets if view.failed(r)]),
+                (False, [r for r in sets if view.warned(r)]),
+            ):
+                parts, evidence = _parts(view, audit.id, chosen)
+                if not parts:
+                    continue
+                kind = KIND_OF_FAILURE.get(audit.id, Kind.NOT_INVERTIBLE) if failed else Kind.CAUTION
+                text = f"{_where(role)}: {audit.id}: {'; '.join(parts)}{view.cut_note(audit.id)}."
+                out.append(Statement(kind, f"{audit.id}-{role or 'other'}", text, tuple(evidence)))
     return out
 
 
@@ -429,8 +628,7 @@ def rule_unbounded(view: _View) -> list[Statement]:
     evidence = [Evidence("bounds", "", "message", reason)] if reason else []
     evidence += [_ev("layers", r, "scale_min") for r in scales]
     evidence += [_ev("spectrum", r, "forward.sv_min.min") for r in sigma]
-    text = "; ".join(parts)
-    return [Statement(Kind.WHY, "unbounded-inverse", text[0].upper() + text[1:] + ".", tuple(evidence))]
+    return [Statement(Kind.WHY, "unbounded-inverse", _cap("; ".join(parts)) + ".", tuple(evidence))]
 
 
 def rule_certified(view: _View) -> list[Statement]:
@@ -456,10 +654,14 @@ def _kinds(statements: list[Statement]) -> dict[str, Statement]:
     return {s.rule: s for s in statements}
 
 
+INVERSION_RULES = ("roundtrip-", "attack", "sampling", "spectrum-", "precision-")
+"""Rules whose "not invertible" statements the inverse-stabilizing remedies answer."""
+
+
 def rule_remedies(view: _View, found: list[Statement]) -> list[Statement]:
     """The paper's remedies that the evidence calls for, most specific first."""
     rules = _kinds([s for s in found if s.kind in (Kind.NOT_INVERTIBLE, Kind.WHY)])
-    bad_where = [s for s in found if s.kind is Kind.NOT_INVERTIBLE]
+    bad_where = [s for s in found if s.kind is Kind.NOT_INVERTIBLE and s.rule.startswith(INVERSION_RULES)]
     out = []
     if "unbounded-inverse" in rules:
         out.append(
@@ -482,7 +684,7 @@ def rule_remedies(view: _View, found: list[Statement]) -> list[Statement]:
                 tuple(e for s in bad_where for e in s.evidence[:1]),
             )
         )
-    global_need = [s for s in bad_where if s.rule in ("roundtrip-ood", "sampling")]
+    global_need = [s for s in bad_where if s.rule in ("roundtrip-ood", "sampling", "spectrum-ood")]
     if global_need:
         out.append(
             Statement(
@@ -493,7 +695,8 @@ def rule_remedies(view: _View, found: list[Statement]) -> list[Statement]:
                 tuple(e for s in global_need for e in s.evidence[:1]),
             )
         )
-    if "roundtrip-ood" in rules and not {"roundtrip-in-distribution", "attack"} & set(rules):
+    near = {"roundtrip-in-distribution", "attack", "spectrum-in-distribution"}
+    if "roundtrip-ood" in rules and not near & set(rules):
         domain = lookup(view.report.target, "info.domain") or {}
         span = f" [{domain.get('low')}, {domain.get('high')}]" if domain.get("low") is not None else ""
         out.append(
@@ -523,6 +726,15 @@ def rule_rerun(view: _View, found: list[Statement]) -> list[Statement]:
         out.append(
             Statement(Kind.RERUN, "localize", f"To localize: innaudit run {view.model} {audits}{' '.join(extra)}")
         )
+    if view.cuts:
+        out.append(
+            Statement(
+                Kind.RERUN,
+                "uncut",
+                f"The budget cut {', '.join(view.cuts)}: re-run with a larger --budget (or none) "
+                "before trusting what they passed.",
+            )
+        )
     out.append(
         Statement(
             Kind.RERUN,
@@ -540,10 +752,13 @@ RULES: tuple[Callable[[_View], list[Statement]], ...] = (
     rule_ood,
     rule_attack,
     rule_sampling,
+    rule_spectrum,
     rule_first_block,
     rule_first_token,
+    rule_layers_unlocated,
     rule_direction,
     rule_float64,
+    rule_unexplained,
     rule_unbounded,
     rule_token_scales,
     rule_certified,
@@ -551,9 +766,11 @@ RULES: tuple[Callable[[_View], list[Statement]], ...] = (
 """The rules that read the results; the remedies and re-runs then read their statements."""
 
 
-def diagnose(report: Report) -> Diagnosis:
-    """Every statement the rules support, ordered invertible, not, breaks, why, do, re-run."""
-    view = _View(report)
+def diagnose(report: Report, table: MetricTable | None = None) -> Diagnosis:
+    """Every statement the rules support, ordered invertible, not, caution, breaks, why, do,
+    re-run. ``table`` (the audits' metric declarations) words the metrics of audits no rule
+    knows by their docs; without it they are named by their paths."""
+    view = _View(report, table)
     found = [s for rule in RULES for s in rule(view)]
     found += rule_remedies(view, found)
     found += rule_rerun(view, found)

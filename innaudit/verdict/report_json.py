@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 from pathlib import Path
 from typing import Any, cast
 
-from innaudit.core.errors import UsageError
+from innaudit.core.errors import InnauditError, UsageError, clean_text
 from innaudit.core.metrics import Direction
 from innaudit.core.results import (
     SCHEMA_VERSION,
@@ -31,10 +31,13 @@ from innaudit.core.results import (
 )
 
 __all__ = [
+    "MAX_REPORT_BYTES",
+    "MAX_STRING",
     "canonical",
     "comparison_from_dict",
     "comparison_to_dict",
     "load_report",
+    "read_text_capped",
     "report_from_dict",
     "report_to_dict",
     "to_plain",
@@ -123,36 +126,93 @@ def report_from_dict(data: Mapping[str, Any]) -> Report:
         ) from None
 
 
-def load_report(path: str | Path, what: str = "report") -> Report:
-    """Read and rebuild a JSON report file; every problem is one-line :class:`UsageError`."""
-    file = Path(path)
+MAX_REPORT_BYTES = 64 << 20
+"""Largest report file read (64 MiB): about five times the largest report innaudit writes
+(the ``grid`` audit at the paper's 320 x 320 resolution)."""
+
+MAX_STRING = 4000
+"""Longest string a renderer draws (:func:`canonical`); the JSON report keeps every string whole."""
+
+
+def read_text_capped(path: str | Path, limit: int, what: str, error: type[InnauditError]) -> str:
+    """The UTF-8 text of a saved report or log at ``path``, at most ``limit`` bytes.
+
+    A path may be anything (``/dev/zero``, a multi-gigabyte file, a folder): at most
+    ``limit + 1`` bytes are read, so memory stays bounded whatever it is (as the config reader
+    does, :mod:`innaudit.config.yaml`).
+
+    Raises:
+        ``error``: the file cannot be read, is larger than ``limit`` (also a device that never
+            ends), or is not UTF-8; the message names ``what`` and the path.
+    """
+    shown = repr(clean_text(path, 300))
     try:
-        text = file.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
     except OSError as exc:
-        raise UsageError(f"{what} {str(file)!r} cannot be read: {exc.strerror}") from None
+        raise error(f"{what} {shown} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise error(
+            f"{what} {shown} is over {limit >> 20} MiB, more than innaudit ever writes; expected its own output"
+        )
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UsageError(f"{what} {str(file)!r} is not UTF-8 text; expected a JSON report") from None
+        raise error(f"{what} {shown} is not UTF-8 text; expected innaudit's JSON output") from None
+
+
+def load_report(path: str | Path, what: str = "report", fractions: Callable[[str, str], bool] | None = None) -> Report:
+    """Read and rebuild a JSON report file; every problem is one-line :class:`UsageError`.
+
+    The file is read up to :data:`MAX_REPORT_BYTES`, then held to the shape innaudit writes
+    (:func:`innaudit.verdict.report_shape.check_shape`; ``fractions(audit, path)`` says which
+    metrics are shares in [0, 1]), so a crafted file is "not an innaudit report", never a crash.
+    """
+    from innaudit.verdict.report_shape import check_shape
+
+    shown = repr(clean_text(path, 300))
+    text = read_text_capped(path, MAX_REPORT_BYTES, what, UsageError)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UsageError(
-            f"{what} {str(file)!r} is not JSON ({exc.msg} at line {exc.lineno}); expected the output of -o json"
+            f"{what} {shown} is not JSON ({exc.msg} at line {exc.lineno}); expected the output of -o json"
         ) from None
+    except RecursionError:
+        raise UsageError(f"{what} {shown} is JSON nested too deep to be an innaudit report") from None
     if not isinstance(data, Mapping):
-        raise UsageError(f"{what} {str(file)!r} holds a {type(data).__name__}; expected a JSON report object")
+        raise UsageError(f"{what} {shown} holds a {type(data).__name__}; expected a JSON report object")
+    try:
+        if data.get("schema_version") == SCHEMA_VERSION:  # another version: report_from_dict says so
+            check_shape(data, fractions or (lambda audit, metric: False))
+    except UsageError as exc:
+        raise UsageError(f"{what} {shown} is not an innaudit report: {exc}") from None
     try:
         return report_from_dict(data)
     except UsageError as exc:
-        raise UsageError(f"{what} {str(file)!r}: {exc}") from None
+        raise UsageError(f"{what} {shown}: {exc}") from None
 
 
 def canonical(report: Report) -> Report:
-    """The report as it reads back from its JSON (durations rounded, tuples as lists...).
+    """The report as it reads back from its JSON (durations rounded, tuples as lists...), with
+    every string cut to :data:`MAX_STRING` characters.
 
-    Renderers draw from this, so the output of a run and of ``innaudit render`` are identical.
+    Renderers draw from this, so the output of a run and of ``innaudit render`` are identical,
+    and a huge name or message (a crafted report) cannot blow up an HTML page.
     """
 
-    return report_from_dict(report_to_dict(report))
+    return report_from_dict(_capped(report_to_dict(report)))
+
+
+def _capped(value: Any) -> Any:
+    """Plain data with every string (keys too) cut to :data:`MAX_STRING` characters."""
+    if isinstance(value, str):
+        return value if len(value) <= MAX_STRING else value[: MAX_STRING - 1] + "…"
+    if isinstance(value, Mapping):
+        return {_capped(k): _capped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_capped(v) for v in value]
+    return value
 
 
 def to_plain(value: Any) -> Any:

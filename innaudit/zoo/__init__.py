@@ -124,7 +124,7 @@ def build(name: str, config: Mapping[str, Any]) -> nn.Module:
 
 def _load_builtin() -> None:
     """Import the modules that register the built-in architectures."""
-    from innaudit.zoo import classifier, coupling, glow, residual, tarflow  # noqa: F401
+    from innaudit.zoo import classifier, coupling, glow, repaired, residual, tarflow  # noqa: F401
 
 
 from innaudit.zoo import bounds  # noqa: E402, F401  (registers the zoo blocks' Lipschitz rules on import)

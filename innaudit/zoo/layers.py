@@ -230,24 +230,40 @@ class Coupling(nn.Module):
     ``"exp"``; a scale that underflows to 0 makes the inverse return inf/nan. ``"bounded"``
     (g in (0.5, 1)) keeps ``1/g <= 2``. ``y1 = x1`` in both kinds. The net outputs ``t`` in its
     first ``C - C//2`` channels and ``h`` in the rest.
+
+    ``clamp = c`` (None: off) soft-clamps the net's scale output before ``g``: ``h -> c tanh(h /
+    c)``, so ``h`` stays in ``(-c, c)`` and ``g`` in ``(g(-c), g(c))``: for ``exp``, ``1/g <
+    exp(c)`` (STARFlow's ``soft_clip``, Gu et al. 2025, https://arxiv.org/abs/2506.06276). Where
+    ``|h| << c`` the map is nearly unchanged (``c tanh(h/c) = h - h^3 / (3 c^2) + ...``).
     """
 
-    def __init__(self, net: nn.Module, channels: int, coupling: str = "affine", scale: str = "sigmoid") -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        channels: int,
+        coupling: str = "affine",
+        scale: str = "sigmoid",
+        clamp: float | None = None,
+    ) -> None:
         super().__init__()
         if coupling not in ("additive", "affine"):
             raise ValueError(f"coupling {coupling!r} is unknown; expected additive or affine")
         scale_and_log(scale, torch.zeros(1))  # validates the name
+        if clamp is not None and not (0 < clamp < math.inf):
+            raise ValueError(f"clamp {clamp!r} is not a positive, finite number")
         self.net = net
         self.split = channels // 2
         self.coupling = coupling
         self.scale = scale
+        self.clamp = clamp
 
     def _params(self, x1: Tensor) -> tuple[Tensor, Tensor | None]:
         out = self.net(x1)
         if self.coupling == "additive":
             return out, None
         c2 = out.shape[1] // 2
-        return out[:, :c2], out[:, c2:]
+        h = out[:, c2:]
+        return out[:, :c2], h if self.clamp is None else self.clamp * torch.tanh(h / self.clamp)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x1, x2 = x[:, : self.split], x[:, self.split :]

@@ -41,8 +41,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, np.ndarray]:
     res = invoke_cli(
         "run",
         f"{FACTORY}:build",
-        "--data",
-        folder / "x.npy",
+        "--ood",
+        f"x={folder / 'x.npy'}",  # an OOD set: partly outside the declared range [0, 1], used as given
         "--ood",
         "uniform",
         "--audit",

@@ -79,7 +79,8 @@ def test_files_are_shape_checked_and_may_be_flat(tmp_path: Path) -> None:
     np.savez(tmp_path / "two.npz", a=np.zeros((5, 64)), b=np.ones((5, 64)))
     torch.save({"images": torch.zeros(4, 1, 8, 8)}, tmp_path / "t.pt")
     ds = resolve_dataset(str(tmp_path / "flat.npy"), Role.IN_DISTRIBUTION, UNIT, 10, 0)
-    assert ds.size == 10 and ds.first(3).shape == (3, 1, 8, 8) and "reshaped" in ds.note
+    assert ds.size == 10 and ds.first(3).shape == (3, 1, 8, 8)
+    assert ds.transform == ("unflattened row-major: (64,) -> (1, 8, 8) (one channel)",)
     with pytest.raises(DataError, match="65"):
         resolve_dataset(str(tmp_path / "bad.npy"), Role.OOD, UNIT, 10, 0)
     with pytest.raises(DataError, match="holds several arrays"):

@@ -215,3 +215,89 @@ def test_set_names_the_run_measures_are_accepted(
         "64",
     )
     assert result.code == 0, result.stderr
+
+
+# -- round 3 (issue 28, item 14 and the low list): every saved input is read within a cap --------
+def _report_and_log(run_cli: Callable[..., CliResult], tmp_path: Path) -> tuple[Path, Path]:
+    from innaudit.monitor import InvertibilityMonitor
+    from tests.conftest import FIXTURE_MODELS
+    from tests.monitor.models import ScaleCoupling, data
+
+    report, log = tmp_path / "r.json", tmp_path / "m.jsonl"
+    assert (
+        run_cli("run", f"{FIXTURE_MODELS}:exact", "--audit", "roundtrip", "--samples", "8", "-o", f"json={report}").code
+        == 0
+    )
+    InvertibilityMonitor(ScaleCoupling(), data=data(), ood=(), every=1, samples=8, log=log).step(0)
+    return report, log
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.parametrize("command", ["render", "render log", "compare base", "compare new", "baseline"])
+def test_an_endless_input_is_refused_within_the_cap(
+    run_cli: Callable[..., CliResult], tmp_path: Path, command: str
+) -> None:
+    from innaudit.verdict.report_json import MAX_REPORT_BYTES
+    from tests.conftest import FIXTURE_MODELS
+
+    report, _ = _report_and_log(run_cli, tmp_path)
+    zero = tmp_path / "zero.jsonl"
+    zero.symlink_to("/dev/zero")
+    args = {
+        "render": ("render", "/dev/zero"),
+        "render log": ("render", zero),
+        "compare base": ("compare", "/dev/zero", report),
+        "compare new": ("compare", report, "/dev/zero"),
+        "baseline": ("run", f"{FIXTURE_MODELS}:exact", "--audit", "roundtrip", "--baseline", "/dev/zero"),
+    }[command]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
+    result = run_cli(*args)
+    assert result.code == 2 and len(result.stderr_lines) == 1, result.stderr
+    assert "MiB" in result.stderr
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10) - before
+    assert grown < 4 * MAX_REPORT_BYTES, grown
+
+
+def test_a_report_larger_than_a_config_still_reads(run_cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    """The report cap is not the config's 4 MiB: a paper-size ``grid`` report is over 11 MB."""
+    import json
+
+    report, _ = _report_and_log(run_cli, tmp_path)
+    data = json.loads(report.read_text())
+    data["audits"][0]["results"][0]["series"]["padding"] = [0.5] * 1_000_000  # about 5 MB
+    report.write_text(json.dumps(data))
+    assert report.stat().st_size > 4 << 20
+    assert run_cli("render", report, "-o", f"html={tmp_path / 'r.html'}").code == 0
+
+
+def test_a_huge_string_in_a_report_is_capped_in_every_renderer(
+    run_cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    import json
+
+    from innaudit.verdict.report_json import MAX_STRING
+
+    report, _ = _report_and_log(run_cli, tmp_path)
+    data = json.loads(report.read_text())
+    data["target"]["model"] = "m" * 2_000_000
+    data["audits"][0]["results"][0]["dataset"] = "s" * 2_000_000
+    report.write_text(json.dumps(data))
+    for fmt in ("console", "html", "junit", "markdown", "github"):
+        out = tmp_path / f"out.{fmt}"
+        assert run_cli("render", report, "-o", f"{fmt}={out}").code == 0, fmt
+        size = out.stat().st_size
+        assert size < 400_000, (fmt, size)
+        assert "m" * MAX_STRING not in out.read_text(), fmt
+
+
+@pytest.mark.parametrize("columns", ["0", "1", "7"])
+def test_a_tiny_terminal_width_prints_the_report_at_80_columns(
+    run_cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, columns: str
+) -> None:
+    from tests.conftest import FIXTURE_MODELS
+
+    monkeypatch.setenv("COLUMNS", columns)
+    result = run_cli("run", f"{FIXTURE_MODELS}:exact", "--audit", "roundtrip", "--samples", "8")
+    assert result.code == 0, result.stderr
+    assert "innaudit: PASS (exit 0)" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80

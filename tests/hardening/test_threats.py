@@ -210,7 +210,7 @@ def test_a_writer_killed_mid_write_leaves_the_previous_report_intact(tmp_path: P
         "def slow_fsync(fd):\n"
         f"    pathlib.Path({str(started)!r}).touch(); time.sleep(60)\n"
         "os.fsync = slow_fsync\n"
-        f'atomic.write_atomic({str(report)!r}, \'{{"status": "new", "rows": [\' + \'1,\' * 100000)\n'
+        f'atomic.write_target({str(report)!r}, \'{{"status": "new", "rows": [\' + \'1,\' * 100000)\n'
     )
     proc = subprocess.Popen([sys.executable, "-c", child])
     deadline = time.monotonic() + 60
@@ -308,3 +308,228 @@ def test_bad_attack_settings_are_refused_before_any_audit(run_cli: Any, flag: st
 
     result = run_cli("run", f"{FIXTURE_MODELS}:exact", "--audit", "roundtrip", "--samples", "5", flag, value)
     assert result.code == 2 and len(result.stderr_lines) == 1 and needle in result.stderr
+
+
+# -- round 3 (issue 28, the low list): no "internal error", no misleading message --------------
+def _safetensors(header: bytes, data: bytes = b"") -> bytes:
+    import struct
+
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def _round_three_inputs(tmp_path: Path) -> dict[str, tuple[object, ...]]:
+    import struct
+
+    import numpy as np
+
+    from tests.conftest import FIXTURE_MODELS, REPO
+
+    model = f"{FIXTURE_MODELS}:exact"
+    hostile = Path(__file__).resolve().parent / "hostile_models.py"
+    offsets = {"w": {"dtype": "F32", "shape": [2], "data_offsets": [0.5, 8]}}
+    (tmp_path / "offsets.safetensors").write_bytes(_safetensors(json.dumps(offsets).encode(), b"\0" * 8))
+    (tmp_path / "empty.safetensors").write_bytes(_safetensors(b""))
+    np.save(tmp_path / "scalar.npy", np.float32(0.5))
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 4), }"
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    (tmp_path / "negative.npy").write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\0" * 64)
+    fast = ("--samples", "8", "--audit", "roundtrip")
+    return {
+        "safetensors float offsets": ("run", model, "--weights", tmp_path / "offsets.safetensors", *fast),
+        "safetensors empty header": ("run", model, "--weights", tmp_path / "empty.safetensors", *fast),
+        "0-d .npy": ("run", model, "--data", tmp_path / "scalar.npy", *fast),
+        "negative-shape .npy": ("run", model, "--data", tmp_path / "negative.npy", *fast),
+        "input_shape 10^12": ("run", f"{hostile}:huge_shape", *fast),
+        "grid beyond float32": (
+            "run",
+            REPO / "checkpoints/checkerboard-affine.pt",
+            "--data",
+            "grid:-1e39,1e39,4",
+            *fast,
+        ),
+    }
+
+
+_ROUND_THREE = {
+    "safetensors float offsets": "whole byte offsets",
+    "safetensors empty header": "header is empty",
+    "0-d .npy": "shape ()",
+    "negative-shape .npy": "negative dimensions",
+    "input_shape 10^12": "values per sample",
+    "grid beyond float32": "float32's range",
+}
+
+
+@pytest.mark.parametrize("case", sorted(_ROUND_THREE))
+def test_round_three_bad_inputs_are_one_specific_line(run_cli: Any, tmp_path: Path, case: str) -> None:
+    result = run_cli(*_round_three_inputs(tmp_path)[case])
+    assert result.code == 2, (case, result.stdout, result.stderr)
+    assert len(result.stderr_lines) == 1, result.stderr
+    assert "internal error" not in result.stderr and _ROUND_THREE[case] in result.stderr, result.stderr
+
+
+def _saved_report(run_cli: Any, tmp_path: Path) -> dict[str, Any]:
+    from tests.conftest import FIXTURE_MODELS
+
+    path = tmp_path / "r.json"
+    assert (
+        run_cli("run", f"{FIXTURE_MODELS}:exact", "--audit", "roundtrip", "--samples", "8", "-o", f"json={path}").code
+        == 0
+    )
+    return json.loads(path.read_text())
+
+
+def _crafted(report: dict[str, Any], case: str) -> str:
+    result = report["audits"][0]["results"][0]
+    if case == "audits not a list":
+        report["audits"] = 5
+    elif case == "message not a string":
+        report["audits"][0]["message"] = 5
+    elif case == "set name a list":
+        result["dataset"] = [1]
+    elif case == "n a string":
+        result["metrics"]["n"] = "many"
+    elif case.startswith("fraction "):
+        result["metrics"]["nonfinite_fraction"] = json.loads(case.split()[1])
+    elif case == "seed a string":
+        report["run"]["seed"] = "x"
+    elif case == "datasets an int":
+        report["run"]["datasets"] = 5
+    elif case == "metrics nested deep":
+        result["metrics"]["deep"] = json.loads("[" * 200 + "]" * 200)
+    elif case == "json nested deeper than python":
+        return '{"schema_version": 1, "tool": ' + "[" * 100000 + "]" * 100000 + "}"
+    return json.dumps(report)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "audits not a list",
+        "message not a string",
+        "set name a list",
+        "n a string",
+        "fraction 1e308",
+        'fraction "inf"',
+        "fraction -0.5",
+        "seed a string",
+        "datasets an int",
+        "metrics nested deep",
+        "json nested deeper than python",
+    ],
+)
+def test_a_crafted_report_is_not_an_innaudit_report(run_cli: Any, tmp_path: Path, case: str) -> None:
+    crafted = tmp_path / "crafted.json"
+    crafted.write_text(_crafted(_saved_report(run_cli, tmp_path), case))
+    for args in (("render", crafted, "-o", "html=" + str(tmp_path / "x.html")), ("compare", crafted, crafted)):
+        result = run_cli(*args)
+        assert result.code == 2, (case, args, result.stderr)
+        assert len(result.stderr_lines) == 1 and "internal error" not in result.stderr, result.stderr
+        assert "not an innaudit report" in result.stderr or "nested too deep" in result.stderr, result.stderr
+    assert not (tmp_path / "x.html").exists()
+
+
+def test_a_nan_rate_in_a_report_still_renders(run_cli: Any, tmp_path: Path) -> None:
+    report = _saved_report(run_cli, tmp_path)
+    report["audits"][0]["results"][0]["metrics"]["nonfinite_fraction"] = "nan"
+    crafted = tmp_path / "nan.json"
+    crafted.write_text(json.dumps(report))
+    for fmt in ("console", "html", "junit", "markdown", "github"):
+        assert run_cli("render", crafted, "-o", f"{fmt}={tmp_path / fmt}").code == 0, fmt
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_no_verdict_is_printed_before_every_file_is_written(run_cli: Any, tmp_path: Path) -> None:
+    from tests.conftest import FIXTURE_MODELS
+
+    good = tmp_path / "r.json"
+    result = run_cli(
+        "run",
+        f"{FIXTURE_MODELS}:exact",
+        "--audit",
+        "roundtrip",
+        "--samples",
+        "8",
+        "-o",
+        f"json={good}",
+        "-o",
+        "html=/dev/full",
+    )
+    assert result.code == 2 and "cannot write html report" in result.stderr
+    assert "PASS" not in result.stdout + result.stderr, "no verdict claimed when a write failed"
+
+
+def test_an_interrupted_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import innaudit.safeio.atomic as atomic
+    from innaudit.run.guard import Stopped
+
+    target = tmp_path / "report.json"
+    target.write_text("old")
+
+    def stopped(fd: int) -> None:
+        raise Stopped(15)  # what the SIGTERM handler raises, mid-write
+
+    monkeypatch.setattr(atomic.os, "fsync", stopped)
+    with pytest.raises(Stopped):
+        atomic.write_target(target, "new")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_a_closed_stdout_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import FIXTURE_MODELS, REPO, subprocess_env
+
+    command = f"{sys.executable} -m innaudit run {FIXTURE_MODELS}:exact --audit roundtrip --samples 8 >&-"
+    proc = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, cwd=REPO, env=subprocess_env(), check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "stdout is closed" in lines[0]
+
+
+def test_matplotlib_warnings_reach_stderr_sanitized(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from tests.conftest import REPO, subprocess_env
+
+    data = tmp_path / "d\x1b[31m\x07x.npy"  # control characters matplotlib has no glyph for
+    np.save(data, np.full((8, 2), 0.5, dtype=np.float32))
+    args = ["run", REPO / "checkpoints/checkerboard-affine.pt", "--audit", "roundtrip", "--data", data]
+    proc = subprocess.run(
+        [sys.executable, "-m", "innaudit", *map(str, args), "-o", f"html={tmp_path / 'r.html'}", "-q"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=subprocess_env(),
+        check=False,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "Glyph" in proc.stderr, "the warning is kept"
+    assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"kind": "check", "step": "0", "status": "fail", "findings": [], "sets": {}},
+        {"kind": "check", "step": 0, "status": "fail", "findings": [{"message": 5}], "sets": {}},
+        {"kind": "check", "step": 0, "status": "fail", "findings": "x", "sets": {}},
+        {"kind": "check", "step": 0, "status": "fail", "findings": [], "sets": {"data": 3}},
+        {"kind": "start", "every": 1, "sets": [5], "audits": []},
+        {"kind": 7},
+    ],
+)
+def test_a_crafted_monitor_log_is_one_line(run_cli: Any, tmp_path: Path, record: dict[str, Any]) -> None:
+    good = {"kind": "check", "step": 1, "status": "pass", "findings": [], "sets": {}}
+    log = tmp_path / "m.jsonl"
+    log.write_text(json.dumps(record) + "\n" + json.dumps(good) + "\n")
+    for args in ((), ("-o", f"html={tmp_path / 't.html'}")):
+        result = run_cli("render", log, *args)
+        assert result.code == 2 and len(result.stderr_lines) == 1, result.stderr
+        assert "is not a monitor record" in result.stderr and "internal error" not in result.stderr

@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch import nn
 
+from innaudit.core.errors import LoadError
 from innaudit.core.stats import per_sample_norm
 from innaudit.loading import load_model, load_object
 from innaudit.loading.adapters import find_adapter, tarflow
-from innaudit.loading.prefixes import strip_prefix
 from innaudit.model.autoregressive import is_autoregressive
 from tests.adapters.helpers import factory_module
 from tests.conftest import invoke_cli, read_report
@@ -132,7 +132,7 @@ def test_vp_prior_is_divided_out_before_reverse(tmp_path: Path) -> None:
     code, report = run(tmp_path, "build_vp", weights(tmp_path, model, prefix="net.model."), "roundtrip", "sampling")
     assert code == 0
     assert metrics(report, "roundtrip")["rel_error_l2"]["max"] < 1e-5
-    assert report["target"]["weights_prefix"] == "net.model."
+    assert report["target"]["weights_reading"]["stripped"] == "net.model."
     x = torch.from_numpy(images(4))
     with torch.no_grad():
         naive = model.reverse(model(x.clone())[0])  # the trap: reverse scales by var.sqrt() again
@@ -144,24 +144,28 @@ def test_training_wrapper_prefixes_are_stripped(tmp_path: Path, prefix: str) -> 
     model = mm.randomized(mm.build(), seed=5, std=0.05)
     path = weights(tmp_path, model, prefix=prefix)
     loaded = load_model(f"{MODELS}:build", weights=str(path))
-    assert loaded.target["weights_prefix"] == prefix
+    assert loaded.target["weights_reading"]["stripped"] == prefix
     assert any(prefix in w for w in loaded.warnings)
     x = torch.from_numpy(images(2))
     with torch.no_grad():
         assert torch.equal(loaded.model.forward(x), model(x)[0])
 
 
-def test_a_model_saved_beside_its_ema_copy_loads_the_ema_copy() -> None:
-    plain = mm.randomized(mm.build(), seed=6, std=0.05).state_dict()
-    ema = mm.randomized(mm.build(), seed=7, std=0.05).state_dict()
-    state = {**{"net." + k: v for k, v in plain.items()}, **{"net_ema." + k: v for k, v in ema.items()}}
-    got, prefix = strip_prefix(state, plain.keys())
-    assert prefix == "net_ema." and all(torch.equal(got[k], ema[k]) for k in ema)
-    from innaudit.core.errors import LoadError
-
-    twins = {**{"a." + k: v for k, v in plain.items()}, **{"b." + k: v for k, v in plain.items()}}
-    with pytest.raises(LoadError, match="several complete copies"):
-        strip_prefix(twins, plain.keys())
+def test_a_model_saved_beside_its_ema_copy_asks_which_to_audit(tmp_path: Path) -> None:
+    """Two different complete copies (a model and its EMA): the loader names both readings and
+    the ``--weights-key`` that picks each; the EMA one then loads with no glue."""
+    plain = mm.randomized(mm.build(), seed=6, std=0.05)
+    ema = mm.randomized(mm.build(), seed=7, std=0.05)
+    state = {**{"net." + k: v for k, v in plain.state_dict().items()}}
+    state.update({"net_ema." + k: v for k, v in ema.state_dict().items()})
+    path = tmp_path / "both.pth"
+    torch.save(state, path)
+    with pytest.raises(LoadError, match=r"@net_ema\."):
+        load_model(f"{MODELS}:build", weights=str(path))
+    loaded = load_model(f"{MODELS}:build", weights=str(path), weights_key="@net_ema.")
+    x = torch.from_numpy(images(2))
+    with torch.no_grad():
+        assert torch.equal(loaded.model.forward(x), ema(x)[0])
 
 
 def test_blocks_carry_the_token_structure_of_the_convention() -> None:

@@ -232,11 +232,12 @@ def _training_dict() -> dict[str, Any]:
     return {"model": ExactLinear().state_dict(), "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}, "epoch": 3}
 
 
-def test_training_dict_needs_weights_key(run_cli, tmp_path) -> None:
+def test_training_dict_is_read_without_weights_key(run_cli, tmp_path) -> None:
+    """The one entry that fits the module is found; the report says which."""
     result, out = _weights_run(run_cli, tmp_path, _training_dict())
-    line = assert_one_error_line(result)
-    assert "--weights-key" in line and "model" in line
-    assert not out.exists()
+    assert result.code == 0, result.stderr
+    target = read_report(out)["target"]
+    assert target["weights_key"] == "model" and target["weights_reading"]["entry"] == "model"
 
 
 def test_training_dict_loads_with_weights_key(run_cli, tmp_path) -> None:

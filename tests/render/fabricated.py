@@ -142,18 +142,26 @@ def _rt(name: str, nonfinite: float, latent: float, rel_max: float, n: int = 500
     return SetResult(name, status, metrics, checks)
 
 
-def diagnosable_report(float64: bool = False) -> Report:
+def diagnosable_report(float64: bool = False, float64_error: float = 3e-12, float64_nonfinite: float = 0.0) -> Report:
     """An affine flow as the shipped one fails: fine on its data, broken on noise, with a culprit.
 
     Round trips pass on ``digits:test`` and fail on ``uniform`` (67.6 % of 500 non-finite, 50.0 %
     already in the latent) and ``gaussian``; the attack breaks 6.2 % of 32 points (random search
     none); sampling passes; ``layers`` names block ``7:Coupling[7]``; ``spectrum`` measures
-    sigma_min 1e-23 on uniform; ``bounds`` is skipped for the affine coupling.
+    sigma_min 1e-23 on uniform; ``bounds`` is skipped for the affine coupling. With ``float64``,
+    uniform's float64 re-run has ``float64_nonfinite`` non-finite and max relative error
+    ``float64_error``.
     """
     uniform = _rt("uniform", 0.676, 0.5, math.nan)
     if float64:
         uniform = SetResult(
-            uniform.dataset, uniform.status, {**uniform.metrics, "float64": {"nonfinite_fraction": 0.0}}, uniform.checks
+            uniform.dataset,
+            uniform.status,
+            {
+                **uniform.metrics,
+                "float64": {"nonfinite_fraction": float64_nonfinite, "rel_error_l2": {"max": float64_error}},
+            },
+            uniform.checks,
         )
     attack = SetResult(
         "digits:test",
@@ -245,4 +253,150 @@ def diagnosable_report(float64: bool = False) -> Report:
             "info": {"domain": {"shape": [1, 8, 8], "low": 0.0, "high": 1.0, "levels": 17}},
         },
         audits=audits,
+    )
+
+
+def _judged(audit_id: str, name: str, metrics: dict) -> SetResult:
+    """A set of ``audit_id`` held against the audit's default thresholds, as a run holds it."""
+    from innaudit.audits import REGISTRY
+    from innaudit.core.intervals import rate_intervals
+    from innaudit.verdict.gate import judge
+
+    audit = REGISTRY[audit_id]
+    status, checks = judge(metrics, audit.thresholds, {m.path: m for m in audit.metrics})
+    return SetResult(name, status, metrics, checks, intervals=rate_intervals(metrics, audit.metrics))
+
+
+LONG_SET = "patches:ood-natural-images-x4"
+"""A set name longer than the console's set column (it gets a line of its own)."""
+
+
+def _default_sets(audit_id: str) -> list[tuple[str, dict]]:
+    """Per audit of the default run, its sets and metrics, as the shipped digits-affine gives
+    them (rounded), plus one long-named OOD set."""
+    rt = lambda nf, rel, n=10000, latent=0.0: {  # noqa: E731
+        "n": n,
+        "nonfinite_fraction": nf,
+        "latent_nonfinite_fraction": latent,
+        "rel_error_l2": {"median": 1e-7, "p99": 1e-6, "max": rel, "mean": 2e-7},
+    }
+    ood = [("uniform", 0.306, 0.466, 0.293), ("gaussian", 0.985, 0.0959, 0.983), ("rademacher", 1.0, math.nan, 1.0)]
+    if audit_id == "roundtrip":
+        return [
+            ("digits:test", rt(0.0, 5.7e-7, 360)),
+            *((n, rt(a, b, latent=c)) for n, a, b, c in ood),
+            (LONG_SET, rt(0.0, 3e-6, 64)),
+        ]
+    if audit_id == "sampling":
+        return [(f"prior@T={t}", {**rt(0.0, r), "temperature": float(t)}) for t, r in (("1", 5.1e-6), ("0.7", 4.5e-6))]
+    if audit_id == "precision":
+
+        def block(nf: float, rel: float) -> dict:
+            return {
+                "nonfinite_fraction": nf,
+                "rel_error_l2": {"median": rel / 10, "max": rel},
+                "invertible": int(nf == 0),
+            }
+
+        def prec(nf: float, rel: float, low: int) -> dict:
+            return {
+                "n": 256,
+                "lowest_invertible": low,
+                "float64": block(0.0, 1e-15),
+                "float32": block(nf, rel),
+                "required": {"nonfinite_fraction": nf, "rel_error_l2": {"max": rel}},
+            }
+
+        return [
+            ("digits:test", prec(0.0, 5.7e-7, 1)),
+            ("uniform", prec(0.242, 9.5e-4, 0)),
+            ("prior@T=1", prec(0.0, 3.2e-6, 1)),
+        ]
+    if audit_id == "attack":
+        return [
+            (
+                "digits:test",
+                {
+                    "n": 32,
+                    "steps": 200,
+                    "epsilon": 0.0294,
+                    "nonfinite_fraction": 0.0625,
+                    "fraction_above_threshold": 0.0625,
+                    "rel_error_l2": {"max": 3e-6},
+                    "random_search": {"n": 32, "nonfinite_fraction": 0.0, "fraction_above_threshold": 0.0},
+                },
+            )
+        ]
+    if audit_id == "spectrum":
+
+        def spec(nf: float, cond: float, sv: float, singular: float = 0.0) -> dict:
+            return {
+                "n": 64,
+                "nonfinite_fraction": nf,
+                "singular_fraction": singular,
+                "condition": {"max": cond},
+                "forward": {"sv_min": {"min": sv}},
+                "cross_check": {"mismatch_fraction": 0.0},
+            }
+
+        return [("digits:test", spec(0.0, 425.0, 0.519)), ("uniform", spec(0.344, math.inf, 0.0, 0.05))]
+    if audit_id == "bounds":
+        return []
+    if audit_id == "layers":
+
+        def lay(culprit: str, index: int, err: float) -> dict:
+            return {
+                "n": 2,
+                "blocks": 25,
+                "culprit": culprit,
+                "culprit_index": index,
+                "nonfinite_fraction": 1.0 if index >= 0 else 0.0,
+                "block_rel_error": {"max": err},
+                "chain_rel_error": {"max": err},
+                "scale_min": 0.0 if index >= 0 else 0.3,
+            }
+
+        return [("digits:test", lay("", -1, 9.4e-8)), ("uniform", lay("21:Coupling[21]", 21, math.inf))]
+    if audit_id == "logdet":
+
+        def ld(nf: float, rel: float) -> dict:
+            return {"n": 32, "nonfinite_fraction": nf, "rel_error": {"max": rel}, "reference_failed_fraction": 0.0}
+
+        return [("digits:test", ld(0.0, 2.7e-7)), ("uniform", ld(0.25, 1.9e-3))]
+    if audit_id == "grid":
+        return []
+    if audit_id == "gradient":
+        return [
+            ("digits:test", {"n": 6, "nonfinite_fraction": 0.0, "rel_error_l2": {"max": 1.7e-7}, "stateful_layers": 0})
+        ]
+    raise KeyError(f"no default-run sets for audit {audit_id!r}: add them here")
+
+
+def default_run_report() -> Report:
+    """Every registered audit as the default ``innaudit run`` of an 8x8 image flow gives it
+    (``bounds`` and ``grid`` skipped, as for the digits), for the 80-column golden output."""
+    from innaudit.audits import REGISTRY
+
+    audits = []
+    for i, audit_id in enumerate(REGISTRY):
+        sets = tuple(_judged(audit_id, name, metrics) for name, metrics in _default_sets(audit_id))
+        if not sets:
+            reason = "only for 2D models" if audit_id == "grid" else "no certified global bound"
+            audits.append(AuditResult(audit_id, audit_id, Status.SKIP, reason, 0.0, i))
+            continue
+        status = max((s.status for s in sets), key=lambda s: s.rank)
+        audits.append(AuditResult(audit_id, audit_id, status, "", 1.0, i, sets))
+    names = ["digits:test", "uniform", "gaussian", "rademacher", LONG_SET]
+    datasets = [{"name": n, "role": "in-distribution" if n == "digits:test" else "ood"} for n in names]
+    return Report(
+        tool={"name": "innaudit", "version": "0.1.0"},
+        run={"seed": 0, "device": "cpu", "dtype": "float32", "datasets": datasets, "config": {}},
+        target={
+            "model": "checkpoints/digits-affine.pt",
+            "sha256": "5" * 64,
+            "loader": "native",
+            "latent_shape": [4, 4, 4],
+            "info": {"domain": {"shape": [1, 8, 8], "low": 0.0, "high": 1.0, "levels": 17}},
+        },
+        audits=tuple(audits),
     )

@@ -15,10 +15,14 @@ import pytest
 from innaudit.core.results import Report
 from innaudit.render import console
 
-from .fabricated import diagnosable_report, fabricated_report
+from .fabricated import LONG_SET, default_run_report, diagnosable_report, fabricated_report
 
 GOLDEN = Path(__file__).parent / "golden"
-REPORTS = {"fabricated": lambda: fabricated_report(nasty=False), "diagnosable": diagnosable_report}
+REPORTS = {
+    "fabricated": lambda: fabricated_report(nasty=False),
+    "diagnosable": diagnosable_report,
+    "default-run": default_run_report,
+}
 
 
 @pytest.mark.parametrize("width", [80, 120])
@@ -31,7 +35,25 @@ def test_console_matches_the_golden_output(name: str, width: int) -> None:
     assert text == golden.read_text()
 
 
-@pytest.mark.parametrize("report", [fabricated_report(nasty=True), diagnosable_report()])
+def test_the_default_run_golden_holds_every_audit_and_fits_80_columns() -> None:
+    """The issue's broken layout came from the precision audit's rows; the golden output of the
+    default run (every registered audit) must fit: no line over 80 columns, every set name
+    whole on one line, each audit's headline labels in words."""
+    from innaudit.audits import REGISTRY
+
+    text = (GOLDEN / "default-run-80.txt").read_text()
+    assert text == console.render(default_run_report(), width=80)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert {aid for aid in REGISTRY if any(line.startswith(f"{aid} ") for line in lines)} == set(REGISTRY)
+    for name in ("digits:test", "uniform", "gaussian", "rademacher", "prior@T=1", "prior@T=0.7", LONG_SET):
+        assert any(line.split()[:1] == [name] or f" {name} " in f"{line} " for line in lines), name
+    precision = next(line for line in lines if line.startswith("precision "))
+    assert "non-finite" in precision and "invertible to" in precision and "fraction" not in precision
+    assert any(line.split() == ["uniform", "FAIL", "24.2", "%", "0.00095", "float64"] for line in lines)
+
+
+@pytest.mark.parametrize("report", [fabricated_report(nasty=True), diagnosable_report(), default_run_report()])
 def test_nothing_is_cut_at_80_columns(report: Report) -> None:
     text = console.render(report, width=80)
     assert max(len(line) for line in text.splitlines()) <= 80
@@ -42,7 +64,7 @@ def test_nothing_is_cut_at_80_columns(report: Report) -> None:
 def test_table_numbers_never_wrap_and_findings_keep_value_and_limit() -> None:
     text = console.render(diagnosable_report(), width=80)
     lines = text.splitlines()
-    assert "           uniform      FAIL        67.6 %            nan" in lines
+    assert "           uniform      FAIL        67.6 %          nan" in lines
     assert "FAIL roundtrip[uniform] 67.6 % of 500 round trips with a NaN or Inf (limit 0 %)" in lines
     assert any(
         line.startswith("WARN spectrum[uniform] max condition number 3e+22 (warns above 1e+03)") for line in lines

@@ -76,9 +76,13 @@ class Condition:
         return {"spec": self.spec, "rows": int(self.rows.shape[0]), "shape": [int(s) for s in self.rows.shape[1:]]}
 
 
-def resolve_condition(spec: str) -> Condition:
+def resolve_condition(spec: str, rows_used: int | None = None) -> Condition:
     """``--condition SPEC``: a data file (``.npy``, ``.npz[:key]``, ``.pt[:key]``, first axis =
     rows) or ``constant:V1,V2,...`` (one row used for every sample).
+
+    A file is read as ``--data`` is: only its first ``rows_used`` rows (``--samples``: no batch
+    holds more samples, so no later row is ever paired with one), at most the data-file byte
+    cap, and only those rows become float64.
 
     Raises:
         DataError: the SPEC is neither, or holds NaN/Inf.
@@ -98,7 +102,7 @@ def resolve_condition(spec: str) -> Condition:
             raise DataError(
                 f"--condition {spec!r} is neither a data file (.npy, .npz[:key], .pt[:key]) nor constant:V1,V2,..."
             )
-        array = read_array(*file_spec)
+        array = read_array(*file_spec, rows_used)
         rows = torch.as_tensor(np.array(array, dtype=np.float64))
         if rows.ndim == 1:
             rows = rows[:, None]
