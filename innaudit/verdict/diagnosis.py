@@ -172,6 +172,12 @@ class _View:
     def passed(self, result: SetResult) -> bool:
         return result.status is Status.PASS and not result.waiver
 
+    def broke(self, result: SetResult, *others: str) -> bool:
+        """``result``'s set failed or warned, in its own audit or in one of ``others`` on the
+        same data set: a localizing audit names a place only where something broke there."""
+        found = [result, *(o for a in others for o in self.sets(a) if o.dataset == result.dataset)]
+        return any(self.failed(r) or self.warned(r) for r in found)
+
     def rated(self, audit: str, metric: str) -> bool:
         found = declared(self.table, audit, metric)
         return bool(found.rate) if found is not None else metric.endswith("_fraction")
@@ -402,13 +408,16 @@ def rule_spectrum(view: _View) -> list[Statement]:
 
 # -- where it breaks -------------------------------------------------------------------------
 def rule_first_block(view: _View) -> list[Statement]:
-    """The first failing block per set, from ``layers`` (sets grouped by block); the layers
-    checks that failed or warned on those sets are cited with it."""
+    """The first failing block per set, from ``layers`` (sets grouped by block), on the sets
+    where ``layers`` or ``roundtrip`` failed or warned (a block that stands out among passing
+    blocks breaks nothing); the layers checks that failed or warned on those sets are cited
+    with it."""
     by_block: dict[str, list[SetResult]] = {}
     for r in view.sets("layers"):
         culprit = lookup(r.metrics, "culprit")
-        if isinstance(culprit, str) and culprit and (_num(r, "culprit_index") or 0) >= 0:
-            by_block.setdefault(culprit, []).append(r)
+        located = isinstance(culprit, str) and culprit and (_num(r, "culprit_index") or 0) >= 0
+        if located and view.broke(r, "roundtrip"):  # a block that stands out among passing ones breaks nothing
+            by_block.setdefault(str(culprit), []).append(r)
     if not by_block:
         return []
     total = max(int(_num(r, "blocks") or 0) for rs in by_block.values() for r in rs)
@@ -526,13 +535,13 @@ def rule_unexplained(view: _View) -> list[Statement]:
 
 def rule_first_token(view: _View) -> list[Statement]:
     """Autoregressive blocks (``tokens``): the block and token range where the inverse chain's
-    accumulated error leaves rounding, per set (sets grouped by place), and Jacobi solves
-    stopped at their cap."""
+    accumulated error leaves rounding, per set where ``tokens`` or ``roundtrip`` failed or
+    warned (sets grouped by place), and Jacobi solves stopped at their cap."""
     by_place: dict[str, list[SetResult]] = {}
     capped: list[SetResult] = []
     for r in view.sets("tokens"):
         where = lookup(r.metrics, "where")
-        if isinstance(where, str) and where:
+        if isinstance(where, str) and where and view.broke(r, "roundtrip"):
             by_place.setdefault(where, []).append(r)
         if (_num(r, "jacobi.nonconverged_fraction") or 0.0) > 0:
             capped.append(r)
