@@ -18,6 +18,8 @@ Factories (``file.py:NAME``): ``amplifying``, ``amplifying_flipped``, ``cache_bu
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -114,11 +116,16 @@ def plain() -> TokenFlow:
     return TokenFlow([GainBlock(TOKENS, 0.0), GainBlock(TOKENS, 0.0, flip=True)])
 
 
-def _jacobi_tarflow(cap: int, tol: float) -> nn.Module:
+def jacobi_config(cap: int, tol: float) -> dict[str, Any]:
+    """The zoo ``tarflow`` config of :func:`jacobi_capped` / :func:`jacobi_converging`."""
     config = tarflow_config(
         shape=[3, 8, 8], patch=2, hidden=16, heads=2, blocks=2, layers=1, inverse="jacobi", jacobi_tol=tol
     )
-    model = zoo.build("tarflow", {**config, "jacobi_max_iter": cap})
+    return {**config, "jacobi_max_iter": cap}
+
+
+def _jacobi_tarflow(cap: int, tol: float) -> nn.Module:
+    model = zoo.build("tarflow", jacobi_config(cap, tol))
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for block in list(model.blocks)[1:]:

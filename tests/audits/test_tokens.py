@@ -165,3 +165,26 @@ def test_diagnosis_names_the_block_and_token_range_and_the_remedy() -> None:
     )
     quiet = {s.rule for s in diagnose(innaudit.audit(tm.plain(), data="uniform", config=config)).statements}
     assert not quiet & {"first-token", "jacobi-capped", "token-scale", "soft-clip"}
+
+
+def test_jacobi_capped_from_a_checkpoint_exits_1_with_its_residual(tmp_path: Any) -> None:
+    """End to end: a native ``tarflow`` checkpoint whose Jacobi inverse is capped at 2 sweeps
+    (16 tokens need up to 16): ``innaudit run --audit tokens`` exits 1, the JSON says how many
+    solves stopped at the cap with which residual, and the diagnosis names it."""
+    from innaudit.core.domain import DataDomain
+    from innaudit.loading.native import save_checkpoint
+    from tests.conftest import invoke_cli, read_report
+
+    domain = DataDomain(shape=(3, 8, 8))
+    path = save_checkpoint(tmp_path / "capped.pt", tm.jacobi_capped(), "tarflow", tm.jacobi_config(2, 1e-12), domain)
+    out = tmp_path / "r.json"
+    result = invoke_cli("run", path, "--audit", "tokens", "--samples", "8", "--ood", "gaussian", "-o", f"json={out}")
+    assert result.code == 1
+    report = read_report(out)
+    sets = next(a for a in report["audits"] if a["id"] == "tokens")["results"]
+    for s in sets:
+        jacobi = s["metrics"]["jacobi"]
+        assert jacobi["nonconverged_fraction"] == 1.0 and jacobi["iterations"]["max"] == 2
+        assert jacobi["residual"]["max"] > 1e-2
+    texts = [st["text"] for st in report["diagnosis"]]
+    assert any("stopped at its iteration cap without converging" in t for t in texts)
