@@ -11,13 +11,15 @@ import innaudit
 from innaudit.repair.bounded_scale import SCALE_FLOOR, floor_bound
 from innaudit.repair.result import Outcome, RepairStatus
 from innaudit.repair.rules import BOUNDED_SCALE, COLLAPSED
+from tests.helpers import invoke_cli
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "digits-classifier-affine-ms.pt"
 
 
 @pytest.mark.slow
-def test_a_floored_bound_repairs_the_memory_saving_gradient_of_the_ms_classifier() -> None:
-    result = innaudit.repair(str(CHECKPOINT), data="digits:train", audits=["gradient"], seed=0)
+def test_a_floored_bound_repairs_the_memory_saving_gradient_of_the_ms_classifier(tmp_path: Path) -> None:
+    fixed = tmp_path / "ms-fixed.pt"
+    result = innaudit.repair(str(CHECKPOINT), data="digits:train", audits=["gradient"], seed=0, output=fixed)
     before = result.before.result("gradient", "digits:test").metrics
     assert float(before["nonfinite_fraction"]) > 0  # the failure the repair starts from
     assert [c.finding.rule for c in result.plan.choices if c.remedy == BOUNDED_SCALE] == [COLLAPSED]
@@ -33,3 +35,4 @@ def test_a_floored_bound_repairs_the_memory_saving_gradient_of_the_ms_classifier
     assert float(after["nonfinite_fraction"]) == 0.0 and float(after["rel_error_l2"]["max"]) < 1e-2
     assert result.status is RepairStatus.REPAIRED and int(result.exit_code) == 0
     assert result.price is not None and abs(result.price.after - result.price.before) <= 0.02
+    assert invoke_cli("run", fixed, "--audit", "gradient").code == 0  # the written bytes pass on their own
