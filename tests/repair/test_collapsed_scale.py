@@ -1,5 +1,5 @@
-"""The shipped memory-saving classifier, whose sigmoid scale collapsed on the data (g down to
-about 4e-6 in block 12), repaired by a floored bounded scale: the re-audit's gradient passes."""
+"""The shipped memory-saving classifier, whose sigmoid scale collapsed on the data (block 12 first),
+repaired by a floored bounded scale: the re-audit's gradient passes."""
 
 from __future__ import annotations
 
