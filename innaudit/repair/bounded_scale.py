@@ -9,7 +9,11 @@ in ``(-c, c)``, so ``exp(-c) < g < exp(c)`` for ``exp`` and ``g > sigmoid(2 - c)
 ``sigmoid(h + 2)``.
 
 ``c`` is chosen per coupling from the range of ``h`` measured on the training data:
-``c = margin * max |h|`` (``margin`` 1.2 by default). Where ``|h|`` stays well inside ``c`` the
+``c = margin * max |h|`` (``margin`` 1.2 by default). Where the scale has collapsed on the data
+itself (the memory-saving gradient, which rebuilds each block's input with ``F^-1``, is wrong), a
+bound that preserves the data's range preserves the collapse too; then ``c`` is also capped by
+:func:`floor_bound`, the ``c`` at which the least ``g`` the clamp allows is :data:`SCALE_FLOOR`,
+so ``1 / g <= 1 / SCALE_FLOOR`` in every coupling, on the data and off it. Where ``|h|`` stays well inside ``c`` the
 map is nearly unchanged (``c tanh(h / c) = h - h^3 / (3 c^2) + ...``: at the largest measured
 ``|h|`` and margin 1.2 the clamp gives ``0.82 h``); a short fine-tune then recovers the
 likelihood.
@@ -43,9 +47,11 @@ from innaudit.model.contract import InvertibleModel
 __all__ = [
     "DEFAULT_MARGIN",
     "FLOOR",
+    "SCALE_FLOOR",
     "ScaleTarget",
     "bound_scales",
     "choose_clamps",
+    "floor_bound",
     "measure_ranges",
     "scale_targets",
     "soft_clamp",
@@ -56,6 +62,9 @@ DEFAULT_MARGIN = 1.2
 FLOOR = 0.5
 """The least ``max |h|`` a bound is made from, so a coupling whose scale net outputs almost
 nothing on the data (an untrained one) still gets room: ``c >= margin * FLOOR``."""
+SCALE_FLOOR = 0.01
+"""The least scale ``g`` a floored bound allows (:func:`floor_bound`): each coupling's inverse
+then multiplies by at most ``1 / SCALE_FLOOR = 100``."""
 HOOK_ATTRIBUTE = "_innaudit_scale_clamp"
 
 
@@ -138,12 +147,32 @@ def measure_ranges(
     return seen
 
 
-def choose_clamps(ranges: Mapping[str, float], margin: float = DEFAULT_MARGIN) -> dict[str, float]:
-    """``c = margin * max(range, FLOOR)`` per coupling, rounded to 4 significant digits (the
-    bound is stored as plain data, so it is the same number wherever it is read back)."""
+def floor_bound(scale: str, floor: float = SCALE_FLOOR) -> float:
+    """The ``c`` at which the clamped scale's least value is ``floor``: with ``h`` in ``(-c, c)``,
+    ``g = exp(h) > exp(-c)``, so ``c = ln(1 / floor)``; ``g = sigmoid(h + 2) > sigmoid(2 - c)``
+    (Glow's scale, also normflows' ``sigmoid_inv``), so ``c = 2 + ln(1 / floor - 1)``."""
+    if not 0 < floor < 1:
+        raise ValueError(f"scale floor {floor!r}; expected a number in (0, 1)")
+    if scale == "exp":
+        return math.log(1 / floor)
+    if scale in ("sigmoid", "sigmoid_inv"):
+        return 2 + math.log(1 / floor - 1)
+    raise ValueError(f"no scale floor for scale {scale!r}; expected exp, sigmoid or sigmoid_inv")
+
+
+def choose_clamps(
+    ranges: Mapping[str, float], margin: float = DEFAULT_MARGIN, caps: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """``c = margin * max(range, FLOOR)`` per coupling, at most ``caps[path]`` where given (a
+    :func:`floor_bound`), rounded to 4 significant digits (the bound is stored as plain data, so
+    it is the same number wherever it is read back)."""
     if not (margin > 1 and math.isfinite(margin)):
         raise UsageError(f"bounded scale margin {margin!r}; expected a finite number above 1 (e.g. 1.2)")
-    return {path: float(f"{margin * max(value, FLOOR):.4g}") for path, value in ranges.items()}
+    limits = caps or {}
+    return {
+        path: float(f"{min(margin * max(value, FLOOR), limits.get(path, math.inf)):.4g}")
+        for path, value in ranges.items()
+    }
 
 
 def _normflows_hook(c: float) -> Any:

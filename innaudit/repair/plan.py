@@ -17,9 +17,18 @@ from innaudit.core.results import ExitCode, Report
 from innaudit.model.contract import InvertibleModel
 from innaudit.repair import fd, nf, precision
 from innaudit.repair.bounded_scale import ScaleTarget, scale_targets
-from innaudit.repair.evidence import ReportView
+from innaudit.repair.evidence import Evidence, ReportView
 from innaudit.repair.objective import Objective
-from innaudit.repair.rules import BOUNDED_SCALE, FD, NF, PRECISION, REMEDY_RULES, Finding, wrong_inverse
+from innaudit.repair.rules import (
+    BOUNDED_SCALE,
+    COLLAPSED,
+    FD,
+    NF,
+    PRECISION,
+    REMEDY_RULES,
+    Finding,
+    wrong_inverse,
+)
 
 __all__ = ["Choice", "Plan", "make_plan"]
 
@@ -59,8 +68,20 @@ class Plan:
 
     @property
     def chosen(self) -> tuple[str, ...]:
-        """The ids of the remedies the repair applies, in order."""
-        return () if self.blocker is not None else tuple(c.remedy for c in self.choices if c.chosen)
+        """The ids of the remedies the repair applies, in order (each once: two rules may call
+        for the same remedy)."""
+        if self.blocker is not None:
+            return ()
+        return tuple(dict.fromkeys(c.remedy for c in self.choices if c.chosen))
+
+    @property
+    def floored(self) -> bool:
+        """Whether the bounded scale is floored: :func:`~innaudit.repair.rules.collapsed_scale` chose it."""
+        return BOUNDED_SCALE in self.chosen and any(c.chosen and c.finding.rule == COLLAPSED for c in self.choices)
+
+    def evidence(self, remedy: str) -> tuple[Evidence, ...]:
+        """The evidence of every chosen rule that called for ``remedy``."""
+        return tuple(e for c in self.choices if c.remedy == remedy and c.chosen for e in c.finding.evidence)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report."""

@@ -36,6 +36,7 @@ from innaudit.repair.evidence import DATA, MODEL_SAMPLES, OOD, Evidence, ReportV
 
 __all__ = [
     "BOUNDED_SCALE",
+    "COLLAPSED",
     "FD",
     "LOCAL_MEDIAN",
     "NF",
@@ -43,6 +44,7 @@ __all__ = [
     "REMEDY_RULES",
     "WRONG_MEDIAN",
     "Finding",
+    "collapsed_scale",
     "float32_only",
     "local_failure",
     "ood_explodes",
@@ -52,6 +54,9 @@ __all__ = [
 
 BOUNDED_SCALE, FD, NF, PRECISION = "bounded-scale", "fd", "nf", "precision"
 """The remedies' ids, in the order they are applied."""
+
+COLLAPSED = "collapsed_scale"
+"""The rule whose bounded scale is floored (:func:`~innaudit.repair.bounded_scale.floor_bound`)."""
 
 LOCAL_MEDIAN = 1e-4
 """A data set whose median relative round-trip error is at most this (the ``roundtrip`` warn
@@ -151,6 +156,23 @@ def _gradient(view: ReportView) -> list[Evidence]:
     for result in view.sets("gradient"):
         found.extend(_breaks(view, "gradient", result))
     return found
+
+
+def collapsed_scale(view: ReportView) -> Finding | None:
+    """The memory-saving gradient is non-finite or beyond its error level: the inverse that
+    rebuilds each block's input on the data is off, as when a coupling's scale ``g`` nears 0
+    there. A bounded scale with a floor (``g >= 0.01``) bounds every coupling's ``1 / g``; the
+    plan checks that the model has couplings it can bound, and the re-audit whether it helped."""
+    evidence = tuple(_gradient(view))
+    if not evidence:
+        return None
+    return Finding(
+        BOUNDED_SCALE,
+        COLLAPSED,
+        f"the memory-saving gradient is wrong on the data ({_cite(evidence)}): a coupling scale near 0 there "
+        "makes F^-1 amplify rounding; a bounded scale with a floor (g >= 0.01) bounds 1 / g in every coupling",
+        evidence,
+    )
 
 
 def _data_roundtrip(view: ReportView) -> list[Evidence]:
@@ -271,6 +293,7 @@ def wrong_inverse(view: ReportView) -> Finding | None:
 
 REMEDY_RULES: tuple[Callable[[ReportView], Finding | None], ...] = (
     ood_explodes,
+    collapsed_scale,
     local_failure,
     supervised_collapse,
     float32_only,

@@ -30,7 +30,15 @@ from innaudit.core.seeding import stable_seed
 from innaudit.data import DEFAULT_OOD
 from innaudit.data.infer import infer_domain
 from innaudit.repair import fd, nf, precision
-from innaudit.repair.bounded_scale import DEFAULT_MARGIN, bound_scales, choose_clamps, measure_ranges
+from innaudit.repair.bounded_scale import (
+    DEFAULT_MARGIN,
+    FLOOR,
+    SCALE_FLOOR,
+    bound_scales,
+    choose_clamps,
+    floor_bound,
+    measure_ranges,
+)
 from innaudit.repair.checkpoint import native_bytes, state_dict_bytes
 from innaudit.repair.data import RepairData, prepare_data
 from innaudit.repair.fd import FDSettings
@@ -159,16 +167,10 @@ def _apply_structure(
         generator = torch.Generator().manual_seed(stable_seed(seed, "repair", "ranges"))
         train = dequantize(data.train, subject.model.info.domain, generator)
         ranges = measure_ranges(subject.model, list(plan.targets), train)
-        clamps = choose_clamps(ranges, margin)
+        caps = {t.path: floor_bound(t.scale) for t in plan.targets} if plan.floored else None
+        clamps = choose_clamps(ranges, margin, caps)
         bound_scales(subject.model.module, clamps)
-        records.append(
-            RemedyResult(
-                BOUNDED_SCALE,
-                f"h -> c tanh(h / c) in {len(clamps)} affine coupling(s), c = {margin:g} x max |h| on "
-                f"{data.train_name} (c from {min(clamps.values()):.3g} to {max(clamps.values()):.3g})",
-                {"margin": margin, "range": ranges, "clamp": clamps},
-            )
-        )
+        records.append(_bounded_record(clamps, ranges, margin, data.train_name, caps))
     if PRECISION in plan.chosen:
         samples = _failing_samples(config, subject, data, plan)
         blocks = precision.failing_blocks(subject.model, samples)
@@ -186,6 +188,28 @@ def _apply_structure(
         if not blocks:
             notes.append("precision: no single block's inverse fails in float32 where float64 holds")
     return clamps, blocks, records, notes
+
+
+def _bounded_record(
+    clamps: Mapping[str, float],
+    ranges: Mapping[str, float],
+    margin: float,
+    train_name: str,
+    caps: Mapping[str, float] | None,
+) -> RemedyResult:
+    """What the bounded scale changed: ``c`` per coupling, and, when floored, which bounds the
+    floor lowered below ``margin x max |h|``."""
+    span = f"c from {min(clamps.values()):.3g} to {max(clamps.values()):.3g}"
+    changes = f"h -> c tanh(h / c) in {len(clamps)} affine coupling(s), c = {margin:g} x max |h| on {train_name}"
+    parameters: dict[str, Any] = {"margin": margin, "range": dict(ranges), "clamp": dict(clamps)}
+    if caps is None:
+        return RemedyResult(BOUNDED_SCALE, f"{changes} ({span})", parameters)
+    lowered = sorted(p for p in clamps if caps.get(p, math.inf) < margin * max(ranges[p], FLOOR))
+    changes += (
+        f", at most the bound that keeps g >= {SCALE_FLOOR:g} ({span}; the floor lowered {len(lowered)} of them: "
+        "the scale had collapsed there on the data)"
+    )
+    return RemedyResult(BOUNDED_SCALE, changes, {**parameters, "floor": SCALE_FLOOR, "floored": lowered})
 
 
 def _valid_value(subject: Subject, objective: Objective, data: RepairData, seed: int) -> float:
@@ -504,8 +528,7 @@ def _carry_out(
 
 def _judged(record: RemedyResult, plan: Plan, after: Report) -> RemedyResult:
     """The re-audit's verdict on the evidence this remedy was chosen on."""
-    evidence = next((c.finding.evidence for c in plan.choices if c.remedy == record.remedy), ())
-    outcome, now = judge(after, evidence)
+    outcome, now = judge(after, plan.evidence(record.remedy))
     return replace(record, outcome=outcome, after=now)
 
 

@@ -9,7 +9,15 @@ import torch
 
 from innaudit.core.errors import UsageError
 from innaudit.loading import load_object
-from innaudit.repair.bounded_scale import bound_scales, choose_clamps, measure_ranges, scale_targets, soft_clamp
+from innaudit.repair.bounded_scale import (
+    SCALE_FLOOR,
+    bound_scales,
+    choose_clamps,
+    floor_bound,
+    measure_ranges,
+    scale_targets,
+    soft_clamp,
+)
 
 from . import models
 
@@ -37,6 +45,26 @@ def test_choose_clamps_floors_tiny_ranges_rounds_and_refuses_bad_margins() -> No
     for margin in (1.0, 0.5, math.inf, math.nan):
         with pytest.raises(UsageError, match="margin"):
             choose_clamps({"a": 1.0}, margin)
+
+
+def test_the_floor_bound_is_the_clamp_whose_least_scale_is_the_floor() -> None:
+    exp_c, sigmoid_c = floor_bound("exp"), floor_bound("sigmoid")
+    assert exp_c == pytest.approx(math.log(100)) and floor_bound("sigmoid_inv") == sigmoid_c
+    h = torch.tensor([-1e4, -30.0, 0.0], dtype=torch.float64)  # a collapsed scale input, far below -c
+    assert float(torch.exp(soft_clamp(h, exp_c)).min()) == pytest.approx(SCALE_FLOOR, rel=1e-9)
+    assert float(torch.sigmoid(soft_clamp(h, sigmoid_c) + 2).min()) == pytest.approx(SCALE_FLOOR, rel=1e-9)
+    assert floor_bound("exp", 0.5) == pytest.approx(math.log(2))
+    for bad in (0.0, 1.0, -0.1):
+        with pytest.raises(ValueError, match="floor"):
+            floor_bound("exp", bad)
+    with pytest.raises(ValueError, match="additive"):
+        floor_bound("additive")
+
+
+def test_choose_clamps_caps_only_the_bounds_above_the_cap() -> None:
+    caps = {"low": 6.595, "high": 6.595}
+    assert choose_clamps({"low": 3.0, "high": 14.55}, 1.2, caps) == {"low": 3.6, "high": 6.595}
+    assert choose_clamps({"free": 14.55}, 1.2, {}) == {"free": 17.46}
 
 
 def test_bounding_the_zoo_coupling_makes_every_noise_round_trip_finite() -> None:

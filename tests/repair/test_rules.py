@@ -7,9 +7,11 @@ import math
 from innaudit.repair.evidence import ReportView
 from innaudit.repair.rules import (
     BOUNDED_SCALE,
+    COLLAPSED,
     FD,
     NF,
     PRECISION,
+    collapsed_scale,
     float32_only,
     local_failure,
     ood_explodes,
@@ -135,3 +137,18 @@ def test_supervised_collapse_carries_the_local_evidence_for_nf() -> None:
 def test_an_all_nan_data_set_is_neither_local_nor_a_wrong_inverse() -> None:
     broken = view(audit("roundtrip", roundtrip_set("digits:test", 1.0, math.nan, math.nan)))
     assert local_failure(broken) is None and wrong_inverse(broken) is None
+
+
+def test_collapsed_scale_reads_the_memory_saving_gradient_and_nothing_else() -> None:
+    nonfinite = set_result("digits:test", {"nonfinite_fraction": 0.5}, [("nonfinite_fraction", 0.5)])
+    found = collapsed_scale(view(audit("gradient", nonfinite)))
+    assert found is not None and (found.remedy, found.rule) == (BOUNDED_SCALE, COLLAPSED)
+    assert [(e.audit, e.metric, e.value) for e in found.evidence] == [("gradient", "nonfinite_fraction", 0.5)]
+    wrong = set_result(
+        "digits:test", {"nonfinite_fraction": 0.0, "rel_error_l2": {"max": 0.03}}, [("rel_error_l2.max", 0.03)]
+    )
+    assert [e.metric for e in collapsed_scale(view(audit("gradient", wrong))).evidence] == ["rel_error_l2.max"]  # type: ignore[union-attr]
+    fine = set_result("digits:test", {"nonfinite_fraction": 0.0, "rel_error_l2": {"max": 4e-5}})
+    assert collapsed_scale(view(audit("gradient", fine))) is None
+    noise = roundtrip_set("uniform", 0.306, 7e-7, 0.47)  # an overflow off the data is ood_explodes' evidence
+    assert collapsed_scale(view(audit("roundtrip", HEALTHY, noise))) is None
