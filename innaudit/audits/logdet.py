@@ -151,7 +151,9 @@ class LogDet(Audit):
             steps[index](len(x))
             return host(ld).reshape(-1), host(value), host(err), failed.numpy()
 
-        for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
+        for ds, mine in zip(
+            ctx.datasets, by_set(units, ctx.map(units, work, paced=True), len(ctx.datasets)), strict=True
+        ):
             if not mine:
                 continue
             model_ld, ref, stderr, failed = (np.concatenate(column) for column in zip(*mine, strict=True))
