@@ -22,7 +22,8 @@ must hold on a busy machine, the runner re-planning as it goes (``run.replans``,
 pins it.
 
 Usage: ``python benchmarks/scale.py [--budget 10m] [--models d64,cifar,64x64] [--threads policy|N]
-[--busy] [--keep DIR]``. Exits 0 whatever the figures.
+[--busy] [--device cuda] [--keep DIR]``. On a GPU: ``python benchmarks/scale.py --device cuda
+--budget 3m`` (with ``python -m pytest tests/test_cuda.py``). Exits 0 whatever the figures.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def _prepare(name: str, folder: Path) -> tuple[Path, Path, int]:
     return ckpt, data, params
 
 
-def _run(ckpt: Path, data: Path, budget: str, out: Path, threads: str) -> tuple[float, float, str]:
+def _run(ckpt: Path, data: Path, budget: str, out: Path, threads: str, device: str) -> tuple[float, float, str]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env |= {"PYTHONPATH": str(ROOT), "NO_COLOR": "1"} | ({} if threads == "policy" else {"OMP_NUM_THREADS": threads})
     start = time.perf_counter()
@@ -114,6 +115,8 @@ def _run(ckpt: Path, data: Path, budget: str, out: Path, threads: str) -> tuple[
             str(data),
             "--budget",
             budget,
+            "--device",
+            device,
             "-q",
             "-o",
             f"json={out}",
@@ -168,6 +171,7 @@ def main() -> None:
     parser.add_argument("--models", default="d64,cifar,64x64")
     parser.add_argument("--threads", default="policy", help="policy (the runner measures) or OMP threads of the run")
     parser.add_argument("--busy", action="store_true", help="a CPU-bound process on each core during the runs")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the GPU entry: --device cuda --budget 3m)")
     parser.add_argument("--keep", metavar="DIR", help="Keep models, data, reports and logs in DIR.")
     args = parser.parse_args()
     budget_s = parse_duration(args.budget)
@@ -180,7 +184,7 @@ def main() -> None:
             with busy(None if args.busy else 0) as pids:
                 if pids:
                     print(f"\nbusy: one CPU-bound process per core (pids {pids})")
-                wall, peak, stderr = _run(ckpt, data, args.budget, out, args.threads)
+                wall, peak, stderr = _run(ckpt, data, args.budget, out, args.threads, args.device)
             if not out.exists():
                 print(f"== {name}: the run wrote no report:\n{stderr[-2000:]}")
                 continue
