@@ -316,9 +316,6 @@ def _run_audits(
     observer = observer or _Silent()
     header = header or run_header(model, datasets, config, latent_shape, target, warnings)
     run = plan_run(model, datasets, config, applicable(model, datasets, config, latent_shape), workers=shard.world_size)
-    refusal = run.over_budget()
-    if refusal is not None:  # before any audit runs: one line, exit 2
-        raise UsageError(refusal)
     hook = getattr(observer, "plan_ready", None)
     if callable(hook):
         hook(run)
@@ -326,6 +323,9 @@ def _run_audits(
     before, problems = fingerprint(model.module), list[str]()
     broken: list[str] = []
     try:
+        refusal = shard.first(run.over_budget(), "budget fit")  # rank 0's plan decides for every rank
+        if refusal is not None:  # before any audit runs: one line, exit 2
+            raise UsageError(refusal)
         batch = shard.first(run.plan.batch_size, "batch size")
         for aid in selected_audits(config):
             audit = REGISTRY[aid]()

@@ -550,7 +550,7 @@ class PlanRun:
     audits still to run are planned again with the budget left (``budget - elapsed``) and
     their estimates scaled by ``used / model_s`` of the finished audits (their unscaled
     estimates; the factor is kept within [0.2, 4]); an audit :data:`RECHECK` times slower than
-    planned re-checks the thread choice (:func:`innaudit.run.threads.rechecked`).
+    planned re-checks the thread choice once (:func:`innaudit.run.threads.rechecked`).
     """
 
     def __init__(
@@ -559,6 +559,7 @@ class PlanRun:
         needs: Sequence[_Need],
         threads: ThreadChoice | None = None,
         probe: Callable[[], float] | None = None,
+        quick: Callable[[], float] | None = None,
     ) -> None:
         self.plan = plan
         self.needs = {n.id: n for n in needs}
@@ -566,7 +567,7 @@ class PlanRun:
         self.used: dict[str, float] = {}
         self.started = time.monotonic()
         self.threads = threads or ThreadChoice(torch.get_num_threads(), "unmeasured", available_cores())
-        self.probe = probe
+        self.probe, self.quick = probe, quick
         self.replans: list[dict[str, Any]] = []
         self.paces: dict[str, Pace] = {}
         self.factor = 1.0
@@ -631,8 +632,9 @@ class PlanRun:
         planned = self.current[audit_id].model_s if audit_id in self.current else 0.0
         if self.probe is None or planned <= 0 or seconds < RECHECK * planned:
             return
+        probe, self.probe = self.probe, None  # once a run: a probe costs time the budget counts
         try:
-            self.threads = rechecked(self.threads, self.probe)
+            self.threads = rechecked(self.threads, probe, self.quick)
         except KeyboardInterrupt:
             raise
         except BaseException:  # a model that fails now is the next audit's finding
@@ -657,7 +659,7 @@ class PlanRun:
         return (
             f"--budget {_duration(budget)} is too short for this run: with the fewest samples each audit "
             f"allows it is estimated at {_duration(self.plan.estimated_s)} ({parts}); give --budget "
-            f"{_duration(math.ceil(self.plan.estimated_s / 60) * 60.0)} or more, leave audits out with --skip, "
+            f"{math.ceil(self.plan.estimated_s / 60)}m or more, leave audits out with --skip, "
             "or see --plan"
         )
 
@@ -712,10 +714,13 @@ def plan_run(
             0
         ].estimated_s
 
+    def quick() -> float:  # one forward pass of the probe batch
+        return _timed(lambda: model.forward(x[: min(batch, 32)]), device)
+
     try:  # a model that fails or exits here is reported by the audits, inside their boundary
         if not isinstance(config.batch_size, int):
             batch = auto_batch_size(model, x)
-        threads = chosen(getattr(config, "threads", None), probe)
+        threads = chosen(getattr(config, "threads", None), probe, quick)
         units = measured.get(threads.threads) or measure_units(model, x[: min(batch, 32)], kinds)
     except KeyboardInterrupt:
         raise
@@ -726,4 +731,4 @@ def plan_run(
             torch.get_num_threads(), "unmeasured", available_cores()
         )
     plan, needs = make_plan(model, datasets, config, ids, units.shared(workers), batch)
-    return PlanRun(plan, needs, threads, lambda: probe() if threads.source == "measured" else 0.0)
+    return PlanRun(plan, needs, threads, probe if threads.source == "measured" else None, quick)

@@ -13,7 +13,7 @@ without measuring, in this order: ``--threads N`` / ``threads:`` in the config (
 caller of the Python API made after importing innaudit (``caller``).
 
 The choice is re-checked when the runner re-plans and finds an audit much slower than planned
-(the machine became busy, :func:`rechecked`), and the caller's thread count is restored when
+(the machine became busy, :func:`rechecked`, at most once a run), and the caller's thread count is restored when
 the run returns (:func:`kept`). The report's ``run.threads`` records the count, its source and,
 when measured, both timings.
 """
@@ -54,19 +54,24 @@ class ThreadChoice:
         source: ``measured``, ``option`` (``--threads``), ``environment`` (``OMP_NUM_THREADS``),
             ``caller`` (``torch.set_num_threads`` before the API call) or ``single core``.
         cores: the cores this process may run on.
-        timings: seconds of the planned work by thread count, as the probe measured it.
+        timings: seconds of the planned work by thread count, as the probe measured it (1
+            thread alone when the screen ruled every core out).
     """
 
     threads: int
     source: str
     cores: int
     timings: Mapping[int, float] = field(default_factory=dict)
+    screen: Mapping[int, float] = field(default_factory=dict)
+    """Seconds of one forward pass by thread count, when the screen ran (:func:`measured`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.threads``."""
         out: dict[str, Any] = {"threads": self.threads, "source": self.source, "cores": self.cores}
         if self.timings:
             out["probe_s"] = {str(n): round(s, 6) for n, s in sorted(self.timings.items())}
+        if self.screen:
+            out["forward_s"] = {str(n): round(s, 6) for n, s in sorted(self.screen.items())}
         return out
 
 
@@ -95,34 +100,53 @@ def given(option: int | None, environ: Mapping[str, str] | None = None) -> Threa
     return None
 
 
-def measured(probe: Callable[[], float], cores: int) -> ThreadChoice:
+SCREEN = 1.5
+"""Every core is not probed in full when one forward pass with them is this many times slower
+than with 1 thread (a busy machine): the probe's own cost stays a few forward passes."""
+
+
+def measured(probe: Callable[[], float], cores: int, quick: Callable[[], float] | None = None) -> ThreadChoice:
     """Run ``probe`` (seconds of the planned work, as measured now) with 1 thread and with
-    ``cores`` threads; the faster count is set and returned with both timings."""
+    ``cores`` threads; the faster count is set and returned with both timings.
+
+    With ``quick`` (seconds of one forward pass), ``cores`` threads are first screened: when
+    their forward pass is :data:`SCREEN` times slower than with 1 thread, 1 thread is kept
+    without the full probe, and the screen's timings are recorded instead."""
     timings: dict[int, float] = {}
-    for n in dict.fromkeys((1, cores)):
-        torch.set_num_threads(n)
-        timings[n] = probe()
+    screen: dict[int, float] = {}
+    torch.set_num_threads(1)
+    timings[1] = probe()
+    if cores > 1 and quick is not None:
+        screen[1] = quick()
+        torch.set_num_threads(cores)
+        screen[cores] = quick()
+    if cores > 1 and not (screen and screen[cores] > SCREEN * screen[1]):
+        torch.set_num_threads(cores)
+        timings[cores] = probe()
     best = min(timings, key=lambda n: (timings[n], n))
     torch.set_num_threads(best)
-    return ThreadChoice(best, "measured", cores, timings)
+    return ThreadChoice(best, "measured", cores, timings, screen)
 
 
-def chosen(option: int | None, probe: Callable[[], float]) -> ThreadChoice:
+def chosen(option: int | None, probe: Callable[[], float], quick: Callable[[], float] | None = None) -> ThreadChoice:
     """The run's thread count: the one the user gave (set here), else the faster of 1 thread
-    and every core by ``probe`` (which runs with the count under test already set)."""
+    and every core by ``probe`` (which runs with the count under test already set), screened
+    by ``quick`` (:func:`measured`)."""
     fixed = given(option)
     if fixed is not None:
         torch.set_num_threads(fixed.threads)
         return fixed
-    return measured(probe, available_cores())
+    return measured(probe, available_cores(), quick)
 
 
-def rechecked(choice: ThreadChoice, probe: Callable[[], float]) -> ThreadChoice:
-    """``choice`` measured again (a measured choice only: a given count stays), e.g. when an
-    audit ran much slower than planned because the machine became busy."""
-    if choice.source != "measured":
+def rechecked(
+    choice: ThreadChoice, probe: Callable[[], float], quick: Callable[[], float] | None = None
+) -> ThreadChoice:
+    """``choice`` measured again when it is a measured count above 1 (a given count stays, and
+    one thread is not made faster by fewer): the machine may have become busy."""
+    if choice.source != "measured" or choice.threads == 1:
         return choice
-    return measured(probe, choice.cores)
+    return measured(probe, choice.cores, quick)
 
 
 @contextlib.contextmanager

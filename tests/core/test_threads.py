@@ -56,6 +56,28 @@ def test_the_faster_count_is_kept_with_both_timings(slow: int, want: int) -> Non
     assert choice.to_dict()["probe_s"] == {"1": 10.0 if slow == 1 else 1.0, "4": 10.0 if slow == 4 else 1.0}
 
 
+def test_a_slow_forward_with_every_core_skips_their_full_probe() -> None:
+    """On a busy machine the screen (one forward pass each way) rules every core out, so the
+    probe's own cost stays small; the screen's timings are recorded."""
+    full: list[int] = []
+
+    def probe() -> float:
+        full.append(torch.get_num_threads())
+        return 1.0
+
+    def quick() -> float:
+        return 0.01 if torch.get_num_threads() == 1 else 0.5
+
+    with kept():
+        choice = measured(probe, 4, quick)
+        assert torch.get_num_threads() == 1
+    assert full == [1] and choice.threads == 1
+    assert choice.to_dict()["forward_s"] == {"1": 0.01, "4": 0.5} and choice.to_dict()["probe_s"] == {"1": 1.0}
+    with kept():
+        close = measured(probe, 4, lambda: 0.01)  # no slower: the full probe decides
+    assert full == [1, 1, 4] and close.threads == 1
+
+
 def test_a_recheck_measures_again_only_a_measured_choice() -> None:
     calls: list[int] = []
 
@@ -65,6 +87,8 @@ def test_a_recheck_measures_again_only_a_measured_choice() -> None:
 
     with kept():
         assert rechecked(ThreadChoice(2, "option", 2), probe) == ThreadChoice(2, "option", 2) and not calls
+        one = ThreadChoice(1, "measured", 2, {1: 1.0, 2: 3.0})
+        assert rechecked(one, probe) == one and not calls  # fewer threads cannot help
         again = rechecked(ThreadChoice(2, "measured", 2, {1: 3.0, 2: 1.0}), probe)
     assert again.threads == 1 and calls == [1, 2]
 
