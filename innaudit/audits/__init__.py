@@ -10,6 +10,7 @@ from __future__ import annotations
 from innaudit.audits import (  # noqa: F401  (registers)
     attack,
     bounds,
+    convergence,
     gradient,
     grid,
     layers,
@@ -36,6 +37,7 @@ __all__ = [
 
 RUN_ORDER = (
     "roundtrip",
+    "convergence",
     "sampling",
     "precision",
     "attack",

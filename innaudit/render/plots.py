@@ -26,6 +26,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 __all__ = ["KINDS", "plot_series"]
 
 _INK, _BAD, _FAINT = "#1f5f99", "#c0392b", "#8899aa"
@@ -222,13 +224,18 @@ def precisions(series: Mapping[str, Any], title: str) -> Any:
 
 def grid(series: Mapping[str, Any], title: str) -> Any:
     """2D maps of each metric, log colour scale, NaN/Inf masked (drawn black)."""
-    import numpy as np
     from matplotlib.colors import LogNorm, Normalize
 
-    keys = [k for k in _metric_keys(series, "") if k not in ("x", "y")]
-    fig = _figure(3.4 * max(1, len(keys)), 3.0)
-    axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
     xs, ys = np.asarray(series.get("x", []), float), np.asarray(series.get("y", []), float)
+    keys = [k for k in series if k not in ("x", "y")]
+    for key in keys:
+        shape = np.shape(series[key]) if isinstance(series[key], list | tuple) else ()
+        if shape != (ys.size, xs.size):
+            raise ValueError(f"grid metric {key!r} is not a {ys.size} x {xs.size} array (len(y) x len(x))")
+    if not keys:
+        raise ValueError("grid series has no metric besides x and y")
+    fig = _figure(3.4 * len(keys), 3.0)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, key in zip(axes, keys, strict=False):
         data = np.ma.masked_invalid(np.asarray(series[key], dtype=float))
         good = data.compressed()
@@ -249,8 +256,6 @@ def grid(series: Mapping[str, Any], title: str) -> Any:
 
 
 def _image(raw: Any) -> Any:
-    import numpy as np
-
     arr = np.asarray(raw, dtype=float)
     while arr.ndim > 3 or (arr.ndim == 3 and arr.shape[0] == 1):
         arr = arr[0]
@@ -261,7 +266,6 @@ def _image(raw: Any) -> Any:
 
 def images(series: Mapping[str, Any], title: str) -> Any:
     """Witness images side by side (x, x', reconstruction...), each on its own colour range."""
-    import numpy as np
 
     labels = list(series)
     fig = _figure(1.6 * max(1, len(labels)) + 0.4, 2.0)

@@ -6,7 +6,7 @@ it breaks, why, and what to change and re-run. :func:`diagnose` answers them wit
 question; a rule speaks only when the report holds evidence for it, and every statement cites
 that evidence as (audit, set, metric path, value).
 
-Two properties hold for every report (``tests/test_diagnosis_properties.py``):
+Two properties hold for every report (``tests/verdict/test_diagnosis_properties.py``):
 
 - a statement that explains a failing or warning set is generated from the checks that decided
   that status and cites exactly those metrics (:mod:`innaudit.verdict.phrases` words them with
@@ -38,8 +38,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from innaudit.core.bound_kind import BoundKind
 from innaudit.core.metrics import MetricTable, declared, percent
 from innaudit.core.results import Report, SetResult, Status, lookup
+from innaudit.verdict import certify_words
 from innaudit.verdict.float64 import EXACT_LIMIT, float64_sentence
 from innaudit.verdict.phrases import Failing, figure, limit_words, part, role_of, what
 
@@ -493,7 +495,7 @@ def _figure(failing: Failing) -> str:
 
 
 # -- audits no rule words --------------------------------------------------------------------
-KNOWN = {"roundtrip", "sampling", "attack", "spectrum", "layers"}
+KNOWN = {"roundtrip", "sampling", "attack", "spectrum", "layers", "convergence"}
 """The audits whose failing checks the rules above word; :func:`rule_unexplained` words the rest."""
 
 KIND_OF_FAILURE = {"logdet": Kind.BREAKS, "gradient": Kind.BREAKS}
@@ -534,9 +536,17 @@ def _grouped(results: list[SetResult], path: str) -> str:
 
 
 def _affine_bound_reason(view: _View) -> str:
-    audit = view.audits.get("bounds")
-    message = audit.message if audit is not None else ""
-    return message if "affine coupling" in message else ""
+    """The first block whose bound kind is an affine coupling's, with how it was bounded."""
+    for r in view.sets("bounds"):
+        for row in certify_words.affine_rows(_rows(r)):
+            return f"block {row.get('name')}: {row.get('how')}"
+    return ""
+
+
+def _only_bounded_scales(view: _View) -> bool:
+    """Every affine coupling the bounds audit found has a bounded scale (a soft clamp)."""
+    kinds = {row.get("kind") for r in view.sets("bounds") for row in certify_words.affine_rows(_rows(r))}
+    return kinds == {BoundKind.AFFINE_SCALE_BOUNDED.value}
 
 
 def rule_unbounded(view: _View) -> list[Statement]:
@@ -549,13 +559,16 @@ def rule_unbounded(view: _View) -> list[Statement]:
     parts = []
     if reason or scales:
         parts.append(
-            "affine coupling has no global Lipschitz bound (F^-1 divides by the scale, so 1 / min |scale| is unbounded)"
+            "affine coupling has no global Lipschitz bound (its scale is bounded, but the cross term "
+            "(x2 + t) g'(h) J_h grows with the input)"
+            if _only_bounded_scales(view) and not scales
+            else "affine coupling has no global Lipschitz bound (F^-1 divides by the scale, so 1 / min |scale| is unbounded)"
         )
     if scales:
         parts.append(f"the coupling scale reaches {_grouped(scales, 'scale_min')}")
     if sigma:
         parts.append(f"local sigma_min(J_F) reaches {_grouped(sigma, 'forward.sv_min.min')}")
-    evidence = [Evidence("bounds", "", "message", reason)] if reason else []
+    evidence = [_affine_evidence(view)] if reason else []
     evidence += [_ev("layers", r, "scale_min") for r in scales]
     evidence += [_ev("spectrum", r, "forward.sv_min.min") for r in sigma]
     return [Statement(Kind.WHY, "unbounded-inverse", _cap("; ".join(parts)) + ".", tuple(evidence))]
@@ -677,6 +690,100 @@ def rule_rerun(view: _View, found: list[Statement]) -> list[Statement]:
     return out
 
 
+# -- iterative inverses and certificates -------------------------------------------------------
+def _rows(result: SetResult) -> list[Mapping[str, Any]]:
+    rows = result.series.get("blocks") if isinstance(result.series, Mapping) else None
+    return [r for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else []
+
+
+def _affine_evidence(view: _View) -> Evidence:
+    for r in view.sets("bounds"):
+        if certify_words.affine_rows(_rows(r)):
+            return _ev("bounds", r, "empirical_blocks")
+    return Evidence("bounds", "", "empirical_blocks", None)
+
+
+def rule_convergence(view: _View) -> list[Statement]:
+    """Iterative inverses: samples that did not converge (the cap hit, or the residual above the
+    limit at exit) per role, and whose the error is by the tolerance sweep (words:
+    :mod:`innaudit.verdict.certify_words`)."""
+    out = []
+    sets = view.sets("convergence")
+    for role in dict.fromkeys(view.role(r.dataset) for r in sets):
+        for r in (r for r in sets if view.role(r.dataset) == role):
+            limit = _num(r, "max_residual")
+            text = certify_words.nonconvergence_text(r.metrics, _rows(r), limit)
+            if text and view.failed(r):
+                causes = ("nonconverged_fraction", "unmeasured_blocks")
+                evidence = tuple(_ev("convergence", r, m) for m in causes if (_num(r, m) or 0) > 0)
+                evidence += (_ev("convergence", r, "n"),)
+                out.append(
+                    Statement(
+                        Kind.NOT_INVERTIBLE,
+                        f"convergence-{role or 'other'}",
+                        f"{_where(role)}: the iterative inverse fails on {r.dataset}: {text}.",
+                        evidence,
+                    )
+                )
+            elif view.warned(r):
+                out.append(
+                    Statement(
+                        Kind.CAUTION,
+                        f"convergence-{role or 'other'}",
+                        f"{_where(role)}: every inverse converged on {r.dataset}, but the residual at exit "
+                        f"reaches {_num(r, 'residual.max') or math.nan:.3g}.",
+                        (_ev("convergence", r, "residual.max"),),
+                    )
+                )
+            sweep = r.series.get("sweep") if isinstance(r.series, Mapping) else None
+            for verdict, words in certify_words.sweep_texts(sweep if isinstance(sweep, list) else []):
+                if text:
+                    out.append(
+                        Statement(
+                            Kind.WHY,
+                            f"convergence-{verdict}",
+                            f"Tolerance sweep on {r.dataset}: {words}.",
+                            (_ev("convergence", r, "solver_limited_blocks"),),
+                        )
+                    )
+    return out
+
+
+def rule_certificate(view: _View) -> list[Statement]:
+    """The ``bounds`` certificate read by its blocks' bound kinds: empirical (affine couplings,
+    with the measured log-scale range) or certified (beside the measured constants), and the
+    residual blocks whose certified ``Lip(g) >= 1``."""
+    out = []
+    for r in view.sets("bounds"):
+        rows = _rows(r)
+        found = certify_words.certificate_text(r.metrics, rows)
+        if found is not None:
+            kind, text = found
+            paths = (
+                ("empirical_blocks", "log_scale.min", "log_scale.max")
+                if kind == "empirical"
+                else tuple(f"{d}.{m}" for d in ("forward", "inverse") for m in ("bound", "measured", "tightness"))
+            )
+            out.append(
+                Statement(
+                    Kind.WHY,
+                    f"certificate-{kind}",
+                    f"On {r.dataset}: {text}.",
+                    tuple(_ev("bounds", r, p) for p in paths),
+                )
+            )
+        for text in certify_words.uncertified_texts(rows):
+            out.append(
+                Statement(
+                    Kind.WHY,
+                    "residual-uncertified",
+                    _cap(text) + " (run --audit convergence).",
+                    (_ev("bounds", r, "residual.lip_g_max"), _ev("bounds", r, "residual.estimate_misses")),
+                )
+            )
+    return out
+
+
 RULES: tuple[Callable[[_View], list[Statement]], ...] = (
     rule_data,
     rule_ood,
@@ -690,6 +797,8 @@ RULES: tuple[Callable[[_View], list[Statement]], ...] = (
     rule_unexplained,
     rule_unbounded,
     rule_certified,
+    rule_convergence,
+    rule_certificate,
 )
 """The rules that read the results; the remedies and re-runs then read their statements."""
 

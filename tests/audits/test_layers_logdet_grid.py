@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -92,5 +94,11 @@ def test_every_new_audit_explains_itself() -> None:
     from innaudit.audits import REGISTRY
 
     for aid in ("spectrum", "bounds", "layers", "logdet", "grid"):
-        text = REGISTRY[aid].explain()
-        assert "Reading" in text and aid in text
+        cls = REGISTRY[aid]
+        doc = inspect.cleandoc(cls.__doc__ or "")
+        assert "Reading" in doc and re.search(r"https?://|arXiv", doc), aid  # how to read it, and the source
+        text = cls.explain()
+        for path, threshold in cls.thresholds.items():
+            line = next(line for line in text.splitlines() if line.strip().startswith(f"{path}:"))
+            for level in (threshold.warn, threshold.fail):
+                assert level is None or f"{level:g}" in line, (aid, path, line)

@@ -32,7 +32,7 @@ _RUNS = (
     ("checkpoints/digits-residual.pt", {"audits": ["logdet"]}),
     (
         "checkpoints/digits-affine.pt",
-        {"audits": ["layers", "spectrum"], "spectrum": {"samples": 2, "method": "matrix-free"}},
+        {"audits": ["layers", "spectrum", "bounds"], "spectrum": {"samples": 2, "method": "matrix-free"}},
     ),
     # memcnn-style wrappers: the gradient audit's library_* metrics
     ("tests/audits/gradient_models.py:memcnn_like", {"audits": ["gradient"], "data": "gaussian"}),

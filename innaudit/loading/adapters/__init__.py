@@ -27,7 +27,18 @@ from typing import Any
 
 from innaudit.core.domain import DataDomain
 from innaudit.core.errors import LoadError
-from innaudit.loading.adapters import distributions, freia, nflows, normflows, rosinality, torchscript, zuko
+from innaudit.loading.adapters import (  # noqa: F401  (register library solvers and bounds)
+    coupling_bounds,
+    distributions,
+    freia,
+    lipschitz,
+    nflows,
+    normflows,
+    rosinality,
+    solvers,
+    torchscript,
+    zuko,
+)
 from innaudit.loading.adapters._common import Adapted, Condition, resolve_condition
 
 __all__ = ["ADAPTERS", "Adapted", "Condition", "adapt_object", "find_adapter", "resolve_condition"]

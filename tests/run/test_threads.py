@@ -13,8 +13,7 @@ from innaudit.config.settings import parse_config
 from innaudit.core.errors import ConfigError
 from innaudit.run import threads as policy
 from innaudit.run.threads import ThreadChoice, available_cores, given, kept, measured, rechecked
-
-from ..conftest import read_report
+from tests.helpers import read_report
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures_models.py"
 

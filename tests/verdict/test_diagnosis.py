@@ -12,8 +12,7 @@ from innaudit.render.json import report_dict
 from innaudit.train import regularizers
 from innaudit.verdict.diagnosis import FD_COEFF, FD_EPS, Diagnosis, Kind, diagnose, diagnosis_to_dict
 from innaudit.verdict.report_json import report_from_dict, to_plain
-
-from .render.fabricated import diagnosable_report
+from tests.render.fabricated import diagnosable_report
 
 
 def _rules(d: Diagnosis) -> dict[str, list]:
