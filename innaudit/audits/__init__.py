@@ -19,6 +19,7 @@ from innaudit.audits import (  # noqa: F401  (registers)
     roundtrip,
     sampling,
     spectrum,
+    tokens,
 )
 from innaudit.audits.base import REGISTRY, Audit, AuditContext, Measurement, metric_table, register, specs
 from innaudit.config.settings import Config
@@ -44,6 +45,7 @@ RUN_ORDER = (
     "spectrum",
     "bounds",
     "layers",
+    "tokens",
     "logdet",
     "grid",
     "gradient",

@@ -12,7 +12,10 @@ One function per ``series`` kind of :class:`innaudit.core.results.SetResult`:
   (round-trip error against float64, float32, float16, bfloat16...);
 - ``grid`` ``{"x": [...], "y": [...], metric: [[row], ...]}``: 2D maps (log colour scale, NaN and
   Inf masked and drawn black), the paper's checkerboard figure;
-- ``images`` ``{label: image}``: witness images (x, x', reconstruction), grey or RGB.
+- ``images`` ``{label: image}``: witness images (x, x', reconstruction), grey or RGB;
+- ``tokens`` ``{"block": [names], metric: [[per-token value] per block]}``: block x token heat
+  maps of an autoregressive flow (tokens in each block's own order), log colour scale, NaN and
+  Inf drawn black.
 
 Determinism: the Agg backend, ``svg.hashsalt`` set per figure (so ids differ between figures but
 not between runs), text kept as text (``svg.fonttype = none``), and no date in the metadata.
@@ -289,6 +292,30 @@ def images(series: Mapping[str, Any], title: str) -> Any:
     return fig
 
 
+def tokens(series: Mapping[str, Any], title: str) -> Any:
+    """Block x token heat maps, one panel per metric: a row per block, a column per token step."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    names = [str(n) for n in series.get("block", [])]
+    keys = _metric_keys(series, "block")
+    fig = _figure(3.6 * max(1, len(keys)), 0.9 + 0.28 * max(1, len(names)))
+    axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
+    for ax, key in zip(axes, keys, strict=False):
+        data = np.ma.masked_invalid(np.asarray(series[key], dtype=float).reshape(len(names), -1))
+        good = data.compressed()
+        positive = good.size > 0 and good.min() > 0
+        norm = LogNorm(good.min(), max(good.max(), good.min() * 1.0001)) if positive else Normalize()
+        cmap = __import__("matplotlib").colormaps["magma"].with_extremes(bad="black")
+        image = ax.imshow(data, norm=norm, cmap=cmap, aspect="auto", interpolation="nearest")
+        fig.colorbar(image, ax=ax, shrink=0.85)
+        ax.set_yticks(range(len(names)), names, fontsize=6, parse_math=False)
+        ax.set_xlabel("token (block order)")
+        masked = int(np.ma.count_masked(data))
+        ax.set_title(f"{key}" + (f" ({masked} NaN/Inf, black)" if masked else ""), fontsize=8, parse_math=False)
+    fig.suptitle(title, x=0.02, ha="left", fontsize=9, parse_math=False)
+    return fig
+
+
 KINDS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "error_histogram": error_histogram,
     "values": values,
@@ -297,6 +324,7 @@ KINDS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "precisions": precisions,
     "grid": grid,
     "images": images,
+    "tokens": tokens,
 }
 """Series kind -> figure builder, in the order the HTML shows them."""
 

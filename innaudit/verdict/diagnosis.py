@@ -174,6 +174,12 @@ class _View:
     def passed(self, result: SetResult) -> bool:
         return result.status is Status.PASS and not result.waiver
 
+    def broke(self, result: SetResult, *others: str) -> bool:
+        """``result``'s set failed or warned, in its own audit or in one of ``others`` on the
+        same data set: a localizing audit names a place only where something broke there."""
+        found = [result, *(o for a in others for o in self.sets(a) if o.dataset == result.dataset)]
+        return any(self.failed(r) or self.warned(r) for r in found)
+
     def rated(self, audit: str, metric: str) -> bool:
         found = declared(self.table, audit, metric)
         return bool(found.rate) if found is not None else metric.endswith("_fraction")
@@ -404,13 +410,16 @@ def rule_spectrum(view: _View) -> list[Statement]:
 
 # -- where it breaks -------------------------------------------------------------------------
 def rule_first_block(view: _View) -> list[Statement]:
-    """The first failing block per set, from ``layers`` (sets grouped by block); the layers
-    checks that failed or warned on those sets are cited with it."""
+    """The first failing block per set, from ``layers`` (sets grouped by block), on the sets
+    where ``layers`` or ``roundtrip`` failed or warned (a block that stands out among passing
+    blocks breaks nothing); the layers checks that failed or warned on those sets are cited
+    with it."""
     by_block: dict[str, list[SetResult]] = {}
     for r in view.sets("layers"):
         culprit = lookup(r.metrics, "culprit")
-        if isinstance(culprit, str) and culprit and (_num(r, "culprit_index") or 0) >= 0:
-            by_block.setdefault(culprit, []).append(r)
+        located = isinstance(culprit, str) and culprit and (_num(r, "culprit_index") or 0) >= 0
+        if located and view.broke(r, "roundtrip"):  # a block that stands out among passing ones breaks nothing
+            by_block.setdefault(str(culprit), []).append(r)
     if not by_block:
         return []
     total = max(int(_num(r, "blocks") or 0) for rs in by_block.values() for r in rs)
@@ -524,6 +533,76 @@ def rule_unexplained(view: _View) -> list[Statement]:
                 text = f"{_where(role)}: {audit.id}: {'; '.join(parts)}{view.cut_note(audit.id)}."
                 out.append(Statement(kind, f"{audit.id}-{role or 'other'}", text, tuple(evidence)))
     return out
+
+
+def rule_first_token(view: _View) -> list[Statement]:
+    """Autoregressive blocks (``tokens``): the block and token range where the inverse chain's
+    accumulated error leaves rounding, per set where ``tokens`` or ``roundtrip`` failed or
+    warned (sets grouped by place), and Jacobi solves stopped at their cap."""
+    by_place: dict[str, list[SetResult]] = {}
+    capped: list[SetResult] = []
+    for r in view.sets("tokens"):
+        where = lookup(r.metrics, "where")
+        if isinstance(where, str) and where and view.broke(r, "roundtrip"):
+            by_place.setdefault(where, []).append(r)
+        if (_num(r, "jacobi.nonconverged_fraction") or 0.0) > 0:
+            capped.append(r)
+    out = []
+    if by_place:
+        tokens = max(int(_num(r, "tokens") or 0) for rs in by_place.values() for r in rs)
+        parts = [f"{place} (of {tokens}) on {_names(rs)}" for place, rs in by_place.items()]
+        out.append(
+            Statement(
+                Kind.BREAKS,
+                "first-token",
+                f"Autoregressive inverse: the accumulated error first leaves rounding in {'; '.join(parts)}.",
+                tuple(_ev("tokens", r, p) for rs in by_place.values() for r in rs for p in ("where", "first_token")),
+            )
+        )
+    if capped:
+        parts = [
+            f"{r.dataset} {percent(_num(r, 'jacobi.nonconverged_fraction') or 0.0)} "
+            f"(residual up to {_num(r, 'jacobi.residual.max') or math.nan:.2g})"
+            for r in capped
+        ]
+        out.append(
+            Statement(
+                Kind.BREAKS,
+                "jacobi-capped",
+                f"The Jacobi inverse stopped at its iteration cap without converging on {', '.join(parts)}.",
+                tuple(
+                    _ev("tokens", r, p) for r in capped for p in ("jacobi.nonconverged_fraction", "jacobi.residual.max")
+                ),
+            )
+        )
+    return out
+
+
+def rule_token_scales(view: _View) -> list[Statement]:
+    """Why an autoregressive inverse amplifies: large log-scales ``a`` (the inverse multiplies
+    by ``exp(a)``), and the bounded scale that STARFlow uses as the remedy."""
+    failing = [r for r in view.sets("tokens") if view.failed(r) and (_num(r, "log_scale.max") or 0.0) > 5]
+    if not failing:
+        return []
+    top = max(_num(r, "log_scale.max") or 0.0 for r in failing)
+    share = max(_num(r, "log_scale.above_5") or 0.0 for r in failing)
+    evidence = tuple(_ev("tokens", r, p) for r in failing for p in ("log_scale.max", "log_scale.above_5"))
+    return [
+        Statement(
+            Kind.WHY,
+            "token-scale",
+            f"The autoregressive inverse multiplies each token by exp(a) and feeds it to every later "
+            f"token; a reaches {top:.3g} (|a| > 5 for {share:.2%} of the log-scales) on {_names(failing)}.",
+            evidence,
+        ),
+        Statement(
+            Kind.DO,
+            "soft-clip",
+            "Bound the scale as STARFlow does: soft clip c * tanh(u / c) (c = 4) on the "
+            "transformer's output and a softplus scale, so exp(a) stays below about 4.6.",
+            evidence[:2],
+        ),
+    ]
 
 
 # -- why -------------------------------------------------------------------------------------
@@ -791,11 +870,13 @@ RULES: tuple[Callable[[_View], list[Statement]], ...] = (
     rule_sampling,
     rule_spectrum,
     rule_first_block,
+    rule_first_token,
     rule_layers_unlocated,
     rule_direction,
     rule_float64,
     rule_unexplained,
     rule_unbounded,
+    rule_token_scales,
     rule_certified,
     rule_convergence,
     rule_certificate,

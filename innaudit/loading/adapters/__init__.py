@@ -17,6 +17,7 @@ zuko           Flow (LazyDistribution), LazyTransform  ``flow(c).transform``; in
 torch / pyro   Transform, TransformModule, Conditional ``t.inv`` (their forward samples)
 TorchScript    ScriptModule exporting ``inverse``      ``forward``; only with --trust-checkpoint
 rosinality     ``reverse(z_list, reconstruct=...)``    ``forward`` -> ``(log_p, logdet, z_outs)``
+ml-tarflow     ``reverse(z, guidance=...)``, ``var``   ``forward`` -> ``(z, outputs, logdets)``
 =============  ======================================  ==========================================
 """
 
@@ -36,6 +37,7 @@ from innaudit.loading.adapters import (  # noqa: F401  (register library solvers
     normflows,
     rosinality,
     solvers,
+    tarflow,
     torchscript,
     zuko,
 )
@@ -43,7 +45,7 @@ from innaudit.loading.adapters._common import Adapted, Condition, resolve_condit
 
 __all__ = ["ADAPTERS", "Adapted", "Condition", "adapt_object", "find_adapter", "resolve_condition"]
 
-ADAPTERS: tuple[ModuleType, ...] = (freia, nflows, normflows, zuko, distributions, torchscript, rosinality)
+ADAPTERS: tuple[ModuleType, ...] = (freia, nflows, normflows, zuko, distributions, torchscript, rosinality, tarflow)
 """Tried in order; the fallback for anything else is the plain-module adapter."""
 
 
