@@ -652,7 +652,7 @@ class PlanRun:
     def over_budget(self) -> str | None:
         """Why the plan cannot fit its budget (its fewest samples already exceed it), or None."""
         budget = self.plan.budget_s
-        if budget is None or self.plan.estimated_s <= budget:
+        if budget is None or self.plan.estimated_s <= max(budget, 1.0):  # a second is never refused
             return None
         worst = sorted(self.plan.audits, key=lambda a: -a.estimated_s)[:3]
         parts = ", ".join(f"{a.id} {_duration(a.estimated_s)}" for a in worst)
