@@ -1,11 +1,12 @@
-"""Real-size runs: the default audits under ``--budget`` on a CIFAR-size and a 64x64-size model.
+"""Real-size runs: the default audits under ``--budget`` at d = 64, CIFAR size and 64x64 size.
 
 Goal: every audit's wall time is at most 1.3 times the raw model evaluations it performed, and the
 whole run under ``--budget B`` ends within 1.25 B plus start-up.
 
 Two models are built here from the zoo, their weights perturbed away from the zoo's identity
 initialization so that Jacobians and Lanczos runs are not trivial (a trained model costs the same
-per evaluation): ``cifar``, a coupling flow on d = 3 x 32 x 32 = 3072 with MLP coupling nets of width
+per evaluation): ``d64``, a coupling flow on d = 64 with coupling nets of width 64 (4 steps),
+``cifar``, a coupling flow on d = 3 x 32 x 32 = 3072 with MLP coupling nets of width
 512 (8 steps, about 21 M parameters), and ``64x64``, the same on d = 3 x 64 x 64 = 12,288 (4 steps
 of width 256). Each is saved as a native checkpoint with smooth random images in [0, 1] as its
 ``--data`` file, and ``innaudit run MODEL --data x.npy --budget B -o json=...`` runs in a child
@@ -15,8 +16,14 @@ inverse, VJP and JVP counts times the costs measured at start-up). Printed per a
 method, used seconds, raw seconds, their ratio; per run: wall time against the budget (start-up
 apart), the child's peak resident memory, and that no audit is ``error``.
 
-Usage: ``python benchmarks/scale.py [--budget 10m] [--models cifar,64x64] [--threads 1] [--keep DIR]``.
-Exits 0 whatever the figures.
+``--busy`` starts a CPU-bound process on each core for the runs (and ends them): the budget
+must hold on a busy machine, the runner re-planning as it goes (``run.replans``, printed).
+``--threads policy`` (the default) leaves the count to the runner's thread policy; a number
+pins it.
+
+Usage: ``python benchmarks/scale.py [--budget 10m] [--models d64,cifar,64x64] [--threads policy|N]
+[--busy] [--device cuda] [--keep DIR]``. On a GPU: ``python benchmarks/scale.py --device cuda
+--budget 3m`` (with ``python -m pytest tests/test_cuda.py``). Exits 0 whatever the figures.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ import torch
 if importlib.util.find_spec("innaudit") is None:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from busy import busy
+
 from innaudit.config.duration import parse_duration
 from innaudit.core.domain import DataDomain
 from innaudit.loading.native import save_checkpoint
@@ -46,6 +56,7 @@ AUDIT_GOAL = 1.3
 BUDGET_GOAL = 1.25
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {
+    "d64": {"shape": [64], "steps": 4, "hidden": 64, "image": (1, 8, 8)},
     "cifar": {"shape": [3 * 32 * 32], "steps": 8, "hidden": 512, "image": (3, 32, 32)},
     "64x64": {"shape": [3 * 64 * 64], "steps": 4, "hidden": 256, "image": (3, 64, 64)},
 }
@@ -89,8 +100,9 @@ def _prepare(name: str, folder: Path) -> tuple[Path, Path, int]:
     return ckpt, data, params
 
 
-def _run(ckpt: Path, data: Path, budget: str, out: Path, threads: int) -> tuple[float, float, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+def _run(ckpt: Path, data: Path, budget: str, out: Path, threads: str, device: str) -> tuple[float, float, str]:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env |= {"PYTHONPATH": str(ROOT), "NO_COLOR": "1"} | ({} if threads == "policy" else {"OMP_NUM_THREADS": threads})
     start = time.perf_counter()
     proc = subprocess.run(
         [
@@ -103,6 +115,8 @@ def _run(ckpt: Path, data: Path, budget: str, out: Path, threads: int) -> tuple[
             str(data),
             "--budget",
             budget,
+            "--device",
+            device,
             "-q",
             "-o",
             f"json={out}",
@@ -146,16 +160,18 @@ def _report(name: str, params: int, budget_s: float, wall: float, peak_mib: floa
         f"errors: {[k for k, v in statuses.items() if v == 'error'] or 'none'}"
     )
     spectrum = [r["metrics"].get("method") for a in report["audits"] if a["id"] == "spectrum" for r in a["results"]]
-    print(f"spectrum method per set: {spectrum}")
+    print(f"spectrum method per set: {spectrum}; threads {run.get('threads')}")
+    for replanned in run.get("replans", []):
+        print(f"  re-plan: {replanned}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", default="10m")
-    parser.add_argument("--models", default="cifar,64x64")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="OMP threads of the run (more than the free cores slows it down a lot)"
-    )
+    parser.add_argument("--models", default="d64,cifar,64x64")
+    parser.add_argument("--threads", default="policy", help="policy (the runner measures) or OMP threads of the run")
+    parser.add_argument("--busy", action="store_true", help="a CPU-bound process on each core during the runs")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the GPU entry: --device cuda --budget 3m)")
     parser.add_argument("--keep", metavar="DIR", help="Keep models, data, reports and logs in DIR.")
     args = parser.parse_args()
     budget_s = parse_duration(args.budget)
@@ -165,7 +181,10 @@ def main() -> None:
         for name in args.models.split(","):
             ckpt, data, params = _prepare(name, folder)
             out = folder / f"{name}.json"
-            wall, peak, stderr = _run(ckpt, data, args.budget, out, args.threads)
+            with busy(None if args.busy else 0) as pids:
+                if pids:
+                    print(f"\nbusy: one CPU-bound process per core (pids {pids})")
+                wall, peak, stderr = _run(ckpt, data, args.budget, out, args.threads, args.device)
             if not out.exists():
                 print(f"== {name}: the run wrote no report:\n{stderr[-2000:]}")
                 continue

@@ -16,7 +16,7 @@ from typing import Any
 
 from innaudit.audits import specs
 from innaudit.config.duration import parse_duration
-from innaudit.config.settings import Config, parse_config
+from innaudit.config.settings import Config, check_threads, parse_config
 from innaudit.core.errors import UsageError
 from innaudit.core.results import ExitCode
 from innaudit.report import Report
@@ -33,6 +33,8 @@ def _config(config: Config | Mapping[str, Any] | None, overrides: Mapping[str, A
     if isinstance(config, Config):
         if "budget" in given:
             given["budget"] = parse_duration(given["budget"])
+        if "threads" in given:
+            check_threads(given["threads"])
         return replace(config, **given) if given else config
     return parse_config({**(config or {}), **given}, specs())
 
@@ -47,6 +49,7 @@ def audit(
     samples: int | None = None,
     budget: str | float | None = None,
     batch_size: int | str | None = None,
+    threads: int | None = None,
     device: str | None = None,
     seed: int | None = None,
     float64_check: bool | None = None,
@@ -76,6 +79,9 @@ def audit(
         budget: a time budget (``"90s"``, ``"10m"``, ``"1h"`` or seconds): each audit's samples
             are sized to fit and the report records the plan (default: none).
         batch_size: samples per batch, or ``"auto"`` (default: the largest that fits).
+        threads: torch's intra-op threads for the run (default: ``OMP_NUM_THREADS``, or a
+            ``torch.set_num_threads`` made after importing innaudit, else the faster of 1 and all
+            cores, measured); the caller's count is restored on return.
         device: ``cpu``, ``cuda`` or ``cuda:N`` (default cpu).
         seed: the seed of every random draw (default 0); the same seed gives the same report.
         float64_check: repeat round trips in float64 (tells precision loss from ill-conditioning).
@@ -103,6 +109,7 @@ def audit(
         "samples": samples,
         "budget": budget,
         "batch_size": batch_size,
+        "threads": threads,
         "device": device,
         "seed": seed,
         "float64_check": float64_check,

@@ -66,6 +66,8 @@ class AuditContext:
         progress: ``progress(dataset, done, total)`` reports samples processed.
         shard: this process's share of a ``torchrun`` job (:mod:`innaudit.core.distributed`); a
             single process does all the work.
+        pace: ``pace(done, total)``, called by :meth:`map` after each work unit: False when the
+            run's budget says this audit must stop (the runner's re-plan, :mod:`innaudit.run.pace`).
     """
 
     model: InvertibleModel
@@ -79,16 +81,34 @@ class AuditContext:
     latent_shape: tuple[int, ...]
     progress: Callable[[str, int, int], None] = field(default=lambda name, done, total: None)
     shard: Shard = field(default_factory=lambda: SINGLE)
+    pace: Callable[[int, int], bool] = field(default=lambda done, total: True)
 
     def option(self, name: str) -> Any:
         """The effective value of one of the audit's options."""
         return self.settings.options[name]
 
-    def map(self, units: Sequence[Any], work: Callable[[Any], T]) -> list[T]:
+    def map(self, units: Sequence[Any], work: Callable[[Any], T], paced: bool = False) -> list[T]:
         """``[work(u) for u in units]``, the units shared out over the ranks of a ``torchrun`` job
         and every result handed back in order on every rank. A unit draws its random numbers from
-        generators salted with its global position (a batch's start), never with the rank."""
-        return self.shard.map(units, work)
+        generators salted with its global position (a batch's start), never with the rank.
+
+        ``paced`` (units made by :func:`innaudit.audits.common.batch_units`, results grouped by
+        ``by_set``): in a single process, once :attr:`pace` says stop, the batches left are not
+        run, but for the first batch of each set not begun yet, so every set is still measured;
+        a batch not run gives None, which ``by_set`` leaves out."""
+        if not paced or not self.shard.single:
+            return self.shard.map(units, work)
+        out: list[Any] = []
+        begun: set[Any] = set()
+        stopped = False
+        for unit in units:
+            stopped = stopped or (bool(out) and not self.pace(len(out), len(units)))
+            if stopped and unit[0] in begun:
+                out.append(None)
+                continue
+            begun.add(unit[0])
+            out.append(work(unit))
+        return out
 
     def generator(self, *salt: object) -> torch.Generator:
         """A fresh generator seeded from this audit's seed and ``salt`` (stable across runs)."""

@@ -100,10 +100,12 @@ def batch_units(sizes: Iterable[int], batch_size: int) -> list[tuple[int, int, i
 
 
 def by_set(units: Sequence[tuple[int, int, int]], parts: Sequence[T], count: int) -> list[list[T]]:
-    """The results of :func:`batch_units` work units, grouped by set (``count`` sets), in order."""
+    """The results of :func:`batch_units` work units, grouped by set (``count`` sets), in order;
+    a unit a budget left unrun (None, :meth:`~innaudit.audits.base.AuditContext.map`) is left out."""
     grouped: list[list[T]] = [[] for _ in range(count)]
     for (index, _, _), part in zip(units, parts, strict=True):
-        grouped[index].append(part)
+        if part is not None:
+            grouped[index].append(part)
     return grouped
 
 

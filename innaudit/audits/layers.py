@@ -278,7 +278,7 @@ class Layers(Audit):
 
         checked = {
             i: (np.concatenate([e for e, _ in parts]), np.concatenate([r for _, r in parts]))
-            for i, parts in enumerate(by_set(units, ctx.map(units, check), len(ctx.datasets)))
+            for i, parts in enumerate(by_set(units, ctx.map(units, check, paced=True), len(ctx.datasets)))
             if parts
         }
         picked = {i: worst_samples(errors, ctx.option("worst")) for i, (errors, _) in checked.items()}

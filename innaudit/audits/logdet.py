@@ -44,6 +44,20 @@ def numerical_log_det(
     return value, err, torch.zeros(len(x), dtype=torch.bool)
 
 
+def _reference(
+    ctx: AuditContext, x: Tensor, needed: np.ndarray, method: str, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`numerical_log_det` of the samples ``needed`` (those whose own log-det is finite: a
+    non-finite one fails whatever the reference says), NaN for the others, which cost nothing."""
+    value, err = np.full(len(x), math.nan), np.full(len(x), math.nan)
+    failed = np.zeros(len(x), dtype=bool)
+    if needed.any():
+        rows = torch.from_numpy(needed).to(x.device)
+        v, e, f = numerical_log_det(ctx.model, x[rows], method, ctx.option("probes"), ctx.option("steps"), generator)
+        value[needed], err[needed], failed[needed] = host(v), host(e), f.numpy()
+    return value, err, failed
+
+
 BOUND_STDERRS = 3.0
 """Standard errors of the probe mean added to the estimate's upper bound (see :func:`_unexplained`)."""
 
@@ -93,6 +107,10 @@ class LogDet(Audit):
     When the model's own log-det is an estimate (e.g. a residual flow's power series), the
     same numbers are reported as ``estimate_error`` / ``estimate_rel_error`` and not gated by
     default: an estimate is expected to differ. ``series.values`` keeps per-sample values.
+
+    The reference is computed only for samples whose own log-det is finite: a non-finite
+    model log-det fails whatever the reference says, so its ``log_abs_det_j`` is NaN and costs
+    no Jacobian.
 
     A reference that fails (a finite Jacobian whose LU and SVD both give no finite log-det: a
     LAPACK failure) is innaudit's error on that sample, never the model's: the sample is left
@@ -166,21 +184,16 @@ class LogDet(Audit):
             x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
             with torch.no_grad():
                 _, ld = ctx.model.forward_and_log_det(x)
-            if ld is None:
-                ld = torch.full((len(x),), math.nan)
+            model_ld = np.full(len(x), math.nan) if ld is None else host(ld).reshape(-1)
             # salted by the batch's number in its set, as a single pass numbers them
-            value, err, failed = numerical_log_det(
-                ctx.model,
-                x,
-                method,
-                ctx.option("probes"),
-                ctx.option("steps"),
-                ctx.generator(ds.name, start // max(1, ctx.batch_size)),
-            )
+            gen = ctx.generator(ds.name, start // max(1, ctx.batch_size))
+            value, err, failed = _reference(ctx, x, np.isfinite(model_ld), method, gen)
             steps[index](len(x))
-            return host(ld).reshape(-1), host(value), host(err), failed.numpy()
+            return model_ld, value, err, failed
 
-        for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
+        for ds, mine in zip(
+            ctx.datasets, by_set(units, ctx.map(units, work, paced=True), len(ctx.datasets)), strict=True
+        ):
             if not mine:
                 continue
             model_ld, ref, stderr, failed = (np.concatenate(column) for column in zip(*mine, strict=True))

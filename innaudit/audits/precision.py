@@ -230,7 +230,9 @@ class PrecisionAudit(Audit):
             steps[index](len(u))
             return replace(part, cond=cond(index, u) if start == 0 else None)
 
-        for index, (at, parts) in enumerate(zip(sets, by_set(units, ctx.map(units, work), len(sets)), strict=True)):
+        for index, (at, parts) in enumerate(
+            zip(sets, by_set(units, ctx.map(units, work, paced=True), len(sets)), strict=True)
+        ):
             reasons = dict(skipped)  # this set's, with the lanes that raised on it
             sweep = _merge(lanes, reasons, parts, at.floor)
             first = next((p.cond for p in parts if p.cond is not None), None)  # the set's first batch

@@ -125,7 +125,9 @@ class RoundTrip(Audit):
                 )
             return _Part(acc, levels, hit, acc64)
 
-        for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
+        for ds, mine in zip(
+            ctx.datasets, by_set(units, ctx.map(units, work, paced=True), len(ctx.datasets)), strict=True
+        ):
             acc = ErrorAccumulator(floor=floor)
             levels = level_stats(ctx.model)
             for part in mine:

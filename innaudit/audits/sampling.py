@@ -114,7 +114,7 @@ class Sampling(Audit):
             )
             return acc, levels, torch.cat(outside).cpu()
 
-        grouped = by_set(units, ctx.map(units, work), len(temperatures))
+        grouped = by_set(units, ctx.map(units, work, paced=True), len(temperatures))
         for temperature, name, mine in zip(temperatures, names, grouped, strict=True):
             acc = ErrorAccumulator(floor=1e-6 * math.sqrt(dim))
             levels = level_stats(ctx.model)

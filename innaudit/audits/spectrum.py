@@ -230,7 +230,9 @@ class SpectrumAudit(Audit):
             ctx.progress(ds.name, done[index], totals[index])
             return part
 
-        for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
+        for ds, mine in zip(
+            ctx.datasets, by_set(units, ctx.map(units, work, paced=True), len(ctx.datasets)), strict=True
+        ):
             if not mine:
                 continue
             spec = _cat(mine)

@@ -241,8 +241,10 @@ class ProgressObserver:
         if plan.budget_s is None and plan.estimated_s > LONG_RUN_S and self.mode != "off":
             err(
                 f"innaudit: this run is planned to take about {_seconds(plan.estimated_s)}; "
-                "add --budget 10m (or any duration) to size the samples to fit, or see --plan"
+                f"add --budget {int(LONG_RUN_S // 60)}m (or any duration) to size the samples to fit. The plan:"
             )
+            for line in run.describe():
+                err(f"innaudit:   {line}")
 
     def _eta(self, audit_id: str, done: int, total: int) -> float | None:
         """Seconds left: the current set at its pace, then the plan's estimates for the rest."""

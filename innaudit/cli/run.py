@@ -91,6 +91,12 @@ __all__ = ["run"]
 @click.option(
     "--plan", "show_plan", is_flag=True, help="Print the plan (per audit: samples, method, estimated time) and exit 0."
 )
+@click.option(
+    "--threads",
+    type=int,
+    metavar="N",
+    help="Intra-op threads of torch.  [default: OMP_NUM_THREADS if set, else the faster of 1 and all cores, measured]",
+)
 @click.option("--seed", type=int, help="Seed of every random draw.  [default: 0]")
 @click.option("--device", help="cpu, cuda or cuda:N.  [default: cpu]")
 @click.option(
@@ -194,6 +200,7 @@ def run(
     batch_size: str | None,
     budget: str | None,
     show_plan: bool,
+    threads: int | None,
     seed: int | None,
     device: str | None,
     float64_check: bool | None,
@@ -229,6 +236,7 @@ def run(
         "samples": samples,
         "batch_size": _batch(batch_size),
         "budget": budget,
+        "threads": threads,
         "device": device,
         "float64_check": float64_check,
         "fail_on": fail_on,
@@ -495,7 +503,7 @@ def _print_plan(job: Job) -> int:
     from innaudit.run.job import plan
 
     with stdout_to_stderr():  # model code runs here: its prints go to stderr
-        lines = plan(job).plan.describe()
+        lines = plan(job).describe()
     click.echo("\n".join(lines))
     return 0
 

@@ -10,6 +10,7 @@ YAML layout (``innaudit init`` writes a commented copy)::
     samples: 10000          # cap per data set
     batch_size: auto        # or a number; auto: the largest that fits free memory (at most 500)
     budget: null            # a time budget (90s, 10m, 1h): samples are sized to fit it
+    threads: null           # torch's intra-op threads (default: OMP_NUM_THREADS, else measured)
     device: cpu
     float64_check: false    # re-run round trips in float64
     default_ood: true       # with no ood sets given, run the noise battery
@@ -47,7 +48,7 @@ from innaudit.config.waivers import Waiver, parse_waivers
 from innaudit.core.errors import ConfigError, did_you_mean, short_repr
 from innaudit.core.metrics import STATS, Direction, Metric, covers, direction_of
 
-__all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "load_config", "parse_config"]
+__all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "check_threads", "load_config", "parse_config"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,9 @@ class Config:
     levels: int | None = None
     budget: float | None = None
     """Seconds the run may take (``--budget``); None: the sample defaults, however long."""
+    threads: int | None = None
+    """torch's intra-op threads (``--threads``); None: ``OMP_NUM_THREADS``, else measured
+    (:mod:`innaudit.run.threads`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.config``."""
@@ -274,7 +278,7 @@ def parse_config(
     for aid, section in (sections or {}).items():
         base = raw.get(aid)
         raw[aid] = {**(base if isinstance(base, Mapping) else {}), **section}
-    known = [*_SCALARS, *_LISTS, "data", "waivers", "range", "levels", "batch_size", "budget", *specs]
+    known = [*_SCALARS, *_LISTS, "data", "waivers", "range", "levels", "batch_size", "budget", "threads", *specs]
     values: dict[str, Any] = {}
     for key in raw:
         if not isinstance(key, str) or key not in known:
@@ -298,11 +302,25 @@ def parse_config(
             from innaudit.config.duration import parse_duration
 
             values[key] = None if value is None else parse_duration(value)
+        elif key == "threads":
+            values[key] = None if value is None else check_threads(value)
     settings = {aid: _audit_settings(spec, raw.get(aid)) for aid, spec in specs.items()}
     values["waivers"] = parse_waivers(raw.get("waivers"), list(specs))
     config = Config(settings=settings, **values)
     _check_ranges(config, specs)
     return config
+
+
+MAX_THREADS = 4096
+"""Largest ``threads`` accepted."""
+
+
+def check_threads(value: Any) -> int:
+    """``threads`` (``--threads``): a whole number from 1 to :data:`MAX_THREADS`, else a
+    ConfigError (the cores are not checked: the count is the user's call)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS:
+        raise ConfigError(f"threads is {short_repr(value)}; expected a whole number of threads from 1 to {MAX_THREADS}")
+    return value
 
 
 def _range(value: Any) -> tuple[float, float]:

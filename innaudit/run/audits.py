@@ -16,7 +16,7 @@ from innaudit._version import __version__
 from innaudit.audits import REGISTRY, Audit, AuditContext, selected_audits
 from innaudit.config.settings import AuditSettings, Config
 from innaudit.core.distributed import SINGLE, RankFailure, Shard
-from innaudit.core.errors import DistributedError, clean_text
+from innaudit.core.errors import DistributedError, UsageError, clean_text
 from innaudit.core.intervals import rate_intervals
 from innaudit.core.results import AuditResult, Report, SetResult, Status, worst
 from innaudit.core.seeding import stable_seed
@@ -25,6 +25,7 @@ from innaudit.linalg import NotMeasuredError
 from innaudit.model.contract import InvertibleModel, LogDetShapeError
 from innaudit.model.integrity import changed, fingerprint, mutation_error
 from innaudit.run.plan import plan_run
+from innaudit.run.threads import kept
 from innaudit.verdict.gate import apply_waivers, judge
 
 __all__ = [
@@ -297,6 +298,21 @@ def run_audits(
             A :class:`~innaudit.core.errors.DistributedError` ends the run with the audits so far and
             the error (exit 2).
     """
+    with kept():  # the run's thread choice never leaks to the caller
+        return _run_audits(model, datasets, config, latent_shape, observer, target, warnings, header, shard)
+
+
+def _run_audits(
+    model: InvertibleModel,
+    datasets: Sequence[Dataset],
+    config: Config,
+    latent_shape: tuple[int, ...],
+    observer: Observer | None,
+    target: Mapping[str, Any] | None,
+    warnings: Sequence[str],
+    header: RunHeader | None,
+    shard: Shard,
+) -> Report:
     observer = observer or _Silent()
     header = header or run_header(model, datasets, config, latent_shape, target, warnings)
     run = plan_run(model, datasets, config, applicable(model, datasets, config, latent_shape), workers=shard.world_size)
@@ -307,6 +323,9 @@ def run_audits(
     before, problems = fingerprint(model.module), list[str]()
     broken: list[str] = []
     try:
+        refusal = shard.first(run.over_budget(), "budget fit")  # rank 0's plan decides for every rank
+        if refusal is not None:  # before any audit runs: one line, exit 2
+            raise UsageError(refusal)
         batch = shard.first(run.plan.batch_size, "batch size")
         for aid in selected_audits(config):
             audit = REGISTRY[aid]()
@@ -330,10 +349,15 @@ def run_audits(
         broken.append(str(exc))
     problems = _integrity(before, model, "during the audits", problems)
     errors, header = _mutations(problems, config, header)
+    header = replace(
+        header,
+        run={**header.run, "threads": run.threads.to_dict()},
+        warnings=(*header.warnings, *run.cut_warnings()),
+    )
     report = apply_waivers(assemble(header, results, [*broken, *errors]), config.waivers)
     if config.budget is None:  # the plan holds timings; without a budget the report stays reproducible
         return report
-    return replace(report, run={**report.run, "plan": run.report()})
+    return replace(report, run={**report.run, "plan": run.report(), "replans": run.replans})
 
 
 def _agreed(ctx: AuditContext, shard: Shard, aid: str) -> AuditContext:

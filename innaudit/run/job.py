@@ -47,6 +47,7 @@ from innaudit.model.contract import InvertibleModel
 from innaudit.model.integrity import changed, fingerprint, mutation_error
 from innaudit.run.audits import Observer, applicable, run_audits, run_header
 from innaudit.run.plan import PlanRun, plan_run
+from innaudit.run.threads import kept
 from innaudit.safeio.preflight import Limits
 
 __all__ = ["Job", "Prepared", "execute", "plan", "prepare"]
@@ -249,7 +250,8 @@ def plan(job: Job) -> PlanRun:
     (``innaudit run --plan``) without running any audit."""
     prepared = prepare(job)
     model, datasets = prepared.loaded.model, prepared.datasets
-    return plan_run(model, datasets, job.config, applicable(model, datasets, job.config, prepared.latent_shape))
+    with kept():
+        return plan_run(model, datasets, job.config, applicable(model, datasets, job.config, prepared.latent_shape))
 
 
 def execute(job: Job, observer: Observer | None = None, shard: Shard = SINGLE) -> Report:

@@ -30,7 +30,7 @@ import math
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -42,6 +42,8 @@ from innaudit.audits.cost import (
     Units,
     jacobian_costs,
 )
+from innaudit.run.pace import Pace
+from innaudit.run.threads import ThreadChoice, available_cores, chosen, given, rechecked
 
 if TYPE_CHECKING:
     from innaudit.audits.base import Audit, AuditContext
@@ -78,7 +80,11 @@ a choice by measured seconds would flip between runs near the break-even point, 
 is part of the report (``spectrum`` ``method``, ``logdet`` ``reference``)."""
 SAFETY = 0.8
 """Share of a budget the plan fills; the rest absorbs estimation error."""
-LONG_RUN_S = 1800.0
+ALLOWANCE = 1.25
+"""An audit under a budget may take this many times its planned seconds before it is stopped."""
+RECHECK = 1.5
+"""An audit this many times slower than planned re-checks the thread choice."""
+LONG_RUN_S = 180.0
 """A plan longer than this (without ``--budget``) is announced on stderr with the hint."""
 
 
@@ -161,6 +167,11 @@ class Plan:
             f"budget: {'none' if self.budget_s is None else _duration(self.budget_s)}; "
             f"estimated total {_duration(self.estimated_s)}",
         ]
+        if self.budget_s is not None and self.estimated_s > self.budget_s:
+            lines.append(
+                f"the estimate exceeds the budget by {_duration(self.estimated_s - self.budget_s)}: "
+                "innaudit run refuses this plan (exit 2); give a longer --budget or --skip audits"
+            )
         for a in self.audits:
             method = f", {a.method}" if a.method else ""
             cut = f"  (cut: {a.cut})" if a.cut else ""
@@ -394,6 +405,22 @@ def _shrunk(
     return replace(need, overrides=changed, cut=cut)
 
 
+def _fitting(
+    audit: type[Audit], need: _Need, options: Mapping[str, Any], share: float, datasets: Sequence[Dataset], samples: int
+) -> _Need:
+    """``need``, or under ``method: auto`` its matrix-free twin when the exact method's floor
+    does not fit ``share`` seconds: exact Jacobians only where the cost model says they fit."""
+    if (
+        need.method != "exact"
+        or options.get("method") != "auto"
+        or need.seconds(floor_samples(need.requested)) <= share
+    ):
+        return need
+    if "matrix-free" not in audit.costs(need.units.dim, options):
+        return need
+    return _need(audit, {**options, "method": "matrix-free"}, datasets, samples, need.units, need.batch, need.timed)
+
+
 def _need(
     audit: type[Audit],
     options: Mapping[str, Any],
@@ -494,6 +521,9 @@ def make_plan(
     if budget is not None and needs:
         share = SAFETY * budget / len(needs)
         needs = tuple(
+            _fitting(REGISTRY[n.id], n, _options(config, n.id), share, datasets, config.samples) for n in needs
+        )
+        needs = tuple(
             _shrunk(REGISTRY[n.id], n, _options(config, n.id), share, datasets, config.samples)
             if REGISTRY[n.id].shrinkable
             else n
@@ -510,22 +540,41 @@ def _options(config: Config, audit_id: str) -> Mapping[str, Any]:
 
 # -- the runner's side -------------------------------------------------------------------------
 class PlanRun:
-    """A plan being carried out: sizes each audit's context, re-plans after each audit.
+    """A plan being carried out: sizes each audit's context, paces it, re-plans after each audit.
 
-    After an audit ends, the audits still to run are planned again with the budget left
-    (``budget - elapsed``) and their estimates scaled by ``used / model_s`` of the finished
-    audits (their unscaled estimates; the factor is kept within [0.2, 4]).
+    Under a budget each audit gets a deadline when it starts (:meth:`pace`): ``ALLOWANCE``
+    times its planned seconds, or its fair part of the time left once the audits after it
+    have their floors, whichever is longer, never past what those floors leave. An audit past
+    its deadline stops at the next batch with the samples it has (:class:`Pace`); the cut is
+    recorded in the plan, in ``run.replans`` and as a report warning. After an audit ends, the
+    audits still to run are planned again with the budget left (``budget - elapsed``) and
+    their estimates scaled by ``used / model_s`` of the finished audits (their unscaled
+    estimates; the factor is kept within [0.2, 4]); an audit :data:`RECHECK` times slower than
+    planned re-checks the thread choice once (:func:`innaudit.run.threads.rechecked`).
     """
 
-    def __init__(self, plan: Plan, needs: Sequence[_Need]) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        needs: Sequence[_Need],
+        threads: ThreadChoice | None = None,
+        probe: Callable[[], float] | None = None,
+        quick: Callable[[], float] | None = None,
+    ) -> None:
         self.plan = plan
         self.needs = {n.id: n for n in needs}
         self.current = {a.id: a for a in plan.audits}
         self.used: dict[str, float] = {}
         self.started = time.monotonic()
+        self.threads = threads or ThreadChoice(torch.get_num_threads(), "unmeasured", available_cores())
+        self.probe, self.quick = probe, quick
+        self.replans: list[dict[str, Any]] = []
+        self.paces: dict[str, Pace] = {}
+        self.factor = 1.0
 
     def context(self, audit_id: str, ctx: AuditContext) -> AuditContext:
-        """``ctx`` with the planned method, and under a budget the planned samples per set."""
+        """``ctx`` with the planned method, and under a budget the planned samples per set and
+        the audit's :class:`Pace` (its deadline starts now)."""
         share = self.current.get(audit_id)
         if share is None:
             return ctx
@@ -534,28 +583,103 @@ class PlanRun:
             options["method"] = share.method
         options.update(share.overrides)
         datasets, samples = ctx.datasets, ctx.samples
+        pace = ctx.pace
         if self.plan.budget_s is not None and self.needs[audit_id].scalable:
             samples = max(1, min(ctx.samples, share.samples))
             if "samples" in options:
                 options["samples"] = max(1, min(int(options["samples"]), samples))
             datasets = [replace(d, size=min(d.size, samples)) for d in ctx.datasets]
-        return replace(ctx, settings=replace(ctx.settings, options=options), datasets=datasets, samples=samples)
+            pace = self.paces[audit_id] = Pace(time.monotonic() + self._allowance(audit_id))
+        return replace(
+            ctx, settings=replace(ctx.settings, options=options), datasets=datasets, samples=samples, pace=pace
+        )
+
+    def _allowance(self, audit_id: str) -> float:
+        """Seconds ``audit_id`` may take from now (see the class docstring)."""
+        assert self.plan.budget_s is not None
+        left = self.plan.budget_s - (time.monotonic() - self.started)
+        later = [a.id for a in self.plan.audits if a.id not in self.used and a.id != audit_id]
+        floors = sum(self.needs[a].seconds(floor_samples(self.needs[a].requested)) for a in later) * self.factor
+        room = max(0.0, left - floors)
+        return min(room, max(ALLOWANCE * self.current[audit_id].estimated_s, room / (len(later) + 1)))
 
     def finished(self, audit_id: str, seconds: float) -> None:
-        """Record an audit's time and re-plan the rest with the budget left."""
+        """Record an audit's time (and a budget cut) and re-plan the rest with the budget left."""
         self.used[audit_id] = seconds
+        pace = self.paces.get(audit_id)
+        if pace is not None and pace.cut is not None:
+            done, total = pace.cut
+            self.replans.append({"audit": audit_id, "stopped_at": f"{done} of {total} batches", "used_s": seconds})
         rest = [self.needs[a.id] for a in self.plan.audits if a.id not in self.used]
         if self.plan.budget_s is None or not rest:
             return
         estimated = sum(self.current[a].model_s for a in self.used if a in self.current)
-        factor = min(4.0, max(0.2, sum(self.used.values()) / estimated)) if estimated > 0 else 1.0
+        self.factor = min(4.0, max(0.2, sum(self.used.values()) / estimated)) if estimated > 0 else 1.0
         left = self.plan.budget_s - (time.monotonic() - self.started)
-        self.current.update({a.id: a for a in replan(rest, max(0.0, left), factor)})
+        self._recheck(audit_id, seconds)
+        self.current.update({a.id: a for a in replan(rest, max(0.0, left), self.factor)})
+        self.replans.append(
+            {
+                "after": audit_id,
+                "left_s": round(left, 3),
+                "factor": round(self.factor, 3),
+                "threads": self.threads.threads,
+            }
+        )
+
+    def _recheck(self, audit_id: str, seconds: float) -> None:
+        """Measure the thread choice again when ``audit_id`` took :data:`RECHECK` times its plan."""
+        planned = self.current[audit_id].model_s if audit_id in self.current else 0.0
+        if self.probe is None or planned <= 0 or seconds < RECHECK * planned:
+            return
+        probe, self.probe = self.probe, None  # once a run: a probe costs time the budget counts
+        try:
+            self.threads = rechecked(self.threads, probe, self.quick)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # a model that fails now is the next audit's finding
+            return
+
+    def cut_warnings(self) -> list[str]:
+        """One report warning per audit the budget stopped early."""
+        return [
+            f"budget: {r['audit']} stopped early at {r['stopped_at']} per its share of --budget "
+            f"{_duration(cast(float, self.plan.budget_s))}; its results are on the samples it reached"
+            for r in self.replans
+            if "audit" in r
+        ]
+
+    def over_budget(self) -> str | None:
+        """Why the plan cannot fit its budget (its fewest samples already exceed it), or None."""
+        budget = self.plan.budget_s
+        if budget is None or self.plan.estimated_s <= max(budget, 1.0):  # a second is never refused
+            return None
+        worst = sorted(self.plan.audits, key=lambda a: -a.estimated_s)[:3]
+        parts = ", ".join(f"{a.id} {_duration(a.estimated_s)}" for a in worst)
+        return (
+            f"--budget {_duration(budget)} is too short for this run: with the fewest samples each audit "
+            f"allows it is estimated at {_duration(self.plan.estimated_s)} ({parts}); give --budget "
+            f"{math.ceil(self.plan.estimated_s / 60)}m or more, leave audits out with --skip, "
+            "or see --plan"
+        )
+
+    def describe(self) -> list[str]:
+        """The plan's lines (``innaudit run --plan``) with the thread choice."""
+        t = self.threads
+        timings = ", ".join(f"{n} thread(s) {_duration(s)}" for n, s in sorted(t.timings.items()))
+        return [*self.plan.describe(), f"threads: {t.threads} ({t.source}{': ' + timings if timings else ''})"]
 
     def report(self) -> dict[str, Any]:
         """``run.plan`` of the report: the plan as carried out, with the seconds used."""
-        done = replace(self.plan, audits=tuple(self.current[a.id] for a in self.plan.audits))
-        return done.to_dict(self.used)
+        audits = []
+        for a in self.plan.audits:
+            got = self.current[a.id]
+            pace = self.paces.get(a.id)
+            if pace is not None and pace.cut is not None:
+                note = f"stopped by the budget at {pace.cut[0]} of {pace.cut[1]} batches"
+                got = replace(got, cut="; ".join(c for c in (got.cut, note) if c))
+            audits.append(got)
+        return replace(self.plan, audits=tuple(audits)).to_dict(self.used)
 
 
 def plan_run(
@@ -581,14 +705,30 @@ def plan_run(
     batch = config.batch_size if isinstance(config.batch_size, int) else 500
     ids = [aid for aid in selected_audits(config) if aid not in config.skip and applies(aid)]
     kinds = kinds_used(c for aid in ids for c in REGISTRY[aid].costs(dom.numel, _options(config, aid)).values())
+    measured: dict[int, Units] = {}
+
+    def probe() -> float:  # the planned work's seconds with the thread count now set
+        units = measure_units(model, x[: min(batch, 32)], kinds)
+        measured[torch.get_num_threads()] = units
+        return make_plan(model, datasets, replace(config, budget=None), ids, units.shared(workers), batch)[
+            0
+        ].estimated_s
+
+    def quick() -> float:  # one forward pass of the probe batch
+        return _timed(lambda: model.forward(x[: min(batch, 32)]), device)
+
     try:  # a model that fails or exits here is reported by the audits, inside their boundary
         if not isinstance(config.batch_size, int):
             batch = auto_batch_size(model, x)
-        units = measure_units(model, x[: min(batch, 32)], kinds)
+        threads = chosen(getattr(config, "threads", None), probe, quick)
+        units = measured.get(threads.threads) or measure_units(model, x[: min(batch, 32)], kinds)
     except KeyboardInterrupt:
         raise
     except BaseException:  # the model fails on a batch: the audits report how; plan with nominal costs
         nominal = Timing(1e-3, 1e-3)
         units = Units(nominal, nominal, nominal, nominal, 1e-9, 0, int(x[0].numel()))
+        threads = given(getattr(config, "threads", None)) or ThreadChoice(
+            torch.get_num_threads(), "unmeasured", available_cores()
+        )
     plan, needs = make_plan(model, datasets, config, ids, units.shared(workers), batch)
-    return PlanRun(plan, needs)
+    return PlanRun(plan, needs, threads, probe if threads.source == "measured" else None, quick)

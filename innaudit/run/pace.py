@@ -1,0 +1,33 @@
+"""An audit's pace under a budget: the callable the audits call after each batch.
+
+:class:`Pace` is given to an audit as :attr:`innaudit.audits.base.AuditContext.pace` by the
+runner's plan (:class:`innaudit.run.plan.PlanRun`), with the audit's deadline. The audit's
+batch loop (:meth:`~innaudit.audits.base.AuditContext.map`) calls ``pace(done, total)`` with
+the batches done; past the deadline it answers False, once and for all, and keeps where that
+happened, so the runner records the cut (never a silent pass on fewer samples).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+__all__ = ["Pace"]
+
+
+class Pace:
+    """``pace(done, total) -> bool``: True while the clock is before ``deadline``."""
+
+    def __init__(self, deadline: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.deadline = deadline
+        self.clock = clock
+        self.cut: tuple[int, int] | None = None
+        """``(done, total)`` batches when the deadline was first passed; None while on time."""
+
+    def __call__(self, done: int, total: int) -> bool:
+        if self.cut is not None:
+            return False
+        if done >= total or self.clock() <= self.deadline:
+            return True
+        self.cut = (done, total)
+        return False

@@ -1,0 +1,157 @@
+"""The thread policy (``run.threads``): measured, or the user's count, and restored on return."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import innaudit
+from innaudit.audits import specs
+from innaudit.config.settings import parse_config
+from innaudit.core.errors import ConfigError
+from innaudit.run import threads as policy
+from innaudit.run.threads import ThreadChoice, available_cores, given, kept, measured, rechecked
+from tests.helpers import read_report
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures_models.py"
+
+
+@pytest.fixture
+def unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No OMP_NUM_THREADS and no count set by a caller: the policy measures."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(policy, "_AT_IMPORT", torch.get_num_threads())
+
+
+def test_the_user_s_count_wins_in_order_option_environment_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    with kept():
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert given(2) == ThreadChoice(2, "option", available_cores())
+        assert given(None) == ThreadChoice(3, "environment", available_cores())
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setattr(policy, "_AT_IMPORT", torch.get_num_threads() + 1)  # the caller changed it since
+        assert given(None) == ThreadChoice(torch.get_num_threads(), "caller", available_cores())
+        monkeypatch.setattr(policy, "_AT_IMPORT", torch.get_num_threads())
+        monkeypatch.setattr(policy, "available_cores", lambda: 1)
+        assert given(None) == ThreadChoice(1, "single core", 1)
+        monkeypatch.setattr(policy, "available_cores", lambda: 2)
+        assert given(None) is None  # measured
+
+
+@pytest.mark.parametrize(("slow", "want"), [(1, 4), (4, 1)])
+def test_the_faster_count_is_kept_with_both_timings(slow: int, want: int) -> None:
+    seen: list[int] = []
+
+    def probe() -> float:  # the planned work takes 10 s at the slow count, 1 s at the other
+        seen.append(torch.get_num_threads())
+        return 10.0 if torch.get_num_threads() == slow else 1.0
+
+    with kept():
+        choice = measured(probe, 4)
+        assert torch.get_num_threads() == want  # set for the run
+    assert seen == [1, 4] and choice.threads == want and choice.source == "measured"
+    assert choice.to_dict()["probe_s"] == {"1": 10.0 if slow == 1 else 1.0, "4": 10.0 if slow == 4 else 1.0}
+
+
+def test_a_slow_forward_with_every_core_skips_their_full_probe() -> None:
+    """On a busy machine the screen (one forward pass each way) rules every core out, so the
+    probe's own cost stays small; the screen's timings are recorded."""
+    full: list[int] = []
+
+    def probe() -> float:
+        full.append(torch.get_num_threads())
+        return 1.0
+
+    def quick() -> float:
+        return 0.01 if torch.get_num_threads() == 1 else 0.5
+
+    with kept():
+        choice = measured(probe, 4, quick)
+        assert torch.get_num_threads() == 1
+    assert full == [1] and choice.threads == 1
+    assert choice.to_dict()["forward_s"] == {"1": 0.01, "4": 0.5} and choice.to_dict()["probe_s"] == {"1": 1.0}
+    with kept():
+        close = measured(probe, 4, lambda: 0.01)  # no slower: the full probe decides
+    assert full == [1, 1, 4] and close.threads == 1
+
+
+def test_a_recheck_measures_again_only_a_measured_choice() -> None:
+    calls: list[int] = []
+
+    def probe() -> float:
+        calls.append(torch.get_num_threads())
+        return 1.0 if torch.get_num_threads() == 1 else 5.0  # the machine became busy
+
+    with kept():
+        assert rechecked(ThreadChoice(2, "option", 2), probe) == ThreadChoice(2, "option", 2) and not calls
+        one = ThreadChoice(1, "measured", 2, {1: 1.0, 2: 3.0})
+        assert rechecked(one, probe) == one and not calls  # fewer threads cannot help
+        again = rechecked(ThreadChoice(2, "measured", 2, {1: 3.0, 2: 1.0}), probe)
+    assert again.threads == 1 and calls == [1, 2]
+
+
+def test_kept_restores_the_caller_s_count() -> None:
+    before = torch.get_num_threads()
+    with kept():
+        torch.set_num_threads(before + 1)
+    assert torch.get_num_threads() == before
+
+
+def test_the_api_measures_records_and_restores(unset: None) -> None:
+    before = torch.get_num_threads()
+    x = torch.rand(64, 4, generator=torch.Generator().manual_seed(0))
+    report = innaudit.audit(f"{FIXTURES}:exact", data=x, ood=[], audits=["roundtrip"])
+    record = report.run["threads"]
+    assert record["source"] == ("measured" if available_cores() > 1 else "single core")
+    assert record["cores"] == available_cores()
+    if available_cores() > 1:
+        assert set(record["probe_s"]) == {"1", str(available_cores())}
+        best = min(record["probe_s"], key=lambda n: (record["probe_s"][n], int(n)))
+        assert record["threads"] == int(best)
+    assert torch.get_num_threads() == before
+
+
+def test_a_caller_s_set_num_threads_wins_and_is_restored(unset: None) -> None:
+    before = torch.get_num_threads()
+    x = torch.rand(16, 4, generator=torch.Generator().manual_seed(0))
+    try:
+        torch.set_num_threads(before + 1)
+        report = innaudit.audit(f"{FIXTURES}:exact", data=x, ood=[], audits=["roundtrip"])
+        assert report.run["threads"]["threads"] == before + 1 and report.run["threads"]["source"] == "caller"
+        assert torch.get_num_threads() == before + 1
+        report = innaudit.audit(f"{FIXTURES}:exact", data=x, ood=[], audits=["roundtrip"], threads=1)
+        assert report.run["threads"]["threads"] == 1 and report.run["threads"]["source"] == "option"
+        assert torch.get_num_threads() == before + 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_option_from_the_cli_and_the_environment(run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    result = run_cli("run", f"{FIXTURES}:exact", "--data", "gaussian", "--audit", "roundtrip", "--threads", "1",
+                     "--samples", "50", "-o", f"json={out}")  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert read_report(out)["run"]["threads"] == {"threads": 1, "source": "option", "cores": available_cores()}
+    assert read_report(out)["run"]["config"]["threads"] == 1
+    result = run_cli("run", f"{FIXTURES}:exact", "--data", "gaussian", "--audit", "roundtrip",
+                     "--samples", "50", "-o", f"json={out}")  # fmt: skip
+    assert result.code == 0, result.stderr  # the tests run with OMP_NUM_THREADS=1
+    assert read_report(out)["run"]["threads"]["source"] == "environment"
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "5000"])
+def test_a_bad_thread_count_is_one_line_exit_2(run_cli, bad: str) -> None:
+    result = run_cli("run", f"{FIXTURES}:exact", "--data", "gaussian", "--threads", bad)
+    assert result.code == 2 and "threads" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("bad", [0, "two", True, 1.5])
+def test_a_bad_thread_count_in_the_config_is_refused(bad: object) -> None:
+    with pytest.raises(ConfigError, match="threads"):
+        parse_config({"threads": bad}, specs())
+    assert parse_config({"threads": 2}, specs()).threads == 2
+    with pytest.raises(ConfigError, match="threads"):
+        innaudit.audit(f"{FIXTURES}:exact", data=torch.zeros(2, 4), threads=0, config=parse_config({}, specs()))
