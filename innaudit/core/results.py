@@ -25,6 +25,7 @@ __all__ = [
     "Report",
     "SetResult",
     "Status",
+    "WaiverOutcome",
     "leaves",
     "lookup",
     "worst",
@@ -125,6 +126,27 @@ class Check:
 
 
 @dataclass(frozen=True)
+class WaiverOutcome:
+    """What a waiver (``innaudit.config.waivers``) did to one set: the status it found
+    (``waived_status``, FAIL or WARN), whether it had ``expired`` (then the set kept that
+    status; else the set passes), its ``reason`` and its ``expires`` date (``YYYY-MM-DD``)."""
+
+    reason: str
+    expires: str
+    expired: bool
+    waived_status: Status
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's ``waiver`` object: ``{"reason", "expires", "expired", "waived_status"}``."""
+        return {
+            "reason": self.reason,
+            "expires": self.expires,
+            "expired": self.expired,
+            "waived_status": self.waived_status.value,
+        }
+
+
+@dataclass(frozen=True)
 class SetResult:
     """An audit's outcome on one data set (or one temperature, one block...).
 
@@ -142,9 +164,9 @@ class SetResult:
     checks: tuple[Check, ...] = ()
     message: str = ""
     series: Mapping[str, Any] = field(default_factory=dict)
-    waiver: Mapping[str, Any] | None = None
-    """The waiver that matched this set (``innaudit.config.waivers``): ``{"reason", "expires",
-    "expired", "waived_status"}``; an unexpired waiver turned ``waived_status`` into PASS."""
+    waiver: WaiverOutcome | None = None
+    """What the waiver that matched this set did (``innaudit.config.waivers``); an unexpired
+    waiver turned ``waived_status`` into PASS."""
     artifacts: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """Big picklable arrays (numpy) for files the CLI writes on request (``--save-witnesses``);
     never rendered, not part of the JSON report."""

@@ -113,8 +113,8 @@ def note(result: SetResult, audit: str = "") -> str:
         parts.append(result.message)
     if result.waiver:
         w = result.waiver
-        state = "EXPIRED waiver" if w.get("expired") else f"waived {w.get('waived_status', '').upper()}"
-        parts.append(f"{state} until {w.get('expires')}: {w.get('reason')}")
+        state = "EXPIRED waiver" if w.expired else f"waived {w.waived_status.value.upper()}"
+        parts.append(f"{state} until {w.expires}: {w.reason}")
     return "; ".join(parts)
 
 
@@ -328,14 +328,13 @@ def set_findings(audit: AuditResult, result: SetResult, table: MetricTable | Non
     ]
     if result.waiver:
         w = result.waiver
-        was = str(w.get("waived_status", "")).upper()
         out.append(
             Finding(
                 result.status,
                 audit.id,
                 result.dataset,
-                f"{was} waived until {w.get('expires')}: {w.get('reason')}",
-                label="EXPIRED" if w.get("expired") else "WAIVED",
+                f"{w.waived_status.value.upper()} waived until {w.expires}: {w.reason}",
+                label="EXPIRED" if w.expired else "WAIVED",
             )
         )
     if result.status is not Status.PASS and not out and result.message:

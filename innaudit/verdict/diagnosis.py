@@ -160,14 +160,14 @@ class _View:
 
     def failed(self, result: SetResult) -> bool:
         return result.status.rank >= Status.FAIL.rank or bool(
-            result.waiver and str(result.waiver.get("waived_status")) == "fail"
+            result.waiver and result.waiver.waived_status is Status.FAIL
         )
 
     def warned(self, result: SetResult) -> bool:
         """A set whose worst check warned (waived or not), none failing."""
         if self.failed(result):
             return False
-        return result.status is Status.WARN or bool(result.waiver and str(result.waiver.get("waived_status")) == "warn")
+        return result.status is Status.WARN or bool(result.waiver and result.waiver.waived_status is Status.WARN)
 
     def passed(self, result: SetResult) -> bool:
         return result.status is Status.PASS and not result.waiver
