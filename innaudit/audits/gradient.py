@@ -410,6 +410,8 @@ class Gradient(Audit):
         worse("block_recon_error", doc="largest relative error of a reconstructed block input"),
         worse("block_grad_error", doc="largest relative error of a block's parameter gradients"),
         neither("culprit_index", doc="first block of the backward walk off rounding (-1: none)"),
+        neither("culprit", doc="name of the block at culprit_index ('': none)"),
+        neither("loss", doc="the loss the gradients are of (nll, projection, model)"),
         neither("rounding_level", doc="reconstruction error counted as rounding"),
         worse("stateful_layers", doc="blocks with BatchNorm/Dropout"),
         worse("library_rel_error", doc="memcnn's own memory-saving gradient, relative error"),
