@@ -15,7 +15,7 @@ from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.common import batch_units, progress_counter
 from innaudit.audits.preflight import PreflightFinding, PreflightKind, count, texts
 from innaudit.config.settings import Threshold
-from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.metrics import neither, percent, rate, worse
 from innaudit.core.stats import per_sample_norm, summarize
 from innaudit.data import Dataset
 from innaudit.data.dataset import Role
@@ -613,8 +613,9 @@ def _message(metrics: dict[str, object], names: list[str], where: int, note: str
         f"{metrics['loss']} loss: relative gradient error up to {rel['max']:.3g} "
         f"(angle up to {angle['max']:.3g} rad) over {metrics['n']} batch(es)"
     ]
-    if metrics["nonfinite_fraction"]:
-        parts.append(f"memory-saving gradient non-finite in {metrics['nonfinite_fraction']:.0%} of batches")
+    nonfinite = metrics["nonfinite_fraction"]
+    if isinstance(nonfinite, (int, float)) and nonfinite:
+        parts.append(f"memory-saving gradient non-finite in {percent(float(nonfinite))} of batches")
     if where >= 0:
         parts.append(
             f"reconstruction error leaves rounding (> {metrics['rounding_level']:.2g}) first "

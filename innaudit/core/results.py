@@ -337,23 +337,6 @@ class Report:
                 return r
         raise KeyError(f"audit {audit_id!r} has no result for set {dataset!r}; its sets: {names}")
 
-    def findings(self) -> list[str]:
-        """One line per failing or warning check and per audit that could not run."""
-        lines = [f"{a.status.value.upper()} {a.id}: {a.message}" for a in self.audits if a.status is Status.ERROR]
-        lines += [
-            f"{c.status.value.upper()} {a.id}[{r.dataset}] {c.text()}"
-            for a in self.audits
-            for r in a.results
-            for c in r.checks
-            if c.status in (Status.FAIL, Status.WARN)
-        ]
-        return lines + [f"ERROR {e}" for e in self.errors]
-
-    def summary(self) -> str:
-        """The verdict and the findings as plain text, one finding a line."""
-        head = f"innaudit: {self.status.value.upper()} (exit {int(self.exit_code)}) for {self.target.get('model', 'the model')}"
-        return "\n".join([head, *(f"  {line}" for line in self.findings())])
-
     def __repr__(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)
         return (
