@@ -13,6 +13,7 @@ from enum import Enum, IntEnum
 from typing import Any
 
 from innaudit.core.metrics import Direction
+from innaudit.core.records import RunRecord, TargetRecord
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -271,8 +272,10 @@ class Report:
 
     Attributes:
         tool: ``{"name", "version"}``.
-        run: seed, device, dtype, versions, the effective config.
-        target: the model: its argument, sha256, loader, shapes, metadata.
+        run: seed, device, dtype, versions, the effective config (:class:`RunRecord`; a
+            plain mapping given here becomes one).
+        target: the model: its argument, sha256, loader, shapes, metadata
+            (:class:`TargetRecord`; a plain mapping given here becomes one).
         audits: one result per selected audit, in registry order.
         errors: problems outside any single audit (nothing audited, ...).
         fail_on: the least severe status that fails the gate (``fail``, or ``warn``).
@@ -280,8 +283,8 @@ class Report:
     """
 
     tool: Mapping[str, str]
-    run: Mapping[str, Any]
-    target: Mapping[str, Any]
+    run: RunRecord
+    target: TargetRecord
     audits: tuple[AuditResult, ...]
     errors: tuple[str, ...] = ()
     fail_on: Status = Status.FAIL
@@ -289,6 +292,10 @@ class Report:
     schema_version: int = SCHEMA_VERSION
     comparison: Comparison | None = None
     """Metrics against a baseline report (``--baseline``; computed by ``innaudit.verdict.baseline``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run", RunRecord.of(self.run))
+        object.__setattr__(self, "target", TargetRecord.of(self.target))
 
     @property
     def status(self) -> Status:

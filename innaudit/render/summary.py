@@ -16,7 +16,7 @@ __all__ = ["render"]
 
 def render(report: Report) -> str:
     """``innaudit: FAIL (exit 1) for MODEL`` and the findings, one a line (no trailing newline)."""
-    model = report.target.get("model", "the model")
+    model = report.target.model or "the model"
     head = f"innaudit: {report.status.value.upper()} (exit {int(report.exit_code)}) for {model}"
     lines = [f"  {f.tag} {f.where} {f.text}" for f in findings(report)]
     return "\n".join([head, *lines, *(f"  ERROR {e}" for e in report.errors)])

@@ -142,9 +142,9 @@ class _View:
         self.report = report
         self.table = table or {}
         self.audits = {a.id: a for a in report.audits}
-        datasets = report.run.get("datasets") or []
+        datasets = report.run.datasets or []
         self.roles = {d.get("name"): d.get("role") for d in datasets if isinstance(d, Mapping)}
-        self.model = str(report.target.get("model", "MODEL"))
+        self.model = str(report.target.model or "MODEL")
         self.cuts = budget_cut(report)
 
     def sets(self, audit: str) -> tuple[SetResult, ...]:
@@ -191,7 +191,7 @@ class _View:
 def budget_cut(report: Report) -> dict[str, str]:
     """``{audit id: what --budget cut}`` from the report's ``run.plan`` (empty without a budget
     or without cuts): ``"steps 200 -> 25; 32 -> 2 samples per set"``."""
-    plan = report.run.get("plan")
+    plan = report.run.plan
     if not isinstance(plan, Mapping) or plan.get("budget_s") is None:
         return {}
     return {
@@ -627,7 +627,7 @@ def rule_remedies(view: _View, found: list[Statement]) -> list[Statement]:
         )
     near = {"roundtrip-in-distribution", "attack", "spectrum-in-distribution"}
     if "roundtrip-ood" in rules and not near & set(rules):
-        domain = lookup(view.report.target, "info.domain") or {}
+        domain = (view.report.target.info or {}).get("domain") or {}
         span = f" [{domain.get('low')}, {domain.get('high')}]" if domain.get("low") is not None else ""
         out.append(
             Statement(
@@ -670,7 +670,7 @@ def rule_rerun(view: _View, found: list[Statement]) -> list[Statement]:
             Kind.RERUN,
             "confirm",
             f"After a fix: innaudit run NEW.pt with the same audits and --seed "
-            f"{view.report.run.get('seed')} -o json=new.json, then innaudit compare "
+            f"{view.report.run.seed} -o json=new.json, then innaudit compare "
             "THIS.json new.json.",
         )
     )

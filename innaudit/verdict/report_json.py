@@ -289,8 +289,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         {
             "schema_version": report.schema_version,
             "tool": report.tool,
-            "run": report.run,
-            "target": report.target,
+            "run": report.run.to_dict(),
+            "target": report.target.to_dict(),
             "summary": {
                 "status": report.status,
                 "exit_code": int(report.exit_code),
