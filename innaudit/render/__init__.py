@@ -12,10 +12,9 @@ when it first renders (``innaudit --help`` imports none).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from innaudit.core.errors import clean_tree
 from innaudit.core.results import Report
@@ -48,13 +47,22 @@ class Renderer:
 
     def draw(self) -> Callable[..., str]:
         """The module's ``render`` function (imported on first use)."""
-        return cast(Callable[..., str], importlib.import_module(f"innaudit.render.{self.module}").render)
+        return _draw_functions()[self.module]
 
     def __call__(self, report: Report, **style: Any) -> str:
         """The report in this format, sanitized as the format needs; ``style`` (``color``,
         ``width``, ``verbose``) reaches a styled renderer and is ignored by the others."""
         shown = self.sanitize(report)
         return self.draw()(shown, **style) if self.styled else self.draw()(shown)
+
+
+def _draw_functions() -> dict[str, Callable[..., str]]:
+    """Every renderer module's ``render``, imported here on the first render, so that importing
+    this package (the CLI does, for its help) imports no renderer, rich or matplotlib."""
+    from innaudit.render import console, github, html, json, junit, markdown, summary
+
+    modules = (console, github, html, json, junit, markdown, summary)
+    return {m.__name__.rpartition(".")[2]: m.render for m in modules}
 
 
 _ALL = (
