@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from innaudit.audits.gradient import Gradient, compare_gradients
 from innaudit.data.digits import load_digits
 from innaudit.loading import load_model
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 

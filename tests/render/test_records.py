@@ -12,7 +12,7 @@ import pytest
 import innaudit
 from innaudit.render import FORMATS, RENDERERS, SUFFIXES, format_list, output_help
 from innaudit.verdict.report_json import report_to_dict, to_plain
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 from tests.render.fabricated import fabricated_report
 
 HOSTILE = "evil\x1b[31mred\x1b[0m\n::error file=x::forged\u202edrow\x07 ##[warning]x"
