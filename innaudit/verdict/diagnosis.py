@@ -592,7 +592,7 @@ def rule_token_scales(view: _View) -> list[Statement]:
             Kind.WHY,
             "token-scale",
             f"The autoregressive inverse multiplies each token by exp(a) and feeds it to every later "
-            f"token; a reaches {top:.3g} (|a| > 5 for {share:.2%} of the log-scales) on {_names(failing)}.",
+            f"token; a reaches {top:.3g} (|a| > 5 for {percent(share)} of the log-scales) on {_names(failing)}.",
             evidence,
         ),
         Statement(
