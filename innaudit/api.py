@@ -136,8 +136,9 @@ def assert_invertible(
 ) -> Report:
     """Audit ``model`` and raise ``AssertionError`` unless it passes its gate; for pytest suites.
 
-    Takes the arguments of :func:`audit`. The message lists every finding as
-    ``audit[set] metric = value (limit L)`` and any audit that could not run, so a failing test
+    Takes the arguments of :func:`audit`. The message is ``Report.summary()``: every finding as
+    ``TAG audit[set] text`` in the console's words (``FAIL roundtrip[far] 100.0 % of 200 round
+    trips with a NaN or Inf (limit 0 %)``) and any audit that could not run, so a failing test
     says where the model stopped being invertible. Returns the Report when it passes. pytest
     shows the failure at the caller's line: this frame (whose arguments are the model and the
     data tensors) is hidden from its traceback.

@@ -10,14 +10,13 @@ from dataclasses import fields
 from pathlib import Path
 
 from innaudit.core import results
-from innaudit.render import RENDERERS
-from innaudit.render.html import render as render_html
-from innaudit.render.json import render as render_json
+from innaudit.render import RENDERERS, SUFFIXES, SUMMARY
 from innaudit.safeio.atomic import write_target
 
 __all__ = ["Report"]
 
-_SUFFIXES = {".json": "json", ".html": "html", ".htm": "html", ".md": "markdown", ".xml": "junit", ".txt": "console"}
+FILE_WIDTH = 80
+"""Columns of the console table saved to a ``.txt`` file (what the CLI draws off a terminal)."""
 
 
 class Report(results.Report):
@@ -30,22 +29,28 @@ class Report(results.Report):
 
     def to_json(self) -> str:
         """The strict JSON report (the ``-o json`` output)."""
-        return render_json(self)
+        return RENDERERS["json"](self)
+
+    def summary(self) -> str:
+        """The verdict and the findings as plain text, one finding a line, worded as the console
+        and the other renderers word them, and sanitized as the CLI sanitizes terminal output."""
+        return SUMMARY(self)
 
     def save(self, path: str | Path, fmt: str | None = None) -> Path:
         """Write the report atomically (a symlink is followed, a device or FIFO written in
         place); the format follows the suffix (.json, .html, .md, .xml for JUnit, .txt for the
-        console table) unless ``fmt`` names one."""
+        console table) unless ``fmt`` names one. Each format is drawn and sanitized by its
+        record in :data:`innaudit.render.RENDERERS`, as ``-o FORMAT=PATH`` draws it."""
         target = Path(path)
-        name = fmt or _SUFFIXES.get(target.suffix.lower())
-        if name not in RENDERERS:
+        name = fmt or SUFFIXES.get(target.suffix.lower())
+        if name is None or name not in RENDERERS:
             raise ValueError(
                 f"cannot tell the format of {str(target)!r}; give a suffix among "
-                f"{sorted(_SUFFIXES)} or fmt= one of {sorted(RENDERERS)}"
+                f"{sorted(SUFFIXES)} or fmt= one of {sorted(RENDERERS)}"
             )
-        write_target(target, RENDERERS[name](self))
+        write_target(target, RENDERERS[name](self, color=False, width=FILE_WIDTH, verbose=False))
         return target
 
     def _repr_html_(self) -> str:
         """The HTML report, for Jupyter."""
-        return render_html(self)
+        return RENDERERS["html"](self)

@@ -22,7 +22,7 @@ from innaudit.audits.cost import AuditCost, Cost
 from innaudit.config.settings import Threshold
 from innaudit.core.domain import DataDomain
 from innaudit.core.errors import ConfigError
-from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.metrics import neither, percent, rate, worse
 from innaudit.core.stats import per_sample_norm, summarize
 from innaudit.data import Dataset, Role
 from innaudit.linalg import autograd_blind_reason
@@ -388,11 +388,16 @@ def _gradient_free(ctx: AuditContext, x: Tensor) -> str:
     return ""
 
 
+def _share(value: object) -> str:
+    """A share as :func:`~innaudit.core.metrics.percent` writes it (``nan`` when not a number)."""
+    return percent(float(value)) if isinstance(value, (int, float)) else "nan"
+
+
 def _message(m: dict[str, object], why: str, objective: str) -> str:
     rs = m["random_search"]
     assert isinstance(rs, dict)
     return (
-        f"eps {m['epsilon']:.3g} ({why}), {objective}: attack non-finite {m['nonfinite_fraction']:.0%}, "
-        f"above threshold {m['fraction_above_threshold']:.0%}; random search non-finite "
-        f"{rs['nonfinite_fraction']:.0%}, above threshold {rs['fraction_above_threshold']:.0%}"
+        f"eps {m['epsilon']:.3g} ({why}), {objective}: attack non-finite {_share(m['nonfinite_fraction'])}, "
+        f"above threshold {_share(m['fraction_above_threshold'])}; random search non-finite "
+        f"{_share(rs['nonfinite_fraction'])}, above threshold {_share(rs['fraction_above_threshold'])}"
     )

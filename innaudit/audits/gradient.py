@@ -14,8 +14,9 @@ from torch import Tensor, nn
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.common import batch_units, progress_counter
+from innaudit.audits.preflight import PreflightFinding, PreflightKind, count, texts
 from innaudit.config.settings import Threshold
-from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.metrics import neither, percent, rate, worse
 from innaudit.core.stats import per_sample_norm, summarize
 from innaudit.data import Dataset
 from innaudit.data.dataset import Role
@@ -249,17 +250,20 @@ def _stateful(module: nn.Module) -> list[str]:
     )
 
 
-def preflight(model: InvertibleModel, blocks: Sequence[InvertibleModel], names: Sequence[str]) -> list[str]:
+def preflight(
+    model: InvertibleModel, blocks: Sequence[InvertibleModel], names: Sequence[str]
+) -> list[PreflightFinding]:
     """Findings before measuring: layers whose state changes on the re-run, iterative inverses."""
-    found = []
+    found: list[PreflightFinding] = []
     for block, name in zip(blocks, names, strict=True):
         layers = _stateful(block.module)
         if layers:
-            found.append(
+            text = (
                 f"block {name} holds {', '.join(layers)}: in training mode the re-run differs "
                 "from the forward pass (batch statistics updated twice, a new dropout mask), "
                 "so memory-saving gradients differ from these eval-mode numbers"
             )
+            found.append(PreflightFinding(PreflightKind.STATEFUL_LAYERS, text, name))
     tol = model.info.inverse_tolerance
     iterative = [
         n
@@ -269,7 +273,8 @@ def preflight(model: InvertibleModel, blocks: Sequence[InvertibleModel], names: 
     if model.info.inverse_kind is InverseKind.ITERATIVE or iterative:
         where = f" (blocks {', '.join(iterative)})" if iterative else ""
         tol_text = f"tolerance {tol:g}" if tol is not None else "tolerance not declared"
-        found.append(f"iterative inverse{where}, {tol_text}: reconstructions are only as exact as the solver")
+        text = f"iterative inverse{where}, {tol_text}: reconstructions are only as exact as the solver"
+        found.append(PreflightFinding(PreflightKind.ITERATIVE_INVERSE, text))
     return found
 
 
@@ -406,6 +411,8 @@ class Gradient(Audit):
         worse("block_recon_error", doc="largest relative error of a reconstructed block input"),
         worse("block_grad_error", doc="largest relative error of a block's parameter gradients"),
         neither("culprit_index", doc="first block of the backward walk off rounding (-1: none)"),
+        neither("culprit", doc="name of the block at culprit_index ('': none)"),
+        neither("loss", doc="the loss the gradients are of (nll, projection, model)"),
         neither("rounding_level", doc="reconstruction error counted as rounding"),
         worse("stateful_layers", doc="blocks with BatchNorm/Dropout"),
         worse("library_rel_error", doc="memcnn's own memory-saving gradient, relative error"),
@@ -499,24 +506,26 @@ class Gradient(Audit):
         return projection_loss(_unit(tuple(z.shape[1:]), ctx.generator("projection"))), "projection", note
 
     @staticmethod
-    def _composition(model: InvertibleModel, blocks: Sequence[InvertibleModel], x: Tensor) -> list[str]:
+    def _composition(model: InvertibleModel, blocks: Sequence[InvertibleModel], x: Tensor) -> list[PreflightFinding]:
         """A finding when the chain of blocks does not give the model's own ``z``."""
         with torch.no_grad():
             z = model.forward(x)
         chained, _ = _chain_log_det(blocks, x)
         if chained.shape != z.shape:
-            return [
+            text = (
                 f"the blocks compose to shape {tuple(chained.shape[1:])}, the model gives "
                 f"{tuple(z.shape[1:])}: gradients are those of the chain of blocks"
-            ]
+            )
+            return [PreflightFinding(PreflightKind.COMPOSITION, text)]
         both = torch.isfinite(chained.flatten(1)).all(1) & torch.isfinite(z.flatten(1)).all(1)
         same = bool((torch.isfinite(chained.flatten(1)).all(1) == torch.isfinite(z.flatten(1)).all(1)).all())
         err = _recon_error(chained[both], z[both]) if bool(both.any()) else 0.0
         if not same or not err <= 1e-4:
-            return [
+            text = (
                 f"the blocks compose to a z off the model's by {err:.3g} (relative): gradients "
                 "are those of the chain of blocks"
-            ]
+            )
+            return [PreflightFinding(PreflightKind.COMPOSITION, text)]
         return []
 
     @staticmethod
@@ -542,7 +551,7 @@ class Gradient(Audit):
         samples: int,
         loss_name: str,
         note: str,
-        found: list[str],
+        found: list[PreflightFinding],
         library: tuple[np.ndarray, np.ndarray] | None,
     ) -> Measurement:
         level = float(ctx.option("rounding")) * torch.finfo(ctx.model.dtype).eps
@@ -567,8 +576,8 @@ class Gradient(Audit):
             "culprit": names[where] if where >= 0 else "",
             "culprit_index": where,
             "rounding_level": level,
-            "stateful_layers": sum(1 for f in found if " holds " in f),
-            "preflight": list(found),
+            "stateful_layers": count(found, PreflightKind.STATEFUL_LAYERS),
+            "preflight": texts(found),
         }
         if library is not None:
             metrics["library_rel_error"] = summarize(library[0])
@@ -596,15 +605,16 @@ def _short(values: np.ndarray) -> list[float]:
     return [float(f"{v:.5g}") if math.isfinite(v) else float(v) for v in values]
 
 
-def _message(metrics: dict[str, object], names: list[str], where: int, note: str, found: list[str]) -> str:
+def _message(metrics: dict[str, object], names: list[str], where: int, note: str, found: list[PreflightFinding]) -> str:
     rel, angle = metrics["rel_error_l2"], metrics["angle"]
     assert isinstance(rel, dict) and isinstance(angle, dict)
     parts = [
         f"{metrics['loss']} loss: relative gradient error up to {rel['max']:.3g} "
         f"(angle up to {angle['max']:.3g} rad) over {metrics['n']} batch(es)"
     ]
-    if metrics["nonfinite_fraction"]:
-        parts.append(f"memory-saving gradient non-finite in {metrics['nonfinite_fraction']:.0%} of batches")
+    nonfinite = metrics["nonfinite_fraction"]
+    if isinstance(nonfinite, (int, float)) and nonfinite:
+        parts.append(f"memory-saving gradient non-finite in {percent(float(nonfinite))} of batches")
     if where >= 0:
         parts.append(
             f"reconstruction error leaves rounding (> {metrics['rounding_level']:.2g}) first "
@@ -613,4 +623,4 @@ def _message(metrics: dict[str, object], names: list[str], where: int, note: str
     lib = metrics.get("library_rel_error")
     if isinstance(lib, dict):
         parts.append(f"memcnn's own reconstruction: relative error up to {lib['max']:.3g}")
-    return "; ".join(parts + ([note] if note else []) + found)
+    return "; ".join(parts + ([note] if note else []) + texts(found))

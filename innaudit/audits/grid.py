@@ -13,7 +13,7 @@ from torch import Tensor
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.common import batch_units
 from innaudit.audits.cost import AuditCost, Cost
-from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.metrics import neither, percent, rate, worse
 from innaudit.core.stats import per_sample_norm, summarize
 from innaudit.data import Dataset
 from innaudit.linalg import jacobian, log_abs_det
@@ -152,7 +152,7 @@ class Grid(Audit):
             }
         }
         message = (
-            f"{metrics['nonfinite_fraction']:.1%} of {res}x{res} cells do not round-trip "
+            f"{percent(metrics['nonfinite_fraction'])} of {res}x{res} cells do not round-trip "
             f"to finite values; largest condition {metrics['condition']['max']:.3g}"
         )
         yield Measurement(name, metrics, message, series)

@@ -241,6 +241,8 @@ class Layers(Audit):
         neither("culprit_index", doc="first failing block (-1: none)"),
         worse("chain_rel_error", doc="accumulated relative error of the inverse chain from z"),
         neither("chain_index", doc="block where the accumulated error leaves rounding (-1: none)"),
+        neither("culprit", doc="name of the first failing block ('': none)"),
+        neither("chain_block", doc="name of the block at chain_index ('': none)"),
     )
 
     shrinkable = {"max_iter": 8}

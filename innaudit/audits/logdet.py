@@ -139,6 +139,8 @@ class LogDet(Audit):
     options = {"samples": 32, "method": "auto", "probes": 8, "steps": 32}
     metrics = (
         neither("n", doc="samples"),
+        neither("model_log_det_kind", doc="what the model's log-det is (exact, estimated)"),
+        neither("reference", doc="how the reference was computed (exact, estimated)"),
         rate("nonfinite_fraction", "samples with a non-finite log-det"),
         worse("error", "nats", "|model log-det - reference|"),
         worse("rel_error", doc="error / |reference|"),

@@ -167,6 +167,7 @@ class SpectrumAudit(Audit):
     }
     options = {"samples": 64, "method": "auto", "tol": 1e-4, "max_iter": 64, "cross_check_tolerance": 0.05}
     metrics = (
+        neither("method", doc="how the singular values were computed (exact, lanczos)"),
         *(
             m
             for d in ("forward", "inverse")

@@ -17,7 +17,7 @@ from innaudit.audits.cost import AuditCost, Cost
 from innaudit.audits.token_trace import JacobiTrace, SampleTrace, TokenTrace, token_blocks, trace_batch, trace_samples
 from innaudit.config.settings import Threshold
 from innaudit.core.errors import ConfigError
-from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.metrics import neither, percent, rate, worse
 from innaudit.model.contract import InvertibleModel
 
 __all__ = ["AUTOCAST", "Tokens", "first_leaving", "token_range"]
@@ -183,6 +183,8 @@ class Tokens(Audit):
         worse("block_rel_error", doc="largest token error of a block's own round trip"),
         worse("path_gap", doc="largest token gap, masked forward of the cached inverse"),
         neither("culprit_index", doc="block where the accumulated error leaves rounding (-1: none)"),
+        neither("culprit", doc="name of the block at culprit_index ('': none)"),
+        neither("where", doc="where the error enters, in words"),
         neither("first_token", doc="first step (block order) above rounding in the culprit (-1: none)"),
         neither("last_token", doc="last step above rounding in the culprit (-1: none)"),
         neither("first_position", doc="sequence position of first_token (-1: none)"),
@@ -380,11 +382,11 @@ def _message(
         )
     scale = metrics.get("log_scale")
     if scale:
-        text += f"; log-scale a in [{scale['min']:.3g}, {scale['max']:.3g}], |a| > 5 for {scale['above_5']:.2%}"
+        text += f"; log-scale a in [{scale['min']:.3g}, {scale['max']:.3g}], |a| > 5 for {percent(scale['above_5'])}"
     jac = metrics.get("jacobi")
     if jac:
         text += (
-            f"; Jacobi: {jac['nonconverged_fraction']:.0%} of solves stopped at the cap, residual max "
+            f"; Jacobi: {percent(jac['nonconverged_fraction'])} of solves stopped at the cap, residual max "
             f"{jac['residual']['max']:.3g}, {jac['agreement']['max']:.3g} from the sequential inverse"
         )
     return text

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from innaudit.core.errors import UsageError, clean_text, clean_tree
+from innaudit.core.errors import UsageError, clean_text
 
 if TYPE_CHECKING:
     from innaudit.core.results import Report
@@ -60,26 +60,17 @@ def parse_outputs(values: Sequence[str], formats: Sequence[str] | None = None) -
     return outputs
 
 
-TEXT_FORMATS = ("console", "github", "markdown")
-"""Formats read by terminals and CI logs: every string of the report is sanitized for them."""
-
 OutputFile = tuple[str, Path, bytes | str]
 """``(what, path, data)``: a file to write besides the reports (the attack's witnesses)."""
 
 
 def _rendered(report: Report, outputs: list[tuple[str, Path | None]]) -> list[tuple[str, Path | None, str]]:
-    from innaudit.render import RENDERERS, console
+    """Each output drawn by its renderer record, which sanitizes the report for the terminal
+    formats (:class:`innaudit.render.Renderer`): the bytes ``Report.save`` writes too."""
+    from innaudit.render import RENDERERS
 
-    clean = clean_tree(report) if any(fmt in TEXT_FORMATS for fmt, _ in outputs) else report
-    out = []
-    for fmt, path in outputs:
-        shown = clean if fmt in TEXT_FORMATS else report
-        if fmt == "console":
-            text = console.render(shown, color=path is None and color(), width=width(), verbose=STATE["verbose"] > 0)
-        else:
-            text = RENDERERS[fmt](shown)
-        out.append((fmt, path, text))
-    return out
+    style = {"width": width(), "verbose": STATE["verbose"] > 0}
+    return [(fmt, path, RENDERERS[fmt](report, color=path is None and color(), **style)) for fmt, path in outputs]
 
 
 def write_files(files: Iterable[OutputFile]) -> None:

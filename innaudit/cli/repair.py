@@ -11,6 +11,7 @@ import click
 from innaudit.cli.app import cli
 from innaudit.cli.output import STATE, ProgressObserver, check_targets, err, input_paths, parse_outputs, write_outputs
 from innaudit.core.errors import UsageError, clean_text
+from innaudit.render import format_list
 
 __all__ = ["repair"]
 
@@ -102,7 +103,7 @@ def _checkpoint_target(output: str | None, plan: bool, inputs: list[Path]) -> st
     "reports",
     metavar="FORMAT[=PATH]",
     multiple=True,
-    help="The before/after report: console, json, html, junit, markdown or github (repeatable).",
+    help=f"The before/after report: {format_list()} (repeatable).",
 )
 @click.option("--progress/--no-progress", default=None, help="Audit progress on stderr.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on stdout.")

@@ -14,6 +14,7 @@ from innaudit.cli.app import cli
 from innaudit.cli.output import check_targets, color, echo, err, input_paths, parse_outputs, width, write_outputs
 from innaudit.core.errors import InnauditError, UsageError, clean_text
 from innaudit.core.results import Status
+from innaudit.render import output_help
 from innaudit.verdict.baseline import ABS_TOL, REL_TOL
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def compared(base: Report, report: Report, base_name: str, rel_tol: float, abs_t
     "outputs",
     metavar="FORMAT[=PATH]",
     multiple=True,
-    help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).",
+    help=output_help(),
 )
 def render(report_path: str, outputs: tuple[str, ...]) -> None:
     """Render a saved JSON report in any format: the same output as the run gave.

@@ -15,6 +15,7 @@ from innaudit.cli.app import EXIT_HELP, cli
 from innaudit.cli.output import STATE, ProgressObserver, check_targets, err, input_paths, parse_outputs, write_outputs
 from innaudit.cli.reports import compared, load_baseline
 from innaudit.core.errors import DistributedError, UsageError
+from innaudit.render import output_help
 from innaudit.verdict.baseline import ABS_TOL, REL_TOL
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ __all__ = ["run"]
     "outputs",
     metavar="FORMAT[=PATH]",
     multiple=True,
-    help="console, json, html, junit, markdown or github, to stdout or to PATH (repeatable).",
+    help=output_help(),
 )
 @click.option(
     "--baseline",

@@ -129,12 +129,23 @@ def direction_of(metrics: Mapping[str, Metric], path: str) -> Direction:
     return Direction.HIGHER_WORSE if metric is None else metric.direction
 
 
-def percent(value: float) -> str:
-    """A share in [0, 1] as ``70.0 %``; never ``0.0 %`` for a non-zero share, nor ``100.0 %`` below 1."""
+def percent(value: float, exact: bool = False, signed: bool = False) -> str:
+    """A share in [0, 1] as a percentage, the one way innaudit writes one: ``70.0 %``.
+
+    One decimal from 1 % up; below 1 % two significant digits (``0.37 %``, ``0.0012 %``), so a
+    non-zero share never reads ``0.0 %``; a share above 99.9 % below 1 is ``>99.9 %``, never
+    ``100.0 %``. ``exact`` writes a configured limit as it was given (``0 %``, ``0.5 %``);
+    ``signed`` writes a relative change with its sign (``+250.0 %``, ``-3.0 %``).
+    """
     if math.isnan(value):
         return "nan"
-    if 0 < value < 0.001:
-        return "<0.1 %"
+    if signed:
+        size = abs(100 * value)
+        return ("+" if value >= 0 else "-") + (f"{size:#.2g} %" if 0 < size < 1 else f"{size:.1f} %")
+    if exact:
+        return f"{100 * value:g} %"
+    if 0 < value < 0.01:
+        return f"{100 * value:#.2g} %"
     if 0.999 < value < 1:
         return ">99.9 %"
     return f"{100 * value:.1f} %"

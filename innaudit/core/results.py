@@ -13,6 +13,7 @@ from enum import Enum, IntEnum
 from typing import Any
 
 from innaudit.core.metrics import Direction
+from innaudit.core.records import RunRecord, TargetRecord
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -25,6 +26,7 @@ __all__ = [
     "Report",
     "SetResult",
     "Status",
+    "WaiverOutcome",
     "leaves",
     "lookup",
     "worst",
@@ -125,6 +127,27 @@ class Check:
 
 
 @dataclass(frozen=True)
+class WaiverOutcome:
+    """What a waiver (``innaudit.config.waivers``) did to one set: the status it found
+    (``waived_status``, FAIL or WARN), whether it had ``expired`` (then the set kept that
+    status; else the set passes), its ``reason`` and its ``expires`` date (``YYYY-MM-DD``)."""
+
+    reason: str
+    expires: str
+    expired: bool
+    waived_status: Status
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report's ``waiver`` object: ``{"reason", "expires", "expired", "waived_status"}``."""
+        return {
+            "reason": self.reason,
+            "expires": self.expires,
+            "expired": self.expired,
+            "waived_status": self.waived_status.value,
+        }
+
+
+@dataclass(frozen=True)
 class SetResult:
     """An audit's outcome on one data set (or one temperature, one block...).
 
@@ -142,9 +165,9 @@ class SetResult:
     checks: tuple[Check, ...] = ()
     message: str = ""
     series: Mapping[str, Any] = field(default_factory=dict)
-    waiver: Mapping[str, Any] | None = None
-    """The waiver that matched this set (``innaudit.config.waivers``): ``{"reason", "expires",
-    "expired", "waived_status"}``; an unexpired waiver turned ``waived_status`` into PASS."""
+    waiver: WaiverOutcome | None = None
+    """What the waiver that matched this set did (``innaudit.config.waivers``); an unexpired
+    waiver turned ``waived_status`` into PASS."""
     artifacts: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
     """Big picklable arrays (numpy) for files the CLI writes on request (``--save-witnesses``);
     never rendered, not part of the JSON report."""
@@ -249,8 +272,10 @@ class Report:
 
     Attributes:
         tool: ``{"name", "version"}``.
-        run: seed, device, dtype, versions, the effective config.
-        target: the model: its argument, sha256, loader, shapes, metadata.
+        run: seed, device, dtype, versions, the effective config (:class:`RunRecord`; a
+            plain mapping given here becomes one).
+        target: the model: its argument, sha256, loader, shapes, metadata
+            (:class:`TargetRecord`; a plain mapping given here becomes one).
         audits: one result per selected audit, in registry order.
         errors: problems outside any single audit (nothing audited, ...).
         fail_on: the least severe status that fails the gate (``fail``, or ``warn``).
@@ -258,8 +283,8 @@ class Report:
     """
 
     tool: Mapping[str, str]
-    run: Mapping[str, Any]
-    target: Mapping[str, Any]
+    run: RunRecord
+    target: TargetRecord
     audits: tuple[AuditResult, ...]
     errors: tuple[str, ...] = ()
     fail_on: Status = Status.FAIL
@@ -267,6 +292,10 @@ class Report:
     schema_version: int = SCHEMA_VERSION
     comparison: Comparison | None = None
     """Metrics against a baseline report (``--baseline``; computed by ``innaudit.verdict.baseline``)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run", RunRecord.of(self.run))
+        object.__setattr__(self, "target", TargetRecord.of(self.target))
 
     @property
     def status(self) -> Status:
@@ -314,23 +343,6 @@ class Report:
             if r.dataset == dataset:
                 return r
         raise KeyError(f"audit {audit_id!r} has no result for set {dataset!r}; its sets: {names}")
-
-    def findings(self) -> list[str]:
-        """One line per failing or warning check and per audit that could not run."""
-        lines = [f"{a.status.value.upper()} {a.id}: {a.message}" for a in self.audits if a.status is Status.ERROR]
-        lines += [
-            f"{c.status.value.upper()} {a.id}[{r.dataset}] {c.text()}"
-            for a in self.audits
-            for r in a.results
-            for c in r.checks
-            if c.status in (Status.FAIL, Status.WARN)
-        ]
-        return lines + [f"ERROR {e}" for e in self.errors]
-
-    def summary(self) -> str:
-        """The verdict and the findings as plain text, one finding a line."""
-        head = f"innaudit: {self.status.value.upper()} (exit {int(self.exit_code)}) for {self.target.get('model', 'the model')}"
-        return "\n".join([head, *(f"  {line}" for line in self.findings())])
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.counts.items() if n)

@@ -27,6 +27,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from innaudit.core.metrics import percent
 from innaudit.core.results import Status
 from innaudit.monitor.battery import SetFigures
 
@@ -100,7 +101,7 @@ class TrendRules:
                         "nonfinite",
                         name,
                         Status.FAIL,
-                        f"{name}: {now.nonfinite:.1%} of round trips are NaN/Inf at step {step}",
+                        f"{name}: {percent(now.nonfinite)} of round trips are NaN/Inf at step {step}",
                     )
                 )
             if name == data_set and math.isfinite(now.rel_error) and now.rel_error > self.data_tolerance:

@@ -54,11 +54,6 @@ def fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _percent(share: float) -> str:
-    value = 100 * share
-    return f"{value:.1f} %" if value >= 10 else f"{value:.2g} %"
-
-
 def _rate_doc(audit: str, path: str) -> str:
     from innaudit.audits import metric_table
     from innaudit.core.metrics import declared
@@ -83,39 +78,26 @@ def interval_text(result: SetResult, path: str, audit: str | None = None, short:
     k = round(value * n)
     if short:
         span = (
-            f"<{_percent(high)}"
-            if k == 0
-            else f">{_percent(low)}"
-            if k == n
-            else f"{_percent(low)[:-2]}-{_percent(high)}"
+            f"<{percent(high)}" if k == 0 else f">{percent(low)}" if k == n else f"{percent(low)[:-2]}-{percent(high)}"
         )
         return f"{k:,}/{n:,} {span.replace(' ', '')}"
     words = f" {_rate_doc(audit, path)}" if audit is not None else ""
     if k == 0:
-        bound = f"< {_percent(high)}"
+        bound = f"< {percent(high)}"
     elif k == n:
-        bound = f"> {_percent(low)}"
+        bound = f"> {percent(low)}"
     else:
-        bound = f"{_percent(value)}, 95 % CI {_percent(low)} to {_percent(high)}"
+        bound = f"{percent(value)}, 95 % CI {percent(low)} to {percent(high)}"
     return f"{k:,} of {n:,}{words} ({bound})"
 
 
-def note(result: SetResult, audit: str = "") -> str:
-    """What failed or warned, in words with the limit ("67.6 % of 500 round trips with a NaN or
-    Inf (limit 0 %)"; the audit's declarations give the words), the message, and any waiver."""
-    table = declarations()
-    parts = [
-        check_text(audit, c, result.metrics, table, _interval(result, c.metric))
-        for c in result.checks
-        if c.status in (Status.FAIL, Status.WARN)
-    ]
-    if result.message:
-        parts.append(result.message)
-    if result.waiver:
-        w = result.waiver
-        state = "EXPIRED waiver" if w.get("expired") else f"waived {w.get('waived_status', '').upper()}"
-        parts.append(f"{state} until {w.get('expires')}: {w.get('reason')}")
-    return "; ".join(parts)
+def note(audit: AuditResult, result: SetResult) -> str:
+    """A set's findings in one line, as the findings list words them (:func:`set_findings`:
+    each failing or warning check with its limit, the waiver), then the set's message."""
+    texts = [f.text for f in set_findings(audit, result)]
+    if result.message and result.message not in texts:
+        texts.append(result.message)
+    return "; ".join(texts)
 
 
 @dataclass(frozen=True)
@@ -138,7 +120,7 @@ class Row:
     @property
     def text(self) -> str:
         """The note for this row."""
-        return note(self.result, self.audit.id) if self.result is not None else self.audit.message
+        return note(self.audit, self.result) if self.result is not None else self.audit.message
 
 
 def rows(report: Report, worst_first: bool = False) -> list[Row]:
@@ -213,7 +195,7 @@ def limit_text(bound: float | None, direction: Direction, warn: bool, as_percent
     """
     if bound is None or math.isnan(bound):
         return "a NaN fails"
-    shown = f"{100 * bound:g} %" if as_percent else fmt(bound)
+    shown = percent(bound, exact=True) if as_percent else fmt(bound)
     higher_better = direction is Direction.HIGHER_BETTER
     if warn:
         return f"warns {'below' if higher_better else 'above'} {shown}"
@@ -328,16 +310,13 @@ def set_findings(audit: AuditResult, result: SetResult, table: MetricTable | Non
     ]
     if result.waiver:
         w = result.waiver
-        was = str(w.get("waived_status", "")).upper()
-        out.append(
-            Finding(
-                result.status,
-                audit.id,
-                result.dataset,
-                f"{was} waived until {w.get('expires')}: {w.get('reason')}",
-                label="EXPIRED" if w.get("expired") else "WAIVED",
-            )
+        was = w.waived_status.value.upper()
+        text = (
+            f"{was} waiver expired on {w.expires}: {w.reason}"
+            if w.expired
+            else f"{was} waived until {w.expires}: {w.reason}"
         )
+        out.append(Finding(result.status, audit.id, result.dataset, text, label="EXPIRED" if w.expired else "WAIVED"))
     if result.status is not Status.PASS and not out and result.message:
         out.append(Finding(result.status, audit.id, result.dataset, result.message))
     return out

@@ -14,6 +14,7 @@ from rich.console import Console, ConsoleOptions
 from rich.text import Text
 
 from innaudit.core.errors import clean_text
+from innaudit.core.metrics import percent
 from innaudit.core.results import Change, Comparison, Delta
 from innaudit.render.common import fmt
 
@@ -35,7 +36,7 @@ def _rel(base: float | None, new: float | None) -> str:
     if base is None or new is None or base == 0 or base != base or new != new:
         return ""
     change = (new - base) / abs(base)
-    return "" if change != change or abs(change) == float("inf") else f"{change:+.0%}"
+    return "" if change != change or abs(change) == float("inf") else percent(change, signed=True)
 
 
 def _words(d: Delta) -> str:

@@ -1,6 +1,8 @@
 """GitHub Actions workflow commands: one annotation per audit x set that did not pass.
 
-``::error title=innaudit roundtrip (uniform)::nonfinite_fraction=0.27 > 0`` for FAIL and ERROR,
+``::error title=innaudit roundtrip (uniform)::27.0 %25 of 500 round trips with a NaN or Inf (limit 0 %25)``
+for FAIL and ERROR (the set's findings in the words of the one findings list,
+:func:`innaudit.render.common.findings`),
 ``::warning`` for WARN, ``::notice`` for a waiver (active or expired) and for a regression
 against the baseline (``::error`` when ``--fail-on-regression`` gates on it). GitHub shows only
 the first few annotations of a step, so the worst come first. In messages ``%``, CR and LF are

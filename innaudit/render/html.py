@@ -245,7 +245,7 @@ def render(report: Report) -> str:
     """The report as one self-contained HTML page."""
 
     report = canonical(report)
-    title = f"innaudit {report.status.value.upper()}: {report.target.get('model', '?')}"
+    title = f"innaudit {report.status.value.upper()}: {report.target.model or '?'}"
     body = "".join(
         [_header(report), _notices(report), _diagnosis(report), _summary(report), _comparison(report), *_audits(report)]
     )

@@ -59,14 +59,14 @@ def _suite(parent: ET.Element, name: str, cases: list[Row], report: Report) -> E
         failures=str(count[Status.FAIL]),
         errors=str(count[Status.ERROR]),
         skipped=str(count[Status.SKIP]),
-        time=f"{float(report.run.get('duration_s', 0) or 0):.3f}",
-        timestamp=_clean(report.run.get("started_at", "")),
+        time=f"{float(report.run.duration_s or 0):.3f}",
+        timestamp=_clean(report.run.started_at or ""),
     )
     props = ET.SubElement(suite, "properties")
     for key, value in (
-        ("sha256", report.target.get("sha256", "")),
-        ("loader", report.target.get("loader", "")),
-        ("seed", report.run.get("seed", "")),
+        ("sha256", report.target.sha256 or ""),
+        ("loader", report.target.loader or ""),
+        ("seed", "" if report.run.seed is None else report.run.seed),
         ("verdict", report.status.value),
         ("exit_code", int(report.exit_code)),
     ):
@@ -137,7 +137,7 @@ def render(report: Report) -> str:
         failures=str(sum(r.status is Status.FAIL for r in cases)),
         errors=str(sum(r.status is Status.ERROR for r in cases) + len(report.errors)),
     )
-    suite = _suite(root, str(report.target.get("model", "model")), cases, report)
+    suite = _suite(root, str(report.target.model or "model"), cases, report)
     for error in report.errors:  # a run-level error (nothing audited...) is an error too
         case = ET.SubElement(suite, "testcase", classname="innaudit", name="run")
         ET.SubElement(case, "error", type="error", message=_clean(error)).text = _clean(error)

@@ -104,9 +104,9 @@ def render(report: Report) -> str:
     lines = [
         f"### {ICON[status]} innaudit: {status.value.upper()} (exit {int(report.exit_code)})",
         "",
-        f"**{_md(report.target.get('model', '?'))}** · sha256 "
-        f"{_md(str(report.target.get('sha256', '-'))[:12])} · seed {report.run.get('seed')} · "
-        f"{_md(report.run.get('dtype'))} on {_md(report.run.get('device'))}",
+        f"**{_md(report.target.model or '?')}** · sha256 "
+        f"{_md(str(report.target.sha256 or '-')[:12])} · seed {report.run.seed} · "
+        f"{_md(report.run.dtype)} on {_md(report.run.device)}",
         "",
         f"**Why:** {_md(verdict_reason(report))}",
         "",

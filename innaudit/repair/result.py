@@ -177,4 +177,4 @@ class RepairResult:
     def report(self) -> Report:
         """The after report (the before report when nothing was changed) with ``run.repair``."""
         base = self.after if self.after is not None else self.before
-        return replace(base, run={**base.run, "repair": self.block()})
+        return replace(base, run=replace(base.run, repair=self.block()))

@@ -25,6 +25,7 @@ from innaudit.config.duration import parse_duration
 from innaudit.config.settings import Config, parse_config
 from innaudit.core.domain import DataDomain
 from innaudit.core.errors import UsageError, clean_text
+from innaudit.core.records import TargetRecord
 from innaudit.core.results import ExitCode, Report
 from innaudit.core.seeding import stable_seed
 from innaudit.data import DEFAULT_OOD
@@ -123,7 +124,9 @@ def _audit(subject: Subject, config: Config, arrays: Mapping[str, Any], observer
     """Audit the subject's model as loaded (its target block and load warnings kept)."""
     report = execute(Job(subject.model, config, arrays=dict(arrays)), observer)
     return replace(
-        report, target={**report.target, **subject.loaded.target}, warnings=(*subject.loaded.warnings, *report.warnings)
+        report,
+        target=TargetRecord.of({**report.target, **subject.loaded.target}),
+        warnings=(*subject.loaded.warnings, *report.warnings),
     )
 
 
@@ -499,7 +502,7 @@ def _carry_out(
         blob, kind = state_dict_bytes(subject.model.module), "state_dict"
     repaired_model, target = rebuilt(subject, blob, clamps, output)
     after = execute(Job(repaired_model, cfg, arrays=dict(data.arrays)), observer)
-    after = replace(after, target={**after.target, **target})
+    after = replace(after, target=TargetRecord.of({**after.target, **target}))
     after = replace(
         after, comparison=compare(before_report, after, metric_table(), base_name=f"before: {subject.name}")
     )

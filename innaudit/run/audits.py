@@ -18,6 +18,7 @@ from innaudit.config.settings import AuditSettings, Config
 from innaudit.core.distributed import SINGLE, RankFailure, Shard
 from innaudit.core.errors import DistributedError, UsageError, clean_text
 from innaudit.core.intervals import rate_intervals
+from innaudit.core.records import RunRecord, TargetRecord
 from innaudit.core.results import AuditResult, Report, SetResult, Status, worst
 from innaudit.core.seeding import stable_seed
 from innaudit.data import Dataset
@@ -167,8 +168,8 @@ def _summary(results: Sequence[SetResult]) -> str:
 class RunHeader:
     """What a report says about the run and the target, known before the first audit starts."""
 
-    run: Mapping[str, Any]
-    target: Mapping[str, Any]
+    run: RunRecord
+    target: TargetRecord
     warnings: tuple[str, ...]
     fail_on: Status
     started: float
@@ -198,14 +199,14 @@ def run_header(
     tgt = {**(target or {}), "info": model.info.to_dict(), "latent_shape": list(latent_shape)}
     if model.latent is not None and not model.latent.single:
         tgt["latent_levels"] = model.latent.describe()  # the flat latent_shape's levels, in order
-    return RunHeader(run, tgt, tuple(warnings), Status(config.fail_on), started)
+    return RunHeader(RunRecord.of(run), TargetRecord.of(tgt), tuple(warnings), Status(config.fail_on), started)
 
 
 def assemble(header: RunHeader, results: Sequence[AuditResult], errors: Sequence[str] = ()) -> Report:
     """The Report from a header and the audit results so far (a run stopped early gives errors)."""
     if not errors and not any(r.status is not Status.SKIP for r in results):
         errors = ("nothing was audited: every selected audit was skipped",)
-    run = {**header.run, "duration_s": round(time.time() - header.started, 4)}
+    run = replace(header.run, duration_s=round(time.time() - header.started, 4))
     return Report(
         tool={"name": "innaudit", "version": __version__},
         run=run,
@@ -351,13 +352,13 @@ def _run_audits(
     errors, header = _mutations(problems, config, header)
     header = replace(
         header,
-        run={**header.run, "threads": run.threads.to_dict()},
+        run=replace(header.run, threads=run.threads.to_dict()),
         warnings=(*header.warnings, *run.cut_warnings()),
     )
     report = apply_waivers(assemble(header, results, [*broken, *errors]), config.waivers)
     if config.budget is None:  # the plan holds timings; without a budget the report stays reproducible
         return report
-    return replace(report, run={**report.run, "plan": run.report(), "replans": run.replans})
+    return replace(report, run=replace(report.run, plan=run.report(), replans=tuple(run.replans)))
 
 
 def _agreed(ctx: AuditContext, shard: Shard, aid: str) -> AuditContext:

@@ -17,6 +17,7 @@ from typing import Any
 
 from innaudit._version import __version__
 from innaudit.audits import REGISTRY, selected_audits
+from innaudit.core.records import RunRecord, TargetRecord
 from innaudit.core.results import AuditResult, Report, Status
 from innaudit.run.audits import RunHeader, assemble, versions
 from innaudit.run.job import Job
@@ -72,7 +73,7 @@ class Partial:
         plan = self.current_plan()
         if plan is None:
             return report
-        return replace(report, run={**report.run, "plan": plan})
+        return replace(report, run=replace(report.run, plan=plan))
 
     def _next_audit(self) -> tuple[str, str] | None:
         """The first selected audit without a result: the one being prepared."""
@@ -87,20 +88,20 @@ class Partial:
         """The report of a run stopped while its model and data were still being loaded."""
         config = self.job.config
 
-        run = {
-            "seed": config.seed,
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "device": config.device,
-            "dtype": "unknown (the model was not loaded)",
-            "versions": versions(),
-            "platform": sys.platform,
-            "config": config.to_dict(),
-        }
+        run = RunRecord(
+            seed=config.seed,
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            device=config.device,
+            dtype="unknown (the model was not loaded)",
+            versions=versions(),
+            platform=sys.platform,
+            config=config.to_dict(),
+        )
         model = self.job.model if isinstance(self.job.model, str) else type(self.job.model).__name__
         return Report(
             tool={"name": "innaudit", "version": __version__},
             run=run,
-            target={"model": model},
+            target=TargetRecord(model=model),
             audits=(),
             errors=(
                 f"the run was stopped while the model and the data were loading: {reason}; "

@@ -152,7 +152,7 @@ def compare(
     if rel_tol < 0 or abs_tol < 0 or math.isnan(rel_tol) or math.isnan(abs_tol):
         raise UsageError(f"tolerances must be >= 0; got rel {rel_tol}, abs {abs_tol}")
     old, now = _numbers(base, table), _numbers(new, table)
-    dtype, norm = str(new.run.get("dtype") or base.run.get("dtype") or "float32"), _full_range_norm(new)
+    dtype, norm = str(new.run.dtype or base.run.dtype or "float32"), _full_range_norm(new)
     deltas = []
     for key in [*now, *(k for k in old if k not in now)]:
         up = (now.get(key) or old[key])[1] is Direction.HIGHER_BETTER
@@ -165,13 +165,13 @@ def compare(
             change = classify(old[key][0], now[key][0], rel_tol, abs_tol, up, floor)
         deltas.append(Delta(*key, _value(old.get(key)), _value(now.get(key)), change, up))
     deltas.sort(key=lambda d: d.change.rank)  # stable: report order within a bucket
-    name = base_name if base_name is not None else str(base.target.get("model", "baseline"))
+    name = base_name if base_name is not None else str(base.target.model or "baseline")
     return Comparison(name, rel_tol, abs_tol, gate, tuple(deltas))
 
 
 def _full_range_norm(report: Report) -> float:
     """``sqrt(D) * (high - low)`` of the model's input domain (1 when the report lacks it)."""
-    domain = (report.target.get("info") or {}).get("domain") or {}
+    domain = (report.target.info or {}).get("domain") or {}
     shape, low, high = domain.get("shape"), domain.get("low"), domain.get("high")
     if not isinstance(shape, list) or not isinstance(low, (int, float)) or not isinstance(high, (int, float)):
         return 1.0

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from innaudit.core.bound_kind import AFFINE_KINDS, BoundKind
+from innaudit.core.metrics import percent
 
 __all__ = [
     "affine_rows",
@@ -50,7 +51,7 @@ def nonconvergence_text(metrics: Mapping[str, Any], blocks: Sequence[Mapping[str
     if fraction > 0:
         parts.insert(
             0,
-            f"{100 * fraction:.1f} % of {metrics.get('n')} samples did not converge (a finite x_hat does not count)",
+            f"{percent(fraction)} of {metrics.get('n')} samples did not converge (a finite x_hat does not count)",
         )
     for b in blocks:
         if not int(b.get("nonconverged") or 0):

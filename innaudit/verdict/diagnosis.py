@@ -144,9 +144,9 @@ class _View:
         self.report = report
         self.table = table or {}
         self.audits = {a.id: a for a in report.audits}
-        datasets = report.run.get("datasets") or []
+        datasets = report.run.datasets or []
         self.roles = {d.get("name"): d.get("role") for d in datasets if isinstance(d, Mapping)}
-        self.model = str(report.target.get("model", "MODEL"))
+        self.model = str(report.target.model or "MODEL")
         self.cuts = budget_cut(report)
 
     def sets(self, audit: str) -> tuple[SetResult, ...]:
@@ -162,14 +162,14 @@ class _View:
 
     def failed(self, result: SetResult) -> bool:
         return result.status.rank >= Status.FAIL.rank or bool(
-            result.waiver and str(result.waiver.get("waived_status")) == "fail"
+            result.waiver and result.waiver.waived_status is Status.FAIL
         )
 
     def warned(self, result: SetResult) -> bool:
         """A set whose worst check warned (waived or not), none failing."""
         if self.failed(result):
             return False
-        return result.status is Status.WARN or bool(result.waiver and str(result.waiver.get("waived_status")) == "warn")
+        return result.status is Status.WARN or bool(result.waiver and result.waiver.waived_status is Status.WARN)
 
     def passed(self, result: SetResult) -> bool:
         return result.status is Status.PASS and not result.waiver
@@ -199,7 +199,7 @@ class _View:
 def budget_cut(report: Report) -> dict[str, str]:
     """``{audit id: what --budget cut}`` from the report's ``run.plan`` (empty without a budget
     or without cuts): ``"steps 200 -> 25; 32 -> 2 samples per set"``."""
-    plan = report.run.get("plan")
+    plan = report.run.plan
     if not isinstance(plan, Mapping) or plan.get("budget_s") is None:
         return {}
     return {
@@ -592,7 +592,7 @@ def rule_token_scales(view: _View) -> list[Statement]:
             Kind.WHY,
             "token-scale",
             f"The autoregressive inverse multiplies each token by exp(a) and feeds it to every later "
-            f"token; a reaches {top:.3g} (|a| > 5 for {share:.2%} of the log-scales) on {_names(failing)}.",
+            f"token; a reaches {top:.3g} (|a| > 5 for {percent(share)} of the log-scales) on {_names(failing)}.",
             evidence,
         ),
         Statement(
@@ -719,7 +719,7 @@ def rule_remedies(view: _View, found: list[Statement]) -> list[Statement]:
         )
     near = {"roundtrip-in-distribution", "attack", "spectrum-in-distribution"}
     if "roundtrip-ood" in rules and not near & set(rules):
-        domain = lookup(view.report.target, "info.domain") or {}
+        domain = (view.report.target.info or {}).get("domain") or {}
         span = f" [{domain.get('low')}, {domain.get('high')}]" if domain.get("low") is not None else ""
         out.append(
             Statement(
@@ -762,7 +762,7 @@ def rule_rerun(view: _View, found: list[Statement]) -> list[Statement]:
             Kind.RERUN,
             "confirm",
             f"After a fix: innaudit run NEW.pt with the same audits and --seed "
-            f"{view.report.run.get('seed')} -o json=new.json, then innaudit compare "
+            f"{view.report.run.seed} -o json=new.json, then innaudit compare "
             "THIS.json new.json.",
         )
     )

@@ -17,7 +17,7 @@ from innaudit.config import waivers as waivers_module
 from innaudit.config.settings import Threshold
 from innaudit.config.waivers import Waiver
 from innaudit.core.metrics import Direction, Metric, direction_of
-from innaudit.core.results import AuditResult, Check, Report, SetResult, Status, lookup, worst
+from innaudit.core.results import AuditResult, Check, Report, SetResult, Status, WaiverOutcome, lookup, worst
 
 __all__ = ["apply_waivers", "judge"]
 
@@ -52,12 +52,7 @@ def judge(
 
 def _waive(result: SetResult, waiver: Waiver, today: dt.date) -> SetResult:
     expired = today >= waiver.expires
-    record = {
-        "reason": waiver.reason,
-        "expires": waiver.expires.isoformat(),
-        "expired": expired,
-        "waived_status": result.status.value,
-    }
+    record = WaiverOutcome(waiver.reason, waiver.expires.isoformat(), expired, result.status)
     return replace(result, status=result.status if expired else Status.PASS, waiver=record)
 
 
@@ -72,7 +67,7 @@ def _audit(audit: AuditResult, waivers: Sequence[Waiver], today: dt.date, used: 
     if not any(r.waiver for r in results):
         return audit
     status = audit.status if audit.status is Status.ERROR else worst(tuple(r.status for r in results))
-    waived = [r.dataset for r in results if r.waiver and not r.waiver["expired"]]
+    waived = [r.dataset for r in results if r.waiver and not r.waiver.expired]
     message = audit.message + (f" (waived: {', '.join(waived)})" if waived else "")
     return replace(audit, status=status, results=tuple(results), message=message)
 

@@ -89,7 +89,7 @@ def limit_words(check: Check, rate: bool) -> str:
         bound = check.warn if check.status is Status.FAIL else check.fail
     if bound is None:
         return "a NaN fails"
-    shown = f"{100 * bound:g} %" if rate else f"{bound:.3g}"
+    shown = percent(bound, exact=True) if rate else f"{bound:.3g}"
     higher_better = check.direction is Direction.HIGHER_BETTER
     if check.status is Status.WARN:
         return f"warns {'below' if higher_better else 'above'} {shown}"

@@ -28,6 +28,7 @@ from innaudit.core.results import (
     Report,
     SetResult,
     Status,
+    WaiverOutcome,
 )
 
 __all__ = [
@@ -69,6 +70,14 @@ def _check(data: Mapping[str, Any]) -> Check:
     )
 
 
+def _waiver(data: Mapping[str, Any] | None) -> WaiverOutcome | None:
+    if data is None:
+        return None
+    return WaiverOutcome(
+        str(data["reason"]), str(data["expires"]), bool(data["expired"]), Status(data["waived_status"])
+    )
+
+
 def _set(data: Mapping[str, Any]) -> SetResult:
     return SetResult(
         data["dataset"],
@@ -77,7 +86,7 @@ def _set(data: Mapping[str, Any]) -> SetResult:
         tuple(_check(c) for c in data.get("checks", [])),
         data.get("message", ""),
         _numbers(data.get("series", {})),
-        waiver=data.get("waiver"),
+        waiver=_waiver(data.get("waiver")),
         intervals={str(k): (float(v[0]), float(v[1])) for k, v in data.get("intervals", {}).items()},
     )
 
@@ -253,7 +262,7 @@ def _set_dict(r: SetResult) -> dict[str, Any]:
         "metrics": r.metrics,
         "checks": [_check_dict(c) for c in r.checks],
         "series": r.series,
-        **({"waiver": r.waiver} if r.waiver is not None else {}),
+        **({"waiver": r.waiver.to_dict()} if r.waiver is not None else {}),
         **({"intervals": {k: list(v) for k, v in r.intervals.items()}} if r.intervals else {}),
     }
 
@@ -280,8 +289,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         {
             "schema_version": report.schema_version,
             "tool": report.tool,
-            "run": report.run,
-            "target": report.target,
+            "run": report.run.to_dict(),
+            "target": report.target.to_dict(),
             "summary": {
                 "status": report.status,
                 "exit_code": int(report.exit_code),

@@ -135,6 +135,15 @@ def _interval(value: Any, where: str) -> None:
         _number(bound, f"{where}[{i}]", finite=True)
 
 
+def _waiver(value: Any, where: str) -> None:
+    data = _mapping(value, where)
+    _str(data.get("reason"), f"{where}.reason")
+    _str(data.get("expires"), f"{where}.expires")
+    if not isinstance(data.get("expired"), bool):
+        raise _bad(f"{where}.expired", "true or false", data.get("expired"))
+    _status(data.get("waived_status"), f"{where}.waived_status")
+
+
 def _set(value: Any, where: str) -> None:
     data = _mapping(value, where)
     _str(data.get("dataset"), f"{where}.dataset")
@@ -144,7 +153,7 @@ def _set(value: Any, where: str) -> None:
     _str(data.get("message", ""), f"{where}.message")
     _tree(_mapping(data.get("series", {}), f"{where}.series"), f"{where}.series")
     if data.get("waiver") is not None:
-        _tree(_mapping(data["waiver"], f"{where}.waiver"), f"{where}.waiver")
+        _waiver(data["waiver"], f"{where}.waiver")
     for key, pair in _mapping(data.get("intervals", {}), f"{where}.intervals").items():
         _interval(pair, f"{where}.intervals.{key}")
 

@@ -57,7 +57,7 @@ _RUNS = (
 
 @pytest.fixture(scope="module")
 def produced() -> dict[str, set[str]]:
-    """Audit id -> every numeric metric path any of the runs produced."""
+    """Audit id -> every metric path (a number or a text such as a block name) any run produced."""
     found: dict[str, set[str]] = defaultdict(set)
     reports = [innaudit.audit(model, config={**_SMALL, **extra}) for model, extra in _RUNS]
     # a multi-scale latent (normflows' Glow): the per-level metrics of roundtrip and sampling
@@ -69,7 +69,7 @@ def produced() -> dict[str, set[str]]:
             assert audit.status is not innaudit.Status.ERROR, (model, audit.id, audit.message)
             for result in audit.results:
                 found[audit.id] |= {
-                    p for p, v in leaves(result.metrics) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                    p for p, v in leaves(result.metrics) if isinstance(v, (int, float, str)) and not isinstance(v, bool)
                 }
     return found
 

@@ -82,7 +82,7 @@ def test_jacobi_capped_below_convergence_is_a_failure_with_its_residual() -> Non
         assert m["culprit"] == "2:AR block 1" and m["first_token"] == 3
         failed = {c.metric for c in r.checks if c.status is Status.FAIL}
         assert {"jacobi.nonconverged_fraction", "jacobi.agreement.max"} <= failed
-        assert "100% of solves stopped at the cap" in r.message
+        assert "100.0 % of solves stopped at the cap" in r.message
 
 
 def test_jacobi_with_enough_sweeps_agrees_with_the_sequential_inverse() -> None:

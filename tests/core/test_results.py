@@ -67,3 +67,43 @@ def test_judge_levels_and_nan() -> None:
 def test_lookup_walks_dotted_paths() -> None:
     assert lookup({"x": {"y": {"z": 3}}}, "x.y.z") == 3
     assert lookup({"x": 1}, "x.y") is None
+
+
+def test_percent_is_the_one_way_a_share_is_written() -> None:
+    """One decimal from 1 %, two significant digits below, never 0.0 % for a non-zero share nor
+    100.0 % below 1; a limit exactly as given; a change with its sign."""
+    from innaudit.core.metrics import percent
+
+    assert [percent(v) for v in (0.0, 0.676, 0.05, 0.0037, 1.2e-5, 0.9995, 1.0)] == [
+        "0.0 %",
+        "67.6 %",
+        "5.0 %",
+        "0.37 %",
+        "0.0012 %",
+        ">99.9 %",
+        "100.0 %",
+    ]
+    assert percent(float("nan")) == "nan"
+    assert percent(0.005, exact=True) == "0.5 %" and percent(0.0, exact=True) == "0 %"
+    assert percent(2.5, signed=True) == "+250.0 %" and percent(-0.004, signed=True) == "-0.40 %"
+
+
+def test_no_module_formats_a_percentage_of_its_own() -> None:
+    """Every share is written by ``core.metrics.percent``: no ``:.0%`` format spec and no
+    ``100 * x`` written with a ``%`` anywhere else in the package (repair's accuracy in points,
+    with two decimals, is the one exception)."""
+    import re
+    from pathlib import Path
+
+    import innaudit
+
+    spec = re.compile(r"\{[^{}]*:[+ ]?[.0-9]*%\}|\{100 \* [^{}]*\} ?%|\{[^{}]*\* 100[^{}]*\} ?%")
+    root = Path(innaudit.__file__).parent
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for path in root.rglob("*.py")
+        if path.relative_to(root).as_posix() not in ("core/metrics.py", "repair/summary.py")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if spec.search(line)
+    ]
+    assert found == []

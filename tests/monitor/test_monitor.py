@@ -79,7 +79,7 @@ def test_a_stable_run_is_never_flagged_with_the_default_noise_battery():
 def test_on_fail_raise_and_warn():
     model = ScaleCoupling()
     monitor = InvertibilityMonitor(model, data=data(), ood={"far": far()}, every=1, on_fail="raise")
-    with pytest.raises(MonitorFailure, match=r"far: 100\.0% of round trips") as caught:
+    with pytest.raises(MonitorFailure, match=r"far: 100\.0 % of round trips") as caught:
         _exploding_run(monitor, model)
     assert caught.value.result.step == 6
     model = ScaleCoupling()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from innaudit.audits import metric_table
-from innaudit.core.results import AuditResult, Check, Report, SetResult, Status
+from innaudit.core.results import AuditResult, Check, Report, SetResult, Status, WaiverOutcome
 from innaudit.verdict.baseline import compare
 
 NASTY = '<script>alert("x")</script> & $\\frac{1}{0}$ %0A, "quoted": {braces} | pipe `tick`'
@@ -20,7 +20,7 @@ def _histogram(nonfinite: int) -> dict:
     return {"edges": [-7 + 0.25 * i for i in range(21)], "counts": [i % 7 for i in range(20)], "nonfinite": nonfinite}
 
 
-def _set(name: str, status: Status, value: float, series: dict, waiver: dict | None = None) -> SetResult:
+def _set(name: str, status: Status, value: float, series: dict, waiver: WaiverOutcome | None = None) -> SetResult:
     check = Check("nonfinite_fraction", value, None, 0.0, status if status is not Status.WARN else Status.WARN)
     metrics = {
         "n": 100,
@@ -69,14 +69,14 @@ def fabricated_report(nasty: bool = True) -> Report:
                     "reconstruction": [[math.nan, 1.0], [0.5, 0.25]],
                 }
             },
-            waiver={"reason": "tracked in #1", "expires": "2020-01-01", "expired": True, "waived_status": "fail"},
+            waiver=WaiverOutcome("tracked in #1", "2020-01-01", True, Status.FAIL),
         ),
         _set(
             "waived",
             Status.PASS,
             0.2,
             {},
-            waiver={"reason": "known <b>issue</b>", "expires": "2999-01-01", "expired": False, "waived_status": "fail"},
+            waiver=WaiverOutcome("known <b>issue</b>", "2999-01-01", False, Status.FAIL),
         ),
     )
     audits = (

@@ -127,7 +127,7 @@ def test_wording_of_rates_and_limits_follows_the_declarations() -> None:
         rate_text(0.676, 500, "samples non-finite", "limit 0 %", (0.634, 0.716))
         == "67.6 % [95 % 63.4 %, 71.6 %] of 500 samples non-finite (limit 0 %)"
     )
-    assert rate_text(0.0004, None, "points") == "<0.1 % points"
+    assert rate_text(0.0004, None, "points") == "0.040 % points"  # never 0.0 % for a non-zero share
     assert limit_text(0.9, Direction.HIGHER_BETTER, False, True) == "minimum 90 %"
     assert limit_text(1e-3, Direction.HIGHER_BETTER, True, False) == "warns below 0.001"
     assert limit_text(None, Direction.HIGHER_WORSE, False, False) == "a NaN fails"

@@ -81,7 +81,7 @@ def test_html_draws_every_series_kind(page: str) -> None:
     assert len(ids) == len(set(ids)), "ids repeat between inline SVGs"
     for text in ("NaN/Inf", "forward.sv_min", "lipschitz_inverse", "reconstruction", "coupling.1"):
         assert text in page
-    assert "<td>EXPIRED</td>" in page and "FAIL waived until 2020-01-01: tracked in #1" in page
+    assert "<td>EXPIRED</td>" in page and "FAIL waiver expired on 2020-01-01: tracked in #1" in page
     assert "<td>WAIVED</td>" in page and "FAIL waived until 2999-01-01: known &lt;b&gt;issue&lt;/b&gt;" in page
     assert "Against the baseline" in page and "regressed" in page
 

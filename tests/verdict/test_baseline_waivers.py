@@ -12,7 +12,7 @@ from innaudit.audits import metric_table, specs
 from innaudit.config import waivers
 from innaudit.config.settings import parse_config
 from innaudit.core.errors import ConfigError
-from innaudit.core.results import AuditResult, Change, ExitCode, Report, SetResult, Status
+from innaudit.core.results import AuditResult, Change, ExitCode, Report, SetResult, Status, WaiverOutcome
 from innaudit.verdict.baseline import classify, compare
 from innaudit.verdict.gate import apply_waivers
 
@@ -117,8 +117,8 @@ def test_a_waiver_turns_a_failure_into_a_documented_pass(monkeypatch: pytest.Mon
     )
     waived = apply_waivers(failing, config.waivers)
     uniform = waived.audits[0].results[0]
-    assert uniform.status is Status.PASS and uniform.waiver["waived_status"] == "fail"
-    assert uniform.waiver["reason"] == "tracked in #7" and not uniform.waiver["expired"]
+    assert uniform.status is Status.PASS and uniform.waiver is not None
+    assert uniform.waiver == WaiverOutcome("tracked in #7", "2025-12-31", False, Status.FAIL)
     assert waived.exit_code is ExitCode.OK and waived.audits[0].status is Status.PASS
     assert any("rademacher matched no failing" in w for w in waived.warnings)
 
@@ -132,7 +132,8 @@ def test_an_expired_waiver_stops_waiving_and_says_so() -> None:
     config = _config([{"audit": "roundtrip", "reason": "until the fix", "expires": "2025-01-31"}])
     expired = apply_waivers(failing, config.waivers, today=dt.date(2025, 1, 31))
     assert expired.exit_code is ExitCode.GATE_FAILED
-    assert expired.audits[0].results[0].waiver["expired"] is True
+    outcome = expired.audits[0].results[0].waiver
+    assert outcome is not None and outcome.expired is True and outcome.waived_status is Status.FAIL
     assert any("expired on 2025-01-31" in w for w in expired.warnings)
     active = apply_waivers(failing, config.waivers, today=dt.date(2025, 1, 30))
     assert active.exit_code is ExitCode.OK
@@ -148,3 +149,35 @@ def test_an_error_is_never_waived() -> None:
     config = _config([{"audit": "roundtrip", "reason": "r", "expires": "2999-01-01"}])
     out = apply_waivers(crashed, config.waivers, today=dt.date(2025, 1, 1))
     assert out.exit_code is ExitCode.NO_VERDICT and out.audits[0].results[0].waiver is None
+
+
+def test_a_waiver_outcome_survives_the_json_round_trip_and_a_malformed_one_is_refused(tmp_path) -> None:
+    """The report's ``waiver`` object reads back as the typed outcome; a hand-edited one whose
+    ``expired`` is not a boolean is refused by path, in one line."""
+    import json
+
+    from innaudit.core.errors import UsageError
+    from innaudit.verdict.report_json import load_report, report_to_dict
+
+    failing = _report({"uniform": 0.3}, Status.FAIL)
+    failing = replace(
+        failing,
+        audits=(replace(failing.audits[0], results=(replace(failing.audits[0].results[0], status=Status.FAIL),)),),
+    )
+    config = _config([{"audit": "roundtrip", "reason": "tracked", "expires": "2025-01-31"}])
+    waived = apply_waivers(failing, config.waivers, today=dt.date(2025, 1, 1))
+    data = report_to_dict(waived)
+    assert data["audits"][0]["results"][0]["waiver"] == {
+        "reason": "tracked",
+        "expires": "2025-01-31",
+        "expired": False,
+        "waived_status": "fail",
+    }
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    back = load_report(path).audits[0].results[0].waiver
+    assert back == WaiverOutcome("tracked", "2025-01-31", False, Status.FAIL)
+    data["audits"][0]["results"][0]["waiver"]["expired"] = "no"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UsageError, match=r"audits\[0\]\.results\[0\]\.waiver\.expired"):
+        load_report(path)

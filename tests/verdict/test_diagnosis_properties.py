@@ -22,7 +22,7 @@ import pytest
 from innaudit.audits import REGISTRY, metric_table
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import Direction, direction_of, percent
-from innaudit.core.results import AuditResult, Report, SetResult, Status, lookup
+from innaudit.core.results import AuditResult, Report, SetResult, Status, WaiverOutcome, lookup
 from innaudit.render.common import findings
 from innaudit.verdict.diagnosis import Kind, Statement, diagnose
 from innaudit.verdict.gate import judge
@@ -204,7 +204,10 @@ def _reports() -> Iterator[tuple[str, Report]]:
     yield "float64-nonfinite", diagnosable_report(float64=True, float64_nonfinite=0.25)
     base = diagnosable_report()
     waived = [
-        replace(a, results=tuple(replace(r, waiver={"waived_status": r.status.value}) for r in a.results))
+        replace(
+            a,
+            results=tuple(replace(r, waiver=WaiverOutcome("known", "2999-01-01", False, r.status)) for r in a.results),
+        )
         for a in base.audits
     ]
     yield "waived", replace(base, audits=tuple(waived))
