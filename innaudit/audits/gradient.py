@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,6 +14,7 @@ from torch import Tensor, nn
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.common import batch_units, progress_counter
+from innaudit.config.choices import GRADIENT_LOSSES, check_choice
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, rate, worse
 from innaudit.core.stats import per_sample_norm, summarize
@@ -36,7 +38,7 @@ __all__ = [
 LossFn = Callable[[Tensor, Tensor | None, Tensor], Tensor]
 """``loss(z, log_det, x) -> scalar``; ``log_det`` is None when the blocks report none."""
 
-LOSSES = ("auto", "nll", "projection", "model")
+LOSSES = GRADIENT_LOSSES
 
 
 def nll_loss(z: Tensor, log_det: Tensor | None, x: Tensor) -> Tensor:
@@ -410,6 +412,11 @@ class Gradient(Audit):
         worse("library_rel_error", doc="memcnn's own memory-saving gradient, relative error"),
         worse("library_angle", "rad", "memcnn's own memory-saving gradient, angle"),
     )
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """``loss`` is one of :data:`innaudit.config.choices.GRADIENT_LOSSES`."""
+        check_choice("gradient.loss", options["loss"], GRADIENT_LOSSES)
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped without ``blocks()``, trainable block parameters, in-distribution data, or when

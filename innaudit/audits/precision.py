@@ -17,6 +17,7 @@ from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.common import batch_units, by_set, full_range_floor, prior_set, progress_counter
 from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
 from innaudit.audits.roundtrip import RoundTrip
+from innaudit.config.choices import PRECISION_NAMES, check_choice
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import Metric, neither, rate, worse
 from innaudit.core.stats import ErrorAccumulator, per_sample_norm, summarize
@@ -62,6 +63,8 @@ LADDER = ("float64", "float32", "float16", "bfloat16")
 an index into it."""
 
 _BY_NAME = {p.name: p for p in PRECISIONS}
+if tuple(_BY_NAME) != PRECISION_NAMES:  # the CLI and the config list the names without torch
+    raise RuntimeError(f"PRECISIONS {tuple(_BY_NAME)} differ from config.choices {PRECISION_NAMES}")
 EXACT_COND_DIM = 1024
 """Largest dimension whose condition number comes from exact Jacobians (Lanczos above)."""
 
@@ -184,6 +187,11 @@ class PrecisionAudit(Audit):
     def capacities(cls, datasets: Sequence[Dataset], options: Mapping[str, Any], samples: int) -> list[int]:
         """Every data set, then the prior draws when ``prior`` is on."""
         return [*super().capacities(datasets, options, samples), *([samples] if options["prior"] else [])]
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """``required`` is one of :data:`innaudit.config.choices.PRECISION_NAMES`."""
+        check_choice("precision.required", options["required"], PRECISION_NAMES)
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped only when there is no data set and the prior set is off."""
