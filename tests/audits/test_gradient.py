@@ -14,7 +14,7 @@ from torch import nn
 
 import innaudit
 from innaudit.audits import REGISTRY
-from innaudit.audits.gradient import culprit
+from innaudit.audits.gradient_compare import culprit
 from innaudit.core.domain import DataDomain
 from innaudit.core.metrics import covers
 from innaudit.core.results import Status, leaves
