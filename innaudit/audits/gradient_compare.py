@@ -221,11 +221,9 @@ def culprit(recon_error: np.ndarray, level: float) -> int:
 
 
 def chain_log_det(blocks: Sequence[InvertibleModel], x: Tensor) -> tuple[Tensor, Tensor | None]:
-    with torch.no_grad():
-        h, lds = x, []
-        for block in blocks:
-            h, ld = block.forward_and_log_det(h)
-            lds.append(ld)
+    """``z`` of the chain of blocks under ``no_grad`` and its summed log-det (None when a block
+    reports none)."""
+    h, lds = forward_chain([_step(block, []) for block in blocks], x)
     return h, _total(lds)
 
 
