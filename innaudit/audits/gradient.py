@@ -215,11 +215,9 @@ class Gradient(Audit):
         total = min(int(ctx.option("batches")) * step, ctx.samples, ds.size)
 
         def work(unit: tuple[int, int, int]) -> tuple[BatchComparison, tuple[float, float] | None]:
-            _, start, stop = unit
-            x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
-            return compare_gradients(blocks, x, loss), library_comparison(
-                ctx.model, wrappers, blocks, x, loss
-            ) if wrappers else None
+            x = ds.make(unit[1], unit[2]).to(device=ctx.device, dtype=ctx.model.dtype)
+            compared = compare_gradients(blocks, x, loss)
+            return compared, library_comparison(ctx.model, wrappers, blocks, x, loss) if wrappers else None
 
         (parts,) = map_batches(ctx, [total], work, step, set_progress(ctx, [ds.name], [total]))
         results = [compared for compared, _ in parts]
