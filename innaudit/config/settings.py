@@ -326,7 +326,7 @@ def parse_config(
         if not isinstance(key, str) or key not in known:
             raise ConfigError(f"config key {short_repr(key)} is unknown{did_you_mean(str(key), known)}")
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
-    options = Config().override(specs, **{k: v for k, v in raw.items() if k in OPTIONS}).override(specs, **given)
+    options = Config().override(specs, **{**{k: v for k, v in raw.items() if k in OPTIONS}, **given})  # flags win
     settings = {aid: _audit_settings(spec, raw.get(aid)) for aid, spec in specs.items()}
     return replace(options, settings=settings, waivers=parse_waivers(raw.get("waivers"), list(specs)))
 

@@ -103,6 +103,8 @@ def test_values_are_normalized_as_the_loader_normalizes_them() -> None:
 def test_options_given_on_the_command_line_win_over_the_file_through_override() -> None:
     config = parse_config({"samples": 50, "fail_on": "warn"}, specs(), {"samples": 7, "fail_on": None})
     assert config.samples == 7 and config.fail_on is Status.WARN
+    # a flag replaces the file's value before it is judged, as the flag is what the run uses
+    assert parse_config({"samples": 0}, specs(), {"samples": 5}).samples == 5
 
 
 def test_audit_choices_are_checked_when_the_config_is_read() -> None:
