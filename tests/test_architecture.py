@@ -7,6 +7,7 @@ Layers, bottom to top (each may import its own layer without circles, and any lo
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,101 @@ def test_no_function_of_the_run_takes_more_than_five_parameters() -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and len(_parameters(node)) > MAX_RUN_PARAMETERS
     ]
     assert not wide, wide
+
+
+ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
+
+
+def _documented_layers() -> list[tuple[list[str], list[str]]]:
+    """The layer table of ``docs/architecture.md``: per row, its packages and the modules it
+    names (``name`` within the row's one package, or ``package.name``)."""
+    rows = []
+    for line in ARCHITECTURE.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].isdigit():
+            rows.append((re.findall(r"`([\w.]+)`", cells[1]), re.findall(r"`([\w.]+)`", cells[2])))
+    return rows
+
+
+def _exists(dotted: str) -> bool:
+    path = PACKAGE.parent / dotted.replace(".", "/")
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def test_the_architecture_page_names_only_what_exists_and_every_layer() -> None:
+    """Every package and module the layer table names exists, its rows are the layer test's
+    layers in order, and the small packages' rows name every module they hold."""
+    rows = _documented_layers()
+    assert [tuple(p) for p, _ in rows] == [tuple(n for n in names if n != "_version") for names in LAYERS]
+    for packages, modules in rows:
+        for module in modules:
+            dotted = module if "." in module else f"{packages[0]}.{module}"
+            assert len(packages) == 1 or "." in module, (packages, module)
+            assert _exists(f"innaudit.{dotted}"), f"docs/architecture.md names innaudit.{dotted}, which does not exist"
+    complete = {"core", "config", "verdict", "run", "model", "safeio"}
+    named = {m if "." in m else f"{p[0]}.{m}" for p, ms in rows for m in ms}
+    for package in complete:
+        held = {f"{package}.{f.stem}" for f in (PACKAGE / package).glob("*.py") if f.stem != "__init__"}
+        assert held <= named, f"docs/architecture.md does not name {sorted(held - named)}"
+
+
+def test_the_layer_test_lists_only_what_exists() -> None:
+    for names in LAYERS:
+        for name in names:
+            assert _exists(f"innaudit.{name}"), f"LAYERS names innaudit.{name}, which does not exist"
+
+
+OPTIONAL_ON_USE = {
+    "safetensors",
+    "zuko",
+    "normflows",
+    "FrEIA",
+    "nflows",
+    "pyro",
+    "memcnn",
+    "matplotlib",
+    "skimage",
+    "PIL",
+    "pyarrow",
+    "lightning",
+    "transformers",
+    "torch.distributed",
+    "ctypes",
+    "posix",
+    "resource",
+}
+"""Libraries a function outside ``cli/`` may import on use: optional extras and platform
+modules (``docs/architecture.md``, "Function-level imports")."""
+
+
+def test_function_level_imports_outside_the_cli_are_optional_or_platform_libraries() -> None:
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if "cli" in path.relative_to(PACKAGE).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for inner in ast.walk(node):
+                if isinstance(inner, ast.Import):
+                    names = [a.name for a in inner.names]
+                elif isinstance(inner, ast.ImportFrom) and inner.level == 0 and inner.module:
+                    names = [inner.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.split(".")[0]
+                    allowed = top == "innaudit" or any(name == o or name.startswith(o + ".") for o in OPTIONAL_ON_USE)
+                    if not allowed:
+                        found.append(f"{path.relative_to(PACKAGE.parent)}:{inner.lineno} {node.name} imports {name}")
+    assert not found, "import these at module level:\n" + "\n".join(sorted(found))
+
+
+def test_tests_import_their_helpers_from_tests_helpers_never_from_a_conftest() -> None:
+    tests = PACKAGE.parent / "tests"
+    found = [
+        str(path.relative_to(tests))
+        for path in tests.rglob("*.py")
+        if path.name != "conftest.py" and re.search(r"^\s*from \S*conftest import", path.read_text(), re.M)
+    ]
+    assert not found, found

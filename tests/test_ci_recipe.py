@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 
 RECIPE = Path(__file__).resolve().parents[1] / "docs" / "github-actions.yml"
 

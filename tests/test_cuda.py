@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import REPO, read_report
+from tests.helpers import REPO, read_report
 
 pytestmark = [
     pytest.mark.cuda,

@@ -1,8 +1,10 @@
-"""The README's console samples are what the renderer prints for the shipped checkpoints.
+"""The console samples of the README and of ``docs/`` are what the renderer prints for the
+shipped checkpoints.
 
-The README shows ``$ COLUMNS=80 innaudit run checkpoints/... --seed S`` blocks followed by their
-output; this test runs each exact command (fixed seed, the README's width) and compares the text.
-After a deliberate change of the console, paste the new output into the README. The samples
+The README and the pages under ``docs/`` show ``$ COLUMNS=80 innaudit run checkpoints/... --seed S``
+blocks followed by their output; this test runs each exact command (fixed seed, the page's
+width) and compares the text. After a deliberate change of the console, paste the new output
+into the page. The samples
 come from one torch thread, as the tests run (``tests/conftest.py``): with another thread count
 the last digit of an error can differ, since float sums are reduced in another order.
 """
@@ -13,18 +15,29 @@ import doctest
 import math
 import re
 import shlex
+from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, invoke_cli
+from tests.helpers import REPO, invoke_cli
 
 README = REPO / "README.md"
+PAGES = (README, *sorted((REPO / "docs").glob("*.md")))
 PROMPT = "$ COLUMNS="
 
 
 def _samples() -> list[tuple[dict[str, str], list[str], str]]:
-    """Every README console block that starts with ``$ COLUMNS=``: env, arguments, output."""
-    lines = README.read_text(encoding="utf-8").splitlines(keepends=True)
+    """Every console block of the README and of ``docs/`` that starts with ``$ COLUMNS=``: env,
+    arguments, output, in page order."""
+    found = []
+    for page in PAGES:
+        found += _page_samples(page)
+    return found
+
+
+def _page_samples(page: Path) -> list[tuple[dict[str, str], list[str], str]]:
+    """The ``$ COLUMNS=`` console blocks of one page."""
+    lines = page.read_text(encoding="utf-8").splitlines(keepends=True)
     found = []
     for start in (i for i, line in enumerate(lines) if line.startswith(PROMPT) and lines[i - 1] == "```\n"):
         stop = next(i for i in range(start, len(lines)) if lines[i] == "```\n")
@@ -106,7 +119,8 @@ MARKS = {1: pytest.mark.slow}
 
 
 def test_the_readme_commands_are_pinned() -> None:
-    assert len(SAMPLES) == 2, "expected the digits-affine and digits-affine-deep samples"
+    assert len(SAMPLES) == 2, "expected the digits-affine (README) and digits-affine-deep (docs/attack.md) samples"
+    assert len(_page_samples(README)) == 1, "the README shows the digits-affine sample"
     for env, args, _ in SAMPLES:
         assert env == {"COLUMNS": "80"} and args[:2] == ["innaudit", "run"]
         assert "--seed" in args  # fixed, so the numbers are stable
@@ -153,9 +167,46 @@ def test_a_partly_non_finite_set_s_max_error_is_compared_by_its_gate_band() -> N
 
 
 def test_readme_python_examples_run_as_written() -> None:
-    """The README's ``>>>`` blocks (the Python API section) run and print what they show."""
+    """The ``>>>`` blocks of ``docs/api.md`` (the Python API) run and print what they show."""
     result = doctest.testfile(
-        str(README), module_relative=False, verbose=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+        str(REPO / "docs" / "api.md"),
+        module_relative=False,
+        verbose=False,
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
     )
-    assert result.attempted >= 8, "the README lost its Python examples"
+    assert result.attempted >= 8, "docs/api.md lost its Python examples"
     assert result.failed == 0
+
+
+def test_the_api_page_draws_the_whole_error_tree() -> None:
+    """``docs/api.md``'s error tree is the class tree of ``innaudit.core.errors``: every
+    subclass of ``InnauditError`` under its own parent, none missing (``DistributedError`` was)."""
+    from innaudit.core import errors
+
+    text = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    block = text.split("```text\nInnauditError", 1)[1].split("```", 1)[0]
+    drawn: dict[str, str] = {}
+    parents = ["InnauditError"]
+    for line in block.splitlines()[1:]:
+        match = re.match(r"^([│ ]*)[├└]── (\w+)", line)
+        assert match, line
+        depth = len(match.group(1)) // 4
+        del parents[depth + 1 :]
+        drawn[match.group(2)] = parents[depth]
+        parents.append(match.group(2))
+    classes = {
+        name: cls.__mro__[1].__name__
+        for name, cls in vars(errors).items()
+        if isinstance(cls, type) and issubclass(cls, errors.InnauditError) and cls is not errors.InnauditError
+    }
+    assert drawn == classes
+
+
+def test_every_relative_link_of_the_readme_and_docs_points_at_a_file() -> None:
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if "://" not in target and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(REPO)} -> {target}")
+    assert not broken, broken
+    assert len(_page_samples(README)) + len(re.findall(r"\]\(docs/", README.read_text(encoding="utf-8"))) > 10

@@ -10,6 +10,7 @@ from __future__ import annotations
 from innaudit.audits import (  # noqa: F401  (registers)
     attack,
     bounds,
+    convergence,
     gradient,
     grid,
     layers,
@@ -18,6 +19,7 @@ from innaudit.audits import (  # noqa: F401  (registers)
     roundtrip,
     sampling,
     spectrum,
+    tokens,
 )
 from innaudit.audits.base import REGISTRY, Audit, AuditContext, Measurement, metric_table, register, specs
 from innaudit.config.settings import Config
@@ -36,12 +38,14 @@ __all__ = [
 
 RUN_ORDER = (
     "roundtrip",
+    "convergence",
     "sampling",
     "precision",
     "attack",
     "spectrum",
     "bounds",
     "layers",
+    "tokens",
     "logdet",
     "grid",
     "gradient",

@@ -7,6 +7,7 @@ The search itself (region, objectives, sign-gradient ascent, random search) is
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -59,13 +60,10 @@ def _curve(attack: AttackResult, search: AttackResult) -> dict[str, list[float]]
     def stats(curve: list[Tensor]) -> tuple[list[float], list[float], list[float]]:
         stack = torch.stack(curve).double().numpy()
         finite = np.where(np.isfinite(stack), stack, np.nan)
-        with np.errstate(all="ignore"):
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                median = np.nan_to_num(np.nanmedian(finite, axis=1), nan=0.0)
-                high = np.nan_to_num(np.nanmax(finite, axis=1), nan=0.0)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            median = np.nan_to_num(np.nanmedian(finite, axis=1), nan=0.0)
+            high = np.nan_to_num(np.nanmax(finite, axis=1), nan=0.0)
         return median.tolist(), high.tolist(), (~np.isfinite(stack)).mean(axis=1).tolist()
 
     total = len(attack.curve)

@@ -1,61 +1,101 @@
 """Certified global Lipschitz bounds of invertible blocks, from their parameters.
 
 For a block ``f`` the pair ``(L, L_inv)`` bounds ``Lip(f)`` and ``Lip(f^-1)`` on all of
-``R^d`` in the L2 norm (Behrmann et al., AISTATS 2021, https://arxiv.org/abs/2006.09347, the block lemmas of Section 3). A
-composition is bounded by the product of its blocks' bounds.
+``R^d`` in the L2 norm (Behrmann et al., AISTATS 2021, https://arxiv.org/abs/2006.09347, the
+block lemmas of Section 3). A composition is bounded by the product of its blocks' bounds, and,
+where every block is a chain of linear maps and activations, by the tighter chain bound of
+:mod:`innaudit.linalg.chain`.
 
-The hook: any block (``nn.Module``) may define ``lipschitz_bounds(self) -> tuple[float, float] |
-None``; when present it is used as is (``None``: no global bound exists). Residual blocks
-(``innaudit.zoo.residual``) return ``(1 + c, 1 / (1 - c))``. Zoo blocks without the method are
-handled by :data:`RULES`, keyed by block type and registered by the module that defines the
-type (:mod:`innaudit.zoo.bounds` for the zoo's blocks).
+Where a block's bound comes from, in order:
 
-``Lip(t)`` of a coupling net is the product of its layers' operator norms times the
-activations' constants (ReLU, LeakyReLU, Tanh, ELU: 1; Sigmoid: 1/4; SiLU: 1.0998). Linear
-layers: ``||W||_2`` by SVD in float64. Conv2d layers: the operator norm of the convolution *at
-the input resolution* with its padding and stride, by SVD of the operator's matrix (built in
-float64 by convolving the identity basis) when it has at most 2^24 entries; otherwise the bound
-``sqrt(kh * kw) * ||W_mat||_2`` with ``W_mat`` the ``(C_out, C_in kh kw)`` kernel matrix:
-``conv(x) = W_mat unfold(x)`` and every input element appears in at most ``kh kw`` patches, so
-``||unfold(x)|| <= sqrt(kh kw) ||x||``. (The reshaped kernel's norm alone, what
-``torch.nn.utils.spectral_norm`` uses, is not a bound of the operator.)
+1. a **residual block** ``y = x + g(x)`` described by a registered :func:`register_residual`
+   rule (the zoo's blocks, normflows ``Residual``, FrEIA ``IResNetLayer``): ``c >= Lip(g)`` is
+   certified from ``g``'s layers as they act in eval (:func:`net_bound`), and
+   ``Lip(f) <= min(1 + c, chain bound of x + g(x))``, ``Lip(f^-1) <= 1 / (1 - c)`` (no inverse
+   bound when ``c >= 1``: the fixed-point inverse is then not guaranteed to converge). The
+   library's own estimate of ``Lip(g)`` (power iteration, a lower bound of each layer's norm)
+   is kept beside it.
+2. the block's own ``lipschitz_bounds(self) -> tuple[float, float] | None`` hook, used as is
+   (``None``: no global bound exists);
+3. a rule in :data:`RULES`, keyed by block type and registered by the module that defines the
+   type (:mod:`innaudit.zoo.bounds` for the zoo's blocks).
+
+``Lip(t)`` of a net (:func:`net_bound`) is the smaller of the product of its layers' certified
+norms (:mod:`innaudit.linalg.operators`: SVD, Gram iteration with the layer's real padding,
+stride and dilation) times the activations' largest slopes, and the chain bound of its layers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from innaudit.core.bound_kind import BoundKind
+from innaudit.linalg.chain import Stage, chain_bound, net_stages, skip_stages
+from innaudit.linalg.operators import conv_operator_norm, layer_norm
+
 __all__ = [
+    "CHAINS",
     "RULES",
     "BlockBound",
+    "LayerNorm",
+    "NetBound",
+    "ResidualBranch",
     "block_bound",
+    "block_stages",
     "conv_operator_norm",
-    "layer_norm",
+    "flat_layers",
+    "net_bound",
     "net_lipschitz",
+    "register_chain",
     "register_net",
+    "register_residual",
     "register_rule",
+    "residual_branch",
 ]
 
-EXACT_CONV_ENTRIES = 1 << 24
 
-ACTIVATIONS: dict[type[nn.Module], float] = {
-    nn.ReLU: 1.0,
-    nn.Tanh: 1.0,
-    nn.ELU: 1.0,
-    nn.Identity: 1.0,
-    nn.Softplus: 1.0,
-    nn.Dropout: 1.0,
-    nn.Sigmoid: 0.25,
-    nn.SiLU: 1.0998,
-    nn.Hardtanh: 1.0,
-}
+@dataclass(frozen=True)
+class LayerNorm:
+    """One layer's certified norm: ``name`` (``index:Type``), ``norm``, ``how``."""
+
+    name: str
+    norm: float
+    how: str
+
+
+@dataclass(frozen=True)
+class NetBound:
+    """A certified ``Lip(t)`` of a feed-forward net.
+
+    Attributes:
+        bound: the smaller of ``product`` and ``chain``.
+        product: the product of the layers' certified norms and activation slopes.
+        chain: the chain bound (None when the net is too large for dense matrices).
+        layers: each layer's certified norm, in order.
+    """
+
+    bound: float
+    product: float
+    chain: float | None
+    layers: tuple[LayerNorm, ...]
+
+    def describe(self) -> str:
+        """One line: which bound won, from what."""
+        linear = [la for la in self.layers if "slope" not in la.how]
+        worst = max(linear, key=lambda la: la.norm, default=None)
+        text = f"product {self.product:.4g}"
+        if self.chain is not None:
+            text += f", chain {self.chain:.4g}"
+        if worst is not None:
+            text += f"; largest layer {worst.name} {worst.norm:.4g} ({worst.how})"
+        return text
 
 
 @dataclass(frozen=True)
@@ -63,70 +103,57 @@ class BlockBound:
     """Bounds of one block: ``forward``/``inverse`` are None when no global bound exists.
 
     Attributes:
-        name: the block's name (type and index).
+        name: the block's name (index and type).
         forward: bound on ``Lip(f)``.
         inverse: bound on ``Lip(f^-1)``.
         how: one line saying where the numbers come from, or why there are none.
+        kind: the rule that bounded it (:class:`~innaudit.core.bound_kind.BoundKind`), which
+            the diagnosis reads.
+        lip_g: residual blocks: the certified ``Lip(g)``.
+        lip_g_estimate: residual blocks: the library's own estimate of ``Lip(g)`` (None when
+            it keeps none).
+        estimate_how: where that estimate comes from.
+        layers: the certified norms of the block's layers (residual branch, coupling net).
+        empirical: for a block without a global bound, why any certificate is empirical
+            (unbounded scale); the audit then measures its log-scale range.
     """
 
     name: str
     forward: float | None
     inverse: float | None
     how: str
+    kind: BoundKind = BoundKind.UNKNOWN
+    lip_g: float | None = None
+    lip_g_estimate: float | None = None
+    estimate_how: str = ""
+    layers: tuple[LayerNorm, ...] = field(default=())
+    empirical: str = ""
 
-
-def conv_operator_norm(layer: nn.Conv2d, in_shape: tuple[int, ...]) -> tuple[float, str]:
-    """Operator norm of ``layer`` (bias excluded) on inputs of shape ``(C, H, W)``."""
-    weight = layer.weight.detach().double()
-    if weight.shape[-2:] == (1, 1) and layer.groups == 1 and _zero_padding(layer):
-        # a 1x1 convolution applies the same matrix at every position: its norm is ||W||_2
-        return float(torch.linalg.matrix_norm(weight.flatten(1), ord=2)), "exact (1x1: ||W||_2)"
-    numel = math.prod(in_shape)
-    out_numel = math.prod(_probe(layer, in_shape))
-    if numel * out_numel <= EXACT_CONV_ENTRIES:
-        basis = torch.eye(numel, dtype=torch.float64, device=weight.device).reshape(numel, *in_shape)
-        out = F.conv2d(basis, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
-        return float(torch.linalg.matrix_norm(out.reshape(numel, -1), ord=2)), "exact operator SVD"
-    kh, kw = weight.shape[-2:]
-    if layer.groups == 1:
-        mat = weight.reshape(weight.shape[0], -1)
-        return float(math.sqrt(kh * kw) * torch.linalg.matrix_norm(mat, ord=2)), "sqrt(k) kernel bound"
-    blocks = weight.reshape(layer.groups, -1, *weight.shape[1:]).flatten(2)
-    norm = torch.linalg.matrix_norm(blocks, ord=2).max()
-    return float(math.sqrt(kh * kw) * norm), "sqrt(k) grouped kernel bound"
-
-
-def _zero_padding(layer: nn.Conv2d) -> bool:
-    pad = layer.padding
-    return pad != "same" and all(p == 0 for p in (pad if isinstance(pad, tuple) else (pad,)))
-
-
-def layer_norm(layer: nn.Module, in_shape: tuple[int, ...]) -> float | None:
-    """Lipschitz bound of one feed-forward layer (None when its type is unknown)."""
-    if isinstance(layer, nn.Linear):
-        return float(torch.linalg.matrix_norm(layer.weight.detach().double(), ord=2))
-    if isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros":
-        return conv_operator_norm(layer, in_shape)[0]
-    if isinstance(layer, nn.LeakyReLU):
-        return max(1.0, abs(layer.negative_slope))
-    for kind, constant in ACTIVATIONS.items():
-        if type(layer) is kind:
-            return constant
-    hook = getattr(layer, "lipschitz_constant", None)
-    return float(hook()) if callable(hook) else None
+    @property
+    def worst_layer(self) -> LayerNorm | None:
+        """The linear layer with the largest certified norm."""
+        linear = [la for la in self.layers if "slope" not in la.how]
+        return max(linear, key=lambda la: la.norm, default=None)
 
 
 NETS: dict[type[nn.Module], Callable[[Any], list[nn.Module]]] = {}
 """How to list the layers of a network type in order (the zoo registers its MLP and conv nets)."""
 
 
-def _layers(net: nn.Module) -> list[nn.Module] | None:
+def register_net(kind: type[nn.Module], layers: Callable[[Any], list[nn.Module]]) -> None:
+    """Register how to list the layers of networks of type ``kind``, in order."""
+    NETS[kind] = layers
+
+
+def flat_layers(net: nn.Module) -> list[nn.Module]:
+    """The layers of ``net`` in order: a registered net type, an ``nn.Sequential`` (nested
+    ones flattened), or the module itself."""
     for kind, unpack in NETS.items():
         if isinstance(net, kind):
-            return unpack(net)
+            return [la for sub in unpack(net) for la in flat_layers(sub)]
     if isinstance(net, nn.Sequential):
-        return list(net)
-    return None
+        return [la for sub in net for la in flat_layers(sub)]
+    return [net]
 
 
 def _probe(layer: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -137,20 +164,95 @@ def _probe(layer: nn.Module, in_shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(layer(torch.zeros(1, *in_shape, dtype=dtype, device=device)).shape[1:])
 
 
-def net_lipschitz(net: nn.Module, in_shape: tuple[int, ...]) -> float | None:
-    """``Lip(t)`` of a feed-forward net as the product of its layers' bounds (None if unknown)."""
-    layers = _layers(net)
-    if layers is None:
-        return layer_norm(net, in_shape)
-    total, shape = 1.0, in_shape
-    for layer in layers:
-        sub = _layers(layer)
-        bound = net_lipschitz(layer, shape) if sub is not None else layer_norm(layer, shape)
-        if bound is None:
+def net_bound(net: nn.Module | Sequence[nn.Module], in_shape: tuple[int, ...]) -> NetBound | None:
+    """A certified ``Lip`` of a feed-forward net (a module or its layers in order) on inputs
+    of ``in_shape``; None when a layer is of unknown type."""
+    layers = [la for m in net for la in flat_layers(m)] if isinstance(net, Sequence) else flat_layers(net)
+    norms: list[LayerNorm] = []
+    shape = tuple(int(s) for s in in_shape)
+    for i, layer in enumerate(layers):
+        if isinstance(layer, nn.Flatten):
+            shape = _probe(layer, shape)
+            continue
+        found = layer_norm(layer, shape)
+        if found is None:
             return None
-        total *= bound
+        norms.append(LayerNorm(f"{i}:{type(layer).__name__}", found[0], found[1]))
         shape = _probe(layer, shape)
-    return total
+    product = math.prod(la.norm for la in norms)
+    stages = net_stages(layers, in_shape)
+    chain = chain_bound(stages) if stages else None
+    best = min(product, chain) if chain is not None else product
+    return NetBound(best, product, chain, tuple(norms))
+
+
+def net_lipschitz(net: nn.Module, in_shape: tuple[int, ...]) -> float | None:
+    """``Lip(t)`` of a feed-forward net (:func:`net_bound`), or None if a layer is unknown."""
+    found = net_bound(net, in_shape)
+    return found.bound if found is not None else None
+
+
+@dataclass(frozen=True)
+class ResidualBranch:
+    """The branch ``g`` of a residual block ``y = x + g(x)`` as it acts in eval.
+
+    Attributes:
+        layers: ``g``'s layers in order as plain modules (``nn.Linear`` / ``nn.Conv2d`` with the
+            effective, normalized weights; activations with known slope ranges).
+        estimate: the library's own estimate of ``Lip(g)`` (None when it keeps none).
+        estimate_how: where that estimate comes from.
+        inverted: the block's forward (data to latent) is the fixed point, its inverse
+            ``x + g(x)`` (normflows ``Residual(reverse=False)``): the two bounds swap.
+    """
+
+    layers: tuple[nn.Module, ...]
+    estimate: float | None = None
+    estimate_how: str = ""
+    inverted: bool = False
+
+
+RESIDUALS: list[tuple[Callable[[nn.Module], bool], Callable[[Any, tuple[int, ...]], ResidualBranch]]] = []
+"""``(matches(block), describe(block, in_shape))`` pairs for residual block types."""
+
+
+def register_residual(
+    matches: Callable[[nn.Module], bool], describe: Callable[[Any, tuple[int, ...]], ResidualBranch]
+) -> None:
+    """Declare that blocks for which ``matches(block)`` holds are ``x + g(x)`` with ``g`` as
+    ``describe(block, in_shape)`` gives it."""
+    RESIDUALS.append((matches, describe))
+
+
+def residual_branch(block: nn.Module, in_shape: tuple[int, ...]) -> ResidualBranch | None:
+    """The residual branch of ``block`` when a registered rule recognizes it."""
+    for matches, describe in RESIDUALS:
+        if matches(block):
+            return describe(block, in_shape)
+    return None
+
+
+def _residual_bound(block: nn.Module, branch: ResidualBranch, in_shape: tuple[int, ...], name: str) -> BlockBound:
+    g = net_bound(branch.layers, in_shape)
+    if g is None:
+        return BlockBound(name, None, None, "residual branch has a layer without a known norm", kind=BoundKind.RESIDUAL)
+    c = g.bound
+    forward = 1.0 + c
+    stages = net_stages(branch.layers, in_shape)
+    if stages:
+        chained = chain_bound(skip_stages(stages, math.prod(in_shape)))
+        forward = min(forward, chained) if chained is not None else forward
+    inverse = 1.0 / (1.0 - c) if c < 1.0 else None
+    how = f"residual block, Lip(g) <= {c:.4g} ({g.describe()})"
+    if inverse is None:
+        how += ": not a contraction, the fixed-point inverse is not guaranteed to converge"
+    if branch.inverted:
+        how += "; the block's forward is the fixed point"
+        return BlockBound(
+            name, inverse, forward, how, BoundKind.RESIDUAL, c, branch.estimate, branch.estimate_how, g.layers
+        )
+    return BlockBound(
+        name, forward, inverse, how, BoundKind.RESIDUAL, c, branch.estimate, branch.estimate_how, g.layers
+    )
 
 
 RULES: dict[type[nn.Module], Callable[[nn.Module, tuple[int, ...]], BlockBound]] = {}
@@ -163,22 +265,61 @@ def register_rule(kind: type[nn.Module], rule: Callable[[Any, tuple[int, ...]], 
     RULES[kind] = rule
 
 
-def register_net(kind: type[nn.Module], layers: Callable[[Any], list[nn.Module]]) -> None:
-    """Register how to list the layers of networks of type ``kind``, in order."""
-    NETS[kind] = layers
+MATCHED_RULES: list[tuple[Callable[[nn.Module], bool], Callable[[Any, tuple[int, ...]], BlockBound]]] = []
+"""``(matches(block), rule)`` pairs: the bounds of library block types, recognized by a test
+rather than a class (the library need not be importable here)."""
+
+
+def register_matched_rule(
+    matches: Callable[[nn.Module], bool], rule: Callable[[Any, tuple[int, ...]], BlockBound]
+) -> None:
+    """Register the bound of blocks for which ``matches(block)`` holds (after the typed rules)."""
+    MATCHED_RULES.append((matches, rule))
 
 
 def block_bound(block: nn.Module, in_shape: tuple[int, ...], name: str = "") -> BlockBound:
     """Bounds of ``block`` on inputs of shape ``in_shape`` (no batch dimension)."""
     name = name or type(block).__name__
+    branch = residual_branch(block, in_shape)
+    if branch is not None:
+        return _residual_bound(block, branch, in_shape, name)
     hook = getattr(block, "lipschitz_bounds", None)
     if callable(hook):
         pair = hook()
         if pair is None:
-            return BlockBound(name, None, None, f"{type(block).__name__}.lipschitz_bounds(): none")
-        return BlockBound(name, float(pair[0]), float(pair[1]), f"{type(block).__name__}.lipschitz_bounds()")
-    for kind, rule in RULES.items():
+            return BlockBound(name, None, None, f"{type(block).__name__}.lipschitz_bounds(): none", kind=BoundKind.HOOK)
+        return BlockBound(
+            name, float(pair[0]), float(pair[1]), f"{type(block).__name__}.lipschitz_bounds()", kind=BoundKind.HOOK
+        )
+    found = [rule for kind, rule in RULES.items() if isinstance(block, kind)]
+    found += [rule for matches, rule in MATCHED_RULES if matches(block)]
+    if found:
+        return dataclasses.replace(found[0](block, in_shape), name=name)
+    return BlockBound(
+        name, None, None, f"no Lipschitz rule for block type {type(block).__name__}", kind=BoundKind.UNKNOWN
+    )
+
+
+CHAINS: dict[type[nn.Module], Callable[[Any, tuple[int, ...], bool], list[Stage] | None]] = {}
+"""How a block type is a chain (:mod:`.chain`) forward (``inverse=False``) or inverse."""
+
+
+def register_chain(kind: type[nn.Module], stages: Callable[[Any, tuple[int, ...], bool], list[Stage] | None]) -> None:
+    """Register ``stages(block, in_shape, inverse) -> list[Stage] | None`` for blocks of ``kind``."""
+    CHAINS[kind] = stages
+
+
+def block_stages(block: nn.Module, in_shape: tuple[int, ...], inverse: bool) -> list[Stage] | None:
+    """The block's map (or its inverse) as a chain, or None when it is not one (or too large):
+    residual blocks forward (their inverse iterates), and registered block types. ``in_shape``
+    is the shape of the block's *forward* input in both directions."""
+    branch = residual_branch(block, in_shape)
+    if branch is not None:
+        if inverse != branch.inverted:
+            return None
+        stages = net_stages(branch.layers, in_shape)
+        return skip_stages(stages, math.prod(in_shape)) if stages else None
+    for kind, rule in CHAINS.items():
         if isinstance(block, kind):
-            b = rule(block, in_shape)
-            return BlockBound(name, b.forward, b.inverse, b.how)
-    return BlockBound(name, None, None, f"no Lipschitz rule for block type {type(block).__name__}")
+            return rule(block, in_shape, inverse)
+    return None

@@ -110,6 +110,11 @@ def _domain(module: Any, fallback: Callable[[], DataDomain] | None, what: str) -
     domain = declared_domain(module)
     if domain is not None:
         return domain
+    adapter = find_adapter(module)
+    inferred = getattr(adapter, "declared_domain", None) if adapter is not None else None
+    domain = inferred(module) if inferred is not None else None
+    if domain is not None:  # a convention that fixes the input (ml-tarflow: img_size, [-1, 1])
+        return domain
     if fallback is None:
         raise LoadError(
             f"{what} does not declare its input shape; pass --data FILE (its shape and "
@@ -135,6 +140,7 @@ def _from_factory(
         )
     target: dict[str, Any] = {"model": spec, "loader": f"factory-{kind}"}
     flags: list[str] = []
+    stripped = None
     if weights:
         path = Path(weights)
         if not isinstance(built, nn.Module):
@@ -145,10 +151,13 @@ def _from_factory(
         digest, reading = load_state_dict_into(built, path, weights_key, limits)
         target.update(weights=str(path), weights_sha256=digest, weights_reading=reading)
         target["weights_key"] = reading["weights_key"]
+        stripped = reading.get("stripped")
         flags = set_init_flags(built)
     source = {"factory": spec, "weights": weights or ""}
     adapted = adapt_object(built, _domain(built, fallback, spec), source, condition)
     notes = adapted.warnings
+    if weights and stripped:
+        notes = (f"stripped the training wrapper's key prefix {stripped!r} from --weights {path.name}", *notes)
     if weights and flags:
         notes = (
             f"set the data-dependent initialization flag(s) {', '.join(flags[:6])} after loading "

@@ -10,14 +10,16 @@ The least a user provides: ``forward(x) -> z`` or ``(z, log_det)``, and ``invers
   ``flows``, ``transforms`` or ``steps``;
 - ``block_names``: one report name per block;
 - ``input_shape``, ``data_range`` (``(low, high)``), ``data_levels``: the data domain;
-- ``inverse_kind``, ``log_det_kind``, ``inverse_tolerance``, ``inverse_max_iter``.
+- ``inverse_kind``, ``log_det_kind``, ``inverse_tolerance``, ``inverse_max_iter``;
+- ``sample_prior(eps, temperature) -> z``: the model's own prior draw from standard normal
+  ``eps`` (a learned prior variance); without it the prior is ``N(0, T^2 I)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -177,4 +179,10 @@ def adapt_module(
     if found is not None:
         info = replace(info, source={**info.source, "blocks": f"{found[1]} ({len(found[0])} blocks)"})
     blocks_fn = _blocks_of(info) if found else None
-    return InvertibleModel(module, _call_forward, _call_inverse, info, blocks_fn=blocks_fn)
+    prior_fn = _own_prior if callable(getattr(module, "sample_prior", None)) else None
+    return InvertibleModel(module, _call_forward, _call_inverse, info, blocks_fn=blocks_fn, prior_fn=prior_fn)
+
+
+def _own_prior(module: nn.Module, eps: Tensor, temperature: float, generator: Any) -> Any:
+    """The module's ``sample_prior(eps, temperature)`` (it draws nothing itself)."""
+    return cast(Any, module).sample_prior(eps, temperature)

@@ -65,6 +65,11 @@ HEADLINES: dict[str, tuple[Headline, ...]] = {
         ("max block err", "block_rel_error.max", "num"),
         ("first failing block", "culprit", "text"),
     ),
+    "tokens": (
+        ("non-finite", "nonfinite_fraction", "rate"),
+        ("max acc err", "chain_rel_error.max", "num"),
+        ("leaves rounding at", "where", "text"),
+    ),
     "logdet": (("non-finite", "nonfinite_fraction", "rate"), ("max rel err", "rel_error.max", "num")),
     "grid": (
         ("non-finite", "nonfinite_fraction", "rate"),

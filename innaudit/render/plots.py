@@ -12,7 +12,10 @@ One function per ``series`` kind of :class:`innaudit.core.results.SetResult`:
   (round-trip error against float64, float32, float16, bfloat16...);
 - ``grid`` ``{"x": [...], "y": [...], metric: [[row], ...]}``: 2D maps (log colour scale, NaN and
   Inf masked and drawn black), the paper's checkerboard figure;
-- ``images`` ``{label: image}``: witness images (x, x', reconstruction), grey or RGB.
+- ``images`` ``{label: image}``: witness images (x, x', reconstruction), grey or RGB;
+- ``tokens`` ``{"block": [names], metric: [[per-token value] per block]}``: block x token heat
+  maps of an autoregressive flow (tokens in each block's own order), log colour scale, NaN and
+  Inf drawn black.
 
 Determinism: the Agg backend, ``svg.hashsalt`` set per figure (so ids differ between figures but
 not between runs), text kept as text (``svg.fonttype = none``), and no date in the metadata.
@@ -25,6 +28,8 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
 
 __all__ = ["KINDS", "plot_series"]
 
@@ -222,13 +227,18 @@ def precisions(series: Mapping[str, Any], title: str) -> Any:
 
 def grid(series: Mapping[str, Any], title: str) -> Any:
     """2D maps of each metric, log colour scale, NaN/Inf masked (drawn black)."""
-    import numpy as np
     from matplotlib.colors import LogNorm, Normalize
 
-    keys = [k for k in _metric_keys(series, "") if k not in ("x", "y")]
-    fig = _figure(3.4 * max(1, len(keys)), 3.0)
-    axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
     xs, ys = np.asarray(series.get("x", []), float), np.asarray(series.get("y", []), float)
+    keys = [k for k in series if k not in ("x", "y")]
+    for key in keys:
+        shape = np.shape(series[key]) if isinstance(series[key], list | tuple) else ()
+        if shape != (ys.size, xs.size):
+            raise ValueError(f"grid metric {key!r} is not a {ys.size} x {xs.size} array (len(y) x len(x))")
+    if not keys:
+        raise ValueError("grid series has no metric besides x and y")
+    fig = _figure(3.4 * len(keys), 3.0)
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, key in zip(axes, keys, strict=False):
         data = np.ma.masked_invalid(np.asarray(series[key], dtype=float))
         good = data.compressed()
@@ -249,8 +259,6 @@ def grid(series: Mapping[str, Any], title: str) -> Any:
 
 
 def _image(raw: Any) -> Any:
-    import numpy as np
-
     arr = np.asarray(raw, dtype=float)
     while arr.ndim > 3 or (arr.ndim == 3 and arr.shape[0] == 1):
         arr = arr[0]
@@ -261,7 +269,6 @@ def _image(raw: Any) -> Any:
 
 def images(series: Mapping[str, Any], title: str) -> Any:
     """Witness images side by side (x, x', reconstruction...), each on its own colour range."""
-    import numpy as np
 
     labels = list(series)
     fig = _figure(1.6 * max(1, len(labels)) + 0.4, 2.0)
@@ -285,6 +292,30 @@ def images(series: Mapping[str, Any], title: str) -> Any:
     return fig
 
 
+def tokens(series: Mapping[str, Any], title: str) -> Any:
+    """Block x token heat maps, one panel per metric: a row per block, a column per token step."""
+    from matplotlib.colors import LogNorm, Normalize
+
+    names = [str(n) for n in series.get("block", [])]
+    keys = _metric_keys(series, "block")
+    fig = _figure(3.6 * max(1, len(keys)), 0.9 + 0.28 * max(1, len(names)))
+    axes = fig.subplots(1, max(1, len(keys)), squeeze=False)[0]
+    for ax, key in zip(axes, keys, strict=False):
+        data = np.ma.masked_invalid(np.asarray(series[key], dtype=float).reshape(len(names), -1))
+        good = data.compressed()
+        positive = good.size > 0 and good.min() > 0
+        norm = LogNorm(good.min(), max(good.max(), good.min() * 1.0001)) if positive else Normalize()
+        cmap = __import__("matplotlib").colormaps["magma"].with_extremes(bad="black")
+        image = ax.imshow(data, norm=norm, cmap=cmap, aspect="auto", interpolation="nearest")
+        fig.colorbar(image, ax=ax, shrink=0.85)
+        ax.set_yticks(range(len(names)), names, fontsize=6, parse_math=False)
+        ax.set_xlabel("token (block order)")
+        masked = int(np.ma.count_masked(data))
+        ax.set_title(f"{key}" + (f" ({masked} NaN/Inf, black)" if masked else ""), fontsize=8, parse_math=False)
+    fig.suptitle(title, x=0.02, ha="left", fontsize=9, parse_math=False)
+    return fig
+
+
 KINDS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "error_histogram": error_histogram,
     "values": values,
@@ -293,6 +324,7 @@ KINDS: dict[str, Callable[[Mapping[str, Any], str], Any]] = {
     "precisions": precisions,
     "grid": grid,
     "images": images,
+    "tokens": tokens,
 }
 """Series kind -> figure builder, in the order the HTML shows them."""
 

@@ -15,19 +15,19 @@ The audit says where a checkpoint is not invertible; repair acts on it. One repa
 6. measures the price on a held-out split the fine-tune never saw (:mod:`innaudit.repair.price`)
    and writes the repaired checkpoint (:mod:`innaudit.repair.checkpoint`).
 
-``innaudit.repair(model, data=...)`` runs it from Python (:func:`innaudit.repair.session.repair`);
-``innaudit repair MODEL --data TRAIN -o fixed.pt`` from the command line. The package itself is
-callable (``innaudit.repair`` and ``innaudit.repair.repair`` are this package, and calling it
-calls :func:`~innaudit.repair.session.repair`), so ``innaudit.repair(...)`` and ``import
-innaudit.repair.bounded_scale`` both work in any order. Remedies are those of Behrmann et al., "Understanding and Mitigating
+``innaudit.repair(model, data=...)`` runs it from Python: the attribute ``innaudit.repair`` is
+the plain function :func:`innaudit.repair.session.repair`, and this package is reached by
+from-imports (``from innaudit.repair import bound_scales``, ``from innaudit.repair.rules import
+...``), which read ``sys.modules``; ``import innaudit.repair.rules as rules`` walks attributes and
+so finds the function instead. ``innaudit repair MODEL --data TRAIN -o fixed.pt`` runs it from
+the command line.
+Remedies are those of Behrmann et al., "Understanding and Mitigating
 Exploding Inverses in Invertible Neural Networks", AISTATS 2021, https://arxiv.org/abs/2006.09347.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["RepairResult", "bound_scales", "repair"]
@@ -35,6 +35,7 @@ __all__ = ["RepairResult", "bound_scales", "repair"]
 _LAZY = {
     "RepairResult": "innaudit.repair.result",
     "bound_scales": "innaudit.repair.bounded_scale",
+    "repair": "innaudit.repair.session",
 }
 
 if TYPE_CHECKING:
@@ -49,19 +50,3 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module 'innaudit.repair' has no attribute {name!r}")
-
-
-class _CallablePackage(types.ModuleType):
-    """This package, callable as :func:`innaudit.repair.session.repair`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from innaudit.repair.session import repair as run
-
-        return run(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
-if not TYPE_CHECKING:
-    # ``innaudit.repair`` is this package whichever way it was reached (``import
-    # innaudit.repair.bounded_scale`` must keep working), and calling it runs a repair
-    repair = sys.modules[__name__]

@@ -94,6 +94,11 @@ class FineTuneResult:
     """The step whose weights were kept (None: the last, no validation)."""
     validation: tuple[tuple[int, float], ...] = ()
     """``(steps done, validation objective)`` at every check."""
+    regularized: int = 0
+    """Steps that carried the regularizers (every ``every``-th, with FD or NF in the settings)."""
+    skipped_regularized: int = 0
+    """Of those, the ones skipped as non-finite: a regularizer that is non-finite on every one
+    of its steps never acted."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (no wall times)."""
@@ -105,6 +110,8 @@ class FineTuneResult:
             "stopped": self.stopped,
             "kept_step": self.kept_step,
             "validation": [list(v) for v in self.validation],
+            "regularized": self.regularized,
+            "skipped_regularized": self.skipped_regularized,
         }
 
 
@@ -216,6 +223,8 @@ def fine_tune(
     keeper = _Keeper(model, objective, validation, seed)
     losses: list[float] = []
     skipped, stopped = 0, ""
+    regularized, skipped_regularized = 0, 0
+    carries = settings.fd is not None or settings.nf is not None
     was_training = model.module.training
     model.module.eval()
     try:
@@ -227,7 +236,11 @@ def fine_tune(
                 if deadline is not None and time.monotonic() > deadline:
                     stopped = f"the budget ran out after {step} of {settings.steps} steps"
                     break
-                skipped += _one_step(model, objective, train, labels, settings, step, generator, optimizer, losses)
+                dropped = _one_step(model, objective, train, labels, settings, step, generator, optimizer, losses)
+                skipped += dropped
+                if carries and step % settings.every == 0:
+                    regularized += 1
+                    skipped_regularized += dropped
                 keeper.check(step + 1)
                 if on_step is not None:
                     on_step(step + 1)
@@ -237,7 +250,18 @@ def fine_tune(
         model.module.train(was_training)
         optimizer.zero_grad(set_to_none=True)
     first, last = (losses[0], losses[-1]) if losses else (math.nan, math.nan)
-    return FineTuneResult(len(losses), skipped, first, last, stopped, tuple(losses), kept, tuple(keeper.curve))
+    return FineTuneResult(
+        len(losses),
+        skipped,
+        first,
+        last,
+        stopped,
+        tuple(losses),
+        kept,
+        tuple(keeper.curve),
+        regularized,
+        skipped_regularized,
+    )
 
 
 def _one_step(

@@ -103,17 +103,30 @@ def _roundtrip_breaks(view: ReportView, audit: str, *roles: str) -> list[Evidenc
     return [e for result in view.sets(audit, *roles) for e in _breaks(view, audit, result)]
 
 
+def _attack_nonfinite(view: ReportView) -> list[Evidence]:
+    """The attack's non-finite share on the data, when above 0 (an overflow, not a large error)."""
+    found = (view.evidence("attack", result, "nonfinite_fraction") for result in view.sets("attack", DATA))
+    return [item for item in found if item is not None and view.above(item.value, 0.0)]
+
+
 def ood_explodes(view: ReportView) -> Finding | None:
     """Round trips break off the data: on a held-out set (``roundtrip``) or on the model's own
-    samples (``sampling``), non-finite or beyond the relative-error fail level."""
-    evidence = tuple(_roundtrip_breaks(view, "roundtrip", OOD) + _roundtrip_breaks(view, "sampling", MODEL_SAMPLES))
+    samples (``sampling``), non-finite or beyond the relative-error fail level; or the attack
+    reaches a non-finite round trip near the data. A non-finite output within half a bin of a
+    data point is the same overflow of an unbounded scale, reached closer to the data, and a
+    bounded scale rules it out everywhere (the re-audit's attack checks that)."""
+    evidence = tuple(
+        _roundtrip_breaks(view, "roundtrip", OOD)
+        + _roundtrip_breaks(view, "sampling", MODEL_SAMPLES)
+        + _attack_nonfinite(view)
+    )
     if not evidence:
         return None
     return Finding(
         BOUNDED_SCALE,
         "ood_explodes",
-        f"round trips break off the data ({_cite(evidence)}): a global failure; a bounded coupling "
-        "scale gives F^-1 a bound (1 / g < exp(c)) everywhere",
+        f"round trips break off the data or turn non-finite near it ({_cite(evidence)}): a bounded "
+        "coupling scale gives F^-1 a bound (1 / g < exp(c)) everywhere",
         evidence,
     )
 

@@ -455,6 +455,12 @@ def _carry_out(
         tuned = {"objective": objective.kind, **settings.to_dict(), **result.to_dict()}
         records += _fine_tune_records(settings)
         notes += [f"fine-tune: {result.stopped}"] if result.stopped else []
+        if result.skipped_regularized:
+            notes.append(
+                f"fine-tune: the regularized loss was non-finite on {result.skipped_regularized} of "
+                f"{result.regularized} regularized steps (skipped): the FD/NF term acted on "
+                f"{result.regularized - result.skipped_regularized} of them"
+            )
     elif clamps and objective.kind is None:
         notes.append(f"no fine-tune after the bounded scale: {objective.note}")
     after_value = _price(subject, objective, data, seed)[1]
@@ -501,12 +507,13 @@ def _judged(record: RemedyResult, plan: Plan, after: Report) -> RemedyResult:
 
 
 def _load_hint(subject: Subject, kind: str, output: str | None, clamps: Mapping[str, float]) -> str:
+    """How to load the checkpoint; ``bound_scales`` is ``from innaudit.repair import bound_scales``."""
     path = output or "FIXED.pt"
     if kind == "native":
         return f"innaudit run {path}"
     if subject.kind == "factory":
         hint = f"innaudit run {subject.given} --weights {path}"
-        return hint + (" (the factory applies innaudit.repair.bound_scales(model, CLAMPS) first)" if clamps else "")
+        return hint + (" (the factory applies bound_scales(model, CLAMPS) first)" if clamps else "")
     return f"model.load_state_dict(torch.load({path!r}, weights_only=True))" + (
-        "; innaudit.repair.bound_scales(model, CLAMPS)" if clamps else ""
+        "; bound_scales(model, CLAMPS)" if clamps else ""
     )

@@ -25,6 +25,7 @@ from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim, 
 from innaudit.train.glow_recipe import GLOW_RECIPES
 from innaudit.train.hooks import after_step
 from innaudit.train.paper_recipes import PAPER_RECIPES
+from innaudit.train.tarflow_recipe import TARFLOW_RECIPES
 
 __all__ = ["RECIPES", "Recipe", "TrainedModel", "run_recipe"]
 
@@ -170,10 +171,11 @@ DIGITS_RECIPES: dict[str, Recipe] = {
     )
 }
 
-RECIPES: dict[str, Recipe] = {**DIGITS_RECIPES, **PAPER_RECIPES, **GLOW_RECIPES}
+RECIPES: dict[str, Recipe] = {**DIGITS_RECIPES, **PAPER_RECIPES, **GLOW_RECIPES, **TARFLOW_RECIPES}
 """Every recipe: the digits flows above, the paper reproductions (2-D toys, residual flows,
-regularized models, INN classifiers) of :mod:`innaudit.train.paper_recipes` and the multi-scale
-image Glow of :mod:`innaudit.train.glow_recipe`."""
+regularized models, INN classifiers) of :mod:`innaudit.train.paper_recipes`, the multi-scale
+image Glow of :mod:`innaudit.train.glow_recipe` and the TarFlows of
+:mod:`innaudit.train.tarflow_recipe`."""
 
 
 def run_recipe(name: str, seed: int = 0, progress: Progress | None = None, steps: int | None = None) -> TrainedModel:

@@ -6,7 +6,7 @@ it breaks, why, and what to change and re-run. :func:`diagnose` answers them wit
 question; a rule speaks only when the report holds evidence for it, and every statement cites
 that evidence as (audit, set, metric path, value).
 
-Two properties hold for every report (``tests/test_diagnosis_properties.py``):
+Two properties hold for every report (``tests/verdict/test_diagnosis_properties.py``):
 
 - a statement that explains a failing or warning set is generated from the checks that decided
   that status and cites exactly those metrics (:mod:`innaudit.verdict.phrases` words them with
@@ -38,8 +38,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from innaudit.core.bound_kind import BoundKind
 from innaudit.core.metrics import MetricTable, declared, percent
 from innaudit.core.results import Report, SetResult, Status, lookup
+from innaudit.verdict import certify_words
 from innaudit.verdict.float64 import EXACT_LIMIT, float64_sentence
 from innaudit.verdict.phrases import Failing, figure, limit_words, part, role_of, what
 
@@ -171,6 +173,12 @@ class _View:
 
     def passed(self, result: SetResult) -> bool:
         return result.status is Status.PASS and not result.waiver
+
+    def broke(self, result: SetResult, *others: str) -> bool:
+        """``result``'s set failed or warned, in its own audit or in one of ``others`` on the
+        same data set: a localizing audit names a place only where something broke there."""
+        found = [result, *(o for a in others for o in self.sets(a) if o.dataset == result.dataset)]
+        return any(self.failed(r) or self.warned(r) for r in found)
 
     def rated(self, audit: str, metric: str) -> bool:
         found = declared(self.table, audit, metric)
@@ -402,13 +410,16 @@ def rule_spectrum(view: _View) -> list[Statement]:
 
 # -- where it breaks -------------------------------------------------------------------------
 def rule_first_block(view: _View) -> list[Statement]:
-    """The first failing block per set, from ``layers`` (sets grouped by block); the layers
-    checks that failed or warned on those sets are cited with it."""
+    """The first failing block per set, from ``layers`` (sets grouped by block), on the sets
+    where ``layers`` or ``roundtrip`` failed or warned (a block that stands out among passing
+    blocks breaks nothing); the layers checks that failed or warned on those sets are cited
+    with it."""
     by_block: dict[str, list[SetResult]] = {}
     for r in view.sets("layers"):
         culprit = lookup(r.metrics, "culprit")
-        if isinstance(culprit, str) and culprit and (_num(r, "culprit_index") or 0) >= 0:
-            by_block.setdefault(culprit, []).append(r)
+        located = isinstance(culprit, str) and culprit and (_num(r, "culprit_index") or 0) >= 0
+        if located and view.broke(r, "roundtrip"):  # a block that stands out among passing ones breaks nothing
+            by_block.setdefault(str(culprit), []).append(r)
     if not by_block:
         return []
     total = max(int(_num(r, "blocks") or 0) for rs in by_block.values() for r in rs)
@@ -493,7 +504,7 @@ def _figure(failing: Failing) -> str:
 
 
 # -- audits no rule words --------------------------------------------------------------------
-KNOWN = {"roundtrip", "sampling", "attack", "spectrum", "layers"}
+KNOWN = {"roundtrip", "sampling", "attack", "spectrum", "layers", "convergence"}
 """The audits whose failing checks the rules above word; :func:`rule_unexplained` words the rest."""
 
 KIND_OF_FAILURE = {"logdet": Kind.BREAKS, "gradient": Kind.BREAKS}
@@ -524,6 +535,76 @@ def rule_unexplained(view: _View) -> list[Statement]:
     return out
 
 
+def rule_first_token(view: _View) -> list[Statement]:
+    """Autoregressive blocks (``tokens``): the block and token range where the inverse chain's
+    accumulated error leaves rounding, per set where ``tokens`` or ``roundtrip`` failed or
+    warned (sets grouped by place), and Jacobi solves stopped at their cap."""
+    by_place: dict[str, list[SetResult]] = {}
+    capped: list[SetResult] = []
+    for r in view.sets("tokens"):
+        where = lookup(r.metrics, "where")
+        if isinstance(where, str) and where and view.broke(r, "roundtrip"):
+            by_place.setdefault(where, []).append(r)
+        if (_num(r, "jacobi.nonconverged_fraction") or 0.0) > 0:
+            capped.append(r)
+    out = []
+    if by_place:
+        tokens = max(int(_num(r, "tokens") or 0) for rs in by_place.values() for r in rs)
+        parts = [f"{place} (of {tokens}) on {_names(rs)}" for place, rs in by_place.items()]
+        out.append(
+            Statement(
+                Kind.BREAKS,
+                "first-token",
+                f"Autoregressive inverse: the accumulated error first leaves rounding in {'; '.join(parts)}.",
+                tuple(_ev("tokens", r, p) for rs in by_place.values() for r in rs for p in ("where", "first_token")),
+            )
+        )
+    if capped:
+        parts = [
+            f"{r.dataset} {percent(_num(r, 'jacobi.nonconverged_fraction') or 0.0)} "
+            f"(residual up to {_num(r, 'jacobi.residual.max') or math.nan:.2g})"
+            for r in capped
+        ]
+        out.append(
+            Statement(
+                Kind.BREAKS,
+                "jacobi-capped",
+                f"The Jacobi inverse stopped at its iteration cap without converging on {', '.join(parts)}.",
+                tuple(
+                    _ev("tokens", r, p) for r in capped for p in ("jacobi.nonconverged_fraction", "jacobi.residual.max")
+                ),
+            )
+        )
+    return out
+
+
+def rule_token_scales(view: _View) -> list[Statement]:
+    """Why an autoregressive inverse amplifies: large log-scales ``a`` (the inverse multiplies
+    by ``exp(a)``), and the bounded scale that STARFlow uses as the remedy."""
+    failing = [r for r in view.sets("tokens") if view.failed(r) and (_num(r, "log_scale.max") or 0.0) > 5]
+    if not failing:
+        return []
+    top = max(_num(r, "log_scale.max") or 0.0 for r in failing)
+    share = max(_num(r, "log_scale.above_5") or 0.0 for r in failing)
+    evidence = tuple(_ev("tokens", r, p) for r in failing for p in ("log_scale.max", "log_scale.above_5"))
+    return [
+        Statement(
+            Kind.WHY,
+            "token-scale",
+            f"The autoregressive inverse multiplies each token by exp(a) and feeds it to every later "
+            f"token; a reaches {top:.3g} (|a| > 5 for {share:.2%} of the log-scales) on {_names(failing)}.",
+            evidence,
+        ),
+        Statement(
+            Kind.DO,
+            "soft-clip",
+            "Bound the scale as STARFlow does: soft clip c * tanh(u / c) (c = 4) on the "
+            "transformer's output and a softplus scale, so exp(a) stays below about 4.6.",
+            evidence[:2],
+        ),
+    ]
+
+
 # -- why -------------------------------------------------------------------------------------
 def _grouped(results: list[SetResult], path: str) -> str:
     """``0 on uniform, gaussian; 8.5e-26 on rademacher``: sets grouped by the shown value."""
@@ -534,9 +615,17 @@ def _grouped(results: list[SetResult], path: str) -> str:
 
 
 def _affine_bound_reason(view: _View) -> str:
-    audit = view.audits.get("bounds")
-    message = audit.message if audit is not None else ""
-    return message if "affine coupling" in message else ""
+    """The first block whose bound kind is an affine coupling's, with how it was bounded."""
+    for r in view.sets("bounds"):
+        for row in certify_words.affine_rows(_rows(r)):
+            return f"block {row.get('name')}: {row.get('how')}"
+    return ""
+
+
+def _only_bounded_scales(view: _View) -> bool:
+    """Every affine coupling the bounds audit found has a bounded scale (a soft clamp)."""
+    kinds = {row.get("kind") for r in view.sets("bounds") for row in certify_words.affine_rows(_rows(r))}
+    return kinds == {BoundKind.AFFINE_SCALE_BOUNDED.value}
 
 
 def rule_unbounded(view: _View) -> list[Statement]:
@@ -549,13 +638,16 @@ def rule_unbounded(view: _View) -> list[Statement]:
     parts = []
     if reason or scales:
         parts.append(
-            "affine coupling has no global Lipschitz bound (F^-1 divides by the scale, so 1 / min |scale| is unbounded)"
+            "affine coupling has no global Lipschitz bound (its scale is bounded, but the cross term "
+            "(x2 + t) g'(h) J_h grows with the input)"
+            if _only_bounded_scales(view) and not scales
+            else "affine coupling has no global Lipschitz bound (F^-1 divides by the scale, so 1 / min |scale| is unbounded)"
         )
     if scales:
         parts.append(f"the coupling scale reaches {_grouped(scales, 'scale_min')}")
     if sigma:
         parts.append(f"local sigma_min(J_F) reaches {_grouped(sigma, 'forward.sv_min.min')}")
-    evidence = [Evidence("bounds", "", "message", reason)] if reason else []
+    evidence = [_affine_evidence(view)] if reason else []
     evidence += [_ev("layers", r, "scale_min") for r in scales]
     evidence += [_ev("spectrum", r, "forward.sv_min.min") for r in sigma]
     return [Statement(Kind.WHY, "unbounded-inverse", _cap("; ".join(parts)) + ".", tuple(evidence))]
@@ -677,6 +769,100 @@ def rule_rerun(view: _View, found: list[Statement]) -> list[Statement]:
     return out
 
 
+# -- iterative inverses and certificates -------------------------------------------------------
+def _rows(result: SetResult) -> list[Mapping[str, Any]]:
+    rows = result.series.get("blocks") if isinstance(result.series, Mapping) else None
+    return [r for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else []
+
+
+def _affine_evidence(view: _View) -> Evidence:
+    for r in view.sets("bounds"):
+        if certify_words.affine_rows(_rows(r)):
+            return _ev("bounds", r, "empirical_blocks")
+    return Evidence("bounds", "", "empirical_blocks", None)
+
+
+def rule_convergence(view: _View) -> list[Statement]:
+    """Iterative inverses: samples that did not converge (the cap hit, or the residual above the
+    limit at exit) per role, and whose the error is by the tolerance sweep (words:
+    :mod:`innaudit.verdict.certify_words`)."""
+    out = []
+    sets = view.sets("convergence")
+    for role in dict.fromkeys(view.role(r.dataset) for r in sets):
+        for r in (r for r in sets if view.role(r.dataset) == role):
+            limit = _num(r, "max_residual")
+            text = certify_words.nonconvergence_text(r.metrics, _rows(r), limit)
+            if text and view.failed(r):
+                causes = ("nonconverged_fraction", "unmeasured_blocks")
+                evidence = tuple(_ev("convergence", r, m) for m in causes if (_num(r, m) or 0) > 0)
+                evidence += (_ev("convergence", r, "n"),)
+                out.append(
+                    Statement(
+                        Kind.NOT_INVERTIBLE,
+                        f"convergence-{role or 'other'}",
+                        f"{_where(role)}: the iterative inverse fails on {r.dataset}: {text}.",
+                        evidence,
+                    )
+                )
+            elif view.warned(r):
+                out.append(
+                    Statement(
+                        Kind.CAUTION,
+                        f"convergence-{role or 'other'}",
+                        f"{_where(role)}: every inverse converged on {r.dataset}, but the residual at exit "
+                        f"reaches {_num(r, 'residual.max') or math.nan:.3g}.",
+                        (_ev("convergence", r, "residual.max"),),
+                    )
+                )
+            sweep = r.series.get("sweep") if isinstance(r.series, Mapping) else None
+            for verdict, words in certify_words.sweep_texts(sweep if isinstance(sweep, list) else []):
+                if text:
+                    out.append(
+                        Statement(
+                            Kind.WHY,
+                            f"convergence-{verdict}",
+                            f"Tolerance sweep on {r.dataset}: {words}.",
+                            (_ev("convergence", r, "solver_limited_blocks"),),
+                        )
+                    )
+    return out
+
+
+def rule_certificate(view: _View) -> list[Statement]:
+    """The ``bounds`` certificate read by its blocks' bound kinds: empirical (affine couplings,
+    with the measured log-scale range) or certified (beside the measured constants), and the
+    residual blocks whose certified ``Lip(g) >= 1``."""
+    out = []
+    for r in view.sets("bounds"):
+        rows = _rows(r)
+        found = certify_words.certificate_text(r.metrics, rows)
+        if found is not None:
+            kind, text = found
+            paths = (
+                ("empirical_blocks", "log_scale.min", "log_scale.max")
+                if kind == "empirical"
+                else tuple(f"{d}.{m}" for d in ("forward", "inverse") for m in ("bound", "measured", "tightness"))
+            )
+            out.append(
+                Statement(
+                    Kind.WHY,
+                    f"certificate-{kind}",
+                    f"On {r.dataset}: {text}.",
+                    tuple(_ev("bounds", r, p) for p in paths),
+                )
+            )
+        for text in certify_words.uncertified_texts(rows):
+            out.append(
+                Statement(
+                    Kind.WHY,
+                    "residual-uncertified",
+                    _cap(text) + " (run --audit convergence).",
+                    (_ev("bounds", r, "residual.lip_g_max"), _ev("bounds", r, "residual.estimate_misses")),
+                )
+            )
+    return out
+
+
 RULES: tuple[Callable[[_View], list[Statement]], ...] = (
     rule_data,
     rule_ood,
@@ -684,12 +870,16 @@ RULES: tuple[Callable[[_View], list[Statement]], ...] = (
     rule_sampling,
     rule_spectrum,
     rule_first_block,
+    rule_first_token,
     rule_layers_unlocated,
     rule_direction,
     rule_float64,
     rule_unexplained,
     rule_unbounded,
+    rule_token_scales,
     rule_certified,
+    rule_convergence,
+    rule_certificate,
 )
 """The rules that read the results; the remedies and re-runs then read their statements."""
 

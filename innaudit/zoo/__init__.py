@@ -53,6 +53,11 @@ CONFIG_RANGES: dict[str, tuple[int, int]] = {
     "max_iter": (1, 1_000_000),
     "log_det_terms": (1, 1000),
     "seed": (-(1 << 63), (1 << 64) - 1),
+    "patch": (1, 256),
+    "layers": (1, 256),
+    "heads": (1, 1024),
+    "expansion": (1, 64),
+    "jacobi_max_iter": (1, 1_000_000),
 }
 """Declared ranges of the integer settings of the built-in architectures. A checkpoint's
 stored config is checked against them before anything is built: ``steps: 200000`` or
@@ -119,7 +124,7 @@ def build(name: str, config: Mapping[str, Any]) -> nn.Module:
 
 def _load_builtin() -> None:
     """Import the modules that register the built-in architectures."""
-    from innaudit.zoo import classifier, coupling, glow, repaired, residual  # noqa: F401
+    from innaudit.zoo import classifier, coupling, glow, repaired, residual, tarflow  # noqa: F401
 
 
 from innaudit.zoo import bounds  # noqa: E402, F401  (registers the zoo blocks' Lipschitz rules on import)

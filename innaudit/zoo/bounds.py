@@ -12,51 +12,172 @@ al., "Understanding and Mitigating Exploding Inverses in Invertible Neural Netwo
 - additive ``Coupling``: ``J = [[I, 0], [J_t, I]]`` with ``||J_t|| <= L = Lip(t)``. The
   singular values of that block matrix are ``(s + sqrt(s^2 + 4)) / 2`` and its reciprocal for
   each singular value ``s`` of ``J_t``, so ``Lip <= (L + sqrt(L^2 + 4)) / 2 <= 1 + L`` (the
-  paper's ``1 + Lip(t)``), and the same for the inverse ``[[I, 0], [-J_t, I]]``.
-- affine ``Coupling``: no global bound (the cross term ``diag(x2) g'(h) J_h`` grows with the
-  input and ``1/g`` is unbounded for sigmoid and exp scales): ``None``, said so.
+  paper's ``1 + Lip(t)``), and the same for the inverse ``[[I, 0], [-J_t, I]]``; the smaller of
+  that and the chain bound of ``x + E t(P x)`` (:mod:`innaudit.linalg.chain`) is kept.
+- affine ``Coupling``: no global bound. The cross term ``diag(x2 + t) g'(h) J_h`` grows with the
+  input, and ``1 / g`` is unbounded for the ``exp`` and ``sigmoid(h + 2)`` scales; even the
+  ``bounded`` scale (``g`` in ``(0.5, 1)``) keeps the cross term. The certificate is empirical:
+  the ``bounds`` audit measures the log-scale range on the data instead.
+- ``ResidualBlock``: a residual branch (``y = x + g(x)``) of linear / conv layers with their
+  effective normalized weights and LipSwish (slope in ``[-0.0908, 0.9999]``); the library's own
+  estimate is the stored power-iteration ``sigma`` of each layer: ``||W / max(1, sigma / c)||``
+  is believed to be ``min(sigma, c)``.
+
+Every affine zoo block is also registered as a chain stage (its matrix, by probing the map on
+the identity basis in float64), so a flow built only of them has a whole-model chain bound.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from typing import Any, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from innaudit.linalg.lipschitz import BlockBound, net_lipschitz, register_net, register_rule
+from innaudit.core.bound_kind import BoundKind
+from innaudit.linalg.chain import Affine, Stage, chain_bound, net_stages, skip_stages
+from innaudit.linalg.lipschitz import (
+    BlockBound,
+    ResidualBranch,
+    flat_layers,
+    net_bound,
+    register_chain,
+    register_net,
+    register_residual,
+    register_rule,
+)
 from innaudit.zoo.layers import ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet, Squeeze2d
+from innaudit.zoo.residual import ResidualBlock
+from innaudit.zoo.spectral import SpectralConv2d, SpectralLayer
 
 __all__: list[str] = []
 
+CHAIN_MAX_DIM = 4096
+"""A zoo block is offered as a chain stage only when its matrices have at most this many rows."""
+
 
 def _orthogonal(block: nn.Module, in_shape: tuple[int, ...]) -> BlockBound:
-    return BlockBound("", 1.0, 1.0, "orthogonal")
+    return BlockBound("", 1.0, 1.0, "orthogonal", kind=BoundKind.LINEAR)
 
 
 def _actnorm(block: ActNorm, in_shape: tuple[int, ...]) -> BlockBound:
     s = block.log_scale.detach().double()
-    return BlockBound("", float(s.max().exp()), float((-s.min()).exp()), "per-channel scales")
+    return BlockBound("", float(s.max().exp()), float((-s.min()).exp()), "per-channel scales", kind=BoundKind.LINEAR)
 
 
 def _conv1x1(block: InvertibleConv1x1, in_shape: tuple[int, ...]) -> BlockBound:
     s = torch.linalg.svdvals(block.weight.detach().double())
-    return BlockBound("", float(s[0]), float(1 / s[-1]), "SVD of W")
+    return BlockBound("", float(s[0]), float(1 / s[-1]), "SVD of W", kind=BoundKind.LINEAR)
 
 
 def _coupling(block: Coupling, in_shape: tuple[int, ...]) -> BlockBound:
     if block.coupling != "additive":
+        reason = {
+            "exp": "the exp scale is unbounded above and below",
+            "sigmoid": "the sigmoid(h + 2) scale is unbounded below (1/g has no bound)",
+            "bounded": "the scale lies in (0.5, 1), but the cross term (x2 + t) g'(h) J_h grows with the input",
+        }.get(block.scale, f"the {block.scale} scale")
         return BlockBound(
-            "", None, None, f"affine coupling ({block.scale} scale) has no global bound: only locally bi-Lipschitz"
+            "",
+            None,
+            None,
+            f"affine coupling ({block.scale} scale) has no global bound: only locally bi-Lipschitz",
+            kind=BoundKind.AFFINE_SCALE_BOUNDED if block.scale == "bounded" else BoundKind.AFFINE_SCALE_UNBOUNDED,
+            empirical=reason,
         )
     half = (block.split, *in_shape[1:])
-    lip = net_lipschitz(block.net, half)
-    if lip is None:
+    found = net_bound(block.net, half)
+    if found is None:
         return BlockBound(
-            "", None, None, f"coupling net {type(block.net).__name__} has layers without a known Lipschitz constant"
+            "",
+            None,
+            None,
+            f"coupling net {type(block.net).__name__} has layers without a known Lipschitz constant",
+            kind=BoundKind.ADDITIVE,
         )
-    bound = (lip + math.sqrt(lip * lip + 4)) / 2
-    return BlockBound("", bound, bound, f"additive coupling, Lip(t) <= {lip:.4g}")
+    lip = found.bound
+    forward = inverse = (lip + math.sqrt(lip * lip + 4)) / 2
+    how = f"additive coupling, Lip(t) <= {lip:.4g} ({found.describe()})"
+    for direction in (False, True):
+        stages = _coupling_stages(block, in_shape, direction)
+        chained = chain_bound(stages) if stages is not None else None
+        if chained is not None:
+            if direction:
+                inverse = min(inverse, chained)
+            else:
+                forward = min(forward, chained)
+    return BlockBound("", forward, inverse, how, kind=BoundKind.ADDITIVE, layers=found.layers)
+
+
+def _coupling_stages(block: Coupling, in_shape: tuple[int, ...], inverse: bool) -> list[Stage] | None:
+    """``x -> x +- E t(P x)``: ``P`` picks the first ``split`` channels, ``E`` writes the rest."""
+    if block.coupling != "additive":
+        return None
+    dim = math.prod(in_shape)
+    if dim > CHAIN_MAX_DIM:
+        return None
+    inner = net_stages(flat_layers(block.net), (block.split, *in_shape[1:]))
+    if inner is None or any(isinstance(s, Affine) and max(s.matrix.shape) > CHAIN_MAX_DIM for s in inner):
+        return None
+    spatial = math.prod(in_shape[1:])
+    first = block.split * spatial
+    index = torch.arange(dim)
+    return skip_stages(inner, dim, index[:first], index[first:], -1.0 if inverse else 1.0)
+
+
+def _affine_matrix(block: nn.Module, in_shape: tuple[int, ...], inverse: bool) -> Tensor | None:
+    """The linear part of an affine block (or of its inverse, on the block's output shape), by
+    probing a float64 copy: column ``i`` is ``f(e_i) - f(0)``."""
+    dim = math.prod(in_shape)
+    if dim > CHAIN_MAX_DIM:
+        return None
+    double: Any = copy.deepcopy(block).double().eval()
+    shape = in_shape
+    with torch.no_grad():
+        if inverse:
+            shape = tuple(double(torch.zeros(1, *in_shape, dtype=torch.float64))[0].shape[1:])
+        basis = torch.cat([torch.zeros(1, dim, dtype=torch.float64), torch.eye(dim, dtype=torch.float64)])
+        basis = basis.reshape(dim + 1, *shape)
+        out = cast(Tensor, double.inverse(basis)) if inverse else double(basis)[0]
+    out = out.reshape(dim + 1, -1)
+    return (out[1:] - out[:1]).t()
+
+
+def _affine_stages(block: nn.Module, in_shape: tuple[int, ...], inverse: bool) -> list[Stage] | None:
+    matrix = _affine_matrix(block, in_shape, inverse)
+    return [Affine(matrix)] if matrix is not None else None
+
+
+def _effective(layer: SpectralLayer) -> nn.Module:
+    """A plain ``nn.Linear`` / ``nn.Conv2d`` holding the normalized weight the layer applies in eval."""
+    was = layer.training
+    layer.eval()
+    with torch.no_grad():
+        weight = layer.normalized_weight().detach().clone()
+    layer.train(was)
+    if isinstance(layer, SpectralConv2d):
+        conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], padding=layer.padding, bias=False)
+        conv.weight = nn.Parameter(weight, requires_grad=False)
+        return conv
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    linear.weight = nn.Parameter(weight, requires_grad=False)
+    return linear
+
+
+def _residual(block: ResidualBlock, in_shape: tuple[int, ...]) -> ResidualBranch:
+    spectral = [cast(SpectralLayer, la) for la in block.layers]
+    layers: list[nn.Module] = []
+    for i, layer in enumerate(spectral):
+        if i:
+            layers.append(block.act)
+        layers.append(_effective(layer))
+    believed = [min(float(la.sigma), la.coeff) for la in spectral]
+    estimate = math.prod(believed) * block.act.lipschitz ** (len(spectral) - 1)
+    return ResidualBranch(
+        tuple(layers), estimate, "stored power-iteration sigma of each layer: ||W_eff|| = min(sigma, c)"
+    )
 
 
 register_net(MLPNet, lambda net: [*net.body, net.out])
@@ -66,3 +187,7 @@ for _kind in (Squeeze2d, FixedPermutation):
 register_rule(ActNorm, _actnorm)
 register_rule(InvertibleConv1x1, _conv1x1)
 register_rule(Coupling, _coupling)
+for _affine in (Squeeze2d, FixedPermutation, ActNorm, InvertibleConv1x1):
+    register_chain(_affine, _affine_stages)
+register_chain(Coupling, _coupling_stages)
+register_residual(lambda block: isinstance(block, ResidualBlock), _residual)

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from innaudit.model.iterative import Solve
 from innaudit.zoo import register
 from innaudit.zoo.flow import SequentialFlow
 from innaudit.zoo.layers import Squeeze2d
@@ -151,21 +152,40 @@ class ResidualBlock(nn.Module):
         return log_det
 
     # -- inverse --------------------------------------------------------------------------------
-    def inverse(self, y: Tensor) -> Tensor:
-        """Fixed point of ``x = y - g(x)``; counts samples stopped by the cap (see module doc)."""
-        x = y - self.g(y)
-        limit = self.inverse_tolerance * (1.0 + y.abs())
-        pending = torch.ones(len(y), dtype=torch.bool, device=y.device)
+    def solve_inverse(
+        self, z: Tensor, *, tolerance: float | None = None, max_iter: int | None = None
+    ) -> tuple[Tensor, Solve]:
+        """Fixed point of ``x = z - g(x)`` from ``x_0 = z - g(z)``, per sample until every
+        element moved by at most ``tol (1 + |z|)`` in one step (the block's own tolerance and
+        cap unless given); the batch iterates until every sample stopped or the cap. A sample
+        whose iterate turned non-finite stops, unconverged (:mod:`innaudit.model.iterative`)."""
+        tol = self.inverse_tolerance if tolerance is None else float(tolerance)
+        cap = self.inverse_max_iter if max_iter is None else int(max_iter)
+        x = z - self.g(z)
+        limit = tol * (1.0 + z.abs())
+        pending = torch.ones(len(z), dtype=torch.bool, device=z.device)
+        converged = torch.zeros_like(pending)
+        iterations = torch.full((len(z),), cap, dtype=torch.long, device=z.device)
         steps = 0
-        for steps in range(1, self.inverse_max_iter + 1):  # noqa: B007  (the count is kept below)
-            new = y - self.g(x)
-            done = ((new - x).abs() <= limit).flatten(1).all(1) | ~torch.isfinite(new).flatten(1).all(1)
-            pending = pending & ~done
+        for steps in range(1, cap + 1):
+            new = z - self.g(x)
+            met = ((new - x).abs() <= limit).flatten(1).all(1)
+            bad = ~torch.isfinite(new).flatten(1).all(1)
+            stopped = pending & (met | bad)
+            iterations[stopped] = steps
+            converged |= pending & met & ~bad
+            pending = pending & ~stopped
             x = new
             if not bool(pending.any()):
                 break
-        self.inverse_cap_hits += int(pending.sum())
         self.last_inverse_iterations = steps
+        return x, Solve(iterations, converged, cap, tol, "fixed-point")
+
+    def inverse(self, y: Tensor) -> Tensor:
+        """Fixed point of ``x = y - g(x)``; counts samples stopped by the cap (see module doc)."""
+        x, solve = self.solve_inverse(y)
+        finite = torch.isfinite(x).flatten(1).all(1)
+        self.inverse_cap_hits += int((~solve.converged & finite).sum())
         return x
 
     # -- certificates ---------------------------------------------------------------------------

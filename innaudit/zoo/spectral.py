@@ -15,15 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SWISH_MAX_SLOPE", "LipSwish", "SpectralConv2d", "SpectralLayer", "SpectralLinear"]
+__all__ = ["SWISH_MAX_SLOPE", "SWISH_MIN_SLOPE", "LipSwish", "SpectralConv2d", "SpectralLayer", "SpectralLinear"]
 
-SWISH_MAX_SLOPE = 1.0998  # max_x d/dx [x sigmoid(x)], attained near x = 2.4
+SWISH_MAX_SLOPE = 1.0999  # max_x d/dx [x sigmoid(x)] = 1.09984 near x = 2.40, rounded up
+SWISH_MIN_SLOPE = -0.0999  # min_x d/dx [x sigmoid(x)] = -0.09984 near x = -2.40, rounded down
 
 
 class LipSwish(nn.Module):
     """``swish(x) / 1.1 = x sigmoid(x) / 1.1``: smooth, Lipschitz constant <= 1 (Chen et al. 2019)."""
 
     lipschitz = SWISH_MAX_SLOPE / 1.1
+
+    @staticmethod
+    def slope_range() -> tuple[float, float]:
+        """The derivative's range, ``[-0.0999, 1.0999] / 1.1`` (rounded outward)."""
+        return SWISH_MIN_SLOPE / 1.1, SWISH_MAX_SLOPE / 1.1
 
     def forward(self, x: Tensor) -> Tensor:
         return x * torch.sigmoid(x) / 1.1

@@ -56,3 +56,12 @@ def build_conditional() -> nn.Module:
         inn.append(Fm.GLOWCouplingBlock, subnet_constructor=_subnet, cond=0, cond_shape=(2,))
         inn.append(Fm.PermuteRandom, seed=k)
     return inn
+
+
+def build_allinone() -> nn.Module:
+    """Two AllInOneBlocks (soft-clamped affine coupling, global affine, permutation), clamp 1.5."""
+    torch.manual_seed(3)
+    inn = Ff.SequenceINN(FEATURES)
+    for _ in range(2):
+        inn.append(Fm.AllInOneBlock, subnet_constructor=_subnet, affine_clamping=1.5)
+    return inn

@@ -26,7 +26,7 @@ from innaudit.core.domain import DataDomain
 from innaudit.core.stats import per_sample_norm
 from innaudit.loading import load_model
 from innaudit.model.contract import InvertibleModel
-from tests.conftest import invoke_cli, read_report
+from tests.helpers import invoke_cli, read_report
 
 HERE = Path(__file__).resolve().parent
 SCHEMA = Path(__file__).resolve().parents[2] / "innaudit" / "render" / "report.schema.json"

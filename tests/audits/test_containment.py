@@ -10,9 +10,9 @@ import torch
 from torch import Tensor
 
 import innaudit
+from tests.helpers import invoke_cli, read_report
 
 from ..api_models import ScaledChain
-from ..conftest import invoke_cli, read_report
 
 MODELS = Path(__file__).resolve().parent.parent / "api_models.py"
 

@@ -24,8 +24,8 @@ from innaudit import audit
 from innaudit.audits import REGISTRY
 from innaudit.core.results import Status
 from innaudit.verdict.diagnosis import Kind, diagnose
+from tests.helpers import invoke_cli, invoke_subprocess, read_report, subprocess_env
 
-from ..conftest import invoke_cli, invoke_subprocess, read_report, subprocess_env
 from .fidelity_models import GradOutputs, Pooling, WrongFar, known_log_det
 
 MODELS = Path(__file__).resolve().parent / "fidelity_models.py"

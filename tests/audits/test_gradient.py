@@ -20,7 +20,7 @@ from innaudit.core.metrics import covers
 from innaudit.core.results import Status, leaves
 from innaudit.data import Role, resolve_dataset
 from tests.audits import gradient_models as gm
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 
 MODELS = Path(__file__).with_name("gradient_models.py")
 DOMAIN = DataDomain(shape=(6,), low=-1.0, high=1.0)

@@ -18,7 +18,7 @@ from innaudit.audits.gradient import Gradient
 from innaudit.audits.gradient_compare import compare_gradients
 from innaudit.data.digits import load_digits
 from innaudit.loading import load_model
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 

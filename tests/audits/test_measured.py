@@ -20,7 +20,7 @@ from innaudit.model.contract import InvertibleModel
 from innaudit.model.integrity import changed, fingerprint, set_init_flags
 from tests.audits.linear_models import linear_model
 from tests.audits.measured_models import CondChain, LazyActNorm, NoGradInverseLinear
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 
 MODELS = Path(__file__).parent / "measured_models.py"
 

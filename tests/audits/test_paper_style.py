@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.audits.paper_style import DIM, FlowNet, trained_flow
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 
 FACTORY = Path(__file__).parent / "paper_style.py"
 

@@ -19,7 +19,7 @@ from innaudit.core.results import Status, leaves
 from innaudit.loading.adapt import adapt_module
 from innaudit.render import plots
 from tests.audits.precision_models import COND, DIM, BigScale, ConditionedLinear, FixedPoint, WithSlogdet
-from tests.conftest import read_report
+from tests.helpers import read_report
 
 MODELS = Path(__file__).resolve().parent / "precision_models.py"
 

@@ -32,12 +32,26 @@ _RUNS = (
     ("checkpoints/digits-residual.pt", {"audits": ["logdet"]}),
     (
         "checkpoints/digits-affine.pt",
-        {"audits": ["layers", "spectrum"], "spectrum": {"samples": 2, "method": "matrix-free"}},
+        {
+            "audits": ["layers", "spectrum", "bounds", "logdet"],
+            "spectrum": {"samples": 2, "method": "matrix-free"},
+            # against an estimated reference: the raw gap beside the provable excess
+            "logdet": {"samples": 2, "method": "matrix-free", "probes": 2, "steps": 8},
+        },
     ),
     # memcnn-style wrappers: the gradient audit's library_* metrics
     ("tests/audits/gradient_models.py:memcnn_like", {"audits": ["gradient"], "data": "gaussian"}),
     # a linear map that float16 and bfloat16 can run: every precision's metrics
     ("tests/audits/precision_models.py:conditioned_linear", {"audits": ["precision"], "data": "gaussian"}),
+    # autoregressive token blocks inverted by capped Jacobi sweeps: every tokens metric
+    (
+        "tests/audits/tarflow_models.py:jacobi_capped",
+        {"audits": ["tokens"], "data": "gaussian", "tokens": {"isolate": True}},
+    ),
+    (
+        "tests/audits/tarflow_models.py:plain",
+        {"audits": ["tokens"], "data": "gaussian", "tokens": {"autocast": "float16"}},
+    ),
 )
 
 

@@ -13,8 +13,7 @@ from innaudit.core.metrics import Direction, better, declared, worse
 from innaudit.core.results import AuditResult, Report, SetResult, Status
 from innaudit.render.json import render
 from innaudit.verdict.gate import judge
-
-from ..conftest import invoke_cli
+from tests.helpers import invoke_cli
 
 
 def _spectrum_report(sv_min: float, condition: float) -> Report:

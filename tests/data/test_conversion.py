@@ -17,7 +17,7 @@ import torch
 from innaudit.core.domain import DataDomain
 from innaudit.core.errors import DataError
 from innaudit.data import Role, array_dataset
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 GLOW = ROOT / "checkpoints" / "patches-glow.pt"

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import invoke_cli
 from tests.data import writers
+from tests.helpers import invoke_cli
 
 pytest.importorskip("skimage")
 pytest.importorskip("PIL")

@@ -16,7 +16,7 @@ from innaudit.core.domain import DataDomain
 from innaudit.core.errors import DataError
 from innaudit.data import Role, resolve_dataset
 from innaudit.data.natural import NATURAL, natural_battery
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 
 pytest.importorskip("skimage")
 RGB = DataDomain(shape=(3, 32, 32), low=0.0, high=1.0, levels=256)

@@ -10,7 +10,7 @@ import pytest
 
 from innaudit.loading.adapters import resolve_condition
 from innaudit.safeio.arrays import read_array
-from tests.conftest import invoke_cli, invoke_subprocess
+from tests.helpers import invoke_cli, invoke_subprocess
 
 HERE = Path(__file__).resolve().parent
 

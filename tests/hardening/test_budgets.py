@@ -21,7 +21,7 @@ from innaudit.core.errors import ConfigError, DataError, LoadError
 from innaudit.loading import load_model
 from innaudit.loading.native import checkpoint_bytes
 from innaudit.safeio.arrays import read_array
-from tests.conftest import CliResult
+from tests.helpers import CliResult
 
 BOMB_YAML = (
     "\n".join(
@@ -220,7 +220,7 @@ def test_set_names_the_run_measures_are_accepted(
 # -- round 3 (issue 28, item 14 and the low list): every saved input is read within a cap --------
 def _report_and_log(run_cli: Callable[..., CliResult], tmp_path: Path) -> tuple[Path, Path]:
     from innaudit.monitor import InvertibilityMonitor
-    from tests.conftest import FIXTURE_MODELS
+    from tests.helpers import FIXTURE_MODELS
     from tests.monitor.models import ScaleCoupling, data
 
     report, log = tmp_path / "r.json", tmp_path / "m.jsonl"
@@ -238,7 +238,7 @@ def test_an_endless_input_is_refused_within_the_cap(
     run_cli: Callable[..., CliResult], tmp_path: Path, command: str
 ) -> None:
     from innaudit.verdict.report_json import MAX_REPORT_BYTES
-    from tests.conftest import FIXTURE_MODELS
+    from tests.helpers import FIXTURE_MODELS
 
     report, _ = _report_and_log(run_cli, tmp_path)
     zero = tmp_path / "zero.jsonl"
@@ -294,7 +294,7 @@ def test_a_huge_string_in_a_report_is_capped_in_every_renderer(
 def test_a_tiny_terminal_width_prints_the_report_at_80_columns(
     run_cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, columns: str
 ) -> None:
-    from tests.conftest import FIXTURE_MODELS
+    from tests.helpers import FIXTURE_MODELS
 
     monkeypatch.setenv("COLUMNS", columns)
     result = run_cli("run", f"{FIXTURE_MODELS}:exact", "--audit", "roundtrip", "--samples", "8")

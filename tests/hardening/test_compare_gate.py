@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, read_report
+from tests.helpers import CliResult, read_report
 
 HOSTILE = Path(__file__).resolve().parent / "hostile_models.py"
 FAST = ("--samples", "16")

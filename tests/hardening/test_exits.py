@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, CliResult, read_report, subprocess_env
+from tests.helpers import REPO, CliResult, read_report, subprocess_env
 
 HOSTILE = Path(__file__).resolve().parent / "hostile_models.py"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliResult, read_report
+from tests.helpers import CliResult, read_report
 
 FAST = ("--audit", "roundtrip", "--samples", "20")
 

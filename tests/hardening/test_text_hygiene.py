@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from innaudit.core.errors import clean_text, shorten_middle
-from tests.conftest import FIXTURE_MODELS, CliResult, read_report
+from tests.helpers import FIXTURE_MODELS, CliResult, read_report
 
 OWN_ANNOTATION = re.compile(r"^::(error|warning|notice) title=innaudit")
 HOSTILE = "\n::error::x\r::add-mask::y\x1b]0;pwned\x07\x1b[2J\u202eevil"

@@ -226,7 +226,7 @@ def test_a_writer_killed_mid_write_leaves_the_previous_report_intact(tmp_path: P
 def _lesser_inputs(tmp_path: Path) -> dict[str, tuple[object, ...]]:
     import numpy as np
 
-    from tests.conftest import FIXTURE_MODELS
+    from tests.helpers import FIXTURE_MODELS
 
     model = f"{FIXTURE_MODELS}:exact"
     np.save(tmp_path / "empty.npy", np.zeros((0, 4), dtype=np.float32))
@@ -304,7 +304,7 @@ def test_round_two_bad_inputs_are_one_specific_line(run_cli: Any, tmp_path: Path
     ("flag", "value", "needle"), [("--epsilon", "-1", "attack.epsilon"), ("--attack-samples", "0", "attack.samples")]
 )
 def test_bad_attack_settings_are_refused_before_any_audit(run_cli: Any, flag: str, value: str, needle: str) -> None:
-    from tests.conftest import FIXTURE_MODELS
+    from tests.helpers import FIXTURE_MODELS
 
     result = run_cli("run", f"{FIXTURE_MODELS}:exact", "--audit", "roundtrip", "--samples", "5", flag, value)
     assert result.code == 2 and len(result.stderr_lines) == 1 and needle in result.stderr
@@ -322,7 +322,7 @@ def _round_three_inputs(tmp_path: Path) -> dict[str, tuple[object, ...]]:
 
     import numpy as np
 
-    from tests.conftest import FIXTURE_MODELS, REPO
+    from tests.helpers import FIXTURE_MODELS, REPO
 
     model = f"{FIXTURE_MODELS}:exact"
     hostile = Path(__file__).resolve().parent / "hostile_models.py"
@@ -369,7 +369,7 @@ def test_round_three_bad_inputs_are_one_specific_line(run_cli: Any, tmp_path: Pa
 
 
 def _saved_report(run_cli: Any, tmp_path: Path) -> dict[str, Any]:
-    from tests.conftest import FIXTURE_MODELS
+    from tests.helpers import FIXTURE_MODELS
 
     path = tmp_path / "r.json"
     assert (
@@ -440,7 +440,7 @@ def test_a_nan_rate_in_a_report_still_renders(run_cli: Any, tmp_path: Path) -> N
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_no_verdict_is_printed_before_every_file_is_written(run_cli: Any, tmp_path: Path) -> None:
-    from tests.conftest import FIXTURE_MODELS
+    from tests.helpers import FIXTURE_MODELS
 
     good = tmp_path / "r.json"
     result = run_cli(
@@ -479,7 +479,7 @@ def test_a_closed_stdout_is_one_line_and_exit_2(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.conftest import FIXTURE_MODELS, REPO, subprocess_env
+    from tests.helpers import FIXTURE_MODELS, REPO, subprocess_env
 
     command = f"{sys.executable} -m innaudit run {FIXTURE_MODELS}:exact --audit roundtrip --samples 8 >&-"
     proc = subprocess.run(
@@ -496,7 +496,7 @@ def test_matplotlib_warnings_reach_stderr_sanitized(tmp_path: Path) -> None:
 
     import numpy as np
 
-    from tests.conftest import REPO, subprocess_env
+    from tests.helpers import REPO, subprocess_env
 
     data = tmp_path / "d\x1b[31m\x07x.npy"  # control characters matplotlib has no glyph for
     np.save(data, np.full((8, 2), 0.5, dtype=np.float32))

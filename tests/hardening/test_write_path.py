@@ -21,8 +21,8 @@ import torch
 
 from innaudit.core.errors import UsageError
 from innaudit.monitor import InvertibilityMonitor
-from tests.conftest import REPO, CliResult, read_report
 from tests.hardening.tiny import save_tiny
+from tests.helpers import REPO, CliResult, read_report
 from tests.monitor.models import ScaleCoupling, data
 
 FAST = ("--audit", "roundtrip", "--samples", "20")

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from innaudit.loading import load_model
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 
 HERE = Path(__file__).resolve().parent / "user_flow"
 

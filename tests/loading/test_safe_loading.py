@@ -26,8 +26,8 @@ import innaudit
 from innaudit import zoo
 from innaudit.core.domain import DataDomain
 from innaudit.loading.native import save_checkpoint
-from tests.conftest import FIXTURE_MODELS, CliResult, read_report
 from tests.fixtures_models import DIM, ExactLinear
+from tests.helpers import FIXTURE_MODELS, CliResult, read_report
 
 PACKAGE = Path(innaudit.__file__).resolve().parent
 REFUSED_GLOBAL = f"{os.system.__module__}.system"  # posix.system on Linux and macOS

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 from tests.loading.keyed_models import Affine, Wrapper, good_state, nan_state
 
 HERE = Path(__file__).resolve().parent

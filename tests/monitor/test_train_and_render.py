@@ -13,8 +13,8 @@ from innaudit.monitor.training import RecipeMonitor
 from innaudit.train import RECIPES, Recipe, run_recipe
 from innaudit.train.hooks import step_hook
 from innaudit.train.paper_recipes import train
+from tests.helpers import invoke_cli
 
-from ..conftest import invoke_cli
 from .models import ScaleCoupling, data, far
 
 TINY = "tiny-checkerboard-additive"

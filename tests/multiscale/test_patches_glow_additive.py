@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke_cli
+from tests.helpers import invoke_cli
 
 pytest.importorskip("skimage")
 ROOT = Path(__file__).resolve().parents[2] / "checkpoints"

@@ -9,7 +9,7 @@ import torch
 
 from innaudit.data import default_data
 from innaudit.loading import load_model
-from tests.conftest import invoke_cli, read_report
+from tests.helpers import invoke_cli, read_report
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "patches-glow.pt"
 

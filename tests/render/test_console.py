@@ -98,8 +98,7 @@ def test_colour_only_when_asked() -> None:
 
 def test_render_to_stdout_at_the_terminal_width(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from innaudit.render.json import render as render_json
-
-    from ..conftest import invoke_cli
+    from tests.helpers import invoke_cli
 
     saved = tmp_path / "report.json"
     saved.write_text(render_json(diagnosable_report()))
@@ -149,7 +148,7 @@ def test_the_deep_checkpoint_at_80_columns(monkeypatch: pytest.MonkeyPatch, tmp_
     """The issue's must-show, with fewer samples (8 exact spectra per set: the 61-block flow's
     Jacobians are the slow part): nothing over 80 columns, a finding per failing check with value
     and limit, a diagnosis naming the first failing block and a remedy."""
-    from ..conftest import REPO, invoke_cli
+    from tests.helpers import REPO, invoke_cli
 
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setenv("NO_COLOR", "1")

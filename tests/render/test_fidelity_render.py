@@ -17,8 +17,8 @@ from innaudit.render import RENDERERS, console, plots
 from innaudit.render.json import render as render_json
 from innaudit.verdict.baseline import RESOLUTION_ULPS, classify, compare, resolution
 from innaudit.verdict.diagnosis import diagnose
+from tests.helpers import invoke_cli
 
-from ..conftest import invoke_cli
 from .fabricated import diagnosable_report
 
 CUT = "steps 200 -> 25; 32 -> 2 samples per set"

@@ -100,6 +100,8 @@ def test_html_survives_a_malformed_series(report: Report) -> None:
     odd = replace(report, audits=(AuditResult("roundtrip", "t", Status.PASS, "", 0.0, 0, (bad,)),))
     page = html.render(odd)
     assert "plot of curve unavailable" in page
+    assert "plot of grid unavailable" in page, "the malformed grid was drawn or dropped without a word"
+    assert page.count("unavailable") == 2 and " odd</h3>" in page and page.rstrip().endswith("</html>")
 
 
 # -- JUnit ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO, invoke_cli, read_report
+from tests.helpers import REPO, invoke_cli, read_report
 
 AFFINE, ADDITIVE = REPO / "checkpoints" / "digits-affine.pt", REPO / "checkpoints" / "digits-additive.pt"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -46,3 +46,9 @@ def healthy_ckpt(tmp_path: Path) -> Path:
 def ill_ckpt(tmp_path: Path) -> Path:
     """:func:`models.ill_conditioned_flow` (condition number 1e7) as a native checkpoint."""
     return _native(tmp_path / "ill.pt", models.ill_conditioned_flow(), models.ill_conditioned_config())
+
+
+@pytest.fixture
+def hinge_ckpt(tmp_path: Path) -> Path:
+    """:func:`models.hinge_overflow_flow` (optimal on the training data) as a native checkpoint."""
+    return _native(tmp_path / "hinge.pt", models.hinge_overflow_flow(), models.overflow_config())

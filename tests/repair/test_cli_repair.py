@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..conftest import FIXTURE_MODELS, invoke_cli, read_report
+from tests.helpers import FIXTURE_MODELS, invoke_cli, read_report
 
 FAST = ("--audit", "roundtrip", "--samples", "300", "--steps", "20")
 
@@ -15,7 +15,8 @@ def test_plan_prints_the_remedies_and_exits_0(overflow_ckpt: Path, train_file: P
     result = invoke_cli("repair", overflow_ckpt, "--data", train_file, *FAST, "--plan")
     assert result.code == 0
     assert (
-        "apply bounded scale: round trips break off the data (roundtrip[uniform] nonfinite_fraction=" in result.stdout
+        "apply bounded scale: round trips break off the data or turn non-finite near it (roundtrip[uniform] nonfinite_fraction="
+        in result.stdout
     )
     assert result.stderr_lines[-1].startswith("innaudit repair: planned (exit 0)")
 
@@ -58,4 +59,7 @@ def test_bad_arguments_are_one_line_and_exit_2(overflow_ckpt: Path, train_file: 
     assert folder.code == 2 and "does not exist" in folder.stderr
     data = invoke_cli("repair", overflow_ckpt, "--data", tmp_path / "nothing.npy", "-o", tmp_path / "x.pt")
     assert data.code == 2 and len(data.stderr_lines) == 1 and "Traceback" not in data.stderr
+    assert not (tmp_path / "x.pt").exists()
+    budget = invoke_cli("repair", overflow_ckpt, "--data", train_file, "--budget", "soon", "-o", tmp_path / "x.pt")
+    assert budget.code == 2 and len(budget.stderr_lines) == 1 and "is not a duration" in budget.stderr
     assert not (tmp_path / "x.pt").exists()

@@ -58,6 +58,16 @@ def test_non_finite_steps_are_skipped_and_counted() -> None:
     far = torch.tensor([[0.5, 1.0]]).repeat(50, 1)
     result = fine_tune(models.as_model(flow), NLL_OBJECTIVE, far, None, FineTuneSettings(steps=5, batch_size=8), 0)
     assert (result.steps_done, result.skipped_nonfinite) == (5, 5) and same(before, state(flow))
+    assert (result.regularized, result.skipped_regularized) == (0, 0)  # no regularizer in the settings
+    settings = FineTuneSettings(steps=5, batch_size=8, every=2, fd=FDSettings())
+    result = fine_tune(models.as_model(flow), NLL_OBJECTIVE, far, None, settings, 0)
+    assert (result.regularized, result.skipped_regularized) == (3, 3)  # steps 0, 2, 4: the FD term never acted
+
+
+def test_regularized_steps_on_finite_data_are_counted_and_not_skipped() -> None:
+    settings = FineTuneSettings(steps=4, batch_size=16, every=2, fd=FDSettings())
+    result = fine_tune(models.as_model(bounded()), NLL_OBJECTIVE, TRAIN, None, settings, 0)
+    assert (result.regularized, result.skipped_regularized, result.skipped_nonfinite) == (2, 0, 0)
 
 
 def test_a_fine_tune_that_only_hurts_keeps_the_weights_it_started_from() -> None:

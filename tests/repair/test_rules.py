@@ -44,6 +44,15 @@ def test_ood_explodes_on_a_finite_but_failing_relative_error_and_on_model_sample
     ]
 
 
+def test_ood_explodes_on_a_non_finite_attack_but_not_on_a_finite_one() -> None:
+    holes = set_result("digits:test", {"nonfinite_fraction": 0.0625, "fraction_above_threshold": 0.0625})
+    found = ood_explodes(view(audit("roundtrip", HEALTHY), audit("attack", holes)))
+    assert found is not None and found.remedy == BOUNDED_SCALE
+    assert [(e.audit, e.metric, e.value) for e in found.evidence] == [("attack", "nonfinite_fraction", 0.0625)]
+    large = set_result("digits:test", {"nonfinite_fraction": 0.0, "fraction_above_threshold": 0.0625})
+    assert ood_explodes(view(audit("roundtrip", HEALTHY), audit("attack", large))) is None
+
+
 def test_ood_explodes_is_silent_when_only_the_data_fails_or_nothing_does() -> None:
     assert ood_explodes(view(audit("roundtrip", HEALTHY, roundtrip_set("uniform", 0.0, 1e-6, 1e-3)))) is None
     assert ood_explodes(view(audit("roundtrip", roundtrip_set("digits:test", 0.01, 1e-6, 0.9)))) is None

@@ -12,9 +12,10 @@ import torch
 import innaudit
 from innaudit.core.errors import UsageError
 from innaudit.core.results import ExitCode
+from innaudit.repair import bound_scales
 from innaudit.repair.result import Outcome, RepairStatus
+from tests.helpers import FIXTURE_MODELS
 
-from ..conftest import FIXTURE_MODELS
 from . import models
 
 FAST = {"audits": ["roundtrip"], "samples": 300, "steps": 20}
@@ -114,7 +115,7 @@ def test_a_normflows_factory_gets_a_state_dict_that_loads_back(train_file: Path,
     assert plain.exit_code is ExitCode.GATE_FAILED  # the weights alone: the scale is unbounded again
     flow = models.normflows_overflow()
     flow.load_state_dict(torch.load(output, weights_only=True), strict=True)
-    innaudit.repair.bound_scales(flow, clamps)
+    bound_scales(flow, clamps)
     fixed = innaudit.audit(flow, data=str(train_file), audits=["roundtrip"], samples=300)
     assert fixed.exit_code is ExitCode.OK
 
@@ -153,3 +154,28 @@ def test_the_held_out_split_is_never_trained_on(overflow_ckpt: Path, train_file:
     assert not rows & {tuple(r) for r in data.heldout.tolist()} and not rows & {tuple(r) for r in data.valid.tolist()}
     with pytest.raises(UsageError, match="is the training data"):
         prepare_data(models.DOMAIN, str(train_file), test=str(train_file))
+
+
+def test_the_fine_tune_runs_under_the_monitor_and_its_timeline_is_in_the_report(
+    hinge_ckpt: Path, train_file: Path
+) -> None:
+    result = innaudit.repair(
+        str(hinge_ckpt), data=str(train_file), audits=["roundtrip"], samples=300, steps=12, monitor_every=4
+    )
+    assert nonfinite(result.before, "rademacher") > 0.3  # the hinge overflows off the data
+    assert result.fine_tune is not None, result.notes  # the clamp costs validation likelihood: recovered
+    timeline = result.report.run["repair"]["timeline"]
+    assert [check["step"] for check in timeline["timeline"]] == [0, 4, 8, 12]
+    assert set(timeline["sets"]) == {"data", "uniform", "gaussian", "rademacher"}
+    first = timeline["timeline"][0]["sets"]["rademacher"]
+    assert first["nonfinite"] == 0.0  # the monitor watches the bounded model
+
+
+def test_a_spent_budget_stops_the_fine_tune_and_says_so(hinge_ckpt: Path, train_file: Path) -> None:
+    result = innaudit.repair(
+        str(hinge_ckpt), data=str(train_file), audits=["roundtrip"], samples=300, steps=50, budget=1e-3
+    )
+    assert result.fine_tune is not None and result.fine_tune["steps_done"] == 0
+    assert result.fine_tune["kept_step"] == 0  # the best validated weights: the bounded model as it was
+    assert any("the budget ran out after 0 of 50 steps" in note for note in result.notes)
+    assert result.before.run["config"]["budget"] == pytest.approx(3e-4)  # 30 % of the budget per audit

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, invoke_subprocess, subprocess_env
+from tests.helpers import REPO, invoke_subprocess, subprocess_env
 
 PROBE = Path(__file__).with_name("kernel_probe.py")
 BUILD_TORCH = "2.13.0+cpu"

@@ -17,6 +17,7 @@ zuko           Flow (LazyDistribution), LazyTransform  ``flow(c).transform``; in
 torch / pyro   Transform, TransformModule, Conditional ``t.inv`` (their forward samples)
 TorchScript    ScriptModule exporting ``inverse``      ``forward``; only with --trust-checkpoint
 rosinality     ``reverse(z_list, reconstruct=...)``    ``forward`` -> ``(log_p, logdet, z_outs)``
+ml-tarflow     ``reverse(z, guidance=...)``, ``var``   ``forward`` -> ``(z, outputs, logdets)``
 =============  ======================================  ==========================================
 """
 
@@ -27,12 +28,24 @@ from typing import Any
 
 from innaudit.core.domain import DataDomain
 from innaudit.core.errors import LoadError
-from innaudit.loading.adapters import distributions, freia, nflows, normflows, rosinality, torchscript, zuko
+from innaudit.loading.adapters import (  # noqa: F401  (register library solvers and bounds)
+    coupling_bounds,
+    distributions,
+    freia,
+    lipschitz,
+    nflows,
+    normflows,
+    rosinality,
+    solvers,
+    tarflow,
+    torchscript,
+    zuko,
+)
 from innaudit.loading.adapters._common import Adapted, Condition, resolve_condition
 
 __all__ = ["ADAPTERS", "Adapted", "Condition", "adapt_object", "find_adapter", "resolve_condition"]
 
-ADAPTERS: tuple[ModuleType, ...] = (freia, nflows, normflows, zuko, distributions, torchscript, rosinality)
+ADAPTERS: tuple[ModuleType, ...] = (freia, nflows, normflows, zuko, distributions, torchscript, rosinality, tarflow)
 """Tried in order; the fallback for anything else is the plain-module adapter."""
 
 

@@ -6,15 +6,22 @@ Blocks: the ``module_list`` of a SequenceINN, the nodes of a GraphINN when they 
 A GraphINN with several output nodes (``Split`` without ``Concat``, multi-scale) maps data to
 the list of its outputs, one latent level per output node, and its inverse takes that list.
 ``IResNetLayer`` has a fixed-point inverse (``fixed_point_iterations``, no convergence check)
-and a stochastic log-det, so a model holding one is recorded as iterative / estimated
+and a stochastic log-det, so a model holding one is recorded as iterative / estimated. Its
+log-det estimate needs autograd and draws Rademacher probes from the global RNG on every call
+(also in eval, and also for ``rev=True``): calls into a model holding one run with autograd on
+and the global RNG forked and seeded with 0, so the estimate is a deterministic function of the
+input and the caller's RNG is left alone; the outputs are detached unless the caller asked for
+gradients. Its inverse is measured per block by :mod:`.solvers`.
 
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+import torch
 from torch import Tensor, nn
 
 from innaudit.core.domain import DataDomain
@@ -78,13 +85,44 @@ def _maps(call: Call, condition: Condition | None, wants: bool):
         return [condition.for_batch(first)] if (condition is not None and wants) else []
 
     def forward(module: nn.Module, x: Tensor) -> tuple[Any, Tensor]:
-        z, ld = call(module, x, conds(x), False)
-        return z, sum_per_sample(ld, x)
+        grad = torch.is_grad_enabled()
+        with _estimating(module):
+            z, ld = call(module, x, conds(x), False)
+            ld = sum_per_sample(ld, x)
+        return (z, ld) if grad else (_detached(z), _detached(ld))
 
     def inverse(module: nn.Module, z: Any) -> Tensor:
-        return call(module, z, conds(z), True)[0]
+        grad = torch.is_grad_enabled()
+        with _estimating(module):
+            x = call(module, z, conds(z), True)[0]
+        return x if grad else _detached(x)
 
     return forward, inverse
+
+
+def _stochastic(module: nn.Module) -> bool:
+    return any(type(m).__name__ == "IResNetLayer" for m in module.modules())
+
+
+@contextlib.contextmanager
+def _estimating(module: nn.Module) -> Iterator[None]:
+    """For a module holding an ``IResNetLayer``: autograd on and the global RNG forked and
+    seeded (its log-det estimate's probes), see the module docstring."""
+    if not _stochastic(module):
+        yield
+        return
+    devices = sorted({p.device.index or 0 for p in module.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        torch.manual_seed(0)
+        yield
+
+
+def _detached(out: Any) -> Any:
+    if isinstance(out, Tensor):
+        return out.detach()
+    if isinstance(out, (list, tuple)):
+        return type(out)(_detached(o) for o in out)
+    return out
 
 
 def _kinds(obj: nn.Module) -> dict[str, Any]:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import FIXTURE_MODELS, CliResult, read_report
 from tests.fixtures_models import DIM, ExactLinear, WrongLinear
+from tests.helpers import FIXTURE_MODELS, CliResult, read_report
 
 N_DATA, N_FAR = 400, 300  # below the default batch size (500): one batch, as in the hand check
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import invoke_subprocess
-from .test_distributed import CHECKPOINT, _ranks, _strip
-from .test_isolation import FACTORY
+from tests.helpers import invoke_subprocess
+from tests.run.test_distributed import CHECKPOINT, _ranks, _strip
+from tests.run.test_isolation import FACTORY
 
 
 @pytest.mark.slow

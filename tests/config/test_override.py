@@ -20,9 +20,8 @@ from innaudit.config.choices import FAIL_ON, GRADIENT_LOSSES, PRECISION_NAMES
 from innaudit.config.settings import OPTIONS, Config, parse_config
 from innaudit.core.errors import ConfigError
 from innaudit.core.results import Status
-
-from ..conftest import invoke_cli
-from ..fixtures_models import ExactLinear
+from tests.fixtures_models import ExactLinear
+from tests.helpers import invoke_cli
 
 BAD = [
     ({"samples": -5}, "samples -5 and batch_size auto must be at least 1"),

@@ -26,8 +26,7 @@ from innaudit.core.results import AuditResult, Report, SetResult, Status, lookup
 from innaudit.render.common import findings
 from innaudit.verdict.diagnosis import Kind, Statement, diagnose
 from innaudit.verdict.gate import judge
-
-from .render.fabricated import diagnosable_report
+from tests.render.fabricated import diagnosable_report
 
 TABLE = metric_table()
 EXPLAINING = {Kind.NOT_INVERTIBLE, Kind.CAUTION, Kind.BREAKS}
@@ -220,8 +219,7 @@ def test_a_real_run_of_every_default_audit_is_consistent() -> None:
     """The whole default battery on a known-answer model: a coupling whose scale underflows to 0
     for ``x1 > 0.52`` (NaN round trips there), exact to rounding below."""
     from innaudit import audit
-
-    from .audits.known_models import underflow_model
+    from tests.audits.known_models import underflow_model
 
     report = audit(underflow_model(), data="uniform", samples=64, seed=0)
     assert report.audit("roundtrip").status is Status.FAIL

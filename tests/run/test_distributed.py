@@ -26,8 +26,9 @@ from innaudit.audits.cost import Timing, Units
 from innaudit.audits.precision import PRECISIONS, Lane, _merge, _Part
 from innaudit.core.distributed import SINGLE, Shard
 from innaudit.core.stats import ErrorAccumulator
+from tests.helpers import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 CHECKPOINT = ROOT / "checkpoints" / "digits-affine.pt"
 TIMINGS = {"duration_s", "started_at", "world_size"}
 

@@ -34,10 +34,9 @@ from innaudit.run.plan import (
     replan,
 )
 from innaudit.zoo import build
+from tests.helpers import FIXTURE_MODELS, read_report
 
-from ..conftest import read_report
-
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures_models.py"
+FIXTURES = FIXTURE_MODELS
 SCHEMA = json.loads((Path(innaudit.__file__).parent / "render" / "report.schema.json").read_text())
 
 
@@ -211,11 +210,28 @@ def test_bad_budget_and_batch_size_are_one_line_errors(run_cli) -> None:
         assert result.code == 2 and len(result.stderr_lines) == 1 and result.stderr_lines[0].startswith("error:")
 
 
-def test_every_audit_states_its_cost() -> None:
+def _passes(cost: AuditCost) -> float:
+    return cost.per_sample.passes + cost.per_set.passes
+
+
+def test_every_audit_states_a_cost_that_grows_with_its_work() -> None:
+    """What the budget relies on: lowering an option the budget may shrink (steps, iterations,
+    probes) lowers the cost of a method that uses it and raises none; the default round trip is
+    one forward and one inverse pass per sample, the attack's cost is linear in its steps + 1."""
+    assert REGISTRY["roundtrip"].costs(64, REGISTRY["roundtrip"].options)[""].per_sample == Cost(forward=1, inverse=1)
     for aid, cls in REGISTRY.items():
-        costs = cls.costs(64, cls.options)
-        assert costs and all(isinstance(c, AuditCost) for c in costs.values()), aid
-        assert all(c.per_sample.passes + c.per_set.passes > 0 for c in costs.values()), aid
+        small = cls.costs(64, cls.options)
+        assert small and all(_passes(c) > 0 for c in small.values()), aid
+        for option, least in cls.shrinkable.items():
+            lowered = {**cls.options, option: least}
+            assert int(cls.options[option]) > least, (aid, option)
+            cut = cls.costs(64, lowered)
+            assert any(_passes(cut[m]) < _passes(small[m]) for m in small), (aid, option)
+            assert all(_passes(cut[m]) <= _passes(small[m]) for m in small), (aid, option)
+    attack = REGISTRY["attack"]
+    steps = int(attack.options["steps"])
+    full, half = (attack.costs(64, {**attack.options, "steps": s})[""] for s in (steps, steps // 2))
+    assert full.per_sample.forward / half.per_sample.forward == pytest.approx((steps + 1) / (steps // 2 + 1))
 
 
 def test_replan_after_an_audit_scales_the_rest_by_what_it_really_took() -> None:

@@ -12,8 +12,7 @@ from innaudit.render.json import report_dict
 from innaudit.train import regularizers
 from innaudit.verdict.diagnosis import FD_COEFF, FD_EPS, Diagnosis, Kind, diagnose, diagnosis_to_dict
 from innaudit.verdict.report_json import report_from_dict, to_plain
-
-from .render.fabricated import diagnosable_report
+from tests.render.fabricated import diagnosable_report
 
 
 def _rules(d: Diagnosis) -> dict[str, list]:
@@ -58,6 +57,37 @@ def test_where_it_breaks_first_block_and_direction() -> None:
     assert "overflows (non-finite latent) on uniform 50.0 % (of 67.6 % non-finite; the rest explode" in direction
     assert "inverse explodes from a finite latent on gaussian 2.0 %" in direction
     assert "first-block" not in _rules(diagnose(_without(diagnosable_report(), "layers")))
+
+
+def _with_layers(report: Report, culprit: str, status: Status, dataset: str = "digits:test") -> Report:
+    """``report`` whose ``layers`` set on ``dataset`` names ``culprit`` (index 3) with ``status``."""
+    audits = []
+    for a in report.audits:
+        if a.id == "layers":
+            sets = tuple(
+                replace(r, status=status, metrics={**r.metrics, "culprit": culprit, "culprit_index": 3})
+                if r.dataset == dataset
+                else r
+                for r in a.results
+            )
+            a = replace(a, results=sets)
+        audits.append(a)
+    return replace(report, audits=tuple(audits))
+
+
+def test_a_block_that_stands_out_among_passing_blocks_is_no_failing_block() -> None:
+    """``layers`` fills its culprit where one block's error jumps above the others, even when
+    every check passes; on a set where neither ``layers`` nor ``roundtrip`` failed or warned the
+    diagnosis names no failing block, and it does where layers warned."""
+    passing = _with_layers(diagnosable_report(), "3:Coupling[3]", Status.PASS)
+    block = _rules(diagnose(passing))["first-block"][0]
+    assert "3:Coupling[3]" not in block.text and "digits:test" not in block.text
+    assert "7:Coupling[7] on uniform" in block.text
+    quiet = _with_layers(passing, "7:Coupling[7]", Status.PASS, dataset="uniform")
+    quiet = _without(quiet, "roundtrip")
+    assert "first-block" not in _rules(diagnose(quiet))
+    warned = _with_layers(diagnosable_report(), "3:Coupling[3]", Status.WARN)
+    assert "3:Coupling[3] on digits:test" in _rules(diagnose(warned))["first-block"][0].text
 
 
 def test_float64_tells_precision_from_conditioning() -> None:
