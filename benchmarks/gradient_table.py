@@ -7,7 +7,7 @@ regularizer keeps them right. Their ``compute_gradient_angles.py`` compares, on 
 training batches of 128 images in eval mode with the cross-entropy loss, the true gradient over
 all flow parameters with the memory-saving one (angle, L2 and relative L2 distance).
 
-Here, with innaudit's own :func:`innaudit.audits.gradient.compare_gradients` (the algorithm of
+Here, with innaudit's own :func:`innaudit.audits.gradient_compare.compare_gradients` (the algorithm of
 the ``gradient`` audit):
 
 - the eight supervised classifiers (``digits-classifier-{affine,additive}[-fd|-nf|-ms]``; ``-ms``
@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from innaudit.audits.gradient import BatchComparison, compare_gradients, culprit, nll_loss
+from innaudit.audits.gradient_compare import BatchComparison, compare_gradients, culprit, nll_loss
 from innaudit.data.builtin import regression_targets, toy_2d
 from innaudit.data.digits import LEVELS, load_digits
 from innaudit.loading import load_model

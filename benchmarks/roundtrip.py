@@ -35,7 +35,7 @@ from innaudit.config.settings import parse_config
 from innaudit.core.domain import DataDomain
 from innaudit.data import Dataset, Role, resolve_dataset
 from innaudit.loading.adapt import adapt_module
-from innaudit.run.audits import run_audits
+from innaudit.run.audits import Subject, run_audits
 
 GOAL = 0.9
 ARCHITECTURE = {
@@ -103,7 +103,7 @@ def main() -> None:
     latent_shape = tuple(module(data[:1])[0].shape[1:])
 
     def audit() -> None:
-        report = run_audits(model, (dataset,), config, latent_shape=latent_shape)
+        report = run_audits(Subject(model, (dataset,), config, latent_shape))
         (result,) = report.audits
         assert result.results and result.results[0].metrics["n"] == args.samples, result.message
 

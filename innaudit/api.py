@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from innaudit.audits import specs
-from innaudit.config.duration import parse_duration
-from innaudit.config.settings import Config, check_threads, parse_config
+from innaudit.config.settings import Config, configured
 from innaudit.core.errors import UsageError
 from innaudit.core.results import ExitCode
 from innaudit.report import Report
@@ -24,19 +22,6 @@ from innaudit.run.audits import Observer
 from innaudit.run.job import Job, execute, named_sets
 
 __all__ = ["assert_invertible", "audit"]
-
-
-def _config(config: Config | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> Config:
-    """The effective Config: ``config`` (a Config or a YAML-layout mapping) with the keyword
-    options that were given laid over it."""
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if isinstance(config, Config):
-        if "budget" in given:
-            given["budget"] = parse_duration(given["budget"])
-        if "threads" in given:
-            check_threads(given["threads"])
-        return replace(config, **given) if given else config
-    return parse_config({**(config or {}), **given}, specs())
 
 
 def audit(
@@ -92,6 +77,9 @@ def audit(
         observer: receives progress (see :class:`innaudit.run.audits.Observer`).
 
     Raises:
+        innaudit.core.errors.ConfigError: an option has the wrong type or is out of range
+            (``samples=-5``, ``fail_on="sometimes"``, a misspelled audit id), checked as the CLI
+            and the YAML loader check it.
         innaudit.core.errors.InnauditError: the model, the data or an option cannot be used (the
             message says what was given, what was expected, and what to do).
     """
@@ -116,9 +104,7 @@ def audit(
         "fail_on": fail_on,
         "default_ood": False if ood is not None and not ood_specs else None,
     }
-    cfg = _config(config, overrides)
-    if isinstance(config, Config):
-        cfg = replace(cfg, ood=tuple(cfg.ood), audits=tuple(cfg.audits), skip=tuple(cfg.skip))
+    cfg = configured(config, specs(), overrides)
     job = Job(
         os.fspath(model) if isinstance(model, os.PathLike) else model,
         cfg,

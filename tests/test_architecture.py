@@ -154,6 +154,26 @@ def test_renderers_import_only_the_report_layers(module: str) -> None:
     assert reached <= RENDERER_READS, reached - RENDERER_READS
 
 
+MAX_RUN_PARAMETERS = 5
+"""The most parameters a function of ``innaudit/run/`` takes (what travels together is a record)."""
+
+
+def _parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> list[str]:
+    args = node.args
+    names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs) if a.arg not in ("self", "cls")]
+    return names + [f"*{a.arg}" for a in (args.vararg, args.kwarg) if a is not None]
+
+
+def test_no_function_of_the_run_takes_more_than_five_parameters() -> None:
+    wide = [
+        f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}({', '.join(_parameters(node))})"
+        for path in sorted((PACKAGE / "run").glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and len(_parameters(node)) > MAX_RUN_PARAMETERS
+    ]
+    assert not wide, wide
+
+
 ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
 
 

@@ -20,14 +20,18 @@ T = TypeVar("T")
 
 __all__ = [
     "batch_units",
+    "block_name",
+    "block_names",
     "by_set",
     "full_range_floor",
     "level_stats",
+    "map_batches",
     "prior_set",
     "progress_counter",
     "recording",
     "round_trip",
     "sample_counts",
+    "set_progress",
     "verdict_float64",
 ]
 
@@ -107,6 +111,52 @@ def by_set(units: Sequence[tuple[int, int, int]], parts: Sequence[T], count: int
         if part is not None:
             grouped[index].append(part)
     return grouped
+
+
+def block_name(index: int, block: InvertibleModel) -> str:
+    """``"3:AffineCoupling"``: a block's place in ``blocks()`` and its architecture (or class)."""
+    return f"{index}:{block.info.architecture or type(block.module).__name__}"
+
+
+def block_names(blocks: Sequence[InvertibleModel]) -> list[str]:
+    """:func:`block_name` of every block, in order."""
+    return [block_name(i, b) for i, b in enumerate(blocks)]
+
+
+def set_progress(ctx: AuditContext, names: Sequence[str], totals: Sequence[int]) -> Callable[[int, int], None]:
+    """A :func:`map_batches` progress callback reporting ``ctx.progress(name, done, total)`` per
+    set: ``names[i]`` and ``totals[i]`` are set ``i``'s name and sample count."""
+    steps = [progress_counter(ctx.progress, n, t) for n, t in zip(names, totals, strict=True)]
+    return lambda index, samples: steps[index](samples)
+
+
+def map_batches(
+    ctx: AuditContext,
+    sizes: Sequence[int],
+    work: Callable[[tuple[int, int, int]], T],
+    batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    paced: bool = False,
+) -> list[list[T]]:
+    """``work`` over every batch of every set, the results grouped by set: the audits' one batch loop.
+
+    ``sizes[i]`` samples of set ``i`` are cut into :func:`batch_units` of ``batch_size``
+    (default ``ctx.batch_size``); :meth:`AuditContext.map` runs them (shared out over the ranks
+    under ``torchrun``, every result handed to every rank in order) and :func:`by_set` groups
+    them. ``progress(set index, samples)``, when given, is called after each batch this
+    process runs: the one place a batch's completion is reported. ``paced``: a budgeted run may
+    stop the audit early with the batches done (:meth:`AuditContext.map`); only for audits whose
+    samples a budget may cut.
+    """
+    units = batch_units(sizes, ctx.batch_size if batch_size is None else batch_size)
+
+    def run(unit: tuple[int, int, int]) -> T:
+        out = work(unit)
+        if progress is not None:
+            progress(unit[0], unit[2] - unit[1])
+        return out
+
+    return by_set(units, ctx.map(units, run, paced=paced), len(sizes))
 
 
 def level_stats(model: InvertibleModel) -> LevelStats | None:

@@ -1,238 +1,45 @@
-"""The ``gradient`` audit: memory-saving gradients against the true ones."""
+"""The ``gradient`` audit: memory-saving gradients against the true ones.
+
+The comparison of one batch is :mod:`innaudit.audits.gradient_compare`, the backward walk it
+measures :mod:`innaudit.model.memory_saving` (the one memory-saving training takes), memcnn's
+wrappers :mod:`innaudit.loading.adapters.memcnn`.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import math
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import batch_units, progress_counter
+from innaudit.audits.common import block_names, map_batches, set_progress
+from innaudit.audits.gradient_compare import (
+    BatchComparison,
+    LossFn,
+    block_params,
+    chain_log_det,
+    choose_loss,
+    compare_gradients,
+    composition,
+    culprit,
+    library_comparison,
+)
 from innaudit.audits.preflight import PreflightFinding, PreflightKind, count, texts
+from innaudit.config.choices import GRADIENT_LOSSES, check_choice
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, percent, rate, worse
-from innaudit.core.stats import per_sample_norm, summarize
+from innaudit.core.stats import column_nan_max, nan_max, significant, summarize
 from innaudit.data import Dataset
 from innaudit.data.dataset import Role
+from innaudit.loading.adapters.memcnn import memcnn_wrappers, wrappers_disabled
 from innaudit.model.contract import InverseKind, InvertibleModel
 
-__all__ = [
-    "LOSSES",
-    "BatchComparison",
-    "Gradient",
-    "LossFn",
-    "compare_gradients",
-    "culprit",
-    "memcnn_wrappers",
-    "nll_loss",
-    "preflight",
-    "projection_loss",
-]
+__all__ = ["LOSSES", "Gradient", "preflight"]
 
-LossFn = Callable[[Tensor, Tensor | None, Tensor], Tensor]
-"""``loss(z, log_det, x) -> scalar``; ``log_det`` is None when the blocks report none."""
-
-LOSSES = ("auto", "nll", "projection", "model")
-
-
-def nll_loss(z: Tensor, log_det: Tensor | None, x: Tensor) -> Tensor:
-    """``mean_i (0.5 ||z_i||^2 - log|det J_F(x_i)|)``: the standard normal NLL up to a constant."""
-    if log_det is None:
-        raise ValueError("the nll loss needs a log-det; the blocks report none (use projection)")
-    return (0.5 * z.flatten(1).pow(2).sum(1) - log_det).mean()
-
-
-def projection_loss(direction: Tensor) -> LossFn:
-    """``mean_i <z_i, v>`` for a fixed unit direction ``v`` of the latent's shape."""
-
-    def loss(z: Tensor, log_det: Tensor | None, x: Tensor) -> Tensor:
-        return (z.flatten(1) * direction.reshape(1, -1).to(z)).sum(1).mean()
-
-    return loss
-
-
-@dataclass(frozen=True)
-class BatchComparison:
-    """True against memory-saving gradients of one batch (over the trainable block parameters).
-
-    ``recon_error[k]``: largest per-sample ``||h_k' - h_k|| / ||h_k||`` of block ``k``'s input
-    reconstructed by the memory-saving walk (inf when non-finite); ``block_error[k]``:
-    ``||g'_k - g_k|| / ||g_k||`` over block ``k``'s parameters (NaN without parameters).
-    """
-
-    rel_error: float
-    error_l2: float
-    angle: float
-    nonfinite: bool
-    true_nonfinite: bool
-    recon_error: np.ndarray
-    block_error: np.ndarray
-
-
-def _params(blocks: Sequence[InvertibleModel]) -> tuple[list[nn.Parameter], list[list[int]]]:
-    """The unique trainable parameters of the blocks, and each block's indices into them."""
-    params: list[nn.Parameter] = []
-    where: dict[int, int] = {}
-    owned: list[list[int]] = []
-    for block in blocks:
-        mine = []
-        for p in block.module.parameters():
-            if p.requires_grad and p.is_floating_point():
-                if id(p) not in where:
-                    where[id(p)] = len(params)
-                    params.append(p)
-                mine.append(where[id(p)])
-        owned.append(mine)
-    return params, owned
-
-
-def _grads(outputs: list[Tensor], inputs: list[Tensor], grad_outputs: list[Tensor]) -> list[Tensor]:
-    """``autograd.grad`` with zeros for inputs the outputs do not reach."""
-    keep = [i for i, t in enumerate(outputs) if t.requires_grad]
-    if not keep:
-        return [torch.zeros_like(t) for t in inputs]
-    got = torch.autograd.grad([outputs[i] for i in keep], inputs, [grad_outputs[i] for i in keep], allow_unused=True)
-    return [torch.zeros_like(t) if g is None else g for g, t in zip(got, inputs, strict=True)]
-
-
-def _total(parts: list[Tensor | None]) -> Tensor | None:
-    if any(p is None for p in parts):
-        return None
-    return torch.stack([p.reshape(-1) for p in parts if p is not None]).sum(0)
-
-
-def _true_pass(
-    blocks: Sequence[InvertibleModel], x: Tensor, loss: LossFn, params: list[nn.Parameter]
-) -> tuple[list[Tensor], list[Tensor]]:
-    """Ordinary autograd through the stored activations: ``(inputs of each block, grads)``."""
-    h, inputs, lds = x, [], []
-    for block in blocks:
-        inputs.append(h.detach())
-        h, ld = block.forward_and_log_det(h, grad=True)
-        lds.append(ld)
-    value = loss(h, _total(lds), x)
-    return inputs, _grads([value], list(params), [torch.ones_like(value)])
-
-
-def _memory_saving_pass(
-    blocks: Sequence[InvertibleModel],
-    x: Tensor,
-    loss: LossFn,
-    params: list[nn.Parameter],
-    owned: list[list[int]],
-) -> tuple[list[Tensor], list[Tensor]]:
-    """The memory-saving gradient: forward without storing, then walk the blocks backwards.
-
-    At block ``k`` (last to first): reconstruct its input ``h = f_k^-1(y)`` without autograd,
-    re-run ``f_k(h)`` with autograd, and back-propagate ``dL/dy`` (and ``dL/dlog_det``) to get
-    ``dL/dh`` and the block's parameter gradients. Returns the reconstructed inputs (first
-    block first) and the gradients.
-    """
-    with torch.no_grad():
-        h, lds = x, []
-        for block in blocks:
-            h, ld = block.forward_and_log_det(h)
-            lds.append(ld)
-    z = h.detach().requires_grad_()
-    total = _total(lds)
-    ld_leaf = None if total is None else total.detach().requires_grad_()
-    value = loss(z, ld_leaf, x)
-    seeds = _grads([value], [z] if ld_leaf is None else [z, ld_leaf], [torch.ones_like(value)])
-    g_y, g_ld = seeds[0], (seeds[1] if len(seeds) > 1 else None)
-    grads = [torch.zeros_like(p) for p in params]
-    y, recon = z.detach(), []
-    for block, mine in zip(reversed(blocks), reversed(owned), strict=True):
-        with torch.no_grad():
-            h = block.inverse(y)
-        recon.append(h)
-        h_leaf = h.detach().requires_grad_()
-        out, ld = block.forward_and_log_det(h_leaf, grad=True)
-        outputs, seeds = [out], [g_y]
-        if ld is not None and g_ld is not None:
-            outputs.append(ld.reshape(-1))
-            seeds.append(g_ld)
-        got = _grads(outputs, [h_leaf, *(params[i] for i in mine)], seeds)
-        g_y = got[0]
-        for i, g in zip(mine, got[1:], strict=True):
-            grads[i] = grads[i] + g
-        y = h.detach()
-    return recon[::-1], grads
-
-
-def _flat(grads: Sequence[Tensor]) -> Tensor:
-    return torch.cat([g.reshape(-1).double() for g in grads]) if grads else torch.zeros(0, dtype=torch.float64)
-
-
-def _relative(diff: Tensor, ref: Tensor) -> float:
-    """``||diff|| / ||ref||`` (0 when both vanish, inf when only ``ref`` does)."""
-    d, r = float(torch.linalg.vector_norm(diff)), float(torch.linalg.vector_norm(ref))
-    if r == 0.0:
-        return 0.0 if d == 0.0 else math.inf
-    return d / r
-
-
-def _angle(a: Tensor, b: Tensor) -> float:
-    """``arccos`` of the cosine similarity clipped to ``+-(1 - 1e-9)``, in radians."""
-    na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
-    if float(na) == 0.0 or float(nb) == 0.0:
-        return 0.0 if float(na) == float(nb) else math.pi / 2
-    cos = float((a @ b) / (na * nb))
-    return math.acos(min(max(cos, -1 + 1e-9), 1 - 1e-9))
-
-
-def _recon_error(rebuilt: Tensor, true: Tensor) -> float:
-    floor = 1e-6 * math.sqrt(true[0].numel())
-    err = per_sample_norm(rebuilt - true) / per_sample_norm(true).clamp_min(floor)
-    if not bool(torch.isfinite(rebuilt).all()):
-        return math.inf
-    return float(err.max())
-
-
-def compare_gradients(blocks: Sequence[InvertibleModel], x: Tensor, loss: LossFn) -> BatchComparison:
-    """True and memory-saving gradients of ``loss`` on one batch ``x``, compared.
-
-    Both are taken over every trainable parameter of ``blocks`` (in forward order); the
-    blocks run in eval mode (:class:`InvertibleModel`).
-    """
-    params, owned = _params(blocks)
-    with torch.enable_grad():
-        inputs, g_true = _true_pass(blocks, x, loss, params)
-        recon, g_mem = _memory_saving_pass(blocks, x, loss, params, owned)
-    true, mem = _flat(g_true), _flat(g_mem)
-    true_bad, mem_bad = not bool(torch.isfinite(true).all()), not bool(torch.isfinite(mem).all())
-    bad = true_bad or mem_bad
-    block_error = np.array(
-        [
-            _relative(_flat([g_mem[i] for i in m]) - _flat([g_true[i] for i in m]), _flat([g_true[i] for i in m]))
-            if m
-            else math.nan
-            for m in owned
-        ]
-    )
-    return BatchComparison(
-        rel_error=math.nan if bad else _relative(mem - true, true),
-        error_l2=math.nan if bad else float(torch.linalg.vector_norm(mem - true)),
-        angle=math.nan if bad else _angle(mem, true),
-        nonfinite=mem_bad,
-        true_nonfinite=true_bad,
-        recon_error=np.array([_recon_error(r, h) for r, h in zip(recon, inputs, strict=True)]),
-        block_error=block_error,
-    )
-
-
-def culprit(recon_error: np.ndarray, level: float) -> int:
-    """The first block of the backward walk (last block first) whose reconstructed input is off
-    by more than ``level``: where the reconstruction error enters. -1 when none is."""
-    for k in range(len(recon_error) - 1, -1, -1):
-        if not recon_error[k] <= level:  # NaN and inf count as off
-            return k
-    return -1
+LOSSES = GRADIENT_LOSSES
 
 
 _STATEFUL = ("BatchNorm", "Dropout", "InstanceNorm")
@@ -276,65 +83,6 @@ def preflight(
         text = f"iterative inverse{where}, {tol_text}: reconstructions are only as exact as the solver"
         found.append(PreflightFinding(PreflightKind.ITERATIVE_INVERSE, text))
     return found
-
-
-def memcnn_wrappers(module: nn.Module) -> list[nn.Module]:
-    """Every ``memcnn.InvertibleModuleWrapper`` inside ``module`` (recognised by class, no import)."""
-    return [
-        m
-        for m in module.modules()
-        if type(m).__name__ == "InvertibleModuleWrapper" and hasattr(m, "_fn") and hasattr(m, "disable")
-    ]
-
-
-_DISABLE = "disable"  # memcnn's switch: True runs ``_fn`` under plain autograd
-
-
-@contextlib.contextmanager
-def _wrappers_disabled(wrappers: Sequence[nn.Module], disable: bool) -> Iterator[None]:
-    """Set ``disable`` on memcnn wrappers (plain autograd through ``_fn`` when True), then restore."""
-    before = [bool(w.disable) for w in wrappers]
-    try:
-        for w in wrappers:
-            setattr(w, _DISABLE, disable)
-        yield
-    finally:
-        for w, was in zip(wrappers, before, strict=True):
-            setattr(w, _DISABLE, was)
-
-
-def library_gradient(model: InvertibleModel, params: list[nn.Parameter], x: Tensor, loss: LossFn) -> Tensor:
-    """The gradient memcnn's own wrappers compute (they reconstruct inputs in ``backward``), read
-    from ``.grad`` after ``loss.backward()`` as memcnn requires; ``.grad`` is restored after."""
-    saved = [p.grad for p in params]
-    try:
-        for p in params:
-            p.grad = None
-        with torch.enable_grad():
-            z, ld = model.forward_and_log_det(x, grad=True)
-            loss(z, ld, x).backward()
-        return _flat([torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params])
-    finally:
-        for p, g in zip(params, saved, strict=True):
-            p.grad = g
-
-
-def _block_names(blocks: Sequence[InvertibleModel]) -> list[str]:
-    return [f"{i}:{b.info.architecture or type(b.module).__name__}" for i, b in enumerate(blocks)]
-
-
-def _chain_log_det(blocks: Sequence[InvertibleModel], x: Tensor) -> tuple[Tensor, Tensor | None]:
-    with torch.no_grad():
-        h, lds = x, []
-        for block in blocks:
-            h, ld = block.forward_and_log_det(h)
-            lds.append(ld)
-    return h, _total(lds)
-
-
-def _unit(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-    v = torch.randn(shape, generator=generator, dtype=torch.float64)
-    return v / torch.linalg.vector_norm(v)
 
 
 @register
@@ -419,12 +167,17 @@ class Gradient(Audit):
         worse("library_angle", "rad", "memcnn's own memory-saving gradient, angle"),
     )
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """``loss`` is one of :data:`innaudit.config.choices.GRADIENT_LOSSES`."""
+        check_choice("gradient.loss", options["loss"], GRADIENT_LOSSES)
+
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped without ``blocks()``, trainable block parameters, in-distribution data, or when
         the blocks pass something other than one tensor (a multi-scale latent)."""
         if not ctx.model.blocks():
             return "the model exposes no blocks() to reconstruct activations through"
-        if not _params(ctx.model.blocks())[0]:
+        if not block_params(ctx.model.blocks())[0]:
             return "the blocks have no trainable parameters"
         data = [d for d in ctx.datasets if d.role is Role.IN_DISTRIBUTION]
         if not data:
@@ -433,7 +186,7 @@ class Gradient(Audit):
         if latent is not None and not latent.single:
             return "a multi-scale latent: the memory-saving reconstruction through split blocks is not implemented yet"
         try:
-            _chain_log_det(ctx.model.blocks(), data[0].first(1).to(ctx.device, ctx.model.dtype))
+            chain_log_det(ctx.model.blocks(), data[0].first(1).to(ctx.device, ctx.model.dtype))
         except TypeError as exc:  # a block passes a structured (multi-scale) latent
             return f"the blocks do not pass plain tensors from one to the next ({exc})"
         return None
@@ -445,12 +198,16 @@ class Gradient(Audit):
         for ds in ctx.datasets:
             if ds.role is not Role.IN_DISTRIBUTION:
                 continue
-            with _wrappers_disabled(wrappers, True):
+            with wrappers_disabled(wrappers, True):
                 blocks = ctx.model.blocks()
-                names = _block_names(blocks)
+                names = block_names(blocks)
                 found = preflight(ctx.model, blocks, names)
-                loss, loss_name, note = self._loss(ctx, blocks, ds)
-                found += self._composition(ctx.model, blocks, ds.first(2).to(ctx.device, ctx.model.dtype))
+                first = ds.first(2).to(ctx.device, ctx.model.dtype)
+                own = getattr(ctx.model.module, "gradient_loss", None)
+                loss, loss_name, note = choose_loss(
+                    str(ctx.option("loss")), own, blocks, first, lambda: ctx.generator("projection")
+                )
+                found += composition(ctx.model, blocks, first)
                 results, library, samples = self._compare(ctx, ds, blocks, loss, wrappers)
             yield self._measure(ctx, ds.name, names, results, samples, loss_name, note, found, library)
 
@@ -463,84 +220,18 @@ class Gradient(Audit):
         blocks: the comparisons, memcnn's (rel, angle) per batch, the number of samples."""
         step = int(ctx.option("batch"))
         total = min(int(ctx.option("batches")) * step, ctx.samples, ds.size)
-        units = batch_units([total], step)
-        count = progress_counter(ctx.progress, ds.name, total)
 
         def work(unit: tuple[int, int, int]) -> tuple[BatchComparison, tuple[float, float] | None]:
-            _, start, stop = unit
-            x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
+            x = ds.make(unit[1], unit[2]).to(device=ctx.device, dtype=ctx.model.dtype)
             compared = compare_gradients(blocks, x, loss)
-            count(len(x))
-            return compared, Gradient._library(ctx, wrappers, blocks, x, loss) if wrappers else None
+            return compared, library_comparison(ctx.model, wrappers, blocks, x, loss) if wrappers else None
 
-        parts = ctx.map(units, work)
+        (parts,) = map_batches(ctx, [total], work, step, set_progress(ctx, [ds.name], [total]))
         results = [compared for compared, _ in parts]
         library = [own for _, own in parts if own is not None]
         if not wrappers:
             return results, None, total
         return results, (np.array([rel for rel, _ in library]), np.array([angle for _, angle in library])), total
-
-    @staticmethod
-    def _loss(ctx: AuditContext, blocks: Sequence[InvertibleModel], ds: Dataset) -> tuple[LossFn, str, str]:
-        """The loss the option asks for, its name, and a note on the choice."""
-        choice = str(ctx.option("loss"))
-        if choice not in LOSSES:
-            raise ValueError(f"gradient loss {choice!r} is unknown; expected one of {', '.join(LOSSES)}")
-        own = getattr(ctx.model.module, "gradient_loss", None)
-        if choice == "model" or (choice == "auto" and callable(own)):
-            if not callable(own):
-                raise ValueError(
-                    "gradient loss 'model' was asked for, but the model has no callable "
-                    "gradient_loss(z, log_det, x) attribute; set one in the factory or use nll"
-                )
-            return own, "model", ""
-        z, ld = _chain_log_det(blocks, ds.first(2).to(ctx.device, ctx.model.dtype))
-        if choice == "nll" or (choice == "auto" and ld is not None):
-            if ld is None:
-                raise ValueError(
-                    "gradient loss 'nll' needs a log-det from every block, and some block "
-                    "reports none; use --gradient-loss projection"
-                )
-            return nll_loss, "nll", ""
-        note = "" if choice == "projection" else "no per-block log-dets, so a projection loss"
-        return projection_loss(_unit(tuple(z.shape[1:]), ctx.generator("projection"))), "projection", note
-
-    @staticmethod
-    def _composition(model: InvertibleModel, blocks: Sequence[InvertibleModel], x: Tensor) -> list[PreflightFinding]:
-        """A finding when the chain of blocks does not give the model's own ``z``."""
-        with torch.no_grad():
-            z = model.forward(x)
-        chained, _ = _chain_log_det(blocks, x)
-        if chained.shape != z.shape:
-            text = (
-                f"the blocks compose to shape {tuple(chained.shape[1:])}, the model gives "
-                f"{tuple(z.shape[1:])}: gradients are those of the chain of blocks"
-            )
-            return [PreflightFinding(PreflightKind.COMPOSITION, text)]
-        both = torch.isfinite(chained.flatten(1)).all(1) & torch.isfinite(z.flatten(1)).all(1)
-        same = bool((torch.isfinite(chained.flatten(1)).all(1) == torch.isfinite(z.flatten(1)).all(1)).all())
-        err = _recon_error(chained[both], z[both]) if bool(both.any()) else 0.0
-        if not same or not err <= 1e-4:
-            text = (
-                f"the blocks compose to a z off the model's by {err:.3g} (relative): gradients "
-                "are those of the chain of blocks"
-            )
-            return [PreflightFinding(PreflightKind.COMPOSITION, text)]
-        return []
-
-    @staticmethod
-    def _library(
-        ctx: AuditContext, wrappers: Sequence[nn.Module], blocks: Sequence[InvertibleModel], x: Tensor, loss: LossFn
-    ) -> tuple[float, float]:
-        """memcnn's own memory-saving gradient against the true one on the batch ``x``: (rel, angle)."""
-        params, _ = _params(blocks)
-        with _wrappers_disabled(wrappers, True), torch.enable_grad():
-            _, true_grads = _true_pass(blocks, x, loss, params)
-        true = _flat(true_grads)
-        with _wrappers_disabled(wrappers, False):
-            mem = library_gradient(ctx.model, params, x, loss)
-        finite = bool(torch.isfinite(mem).all() and torch.isfinite(true).all())
-        return (_relative(mem - true, true) if finite else math.nan, _angle(mem, true) if finite else math.nan)
 
     @staticmethod
     def _measure(
@@ -556,23 +247,22 @@ class Gradient(Audit):
     ) -> Measurement:
         level = float(ctx.option("rounding")) * torch.finfo(ctx.model.dtype).eps
         recon = np.max([r.recon_error for r in results], axis=0)
-        with np.errstate(invalid="ignore"), _nan_ok():
-            block_grad = np.nanmax([r.block_error for r in results], axis=0)
+        block_grad = column_nan_max([r.block_error for r in results])
         where = culprit(recon, level)
         rel = np.array([r.rel_error for r in results])
         metrics: dict[str, object] = {
             "n": len(results),
             "samples": samples,
             "blocks": len(names),
-            "parameters": sum(p.numel() for p in _params(ctx.model.blocks())[0]),
+            "parameters": sum(p.numel() for p in block_params(ctx.model.blocks())[0]),
             "loss": loss_name,
             "rel_error_l2": summarize(rel),
             "error_l2": summarize(np.array([r.error_l2 for r in results])),
             "angle": summarize(np.array([r.angle for r in results])),
             "nonfinite_fraction": float(np.mean([r.nonfinite for r in results])),
             "true_nonfinite_fraction": float(np.mean([r.true_nonfinite for r in results])),
-            "block_recon_error": {"max": _fmax(recon)},
-            "block_grad_error": {"max": _fmax(block_grad)},
+            "block_recon_error": {"max": nan_max(recon)},
+            "block_grad_error": {"max": nan_max(block_grad)},
             "culprit": names[where] if where >= 0 else "",
             "culprit_index": where,
             "rounding_level": level,
@@ -583,26 +273,13 @@ class Gradient(Audit):
             metrics["library_rel_error"] = summarize(library[0])
             metrics["library_angle"] = summarize(library[1])
         series = {
-            "blocks": {"name": names, "reconstruction_error": _short(recon), "gradient_error": _short(block_grad)}
+            "blocks": {
+                "name": names,
+                "reconstruction_error": significant(recon),
+                "gradient_error": significant(block_grad),
+            }
         }
         return Measurement(name, metrics, _message(metrics, names, where, note, found), series)
-
-
-@contextlib.contextmanager
-def _nan_ok() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column: a block without parameters
-        yield
-
-
-def _fmax(values: np.ndarray) -> float:
-    """Largest value, ``inf`` counted, NaN ignored (NaN when there is nothing)."""
-    kept = values[~np.isnan(values)]
-    return float(kept.max()) if kept.size else math.nan
-
-
-def _short(values: np.ndarray) -> list[float]:
-    return [float(f"{v:.5g}") if math.isfinite(v) else float(v) for v in values]
 
 
 def _message(metrics: dict[str, object], names: list[str], where: int, note: str, found: list[PreflightFinding]) -> str:

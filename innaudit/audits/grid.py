@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import batch_units
+from innaudit.audits.common import map_batches, set_progress
 from innaudit.audits.cost import AuditCost, Cost
 from innaudit.core.metrics import neither, percent, rate, worse
-from innaudit.core.stats import per_sample_norm, summarize
+from innaudit.core.stats import per_sample_norm, significant, summarize
 from innaudit.data import Dataset
 from innaudit.linalg import jacobian, log_abs_det
 
@@ -40,10 +40,7 @@ def grid_points(low: float, high: float, resolution: int) -> tuple[np.ndarray, T
 
 def _rows(values: np.ndarray, resolution: int) -> list[list[float]]:
     """A flat per-point array as rows of 4-significant-digit numbers (NaN/Inf kept)."""
-    return [
-        [float(f"{v:.4g}") if math.isfinite(v) else float(v) for v in row]
-        for row in values.reshape(resolution, resolution)
-    ]
+    return [significant(row, 4) for row in values.reshape(resolution, resolution)]
 
 
 @register
@@ -121,17 +118,12 @@ class Grid(Audit):
         low, high, res = ctx.option("low"), ctx.option("high"), ctx.option("resolution")
         centres, points = grid_points(low, high, res)
         shape = ctx.model.info.domain.shape
-        units = batch_units([len(points)], ctx.batch_size)
-        done = [0]
 
         def work(unit: tuple[int, int, int]) -> dict[str, np.ndarray]:
             _, start, stop = unit
-            part = self._batch(ctx, points[start:stop].reshape(-1, *shape).to(device=ctx.device, dtype=ctx.model.dtype))
-            done[0] += stop - start
-            ctx.progress("grid", done[0], len(points))
-            return part
+            return self._batch(ctx, points[start:stop].reshape(-1, *shape).to(device=ctx.device, dtype=ctx.model.dtype))
 
-        parts = ctx.map(units, work)
+        (parts,) = map_batches(ctx, [len(points)], work, progress=set_progress(ctx, ["grid"], [len(points)]))
         m = {k: np.concatenate([p[k] for p in parts]) for k in _MAPS}
         name = grid_set(low, high)
         metrics = {

@@ -24,7 +24,7 @@ from innaudit.linalg import (
     jacobian_singular_values,
 )
 
-__all__ = ["Spectrum", "measure", "min_median_max"]
+__all__ = ["Spectrum", "measure"]
 
 
 @dataclass(frozen=True)
@@ -188,11 +188,3 @@ def _or_nan(
 
 def _np(t: Tensor) -> np.ndarray:
     return t.detach().double().cpu().numpy()
-
-
-def min_median_max(values: np.ndarray) -> dict[str, float]:
-    """``{min, median, max}`` over the finite values (NaN when there are none)."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return {"min": math.nan, "median": math.nan, "max": math.nan}
-    return {"min": float(finite.min()), "median": float(np.median(finite)), "max": float(finite.max())}

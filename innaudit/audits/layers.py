@@ -12,12 +12,12 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import batch_units, by_set, full_range_floor, progress_counter, sample_counts
+from innaudit.audits.common import block_name, full_range_floor, map_batches, sample_counts, set_progress
 from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
 from innaudit.audits.jacobians import measure
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import better, neither, rate, worse
-from innaudit.core.stats import per_sample_norm
+from innaudit.core.stats import nan_max, nan_min, per_sample_norm, relative_error, round_significant, where_error_enters
 from innaudit.data import Dataset
 from innaudit.model.contract import InvertibleModel, host
 
@@ -91,7 +91,7 @@ def trace_blocks(
             y = block.forward(h)
             back = block.inverse(y)
         bad = ~(torch.isfinite(y.reshape(len(y), -1)).all(1) & torch.isfinite(back.reshape(len(h), -1)).all(1))
-        rel = per_sample_norm(back - h) / per_sample_norm(h).clamp_min(floor)
+        rel = relative_error(back, h, floor)
         rel = torch.where(bad, torch.full_like(rel, math.inf), rel)
 
         def forward(t: Tensor, b: InvertibleModel = block) -> Tensor:
@@ -101,7 +101,7 @@ def trace_blocks(
             return b.inverse(t, grad=True)
 
         s = measure(forward, inverse, h, method=method, tol=tol, max_iter=max_iter, generator=generator)
-        name = f"{i}:{block.info.architecture or type(block.module).__name__}"
+        name = block_name(i, block)
         out.append(
             BlockTrace(name, rel.cpu().numpy(), bad.cpu().numpy(), _scale_min(block, h), s.forward_min, s.forward_max)
         )
@@ -117,7 +117,7 @@ def trace_blocks(
 def _relative(got: Tensor, want: Tensor, floor: float) -> np.ndarray:
     """``||got - want|| / max(||want||, floor)`` per sample, inf where ``got`` is not finite."""
     bad = ~torch.isfinite(got.reshape(len(got), -1)).all(1)
-    rel = per_sample_norm(got - want) / per_sample_norm(want).clamp_min(floor)
+    rel = relative_error(got, want, floor)
     return torch.where(bad | rel.isnan(), torch.full_like(rel, math.inf), rel).cpu().numpy()
 
 
@@ -139,22 +139,7 @@ def chain_errors(
 def leaves_rounding(traces: Sequence[BlockTrace], limit: float) -> int:
     """Index of the block whose inverse first takes the accumulated error (walking the inverse
     chain from ``z``, last block first) above ``limit`` or to non-finite; -1 when none does."""
-    for k in range(len(traces) - 1, -1, -1):
-        err = traces[k].chain_error
-        if err is not None and err.size and not (err <= limit).all():
-            return k
-    return -1
-
-
-def _fmax(values: np.ndarray) -> float:
-    """Largest value, ``inf`` counted, NaN ignored (NaN when there is nothing)."""
-    kept = values[~np.isnan(values)]
-    return float(kept.max()) if kept.size else math.nan
-
-
-def _fmin(values: np.ndarray) -> float:
-    kept = values[~np.isnan(values)]
-    return float(kept.min()) if kept.size else math.nan
+    return where_error_enters([t.chain_error for t in traces], limit)
 
 
 def culprit(traces: Sequence[BlockTrace], jump: float, error_floor: float, condition_floor: float) -> tuple[int, str]:
@@ -164,9 +149,9 @@ def culprit(traces: Sequence[BlockTrace], jump: float, error_floor: float, condi
     for i, t in enumerate(traces):
         if t.nonfinite.any():
             return i, "first non-finite block"
-    errors = np.array([_fmax(t.rel_error) for t in traces])
+    errors = np.array([nan_max(t.rel_error) for t in traces])
     with np.errstate(divide="ignore", invalid="ignore"):
-        conds = np.array([_fmax(t.sv_max / t.sv_min) for t in traces])
+        conds = np.array([nan_max(t.sv_max / t.sv_min) for t in traces])
     err_mid, cond_mid = np.nanmedian(errors), np.nanmedian(conds)
     for i in range(len(traces)):
         if errors[i] >= max(jump * err_mid, error_floor):
@@ -268,19 +253,19 @@ class Layers(Audit):
         each set's worst samples)."""
         blocks = ctx.model.blocks()
         totals = sample_counts(ctx)
-        units = batch_units(totals, ctx.batch_size)
-        steps = [progress_counter(ctx.progress, d.name, n) for d, n in zip(ctx.datasets, totals, strict=True)]
 
         def check(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
             index, start, stop = unit
             x = ctx.datasets[index].make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
-            errors = whole_round_trip(ctx.model, x)
-            steps[index](len(x))
-            return errors
+            return whole_round_trip(ctx.model, x)
 
         checked = {
             i: (np.concatenate([e for e, _ in parts]), np.concatenate([r for _, r in parts]))
-            for i, parts in enumerate(by_set(units, ctx.map(units, check, paced=True), len(ctx.datasets)))
+            for i, parts in enumerate(
+                map_batches(
+                    ctx, totals, check, progress=set_progress(ctx, [d.name for d in ctx.datasets], totals), paced=True
+                )
+            )
             if parts
         }
         picked = {i: worst_samples(errors, ctx.option("worst")) for i, (errors, _) in checked.items()}
@@ -316,7 +301,7 @@ class Layers(Audit):
             axis=0,
         )
         with np.errstate(divide="ignore", invalid="ignore"):
-            conds = [_fmax(t.sv_max / t.sv_min) for t in traces]
+            conds = [nan_max(t.sv_max / t.sv_min) for t in traces]
         return {
             "n": len(idx),
             "blocks": len(traces),
@@ -324,9 +309,9 @@ class Layers(Audit):
             "culprit": traces[where].name if where >= 0 else "",
             "culprit_index": where,
             "nonfinite_fraction": float(broken.mean()) if broken.size else 0.0,
-            "block_rel_error": {"max": _fmax(np.concatenate([t.rel_error for t in traces]))},
-            "block_condition": {"max": _fmax(np.array(conds))},
-            "scale_min": _fmin(np.concatenate([t.scale_min for t in traces])),
+            "block_rel_error": {"max": nan_max(np.concatenate([t.rel_error for t in traces]))},
+            "block_condition": {"max": nan_max(np.array(conds))},
+            "scale_min": nan_min(np.concatenate([t.scale_min for t in traces])),
         }
 
     @staticmethod
@@ -337,20 +322,18 @@ class Layers(Audit):
 
     @staticmethod
     def _series(traces: Sequence[BlockTrace]) -> dict[str, list]:
-        def num(v: float) -> float:
-            return float(f"{v:.5g}") if math.isfinite(v) else v
-
+        num = round_significant
         with np.errstate(divide="ignore", invalid="ignore"):
             return {
                 "name": [t.name for t in traces],
-                "rel_error_max": [num(_fmax(t.rel_error)) for t in traces],
+                "rel_error_max": [num(nan_max(t.rel_error)) for t in traces],
                 "nonfinite_fraction": [float(t.nonfinite.mean()) for t in traces],
-                "scale_min": [num(_fmin(t.scale_min)) for t in traces],
-                "sv_min": [num(_fmin(t.sv_min)) for t in traces],
-                "sv_max": [num(_fmax(t.sv_max)) for t in traces],
-                "condition": [num(_fmax(t.sv_max / t.sv_min)) for t in traces],
+                "scale_min": [num(nan_min(t.scale_min)) for t in traces],
+                "sv_min": [num(nan_min(t.sv_min)) for t in traces],
+                "sv_max": [num(nan_max(t.sv_max)) for t in traces],
+                "condition": [num(nan_max(t.sv_max / t.sv_min)) for t in traces],
                 "chain_rel_error_max": [
-                    num(_fmax(t.chain_error)) if t.chain_error is not None else math.nan for t in traces
+                    num(nan_max(t.chain_error)) if t.chain_error is not None else math.nan for t in traces
                 ],
             }
 
@@ -369,7 +352,7 @@ def _rows(ctx: AuditContext, ds: Dataset, total: int, picked: np.ndarray) -> Ten
 
 def _chain_metrics(traces: Sequence[BlockTrace], chain: int, whole: np.ndarray) -> dict[str, object]:
     errors = [t.chain_error for t in traces if t.chain_error is not None]
-    worst = _fmax(np.concatenate([*errors, whole])) if errors or whole.size else math.nan
+    worst = nan_max(np.concatenate([*errors, whole])) if errors or whole.size else math.nan
     return {
         "chain_rel_error": {"max": worst},
         "chain_index": chain,
@@ -381,10 +364,10 @@ def _chain_message(traces: Sequence[BlockTrace], chain: int, limit: float) -> st
     if chain < 0:
         return f"the inverse chain from z stays within {limit:g} (relative) at every block"
     err = traces[chain].chain_error
-    worst = _fmax(err) if err is not None else math.nan
+    worst = nan_max(err) if err is not None else math.nan
     after = (
         f"the accumulated error of the inverse chain from z leaves rounding at block "
         f"{traces[chain].name} ({worst:.3g} relative at its input, limit {limit:g}"
     )
-    own = _fmax(traces[chain].rel_error)
+    own = nan_max(traces[chain].rel_error)
     return after + f"; the block alone adds {own:.3g})"

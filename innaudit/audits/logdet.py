@@ -11,11 +11,11 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import batch_units, by_set, progress_counter, sample_counts
+from innaudit.audits.common import map_batches, sample_counts, set_progress
 from innaudit.audits.cost import AuditCost, Cost
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, rate, worse
-from innaudit.core.stats import summarize
+from innaudit.core.stats import significant, summarize
 from innaudit.linalg import choose_method, jacobian, log_abs_det, log_abs_det_estimate
 from innaudit.model.contract import InvertibleModel, LogDetKind, host
 
@@ -177,8 +177,6 @@ class LogDet(Audit):
         method = choose_method(ctx.option("method"), ctx.model.info.domain.numel)
         estimated_model = ctx.model.info.log_det_kind is LogDetKind.ESTIMATED
         totals = sample_counts(ctx)
-        units = batch_units(totals, ctx.batch_size)
-        steps = [progress_counter(ctx.progress, d.name, n) for d, n in zip(ctx.datasets, totals, strict=True)]
 
         def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             index, start, stop = unit
@@ -190,11 +188,14 @@ class LogDet(Audit):
             # salted by the batch's number in its set, as a single pass numbers them
             gen = ctx.generator(ds.name, start // max(1, ctx.batch_size))
             value, err, failed = _reference(ctx, x, np.isfinite(model_ld), method, gen)
-            steps[index](len(x))
             return model_ld, value, err, failed
 
         for ds, mine in zip(
-            ctx.datasets, by_set(units, ctx.map(units, work, paced=True), len(ctx.datasets)), strict=True
+            ctx.datasets,
+            map_batches(
+                ctx, totals, work, progress=set_progress(ctx, [d.name for d in ctx.datasets], totals), paced=True
+            ),
+            strict=True,
         ):
             if not mine:
                 continue
@@ -256,7 +257,5 @@ class LogDet(Audit):
                 "Jacobian (LU and SVD in float64 both gave no finite value: innaudit's failure, "
                 "not the model's); they are not judged"
             )
-        short = lambda a: [float(f"{v:.6g}") if math.isfinite(v) else float(v) for v in a]  # noqa: E731
-        return Measurement(
-            name, metrics, message, {"values": {"model_log_det": short(model_ld), "log_abs_det_j": short(ref)}}
-        )
+        values = {"model_log_det": significant(model_ld, 6), "log_abs_det_j": significant(ref, 6)}
+        return Measurement(name, metrics, message, {"values": values})

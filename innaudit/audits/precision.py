@@ -14,12 +14,13 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import batch_units, by_set, full_range_floor, prior_set, progress_counter
+from innaudit.audits.common import full_range_floor, map_batches, prior_set, set_progress
 from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
 from innaudit.audits.roundtrip import RoundTrip
+from innaudit.config.choices import PRECISION_NAMES, check_choice
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import Metric, neither, rate, worse
-from innaudit.core.stats import ErrorAccumulator, per_sample_norm, summarize
+from innaudit.core.stats import ErrorAccumulator, relative_error, summarize
 from innaudit.data import Dataset
 from innaudit.linalg import extreme_singular_values, jacobian_singular_values
 from innaudit.model.contract import InverseKind, InvertibleModel
@@ -62,6 +63,8 @@ LADDER = ("float64", "float32", "float16", "bfloat16")
 an index into it."""
 
 _BY_NAME = {p.name: p for p in PRECISIONS}
+if tuple(_BY_NAME) != PRECISION_NAMES:  # the CLI and the config list the names without torch
+    raise RuntimeError(f"PRECISIONS {tuple(_BY_NAME)} differ from config.choices {PRECISION_NAMES}")
 EXACT_COND_DIM = 1024
 """Largest dimension whose condition number comes from exact Jacobians (Lanczos above)."""
 
@@ -185,6 +188,11 @@ class PrecisionAudit(Audit):
         """Every data set, then the prior draws when ``prior`` is on."""
         return [*super().capacities(datasets, options, samples), *([samples] if options["prior"] else [])]
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """``required`` is one of :data:`innaudit.config.choices.PRECISION_NAMES`."""
+        check_choice("precision.required", options["required"], PRECISION_NAMES)
+
     def skip_reason(self, ctx: AuditContext) -> str | None:
         """Skipped only when there is no data set and the prior set is off."""
         return None if ctx.datasets or ctx.option("prior") else "no data sets and prior: false"
@@ -203,8 +211,6 @@ class PrecisionAudit(Audit):
         sets = [_Set(ds.name, min(cap, ds.size), data_floor, True) for ds in ctx.datasets]
         if ctx.option("prior"):
             sets.append(_Set(prior_set(1.0), cap, 1e-6 * math.sqrt(math.prod(ctx.latent_shape)), False))
-        units = batch_units((s.n for s in sets), ctx.batch_size)
-        steps = [progress_counter(ctx.progress, s.name, s.n) for s in sets]
 
         def inputs(index: int, start: int, stop: int) -> Tensor:
             if index < len(ctx.datasets):
@@ -227,11 +233,20 @@ class PrecisionAudit(Audit):
             index, start, stop = unit
             u = inputs(index, start, stop)
             part = _batch(lanes, skipped, u, sets[index].floor, sets[index].forward)
-            steps[index](len(u))
             return replace(part, cond=cond(index, u) if start == 0 else None)
 
         for index, (at, parts) in enumerate(
-            zip(sets, by_set(units, ctx.map(units, work, paced=True), len(sets)), strict=True)
+            zip(
+                sets,
+                map_batches(
+                    ctx,
+                    [s.n for s in sets],
+                    work,
+                    progress=set_progress(ctx, [s.name for s in sets], [s.n for s in sets]),
+                    paced=True,
+                ),
+                strict=True,
+            )
         ):
             reasons = dict(skipped)  # this set's, with the lanes that raised on it
             sweep = _merge(lanes, reasons, parts, at.floor)
@@ -414,7 +429,7 @@ def _round_trip(lane: Lane, u: Tensor, forward: bool, acc: ErrorAccumulator) -> 
 
 def _gap(middle: Tensor, reference: Tensor) -> np.ndarray:
     """Per-sample ``||middle - reference|| / ||reference||`` (inf where either is non-finite)."""
-    gap = per_sample_norm(middle - reference) / per_sample_norm(reference).clamp_min(1e-300)
+    gap = relative_error(middle, reference, 1e-300)
     bad = ~torch.isfinite(middle.reshape(len(middle), -1)).all(1) | ~torch.isfinite(gap)
     return torch.where(bad, torch.full_like(gap, math.inf), gap).cpu().numpy()
 

@@ -10,13 +10,12 @@ import torch
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.common import (
-    batch_units,
-    by_set,
     full_range_floor,
     level_stats,
-    progress_counter,
+    map_batches,
     recording,
     round_trip,
+    set_progress,
     verdict_float64,
 )
 from innaudit.config.settings import Threshold
@@ -101,8 +100,7 @@ class RoundTrip(Audit):
         """One measurement per data set; the sets' batches are the work units of a sharded run."""
         domain = ctx.model.info.domain
         floor = full_range_floor(domain.numel, domain.width)
-        units = batch_units((d.size for d in ctx.datasets), ctx.batch_size)
-        steps = [progress_counter(ctx.progress, d.name, d.size) for d in ctx.datasets]
+        sizes = [d.size for d in ctx.datasets]
         wide: list[InvertibleModel] = []  # the float64 copy, made once on first use
 
         def work(unit: tuple[int, int, int]) -> _Part:
@@ -111,7 +109,7 @@ class RoundTrip(Audit):
             hits = _cap_hits(ctx)
             levels = level_stats(ctx.model)
             x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
-            acc = round_trip(recording(ctx.model.forward, levels), ctx.model.inverse, [x], floor, steps[index])
+            acc = round_trip(recording(ctx.model.forward, levels), ctx.model.inverse, [x], floor)
             hit = cast(int, _cap_hits(ctx)) - hits if hits is not None else None  # counted before, so still counted
             acc64 = None
             if ctx.float64_check:
@@ -125,9 +123,8 @@ class RoundTrip(Audit):
                 )
             return _Part(acc, levels, hit, acc64)
 
-        for ds, mine in zip(
-            ctx.datasets, by_set(units, ctx.map(units, work, paced=True), len(ctx.datasets)), strict=True
-        ):
+        progress = set_progress(ctx, [d.name for d in ctx.datasets], sizes)
+        for ds, mine in zip(ctx.datasets, map_batches(ctx, sizes, work, progress=progress, paced=True), strict=True):
             acc = ErrorAccumulator(floor=floor)
             levels = level_stats(ctx.model)
             for part in mine:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import batch_units, by_set, level_stats, prior_set, progress_counter, recording, round_trip
+from innaudit.audits.common import level_stats, map_batches, prior_set, recording, round_trip, set_progress
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, rate, worse
 from innaudit.core.stats import ErrorAccumulator
@@ -89,8 +89,6 @@ class Sampling(Audit):
         domain = ctx.model.info.domain
         temperatures = list(ctx.option("temperatures"))
         names = [prior_set(t) for t in temperatures]
-        steps = [progress_counter(ctx.progress, name, n) for name in names]
-        units = batch_units([n] * len(temperatures), ctx.batch_size)
 
         def work(unit: tuple[int, int, int]) -> tuple[ErrorAccumulator, LevelStats | None, Tensor]:
             index, start, stop = unit
@@ -110,11 +108,11 @@ class Sampling(Audit):
                 recording(ctx.model.forward, levels),
                 [self._draw(ctx, temperature, start, stop - start)],
                 1e-6 * math.sqrt(dim),
-                steps[index],
             )
             return acc, levels, torch.cat(outside).cpu()
 
-        grouped = by_set(units, ctx.map(units, work, paced=True), len(temperatures))
+        sizes = [n] * len(temperatures)
+        grouped = map_batches(ctx, sizes, work, progress=set_progress(ctx, names, sizes), paced=True)
         for temperature, name, mine in zip(temperatures, names, grouped, strict=True):
             acc = ErrorAccumulator(floor=1e-6 * math.sqrt(dim))
             levels = level_stats(ctx.model)

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import batch_units, by_set, sample_counts
+from innaudit.audits.common import map_batches, sample_counts, set_progress
 from innaudit.audits.cost import AuditCost, jacobian_costs
-from innaudit.audits.jacobians import Spectrum, measure, min_median_max
+from innaudit.audits.jacobians import Spectrum, measure
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import Direction, better, neither, rate, worse
+from innaudit.core.stats import min_median_max, significant
 
 __all__ = ["SpectrumAudit"]
 
@@ -40,10 +41,6 @@ def _cat(parts: list[Spectrum]) -> Spectrum:
         "; ".join(notes),
         parts[0].derived,
     )
-
-
-def _short(values: np.ndarray) -> list[float]:
-    return [float(f"{v:.5g}") if math.isfinite(v) else float(v) for v in values]
 
 
 SVD_RESOLUTION = 1e-13
@@ -76,15 +73,6 @@ def _condition(sv_max: np.ndarray, sv_min: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = sv_max / sv_min
     return np.where(_singular(sv_min, sv_max), math.inf, out)
-
-
-def _with_inf(values: np.ndarray) -> dict[str, float]:
-    """``{min, median, max}`` over the values that are not NaN (inf counts: a singular sample
-    makes ``max`` inf)."""
-    kept = values[~np.isnan(values)]
-    if kept.size == 0:
-        return {"min": math.nan, "median": math.nan, "max": math.nan}
-    return {"min": float(kept.min()), "median": float(np.median(kept)), "max": float(kept.max())}
 
 
 UNIT_SAMPLES = 16
@@ -211,8 +199,6 @@ class SpectrumAudit(Audit):
         forward = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
         inverse = lambda t: ctx.model.inverse(t, grad=True)  # noqa: E731
         totals = sample_counts(ctx)
-        units = batch_units(totals, min(ctx.batch_size, UNIT_SAMPLES))
-        done = [0] * len(totals)
 
         def work(unit: tuple[int, int, int]) -> Spectrum:
             index, start, stop = unit
@@ -227,12 +213,19 @@ class SpectrumAudit(Audit):
                 max_iter=ctx.option("max_iter"),
                 generator=ctx.generator(ds.name, start),
             )
-            done[index] += stop - start
-            ctx.progress(ds.name, done[index], totals[index])
             return part
 
         for ds, mine in zip(
-            ctx.datasets, by_set(units, ctx.map(units, work, paced=True), len(ctx.datasets)), strict=True
+            ctx.datasets,
+            map_batches(
+                ctx,
+                totals,
+                work,
+                min(ctx.batch_size, UNIT_SAMPLES),
+                set_progress(ctx, [d.name for d in ctx.datasets], totals),
+                paced=True,
+            ),
+            strict=True,
         ):
             if not mine:
                 continue
@@ -253,15 +246,15 @@ class SpectrumAudit(Audit):
             "forward": {
                 "sv_min": min_median_max(np.where(_singular(s.forward_min, s.forward_max), 0.0, s.forward_min)),
                 "sv_max": min_median_max(s.forward_max),
-                "condition": _with_inf(_condition(s.forward_max, s.forward_min)),
+                "condition": min_median_max(_condition(s.forward_max, s.forward_min), inf_counts=True),
             },
             "inverse": {
                 "sv_min": min_median_max(s.inverse_min),
                 "sv_max": min_median_max(s.inverse_max),
-                "condition": _with_inf(_condition(s.inverse_max, s.inverse_min)),
+                "condition": min_median_max(_condition(s.inverse_max, s.inverse_min), inf_counts=True),
             },
-            "condition": _with_inf(_condition(s.forward_max, s.forward_min)),
-            "amplification": _with_inf(amplification),
+            "condition": min_median_max(_condition(s.forward_max, s.forward_min), inf_counts=True),
+            "amplification": min_median_max(amplification, inf_counts=True),
             "lipschitz": {
                 "forward": min_median_max(s.forward_max)["max"],
                 "inverse": min_median_max(s.inverse_max)["max"],
@@ -314,12 +307,12 @@ class SpectrumAudit(Audit):
     @staticmethod
     def _series(s: Spectrum) -> dict[str, list[float]]:
         out = {
-            "forward.sv_min": _short(s.forward_min),
-            "forward.sv_max": _short(s.forward_max),
-            "inverse.sv_max": _short(s.inverse_max),
-            "condition": _short(_condition(s.forward_max, s.forward_min)),
-            "amplification": _short(s.forward_max * s.inverse_max),
+            "forward.sv_min": significant(s.forward_min),
+            "forward.sv_max": significant(s.forward_max),
+            "inverse.sv_max": significant(s.inverse_max),
+            "condition": significant(_condition(s.forward_max, s.forward_min)),
+            "amplification": significant(s.forward_max * s.inverse_max),
         }
         if s.method == "exact":
-            out["cross_check.log10_gap"] = _short(s.cross_gap)
+            out["cross_check.log10_gap"] = significant(s.cross_gap)
         return out

@@ -14,6 +14,7 @@ import click
 from innaudit.cli.app import EXIT_HELP, cli
 from innaudit.cli.output import STATE, ProgressObserver, check_targets, err, input_paths, parse_outputs, write_outputs
 from innaudit.cli.reports import compared, load_baseline
+from innaudit.config.choices import FAIL_ON, GRADIENT_LOSSES, PRECISION_NAMES
 from innaudit.core.errors import DistributedError, UsageError
 from innaudit.render import output_help
 from innaudit.verdict.baseline import ABS_TOL, REL_TOL
@@ -114,7 +115,7 @@ __all__ = ["run"]
 )
 @click.option(
     "--require-precision",
-    type=click.Choice(["float64", "float32", "float16", "bfloat16", "autocast_float16", "autocast_bfloat16"]),
+    type=click.Choice(PRECISION_NAMES),
     help="The precision audit fails unless the model is invertible at this precision.  [default: float32]",
 )
 @click.option(
@@ -125,7 +126,7 @@ __all__ = ["run"]
 )
 @click.option(
     "--gradient-loss",
-    type=click.Choice(["auto", "nll", "projection", "model"]),
+    type=click.Choice(GRADIENT_LOSSES),
     help="Loss of the gradient audit: nll, projection, or the model's own gradient_loss.  [default: auto]",
 )
 @click.option(
@@ -133,9 +134,7 @@ __all__ = ["run"]
     metavar="DIR",
     help="Write the attack's worst points to DIR (witnesses.npy, originals.npy, witnesses.pt).",
 )
-@click.option(
-    "--fail-on", type=click.Choice(["warn", "fail"]), help="Least severe status that fails the gate.  [default: fail]"
-)
+@click.option("--fail-on", type=click.Choice(FAIL_ON), help="Least severe status that fails the gate.  [default: fail]")
 @click.option(
     "-o",
     "--output",

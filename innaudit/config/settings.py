@@ -44,11 +44,23 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, cast
 
+from innaudit.config.choices import FAIL_ON
 from innaudit.config.waivers import Waiver, parse_waivers
 from innaudit.core.errors import ConfigError, did_you_mean, short_repr
 from innaudit.core.metrics import STATS, Direction, Metric, covers, direction_of
+from innaudit.core.results import Status
 
-__all__ = ["AuditSettings", "AuditSpec", "Config", "Threshold", "check_threads", "load_config", "parse_config"]
+__all__ = [
+    "OPTIONS",
+    "AuditSettings",
+    "AuditSpec",
+    "Config",
+    "Threshold",
+    "check_threads",
+    "configured",
+    "load_config",
+    "parse_config",
+]
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,14 @@ class AuditSettings:
 
 @dataclass(frozen=True)
 class Config:
-    """Everything that decides what a run does. Build it with :func:`parse_config`."""
+    """Everything that decides what a run does. Build it with :func:`parse_config`.
+
+    Every construction validates every option as the YAML loader does (``__post_init__``), so
+    ``Config(samples=-5)``, ``dataclasses.replace(config, fail_on="sometimes")`` and
+    :meth:`override` raise :class:`~innaudit.core.errors.ConfigError` with one line saying what
+    was given and what was expected. Values are normalized on the way in: lists become tuples,
+    ``fail_on`` a :class:`~innaudit.core.results.Status`, ``budget`` seconds, ``range`` a pair.
+    """
 
     seed: int = 0
     samples: int = 10000
@@ -106,7 +125,8 @@ class Config:
     float64_check: bool = False
     default_ood: bool = True
     """Run the paper's noise battery when no ``ood`` set is given (false: no OOD sets)."""
-    fail_on: str = "fail"
+    fail_on: Status = Status.FAIL
+    """The least severe status that fails the gate: ``Status.FAIL`` or ``Status.WARN``."""
     data: str | None = None
     ood: tuple[str, ...] = ()
     audits: tuple[str, ...] = ()
@@ -122,11 +142,37 @@ class Config:
     """torch's intra-op threads (``--threads``); None: ``OMP_NUM_THREADS``, else measured
     (:mod:`innaudit.run.threads`)."""
 
+    def __post_init__(self) -> None:
+        for key in OPTIONS:
+            object.__setattr__(self, key, _value(key, getattr(self, key)))
+        _check_ranges(self)
+        if self.settings:  # a parsed config knows every audit id
+            _check_ids(self, self.settings)
+
+    def override(self, specs: Mapping[str, AuditSpec] | None = None, /, **options: Any) -> Config:
+        """This config with ``options`` laid over it, each validated as the YAML loader does.
+
+        The one path from keyword options to a Config, taken by the YAML loader, the CLI flags
+        and the Python API. ``specs`` (the registered audits) lets ``audits`` and ``skip`` be
+        checked against the audit ids when this config was built by hand (no settings).
+
+        Raises:
+            ConfigError: an unknown option, or a value of the wrong type or out of range.
+        """
+        for key in options:
+            if key not in OPTIONS:
+                raise ConfigError(f"option {short_repr(key)} is unknown{did_you_mean(str(key), list(OPTIONS))}")
+        config = replace(self, **options) if options else self
+        if specs is not None:
+            _check_ids(config, specs)
+        return config
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.config``."""
         out: dict[str, Any] = {
             f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("settings", "waivers")
         }
+        out["fail_on"] = self.fail_on.value
         out["waivers"] = [w.to_dict() for w in self.waivers]
         out["ood"], out["audits"], out["skip"] = list(self.ood), list(self.audits), list(self.skip)
         out["range"] = None if self.range is None else list(self.range)
@@ -154,6 +200,8 @@ _SCALARS: dict[str, type] = {
     "fail_on": str,
 }
 _LISTS = ("ood", "audits", "skip")
+OPTIONS = (*_SCALARS, *_LISTS, "data", "range", "levels", "batch_size", "budget", "threads")
+"""The top-level keys of a config that take one value (not the audit sections or waivers)."""
 
 
 def _typed(where: str, value: Any, kind: type) -> Any:
@@ -278,37 +326,58 @@ def parse_config(
     for aid, section in (sections or {}).items():
         base = raw.get(aid)
         raw[aid] = {**(base if isinstance(base, Mapping) else {}), **section}
-    known = [*_SCALARS, *_LISTS, "data", "waivers", "range", "levels", "batch_size", "budget", "threads", *specs]
-    values: dict[str, Any] = {}
+    known = [*OPTIONS, "waivers", *specs]
     for key in raw:
         if not isinstance(key, str) or key not in known:
             raise ConfigError(f"config key {short_repr(key)} is unknown{did_you_mean(str(key), known)}")
-    for key, value in {**raw, **{k: v for k, v in (overrides or {}).items() if v is not None}}.items():
-        if key in _SCALARS:
-            values[key] = _typed(key, value, _SCALARS[key])
-        elif key in _LISTS:
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{key} is {short_repr(value)}; expected a list of strings")
-            values[key] = tuple(value)
-        elif key == "data":
-            values[key] = None if value is None else _typed(key, value, str)
-        elif key == "range":
-            values[key] = None if value is None else _range(value)
-        elif key == "levels":
-            values[key] = None if value is None else _typed(key, value, int)
-        elif key == "batch_size":
-            values[key] = value if value == "auto" else _typed(key, value, int)
-        elif key == "budget":
-            from innaudit.config.duration import parse_duration
-
-            values[key] = None if value is None else parse_duration(value)
-        elif key == "threads":
-            values[key] = None if value is None else check_threads(value)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    options = Config().override(specs, **{**{k: v for k, v in raw.items() if k in OPTIONS}, **given})  # flags win
     settings = {aid: _audit_settings(spec, raw.get(aid)) for aid, spec in specs.items()}
-    values["waivers"] = parse_waivers(raw.get("waivers"), list(specs))
-    config = Config(settings=settings, **values)
-    _check_ranges(config, specs)
-    return config
+    return replace(options, settings=settings, waivers=parse_waivers(raw.get("waivers"), list(specs)))
+
+
+def configured(
+    config: Config | Mapping[str, Any] | None, specs: Mapping[str, AuditSpec], options: Mapping[str, Any]
+) -> Config:
+    """The Config of an API call: ``config`` (a Config, a mapping in the YAML layout, or None)
+    with the keyword ``options`` that were given (not None) laid over it by
+    :meth:`Config.override`."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if isinstance(config, Config):
+        return config.override(specs, **given)
+    return parse_config(config, specs, given)
+
+
+def _value(key: str, value: Any) -> Any:
+    """One top-level option, validated and normalized as the YAML loader reads it."""
+    if key in _SCALARS:
+        typed = _typed(key, value, _SCALARS[key])
+        return _fail_on(typed) if key == "fail_on" else typed
+    if key in _LISTS:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} is {short_repr(value)}; expected a list of strings")
+        return tuple(value)
+    if value is None and key in ("data", "range", "levels", "budget", "threads"):
+        return None
+    if key == "data":
+        return _typed(key, value, str)
+    if key == "range":
+        return _range(value)
+    if key == "levels":
+        return _typed(key, value, int)
+    if key == "batch_size":
+        return value if value == "auto" else _typed(key, value, int)
+    if key == "threads":
+        return check_threads(value)
+    from innaudit.config.duration import parse_duration
+
+    return parse_duration(value)
+
+
+def _fail_on(value: str) -> Status:
+    if value not in FAIL_ON:
+        raise ConfigError(f"fail_on is {short_repr(value)}; expected {' or '.join(map(repr, FAIL_ON))}")
+    return Status(value)
 
 
 MAX_THREADS = 4096
@@ -335,7 +404,7 @@ def _range(value: Any) -> tuple[float, float]:
     return low, high
 
 
-def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
+def _check_ranges(config: Config) -> None:
     if config.levels is not None and config.levels < 2:
         raise ConfigError(f"levels is {config.levels}; expected at least 2 quantization levels")
     if config.samples < 1 or (isinstance(config.batch_size, int) and config.batch_size < 1):
@@ -345,12 +414,14 @@ def _check_ranges(config: Config, specs: Mapping[str, AuditSpec]) -> None:
             f"samples {short_repr(config.samples)} and batch_size {short_repr(config.batch_size)} "
             f"must be at most {MAX_COUNT:.0e}; expected a count of samples"
         )
-    if config.fail_on not in ("warn", "fail"):
-        raise ConfigError(f"fail_on is {config.fail_on!r}; expected 'warn' or 'fail'")
+
+
+def _check_ids(config: Config, known: Mapping[str, Any]) -> None:
+    """Every id in ``audits`` and ``skip`` names a registered audit (``known``, by id)."""
     for key in ("audits", "skip"):
         for aid in getattr(config, key):
-            if aid not in specs:
-                raise ConfigError(f"{key}: audit {aid!r} does not exist{did_you_mean(aid, list(specs))}")
+            if aid not in known:
+                raise ConfigError(f"{key}: audit {aid!r} does not exist{did_you_mean(aid, list(known))}")
 
 
 def load_config(

@@ -7,18 +7,42 @@ code counted Inf but not NaN; here NaN and Inf are counted together as non-finit
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ErrorAccumulator", "per_sample_norm", "summarize"]
+__all__ = [
+    "ErrorAccumulator",
+    "column_nan_max",
+    "min_median_max",
+    "nan_max",
+    "nan_min",
+    "per_sample_norm",
+    "relative_error",
+    "round_significant",
+    "significant",
+    "summarize",
+    "where_error_enters",
+]
 
 
 def per_sample_norm(t: Tensor) -> Tensor:
     """L2 norm of each sample over all its elements, computed in float64: shape ``(batch,)``."""
     return torch.linalg.vector_norm(t.reshape(len(t), -1).double(), dim=1)
+
+
+def relative_error(got: Tensor, want: Tensor, floor: float) -> Tensor:
+    """``||got - want||_2 / max(||want||_2, floor)`` per sample, in float64: shape ``(batch,)``.
+
+    The floor keeps an all-zero (or tiny) reference from dividing by zero; non-finite values
+    propagate (callers mark them as they count them).
+    """
+    return per_sample_norm(got - want) / per_sample_norm(want).clamp_min(floor)
 
 
 def _rows(mask: Tensor) -> Tensor:
@@ -36,6 +60,58 @@ def summarize(values: np.ndarray) -> dict[str, float]:
         "max": float(finite.max()),
         "mean": float(finite.mean()),
     }
+
+
+def min_median_max(values: np.ndarray, inf_counts: bool = False) -> dict[str, float]:
+    """``{min, median, max}`` over the finite values, or with ``inf_counts`` over every value
+    that is not NaN (a singular sample then makes ``max`` inf); NaN when nothing is left."""
+    kept = values[~np.isnan(values)] if inf_counts else values[np.isfinite(values)]
+    if kept.size == 0:
+        return {"min": math.nan, "median": math.nan, "max": math.nan}
+    return {"min": float(kept.min()), "median": float(np.median(kept)), "max": float(kept.max())}
+
+
+def nan_max(values: np.ndarray) -> float:
+    """Largest value, ``inf`` counted, NaN ignored (NaN when there is nothing)."""
+    kept = values[~np.isnan(values)]
+    return float(kept.max()) if kept.size else math.nan
+
+
+def nan_min(values: np.ndarray) -> float:
+    """Smallest value, ``-inf`` counted, NaN ignored (NaN when there is nothing)."""
+    kept = values[~np.isnan(values)]
+    return float(kept.min()) if kept.size else math.nan
+
+
+def column_nan_max(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """Per column of equal-length ``rows``, the largest value with NaN ignored (NaN for a column
+    of NaN only, without the warning NumPy gives for it)."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column
+        return np.nanmax(rows, axis=0)
+
+
+def where_error_enters(errors: Sequence[np.ndarray | float | None], limit: float) -> int:
+    """Walking back from the output (last block first), the index of the first block whose
+    error (a number, or per-sample values) is above ``limit`` or not finite, NaN counted as off:
+    where a reconstruction error enters the chain of inverses. -1 when none is (a block without
+    values, None or empty, is passed over)."""
+    for k in range(len(errors) - 1, -1, -1):
+        err = errors[k]
+        if err is not None and np.size(err) and not (np.asarray(err) <= limit).all():
+            return k
+    return -1
+
+
+def round_significant(value: float, digits: int = 5) -> float:
+    """``value`` rounded to ``digits`` significant digits (NaN and inf kept as they are)."""
+    return float(f"{value:.{digits}g}") if math.isfinite(value) else float(value)
+
+
+def significant(values: Iterable[float], digits: int = 5) -> list[float]:
+    """Each value rounded to ``digits`` significant digits, for a report's per-block or per-point
+    series (NaN and inf kept as they are)."""
+    return [round_significant(v, digits) for v in values]
 
 
 @dataclass

@@ -115,21 +115,21 @@ def run_battery(
     ``spectrum_sets`` (None: all) names the sets the Jacobian audit runs on; the round trips run
     on every set. Returns one report per group of sets.
     """
-    from innaudit.run.audits import run_audits
+    from innaudit.run.audits import Subject, run_audits
 
     target = {"model": "monitored model", "loader": "monitor"}
     if spectrum_sets is None or "spectrum" not in config.audits:
-        return [run_audits(model, datasets, config, latent_shape=latent_shape, target=target)]
+        return [run_audits(Subject(model, datasets, config, latent_shape), target=target)]
     others = tuple(a for a in config.audits if a != "spectrum")
     chosen = [d for d in datasets if d.name in spectrum_sets]
     reports = (
-        [run_audits(model, chosen, replace(config, audits=("spectrum",)), latent_shape=latent_shape, target=target)]
+        [run_audits(Subject(model, chosen, replace(config, audits=("spectrum",)), latent_shape), target=target)]
         if chosen
         else []
     )
     if others:
         reports.append(
-            run_audits(model, datasets, replace(config, audits=others), latent_shape=latent_shape, target=target)
+            run_audits(Subject(model, datasets, replace(config, audits=others), latent_shape), target=target)
         )
     return reports
 

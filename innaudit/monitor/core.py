@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from innaudit.config.choices import FAIL_ON
 from innaudit.core.domain import DataDomain
 from innaudit.core.errors import UsageError
 from innaudit.core.results import Status, worst
@@ -363,7 +364,7 @@ def _check_arguments(
         raise UsageError(f"budget={budget!r}; expected a share of wall time between 0 and 1, e.g. 0.05")
     if on_fail not in ON_FAIL:
         raise UsageError(f"on_fail={on_fail!r}; expected one of {', '.join(ON_FAIL)}")
-    if fail_on not in ("warn", "fail"):
+    if fail_on not in FAIL_ON:
         raise UsageError(f"fail_on={fail_on!r}; expected 'warn' or 'fail'")
     if samples < 1 or spectrum_samples < 1:
         raise UsageError(f"samples={samples}, spectrum_samples={spectrum_samples}; expected at least 1 each")

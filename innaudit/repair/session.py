@@ -22,7 +22,7 @@ import torch
 from innaudit.audits import RUN_ORDER, specs
 from innaudit.audits.base import metric_table
 from innaudit.config.duration import parse_duration
-from innaudit.config.settings import Config, parse_config
+from innaudit.config.settings import Config, configured, parse_config
 from innaudit.core.domain import DataDomain
 from innaudit.core.errors import UsageError, clean_text
 from innaudit.core.records import TargetRecord
@@ -66,10 +66,7 @@ def _config(config: Config | Mapping[str, Any] | None, overrides: Mapping[str, A
     """The audits' config: the given report's (``before``), or the given config and options."""
     if before is not None:
         return config_of_report(before)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if isinstance(config, Config):
-        return replace(config, **given) if given else config
-    return parse_config({**(config or {}), **given}, specs())
+    return configured(config, specs(), overrides)
 
 
 def config_of_report(report: Report) -> Config:

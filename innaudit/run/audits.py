@@ -32,6 +32,7 @@ from innaudit.verdict.gate import apply_waivers, judge
 __all__ = [
     "Observer",
     "RunHeader",
+    "Subject",
     "applicable",
     "assemble",
     "environment",
@@ -165,6 +166,18 @@ def _summary(results: Sequence[SetResult]) -> str:
 
 
 @dataclass(frozen=True)
+class Subject:
+    """What a run audits: the model (on ``config.device``), its data sets (in-distribution
+    first, then the OOD sets), the effective config, and the shape of one ``z`` (from the
+    preflight probe)."""
+
+    model: InvertibleModel
+    datasets: Sequence[Dataset]
+    config: Config
+    latent_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class RunHeader:
     """What a report says about the run and the target, known before the first audit starts."""
 
@@ -176,22 +189,17 @@ class RunHeader:
 
 
 def run_header(
-    model: InvertibleModel,
-    datasets: Sequence[Dataset],
-    config: Config,
-    latent_shape: tuple[int, ...],
-    target: Mapping[str, Any] | None = None,
-    warnings: Sequence[str] = (),
-    world_size: int = 1,
+    subject: Subject, target: Mapping[str, Any] | None = None, warnings: Sequence[str] = (), world_size: int = 1
 ) -> RunHeader:
     """The ``run`` and ``target`` blocks of the report (``run.world_size`` for a ``torchrun``
     job of more than one process)."""
+    model, config, latent_shape = subject.model, subject.config, subject.latent_shape
     started = time.time()
     run = {
         "seed": config.seed,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         **environment(model, torch.device(config.device)),
-        "datasets": [d.describe() for d in datasets],
+        "datasets": [d.describe() for d in subject.datasets],
         "config": config.to_dict(),
     }
     if world_size > 1:
@@ -218,43 +226,33 @@ def assemble(header: RunHeader, results: Sequence[AuditResult], errors: Sequence
     )
 
 
-def _context(
-    aid: str,
-    model: InvertibleModel,
-    datasets: Sequence[Dataset],
-    config: Config,
-    latent_shape: tuple[int, ...],
-    observer: Observer,
-    batch_size: int,
-    shard: Shard = SINGLE,
-) -> AuditContext:
+def _context(aid: str, subject: Subject, observer: Observer, batch_size: int, shard: Shard = SINGLE) -> AuditContext:
     def progress(name: str, done: int, total: int) -> None:
         observer.progress(aid, name, done, total)
 
+    config = subject.config
     return AuditContext(
-        model=model,
-        datasets=datasets,
+        model=subject.model,
+        datasets=subject.datasets,
         settings=_settings(config, REGISTRY[aid]()),
         seed=stable_seed(config.seed, aid),
         samples=config.samples,
         batch_size=batch_size,
         device=torch.device(config.device),
         float64_check=config.float64_check,
-        latent_shape=latent_shape,
+        latent_shape=subject.latent_shape,
         progress=progress,
         shard=shard,
     )
 
 
-def applicable(
-    model: InvertibleModel, datasets: Sequence[Dataset], config: Config, latent_shape: tuple[int, ...]
-) -> Callable[[str], bool]:
+def applicable(subject: Subject) -> Callable[[str], bool]:
     """``applies(audit_id)``: whether the audit would run (no skip reason) on this model and data."""
-    batch = config.batch_size if isinstance(config.batch_size, int) else 1
+    batch = subject.config.batch_size if isinstance(subject.config.batch_size, int) else 1
 
     def applies(aid: str) -> bool:
         try:
-            ctx = _context(aid, model, datasets, config, latent_shape, _Silent(), batch)
+            ctx = _context(aid, subject, _Silent(), batch)
             return REGISTRY[aid]().skip_reason(ctx) is None
         except KeyboardInterrupt:
             raise
@@ -265,14 +263,10 @@ def applicable(
 
 
 def run_audits(
-    model: InvertibleModel,
-    datasets: Sequence[Dataset],
-    config: Config,
+    subject: Subject,
     *,
-    latent_shape: tuple[int, ...],
     observer: Observer | None = None,
     target: Mapping[str, Any] | None = None,
-    warnings: Sequence[str] = (),
     header: RunHeader | None = None,
     shard: Shard = SINGLE,
 ) -> Report:
@@ -284,15 +278,12 @@ def run_audits(
     machine's speed; without a budget the report does not).
 
     Args:
-        model: the model, already on ``config.device``.
-        datasets: the in-distribution set(s) first, then the OOD sets.
-        config: the effective configuration.
-        latent_shape: the shape of one ``z`` (from the preflight probe).
+        subject: the model, its data sets, the effective config and the shape of one ``z``.
         observer: progress receiver (``plan_ready(run)`` gets the live
             :class:`~innaudit.run.plan.PlanRun` when it has that method).
         target: what the report says about the model (path, sha256, loader...).
-        warnings: things to carry into the report (e.g. a trusted pickle was loaded).
-        header: a header already made by :func:`run_header` (else one is made here).
+        header: a header already made by :func:`run_header` (else one is made here, with
+            ``target``).
         shard: this process's share of a ``torchrun`` job. Rank 0's plan (batch size, methods,
             samples and options per audit) is handed to every rank so all shard the same work;
             the budget is the job's wall-clock, the plan's measured costs divided by the ranks.
@@ -300,23 +291,20 @@ def run_audits(
             the error (exit 2).
     """
     with kept():  # the run's thread choice never leaks to the caller
-        return _run_audits(model, datasets, config, latent_shape, observer, target, warnings, header, shard)
+        return _run_audits(subject, observer, target, header, shard)
 
 
 def _run_audits(
-    model: InvertibleModel,
-    datasets: Sequence[Dataset],
-    config: Config,
-    latent_shape: tuple[int, ...],
+    subject: Subject,
     observer: Observer | None,
     target: Mapping[str, Any] | None,
-    warnings: Sequence[str],
     header: RunHeader | None,
     shard: Shard,
 ) -> Report:
     observer = observer or _Silent()
-    header = header or run_header(model, datasets, config, latent_shape, target, warnings)
-    run = plan_run(model, datasets, config, applicable(model, datasets, config, latent_shape), workers=shard.world_size)
+    model, datasets, config = subject.model, subject.datasets, subject.config
+    header = header or run_header(subject, target)
+    run = plan_run(model, datasets, config, applicable(subject), workers=shard.world_size)
     hook = getattr(observer, "plan_ready", None)
     if callable(hook):
         hook(run)
@@ -334,7 +322,7 @@ def _run_audits(
                 results.append(AuditResult(aid, audit.title, Status.SKIP, "left out by --skip", 0.0, 0))
                 continue
             ctx = _agreed(
-                run.context(aid, _context(aid, model, datasets, config, latent_shape, observer, batch, shard)),
+                run.context(aid, _context(aid, subject, observer, batch, shard)),
                 shard,
                 aid,
             )

@@ -36,6 +36,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from innaudit.core.distributed import DEFAULT_TIMEOUT_S, join, leave
@@ -183,7 +184,7 @@ def run_isolated(job: Job, timeout: float | None, observer: Any, rank_timeout: f
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe(duplex=False)
     process = context.Process(target=_child, args=(child, job, os.getpid(), rank_timeout), daemon=True)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    deadline = None if timeout is None else _Deadline(time.monotonic() + timeout, timeout)
     state = _State(job)
     signum: int = signal.SIGTERM
     stopped = True
@@ -191,7 +192,7 @@ def run_isolated(job: Job, timeout: float | None, observer: Any, rank_timeout: f
         try:
             process.start()
             child.close()
-            reason, stopped = _pump(parent, process, deadline, observer, state, timeout)
+            reason, stopped = _pump(parent, process, observer, state, deadline)
         except Stopped as exc:
             signum = exc.signum
             reason = f"stopped by {exc}"
@@ -243,15 +244,21 @@ class _State(Partial):
         return assemble(self.header, self.results, ())
 
 
-def _pump(
-    conn: Any, process: Any, deadline: float | None, observer: Any, state: _State, timeout: float | None
-) -> tuple[str | None, bool]:
+@dataclass(frozen=True)
+class _Deadline:
+    """When the child is stopped (``time.monotonic()``) and the ``--timeout`` that set it."""
+
+    at: float
+    seconds: float
+
+
+def _pump(conn: Any, process: Any, observer: Any, state: _State, deadline: _Deadline | None) -> tuple[str | None, bool]:
     """Read events until done: the reason the run stopped early (or None), and whether it was
     stopped from outside (the deadline) rather than ended by the child itself."""
     while not state.finished:
-        wait = None if deadline is None else deadline - time.monotonic()
-        if wait is not None and wait <= 0:
-            return f"timed out after {timeout:g} s (--timeout)", True
+        wait = None if deadline is None else deadline.at - time.monotonic()
+        if deadline is not None and wait is not None and wait <= 0:
+            return f"timed out after {deadline.seconds:g} s (--timeout)", True
         if conn.poll(0.2 if wait is None else min(wait, 0.2)):
             try:
                 state.handle(conn.recv(), observer)

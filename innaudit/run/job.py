@@ -45,7 +45,7 @@ from innaudit.data import (
 from innaudit.loading import LoadedModel, load_model, load_object
 from innaudit.model.contract import InvertibleModel
 from innaudit.model.integrity import changed, fingerprint, mutation_error
-from innaudit.run.audits import Observer, applicable, run_audits, run_header
+from innaudit.run.audits import Observer, Subject, applicable, run_audits, run_header
 from innaudit.run.plan import PlanRun, plan_run
 from innaudit.run.threads import kept
 from innaudit.safeio.preflight import Limits
@@ -251,7 +251,9 @@ def plan(job: Job) -> PlanRun:
     prepared = prepare(job)
     model, datasets = prepared.loaded.model, prepared.datasets
     with kept():
-        return plan_run(model, datasets, job.config, applicable(model, datasets, job.config, prepared.latent_shape))
+        return plan_run(
+            model, datasets, job.config, applicable(Subject(model, datasets, job.config, prepared.latent_shape))
+        )
 
 
 def execute(job: Job, observer: Observer | None = None, shard: Shard = SINGLE) -> Report:
@@ -268,26 +270,16 @@ def execute(job: Job, observer: Observer | None = None, shard: Shard = SINGLE) -
         job = replace(job, config=replace(job.config, device=f"cuda:{shard.local_rank}"))
     prepared = _prepared_everywhere(job, shard)
     loaded = prepared.loaded
+    subject = Subject(loaded.model, prepared.datasets, job.config, prepared.latent_shape)
     header = run_header(
-        loaded.model,
-        prepared.datasets,
-        job.config,
-        prepared.latent_shape,
+        subject,
         loaded.target,
         (*loaded.warnings, *_data_warnings(job, loaded.model.info.domain, prepared.datasets)),
         shard.world_size,
     )
     if observer is not None:
         observer.run_started(header)
-    return run_audits(
-        loaded.model,
-        prepared.datasets,
-        job.config,
-        latent_shape=prepared.latent_shape,
-        observer=observer,
-        header=header,
-        shard=shard,
-    )
+    return run_audits(subject, observer=observer, header=header, shard=shard)
 
 
 def _prepared_everywhere(job: Job, shard: Shard) -> Prepared:

@@ -334,6 +334,16 @@ def floor_samples(requested: int) -> int:
 
 
 @dataclass(frozen=True)
+class _Speed:
+    """How the model runs here: the measured units, the batch size, and whether methods are
+    chosen by measured seconds (``timed``, under a budget) or by the input dimension."""
+
+    units: Units
+    batch: int
+    timed: bool = True
+
+
+@dataclass(frozen=True)
 class _Need:
     """What :func:`make_plan` needs to know of one audit."""
 
@@ -365,9 +375,10 @@ class _Need:
         return self.factor * total
 
 
-def _choose(costs: Mapping[str, AuditCost], wanted: str, units: Units, batch: int, n: int, timed: bool = True) -> str:
+def _choose(costs: Mapping[str, AuditCost], wanted: str, speed: _Speed, n: int) -> str:
     """The method to run: ``wanted`` when the audit has it; for ``auto`` the cheaper in measured
-    seconds (``timed``, under a budget) or the one the input dimension picks (no budget)."""
+    seconds (``speed.timed``, under a budget) or the one the input dimension picks (no budget)."""
+    units, batch, timed = speed.units, speed.batch, speed.timed
     if wanted in costs:
         return wanted
     if len(costs) == 1:
@@ -386,16 +397,17 @@ def _choose(costs: Mapping[str, AuditCost], wanted: str, units: Units, batch: in
 
 
 def _shrunk(
-    audit: type[Audit], need: _Need, options: Mapping[str, Any], share: float, datasets: Sequence[Dataset], samples: int
+    audit: type[Audit], need: _Need, options: Mapping[str, Any], share: float, remake: Callable[..., _Need]
 ) -> _Need:
     """``need`` with the audit's ``shrinkable`` options halved (not below their least values)
-    until its floor fits ``share`` seconds; the cut names what was lowered."""
+    until its floor fits ``share`` seconds; the cut names what was lowered. ``remake(options)``
+    is the need with other options."""
     lowered = dict(options)
     while need.seconds(floor_samples(need.requested)) > share:
         smaller = {k: max(least, int(lowered[k]) // 2) for k, least in audit.shrinkable.items()}
         if all(smaller[k] == int(lowered[k]) for k in smaller):
             break
-        trial = _need(audit, {**lowered, **smaller}, datasets, samples, need.units, need.batch, need.timed)
+        trial = remake({**lowered, **smaller})
         if trial.seconds(floor_samples(need.requested)) >= need.seconds(floor_samples(need.requested)):
             break  # these options do not drive this method's cost
         lowered.update(smaller)
@@ -406,10 +418,11 @@ def _shrunk(
 
 
 def _fitting(
-    audit: type[Audit], need: _Need, options: Mapping[str, Any], share: float, datasets: Sequence[Dataset], samples: int
+    audit: type[Audit], need: _Need, options: Mapping[str, Any], share: float, remake: Callable[..., _Need]
 ) -> _Need:
     """``need``, or under ``method: auto`` its matrix-free twin when the exact method's floor
-    does not fit ``share`` seconds: exact Jacobians only where the cost model says they fit."""
+    does not fit ``share`` seconds: exact Jacobians only where the cost model says they fit.
+    ``remake(options)`` is the need with other options."""
     if (
         need.method != "exact"
         or options.get("method") != "auto"
@@ -418,24 +431,28 @@ def _fitting(
         return need
     if "matrix-free" not in audit.costs(need.units.dim, options):
         return need
-    return _need(audit, {**options, "method": "matrix-free"}, datasets, samples, need.units, need.batch, need.timed)
+    return remake({**options, "method": "matrix-free"})
 
 
 def _need(
-    audit: type[Audit],
-    options: Mapping[str, Any],
-    datasets: Sequence[Dataset],
-    samples: int,
-    units: Units,
-    batch: int,
-    timed: bool = True,
+    audit: type[Audit], options: Mapping[str, Any], datasets: Sequence[Dataset], samples: int, speed: _Speed
 ) -> _Need:
     capacities = tuple(audit.capacities(datasets, options, samples))
     requested = min(int(options.get("samples", samples)), samples)
-    costs = audit.costs(units.dim, options)
+    costs = audit.costs(speed.units.dim, options)
     wanted = str(options.get("method", ""))
-    method = _choose(costs, wanted, units, batch, min(requested, max(capacities, default=0)), timed)
-    return _Need(audit.id, costs[method], units, batch, capacities, requested, method, audit.scalable, timed=timed)
+    method = _choose(costs, wanted, speed, min(requested, max(capacities, default=0)))
+    return _Need(
+        audit.id,
+        costs[method],
+        speed.units,
+        speed.batch,
+        capacities,
+        requested,
+        method,
+        audit.scalable,
+        timed=speed.timed,
+    )
 
 
 def _share(needs: Sequence[_Need], budget_s: float | None) -> dict[str, int]:
@@ -494,15 +511,16 @@ def make_plan(
     datasets: Sequence[Dataset],
     config: Config,
     audit_ids: Sequence[str],
-    units: Units | None = None,
-    batch_size: int | None = None,
+    measured: tuple[Units, int] | None = None,
 ) -> tuple[Plan, tuple[_Need, ...]]:
-    """Measure the units (unless given) and plan ``audit_ids`` under ``config.budget``.
+    """Plan ``audit_ids`` under ``config.budget`` with the ``measured`` units and batch size
+    (measured here when not given).
 
     Returns the plan and the per-audit needs the runner re-plans with as audits finish.
     """
     from innaudit.audits import REGISTRY
 
+    units, batch_size = measured if measured is not None else (None, None)
     batch = batch_size or (config.batch_size if isinstance(config.batch_size, int) else 500)
     if units is None:
         device = torch.device(config.device)
@@ -514,19 +532,17 @@ def make_plan(
         )
         units = measure_units(model, x.to(device=device, dtype=model.dtype))
     budget = getattr(config, "budget", None)
-    needs = tuple(
-        _need(REGISTRY[aid], _options(config, aid), datasets, config.samples, units, batch, budget is not None)
-        for aid in audit_ids
-    )
+    speed = _Speed(units, batch, budget is not None)
+
+    def remake(aid: str) -> Callable[..., _Need]:
+        return lambda options: _need(REGISTRY[aid], options, datasets, config.samples, speed)
+
+    needs = tuple(remake(aid)(_options(config, aid)) for aid in audit_ids)
     if budget is not None and needs:
         share = SAFETY * budget / len(needs)
+        needs = tuple(_fitting(REGISTRY[n.id], n, _options(config, n.id), share, remake(n.id)) for n in needs)
         needs = tuple(
-            _fitting(REGISTRY[n.id], n, _options(config, n.id), share, datasets, config.samples) for n in needs
-        )
-        needs = tuple(
-            _shrunk(REGISTRY[n.id], n, _options(config, n.id), share, datasets, config.samples)
-            if REGISTRY[n.id].shrinkable
-            else n
+            _shrunk(REGISTRY[n.id], n, _options(config, n.id), share, remake(n.id)) if REGISTRY[n.id].shrinkable else n
             for n in needs
         )
     return Plan(units, budget, replan(needs, budget), batch), needs
@@ -710,7 +726,7 @@ def plan_run(
     def probe() -> float:  # the planned work's seconds with the thread count now set
         units = measure_units(model, x[: min(batch, 32)], kinds)
         measured[torch.get_num_threads()] = units
-        return make_plan(model, datasets, replace(config, budget=None), ids, units.shared(workers), batch)[
+        return make_plan(model, datasets, replace(config, budget=None), ids, (units.shared(workers), batch))[
             0
         ].estimated_s
 
@@ -730,5 +746,5 @@ def plan_run(
         threads = given(getattr(config, "threads", None)) or ThreadChoice(
             torch.get_num_threads(), "unmeasured", available_cores()
         )
-    plan, needs = make_plan(model, datasets, config, ids, units.shared(workers), batch)
+    plan, needs = make_plan(model, datasets, config, ids, (units.shared(workers), batch))
     return PlanRun(plan, needs, threads, probe if threads.source == "measured" else None, quick)

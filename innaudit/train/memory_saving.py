@@ -6,12 +6,9 @@ inverse before back-propagating through it (Gomez et al., 2017, "The Reversible 
 Network"; memcnn). Behrmann et al. (AISTATS 2021, section 5, https://arxiv.org/abs/2006.09347)
 trained INN classifiers this way and found that once the inverse becomes unstable the rebuilt
 activations, and so the gradients the optimizer follows, are wrong. :func:`memory_saving_backward`
-is that training step for the zoo's :class:`~innaudit.zoo.flow.SequentialFlow` models; the
-``gradient`` audit (:mod:`innaudit.audits.gradient`) measures the same gradient after training.
-
-The rebuilt input of block ``k`` is the inverse of the *rebuilt* output (not of the stored one,
-which does not exist), so reconstruction errors accumulate from the last block to the first, as
-in real memory-saving training.
+is that training step for the zoo's :class:`~innaudit.zoo.flow.SequentialFlow` models. The walk
+itself is :func:`innaudit.model.memory_saving.walk_back`, the one the ``gradient`` audit
+(:mod:`innaudit.audits.gradient`) measures after training.
 """
 
 from __future__ import annotations
@@ -22,12 +19,22 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from innaudit.model.memory_saving import Step, forward_chain, walk_back
 from innaudit.zoo.flow import Invertible
 
-__all__ = ["ChainLoss", "memory_saving_backward"]
+__all__ = ["ChainLoss", "memory_saving_backward", "steps_of"]
 
 ChainLoss = Callable[[Tensor, Tensor], Tensor]
 """``loss(z, log_det) -> scalar`` on the chain's output and summed log-det."""
+
+
+def steps_of(blocks: Sequence[nn.Module]) -> list[Step]:
+    """The zoo blocks (``block(h) -> (y, log_det)``, ``block.inverse(y)``) as steps of the walk,
+    each with its trainable parameters."""
+    return [
+        Step(block, cast(Invertible, block).inverse, tuple(p for p in block.parameters() if p.requires_grad))
+        for block in blocks
+    ]
 
 
 def memory_saving_backward(blocks: Sequence[nn.Module], x: Tensor, loss: ChainLoss) -> Tensor:
@@ -35,33 +42,23 @@ def memory_saving_backward(blocks: Sequence[nn.Module], x: Tensor, loss: ChainLo
 
     Forward under ``no_grad`` to ``z`` (only ``z`` and the log-det are kept); ``loss`` runs with
     autograd on ``z`` and ``log_det`` as leaves, so parameters it uses directly (a classifier
-    head) get their gradients there; then for each block ``f_k`` from last to first: ``h =
-    f_k^-1(y)`` under ``no_grad``, re-run ``f_k(h)`` with autograd and back-propagate ``dL/dy``
-    and ``dL/dlog_det`` into the block's parameters and ``dL/dh``; ``y = h`` for the next block.
+    head) get their gradients there; then the backward walk
+    (:func:`~innaudit.model.memory_saving.walk_back`) gives the blocks' parameter gradients,
+    added to their ``.grad`` (a parameter the walk does not reach keeps its ``.grad``).
     """
-    with torch.no_grad():
-        h, log_det = x, x.new_zeros(x.shape[0])
-        for block in blocks:
-            h, ld = block(h)
-            log_det = log_det + ld
-    z = h.detach().requires_grad_()
+    steps = steps_of(blocks)
+    z, lds = forward_chain(steps, x)
+    log_det = x.new_zeros(x.shape[0])
+    for ld in lds:
+        log_det = log_det + cast(Tensor, ld)
+    z = z.detach().requires_grad_()
     ld_leaf = log_det.detach().requires_grad_()
     value = loss(z, ld_leaf)
     value.backward()
-    g_y = z.grad if z.grad is not None else torch.zeros_like(z)
-    g_ld = ld_leaf.grad
-    y = z.detach()
-    for block in reversed(blocks):
-        with torch.no_grad():
-            rebuilt = cast(Invertible, block).inverse(y)
-        leaf = rebuilt.detach().requires_grad_()
-        out, ld = block(leaf)
-        outputs, seeds = [out], [g_y]
-        if g_ld is not None and ld.requires_grad:
-            outputs.append(ld)
-            seeds.append(g_ld)
-        if any(t.requires_grad for t in outputs):
-            torch.autograd.backward(outputs, seeds)
-        g_y = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
-        y = rebuilt
+    g_z = z.grad if z.grad is not None else torch.zeros_like(z)
+    walk = walk_back(steps, z, g_z, ld_leaf.grad)
+    for step, grads in reversed(list(zip(steps, walk.grads, strict=True))):  # the walk's order
+        for p, g in zip(step.params, grads, strict=True):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
     return value.detach()

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from innaudit.config.choices import FAIL_ON
 from innaudit.core.errors import UsageError, shorten_middle
 from innaudit.core.results import Change, Status
 
@@ -257,7 +258,7 @@ def check_shape(data: Mapping[str, Any], rates: Callable[[str, str], bool] = lam
     _run(_mapping(data.get("run"), "run"))
     _target(_mapping(data.get("target"), "target"))
     summary = _mapping(data.get("summary"), "summary")
-    if summary.get("fail_on", "fail") not in ("warn", "fail"):
+    if summary.get("fail_on", "fail") not in FAIL_ON:
         raise UsageError(f"summary.fail_on is {summary.get('fail_on')!r:.40}; expected 'warn' or 'fail'")
     for i, audit in enumerate(_list(data.get("audits"), "audits")):
         _audit(audit, f"audits[{i}]", rates)

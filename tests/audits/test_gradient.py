@@ -14,7 +14,7 @@ from torch import nn
 
 import innaudit
 from innaudit.audits import REGISTRY
-from innaudit.audits.gradient import culprit
+from innaudit.audits.gradient_compare import culprit
 from innaudit.core.domain import DataDomain
 from innaudit.core.metrics import covers
 from innaudit.core.results import Status, leaves
@@ -237,7 +237,7 @@ class _NoLogDetChain(nn.Module):
 
 @pytest.mark.parametrize(
     "loss, expected",
-    [("bogus", "expected one of"), ("model", "gradient_loss"), ("nll", "use --gradient-loss projection")],
+    [("model", "gradient_loss"), ("nll", "use --gradient-loss projection")],
 )
 def test_a_loss_that_cannot_be_used_is_an_error_that_says_what_to_do(loss: str, expected: str) -> None:
     chain = _NoLogDetChain()
@@ -246,6 +246,12 @@ def test_a_loss_that_cannot_be_used_is_an_error_that_says_what_to_do(loss: str, 
     assert report.audits[0].status is Status.ERROR
     assert expected in (report.audits[0].error or "")
     assert report.exit_code == 2
+
+
+def test_an_unknown_loss_is_refused_when_the_config_is_read() -> None:
+    cfg = {"audits": ["gradient"], "gradient": {"loss": "bogus"}}
+    with pytest.raises(innaudit.ConfigError, match=r"gradient\.loss is 'bogus'; expected one of: auto, model"):
+        innaudit.audit(_adapted(_NoLogDetChain()), data="uniform", config=cfg)
 
 
 def test_same_seed_same_numbers_and_the_model_is_left_as_it_was() -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from innaudit.audits.gradient import Gradient, compare_gradients
+from innaudit.audits.gradient import Gradient
+from innaudit.audits.gradient_compare import compare_gradients
 from innaudit.data.digits import load_digits
 from innaudit.loading import load_model
 from tests.helpers import invoke_cli

@@ -142,9 +142,11 @@ def test_a_device_without_autocast_is_a_skip_reason() -> None:
     assert _unsupported(Precision("bfloat16", torch.bfloat16), torch.device("cpu")) is None
 
 
-def test_unknown_required_precision_is_an_error_not_a_pass() -> None:
-    audit = _audit(ConditionedLinear(), DIM, required="half")
-    assert audit.status is Status.ERROR and "expected one of float64, float32" in audit.message
+def test_unknown_required_precision_is_refused_when_the_config_is_read() -> None:
+    with pytest.raises(
+        innaudit.ConfigError, match=r"precision\.required is 'half'; expected one of: autocast_bfloat16"
+    ):
+        _audit(ConditionedLinear(), DIM, required="half")
 
 
 def test_cli_require_precision(run_cli: Any, tmp_path: Path) -> None:

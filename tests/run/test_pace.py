@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from innaudit.config.settings import AuditSettings
 from innaudit.core.errors import UsageError
 from innaudit.run import plan as planning
 from innaudit.run.pace import Pace
-from innaudit.run.plan import Plan, PlanRun, Timing, Units, _fitting, _need, replan
+from innaudit.run.plan import Plan, PlanRun, Timing, Units, _fitting, _need, _Speed, replan
 from innaudit.run.threads import ThreadChoice
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures_models.py"
@@ -104,25 +105,31 @@ def test_the_cli_refuses_it_in_one_line_and_plan_says_so(monkeypatch: pytest.Mon
     assert shown.code == 0 and "the estimate exceeds the budget" in shown.stdout
 
 
+def _remake(audit: Any) -> Any:
+    """The need of ``audit`` with other options, as the planner remakes it (32 samples)."""
+    units = Units(Timing(0.0, 1e-4), Timing(0.0, 1e-4), Timing(0.0, 1e-4), Timing(0.0, 1e-4), 1e-12, 32, 3072)
+    return lambda options: replace(_need(audit, options, [], 32, _Speed(units, 32)), capacities=(32,))
+
+
 def test_exact_jacobians_only_where_they_fit_the_share() -> None:
     audit = REGISTRY["logdet"]
     units = Units(Timing(0.0, 1e-4), Timing(0.0, 1e-4), Timing(0.0, 1e-4), Timing(0.0, 1e-4), 1e-12, 32, 3072)
     options = {**audit.options, "method": "auto"}
-    exact = replace(_need(audit, {**options, "method": "exact"}, [], 32, units, 32), capacities=(32,))
+    exact = replace(_need(audit, {**options, "method": "exact"}, [], 32, _Speed(units, 32)), capacities=(32,))
     assert exact.method == "exact" and exact.seconds(2) > 0
     floor = exact.seconds(2)
-    assert _fitting(audit, exact, options, 10 * floor, [], 32).method == "exact"
-    assert _fitting(audit, exact, options, floor / 10, [], 32).method == "matrix-free"
+    assert _fitting(audit, exact, options, 10 * floor, _remake(audit)).method == "exact"
+    assert _fitting(audit, exact, options, floor / 10, _remake(audit)).method == "matrix-free"
     pinned = {**options, "method": "exact"}  # asked for by name: kept
-    assert _fitting(audit, exact, pinned, floor / 10, [], 32).method == "exact"
+    assert _fitting(audit, exact, pinned, floor / 10, _remake(audit)).method == "exact"
 
 
 def test_a_much_slower_audit_rechecks_the_threads_and_every_replan_is_recorded() -> None:
     flat = Timing(0.0, 1e-3)
     units = Units(flat, flat, flat, flat, 1e-9, 8, 4)
     needs = [
-        _need(REGISTRY["roundtrip"], REGISTRY["roundtrip"].options, [], 64, units, 8),
-        _need(REGISTRY["sampling"], REGISTRY["sampling"].options, [], 64, units, 8),
+        _need(REGISTRY["roundtrip"], REGISTRY["roundtrip"].options, [], 64, _Speed(units, 8)),
+        _need(REGISTRY["sampling"], REGISTRY["sampling"].options, [], 64, _Speed(units, 8)),
     ]
     needs = [replace(n, capacities=(64,)) for n in needs]
     probes: list[int] = []
@@ -151,7 +158,9 @@ def test_a_long_unbudgeted_plan_prints_the_plan_and_the_hint_up_front() -> None:
 
     flat = Timing(0.0, 1.0)
     units = Units(flat, flat, flat, flat, 1e-9, 8, 4)
-    need = replace(_need(REGISTRY["roundtrip"], REGISTRY["roundtrip"].options, [], 1000, units, 8), capacities=(1000,))
+    need = replace(
+        _need(REGISTRY["roundtrip"], REGISTRY["roundtrip"].options, [], 1000, _Speed(units, 8)), capacities=(1000,)
+    )
     run = PlanRun(Plan(units, None, replan([need], None), 8), [need])
     assert run.plan.estimated_s > LONG_RUN_S == 180.0
     buffer = io.StringIO()

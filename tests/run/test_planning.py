@@ -26,6 +26,7 @@ from innaudit.run.plan import (
     Units,
     _choose,
     _Need,
+    _Speed,
     auto_batch_size,
     floor_samples,
     jacobian_costs,
@@ -71,11 +72,11 @@ def test_cost_arithmetic_and_seconds() -> None:
 
 def test_method_is_chosen_by_cost_not_dimension() -> None:
     costs = jacobian_costs(3072, 64)
-    assert _choose(costs, "auto", _units(dim=3072), 64, 64) == "matrix-free"
-    assert _choose(jacobian_costs(64, 64), "auto", _units(), 64, 64) == "exact"
+    assert _choose(costs, "auto", _Speed(_units(dim=3072), 64), 64) == "matrix-free"
+    assert _choose(jacobian_costs(64, 64), "auto", _Speed(_units(), 64), 64) == "exact"
     # where JVPs are dear and dense algebra is free, exact wins even at d = 3072
-    assert _choose(costs, "auto", _units(vjp=1e-7, jvp=10.0, dense=0.0, dim=3072), 64, 64) == "exact"
-    assert _choose(costs, "exact", _units(dim=3072), 64, 64) == "exact"  # an explicit method stays
+    assert _choose(costs, "auto", _Speed(_units(vjp=1e-7, jvp=10.0, dense=0.0, dim=3072), 64), 64) == "exact"
+    assert _choose(costs, "exact", _Speed(_units(dim=3072), 64), 64) == "exact"  # an explicit method stays
 
 
 def _need(aid: str, per_sample: float, requested: int, sets: int = 1) -> _Need:
@@ -128,17 +129,10 @@ def test_plan_at_cifar_size_uses_lanczos_and_fits_the_budget(wide_checkpoint: Pa
 
 
 def _ctx(prepared: object, config: object, aid: str) -> object:
-    from innaudit.run.audits import _context, _Silent
+    from innaudit.run.audits import Subject, _context, _Silent
 
-    return _context(
-        aid,
-        prepared.loaded.model,
-        prepared.datasets,
-        config,  # type: ignore[attr-defined]
-        prepared.latent_shape,
-        _Silent(),
-        8,
-    )  # type: ignore[attr-defined]
+    subject = Subject(prepared.loaded.model, prepared.datasets, config, prepared.latent_shape)  # type: ignore[attr-defined, arg-type]
+    return _context(aid, subject, _Silent(), 8)
 
 
 def test_auto_batch_size_follows_free_memory(wide_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,8 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from innaudit import zoo
+from innaudit.audits.gradient_compare import block_params, memory_saving_gradient, nll_loss, true_gradient
+from innaudit.core.domain import DataDomain
+from innaudit.loading.adapt import adapt_module
 from innaudit.train import run_recipe
 from innaudit.train.memory_saving import memory_saving_backward
+from tests.audits import gradient_models as gm
 
 
 def _grads(module: torch.nn.Module) -> torch.Tensor:
@@ -67,3 +71,22 @@ def test_a_short_memory_saving_recipe_is_deterministic_and_records_it() -> None:
     assert prov["lr"] == 1e-2 and prov["regularizer"] == "none" and prov["objective"] == "ce"
     for a, b in zip(first.module.state_dict().values(), again.module.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_training_and_the_gradient_audit_take_one_walk_on_a_wrong_inverse() -> None:
+    """The training step and the audit share the backward walk: on couplings whose block 2
+    inverse is 5 % off, both give the same (wrong) memory-saving gradient, far from the true one."""
+    chain = gm.couplings(off=2, factor=1.05).eval()
+    x = torch.rand(32, 6, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    blocks = adapt_module(chain, DataDomain(shape=(6,), low=-1.0, high=1.0), {"test": "walk"}).blocks()
+    params, owned = block_params(blocks)
+    assert {id(p) for p in params} == {id(p) for p in chain.parameters()}  # the same tensors
+    _, audited = memory_saving_gradient(blocks, x, nll_loss, params, owned)
+    _, true = true_gradient(blocks, x, nll_loss, params)
+    chain.zero_grad(set_to_none=True)
+    memory_saving_backward(list(chain.blocks), x, lambda z, ld: nll_loss(z, ld, x))
+    trained = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+    for a, t in zip(audited, trained, strict=True):
+        torch.testing.assert_close(a, t, rtol=1e-6, atol=1e-9)
+    mem, ref = torch.cat([g.reshape(-1) for g in trained]), torch.cat([g.reshape(-1) for g in true])
+    assert float((mem - ref).norm() / ref.norm()) > 1e-2  # the wrong inverse is felt
