@@ -60,11 +60,11 @@ def _log_scales(block: InvertibleModel, h: Tensor) -> tuple[np.ndarray, np.ndarr
     return log_g.min(1).values.cpu().numpy(), log_g.max(1).values.cpu().numpy()
 
 
-def _one(block: InvertibleModel, h: Tensor, residual: bool) -> BlockConstants:
+def _one(block: InvertibleModel, h: Tensor, residual: bool, max_dim: int) -> BlockConstants:
     n = len(h)
     low, high = _log_scales(block, h)
     dim = int(h[0].numel())
-    if dim > EXACT_MAX_DIM:
+    if dim > max_dim:
         return BlockConstants(_nan(n), _nan(n), _nan(n), low, high)
     try:
         jac = jacobian(lambda t: block.forward(t, grad=True), h).double()
@@ -90,11 +90,14 @@ def _square(flat: Tensor, finite: Tensor, residual: bool, low: np.ndarray, high:
     return BlockConstants(fwd, inv, lip, low, high)
 
 
-def block_constants(chain: Sequence[InvertibleModel], x: Tensor, residual: Sequence[bool]) -> list[BlockConstants]:
-    """Each block's measured constants at its input, pushing ``x`` through the chain."""
+def block_constants(
+    chain: Sequence[InvertibleModel], x: Tensor, residual: Sequence[bool], max_dim: int = EXACT_MAX_DIM
+) -> list[BlockConstants]:
+    """Each block's measured constants at its input, pushing ``x`` through the chain; NaN for a
+    block whose input has more than ``max_dim`` dimensions (its exact Jacobian is not taken)."""
     out, h = [], x
     for block, is_residual in zip(chain, residual, strict=True):
-        out.append(_one(block, h, is_residual))
+        out.append(_one(block, h, is_residual, min(max_dim, EXACT_MAX_DIM)))
         with torch.no_grad():
             h = block.carry(block.forward(h))
     return out

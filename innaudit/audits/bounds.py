@@ -144,7 +144,9 @@ class Bounds(Audit):
     (``log_scale``, from a ``scales(h)`` hook) instead, and ``empirical_blocks`` warns. Blocks of
     unknown type skip the audit.
 
-    Metrics per set (first ``samples`` samples, exact Jacobians where ``d <= 4096``):
+    Metrics per set (first ``samples`` samples, exact Jacobians where ``d <= 4096``; a block's
+    own constants from its exact Jacobian where its input has at most ``block_max_dim``
+    dimensions, NaN above: one dense Jacobian and SVD per block and sample costs ``d^3``):
     ``forward.bound`` (the certificate), ``forward.product``, ``forward.chain`` (NaN when not a
     chain), ``forward.measured`` = max ``sigma_max(J_F(x))``, ``forward.tightness`` = bound /
     measured (1 is exact; the tracked figure), and ``inverse.*`` alike with
@@ -173,7 +175,7 @@ class Bounds(Audit):
         "residual.uncertified": Threshold(warn=None, fail=0.0),
         "empirical_blocks": Threshold(warn=0.0, fail=None),
     }
-    options = {"samples": 32, "slack": 1e-3, "method": "auto", "chain_max_dim": 2048}
+    options = {"samples": 32, "slack": 1e-3, "method": "auto", "chain_max_dim": 2048, "block_max_dim": 1024}
     metrics = (
         *tuple(
             m
@@ -203,8 +205,9 @@ class Bounds(Audit):
     @classmethod
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
         """Both directions' largest singular values, exact or by Lanczos (128 iterations), and
-        the blocks' exact Jacobians (planned as 8 more)."""
-        blocks = AuditCost(Cost(vmap_vjp=8 * dim, dense=8 * float(dim) ** 3)) if dim <= 4096 else AuditCost()
+        the blocks' exact Jacobians (planned as 8 more) where they are measured."""
+        measured = dim <= int(options.get("block_max_dim", 1024))
+        blocks = AuditCost(Cost(vmap_vjp=8 * dim, dense=8 * float(dim) ** 3)) if measured else AuditCost()
         return {k: AuditCost(v.per_sample + blocks.per_sample, v.per_set) for k, v in jacobian_costs(dim, 128).items()}
 
     def __init__(self) -> None:
@@ -250,7 +253,7 @@ class Bounds(Audit):
                 max_iter=128,
                 generator=ctx.generator(ds.name, start // max(1, ctx.batch_size)),
             )
-            per_block = block_constants(chain, x, residual) if chain else []
+            per_block = block_constants(chain, x, residual, int(ctx.option("block_max_dim"))) if chain else []
             return s.forward_max, s.inverse_max, per_block
 
         slack = 1 + float(ctx.option("slack"))

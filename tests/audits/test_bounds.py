@@ -193,3 +193,17 @@ def test_shipped_2d_flows_are_certified_far_tighter_than_before() -> None:
             assert m["forward"]["bound"] >= m["forward"]["measured"]
     assert additive.audits[0].results[0].metrics["forward"]["bound"] < 1e7
     assert residual.audits[0].results[0].metrics["forward"]["bound"] < 11
+
+
+def test_block_jacobians_are_measured_and_planned_only_up_to_block_max_dim() -> None:
+    """A block's exact Jacobian (and its SVD, ``d^3``) per sample is the bounds audit's dearest
+    part at image size: planned, and taken, only where the block's input has at most
+    ``block_max_dim`` dimensions, so a budgeted run at d = 3072 is not refused for it."""
+    from innaudit.audits import REGISTRY
+
+    bounds = REGISTRY["bounds"]
+    small, large = (bounds.costs(d, bounds.options)["matrix-free"].per_sample for d in (64, 3072))
+    assert small.dense == 8 * 64.0**3 and small.vmap_vjp == 8 * 64
+    assert large.dense == 0 and large.vmap_vjp == 0
+    wider = bounds.costs(3072, {**bounds.options, "block_max_dim": 4096})["matrix-free"].per_sample
+    assert wider.dense == 8 * 3072.0**3
