@@ -27,7 +27,7 @@ from innaudit.audits.gradient_compare import (
     culprit,
     library_comparison,
 )
-from innaudit.audits.preflight import PreflightFinding, PreflightKind, count, texts
+from innaudit.audits.preflight import PreflightFinding, PreflightKind, count, preflight, texts
 from innaudit.config.choices import GRADIENT_LOSSES, check_choice
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, percent, rate, worse
@@ -35,54 +35,11 @@ from innaudit.core.stats import column_nan_max, nan_max, significant, summarize
 from innaudit.data import Dataset
 from innaudit.data.dataset import Role
 from innaudit.loading.adapters.memcnn import memcnn_wrappers, wrappers_disabled
-from innaudit.model.contract import InverseKind, InvertibleModel
+from innaudit.model.contract import InvertibleModel
 
 __all__ = ["LOSSES", "Gradient", "preflight"]
 
 LOSSES = GRADIENT_LOSSES
-
-
-_STATEFUL = ("BatchNorm", "Dropout", "InstanceNorm")
-
-
-def _stateful(module: nn.Module) -> list[str]:
-    """Names of the layers inside ``module`` whose training-mode state changes on a re-run
-    (dropout with ``p = 0`` is left out: it changes nothing)."""
-    return sorted(
-        {
-            type(m).__name__
-            for m in module.modules()
-            if any(s in type(m).__name__ for s in _STATEFUL) and getattr(m, "p", 1.0) != 0
-        }
-    )
-
-
-def preflight(
-    model: InvertibleModel, blocks: Sequence[InvertibleModel], names: Sequence[str]
-) -> list[PreflightFinding]:
-    """Findings before measuring: layers whose state changes on the re-run, iterative inverses."""
-    found: list[PreflightFinding] = []
-    for block, name in zip(blocks, names, strict=True):
-        layers = _stateful(block.module)
-        if layers:
-            text = (
-                f"block {name} holds {', '.join(layers)}: in training mode the re-run differs "
-                "from the forward pass (batch statistics updated twice, a new dropout mask), "
-                "so memory-saving gradients differ from these eval-mode numbers"
-            )
-            found.append(PreflightFinding(PreflightKind.STATEFUL_LAYERS, text, name))
-    tol = model.info.inverse_tolerance
-    iterative = [
-        n
-        for b, n in zip(blocks, names, strict=True)
-        if b.info.inverse_kind is InverseKind.ITERATIVE or getattr(b.module, "inverse_tolerance", None) is not None
-    ]
-    if model.info.inverse_kind is InverseKind.ITERATIVE or iterative:
-        where = f" (blocks {', '.join(iterative)})" if iterative else ""
-        tol_text = f"tolerance {tol:g}" if tol is not None else "tolerance not declared"
-        text = f"iterative inverse{where}, {tol_text}: reconstructions are only as exact as the solver"
-        found.append(PreflightFinding(PreflightKind.ITERATIVE_INVERSE, text))
-    return found
 
 
 @register
