@@ -407,13 +407,10 @@ def _range(value: Any) -> tuple[float, float]:
 def _check_ranges(config: Config) -> None:
     if config.levels is not None and config.levels < 2:
         raise ConfigError(f"levels is {config.levels}; expected at least 2 quantization levels")
-    if config.samples < 1 or (isinstance(config.batch_size, int) and config.batch_size < 1):
-        raise ConfigError(f"samples {config.samples} and batch_size {config.batch_size} must be at least 1")
-    if config.samples > MAX_COUNT or (isinstance(config.batch_size, int) and config.batch_size > MAX_COUNT):
-        raise ConfigError(
-            f"samples {short_repr(config.samples)} and batch_size {short_repr(config.batch_size)} "
-            f"must be at most {MAX_COUNT:.0e}; expected a count of samples"
-        )
+    for key in ("samples", "batch_size"):
+        value = getattr(config, key)
+        if isinstance(value, int) and not 1 <= value <= MAX_COUNT:
+            raise ConfigError(f"{key} is {short_repr(value)}; expected a count from 1 to {MAX_COUNT:.0e}")
 
 
 def _check_ids(config: Config, known: Mapping[str, Any]) -> None:

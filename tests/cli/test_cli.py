@@ -69,7 +69,7 @@ def test_init_writes_once(tmp_path: Path) -> None:
         (["-o", "xml=out.xml"], "format 'xml' is unknown"),
         (["-o", "json="], "names no file"),
         (["-o", "json=/no/such/dir/r.json"], "does not exist"),
-        (["--samples", "0"], "at least 1"),
+        (["--samples", "0"], "samples is 0; expected a count from 1"),
         pytest.param(
             ["--device", "cuda:0"],
             "cuda",

@@ -46,7 +46,7 @@ def test_per_set_override_keeps_the_other_level() -> None:
         ({"sed": 1}, "did you mean 'seed'"),
         ({"seed": "one"}, "seed is 'one'"),
         ({"seed": True}, "expected int"),
-        ({"samples": 0}, "at least 1"),
+        ({"samples": 0}, "samples is 0; expected a count from 1"),
         ({"fail_on": "error"}, "expected 'warn' or 'fail'"),
         ({"audits": ["roundtrp"]}, "did you mean 'roundtrip'"),
         ({"roundtrip": {"threshold": {}}}, "did you mean 'thresholds'"),
