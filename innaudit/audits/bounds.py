@@ -13,7 +13,7 @@ import torch
 import innaudit.loading.adapters  # noqa: F401  (registers the library blocks' residual branches)
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.block_constants import BlockConstants, block_constants
-from innaudit.audits.common import batch_units, by_set, sample_counts
+from innaudit.audits.common import map_batches, sample_counts, set_progress
 from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
 from innaudit.audits.jacobians import measure
 from innaudit.config.settings import Threshold
@@ -237,7 +237,7 @@ class Bounds(Audit):
         cert = self._certificate(ctx.model, int(ctx.option("chain_max_dim")))
         chain = list(ctx.model.blocks())
         residual = [b.kind is BoundKind.RESIDUAL for b in cert.blocks]
-        units = batch_units(sample_counts(ctx), ctx.batch_size)
+        totals = sample_counts(ctx)
 
         def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, list[BlockConstants]]:
             index, start, stop = unit
@@ -257,7 +257,8 @@ class Bounds(Audit):
             return s.forward_max, s.inverse_max, per_block
 
         slack = 1 + float(ctx.option("slack"))
-        for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
+        progress = set_progress(ctx, [d.name for d in ctx.datasets], totals)
+        for ds, mine in zip(ctx.datasets, map_batches(ctx, totals, work, progress=progress), strict=True):
             yield _measurement(ds.name, cert, mine, slack)
 
 

@@ -13,7 +13,7 @@ from torch import Tensor
 
 import innaudit.loading.adapters  # noqa: F401  (registers the library solvers)
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import batch_units, by_set, sample_counts
+from innaudit.audits.common import map_batches, sample_counts, set_progress
 from innaudit.audits.cost import AuditCost, Cost
 from innaudit.config.settings import Threshold
 from innaudit.core.errors import ConfigError
@@ -272,7 +272,7 @@ class Convergence(Audit):
         sweep_n = int(ctx.option("sweep_samples"))
         growth = float(ctx.option("sweep_cap_growth"))
         limit = float(ctx.option("max_residual"))
-        units = batch_units(sample_counts(ctx), ctx.batch_size)
+        totals = sample_counts(ctx)
 
         def work(unit: tuple[int, int, int]) -> _Part:
             index, start, stop = unit
@@ -299,7 +299,8 @@ class Convergence(Audit):
             return part
 
         names = [f"{i}:{b.info.architecture or type(b.module).__name__}" for i, b, _ in found]
-        for ds, mine in zip(ctx.datasets, by_set(units, ctx.map(units, work), len(ctx.datasets)), strict=True):
+        progress = set_progress(ctx, [d.name for d in ctx.datasets], totals)
+        for ds, mine in zip(ctx.datasets, map_batches(ctx, totals, work, progress=progress), strict=True):
             if not mine:
                 continue
             own = [_join([p.own[k] for p in mine]) for k in range(len(found))]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import batch_units, by_set, progress_counter, sample_counts
+from innaudit.audits.common import map_batches, sample_counts, set_progress
 from innaudit.audits.cost import AuditCost, Cost
 from innaudit.audits.token_trace import JacobiTrace, SampleTrace, TokenTrace, token_blocks, trace_batch, trace_samples
 from innaudit.config.settings import Threshold
@@ -238,8 +238,6 @@ class Tokens(Audit):
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
         """One measurement per data set; the sets' batches are the work units."""
         totals = sample_counts(ctx)
-        units = batch_units(totals, ctx.batch_size)
-        steps = [progress_counter(ctx.progress, d.name, n) for d, n in zip(ctx.datasets, totals, strict=True)]
         lane_dtype = AUTOCAST[str(ctx.option("autocast"))]
         wide = _wide_copy(ctx.model) if lane_dtype is not None else (None, "")
 
@@ -252,10 +250,10 @@ class Tokens(Audit):
             lane = None
             if lane_dtype is not None:
                 lane = trace_samples(ctx.model, wide[0], z, sample, _autocast(ctx.device, lane_dtype), traces[0].order)
-            steps[index](len(x))
             return traces, lane
 
-        for index, parts in enumerate(by_set(units, ctx.map(units, work), len(ctx.datasets))):
+        progress = set_progress(ctx, [d.name for d in ctx.datasets], totals)
+        for index, parts in enumerate(map_batches(ctx, totals, work, progress=progress)):
             if not parts:
                 continue
             traces = _merge([p[0] for p in parts])
