@@ -21,10 +21,9 @@ regularizer in the plan, step 0 is not eligible: the regularizer has to act.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,8 +37,9 @@ from innaudit.model.contract import InvertibleModel
 from innaudit.repair.fd import FDSettings, fd_term
 from innaudit.repair.nf import NFSettings, nf_term
 from innaudit.repair.objective import Objective, task_loss, validation_loss
+from innaudit.train.common import single_threaded
 
-__all__ = ["FineTuneResult", "FineTuneSettings", "Validation", "dequantize", "fine_tune", "single_threaded"]
+__all__ = ["FineTuneResult", "FineTuneSettings", "Validation", "dequantize", "fine_tune"]
 
 
 @dataclass(frozen=True)
@@ -121,19 +121,6 @@ def dequantize(x: Tensor, domain: DataDomain, generator: torch.Generator) -> Ten
     if not width:
         return x
     return x + torch.rand(x.shape, generator=generator, dtype=x.dtype) * width
-
-
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """One thread and deterministic algorithms inside, the caller's settings after."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def _finite_grads(params: list[torch.nn.Parameter]) -> bool:

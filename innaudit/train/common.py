@@ -3,8 +3,9 @@ dimension, and Glow's data-dependent ActNorm initialization."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from innaudit.core.domain import DataDomain
 
-__all__ = ["Progress", "Recipe", "TrainedModel", "bits_per_dim", "gaussian_nll", "init_actnorm"]
+__all__ = ["Progress", "Recipe", "TrainedModel", "bits_per_dim", "gaussian_nll", "init_actnorm", "single_threaded"]
 
 Progress = Callable[[int, int], None]
 
@@ -65,3 +66,17 @@ def init_actnorm(model: nn.Module, batch: Tensor) -> None:
             block.bias.copy_(-mean)
             block.log_scale.copy_(-torch.log(std + 1e-6))
         x, _ = block(x)
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """One thread and ``torch.use_deterministic_algorithms(True)`` inside (what makes a recipe's
+    bytes reproducible), the caller's settings after."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from innaudit.core.domain import DataDomain
-from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim
+from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim, single_threaded
 
 __all__ = ["GLOW_RECIPES", "glow_nll", "train_patches_glow", "train_patches_glow_additive"]
 
@@ -110,10 +110,7 @@ def train_patches_glow(
     steps = STEPS if steps is None else int(steps)
     train, test = (torch.from_numpy(load_patches(s)) for s in ("train", "test"))
     config = {**(config or CONFIG), "seed": int(seed)}
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with single_threaded():
         torch.manual_seed(seed)
         model = zoo.build("glow", config)
         model.train()
@@ -131,9 +128,6 @@ def train_patches_glow(
             "test_nll_bits_per_dim": _evaluate(model, test, PATCHES_DOMAIN, seed + 3),
             "torch": str(torch.__version__),
         }
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
     return TrainedModel(model, "glow", config, PATCHES_DOMAIN, provenance)
 
 

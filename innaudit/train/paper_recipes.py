@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from innaudit.core.domain import DataDomain
 from innaudit.data.builtin import regression_targets, toy_2d
-from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim, init_actnorm
+from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim, init_actnorm, single_threaded
 from innaudit.train.hooks import after_step
 from innaudit.train.memory_saving import memory_saving_backward
 from innaudit.train.regularizers import FD_COEFF, NF_COEFF, fd_regularizer, gaussian_nll, nf_regularizer
@@ -223,10 +223,7 @@ def train(
 
     if steps is not None:
         setup = dataclasses.replace(setup, steps=int(steps))
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with single_threaded():
         torch.manual_seed(seed)
         data = (
             _digits_data(setup.batch_size) if setup.data == "digits" else _toy_data(setup.data, setup.batch_size, seed)
@@ -258,9 +255,6 @@ def train(
             **_metrics(model, data, setup, seed),
             "torch": str(torch.__version__),
         }
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
     return TrainedModel(model, setup.architecture, config, data.domain, provenance)
 
 

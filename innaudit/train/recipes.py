@@ -21,7 +21,15 @@ from torch import Tensor, nn
 
 from innaudit.core.domain import DataDomain
 from innaudit.core.errors import UsageError
-from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim, gaussian_nll, init_actnorm
+from innaudit.train.common import (
+    Progress,
+    Recipe,
+    TrainedModel,
+    bits_per_dim,
+    gaussian_nll,
+    init_actnorm,
+    single_threaded,
+)
 from innaudit.train.glow_recipe import GLOW_RECIPES
 from innaudit.train.hooks import after_step
 from innaudit.train.paper_recipes import PAPER_RECIPES
@@ -90,10 +98,7 @@ def train_digits(
     train = torch.from_numpy(load_digits("train")[0])
     test = torch.from_numpy(load_digits("test")[0])
     config = {**setup.config, "seed": int(seed)}
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with single_threaded():
         torch.manual_seed(seed)
         model = zoo.build(setup.architecture, config)
         model.train()
@@ -110,9 +115,6 @@ def train_digits(
             "test_nll_bits_per_dim": _evaluate(model, test, DIGITS_DOMAIN, seed + 3),
             "torch": str(torch.__version__),  # no wall time: the file must hash the same on a rebuild
         }
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
     return TrainedModel(model, setup.architecture, config, DIGITS_DOMAIN, provenance)
 
 

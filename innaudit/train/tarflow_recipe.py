@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from innaudit.core.domain import DataDomain
-from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim, gaussian_nll
+from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim, gaussian_nll, single_threaded
 
 __all__ = ["TARFLOW_RECIPES", "TarFlowSetup", "train_patches_tarflow"]
 
@@ -82,10 +82,7 @@ def train_patches_tarflow(
     count = setup.steps if steps is None else int(steps)
     train, test = (torch.from_numpy(load_patches(s)) for s in ("train", "test"))
     config = {**setup.config, "seed": int(seed)}
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with single_threaded():
         torch.manual_seed(seed)
         model = zoo.build("tarflow", config)
         model.train()
@@ -106,9 +103,6 @@ def train_patches_tarflow(
             "test_nll_bits_per_dim": _evaluate(model, test, PATCHES_DOMAIN, seed + 3),
             "torch": str(torch.__version__),
         }
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
     return TrainedModel(model, "tarflow", config, PATCHES_DOMAIN, provenance)
 
 
