@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from innaudit.core.domain import DataDomain
 from innaudit.train.common import Progress, Recipe, TrainedModel, bits_per_dim, gaussian_nll, single_threaded
+from innaudit.zoo.tarflow import PATCHES_ARCHITECTURE
 
 __all__ = ["TARFLOW_RECIPES", "TarFlowSetup", "train_patches_tarflow"]
 
@@ -106,19 +107,7 @@ def train_patches_tarflow(
     return TrainedModel(model, "tarflow", config, PATCHES_DOMAIN, provenance)
 
 
-ARCHITECTURE: dict[str, Any] = {
-    "shape": [3, 32, 32],
-    "patch": 4,
-    "hidden": 64,
-    "blocks": 4,
-    "layers": 2,
-    "heads": 4,
-    "expansion": 4,
-    "inverse": "sequential",
-    "jacobi_tol": 1e-3,
-    "jacobi_max_iter": 32,
-    "prior": "fixed",
-}
+ARCHITECTURE: dict[str, Any] = dict(PATCHES_ARCHITECTURE)
 STEPS, BATCH = 1000, 32
 STABLE = TarFlowSetup({**ARCHITECTURE, "scale": "softplus", "soft_clip": 4.0}, STEPS, BATCH, 1e-3)
 UNSTABLE = TarFlowSetup({**ARCHITECTURE, "scale": "exp", "soft_clip": 0.0}, STEPS, BATCH, 5e-3)

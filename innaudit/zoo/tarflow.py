@@ -51,7 +51,16 @@ from innaudit.zoo import register
 from innaudit.zoo.flow import SequentialFlow
 from innaudit.zoo.transformer import CausalTransformer, _init_linear, wide
 
-__all__ = ["INV_SOFTPLUS_1", "SCALES", "JacobiTarFlowBlock", "Patchify", "TarFlow", "TarFlowBlock"]
+__all__ = [
+    "INV_SOFTPLUS_1",
+    "PATCHES_ARCHITECTURE",
+    "SCALES",
+    "JacobiTarFlowBlock",
+    "Patchify",
+    "TarFlow",
+    "TarFlowBlock",
+    "tarflow_config",
+]
 
 INV_SOFTPLUS_1 = math.log(math.e - 1.0)
 """``softplus^-1(1) = log(e - 1)``: the softplus scale is 1 where the network outputs 0."""
@@ -330,21 +339,22 @@ class TarFlow(SequentialFlow):
             self.var.lerp_(z.detach().pow(2).mean(0).to(self.var.dtype), rate)
 
 
+PATCHES_ARCHITECTURE: dict[str, object] = {
+    "shape": [3, 32, 32],
+    "patch": 4,
+    "hidden": 64,
+    "blocks": 4,
+    "layers": 2,
+    "heads": 4,
+    "expansion": 4,
+    "inverse": "sequential",
+    "jacobi_tol": 1e-3,
+    "jacobi_max_iter": 32,
+    "prior": "fixed",
+}
+"""The shipped ``patches-tarflow`` architecture but its scale (the recipes pick the scale)."""
+
+
 def tarflow_config(**overrides: object) -> dict[str, object]:
-    """The shipped ``patches-tarflow`` architecture with ``overrides``."""
-    return {
-        "shape": [3, 32, 32],
-        "patch": 4,
-        "hidden": 64,
-        "blocks": 4,
-        "layers": 2,
-        "heads": 4,
-        "expansion": 4,
-        "scale": "softplus",
-        "soft_clip": 4.0,
-        "inverse": "sequential",
-        "jacobi_tol": 1e-3,
-        "jacobi_max_iter": 32,
-        "prior": "fixed",
-        **overrides,
-    }
+    """The shipped ``patches-tarflow`` architecture (softplus scale, soft clip 4) with ``overrides``."""
+    return {**PATCHES_ARCHITECTURE, "scale": "softplus", "soft_clip": 4.0, **overrides}
