@@ -161,6 +161,14 @@ class Attack(Audit):
     ``threshold``, non-finite included); ``first_nonfinite_step`` (median evaluation index of
     the first non-finite point, -1 if none); ``random_search`` with the same keys.
 
+    Under ``--budget``, the search stops between steps and between restarts once the audit is
+    past its deadline (every attacked point is still scored at its start; the random search
+    then draws as many points as the attack scored): ``steps_run`` (the fewest gradient steps a
+    search ran) and ``budget_cut_fraction`` (the share of attacked points whose search was
+    cut while still searching) are present only then. A failure found before the cut still
+    fails; no failure found in the steps run is a warning (``budget_cut_fraction`` above 0),
+    never a pass.
+
     Reading a failure: non-finite or large errors within half a bin of test data mean the model
     cannot be trusted as a bijection on its own data: memory-saving gradients, density values and
     reconstructions of points a dequantization step away are wrong. ``--save-witnesses DIR``
@@ -181,6 +189,7 @@ class Attack(Audit):
         "nonfinite_fraction": Threshold(warn=None, fail=0.0),
         "fraction_above_threshold": Threshold(warn=None, fail=0.0),
         "rel_error_l2.max": Threshold(warn=1e-4, fail=None),
+        "budget_cut_fraction": Threshold(warn=0.0, fail=None),
     }
     options = {
         "samples": 32,
@@ -208,6 +217,8 @@ class Attack(Audit):
         neither("restarts"),
         neither("first_nonfinite_step", doc="median step of the first non-finite point (-1: none)"),
         neither("random_search.evaluations", doc="round trips of the random search per point"),
+        neither("steps_run", doc="fewest gradient steps a search ran before the budget stopped it"),
+        rate("budget_cut_fraction", "points whose search the budget cut short"),
     )
 
     shrinkable = {"steps": 25}
@@ -276,7 +287,10 @@ class Attack(Audit):
         }
         first = attack.first_step[attack.nonfinite].double()
         metrics["first_nonfinite_step"] = float(first.median()) if len(first) else -1.0
-        metrics["random_search"] = {"evaluations": restarts * (steps + 1), **_metrics(search, x, floor, threshold)}
+        metrics["random_search"] = {"evaluations": search.evaluations, **_metrics(search, x, floor, threshold)}
+        if attack.cut is not None:
+            metrics["steps_run"] = attack.steps_run
+            metrics["budget_cut_fraction"] = float(attack.cut.double().mean())
         series = {
             "curve": _curve(attack, search),
             "images": _images(x, attack),
@@ -292,7 +306,7 @@ class Attack(Audit):
             "errors": torch.where(attack.nonfinite, math.inf, attack.error).cpu().numpy(),
             "epsilon": eps,
         }
-        text = _message(metrics, why, str(o["objective"])) + _gradient_free(ctx, x[:8])
+        text = _message(metrics, why, str(o["objective"])) + _cut_note(metrics, steps) + _gradient_free(ctx, x[:8])
         return Measurement(ds.name, metrics, text, series, artifacts)
 
     def _chunk(
@@ -304,6 +318,10 @@ class Attack(Audit):
         attack: AttackResult | None = None
         search: AttackResult | None = None
         for r in range(int(o["restarts"])):
+            if attack is not None and search is not None and ctx.overdue():  # restarts left out
+                attack.stop_searching(torch.ones_like(attack.nonfinite))
+                search.stop_searching(torch.ones_like(search.nonfinite))
+                break
             a = sign_gradient_attack(
                 ctx.model,
                 ball,
@@ -312,8 +330,9 @@ class Attack(Audit):
                 str(o["objective"]),
                 ctx.generator("attack", start, r),
                 lambda k: tick(len(x)),
+                stop=ctx.overdue,
             )
-            s = random_search(ctx.model, ball, steps + 1, ctx.generator("random", start, r))
+            s = random_search(ctx.model, ball, a.evaluations, ctx.generator("random", start, r), stop=ctx.overdue)
             tick(len(x) * (steps + 1))
             if attack is None or search is None:
                 attack, search = a, s
@@ -333,6 +352,9 @@ def _on(r: AttackResult, device: torch.device | str) -> AttackResult:
         r.reconstruction.to(device),
         r.first_step.to(device),
         [c.to(device) for c in r.curve],
+        r.evaluations,
+        r.steps_run,
+        None if r.cut is None else r.cut.to(device),
     )
 
 
@@ -347,6 +369,24 @@ def _cat(a: AttackResult | None, b: AttackResult) -> AttackResult:
         torch.cat([a.reconstruction, b.reconstruction]),
         torch.cat([a.first_step, b.first_step]),
         curve,
+        min(a.evaluations, b.evaluations),
+        min(a.steps_run, b.steps_run),
+        None if a.cut is None and b.cut is None else torch.cat([_cut_rows(a), _cut_rows(b)]),
+    )
+
+
+def _cut_rows(r: AttackResult) -> Tensor:
+    """``r.cut``, or no sample cut."""
+    return r.cut if r.cut is not None else torch.zeros_like(r.nonfinite)
+
+
+def _cut_note(m: Mapping[str, object], steps: int) -> str:
+    """The message's note on a search the budget cut short ("" when none was)."""
+    if "budget_cut_fraction" not in m:
+        return ""
+    return (
+        f"; the budget stopped the search after {m['steps_run']} of {steps} steps on "
+        f"{_share(m['budget_cut_fraction'])} of the points: no failure found in the steps run is not a pass"
     )
 
 

@@ -82,6 +82,12 @@ class AttackResult:
         first_step: the evaluation at which the first non-finite point was found (-1: none).
         curve: per evaluation, the running best errors (``(evaluations, samples)``, inf once
             non-finite).
+        evaluations: points scored per sample (``steps + 1`` for a search that ran all its
+            steps; summed over restarts).
+        steps_run: gradient steps the search ran (the fewest over merged searches; -1 for a
+            search without steps, the random one).
+        cut: per sample, whether a ``stop`` callback (a budget's deadline) ended its search
+            while it was still searching (None when none was cut).
     """
 
     error: Tensor
@@ -90,6 +96,9 @@ class AttackResult:
     reconstruction: Tensor
     first_step: Tensor
     curve: list[Tensor] = field(default_factory=list)
+    evaluations: int = 0
+    steps_run: int = -1
+    cut: Tensor | None = None
 
     @classmethod
     def start(cls, x: Tensor) -> AttackResult:
@@ -134,6 +143,16 @@ class AttackResult:
         self.curve += [
             torch.where(self.nonfinite.cpu(), math.inf, torch.maximum(c, self.error.cpu())) for c in other.curve
         ]
+        self.evaluations += other.evaluations
+        self.steps_run = min(self.steps_run, other.steps_run)
+        self.stop_searching(other.cut)
+
+    def stop_searching(self, rows: Tensor | None) -> None:
+        """Mark ``rows`` (a per-sample mask; None: none) as cut by the budget, where still searching."""
+        if rows is None:
+            return
+        cut = rows & ~self.nonfinite
+        self.cut = cut if self.cut is None else self.cut | cut
 
 
 def _rows(x: Tensor) -> Tensor:
@@ -235,12 +254,15 @@ def sign_gradient_attack(
     objective: str,
     generator: torch.Generator,
     on_step: Callable[[int], None] = lambda k: None,
+    stop: Callable[[], bool] | None = None,
 ) -> AttackResult:
     """Projected sign-gradient ascent from a random start in ``ball`` (Behrmann et al. 4(b)).
 
     ``x_{k+1} = clip_ball(x_k + step_size * sign(grad L(x_k)))`` for ``steps`` steps; every
     iterate (``steps + 1`` points) is round-tripped and scored. A sample whose round trip turns
-    non-finite stops there: that point is its witness.
+    non-finite stops there: that point is its witness. ``stop()``, asked after each scored
+    point before the next step, ends the search there (a budget's deadline): the result keeps
+    the steps it ran (``steps_run``) and marks the samples still searching (``cut``).
     """
     x = ball.project(ball.uniform(generator))
     last = torch.zeros_like(x)
@@ -255,7 +277,9 @@ def sign_gradient_attack(
             return _gradient(loss64, p)
 
     result = AttackResult.start(x)
+    result.steps_run = steps
     for k in range(steps + 1):
+        result.evaluations = k + 1
         active = torch.nonzero(~result.done).flatten()
         if len(active) == 0:
             result.snapshot()
@@ -265,6 +289,12 @@ def sign_gradient_attack(
         with torch.enable_grad():
             loss, z, back = _differentiable_objective(model, xa, objective, generator)
             result.record(active, xa, back, _rows(z.detach()), k)
+            if k < steps and stop is not None and stop():
+                result.steps_run = k
+                result.stop_searching(~result.done)
+                result.snapshot()
+                on_step(k)
+                break
             if k < steps:
                 direction = _ascent_direction(
                     loss, xa, last[active], generator, wide if model.dtype != torch.float64 else None
@@ -281,13 +311,24 @@ def _project_rows(ball: Ball, index: Tensor, x: Tensor) -> Tensor:
 
 
 def random_search(
-    model: InvertibleModel, ball: Ball, evaluations: int, generator: torch.Generator, chunk: int = 8
+    model: InvertibleModel,
+    ball: Ball,
+    evaluations: int,
+    generator: torch.Generator,
+    chunk: int = 8,
+    stop: Callable[[], bool] | None = None,
 ) -> AttackResult:
-    """The baseline: ``evaluations`` points per sample drawn uniformly from the same region."""
+    """The baseline: ``evaluations`` points per sample drawn uniformly from the same region.
+
+    ``stop()``, asked before each chunk of draws but the first, ends the search there (the
+    samples still searching are marked ``cut``; ``evaluations`` counts the points drawn)."""
     result = AttackResult.start(ball.centre)
     n = len(ball.centre)
     done = 0
     while done < evaluations:
+        if done > 0 and stop is not None and stop():
+            result.stop_searching(~result.done)
+            break
         k = min(chunk, evaluations - done)
         points = torch.cat([ball.uniform(generator) for _ in range(k)])
         index = torch.arange(n, device=points.device).repeat(k)
@@ -300,6 +341,7 @@ def random_search(
             result.record(index[rows][keep], points[rows][keep], back[rows][keep], _rows(z[rows])[keep], done + j)
             result.snapshot()
         done += k
+        result.evaluations = done
     return result
 
 

@@ -68,6 +68,9 @@ class AuditContext:
             single process does all the work.
         pace: ``pace(done, total)``, called by :meth:`map` after each work unit: False when the
             run's budget says this audit must stop (the runner's re-plan, :mod:`innaudit.run.pace`).
+        overdue: ``overdue()``, asked inside long work (between Lanczos iterations, attack
+            steps and restarts): True once this audit is past its budget's deadline; the work
+            then stops with what it reached, and the audit reports the cut (never a pass on it).
     """
 
     model: InvertibleModel
@@ -82,6 +85,7 @@ class AuditContext:
     progress: Callable[[str, int, int], None] = field(default=lambda name, done, total: None)
     shard: Shard = field(default_factory=lambda: SINGLE)
     pace: Callable[[int, int], bool] = field(default=lambda done, total: True)
+    overdue: Callable[[], bool] = field(default=lambda: False)
 
     def option(self, name: str) -> Any:
         """The effective value of one of the audit's options."""

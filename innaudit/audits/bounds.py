@@ -252,6 +252,7 @@ class Bounds(Audit):
                 tol=1e-4,
                 max_iter=128,
                 generator=ctx.generator(ds.name, start // max(1, ctx.batch_size)),
+                stop=ctx.overdue,
             )
             per_block = block_constants(chain, x, residual, int(ctx.option("block_max_dim"))) if chain else []
             return s.forward_max, s.inverse_max, per_block

@@ -41,6 +41,9 @@ class Spectrum:
         derived: ``"inverse"`` when the inverse has no gradient and its values are the
             reciprocals of ``J_F`` at ``F^-1(z)``; ``"forward"`` the other way round; ``""``
             when both maps were differentiated.
+        stopped: per sample, whether a ``stop`` callback (a budget's deadline) ended either
+            Lanczos run before it converged (matrix-free only; None when none was stopped): its
+            ``sigma_max`` values are then lower bounds, so its condition number is one too.
     """
 
     method: str
@@ -53,6 +56,7 @@ class Spectrum:
     converged: np.ndarray | None = None
     note: str = ""
     derived: str = ""
+    stopped: np.ndarray | None = None
 
     @property
     def condition(self) -> np.ndarray:
@@ -72,7 +76,15 @@ class Spectrum:
 
 
 def measure(
-    forward: Map, inverse: Map, x: Tensor, *, method: str, tol: float, max_iter: int, generator: torch.Generator
+    forward: Map,
+    inverse: Map,
+    x: Tensor,
+    *,
+    method: str,
+    tol: float,
+    max_iter: int,
+    generator: torch.Generator,
+    stop: Callable[[], bool] | None = None,
 ) -> Spectrum:
     """The four extreme singular values per sample of ``x`` (see the module docstring).
 
@@ -82,6 +94,8 @@ def measure(
     the point the blind map returns, with ``derived`` and ``note`` saying so (exact method);
     when neither can, or the matrix-free method would need the blind one,
     :class:`~innaudit.linalg.NotMeasuredError` says why. A Jacobian of zeros is never reported.
+    ``stop`` (matrix-free): asked between Lanczos iterations; True ends them with the steps
+    reached, and ``stopped`` says which samples.
     """
     chosen = choose_method(method, int(x[0].numel()))
     with torch.no_grad():
@@ -118,8 +132,9 @@ def measure(
         return Spectrum(
             "exact", _np(fwd[:, 0]), _np(fwd[:, -1]), _np(inv[:, 0]), _np(inv[:, -1]), note="; ".join(notes)
         )
-    f, i = extreme_singular_values(forward, inverse, x, tol=tol, max_iter=max_iter, generator=generator)
+    f, i = extreme_singular_values(forward, inverse, x, tol=tol, max_iter=max_iter, generator=generator, stop=stop, z=z)
     fmax, imax = _np(f.values), _np(i.values)
+    stopped = _stopped(f.stopped, i.stopped)
     with np.errstate(divide="ignore"):
         return Spectrum(
             "matrix-free",
@@ -130,7 +145,16 @@ def measure(
             f.iterations.numpy(),
             i.iterations.numpy(),
             (f.converged & i.converged).numpy(),
+            stopped=stopped,
         )
+
+
+def _stopped(forward: Tensor | None, inverse: Tensor | None) -> np.ndarray | None:
+    """Samples either Lanczos run was stopped on (None when neither stopped any)."""
+    if forward is None and inverse is None:
+        return None
+    flags = [t.cpu().numpy() for t in (forward, inverse) if t is not None]
+    return np.logical_or.reduce(flags)
 
 
 def _derived(forward: Map, inverse: Map, x: Tensor, z: Tensor, finite: Tensor, *, blind: str, reason: str) -> Spectrum:

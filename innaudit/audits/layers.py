@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -40,7 +40,9 @@ class BlockTrace:
     error this block adds on its exact input; ``chain_error`` is ``||g - h|| / max(||h||, floor)``
     with ``g`` the block's input recovered by inverting the whole chain from ``z = F(x)``
     down through this block (inf where non-finite): the error accumulated up to here;
-    ``scale_min`` is NaN for blocks without ``scales``; ``sv_min``/``sv_max`` of ``J_f(h)``.
+    ``scale_min`` is NaN for blocks without ``scales``; ``sv_min``/``sv_max`` of ``J_f(h)``;
+    ``stopped``: per sample, whether a budget's deadline stopped the block's Lanczos runs
+    before they converged (None when none was stopped).
     """
 
     name: str
@@ -50,6 +52,7 @@ class BlockTrace:
     sv_min: np.ndarray
     sv_max: np.ndarray
     chain_error: np.ndarray | None = None
+    stopped: np.ndarray | None = None
 
 
 def whole_round_trip(model: InvertibleModel, x: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -80,9 +83,20 @@ def _scale_min(block: InvertibleModel, h: Tensor) -> np.ndarray:
 
 
 def trace_blocks(
-    blocks: Sequence[InvertibleModel], x: Tensor, *, method: str, tol: float, max_iter: int, generator: torch.Generator
+    blocks: Sequence[InvertibleModel],
+    x: Tensor,
+    *,
+    method: str,
+    tol: float,
+    max_iter: int,
+    generator: torch.Generator,
+    stop: Callable[[], bool] | None = None,
 ) -> list[BlockTrace]:
-    """Push ``x`` through the blocks; at each, round-trip the block and take its spectrum."""
+    """Push ``x`` through the blocks; at each, round-trip the block and take its spectrum.
+
+    ``stop`` (matrix-free): asked between the Lanczos iterations of every block; once True,
+    each block's spectrum ends after its first iteration (its round trip is still exact) and
+    ``stopped`` says so."""
     floor = 1e-6 * math.sqrt(x[0].numel())
     h, out, inputs, split = x, [], [], False
     for i, block in enumerate(blocks):
@@ -100,10 +114,18 @@ def trace_blocks(
         def inverse(t: Tensor, b: InvertibleModel = block) -> Tensor:
             return b.inverse(t, grad=True)
 
-        s = measure(forward, inverse, h, method=method, tol=tol, max_iter=max_iter, generator=generator)
+        s = measure(forward, inverse, h, method=method, tol=tol, max_iter=max_iter, generator=generator, stop=stop)
         name = block_name(i, block)
         out.append(
-            BlockTrace(name, rel.cpu().numpy(), bad.cpu().numpy(), _scale_min(block, h), s.forward_min, s.forward_max)
+            BlockTrace(
+                name,
+                rel.cpu().numpy(),
+                bad.cpu().numpy(),
+                _scale_min(block, h),
+                s.forward_min,
+                s.forward_max,
+                stopped=s.stopped,
+            )
         )
         carried = block.carry(y)
         split = split or carried is not y
@@ -195,6 +217,11 @@ class Layers(Audit):
     none) and ``chain_block`` (its name). Gated as ``roundtrip``'s ``rel_error_l2.max``, so the
     two never disagree on the same samples.
 
+    Under ``--budget``, the blocks' Lanczos runs stop between iterations once the audit is
+    past its deadline (the block round trips and the inverse chain are still measured on every
+    block): ``budget_cut_fraction`` (present only then) is the share of traced samples whose
+    block spectra were stopped, and above 0 it warns, so a cut trace is never a pass.
+
     In a multi-scale flow the blocks are walked level by level in data -> latent order and named
     ``level i / block j: ClassName``; a split block returns ``[kept, z_i]`` and ``kept`` goes on.
 
@@ -214,6 +241,7 @@ class Layers(Audit):
         "nonfinite_fraction": Threshold(warn=None, fail=0.0),
         "block_rel_error.max": Threshold(warn=1e-4, fail=1e-2),
         "chain_rel_error.max": Threshold(warn=1e-4, fail=1e-2),
+        "budget_cut_fraction": Threshold(warn=0.0, fail=None),
     }
     options = {"samples": 64, "worst": 2, "method": "auto", "tol": 1e-4, "max_iter": 32, "jump": 10.0, "rounding": 1e-4}
     metrics = (
@@ -228,6 +256,7 @@ class Layers(Audit):
         neither("chain_index", doc="block where the accumulated error leaves rounding (-1: none)"),
         neither("culprit", doc="name of the first failing block ('': none)"),
         neither("chain_block", doc="name of the block at chain_index ('': none)"),
+        rate("budget_cut_fraction", "traced samples whose block spectra the budget stopped"),
     )
 
     shrinkable = {"max_iter": 8}
@@ -279,6 +308,7 @@ class Layers(Audit):
                 tol=ctx.option("tol"),
                 max_iter=ctx.option("max_iter"),
                 generator=ctx.generator(ctx.datasets[index].name),
+                stop=ctx.overdue,
             )
 
         for index, traces in zip(picked, ctx.map(list(picked), trace), strict=True):
@@ -291,6 +321,13 @@ class Layers(Audit):
             text = _chain_message(traces, chain, ctx.option("rounding"))
             if where >= 0 or chain < 0:
                 text = f"{self._message(traces, where, why)}; {text}"
+            cut = _cut(traces)
+            if cut is not None:
+                metrics["budget_cut_fraction"] = float(cut.mean())
+                text += (
+                    f"; the budget stopped the block spectra of {int(cut.sum())} of {len(cut)} traced sample(s) "
+                    "before convergence (their block condition numbers are lower bounds)"
+                )
             yield Measurement(ctx.datasets[index].name, metrics, text, {"blocks": self._series(traces)})
 
     @staticmethod
@@ -348,6 +385,12 @@ def _rows(ctx: AuditContext, ds: Dataset, total: int, picked: np.ndarray) -> Ten
         rows.append(ds.make(start, min(start + step, total))[i - start])
     x = torch.stack(rows) if rows else ds.make(0, 0)
     return x.to(device=ctx.device, dtype=ctx.model.dtype)
+
+
+def _cut(traces: Sequence[BlockTrace]) -> np.ndarray | None:
+    """Per traced sample, whether any block's spectrum was stopped by the budget (None: none)."""
+    flags = [t.stopped for t in traces if t.stopped is not None]
+    return np.logical_or.reduce(flags) if flags else None
 
 
 def _chain_metrics(traces: Sequence[BlockTrace], chain: int, whole: np.ndarray) -> dict[str, object]:

@@ -40,7 +40,16 @@ def _cat(parts: list[Spectrum]) -> Spectrum:
         join("converged"),
         "; ".join(notes),
         parts[0].derived,
+        _stopped(parts),
     )
+
+
+def _stopped(parts: list[Spectrum]) -> np.ndarray | None:
+    """The parts' ``stopped`` flags joined (False for a part none was stopped in); None when no
+    part was stopped."""
+    if all(p.stopped is None for p in parts):
+        return None
+    return np.concatenate([p.stopped if p.stopped is not None else np.zeros(len(p.forward_max), bool) for p in parts])
 
 
 SVD_RESOLUTION = 1e-13
@@ -123,6 +132,13 @@ class SpectrumAudit(Audit):
     ``iterations`` and ``converged_fraction`` (matrix-free). ``series.values`` keeps the
     per-sample numbers.
 
+    Under ``--budget``, Lanczos stops between iterations once the audit is past its deadline:
+    the samples it stopped keep the steps they reached (``iterations``, not converged), their
+    ``sigma_max`` values are lower bounds and so are their condition numbers, and
+    ``budget_cut_fraction`` (present only then) counts them: above 0 it warns, so a stopped
+    spectrum is never a pass (a singular or non-finite Jacobian found before the stop still
+    fails).
+
     A map autograd cannot see through (an inverse under ``torch.no_grad()``) is detected before
     any Jacobian is taken: its spectrum is then the reciprocal of the other map's at the point
     it returns (``J_F^-1(z) = J_F(F^-1(z))^-1``) and the message says so; when neither map can
@@ -152,6 +168,7 @@ class SpectrumAudit(Audit):
         "condition.max": Threshold(warn=1e3, fail=None),
         "singular_fraction": Threshold(warn=None, fail=0.0),
         "cross_check.mismatch_fraction": Threshold(warn=0.0, fail=None),
+        "budget_cut_fraction": Threshold(warn=0.0, fail=None),
     }
     options = {"samples": 64, "method": "auto", "tol": 1e-4, "max_iter": 64, "cross_check_tolerance": 0.05}
     metrics = (
@@ -179,6 +196,7 @@ class SpectrumAudit(Audit):
         neither("iterations.forward", doc="Lanczos iterations"),
         neither("iterations.inverse"),
         rate("converged_fraction", "Lanczos runs that converged", Direction.HIGHER_BETTER),
+        rate("budget_cut_fraction", "samples whose Lanczos the budget stopped before convergence"),
     )
 
     shrinkable = {"max_iter": 16}
@@ -212,6 +230,7 @@ class SpectrumAudit(Audit):
                 tol=ctx.option("tol"),
                 max_iter=ctx.option("max_iter"),
                 generator=ctx.generator(ds.name, start),
+                stop=ctx.overdue,
             )
             return part
 
@@ -275,6 +294,8 @@ class SpectrumAudit(Audit):
             }
             m["converged_fraction"] = float(cast(np.ndarray, s.converged).mean())
             m["tolerance"] = float(ctx.option("tol"))
+            if s.stopped is not None:
+                m["budget_cut_fraction"] = float(s.stopped.mean())
         return m
 
     @staticmethod
@@ -302,6 +323,11 @@ class SpectrumAudit(Audit):
         broken = ~(np.isfinite(s.forward_max) & np.isfinite(s.inverse_max))
         if broken.any():
             text += f"; {int(broken.sum())} sample(s) with a non-finite Jacobian"
+        if s.stopped is not None:
+            text += (
+                f"; the budget stopped Lanczos on {int(s.stopped.sum())} of {len(s.stopped)} sample(s) before "
+                "convergence (the iterations they reached are reported; their condition numbers are lower bounds)"
+            )
         return text + (f"; {s.note}" if s.note else "")
 
     @staticmethod

@@ -13,7 +13,12 @@ from torch.func import vjp
 
 from innaudit.linalg._common import Map, threads_for
 
-__all__ = ["SpectrumEstimate", "extreme_singular_values", "log_abs_det_estimate", "top_singular_value"]
+__all__ = ["SpectrumEstimate", "Stop", "extreme_singular_values", "log_abs_det_estimate", "top_singular_value"]
+
+Stop = Callable[[], bool]
+"""``stop() -> bool``, asked before each Lanczos iteration after the first: True ends the run
+there (a budget's deadline passed); the samples not yet converged keep the estimate of the
+steps they reached and are flagged ``stopped``."""
 
 
 @dataclass(frozen=True)
@@ -24,11 +29,16 @@ class SpectrumEstimate:
         values: the estimate per sample (float64; NaN where the map was not finite).
         iterations: JVP/VJP pairs spent per sample until convergence (or the cap).
         converged: whether the residual criterion held within the cap, per sample.
+        stopped: per sample, whether a ``stop`` callback ended its run before it converged or
+            reached the cap (None: no callback stopped any); its value is then the estimate of
+            the ``iterations`` it reached, a lower bound of ``sigma_max`` (Ritz values of
+            ``J^T J`` lie below its largest eigenvalue).
     """
 
     values: Tensor
     iterations: Tensor
     converged: Tensor
+    stopped: Tensor | None = None
 
 
 def _jvp(fn: Map, x: Tensor, v: Tensor) -> Tensor:
@@ -57,7 +67,13 @@ class _Operator:
 
 
 def top_singular_value(
-    fn: Map, x: Tensor, *, tol: float = 1e-4, max_iter: int = 64, generator: torch.Generator | None = None
+    fn: Map,
+    x: Tensor,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 64,
+    generator: torch.Generator | None = None,
+    stop: Stop | None = None,
 ) -> SpectrumEstimate:
     """``sigma_max`` of the Jacobian of ``fn`` at each sample, by Lanczos on ``J^T J``.
 
@@ -73,6 +89,8 @@ def top_singular_value(
         tol: relative residual tolerance on the Ritz value of ``J^T J``.
         max_iter: cap on JVP/VJP pairs per sample (also capped by the dimension).
         generator: source of the random start vectors (seeded by the caller).
+        stop: asked before each iteration after the first (:data:`Stop`); True ends the run
+            with the steps reached, flagged in ``stopped``.
     """
     x = x.detach()
     batch, dim = len(x), int(x[0].numel()) if len(x) else 0
@@ -81,13 +99,14 @@ def top_singular_value(
         return SpectrumEstimate(empty, empty.long(), empty.bool())
     with torch.enable_grad(), threads_for(dim):
         op = _Operator(fn, x)
-        return _top_sv(op, batch, dim, tol, min(max_iter, dim), generator, x.device)
+        return _top_sv(op, batch, dim, tol, min(max_iter, dim), generator, x.device, stop)
 
 
 @dataclass(frozen=True)
 class _Krylov:
     """Lanczos output per sample: tridiagonal ``alpha``/``beta`` (B, steps), steps taken,
-    top Ritz value, whether it converged, whether the map was non-finite."""
+    top Ritz value, whether it converged, whether the map was non-finite, whether ``stop``
+    ended it first."""
 
     alpha: Tensor
     beta: Tensor
@@ -95,12 +114,14 @@ class _Krylov:
     theta: Tensor
     done: Tensor
     broken: Tensor
+    stopped: Tensor
 
 
-def _lanczos(op: _Operator, start: Tensor, tol: float, steps: int) -> _Krylov:
+def _lanczos(op: _Operator, start: Tensor, tol: float, steps: int, stop: Stop | None = None) -> _Krylov:
     """Batched Lanczos on ``J^T J`` from ``start`` (B, d), full reorthogonalization, stopping a
     sample when its top Ritz residual is at most ``tol`` times the Ritz value (``tol = 0``: run
-    all ``steps`` unless the Krylov space becomes invariant)."""
+    all ``steps`` unless the Krylov space becomes invariant). ``stop()``, asked before every
+    iteration but the first, ends the run for every sample not yet done (``stopped``)."""
     batch, dim = start.shape
     f64, device = torch.float64, start.device
     basis = torch.zeros(batch, steps + 1, dim, dtype=f64, device=device)
@@ -111,9 +132,13 @@ def _lanczos(op: _Operator, start: Tensor, tol: float, steps: int) -> _Krylov:
     iters = torch.zeros(batch, dtype=torch.long, device=device)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     broken = torch.zeros(batch, dtype=torch.bool, device=device)
+    stopped = torch.zeros(batch, dtype=torch.bool, device=device)
     for k in range(steps):
         rows = torch.nonzero(~done).flatten()
         if len(rows) == 0:
+            break
+        if k > 0 and stop is not None and stop():
+            stopped[rows] = True
             break
         w = op.apply(basis[rows, k], rows)
         bad = ~torch.isfinite(w).all(1)
@@ -131,16 +156,29 @@ def _lanczos(op: _Operator, start: Tensor, tol: float, steps: int) -> _Krylov:
         invariant = b <= 1e-12 * top.abs().clamp_min(1e-300)
         broken[rows] |= bad
         done[rows] = (resid <= tol * top.abs()) | invariant | bad
-    return _Krylov(alpha, beta, iters, theta, done, broken)
+    return _Krylov(alpha, beta, iters, theta, done, broken, stopped)
 
 
 def _top_sv(
-    op: _Operator, batch: int, dim: int, tol: float, steps: int, generator: torch.Generator | None, device: torch.device
+    op: _Operator,
+    batch: int,
+    dim: int,
+    tol: float,
+    steps: int,
+    generator: torch.Generator | None,
+    device: torch.device,
+    stop: Stop | None = None,
 ) -> SpectrumEstimate:
     start = torch.randn(batch, dim, generator=generator, dtype=torch.float64).to(device)
-    kr = _lanczos(op, start, tol, steps)
+    kr = _lanczos(op, start, tol, steps, stop)
     theta = torch.where(kr.broken, torch.full_like(kr.theta, float("nan")), kr.theta)
-    return SpectrumEstimate(theta.clamp_min(0).sqrt(), kr.iters.cpu(), (kr.done & ~kr.broken).cpu())
+    stopped = (kr.stopped & ~kr.broken).cpu()
+    return SpectrumEstimate(
+        theta.clamp_min(0).sqrt(),
+        kr.iters.cpu(),
+        (kr.done & ~kr.broken).cpu(),
+        stopped if bool(stopped.any()) else None,
+    )
 
 
 def _top_ritz(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
@@ -158,36 +196,51 @@ def extreme_singular_values(
     tol: float = 1e-4,
     max_iter: int = 64,
     generator: torch.Generator | None = None,
+    stop: Stop | None = None,
+    z: Tensor | None = None,
 ) -> tuple[SpectrumEstimate, SpectrumEstimate]:
     """Matrix-free ``(sigma_max(J_F(x)), sigma_max(J_F^-1(F(x))))`` per sample.
 
     ``sigma_min(J_F(x)) = 1 / sigma_max(J_F^-1(F(x)))`` for a bijection; the two estimates are
-    returned separately so the caller can report both and their iteration counts.
+    returned separately so the caller can report both and their iteration counts. ``stop`` is
+    handed to both Lanczos runs (:data:`Stop`); ``z``, when the caller has it, is ``F(x)``
+    (computed here otherwise).
     """
-    with torch.no_grad():
-        z = forward(x.detach())
-    fwd = top_singular_value(forward, x, tol=tol, max_iter=max_iter, generator=generator)
+    if z is None:
+        with torch.no_grad():
+            z = forward(x.detach())
+    fwd = top_singular_value(forward, x, tol=tol, max_iter=max_iter, generator=generator, stop=stop)
     finite = torch.isfinite(z.reshape(len(z), -1)).all(1)
     if bool(finite.all()):
-        inv = top_singular_value(inverse, z, tol=tol, max_iter=max_iter, generator=generator)
+        inv = top_singular_value(inverse, z, tol=tol, max_iter=max_iter, generator=generator, stop=stop)
     else:
-        inv = _masked(inverse, z, finite, tol, max_iter, generator)
+        inv = _masked(inverse, z, finite, tol, max_iter, generator, stop)
     return fwd, inv
 
 
 def _masked(
-    fn: Map, z: Tensor, finite: Tensor, tol: float, max_iter: int, generator: torch.Generator | None
+    fn: Map,
+    z: Tensor,
+    finite: Tensor,
+    tol: float,
+    max_iter: int,
+    generator: torch.Generator | None,
+    stop: Stop | None = None,
 ) -> SpectrumEstimate:
     """Run :func:`top_singular_value` on the finite rows only; NaN elsewhere."""
     n = len(z)
     values = torch.full((n,), float("nan"), dtype=torch.float64)
     iters = torch.zeros(n, dtype=torch.long)
     conv = torch.zeros(n, dtype=torch.bool)
+    stopped = None
     if finite.any():
-        part = top_singular_value(fn, z[finite], tol=tol, max_iter=max_iter, generator=generator)
+        part = top_singular_value(fn, z[finite], tol=tol, max_iter=max_iter, generator=generator, stop=stop)
         idx = finite.cpu()
         values[idx], iters[idx], conv[idx] = part.values.cpu(), part.iterations.cpu(), part.converged.cpu()
-    return SpectrumEstimate(values, iters, conv)
+        if part.stopped is not None:
+            stopped = torch.zeros(n, dtype=torch.bool)
+            stopped[idx] = part.stopped
+    return SpectrumEstimate(values, iters, conv, stopped)
 
 
 def _tridiagonal(alpha: Tensor, beta: Tensor) -> Tensor:

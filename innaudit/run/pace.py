@@ -4,7 +4,10 @@
 runner's plan (:class:`innaudit.run.plan.PlanRun`), with the audit's deadline. The audit's
 batch loop (:meth:`~innaudit.audits.base.AuditContext.map`) calls ``pace(done, total)`` with
 the batches done; past the deadline it answers False, once and for all, and keeps where that
-happened, so the runner records the cut (never a silent pass on fewer samples).
+happened, so the runner records the cut (never a silent pass on fewer samples). Work that a
+batch cannot split (Lanczos iterations, attack steps) asks :meth:`Pace.overdue` instead
+(:attr:`~innaudit.audits.base.AuditContext.overdue`): past the deadline it stops where it is,
+and the pace counts how often that happened.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ class Pace:
         self.clock = clock
         self.cut: tuple[int, int] | None = None
         """``(done, total)`` batches when the deadline was first passed; None while on time."""
+        self.stops = 0
+        """How many times work inside a batch was told to stop (:meth:`overdue` answered True)."""
 
     def __call__(self, done: int, total: int) -> bool:
         if self.cut is not None:
@@ -31,3 +36,18 @@ class Pace:
             return True
         self.cut = (done, total)
         return False
+
+    def overdue(self) -> bool:
+        """True once the clock is past ``deadline`` (each True is counted in :attr:`stops`)."""
+        if self.clock() <= self.deadline:
+            return False
+        self.stops += 1
+        return True
+
+    def where(self) -> str | None:
+        """Where the deadline cut the work (``"3 of 20 batches"``, ``"2 loop(s) inside a batch"``,
+        or both), None when it did not."""
+        parts = [f"{self.cut[0]} of {self.cut[1]} batches"] if self.cut is not None else []
+        if self.stops:
+            parts.append(f"{self.stops} loop(s) inside a batch (Lanczos iterations, attack steps)")
+        return ", and ".join(parts) or None

@@ -561,8 +561,10 @@ class PlanRun:
     Under a budget each audit gets a deadline when it starts (:meth:`pace`): ``ALLOWANCE``
     times its planned seconds, or its fair part of the time left once the audits after it
     have their floors, whichever is longer, never past what those floors leave. An audit past
-    its deadline stops at the next batch with the samples it has (:class:`Pace`); the cut is
-    recorded in the plan, in ``run.replans`` and as a report warning. After an audit ends, the
+    its deadline stops at the next batch with the samples it has (:class:`Pace`), and work a
+    batch cannot split (Lanczos iterations, attack steps and restarts) stops at its next step
+    (:meth:`Pace.overdue`, single process only); the cut is recorded in the plan, in
+    ``run.replans`` and as a report warning. After an audit ends, the
     audits still to run are planned again with the budget left (``budget - elapsed``) and
     their estimates scaled by ``used / model_s`` of the finished audits (their unscaled
     estimates; the factor is kept within [0.2, 4]); an audit :data:`RECHECK` times slower than
@@ -599,15 +601,22 @@ class PlanRun:
             options["method"] = share.method
         options.update(share.overrides)
         datasets, samples = ctx.datasets, ctx.samples
-        pace = ctx.pace
+        pace, overdue = ctx.pace, ctx.overdue
         if self.plan.budget_s is not None and self.needs[audit_id].scalable:
             samples = max(1, min(ctx.samples, share.samples))
             if "samples" in options:
                 options["samples"] = max(1, min(int(options["samples"]), samples))
             datasets = [replace(d, size=min(d.size, samples)) for d in ctx.datasets]
             pace = self.paces[audit_id] = Pace(time.monotonic() + self._allowance(audit_id))
+            if ctx.shard.single:  # ranks of a job stop their units alike only at batches
+                overdue = pace.overdue
         return replace(
-            ctx, settings=replace(ctx.settings, options=options), datasets=datasets, samples=samples, pace=pace
+            ctx,
+            settings=replace(ctx.settings, options=options),
+            datasets=datasets,
+            samples=samples,
+            pace=pace,
+            overdue=overdue,
         )
 
     def _allowance(self, audit_id: str) -> float:
@@ -623,9 +632,9 @@ class PlanRun:
         """Record an audit's time (and a budget cut) and re-plan the rest with the budget left."""
         self.used[audit_id] = seconds
         pace = self.paces.get(audit_id)
-        if pace is not None and pace.cut is not None:
-            done, total = pace.cut
-            self.replans.append({"audit": audit_id, "stopped_at": f"{done} of {total} batches", "used_s": seconds})
+        where = pace.where() if pace is not None else None
+        if where is not None:
+            self.replans.append({"audit": audit_id, "stopped_at": where, "used_s": seconds})
         rest = [self.needs[a.id] for a in self.plan.audits if a.id not in self.used]
         if self.plan.budget_s is None or not rest:
             return
@@ -691,8 +700,9 @@ class PlanRun:
         for a in self.plan.audits:
             got = self.current[a.id]
             pace = self.paces.get(a.id)
-            if pace is not None and pace.cut is not None:
-                note = f"stopped by the budget at {pace.cut[0]} of {pace.cut[1]} batches"
+            where = pace.where() if pace is not None else None
+            if where is not None:
+                note = f"stopped by the budget at {where}"
                 got = replace(got, cut="; ".join(c for c in (got.cut, note) if c))
             audits.append(got)
         return replace(self.plan, audits=tuple(audits)).to_dict(self.used)

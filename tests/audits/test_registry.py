@@ -12,6 +12,7 @@ import innaudit
 from innaudit.audits import REGISTRY, RUN_ORDER, metric_table
 from innaudit.core.metrics import Direction, covers
 from innaudit.core.results import leaves
+from innaudit.run.plan import PlanRun
 
 from ..multiscale import normflows_glow
 
@@ -63,6 +64,16 @@ def produced() -> dict[str, set[str]]:
     # a multi-scale latent (normflows' Glow): the per-level metrics of roundtrip and sampling
     x = torch.rand(6, *normflows_glow.SHAPE, generator=torch.Generator().manual_seed(0))
     reports.append(innaudit.audit(normflows_glow.build(), data=x, audits=["roundtrip", "sampling"], config=_SMALL))
+    with pytest.MonkeyPatch.context() as patch:  # every deadline already passed: the budget's cut metrics
+        patch.setattr(PlanRun, "_allowance", lambda self, audit_id: 0.0)
+        cut = {
+            **_SMALL,
+            "audits": ["attack", "spectrum", "layers"],
+            "spectrum": {"samples": 2, "method": "matrix-free"},
+            "layers": {"method": "matrix-free"},
+            "budget": "10m",
+        }
+        reports.append(innaudit.audit("checkpoints/digits-affine.pt", config=cut))
     for report in reports:
         model = report.target.get("model")
         for audit in report.audits:
