@@ -134,6 +134,9 @@ class Audit(ABC):
     """Whether a budget may lower the samples per set (False: a fixed grid of points)."""
     shrinkable: ClassVar[Mapping[str, int]] = {}
     """Options a tight budget may lower (iterations, steps), each to at least the given value."""
+    batch_cap: ClassVar[Mapping[str, int]] = {}
+    """Samples per batch at most, by method (whatever ``--batch-size``): what the planner costs
+    the audit's calls at (per-call overheads are paid once per batch)."""
 
     @classmethod
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:

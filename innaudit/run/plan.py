@@ -370,9 +370,18 @@ class _Need:
         total = 0.0
         for cap in self.capacities:
             m = min(n, cap)
-            total += m * self.cost.per_sample.seconds(self.units, min(self.batch, m))
+            total += m * self.cost.per_sample.seconds(self.units, _per_call(m, self.batch))
             total += self.cost.per_set.seconds(self.units, 1)
         return self.factor * total
+
+
+def _per_call(samples: int, batch: int) -> int:
+    """The samples each call gets when ``samples`` run in batches of at most ``batch``: a whole
+    number of calls, ``ceil(samples / batch)``, each paying its per-call overhead (rounded down,
+    so the per-call share is never under-counted)."""
+    if samples <= 0:
+        return max(1, batch)
+    return max(1, samples // math.ceil(samples / max(1, batch)))
 
 
 def _choose(costs: Mapping[str, AuditCost], wanted: str, speed: _Speed, n: int) -> str:
@@ -446,7 +455,7 @@ def _need(
         audit.id,
         costs[method],
         speed.units,
-        speed.batch,
+        min(speed.batch, audit.batch_cap.get(method, speed.batch)),
         capacities,
         requested,
         method,
