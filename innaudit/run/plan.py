@@ -86,6 +86,11 @@ RECHECK = 1.5
 """An audit this many times slower than planned re-checks the thread choice."""
 LONG_RUN_S = 180.0
 """A plan longer than this (without ``--budget``) is announced on stderr with the hint."""
+PACED_INSIDE = frozenset({"spectrum", "layers", "bounds", "attack"})
+"""Audits whose long loops (Lanczos iterations, attack steps and restarts) ask
+:attr:`~innaudit.audits.base.AuditContext.overdue` and stop at their deadline: under a budget
+their floor is planned at no more than an equal share, since time, not samples, cuts them (and
+they report the cut as a warning)."""
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,8 @@ class _Need:
     cut: str = ""
     timed: bool = True
     """Whether ``method`` was chosen by measured seconds (under a budget)."""
+    ceiling: float = math.inf
+    """Seconds the floor is planned at, at most (:data:`PACED_INSIDE` audits under a budget)."""
 
     def passes(self, n: int) -> float:
         """Model passes with ``n`` samples per set."""
@@ -372,6 +379,8 @@ class _Need:
             m = min(n, cap)
             total += m * self.cost.per_sample.seconds(self.units, _per_call(m, self.batch))
             total += self.cost.per_set.seconds(self.units, 1)
+        if n <= floor_samples(self.requested) and self.factor * total > self.ceiling:
+            return self.ceiling  # its deadline stops it inside its work
         return self.factor * total
 
 
@@ -554,7 +563,17 @@ def make_plan(
             _shrunk(REGISTRY[n.id], n, _options(config, n.id), share, remake(n.id)) if REGISTRY[n.id].shrinkable else n
             for n in needs
         )
+        needs = tuple(_capped(n, share) for n in needs)
     return Plan(units, budget, replan(needs, budget), batch), needs
+
+
+def _capped(need: _Need, share: float) -> _Need:
+    """``need`` with its floor planned at ``share`` seconds at most when it is one of
+    :data:`PACED_INSIDE` and its floor does not fit: the deadline stops its loops there."""
+    if need.id not in PACED_INSIDE or need.seconds(floor_samples(need.requested)) <= share:
+        return need
+    note = f"floor {_duration(need.seconds(floor_samples(need.requested)))} > share: its loops stop at the deadline"
+    return replace(need, ceiling=share, cut="; ".join(c for c in (need.cut, note) if c))
 
 
 def _options(config: Config, audit_id: str) -> Mapping[str, Any]:

@@ -177,3 +177,26 @@ def test_an_attack_on_time_is_not_cut() -> None:
     (measured,) = report.audit("attack").results
     assert "budget_cut_fraction" not in measured.metrics and "steps_run" not in measured.metrics
     assert measured.metrics["random_search"]["evaluations"] == 12
+
+
+def test_a_floor_that_stops_inside_is_planned_at_its_share_not_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from innaudit.run import plan as planning
+    from innaudit.run.plan import Timing, Units
+
+    slow = Timing(0.0, 1.0)  # a second per sample and call: 2 samples of Lanczos are minutes
+
+    def units(model, x, kinds=planning.KINDS):  # type: ignore[no-untyped-def]
+        return Units(slow, slow, slow, slow, 1e-9, len(x), int(x[0].numel()))
+
+    monkeypatch.setattr(planning, "measure_units", units)
+    report = innaudit.audit(
+        f"{FIXTURES}:exact",
+        data=torch.rand(8, 4, generator=torch.Generator().manual_seed(0)),
+        ood=[],
+        audits=["spectrum"],
+        budget="20s",
+        config={"spectrum": {"samples": 4, "method": "matrix-free"}},
+    )
+    (planned,) = report.run["plan"]["audits"]
+    assert planned["estimated_s"] <= 20 * planning.SAFETY and "its loops stop at the deadline" in planned["cut"]
+    assert report.audit("spectrum").status is not innaudit.Status.ERROR
