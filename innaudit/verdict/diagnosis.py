@@ -438,11 +438,15 @@ def rule_layers_unlocated(view: _View) -> list[Statement]:
         for r in view.sets("layers")
         if not (lookup(r.metrics, "culprit") or "") and (view.failed(r) or view.warned(r))
     ]
-    parts, evidence = _parts(view, "layers", sets)
-    if not parts:
-        return []
-    text = f"Block by block ({_names(sets)}), no single block stands out: {'; '.join(parts)}{view.cut_note('layers')}."
-    return [Statement(Kind.BREAKS, "layers", text, tuple(evidence))]
+    cut = [r for r in sets if all(c.metric == "budget_cut_fraction" for c in r.checks if c.status is not Status.PASS)]
+    out = []
+    for kind, group in ((Kind.BREAKS, [r for r in sets if r not in cut]), (Kind.CAUTION, cut)):
+        parts, evidence = _parts(view, "layers", group)
+        if parts:  # a set warned only by the budget's cut is not measured to the end: a caution
+            lead = "no single block stands out" if kind is Kind.BREAKS else "not measured to the end"
+            text = f"Block by block ({_names(group)}), {lead}: {'; '.join(parts)}{view.cut_note('layers')}."
+            out.append(Statement(kind, "layers", text, tuple(evidence)))
+    return out
 
 
 def rule_direction(view: _View) -> list[Statement]:
