@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from innaudit.audits.cost import AuditCost, Cost
+from innaudit.audits.passes import SharedPasses
 from innaudit.config.settings import AuditSettings, AuditSpec, Threshold
 from innaudit.core.distributed import SINGLE, Shard
 from innaudit.core.metrics import Direction, Metric, MetricTable, direction_of
@@ -68,6 +69,9 @@ class AuditContext:
             single process does all the work.
         pace: ``pace(done, total)``, called by :meth:`map` after each work unit: False when the
             run's budget says this audit must stop (the runner's re-plan, :mod:`innaudit.run.pace`).
+        passes: the run's shared model passes (:mod:`innaudit.audits.passes`): the passes
+            ``roundtrip`` ran that ``precision``, ``layers`` and ``logdet`` read again; None
+            outside a run (an audit then calls the model itself).
     """
 
     model: InvertibleModel
@@ -82,6 +86,7 @@ class AuditContext:
     progress: Callable[[str, int, int], None] = field(default=lambda name, done, total: None)
     shard: Shard = field(default_factory=lambda: SINGLE)
     pace: Callable[[int, int], bool] = field(default=lambda done, total: True)
+    passes: SharedPasses | None = None
 
     def option(self, name: str) -> Any:
         """The effective value of one of the audit's options."""
