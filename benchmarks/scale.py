@@ -22,7 +22,7 @@ must hold on a busy machine, the runner re-planning as it goes (``run.replans``,
 pins it.
 
 Usage: ``python benchmarks/scale.py [--budget 10m] [--models d64,cifar,64x64] [--threads policy|N]
-[--busy] [--device cuda] [--keep DIR]``. On a GPU: ``python benchmarks/scale.py --device cuda
+[--busy] [--device cuda] [--keep DIR] [--audits roundtrip,precision]``. On a GPU: ``python benchmarks/scale.py --device cuda
 --budget 3m`` (with ``python -m pytest tests/test_cuda.py``). Exits 0 whatever the figures.
 """
 
@@ -100,7 +100,9 @@ def _prepare(name: str, folder: Path) -> tuple[Path, Path, int]:
     return ckpt, data, params
 
 
-def _run(ckpt: Path, data: Path, budget: str, out: Path, threads: str, device: str) -> tuple[float, float, str]:
+def _run(
+    ckpt: Path, data: Path, budget: str, out: Path, threads: str, device: str, audits: str = ""
+) -> tuple[float, float, str]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env |= {"PYTHONPATH": str(ROOT), "NO_COLOR": "1"} | ({} if threads == "policy" else {"OMP_NUM_THREADS": threads})
     start = time.perf_counter()
@@ -120,6 +122,7 @@ def _run(ckpt: Path, data: Path, budget: str, out: Path, threads: str, device: s
             "-q",
             "-o",
             f"json={out}",
+            *(arg for aid in audits.split(",") if aid for arg in ("--audit", aid)),
         ],
         capture_output=True,
         text=True,
@@ -173,6 +176,7 @@ def main() -> None:
     parser.add_argument("--busy", action="store_true", help="a CPU-bound process on each core during the runs")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the GPU entry: --device cuda --budget 3m)")
     parser.add_argument("--keep", metavar="DIR", help="Keep models, data, reports and logs in DIR.")
+    parser.add_argument("--audits", default="", help="comma-separated audits to run (default: the default battery)")
     args = parser.parse_args()
     budget_s = parse_duration(args.budget)
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +188,7 @@ def main() -> None:
             with busy(None if args.busy else 0) as pids:
                 if pids:
                     print(f"\nbusy: one CPU-bound process per core (pids {pids})")
-                wall, peak, stderr = _run(ckpt, data, args.budget, out, args.threads, args.device)
+                wall, peak, stderr = _run(ckpt, data, args.budget, out, args.threads, args.device, args.audits)
             if not out.exists():
                 print(f"== {name}: the run wrote no report:\n{stderr[-2000:]}")
                 continue
