@@ -22,7 +22,7 @@ must hold on a busy machine, the runner re-planning as it goes (``run.replans``,
 pins it.
 
 Usage: ``python benchmarks/scale.py [--budget 10m] [--models d64,cifar,64x64] [--threads policy|N]
-[--busy] [--device cuda] [--skip AUDITS] [--keep DIR]``. On a GPU: ``python benchmarks/scale.py --device cuda
+[--busy] [--device cuda] [--skip AUDITS] [--audits AUDITS] [--keep DIR]``. On a GPU: ``python benchmarks/scale.py --device cuda
 --budget 3m`` (with ``python -m pytest tests/test_cuda.py``). Exits 0 whatever the figures.
 """
 
@@ -101,7 +101,7 @@ def _prepare(name: str, folder: Path) -> tuple[Path, Path, int]:
 
 
 def _run(
-    ckpt: Path, data: Path, budget: str, out: Path, threads: str, device: str, skip: str = ""
+    ckpt: Path, data: Path, budget: str, out: Path, threads: str, device: str, skip: str = "", audits: str = ""
 ) -> tuple[float, float, str]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     env |= {"PYTHONPATH": str(ROOT), "NO_COLOR": "1"} | ({} if threads == "policy" else {"OMP_NUM_THREADS": threads})
@@ -123,6 +123,7 @@ def _run(
             "-o",
             f"json={out}",
             *[arg for aid in filter(None, skip.split(",")) for arg in ("--skip", aid)],
+            *(arg for aid in audits.split(",") if aid for arg in ("--audit", aid)),
         ],
         capture_output=True,
         text=True,
@@ -183,6 +184,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the GPU entry: --device cuda --budget 3m)")
     parser.add_argument("--keep", metavar="DIR", help="Keep models, data, reports and logs in DIR.")
     parser.add_argument("--skip", default="", help="audits to leave out (innaudit run --skip)")
+    parser.add_argument("--audits", default="", help="comma-separated audits to run (default: the default battery)")
     args = parser.parse_args()
     budget_s = parse_duration(args.budget)
     with tempfile.TemporaryDirectory() as tmp:
@@ -195,7 +197,9 @@ def main() -> None:
                 if pids:
                     print(f"\nbusy: one CPU-bound process per core (pids {pids})")
                 before = os.getloadavg()
-                wall, peak, stderr = _run(ckpt, data, args.budget, out, args.threads, args.device, args.skip)
+                wall, peak, stderr = _run(
+                    ckpt, data, args.budget, out, args.threads, args.device, args.skip, args.audits
+                )
                 after = os.getloadavg()
             print(
                 f"\nload average (1 min) {before[0]:.1f} before the run, {after[0]:.1f} after, on {os.cpu_count()} cores"

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from innaudit.audits.cost import AuditCost, Cost
+from innaudit.audits.passes import SharedPasses
 from innaudit.config.settings import AuditSettings, AuditSpec, Threshold
 from innaudit.core.distributed import SINGLE, Shard
 from innaudit.core.metrics import Direction, Metric, MetricTable, direction_of
@@ -71,6 +72,9 @@ class AuditContext:
         overdue: ``overdue()``, asked inside long work (between Lanczos iterations, attack
             steps and restarts): True once this audit is past its budget's deadline; the work
             then stops with what it reached, and the audit reports the cut (never a pass on it).
+        passes: the run's shared model passes (:mod:`innaudit.audits.passes`): the passes
+            ``roundtrip`` ran that ``precision``, ``layers`` and ``logdet`` read again; None
+            outside a run (an audit then calls the model itself).
     """
 
     model: InvertibleModel
@@ -86,6 +90,7 @@ class AuditContext:
     shard: Shard = field(default_factory=lambda: SINGLE)
     pace: Callable[[int, int], bool] = field(default=lambda done, total: True)
     overdue: Callable[[], bool] = field(default=lambda: False)
+    passes: SharedPasses | None = None
 
     def option(self, name: str) -> Any:
         """The effective value of one of the audit's options."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -26,12 +28,15 @@ __all__ = [
     "full_range_floor",
     "level_stats",
     "map_batches",
+    "no_autograd",
     "prior_set",
     "progress_counter",
     "recording",
     "round_trip",
     "sample_counts",
     "set_progress",
+    "shared_cuts",
+    "shared_view",
     "verdict_float64",
 ]
 
@@ -92,15 +97,21 @@ def sample_counts(ctx: AuditContext) -> list[int]:
     return [min(ctx.option("samples"), ctx.samples, d.size) for d in ctx.datasets]
 
 
-def batch_units(sizes: Iterable[int], batch_size: int) -> list[tuple[int, int, int]]:
+def batch_units(sizes: Iterable[int], batch_size: int, cuts: Iterable[int] = ()) -> list[tuple[int, int, int]]:
     """``(set index, start, stop)`` of every batch of every set, sets in order, then batches:
     the work units :meth:`AuditContext.map` shares out. The batches are those a single process
     takes (``batch_size`` samples from 0), so each is computed on the same inputs whatever the
-    number of ranks."""
+    number of ranks; a batch is also ended at each row of ``cuts`` (the rows where the audits
+    that share passes end theirs, :func:`shared_cuts`)."""
     step = max(1, batch_size)
-    return [
-        (index, start, min(start + step, size)) for index, size in enumerate(sizes) for start in range(0, size, step)
-    ]
+    marks = sorted(set(cuts))
+    units = []
+    for index, size in enumerate(sizes):
+        if size <= 0:
+            continue
+        bounds = sorted({*range(0, size, step), *(c for c in marks if 0 < c < size)})
+        units += [(index, start, stop) for start, stop in zip(bounds, [*bounds[1:], size], strict=True)]
+    return units
 
 
 def by_set(units: Sequence[tuple[int, int, int]], parts: Sequence[T], count: int) -> list[list[T]]:
@@ -137,6 +148,7 @@ def map_batches(
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     paced: bool = False,
+    cuts: Iterable[int] = (),
 ) -> list[list[T]]:
     """``work`` over every batch of every set, the results grouped by set: the audits' one batch loop.
 
@@ -146,9 +158,9 @@ def map_batches(
     them. ``progress(set index, samples)``, when given, is called after each batch this
     process runs: the one place a batch's completion is reported. ``paced``: a budgeted run may
     stop the audit early with the batches done (:meth:`AuditContext.map`); only for audits whose
-    samples a budget may cut.
+    samples a budget may cut. ``cuts``: rows where a batch also ends (:func:`batch_units`).
     """
-    units = batch_units(sizes, ctx.batch_size if batch_size is None else batch_size)
+    units = batch_units(sizes, ctx.batch_size if batch_size is None else batch_size, cuts)
 
     def run(unit: tuple[int, int, int]) -> T:
         out = work(unit)
@@ -176,3 +188,59 @@ def recording(forward: Map, levels: LevelStats | None) -> Map:
         return z
 
     return call
+
+
+def shared_cuts(ctx: AuditContext) -> tuple[int, ...]:
+    """Rows where the audits that share passes end a batch (none without a run's shared passes)."""
+    return ctx.passes.cuts if ctx.passes is not None else ()
+
+
+def shared_view(ctx: AuditContext, model: InvertibleModel, index: int, start: int, stop: int) -> InvertibleModel:
+    """``model`` on the batch ``start:stop`` of data set ``index``, its passes shared with the
+    run's other audits (a :class:`~innaudit.audits.passes.PassView`, which stands where the model
+    does); ``model`` itself without shared passes."""
+    if ctx.passes is None:
+        return model
+    return cast(InvertibleModel, ctx.passes.view(model, ctx.datasets[index].name, start, stop))
+
+
+_INFERENCE: weakref.WeakKeyDictionary[InvertibleModel, bool] = weakref.WeakKeyDictionary()
+
+
+def no_autograd(ctx: AuditContext) -> contextlib.AbstractContextManager[object]:
+    """``torch.inference_mode()`` for passes that need no gradient, where the model runs under it;
+    ``torch.no_grad()`` where it does not.
+
+    Inference mode records nothing for autograd (no graph, no version counters), but a model that
+    takes gradients inside its own forward (a residual block's log-det series under
+    ``torch.enable_grad()``) cannot run under it. Which one a model gets is decided once per model
+    by a probe: a forward and an inverse of one sample at the middle of its data domain under both
+    modes; inference mode is kept when it runs and gives the same values bit for bit.
+    """
+    model = ctx.model
+    if model not in _INFERENCE:
+        _INFERENCE[model] = _inference_works(model, ctx.device)
+    return torch.inference_mode() if _INFERENCE[model] else torch.no_grad()
+
+
+def _inference_works(model: InvertibleModel, device: torch.device) -> bool:
+    dom = model.info.domain
+    x = torch.full((1, *dom.shape), 0.5 * (dom.low + dom.high), dtype=model.dtype, device=device)
+    try:
+        with torch.no_grad():
+            z = model.forward(x)
+            back = model.inverse(z)
+        with torch.inference_mode():
+            z_inf = model.forward(x)
+            back_inf = model.inverse(z_inf)
+    except Exception:
+        return False
+    return _same(z, z_inf) and _same(back, back_inf)
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Equal element for element, NaN where the other is NaN."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    nan = a.isnan()
+    return bool(nan.equal(b.isnan()) and a[~nan].equal(b[~nan]))

@@ -16,6 +16,7 @@ from torch import nn
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.common import block_names, map_batches, set_progress
+from innaudit.audits.cost import AuditCost, Cost
 from innaudit.audits.gradient_compare import (
     BatchComparison,
     LossFn,
@@ -40,6 +41,16 @@ from innaudit.model.contract import InvertibleModel
 __all__ = ["LOSSES", "Gradient", "preflight"]
 
 LOSSES = GRADIENT_LOSSES
+
+PARAMETER_VJP = 1.6
+"""A backward pass to the parameters and the input, in VJPs to the input alone (what the planner
+times): a linear layer's weight gradient is one more matrix product beside its input gradient's,
+so more than half a VJP more (measured on the CIFAR-size coupling flow of ``benchmarks/scale.py``
+in batches of 64, one thread)."""
+
+CHECK_PASSES = 7
+"""Forward passes of one sample per set outside the batches: the skip check (1), the choice of
+loss on two samples (2) and the composition check on two (the model and the chain, 4)."""
 
 
 @register
@@ -123,6 +134,23 @@ class Gradient(Audit):
         worse("library_rel_error", doc="memcnn's own memory-saving gradient, relative error"),
         worse("library_angle", "rad", "memcnn's own memory-saving gradient, angle"),
     )
+
+    @classmethod
+    def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
+        """Per sample: the true gradient (a forward with autograd and a backward to the
+        parameters: one VJP to the parameters) and the memory-saving one (the inverse of every
+        block, then each block re-run with autograd and back-propagated: another), each
+        :data:`PARAMETER_VJP` VJPs; the walk starts from the true pass's ``z``, so there is no
+        forward of its own. Per set: :data:`CHECK_PASSES` forwards."""
+        del dim  # every pass is one of the model's
+        per_sample = Cost(inverse=1, vjp=2 * PARAMETER_VJP)
+        return {"": AuditCost(per_sample, Cost(forward=CHECK_PASSES))}
+
+    @classmethod
+    def capacities(cls, datasets: Sequence[Dataset], options: Mapping[str, Any], samples: int) -> list[int]:
+        """The in-distribution sets only, ``batches * batch`` samples of each at most."""
+        cap = int(options["batches"]) * int(options["batch"])
+        return [min(d.size, samples, cap) for d in datasets if d.role is Role.IN_DISTRIBUTION]
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:

@@ -12,7 +12,15 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import block_name, full_range_floor, map_batches, sample_counts, set_progress
+from innaudit.audits.common import (
+    block_name,
+    full_range_floor,
+    map_batches,
+    sample_counts,
+    set_progress,
+    shared_cuts,
+    shared_view,
+)
 from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
 from innaudit.audits.jacobians import measure
 from innaudit.config.settings import Threshold
@@ -286,13 +294,18 @@ class Layers(Audit):
         def check(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
             index, start, stop = unit
             x = ctx.datasets[index].make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
-            return whole_round_trip(ctx.model, x)
+            return whole_round_trip(shared_view(ctx, ctx.model, index, start, stop), x)  # roundtrip's passes
 
         checked = {
             i: (np.concatenate([e for e, _ in parts]), np.concatenate([r for _, r in parts]))
             for i, parts in enumerate(
                 map_batches(
-                    ctx, totals, check, progress=set_progress(ctx, [d.name for d in ctx.datasets], totals), paced=True
+                    ctx,
+                    totals,
+                    check,
+                    progress=set_progress(ctx, [d.name for d in ctx.datasets], totals),
+                    paced=True,
+                    cuts=shared_cuts(ctx),
                 )
             )
             if parts

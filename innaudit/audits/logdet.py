@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import map_batches, sample_counts, set_progress
+from innaudit.audits.common import map_batches, sample_counts, set_progress, shared_view
 from innaudit.audits.cost import AuditCost, Cost
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, rate, worse
@@ -183,7 +183,7 @@ class LogDet(Audit):
             ds = ctx.datasets[index]
             x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
             with torch.no_grad():
-                _, ld = ctx.model.forward_and_log_det(x)
+                _, ld = shared_view(ctx, ctx.model, index, start, stop).forward_and_log_det(x)  # roundtrip's pass
             model_ld = np.full(len(x), math.nan) if ld is None else host(ld).reshape(-1)
             # salted by the batch's number in its set, as a single pass numbers them
             gen = ctx.generator(ds.name, start // max(1, ctx.batch_size))

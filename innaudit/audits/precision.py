@@ -14,8 +14,17 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import full_range_floor, map_batches, prior_set, set_progress
+from innaudit.audits.common import (
+    full_range_floor,
+    map_batches,
+    no_autograd,
+    prior_set,
+    set_progress,
+    shared_cuts,
+    shared_view,
+)
 from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
+from innaudit.audits.passes import PassView
 from innaudit.audits.roundtrip import RoundTrip
 from innaudit.config.choices import PRECISION_NAMES, check_choice
 from innaudit.config.settings import Threshold
@@ -232,7 +241,19 @@ class PrecisionAudit(Audit):
         def work(unit: tuple[int, int, int]) -> _Part:
             index, start, stop = unit
             u = inputs(index, start, stop)
-            part = _batch(lanes, skipped, u, sets[index].floor, sets[index].forward)
+            # the lane in the model's own dtype reads the passes roundtrip ran on this batch
+            shared = shared_view(ctx, ctx.model, index, start, stop) if index < len(ctx.datasets) else None
+            part = _batch(
+                lanes,
+                skipped,
+                u,
+                sets[index].floor,
+                sets[index].forward,
+                shared if isinstance(shared, PassView) else None,
+                lambda: no_autograd(ctx),
+            )
+            if not ctx.shard.single:  # the ranks gather host data
+                part = replace(part, gaps={k: _host(v) for k, v in part.gaps.items()})
             return replace(part, cond=cond(index, u) if start == 0 else None)
 
         for index, (at, parts) in enumerate(
@@ -244,6 +265,7 @@ class PrecisionAudit(Audit):
                     work,
                     progress=set_progress(ctx, [s.name for s in sets], [s.n for s in sets]),
                     paced=True,
+                    cuts=shared_cuts(ctx),
                 ),
                 strict=True,
             )
@@ -354,7 +376,7 @@ class _Part:
 
     accs: dict[str, ErrorAccumulator]
     failed: dict[str, str]
-    gaps: dict[str, np.ndarray]
+    gaps: dict[str, Tensor | np.ndarray]
     n: int
     cond: tuple[np.ndarray, str] | None = None
 
@@ -364,24 +386,35 @@ class _Sweep:
     """A set's batches merged, per precision name."""
 
     accs: dict[str, ErrorAccumulator]
-    gaps: dict[str, list[np.ndarray]]
+    gaps: dict[str, list[Tensor | np.ndarray]]
     n: int
 
 
-def _batch(lanes: Sequence[Lane], skipped: Mapping[str, str], u: Tensor, floor: float, forward: bool) -> _Part:
+def _batch(
+    lanes: Sequence[Lane],
+    skipped: Mapping[str, str],
+    u: Tensor,
+    floor: float,
+    forward: bool,
+    shared: PassView | None = None,
+    quiet: Callable[[], contextlib.AbstractContextManager[Any]] = torch.no_grad,
+) -> _Part:
     """One batch through every lane that is not ``skipped`` (float64 first, its middle is the
-    reference); a lane that raises gives its reason instead of errors."""
+    reference); a lane that raises gives its reason instead of errors. The true-cast lane of
+    ``shared``'s model runs through ``shared`` (passes another audit ran on this batch); every
+    lane runs under ``quiet()`` (no autograd)."""
     accs: dict[str, ErrorAccumulator] = {}
     failed: dict[str, str] = {}
-    gaps: dict[str, np.ndarray] = {}
+    gaps: dict[str, Tensor | np.ndarray] = {}
     reference: Tensor | None = None
     for lane in lanes:
         key = lane.precision.name
         if key in skipped:
             continue
         acc = ErrorAccumulator(floor=floor)
+        own = shared is not None and lane.model is shared.model and not lane.precision.autocast
         try:
-            middle = _round_trip(lane, u, forward, acc)
+            middle = _round_trip(lane, u, forward, acc, shared if own else None, quiet)
         except _SKIPPABLE as exc:
             failed[key] = f"raised {_short(exc)}"
             continue
@@ -407,7 +440,7 @@ def _merge(lanes: Sequence[Lane], skipped: dict[str, str], parts: Sequence[_Part
         skipped[name] = first[name][1]
     reference_end = first["float64"][0] if "float64" in first else len(parts)
     accs = {name: ErrorAccumulator(floor=floor) for name in names if name not in first}
-    gaps: dict[str, list[np.ndarray]] = {name: [] for name in accs}
+    gaps: dict[str, list[Tensor | np.ndarray]] = {name: [] for name in accs}
     for number, part in enumerate(parts):
         for name, acc in accs.items():
             acc.extend(part.accs[name])
@@ -416,22 +449,41 @@ def _merge(lanes: Sequence[Lane], skipped: dict[str, str], parts: Sequence[_Part
     return _Sweep(accs, gaps, sum(part.n for part in parts))
 
 
-def _round_trip(lane: Lane, u: Tensor, forward: bool, acc: ErrorAccumulator) -> Tensor:
-    first, second = lane.maps(forward)
+def _round_trip(
+    lane: Lane,
+    u: Tensor,
+    forward: bool,
+    acc: ErrorAccumulator,
+    shared: PassView | None = None,
+    quiet: Callable[[], contextlib.AbstractContextManager[Any]] = torch.no_grad,
+) -> Tensor:
+    first, second = (shared.forward, shared.inverse) if shared is not None and forward else lane.maps(forward)
     device = u.device
     u_p = u.to(lane.input_dtype)
-    with torch.no_grad(), lane.context(device):
+    with quiet(), lane.context(device):
         middle = first(u_p)
         back = second(middle)
     acc.add(u_p, middle, back)
     return middle.double()
 
 
-def _gap(middle: Tensor, reference: Tensor) -> np.ndarray:
-    """Per-sample ``||middle - reference|| / ||reference||`` (inf where either is non-finite)."""
+def _gap(middle: Tensor, reference: Tensor) -> Tensor:
+    """Per-sample ``||middle - reference|| / ||reference||`` (inf where either is non-finite),
+    where the batch was computed."""
     gap = relative_error(middle, reference, 1e-300)
     bad = ~torch.isfinite(middle.reshape(len(middle), -1)).all(1) | ~torch.isfinite(gap)
-    return torch.where(bad, torch.full_like(gap, math.inf), gap).cpu().numpy()
+    return torch.where(bad, torch.full_like(gap, math.inf), gap)
+
+
+def _host(values: Tensor | np.ndarray) -> np.ndarray:
+    return values.cpu().numpy() if isinstance(values, Tensor) else values
+
+
+def _joined(parts: Sequence[Tensor | np.ndarray]) -> np.ndarray:
+    """The batches' values as one host array, copied from the device once."""
+    if all(isinstance(p, Tensor) for p in parts):
+        return torch.cat([p for p in parts if isinstance(p, Tensor)]).cpu().numpy()
+    return np.concatenate([_host(p) for p in parts])
 
 
 def condition_numbers(
@@ -479,7 +531,7 @@ def _set_metrics(sweep: _Sweep, cond: np.ndarray, required: str, middle: str) ->
             k: got[k] for k in ("nonfinite_fraction", f"{middle}_nonfinite_fraction", "rel_error_l2")
         }
         if sweep.gaps.get(name):
-            block["reference_gap"] = summarize(np.concatenate(sweep.gaps[name]))
+            block["reference_gap"] = summarize(_joined(sweep.gaps[name]))
         block["unit_roundoff"] = p.unit_roundoff
         if finite_cond.size:
             block["predicted_rel_error"] = {

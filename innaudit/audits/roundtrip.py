@@ -13,9 +13,12 @@ from innaudit.audits.common import (
     full_range_floor,
     level_stats,
     map_batches,
+    no_autograd,
     recording,
     round_trip,
     set_progress,
+    shared_cuts,
+    shared_view,
     verdict_float64,
 )
 from innaudit.config.settings import Threshold
@@ -109,22 +112,29 @@ class RoundTrip(Audit):
             hits = _cap_hits(ctx)
             levels = level_stats(ctx.model)
             x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
-            acc = round_trip(recording(ctx.model.forward, levels), ctx.model.inverse, [x], floor)
+            model = shared_view(ctx, ctx.model, index, start, stop)  # precision, layers, logdet read it again
+            with no_autograd(ctx):
+                acc = round_trip(recording(model.forward, levels), model.inverse, [x], floor)
             hit = cast(int, _cap_hits(ctx)) - hits if hits is not None else None  # counted before, so still counted
             acc64 = None
             if ctx.float64_check:
                 if not wide:
                     wide.append(ctx.model.copy_as(torch.float64))
-                acc64 = round_trip(
-                    wide[0].forward,
-                    wide[0].inverse,
-                    [ds.make(start, stop).to(device=ctx.device, dtype=torch.float64)],
-                    floor,
-                )
+                with no_autograd(ctx):
+                    acc64 = round_trip(
+                        wide[0].forward,
+                        wide[0].inverse,
+                        [ds.make(start, stop).to(device=ctx.device, dtype=torch.float64)],
+                        floor,
+                    )
             return _Part(acc, levels, hit, acc64)
 
         progress = set_progress(ctx, [d.name for d in ctx.datasets], sizes)
-        for ds, mine in zip(ctx.datasets, map_batches(ctx, sizes, work, progress=progress, paced=True), strict=True):
+        for ds, mine in zip(
+            ctx.datasets,
+            map_batches(ctx, sizes, work, progress=progress, paced=True, cuts=shared_cuts(ctx)),
+            strict=True,
+        ):
             acc = ErrorAccumulator(floor=floor)
             levels = level_stats(ctx.model)
             for part in mine:

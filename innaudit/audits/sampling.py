@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import level_stats, map_batches, prior_set, recording, round_trip, set_progress
+from innaudit.audits.common import level_stats, map_batches, no_autograd, prior_set, recording, round_trip, set_progress
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, rate, worse
 from innaudit.core.stats import ErrorAccumulator
@@ -103,13 +103,15 @@ class Sampling(Audit):
                 return x
 
             levels = level_stats(ctx.model)
-            acc = round_trip(
-                inverse,
-                recording(ctx.model.forward, levels),
-                [self._draw(ctx, temperature, start, stop - start)],
-                1e-6 * math.sqrt(dim),
-            )
-            return acc, levels, torch.cat(outside).cpu()
+            with no_autograd(ctx):
+                acc = round_trip(
+                    inverse,
+                    recording(ctx.model.forward, levels),
+                    [self._draw(ctx, temperature, start, stop - start)],
+                    1e-6 * math.sqrt(dim),
+                )
+            far = torch.cat(outside)  # stays on the device in one process; the ranks gather host data
+            return acc, levels, far if ctx.shard.single else far.cpu()
 
         sizes = [n] * len(temperatures)
         grouped = map_batches(ctx, sizes, work, progress=set_progress(ctx, names, sizes), paced=True)

@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -47,6 +48,20 @@ def relative_error(got: Tensor, want: Tensor, floor: float) -> Tensor:
 
 def _rows(mask: Tensor) -> Tensor:
     return mask.reshape(len(mask), -1).any(dim=1)
+
+
+def _host(part: Tensor | np.ndarray) -> np.ndarray:
+    return part.cpu().numpy() if isinstance(part, Tensor) else part
+
+
+def _joined(parts: Sequence[Tensor | np.ndarray], dtype: type) -> np.ndarray:
+    """The batches' per-sample values as one host array: device batches joined there, then
+    copied once."""
+    if not parts:
+        return np.zeros(0, dtype=dtype)
+    if all(isinstance(p, Tensor) for p in parts):
+        return torch.cat([p for p in parts if isinstance(p, Tensor)]).cpu().numpy()
+    return np.concatenate([_host(p) for p in parts])
 
 
 def summarize(values: np.ndarray) -> dict[str, float]:
@@ -124,33 +139,43 @@ class ErrorAccumulator:
     """
 
     floor: float
-    errors: list[np.ndarray] = field(default_factory=list)
-    relative: list[np.ndarray] = field(default_factory=list)
-    nan: list[np.ndarray] = field(default_factory=list)
-    inf: list[np.ndarray] = field(default_factory=list)
-    middle_bad: list[np.ndarray] = field(default_factory=list)
+    errors: list[Tensor | np.ndarray] = field(default_factory=list)
+    relative: list[Tensor | np.ndarray] = field(default_factory=list)
+    nan: list[Tensor | np.ndarray] = field(default_factory=list)
+    inf: list[Tensor | np.ndarray] = field(default_factory=list)
+    middle_bad: list[Tensor | np.ndarray] = field(default_factory=list)
+
+    _PARTS: ClassVar[tuple[str, ...]] = ("errors", "relative", "nan", "inf", "middle_bad")
 
     def add(self, u: Tensor, middle: Tensor, back: Tensor) -> None:
-        """Record one batch: the input, the intermediate (``z`` or ``x``), the reconstruction."""
+        """Record one batch: the input, the intermediate (``z`` or ``x``), the reconstruction.
+
+        The per-sample values stay where the batch was computed (a GPU batch is not copied to the
+        host one at a time); they come to the host once, when read, or when pickled (the ranks
+        of a ``torchrun`` job gather host arrays)."""
         err = per_sample_norm(back - u)
         norm = per_sample_norm(u).clamp_min(self.floor)
         has_nan = _rows(torch.isnan(middle)) | _rows(torch.isnan(back))
         has_inf = _rows(torch.isinf(middle)) | _rows(torch.isinf(back))
         err = torch.where(has_nan | has_inf, torch.full_like(err, float("inf")), err)
-        self.errors.append(err.cpu().numpy())
-        self.relative.append((err / norm).cpu().numpy())
-        self.nan.append(has_nan.cpu().numpy())
-        self.inf.append(has_inf.cpu().numpy())
-        self.middle_bad.append(_rows(~torch.isfinite(middle)).cpu().numpy())
+        self.errors.append(err)
+        self.relative.append(err / norm)
+        self.nan.append(has_nan)
+        self.inf.append(has_inf)
+        self.middle_bad.append(_rows(~torch.isfinite(middle)))
 
     def extend(self, other: ErrorAccumulator) -> None:
         """Append the batches ``other`` recorded, as if they had been added here in turn."""
-        for name in ("errors", "relative", "nan", "inf", "middle_bad"):
+        for name in self._PARTS:
             getattr(self, name).extend(getattr(other, name))
+
+    def __getstate__(self) -> dict[str, object]:
+        """Host arrays only, so a pickled accumulator (a rank's gathered result) holds no device tensor."""
+        return {"floor": self.floor, **{name: [_host(p) for p in getattr(self, name)] for name in self._PARTS}}
 
     def per_sample(self) -> np.ndarray:
         """Per-sample L2 errors so far (``inf`` where the round trip was not finite)."""
-        return np.concatenate(self.errors) if self.errors else np.zeros(0)
+        return _joined(self.errors, np.float64)
 
     def histogram(self, bins: int = 40) -> dict[str, object]:
         """Log10-spaced histogram of the finite errors, with the non-finite count beside it."""
@@ -167,9 +192,9 @@ class ErrorAccumulator:
 
     def metrics(self, middle_name: str, worst: int = 5) -> dict[str, object]:
         """The metric block of an audit result (see the roundtrip audit's docstring)."""
-        err, rel = self.per_sample(), np.concatenate(self.relative) if self.relative else np.zeros(0)
+        err, rel = self.per_sample(), _joined(self.relative, np.float64)
         n = len(err)
-        nan, inf = np.concatenate(self.nan) if n else err, np.concatenate(self.inf) if n else err
+        nan, inf = _joined(self.nan, np.bool_) if n else err, _joined(self.inf, np.bool_) if n else err
         bad = ~np.isfinite(err)
         order = np.argsort(-np.where(bad, np.inf, err), kind="stable")[:worst]
         return {
@@ -177,7 +202,7 @@ class ErrorAccumulator:
             "nonfinite_fraction": float(bad.mean()) if n else 0.0,
             "nan_fraction": float(nan.mean()) if n else 0.0,
             "inf_fraction": float(inf.mean()) if n else 0.0,
-            f"{middle_name}_nonfinite_fraction": float(np.concatenate(self.middle_bad).mean()) if n else 0.0,
+            f"{middle_name}_nonfinite_fraction": float(_joined(self.middle_bad, np.bool_).mean()) if n else 0.0,
             "error_l2": summarize(err),
             "rel_error_l2": summarize(rel),
             "worst_indices": [int(i) for i in order],

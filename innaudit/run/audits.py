@@ -14,6 +14,7 @@ import torch
 
 from innaudit._version import __version__
 from innaudit.audits import REGISTRY, Audit, AuditContext, selected_audits
+from innaudit.audits.passes import SharedPasses, limit_from_environment, reader_rows
 from innaudit.config.settings import AuditSettings, Config
 from innaudit.core.distributed import SINGLE, RankFailure, Shard
 from innaudit.core.errors import DistributedError, UsageError, clean_text
@@ -246,6 +247,15 @@ def _context(aid: str, subject: Subject, observer: Observer, batch_size: int, sh
     )
 
 
+def _shared_passes(subject: Subject) -> SharedPasses:
+    """The run's shared passes (:mod:`innaudit.audits.passes`): the rows of the data sets the
+    selected readers take, and the memory bound (``INNAUDIT_SHARED_PASSES_MIB``)."""
+    config = subject.config
+    chosen = [aid for aid in selected_audits(config) if aid not in config.skip]
+    options = {aid: _settings(config, REGISTRY[aid]()).options for aid in chosen}
+    return SharedPasses(reader_rows(options, config.samples), limit_from_environment())
+
+
 def applicable(subject: Subject) -> Callable[[str], bool]:
     """``applies(audit_id)``: whether the audit would run (no skip reason) on this model and data."""
     batch = subject.config.batch_size if isinstance(subject.config.batch_size, int) else 1
@@ -316,13 +326,14 @@ def _run_audits(
         if refusal is not None:  # before any audit runs: one line, exit 2
             raise UsageError(refusal)
         batch = shard.first(run.plan.batch_size, "batch size")
+        passes = _shared_passes(subject)
         for aid in selected_audits(config):
             audit = REGISTRY[aid]()
             if aid in config.skip:
                 results.append(AuditResult(aid, audit.title, Status.SKIP, "left out by --skip", 0.0, 0))
                 continue
             ctx = _agreed(
-                run.context(aid, _context(aid, subject, observer, batch, shard)),
+                run.context(aid, replace(_context(aid, subject, observer, batch, shard), passes=passes)),
                 shard,
                 aid,
             )

@@ -288,3 +288,33 @@ def test_library_chains_are_walked_through_their_blocks(lib: str, package: str) 
     result = report.audits[0].results[0]
     assert result.metrics["blocks"] >= 2 and result.metrics["parameters"] > 0
     assert result.metrics["rel_error_l2"]["max"] <= 1e-4 and result.metrics["nonfinite_fraction"] == 0.0
+
+
+def test_the_cost_counts_the_passes_the_audit_makes() -> None:
+    """Per sample the audit runs each block forward twice (the true pass, the walk's re-run with
+    autograd: two VJPs to the parameters) and inverts it once (the walk); its own pass without
+    autograd is the true pass's ``z``. Counted on the audit's batches of 16 (the planner's
+    timings and the set's checks take 1, 2 or 32 rows)."""
+    from innaudit.audits.gradient import PARAMETER_VJP, Gradient
+
+    model = gm.couplings()
+    rows = {"forward": 0, "inverse": 0}
+
+    def count(kind: str, n: int) -> None:
+        rows[kind] += n if n == 16 else 0
+
+    for block in model.blocks:
+        block.register_forward_hook(lambda m, args, out: count("forward", len(args[0])))
+        real = block.inverse
+        block.inverse = lambda y, real=real: count("inverse", len(y)) or real(y)  # type: ignore[method-assign]
+    result = _result(model, batches=3, batch=16)
+    samples, blocks = result.metrics["samples"], len(model.blocks)
+    assert samples == 48
+    assert rows == {"forward": 2 * samples * blocks, "inverse": samples * blocks}
+    cost = Gradient.costs(6, Gradient.options)[""]
+    assert cost.per_sample.inverse == 1 and cost.per_sample.forward == 0
+    assert cost.per_sample.vjp == 2 * PARAMETER_VJP
+    datasets = [
+        resolve_dataset(s, r, DOMAIN, 1000, 0) for s, r in (("uniform", Role.IN_DISTRIBUTION), ("gaussian", Role.OOD))
+    ]
+    assert Gradient.capacities(datasets, {"batches": 3, "batch": 16}, 1000) == [48]  # OOD sets are not measured
