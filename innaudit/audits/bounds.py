@@ -145,8 +145,9 @@ class Bounds(Audit):
     unknown type skip the audit.
 
     Metrics per set (first ``samples`` samples, exact Jacobians where ``d <= 4096``; a block's
-    own constants from its exact Jacobian where its input has at most ``block_max_dim``
-    dimensions, NaN above: one dense Jacobian and SVD per block and sample costs ``d^3``):
+    own constants from its exact Jacobian on the set's first ``block_samples`` samples where its
+    input has at most ``block_max_dim`` dimensions, NaN above and beyond: one dense Jacobian and
+    SVD per block and sample costs ``d^3``):
     ``forward.bound`` (the certificate), ``forward.product``, ``forward.chain`` (NaN when not a
     chain), ``forward.measured`` = max ``sigma_max(J_F(x))``, ``forward.tightness`` = bound /
     measured (1 is exact; the tracked figure), and ``inverse.*`` alike with
@@ -175,7 +176,14 @@ class Bounds(Audit):
         "residual.uncertified": Threshold(warn=None, fail=0.0),
         "empirical_blocks": Threshold(warn=0.0, fail=None),
     }
-    options = {"samples": 32, "slack": 1e-3, "method": "auto", "chain_max_dim": 2048, "block_max_dim": 1024}
+    options = {
+        "samples": 32,
+        "slack": 1e-3,
+        "method": "auto",
+        "chain_max_dim": 2048,
+        "block_max_dim": 1024,
+        "block_samples": 8,
+    }
     metrics = (
         *tuple(
             m
@@ -204,11 +212,12 @@ class Bounds(Audit):
 
     @classmethod
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
-        """Both directions' largest singular values, exact or by Lanczos (128 iterations), and
-        the blocks' exact Jacobians (planned as 8 more) where they are measured."""
-        measured = dim <= int(options.get("block_max_dim", 1024))
-        blocks = AuditCost(Cost(vmap_vjp=8 * dim, dense=8 * float(dim) ** 3)) if measured else AuditCost()
-        return {k: AuditCost(v.per_sample + blocks.per_sample, v.per_set) for k, v in jacobian_costs(dim, 128).items()}
+        """Both directions' largest singular values per sample, exact or by Lanczos (128
+        iterations), and per set the blocks' exact Jacobians on ``block_samples`` samples
+        (planned as 8 blocks of the largest size measured: ``d`` capped at ``block_max_dim``)."""
+        size = min(dim, int(options.get("block_max_dim", 1024)))
+        per_set = Cost(vmap_vjp=8 * size, dense=8 * float(size) ** 3) * int(options.get("block_samples", 8))
+        return {k: AuditCost(v.per_sample, v.per_set + per_set) for k, v in jacobian_costs(dim, 128).items()}
 
     def __init__(self) -> None:
         self._cache: tuple[int, int, Certificate] | None = None
@@ -253,7 +262,8 @@ class Bounds(Audit):
                 max_iter=128,
                 generator=ctx.generator(ds.name, start // max(1, ctx.batch_size)),
             )
-            per_block = block_constants(chain, x, residual, int(ctx.option("block_max_dim"))) if chain else []
+            rows = int(ctx.option("block_samples")) - start  # the set's first block_samples samples
+            per_block = block_constants(chain, x, residual, int(ctx.option("block_max_dim")), rows) if chain else []
             return s.forward_max, s.inverse_max, per_block
 
         slack = 1 + float(ctx.option("slack"))
