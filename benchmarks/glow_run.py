@@ -8,7 +8,7 @@ The run is a child process, ``python -m innaudit run MODEL -q --no-progress -o j
 this checkout; with ``--against DIR`` the same command runs from another checkout too (e.g. the
 commit before, exported with ``git archive COMMIT | tar -x -C DIR``), one after the other, or
 both at once with ``--together`` (then both see the same load). Printed: per audit the seconds
-it used (the report's ``run.plan.audits[].used_s``), its samples per set, its status and, for
+it used (the report's ``audits[].duration_s``), its sets (and samples per set under a budget), its status and, for
 ``logdet``, the reference it computed; then the whole run's seconds (``run.duration_s``, and
 the wall time of the process), the verdict, the load average before and after each run, and
 with ``--against`` the ratio this / other per audit. On a busy machine compare only ratios
@@ -74,9 +74,18 @@ def _finish(proc: subprocess.Popen[str], started: float, load: float, out: Path)
 
 
 def _audits(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per audit id: its plan entry (``used_s``, ``samples``...) with its status."""
-    status = {a["id"]: a["status"] for a in report["audits"]}
-    return {a["id"]: a | {"status": status.get(a["id"], "?")} for a in report["run"]["plan"]["audits"]}
+    """Per audit id: its status, its seconds (``duration_s``) and, when the run was planned
+    under a budget (``run.plan``), its samples per set and sets."""
+    planned = {a["id"]: a for a in report["run"].get("plan", {}).get("audits", [])}
+    return {
+        a["id"]: {
+            "status": a["status"],
+            "used_s": float(a["duration_s"]),
+            "samples": planned.get(a["id"], {}).get("samples", "-"),
+            "sets": planned.get(a["id"], {}).get("sets", len(a["results"])),
+        }
+        for a in report["audits"]
+    }
 
 
 def _reference(report: dict[str, Any]) -> str:
