@@ -16,7 +16,10 @@ __all__ = ["LANCZOS_SHARE", "AuditCost", "Cost", "Timing", "Units", "jacobian_co
 @dataclass(frozen=True)
 class Cost:
     """Model evaluations: passes of ``F`` and ``F^-1``, VJPs, JVPs, VJPs that ``vmap`` batches
-    over basis vectors (an exact Jacobian), and dense float64 work in units of ``d^3``."""
+    over basis vectors (an exact Jacobian), and dense float64 work in units of ``d^3``;
+    ``tangent`` and ``backward`` are the derivative passes alone of a JVP and a VJP, without the
+    forward pass each includes: a JVP whose primal pass is shared (``vmap`` over tangents) and
+    a VJP through a graph kept from one forward pass (a ``torch.func.vjp`` closure)."""
 
     forward: float = 0.0
     inverse: float = 0.0
@@ -24,6 +27,8 @@ class Cost:
     jvp: float = 0.0
     vmap_vjp: float = 0.0
     dense: float = 0.0
+    tangent: float = 0.0
+    backward: float = 0.0
 
     def __add__(self, other: Cost) -> Cost:
         return Cost(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
@@ -43,12 +48,22 @@ class Cost:
             + self.jvp * units.jvp.at(b)
             + self.vmap_vjp * units.vjp.per_sample
             + self.dense * units.dense_s
+            + self.tangent * _derivative_pass(units.jvp, units.forward, b)
+            + self.backward * _derivative_pass(units.vjp, units.forward, b)
         )
 
     @property
     def passes(self) -> float:
-        """Model passes, counting a VJP or JVP as two (the map and its derivative)."""
-        return self.forward + self.inverse + 2 * (self.vjp + self.jvp + self.vmap_vjp)
+        """Model passes, counting a VJP or JVP as two (the map and its derivative) and a
+        ``tangent`` or ``backward`` pass as one."""
+        return self.forward + self.inverse + 2 * (self.vjp + self.jvp + self.vmap_vjp) + self.tangent + self.backward
+
+
+def _derivative_pass(full: Timing, forward: Timing, batch: int) -> float:
+    """Seconds per sample of a JVP's or VJP's derivative pass alone: the measured JVP or VJP
+    less its forward pass, and at least a forward pass (the derivative applies every linear
+    layer the forward pass applies)."""
+    return max(full.at(batch) - forward.at(batch), forward.at(batch))
 
 
 @dataclass(frozen=True)

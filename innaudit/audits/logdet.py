@@ -16,7 +16,8 @@ from innaudit.audits.cost import AuditCost, Cost
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, rate, worse
 from innaudit.core.stats import significant, summarize
-from innaudit.linalg import choose_method, jacobian, log_abs_det, log_abs_det_estimate
+from innaudit.linalg import choose_method, jacobian, log_abs_det
+from innaudit.linalg.slq import log_abs_det_slq
 from innaudit.model.contract import InvertibleModel, LogDetKind, host
 
 __all__ = ["LogDet", "numerical_log_det"]
@@ -31,8 +32,9 @@ def numerical_log_det(
 
     ``exact``: ``slogdet`` in float64 of the full Jacobian computed in the model's dtype, one
     matrix at a time, the SVD's ``sum log sigma_i`` where LU fails
-    (:func:`innaudit.linalg.log_abs_det`); ``matrix-free``: stochastic Lanczos quadrature
-    (``innaudit.linalg.log_abs_det_estimate``), whose failures cannot be told from the model's.
+    (:func:`innaudit.linalg.log_abs_det`); ``matrix-free``: stochastic Lanczos quadrature with
+    ``probes`` probes of ``steps`` steps, the probes of a batch advancing together
+    (:func:`innaudit.linalg.slq.log_abs_det_slq`), whose failures cannot be told from the model's.
     """
     forward = lambda t: model.forward(t, grad=True)  # noqa: E731
     if method == "exact":
@@ -40,8 +42,8 @@ def numerical_log_det(
         value = log_abs_det(jac)
         failed = torch.isfinite(jac.flatten(1)).all(1).cpu() & torch.isnan(value).cpu()
         return value, torch.zeros_like(value), failed
-    value, err = log_abs_det_estimate(forward, x, probes=probes, steps=steps, generator=generator)
-    return value, err, torch.zeros(len(x), dtype=torch.bool)
+    estimate = log_abs_det_slq(forward, x, probes=probes, steps=steps, generator=generator)
+    return estimate.values, estimate.stderr, torch.zeros(len(x), dtype=torch.bool)
 
 
 def _reference(
@@ -95,8 +97,10 @@ class LogDet(Audit):
     Jacobian built with torch.func) where the cost model (``innaudit.run.plan``) finds it within 4x
     of the estimate's cost under ``method: auto``, and otherwise a
     stochastic Lanczos quadrature estimate ``1/2 tr log(J^T J)`` with ``probes`` Rademacher
-    probes of ``steps`` JVP/VJP pairs each; then ``reference_stderr`` gives its standard error
-    and ``reference`` is ``"estimated"``. That estimate is an upper bound on ``log|det J|`` up to
+    probes of ``steps`` Lanczos steps each, the probes of a batch advancing together (a step is
+    one forward pass of the batch and, batched over the probes, a tangent pass and a backward
+    pass through the graph kept from one forward pass); then ``reference_stderr`` gives its standard error, ``reference_probes`` and
+    ``reference_steps`` what ran, and ``reference`` is ``"estimated"``. That estimate is an upper bound on ``log|det J|`` up to
     probe noise and can lie far above it where ``J`` is ill-conditioned, so against it ``error``
     is the part of the model's log-det above ``ref + 3 * stderr`` (what the estimate proves wrong)
     and ``raw_error`` / ``raw_rel_error`` the plain gap, which warns above 0.1 and never fails.
@@ -150,17 +154,22 @@ class LogDet(Audit):
         worse("raw_error", "nats", "|model log-det - estimated reference| (matrix-free reference only)"),
         worse("raw_rel_error", doc="raw_error / |estimated reference|"),
         neither("reference_stderr", "nats", "standard error of the estimated reference over its probes"),
+        neither("reference_probes", doc="Rademacher probes per sample of the estimated reference"),
+        neither("reference_steps", doc="Lanczos steps per probe of the estimated reference"),
     )
 
     shrinkable = {"probes": 2, "steps": 16}
 
     @classmethod
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
-        """Exact: ``d`` VJPs and a ``slogdet``; matrix-free: ``probes * steps`` JVP/VJP pairs."""
-        k = int(options["probes"]) * int(options["steps"])
+        """Exact: ``d`` VJPs and a ``slogdet``; matrix-free: the forward pass, a VJP's forward
+        pass (its graph kept), and per Lanczos step one forward pass and ``probes`` tangent and
+        backward passes (:func:`innaudit.linalg.slq.log_abs_det_slq`)."""
+        steps = min(int(options["steps"]), max(1, dim))
+        k = int(options["probes"]) * steps
         return {
             "exact": AuditCost(Cost(forward=1, vmap_vjp=dim, dense=float(dim) ** 3 / 4)),
-            "matrix-free": AuditCost(Cost(forward=1, jvp=k, vjp=k)),
+            "matrix-free": AuditCost(Cost(forward=2 + steps, tangent=k, backward=k)),
         }
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
@@ -233,6 +242,8 @@ class LogDet(Audit):
             metrics[f"{prefix}rel_error"] = summarize(rel)
         if method != "exact":
             metrics["reference_stderr"] = summarize(stderr)
+            metrics["reference_probes"] = int(ctx.option("probes"))
+            metrics["reference_steps"] = min(int(ctx.option("steps")), ctx.model.info.domain.numel)
             if judged.any():
                 metrics["raw_error"] = summarize(raw)
                 metrics["raw_rel_error"] = summarize(raw / scale)
@@ -241,6 +252,11 @@ class LogDet(Audit):
             f"largest log-det error {summarize(err)['max']:.3g} nats "
             f"(relative {worst:.3g}) against the {metrics['reference']} log|det J|"
         )
+        if method != "exact":
+            message += (
+                f" (stochastic Lanczos quadrature, {metrics['reference_probes']} probes x "
+                f"{metrics['reference_steps']} steps)"
+            )
         if method != "exact" and judged.any():
             message += (
                 f" beyond the estimate's one-sided bound (raw gap {summarize(raw)['max']:.3g} nats, relative "

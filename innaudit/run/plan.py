@@ -288,6 +288,8 @@ def kinds_used(costs: Iterable[AuditCost]) -> set[str]:
             used |= {k for k in ("inverse", "vjp", "jvp", "dense") if getattr(part, k) > 0}
             if part.vmap_vjp > 0:
                 used.add("vjp")
+            if part.tangent > 0 or part.backward > 0:  # priced from the measured JVP and VJP
+                used |= {"jvp", "vjp"}
     return used
 
 

@@ -1,0 +1,138 @@
+"""Known answers for the batched stochastic Lanczos quadrature of ``log|det J|``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from innaudit.linalg import log_abs_det_estimate
+from innaudit.linalg.slq import log_abs_det_slq
+from tests.audits.linear_models import linear_model, log_spaced
+
+GEN = torch.Generator
+
+
+def _forward(model):  # type: ignore[no-untyped-def]
+    return lambda t: model.forward(t, grad=True)
+
+
+def _x(n: int, dim: int, seed: int = 0) -> Tensor:
+    return torch.rand(n, dim, dtype=torch.float64, generator=GEN().manual_seed(seed))
+
+
+def test_a_diagonal_map_gives_its_log_det_exactly() -> None:
+    s = torch.linspace(0.5, 2.0, 30, dtype=torch.float64)
+    est = log_abs_det_slq(lambda t: t * s, _x(3, 30), probes=4, steps=30, generator=GEN().manual_seed(0))
+    # Rademacher probes of a diagonal matrix: every probe's form is the trace itself
+    assert torch.allclose(est.values, s.log().sum().expand(3), atol=1e-9)
+    assert float(est.stderr.max()) < 1e-9
+    assert (est.probes, est.steps, est.how) == (4, 30, "probes batched")
+
+
+def test_chosen_singular_values_lie_within_the_error_bar() -> None:
+    s = log_spaced(48, low=0.2, high=5.0)
+    truth = float(s.log().sum())
+    model = linear_model(s, seed=5)
+    est = log_abs_det_slq(_forward(model), _x(20, 48), probes=16, steps=48, generator=GEN().manual_seed(1))
+    assert float(est.stderr.min()) > 0  # a rotated map: the probes disagree, the bar is real
+    # 48 steps span the whole space: the quadrature is exact and only the probe noise remains
+    z = (est.values - truth).abs() / est.stderr
+    assert float(z.max()) < 4.0
+    assert abs(float(est.values.mean()) - truth) < 3 * float(est.stderr.mean()) / math.sqrt(20)
+
+
+def test_batched_equals_the_one_probe_at_a_time_estimator_for_the_same_seed() -> None:
+    model = linear_model(log_spaced(40, low=1e-2, high=10.0), seed=2)
+    x = _x(7, 40, seed=3)
+    fast = log_abs_det_slq(_forward(model), x, probes=6, steps=12, generator=GEN().manual_seed(4))
+    slow, slow_err = log_abs_det_estimate(_forward(model), x, probes=6, steps=12, generator=GEN().manual_seed(4))
+    assert fast.how == "probes batched"
+    assert torch.allclose(fast.values, slow, rtol=1e-12, atol=1e-10)
+    assert torch.allclose(fast.stderr, slow_err, rtol=1e-9, atol=1e-10)
+
+
+def test_chunks_of_samples_give_the_same_estimate() -> None:
+    model = linear_model(log_spaced(16, low=0.1, high=3.0), seed=1)
+    x = _x(5, 16, seed=6)
+    whole = log_abs_det_slq(_forward(model), x, probes=3, steps=8, generator=GEN().manual_seed(7))
+    chunked = log_abs_det_slq(_forward(model), x, probes=3, steps=8, generator=GEN().manual_seed(7), max_rows=4)
+    assert torch.allclose(whole.values, chunked.values, rtol=1e-12)
+
+
+def test_a_krylov_space_that_closes_early_stops_that_probe() -> None:
+    """Two distinct singular values: every Krylov space is invariant after 2 steps, and the
+    quadrature on those 2 nodes is exact for the probe's form."""
+    s = torch.tensor([2.0] * 5 + [0.5] * 5, dtype=torch.float64)
+    model = linear_model(s, seed=3)
+    x = _x(2, 10)
+    est = log_abs_det_slq(_forward(model), x, probes=8, steps=10, generator=GEN().manual_seed(0))
+    slow, _ = log_abs_det_estimate(_forward(model), x, probes=8, steps=10, generator=GEN().manual_seed(0))
+    assert torch.isfinite(est.values).all()
+    assert torch.allclose(est.values, slow, rtol=1e-10)
+    assert (est.values - float(s.log().sum())).abs().max() < 4 * est.stderr.max() + 1e-9
+
+
+class _NoForwardMode(torch.autograd.Function):
+    """``2 x`` with a backward but no forward-mode or vmap rule: torch.func cannot batch its JVP."""
+
+    @staticmethod
+    def forward(x):  # type: ignore[no-untyped-def, override]
+        return 2 * x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[no-untyped-def, override]
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
+        return 2 * grad
+
+
+def test_a_map_without_forward_mode_runs_probe_by_probe_by_double_backward() -> None:
+    s = torch.linspace(0.5, 1.5, 12, dtype=torch.float64)
+    fn = lambda t: _NoForwardMode.apply(t) * s  # noqa: E731
+    est = log_abs_det_slq(fn, _x(2, 12), probes=3, steps=12, generator=GEN().manual_seed(0))
+    assert est.how == "probe by probe"
+    assert torch.allclose(est.values, (2 * s).log().sum().expand(2), atol=1e-9)
+
+
+class _NoVmap(_NoForwardMode):
+    """``2 x`` with forward- and reverse-mode rules but no vmap rule."""
+
+    @staticmethod
+    def jvp(ctx, tangent):  # type: ignore[no-untyped-def, override]
+        return 2 * tangent
+
+
+def test_a_map_vmap_cannot_batch_runs_probe_by_probe_with_the_same_answer() -> None:
+    model = linear_model(log_spaced(9, low=0.5, high=3.0), seed=8)
+    x = _x(3, 9, seed=2)
+    doubled = lambda t: _NoVmap.apply(model.forward(t, grad=True))  # noqa: E731
+    est = log_abs_det_slq(doubled, x, probes=4, steps=9, generator=GEN().manual_seed(3))
+    plain = log_abs_det_slq(
+        lambda t: 2 * model.forward(t, grad=True), x, probes=4, steps=9, generator=GEN().manual_seed(3)
+    )
+    assert (est.how, plain.how) == ("probe by probe", "probes batched")
+    assert torch.allclose(est.values, plain.values, rtol=1e-12)
+
+
+def test_a_non_finite_map_gives_nan_not_an_exception() -> None:
+    x = _x(3, 6)
+
+    def fn(t: Tensor) -> Tensor:
+        scale = torch.where(t[:, :1].detach() > 0.5, float("inf"), 2.0)  # per sample: no NaN leaks across
+        return t * scale
+
+    est = log_abs_det_slq(fn, x, probes=2, steps=6, generator=GEN().manual_seed(0))
+    broken = x[:, 0] > 0.5
+    assert 0 < int(broken.sum()) < 3
+    assert torch.isnan(est.values[broken]).all()
+    assert torch.allclose(est.values[~broken], torch.tensor(6 * math.log(2.0), dtype=torch.float64))
+
+
+def test_one_probe_has_no_error_bar() -> None:
+    est = log_abs_det_slq(lambda t: 3 * t, _x(2, 4), probes=1, steps=4, generator=GEN().manual_seed(0))
+    assert torch.isnan(est.stderr).all()
+    assert torch.allclose(est.values, torch.tensor(4 * math.log(3.0), dtype=torch.float64))
