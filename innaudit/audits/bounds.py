@@ -217,6 +217,7 @@ class Bounds(Audit):
         "chain_max_dim": 2048,
         "block_max_dim": 1024,
         "local_radius": None,
+        "local_max_unstable": 0.5,
         "domain_cells": 64,
         "domain_split_max_dim": 4,
         "search_steps": 30,
@@ -323,14 +324,15 @@ class Bounds(Audit):
                 generator=ctx.generator(ds.name, start // max(1, ctx.batch_size)),
             )
             per_block = block_constants(chain, x, residual, int(ctx.option("block_max_dim"))) if chain else []
-            return s.forward_max, s.inverse_max, per_block, _local(cert.chain, ctx.model, x, radius, limit)
+            local = _local(cert.chain, ctx.model, x, (radius, float(ctx.option("local_max_unstable"))), limit)
+            return s.forward_max, s.inverse_max, per_block, local
 
         slack = 1 + float(ctx.option("slack"))
         progress = set_progress(ctx, [d.name for d in ctx.datasets], totals)
         for ds, mine in zip(ctx.datasets, map_batches(ctx, totals, work, progress=progress), strict=True):
             where = self._domain(ctx, cert, mine, limit)
             witness = _witness(ctx, ds, where[2], where[3])
-            extra = _Extra(where[0], where[1], witness, radius, wide, max_dim)
+            extra = _Extra(where[0], where[1], witness, radius, wide, max_dim, float(ctx.option("local_max_unstable")))
             yield _measurement(ds.name, cert, mine, slack, extra)
 
     def _domain(
@@ -356,6 +358,7 @@ class Bounds(Audit):
                     int(ctx.option("domain_cells")),
                     int(ctx.option("domain_split_max_dim")),
                     (cert.forward, cert.inverse),
+                    float(ctx.option("local_max_unstable")),
                 )
         return (*cache[key], low, high)
 
@@ -383,6 +386,7 @@ class _Extra:
     radius: float
     wide: tuple[str, ...] = ()
     block_max_dim: int = 0
+    max_unstable: float = 0.5
 
 
 def _local_radius(ctx: AuditContext) -> float:
@@ -390,8 +394,11 @@ def _local_radius(ctx: AuditContext) -> float:
     return float(given) if given is not None else default_epsilon(ctx.model.info.domain)[0]
 
 
-def _local(chain: ModelChain | None, model: InvertibleModel, x: torch.Tensor, radius: float, limit: int) -> _Batch:
-    """The local certificates of a batch, where the chain reproduces the model."""
+def _local(
+    chain: ModelChain | None, model: InvertibleModel, x: torch.Tensor, ball: tuple[float, float], limit: int
+) -> _Batch:
+    """The local certificates of a batch over balls of ``ball = (radius, max_unstable)``, where
+    the chain reproduces the model."""
     flat = x.reshape(len(x), -1)
     low, high = float(flat.min()) if len(x) else math.inf, float(flat.max()) if len(x) else -math.inf
     if chain is None:
@@ -400,7 +407,7 @@ def _local(chain: ModelChain | None, model: InvertibleModel, x: torch.Tensor, ra
     if reason is not None:
         return _Batch(LocalCertificates.missing(len(x)), low, high, reason)
     with chain_limit(limit):
-        return _Batch(local_certificates(chain, x, radius), low, high, "")
+        return _Batch(local_certificates(chain, x, *ball), low, high, "")
 
 
 def _witness(ctx: AuditContext, ds: Any, low: float, high: float) -> tuple[float, float]:
@@ -441,6 +448,7 @@ def _joined(parts: list[_Part], k: int, key: str) -> np.ndarray:
 
 
 def _measurement(name: str, cert: Certificate, parts: list[_Part], slack: float, extra: _Extra) -> Measurement:
+    max_unstable = extra.max_unstable
     f = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
     i = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
     local_f = np.concatenate([p[3].local.forward for p in parts]) if parts else np.zeros(0)
@@ -474,7 +482,8 @@ def _measurement(name: str, cert: Certificate, parts: list[_Part], slack: float,
     metrics["witness_exceeds"] = sum(
         1 for d in ("forward", "inverse") if metrics[d]["witness"] > metrics[d]["global"] * slack
     )
-    metrics["local_unstable"] = _nan_mean(np.concatenate([p[3].local.unstable for p in parts]) if parts else [])
+    unstable = np.concatenate([p[3].local.unstable for p in parts]) if parts else np.zeros(0)
+    metrics["local_unstable"] = _nan_mean(unstable)
     residual = [
         (b, r)
         for b, r in zip(cert.blocks, rows or [{}] * len(cert.blocks), strict=True)
@@ -493,6 +502,13 @@ def _measurement(name: str, cert: Certificate, parts: list[_Part], slack: float,
     reasons = sorted({p[3].mismatch for p in parts} - {""})
     if cert.chain is not None and reasons:
         text += f"; no local certificate: {reasons[0]}"
+    skipped = int((np.isnan(local_f) & ~np.isnan(unstable)).sum())
+    if skipped:
+        text += (
+            f"; no local certificate for {skipped} sample(s): more than {max_unstable:.0%} of the activations "
+            f"change slope within {extra.radius:.3g} of them (a smaller bounds.local_radius, or "
+            f"bounds.local_max_unstable 1 to bound them anyway)"
+        )
     return Measurement(name, metrics, text, {"blocks": rows or _plain_rows(cert)})
 
 

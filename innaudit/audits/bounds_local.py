@@ -158,12 +158,33 @@ def _unchanged(stages: Sequence[Stage], slopes: Sequence[Slopes], index: int) ->
     )
 
 
+def _unstable(stages: Sequence[Stage], slopes: Sequence[Slopes], index: int) -> float:
+    """The share of activation coordinates whose slope range in box ``index`` still spans more
+    than half of the activation's own range (a ReLU that can switch; a smooth activation whose
+    pre-activation moves far)."""
+    acts = [s for s in stages if isinstance(s, Slopes)]
+    total = sum(a.low.numel() - a.carry for a in acts)
+    loose = 0
+    for a, s in zip(acts, slopes, strict=True):
+        k = a.carry
+        width = s.high[index, k:] - s.low[index, k:]
+        loose += int((width > 0.5 * (a.high[k:] - a.low[k:])).sum())
+    return loose / total if total else 0.0
+
+
 def box_bounds(
-    chain: ModelChain, centre: Tensor, radius: Tensor, unchanged: tuple[float, float] | None = None
+    chain: ModelChain,
+    centre: Tensor,
+    radius: Tensor,
+    unchanged: tuple[float, float] | None = None,
+    max_unstable: float = 1.0,
 ) -> LocalCertificates:
     """The certificates over each box ``|x - centre| <= radius`` (both ``(n, d)``); NaN where
     the chain cannot be evaluated. With ``unchanged`` (the R^d bounds), a box where no
-    activation's range narrowed gets those instead of the same dynamic program again."""
+    activation's range narrowed gets those instead of the same dynamic program again. A box
+    where more than ``max_unstable`` of the activations keep a slope range is not bounded (the
+    program would cost as much as the R^d one for little gain): ``unchanged`` where given, NaN
+    otherwise; its ``unstable`` share is kept."""
     n = len(centre)
     out = LocalCertificates.missing(n)
     c, r = centre.reshape(n, -1).double().cpu(), radius.reshape(n, -1).double().cpu()
@@ -173,8 +194,13 @@ def box_bounds(
     back = chain.inverse_stages()
     mirrored = chain.inverse_slopes(slopes) if back is not None else None
     for i in range(n):
+        out.unstable[i] = _unstable(chain.stages, slopes, i)
         if unchanged is not None and math.isfinite(sum(unchanged)) and _unchanged(chain.stages, slopes, i):
             out.forward[i], out.inverse[i] = unchanged
+            continue
+        if out.unstable[i] > max_unstable:
+            if unchanged is not None:
+                out.forward[i], out.inverse[i] = unchanged
             continue
         cert = box_certificate(chain.stages, slopes, i)
         if cert is None:
@@ -184,14 +210,15 @@ def box_bounds(
             local = with_slopes(back, mirrored, i)
             bound = chain_bound(local) if local is not None else None
             inverse = min(inverse, bound) if bound is not None else inverse
-        out.forward[i], out.inverse[i], out.unstable[i] = cert.forward, inverse, cert.unstable
+        out.forward[i], out.inverse[i] = cert.forward, inverse
     return out
 
 
-def local_certificates(chain: ModelChain, x: Tensor, radius: float) -> LocalCertificates:
-    """The certificates over the L_inf ball of ``radius`` around each sample of ``x``."""
+def local_certificates(chain: ModelChain, x: Tensor, radius: float, max_unstable: float = 1.0) -> LocalCertificates:
+    """The certificates over the L_inf ball of ``radius`` around each sample of ``x`` (NaN
+    where more than ``max_unstable`` of the activations keep a slope range in the ball)."""
     flat = x.reshape(len(x), -1).double().cpu()
-    return box_bounds(chain, flat, torch.full_like(flat, float(radius)))
+    return box_bounds(chain, flat, torch.full_like(flat, float(radius)), max_unstable=max_unstable)
 
 
 def domain_certificate(
@@ -201,11 +228,13 @@ def domain_certificate(
     cells: int,
     split_max_dim: int,
     unchanged: tuple[float, float] | None = None,
+    max_unstable: float = 1.0,
 ) -> tuple[float, float]:
     """``(forward, inverse)`` certificates over the box ``[low, high]`` (``(d,)``): the largest
     bound over its boxes after branch and bound (``cells`` boxes at most, only where
     ``d <= split_max_dim``); NaN where the chain cannot be evaluated, inf where not certified.
-    ``unchanged``: the R^d bounds, for boxes where no range narrowed (computed when None)."""
+    ``unchanged``: the R^d bounds, for boxes where no range narrowed or more than
+    ``max_unstable`` of the activations keep a slope range (computed when None)."""
     if unchanged is None:
         back = chain.inverse_stages()
         inverse = chain_bound(back) if back is not None else None
@@ -213,20 +242,23 @@ def domain_certificate(
         unchanged = (forward if forward is not None else math.inf, inverse if inverse is not None else math.inf)
     d = low.numel()
     budget = cells if d <= split_max_dim else 1
-    return _branch(chain, low, high, budget, 0, unchanged), _branch(chain, low, high, budget, 1, unchanged)
+    limits = (unchanged, max_unstable)
+    return _branch(chain, low, high, budget, 0, limits), _branch(chain, low, high, budget, 1, limits)
 
 
-def _values(chain: ModelChain, lows: Tensor, highs: Tensor, which: int, unchanged: tuple[float, float]) -> list[float]:
-    found = box_bounds(chain, (lows + highs) / 2, (highs - lows) / 2, unchanged)
+def _values(
+    chain: ModelChain, lows: Tensor, highs: Tensor, which: int, limits: tuple[tuple[float, float], float]
+) -> list[float]:
+    found = box_bounds(chain, (lows + highs) / 2, (highs - lows) / 2, *limits)
     return [float(v) for v in (found.forward if which == 0 else found.inverse)]
 
 
 def _branch(
-    chain: ModelChain, low: Tensor, high: Tensor, budget: int, which: int, unchanged: tuple[float, float]
+    chain: ModelChain, low: Tensor, high: Tensor, budget: int, which: int, limits: tuple[tuple[float, float], float]
 ) -> float:
     """Branch and bound on certificate ``which`` (0: forward, 1: inverse) over ``[low, high]``."""
     low, high = low.double().flatten(), high.double().flatten()
-    first = _values(chain, low[None], high[None], which, unchanged)[0]
+    first = _values(chain, low[None], high[None], which, limits)[0]
     if math.isnan(first):
         return math.nan
     heap: list[tuple[float, int, Tensor, Tensor]] = [(-first, 0, low, high)]
@@ -237,7 +269,7 @@ def _branch(
         middle = (lo[axis] + hi[axis]) / 2
         left_hi, right_lo = hi.clone(), lo.clone()
         left_hi[axis], right_lo[axis] = middle, middle
-        values = _values(chain, torch.stack([lo, right_lo]), torch.stack([left_hi, hi]), which, unchanged)
+        values = _values(chain, torch.stack([lo, right_lo]), torch.stack([left_hi, hi]), which, limits)
         for value, (a, b) in zip(values, ((lo, left_hi), (right_lo, hi)), strict=True):
             heapq.heappush(heap, (-(value if not math.isnan(value) else math.inf), count, a, b))
             count += 1
