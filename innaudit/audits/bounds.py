@@ -181,8 +181,9 @@ class Bounds(Audit):
     branch and bound into at most ``domain_cells`` boxes where ``d <= domain_split_max_dim``;
     ``{d}.global``: the smaller of ``bound`` (all of R^d) and ``domain``. ``{d}.witness``: the
     largest local constant a search found in that box (``search_steps`` steps from
-    ``search_samples`` samples and ``search_starts`` seeded random starts, ``search_proposals``
-    random steps each, up to ``block_max_dim`` dimensions): measured at a point, so the global
+    ``search_samples`` samples of the first set with that box and ``search_starts`` seeded
+    random starts, ``search_proposals`` random steps each, up to ``block_max_dim``
+    dimensions; one search per box), or the set's measured maximum if larger: measured at a point, so the global
     constant is at least it, and above ``global`` it fails the audit (``witness_exceeds``).
     ``{d}.global_tightness`` = global / measured, ``{d}.witness_tightness`` = global / witness,
     ``{d}.local_tightness`` = local / measured; a sample measured above its own ball's
@@ -220,10 +221,10 @@ class Bounds(Audit):
         "local_max_unstable": 0.5,
         "domain_cells": 64,
         "domain_split_max_dim": 4,
-        "search_steps": 30,
-        "search_samples": 8,
-        "search_starts": 8,
-        "search_proposals": 4,
+        "search_steps": 16,
+        "search_samples": 4,
+        "search_starts": 4,
+        "search_proposals": 3,
     }
     metrics = (
         *tuple(
@@ -273,6 +274,7 @@ class Bounds(Audit):
     def __init__(self) -> None:
         self._cache: tuple[int, int, Certificate] | None = None
         self._domains: dict[int, dict[tuple[float, float], tuple[float, float]]] = {}
+        self._witnesses: dict[tuple[int, float, float], tuple[float, float]] = {}
 
     def _certificate(self, model: InvertibleModel, chain_max_dim: int) -> Certificate:
         if self._cache is None or self._cache[:2] != (id(model), chain_max_dim):
@@ -331,7 +333,10 @@ class Bounds(Audit):
         progress = set_progress(ctx, [d.name for d in ctx.datasets], totals)
         for ds, mine in zip(ctx.datasets, map_batches(ctx, totals, work, progress=progress), strict=True):
             where = self._domain(ctx, cert, mine, limit)
-            witness = _witness(ctx, ds, where[2], where[3])
+            key = (id(ctx.model), where[2], where[3])  # one search per box: the global constant is the model's
+            if key not in self._witnesses:
+                self._witnesses[key] = _witness(ctx, ds, where[2], where[3])
+            witness = self._witnesses[key]
             extra = _Extra(where[0], where[1], witness, radius, wide, max_dim, float(ctx.option("local_max_unstable")))
             yield _measurement(ds.name, cert, mine, slack, extra)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from innaudit.linalg import jacobian, jacobian_singular_values
+from innaudit.linalg import jacobian
 
 __all__ = ["Witness", "search_witness"]
 
@@ -36,29 +36,32 @@ class Witness:
     point: Tensor
 
 
-def _objective(fn: Map, x: Tensor, inverse: bool) -> Tensor:
-    """``sigma_max(J(x))`` (``1 / sigma_min`` for the inverse) per point; -inf where not finite."""
-    sv = jacobian_singular_values(fn, x)
+def _objective(fn: Map, x: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+    """``sigma_max(J(x))`` (``1 / sigma_min`` for the inverse) per point, -inf where not finite,
+    and the matching right singular vector (float64)."""
+    jac = jacobian(fn, x).double()
+    finite = torch.isfinite(jac).flatten(1).all(1)
+    safe = torch.where(finite[:, None, None], jac, torch.eye(jac.shape[1], jac.shape[2], dtype=jac.dtype))
+    _, sv, vh = torch.linalg.svd(safe)
     value = 1.0 / sv[:, -1] if inverse else sv[:, 0]
-    return torch.where(torch.isfinite(value), value, torch.full_like(value, -math.inf))
+    value = torch.where(finite & torch.isfinite(value), value, torch.full_like(value, -math.inf))
+    return value, vh[:, -1 if inverse else 0]
 
 
-def _gradient(fn: Map, x: Tensor, inverse: bool) -> Tensor:
+def _gradient(fn: Map, x: Tensor, v: Tensor, inverse: bool) -> Tensor:
     """The gradient of ``||J(x) v||`` at each point (``v`` the top or bottom right singular
     vector, held fixed), by two reverse passes through a vector-Jacobian product; zero where
     autograd cannot take it (the search then climbs by its random steps)."""
     try:
-        jac = jacobian(fn, x).double()
-        v = torch.linalg.svd(jac).Vh[:, -1 if inverse else 0].to(x.dtype)
         with torch.enable_grad():
             t = x.detach().clone().requires_grad_(True)
             y = fn(t).reshape(len(t), -1)
             w = torch.zeros_like(y, requires_grad=True)
             (jt_w,) = torch.autograd.grad(y, t, w, create_graph=True)
-            (jv,) = torch.autograd.grad(jt_w, w, v.reshape(t.shape), create_graph=True)
+            (jv,) = torch.autograd.grad(jt_w, w, v.to(x.dtype).reshape(t.shape), create_graph=True)
             norm = jv.reshape(len(t), -1).norm(dim=1).sum()
             (g,) = torch.autograd.grad(-norm if inverse else norm, t, allow_unused=True)
-    except (RuntimeError, ValueError, torch.linalg.LinAlgError):
+    except (RuntimeError, ValueError):
         return torch.zeros_like(x)
     if g is None:
         return torch.zeros_like(x)
@@ -83,24 +86,23 @@ def search_witness(
     where it is no worse (module docstring)."""
     x = starts.detach().clamp(low, high)
     n, shape = len(x), tuple(x.shape[1:])
-    value = _objective(fn, x, inverse)
+    value, v = _objective(fn, x, inverse)
     width = float(high - low)
     for step in range(steps):
         size = width * (0.1 - 0.09 * step / max(1, steps - 1))
         tries = []
         for _ in range(proposals):
             u = torch.rand((n, *shape), generator=generator, dtype=torch.float64) * 2 - 1
-            scale = width * 10 ** (
-                -2 + 1.7 * torch.rand((n, *([1] * len(shape))), generator=generator, dtype=torch.float64)
-            )
-            tries.append(x + (scale * u).to(x.device, x.dtype))
-        tries.append(x + size * _gradient(fn, x, inverse).sign())
+            exponent = -2 + 1.7 * torch.rand((n, *([1] * len(shape))), generator=generator, dtype=torch.float64)
+            tries.append(x + (width * 10**exponent * u).to(x.device, x.dtype))
+        tries.append(x + size * _gradient(fn, x, v, inverse).sign())
         candidates = torch.cat(tries).clamp(low, high)
-        values = _objective(fn, candidates, inverse).reshape(len(tries), n)
-        best, which = values.max(0)
+        values, vectors = _objective(fn, candidates, inverse)
+        best, which = values.reshape(len(tries), n).max(0)
         moved = best >= value  # ties move too: a ReLU flow's Jacobian is flat between kinks
-        picked = candidates.reshape(len(tries), n, *shape)[which, torch.arange(n)]
-        x = torch.where(moved.reshape(n, *([1] * len(shape))), picked, x)
+        rows = which * n + torch.arange(n)
+        x = torch.where(moved.reshape(n, *([1] * len(shape))), candidates[rows], x)
+        v = torch.where(moved[:, None], vectors[rows], v)
         value = torch.where(moved, best, value)
     top = int(torch.argmax(value))
     return Witness(float(value[top]), x[top].detach().clone())
