@@ -177,7 +177,8 @@ class Bounds(Audit):
     or by the inverse chain where every block's inverse sees its forward's pre-activations).
     ``{d}.local``: the largest such certificate over the L_inf balls of ``local_radius`` (null:
     the ``attack`` audit's radius, half a quantization bin) around the samples (inf: not
-    certified); ``{d}.domain``: over the box holding the model's domain and the set, split by
+    certified; a ball with unstable activations split into at most ``local_cells`` boxes where
+    ``d <= domain_split_max_dim``); ``{d}.domain``: over the box holding the model's domain and the set, split by
     branch and bound into at most ``domain_cells`` boxes where ``d <= domain_split_max_dim``;
     ``{d}.global``: the smaller of ``bound`` (all of R^d) and ``domain``. ``{d}.witness``: the
     largest local constant a search found in that box (``search_steps`` steps from
@@ -219,6 +220,7 @@ class Bounds(Audit):
         "block_max_dim": 1024,
         "local_radius": None,
         "local_max_unstable": 0.5,
+        "local_cells": 16,
         "domain_cells": 64,
         "domain_split_max_dim": 4,
         "search_steps": 16,
@@ -326,7 +328,8 @@ class Bounds(Audit):
                 generator=ctx.generator(ds.name, start // max(1, ctx.batch_size)),
             )
             per_block = block_constants(chain, x, residual, int(ctx.option("block_max_dim"))) if chain else []
-            local = _local(cert.chain, ctx.model, x, (radius, float(ctx.option("local_max_unstable"))), limit)
+            ball = (radius, float(ctx.option("local_max_unstable")), int(ctx.option("local_cells")))
+            local = _local(cert.chain, ctx.model, x, ball, limit, int(ctx.option("domain_split_max_dim")))
             return s.forward_max, s.inverse_max, per_block, local
 
         slack = 1 + float(ctx.option("slack"))
@@ -400,10 +403,15 @@ def _local_radius(ctx: AuditContext) -> float:
 
 
 def _local(
-    chain: ModelChain | None, model: InvertibleModel, x: torch.Tensor, ball: tuple[float, float], limit: int
+    chain: ModelChain | None,
+    model: InvertibleModel,
+    x: torch.Tensor,
+    ball: tuple[float, float, int],
+    limit: int,
+    split_max_dim: int,
 ) -> _Batch:
-    """The local certificates of a batch over balls of ``ball = (radius, max_unstable)``, where
-    the chain reproduces the model."""
+    """The local certificates of a batch over balls of ``ball = (radius, max_unstable, cells)``,
+    where the chain reproduces the model."""
     flat = x.reshape(len(x), -1)
     low, high = float(flat.min()) if len(x) else math.inf, float(flat.max()) if len(x) else -math.inf
     if chain is None:
@@ -412,7 +420,7 @@ def _local(
     if reason is not None:
         return _Batch(LocalCertificates.missing(len(x)), low, high, reason)
     with chain_limit(limit):
-        return _Batch(local_certificates(chain, x, *ball), low, high, "")
+        return _Batch(local_certificates(chain, x, *ball, split_max_dim), low, high, "")
 
 
 def _witness(ctx: AuditContext, ds: Any, low: float, high: float) -> tuple[float, float]:

@@ -214,11 +214,25 @@ def box_bounds(
     return out
 
 
-def local_certificates(chain: ModelChain, x: Tensor, radius: float, max_unstable: float = 1.0) -> LocalCertificates:
+def local_certificates(
+    chain: ModelChain, x: Tensor, radius: float, max_unstable: float = 1.0, cells: int = 1, split_max_dim: int = 0
+) -> LocalCertificates:
     """The certificates over the L_inf ball of ``radius`` around each sample of ``x`` (NaN
-    where more than ``max_unstable`` of the activations keep a slope range in the ball)."""
+    where more than ``max_unstable`` of the activations keep a slope range in the ball). Where
+    ``d <= split_max_dim``, a ball whose activations are not all stable is split by branch and
+    bound into at most ``cells`` boxes (the largest bound over them holds for the ball)."""
     flat = x.reshape(len(x), -1).double().cpu()
-    return box_bounds(chain, flat, torch.full_like(flat, float(radius)), max_unstable=max_unstable)
+    found = box_bounds(chain, flat, torch.full_like(flat, float(radius)), max_unstable=max_unstable)
+    if cells <= 1 or flat.shape[1] > split_max_dim:
+        return found
+    limits = ((math.inf, math.inf), max_unstable)
+    for i in range(len(flat)):
+        if not found.unstable[i] > 0 or math.isnan(found.forward[i]):
+            continue
+        low, high = flat[i] - radius, flat[i] + radius
+        found.forward[i] = min(found.forward[i], _branch(chain, low, high, cells, 0, limits))
+        found.inverse[i] = min(found.inverse[i], _branch(chain, low, high, cells, 1, limits))
+    return found
 
 
 def domain_certificate(
