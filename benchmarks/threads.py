@@ -13,7 +13,9 @@ condition: the wall seconds of each choice, the count the policy chose (from the
 ``run.threads``) and the ratio policy / best fixed. Exits 0 whatever the figures.
 
 Usage: ``python benchmarks/threads.py [--cases digits,glow-roundtrip] [--samples 1000]
-[--conditions idle,busy]``.
+[--conditions idle,busy] [--repeat 3]`` (``--repeat``: interleaved rounds, medians compared: on
+a machine whose load changes, one run of each choice one after the other compares loads, not
+choices).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,22 +58,28 @@ def _run(args: list[str], choice: str, samples: int | None, out: Path) -> tuple[
     return wall, threads, proc.returncode
 
 
-def _case(name: str, samples: int | None, folder: Path) -> None:
+def _case(name: str, samples: int | None, folder: Path, repeat: int) -> None:
+    """``repeat`` rounds of the three choices, interleaved (1 thread, every core, the policy, then
+    again), so a change in the machine's load hits every choice alike; medians compared."""
     n = cores()
-    walls: dict[str, float] = {}
+    walls: dict[str, list[float]] = {"1": [], str(n): [], "policy": []}
     picked: dict = {}
-    for choice in ("1", str(n), "policy"):
-        out = folder / f"{name}-{choice}.json"
-        walls[choice], threads, _ = _run(CASES[name], choice, samples, out)
-        if choice == "policy":
-            picked = threads
-    best = min(walls["1"], walls[str(n)])
-    ratio = walls["policy"] / best
+    for _ in range(repeat):
+        for choice in walls:
+            out = folder / f"{name}-{choice}.json"
+            wall, threads, _ = _run(CASES[name], choice, samples, out)
+            walls[choice].append(wall)
+            if choice == "policy":
+                picked = threads
+    med = {choice: statistics.median(w) for choice, w in walls.items()}
+    best = min(med["1"], med[str(n)])
+    ratio = med["policy"] / best
     timings = picked.get("probe_s", {})
     print(
-        f"  {name:<15} 1 thread {walls['1']:7.1f} s | {n} threads {walls[str(n)]:7.1f} s | policy "
-        f"{walls['policy']:7.1f} s ({picked.get('threads', '?')} thread(s), {picked.get('source', '?')}, "
+        f"  {name:<15} 1 thread {med['1']:7.1f} s | {n} threads {med[str(n)]:7.1f} s | policy "
+        f"{med['policy']:7.1f} s ({picked.get('threads', '?')} thread(s), {picked.get('source', '?')}, "
         f"probe {timings}) | policy / best fixed {ratio:.2f} ({'met' if ratio <= GOAL else 'not met'} <= {GOAL})"
+        + (f" [medians of {repeat}]" if repeat > 1 else "")
     )
     sys.stdout.flush()
 
@@ -80,6 +89,7 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--samples", type=int, help="--samples of every run (default: the CLI's)")
     parser.add_argument("--conditions", default="idle,busy")
+    parser.add_argument("--repeat", type=int, default=1, help="interleaved rounds per case (medians compared)")
     args = parser.parse_args()
     print(f"{cores()} core(s) for this process; goal: policy within {GOAL}x of the better fixed choice")
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,11 +98,11 @@ def main() -> None:
                 with busy() as pids:
                     print(f"busy: one CPU-bound process per core (pids {pids})")
                     for name in args.cases.split(","):
-                        _case(name, args.samples, Path(tmp))
+                        _case(name, args.samples, Path(tmp), args.repeat)
             else:
                 print("idle: no process started by this benchmark (others on the machine may run)")
                 for name in args.cases.split(","):
-                    _case(name, args.samples, Path(tmp))
+                    _case(name, args.samples, Path(tmp), args.repeat)
 
 
 if __name__ == "__main__":

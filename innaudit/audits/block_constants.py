@@ -60,27 +60,31 @@ def _log_scales(block: InvertibleModel, h: Tensor) -> tuple[np.ndarray, np.ndarr
     return log_g.min(1).values.cpu().numpy(), log_g.max(1).values.cpu().numpy()
 
 
-def _one(block: InvertibleModel, h: Tensor, residual: bool, max_dim: int) -> BlockConstants:
+def _one(block: InvertibleModel, h: Tensor, residual: bool, max_dim: int, rows: int) -> BlockConstants:
+    """The constants of ``block`` at ``h``: the log-scale range on every sample, the Jacobian's
+    on the first ``rows`` samples (NaN on the others)."""
     n = len(h)
     low, high = _log_scales(block, h)
     dim = int(h[0].numel())
-    if dim > max_dim:
+    if dim > max_dim or rows < 1:
         return BlockConstants(_nan(n), _nan(n), _nan(n), low, high)
     try:
-        jac = jacobian(lambda t: block.forward(t, grad=True), h).double()
+        jac = jacobian(lambda t: block.forward(t, grad=True), h[:rows]).double()
     except RuntimeError:
         return BlockConstants(_nan(n), _nan(n), _nan(n), low, high)
-    flat = jac.reshape(n, jac.shape[1], -1)
+    flat = jac.reshape(len(jac), jac.shape[1], -1)
     if flat.shape[1] != flat.shape[2]:  # a block that factors out a level: not square
         return BlockConstants(_nan(n), _nan(n), _nan(n), low, high)
-    return _square(flat, torch.isfinite(flat).reshape(n, -1).all(1), residual, low, high)
+    return _square(flat, torch.isfinite(flat).reshape(len(flat), -1).all(1), residual, low, high)
 
 
 def _square(flat: Tensor, finite: Tensor, residual: bool, low: np.ndarray, high: np.ndarray) -> BlockConstants:
-    n = len(flat)
+    """Constants from the first ``len(flat)`` samples' Jacobians; NaN for the rest of ``low``'s."""
+    n = len(low)
     fwd, inv, lip = _nan(n), _nan(n), _nan(n)
     sv = torch.linalg.svdvals(flat[finite])
-    keep = finite.cpu().numpy()
+    keep = np.zeros(n, dtype=bool)
+    keep[: len(flat)] = finite.cpu().numpy()
     fwd[keep] = sv[:, 0].cpu().numpy()
     with np.errstate(divide="ignore"):
         inv[keep] = 1.0 / sv[:, -1].cpu().numpy()
@@ -91,13 +95,20 @@ def _square(flat: Tensor, finite: Tensor, residual: bool, low: np.ndarray, high:
 
 
 def block_constants(
-    chain: Sequence[InvertibleModel], x: Tensor, residual: Sequence[bool], max_dim: int = EXACT_MAX_DIM
+    chain: Sequence[InvertibleModel],
+    x: Tensor,
+    residual: Sequence[bool],
+    max_dim: int = EXACT_MAX_DIM,
+    rows: int | None = None,
 ) -> list[BlockConstants]:
     """Each block's measured constants at its input, pushing ``x`` through the chain; NaN for a
-    block whose input has more than ``max_dim`` dimensions (its exact Jacobian is not taken)."""
+    block whose input has more than ``max_dim`` dimensions (its exact Jacobian is not taken),
+    and for the samples after the first ``rows`` (default: all): one dense Jacobian and SVD per
+    block and sample costs ``d^3``, so a few samples per set stand for the blocks."""
     out, h = [], x
+    take = len(x) if rows is None else max(0, min(rows, len(x)))
     for block, is_residual in zip(chain, residual, strict=True):
-        out.append(_one(block, h, is_residual, min(max_dim, EXACT_MAX_DIM)))
+        out.append(_one(block, h, is_residual, min(max_dim, EXACT_MAX_DIM), take))
         with torch.no_grad():
             h = block.carry(block.forward(h))
     return out

@@ -35,7 +35,7 @@ from innaudit.linalg.chain import Stage, chain_bound, chain_limit
 from innaudit.linalg.lipschitz import BlockBound, block_bound, block_stages
 from innaudit.model.contract import InvertibleModel
 
-__all__ = ["Bounds", "Certificate", "model_bounds", "model_certificate"]
+__all__ = ["Bounds", "Certificate", "model_bounds", "model_certificate", "search_cost"]
 
 
 def _block_shapes(model: InvertibleModel, blocks: Sequence[InvertibleModel]) -> list[tuple[int, ...]]:
@@ -159,8 +159,9 @@ class Bounds(Audit):
     unknown type skip the audit.
 
     Metrics per set (first ``samples`` samples, exact Jacobians where ``d <= 4096``; a block's
-    own constants from its exact Jacobian where its input has at most ``block_max_dim``
-    dimensions, NaN above: one dense Jacobian and SVD per block and sample costs ``d^3``):
+    own constants from its exact Jacobian on the set's first ``block_samples`` samples where its
+    input has at most ``block_max_dim`` dimensions, NaN above and beyond: one dense Jacobian and
+    SVD per block and sample costs ``d^3``):
     ``forward.bound`` (the certificate), ``forward.product``, ``forward.chain`` (NaN when not a
     chain), ``forward.measured`` = max ``sigma_max(J_F(x))``, ``forward.tightness`` = bound /
     measured (1 is exact; the tracked figure), and ``inverse.*`` alike with
@@ -218,6 +219,7 @@ class Bounds(Audit):
         "method": "auto",
         "chain_max_dim": 2048,
         "block_max_dim": 1024,
+        "block_samples": 8,
         "local_radius": None,
         "local_max_unstable": 0.5,
         "local_cells": 16,
@@ -267,11 +269,14 @@ class Bounds(Audit):
 
     @classmethod
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
-        """Both directions' largest singular values, exact or by Lanczos (128 iterations), and
-        the blocks' exact Jacobians (planned as 8 more) where they are measured."""
-        measured = dim <= int(options.get("block_max_dim", 1024))
-        blocks = AuditCost(Cost(vmap_vjp=8 * dim, dense=8 * float(dim) ** 3)) if measured else AuditCost()
-        return {k: AuditCost(v.per_sample + blocks.per_sample, v.per_set) for k, v in jacobian_costs(dim, 128).items()}
+        """Both directions' largest singular values per sample, exact or by Lanczos (128
+        iterations), and per set the blocks' exact Jacobians on ``block_samples`` samples
+        (planned as 8 blocks of the largest size measured: ``d`` capped at ``block_max_dim``)
+        and the witness search (:func:`search_cost`)."""
+        size = min(dim, int(options.get("block_max_dim", 1024)))
+        per_set = Cost(vmap_vjp=8 * size, dense=8 * float(size) ** 3) * int(options.get("block_samples", 8))
+        per_set = per_set + search_cost(dim, options)
+        return {k: AuditCost(v.per_sample, v.per_set + per_set) for k, v in jacobian_costs(dim, 128).items()}
 
     def __init__(self) -> None:
         self._cache: tuple[int, int, Certificate] | None = None
@@ -327,7 +332,8 @@ class Bounds(Audit):
                 max_iter=128,
                 generator=ctx.generator(ds.name, start // max(1, ctx.batch_size)),
             )
-            per_block = block_constants(chain, x, residual, int(ctx.option("block_max_dim"))) if chain else []
+            rows = int(ctx.option("block_samples")) - start  # the set's first block_samples samples
+            per_block = block_constants(chain, x, residual, int(ctx.option("block_max_dim")), rows) if chain else []
             ball = (radius, float(ctx.option("local_max_unstable")), int(ctx.option("local_cells")))
             local = _local(cert.chain, ctx.model, x, ball, limit, int(ctx.option("domain_split_max_dim")))
             return s.forward_max, s.inverse_max, per_block, local
@@ -369,6 +375,18 @@ class Bounds(Audit):
                     float(ctx.option("local_max_unstable")),
                 )
         return (*cache[key], low, high)
+
+
+def search_cost(dim: int, options: Mapping[str, Any]) -> Cost:
+    """The witness search of one set, both directions: per step and start, the proposals' and
+    the current point's exact Jacobians and SVDs and a gradient (three passes); nothing above
+    ``block_max_dim`` or with ``search_steps`` 0."""
+    steps = int(options.get("search_steps", 0))
+    if steps <= 0 or dim > min(int(options.get("block_max_dim", 1024)), EXACT_MAX_DIM):
+        return Cost()
+    starts = int(options.get("search_samples", 0)) + int(options.get("search_starts", 0))
+    points = 2 * starts * (steps * (int(options.get("search_proposals", 0)) + 1) + 1)
+    return Cost(vmap_vjp=points * dim, dense=points * float(dim) ** 3, vjp=2 * 3 * starts * steps)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ kernel's OOM killer, and a hostile file may hang the loader. So
 own process group, with ``RLIMIT_AS`` set, and streams events to the parent::
 
     ("header", RunHeader)      after the model and the data loaded and the probe passed
+    ("threads", dict)          the thread policy's choice (``run.threads``)
     ("plan", dict)             the cost plan (``run.plan``), and again after each audit
     ("progress", id, set, done, total)
     ("audit", AuditResult)     after each audit
@@ -65,6 +66,7 @@ class _Pipe:
 
     def plan_ready(self, run: Any) -> None:
         self.plan = run
+        _send(self.conn, ("threads", run.threads.to_dict()))
         _send(self.conn, ("plan", run.report()))
 
     def audit_started(self, audit_id: str, title: str) -> None:
@@ -213,6 +215,8 @@ class _State(Partial):
         kind = event[0]
         if kind == "header":
             self.run_started(event[1])
+        elif kind == "threads":
+            self.threads = event[1]
         elif kind == "plan":
             self.plan = event[1]
         elif kind == "started":

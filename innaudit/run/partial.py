@@ -34,6 +34,7 @@ class Partial:
         self.results: list[AuditResult] = []
         self.running: tuple[str, str] | None = None
         self.plan: dict[str, Any] | None = None
+        self.threads: dict[str, Any] | None = None
         self._live: Any = None
 
     # -- the Observer protocol (innaudit.run.audits.Observer) --------------------------------
@@ -59,6 +60,10 @@ class Partial:
         one the child sent)."""
         return self._live.report() if self._live is not None else self.plan
 
+    def current_threads(self) -> dict[str, Any] | None:
+        """``run.threads`` as the thread policy chose it (the live plan's, or the child's)."""
+        return self._live.threads.to_dict() if self._live is not None else self.threads
+
     def report(self, reason: str) -> Report:
         """The partial report: exit 2, ``reason`` in its errors."""
         if self.header is None:
@@ -70,6 +75,9 @@ class Partial:
             aid, title = running
             results.append(AuditResult(aid, title, Status.ERROR, said, 0.0, 0, error=reason))
         report = assemble(self.header, results, (f"the run was {said}",))
+        threads = self.current_threads()
+        if threads is not None:  # the policy's record, as a finished run's report has it
+            report = replace(report, run=replace(report.run, threads=threads))
         plan = self.current_plan()
         if plan is None:
             return report

@@ -77,7 +77,8 @@ def crash() -> nn.Module:
 
 
 class Slow(Scaling):
-    """Its inverse announces itself in $INNAUDIT_TEST_STARTED, then takes its time."""
+    """Its inverse announces itself in $INNAUDIT_TEST_STARTED, then sleeps a minute: a run
+    of it cannot end before the test interrupts it, however loaded the machine."""
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         import os
@@ -85,7 +86,7 @@ class Slow(Scaling):
         import time
 
         pathlib.Path(os.environ["INNAUDIT_TEST_STARTED"]).touch()
-        time.sleep(0.2)
+        time.sleep(60.0)
         return z / self.s
 
 

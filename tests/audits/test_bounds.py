@@ -196,14 +196,40 @@ def test_shipped_2d_flows_are_certified_far_tighter_than_before() -> None:
 
 
 def test_block_jacobians_are_measured_and_planned_only_up_to_block_max_dim() -> None:
-    """A block's exact Jacobian (and its SVD, ``d^3``) per sample is the bounds audit's dearest
-    part at image size: planned, and taken, only where the block's input has at most
-    ``block_max_dim`` dimensions, so a budgeted run at d = 3072 is not refused for it."""
+    """A block's exact Jacobian (and its SVD, ``d^3``) is the bounds audit's dearest part at
+    image size: planned per set for ``block_samples`` samples of a block no wider than
+    ``block_max_dim`` (a multi-scale model's later blocks are narrower than its input), never
+    per sample, so a budgeted run at d = 3072 is not refused for it."""
     from innaudit.audits import REGISTRY
+    from innaudit.audits.bounds import search_cost
 
     bounds = REGISTRY["bounds"]
-    small, large = (bounds.costs(d, bounds.options)["matrix-free"].per_sample for d in (64, 3072))
-    assert small.dense == 8 * 64.0**3 and small.vmap_vjp == 8 * 64
-    assert large.dense == 0 and large.vmap_vjp == 0
-    wider = bounds.costs(3072, {**bounds.options, "block_max_dim": 4096})["matrix-free"].per_sample
-    assert wider.dense == 8 * 3072.0**3
+    k = bounds.options["block_samples"]
+    small, large = (bounds.costs(d, bounds.options)["matrix-free"] for d in (64, 3072))
+    assert small.per_sample.dense == 0 and large.per_sample.dense == 0
+    search = search_cost(64, bounds.options)  # the witness search, planned beside the blocks
+    assert search.dense > 0 and search_cost(3072, bounds.options).dense == 0
+    assert small.per_set.dense == k * 8 * 64.0**3 + search.dense
+    assert small.per_set.vmap_vjp == k * 8 * 64 + search.vmap_vjp
+    assert large.per_set.dense == k * 8 * 1024.0**3
+    options = {**bounds.options, "block_max_dim": 4096, "block_samples": 2}
+    wider = bounds.costs(3072, options)["matrix-free"]
+    assert wider.per_set.dense == 2 * 8 * 3072.0**3 + search_cost(3072, options).dense
+
+
+def test_block_constants_are_taken_on_the_first_block_samples_only() -> None:
+    """``rows``: the exact Jacobians of the first samples only; the later samples' constants are
+    NaN (not measured), their log-scale ranges still measured."""
+    from innaudit.audits.block_constants import block_constants
+    from innaudit.loading import load_model
+
+    model = load_model(str(CHECKPOINTS / "checkerboard-residual.pt")).model
+    x = torch.rand(6, *model.info.domain.shape, generator=GEN().manual_seed(0))
+    chain = model.blocks()
+    every = block_constants(chain, x, [True] * len(chain))
+    first = block_constants(chain, x, [True] * len(chain), rows=2)
+    assert len(chain) > 1
+    for a, b in zip(every, first, strict=True):
+        assert math.isfinite(a.forward.sum()) and math.isfinite(b.forward[:2].sum())
+        assert all(math.isnan(v) for v in [*b.forward[2:], *b.lip_g[2:]])
+        assert b.forward[:2].tolist() == pytest.approx(a.forward[:2].tolist())

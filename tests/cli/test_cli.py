@@ -167,6 +167,7 @@ def test_ctrl_c_is_no_verdict(tmp_path: Path) -> None:
     while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert started.exists(), proc.communicate()[1]
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2

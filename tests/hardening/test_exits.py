@@ -303,6 +303,7 @@ def test_sigterm_without_timeout_writes_the_partial_report_with_its_plan(tmp_pat
     assert data["errors"] == [f"the run was stopped by {signal.Signals(signum).name}"]
     assert _roundtrip(report)["status"] == "error"
     assert [a["id"] for a in data["run"]["plan"]["audits"]] == ["roundtrip"]
+    assert data["run"]["threads"]["source"] in {"measured", "caller", "option", "environment"}, data["run"]
     assert not list(tmp_path.glob(".*.tmp")), "no temporary file left behind"
 
 

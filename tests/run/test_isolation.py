@@ -35,6 +35,8 @@ def test_a_hanging_inverse_is_stopped_and_reported(tmp_path: Path) -> None:
     sampling = next(a for a in data["audits"] if a["id"] == "sampling")
     assert "timed out after 8 s" in sampling["message"]
     assert data["summary"]["exit_code"] == 2 and data["errors"]
+    threads = data["run"]["threads"]  # the policy's record, as in a finished run's report
+    assert isinstance(threads, dict) and threads["threads"] >= 1 and threads["source"], threads
 
 
 def test_an_isolated_run_gives_the_same_verdict_as_in_process(tmp_path: Path) -> None:
