@@ -251,6 +251,7 @@ class Bounds(Audit):
         ),
         neither("local_radius", doc="L-inf radius of the balls of the local certificate"),
         worse("local_unstable", doc="mean share of activations whose slope is not fixed in a ball"),
+        neither("local_certified", doc="share of samples whose ball has a finite local certificate both ways"),
         worse("witness_exceeds", doc="directions whose witness exceeds the global certificate"),
         worse("unmeasured_blocks", doc="blocks wider than block_max_dim: their own constants not measured"),
         neither("n", doc="samples"),
@@ -515,6 +516,8 @@ def _measurement(name: str, cert: Certificate, parts: list[_Part], slack: float,
     )
     unstable = np.concatenate([p[3].local.unstable for p in parts]) if parts else np.zeros(0)
     metrics["local_unstable"] = _nan_mean(unstable)
+    certified = np.isfinite(local_f) & np.isfinite(local_i)
+    metrics["local_certified"] = float(certified.mean()) if len(certified) else math.nan
     residual = [
         (b, r)
         for b, r in zip(cert.blocks, rows or [{}] * len(cert.blocks), strict=True)
