@@ -29,7 +29,7 @@ from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
 from innaudit.audits.jacobians import measure
 from innaudit.config.settings import Threshold
 from innaudit.core.bound_kind import AFFINE_KINDS, BoundKind
-from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.metrics import neither, percent, rate, worse
 from innaudit.linalg import EXACT_MAX_DIM
 from innaudit.linalg.chain import Stage, chain_bound, chain_limit
 from innaudit.linalg.lipschitz import BlockBound, block_bound, block_stages
@@ -539,7 +539,7 @@ def _measurement(name: str, cert: Certificate, parts: list[_Part], slack: float,
     skipped = int((np.isnan(local_f) & ~np.isnan(unstable)).sum())
     if skipped:
         text += (
-            f"; no local certificate for {skipped} sample(s): more than {max_unstable:.0%} of the activations "
+            f"; no local certificate for {skipped} sample(s): more than {percent(max_unstable)} of the activations "
             f"change slope within {extra.radius:.3g} of them (a smaller bounds.local_radius, or "
             f"bounds.local_max_unstable 1 to bound them anyway)"
         )
