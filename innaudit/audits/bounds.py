@@ -11,30 +11,35 @@ import numpy as np
 import torch
 
 import innaudit.loading.adapters  # noqa: F401  (registers the library blocks' residual branches)
+from innaudit.audits.attack import default_epsilon
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.block_constants import BlockConstants, block_constants
+from innaudit.audits.bounds_local import (
+    LocalCertificates,
+    ModelChain,
+    block_shapes,
+    chain_mismatch,
+    domain_certificate,
+    local_certificates,
+    model_chain,
+)
+from innaudit.audits.bounds_search import search_witness
 from innaudit.audits.common import map_batches, sample_counts, set_progress
 from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
 from innaudit.audits.jacobians import measure
 from innaudit.config.settings import Threshold
 from innaudit.core.bound_kind import AFFINE_KINDS, BoundKind
-from innaudit.core.metrics import neither, rate, worse
+from innaudit.core.metrics import neither, percent, rate, worse
+from innaudit.linalg import EXACT_MAX_DIM
 from innaudit.linalg.chain import Stage, chain_bound, chain_limit
 from innaudit.linalg.lipschitz import BlockBound, block_bound, block_stages
 from innaudit.model.contract import InvertibleModel
 
-__all__ = ["Bounds", "Certificate", "model_bounds", "model_certificate"]
+__all__ = ["Bounds", "Certificate", "model_bounds", "model_certificate", "search_cost"]
 
 
 def _block_shapes(model: InvertibleModel, blocks: Sequence[InvertibleModel]) -> list[tuple[int, ...]]:
-    """The input shape of every block, from a zero probe through the chain."""
-    where = next(iter(model.module.parameters()), None)
-    h = torch.zeros(1, *model.info.domain.shape, dtype=model.dtype, device=where.device if where is not None else "cpu")
-    shapes = []
-    for block in blocks:
-        shapes.append(tuple(h.shape[1:]))
-        h = block.carry(block.forward(h))
-    return shapes
+    return block_shapes(model, blocks)
 
 
 def _name(i: int, b: InvertibleModel) -> str:
@@ -61,6 +66,8 @@ class Certificate:
             has none).
         forward_chain, inverse_chain: the chain bound of the whole model (None when a block is
             not a chain, or the chain is wider than ``chain_max_dim``).
+        chain: the whole model as a chain with offsets and activations, for the local and
+            domain certificates (None when a block is not a chain).
     """
 
     blocks: tuple[BlockBound, ...]
@@ -68,6 +75,7 @@ class Certificate:
     inverse_product: float
     forward_chain: float | None
     inverse_chain: float | None
+    chain: ModelChain | None = None
 
     @property
     def forward(self) -> float:
@@ -105,8 +113,14 @@ def model_certificate(model: InvertibleModel, chain_max_dim: int = 2048) -> Cert
     with chain_limit(chain_max_dim):
         blocks = tuple(model_bounds(model))
         chains = (_model_chain(model, False), _model_chain(model, True))
+        whole = model_chain(model) if chains[0] is not None else None
     return Certificate(
-        blocks, _product([b.forward for b in blocks]), _product([b.inverse for b in blocks]), chains[0], chains[1]
+        blocks,
+        _product([b.forward for b in blocks]),
+        _product([b.inverse for b in blocks]),
+        chains[0],
+        chains[1],
+        whole,
     )
 
 
@@ -157,6 +171,27 @@ class Bounds(Audit):
     ``series.blocks`` lists every block: kind, bounds, how they were computed, measured
     constants, tightness, ``lip_g`` / estimate / measured, the log-scale range.
 
+    Where the model is used (:mod:`innaudit.audits.bounds_local`, :mod:`innaudit.audits.bounds_search`):
+    when the whole model is one chain that reproduces its forward pass, bound propagation gives
+    every activation's slope range inside a box, and the chain bound with those ranges certifies
+    ``sup ||J_F||`` over it (and ``sup ||J_F^-1||`` by Weyl's inequality on the mean-slope chain,
+    or by the inverse chain where every block's inverse sees its forward's pre-activations).
+    ``{d}.local``: the largest such certificate over the L_inf balls of ``local_radius`` (null:
+    the ``attack`` audit's radius, half a quantization bin) around the samples (inf: not
+    certified; a ball with unstable activations split into at most ``local_cells`` boxes where
+    ``d <= domain_split_max_dim``); ``{d}.domain``: over the box holding the model's domain and the set, split by
+    branch and bound into at most ``domain_cells`` boxes where ``d <= domain_split_max_dim``;
+    ``{d}.global``: the smaller of ``bound`` (all of R^d) and ``domain``. ``{d}.witness``: the
+    largest local constant a search found in that box (``search_steps`` steps from
+    ``search_samples`` samples of the first set with that box and ``search_starts`` seeded
+    random starts, ``search_proposals`` random steps each, up to ``block_max_dim``
+    dimensions; one search per box), or the set's measured maximum if larger: measured at a point, so the global
+    constant is at least it, and above ``global`` it fails the audit (``witness_exceeds``).
+    ``{d}.global_tightness`` = global / measured, ``{d}.witness_tightness`` = global / witness,
+    ``{d}.local_tightness`` = local / measured; a sample measured above its own ball's
+    certificate counts as a violation. ``unmeasured_blocks`` warns, with the blocks named, when
+    a block is wider than ``block_max_dim`` (its own constants are then not measured).
+
     Reading a failure: a violation means a declared constant is wrong (a spectral normalization
     that was not calibrated) or the model is not the composition it claims; an uncertified
     residual block means the fixed point may diverge: run ``convergence``. A tightness far above
@@ -175,6 +210,8 @@ class Bounds(Audit):
         "violation_fraction": Threshold(warn=None, fail=0.0),
         "residual.uncertified": Threshold(warn=None, fail=0.0),
         "empirical_blocks": Threshold(warn=0.0, fail=None),
+        "witness_exceeds": Threshold(warn=None, fail=0.0),
+        "unmeasured_blocks": Threshold(warn=0.0, fail=None),
     }
     options = {
         "samples": 32,
@@ -183,6 +220,15 @@ class Bounds(Audit):
         "chain_max_dim": 2048,
         "block_max_dim": 1024,
         "block_samples": 8,
+        "local_radius": None,
+        "local_max_unstable": 0.5,
+        "local_cells": 16,
+        "domain_cells": 64,
+        "domain_split_max_dim": 4,
+        "search_steps": 16,
+        "search_samples": 4,
+        "search_starts": 4,
+        "search_proposals": 3,
     }
     metrics = (
         *tuple(
@@ -194,8 +240,20 @@ class Bounds(Audit):
                 worse(f"{d}.chain", doc="chain bound of the whole model"),
                 worse(f"{d}.measured", doc=f"largest measured local Lipschitz constant of the {d} map"),
                 worse(f"{d}.tightness", doc="certified bound / measured constant"),
+                worse(f"{d}.global", doc="the global certificate: the R^d bound or the domain box's, the smaller"),
+                worse(f"{d}.domain", doc="certified sup of the local constant over the domain box"),
+                neither(f"{d}.witness", doc="largest local constant found by the search (a lower bound)"),
+                worse(f"{d}.local", doc="largest certified sup of the local constant over a sample's ball"),
+                worse(f"{d}.global_tightness", doc="global certificate / measured constant"),
+                worse(f"{d}.witness_tightness", doc="global certificate / witness"),
+                worse(f"{d}.local_tightness", doc="local certificate / measured constant"),
             )
         ),
+        neither("local_radius", doc="L-inf radius of the balls of the local certificate"),
+        worse("local_unstable", doc="mean share of activations whose slope is not fixed in a ball"),
+        neither("local_certified", doc="share of samples whose ball has a finite local certificate both ways"),
+        worse("witness_exceeds", doc="directions whose witness exceeds the global certificate"),
+        worse("unmeasured_blocks", doc="blocks wider than block_max_dim: their own constants not measured"),
         neither("n", doc="samples"),
         neither("blocks", doc="blocks"),
         neither("certified_blocks", doc="blocks with a global certificate"),
@@ -214,13 +272,17 @@ class Bounds(Audit):
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
         """Both directions' largest singular values per sample, exact or by Lanczos (128
         iterations), and per set the blocks' exact Jacobians on ``block_samples`` samples
-        (planned as 8 blocks of the largest size measured: ``d`` capped at ``block_max_dim``)."""
+        (planned as 8 blocks of the largest size measured: ``d`` capped at ``block_max_dim``)
+        and the witness search (:func:`search_cost`)."""
         size = min(dim, int(options.get("block_max_dim", 1024)))
         per_set = Cost(vmap_vjp=8 * size, dense=8 * float(size) ** 3) * int(options.get("block_samples", 8))
+        per_set = per_set + search_cost(dim, options)
         return {k: AuditCost(v.per_sample, v.per_set + per_set) for k, v in jacobian_costs(dim, 128).items()}
 
     def __init__(self) -> None:
         self._cache: tuple[int, int, Certificate] | None = None
+        self._domains: dict[int, dict[tuple[float, float], tuple[float, float]]] = {}
+        self._witnesses: dict[tuple[int, float, float], tuple[float, float]] = {}
 
     def _certificate(self, model: InvertibleModel, chain_max_dim: int) -> Certificate:
         if self._cache is None or self._cache[:2] != (id(model), chain_max_dim):
@@ -242,13 +304,22 @@ class Bounds(Audit):
     def run(self, ctx: AuditContext) -> Iterator[Measurement]:
         """One measurement per data set: the certificates (one model-level computation every rank
         makes alike) and the measured constants beside them (the sets' batches are the work
-        units of a sharded run)."""
-        cert = self._certificate(ctx.model, int(ctx.option("chain_max_dim")))
+        units of a sharded run); then, per set, the domain certificate over the box holding the
+        domain and the set, and the witness search."""
+        limit = int(ctx.option("chain_max_dim"))
+        cert = self._certificate(ctx.model, limit)
         chain = list(ctx.model.blocks())
         residual = [b.kind is BoundKind.RESIDUAL for b in cert.blocks]
         totals = sample_counts(ctx)
+        radius = _local_radius(ctx)
+        max_dim = min(int(ctx.option("block_max_dim")), EXACT_MAX_DIM)
+        wide = tuple(
+            _name(k, b)
+            for k, (b, shape) in enumerate(zip(chain, _block_shapes(ctx.model, chain), strict=True))
+            if math.prod(shape) > max_dim
+        )
 
-        def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, list[BlockConstants]]:
+        def work(unit: tuple[int, int, int]) -> _Part:
             index, start, stop = unit
             ds = ctx.datasets[index]
             x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
@@ -265,12 +336,133 @@ class Bounds(Audit):
             )
             rows = int(ctx.option("block_samples")) - start  # the set's first block_samples samples
             per_block = block_constants(chain, x, residual, int(ctx.option("block_max_dim")), rows) if chain else []
-            return s.forward_max, s.inverse_max, per_block
+            ball = (radius, float(ctx.option("local_max_unstable")), int(ctx.option("local_cells")))
+            local = _local(cert.chain, ctx.model, x, ball, limit, int(ctx.option("domain_split_max_dim")))
+            return s.forward_max, s.inverse_max, per_block, local
 
         slack = 1 + float(ctx.option("slack"))
         progress = set_progress(ctx, [d.name for d in ctx.datasets], totals)
         for ds, mine in zip(ctx.datasets, map_batches(ctx, totals, work, progress=progress), strict=True):
-            yield _measurement(ds.name, cert, mine, slack)
+            where = self._domain(ctx, cert, mine, limit)
+            key = (id(ctx.model), where[2], where[3])  # one search per box: the global constant is the model's
+            if key not in self._witnesses:
+                self._witnesses[key] = _witness(ctx, ds, where[2], where[3])
+            witness = self._witnesses[key]
+            extra = _Extra(where[0], where[1], witness, radius, wide, max_dim, float(ctx.option("local_max_unstable")))
+            yield _measurement(ds.name, cert, mine, slack, extra)
+
+    def _domain(
+        self, ctx: AuditContext, cert: Certificate, parts: list[_Part], limit: int
+    ) -> tuple[float, float, float, float]:
+        """``(forward, inverse, low, high)``: the domain certificate over the box that holds the
+        model's domain and the set's samples (cached by box)."""
+        domain = ctx.model.info.domain
+        low = min([domain.low, *(float(p[3].low) for p in parts)])
+        high = max([domain.high, *(float(p[3].high) for p in parts)])
+        if cert.chain is None:
+            return math.nan, math.nan, low, high
+        key = (low, high)
+        cache = self._domains.setdefault(id(ctx.model), {})
+        if key not in cache:
+            d = domain.numel
+            lo, hi = torch.full((d,), low, dtype=torch.float64), torch.full((d,), high, dtype=torch.float64)
+            with chain_limit(limit):
+                cache[key] = domain_certificate(
+                    cert.chain,
+                    lo,
+                    hi,
+                    int(ctx.option("domain_cells")),
+                    int(ctx.option("domain_split_max_dim")),
+                    (cert.forward, cert.inverse),
+                    float(ctx.option("local_max_unstable")),
+                )
+        return (*cache[key], low, high)
+
+
+def search_cost(dim: int, options: Mapping[str, Any]) -> Cost:
+    """The witness search of one set, both directions: per step and start, the proposals' and
+    the current point's exact Jacobians and SVDs and a gradient (three passes); nothing above
+    ``block_max_dim`` or with ``search_steps`` 0."""
+    steps = int(options.get("search_steps", 0))
+    if steps <= 0 or dim > min(int(options.get("block_max_dim", 1024)), EXACT_MAX_DIM):
+        return Cost()
+    starts = int(options.get("search_samples", 0)) + int(options.get("search_starts", 0))
+    points = 2 * starts * (steps * (int(options.get("search_proposals", 0)) + 1) + 1)
+    return Cost(vmap_vjp=points * dim, dense=points * float(dim) ** 3, vjp=2 * 3 * starts * steps)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A batch's local certificates, its samples' range, and why no local certificate."""
+
+    local: LocalCertificates
+    low: float
+    high: float
+    mismatch: str
+
+
+_Part = tuple[np.ndarray, np.ndarray, list[BlockConstants], _Batch]
+
+
+@dataclass(frozen=True)
+class _Extra:
+    """A set's domain certificates, witnesses ``(forward, inverse)`` and the local radius."""
+
+    domain_forward: float
+    domain_inverse: float
+    witness: tuple[float, float]
+    radius: float
+    wide: tuple[str, ...] = ()
+    block_max_dim: int = 0
+    max_unstable: float = 0.5
+
+
+def _local_radius(ctx: AuditContext) -> float:
+    given = ctx.option("local_radius")
+    return float(given) if given is not None else default_epsilon(ctx.model.info.domain)[0]
+
+
+def _local(
+    chain: ModelChain | None,
+    model: InvertibleModel,
+    x: torch.Tensor,
+    ball: tuple[float, float, int],
+    limit: int,
+    split_max_dim: int,
+) -> _Batch:
+    """The local certificates of a batch over balls of ``ball = (radius, max_unstable, cells)``,
+    where the chain reproduces the model."""
+    flat = x.reshape(len(x), -1)
+    low, high = float(flat.min()) if len(x) else math.inf, float(flat.max()) if len(x) else -math.inf
+    if chain is None:
+        return _Batch(LocalCertificates.missing(len(x)), low, high, "the model is not a chain")
+    reason = chain_mismatch(chain, model, x)
+    if reason is not None:
+        return _Batch(LocalCertificates.missing(len(x)), low, high, reason)
+    with chain_limit(limit):
+        return _Batch(local_certificates(chain, x, *ball, split_max_dim), low, high, "")
+
+
+def _witness(ctx: AuditContext, ds: Any, low: float, high: float) -> tuple[float, float]:
+    """The search's largest ``sigma_max(J_F)`` and ``1 / sigma_min(J_F)`` from the set's first
+    samples and seeded random starts in ``[low, high]``; NaN above ``block_max_dim``."""
+    dim = ctx.model.info.domain.numel
+    steps = int(ctx.option("search_steps"))
+    if steps <= 0 or dim > min(int(ctx.option("block_max_dim")), EXACT_MAX_DIM):
+        return math.nan, math.nan
+    shape = tuple(ctx.model.info.domain.shape)
+    gen = ctx.generator(ds.name, "witness")
+    data = ds.make(0, min(ds.size, int(ctx.option("search_samples"))))
+    count = int(ctx.option("search_starts"))
+    uniform = low + (high - low) * torch.rand((count, *shape), generator=gen, dtype=torch.float64)
+    starts = torch.cat([data.reshape(-1, *shape).double(), uniform]).to(device=ctx.device, dtype=ctx.model.dtype)
+    fn = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
+    proposals = int(ctx.option("search_proposals"))
+    found = [
+        search_witness(fn, starts, low, high, steps=steps, proposals=proposals, generator=gen, inverse=inverse).value
+        for inverse in (False, True)
+    ]
+    return found[0], found[1]
 
 
 def _max(values: np.ndarray) -> float:
@@ -284,16 +476,20 @@ def _ratio(bound: float | None, measured: float) -> float:
     return bound / measured
 
 
-def _joined(parts: list[tuple[np.ndarray, np.ndarray, list[BlockConstants]]], k: int, key: str) -> np.ndarray:
+def _joined(parts: list[_Part], k: int, key: str) -> np.ndarray:
     return np.concatenate([getattr(p[2][k], key) for p in parts]) if parts else np.zeros(0)
 
 
-def _measurement(
-    name: str, cert: Certificate, parts: list[tuple[np.ndarray, np.ndarray, list[BlockConstants]]], slack: float
-) -> Measurement:
+def _measurement(name: str, cert: Certificate, parts: list[_Part], slack: float, extra: _Extra) -> Measurement:
+    max_unstable = extra.max_unstable
     f = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
     i = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
-    violated = (f > cert.forward * slack) | (i > cert.inverse * slack)
+    local_f = np.concatenate([p[3].local.forward for p in parts]) if parts else np.zeros(0)
+    local_i = np.concatenate([p[3].local.inverse for p in parts]) if parts else np.zeros(0)
+    global_f = _smaller(cert.forward, extra.domain_forward)
+    global_i = _smaller(cert.inverse, extra.domain_inverse)
+    violated = (f > global_f * slack) | (i > global_i * slack)
+    violated |= (f > local_f * slack) | (i > local_i * slack)  # NaN (not computed) compares False
     rows = []
     measured_blocks = bool(parts and parts[0][2])
     for k, b in enumerate(cert.blocks if measured_blocks else ()):
@@ -308,11 +504,21 @@ def _measurement(
         "blocks": len(cert.blocks),
         "certified_blocks": sum(1 for b in cert.blocks if b.forward is not None and b.inverse is not None),
         "empirical_blocks": sum(1 for b in cert.blocks if b.empirical),
-        "forward": _direction(cert.forward, cert.forward_product, cert.forward_chain, mf),
-        "inverse": _direction(cert.inverse, cert.inverse_product, cert.inverse_chain, mi),
+        "forward": _direction(cert.forward, cert.forward_product, cert.forward_chain, mf)
+        | _where_used(global_f, extra.domain_forward, extra.witness[0], local_f, f),
+        "inverse": _direction(cert.inverse, cert.inverse_product, cert.inverse_chain, mi)
+        | _where_used(global_i, extra.domain_inverse, extra.witness[1], local_i, i),
+        "local_radius": extra.radius,
         "block_tightness": {"max": _loosest(rows)},
         "violation_fraction": float(violated.mean()) if len(f) else 0.0,
     }
+    metrics["witness_exceeds"] = sum(
+        1 for d in ("forward", "inverse") if metrics[d]["witness"] > metrics[d]["global"] * slack
+    )
+    unstable = np.concatenate([p[3].local.unstable for p in parts]) if parts else np.zeros(0)
+    metrics["local_unstable"] = _nan_mean(unstable)
+    certified = np.isfinite(local_f) & np.isfinite(local_i)
+    metrics["local_certified"] = float(certified.mean()) if len(certified) else math.nan
     residual = [
         (b, r)
         for b, r in zip(cert.blocks, rows or [{}] * len(cert.blocks), strict=True)
@@ -326,9 +532,47 @@ def _measurement(
             "min": _nan_min([r["log_scale_min"] for r in scales]),
             "max": -_nan_min([-r["log_scale_max"] for r in scales]),
         }
-    return Measurement(
-        name, metrics, _message(cert, metrics, residual, violated), {"blocks": rows or _plain_rows(cert)}
-    )
+    metrics["unmeasured_blocks"] = len(extra.wide)
+    text = _message(cert, metrics, residual, violated, extra.wide, extra.block_max_dim)
+    reasons = sorted({p[3].mismatch for p in parts} - {""})
+    if cert.chain is not None and reasons:
+        text += f"; no local certificate: {reasons[0]}"
+    skipped = int((np.isnan(local_f) & ~np.isnan(unstable)).sum())
+    if skipped:
+        text += (
+            f"; no local certificate for {skipped} sample(s): more than {percent(max_unstable)} of the activations "
+            f"change slope within {extra.radius:.3g} of them (a smaller bounds.local_radius, or "
+            f"bounds.local_max_unstable 1 to bound them anyway)"
+        )
+    return Measurement(name, metrics, text, {"blocks": rows or _plain_rows(cert)})
+
+
+def _smaller(bound: float, domain: float) -> float:
+    """The global certificate: the R^d bound or the domain box's, whichever is smaller."""
+    return min(bound, domain) if not math.isnan(domain) else bound
+
+
+def _nan_mean(values: Sequence[float] | np.ndarray) -> float:
+    kept = [float(v) for v in values if not math.isnan(float(v))]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+def _where_used(
+    global_bound: float, domain: float, witness: float, local: np.ndarray, measured: np.ndarray
+) -> dict[str, float]:
+    """The certificates over the domain box and the samples' neighbourhoods, the search's
+    witness, and the three tightness figures: global / data, global / witness, local / data."""
+    data = _max(measured)
+    local_max = float(np.nanmax(local)) if np.isfinite(local).any() or np.isinf(local).any() else math.nan
+    return {
+        "global": global_bound,
+        "domain": domain,
+        "witness": max(witness, data) if not math.isnan(witness) else math.nan,
+        "local": local_max,
+        "global_tightness": _ratio(global_bound, data) if math.isfinite(global_bound) else math.inf,
+        "witness_tightness": _ratio(global_bound, max(witness, data)) if not math.isnan(witness) else math.nan,
+        "local_tightness": _ratio(local_max, data) if not math.isnan(local_max) else math.nan,
+    }
 
 
 def _direction(bound: float, product: float, chain: float | None, measured: float) -> dict[str, float]:
@@ -412,8 +656,36 @@ def _nan_min(values: Sequence[float]) -> float:
     return min(kept) if kept else math.nan
 
 
+def _where_used_words(label: str, m: Mapping[str, float], radius: float) -> list[str]:
+    """The domain certificate, the witness and the local certificate, each named for what it is."""
+    out = []
+    if math.isfinite(m["domain"]):
+        out.append(
+            f"{label} <= {m['domain']:.3g} on the domain box (bound propagation; "
+            f"{m['global_tightness']:.3g}x the data's maximum)"
+        )
+    if not math.isnan(m["witness"]):
+        out.append(
+            f"search witness: {label} >= {m['witness']:.3g} (global certificate "
+            f"{m['witness_tightness']:.3g}x the witness)"
+        )
+    if math.isfinite(m["local"]):
+        out.append(
+            f"local certificate within {radius:.3g} (L-inf) of each sample: {label} <= {m['local']:.3g} "
+            f"({m['local_tightness']:.3g}x the data's maximum)"
+        )
+    elif math.isinf(m["local"]):
+        out.append(f"local certificate of {label} within {radius:.3g} of a sample: not certified")
+    return out
+
+
 def _message(
-    cert: Certificate, metrics: dict[str, Any], residual: list[tuple[BlockBound, dict[str, Any]]], violated: np.ndarray
+    cert: Certificate,
+    metrics: dict[str, Any],
+    residual: list[tuple[BlockBound, dict[str, Any]]],
+    violated: np.ndarray,
+    wide: Sequence[str] = (),
+    block_max_dim: int = 0,
 ) -> str:
     parts = []
     if violated.any():
@@ -431,8 +703,18 @@ def _message(
         if math.isfinite(m["bound"]):
             how = "chain" if math.isfinite(m["chain"]) and m["chain"] <= m["product"] else "product"
             parts.append(
-                f"{label} <= {m['bound']:.3g} ({how}; measured {m['measured']:.3g}, tightness {m['tightness']:.3g}x)"
+                f"{label} <= {m['bound']:.3g} on R^d ({how}; measured {m['measured']:.3g}, "
+                f"tightness {m['tightness']:.3g}x)"
             )
+        parts += _where_used_words(label, m, metrics["local_radius"])
+    if metrics["witness_exceeds"]:
+        parts.append("the search found a local constant above the global certificate: the certificate is wrong")
+    if wide:
+        parts.append(
+            f"the blocks' own constants are not measured for {len(wide)} block(s) wider than block_max_dim "
+            f"{block_max_dim} ({', '.join(wide[:4])}{', ...' if len(wide) > 4 else ''}): raise "
+            f"bounds.block_max_dim to measure them"
+        )
     empirical = [b for b in cert.blocks if b.empirical]
     if empirical:
         scale = metrics.get("log_scale", {})

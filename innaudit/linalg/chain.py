@@ -42,11 +42,14 @@ from innaudit.linalg.operators import dense_matrix, slope_range
 __all__ = [
     "CHAIN_MAX_DIM",
     "Affine",
+    "ChainParts",
     "Slopes",
     "Stage",
     "chain_bound",
     "chain_limit",
+    "chain_parts",
     "chain_width",
+    "compose",
     "net_stages",
     "skip_stages",
     "stage_dims",
@@ -55,23 +58,35 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Affine:
-    """The linear part of an affine stage, ``x -> M x``: a float64 ``(out, in)`` matrix."""
+    """An affine stage ``x -> M x + offset``: ``matrix`` a float64 ``(out, in)`` matrix, ``offset``
+    its float64 ``(out,)`` constant (None: zero). Bounds read only the matrix; evaluating the
+    chain (:mod:`.intervals`) reads both."""
 
     matrix: Tensor
+    offset: Tensor | None = None
 
 
 @dataclass(frozen=True)
 class Slopes:
-    """An element-wise stage whose derivative in coordinate ``i`` lies in ``[low_i, high_i]``."""
+    """An element-wise stage whose derivative in coordinate ``i`` lies in ``[low_i, high_i]``.
+
+    ``act`` is the activation it applies (None: unknown, the chain cannot be evaluated) to every
+    coordinate from ``carry`` on; the first ``carry`` coordinates pass unchanged (a skip
+    connection), their slopes exactly 1.
+    """
 
     low: Tensor
     high: Tensor
+    act: nn.Module | None = None
+    carry: int = 0
 
     @staticmethod
-    def uniform(dim: int, low: float, high: float) -> Slopes:
+    def uniform(dim: int, low: float, high: float, act: nn.Module | None = None) -> Slopes:
         """The same slope range on ``dim`` coordinates."""
         return Slopes(
-            torch.full((dim,), float(low), dtype=torch.float64), torch.full((dim,), float(high), dtype=torch.float64)
+            torch.full((dim,), float(low), dtype=torch.float64),
+            torch.full((dim,), float(high), dtype=torch.float64),
+            act,
         )
 
 
@@ -204,9 +219,26 @@ def chain_width(stages: Sequence[Stage]) -> int:
     return max((max(stage_dims(s)) for s in stages), default=0)
 
 
-def chain_bound(stages: Sequence[Stage], steps: int = GRAM_STEPS) -> float | None:
-    """A certified bound on ``Lip`` of the chain (module docstring), in float64; None when a
-    state of the chain is wider than the current limit (:func:`chain_limit`,
+@dataclass(frozen=True)
+class ChainParts:
+    """The chain bound and its empty cut set.
+
+    Attributes:
+        bound: the certified bound on ``Lip`` of the chain (the sum over all cut sets).
+        mid_norm: the empty cut set's term, the certified norm of the mean-slope chain
+            ``J_mid = M_K A_K ... A_1 M_0``; ``bound - mid_norm`` bounds ``||J(x) - J_mid||`` at
+            every point whose slopes lie in the ranges.
+        mid: ``J_mid`` itself, dense float64.
+    """
+
+    bound: float
+    mid_norm: float
+    mid: Tensor
+
+
+def chain_parts(stages: Sequence[Stage], steps: int = GRAM_STEPS) -> ChainParts | None:
+    """The chain bound (module docstring) with its empty cut set kept apart, in float64; None
+    when a state of the chain is wider than the current limit (:func:`chain_limit`,
     :data:`CHAIN_MAX_DIM`). Where the chain passes through a narrow state (between the blocks of
     a flow) its segments are kept factored, so a whole flow costs little more than its blocks."""
     if not stages or chain_width(stages) > _LIMIT[0]:
@@ -218,6 +250,7 @@ def chain_bound(stages: Sequence[Stage], steps: int = GRAM_STEPS) -> float | Non
     keep = [torch.nonzero(r > 0).flatten() for r in roots]
     value = [0.0] * (k + 2)
     value[0] = 1.0
+    mid_norm, mid = 0.0, torch.zeros(0, 0, dtype=torch.float64)
     for i in range(k + 1):
         if value[i] == 0.0:
             continue
@@ -226,13 +259,22 @@ def chain_bound(stages: Sequence[Stage], steps: int = GRAM_STEPS) -> float | Non
             if 0 in _shape(p):
                 break
             if j == k + 1:
-                value[j] += value[i] * _norm(p, steps)
+                term = _norm(p, steps)
+                value[j] += value[i] * term
+                if i == 0:
+                    mid_norm, mid = term, _dense(p)
                 break
             rows = keep[j - 1]
             if rows.numel():
                 value[j] += value[i] * _norm(_rows(p, roots[j - 1], rows), steps)
             p = _times(mats[j], centers[j - 1], p)
-    return value[k + 1]
+    return ChainParts(value[k + 1], mid_norm, mid)
+
+
+def chain_bound(stages: Sequence[Stage], steps: int = GRAM_STEPS) -> float | None:
+    """A certified bound on ``Lip`` of the chain (:func:`chain_parts`), or None when too wide."""
+    parts = chain_parts(stages, steps)
+    return parts.bound if parts is not None else None
 
 
 def net_stages(
@@ -257,15 +299,24 @@ def net_stages(
             continue
         matrix = dense_matrix(layer, shape, max_entries)
         if matrix is not None:
-            stages.append(Affine(matrix))
+            stages.append(Affine(matrix, _offset(layer, shape)))
             shape = _out_shape(layer, shape)
             continue
         slopes = slope_range(layer)
         if slopes is None:
             return None
         dim = int(torch.Size(shape).numel())
-        stages.append(Slopes.uniform(dim, *slopes))
+        stages.append(Slopes.uniform(dim, *slopes, act=layer))
     return stages
+
+
+def _offset(layer: nn.Module, shape: tuple[int, ...]) -> Tensor:
+    """A linear layer's constant (its bias, spread over the output positions): ``layer(0)``."""
+    p = next(iter(layer.parameters()), None)
+    dtype = p.dtype if p is not None else torch.float32
+    device = p.device if p is not None else "cpu"
+    with torch.no_grad():
+        return layer(torch.zeros(1, *shape, dtype=dtype, device=device)).reshape(-1).to("cpu", torch.float64)
 
 
 def _out_shape(layer: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -274,6 +325,40 @@ def _out_shape(layer: nn.Module, shape: tuple[int, ...]) -> tuple[int, ...]:
     device = p.device if p is not None else "cpu"
     with torch.no_grad():
         return tuple(layer(torch.zeros(1, *shape, dtype=dtype, device=device)).shape[1:])
+
+
+def compose(run: Sequence[Affine]) -> Affine:
+    """One affine stage for a run of them applied in order (dense product, offsets carried)."""
+    matrix, offset = run[0].matrix.to(torch.float64), _zero_offset(run[0])
+    for stage in run[1:]:
+        m = stage.matrix.to(torch.float64)
+        matrix, offset = m @ matrix, m @ offset + _zero_offset(stage)
+    return Affine(matrix, offset)
+
+
+def _zero_offset(stage: Affine) -> Tensor:
+    if stage.offset is None:
+        return torch.zeros(int(stage.matrix.shape[0]), dtype=torch.float64)
+    return stage.offset.to(torch.float64)
+
+
+def _runs(stages: Sequence[Stage]) -> tuple[list[Affine], list[Slopes]]:
+    """``M_0, s_1, M_1, ..., s_K, M_K`` as dense affine stages with their offsets (identities
+    between adjacent activations and at the ends)."""
+    runs: list[Affine] = []
+    acts: list[Slopes] = []
+    run: list[Affine] = []
+    dim = stage_dims(stages[0])[1]
+    for stage in stages:
+        if isinstance(stage, Affine):
+            run.append(stage)
+            continue
+        runs.append(compose(run) if run else Affine(torch.eye(stage.low.numel(), dtype=torch.float64)))
+        acts.append(stage)
+        run = []
+        dim = stage.low.numel()
+    runs.append(compose(run) if run else Affine(torch.eye(dim, dtype=torch.float64)))
+    return runs, acts
 
 
 def skip_stages(
@@ -286,17 +371,18 @@ def skip_stages(
     eye = torch.eye(dim, dtype=torch.float64)
     pick = eye if select is None else eye[select]
     put = eye if embed is None else eye[:, embed]
-    factored, acts = _alternate([Affine(pick), *inner, Affine(sign * put)])
-    mats = [_dense(m) for m in factored]
+    runs, acts = _runs([Affine(pick), *inner, Affine(sign * put)])
+    zero = torch.zeros(dim, dtype=torch.float64)
     if not acts:
-        return [Affine(eye + mats[0])]
-    out: list[Stage] = [Affine(torch.cat([eye, mats[0]], 0))]
+        return [Affine(eye + runs[0].matrix, runs[0].offset)]
+    out: list[Stage] = [Affine(torch.cat([eye, runs[0].matrix], 0), torch.cat([zero, _zero_offset(runs[0])]))]
     ones = torch.ones(dim, dtype=torch.float64)
     for i, act in enumerate(acts):
-        out.append(Slopes(torch.cat([ones, act.low.to(torch.float64)]), torch.cat([ones, act.high.to(torch.float64)])))
-        m = mats[i + 1]
+        low, high = act.low.to(torch.float64), act.high.to(torch.float64)
+        out.append(Slopes(torch.cat([ones, low]), torch.cat([ones, high]), act.act if act.carry == 0 else None, dim))
+        m = runs[i + 1]
         if i + 1 == len(acts):
-            out.append(Affine(torch.cat([eye, m], 1)))
+            out.append(Affine(torch.cat([eye, m.matrix], 1), _zero_offset(m)))
         else:
-            out.append(Affine(torch.block_diag(eye, m)))
+            out.append(Affine(torch.block_diag(eye, m.matrix), torch.cat([zero, _zero_offset(m)])))
     return out

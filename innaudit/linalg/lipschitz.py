@@ -48,12 +48,14 @@ __all__ = [
     "NetBound",
     "ResidualBranch",
     "block_bound",
+    "block_mirrored",
     "block_stages",
     "conv_operator_norm",
     "flat_layers",
     "net_bound",
     "net_lipschitz",
     "register_chain",
+    "register_mirrored",
     "register_net",
     "register_residual",
     "register_rule",
@@ -323,3 +325,20 @@ def block_stages(block: nn.Module, in_shape: tuple[int, ...], inverse: bool) -> 
         if isinstance(block, kind):
             return rule(block, in_shape, inverse)
     return None
+
+
+MIRRORED: set[type[nn.Module]] = set()
+"""Block types whose inverse chain evaluates the same activations at the same points as their
+forward chain, in the same order (a coupling's ``t(x_1)``, with ``y_1 = x_1``)."""
+
+
+def register_mirrored(kind: type[nn.Module]) -> None:
+    """Declare that the inverse chain of blocks of ``kind`` (:func:`register_chain`) passes the
+    same pre-activations through the same activations, in order, as the forward chain: a slope
+    range found for the forward holds for the inverse."""
+    MIRRORED.add(kind)
+
+
+def block_mirrored(block: nn.Module) -> bool:
+    """Whether ``block``'s inverse chain sees its forward chain's pre-activations."""
+    return any(isinstance(block, kind) for kind in MIRRORED)

@@ -127,12 +127,37 @@ def certificate_text(metrics: Mapping[str, Any], rows: Sequence[Mapping[str, Any
     bounds = [forward.get("bound"), inverse.get("bound")]
     if not all(isinstance(b, (int, float)) and math.isfinite(b) for b in bounds):
         return None
-    return (
-        "certified",
+    text = (
         f"certified Lip(F) <= {_g(forward.get('bound'))} (measured {_g(forward.get('measured'))}, "
         f"tightness {_g(forward.get('tightness'))}x) and Lip(F^-1) <= {_g(inverse.get('bound'))} "
-        f"(measured {_g(inverse.get('measured'))}, tightness {_g(inverse.get('tightness'))}x) on all of R^d",
+        f"(measured {_g(inverse.get('measured'))}, tightness {_g(inverse.get('tightness'))}x) on all of R^d"
     )
+    return "certified", text + _where_used(forward, inverse)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _where_used(forward: Mapping[str, Any], inverse: Mapping[str, Any]) -> str:
+    """The domain-box certificate, the search's witness and the local certificate, each named."""
+    parts = []
+    if _finite(forward.get("domain")) or _finite(inverse.get("domain")):
+        parts.append(
+            f"on the model's domain box (bound propagation) Lip(F) <= {_g(forward.get('global'))} and "
+            f"sup ||J_F^-1|| <= {_g(inverse.get('global'))}"
+        )
+    if _finite(forward.get("witness")):
+        parts.append(
+            f"a search found local constants {_g(forward.get('witness'))} (forward) and "
+            f"{_g(inverse.get('witness'))} (inverse), so the global constants are at least these"
+        )
+    if _finite(forward.get("local")):
+        parts.append(
+            f"within each sample's ball the local certificate is {_g(forward.get('local'))} forward "
+            f"({_g(forward.get('local_tightness'))}x the measured) and {_g(inverse.get('local'))} inverse"
+        )
+    return "".join(f"; {p}" for p in parts)
 
 
 def uncertified_texts(rows: Sequence[Mapping[str, Any]]) -> list[str]:

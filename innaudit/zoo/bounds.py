@@ -23,8 +23,11 @@ al., "Understanding and Mitigating Exploding Inverses in Invertible Neural Netwo
   estimate is the stored power-iteration ``sigma`` of each layer: ``||W / max(1, sigma / c)||``
   is believed to be ``min(sigma, c)``.
 
-Every affine zoo block is also registered as a chain stage (its matrix, by probing the map on
-the identity basis in float64), so a flow built only of them has a whole-model chain bound.
+Every affine zoo block is also registered as a chain stage (its matrix and offset, by probing the
+map on the identity basis in float64), so a flow built only of them has a whole-model chain
+bound. An additive coupling's inverse evaluates ``t`` at ``y_1 = x_1``, the forward's points, so
+it is registered as mirrored: slope ranges found for the forward hold for its inverse. LipSwish's
+slope range on an interval is SiLU's divided by 1.1.
 """
 
 from __future__ import annotations
@@ -38,19 +41,21 @@ from torch import Tensor, nn
 
 from innaudit.core.bound_kind import BoundKind
 from innaudit.linalg.chain import Affine, Stage, chain_bound, net_stages, skip_stages
+from innaudit.linalg.intervals import register_interval_slopes, silu_slopes
 from innaudit.linalg.lipschitz import (
     BlockBound,
     ResidualBranch,
     flat_layers,
     net_bound,
     register_chain,
+    register_mirrored,
     register_net,
     register_residual,
     register_rule,
 )
 from innaudit.zoo.layers import ActNorm, ConvNet, Coupling, FixedPermutation, InvertibleConv1x1, MLPNet, Squeeze2d
 from innaudit.zoo.residual import ResidualBlock
-from innaudit.zoo.spectral import SpectralConv2d, SpectralLayer
+from innaudit.zoo.spectral import LipSwish, SpectralConv2d, SpectralLayer
 
 __all__: list[str] = []
 
@@ -127,9 +132,9 @@ def _coupling_stages(block: Coupling, in_shape: tuple[int, ...], inverse: bool) 
     return skip_stages(inner, dim, index[:first], index[first:], -1.0 if inverse else 1.0)
 
 
-def _affine_matrix(block: nn.Module, in_shape: tuple[int, ...], inverse: bool) -> Tensor | None:
-    """The linear part of an affine block (or of its inverse, on the block's output shape), by
-    probing a float64 copy: column ``i`` is ``f(e_i) - f(0)``."""
+def _affine_map(block: nn.Module, in_shape: tuple[int, ...], inverse: bool) -> Affine | None:
+    """An affine block (or its inverse, on the block's output shape) by probing a float64 copy:
+    column ``i`` of the matrix is ``f(e_i) - f(0)``, the offset ``f(0)``."""
     dim = math.prod(in_shape)
     if dim > CHAIN_MAX_DIM:
         return None
@@ -142,12 +147,12 @@ def _affine_matrix(block: nn.Module, in_shape: tuple[int, ...], inverse: bool) -
         basis = basis.reshape(dim + 1, *shape)
         out = cast(Tensor, double.inverse(basis)) if inverse else double(basis)[0]
     out = out.reshape(dim + 1, -1)
-    return (out[1:] - out[:1]).t()
+    return Affine((out[1:] - out[:1]).t(), out[0].clone())
 
 
 def _affine_stages(block: nn.Module, in_shape: tuple[int, ...], inverse: bool) -> list[Stage] | None:
-    matrix = _affine_matrix(block, in_shape, inverse)
-    return [Affine(matrix)] if matrix is not None else None
+    stage = _affine_map(block, in_shape, inverse)
+    return [stage] if stage is not None else None
 
 
 def _effective(layer: SpectralLayer) -> nn.Module:
@@ -157,12 +162,13 @@ def _effective(layer: SpectralLayer) -> nn.Module:
     with torch.no_grad():
         weight = layer.normalized_weight().detach().clone()
     layer.train(was)
+    bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
     if isinstance(layer, SpectralConv2d):
-        conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], padding=layer.padding, bias=False)
-        conv.weight = nn.Parameter(weight, requires_grad=False)
+        conv = nn.Conv2d(weight.shape[1], weight.shape[0], weight.shape[-1], padding=layer.padding)
+        conv.weight, conv.bias = nn.Parameter(weight, requires_grad=False), bias
         return conv
-    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    linear.weight = nn.Parameter(weight, requires_grad=False)
+    linear = nn.Linear(weight.shape[1], weight.shape[0])
+    linear.weight, linear.bias = nn.Parameter(weight, requires_grad=False), bias
     return linear
 
 
@@ -180,6 +186,12 @@ def _residual(block: ResidualBlock, in_shape: tuple[int, ...]) -> ResidualBranch
     )
 
 
+def _lipswish_slopes(act: LipSwish, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """LipSwish is SiLU / 1.1: its slopes on ``[lo, hi]`` are SiLU's divided by 1.1."""
+    low, high = silu_slopes(lo, hi)
+    return low / 1.1, high / 1.1
+
+
 register_net(MLPNet, lambda net: [*net.body, net.out])
 register_net(ConvNet, lambda net: [*net.body, net.out])
 for _kind in (Squeeze2d, FixedPermutation):
@@ -191,3 +203,5 @@ for _affine in (Squeeze2d, FixedPermutation, ActNorm, InvertibleConv1x1):
     register_chain(_affine, _affine_stages)
 register_chain(Coupling, _coupling_stages)
 register_residual(lambda block: isinstance(block, ResidualBlock), _residual)
+register_mirrored(Coupling)
+register_interval_slopes(LipSwish, _lipswish_slopes)

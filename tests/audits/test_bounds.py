@@ -201,15 +201,20 @@ def test_block_jacobians_are_measured_and_planned_only_up_to_block_max_dim() -> 
     ``block_max_dim`` (a multi-scale model's later blocks are narrower than its input), never
     per sample, so a budgeted run at d = 3072 is not refused for it."""
     from innaudit.audits import REGISTRY
+    from innaudit.audits.bounds import search_cost
 
     bounds = REGISTRY["bounds"]
     k = bounds.options["block_samples"]
     small, large = (bounds.costs(d, bounds.options)["matrix-free"] for d in (64, 3072))
     assert small.per_sample.dense == 0 and large.per_sample.dense == 0
-    assert small.per_set.dense == k * 8 * 64.0**3 and small.per_set.vmap_vjp == k * 8 * 64
+    search = search_cost(64, bounds.options)  # the witness search, planned beside the blocks
+    assert search.dense > 0 and search_cost(3072, bounds.options).dense == 0
+    assert small.per_set.dense == k * 8 * 64.0**3 + search.dense
+    assert small.per_set.vmap_vjp == k * 8 * 64 + search.vmap_vjp
     assert large.per_set.dense == k * 8 * 1024.0**3
-    wider = bounds.costs(3072, {**bounds.options, "block_max_dim": 4096, "block_samples": 2})["matrix-free"]
-    assert wider.per_set.dense == 2 * 8 * 3072.0**3
+    options = {**bounds.options, "block_max_dim": 4096, "block_samples": 2}
+    wider = bounds.costs(3072, options)["matrix-free"]
+    assert wider.per_set.dense == 2 * 8 * 3072.0**3 + search_cost(3072, options).dense
 
 
 def test_block_constants_are_taken_on_the_first_block_samples_only() -> None:
