@@ -13,7 +13,15 @@ from torch.func import vjp
 
 from innaudit.linalg._common import Map, threads_for
 
-__all__ = ["SpectrumEstimate", "Stop", "extreme_singular_values", "log_abs_det_estimate", "top_singular_value"]
+__all__ = [
+    "SpectrumEstimate",
+    "Stop",
+    "extreme_singular_values",
+    "log_abs_det_estimate",
+    "quadrature_log",
+    "top_singular_value",
+    "tridiagonal",
+]
 
 Stop = Callable[[], bool]
 """``stop() -> bool``, asked before each Lanczos iteration after the first: True ends the run
@@ -184,7 +192,7 @@ def _top_sv(
 def _top_ritz(alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
     """Largest eigenvalue of each tridiagonal ``T_k`` and its residual ``beta_k |e_k^T y|``."""
     k = alpha.shape[1]
-    vals, vecs = torch.linalg.eigh(_tridiagonal(alpha, beta))
+    vals, vecs = torch.linalg.eigh(tridiagonal(alpha, beta))
     return vals[:, -1], beta[:, k - 1] * vecs[:, -1, -1].abs()
 
 
@@ -243,7 +251,8 @@ def _masked(
     return SpectrumEstimate(values, iters, conv, stopped)
 
 
-def _tridiagonal(alpha: Tensor, beta: Tensor) -> Tensor:
+def tridiagonal(alpha: Tensor, beta: Tensor) -> Tensor:
+    """The symmetric tridiagonal Lanczos matrices ``T_k`` ``(N, k, k)`` of ``alpha``/``beta`` rows."""
     k = alpha.shape[1]
     t = torch.diag_embed(alpha)
     if k > 1:
@@ -252,14 +261,16 @@ def _tridiagonal(alpha: Tensor, beta: Tensor) -> Tensor:
     return t
 
 
-def _quadrature_log(kr: _Krylov) -> Tensor:
-    """``e_1^T log(T_k) e_1`` per sample (Gauss quadrature of ``u^T log(J^T J) u``, unit ``u``)."""
-    out = torch.full(kr.iters.shape, float("nan"), dtype=torch.float64, device=kr.alpha.device)
-    for k in torch.unique(kr.iters).tolist():
-        rows = torch.nonzero((kr.iters == k) & ~kr.broken).flatten()
+def quadrature_log(alpha: Tensor, beta: Tensor, iters: Tensor, broken: Tensor) -> Tensor:
+    """``e_1^T log(T_k) e_1`` per row of Lanczos coefficients ``alpha``/``beta`` ``(N, steps)``
+    with ``iters`` steps taken (Gauss quadrature of ``u^T log(J^T J) u``, unit ``u``); NaN for
+    ``broken`` rows and rows with no step."""
+    out = torch.full(iters.shape, float("nan"), dtype=torch.float64, device=alpha.device)
+    for k in torch.unique(iters).tolist():
+        rows = torch.nonzero((iters == k) & ~broken).flatten()
         if k == 0 or len(rows) == 0:
             continue
-        vals, vecs = torch.linalg.eigh(_tridiagonal(kr.alpha[rows, :k], kr.beta[rows, :k]))
+        vals, vecs = torch.linalg.eigh(tridiagonal(alpha[rows, :k], beta[rows, :k]))
         out[rows] = (vecs[:, 0, :] ** 2 * vals.clamp_min(1e-300).log()).sum(1)
     return out
 
@@ -285,7 +296,7 @@ def log_abs_det_estimate(
         for _ in range(probes):
             v = torch.randint(0, 2, (batch, dim), generator=generator).to(x.device).double() * 2 - 1
             kr = _lanczos(op, v, 0.0, steps)
-            draws.append(dim * _quadrature_log(kr))
+            draws.append(dim * quadrature_log(kr.alpha, kr.beta, kr.iters, kr.broken))
     est = torch.stack(draws)  # (probes, B)
     stderr = est.std(0) / math.sqrt(probes) if probes > 1 else torch.full((batch,), float("nan"))
     return 0.5 * est.mean(0), 0.5 * stderr

@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.func import vjp, vmap
 
 from innaudit.linalg._common import Map
+from innaudit.linalg.lanczos import quadrature_log, tridiagonal
 
 __all__ = ["MAX_ROWS", "LogDetEstimate", "log_abs_det_slq"]
 
@@ -120,14 +121,6 @@ class _Tridiagonal:
     broken: Tensor
 
 
-def _tridiagonal(alpha: Tensor, beta: Tensor) -> Tensor:
-    t = torch.diag_embed(alpha)
-    if alpha.shape[1] > 1:
-        off = torch.diag_embed(beta[:, :-1], offset=1)
-        t = t + off + off.transpose(1, 2)
-    return t
-
-
 def _lanczos(apply: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> _Tridiagonal:
     """``steps`` Lanczos steps on the operator ``apply`` ``(N, d) -> (N, d)`` from the rows of
     ``start``, with full reorthogonalization in float64. A row stops where its Krylov space
@@ -156,24 +149,11 @@ def _lanczos(apply: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> _T
         b = w.norm(dim=1)
         alpha[live, k], beta[live, k], iters[live] = a[live], b[live], k + 1
         basis[live, k + 1] = w[live] / b[live].clamp_min(1e-300).unsqueeze(1)
-        top = torch.linalg.eigvalsh(_tridiagonal(alpha[:, : k + 1], beta[:, : k + 1]))[:, -1]
+        top = torch.linalg.eigvalsh(tridiagonal(alpha[:, : k + 1], beta[:, : k + 1]))[:, -1]
         stop = (b <= 1e-12 * top.abs().clamp_min(1e-300)) | bad
         broken |= bad & live
         done |= stop & live
     return _Tridiagonal(alpha, beta, iters, broken)
-
-
-def _quadrature_log(tri: _Tridiagonal) -> Tensor:
-    """``e_1^T log(T_k) e_1`` per row (Gauss quadrature of ``u^T log(J^T J) u``, unit ``u``);
-    NaN for broken rows."""
-    out = torch.full(tri.iters.shape, float("nan"), dtype=torch.float64, device=tri.alpha.device)
-    for k in torch.unique(tri.iters).tolist():
-        rows = torch.nonzero((tri.iters == k) & ~tri.broken).flatten()
-        if k == 0 or len(rows) == 0:
-            continue
-        vals, vecs = torch.linalg.eigh(_tridiagonal(tri.alpha[rows, :k], tri.beta[rows, :k]))
-        out[rows] = (vecs[:, 0, :] ** 2 * vals.clamp_min(1e-300).log()).sum(1)
-    return out
 
 
 def _chunk(fn: Map, x: Tensor, signs: Tensor, steps: int) -> tuple[Tensor, str]:
@@ -182,7 +162,7 @@ def _chunk(fn: Map, x: Tensor, signs: Tensor, steps: int) -> tuple[Tensor, str]:
     probes, batch, dim = signs.shape
     op = _Normal(fn, x)
     tri = _lanczos(lambda v: op.apply(v.reshape(probes, batch, dim)).reshape(-1, dim), signs.reshape(-1, dim), steps)
-    return dim * _quadrature_log(tri).reshape(probes, batch), op.how
+    return dim * quadrature_log(tri.alpha, tri.beta, tri.iters, tri.broken).reshape(probes, batch), op.how
 
 
 def log_abs_det_slq(
