@@ -14,9 +14,11 @@ from torch.func import vjp
 from innaudit.linalg._common import Map, threads_for
 
 __all__ = [
+    "Apply",
     "SpectrumEstimate",
     "Stop",
     "extreme_singular_values",
+    "lanczos",
     "log_abs_det_estimate",
     "quadrature_log",
     "top_singular_value",
@@ -125,11 +127,17 @@ class _Krylov:
     stopped: Tensor
 
 
-def _lanczos(op: _Operator, start: Tensor, tol: float, steps: int, stop: Stop | None = None) -> _Krylov:
-    """Batched Lanczos on ``J^T J`` from ``start`` (B, d), full reorthogonalization, stopping a
-    sample when its top Ritz residual is at most ``tol`` times the Ritz value (``tol = 0``: run
-    all ``steps`` unless the Krylov space becomes invariant). ``stop()``, asked before every
-    iteration but the first, ends the run for every sample not yet done (``stopped``)."""
+Apply = Callable[[Tensor, Tensor], Tensor]
+"""``apply(v, rows) -> J^T J v`` for the rows ``rows`` of a batch (``v`` is ``(len(rows), d)``
+float64): the operator a Lanczos run iterates."""
+
+
+def lanczos(apply: Apply, start: Tensor, tol: float, steps: int, stop: Stop | None = None) -> _Krylov:
+    """Batched Lanczos on ``J^T J`` (``apply``) from ``start`` (B, d), full reorthogonalization,
+    stopping a sample when its top Ritz residual is at most ``tol`` times the Ritz value
+    (``tol = 0``: run all ``steps`` unless the Krylov space becomes invariant) or the operator
+    gave a non-finite value (``broken``). ``stop()``, asked before every iteration but the
+    first, ends the run for every sample not yet done (``stopped``)."""
     batch, dim = start.shape
     f64, device = torch.float64, start.device
     basis = torch.zeros(batch, steps + 1, dim, dtype=f64, device=device)
@@ -148,7 +156,7 @@ def _lanczos(op: _Operator, start: Tensor, tol: float, steps: int, stop: Stop | 
         if k > 0 and stop is not None and stop():
             stopped[rows] = True
             break
-        w = op.apply(basis[rows, k], rows)
+        w = apply(basis[rows, k], rows)
         bad = ~torch.isfinite(w).all(1)
         w = torch.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0)
         q = basis[rows, : k + 1]
@@ -178,7 +186,7 @@ def _top_sv(
     stop: Stop | None = None,
 ) -> SpectrumEstimate:
     start = torch.randn(batch, dim, generator=generator, dtype=torch.float64).to(device)
-    kr = _lanczos(op, start, tol, steps, stop)
+    kr = lanczos(op.apply, start, tol, steps, stop)
     theta = torch.where(kr.broken, torch.full_like(kr.theta, float("nan")), kr.theta)
     stopped = (kr.stopped & ~kr.broken).cpu()
     return SpectrumEstimate(
@@ -295,7 +303,7 @@ def log_abs_det_estimate(
         op = _Operator(fn, x)
         for _ in range(probes):
             v = torch.randint(0, 2, (batch, dim), generator=generator).to(x.device).double() * 2 - 1
-            kr = _lanczos(op, v, 0.0, steps)
+            kr = lanczos(op.apply, v, 0.0, steps)
             draws.append(dim * quadrature_log(kr.alpha, kr.beta, kr.iters, kr.broken))
     est = torch.stack(draws)  # (probes, B)
     stderr = est.std(0) / math.sqrt(probes) if probes > 1 else torch.full((batch,), float("nan"))

@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.func import vjp, vmap
 
 from innaudit.linalg._common import Map
-from innaudit.linalg.lanczos import quadrature_log, tridiagonal
+from innaudit.linalg.lanczos import lanczos, quadrature_log
 
 __all__ = ["MAX_ROWS", "LogDetEstimate", "log_abs_det_slq"]
 
@@ -111,58 +111,20 @@ class _Normal:
         return out.detach().reshape(v.shape).double()
 
 
-@dataclass(frozen=True)
-class _Tridiagonal:
-    """Lanczos coefficients per row: ``alpha``/``beta`` ``(N, steps)``, steps taken, broken rows."""
-
-    alpha: Tensor
-    beta: Tensor
-    iters: Tensor
-    broken: Tensor
-
-
-def _lanczos(apply: Callable[[Tensor], Tensor], start: Tensor, steps: int) -> _Tridiagonal:
-    """``steps`` Lanczos steps on the operator ``apply`` ``(N, d) -> (N, d)`` from the rows of
-    ``start``, with full reorthogonalization in float64. A row stops where its Krylov space
-    becomes invariant (``beta_k <= 1e-12`` times its top Ritz value) or the operator gave a
-    non-finite value (then it is ``broken``); stopped rows keep a zero vector."""
-    rows, dim = start.shape
-    f64, device = torch.float64, start.device
-    basis = torch.zeros(rows, steps + 1, dim, dtype=f64, device=device)
-    basis[:, 0] = start / start.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    alpha = torch.zeros(rows, steps, dtype=f64, device=device)
-    beta = torch.zeros(rows, steps, dtype=f64, device=device)
-    iters = torch.zeros(rows, dtype=torch.long, device=device)
-    done = torch.zeros(rows, dtype=torch.bool, device=device)
-    broken = torch.zeros(rows, dtype=torch.bool, device=device)
-    for k in range(steps):
-        live = ~done
-        if not bool(live.any()):
-            break
-        w = apply(basis[:, k])
-        bad = ~torch.isfinite(w).all(1)
-        w = torch.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0)
-        q = basis[:, : k + 1]
-        a = (q[:, k] * w).sum(1)
-        for _ in range(2):  # full reorthogonalization, twice is enough
-            w = w - torch.einsum("nk,nkd->nd", torch.einsum("nkd,nd->nk", q, w), q)
-        b = w.norm(dim=1)
-        alpha[live, k], beta[live, k], iters[live] = a[live], b[live], k + 1
-        basis[live, k + 1] = w[live] / b[live].clamp_min(1e-300).unsqueeze(1)
-        top = torch.linalg.eigvalsh(tridiagonal(alpha[:, : k + 1], beta[:, : k + 1]))[:, -1]
-        stop = (b <= 1e-12 * top.abs().clamp_min(1e-300)) | bad
-        broken |= bad & live
-        done |= stop & live
-    return _Tridiagonal(alpha, beta, iters, broken)
-
-
 def _chunk(fn: Map, x: Tensor, signs: Tensor, steps: int) -> tuple[Tensor, str]:
     """``d * e_1^T log(T) e_1`` ``(P, B)`` for the samples ``x`` ``(B, ...)`` and their probes
     ``signs`` ``(P, B, d)``, and how the products ran."""
     probes, batch, dim = signs.shape
     op = _Normal(fn, x)
-    tri = _lanczos(lambda v: op.apply(v.reshape(probes, batch, dim)).reshape(-1, dim), signs.reshape(-1, dim), steps)
-    return dim * quadrature_log(tri.alpha, tri.beta, tri.iters, tri.broken).reshape(probes, batch), op.how
+    rows_all = probes * batch
+
+    def apply(v: Tensor, rows: Tensor) -> Tensor:  # the vmapped products take every row at once
+        full = torch.zeros(rows_all, dim, dtype=v.dtype, device=v.device)
+        full[rows] = v
+        return op.apply(full.reshape(probes, batch, dim)).reshape(-1, dim)[rows]
+
+    kr = lanczos(apply, signs.reshape(-1, dim), 0.0, steps)
+    return dim * quadrature_log(kr.alpha, kr.beta, kr.iters, kr.broken).reshape(probes, batch), op.how
 
 
 def log_abs_det_slq(
