@@ -107,7 +107,10 @@ def test_the_api_measures_records_and_restores(unset: None) -> None:
     assert record["source"] == ("measured" if available_cores() > 1 else "single core")
     assert record["cores"] == available_cores()
     if available_cores() > 1:
-        assert set(record["probe_s"]) == {"1", str(available_cores())}
+        every = str(available_cores())
+        screen = record.get("forward_s")
+        ruled_out = screen is not None and screen[every] > policy.SCREEN * screen["1"]  # a busy machine
+        assert set(record["probe_s"]) == ({"1"} if ruled_out else {"1", every})
         best = min(record["probe_s"], key=lambda n: (record["probe_s"][n], int(n)))
         assert record["threads"] == int(best)
     assert torch.get_num_threads() == before
