@@ -135,8 +135,9 @@ float64): the operator a Lanczos run iterates."""
 def lanczos(apply: Apply, start: Tensor, tol: float, steps: int, stop: Stop | None = None) -> _Krylov:
     """Batched Lanczos on ``J^T J`` (``apply``) from ``start`` (B, d), full reorthogonalization,
     stopping a sample when its top Ritz residual is at most ``tol`` times the Ritz value
-    (``tol = 0``: run all ``steps`` unless the Krylov space becomes invariant) or the operator
-    gave a non-finite value (``broken``). ``stop()``, asked before every iteration but the
+    (``tol = 0``: run all ``steps`` unless the Krylov space becomes invariant; a top Ritz
+    vector that deflates to a residual of exactly 0 does not end the run, the rest of the
+    spectrum is still unexplored) or the operator gave a non-finite value (``broken``). ``stop()``, asked before every iteration but the
     first, ends the run for every sample not yet done (``stopped``)."""
     batch, dim = start.shape
     f64, device = torch.float64, start.device
@@ -171,7 +172,8 @@ def lanczos(apply: Apply, start: Tensor, tol: float, steps: int, stop: Stop | No
         theta[rows] = top
         invariant = b <= 1e-12 * top.abs().clamp_min(1e-300)
         broken[rows] |= bad
-        done[rows] = (resid <= tol * top.abs()) | invariant | bad
+        converged = resid <= tol * top.abs() if tol > 0 else torch.zeros_like(invariant)
+        done[rows] = converged | invariant | bad
     return _Krylov(alpha, beta, iters, theta, done, broken, stopped)
 
 
