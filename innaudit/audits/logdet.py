@@ -174,13 +174,19 @@ class LogDet(Audit):
     @classmethod
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
         """Exact: ``d`` VJPs and a ``slogdet``; matrix-free: the forward pass, a VJP's forward
-        pass (its graph kept), and per Lanczos step one forward pass and ``probes`` tangent and
-        backward passes (:func:`innaudit.linalg.slq.log_abs_det_slq`)."""
+        pass (its graph kept), per bidiagonalization step one forward pass and ``probes``
+        tangent passes, ``probes`` backward passes on every step but the last, and the
+        reorthogonalization of both Krylov bases in float64 (about ``8 steps^2 d`` flops per
+        probe, counted as dense work) (:func:`innaudit.linalg.slq.log_abs_det_slq`)."""
         steps = min(int(options["steps"]), max(1, dim))
-        k = int(options["probes"]) * steps
+        probes = int(options["probes"])
+        k = probes * steps
+        reorthogonalize = probes * 8.0 * steps**2 / max(1, dim) ** 2
         return {
             "exact": AuditCost(Cost(forward=1, vmap_vjp=dim, dense=float(dim) ** 3 / 4)),
-            "matrix-free": AuditCost(Cost(forward=2 + steps, tangent=k, backward=k)),
+            "matrix-free": AuditCost(
+                Cost(forward=2 + steps, tangent=k, backward=probes * (steps - 1), dense=reorthogonalize)
+            ),
         }
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
