@@ -245,9 +245,11 @@ def quadrature_bias(draws: Tensor) -> Tensor:
     the rules agree (a closed Krylov space); NaN where fewer than 4 nodes ran and ``G_{k/4}``
     is missing."""
     d1 = (draws[2] - draws[1]).mean(0)
-    d2 = (draws[1] - draws[0]).mean(0).clamp_min(0.0)
+    gap = (draws[1] - draws[0]).mean(0)
+    d2 = gap.clamp_min(0.0)
     rate = torch.where(d2 > 0, d1 / d2.clamp_min(1e-300), torch.full_like(d2, math.inf))
-    return torch.where(d2 > 0, d2 / (rate.clamp(SLOWEST_RATE, FASTEST_RATE) - 1), torch.zeros_like(d2))
+    bias = torch.where(d2 > 0, d2 / (rate.clamp(SLOWEST_RATE, FASTEST_RATE) - 1), torch.zeros_like(d2))
+    return torch.where(torch.isnan(gap), gap, bias)  # NaN where a probe's map was not finite
 
 
 def summarize_draws(draws: Tensor, steps: int, how: str) -> LogDetEstimate:

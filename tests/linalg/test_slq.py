@@ -129,6 +129,7 @@ def test_a_non_finite_map_gives_nan_not_an_exception() -> None:
     broken = x[:, 0] > 0.5
     assert 0 < int(broken.sum()) < 3
     assert torch.isnan(est.values[broken]).all()
+    assert torch.isnan(est.bias[broken]).all() and (est.bias[~broken] == 0).all()  # no bias claimed there
     assert torch.allclose(est.values[~broken], torch.tensor(6 * math.log(2.0), dtype=torch.float64))
 
 
