@@ -19,7 +19,7 @@ first ``--samples`` samples of its own test set:
 
 The 1-minute load average is printed before and after; on a busy machine compare only the
 ratios of one run. Usage: ``python benchmarks/logdet.py [--model PATH] [--samples 4]
-[--probes 8] [--steps 32] [--threads 1] [--no-sequential]``. Exits 0 whatever the figures.
+[--probes 8] [--steps 32] [--threads 1] [--chunk 256] [--no-sequential]``. Exits 0 whatever the figures.
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=8)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--chunk", type=int, default=256, help="VJPs per vmapped call of the exact Jacobian (memory)")
     parser.add_argument("--no-sequential", action="store_true", help="skip the one-probe-at-a-time estimator")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -125,7 +126,7 @@ def main() -> None:
     with torch.no_grad():
         _, model_ld = model.forward_and_log_det(x)
     start = time.perf_counter()
-    exact = exact_log_det(model, x)
+    exact = exact_log_det(model, x, args.chunk)
     exact_s = time.perf_counter() - start
     fn = lambda t: model.forward(t, grad=True)  # noqa: E731
     log_abs_det_slq(fn, x[:1], probes=2, steps=2)  # warm-up: torch.func's first calls build their caches
