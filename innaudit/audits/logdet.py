@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import map_batches, sample_counts, set_progress, shared_view
+from innaudit.audits.common import late_rows, map_batches, sample_counts, set_progress, shared_view
 from innaudit.audits.cost import AuditCost, Cost
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, rate, worse
@@ -24,7 +24,13 @@ __all__ = ["LogDet", "numerical_log_det"]
 
 
 def numerical_log_det(
-    model: InvertibleModel, x: Tensor, method: str, probes: int, steps: int, generator: torch.Generator
+    model: InvertibleModel,
+    x: Tensor,
+    method: str,
+    probes: int,
+    steps: int,
+    generator: torch.Generator,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``log|det J_F(x)|`` per sample from the Jacobian, its standard error (0 when exact), and
     where the reference itself failed (a finite Jacobian whose ``slogdet`` and SVD both gave no
@@ -42,12 +48,17 @@ def numerical_log_det(
         value = log_abs_det(jac)
         failed = torch.isfinite(jac.flatten(1)).all(1).cpu() & torch.isnan(value).cpu()
         return value, torch.zeros_like(value), failed
-    estimate = log_abs_det_slq(forward, x, probes=probes, steps=steps, generator=generator)
+    estimate = log_abs_det_slq(forward, x, probes=probes, steps=steps, generator=generator, stop=stop)
     return estimate.values, estimate.stderr, torch.zeros(len(x), dtype=torch.bool)
 
 
 def _reference(
-    ctx: AuditContext, x: Tensor, needed: np.ndarray, method: str, generator: torch.Generator
+    ctx: AuditContext,
+    x: Tensor,
+    needed: np.ndarray,
+    method: str,
+    generator: torch.Generator,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`numerical_log_det` of the samples ``needed`` (those whose own log-det is finite: a
     non-finite one fails whatever the reference says), NaN for the others, which cost nothing."""
@@ -55,7 +66,9 @@ def _reference(
     failed = np.zeros(len(x), dtype=bool)
     if needed.any():
         rows = torch.from_numpy(needed).to(x.device)
-        v, e, f = numerical_log_det(ctx.model, x[rows], method, ctx.option("probes"), ctx.option("steps"), generator)
+        v, e, f = numerical_log_det(
+            ctx.model, x[rows], method, ctx.option("probes"), ctx.option("steps"), generator, stop
+        )
         value[needed], err[needed], failed[needed] = host(v), host(e), f.numpy()
     return value, err, failed
 
@@ -139,6 +152,7 @@ class LogDet(Audit):
         "rel_error.max": Threshold(warn=1e-3, fail=1e-1),
         "reference_failed_fraction": Threshold(warn=0.0, fail=None),
         "raw_rel_error.max": Threshold(warn=1e-1, fail=None),
+        "budget_cut_fraction": Threshold(warn=0.0, fail=None),
     }
     options = {"samples": 32, "method": "auto", "probes": 8, "steps": 32}
     metrics = (
@@ -156,6 +170,7 @@ class LogDet(Audit):
         neither("reference_stderr", "nats", "standard error of the estimated reference over its probes"),
         neither("reference_probes", doc="Rademacher probes per sample of the estimated reference"),
         neither("reference_steps", doc="Lanczos steps per probe of the estimated reference"),
+        rate("budget_cut_fraction", "samples whose reference the budget stopped short or left uncomputed"),
     )
 
     shrinkable = {"probes": 2, "steps": 16}
@@ -187,7 +202,7 @@ class LogDet(Audit):
         estimated_model = ctx.model.info.log_det_kind is LogDetKind.ESTIMATED
         totals = sample_counts(ctx)
 
-        def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
             index, start, stop = unit
             ds = ctx.datasets[index]
             x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
@@ -196,8 +211,18 @@ class LogDet(Audit):
             model_ld = np.full(len(x), math.nan) if ld is None else host(ld).reshape(-1)
             # salted by the batch's number in its set, as a single pass numbers them
             gen = ctx.generator(ds.name, start // max(1, ctx.batch_size))
-            value, err, failed = _reference(ctx, x, np.isfinite(model_ld), method, gen)
-            return model_ld, value, err, failed
+            # a set begun after the deadline: the reference of one sample (the model's log-det of all)
+            rows, stopped = late_rows(ctx, unit), [False]
+
+            def stop_now() -> bool:
+                stopped[0] = stopped[0] or ctx.overdue()
+                return stopped[0]
+
+            needed = np.isfinite(model_ld)
+            value, err, failed = _reference(ctx, x, needed & (np.arange(len(x)) < rows), method, gen, stop_now)
+            # the samples whose reference the budget stopped short (the batch's, conservatively) or left out
+            cut = needed & ((np.arange(len(x)) >= rows) | stopped[0])
+            return model_ld, value, err, failed, cut
 
         for ds, mine in zip(
             ctx.datasets,
@@ -208,8 +233,8 @@ class LogDet(Audit):
         ):
             if not mine:
                 continue
-            model_ld, ref, stderr, failed = (np.concatenate(column) for column in zip(*mine, strict=True))
-            yield self._measure(ds.name, model_ld, ref, stderr, failed, method, estimated_model, ctx)
+            model_ld, ref, stderr, failed, cut = (np.concatenate(column) for column in zip(*mine, strict=True))
+            yield self._measure(ds.name, model_ld, ref, stderr, failed, method, estimated_model, ctx, cut)
 
     @staticmethod
     def _measure(
@@ -221,8 +246,11 @@ class LogDet(Audit):
         method: str,
         estimated_model: bool,
         ctx: AuditContext,
+        cut: np.ndarray | None = None,
     ) -> Measurement:
-        judged = ~failed
+        cut = np.zeros(len(failed), dtype=bool) if cut is None else cut
+        missing = cut & np.isnan(ref)  # no reference: not judged (a stopped one still bounds from above)
+        judged = ~failed & ~missing
         bad = ~(np.isfinite(model_ld) & np.isfinite(ref)) & judged
         with np.errstate(invalid="ignore"):
             raw = np.where(bad, np.inf, np.abs(model_ld - ref))[judged]
@@ -262,6 +290,13 @@ class LogDet(Audit):
                 f" beyond the estimate's one-sided bound (raw gap {summarize(raw)['max']:.3g} nats, relative "
                 f"{summarize(raw / scale)['max']:.3g}: the quadrature over-estimates where J is ill-conditioned; "
                 "logdet: {method: exact} settles it)"
+            )
+        if cut.any():
+            metrics["budget_cut_fraction"] = float(cut.mean())
+            message += (
+                f"; the budget stopped the reference of {int(cut.sum())} of {len(cut)} sample(s) short "
+                f"({int(missing.sum())} not computed, not judged; the others from the Lanczos steps reached, "
+                "a looser upper bound)"
             )
         if estimated_model:
             message += "; the model's log-det is itself an estimate"

@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.func import vjp, vmap
 
 from innaudit.linalg._common import Map
-from innaudit.linalg.lanczos import lanczos, quadrature_log
+from innaudit.linalg.lanczos import Stop, lanczos, quadrature_log
 
 __all__ = ["MAX_ROWS", "LogDetEstimate", "log_abs_det_slq"]
 
@@ -111,7 +111,7 @@ class _Normal:
         return out.detach().reshape(v.shape).double()
 
 
-def _chunk(fn: Map, x: Tensor, signs: Tensor, steps: int) -> tuple[Tensor, str]:
+def _chunk(fn: Map, x: Tensor, signs: Tensor, steps: int, stop: Stop | None = None) -> tuple[Tensor, str]:
     """``d * e_1^T log(T) e_1`` ``(P, B)`` for the samples ``x`` ``(B, ...)`` and their probes
     ``signs`` ``(P, B, d)``, and how the products ran."""
     probes, batch, dim = signs.shape
@@ -123,7 +123,7 @@ def _chunk(fn: Map, x: Tensor, signs: Tensor, steps: int) -> tuple[Tensor, str]:
         full[rows] = v
         return op.apply(full.reshape(probes, batch, dim)).reshape(-1, dim)[rows]
 
-    kr = lanczos(apply, signs.reshape(-1, dim), 0.0, steps)
+    kr = lanczos(apply, signs.reshape(-1, dim), 0.0, steps, stop)
     return dim * quadrature_log(kr.alpha, kr.beta, kr.iters, kr.broken).reshape(probes, batch), op.how
 
 
@@ -135,6 +135,7 @@ def log_abs_det_slq(
     steps: int = 32,
     generator: torch.Generator | None = None,
     max_rows: int = MAX_ROWS,
+    stop: Stop | None = None,
 ) -> LogDetEstimate:
     """Stochastic ``log|det J_fn(x)|`` per sample and its standard error, matrix-free.
 
@@ -152,6 +153,9 @@ def log_abs_det_slq(
         steps: Lanczos steps per probe (capped by the dimension).
         generator: source of the probes (seeded by the caller).
         max_rows: samples x probes advanced together (memory).
+        stop: asked before each Lanczos step after a chunk's first (a budget's deadline,
+            :data:`innaudit.linalg.lanczos.Stop`); True ends the chunk's steps there, so its
+            estimate is the Gauss rule of the steps reached (still an upper bound up to probe noise).
     """
     x = x.detach()
     batch, dim = len(x), int(x[0].numel()) if len(x) else 0
@@ -163,7 +167,7 @@ def log_abs_det_slq(
     size, ways = max(1, max_rows // max(1, probes)), []
     with torch.enable_grad():
         for start in range(0, batch, size):
-            part, how = _chunk(fn, x[start : start + size], signs[:, start : start + size], steps)
+            part, how = _chunk(fn, x[start : start + size], signs[:, start : start + size], steps, stop)
             draws[:, start : start + size] = part
             ways.append(how)
     stderr = draws.std(0) / math.sqrt(probes) if probes > 1 else torch.full((batch,), math.nan, dtype=torch.float64)

@@ -74,9 +74,15 @@ def test_pace_overdue_counts_and_says_where() -> None:
     assert not pace.overdue() and pace.stops == 0 and pace.where() is None
     now[0] = 11.0
     assert pace.overdue() and pace.overdue() and pace.stops == 2
-    assert pace.where() == "2 loop(s) inside a batch (Lanczos iterations, attack steps)"
+    assert (
+        pace.where()
+        == "2 loop(s) inside a batch (Lanczos iterations, attack steps, sub-batches, sets begun late cut to one sample)"
+    )
     assert not pace(1, 4)
-    assert pace.where() == "1 of 4 batches, and 2 loop(s) inside a batch (Lanczos iterations, attack steps)"
+    assert pace.where() == (
+        "1 of 4 batches, and 2 loop(s) inside a batch (Lanczos iterations, attack steps, sub-batches, "
+        "sets begun late cut to one sample)"
+    )
 
 
 @pytest.fixture
