@@ -284,8 +284,10 @@ class RowChunks:
     is asked), so work that runs a batch's rows through several passes stops within about one
     range of its deadline. The caller counts the rows it ran (``hi`` of the last range)."""
 
-    def __init__(self, ctx: AuditContext, share: float = CHUNK_SHARE) -> None:
-        self.ctx, self.share = ctx, share
+    def __init__(
+        self, ctx: AuditContext, share: float = CHUNK_SHARE, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.ctx, self.share, self.clock = ctx, share, clock
         self.per_row: float | None = None
 
     def __call__(self, rows: int) -> Iterator[tuple[int, int]]:
@@ -294,9 +296,9 @@ class RowChunks:
             if done and self.ctx.overdue():
                 return
             size = self._size(rows - done)
-            began = time.perf_counter()
+            began = self.clock()
             yield done, done + size
-            self.per_row = (time.perf_counter() - began) / size
+            self.per_row = (self.clock() - began) / size
             done += size
 
     def _size(self, rest: int) -> int:
