@@ -134,6 +134,13 @@ class LogDet(Audit):
     out of ``error`` and ``nonfinite_fraction`` and counted in ``reference_failed_fraction``,
     which warns above 0 (those samples are not judged).
 
+    Under ``--budget``, the quadrature's Lanczos steps stop at the deadline (a stopped Gauss
+    rule is still an upper bound up to probe noise, so what it proves wrong stays wrong) and a
+    set begun after the deadline gets the reference of one sample (the model's own log-det of
+    every sample of the batch is still checked for non-finite values); ``budget_cut_fraction``
+    (present only then) counts the samples whose reference was stopped short or not computed
+    (those are not judged), and above 0 it warns.
+
     Reading a failure: a large error on finite samples means the likelihood the model reports
     is not the one of the map it computes (a bookkeeping bug, or float32 breakdown of an
     ill-conditioned map); non-finite log-dets mean the likelihood is unusable there. Gate

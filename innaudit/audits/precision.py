@@ -151,6 +151,13 @@ class PrecisionAudit(Audit):
     ``roundtrip`` audit does, and the other precisions are informational; a required precision
     that could not be measured fails (NaN).
 
+    Under ``--budget``, a batch runs in sub-batches sized to the time left and stops at the
+    deadline (:class:`~innaudit.audits.common.RowChunks`), a set begun after it is measured on
+    one sample, and ``cond(J)``'s Lanczos stops between iterations (its values are then lower
+    bounds, as the message says); ``budget_cut_fraction`` (present only then) is the share of the
+    samples of the batches begun that were left unmeasured, and above 0 it warns, so a cut
+    sweep is never a pass (a failure found on the samples measured still fails).
+
     Reading a failure: an error near ``cond(J) * u`` is conditioning, predictable from the
     spectrum; non-finite values in float16 with a finite float32 are range (overflow at 65504);
     an error far above the prediction means the sampled points miss where the map is worst or
