@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import map_batches, sample_counts, set_progress, shared_view
+from innaudit.audits.common import late_rows, map_batches, sample_counts, set_progress, shared_view
 from innaudit.audits.cost import AuditCost, Cost
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, rate, worse
@@ -24,7 +24,13 @@ __all__ = ["LogDet", "numerical_log_det"]
 
 
 def numerical_log_det(
-    model: InvertibleModel, x: Tensor, method: str, probes: int, steps: int, generator: torch.Generator
+    model: InvertibleModel,
+    x: Tensor,
+    method: str,
+    probes: int,
+    steps: int,
+    generator: torch.Generator,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``log|det J_F(x)|`` per sample from the Jacobian, its standard error and its estimated
     quadrature bias (both 0 when exact), and where the reference itself failed (a finite Jacobian whose ``slogdet`` and SVD both gave no
@@ -43,12 +49,17 @@ def numerical_log_det(
         value = log_abs_det(jac)
         failed = torch.isfinite(jac.flatten(1)).all(1).cpu() & torch.isnan(value).cpu()
         return value, torch.zeros_like(value), torch.zeros_like(value), failed
-    estimate = log_abs_det_slq(forward, x, probes=probes, steps=steps, generator=generator)
+    estimate = log_abs_det_slq(forward, x, probes=probes, steps=steps, generator=generator, stop=stop)
     return estimate.values, estimate.stderr, estimate.bias, torch.zeros(len(x), dtype=torch.bool)
 
 
 def _reference(
-    ctx: AuditContext, x: Tensor, needed: np.ndarray, method: str, generator: torch.Generator
+    ctx: AuditContext,
+    x: Tensor,
+    needed: np.ndarray,
+    method: str,
+    generator: torch.Generator,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`numerical_log_det` of the samples ``needed`` (those whose own log-det is finite: a
     non-finite one fails whatever the reference says), NaN for the others, which cost nothing."""
@@ -56,7 +67,9 @@ def _reference(
     failed = np.zeros(len(x), dtype=bool)
     if needed.any():
         rows = torch.from_numpy(needed).to(x.device)
-        v, e, b, f = numerical_log_det(ctx.model, x[rows], method, ctx.option("probes"), ctx.option("steps"), generator)
+        v, e, b, f = numerical_log_det(
+            ctx.model, x[rows], method, ctx.option("probes"), ctx.option("steps"), generator, stop
+        )
         value[needed], err[needed], bias[needed], failed[needed] = host(v), host(e), host(b), f.numpy()
     return value, err, bias, failed
 
@@ -126,6 +139,13 @@ class LogDet(Audit):
     out of ``error`` and ``nonfinite_fraction`` and counted in ``reference_failed_fraction``,
     which warns above 0 (those samples are not judged).
 
+    Under ``--budget``, the quadrature's Lanczos steps stop at the deadline (a stopped Gauss
+    rule is still an upper bound up to probe noise, so what it proves wrong stays wrong) and a
+    set begun after the deadline gets the reference of one sample (the model's own log-det of
+    every sample of the batch is still checked for non-finite values); ``budget_cut_fraction``
+    (present only then) counts the samples whose reference was stopped short or not computed
+    (those are not judged), and above 0 it warns.
+
     Reading a failure: a large error on finite samples means the likelihood the model reports
     is not the one of the map it computes (a bookkeeping bug, or float32 breakdown of an
     ill-conditioned map); non-finite log-dets mean the likelihood is unusable there. Gate
@@ -144,6 +164,7 @@ class LogDet(Audit):
         "rel_error.max": Threshold(warn=1e-3, fail=1e-1),
         "reference_failed_fraction": Threshold(warn=0.0, fail=None),
         "raw_rel_error.max": Threshold(warn=1e-1, fail=None),
+        "budget_cut_fraction": Threshold(warn=0.0, fail=None),
     }
     options = {"samples": 32, "method": "auto", "probes": 8, "steps": 32}
     metrics = (
@@ -167,6 +188,7 @@ class LogDet(Audit):
         ),
         neither("reference_probes", doc="Rademacher probes per sample of the estimated reference"),
         neither("reference_steps", doc="Lanczos steps per probe of the estimated reference"),
+        rate("budget_cut_fraction", "samples whose reference the budget stopped short or left uncomputed"),
     )
 
     shrinkable = {"probes": 2, "steps": 16}
@@ -204,7 +226,7 @@ class LogDet(Audit):
         estimated_model = ctx.model.info.log_det_kind is LogDetKind.ESTIMATED
         totals = sample_counts(ctx)
 
-        def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
             index, start, stop = unit
             ds = ctx.datasets[index]
             x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
@@ -213,8 +235,18 @@ class LogDet(Audit):
             model_ld = np.full(len(x), math.nan) if ld is None else host(ld).reshape(-1)
             # salted by the batch's number in its set, as a single pass numbers them
             gen = ctx.generator(ds.name, start // max(1, ctx.batch_size))
-            value, err, bias, failed = _reference(ctx, x, np.isfinite(model_ld), method, gen)
-            return model_ld, value, err, bias, failed
+            # a set begun after the deadline: the reference of one sample (the model's log-det of all)
+            rows, stopped = late_rows(ctx, unit), [False]
+
+            def stop_now() -> bool:
+                stopped[0] = stopped[0] or ctx.overdue()
+                return stopped[0]
+
+            needed = np.isfinite(model_ld)
+            value, err, bias, failed = _reference(ctx, x, needed & (np.arange(len(x)) < rows), method, gen, stop_now)
+            # the samples whose reference the budget stopped short (the batch's, conservatively) or left out
+            cut = needed & ((np.arange(len(x)) >= rows) | stopped[0])
+            return model_ld, value, err, bias, failed, cut
 
         for ds, mine in zip(
             ctx.datasets,
@@ -225,8 +257,8 @@ class LogDet(Audit):
         ):
             if not mine:
                 continue
-            model_ld, ref, stderr, bias, failed = (np.concatenate(column) for column in zip(*mine, strict=True))
-            yield self._measure(ds.name, model_ld, ref, (stderr, bias), failed, method, estimated_model, ctx)
+            model_ld, ref, stderr, bias, failed, cut = (np.concatenate(column) for column in zip(*mine, strict=True))
+            yield self._measure(ds.name, model_ld, ref, (stderr, bias), failed, method, estimated_model, ctx, cut)
 
     @staticmethod
     def _measure(
@@ -238,9 +270,12 @@ class LogDet(Audit):
         method: str,
         estimated_model: bool,
         ctx: AuditContext,
+        cut: np.ndarray | None = None,
     ) -> Measurement:
         stderr, bias = bar  # the estimate's probe standard error and quadrature bias
-        judged = ~failed
+        cut = np.zeros(len(failed), dtype=bool) if cut is None else cut
+        missing = cut & np.isnan(ref)  # no reference: not judged (a stopped one still bounds from above)
+        judged = ~failed & ~missing
         bad = ~(np.isfinite(model_ld) & np.isfinite(ref)) & judged
         with np.errstate(invalid="ignore"):
             raw = np.where(bad, np.inf, np.abs(model_ld - ref))[judged]
@@ -282,6 +317,13 @@ class LogDet(Audit):
                 f" beyond the estimate's one-sided bound (raw gap {summarize(raw)['max']:.3g} nats, relative "
                 f"{summarize(raw / scale)['max']:.3g}: the quadrature over-estimates where J is ill-conditioned; "
                 "logdet: {method: exact} settles it)"
+            )
+        if cut.any():
+            metrics["budget_cut_fraction"] = float(cut.mean())
+            message += (
+                f"; the budget stopped the reference of {int(cut.sum())} of {len(cut)} sample(s) short "
+                f"({int(missing.sum())} not computed, not judged; the others from the Lanczos steps reached, "
+                "a looser upper bound)"
             )
         if estimated_model:
             message += "; the model's log-det is itself an estimate"

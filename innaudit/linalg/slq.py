@@ -54,7 +54,7 @@ from torch import Tensor
 from torch.func import vjp, vmap
 
 from innaudit.linalg._common import Map
-from innaudit.linalg.bidiagonal import Bidiagonal, Product, bidiagonalize, quadrature_log
+from innaudit.linalg.bidiagonal import Bidiagonal, Product, Stop, bidiagonalize, quadrature_log
 
 __all__ = ["BAR_STDERRS", "MAX_ROWS", "LogDetEstimate", "log_abs_det_slq", "quadrature_bias", "rules"]
 
@@ -174,13 +174,13 @@ def rules(bd: Bidiagonal, dim: int) -> Tensor:
     return torch.stack(parts)
 
 
-def _chunk(fn: Map, x: Tensor, signs: Tensor, steps: int) -> tuple[Tensor, str]:
+def _chunk(fn: Map, x: Tensor, signs: Tensor, steps: int, stop: Stop | None = None) -> tuple[Tensor, str]:
     """The Gauss rules of :func:`rules` ``(3, P, B)`` for the samples ``x`` ``(B, ...)`` and their
     probes ``signs`` ``(P, B, d)``, and how the products ran."""
     probes, batch, dim = signs.shape
     op = _Normal(fn, x)
     bd = bidiagonalize(
-        _lift(op.forward, probes, batch), _lift(op.backward, probes, batch), signs.reshape(-1, dim), steps
+        _lift(op.forward, probes, batch), _lift(op.backward, probes, batch), signs.reshape(-1, dim), steps, stop
     )
     return rules(bd, dim).reshape(3, probes, batch), op.how
 
@@ -193,6 +193,7 @@ def log_abs_det_slq(
     steps: int = 32,
     generator: torch.Generator | None = None,
     max_rows: int = MAX_ROWS,
+    stop: Stop | None = None,
 ) -> LogDetEstimate:
     """Stochastic ``log|det J_fn(x)|`` per sample and its standard error, matrix-free.
 
@@ -210,6 +211,9 @@ def log_abs_det_slq(
         steps: Lanczos steps per probe (capped by the dimension).
         generator: source of the probes (seeded by the caller).
         max_rows: samples x probes advanced together (memory).
+        stop: asked before each bidiagonalization step after a chunk's first (a budget's deadline,
+            :data:`innaudit.linalg.lanczos.Stop`); True ends the chunk's steps there, so its
+            estimate is the Gauss rule of the steps reached (still an upper bound up to probe noise).
     """
     x = x.detach()
     batch, dim = len(x), int(x[0].numel()) if len(x) else 0
@@ -221,7 +225,7 @@ def log_abs_det_slq(
     size, ways = max(1, max_rows // max(1, probes)), []
     with torch.enable_grad():
         for start in range(0, batch, size):
-            part, how = _chunk(fn, x[start : start + size], signs[:, start : start + size], steps)
+            part, how = _chunk(fn, x[start : start + size], signs[:, start : start + size], steps, stop)
             draws[:, :, start : start + size] = part
             ways.append(how)
     how = min(ways, key=_HOWS.index) if ways else _HOWS[-1]  # the slowest way any chunk took
