@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from innaudit.linalg import EXACT_MAX_DIM, jacobian
+from innaudit.linalg.exact import per_matrix
 from innaudit.model.contract import InvertibleModel
 
 __all__ = ["GRAM_COND", "BlockConstants", "block_constants", "extreme_singular_values"]
@@ -89,12 +90,14 @@ float64's relative accuracy at any condition number."""
 
 def extreme_singular_values(mats: Tensor) -> tuple[Tensor, Tensor]:
     """``(sigma_max, sigma_min)`` of each square float64 matrix of ``mats`` ``(m, d, d)``: from
-    ``eigvalsh(J^T J)``, and by ``svdvals`` for the matrices above :data:`GRAM_COND`."""
-    eig = torch.linalg.eigvalsh(mats.mT @ mats).clamp_min(0.0)
+    ``eigvalsh(J^T J)``, and by ``svdvals`` for the matrices above :data:`GRAM_COND`; one LAPACK
+    call per matrix (:func:`innaudit.linalg.exact.per_matrix`: torch's batched CPU SVD runs many
+    times slower with more than one thread)."""
+    eig = per_matrix(torch.linalg.eigvalsh, mats.mT @ mats).clamp_min(0.0)
     top, low = eig[:, -1].sqrt(), eig[:, 0].sqrt()
     loose = ~(low * GRAM_COND >= top)
     if loose.any():
-        sv = torch.linalg.svdvals(mats[loose])
+        sv = per_matrix(torch.linalg.svdvals, mats[loose])
         top[loose], low[loose] = sv[:, 0], sv[:, -1]
     return top, low
 
@@ -112,7 +115,7 @@ def _square(flat: Tensor, finite: Tensor, residual: bool, low: np.ndarray, high:
     if residual:
         eye = torch.eye(flat.shape[1], dtype=flat.dtype, device=flat.device)
         g = flat[finite] - eye
-        lip[keep] = torch.linalg.eigvalsh(g.mT @ g)[:, -1].clamp_min(0.0).sqrt().cpu().numpy()
+        lip[keep] = per_matrix(torch.linalg.eigvalsh, g.mT @ g)[:, -1].clamp_min(0.0).sqrt().cpu().numpy()
     return BlockConstants(fwd, inv, lip, low, high)
 
 
