@@ -88,14 +88,17 @@ squares the condition number: its smallest eigenvalue carries an absolute error 
 float64's relative accuracy at any condition number."""
 
 
-def extreme_singular_values(mats: Tensor) -> tuple[Tensor, Tensor]:
+def extreme_singular_values(mats: Tensor, smallest: bool = True) -> tuple[Tensor, Tensor]:
     """``(sigma_max, sigma_min)`` of each square float64 matrix of ``mats`` ``(m, d, d)``: from
-    ``eigvalsh(J^T J)``, and by ``svdvals`` for the matrices above :data:`GRAM_COND`; one LAPACK
+    ``eigvalsh(J^T J)``, and by ``svdvals`` for the matrices above :data:`GRAM_COND` (only where
+    ``smallest`` asks for ``sigma_min``: ``sigma_max`` is accurate from the Gram matrix); one LAPACK
     call per matrix (:func:`innaudit.linalg.exact.per_matrix`: torch's batched CPU SVD runs many
     times slower with more than one thread)."""
+    if len(mats) == 0:
+        return mats.new_zeros(0), mats.new_zeros(0)
     eig = per_matrix(torch.linalg.eigvalsh, mats.mT @ mats).clamp_min(0.0)
     top, low = eig[:, -1].sqrt(), eig[:, 0].sqrt()
-    loose = ~(low * GRAM_COND >= top)
+    loose = ~(low * GRAM_COND >= top) & smallest
     if loose.any():
         sv = per_matrix(torch.linalg.svdvals, mats[loose])
         top[loose], low[loose] = sv[:, 0], sv[:, -1]
@@ -115,7 +118,7 @@ def _square(flat: Tensor, finite: Tensor, residual: bool, low: np.ndarray, high:
     if residual:
         eye = torch.eye(flat.shape[1], dtype=flat.dtype, device=flat.device)
         g = flat[finite] - eye
-        lip[keep] = per_matrix(torch.linalg.eigvalsh, g.mT @ g)[:, -1].clamp_min(0.0).sqrt().cpu().numpy()
+        lip[keep] = extreme_singular_values(g, smallest=False)[0].cpu().numpy()
     return BlockConstants(fwd, inv, lip, low, high)
 
 

@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
-from innaudit.audits.block_constants import GRAM_COND, extreme_singular_values
+import numpy as np
+
+from innaudit.audits.block_constants import GRAM_COND, _square, extreme_singular_values
 
 
 def _with_singular_values(values: torch.Tensor, seed: int) -> torch.Tensor:
@@ -50,3 +52,26 @@ def test_mixed_batches_take_each_route_per_matrix() -> None:
     assert float(low[0]) == pytest.approx(0.5, rel=1e-12)
     assert float(low[1]) == pytest.approx(1e-10, rel=1e-4)
     assert torch.allclose(top, torch.ones(2, dtype=torch.float64), rtol=1e-9, atol=0)
+
+
+def test_no_matrix_gives_no_values() -> None:
+    """Every sample's Jacobian non-finite leaves an empty batch: empty answers, no error."""
+    top, low = extreme_singular_values(torch.zeros(0, 5, 5, dtype=torch.float64))
+    assert top.shape == (0,) and low.shape == (0,)
+
+
+def test_a_residual_block_with_no_finite_jacobian_is_nan_not_an_error() -> None:
+    """The ``bounds`` audit of a flow whose block Jacobians are all non-finite on a set: NaN
+    constants (not measured), never an exception."""
+    flat = torch.full((2, 4, 4), float("nan"), dtype=torch.float64)
+    finite = torch.isfinite(flat).reshape(2, -1).all(1)
+    got = _square(flat, finite, True, np.zeros(3), np.zeros(3))
+    assert np.isnan(got.forward).all() and np.isnan(got.inverse).all() and np.isnan(got.lip_g).all()
+
+
+def test_lip_g_of_a_residual_block_is_its_largest_singular_value() -> None:
+    """``J = I + G`` with ``G``'s singular values chosen: ``Lip(g) = sigma_max(G)`` exactly."""
+    g = _with_singular_values(torch.tensor([0.9, 0.5, 0.1, 1e-9], dtype=torch.float64), 3)
+    flat = (torch.eye(4, dtype=torch.float64) + g)[None]
+    got = _square(flat, torch.ones(1, dtype=torch.bool), True, np.zeros(1), np.zeros(1))
+    assert got.lip_g[0] == pytest.approx(0.9, rel=1e-12)
