@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
-
-import numpy as np
 
 from innaudit.audits.block_constants import GRAM_COND, _square, extreme_singular_values
 
