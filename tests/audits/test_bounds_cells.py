@@ -1,0 +1,64 @@
+"""Branch and bound over boxes (the domain and local certificates of ``bounds``): on a tiny 2-D
+ReLU flow whose sup is known from an exhaustive fine grid, it converges to it within the target,
+and it is never below a Jacobian sampled anywhere in the box."""
+
+from __future__ import annotations
+
+import torch
+from torch.func import jacrev, vmap
+
+from innaudit.audits.bounds_local import ModelChain, cell_search, domain_search, local_certificates
+from tests.linalg.test_boxes import flow
+
+
+def _grid_values(fn, low: float, high: float, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    axis = torch.linspace(low, high, count, dtype=torch.float64)
+    grid = torch.cartesian_prod(axis, axis)
+    sv = torch.linalg.svdvals(vmap(jacrev(fn))(grid))
+    return sv[:, 0], 1 / sv[:, -1]
+
+
+def _chain(seed: int, steps: int, width: int) -> tuple[ModelChain, object]:
+    blocks, inverses, fn = flow(seed, steps, width)
+    return ModelChain(tuple(tuple(b) for b in blocks), tuple(tuple(b) for b in inverses)), fn
+
+
+def test_branch_and_bound_converges_to_the_grid_sup_of_a_tiny_flow_within_the_target() -> None:
+    chain, fn = _chain(11, 2, 4)
+    top, bottom = _grid_values(fn, -3.0, 3.0, 401)
+    low, high = torch.full((1, 2), -3.0, dtype=torch.float64), torch.full((1, 2), 3.0, dtype=torch.float64)
+    found = cell_search(chain, low, high, target=1.05, cells=20000)
+    assert found is not None and found.converged
+    for cert, best, grid in ((found.forward, found.forward_best, top), (found.inverse, found.inverse_best, bottom)):
+        sup = float(grid.max())
+        assert sup <= cert[0] * (1 + 1e-9)  # never below a measured value
+        assert cert[0] <= 1.05 * best[0] * (1 + 1e-9) and best[0] <= sup * (1 + 1e-9)
+        assert cert[0] <= 1.05 * sup * (1 + 1e-6)  # the grid hits the linear region of the sup
+
+
+def test_a_dense_grid_never_exceeds_the_certified_sup_of_a_deeper_flow() -> None:
+    chain, fn = _chain(12, 4, 8)
+    top, bottom = _grid_values(fn, -2.0, 2.0, 201)
+    low, high = torch.full((2,), -2.0, dtype=torch.float64), torch.full((2,), 2.0, dtype=torch.float64)
+    for cells in (1, 64, 2000):
+        found = domain_search(chain, low, high, cells, split_max_dim=4, target=1.1)
+        assert float(top.max()) <= found.forward * (1 + 1e-9)
+        assert float(bottom.max()) <= found.inverse * (1 + 1e-9)
+    assert found.cells > 64 and found.forward <= 1.1 * float(top.max()) * 1.5
+    point = found.points[0]
+    value = float(torch.linalg.svdvals(jacrev(fn)(point))[0])
+    assert value >= float(top.max()) / 1.1 / 1.5  # the best point is measured by the model too
+
+
+def test_local_balls_are_split_until_each_is_within_the_target() -> None:
+    chain, fn = _chain(13, 3, 8)
+    x = torch.rand(6, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 4 - 2
+    coarse = local_certificates(chain, x, 0.3, cells=1, split_max_dim=4)
+    fine = local_certificates(chain, x, 0.3, cells=200, split_max_dim=4, target=1.02)
+    for i in range(len(x)):
+        axis = torch.linspace(-0.3, 0.3, 61, dtype=torch.float64)
+        grid = x[i] + torch.cartesian_prod(axis, axis)
+        sv = torch.linalg.svdvals(vmap(jacrev(fn))(grid))
+        assert float(sv[:, 0].max()) <= fine.forward[i] * (1 + 1e-9) <= coarse.forward[i] * (1 + 1e-9)
+        assert float((1 / sv[:, -1]).max()) <= fine.inverse[i] * (1 + 1e-9) <= coarse.inverse[i] * (1 + 1e-9)
+        assert fine.forward[i] <= 1.02 * float(sv[:, 0].max()) * 1.2
