@@ -47,7 +47,7 @@ def _bounded(model: nn.Module) -> nn.Module:
     """``model`` with the bounded scales a repair chose: the clamps (``run.repair.remedies[0]
     .parameters.clamp`` of the repair's JSON report) read from ``clamps.json``, or from the file
     that ``REPAIR_CLAMPS`` names."""
-    from innaudit.repair import bound_scales
+    from innaudit.remedies import bound_scales
 
     path = Path(os.environ.get("REPAIR_CLAMPS", "clamps.json"))
     return bound_scales(model, json.loads(path.read_text(encoding="utf-8")))

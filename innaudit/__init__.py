@@ -45,7 +45,7 @@ _LAZY = {
     "assert_invertible": "innaudit.api",
     "audit": "innaudit.api",
     "load_model": "innaudit.loading",
-    "repair": "innaudit.repair.session",
+    "repair": "innaudit.remedies.session",
     "save_checkpoint": "innaudit.loading.native",
 }
 
@@ -56,17 +56,8 @@ if TYPE_CHECKING:
     from innaudit.loading import load_model
     from innaudit.loading.native import save_checkpoint
     from innaudit.model.contract import InvertibleModel
-    from innaudit.repair.session import repair
+    from innaudit.remedies.session import repair
     from innaudit.report import Report
-
-
-# ``innaudit.repair`` names both a subpackage and the public function. The import system binds a
-# subpackage to its parent's attribute when it first loads it, so the (light, torch-free)
-# subpackage is loaded here, once, and that binding dropped: the name then resolves through
-# ``_LAZY`` to the function, and later imports of ``innaudit.repair.*`` find the package in
-# ``sys.modules`` without rebinding it.
-importlib.import_module("innaudit.repair")
-globals().pop("repair", None)
 
 
 def __getattr__(name: str) -> Any:

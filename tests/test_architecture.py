@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("audits",),
     ("run",),
     ("train", "render"),
-    ("api", "report", "monitor", "repair"),
+    ("api", "report", "monitor", "remedies"),
     ("cli", "__main__", "__init__"),
 )
 """Top-level names of ``innaudit`` (modules or packages), grouped by layer."""

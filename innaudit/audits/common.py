@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar, cast
 
 import torch
@@ -21,11 +22,14 @@ from innaudit.verdict.float64 import EXACT_LIMIT, float64_sentence
 T = TypeVar("T")
 
 __all__ = [
+    "CHUNK_SHARE",
+    "RowChunks",
     "batch_units",
     "block_name",
     "block_names",
     "by_set",
     "full_range_floor",
+    "late_rows",
     "level_stats",
     "map_batches",
     "no_autograd",
@@ -34,6 +38,7 @@ __all__ = [
     "recording",
     "round_trip",
     "sample_counts",
+    "seconds_left",
     "set_progress",
     "shared_cuts",
     "shared_view",
@@ -244,3 +249,62 @@ def _same(a: Tensor, b: Tensor) -> bool:
         return False
     nan = a.isnan()
     return bool(nan.equal(b.isnan()) and a[~nan].equal(b[~nan]))
+
+
+# -- budgets inside a batch --------------------------------------------------------------------
+def seconds_left(ctx: AuditContext) -> float:
+    """Seconds until this audit's budget deadline: ``ctx.pace.left()`` where the runner's pace
+    has one (:class:`innaudit.run.pace.Pace`), ``inf`` without a budget."""
+    left = getattr(ctx.pace, "left", None)
+    return float(left()) if callable(left) else math.inf
+
+
+def late_rows(ctx: AuditContext, unit: tuple[int, int, int], minimal: int = 1) -> int:
+    """Rows of the batch ``unit`` to run: all of them, or ``minimal`` when the batch is the first
+    of its set and the audit is already past its deadline (:attr:`AuditContext.overdue`).
+
+    A paced map still begins every set after the deadline (:meth:`AuditContext.map`), so that
+    each set is measured; its first batch then costs one minimal unit, not a whole batch."""
+    _, start, stop = unit
+    return min(stop - start, minimal) if start == 0 and ctx.overdue() else stop - start
+
+
+CHUNK_SHARE = 0.5
+"""Share of the time left before the deadline one sub-batch of :class:`RowChunks` may take."""
+
+
+class RowChunks:
+    """Row ranges ``(lo, hi)`` of a batch, sized to the time left before the audit's deadline.
+
+    Without a budget one range covers the batch (the work is what it is without chunks). Under
+    one, each range is sized from the seconds per row the ranges before it took (carried across
+    the audit's batches; the first range of the audit is one row) to take at most
+    :data:`CHUNK_SHARE` of the time left (:func:`seconds_left`), one row at least; once the
+    deadline has passed no range after a batch's first is given (:attr:`AuditContext.overdue`
+    is asked), so work that runs a batch's rows through several passes stops within about one
+    range of its deadline. The caller counts the rows it ran (``hi`` of the last range)."""
+
+    def __init__(
+        self, ctx: AuditContext, share: float = CHUNK_SHARE, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.ctx, self.share, self.clock = ctx, share, clock
+        self.per_row: float | None = None
+
+    def __call__(self, rows: int) -> Iterator[tuple[int, int]]:
+        done = 0
+        while done < rows:
+            if done and self.ctx.overdue():
+                return
+            size = self._size(rows - done)
+            began = self.clock()
+            yield done, done + size
+            self.per_row = (self.clock() - began) / size
+            done += size
+
+    def _size(self, rest: int) -> int:
+        left = seconds_left(self.ctx)
+        if not math.isfinite(left):
+            return rest
+        if self.per_row is None:
+            return 1
+        return max(1, min(rest, int(self.share * max(0.0, left) / max(self.per_row, 1e-9))))

@@ -24,7 +24,20 @@ from innaudit.linalg import (
     jacobian_singular_values,
 )
 
-__all__ = ["Spectrum", "measure"]
+__all__ = ["Checks", "Spectrum", "measure"]
+
+
+@dataclass
+class Checks:
+    """The autograd checks of a pair of maps (:func:`~innaudit.linalg.autograd_blind_reason`),
+    made at the first batch :func:`measure` sees (the inverse's at the first with a finite
+    ``z``) and kept for the later batches and sets of one audit: a map that carries no graph
+    carries none anywhere, so the check's cost is paid once per audit, not once per set."""
+
+    forward: str | None = None
+    inverse: str | None = None
+    forward_done: bool = False
+    inverse_done: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,7 @@ def measure(
     max_iter: int,
     generator: torch.Generator,
     stop: Callable[[], bool] | None = None,
+    checks: Checks | None = None,
 ) -> Spectrum:
     """The four extreme singular values per sample of ``x`` (see the module docstring).
 
@@ -95,14 +109,20 @@ def measure(
     when neither can, or the matrix-free method would need the blind one,
     :class:`~innaudit.linalg.NotMeasuredError` says why. A Jacobian of zeros is never reported.
     ``stop`` (matrix-free): asked between Lanczos iterations; True ends them with the steps
-    reached, and ``stopped`` says which samples.
+    reached, and ``stopped`` says which samples. ``checks``: the autograd checks an earlier
+    batch of the same maps made (:class:`Checks`, filled here; None checks this batch).
     """
     chosen = choose_method(method, int(x[0].numel()))
     with torch.no_grad():
         z = forward(x)
     finite = torch.isfinite(z.reshape(len(z), -1)).all(1)
-    f_blind = autograd_blind_reason(forward, x)
-    i_blind = autograd_blind_reason(inverse, z[finite]) if finite.any() else None
+    checks = Checks() if checks is None else checks
+    if not checks.forward_done:
+        checks.forward, checks.forward_done = autograd_blind_reason(forward, x), True
+    if finite.any() and not checks.inverse_done:
+        checks.inverse, checks.inverse_done = autograd_blind_reason(inverse, z[finite]), True
+    f_blind = checks.forward
+    i_blind = checks.inverse if finite.any() else None
     if f_blind and i_blind:
         raise NotMeasuredError(f"neither map can be differentiated: the forward map: {f_blind}; the inverse: {i_blind}")
     if (f_blind or i_blind) and chosen != "exact":

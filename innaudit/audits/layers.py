@@ -22,7 +22,7 @@ from innaudit.audits.common import (
     shared_view,
 )
 from innaudit.audits.cost import AuditCost, Cost, jacobian_costs
-from innaudit.audits.jacobians import measure
+from innaudit.audits.jacobians import Checks, measure
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import better, neither, rate, worse
 from innaudit.core.stats import nan_max, nan_min, per_sample_norm, relative_error, round_significant, where_error_enters
@@ -99,12 +99,14 @@ def trace_blocks(
     max_iter: int,
     generator: torch.Generator,
     stop: Callable[[], bool] | None = None,
+    checks: Sequence[Checks] | None = None,
 ) -> list[BlockTrace]:
     """Push ``x`` through the blocks; at each, round-trip the block and take its spectrum.
 
     ``stop`` (matrix-free): asked between the Lanczos iterations of every block; once True,
     each block's spectrum ends after its first iteration (its round trip is still exact) and
-    ``stopped`` says so."""
+    ``stopped`` says so. ``checks``: per block, the autograd checks of its maps kept from an
+    earlier trace (:class:`~innaudit.audits.jacobians.Checks`; None checks them here)."""
     floor = 1e-6 * math.sqrt(x[0].numel())
     h, out, inputs, split = x, [], [], False
     for i, block in enumerate(blocks):
@@ -122,7 +124,17 @@ def trace_blocks(
         def inverse(t: Tensor, b: InvertibleModel = block) -> Tensor:
             return b.inverse(t, grad=True)
 
-        s = measure(forward, inverse, h, method=method, tol=tol, max_iter=max_iter, generator=generator, stop=stop)
+        s = measure(
+            forward,
+            inverse,
+            h,
+            method=method,
+            tol=tol,
+            max_iter=max_iter,
+            generator=generator,
+            stop=stop,
+            checks=checks[i] if checks is not None else None,
+        )
         name = block_name(i, block)
         out.append(
             BlockTrace(
@@ -311,8 +323,13 @@ class Layers(Audit):
             if parts
         }
         picked = {i: worst_samples(errors, ctx.option("worst")) for i, (errors, _) in checked.items()}
+        checks = [Checks() for _ in blocks]  # the blocks' autograd checks, once per audit
+        late: dict[int, int] = {}
 
         def trace(index: int) -> list[BlockTrace]:
+            if len(picked[index]) > 1 and ctx.overdue():  # a trace begun after the deadline: one sample
+                late[index] = len(picked[index])
+                picked[index] = picked[index][:1]
             x = _rows(ctx, ctx.datasets[index], totals[index], picked[index])
             return trace_blocks(
                 blocks,
@@ -322,6 +339,7 @@ class Layers(Audit):
                 max_iter=ctx.option("max_iter"),
                 generator=ctx.generator(ctx.datasets[index].name),
                 stop=ctx.overdue,
+                checks=checks,
             )
 
         for index, traces in zip(picked, ctx.map(list(picked), trace), strict=True):
@@ -335,11 +353,18 @@ class Layers(Audit):
             if where >= 0 or chain < 0:
                 text = f"{self._message(traces, where, why)}; {text}"
             cut = _cut(traces)
+            left_out = late.get(index, len(picked[index])) - len(picked[index])
+            if cut is not None or left_out:
+                stopped = int(cut.sum()) if cut is not None else 0
+                metrics["budget_cut_fraction"] = (stopped + left_out) / (len(picked[index]) + left_out)
             if cut is not None:
-                metrics["budget_cut_fraction"] = float(cut.mean())
                 text += (
                     f"; the budget stopped the block spectra of {int(cut.sum())} of {len(cut)} traced sample(s) "
                     "before convergence (their block condition numbers are lower bounds)"
+                )
+            if left_out:
+                text += (
+                    f"; begun after the budget's deadline, this set's trace took 1 of its {late[index]} worst samples"
                 )
             yield Measurement(ctx.datasets[index].name, metrics, text, {"blocks": self._series(traces)})
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import map_batches, sample_counts, set_progress, shared_view
+from innaudit.audits.common import late_rows, map_batches, sample_counts, set_progress, shared_view
 from innaudit.audits.cost import AuditCost, Cost
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import neither, rate, worse
@@ -24,40 +24,54 @@ __all__ = ["LogDet", "numerical_log_det"]
 
 
 def numerical_log_det(
-    model: InvertibleModel, x: Tensor, method: str, probes: int, steps: int, generator: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``log|det J_F(x)|`` per sample from the Jacobian, its standard error (0 when exact), and
-    where the reference itself failed (a finite Jacobian whose ``slogdet`` and SVD both gave no
+    model: InvertibleModel,
+    x: Tensor,
+    method: str,
+    probes: int,
+    steps: int,
+    generator: torch.Generator,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``log|det J_F(x)|`` per sample from the Jacobian, its standard error and its estimated
+    quadrature bias (both 0 when exact), and where the reference itself failed (a finite Jacobian whose ``slogdet`` and SVD both gave no
     finite answer: innaudit's failure, not the model's).
 
     ``exact``: ``slogdet`` in float64 of the full Jacobian computed in the model's dtype, one
     matrix at a time, the SVD's ``sum log sigma_i`` where LU fails
     (:func:`innaudit.linalg.log_abs_det`); ``matrix-free``: stochastic Lanczos quadrature with
     ``probes`` probes of ``steps`` steps, the probes of a batch advancing together
-    (:func:`innaudit.linalg.slq.log_abs_det_slq`), whose failures cannot be told from the model's.
+    (:func:`innaudit.linalg.slq.log_abs_det_slq`), whose failures cannot be told from the model's;
+    ``log|det J|`` then lies in ``[value - bias - 3 stderr, value + 3 stderr]``.
     """
     forward = lambda t: model.forward(t, grad=True)  # noqa: E731
     if method == "exact":
         jac = jacobian(forward, x)
         value = log_abs_det(jac)
         failed = torch.isfinite(jac.flatten(1)).all(1).cpu() & torch.isnan(value).cpu()
-        return value, torch.zeros_like(value), failed
-    estimate = log_abs_det_slq(forward, x, probes=probes, steps=steps, generator=generator)
-    return estimate.values, estimate.stderr, torch.zeros(len(x), dtype=torch.bool)
+        return value, torch.zeros_like(value), torch.zeros_like(value), failed
+    estimate = log_abs_det_slq(forward, x, probes=probes, steps=steps, generator=generator, stop=stop)
+    return estimate.values, estimate.stderr, estimate.bias, torch.zeros(len(x), dtype=torch.bool)
 
 
 def _reference(
-    ctx: AuditContext, x: Tensor, needed: np.ndarray, method: str, generator: torch.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ctx: AuditContext,
+    x: Tensor,
+    needed: np.ndarray,
+    method: str,
+    generator: torch.Generator,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`numerical_log_det` of the samples ``needed`` (those whose own log-det is finite: a
     non-finite one fails whatever the reference says), NaN for the others, which cost nothing."""
-    value, err = np.full(len(x), math.nan), np.full(len(x), math.nan)
+    value, err, bias = np.full(len(x), math.nan), np.full(len(x), math.nan), np.full(len(x), math.nan)
     failed = np.zeros(len(x), dtype=bool)
     if needed.any():
         rows = torch.from_numpy(needed).to(x.device)
-        v, e, f = numerical_log_det(ctx.model, x[rows], method, ctx.option("probes"), ctx.option("steps"), generator)
-        value[needed], err[needed], failed[needed] = host(v), host(e), f.numpy()
-    return value, err, failed
+        v, e, b, f = numerical_log_det(
+            ctx.model, x[rows], method, ctx.option("probes"), ctx.option("steps"), generator, stop
+        )
+        value[needed], err[needed], bias[needed], failed[needed] = host(v), host(e), host(b), f.numpy()
+    return value, err, bias, failed
 
 
 BOUND_STDERRS = 3.0
@@ -99,7 +113,11 @@ class LogDet(Audit):
     stochastic Lanczos quadrature estimate ``1/2 tr log(J^T J)`` with ``probes`` Rademacher
     probes of ``steps`` Lanczos steps each, the probes of a batch advancing together (a step is
     one forward pass of the batch and, batched over the probes, a tangent pass and a backward
-    pass through the graph kept from one forward pass); then ``reference_stderr`` gives its standard error, ``reference_probes`` and
+    pass through the graph kept from one forward pass; the Lanczos matrix comes from the
+    Golub-Kahan bidiagonalization of ``J``, which keeps the small singular values of a float32
+    map); then ``reference_stderr`` gives its standard error over the probes, ``reference_bias``
+    its estimated quadrature bias (from the rules of ``k``, ``k/2`` and ``k/4`` nodes, so that
+    ``log|det J|`` lies in ``[ref - bias - 3 stderr, ref + 3 stderr]``), ``reference_probes`` and
     ``reference_steps`` what ran, and ``reference`` is ``"estimated"``. That estimate is an upper bound on ``log|det J|`` up to
     probe noise and can lie far above it where ``J`` is ill-conditioned, so against it ``error``
     is the part of the model's log-det above ``ref + 3 * stderr`` (what the estimate proves wrong)
@@ -121,6 +139,13 @@ class LogDet(Audit):
     out of ``error`` and ``nonfinite_fraction`` and counted in ``reference_failed_fraction``,
     which warns above 0 (those samples are not judged).
 
+    Under ``--budget``, the quadrature's Lanczos steps stop at the deadline (a stopped Gauss
+    rule is still an upper bound up to probe noise, so what it proves wrong stays wrong) and a
+    set begun after the deadline gets the reference of one sample (the model's own log-det of
+    every sample of the batch is still checked for non-finite values); ``budget_cut_fraction``
+    (present only then) counts the samples whose reference was stopped short or not computed
+    (those are not judged), and above 0 it warns.
+
     Reading a failure: a large error on finite samples means the likelihood the model reports
     is not the one of the map it computes (a bookkeeping bug, or float32 breakdown of an
     ill-conditioned map); non-finite log-dets mean the likelihood is unusable there. Gate
@@ -139,6 +164,7 @@ class LogDet(Audit):
         "rel_error.max": Threshold(warn=1e-3, fail=1e-1),
         "reference_failed_fraction": Threshold(warn=0.0, fail=None),
         "raw_rel_error.max": Threshold(warn=1e-1, fail=None),
+        "budget_cut_fraction": Threshold(warn=0.0, fail=None),
     }
     options = {"samples": 32, "method": "auto", "probes": 8, "steps": 32}
     metrics = (
@@ -154,8 +180,15 @@ class LogDet(Audit):
         worse("raw_error", "nats", "|model log-det - estimated reference| (matrix-free reference only)"),
         worse("raw_rel_error", doc="raw_error / |estimated reference|"),
         neither("reference_stderr", "nats", "standard error of the estimated reference over its probes"),
+        neither(
+            "reference_bias",
+            "nats",
+            "estimated quadrature bias of the estimated reference: log|det J| lies in "
+            "[ref - bias - 3 stderr, ref + 3 stderr]",
+        ),
         neither("reference_probes", doc="Rademacher probes per sample of the estimated reference"),
         neither("reference_steps", doc="Lanczos steps per probe of the estimated reference"),
+        rate("budget_cut_fraction", "samples whose reference the budget stopped short or left uncomputed"),
     )
 
     shrinkable = {"probes": 2, "steps": 16}
@@ -163,13 +196,19 @@ class LogDet(Audit):
     @classmethod
     def costs(cls, dim: int, options: Mapping[str, Any]) -> Mapping[str, AuditCost]:
         """Exact: ``d`` VJPs and a ``slogdet``; matrix-free: the forward pass, a VJP's forward
-        pass (its graph kept), and per Lanczos step one forward pass and ``probes`` tangent and
-        backward passes (:func:`innaudit.linalg.slq.log_abs_det_slq`)."""
+        pass (its graph kept), per bidiagonalization step one forward pass and ``probes``
+        tangent passes, ``probes`` backward passes on every step but the last, and the
+        reorthogonalization of both Krylov bases in float64 (about ``8 steps^2 d`` flops per
+        probe, counted as dense work) (:func:`innaudit.linalg.slq.log_abs_det_slq`)."""
         steps = min(int(options["steps"]), max(1, dim))
-        k = int(options["probes"]) * steps
+        probes = int(options["probes"])
+        k = probes * steps
+        reorthogonalize = probes * 8.0 * steps**2 / max(1, dim) ** 2
         return {
             "exact": AuditCost(Cost(forward=1, vmap_vjp=dim, dense=float(dim) ** 3 / 4)),
-            "matrix-free": AuditCost(Cost(forward=2 + steps, tangent=k, backward=k)),
+            "matrix-free": AuditCost(
+                Cost(forward=2 + steps, tangent=k, backward=probes * (steps - 1), dense=reorthogonalize)
+            ),
         }
 
     def skip_reason(self, ctx: AuditContext) -> str | None:
@@ -187,7 +226,7 @@ class LogDet(Audit):
         estimated_model = ctx.model.info.log_det_kind is LogDetKind.ESTIMATED
         totals = sample_counts(ctx)
 
-        def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        def work(unit: tuple[int, int, int]) -> tuple[np.ndarray, ...]:
             index, start, stop = unit
             ds = ctx.datasets[index]
             x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
@@ -196,8 +235,18 @@ class LogDet(Audit):
             model_ld = np.full(len(x), math.nan) if ld is None else host(ld).reshape(-1)
             # salted by the batch's number in its set, as a single pass numbers them
             gen = ctx.generator(ds.name, start // max(1, ctx.batch_size))
-            value, err, failed = _reference(ctx, x, np.isfinite(model_ld), method, gen)
-            return model_ld, value, err, failed
+            # a set begun after the deadline: the reference of one sample (the model's log-det of all)
+            rows, stopped = late_rows(ctx, unit), [False]
+
+            def stop_now() -> bool:
+                stopped[0] = stopped[0] or ctx.overdue()
+                return stopped[0]
+
+            needed = np.isfinite(model_ld)
+            value, err, bias, failed = _reference(ctx, x, needed & (np.arange(len(x)) < rows), method, gen, stop_now)
+            # the samples whose reference the budget stopped short (the batch's, conservatively) or left out
+            cut = needed & ((np.arange(len(x)) >= rows) | stopped[0])
+            return model_ld, value, err, bias, failed, cut
 
         for ds, mine in zip(
             ctx.datasets,
@@ -208,21 +257,25 @@ class LogDet(Audit):
         ):
             if not mine:
                 continue
-            model_ld, ref, stderr, failed = (np.concatenate(column) for column in zip(*mine, strict=True))
-            yield self._measure(ds.name, model_ld, ref, stderr, failed, method, estimated_model, ctx)
+            model_ld, ref, stderr, bias, failed, cut = (np.concatenate(column) for column in zip(*mine, strict=True))
+            yield self._measure(ds.name, model_ld, ref, (stderr, bias), failed, method, estimated_model, ctx, cut)
 
     @staticmethod
     def _measure(
         name: str,
         model_ld: np.ndarray,
         ref: np.ndarray,
-        stderr: np.ndarray,
+        bar: tuple[np.ndarray, np.ndarray],
         failed: np.ndarray,
         method: str,
         estimated_model: bool,
         ctx: AuditContext,
+        cut: np.ndarray | None = None,
     ) -> Measurement:
-        judged = ~failed
+        stderr, bias = bar  # the estimate's probe standard error and quadrature bias
+        cut = np.zeros(len(failed), dtype=bool) if cut is None else cut
+        missing = cut & np.isnan(ref)  # no reference: not judged (a stopped one still bounds from above)
+        judged = ~failed & ~missing
         bad = ~(np.isfinite(model_ld) & np.isfinite(ref)) & judged
         with np.errstate(invalid="ignore"):
             raw = np.where(bad, np.inf, np.abs(model_ld - ref))[judged]
@@ -242,6 +295,7 @@ class LogDet(Audit):
             metrics[f"{prefix}rel_error"] = summarize(rel)
         if method != "exact":
             metrics["reference_stderr"] = summarize(stderr)
+            metrics["reference_bias"] = summarize(bias)
             metrics["reference_probes"] = int(ctx.option("probes"))
             metrics["reference_steps"] = min(int(ctx.option("steps")), ctx.model.info.domain.numel)
             if judged.any():
@@ -255,13 +309,21 @@ class LogDet(Audit):
         if method != "exact":
             message += (
                 f" (stochastic Lanczos quadrature, {metrics['reference_probes']} probes x "
-                f"{metrics['reference_steps']} steps)"
+                f"{metrics['reference_steps']} steps; log|det J| within [ref - bias - 3 stderr, ref + 3 stderr], "
+                f"bias up to {summarize(bias)['max']:.3g} nats, stderr up to {summarize(stderr)['max']:.3g})"
             )
         if method != "exact" and judged.any():
             message += (
                 f" beyond the estimate's one-sided bound (raw gap {summarize(raw)['max']:.3g} nats, relative "
                 f"{summarize(raw / scale)['max']:.3g}: the quadrature over-estimates where J is ill-conditioned; "
                 "logdet: {method: exact} settles it)"
+            )
+        if cut.any():
+            metrics["budget_cut_fraction"] = float(cut.mean())
+            message += (
+                f"; the budget stopped the reference of {int(cut.sum())} of {len(cut)} sample(s) short "
+                f"({int(missing.sum())} not computed, not judged; the others from the Lanczos steps reached, "
+                "a looser upper bound)"
             )
         if estimated_model:
             message += "; the model's log-det is itself an estimate"

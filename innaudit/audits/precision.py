@@ -15,7 +15,9 @@ from torch import Tensor
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.common import (
+    RowChunks,
     full_range_floor,
+    late_rows,
     map_batches,
     no_autograd,
     prior_set,
@@ -149,6 +151,13 @@ class PrecisionAudit(Audit):
     ``roundtrip`` audit does, and the other precisions are informational; a required precision
     that could not be measured fails (NaN).
 
+    Under ``--budget``, a batch runs in sub-batches sized to the time left and stops at the
+    deadline (:class:`~innaudit.audits.common.RowChunks`), a set begun after it is measured on
+    one sample, and ``cond(J)``'s Lanczos stops between iterations (its values are then lower
+    bounds, as the message says); ``budget_cut_fraction`` (present only then) is the share of the
+    samples of the batches begun that were left unmeasured, and above 0 it warns, so a cut
+    sweep is never a pass (a failure found on the samples measured still fails).
+
     Reading a failure: an error near ``cond(J) * u`` is conditioning, predictable from the
     spectrum; non-finite values in float16 with a finite float32 are range (overflow at 65504);
     an error far above the prediction means the sampled points miss where the map is worst or
@@ -165,6 +174,7 @@ class PrecisionAudit(Audit):
     thresholds = {
         "required.nonfinite_fraction": Threshold(warn=None, fail=_RT_FAIL["nonfinite_fraction"]),
         "required.rel_error_l2.max": Threshold(warn=None, fail=_RT_FAIL["rel_error_l2.max"]),
+        "budget_cut_fraction": Threshold(warn=0.0, fail=None),
     }
     options = {"required": "float32", "samples": 256, "spectrum_samples": 4, "prior": True, "force_iterative": False}
     shrinkable = {"spectrum_samples": 1}
@@ -175,6 +185,7 @@ class PrecisionAudit(Audit):
         rate("required.nonfinite_fraction", "non-finite round trips at the required precision"),
         worse("required.rel_error_l2", doc="relative round-trip error at the required precision"),
         *(m for p in PRECISIONS for m in _per_precision(p.name)),
+        rate("budget_cut_fraction", "samples of the batches begun that the budget left unmeasured"),
     )
 
     @classmethod
@@ -229,32 +240,41 @@ class PrecisionAudit(Audit):
             )
             return z.to(ctx.device)
 
-        def cond(index: int, u: Tensor) -> tuple[np.ndarray, str]:
+        def cond(index: int, u: Tensor) -> tuple[np.ndarray, str, bool]:
             """cond(J) at the first ``spectrum_samples`` points of a set's first batch."""
             return condition_numbers(
                 wide,
                 u.cpu()[: int(ctx.option("spectrum_samples"))],
                 sets[index].forward,
                 ctx.generator("cond", sets[index].name),
+                stop=ctx.overdue,
             )
+
+        chunks = RowChunks(ctx)  # under a budget, sub-batches that stop at the deadline
 
         def work(unit: tuple[int, int, int]) -> _Part:
             index, start, stop = unit
             u = inputs(index, start, stop)
-            # the lane in the model's own dtype reads the passes roundtrip ran on this batch
-            shared = shared_view(ctx, ctx.model, index, start, stop) if index < len(ctx.datasets) else None
-            part = _batch(
-                lanes,
-                skipped,
-                u,
-                sets[index].floor,
-                sets[index].forward,
-                shared if isinstance(shared, PassView) else None,
-                lambda: no_autograd(ctx),
-            )
+            pieces = []
+            for lo, hi in chunks(late_rows(ctx, unit)):
+                # the lane in the model's own dtype reads the passes roundtrip ran on this batch
+                at = (index, start + lo, start + hi)
+                shared = shared_view(ctx, ctx.model, *at) if index < len(ctx.datasets) else None
+                pieces.append(
+                    _batch(
+                        lanes,
+                        skipped,
+                        u[lo:hi],
+                        sets[index].floor,
+                        sets[index].forward,
+                        shared if isinstance(shared, PassView) else None,
+                        lambda: no_autograd(ctx),
+                    )
+                )
+            part = _pieces(pieces)
             if not ctx.shard.single:  # the ranks gather host data
                 part = replace(part, gaps={k: _host(v) for k, v in part.gaps.items()})
-            return replace(part, cond=cond(index, u) if start == 0 else None)
+            return replace(part, cond=cond(index, u[: part.n]) if start == 0 else None, begun=stop - start)
 
         for index, (at, parts) in enumerate(
             zip(
@@ -273,11 +293,18 @@ class PrecisionAudit(Audit):
             reasons = dict(skipped)  # this set's, with the lanes that raised on it
             sweep = _merge(lanes, reasons, parts, at.floor)
             first = next((p.cond for p in parts if p.cond is not None), None)  # the set's first batch
-            values, note = first if first is not None else cond(index, torch.zeros(0))
+            values, note, cond_cut = first if first is not None else cond(index, torch.zeros(0))
             metrics = _set_metrics(sweep, values, required, "latent" if at.forward else "sample")
-            yield Measurement(
-                at.name, metrics, _message(metrics, reasons, required, note), {"precisions": _series(metrics)}
-            )
+            begun = sum(p.begun for p in parts)
+            message = _message(metrics, reasons, required, note)
+            if begun > sweep.n or cond_cut:  # the deadline passed inside this set's work
+                metrics["budget_cut_fraction"] = (begun - sweep.n) / begun if begun else 0.0
+            if begun > sweep.n:
+                message += (
+                    f"; the budget stopped this set's sub-batches at {sweep.n} of the {begun} sample(s) of the "
+                    "batches begun (the rest are not measured)"
+                )
+            yield Measurement(at.name, metrics, message, {"precisions": _series(metrics)})
 
 
 @dataclass(frozen=True)
@@ -378,7 +405,30 @@ class _Part:
     failed: dict[str, str]
     gaps: dict[str, Tensor | np.ndarray]
     n: int
-    cond: tuple[np.ndarray, str] | None = None
+    cond: tuple[np.ndarray, str, bool] | None = None
+    begun: int = 0
+    """Rows of the batch begun (``n`` or more: a budget may stop its sub-batches early)."""
+
+
+def _pieces(pieces: Sequence[_Part]) -> _Part:
+    """The sub-batches of one batch joined as one :func:`_batch` of their rows makes them: a lane
+    that raised on a sub-batch has the first reason and no errors."""
+    if len(pieces) == 1:
+        return pieces[0]
+    failed: dict[str, str] = {}
+    for piece in pieces:
+        for key, reason in piece.failed.items():
+            failed.setdefault(key, reason)
+    accs: dict[str, ErrorAccumulator] = {}
+    gaps: dict[str, list[Tensor | np.ndarray]] = {}
+    for piece in pieces:
+        for key, acc in piece.accs.items():
+            if key not in failed:
+                accs.setdefault(key, ErrorAccumulator(floor=acc.floor)).extend(acc)
+        for key, gap in piece.gaps.items():
+            gaps.setdefault(key, []).append(gap)
+    joined = {k: torch.cat([g for g in v if isinstance(g, Tensor)]) for k, v in gaps.items() if k not in failed}
+    return _Part(accs, failed, dict(joined), sum(p.n for p in pieces))
 
 
 @dataclass(frozen=True)
@@ -487,19 +537,26 @@ def _joined(parts: Sequence[Tensor | np.ndarray]) -> np.ndarray:
 
 
 def condition_numbers(
-    wide: InvertibleModel | None, points: Tensor, forward: bool, generator: torch.Generator
-) -> tuple[np.ndarray, str]:
+    wide: InvertibleModel | None,
+    points: Tensor,
+    forward: bool,
+    generator: torch.Generator,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, str, bool]:
     """``cond(J_F) = sigma_max / sigma_min`` in float64 at a few points (prior draws are mapped
     to data space by ``F^-1`` first): exact Jacobians up to 1024 dimensions, Lanczos above (an exact Jacobian holds ``dim``
     backward passes of every sample in memory at once).
-    Returns the per-point values (NaN where not finite) and a note when none could be computed."""
+    Returns the per-point values (NaN where not finite), a note when none could be computed, and
+    whether ``stop`` (a budget's deadline, asked between Lanczos iterations) ended the Lanczos
+    runs early: then each value is the product of two Ritz values, a lower bound of ``cond``."""
     if wide is None or len(points) == 0:
-        return np.zeros(0), "cond(J) not computed: no float64 run"
+        return np.zeros(0), "cond(J) not computed: no float64 run", False
     try:
         x = points.to(next(iter(wide.module.parameters()), points).device, torch.float64)
         if not forward:
             x = wide.inverse(x)
         dim = int(x[0].numel())
+        cut = False
         if dim <= EXACT_COND_DIM:
             sv = jacobian_singular_values(lambda t: wide.forward(t, grad=True), x)
             cond = sv[:, 0] / sv[:, -1]
@@ -511,12 +568,24 @@ def condition_numbers(
                 tol=1e-3,
                 max_iter=32,
                 generator=generator,
+                stop=stop,
             )
             cond = fwd.values * inv.values
+            cut = fwd.stopped is not None or inv.stopped is not None
     except _SKIPPABLE as exc:
-        return np.zeros(0), f"cond(J) not computed: {_short(exc)}"
+        return np.zeros(0), f"cond(J) not computed: {_short(exc)}", False
     values = cond.double().cpu().numpy()
-    return values, "" if np.isfinite(values).any() else "cond(J) not finite at the sampled points"
+    note = "" if np.isfinite(values).any() else "cond(J) not finite at the sampled points"
+    if cut:
+        note = "; ".join(
+            n
+            for n in (
+                note,
+                "the budget stopped cond(J)'s Lanczos early: cond(J) and the predicted errors are lower bounds",
+            )
+            if n
+        )
+    return values, note, cut
 
 
 def _set_metrics(sweep: _Sweep, cond: np.ndarray, required: str, middle: str) -> dict[str, Any]:

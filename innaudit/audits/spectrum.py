@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
-from innaudit.audits.common import map_batches, sample_counts, set_progress
+from innaudit.audits.common import late_rows, map_batches, sample_counts, set_progress
 from innaudit.audits.cost import AuditCost, jacobian_costs
-from innaudit.audits.jacobians import Spectrum, measure
+from innaudit.audits.jacobians import Checks, Spectrum, measure
 from innaudit.config.settings import Threshold
 from innaudit.core.metrics import Direction, better, neither, rate, worse
 from innaudit.core.stats import min_median_max, significant
@@ -229,11 +229,16 @@ class SpectrumAudit(Audit):
         forward = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
         inverse = lambda t: ctx.model.inverse(t, grad=True)  # noqa: E731
         totals = sample_counts(ctx)
+        checks = Checks()  # the autograd checks, once per audit
+        late: dict[int, tuple[int, int]] = {}
 
         def work(unit: tuple[int, int, int]) -> Spectrum:
             index, start, stop = unit
             ds = ctx.datasets[index]
-            x = ds.make(start, stop).to(device=ctx.device, dtype=ctx.model.dtype)
+            rows = late_rows(ctx, unit)  # a set begun after the deadline: one sample
+            if rows < stop - start:
+                late[index] = (rows, stop - start)
+            x = ds.make(start, stop)[:rows].to(device=ctx.device, dtype=ctx.model.dtype)
             part = measure(
                 forward,
                 inverse,
@@ -243,26 +248,37 @@ class SpectrumAudit(Audit):
                 max_iter=ctx.option("max_iter"),
                 generator=ctx.generator(ds.name, start),
                 stop=ctx.overdue,
+                checks=checks,
             )
             return part
 
-        for ds, mine in zip(
-            ctx.datasets,
-            map_batches(
-                ctx,
-                totals,
-                work,
-                min(ctx.batch_size, self.batch_cap[choose_method(ctx.option("method"), _dim(ctx))]),
-                set_progress(ctx, [d.name for d in ctx.datasets], totals),
-                paced=True,
-            ),
-            strict=True,
+        for index, (ds, mine) in enumerate(
+            zip(
+                ctx.datasets,
+                map_batches(
+                    ctx,
+                    totals,
+                    work,
+                    min(ctx.batch_size, self.batch_cap[choose_method(ctx.option("method"), _dim(ctx))]),
+                    set_progress(ctx, [d.name for d in ctx.datasets], totals),
+                    paced=True,
+                ),
+                strict=True,
+            )
         ):
             if not mine:
                 continue
             spec = _cat(mine)
             metrics = self._metrics(spec, ctx, singular_to(ctx.model.dtype))
             message = self._message(spec, singular_to(ctx.model.dtype))
+            if index in late:  # the samples left out count as cut, with those whose Lanczos stopped
+                left_out = late[index][1] - late[index][0]
+                stopped = int(spec.stopped.sum()) if spec.stopped is not None else 0
+                metrics["budget_cut_fraction"] = (stopped + left_out) / (len(spec.forward_max) + left_out)
+                message += (
+                    f"; begun after the budget's deadline, this set was measured on {late[index][0]} of its "
+                    f"first batch's {late[index][1]} sample(s)"
+                )
             yield Measurement(ds.name, metrics, message, {"values": self._series(spec)})
 
     def _metrics(self, s: Spectrum, ctx: AuditContext, resolution: float | None = None) -> dict[str, object]:

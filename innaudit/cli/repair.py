@@ -144,8 +144,8 @@ def repair(
     check_targets(targets, [*inputs, *([Path(checkpoint)] if checkpoint else [])])
     from innaudit.audits import specs
     from innaudit.config.settings import load_config
-    from innaudit.repair.session import repair as run_repair
-    from innaudit.repair.summary import describe, describe_plan, verdict_line
+    from innaudit.remedies.session import repair as run_repair
+    from innaudit.remedies.summary import describe, describe_plan, verdict_line
 
     config = load_config(config_path, specs()) if config_path is not None else None
     mode = "off" if progress is False or (quiet and progress is None) else "bars" if sys.stderr.isatty() else "plain"

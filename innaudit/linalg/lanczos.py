@@ -65,7 +65,8 @@ class _Operator:
         self.fn, self.x = fn, x.detach()
         self.shape = tuple(x.shape)
         # without has_aux, torch.func.vjp returns a pair; its annotation is the union of both arities
-        _, self._vjp = cast("tuple[Tensor, Callable[..., Any]]", vjp(fn, self.x))
+        out, self._vjp = cast("tuple[Tensor, Callable[..., Any]]", vjp(fn, self.x))
+        self.out_shape = tuple(out.shape)
 
     def apply(self, v: Tensor, rows: Tensor) -> Tensor:
         """``J^T J v`` for the samples ``rows`` (other samples get a zero tangent)."""
@@ -73,6 +74,19 @@ class _Operator:
         tangent.reshape(self.shape[0], -1)[rows] = v.to(self.x.dtype)
         jv = _jvp(self.fn, self.x, tangent)
         (back,) = self._vjp(jv)
+        return back.detach().reshape(self.shape[0], -1)[rows].double()
+
+    def jvp(self, v: Tensor, rows: Tensor) -> Tensor:
+        """``J v`` for the samples ``rows`` (other samples get a zero tangent)."""
+        tangent = torch.zeros(self.shape, dtype=self.x.dtype, device=self.x.device)
+        tangent.reshape(self.shape[0], -1)[rows] = v.to(self.x.dtype)
+        return _jvp(self.fn, self.x, tangent).detach().reshape(self.shape[0], -1)[rows].double()
+
+    def vjp(self, u: Tensor, rows: Tensor) -> Tensor:
+        """``J^T u`` for the samples ``rows`` (other samples get a zero cotangent)."""
+        cotangent = torch.zeros(self.out_shape, dtype=self.x.dtype, device=self.x.device)
+        cotangent.reshape(self.shape[0], -1)[rows] = u.to(self.x.dtype)
+        (back,) = self._vjp(cotangent)
         return back.detach().reshape(self.shape[0], -1)[rows].double()
 
 
@@ -135,8 +149,9 @@ float64): the operator a Lanczos run iterates."""
 def lanczos(apply: Apply, start: Tensor, tol: float, steps: int, stop: Stop | None = None) -> _Krylov:
     """Batched Lanczos on ``J^T J`` (``apply``) from ``start`` (B, d), full reorthogonalization,
     stopping a sample when its top Ritz residual is at most ``tol`` times the Ritz value
-    (``tol = 0``: run all ``steps`` unless the Krylov space becomes invariant) or the operator
-    gave a non-finite value (``broken``). ``stop()``, asked before every iteration but the
+    (``tol = 0``: run all ``steps`` unless the Krylov space becomes invariant; a top Ritz
+    vector that deflates to a residual of exactly 0 does not end the run, the rest of the
+    spectrum is still unexplored) or the operator gave a non-finite value (``broken``). ``stop()``, asked before every iteration but the
     first, ends the run for every sample not yet done (``stopped``)."""
     batch, dim = start.shape
     f64, device = torch.float64, start.device
@@ -171,7 +186,8 @@ def lanczos(apply: Apply, start: Tensor, tol: float, steps: int, stop: Stop | No
         theta[rows] = top
         invariant = b <= 1e-12 * top.abs().clamp_min(1e-300)
         broken[rows] |= bad
-        done[rows] = (resid <= tol * top.abs()) | invariant | bad
+        converged = resid <= tol * top.abs() if tol > 0 else torch.zeros_like(invariant)
+        done[rows] = converged | invariant | bad
     return _Krylov(alpha, beta, iters, theta, done, broken, stopped)
 
 
@@ -286,15 +302,19 @@ def quadrature_log(alpha: Tensor, beta: Tensor, iters: Tensor, broken: Tensor) -
 def log_abs_det_estimate(
     fn: Map, x: Tensor, *, probes: int = 8, steps: int = 32, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Stochastic ``log|det J|`` per sample and its standard error, matrix-free.
+    """Stochastic ``log|det J|`` per sample and its standard error, matrix-free, one probe at a time.
 
     ``log|det J| = 1/2 tr log(J^T J)``; the trace is estimated with ``probes`` Rademacher
     vectors ``v`` (Hutchinson, ``E[v^T A v] = tr A``) and each ``v^T log(J^T J) v`` by
-    stochastic Lanczos quadrature with ``steps`` Lanczos steps (Ubaru, Chen and Saad, SIAM J.
-    Matrix Anal. Appl. 2017): ``||v||^2 e_1^T log(T) e_1``. Each probe costs ``steps`` JVP/VJP
-    pairs. Accuracy falls with the condition number (the quadrature must resolve
-    ``log sigma_min``); the standard error covers the probe variance only.
+    stochastic Lanczos quadrature with ``steps`` nodes (Ubaru, Chen and Saad, SIAM J. Matrix
+    Anal. Appl. 2017): ``||v||^2 e_1^T log(T) e_1``, ``T = B^T B`` from the Golub-Kahan
+    bidiagonalization of ``J`` (:mod:`innaudit.linalg.bidiagonal`). Each probe costs ``steps``
+    JVPs and ``steps - 1`` VJPs, the probes one after another. The same draws and numerics as
+    :func:`innaudit.linalg.slq.log_abs_det_slq`, which batches the probes and also reports the
+    quadrature's bias; the standard error covers the probe variance only.
     """
+    from innaudit.linalg.bidiagonal import bidiagonalize, quadrature_log
+
     x = x.detach()
     batch, dim = len(x), int(x[0].numel())
     steps = min(steps, dim)
@@ -303,8 +323,8 @@ def log_abs_det_estimate(
         op = _Operator(fn, x)
         for _ in range(probes):
             v = torch.randint(0, 2, (batch, dim), generator=generator).to(x.device).double() * 2 - 1
-            kr = lanczos(op.apply, v, 0.0, steps)
-            draws.append(dim * quadrature_log(kr.alpha, kr.beta, kr.iters, kr.broken))
+            bd = bidiagonalize(op.jvp, op.vjp, v, steps)
+            draws.append(dim * quadrature_log(bd.alpha, bd.beta, bd.iters, bd.broken))
     est = torch.stack(draws)  # (probes, B)
     stderr = est.std(0) / math.sqrt(probes) if probes > 1 else torch.full((batch,), float("nan"))
     return 0.5 * est.mean(0), 0.5 * stderr

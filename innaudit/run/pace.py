@@ -7,7 +7,8 @@ the batches done; past the deadline it answers False, once and for all, and keep
 happened, so the runner records the cut (never a silent pass on fewer samples). Work that a
 batch cannot split (Lanczos iterations, attack steps) asks :meth:`Pace.overdue` instead
 (:attr:`~innaudit.audits.base.AuditContext.overdue`): past the deadline it stops where it is,
-and the pace counts how often that happened.
+and the pace counts how often that happened. Work that sizes its own sub-batches to the time
+left reads :meth:`Pace.left` (:func:`innaudit.audits.common.seconds_left`).
 """
 
 from __future__ import annotations
@@ -44,10 +45,17 @@ class Pace:
         self.stops += 1
         return True
 
+    def left(self) -> float:
+        """Seconds until ``deadline`` (negative once past it)."""
+        return self.deadline - self.clock()
+
     def where(self) -> str | None:
         """Where the deadline cut the work (``"3 of 20 batches"``, ``"2 loop(s) inside a batch"``,
         or both), None when it did not."""
         parts = [f"{self.cut[0]} of {self.cut[1]} batches"] if self.cut is not None else []
         if self.stops:
-            parts.append(f"{self.stops} loop(s) inside a batch (Lanczos iterations, attack steps)")
+            parts.append(
+                f"{self.stops} loop(s) inside a batch (Lanczos iterations, attack steps, sub-batches, "
+                "sets begun late cut to one sample)"
+            )
         return ", and ".join(parts) or None

@@ -86,8 +86,9 @@ RECHECK = 1.5
 """An audit this many times slower than planned re-checks the thread choice."""
 LONG_RUN_S = 180.0
 """A plan longer than this (without ``--budget``) is announced on stderr with the hint."""
-PACED_INSIDE = frozenset({"spectrum", "layers", "bounds", "attack"})
-"""Audits whose long loops (Lanczos iterations, attack steps and restarts) ask
+PACED_INSIDE = frozenset({"spectrum", "layers", "bounds", "attack", "precision", "logdet"})
+"""Audits whose long loops (Lanczos iterations, attack steps and restarts, ``precision``'s
+sub-batches and ``cond(J)`` Lanczos, ``logdet``'s quadrature steps) ask
 :attr:`~innaudit.audits.base.AuditContext.overdue` and stop at their deadline: under a budget
 their floor is planned at no more than an equal share, since time, not samples, cuts them (and
 they report the cut as a warning)."""

@@ -15,13 +15,15 @@ caller of the Python API made after importing innaudit (``caller``).
 The choice is re-checked when the runner re-plans and finds an audit much slower than planned
 (the machine became busy, :func:`rechecked`, at most once a run), and the caller's thread count is restored when
 the run returns (:func:`kept`). The report's ``run.threads`` records the count, its source and,
-when measured, both timings.
+when measured, both timings and the measurement's own cost (``cost_s``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +66,9 @@ class ThreadChoice:
     timings: Mapping[int, float] = field(default_factory=dict)
     screen: Mapping[int, float] = field(default_factory=dict)
     """Seconds of one forward pass by thread count, when the screen ran (:func:`measured`)."""
+    cost_s: float | None = None
+    """The measurement's own wall seconds (screen and probes), when measured: a measured
+    choice is never slower than the better fixed count by more than this."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.threads``."""
@@ -72,6 +77,8 @@ class ThreadChoice:
             out["probe_s"] = {str(n): round(s, 6) for n, s in sorted(self.timings.items())}
         if self.screen:
             out["forward_s"] = {str(n): round(s, 6) for n, s in sorted(self.screen.items())}
+        if self.cost_s is not None:
+            out["cost_s"] = round(self.cost_s, 6)
         return out
 
 
@@ -112,6 +119,7 @@ def measured(probe: Callable[[], float], cores: int, quick: Callable[[], float] 
     With ``quick`` (seconds of one forward pass), ``cores`` threads are first screened: when
     their forward pass is :data:`SCREEN` times slower than with 1 thread, 1 thread is kept
     without the full probe, and the screen's timings are recorded instead."""
+    began = time.perf_counter()
     timings: dict[int, float] = {}
     screen: dict[int, float] = {}
     torch.set_num_threads(1)
@@ -125,7 +133,7 @@ def measured(probe: Callable[[], float], cores: int, quick: Callable[[], float] 
         timings[cores] = probe()
     best = min(timings, key=lambda n: (timings[n], n))
     torch.set_num_threads(best)
-    return ThreadChoice(best, "measured", cores, timings, screen)
+    return ThreadChoice(best, "measured", cores, timings, screen, time.perf_counter() - began)
 
 
 def chosen(option: int | None, probe: Callable[[], float], quick: Callable[[], float] | None = None) -> ThreadChoice:
@@ -143,10 +151,12 @@ def rechecked(
     choice: ThreadChoice, probe: Callable[[], float], quick: Callable[[], float] | None = None
 ) -> ThreadChoice:
     """``choice`` measured again when it is a measured count above 1 (a given count stays, and
-    one thread is not made faster by fewer): the machine may have become busy."""
+    one thread is not made faster by fewer): the machine may have become busy. Its cost adds
+    to the first measurement's."""
     if choice.source != "measured" or choice.threads == 1:
         return choice
-    return measured(probe, choice.cores, quick)
+    again = measured(probe, choice.cores, quick)
+    return dataclasses.replace(again, cost_s=(choice.cost_s or 0.0) + (again.cost_s or 0.0))
 
 
 @contextlib.contextmanager

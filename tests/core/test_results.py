@@ -90,7 +90,7 @@ def test_percent_is_the_one_way_a_share_is_written() -> None:
 
 def test_no_module_formats_a_percentage_of_its_own() -> None:
     """Every share is written by ``core.metrics.percent``: no ``:.0%`` format spec and no
-    ``100 * x`` written with a ``%`` anywhere else in the package (repair's accuracy in points,
+    ``100 * x`` written with a ``%`` anywhere else in the package (the remedies' accuracy in points,
     with two decimals, is the one exception)."""
     import re
     from pathlib import Path
@@ -102,7 +102,7 @@ def test_no_module_formats_a_percentage_of_its_own() -> None:
     found = [
         f"{path.relative_to(root)}:{n}"
         for path in root.rglob("*.py")
-        if path.relative_to(root).as_posix() not in ("core/metrics.py", "repair/summary.py")
+        if path.relative_to(root).as_posix() not in ("core/metrics.py", "remedies/summary.py")
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if spec.search(line)
     ]

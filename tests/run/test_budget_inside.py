@@ -74,9 +74,15 @@ def test_pace_overdue_counts_and_says_where() -> None:
     assert not pace.overdue() and pace.stops == 0 and pace.where() is None
     now[0] = 11.0
     assert pace.overdue() and pace.overdue() and pace.stops == 2
-    assert pace.where() == "2 loop(s) inside a batch (Lanczos iterations, attack steps)"
+    assert (
+        pace.where()
+        == "2 loop(s) inside a batch (Lanczos iterations, attack steps, sub-batches, sets begun late cut to one sample)"
+    )
     assert not pace(1, 4)
-    assert pace.where() == "1 of 4 batches, and 2 loop(s) inside a batch (Lanczos iterations, attack steps)"
+    assert pace.where() == (
+        "1 of 4 batches, and 2 loop(s) inside a batch (Lanczos iterations, attack steps, sub-batches, "
+        "sets begun late cut to one sample)"
+    )
 
 
 @pytest.fixture
@@ -100,7 +106,8 @@ def test_a_stopped_spectrum_warns_with_the_iterations_it_reached(overdue: None) 
     assert m["budget_cut_fraction"] == 1.0 and m["converged_fraction"] == 0.0
     assert m["iterations"]["forward"]["max"] == 1.0 and m["iterations"]["inverse"]["max"] == 1.0
     assert result.status is innaudit.Status.WARN  # a well-conditioned map, but not measured to the end
-    assert "the budget stopped Lanczos on 4 of 4 sample(s)" in measured.message
+    assert "the budget stopped Lanczos on 1 of 1 sample(s)" in measured.message  # a late set: one sample
+    assert "measured on 1 of its first batch's 4 sample(s)" in measured.message and m["n"] == 1
     (cut,) = [r for r in report.run["replans"] if "audit" in r]
     assert cut["audit"] == "spectrum" and "loop(s) inside a batch" in cut["stopped_at"]
     assert any("spectrum stopped early" in w for w in report.warnings)
@@ -127,7 +134,8 @@ def test_a_stopped_layers_trace_warns(overdue: None) -> None:
     (measured,) = result.results
     assert measured.metrics["budget_cut_fraction"] == 1.0 and measured.metrics["blocks"] > 1
     assert result.status in (innaudit.Status.WARN, innaudit.Status.FAIL)
-    assert "the budget stopped the block spectra of 2 of 2 traced sample(s)" in measured.message
+    assert "the budget stopped the block spectra of 1 of 1 traced sample(s)" in measured.message
+    assert "this set's trace took 1 of its 2 worst samples" in measured.message
     assert measured.series["blocks"]["rel_error_max"]  # the block round trips are still measured
 
 

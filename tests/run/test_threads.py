@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,24 @@ def test_a_slow_forward_with_every_core_skips_their_full_probe() -> None:
     with kept():
         close = measured(probe, 4, lambda: 0.01)  # no slower: the full probe decides
     assert full == [1, 1, 4] and close.threads == 1
+
+
+def test_the_measurement_s_own_cost_is_recorded_and_a_recheck_adds_to_it() -> None:
+    """The policy's promise is "never slower than the better fixed count by more than the
+    probe's own cost": that cost is in the report, so the promise can be checked."""
+    import time
+
+    def probe() -> float:
+        time.sleep(0.05)
+        return 1.0 if torch.get_num_threads() == 1 else 2.0
+
+    with kept():
+        first = measured(probe, 2, lambda: 0.01)
+        assert 0.1 <= first.to_dict()["cost_s"] < 5.0  # two probes of 0.05 s, and the screen
+        again = rechecked(dataclasses.replace(first, threads=2), probe)
+    assert again.cost_s is not None and first.cost_s is not None
+    assert again.cost_s >= first.cost_s + 0.1
+    assert given(1) is not None and "cost_s" not in given(1).to_dict()  # a given count costs nothing
 
 
 def test_a_recheck_measures_again_only_a_measured_choice() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import innaudit
-from innaudit.repair.bounded_scale import SCALE_FLOOR, floor_bound
-from innaudit.repair.result import Outcome, RepairStatus
-from innaudit.repair.rules import BOUNDED_SCALE, COLLAPSED
+from innaudit.remedies.bounded_scale import SCALE_FLOOR, floor_bound
+from innaudit.remedies.result import Outcome, RepairStatus
+from innaudit.remedies.rules import BOUNDED_SCALE, COLLAPSED
 from tests.helpers import invoke_cli
 
 CHECKPOINT = Path(__file__).resolve().parents[2] / "checkpoints" / "digits-classifier-affine-ms.pt"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from innaudit.repair.objective import CE, Objective
+from innaudit.remedies.objective import CE, Objective
 from innaudit.train.regularizers import NF_COEFF, nf_regularizer
 
 __all__ = ["CHANGES", "NFSettings", "applicable", "nf_term"]

@@ -20,8 +20,8 @@ from torch import Tensor
 
 from innaudit.core.seeding import stable_seed
 from innaudit.model.contract import InvertibleModel
-from innaudit.repair.finetune import dequantize
-from innaudit.repair.objective import CE, Objective, logits, per_sample_nll
+from innaudit.remedies.finetune import dequantize
+from innaudit.remedies.objective import CE, Objective, logits, per_sample_nll
 from innaudit.train.common import bits_per_dim
 
 __all__ = ["ACCURACY", "NLL_BPD", "Price", "measure"]

@@ -23,7 +23,7 @@ stored in a native checkpoint as ``scale_clamp``) and normflows' ``AffineCouplin
 hook on its ``param_map`` that clamps the scale half of the output). :func:`bound_scales` is the
 public function a user's factory calls to apply the clamps a repair chose::
 
-    from innaudit.repair import bound_scales
+    from innaudit.remedies import bound_scales
 
     def flow():
         model = build_my_flow()

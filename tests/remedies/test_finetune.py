@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from innaudit.core.errors import UsageError
-from innaudit.repair.bounded_scale import bound_scales
-from innaudit.repair.fd import FDSettings
-from innaudit.repair.finetune import FineTuneSettings, Validation, fine_tune
-from innaudit.repair.objective import CE, NLL, Objective, objective_of
+from innaudit.remedies.bounded_scale import bound_scales
+from innaudit.remedies.fd import FDSettings
+from innaudit.remedies.finetune import FineTuneSettings, Validation, fine_tune
+from innaudit.remedies.objective import CE, NLL, Objective, objective_of
 
 from . import models
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import math
 
-from innaudit.repair.plan import Plan
-from innaudit.repair.price import ACCURACY, Price
-from innaudit.repair.result import RepairResult, RepairStatus
+from innaudit.remedies.plan import Plan
+from innaudit.remedies.price import ACCURACY, Price
+from innaudit.remedies.result import RepairResult, RepairStatus
 
 __all__ = ["describe", "describe_plan", "verdict_line"]
 

@@ -7,7 +7,7 @@
   parameters and the source's sha256. ``innaudit run fixed.pt`` needs no other argument.
 - A factory model (FrEIA, normflows, nflows, zuko, a plain module) gets its state dict, which
   loads back into the same factory with ``--weights``; a bounded scale is then applied in the
-  factory with :func:`innaudit.repair.bound_scales` and the bounds the report lists.
+  factory with :func:`innaudit.remedies.bound_scales` and the bounds the report lists.
 
 Both are plain ``torch.save`` bytes of tensors and plain data (``weights_only=True`` loads them),
 with no wall time or output path inside: the same inputs and seed give the same bytes.

@@ -9,7 +9,7 @@ import torch
 
 from innaudit.core.errors import UsageError
 from innaudit.loading import load_object
-from innaudit.repair.bounded_scale import (
+from innaudit.remedies.bounded_scale import (
     SCALE_FLOOR,
     bound_scales,
     choose_clamps,

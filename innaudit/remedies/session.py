@@ -1,6 +1,6 @@
 """One repair, end to end: :func:`repair` (``innaudit.repair(...)`` and ``innaudit repair``).
 
-audit (or read the given report) -> plan (:mod:`~innaudit.repair.plan`) -> price of the original
+audit (or read the given report) -> plan (:mod:`~innaudit.remedies.plan`) -> price of the original
 -> structural remedies (bounded scale, float64 inverses) -> fine-tune under the monitor -> price
 of the repair -> checkpoint bytes -> re-audit of what those bytes load to, with the same config
 (seed, sets, audits, samples) -> comparison with the before-run -> the re-audit's verdict on each
@@ -30,8 +30,8 @@ from innaudit.core.results import ExitCode, Report
 from innaudit.core.seeding import stable_seed
 from innaudit.data import DEFAULT_OOD
 from innaudit.data.infer import infer_domain
-from innaudit.repair import fd, nf, precision
-from innaudit.repair.bounded_scale import (
+from innaudit.remedies import fd, nf, precision
+from innaudit.remedies.bounded_scale import (
     DEFAULT_MARGIN,
     FLOOR,
     SCALE_FLOOR,
@@ -40,17 +40,17 @@ from innaudit.repair.bounded_scale import (
     floor_bound,
     measure_ranges,
 )
-from innaudit.repair.checkpoint import native_bytes, state_dict_bytes
-from innaudit.repair.data import RepairData, prepare_data
-from innaudit.repair.fd import FDSettings
-from innaudit.repair.finetune import FineTuneResult, FineTuneSettings, Validation, dequantize, fine_tune
-from innaudit.repair.nf import NFSettings
-from innaudit.repair.objective import Objective, objective_of, validation_loss
-from innaudit.repair.plan import Plan, make_plan
-from innaudit.repair.price import Price, measure
-from innaudit.repair.result import Outcome, RemedyResult, RepairResult, RepairStatus, judge
-from innaudit.repair.rules import BOUNDED_SCALE, FD, NF, PRECISION
-from innaudit.repair.subject import NATIVE, Subject, load_subject, rebuilt
+from innaudit.remedies.checkpoint import native_bytes, state_dict_bytes
+from innaudit.remedies.data import RepairData, prepare_data
+from innaudit.remedies.fd import FDSettings
+from innaudit.remedies.finetune import FineTuneResult, FineTuneSettings, Validation, dequantize, fine_tune
+from innaudit.remedies.nf import NFSettings
+from innaudit.remedies.objective import Objective, objective_of, validation_loss
+from innaudit.remedies.plan import Plan, make_plan
+from innaudit.remedies.price import Price, measure
+from innaudit.remedies.result import Outcome, RemedyResult, RepairResult, RepairStatus, judge
+from innaudit.remedies.rules import BOUNDED_SCALE, FD, NF, PRECISION
+from innaudit.remedies.subject import NATIVE, Subject, load_subject, rebuilt
 from innaudit.run.audits import Observer
 from innaudit.run.job import Job, execute, prepare
 from innaudit.verdict.baseline import compare
@@ -533,7 +533,7 @@ def _judged(record: RemedyResult, plan: Plan, after: Report) -> RemedyResult:
 
 
 def _load_hint(subject: Subject, kind: str, output: str | None, clamps: Mapping[str, float]) -> str:
-    """How to load the checkpoint; ``bound_scales`` is ``from innaudit.repair import bound_scales``."""
+    """How to load the checkpoint; ``bound_scales`` is ``from innaudit.remedies import bound_scales``."""
     path = output or "FIXED.pt"
     if kind == "native":
         return f"innaudit run {path}"

@@ -3,9 +3,9 @@ plus the chosen regularizers on every ``every``-th step.
 
 Each step draws a minibatch (with replacement) from a ``torch.Generator`` seeded from the repair's
 seed, dequantizes it with ``U(0, bin_width)`` noise when the data domain is quantized (as the
-recipes train), and computes the task loss (:mod:`innaudit.repair.objective`); on regularized
-steps it adds the FD term (:mod:`innaudit.repair.fd`) and, for a supervised INN, the NF term
-(:mod:`innaudit.repair.nf`). A step whose loss or gradient is non-finite is skipped (as a loss
+recipes train), and computes the task loss (:mod:`innaudit.remedies.objective`); on regularized
+steps it adds the FD term (:mod:`innaudit.remedies.fd`) and, for a supervised INN, the NF term
+(:mod:`innaudit.remedies.nf`). A step whose loss or gradient is non-finite is skipped (as a loss
 scaler does) and counted. The module stays in eval mode (no ActNorm re-initialization, no
 dropout) and the run is single-threaded with deterministic algorithms, so the same seed gives
 bitwise the same weights; ``on_step(steps_done)`` (the monitor) is called before the first step
@@ -34,9 +34,9 @@ from innaudit.core.domain import DataDomain
 from innaudit.core.errors import UsageError
 from innaudit.core.seeding import stable_seed
 from innaudit.model.contract import InvertibleModel
-from innaudit.repair.fd import FDSettings, fd_term
-from innaudit.repair.nf import NFSettings, nf_term
-from innaudit.repair.objective import Objective, task_loss, validation_loss
+from innaudit.remedies.fd import FDSettings, fd_term
+from innaudit.remedies.nf import NFSettings, nf_term
+from innaudit.remedies.objective import Objective, task_loss, validation_loss
 from innaudit.train.common import single_threaded
 
 __all__ = ["FineTuneResult", "FineTuneSettings", "Validation", "dequantize", "fine_tune"]
@@ -190,7 +190,7 @@ def fine_tune(
 
     Args:
         model: the model to train (its module's parameters are updated).
-        objective: the task loss (:func:`~innaudit.repair.objective.objective_of`).
+        objective: the task loss (:func:`~innaudit.remedies.objective.objective_of`).
         train: the training samples, shaped like the model's input.
         labels: class labels of ``train`` for a supervised objective, else None.
         settings: steps, learning rate, batch size, regularizers.

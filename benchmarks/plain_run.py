@@ -1,8 +1,11 @@
-"""The plain default run of ``checkpoints/patches-glow.pt``: seconds per audit and in all.
+"""The plain default run of shipped checkpoints: seconds per audit and in all.
 
-Goal (issue 31): the plain ``innaudit run checkpoints/patches-glow.pt`` (d = 3072, every
+Goals (issue 31): the plain ``innaudit run checkpoints/patches-glow.pt`` (d = 3072, every
 default audit) in under half of the 10.8 minutes it took on idle cores before, with the same
-samples and the same verdict.
+samples and the same verdict; and the plain run's time of every shipped checkpoint, on idle
+and on busy cores, written down for users (``--shipped``: every ``checkpoints/*.pt``, smallest
+file first, then one table; ``--busy``: a CPU-bound process on each core during the runs, as
+``benchmarks/busy.py`` makes).
 
 The run is a child process, ``python -m innaudit run MODEL -q --no-progress -o json=...``, from
 this checkout; with ``--against DIR`` the same command runs from another checkout too (e.g. the
@@ -14,13 +17,15 @@ the wall time of the process), the verdict, the load average before and after ea
 with ``--against`` the ratio this / other per audit. On a busy machine compare only ratios
 measured in one invocation.
 
-Usage: ``python benchmarks/glow_run.py [--model checkpoints/patches-glow.pt] [--threads 1]
-[--against DIR] [--together] [--audit ID ...] [--samples N]``. Exits 0 whatever the figures.
+Usage: ``python benchmarks/plain_run.py [--model checkpoints/patches-glow.pt ...] [--shipped]
+[--busy] [--threads 1] [--against DIR] [--together] [--audit ID ...] [--samples N]``. Exits 0
+whatever the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -30,6 +35,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from busy import busy
 
 ROOT = Path(__file__).resolve().parent.parent
 BEFORE_IDLE_S = 10.8 * 60
@@ -115,10 +123,10 @@ def _show(name: str, o: Outcome) -> None:
         )
     print(f"  logdet reference: {_reference(o.report)}")
     total = float(run.get("duration_s", float("nan")))
-    print(
-        f"  total {total:.1f} s (run.duration_s), verdict {o.report['summary']['status']}; "
-        f"{total / BEFORE_IDLE_S:.2f} x the 10.8 min of the issue (meaningful on idle cores only)"
+    against = (
+        f"; {total / BEFORE_IDLE_S:.2f} x the issue's 10.8 min (idle cores only)" if "patches-glow.pt" in name else ""
     )
+    print(f"  total {total:.1f} s (run.duration_s), verdict {o.report['summary']['status']}{against}")
 
 
 def _compare(this: Outcome, other: Outcome) -> None:
@@ -137,9 +145,58 @@ def _compare(this: Outcome, other: Outcome) -> None:
     )
 
 
+def _models(args: argparse.Namespace) -> list[str]:
+    """The checkpoints to run: ``--model`` in order, or with ``--shipped`` every shipped one,
+    smallest file first."""
+    if args.shipped:
+        return [
+            str(p.relative_to(ROOT))
+            for p in sorted((ROOT / "checkpoints").glob("*.pt"), key=lambda p: p.stat().st_size)
+        ]
+    return args.model or ["checkpoints/patches-glow.pt"]
+
+
+def _row(model: str, o: Outcome) -> str:
+    """One line of the closing table: wall, audits' seconds, threads, verdict, slowest audit."""
+    name = f"`{Path(model).name}`"
+    if o.report is None or not o.report["audits"]:
+        return f"| {name} | {o.wall_s:.1f} s | no audit (exit {o.code}) | | | | |"
+    audits = _audits(o.report)
+    slowest = max(audits, key=lambda a: audits[a]["used_s"])
+    threads = o.report["run"].get("threads", {})
+    return (
+        f"| {name} | {o.wall_s:.1f} s | {float(o.report['run']['duration_s']):.1f} s "
+        f"| {threads.get('threads', '?')} ({threads.get('source', '?')}) "
+        f"| {o.report['summary']['status']} (exit {o.code}) | {slowest} {audits[slowest]['used_s']:.1f} s "
+        f"| {o.load[0]:.1f} -> {o.load[1]:.1f} |"
+    )
+
+
+def _run_one(model: str, args: argparse.Namespace, tmp: Path) -> Outcome:
+    """The plain run of one checkpoint (and of the other checkout's, with ``--against``),
+    printed per audit; returns this checkout's outcome."""
+    one = argparse.Namespace(**{**vars(args), "model": model})
+    trees = [("this", ROOT)] + ([("other", args.against.resolve())] if args.against else [])
+    outs = {name: tmp / f"{name}-{Path(model).stem}.json" for name, _ in trees}
+    outcomes: dict[str, Outcome] = {}
+    if args.together:
+        started = [(name, _start(tree, one, outs[name])) for name, tree in trees]
+        outcomes = {name: _finish(*s, outs[name]) for name, s in started}
+    else:
+        for name, tree in reversed(trees):  # the other checkout first: "before" then "after"
+            outcomes[name] = _finish(*_start(tree, one, outs[name]), outs[name])
+    for name, tree in trees:
+        _show(f"{model}, {name} ({tree})", outcomes[name])
+    if "other" in outcomes:
+        _compare(outcomes["this"], outcomes["other"])
+    return outcomes["this"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="checkpoints/patches-glow.pt", help="relative to each checkout")
+    parser.add_argument("--model", action="append", help="relative to each checkout (repeatable; default patches-glow)")
+    parser.add_argument("--shipped", action="store_true", help="every checkpoints/*.pt, smallest first")
+    parser.add_argument("--busy", action="store_true", help="a CPU-bound process on each core during the runs")
     parser.add_argument("--threads", type=int, help="--threads of every run (default: the runner's policy)")
     parser.add_argument("--against", type=Path, help="another checkout to run the same command from")
     parser.add_argument("--together", action="store_true", help="run both checkouts at once")
@@ -147,20 +204,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, help="--samples of every run (default: the CLI's)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPU(s) on the machine; load average now {os.getloadavg()[0]:.1f}")
-    with tempfile.TemporaryDirectory() as tmp:
-        trees = [("this", ROOT)] + ([("other", args.against.resolve())] if args.against else [])
-        outs = {name: Path(tmp) / f"{name}.json" for name, _ in trees}
-        outcomes: dict[str, Outcome] = {}
-        if args.together:
-            started = [(name, _start(tree, args, outs[name])) for name, tree in trees]
-            outcomes = {name: _finish(*s, outs[name]) for name, s in started}
-        else:
-            for name, tree in reversed(trees):  # the other checkout first: "before" then "after"
-                outcomes[name] = _finish(*_start(tree, args, outs[name]), outs[name])
-        for name, tree in trees:
-            _show(f"{name} ({tree})", outcomes[name])
-        if "other" in outcomes:
-            _compare(outcomes["this"], outcomes["other"])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, busy() if args.busy else contextlib.nullcontext():
+        for model in _models(args):
+            rows.append(_row(model, _run_one(model, args, Path(tmp))))
+            print(rows[-1], flush=True)
+    print(f"\nplain runs ({'busy: a CPU-bound process per core' if args.busy else 'no load added'}):")
+    print("| checkpoint | wall | run.duration_s | threads | verdict | slowest audit | load average |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,9 @@ from enum import Enum
 from typing import Any
 
 from innaudit.core.results import ExitCode, Report, SetResult, Status
-from innaudit.repair.evidence import Evidence
-from innaudit.repair.plan import Plan
-from innaudit.repair.price import Price
+from innaudit.remedies.evidence import Evidence
+from innaudit.remedies.plan import Plan
+from innaudit.remedies.price import Price
 
 __all__ = ["Outcome", "RemedyResult", "RepairResult", "RepairStatus", "judge", "still_failing"]
 

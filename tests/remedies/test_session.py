@@ -12,8 +12,8 @@ import torch
 import innaudit
 from innaudit.core.errors import UsageError
 from innaudit.core.results import ExitCode
-from innaudit.repair import bound_scales
-from innaudit.repair.result import Outcome, RepairStatus
+from innaudit.remedies import bound_scales
+from innaudit.remedies.result import Outcome, RepairStatus
 from tests.helpers import FIXTURE_MODELS
 
 from . import models
@@ -146,7 +146,7 @@ def test_a_saved_report_can_start_the_repair_and_must_be_of_this_model(
 
 
 def test_the_held_out_split_is_never_trained_on(overflow_ckpt: Path, train_file: Path) -> None:
-    from innaudit.repair.data import prepare_data
+    from innaudit.remedies.data import prepare_data
 
     data = prepare_data(models.DOMAIN, str(train_file), seed=0)
     rows = {tuple(r) for r in data.train.tolist()}

@@ -1,9 +1,9 @@
 """The repair rules: which remedy a report calls for, and on which numbers.
 
-Each rule reads the report's structured metrics and statuses (:class:`~innaudit.repair.evidence.ReportView`)
+Each rule reads the report's structured metrics and statuses (:class:`~innaudit.remedies.evidence.ReportView`)
 and returns a :class:`Finding` with the evidence, or None. A rule only says that the evidence
 calls for a remedy; whether the remedy can act on this model is the remedy's question
-(:mod:`innaudit.repair.plan`), and whether it fixed anything is the re-audit's.
+(:mod:`innaudit.remedies.plan`), and whether it fixed anything is the re-audit's.
 
 Behrmann et al., AISTATS 2021 (https://arxiv.org/abs/2006.09347) separate two kinds of failure,
 and so do the rules:
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from innaudit.core.results import SetResult
-from innaudit.repair.evidence import DATA, MODEL_SAMPLES, OOD, Evidence, ReportView
+from innaudit.remedies.evidence import DATA, MODEL_SAMPLES, OOD, Evidence, ReportView
 
 __all__ = [
     "BOUNDED_SCALE",
@@ -56,7 +56,7 @@ BOUNDED_SCALE, FD, NF, PRECISION = "bounded-scale", "fd", "nf", "precision"
 """The remedies' ids, in the order they are applied."""
 
 COLLAPSED = "collapsed_scale"
-"""The rule whose bounded scale is floored (:func:`~innaudit.repair.bounded_scale.floor_bound`)."""
+"""The rule whose bounded scale is floored (:func:`~innaudit.remedies.bounded_scale.floor_bound`)."""
 
 LOCAL_MEDIAN = 1e-4
 """A data set whose median relative round-trip error is at most this (the ``roundtrip`` warn

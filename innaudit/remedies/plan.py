@@ -1,11 +1,11 @@
 """The repair plan: the rules' findings on a report, held against what each remedy can act on.
 
-A remedy is chosen when a rule calls for it (:mod:`innaudit.repair.rules`) *and* it can act on
+A remedy is chosen when a rule calls for it (:mod:`innaudit.remedies.rules`) *and* it can act on
 this model: the bounded scale needs affine couplings with an unbounded scale it knows how to
 bound, FD a known training objective, NF a supervised INN, precision the blocks of a native
 model. A remedy called for but not applicable stays in the plan with the reason, so ``--plan``
 says what the evidence asked for and why nothing was done about it. The blocker
-(:func:`~innaudit.repair.rules.wrong_inverse`) empties the plan: no remedy applies.
+(:func:`~innaudit.remedies.rules.wrong_inverse`) empties the plan: no remedy applies.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 from innaudit.core.results import ExitCode, Report
 from innaudit.model.contract import InvertibleModel
-from innaudit.repair import fd, nf, precision
-from innaudit.repair.bounded_scale import ScaleTarget, scale_targets
-from innaudit.repair.evidence import Evidence, ReportView
-from innaudit.repair.objective import Objective
-from innaudit.repair.rules import (
+from innaudit.remedies import fd, nf, precision
+from innaudit.remedies.bounded_scale import ScaleTarget, scale_targets
+from innaudit.remedies.evidence import Evidence, ReportView
+from innaudit.remedies.objective import Objective
+from innaudit.remedies.rules import (
     BOUNDED_SCALE,
     COLLAPSED,
     FD,
@@ -76,7 +76,7 @@ class Plan:
 
     @property
     def floored(self) -> bool:
-        """Whether the bounded scale is floored: :func:`~innaudit.repair.rules.collapsed_scale` chose it."""
+        """Whether the bounded scale is floored: :func:`~innaudit.remedies.rules.collapsed_scale` chose it."""
         return BOUNDED_SCALE in self.chosen and any(c.chosen and c.finding.rule == COLLAPSED for c in self.choices)
 
     def evidence(self, remedy: str) -> tuple[Evidence, ...]:

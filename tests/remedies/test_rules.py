@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from innaudit.repair.evidence import ReportView
-from innaudit.repair.rules import (
+from innaudit.remedies.evidence import ReportView
+from innaudit.remedies.rules import (
     BOUNDED_SCALE,
     COLLAPSED,
     FD,

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from innaudit.model.contract import InvertibleModel
-from innaudit.repair.objective import Objective
+from innaudit.remedies.objective import Objective
 from innaudit.train.regularizers import FD_COEFF, FD_EPS, fd_regularizer
 
 __all__ = ["CHANGES", "FDSettings", "applicable", "fd_term"]

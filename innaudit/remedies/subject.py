@@ -6,7 +6,7 @@ Three kinds:
   is rebuilt from its bytes for the re-audit (what ``innaudit run fixed.pt`` would load);
 - ``factory``: ``file.py:callable`` or ``package.module:callable`` (with ``--weights``); the repair
   writes a state dict, and the re-audit builds the factory afresh, loads that state dict into it
-  strictly and applies the bounded scales with :func:`~innaudit.repair.bounded_scale.bound_scales`,
+  strictly and applies the bounded scales with :func:`~innaudit.remedies.bounded_scale.bound_scales`,
   as the user's factory would;
 - ``object``: a model object given to :func:`innaudit.repair` in Python; the repair writes its
   state dict, and the re-audit audits the repaired object itself (there is nothing to rebuild
@@ -32,8 +32,8 @@ from innaudit.loading.factory import is_factory_spec, resolve_factory
 from innaudit.loading.native import parse_native
 from innaudit.model.contract import InvertibleModel
 from innaudit.model.integrity import set_init_flags
-from innaudit.repair.bounded_scale import bound_scales
-from innaudit.repair.checkpoint import NativeSource, parse_bytes, read_native
+from innaudit.remedies.bounded_scale import bound_scales
+from innaudit.remedies.checkpoint import NativeSource, parse_bytes, read_native
 
 __all__ = ["FACTORY", "NATIVE", "OBJECT", "Subject", "load_subject", "rebuilt"]
 

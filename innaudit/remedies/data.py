@@ -8,7 +8,7 @@ proof and its price are measured on the same samples.
 
 A validation split, a seeded 10 % of what remains of the training data, is kept out of the
 fine-tune's minibatches too: the fine-tune keeps the weights with the best objective on it
-(:mod:`innaudit.repair.finetune`), so the price split is never used to choose anything.
+(:mod:`innaudit.remedies.finetune`), so the price split is never used to choose anything.
 
 Labels (for supervised INNs): the built-in digits carry theirs; a file needs ``--labels`` (and
 ``--test-labels`` for a separate test file): integer class indices, one per sample.

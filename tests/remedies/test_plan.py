@@ -3,9 +3,9 @@ collapsed-scale rule chose it, and judged on the evidence of both."""
 
 from __future__ import annotations
 
-from innaudit.repair.evidence import Evidence
-from innaudit.repair.plan import Choice, Plan
-from innaudit.repair.rules import BOUNDED_SCALE, COLLAPSED, FD, Finding
+from innaudit.remedies.evidence import Evidence
+from innaudit.remedies.plan import Choice, Plan
+from innaudit.remedies.rules import BOUNDED_SCALE, COLLAPSED, FD, Finding
 
 NOISE = Evidence("roundtrip", "uniform", "nonfinite_fraction", 0.3)
 GRADIENT = Evidence("gradient", "digits:test", "nonfinite_fraction", 0.5)
