@@ -9,10 +9,10 @@ The public API is imported lazily, so ``innaudit --help`` does not import torch:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from innaudit._version import __version__
+from innaudit.core.lazy import lazy_getattr
 
 __all__ = [
     "ConfigError",
@@ -60,9 +60,4 @@ if TYPE_CHECKING:
     from innaudit.report import Report
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'innaudit' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _LAZY, __name__)

@@ -9,6 +9,7 @@ data set; the runner holds the metrics against the thresholds and builds the res
 from __future__ import annotations
 
 import inspect
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class AuditContext:
         overdue: ``overdue()``, asked inside long work (between Lanczos iterations, attack
             steps and restarts): True once this audit is past its budget's deadline; the work
             then stops with what it reached, and the audit reports the cut (never a pass on it).
+        left: ``left()``, seconds until this audit's budget deadline (negative once past it,
+            ``inf`` without a budget): work that sizes its own sub-batches reads it.
         passes: the run's shared model passes (:mod:`innaudit.audits.passes`): the passes
             ``roundtrip`` ran that ``precision``, ``layers`` and ``logdet`` read again; None
             outside a run (an audit then calls the model itself).
@@ -90,6 +93,7 @@ class AuditContext:
     shard: Shard = field(default_factory=lambda: SINGLE)
     pace: Callable[[int, int], bool] = field(default=lambda done, total: True)
     overdue: Callable[[], bool] = field(default=lambda: False)
+    left: Callable[[], float] = field(default=lambda: math.inf)
     passes: SharedPasses | None = None
 
     def option(self, name: str) -> Any:

@@ -38,7 +38,6 @@ __all__ = [
     "recording",
     "round_trip",
     "sample_counts",
-    "seconds_left",
     "set_progress",
     "shared_cuts",
     "shared_view",
@@ -252,13 +251,6 @@ def _same(a: Tensor, b: Tensor) -> bool:
 
 
 # -- budgets inside a batch --------------------------------------------------------------------
-def seconds_left(ctx: AuditContext) -> float:
-    """Seconds until this audit's budget deadline: ``ctx.pace.left()`` where the runner's pace
-    has one (:class:`innaudit.run.pace.Pace`), ``inf`` without a budget."""
-    left = getattr(ctx.pace, "left", None)
-    return float(left()) if callable(left) else math.inf
-
-
 def late_rows(ctx: AuditContext, unit: tuple[int, int, int], minimal: int = 1) -> int:
     """Rows of the batch ``unit`` to run: all of them, or ``minimal`` when the batch is the first
     of its set and the audit is already past its deadline (:attr:`AuditContext.overdue`).
@@ -279,7 +271,7 @@ class RowChunks:
     Without a budget one range covers the batch (the work is what it is without chunks). Under
     one, each range is sized from the seconds per row the ranges before it took (carried across
     the audit's batches; the first range of the audit is one row) to take at most
-    :data:`CHUNK_SHARE` of the time left (:func:`seconds_left`), one row at least; once the
+    :data:`CHUNK_SHARE` of the time left (:attr:`AuditContext.left`), one row at least; once the
     deadline has passed no range after a batch's first is given (:attr:`AuditContext.overdue`
     is asked), so work that runs a batch's rows through several passes stops within about one
     range of its deadline. The caller counts the rows it ran (``hi`` of the last range)."""
@@ -302,7 +294,7 @@ class RowChunks:
             done += size
 
     def _size(self, rest: int) -> int:
-        left = seconds_left(self.ctx)
+        left = self.ctx.left()
         if not math.isfinite(left):
             return rest
         if self.per_row is None:

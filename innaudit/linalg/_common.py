@@ -8,9 +8,14 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["SMALL_DIM", "Map", "threads_for"]
+__all__ = ["SMALL_DIM", "Map", "Stop", "threads_for"]
 
 Map = Callable[[Tensor], Tensor]
+
+Stop = Callable[[], bool]
+"""``stop() -> bool``, asked before each step of an iteration (Lanczos, Golub-Kahan) after the
+first: True ends the run there (a budget's deadline passed); the rows not yet done keep what the
+steps they reached give and are flagged ``stopped``."""
 
 SMALL_DIM = 1024
 """At or below this dimension the matrix-free routines run single-threaded: one JVP or VJP of a

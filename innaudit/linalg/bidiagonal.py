@@ -31,14 +31,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from innaudit.linalg._common import Stop
+
 __all__ = ["Bidiagonal", "Product", "bidiagonalize", "quadrature_log"]
 
 Product = Callable[[Tensor, Tensor], Tensor]
 """``product(v, rows)``: ``J v`` (a JVP) or ``J^T u`` (a VJP) for the rows ``rows`` of a batch,
 ``v`` of shape ``(len(rows), d)`` float64, the answer float64 of the same shape."""
-
-Stop = Callable[[], bool]
-"""``stop() -> bool``, asked before each step after the first: True ends every run there."""
 
 INVARIANT = 1e-12
 """A new ``alpha`` or ``beta`` at most this times the largest ``alpha`` so far closes the row's

@@ -11,7 +11,8 @@ import torch
 from torch import Tensor
 from torch.func import vjp
 
-from innaudit.linalg._common import Map, threads_for
+from innaudit.linalg._common import Map, Stop, threads_for
+from innaudit.linalg.bidiagonal import bidiagonalize, quadrature_log
 
 __all__ = [
     "Apply",
@@ -20,15 +21,9 @@ __all__ = [
     "extreme_singular_values",
     "lanczos",
     "log_abs_det_estimate",
-    "quadrature_log",
     "top_singular_value",
     "tridiagonal",
 ]
-
-Stop = Callable[[], bool]
-"""``stop() -> bool``, asked before each Lanczos iteration after the first: True ends the run
-there (a budget's deadline passed); the samples not yet converged keep the estimate of the
-steps they reached and are flagged ``stopped``."""
 
 
 @dataclass(frozen=True)
@@ -285,20 +280,6 @@ def tridiagonal(alpha: Tensor, beta: Tensor) -> Tensor:
     return t
 
 
-def quadrature_log(alpha: Tensor, beta: Tensor, iters: Tensor, broken: Tensor) -> Tensor:
-    """``e_1^T log(T_k) e_1`` per row of Lanczos coefficients ``alpha``/``beta`` ``(N, steps)``
-    with ``iters`` steps taken (Gauss quadrature of ``u^T log(J^T J) u``, unit ``u``); NaN for
-    ``broken`` rows and rows with no step."""
-    out = torch.full(iters.shape, float("nan"), dtype=torch.float64, device=alpha.device)
-    for k in torch.unique(iters).tolist():
-        rows = torch.nonzero((iters == k) & ~broken).flatten()
-        if k == 0 or len(rows) == 0:
-            continue
-        vals, vecs = torch.linalg.eigh(tridiagonal(alpha[rows, :k], beta[rows, :k]))
-        out[rows] = (vecs[:, 0, :] ** 2 * vals.clamp_min(1e-300).log()).sum(1)
-    return out
-
-
 def log_abs_det_estimate(
     fn: Map, x: Tensor, *, probes: int = 8, steps: int = 32, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -313,8 +294,6 @@ def log_abs_det_estimate(
     :func:`innaudit.linalg.slq.log_abs_det_slq`, which batches the probes and also reports the
     quadrature's bias; the standard error covers the probe variance only.
     """
-    from innaudit.linalg.bidiagonal import bidiagonalize, quadrature_log
-
     x = x.detach()
     batch, dim = len(x), int(x[0].numel())
     steps = min(steps, dim)

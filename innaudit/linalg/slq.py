@@ -53,8 +53,8 @@ import torch
 from torch import Tensor
 from torch.func import vjp, vmap
 
-from innaudit.linalg._common import Map
-from innaudit.linalg.bidiagonal import Bidiagonal, Product, Stop, bidiagonalize, quadrature_log
+from innaudit.linalg._common import Map, Stop
+from innaudit.linalg.bidiagonal import Bidiagonal, Product, bidiagonalize, quadrature_log
 
 __all__ = ["BAR_STDERRS", "MAX_ROWS", "LogDetEstimate", "log_abs_det_slq", "quadrature_bias", "rules"]
 
@@ -212,7 +212,7 @@ def log_abs_det_slq(
         generator: source of the probes (seeded by the caller).
         max_rows: samples x probes advanced together (memory).
         stop: asked before each bidiagonalization step after a chunk's first (a budget's deadline,
-            :data:`innaudit.linalg.lanczos.Stop`); True ends the chunk's steps there, so its
+            :data:`innaudit.linalg._common.Stop`); True ends the chunk's steps there, so its
             estimate is the Gauss rule of the steps reached (still an upper bound up to probe noise).
     """
     x = x.detach()

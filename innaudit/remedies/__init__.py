@@ -25,8 +25,9 @@ Exploding Inverses in Invertible Neural Networks", AISTATS 2021, https://arxiv.o
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from innaudit.core.lazy import lazy_getattr
 
 __all__ = ["RepairResult", "bound_scales", "repair"]
 
@@ -42,9 +43,4 @@ if TYPE_CHECKING:
     from innaudit.remedies.session import repair
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'innaudit.remedies' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _LAZY, __name__)

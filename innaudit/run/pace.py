@@ -8,7 +8,7 @@ happened, so the runner records the cut (never a silent pass on fewer samples). 
 batch cannot split (Lanczos iterations, attack steps) asks :meth:`Pace.overdue` instead
 (:attr:`~innaudit.audits.base.AuditContext.overdue`): past the deadline it stops where it is,
 and the pace counts how often that happened. Work that sizes its own sub-batches to the time
-left reads :meth:`Pace.left` (:func:`innaudit.audits.common.seconds_left`).
+left reads :meth:`Pace.left` (:attr:`~innaudit.audits.base.AuditContext.left`).
 """
 
 from __future__ import annotations

@@ -632,13 +632,14 @@ class PlanRun:
             options["method"] = share.method
         options.update(share.overrides)
         datasets, samples = ctx.datasets, ctx.samples
-        pace, overdue = ctx.pace, ctx.overdue
+        pace, overdue, left = ctx.pace, ctx.overdue, ctx.left
         if self.plan.budget_s is not None and self.needs[audit_id].scalable:
             samples = max(1, min(ctx.samples, share.samples))
             if "samples" in options:
                 options["samples"] = max(1, min(int(options["samples"]), samples))
             datasets = [replace(d, size=min(d.size, samples)) for d in ctx.datasets]
             pace = self.paces[audit_id] = Pace(time.monotonic() + self._allowance(audit_id))
+            left = pace.left
             if ctx.shard.single:  # ranks of a job stop their units alike only at batches
                 overdue = pace.overdue
         return replace(
@@ -648,6 +649,7 @@ class PlanRun:
             samples=samples,
             pace=pace,
             overdue=overdue,
+            left=left,
         )
 
     def _allowance(self, audit_id: str) -> float:

@@ -68,9 +68,11 @@ def produced() -> dict[str, set[str]]:
         patch.setattr(PlanRun, "_allowance", lambda self, audit_id: 0.0)
         cut = {
             **_SMALL,
-            "audits": ["attack", "spectrum", "layers"],
+            "audits": ["attack", "spectrum", "layers", "precision", "logdet"],
             "spectrum": {"samples": 2, "method": "matrix-free"},
             "layers": {"method": "matrix-free"},
+            "precision": {"samples": 8},
+            "logdet": {"samples": 4, "method": "matrix-free"},
             "budget": "10m",
         }
         reports.append(innaudit.audit("checkpoints/digits-affine.pt", config=cut))

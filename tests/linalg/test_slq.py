@@ -159,8 +159,18 @@ def test_a_run_without_tolerance_is_not_ended_by_a_deflated_top_ritz_vector() ->
 
 
 def _lanczos_on_products(fn, x: Tensor, probes: int, steps: int, seed: int) -> tuple[Tensor, Tensor]:  # type: ignore[no-untyped-def]
-    """The estimator this module replaced: Lanczos on the products ``J^T (J v)``, same draws."""
-    from innaudit.linalg.lanczos import _Operator, lanczos, quadrature_log
+    """The estimator this module replaced: Lanczos on the products ``J^T (J v)``, same draws,
+    and the Gauss rule ``e_1^T log(T_k) e_1`` of each run's tridiagonal ``T_k``."""
+    from innaudit.linalg.lanczos import _Operator, lanczos, tridiagonal
+
+    def quadrature_log(alpha: Tensor, beta: Tensor, iters: Tensor, broken: Tensor) -> Tensor:
+        out = torch.full(iters.shape, float("nan"), dtype=torch.float64)
+        for k in torch.unique(iters).tolist():
+            rows = torch.nonzero((iters == k) & ~broken).flatten()
+            if k and len(rows):
+                vals, vecs = torch.linalg.eigh(tridiagonal(alpha[rows, :k], beta[rows, :k]))
+                out[rows] = (vecs[:, 0, :] ** 2 * vals.clamp_min(1e-300).log()).sum(1)
+        return out
 
     gen, dim = GEN().manual_seed(seed), x.shape[1]
     with torch.enable_grad():

@@ -62,6 +62,12 @@ def _data(n: int = 8) -> torch.Tensor:
     return torch.rand(n, 4, generator=torch.Generator().manual_seed(0))
 
 
+def _budgeted(spec: str, audit: str, options: dict[str, object]) -> innaudit.Report:
+    """``audit`` alone on 8 samples of :func:`_data`, no OOD set, under a budget (the ``overdue``
+    fixture, where a test takes it, puts every deadline in the past)."""
+    return innaudit.audit(spec, data=_data(), ood=[], audits=[audit], budget="10m", config={audit: options})
+
+
 def test_precision_and_logdet_are_paced_inside() -> None:
     assert {"precision", "logdet"} <= PACED_INSIDE
 
@@ -79,6 +85,7 @@ def _ctx(pace: Pace) -> AuditContext:
         (4,),
         pace=pace,
         overdue=pace.overdue,
+        left=pace.left,
     )
 
 
@@ -116,14 +123,7 @@ def test_a_set_begun_late_gets_one_row() -> None:
 
 
 def test_a_precision_run_past_its_deadline_measures_one_sample_per_set_and_warns(overdue: None) -> None:
-    report = innaudit.audit(
-        f"{FIXTURES}:exact",
-        data=_data(),
-        ood=[],
-        audits=["precision"],
-        budget="10m",
-        config={"precision": {"samples": 8}},
-    )
+    report = _budgeted(f"{FIXTURES}:exact", "precision", {"samples": 8})
     result = report.audit("precision")
     assert [r.dataset for r in result.results] == ["data", "prior@T=1"]
     for measured in result.results:
@@ -134,14 +134,7 @@ def test_a_precision_run_past_its_deadline_measures_one_sample_per_set_and_warns
 
 
 def test_a_precision_failure_found_before_the_cut_still_fails(overdue: None) -> None:
-    report = innaudit.audit(
-        f"{FIXTURES}:nan_half",
-        data=_data(),
-        ood=[],
-        audits=["precision"],
-        budget="10m",
-        config={"precision": {"samples": 8, "prior": False}},
-    )
+    report = _budgeted(f"{FIXTURES}:nan_half", "precision", {"samples": 8, "prior": False})
     result = report.audit("precision")
     (measured,) = result.results
     assert measured.metrics["budget_cut_fraction"] == pytest.approx(7 / 8)
@@ -150,14 +143,7 @@ def test_a_precision_failure_found_before_the_cut_still_fails(overdue: None) -> 
 
 
 def test_precision_on_time_is_not_cut() -> None:
-    report = innaudit.audit(
-        f"{FIXTURES}:exact",
-        data=_data(),
-        ood=[],
-        audits=["precision"],
-        budget="10m",
-        config={"precision": {"samples": 8}},
-    )
+    report = _budgeted(f"{FIXTURES}:exact", "precision", {"samples": 8})
     for measured in report.audit("precision").results:
         assert measured.metrics["n"] == 8 and "budget_cut_fraction" not in measured.metrics
 
@@ -170,14 +156,7 @@ def shifted(tmp_path: Path) -> Path:
 
 
 def test_a_logdet_run_past_its_deadline_judges_one_sample_and_still_fails(overdue: None, shifted: Path) -> None:
-    report = innaudit.audit(
-        f"{shifted}:shifted",
-        data=_data(),
-        ood=[],
-        audits=["logdet"],
-        budget="10m",
-        config={"logdet": {"samples": 8, "method": "exact"}},
-    )
+    report = _budgeted(f"{shifted}:shifted", "logdet", {"samples": 8, "method": "exact"})
     result = report.audit("logdet")
     (measured,) = result.results
     m = measured.metrics
@@ -189,28 +168,14 @@ def test_a_logdet_run_past_its_deadline_judges_one_sample_and_still_fails(overdu
 
 
 def test_a_nonfinite_log_det_fails_even_where_the_budget_cut_the_reference(overdue: None, shifted: Path) -> None:
-    report = innaudit.audit(
-        f"{shifted}:shifted_nan",
-        data=_data(),
-        ood=[],
-        audits=["logdet"],
-        budget="10m",
-        config={"logdet": {"samples": 8, "method": "exact"}},
-    )
+    report = _budgeted(f"{shifted}:shifted_nan", "logdet", {"samples": 8, "method": "exact"})
     (measured,) = report.audit("logdet").results
     assert measured.metrics["nonfinite_fraction"] == pytest.approx(1 / 8)  # row 1, past the cut
     assert report.audit("logdet").status is innaudit.Status.FAIL
 
 
 def test_a_stopped_quadrature_warns_and_stays_an_upper_bound(overdue: None) -> None:
-    report = innaudit.audit(
-        f"{FIXTURES}:exact",
-        data=_data(),
-        ood=[],
-        audits=["logdet"],
-        budget="10m",
-        config={"logdet": {"samples": 8, "method": "matrix-free", "probes": 4, "steps": 4}},
-    )
+    report = _budgeted(f"{FIXTURES}:exact", "logdet", {"samples": 8, "method": "matrix-free", "probes": 4, "steps": 4})
     result = report.audit("logdet")
     (measured,) = result.results
     m = measured.metrics
