@@ -335,14 +335,24 @@ def local_certificates(
     the activations keep a slope range: NaN otherwise) and the centred-form enclosure of the
     Jacobian (:mod:`innaudit.linalg.boxes`). Where ``d <= split_max_dim`` the balls are split by
     branch and bound (:func:`cell_search`, ``cells`` boxes per ball on average, until each
-    ball's certificate is within ``target`` of the largest exact value found in it)."""
+    ball's certificate is within ``target`` of the largest exact value found in it); in more
+    dimensions a ball is not split, and one where more than ``max_unstable`` of the activations
+    keep a slope range gets no enclosure either (it would cost more than the R^d bound and say
+    less)."""
     flat = x.reshape(len(x), -1).double().cpu()
     found = box_bounds(chain, flat, torch.full_like(flat, float(radius)), max_unstable=max_unstable)
-    budget = len(flat) * (cells if flat.shape[1] <= split_max_dim else 1)
-    searched = cell_search(chain, flat - radius, flat + radius, target=target, cells=budget, stop=stop)
+    split = flat.shape[1] <= split_max_dim
+    rows = np.arange(len(flat)) if split else np.flatnonzero(found.unstable <= max_unstable)
+    if not len(rows):
+        return found
+    pick = torch.as_tensor(rows)
+    budget = len(rows) * (cells if split else 1)
+    searched = cell_search(chain, flat[pick] - radius, flat[pick] + radius, target=target, cells=budget, stop=stop)
     if searched is None:
         return found
-    forward, inverse = np.fmin(found.forward, searched.forward), np.fmin(found.inverse, searched.inverse)
+    forward, inverse = found.forward.copy(), found.inverse.copy()
+    forward[rows] = np.fmin(forward[rows], searched.forward)
+    inverse[rows] = np.fmin(inverse[rows], searched.inverse)
     return LocalCertificates(forward, inverse, found.unstable)
 
 
