@@ -28,8 +28,11 @@ spectral norm is monotone on non-negative matrices), and for ``2 x 2`` Jacobians
 supremum over the interval matrix, the largest ``||C + S o E||`` over the 16 sign patterns ``S``
 (the norm is convex, so its maximum over the box of matrices is at a vertex); by Weyl's
 inequality ``sigma_min(J(x)) >= sigma_min(C) - ||E||``, so ``||J(x)^-1|| <= 1 / (sigma_min(C) -
-||E||)`` where that is positive. A mirrored inverse chain (every block's inverse sees the
-forward's pre-activations) is enclosed the same way with the forward's slope ranges.
+||E||)`` where that is positive. For the inverse, a mirrored inverse chain (every block's
+inverse sees the forward's pre-activations: additive couplings) is enclosed the same way with
+the forward's slope ranges; otherwise every block's inverse is enclosed by its Neumann series
+(:mod:`.interval_inverse`) and their product in the inverse order bounded the same way, which
+needs only each block's own ``sigma_min`` gap, not the whole flow's. The smallest bound holds.
 """
 
 from __future__ import annotations
@@ -43,9 +46,19 @@ from torch import Tensor
 
 from innaudit.linalg.chain import Affine, Slopes, Stage, compose
 from innaudit.linalg.gram import ROUNDING_MARGIN
+from innaudit.linalg.interval_inverse import inverse_enclosure
 from innaudit.linalg.intervals import box_slopes
 
-__all__ = ["BoxBounds", "Enclosure", "box_bounds_batch", "chain_enclosure", "enclose"]
+__all__ = [
+    "BoxBounds",
+    "Enclosure",
+    "block_enclosures",
+    "box_bounds_batch",
+    "chain_enclosure",
+    "enclose",
+    "inverse_parts",
+    "product_enclosure",
+]
 
 
 @dataclass(frozen=True)
@@ -118,18 +131,46 @@ def enclose(stages: Sequence[Stage], slopes: Sequence[Slopes]) -> Enclosure:
     return _product(mats, mids, halves)
 
 
-def chain_enclosure(blocks: Sequence[Sequence[Stage]], slopes: Sequence[Slopes]) -> Enclosure:
-    """The enclosure of a flow's Jacobian over each box, block by block: every block's own
-    (``d x d``), multiplied in centred form. ``slopes``: the activation stages' ranges of all
-    blocks, in order."""
+def block_enclosures(blocks: Sequence[Sequence[Stage]], slopes: Sequence[Slopes]) -> list[Enclosure]:
+    """Every block's own Jacobian enclosure over each box (``d x d``), in order. ``slopes``: the
+    activation stages' ranges of all blocks, in order."""
     it = iter(slopes)
-    parts = [enclose(block, [next(it) for s in block if isinstance(s, Slopes)]) for block in blocks]
+    return [enclose(block, [next(it) for s in block if isinstance(s, Slopes)]) for block in blocks]
+
+
+def product_enclosure(parts: Sequence[Enclosure]) -> Enclosure:
+    """The enclosure of the product of the blocks' Jacobians (``parts[0]`` applied first), in
+    centred form (module docstring)."""
     n = max(len(p.mid) for p in parts)
     mids = [p.mid.expand(n, *p.mid.shape[1:]) for p in parts]
     halves = [p.radius.expand(n, *p.radius.shape[1:]) for p in parts]
     dims = [int(p.mid.shape[2]) for p in parts] + [int(parts[-1].mid.shape[1])]
     eyes = [torch.eye(d, dtype=torch.float64) for d in dims]
     return _product(eyes, mids, halves, inner=mids)
+
+
+def chain_enclosure(blocks: Sequence[Sequence[Stage]], slopes: Sequence[Slopes]) -> Enclosure:
+    """The enclosure of a flow's Jacobian over each box, block by block: every block's own
+    (``d x d``), multiplied in centred form. ``slopes``: the activation stages' ranges of all
+    blocks, in order."""
+    return product_enclosure(block_enclosures(blocks, slopes))
+
+
+def inverse_parts(parts: Sequence[Enclosure]) -> tuple[list[Enclosure], Tensor]:
+    """The enclosures of the blocks' inverses, in the order the inverse flow applies them (the
+    last block's first: :func:`~.interval_inverse.inverse_enclosure`), with their infinite
+    radii set to 0, and per box whether every block's inverse is certified."""
+    out: list[Enclosure] = []
+    certified: Tensor | None = None
+    for p in reversed(parts):
+        if p.mid.shape[1] != p.mid.shape[2]:
+            return [], torch.zeros(len(p.mid), dtype=torch.bool)
+        x, r = inverse_enclosure(p.mid, p.radius)
+        ok = torch.isfinite(r).flatten(1).all(1)
+        certified = ok if certified is None else certified & ok
+        out.append(Enclosure(x, torch.where(ok[:, None, None], r, torch.zeros_like(r))))
+    assert certified is not None
+    return out, certified
 
 
 def _top(m: Tensor) -> Tensor:
@@ -160,8 +201,11 @@ def weyl_inverse(e: Enclosure) -> Tensor:
 @dataclass(frozen=True)
 class BoxBounds:
     """Per box ``(n,)`` float64: certificates of ``sup ||J||`` (``forward``) and ``sup ||J^-1||``
-    (``inverse``, inf: not certified) over it; the exact ``||J(c)||`` and ``1 / sigma_min(J(c))``
-    at its centre where every activation is stable there (NaN otherwise: a kink at the centre)."""
+    (``inverse``, inf: not certified) over it; and lower bounds of ``||J(c)||`` and ``1 /
+    sigma_min(J(c))`` at its centre, ``||M|| - ||R||`` and ``1 / (sigma_min(M) + ||R||)`` from the
+    point's enclosure ``|J(c) - M| <= R``: exact where every activation is stable there (``R =
+    0``), within the slope rules' rounding for smooth activations, NaN where not positive (a
+    kink at the centre)."""
 
     forward: Tensor
     inverse: Tensor
@@ -202,18 +246,25 @@ def box_bounds_batch(
     if slopes is None:
         return None
     boxes, points = _split(slopes, n)
-    e = chain_enclosure(blocks, boxes)
+    parts = block_enclosures(blocks, boxes)
+    e = product_enclosure(parts)
     forward, inverse = forward_bound(e), weyl_inverse(e)
-    if inverses is not None:
-        back = chain_enclosure(list(reversed(inverses)), _reordered(blocks, boxes))
-        inverse = torch.minimum(inverse, forward_bound(back))
+    if inverses is not None:  # the mirrored chain: its blocks' inverses enclosed from their own slopes
+        mirrored = chain_enclosure(list(reversed(inverses)), _reordered(blocks, boxes))
+        inverse = torch.minimum(inverse, forward_bound(mirrored))
+    else:
+        back, certified = inverse_parts(parts)
+        if back:
+            per_block = forward_bound(product_enclosure(back))
+            inverse = torch.minimum(inverse, torch.where(certified, per_block, torch.full_like(per_block, math.inf)))
     exact = chain_enclosure(blocks, points)
-    stable = exact.radius.flatten(1).amax(1) == 0
     sv = torch.linalg.svdvals(exact.mid)
-    nan = torch.full((n,), math.nan, dtype=torch.float64)
-    nan = nan[: len(sv)]
-    top = torch.where(stable, sv[:, 0], nan)
-    bottom = torch.where(stable & (sv[:, -1] > 0), 1.0 / sv[:, -1].clamp_min(1e-300), nan)
+    slack = _top(exact.radius)  # ||J(c) - mid|| <= ||radius||: 0 where every activation is stable at c
+    top = sv[:, 0] - slack
+    nan = torch.full_like(top, math.nan)
+    top = torch.where(top > 0, top, nan)
+    bottom = 1.0 / (sv[:, -1] + slack)
+    bottom = torch.where(torch.isfinite(bottom), bottom, nan)
     if exact.mid.shape[1] != exact.mid.shape[2]:
         bottom = nan
     return BoxBounds(*(v.expand(n).clone() for v in (forward, inverse, top, bottom)))  # a chain without activations
