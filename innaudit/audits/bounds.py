@@ -224,7 +224,7 @@ class Bounds(Audit):
         "local_radius": None,
         "local_max_unstable": 0.5,
         "local_cells": 64,
-        "domain_cells": 4096,
+        "domain_cells": 16384,
         "split_target": 1.1,
         "domain_split_max_dim": 4,
         "search_steps": 16,

@@ -4,10 +4,16 @@ and it is never below a Jacobian sampled anywhere in the box."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 from torch.func import jacrev, vmap
 
+from innaudit.audits.bounds import model_certificate
 from innaudit.audits.bounds_local import ModelChain, cell_search, domain_search, local_certificates
+from innaudit.linalg import jacobian
+from innaudit.loading import load_model
 from tests.linalg.test_boxes import flow
 
 
@@ -62,3 +68,27 @@ def test_local_balls_are_split_until_each_is_within_the_target() -> None:
         assert float(sv[:, 0].max()) <= fine.forward[i] * (1 + 1e-9) <= coarse.forward[i] * (1 + 1e-9)
         assert float((1 / sv[:, -1]).max()) <= fine.inverse[i] * (1 + 1e-9) <= coarse.inverse[i] * (1 + 1e-9)
         assert fine.forward[i] <= 1.02 * float(sv[:, 0].max()) * 1.2
+
+
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHECKPOINTS / "checkerboard-additive.pt").exists(), reason="no shipped checkpoints")
+@pytest.mark.parametrize("name", ("checkerboard-additive", "checkerboard-residual"))
+def test_a_dense_grid_of_a_shipped_2d_flow_never_exceeds_its_domain_certificate(name: str) -> None:
+    """Every Jacobian on a 301 x 301 grid of the domain box lies below the box's certificate,
+    both ways, and the certificate is within the goal (10x) of the grid's maximum."""
+    model = load_model(str(CHECKPOINTS / f"{name}.pt")).model
+    cert = model_certificate(model)
+    assert cert.chain is not None
+    dom = model.info.domain
+    low = torch.full((2,), float(dom.low), dtype=torch.float64)
+    high = torch.full((2,), float(dom.high), dtype=torch.float64)
+    found = domain_search(cert.chain, low, high, 16384, 4, (cert.forward, cert.inverse))
+    axis = torch.linspace(float(dom.low), float(dom.high), 301, dtype=torch.float64)
+    grid = torch.cartesian_prod(axis, axis).to(model.dtype)
+    sv = torch.linalg.svdvals(jacobian(lambda t: model.forward(t, grad=True), grid).double())
+    top, bottom = float(sv[:, 0].max()), float((1 / sv[:, -1]).max())
+    assert top <= found.forward * (1 + 1e-3) and bottom <= found.inverse * (1 + 1e-3)  # float32 model
+    assert found.forward <= 10 * top and found.inverse <= 10 * bottom
