@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.func import jacrev, vmap
@@ -13,8 +14,9 @@ from torch.func import jacrev, vmap
 from innaudit.audits.bounds import model_certificate
 from innaudit.audits.bounds_local import ModelChain, cell_search, domain_search, local_certificates
 from innaudit.linalg import jacobian
+from innaudit.linalg.chain import net_stages
 from innaudit.loading import load_model
-from tests.linalg.test_boxes import flow
+from tests.linalg.test_boxes import _net, flow
 
 
 def _grid_values(fn, low: float, high: float, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,3 +94,23 @@ def test_a_dense_grid_of_a_shipped_2d_flow_never_exceeds_its_domain_certificate(
     top, bottom = float(sv[:, 0].max()), float((1 / sv[:, -1]).max())
     assert top <= found.forward * (1 + 1e-3) and bottom <= found.inverse * (1 + 1e-3)  # float32 model
     assert found.forward <= 10 * top and found.inverse <= 10 * bottom
+
+
+def test_a_ball_beyond_the_split_dimensions_with_mostly_unstable_units_gets_no_enclosure() -> None:
+    """In 5 dimensions (above ``split_max_dim``) a ball so wide that most ReLUs switch gets no
+    local certificate at all (the centred form would say less than the R^d bound), a small one
+    gets the enclosure; ``max_unstable`` 1 bounds the wide one anyway, above every sample."""
+    net = _net(torch.Generator().manual_seed(4), 24, 5)
+    stages = net_stages(list(net), (5,))
+    assert stages is not None
+    chain = ModelChain((tuple(stages),), None)
+    x = torch.zeros(1, 5, dtype=torch.float64)
+    wide = local_certificates(chain, x, 50.0, max_unstable=0.5, split_max_dim=4)
+    assert np.isnan(wide.forward[0]) and wide.unstable[0] > 0.5
+    small = local_certificates(chain, x, 1e-6, max_unstable=0.5, split_max_dim=4)
+    j = torch.autograd.functional.jacobian(net, x[0])
+    assert float(small.forward[0]) == pytest.approx(float(torch.linalg.matrix_norm(j, ord=2)), rel=1e-6)
+    forced = local_certificates(chain, x, 50.0, max_unstable=1.0, split_max_dim=4)
+    points = 100 * torch.rand(300, 5, generator=torch.Generator().manual_seed(5), dtype=torch.float64) - 50
+    sampled = torch.stack([torch.autograd.functional.jacobian(net, p) for p in points])
+    assert float(torch.linalg.matrix_norm(sampled, ord=2).max()) <= float(forced.forward[0])
