@@ -12,9 +12,12 @@ inverse is a chain that sees the forward's pre-activations (additive couplings, 
 ranges bounds the inverse too, and the smaller bound is kept.
 
 Over the model's domain box (``[low, high]^d``, widened to hold every audited sample) the same
-bound is the **domain certificate**: in few dimensions the box is split by branch and bound (the
-box with the largest bound is halved along its widest side, up to ``cells`` boxes), and the
-largest bound over the boxes holds for the whole box.
+bound is the **domain certificate**: in few dimensions the box is split by branch and bound
+(:func:`cell_search`: the cells with the largest bounds halved along their widest side, a batch
+at a time, each bounded by the centred-form enclosure of the flow's Jacobian and, for the
+inverse, of its blocks' inverses, :mod:`innaudit.linalg.boxes`), until the largest bound is
+within a target of the largest value found at a cell centre or ``cells`` boxes are spent; the
+largest bound over the cells holds for the whole box.
 """
 
 from __future__ import annotations
