@@ -1,4 +1,5 @@
-"""What the exact and the matrix-free routines share: the map type and the thread policy."""
+"""What the exact and the matrix-free routines share: the map type, the thread policy and the
+reorthogonalization of a Krylov basis."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["SMALL_DIM", "Map", "Stop", "threads_for"]
+__all__ = ["REPEAT", "SMALL_DIM", "Map", "Stop", "orthogonalize", "threads_for"]
 
 Map = Callable[[Tensor], Tensor]
 
@@ -35,3 +36,29 @@ def threads_for(dim: int) -> Iterator[None]:
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+REPEAT = 0.5**0.5
+"""A row is orthogonalized a second time when one pass left at most this fraction of its norm
+(the criterion of Daniel, Gragg, Kaufman and Stewart, "Reorthogonalization and stable algorithms
+for updating the Gram-Schmidt QR factorization", Math. Comp. 30(136), 1976,
+https://doi.org/10.1090/S0025-5718-1976-0431641-8): where less cancelled, one pass in float64
+already leaves the row orthogonal to the basis to about float64's rounding."""
+
+
+def _project_out(w: Tensor, basis: Tensor) -> Tensor:
+    """``w - basis^T (basis w)`` per row, ``basis`` ``(N, j, d)`` (one classical Gram-Schmidt pass)."""
+    coef = torch.bmm(basis, w.unsqueeze(2))
+    return w - torch.bmm(coef.transpose(1, 2), basis).squeeze(1)
+
+
+def orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
+    """``w`` less its components along the orthonormal rows of ``basis`` ``(N, j, d)``: one pass,
+    and a second for the rows whose norm the first cut below :data:`REPEAT` of it."""
+    once = _project_out(w, basis)
+    again = torch.nonzero(once.norm(dim=1) <= REPEAT * w.norm(dim=1)).flatten()
+    if len(again) == len(w):
+        return _project_out(once, basis)
+    if len(again):
+        once[again] = _project_out(once[again], basis[again])
+    return once

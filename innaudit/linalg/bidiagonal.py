@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from innaudit.linalg._common import Stop
+from innaudit.linalg._common import Stop, orthogonalize
 
 __all__ = ["Bidiagonal", "Product", "bidiagonalize", "quadrature_log"]
 
@@ -60,13 +60,6 @@ class Bidiagonal:
     stopped: Tensor
 
 
-def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
-    """``w`` less its components along the orthonormal rows of ``basis`` ``(N, j, d)``, twice."""
-    for _ in range(2):
-        w = w - torch.einsum("nj,njd->nd", torch.einsum("njd,nd->nj", basis, w), basis)
-    return w
-
-
 def _finite(w: Tensor) -> tuple[Tensor, Tensor]:
     bad = ~torch.isfinite(w).all(1)
     return torch.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0), bad
@@ -92,30 +85,31 @@ def bidiagonalize(jvp: Product, vjp: Product, start: Tensor, steps: int, stop: S
         rows = torch.nonzero(~done).flatten()
         if len(rows) == 0:
             break
+        live: Tensor | slice = slice(None) if len(rows) == n else rows  # a view, not a copy, while every row runs
         if j > 0 and stop is not None and stop():
-            flags["stopped"][rows] = True
+            flags["stopped"][live] = True
             break
-        u, bad = _finite(jvp(v_basis[rows, j], rows))
+        u, bad = _finite(jvp(v_basis[live, j], rows))
         if j > 0:
-            u = _orthogonalize(u - beta[rows, j - 1, None] * u_basis[rows, j - 1], u_basis[rows, :j])
+            u = orthogonalize(u - beta[live, j - 1, None] * u_basis[live, j - 1], u_basis[live, :j])
         a = u.norm(dim=1)
-        scale[rows] = torch.maximum(scale[rows], a)
-        alpha[rows, j], iters[rows] = a, j + 1
-        u_basis[rows, j] = u / a.clamp_min(1e-300).unsqueeze(1)
-        flags["broken"][rows] |= bad
-        done[rows] |= bad
+        scale[live] = torch.maximum(scale[live], a)
+        alpha[live, j], iters[live] = a, j + 1
+        u_basis[live, j] = u / a.clamp_min(1e-300).unsqueeze(1)
+        flags["broken"][live] |= bad
+        done[live] |= bad
         if j == steps - 1:
             flags["closed"][rows[~bad]] = steps == dim
             break
-        w, bad = _finite(vjp(u_basis[rows, j], rows))
-        w = _orthogonalize(w - a.unsqueeze(1) * v_basis[rows, j], v_basis[rows, : j + 1])
+        w, bad = _finite(vjp(u_basis[live, j], rows))
+        w = orthogonalize(w - a.unsqueeze(1) * v_basis[live, j], v_basis[live, : j + 1])
         b = w.norm(dim=1)
-        beta[rows, j] = b
-        v_basis[rows, j + 1] = w / b.clamp_min(1e-300).unsqueeze(1)
-        closed = (b <= INVARIANT * scale[rows]) & ~bad
-        flags["closed"][rows] |= closed
-        flags["broken"][rows] |= bad
-        done[rows] |= closed | bad
+        beta[live, j] = b
+        v_basis[live, j + 1] = w / b.clamp_min(1e-300).unsqueeze(1)
+        closed = (b <= INVARIANT * scale[live]) & ~bad
+        flags["closed"][live] |= closed
+        flags["broken"][live] |= bad
+        done[live] |= closed | bad
     return Bidiagonal(alpha, beta, iters, flags["closed"], flags["broken"], flags["stopped"])
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.func import vjp
 
-from innaudit.linalg._common import Map, Stop, threads_for
+from innaudit.linalg._common import Map, Stop, orthogonalize, threads_for
 from innaudit.linalg.bidiagonal import bidiagonalize, quadrature_log
 
 __all__ = [
@@ -163,26 +163,29 @@ def lanczos(apply: Apply, start: Tensor, tol: float, steps: int, stop: Stop | No
         rows = torch.nonzero(~done).flatten()
         if len(rows) == 0:
             break
+        live: Tensor | slice = slice(None) if len(rows) == batch else rows  # a view, not a copy, while every row runs
         if k > 0 and stop is not None and stop():
-            stopped[rows] = True
+            stopped[live] = True
             break
-        w = apply(basis[rows, k], rows)
+        w = apply(basis[live, k], rows)
         bad = ~torch.isfinite(w).all(1)
         w = torch.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0)
-        q = basis[rows, : k + 1]
+        q = basis[live, : k + 1]
         a = (q[:, k] * w).sum(1)
-        for _ in range(2):  # full reorthogonalization, twice is enough
-            w = w - torch.einsum("bk,bkd->bd", torch.einsum("bkd,bd->bk", q, w), q)
+        w = w - a.unsqueeze(1) * q[:, k]  # the three-term recurrence, then full reorthogonalization
+        if k > 0:
+            w = w - beta[live, k - 1, None] * q[:, k - 1]
+        w = orthogonalize(w, q)
         b = w.norm(dim=1)
-        alpha[rows, k], beta[rows, k] = a, b
-        basis[rows, k + 1] = w / b.clamp_min(1e-300).unsqueeze(1)
-        iters[rows] = k + 1
-        top, resid = _top_ritz(alpha[rows, : k + 1], beta[rows, : k + 1])
-        theta[rows] = top
+        alpha[live, k], beta[live, k] = a, b
+        basis[live, k + 1] = w / b.clamp_min(1e-300).unsqueeze(1)
+        iters[live] = k + 1
+        top, resid = _top_ritz(alpha[live, : k + 1], beta[live, : k + 1])
+        theta[live] = top
         invariant = b <= 1e-12 * top.abs().clamp_min(1e-300)
-        broken[rows] |= bad
+        broken[live] |= bad
         converged = resid <= tol * top.abs() if tol > 0 else torch.zeros_like(invariant)
-        done[rows] = converged | invariant | bad
+        done[live] = converged | invariant | bad
     return _Krylov(alpha, beta, iters, theta, done, broken, stopped)
 
 

@@ -7,7 +7,8 @@ not scheduled, and one thread is several times faster. Neither fixed choice is r
 everywhere, so the runner measures: the start-up timings of the cost model
 (:func:`innaudit.run.plan.measure_units`) are taken once with 1 thread and once with every
 core this process may use (``os.sched_getaffinity``), each turned into the seconds of the
-planned work, and the faster count is kept (:func:`measured`). A count the user gave wins
+planned work, and every core is kept only when it is clearly faster (:data:`GAIN`,
+:func:`measured`). A count the user gave wins
 without measuring, in this order: ``--threads N`` / ``threads:`` in the config (``option``),
 ``OMP_NUM_THREADS`` in the environment (``environment``), a ``torch.set_num_threads`` the
 caller of the Python API made after importing innaudit (``caller``).
@@ -112,9 +113,24 @@ SCREEN = 1.5
 than with 1 thread (a busy machine): the probe's own cost stays a few forward passes."""
 
 
+GAIN = 1.1
+"""Every core is kept only when the probe's planned work runs this many times faster with them
+than with 1 thread. A model whose operations are too small to share out (a 2-D flow) probes the
+same either way, and the probe's noise would pick either; but the operations that do split
+(batched interval bounds, a large search) then wait at a barrier for a descheduled thread
+whenever the machine gets busy, many times slower, while the gain on idle cores was nil."""
+
+
+def _best(timings: Mapping[int, float]) -> int:
+    """1 thread, unless more threads beat it by :data:`GAIN`."""
+    many = max(timings)
+    return many if many > 1 and timings[1] > GAIN * timings[many] else 1
+
+
 def measured(probe: Callable[[], float], cores: int, quick: Callable[[], float] | None = None) -> ThreadChoice:
     """Run ``probe`` (seconds of the planned work, as measured now) with 1 thread and with
-    ``cores`` threads; the faster count is set and returned with both timings.
+    ``cores`` threads; every core is set when it is :data:`GAIN` times faster, else 1 thread,
+    and returned with both timings.
 
     With ``quick`` (seconds of one forward pass), ``cores`` threads are first screened: when
     their forward pass is :data:`SCREEN` times slower than with 1 thread, 1 thread is kept
@@ -131,15 +147,15 @@ def measured(probe: Callable[[], float], cores: int, quick: Callable[[], float] 
     if cores > 1 and not (screen and screen[cores] > SCREEN * screen[1]):
         torch.set_num_threads(cores)
         timings[cores] = probe()
-    best = min(timings, key=lambda n: (timings[n], n))
+    best = _best(timings)
     torch.set_num_threads(best)
     return ThreadChoice(best, "measured", cores, timings, screen, time.perf_counter() - began)
 
 
 def chosen(option: int | None, probe: Callable[[], float], quick: Callable[[], float] | None = None) -> ThreadChoice:
-    """The run's thread count: the one the user gave (set here), else the faster of 1 thread
-    and every core by ``probe`` (which runs with the count under test already set), screened
-    by ``quick`` (:func:`measured`)."""
+    """The run's thread count: the one the user gave (set here), else 1 thread or every core
+    by ``probe`` (which runs with the count under test already set), screened by ``quick``
+    (:func:`measured`)."""
     fixed = given(option)
     if fixed is not None:
         torch.set_num_threads(fixed.threads)

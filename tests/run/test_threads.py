@@ -56,6 +56,18 @@ def test_the_faster_count_is_kept_with_both_timings(slow: int, want: int) -> Non
     assert choice.to_dict()["probe_s"] == {"1": 10.0 if slow == 1 else 1.0, "4": 10.0 if slow == 4 else 1.0}
 
 
+@pytest.mark.parametrize(("many_s", "want"), [(0.95, 1), (1.0, 1), (1.05, 1), (0.85, 4)])
+def test_every_core_must_be_clearly_faster(many_s: float, want: int) -> None:
+    """1 thread takes 1 s: every core is kept only below 1 / GAIN of it (a tie, or a few per
+    cent either way, is a model too small to share out)."""
+
+    def probe() -> float:
+        return 1.0 if torch.get_num_threads() == 1 else many_s
+
+    with kept():
+        assert measured(probe, 4).threads == want
+
+
 def test_a_slow_forward_with_every_core_skips_their_full_probe() -> None:
     """On a busy machine the screen (one forward pass each way) rules every core out, so the
     probe's own cost stays small; the screen's timings are recorded."""
@@ -130,8 +142,9 @@ def test_the_api_measures_records_and_restores(unset: None) -> None:
         screen = record.get("forward_s")
         ruled_out = screen is not None and screen[every] > policy.SCREEN * screen["1"]  # a busy machine
         assert set(record["probe_s"]) == ({"1"} if ruled_out else {"1", every})
-        best = min(record["probe_s"], key=lambda n: (record["probe_s"][n], int(n)))
-        assert record["threads"] == int(best)
+        probe = record["probe_s"]
+        clearly = every in probe and probe["1"] > policy.GAIN * probe[every]
+        assert record["threads"] == (available_cores() if clearly else 1)
     assert torch.get_num_threads() == before
 
 
