@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,11 +15,12 @@ from innaudit.audits.attack import default_epsilon
 from innaudit.audits.base import Audit, AuditContext, Measurement, register
 from innaudit.audits.block_constants import BlockConstants, block_constants
 from innaudit.audits.bounds_local import (
+    DomainCertificate,
     LocalCertificates,
     ModelChain,
     block_shapes,
     chain_mismatch,
-    domain_certificate,
+    domain_search,
     local_certificates,
     model_chain,
 )
@@ -222,8 +223,9 @@ class Bounds(Audit):
         "block_samples": 8,
         "local_radius": None,
         "local_max_unstable": 0.5,
-        "local_cells": 16,
-        "domain_cells": 64,
+        "local_cells": 64,
+        "domain_cells": 16384,
+        "split_target": 1.1,
         "domain_split_max_dim": 4,
         "search_steps": 16,
         "search_samples": 4,
@@ -250,6 +252,7 @@ class Bounds(Audit):
             )
         ),
         neither("local_radius", doc="L-inf radius of the balls of the local certificate"),
+        neither("domain_cells", doc="boxes the domain certificate's branch and bound evaluated"),
         worse("local_unstable", doc="mean share of activations whose slope is not fixed in a ball"),
         neither("local_certified", doc="share of samples whose ball has a finite local certificate both ways"),
         worse("witness_exceeds", doc="directions whose witness exceeds the global certificate"),
@@ -281,7 +284,7 @@ class Bounds(Audit):
 
     def __init__(self) -> None:
         self._cache: tuple[int, int, Certificate] | None = None
-        self._domains: dict[int, dict[tuple[float, float], tuple[float, float]]] = {}
+        self._domains: dict[int, dict[tuple[float, float], DomainCertificate]] = {}
         self._witnesses: dict[tuple[int, float, float], tuple[float, float]] = {}
 
     def _certificate(self, model: InvertibleModel, chain_max_dim: int) -> Certificate:
@@ -337,37 +340,48 @@ class Bounds(Audit):
             rows = int(ctx.option("block_samples")) - start  # the set's first block_samples samples
             per_block = block_constants(chain, x, residual, int(ctx.option("block_max_dim")), rows) if chain else []
             ball = (radius, float(ctx.option("local_max_unstable")), int(ctx.option("local_cells")))
-            local = _local(cert.chain, ctx.model, x, ball, limit, int(ctx.option("domain_split_max_dim")))
+            split = (int(ctx.option("domain_split_max_dim")), float(ctx.option("split_target")))
+            local = _local(cert.chain, ctx.model, x, ball, limit, split, ctx.overdue)
             return s.forward_max, s.inverse_max, per_block, local
 
         slack = 1 + float(ctx.option("slack"))
         progress = set_progress(ctx, [d.name for d in ctx.datasets], totals)
         for ds, mine in zip(ctx.datasets, map_batches(ctx, totals, work, progress=progress), strict=True):
-            where = self._domain(ctx, cert, mine, limit)
-            key = (id(ctx.model), where[2], where[3])  # one search per box: the global constant is the model's
+            domain, low, high = self._domain(ctx, cert, mine, limit)
+            key = (id(ctx.model), low, high)  # one search per box: the global constant is the model's
             if key not in self._witnesses:
-                self._witnesses[key] = _witness(ctx, ds, where[2], where[3])
+                points = domain.points if domain is not None else None
+                self._witnesses[key] = _witness(ctx, ds, low, high, points)
             witness = self._witnesses[key]
-            extra = _Extra(where[0], where[1], witness, radius, wide, max_dim, float(ctx.option("local_max_unstable")))
+            extra = _Extra(
+                domain.forward if domain is not None else math.nan,
+                domain.inverse if domain is not None else math.nan,
+                witness,
+                radius,
+                wide,
+                max_dim,
+                float(ctx.option("local_max_unstable")),
+                domain,
+            )
             yield _measurement(ds.name, cert, mine, slack, extra)
 
     def _domain(
         self, ctx: AuditContext, cert: Certificate, parts: list[_Part], limit: int
-    ) -> tuple[float, float, float, float]:
-        """``(forward, inverse, low, high)``: the domain certificate over the box that holds the
-        model's domain and the set's samples (cached by box)."""
+    ) -> tuple[DomainCertificate | None, float, float]:
+        """``(certificate, low, high)``: the domain certificate over the box that holds the
+        model's domain and the set's samples (cached by box; None without a chain)."""
         domain = ctx.model.info.domain
         low = min([domain.low, *(float(p[3].low) for p in parts)])
         high = max([domain.high, *(float(p[3].high) for p in parts)])
         if cert.chain is None:
-            return math.nan, math.nan, low, high
+            return None, low, high
         key = (low, high)
         cache = self._domains.setdefault(id(ctx.model), {})
         if key not in cache:
             d = domain.numel
             lo, hi = torch.full((d,), low, dtype=torch.float64), torch.full((d,), high, dtype=torch.float64)
             with chain_limit(limit):
-                cache[key] = domain_certificate(
+                cache[key] = domain_search(
                     cert.chain,
                     lo,
                     hi,
@@ -375,8 +389,10 @@ class Bounds(Audit):
                     int(ctx.option("domain_split_max_dim")),
                     (cert.forward, cert.inverse),
                     float(ctx.option("local_max_unstable")),
+                    float(ctx.option("split_target")),
+                    ctx.overdue,
                 )
-        return (*cache[key], low, high)
+        return cache[key], low, high
 
 
 def search_cost(dim: int, options: Mapping[str, Any]) -> Cost:
@@ -386,7 +402,7 @@ def search_cost(dim: int, options: Mapping[str, Any]) -> Cost:
     steps = int(options.get("search_steps", 0))
     if steps <= 0 or dim > min(int(options.get("block_max_dim", 1024)), EXACT_MAX_DIM):
         return Cost()
-    starts = int(options.get("search_samples", 0)) + int(options.get("search_starts", 0))
+    starts = int(options.get("search_samples", 0)) + int(options.get("search_starts", 0)) + 2  # + the domain's
     points = 2 * starts * (steps * (int(options.get("search_proposals", 0)) + 1) + 1)
     return Cost(vmap_vjp=points * dim, dense=points * float(dim) ** 3, vjp=2 * 3 * starts * steps)
 
@@ -415,6 +431,7 @@ class _Extra:
     wide: tuple[str, ...] = ()
     block_max_dim: int = 0
     max_unstable: float = 0.5
+    domain: DomainCertificate | None = None
 
 
 def _local_radius(ctx: AuditContext) -> float:
@@ -428,9 +445,11 @@ def _local(
     x: torch.Tensor,
     ball: tuple[float, float, int],
     limit: int,
-    split_max_dim: int,
+    split: tuple[int, float],
+    stop: Callable[[], bool],
 ) -> _Batch:
     """The local certificates of a batch over balls of ``ball = (radius, max_unstable, cells)``,
+    split where ``d <= split[0]`` until within ``split[1]`` of the best value (or ``stop()``),
     where the chain reproduces the model."""
     flat = x.reshape(len(x), -1)
     low, high = float(flat.min()) if len(x) else math.inf, float(flat.max()) if len(x) else -math.inf
@@ -440,12 +459,15 @@ def _local(
     if reason is not None:
         return _Batch(LocalCertificates.missing(len(x)), low, high, reason)
     with chain_limit(limit):
-        return _Batch(local_certificates(chain, x, *ball, split_max_dim), low, high, "")
+        return _Batch(local_certificates(chain, x, *ball, split[0], split[1], stop), low, high, "")
 
 
-def _witness(ctx: AuditContext, ds: Any, low: float, high: float) -> tuple[float, float]:
+def _witness(
+    ctx: AuditContext, ds: Any, low: float, high: float, points: torch.Tensor | None = None
+) -> tuple[float, float]:
     """The search's largest ``sigma_max(J_F)`` and ``1 / sigma_min(J_F)`` from the set's first
-    samples and seeded random starts in ``[low, high]``; NaN above ``block_max_dim``."""
+    samples, seeded random starts in ``[low, high]`` and ``points`` (the domain search's best
+    cell centres, measured here by the model itself); NaN above ``block_max_dim``."""
     dim = ctx.model.info.domain.numel
     steps = int(ctx.option("search_steps"))
     if steps <= 0 or dim > min(int(ctx.option("block_max_dim")), EXACT_MAX_DIM):
@@ -455,7 +477,10 @@ def _witness(ctx: AuditContext, ds: Any, low: float, high: float) -> tuple[float
     data = ds.make(0, min(ds.size, int(ctx.option("search_samples"))))
     count = int(ctx.option("search_starts"))
     uniform = low + (high - low) * torch.rand((count, *shape), generator=gen, dtype=torch.float64)
-    starts = torch.cat([data.reshape(-1, *shape).double(), uniform]).to(device=ctx.device, dtype=ctx.model.dtype)
+    found = [data.reshape(-1, *shape).double(), uniform]
+    if points is not None and len(points):
+        found.append(points.reshape(-1, *shape).double())
+    starts = torch.cat(found).to(device=ctx.device, dtype=ctx.model.dtype)
     fn = lambda t: ctx.model.forward(t, grad=True)  # noqa: E731
     proposals = int(ctx.option("search_proposals"))
     found = [
@@ -509,6 +534,7 @@ def _measurement(name: str, cert: Certificate, parts: list[_Part], slack: float,
         "inverse": _direction(cert.inverse, cert.inverse_product, cert.inverse_chain, mi)
         | _where_used(global_i, extra.domain_inverse, extra.witness[1], local_i, i),
         "local_radius": extra.radius,
+        "domain_cells": extra.domain.cells if extra.domain is not None else 0,
         "block_tightness": {"max": _loosest(rows)},
         "violation_fraction": float(violated.mean()) if len(f) else 0.0,
     }
@@ -537,6 +563,11 @@ def _measurement(name: str, cert: Certificate, parts: list[_Part], slack: float,
     reasons = sorted({p[3].mismatch for p in parts} - {""})
     if cert.chain is not None and reasons:
         text += f"; no local certificate: {reasons[0]}"
+    if extra.domain is not None and extra.domain.cells > 1 and not extra.domain.converged:
+        text += (
+            f"; the domain certificate's branch and bound stopped after {extra.domain.cells} boxes before it came "
+            f"within bounds.split_target of the largest value found (raise bounds.domain_cells or the budget)"
+        )
     skipped = int((np.isnan(local_f) & ~np.isnan(unstable)).sum())
     if skipped:
         text += (

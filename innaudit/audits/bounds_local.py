@@ -12,34 +12,41 @@ inverse is a chain that sees the forward's pre-activations (additive couplings, 
 ranges bounds the inverse too, and the smaller bound is kept.
 
 Over the model's domain box (``[low, high]^d``, widened to hold every audited sample) the same
-bound is the **domain certificate**: in few dimensions the box is split by branch and bound (the
-box with the largest bound is halved along its widest side, up to ``cells`` boxes), and the
-largest bound over the boxes holds for the whole box.
+bound is the **domain certificate**: in few dimensions the box is split by branch and bound
+(:func:`cell_search`: the cells with the largest bounds halved along their widest side, a batch
+at a time, each bounded by the centred-form enclosure of the flow's Jacobian and, for the
+inverse, of its blocks' inverses, :mod:`innaudit.linalg.boxes`), until the largest bound is
+within a target of the largest value found at a cell centre or ``cells`` boxes are spent; the
+largest bound over the cells holds for the whole box.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from innaudit.linalg.boxes import box_bounds_batch
 from innaudit.linalg.chain import Slopes, Stage, chain_bound
 from innaudit.linalg.intervals import box_certificate, box_slopes, evaluate, with_slopes
 from innaudit.linalg.lipschitz import block_mirrored, block_stages
 from innaudit.model.contract import InvertibleModel
 
 __all__ = [
+    "CellSearch",
+    "DomainCertificate",
     "LocalCertificates",
     "ModelChain",
     "block_shapes",
     "box_bounds",
+    "cell_search",
     "chain_mismatch",
     "domain_certificate",
+    "domain_search",
     "local_certificates",
     "model_chain",
 ]
@@ -214,25 +221,207 @@ def box_bounds(
     return out
 
 
+@dataclass(frozen=True)
+class CellSearch:
+    """Branch and bound over root boxes, per root ``(R,)``: the certified ``sup ||J_F||``
+    (``forward``) and ``sup ||J_F^-1||`` (``inverse``) over the box, the largest exact values
+    found at cell centres (``forward_best``, ``inverse_best``; -inf: none) and where
+    (``forward_point``, ``inverse_point``, ``(R, d)``); ``cells``: boxes evaluated;
+    ``converged``: every root's certificate within ``target`` times its best value."""
+
+    forward: np.ndarray
+    inverse: np.ndarray
+    forward_best: np.ndarray
+    inverse_best: np.ndarray
+    forward_point: Tensor
+    inverse_point: Tensor
+    cells: int
+    converged: bool
+
+
+def _best(values: Tensor, root: Tensor, points: Tensor, best: Tensor, where: Tensor) -> None:
+    """Raise each root's best value (and its point) by the cells' centre values (NaN: none)."""
+    values = torch.where(torch.isnan(values), torch.full_like(values, -math.inf), values)
+    for r in torch.unique(root).tolist():
+        mine = torch.nonzero(root == r).flatten()
+        k = int(torch.argmax(values[mine]))
+        if values[mine[k]] > best[r]:
+            best[r], where[r] = values[mine[k]], points[mine[k]]
+
+
+def _ratio(upper: Tensor, best: Tensor) -> Tensor:
+    lower = best.clamp_min(1e-300)
+    return torch.where(best > 0, upper / lower, torch.full_like(upper, math.inf))
+
+
+def cell_search(
+    chain: ModelChain,
+    low: Tensor,
+    high: Tensor,
+    *,
+    target: float,
+    cells: int,
+    batch: int = 256,
+    stop: Callable[[], bool] = lambda: False,
+    unchanged: tuple[float, float] = (math.inf, math.inf),
+) -> CellSearch | None:
+    """Branch and bound on ``sup ||J_F||`` and ``sup ||J_F^-1||`` over each root box
+    ``[low, high]`` (``(R, d)``): while a root's certificate (the largest bound over its cells)
+    exceeds ``target`` times the largest exact value at a cell centre, its cells with the largest
+    bound-to-value ratios are halved along their widest side, ``batch`` at a time, every batch's
+    cells bounded at once (:func:`~innaudit.linalg.boxes.box_bounds_batch`); up to ``cells``
+    cells in all, or until ``stop()``. A cell's bound is never above its parent's, nor above
+    ``unchanged`` (bounds that hold everywhere). None when the chain cannot be evaluated."""
+    lo, hi = low.double().reshape(len(low), -1), high.double().reshape(len(high), -1)
+    n = len(lo)
+    found = box_bounds_batch(chain.blocks, chain.inverses, lo, hi)
+    if found is None:
+        return None
+    root = torch.arange(n)
+    up_f = found.forward.clamp_max(unchanged[0])
+    up_i = found.inverse.clamp_max(unchanged[1])
+    best_f = torch.full((n,), -math.inf, dtype=torch.float64)
+    best_i = best_f.clone()
+    at_f, at_i = ((lo + hi) / 2).clone(), ((lo + hi) / 2).clone()
+    centres = (lo + hi) / 2
+    _best(found.centre_forward, root, centres, best_f, at_f)
+    _best(found.centre_inverse, root, centres, best_i, at_i)
+    used = n
+    while True:
+        r_f, r_i = _ratio(up_f, best_f[root]), _ratio(up_i, best_i[root])
+        need = (r_f > target) | (r_i > target)
+        k = min(batch, int(need.sum()), (cells - used) // 2)
+        if k <= 0 or stop():
+            break
+        priority = torch.where(need, torch.maximum(r_f, r_i), torch.full_like(r_f, -math.inf))
+        pick = torch.topk(priority, k).indices
+        keep = torch.ones(len(lo), dtype=torch.bool)
+        keep[pick] = False
+        a, b = lo[pick], hi[pick]
+        axis = torch.argmax(b - a, 1)
+        middle = ((a + b) / 2).gather(1, axis[:, None])
+        left_hi, right_lo = b.clone(), a.clone()
+        left_hi.scatter_(1, axis[:, None], middle)
+        right_lo.scatter_(1, axis[:, None], middle)
+        new_lo, new_hi = torch.cat([a, right_lo]), torch.cat([left_hi, b])
+        new_root = root[pick].repeat(2)
+        child = box_bounds_batch(chain.blocks, chain.inverses, new_lo, new_hi)
+        if child is None:
+            return None
+        child_f = torch.minimum(child.forward, up_f[pick].repeat(2))
+        child_i = torch.minimum(child.inverse, up_i[pick].repeat(2))
+        mids = (new_lo + new_hi) / 2
+        _best(child.centre_forward, new_root, mids, best_f, at_f)
+        _best(child.centre_inverse, new_root, mids, best_i, at_i)
+        lo, hi, root = torch.cat([lo[keep], new_lo]), torch.cat([hi[keep], new_hi]), torch.cat([root[keep], new_root])
+        up_f, up_i = torch.cat([up_f[keep], child_f]), torch.cat([up_i[keep], child_i])
+        used += 2 * k
+    done = not bool(((_ratio(up_f, best_f[root]) > target) | (_ratio(up_i, best_i[root]) > target)).any())
+    empty = torch.full((n,), -math.inf, dtype=torch.float64)
+    top_f = empty.scatter_reduce(0, root, up_f, "amax")
+    top_i = empty.clone().scatter_reduce(0, root, up_i, "amax")
+    return CellSearch(top_f.numpy(), top_i.numpy(), best_f.numpy(), best_i.numpy(), at_f, at_i, used, done)
+
+
 def local_certificates(
-    chain: ModelChain, x: Tensor, radius: float, max_unstable: float = 1.0, cells: int = 1, split_max_dim: int = 0
+    chain: ModelChain,
+    x: Tensor,
+    radius: float,
+    max_unstable: float = 1.0,
+    cells: int = 1,
+    split_max_dim: int = 0,
+    target: float = 1.1,
+    stop: Callable[[], bool] = lambda: False,
 ) -> LocalCertificates:
-    """The certificates over the L_inf ball of ``radius`` around each sample of ``x`` (NaN
-    where more than ``max_unstable`` of the activations keep a slope range in the ball). Where
-    ``d <= split_max_dim``, a ball whose activations are not all stable is split by branch and
-    bound into at most ``cells`` boxes (the largest bound over them holds for the ball)."""
+    """The certificates over the L_inf ball of ``radius`` around each sample of ``x``: the
+    smaller of the chain bound with the ball's slope ranges (where at most ``max_unstable`` of
+    the activations keep a slope range: NaN otherwise) and the centred-form enclosure of the
+    Jacobian (:mod:`innaudit.linalg.boxes`). Where ``d <= split_max_dim`` the balls are split by
+    branch and bound (:func:`cell_search`, ``cells`` boxes per ball on average, until each
+    ball's certificate is within ``target`` of the largest exact value found in it); in more
+    dimensions a ball is not split, and one where more than ``max_unstable`` of the activations
+    keep a slope range gets no enclosure either (it would cost more than the R^d bound and say
+    less)."""
     flat = x.reshape(len(x), -1).double().cpu()
     found = box_bounds(chain, flat, torch.full_like(flat, float(radius)), max_unstable=max_unstable)
-    if cells <= 1 or flat.shape[1] > split_max_dim:
+    split = flat.shape[1] <= split_max_dim
+    rows = np.arange(len(flat)) if split else np.flatnonzero(found.unstable <= max_unstable)
+    if not len(rows):
         return found
-    limits = ((math.inf, math.inf), max_unstable)
-    for i in range(len(flat)):
-        if not found.unstable[i] > 0 or math.isnan(found.forward[i]):
-            continue
-        low, high = flat[i] - radius, flat[i] + radius
-        found.forward[i] = min(found.forward[i], _branch(chain, low, high, cells, 0, limits))
-        found.inverse[i] = min(found.inverse[i], _branch(chain, low, high, cells, 1, limits))
-    return found
+    pick = torch.as_tensor(rows)
+    budget = len(rows) * (cells if split else 1)
+    searched = cell_search(chain, flat[pick] - radius, flat[pick] + radius, target=target, cells=budget, stop=stop)
+    if searched is None:
+        return found
+    forward, inverse = found.forward.copy(), found.inverse.copy()
+    forward[rows] = np.fmin(forward[rows], searched.forward)
+    inverse[rows] = np.fmin(inverse[rows], searched.inverse)
+    return LocalCertificates(forward, inverse, found.unstable)
+
+
+@dataclass(frozen=True)
+class DomainCertificate:
+    """The certificates over the domain box and the search behind them.
+
+    Attributes:
+        forward, inverse: certified ``sup ||J_F||`` and ``sup ||J_F^-1||`` over the box (NaN:
+            the chain cannot be evaluated; inf: not certified).
+        points: the cells' centres with the largest exact ``||J_F||`` and ``1 / sigma_min`` found
+            (``(2, d)``, forward then inverse; empty when none), for the witness to measure.
+        cells: boxes evaluated; converged: whether the certificate reached the target.
+    """
+
+    forward: float
+    inverse: float
+    points: Tensor
+    cells: int
+    converged: bool
+
+
+def domain_search(
+    chain: ModelChain,
+    low: Tensor,
+    high: Tensor,
+    cells: int,
+    split_max_dim: int,
+    unchanged: tuple[float, float] | None = None,
+    max_unstable: float = 1.0,
+    target: float = 1.1,
+    stop: Callable[[], bool] = lambda: False,
+) -> DomainCertificate:
+    """The certificates over the box ``[low, high]`` (``(d,)``): branch and bound
+    (:func:`cell_search`, up to ``cells`` boxes, only where ``d <= split_max_dim``) with the
+    centred-form bound of every cell, and the chain bound of the whole box; the smaller holds.
+    ``unchanged``: the R^d bounds (computed when None)."""
+    if unchanged is None:
+        back = chain.inverse_stages()
+        inverse = chain_bound(back) if back is not None else None
+        forward = chain_bound(chain.stages)
+        unchanged = (forward if forward is not None else math.inf, inverse if inverse is not None else math.inf)
+    lo, hi = low.double().flatten(), high.double().flatten()
+    whole = box_bounds(chain, ((lo + hi) / 2)[None], ((hi - lo) / 2)[None], unchanged, max_unstable)
+    if math.isnan(whole.forward[0]):
+        return DomainCertificate(math.nan, math.nan, torch.zeros(0, lo.numel()), 1, False)
+    budget = cells if lo.numel() <= split_max_dim else 1
+    searched = cell_search(
+        chain,
+        lo[None],
+        hi[None],
+        target=target,
+        cells=budget,
+        stop=stop,
+        unchanged=(whole.forward[0], whole.inverse[0]),
+    )
+    if searched is None:
+        return DomainCertificate(float(whole.forward[0]), float(whole.inverse[0]), torch.zeros(0, lo.numel()), 1, False)
+    points = torch.stack([searched.forward_point[0], searched.inverse_point[0]])
+    return DomainCertificate(
+        float(min(whole.forward[0], searched.forward[0])),
+        float(min(whole.inverse[0], searched.inverse[0])),
+        points,
+        searched.cells,
+        searched.converged,
+    )
 
 
 def domain_certificate(
@@ -243,49 +432,8 @@ def domain_certificate(
     split_max_dim: int,
     unchanged: tuple[float, float] | None = None,
     max_unstable: float = 1.0,
+    target: float = 1.1,
 ) -> tuple[float, float]:
-    """``(forward, inverse)`` certificates over the box ``[low, high]`` (``(d,)``): the largest
-    bound over its boxes after branch and bound (``cells`` boxes at most, only where
-    ``d <= split_max_dim``); NaN where the chain cannot be evaluated, inf where not certified.
-    ``unchanged``: the R^d bounds, for boxes where no range narrowed or more than
-    ``max_unstable`` of the activations keep a slope range (computed when None)."""
-    if unchanged is None:
-        back = chain.inverse_stages()
-        inverse = chain_bound(back) if back is not None else None
-        forward = chain_bound(chain.stages)
-        unchanged = (forward if forward is not None else math.inf, inverse if inverse is not None else math.inf)
-    d = low.numel()
-    budget = cells if d <= split_max_dim else 1
-    limits = (unchanged, max_unstable)
-    return _branch(chain, low, high, budget, 0, limits), _branch(chain, low, high, budget, 1, limits)
-
-
-def _values(
-    chain: ModelChain, lows: Tensor, highs: Tensor, which: int, limits: tuple[tuple[float, float], float]
-) -> list[float]:
-    found = box_bounds(chain, (lows + highs) / 2, (highs - lows) / 2, *limits)
-    return [float(v) for v in (found.forward if which == 0 else found.inverse)]
-
-
-def _branch(
-    chain: ModelChain, low: Tensor, high: Tensor, budget: int, which: int, limits: tuple[tuple[float, float], float]
-) -> float:
-    """Branch and bound on certificate ``which`` (0: forward, 1: inverse) over ``[low, high]``."""
-    low, high = low.double().flatten(), high.double().flatten()
-    first = _values(chain, low[None], high[None], which, limits)[0]
-    if math.isnan(first):
-        return math.nan
-    heap: list[tuple[float, int, Tensor, Tensor]] = [(-first, 0, low, high)]
-    count, used = 1, 1
-    while used + 2 <= budget:
-        _, _, lo, hi = heapq.heappop(heap)
-        axis = int(torch.argmax(hi - lo))
-        middle = (lo[axis] + hi[axis]) / 2
-        left_hi, right_lo = hi.clone(), lo.clone()
-        left_hi[axis], right_lo[axis] = middle, middle
-        values = _values(chain, torch.stack([lo, right_lo]), torch.stack([left_hi, hi]), which, limits)
-        for value, (a, b) in zip(values, ((lo, left_hi), (right_lo, hi)), strict=True):
-            heapq.heappush(heap, (-(value if not math.isnan(value) else math.inf), count, a, b))
-            count += 1
-        used += 2
-    return -heap[0][0]
+    """``(forward, inverse)`` of :func:`domain_search`."""
+    found = domain_search(chain, low, high, cells, split_max_dim, unchanged, max_unstable, target)
+    return found.forward, found.inverse

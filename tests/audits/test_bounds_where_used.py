@@ -111,3 +111,16 @@ def test_blocks_above_block_max_dim_are_named_with_the_option_to_raise() -> None
     r = audit.results[0]
     assert audit.status is Status.WARN and r.metrics["unmeasured_blocks"] == r.metrics["blocks"]
     assert "raise bounds.block_max_dim" in r.message and "0:" in r.message
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHECKPOINTS / "checkerboard-additive.pt").exists(), reason="no shipped checkpoints")
+@pytest.mark.parametrize("name", ("checkerboard-additive", "checkerboard-residual"))
+def test_the_shipped_2d_flows_are_certified_within_10x_of_the_witness_both_ways(name: str) -> None:
+    """The goal read end to end through the audit: the global certificate over the domain box
+    within 10x of the largest local constant measured in it, forward and inverse."""
+    audit = _run(name)
+    for r in audit.results:
+        for d in ("forward", "inverse"):
+            v = r.metrics[d]
+            assert v["witness"] <= v["global"] * (1 + 1e-3) and v["witness_tightness"] < 10, (d, v)
