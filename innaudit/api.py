@@ -65,8 +65,8 @@ def audit(
             are sized to fit and the report records the plan (default: none).
         batch_size: samples per batch, or ``"auto"`` (default: the largest that fits).
         threads: torch's intra-op threads for the run (default: ``OMP_NUM_THREADS``, or a
-            ``torch.set_num_threads`` made after importing innaudit, else all cores where they
-            measure clearly faster than 1, else 1); the caller's count is restored on return.
+            ``torch.set_num_threads`` made after importing innaudit, else the faster of 1 and all
+            cores, measured); the caller's count is restored on return.
         device: ``cpu``, ``cuda`` or ``cuda:N`` (default cpu).
         seed: the seed of every random draw (default 0); the same seed gives the same report.
         float64_check: repeat round trips in float64 (tells precision loss from ill-conditioning).

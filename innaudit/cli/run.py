@@ -97,7 +97,7 @@ __all__ = ["run"]
     "--threads",
     type=int,
     metavar="N",
-    help="Intra-op threads of torch.  [default: OMP_NUM_THREADS if set, else all cores where measured 1.1x faster than 1, else 1]",
+    help="Intra-op threads of torch.  [default: OMP_NUM_THREADS if set, else the faster of 1 and all cores, measured]",
 )
 @click.option("--seed", type=int, help="Seed of every random draw.  [default: 0]")
 @click.option("--device", help="cpu, cuda or cuda:N.  [default: cpu]")

@@ -7,8 +7,8 @@ not scheduled, and one thread is several times faster. Neither fixed choice is r
 everywhere, so the runner measures: the start-up timings of the cost model
 (:func:`innaudit.run.plan.measure_units`) are taken once with 1 thread and once with every
 core this process may use (``os.sched_getaffinity``), each turned into the seconds of the
-planned work, and every core is kept only when it is clearly faster (:data:`GAIN`,
-:func:`measured`). A count the user gave wins
+planned work, and the faster count is kept (:func:`measured`); where the other cores were
+mostly taken by other processes during the 1-thread probe, 1 thread is kept at once. A count the user gave wins
 without measuring, in this order: ``--threads N`` / ``threads:`` in the config (``option``),
 ``OMP_NUM_THREADS`` in the environment (``environment``), a ``torch.set_num_threads`` the
 caller of the Python API made after importing innaudit (``caller``).
@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,9 @@ class ThreadChoice:
     cost_s: float | None = None
     """The measurement's own wall seconds (screen and probes), when measured: a measured
     choice is never slower than the better fixed count by more than this."""
+    idle_cores: float | None = None
+    """The average count of this process's other cores that stood idle during the 1-thread
+    probe, when measured (below :data:`TAKEN` of them, every core is not probed)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.threads``."""
@@ -80,6 +83,8 @@ class ThreadChoice:
             out["forward_s"] = {str(n): round(s, 6) for n, s in sorted(self.screen.items())}
         if self.cost_s is not None:
             out["cost_s"] = round(self.cost_s, 6)
+        if self.idle_cores is not None:
+            out["idle_cores"] = round(self.idle_cores, 3)
         return out
 
 
@@ -113,24 +118,54 @@ SCREEN = 1.5
 than with 1 thread (a busy machine): the probe's own cost stays a few forward passes."""
 
 
-GAIN = 1.1
-"""Every core is kept only when the probe's planned work runs this many times faster with them
-than with 1 thread. A model whose operations are too small to share out (a 2-D flow) probes the
-same either way, and the probe's noise would pick either; but the operations that do split
-(batched interval bounds, a large search) then wait at a barrier for a descheduled thread
-whenever the machine gets busy, many times slower, while the gain on idle cores was nil."""
+TAKEN = 0.5
+"""Every core is not probed when, during the 1-thread probe, fewer than this fraction of the
+other cores were idle: other processes hold them. A model whose operations are too small to
+share out (a 2-D flow) probes the same with 1 thread and with every core, so the probe alone
+cannot see a busy machine; but its operations that do split (batched interval bounds, a large
+search) then wait at every barrier for a descheduled thread, many times slower."""
 
 
-def _best(timings: Mapping[int, float]) -> int:
-    """1 thread, unless more threads beat it by :data:`GAIN`."""
-    many = max(timings)
-    return many if many > 1 and timings[1] > GAIN * timings[many] else 1
+WINDOW_S = 0.25
+"""The idle cores are counted over at least this long (``/proc/stat`` counts in ticks of 10 ms);
+a shorter probe is followed by a busy wait to fill it."""
+
+
+def _idle_seconds(cores: Collection[int]) -> float | None:
+    """Idle plus iowait seconds so far of the CPUs ``cores`` (Linux ``/proc/stat``), None where
+    unknown."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            rows = [line.split() for line in f if line.startswith("cpu") and line[3].isdigit()]
+        tick = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = sum(int(r[4]) + int(r[5]) for r in rows if int(r[0][3:]) in cores and len(r) > 5)
+    return idle / tick
+
+
+def idle_cores_during(run: Callable[[], float]) -> tuple[float, float | None]:
+    """``run()``'s result and the average number of this process's cores (its affinity) that
+    stood idle while it ran, None where the system does not say."""
+    try:
+        mine: Collection[int] = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        mine = range(os.cpu_count() or 1)
+    before, start = _idle_seconds(mine), time.perf_counter()
+    out = run()
+    while time.perf_counter() - start < WINDOW_S:  # busy, as the probe was: the count stays the others'
+        pass
+    after, wall = _idle_seconds(mine), time.perf_counter() - start
+    if before is None or after is None or wall <= 0:
+        return out, None
+    return out, max(0.0, after - before) / wall
 
 
 def measured(probe: Callable[[], float], cores: int, quick: Callable[[], float] | None = None) -> ThreadChoice:
     """Run ``probe`` (seconds of the planned work, as measured now) with 1 thread and with
-    ``cores`` threads; every core is set when it is :data:`GAIN` times faster, else 1 thread,
-    and returned with both timings.
+    ``cores`` threads; the faster count is set and returned with both timings. Where the other
+    cores were mostly taken during the 1-thread probe (:data:`TAKEN`), 1 thread is kept
+    without probing every core.
 
     With ``quick`` (seconds of one forward pass), ``cores`` threads are first screened: when
     their forward pass is :data:`SCREEN` times slower than with 1 thread, 1 thread is kept
@@ -139,17 +174,18 @@ def measured(probe: Callable[[], float], cores: int, quick: Callable[[], float] 
     timings: dict[int, float] = {}
     screen: dict[int, float] = {}
     torch.set_num_threads(1)
-    timings[1] = probe()
-    if cores > 1 and quick is not None:
+    timings[1], idle = idle_cores_during(probe)
+    taken = idle is not None and cores > 1 and idle < TAKEN * (cores - 1)
+    if cores > 1 and quick is not None and not taken:
         screen[1] = quick()
         torch.set_num_threads(cores)
         screen[cores] = quick()
-    if cores > 1 and not (screen and screen[cores] > SCREEN * screen[1]):
+    if cores > 1 and not taken and not (screen and screen[cores] > SCREEN * screen[1]):
         torch.set_num_threads(cores)
         timings[cores] = probe()
-    best = _best(timings)
+    best = min(timings, key=lambda n: (timings[n], n))
     torch.set_num_threads(best)
-    return ThreadChoice(best, "measured", cores, timings, screen, time.perf_counter() - began)
+    return ThreadChoice(best, "measured", cores, timings, screen, time.perf_counter() - began, idle)
 
 
 def chosen(option: int | None, probe: Callable[[], float], quick: Callable[[], float] | None = None) -> ThreadChoice:
