@@ -45,7 +45,6 @@ __all__ = [
     "box_bounds",
     "cell_search",
     "chain_mismatch",
-    "domain_certificate",
     "domain_search",
     "local_certificates",
     "model_chain",
@@ -422,18 +421,3 @@ def domain_search(
         searched.cells,
         searched.converged,
     )
-
-
-def domain_certificate(
-    chain: ModelChain,
-    low: Tensor,
-    high: Tensor,
-    cells: int,
-    split_max_dim: int,
-    unchanged: tuple[float, float] | None = None,
-    max_unstable: float = 1.0,
-    target: float = 1.1,
-) -> tuple[float, float]:
-    """``(forward, inverse)`` of :func:`domain_search`."""
-    found = domain_search(chain, low, high, cells, split_max_dim, unchanged, max_unstable, target)
-    return found.forward, found.inverse

@@ -10,18 +10,11 @@ from torch import Tensor, nn
 from innaudit.linalg.boxes import box_bounds_batch, chain_enclosure, enclose, forward_bound
 from innaudit.linalg.chain import Affine, Slopes, Stage, net_stages, skip_stages
 from innaudit.linalg.intervals import box_slopes
+from tests.linalg.nets import relu_net
 
 
 def _net(gen: torch.Generator, width: int = 12, dim: int = 3, out: int | None = None) -> nn.Sequential:
-    net = nn.Sequential(
-        nn.Linear(dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, out or dim)
-    )
-    with torch.no_grad():
-        for layer in net:
-            if isinstance(layer, nn.Linear):
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) / layer.in_features**0.5)
-                layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen))
-    return net.double()
+    return relu_net(gen, width, dim, out)
 
 
 def _jacobians(fn, x: Tensor) -> Tensor:

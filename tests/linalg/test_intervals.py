@@ -8,16 +8,11 @@ from torch import nn
 
 from innaudit.linalg.chain import Affine, Slopes, net_stages, skip_stages
 from innaudit.linalg.intervals import box_certificate, box_slopes, evaluate, interval_slopes
+from tests.linalg.nets import relu_net
 
 
-def _net(gen: torch.Generator, width: int = 16, dim: int = 3) -> nn.Sequential:
-    net = nn.Sequential(nn.Linear(dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, dim))
-    with torch.no_grad():
-        for layer in net:
-            if isinstance(layer, nn.Linear):
-                layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) / layer.in_features**0.5)
-                layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen))
-    return net.double()
+def _net(gen: torch.Generator, width: int = 16, dim: int = 3, out: int | None = None) -> nn.Sequential:
+    return relu_net(gen, width, dim, out)
 
 
 def _jacobian(fn, x: torch.Tensor) -> torch.Tensor:
