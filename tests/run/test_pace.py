@@ -16,6 +16,7 @@ from innaudit.audits.common import batch_units, by_set
 from innaudit.config.settings import AuditSettings
 from innaudit.core.errors import UsageError
 from innaudit.run import plan as planning
+from innaudit.run import threads as thread_policy
 from innaudit.run.pace import Pace
 from innaudit.run.plan import Plan, PlanRun, Timing, Units, _fitting, _need, _Speed, replan
 from innaudit.run.threads import ThreadChoice
@@ -124,7 +125,9 @@ def test_exact_jacobians_only_where_they_fit_the_share() -> None:
     assert _fitting(audit, exact, pinned, floor / 10, _remake(audit)).method == "exact"
 
 
-def test_a_much_slower_audit_rechecks_the_threads_and_every_replan_is_recorded() -> None:
+def test_a_much_slower_audit_rechecks_the_threads_and_every_replan_is_recorded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the probe is a fake: the machine's idle cores (a loaded test run's) are not its to read
+    monkeypatch.setattr(thread_policy, "idle_cores_during", lambda run: (run(), None))
     flat = Timing(0.0, 1e-3)
     units = Units(flat, flat, flat, flat, 1e-9, 8, 4)
     needs = [
