@@ -140,8 +140,10 @@ def _idle_seconds(cores: Collection[int]) -> float | None:
         tick = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
         return None
-    idle = sum(int(r[4]) + int(r[5]) for r in rows if int(r[0][3:]) in cores and len(r) > 5)
-    return idle / tick
+    mine = [r for r in rows if len(r) > 5 and int(r[0][3:]) in cores]
+    if not mine:  # a system that lists other CPUs than this process's (some containers)
+        return None
+    return sum(int(r[4]) + int(r[5]) for r in mine) / tick
 
 
 def idle_cores_during(run: Callable[[], float]) -> tuple[float, float | None]:

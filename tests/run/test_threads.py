@@ -45,7 +45,7 @@ def test_the_user_s_count_wins_in_order_option_environment_caller(monkeypatch: p
 def _idle_unknown(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """The unit tests' probes are fakes: the machine's idle cores are not theirs to read (the
     tests of that reading and the end-to-end ones keep the real one)."""
-    if request.node.name != "test_idle_cores_are_read_from_the_machine" and "unset" not in request.fixturenames:
+    if not request.node.name.startswith("test_idle_cores_") and "unset" not in request.fixturenames:
         monkeypatch.setattr(policy, "idle_cores_during", lambda run: (run(), None))
 
 
@@ -82,6 +82,13 @@ def test_cores_taken_by_other_processes_are_not_probed(
         choice = measured(probe, 4)
     assert seen == probed and choice.threads == 1 and choice.idle_cores == idle
     assert ("idle_cores" in choice.to_dict()) == (idle is not None)
+
+
+def test_idle_cores_of_cpus_the_system_does_not_list_are_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container whose ``/proc/stat`` lists other CPUs than this process may use: unknown
+    (None, both counts probed), never "every core taken"."""
+    monkeypatch.setattr(policy.os, "sched_getaffinity", lambda pid: {4096, 4097}, raising=False)
+    assert policy.idle_cores_during(lambda: 1.0) == (1.0, None)
 
 
 def test_idle_cores_are_read_from_the_machine() -> None:
