@@ -18,11 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from innaudit.linalg import EXACT_MAX_DIM, jacobian
-from innaudit.linalg.exact import per_matrix
+from innaudit.linalg import EXACT_MAX_DIM, dense_extremes, jacobian
 from innaudit.model.contract import InvertibleModel
 
-__all__ = ["GRAM_COND", "BlockConstants", "block_constants", "extreme_singular_values"]
+__all__ = ["BlockConstants", "block_constants"]
 
 
 @dataclass(frozen=True)
@@ -79,37 +78,11 @@ def _one(block: InvertibleModel, h: Tensor, residual: bool, max_dim: int, rows: 
     return _square(flat, torch.isfinite(flat).reshape(len(flat), -1).all(1), residual, low, high)
 
 
-GRAM_COND = 1e4
-"""Above this condition number a Jacobian's extreme singular values come from its SVD, below it
-from the eigenvalues of its float64 Gram matrix ``J^T J`` (about twice as fast). The Gram matrix
-squares the condition number: its smallest eigenvalue carries an absolute error of about
-``eps sigma_max^2``, so ``sigma_min`` a relative one of about ``eps cond^2 / 2``, under 1e-8 here
-(float64 ``eps`` 2.2e-16), far below the float32 Jacobian's own rounding; ``sigma_max`` keeps
-float64's relative accuracy at any condition number."""
-
-
-def extreme_singular_values(mats: Tensor, smallest: bool = True) -> tuple[Tensor, Tensor]:
-    """``(sigma_max, sigma_min)`` of each square float64 matrix of ``mats`` ``(m, d, d)``: from
-    ``eigvalsh(J^T J)``, and by ``svdvals`` for the matrices above :data:`GRAM_COND` (only where
-    ``smallest`` asks for ``sigma_min``: ``sigma_max`` is accurate from the Gram matrix); one LAPACK
-    call per matrix (:func:`innaudit.linalg.exact.per_matrix`: torch's batched CPU SVD runs many
-    times slower with more than one thread)."""
-    if len(mats) == 0:
-        return mats.new_zeros(0), mats.new_zeros(0)
-    eig = per_matrix(torch.linalg.eigvalsh, mats.mT @ mats).clamp_min(0.0)
-    top, low = eig[:, -1].sqrt(), eig[:, 0].sqrt()
-    loose = ~(low * GRAM_COND >= top) & smallest
-    if loose.any():
-        sv = per_matrix(torch.linalg.svdvals, mats[loose])
-        top[loose], low[loose] = sv[:, 0], sv[:, -1]
-    return top, low
-
-
 def _square(flat: Tensor, finite: Tensor, residual: bool, low: np.ndarray, high: np.ndarray) -> BlockConstants:
     """Constants from the first ``len(flat)`` samples' Jacobians; NaN for the rest of ``low``'s."""
     n = len(low)
     fwd, inv, lip = _nan(n), _nan(n), _nan(n)
-    top, bottom = extreme_singular_values(flat[finite])
+    top, bottom = dense_extremes(flat[finite])
     keep = np.zeros(n, dtype=bool)
     keep[: len(flat)] = finite.cpu().numpy()
     fwd[keep] = top.cpu().numpy()
@@ -118,7 +91,7 @@ def _square(flat: Tensor, finite: Tensor, residual: bool, low: np.ndarray, high:
     if residual:
         eye = torch.eye(flat.shape[1], dtype=flat.dtype, device=flat.device)
         g = flat[finite] - eye
-        lip[keep] = extreme_singular_values(g, smallest=False)[0].cpu().numpy()
+        lip[keep] = dense_extremes(g, smallest=False)[0].cpu().numpy()
     return BlockConstants(fwd, inv, lip, low, high)
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from innaudit.linalg._common import Map
 from innaudit.linalg.depends import NotMeasuredError, autograd_blind_reason
-from innaudit.linalg.exact import jacobian, jacobian_singular_values, log_abs_det
+from innaudit.linalg.exact import dense_extremes, jacobian, jacobian_singular_values, log_abs_det
 from innaudit.linalg.lanczos import SpectrumEstimate, extreme_singular_values, log_abs_det_estimate, top_singular_value
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "SpectrumEstimate",
     "autograd_blind_reason",
     "choose_method",
+    "dense_extremes",
     "extreme_singular_values",
     "jacobian",
     "jacobian_singular_values",

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
-__all__ = ["REPEAT", "SMALL_DIM", "Map", "Stop", "orthogonalize", "threads_for"]
+__all__ = ["REPEAT", "SMALL_DIM", "Map", "Stop", "orthogonalize", "running", "threads_for"]
 
 Map = Callable[[Tensor], Tensor]
 
@@ -62,3 +62,11 @@ def orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
     if len(again):
         once[again] = _project_out(once[again], basis[again])
     return once
+
+
+def running(done: Tensor) -> tuple[Tensor, Tensor | slice]:
+    """The rows of a Krylov loop not yet ``done``: their indices, and how to index the loop's
+    buffers with them (a slice while every row runs, so the bases are read as views, not copied
+    at every step)."""
+    rows = torch.nonzero(~done).flatten()
+    return rows, (slice(None) if len(rows) == len(done) else rows)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from innaudit.linalg._common import Stop, orthogonalize
+from innaudit.linalg._common import Stop, orthogonalize, running
 
 __all__ = ["Bidiagonal", "Product", "bidiagonalize", "quadrature_log"]
 
@@ -82,10 +82,9 @@ def bidiagonalize(jvp: Product, vjp: Product, start: Tensor, steps: int, stop: S
     flags = {k: torch.zeros(n, dtype=torch.bool, device=device) for k in ("closed", "broken", "stopped")}
     done = torch.zeros(n, dtype=torch.bool, device=device)
     for j in range(steps):
-        rows = torch.nonzero(~done).flatten()
+        rows, live = running(done)
         if len(rows) == 0:
             break
-        live: Tensor | slice = slice(None) if len(rows) == n else rows  # a view, not a copy, while every row runs
         if j > 0 and stop is not None and stop():
             flags["stopped"][live] = True
             break

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.func import vjp
 
-from innaudit.linalg._common import Map, Stop, orthogonalize, threads_for
+from innaudit.linalg._common import Map, Stop, orthogonalize, running, threads_for
 from innaudit.linalg.bidiagonal import bidiagonalize, quadrature_log
 
 __all__ = [
@@ -160,10 +160,9 @@ def lanczos(apply: Apply, start: Tensor, tol: float, steps: int, stop: Stop | No
     broken = torch.zeros(batch, dtype=torch.bool, device=device)
     stopped = torch.zeros(batch, dtype=torch.bool, device=device)
     for k in range(steps):
-        rows = torch.nonzero(~done).flatten()
+        rows, live = running(done)
         if len(rows) == 0:
             break
-        live: Tensor | slice = slice(None) if len(rows) == batch else rows  # a view, not a copy, while every row runs
         if k > 0 and stop is not None and stop():
             stopped[live] = True
             break

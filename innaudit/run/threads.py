@@ -71,8 +71,9 @@ class ThreadChoice:
     """The measurement's own wall seconds (screen and probes), when measured: a measured
     choice is never slower than the better fixed count by more than this."""
     idle_cores: float | None = None
-    """The average count of this process's other cores that stood idle during the 1-thread
-    probe, when measured (below :data:`TAKEN` of them, every core is not probed)."""
+    """The average count of this process's cores that stood idle during the 1-thread probe (its
+    own busy core makes at most ``cores - 1``), when measured: below :data:`TAKEN` of the other
+    cores, every core is not probed."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the report's ``run.threads``."""
@@ -88,12 +89,18 @@ class ThreadChoice:
         return out
 
 
+def _my_cpus() -> Collection[int]:
+    """The CPUs this process may run on (its affinity), or every CPU where the system does not
+    say (not Linux)."""
+    try:
+        return os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return range(os.cpu_count() or 1)
+
+
 def available_cores() -> int:
     """The cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(_my_cpus()))
 
 
 def given(option: int | None, environ: Mapping[str, str] | None = None) -> ThreadChoice | None:
@@ -149,10 +156,7 @@ def _idle_seconds(cores: Collection[int]) -> float | None:
 def idle_cores_during(run: Callable[[], float]) -> tuple[float, float | None]:
     """``run()``'s result and the average number of this process's cores (its affinity) that
     stood idle while it ran, None where the system does not say."""
-    try:
-        mine: Collection[int] = os.sched_getaffinity(0)
-    except (AttributeError, OSError):
-        mine = range(os.cpu_count() or 1)
+    mine = _my_cpus()
     before, start = _idle_seconds(mine), time.perf_counter()
     out = run()
     while time.perf_counter() - start < WINDOW_S:  # busy, as the probe was: the count stays the others'
