@@ -15,19 +15,19 @@ two enclosures are then computed with those ranges:
   sum_j ||Q_j B_j|| U_j``, where ``U_j`` bounds ``||J_j(x)||`` by the same sum up to stage ``j``.
   It keeps the cancellations ``|.|`` loses.
 
-Both are certificates for the oracle's ranges, not for the ball, so they bound from below what
-any enclosure of this kind can certify however its ranges were found. Printed per sample: the
-share of ReLUs seen switching, the largest ``||J_F||`` measured at the points, and each floor
-over it. On a 2-D flow or a small ball the floors come near 1; where they stay far above 10x,
-no bound propagation reaches 10x, and what is left is a search over the switching units'
-patterns (mixed-integer programming: Jordan and Dimakis, "Exactly Computing the Local Lipschitz
+Both are certificates for the oracle's ranges, not for the ball: what these enclosures would
+give with perfect bound propagation (ranges no wider than the true ones). Printed per sample:
+the share of ReLUs seen switching, the largest ``||J_F||`` measured at the points, and each
+floor over it. Where the floors stay far above 10x, no bound propagation brings these
+enclosures to 10x, and what is left is a search over the switching units' patterns (mixed-integer programming: Jordan and Dimakis, "Exactly Computing the Local Lipschitz
 Constant of ReLU Networks", NeurIPS 2020, https://arxiv.org/abs/2003.01219, who also show the
 Lipschitz constant of a ReLU network is hard to approximate).
 
 Usage: ``python benchmarks/bounds_floor.py [CHECKPOINT] [--samples N] [--points P] [--scale S]``
 (``CHECKPOINT`` a name in ``checkpoints/`` without ``.pt``, ``digits-additive`` by default; the
 ball's radius is half a bin times ``S``, 1 by default). The norm form takes a spectral norm per
-pair of activation stages: about half a minute per sample on ``digits-additive`` (16 stages).
+pair of activation stages, the measurement an exact Jacobian per point: one to two minutes per
+sample on ``digits-additive`` (16 stages).
 Exits 0 whatever the outcome.
 """
 
