@@ -179,12 +179,14 @@ def _walk(stages: Sequence[Stage], centre: Tensor, radius: Tensor) -> tuple[Tens
     activation: the interval radius ``r`` and the affine form ``G (x - c) + e`` (``G`` the
     product of the affine maps and the activations' mean slopes, ``|e_i| <= err_i`` the error
     the slope ranges' half-widths add: a zonotope, exact through stable activations), whose
-    radius is ``|G| r_0 + err``."""
+    radius is ``|G| r_0 + err``; at points (every radius 0) only the value is carried."""
     if any(isinstance(s, Slopes) and s.act is None for s in stages):
         return None
     c, r0 = centre.to(torch.float64), radius.to(torch.float64)
     r = r0.clone()
-    g = torch.diag_embed(torch.ones_like(r0)) if r0.shape[1] <= ZONOTOPE_MAX_DIM else None
+    # at points (every radius 0) the affine form adds nothing: its radius |G| 0 + 0 is the interval's
+    boxes = r0.shape[1] <= ZONOTOPE_MAX_DIM and bool(r0.any())
+    g = torch.diag_embed(torch.ones_like(r0)) if boxes else None
     err = torch.zeros_like(r0)
     found: list[Slopes] = []
     for stage in _merged(stages):
